@@ -1,0 +1,74 @@
+"""Where to reach KIS and with which key, from the environment.
+
+``KIS_APP_KEY``, ``KIS_APP_SECRET``, ``KIS_ENV`` (real|paper), ``KIS_REST_URL``, ``KIS_WS_URL``.
+With no key set, Observer talks to the local exchange (``observer-sim``) with demo credentials,
+which are not secrets: the local exchange accepts any key of KIS's shape.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+from urllib.parse import urlparse
+
+from observer_resources.kis import protocol as p
+from observer_resources.kis.errors import KisConfigError
+
+Env = Literal["real", "paper"]
+
+LOCAL_REST_URL = "http://127.0.0.1:18700"
+LOCAL_WS_URL = "ws://127.0.0.1:18701"
+DEMO_APP_KEY = "PSOBSERVERDEMOKEY0000000000000000001"  # 36 characters, not a secret
+DEMO_APP_SECRET = ("OBSERVERDEMOSECRET" * 10)[: p.APP_SECRET_LEN]
+
+
+@dataclass(frozen=True)
+class KisConfig:
+    app_key: str = field(repr=False)
+    app_secret: str = field(repr=False)
+    env: Env = "real"
+    rest_url: str = LOCAL_REST_URL
+    ws_url: str = LOCAL_WS_URL
+    local: bool = True  # True when talking to the embedded local exchange
+
+    def __post_init__(self) -> None:
+        if self.env not in ("real", "paper"):
+            raise KisConfigError(f"KIS_ENV must be 'real' or 'paper', got {self.env!r}")
+        if len(self.app_key) != p.APP_KEY_LEN:
+            raise KisConfigError(f"KIS_APP_KEY must be {p.APP_KEY_LEN} characters (got {len(self.app_key)})")
+        if len(self.app_secret) != p.APP_SECRET_LEN:
+            raise KisConfigError(f"KIS_APP_SECRET must be {p.APP_SECRET_LEN} characters (got {len(self.app_secret)})")
+        for name, url, schemes in (("KIS_REST_URL", self.rest_url, ("http", "https")), ("KIS_WS_URL", self.ws_url, ("ws", "wss"))):
+            u = urlparse(url)
+            if u.scheme not in schemes or not u.netloc:
+                raise KisConfigError(f"{name} must be a {'/'.join(schemes)} URL, got {url!r}")
+
+    @property
+    def key_id(self) -> str:
+        """A stable, non-secret identifier of (app key, host) for stores, logs and metrics."""
+        digest = hashlib.sha256(f"{self.app_key}|{self.rest_url}".encode()).hexdigest()
+        return f"key-{digest[:12]}"
+
+    def __repr__(self) -> str:  # never show the key or the secret
+        return f"KisConfig(key_id={self.key_id!r}, env={self.env!r}, rest_url={self.rest_url!r}, ws_url={self.ws_url!r}, local={self.local})"
+
+
+def from_env(environ: Mapping[str, str] | None = None) -> KisConfig:
+    env = os.environ if environ is None else environ
+    key, secret = env.get("KIS_APP_KEY", ""), env.get("KIS_APP_SECRET", "")
+    mode = env.get("KIS_ENV", "real").strip().lower()
+    if bool(key) != bool(secret):
+        raise KisConfigError("set both KIS_APP_KEY and KIS_APP_SECRET, or neither (local exchange)")
+    if not key:
+        return KisConfig(
+            DEMO_APP_KEY, DEMO_APP_SECRET, mode,  # type: ignore[arg-type]
+            env.get("KIS_REST_URL", LOCAL_REST_URL), env.get("KIS_WS_URL", LOCAL_WS_URL), local=True,
+        )
+    real = mode == "real"
+    rest = env.get("KIS_REST_URL") or (p.REAL_REST_URL if real else p.PAPER_REST_URL)
+    ws = env.get("KIS_WS_URL") or (p.REAL_WS_URL if real else p.PAPER_WS_URL)
+    local = urlparse(rest).hostname in ("127.0.0.1", "localhost", "::1")
+    return KisConfig(key, secret, mode, rest, ws, local=local)  # type: ignore[arg-type]
