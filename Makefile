@@ -1,0 +1,42 @@
+# Observer: two commands for a newcomer — `make run` and `make test`.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export OBSERVER_DATA_DIR ?= $(CURDIR)/data
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+
+.PHONY: run test install sim calendar bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## the pipeline on embedded defaults: local exchange + Dagster UI on 127.0.0.1:3000
+run: $(STAMP)
+	mkdir -p $(OBSERVER_DATA_DIR) $(DAGSTER_HOME)
+	$(BIN)/python -m observer_resources.run_local
+
+## the whole test suite (what CI runs)
+test: $(STAMP)
+	$(BIN)/pytest -q -p no:cacheprovider
+
+## the local exchange alone, in the foreground (Ctrl-C stops it)
+sim: $(STAMP)
+	$(BIN)/observer-sim --clock open
+
+## regenerate the KRX calendar after editing observer_resources/calendar/overrides.toml
+calendar: $(STAMP)
+	$(BIN)/python -m observer_resources.calendar.build
+
+## benchmarks (results go to docs/benchmarks.md by hand, with the machine)
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info
