@@ -1,0 +1,453 @@
+"""The local exchange's securities: a deterministic, realistically mixed KRX universe.
+
+The collector's universe rules (stock group, halted / delisting / administrative filters, the
+4,000 KRW previous-close floor, preferred and alphanumeric codes, ETN `Q` codes) can only be
+tested against a universe that has all of those cases in realistic proportions, so this module
+builds one from a seed: 950 KOSPI and 1,650 KOSDAQ listings at the default n = 2600, mostly
+stocks, plus ETFs, ETNs, SPACs, REITs, funds, depositary receipts and foreign shares.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import date
+from typing import Literal
+
+import numpy as np
+
+from observer_resources.kis.protocol import MASTER_ENCODING
+
+NAME_MAX_BYTES = 40  # SZ_KORNAME of the master's C header
+
+# (category, market, count at n = 2600). Order matters for determinism. Stocks (group ST: common,
+# preferred, SPAC, and ETNs, which have no group code of their own) are >= 2,500 of the 2,600, as
+# in the real masters, so a "fewer than 2,500 stock codes" quality floor passes on the default sim.
+_MIX: tuple[tuple[str, str, int], ...] = (
+    ("common", "kospi", 767),
+    ("preferred", "kospi", 100),
+    ("etf", "kospi", 35),
+    ("etn", "kospi", 25),
+    ("reit", "kospi", 8),
+    ("mf", "kospi", 3),
+    ("if", "kospi", 2),
+    ("sc", "kospi", 2),
+    ("dr", "kospi", 2),
+    ("bc", "kospi", 2),
+    ("fe", "kospi", 1),
+    ("fs", "kospi", 3),
+    ("common", "kosdaq", 1574),
+    ("preferred", "kosdaq", 8),
+    ("spac", "kosdaq", 60),
+    ("fs", "kosdaq", 5),
+    ("dr", "kosdaq", 3),
+)
+_MIX_TOTAL = sum(c for _, _, c in _MIX)
+
+_GROUP = {
+    "common": "ST", "preferred": "ST", "spac": "ST", "etf": "EF", "etn": "ST", "reit": "RT",
+    "mf": "MF", "if": "IF", "sc": "SC", "dr": "DR", "bc": "BC", "fe": "FE", "fs": "FS",
+}
+
+# Activity (mean trades/s in continuous trading). The top TOP_BUSY listings are busy (>= 3/s), a
+# short second tier follows, the rest are quiet; chosen so that one day of all tick tables stays
+# well under 300 MB (about 3.4 M trades).
+TOP_BUSY = 40
+SECOND_TIER = 20
+
+_PREFIXES = (
+    "한빛 대성 동양 세진 우진 태광 삼화 신흥 대한 한국 서울 동방 금호 일진 영풍 성창 고려 유니 코리아 아이"
+    " 에이스 하이 나라 새한 미래 동원 삼영 경동 한일 진흥 대림 현대 국제 중앙 광명 신성 오리 제일 태평 화신"
+    " 청담 푸른 은성 다온 누리 지엔 에스 엘티 케이 제이 비엠 티에스 디엔 에이치 씨앤 와이 엔에스 유진 한솔 동화"
+    " 세아 한라 동국 삼양 대원 부국 백산 선진 조광 모나 인성 광전 정원 해성 상신 극동 범양 남선 덕산 용평"
+).split()
+_SUFFIXES = (
+    "전자 화학 제약 바이오 건설 산업 중공업 테크 에너지 소재 홀딩스 시스템 로보틱스 반도체 엔터 정밀 기계 물산"
+    " 식품 제지 섬유 통신 미디어 게임즈 소프트 디스플레이 머티리얼즈 메디칼 헬스케어 케미칼 스틸 금속 해운 항공"
+    " 리테일 유통 증권 금융지주 보험 화재 생명과학 인베스트 파마 이노텍 모터스 전기 전선 오토 랩스 네트웍스"
+).split()
+_ETF_BRANDS = "KODEX TIGER KBSTAR ARIRANG HANARO KOSEF ACE SOL RISE PLUS TIMEFOLIO WOORI".split()
+_ETF_THEMES = (
+    "200|코스닥150|레버리지|인버스|200선물인버스2X|코스닥150레버리지|반도체|2차전지산업|은행|증권|자동차"
+    "|헬스케어|배당성장|고배당|국고채3년|국고채10년|단기채권|단기채권PLUS|미국S&P500|미국나스닥100"
+    "|미국배당다우존스|차이나CSI300|일본TOPIX|골드선물(H)|WTI원유선물(H)|미국채10년선물|인도니프티50|200TR"
+    "|코스피|MSCI Korea|K-방산|조선TOP10|AI반도체|미국테크TOP10|리츠부동산인프라|바이오|게임산업|건설|철강"
+    "|에너지화학"
+).split("|")
+_ETN_ISSUERS = "신한 삼성 미래에셋 KB NH 한투 메리츠 키움".split()
+_ETN_UNDERLYINGS = (
+    "레버리지 WTI원유 선물|인버스 WTI원유 선물|천연가스 선물|구리 선물|금 선물|은 선물|미국 S&P500 선물"
+    "|인버스 2X 나스닥100|레버리지 중국 CSI300|코스피 변동성|미국 달러 선물|엔화 선물|유로 선물|콩 선물"
+    "|옥수수 선물|밀 선물|니켈 선물|알루미늄 선물|팔라듐 선물|원유 선물"
+).split("|")
+_SPAC_BROKERS = "하나금융 엔에이치 삼성 미래에셋 신한 교보 유안타 키움 대신밸런스 한국투자 케이비 디비금융".split()
+_REIT_INFIX = ("알파", "프라임", "오피스", "글로벌", "물류", "에너지", "인프라", "")
+_FOREIGN = "차이나 이스트 퍼시픽 오션 그린 로얄 골든 윙입 크리스탈 컬러".split()
+_FOREIGN_SUFFIX = "홀딩스 인터내셔널 그룹 테크놀로지 푸드 신소재".split()
+
+
+@dataclass(frozen=True)
+class Listing:
+    code: str  # short code, 6 chars ('005930'); ETNs 'Q' + 6 digits; new-style preferred like '00088K'
+    isin: str  # 12 chars 'KR7...' with a valid ISIN check digit
+    name: str  # Korean, encodes to CP949 in at most 40 bytes, no commas
+    market: Literal["kospi", "kosdaq"]
+    group: str  # scrt_grp_cls_code: ST, EF, RT, MF, IF, SC, DR, BC, FE, FS
+    etp: int  # etp_prod_cls_code 0 none, 1/2 ETF, 3/4 ETN, 5 listed trust
+    spac: bool
+    preferred: bool
+    halted: bool
+    liquidation: bool
+    administrative: bool
+    alarm: str  # mrkt_alrm_cls_code '00'..'03'
+    listed_shares: int
+    par_value: int
+    listing_date: date
+    base_level: float  # long-run price level in KRW
+    activity: float  # mean trades/second during continuous trading
+    volatility: float = 0.02  # daily log-price volatility of the close chain
+    parent: str = ""  # for a preferred share: the common share's code
+
+    @property
+    def is_stock(self) -> bool:
+        """Common or preferred share (group ST, not an ETN)."""
+        return self.group == "ST" and self.etp == 0
+
+
+def isin_check_digit(body: str) -> int:
+    """ISIN (ISO 6166) check digit of the first 11 characters: letters as 10..35, then Luhn."""
+    digits = "".join(str(int(c, 36)) for c in body.upper())
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = int(ch)
+        if i % 2 == 0:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return (10 - total % 10) % 10
+
+
+def make_isin(code: str) -> str:
+    core = code[1:] if code.startswith("Q") else code
+    body = f"KR7{core}00"
+    return body + str(isin_check_digit(body))
+
+
+def _counts(n: int) -> list[int]:
+    """Scale the mix to n listings (largest remainder), keeping preferred <= common per market."""
+    if n < 1:
+        raise ValueError(f"need at least one listing, got n={n}")
+    raw = [c * n / _MIX_TOTAL for _, _, c in _MIX]
+    counts = [int(x) for x in raw]
+    order = sorted(range(len(raw)), key=lambda i: (-(raw[i] - counts[i]), i))
+    for i in order[: n - sum(counts)]:
+        counts[i] += 1
+    return counts
+
+
+def _fits(name: str) -> bool:
+    return len(name.encode(MASTER_ENCODING)) <= NAME_MAX_BYTES and "," not in name
+
+
+class _Names:
+    """Unique, CP949-safe names; a clash gets a numeric suffix rather than an error."""
+
+    def __init__(self) -> None:
+        self.used: set[str] = set()
+
+    def take(self, name: str) -> str:
+        name = name.strip()
+        candidate, k = name, 2
+        while candidate in self.used or not _fits(candidate):
+            candidate = f"{name[: 14]}{k}"
+            k += 1
+        self.used.add(candidate)
+        return candidate
+
+
+def _pick_combos(rng: np.random.Generator, sizes: tuple[int, ...], k: int) -> list[tuple[int, ...]]:
+    total = int(np.prod(sizes))
+    flat = rng.choice(total, size=min(k, total), replace=False)
+    out = [tuple(int(x) for x in np.unravel_index(int(f), sizes)) for f in flat]
+    while len(out) < k:  # more wanted than combinations: reuse (the name pool adds a suffix)
+        out.append(out[len(out) % max(total, 1)])
+    return out
+
+
+def generate_listings(seed: int, n: int = 2600) -> list[Listing]:
+    """The sim's securities for `seed`, sorted by code; same (seed, n) gives the same list."""
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, 0x4C495354])))
+    counts = _counts(n)
+    names = _Names()
+
+    # Six-digit code pools: stocks/SPACs/REITs/funds end in 0 (preferred derive 5/7/K/L from them);
+    # ETFs and other products end in 1-4, 6, 8 or 9, so the pools cannot collide.
+    n_zero = sum(c for (cat, _, _), c in zip(_MIX, counts) if cat not in ("preferred", "etf", "etn"))
+    zero_codes = [f"{int(k):05d}0" for k in rng.choice(np.arange(1, 50_000), size=n_zero, replace=False)]
+    n_etf = sum(c for (cat, _, _), c in zip(_MIX, counts) if cat == "etf")
+    etf_pool = np.arange(100_001, 500_000)
+    etf_pool = etf_pool[~np.isin(etf_pool % 10, (0, 5, 7))]
+    etf_codes = [f"{int(k):06d}" for k in rng.choice(etf_pool, size=n_etf, replace=False)]
+    n_etn = sum(c for (cat, _, _), c in zip(_MIX, counts) if cat == "etn")
+    etn_codes = [f"Q5{int(k):05d}" for k in rng.choice(100_000, size=n_etn, replace=False)]
+
+    company = iter(_pick_combos(rng, (len(_PREFIXES), len(_SUFFIXES)), sum(counts)))
+    etf_names = iter(_pick_combos(rng, (len(_ETF_BRANDS), len(_ETF_THEMES)), n_etf))
+    etn_names = iter(_pick_combos(rng, (len(_ETN_ISSUERS), len(_ETN_UNDERLYINGS)), n_etn))
+
+    def company_name(suffix: str | None = None) -> str:
+        p, s = next(company)
+        return _PREFIXES[p] + (suffix if suffix is not None else _SUFFIXES[s])
+
+    rows: list[dict] = []
+    commons: dict[str, list[dict]] = {"kospi": [], "kosdaq": []}
+    zi = ei = ni = n_spac = 0
+    early, late = date(1956, 3, 3).toordinal(), date(2017, 12, 28).toordinal()
+
+    def listing_day(lo: date | None = None) -> date:
+        a = lo.toordinal() if lo else early
+        # later listings are more common: skew toward the recent end
+        return date.fromordinal(int(a + (late - a) * rng.random() ** 0.6))
+
+    for (cat, market, _), count in zip(_MIX, counts):
+        for _ in range(count):
+            row: dict = {
+                "market": market, "group": _GROUP[cat], "etp": 0, "spac": False, "preferred": False,
+                "par_value": 500, "cat": cat, "parent": "",
+            }
+            if cat == "common":
+                row["code"] = zero_codes[zi]; zi += 1
+                row["name"] = names.take(company_name())
+                row["base_level"] = 0.0  # assigned cross-sectionally below
+                row["listed_shares"] = int(np.exp(rng.uniform(np.log(2e6), np.log(4e8))))
+                row["par_value"] = int(rng.choice([100, 200, 500, 1000, 2500, 5000],
+                                                  p=[0.25, 0.05, 0.45, 0.05, 0.05, 0.15]))
+                row["listing_date"] = listing_day()
+                row["volatility"] = min(0.04, float(np.exp(rng.normal(np.log(0.022), 0.3))))
+                commons[market].append(row)
+            elif cat == "preferred":
+                pool = commons[market]
+                parent = pool[int(rng.integers(len(pool)))] if pool else None
+                if parent is None or parent.get("_prefs", 0) >= 2:
+                    parent = next((p for p in pool if p.get("_prefs", 0) < 2), None)
+                if parent is None:  # tiny n: no room for a preferred share, make it a common one
+                    row["cat"] = "common"
+                    row["code"] = f"{int(rng.integers(1, 50_000)):05d}9"
+                    row["name"] = names.take(company_name())
+                    row.update(base_level=0.0, listed_shares=int(1e7), listing_date=listing_day(),
+                               volatility=0.02)
+                    rows.append(row)
+                    continue
+                k = parent.get("_prefs", 0)
+                parent["_prefs"] = k + 1
+                new_style = rng.random() < 0.35
+                suffix = ("K", "L")[k] if new_style else ("5", "7")[k]
+                label = ("3우B", "4우B")[k] if new_style else ("우", "2우B")[k]
+                row["code"] = parent["code"][:5] + suffix
+                row["name"] = names.take(parent["name"] + label)
+                row["preferred"] = True
+                row["parent"] = parent["code"]
+                row["_parent_row"] = parent
+                row["listed_shares"] = max(100_000, int(parent["listed_shares"] * rng.uniform(0.02, 0.2)))
+                row["par_value"] = parent["par_value"]
+                row["listing_date"] = listing_day(parent["listing_date"])
+                row["volatility"] = 0.015
+            elif cat == "etf":
+                row["code"] = etf_codes[ei]; ei += 1
+                b, t = next(etf_names)
+                row["name"] = names.take(f"{_ETF_BRANDS[b]} {_ETF_THEMES[t]}")
+                row["etp"] = 1 if rng.random() < 0.1 else 2
+                row["base_level"] = float(np.clip(np.exp(rng.normal(np.log(12_000), 0.6)), 2_000, 150_000))
+                row["listed_shares"] = int(np.exp(rng.uniform(np.log(1e6), np.log(1e8))))
+                row["par_value"] = 0
+                row["listing_date"] = listing_day(date(2002, 10, 14))
+                row["volatility"] = 0.01
+            elif cat == "etn":
+                row["code"] = etn_codes[ni]; ni += 1
+                i_, u_ = next(etn_names)
+                row["name"] = names.take(f"{_ETN_ISSUERS[i_]} {_ETN_UNDERLYINGS[u_]} ETN")
+                row["etp"] = 4 if rng.random() < 0.1 else 3
+                row["base_level"] = float(np.clip(np.exp(rng.normal(np.log(10_000), 0.7)), 300, 100_000))
+                row["listed_shares"] = int(np.exp(rng.uniform(np.log(1e6), np.log(4e7))))
+                row["par_value"] = 0
+                row["listing_date"] = listing_day(date(2014, 11, 17))
+                row["volatility"] = 0.015
+            else:
+                row["code"] = zero_codes[zi]; zi += 1
+                row["listing_date"] = listing_day(date(2001, 1, 1))
+                row["listed_shares"] = int(np.exp(rng.uniform(np.log(5e6), np.log(2e8))))
+                level, vol = {
+                    "spac": (float(rng.uniform(1_990, 2_150)), 0.003),
+                    "reit": (float(np.exp(rng.normal(np.log(4_800), 0.3))), 0.01),
+                    "mf": (float(np.exp(rng.normal(np.log(5_000), 0.3))), 0.01),
+                    "if": (float(np.exp(rng.normal(np.log(12_000), 0.2))), 0.008),
+                    "sc": (float(np.exp(rng.normal(np.log(5_000), 0.3))), 0.01),
+                    "dr": (float(np.exp(rng.normal(np.log(3_000), 0.5))), 0.025),
+                    "bc": (float(np.exp(rng.normal(np.log(10_000), 0.2))), 0.008),
+                    "fe": (float(np.exp(rng.normal(np.log(20_000), 0.3))), 0.012),
+                    "fs": (float(np.exp(rng.normal(np.log(2_500), 0.6))), 0.03),
+                }[cat]
+                row["base_level"], row["volatility"] = level, vol
+                if cat == "spac":
+                    n_spac += 1
+                    broker = _SPAC_BROKERS[int(rng.integers(len(_SPAC_BROKERS)))]
+                    row["name"] = names.take(f"{broker}제{n_spac + 10}호스팩")
+                    row["spac"] = True
+                    row["par_value"] = 100
+                    row["listed_shares"] = int(rng.uniform(5e6, 2e7))
+                    row["listing_date"] = listing_day(date(2015, 1, 1))
+                elif cat == "reit":
+                    infix = _REIT_INFIX[int(rng.integers(len(_REIT_INFIX)))]
+                    row["name"] = names.take(f"{company_name('')}{infix}리츠")
+                elif cat == "mf":
+                    row["name"] = names.take(f"{company_name('')}{int(rng.integers(1, 30))}호투자회사")
+                elif cat == "if":
+                    row["name"] = names.take(f"{company_name('')}인프라")
+                elif cat == "sc":
+                    row["name"] = names.take(f"{company_name('')}해운{int(rng.integers(1, 30))}호")
+                elif cat == "dr":
+                    row["name"] = names.take(f"{company_name()}DR")
+                elif cat == "bc":
+                    row["name"] = names.take(f"{company_name('')}부동산신탁{int(rng.integers(1, 20))}호")
+                    row["etp"] = 5
+                elif cat == "fe":
+                    b = _ETF_BRANDS[int(rng.integers(len(_ETF_BRANDS)))]
+                    row["name"] = names.take(f"{b} 해외{_ETF_THEMES[int(rng.integers(len(_ETF_THEMES)))]}")
+                    row["par_value"] = 0
+                elif cat == "fs":
+                    f = _FOREIGN[int(rng.integers(len(_FOREIGN)))]
+                    s = _FOREIGN_SUFFIX[int(rng.integers(len(_FOREIGN_SUFFIX)))]
+                    row["name"] = names.take(f + s)
+                    row["par_value"] = 0
+            rows.append(row)
+
+    _assign_common_levels(rng, [r for r in rows if r["cat"] == "common"])
+    for r in rows:
+        if r["cat"] == "preferred":
+            r["base_level"] = r.pop("_parent_row")["base_level"] * float(rng.uniform(0.45, 0.95))
+    _assign_flags(rng, rows)
+    _assign_activity(rng, rows)
+
+    out = [
+        Listing(
+            code=r["code"], isin=make_isin(r["code"]), name=r["name"], market=r["market"],
+            group=r["group"], etp=r["etp"], spac=r["spac"], preferred=r["preferred"],
+            halted=r["halted"], liquidation=r["liquidation"], administrative=r["administrative"],
+            alarm=r["alarm"], listed_shares=int(r["listed_shares"]), par_value=int(r["par_value"]),
+            listing_date=r["listing_date"], base_level=round(float(r["base_level"]), 2),
+            activity=float(r["activity"]), volatility=round(float(r["volatility"]), 5), parent=r["parent"],
+        )
+        for r in rows
+    ]
+    out.sort(key=lambda x: x.code)
+    codes = [x.code for x in out]
+    if len(set(codes)) != len(codes):  # pragma: no cover - guarded by construction
+        raise AssertionError("duplicate listing codes generated")
+    return out
+
+
+def _assign_common_levels(rng: np.random.Generator, commons: list[dict]) -> None:
+    """Spread common-share price levels by quantile so ~60 % sit at or above 4,000 KRW.
+
+    Quantiles of a log-normal (median 5,200 KRW, sd 0.5 decades) are handed out in random order:
+    the cross-section is then exact rather than subject to sampling noise, and the daily chain's
+    mean reversion keeps the share >= 4,000 inside 55-65 % on every day.
+    """
+    m = len(commons)
+    if m == 0:
+        return
+    q = (np.arange(m) + 0.5) / m
+    z = _norm_ppf(q)
+    levels = 10 ** (np.log10(5_200) + 0.5 * z)
+    levels = np.clip(levels, 300, 1_500_000)
+    perm = rng.permutation(m)
+    for r, lvl in zip(commons, levels[perm]):
+        r["base_level"] = float(lvl)
+
+
+def _norm_ppf(q: np.ndarray) -> np.ndarray:
+    """Inverse standard normal CDF (Acklam's rational approximation; |error| < 1.2e-9)."""
+    a = (-3.969683028665376e01, 2.209460984245205e02, -2.759285104469687e02,
+         1.383577518672690e02, -3.066479806614716e01, 2.506628277459239e00)
+    b = (-5.447609879822406e01, 1.615858368580409e02, -1.556989798598866e02,
+         6.680131188771972e01, -1.328068155288572e01)
+    c = (-7.784894002430293e-03, -3.223964580411365e-01, -2.400758277161838e00,
+         -2.549732539343734e00, 4.374664141464968e00, 2.938163982698783e00)
+    d = (7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e00, 3.754408661907416e00)
+    q = np.asarray(q, dtype=float)
+    out = np.empty_like(q)
+    lo, hi = q < 0.02425, q > 1 - 0.02425
+    mid = ~(lo | hi)
+    t = np.sqrt(-2 * np.log(q[lo]))
+    out[lo] = (((((c[0] * t + c[1]) * t + c[2]) * t + c[3]) * t + c[4]) * t + c[5]) / (
+        (((d[0] * t + d[1]) * t + d[2]) * t + d[3]) * t + 1)
+    t = np.sqrt(-2 * np.log(1 - q[hi]))
+    out[hi] = -(((((c[0] * t + c[1]) * t + c[2]) * t + c[3]) * t + c[4]) * t + c[5]) / (
+        (((d[0] * t + d[1]) * t + d[2]) * t + d[3]) * t + 1)
+    s = q[mid] - 0.5
+    r = s * s
+    out[mid] = (((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5]) * s / (
+        ((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1)
+    return out
+
+
+def _assign_flags(rng: np.random.Generator, rows: list[dict]) -> None:
+    """Halted, delisting-pending, administrative and market-alarm names, at least two of each."""
+    for r in rows:
+        r.update(halted=False, liquidation=False, administrative=False, alarm="00")
+    commons = [r for r in rows if r["cat"] == "common"]
+    m = len(commons)
+    if m == 0:
+        return
+
+    def pick(frac: float, minimum: int) -> list[dict]:
+        k = min(m, max(minimum if m >= 50 else 0, int(round(frac * m))))
+        return [commons[int(i)] for i in rng.choice(m, size=k, replace=False)]
+
+    for r in pick(0.010, 2):
+        r["halted"] = True
+    for r in pick(0.020, 2):
+        r["administrative"] = True
+    for r in pick(0.003, 2):
+        r["liquidation"] = True
+        r["administrative"] = True  # delisting-pending names are designated administrative first
+        r["base_level"] = r["base_level"] * 0.3
+    for code, frac in (("01", 0.02), ("02", 0.005), ("03", 0.002)):
+        for r in pick(frac, 1):
+            if r["alarm"] == "00":
+                r["alarm"] = code
+    etns = [r for r in rows if r["cat"] == "etn"]
+    if len(etns) >= 10:
+        etns[int(rng.integers(len(etns)))]["halted"] = True
+
+
+def _assign_activity(rng: np.random.Generator, rows: list[dict]) -> None:
+    """Heavy-tailed trade rates: a busy head (>= 3 trades/s), a short second tier, a quiet tail."""
+    median = {"common": 0.0015, "preferred": 0.0005, "spac": 0.0008, "etf": 0.003, "etn": 0.001}
+    for r in rows:
+        med = median.get(r["cat"], 0.0006)
+        r["activity"] = min(0.2, max(0.0002, med * math.exp(float(rng.normal(0.0, 1.4)))))
+    candidates = [i for i, r in enumerate(rows) if not r["halted"] and not r["liquidation"]
+                  and r["cat"] in ("common", "etf")]
+    n_head = min(len(candidates), TOP_BUSY + SECOND_TIER, max(3, len(rows) // 40))
+    if not candidates:
+        return
+    # mostly large common shares, a few leveraged/inverse-style ETFs, as on KRX; a common share
+    # always leads, so even a tiny sim has a busy stock to stream
+    weights = np.array([4.0 if rows[i]["cat"] == "common" else 1.0 for i in candidates])
+    head = rng.choice(np.array(candidates), size=n_head, replace=False, p=weights / weights.sum()).tolist()
+    first_common = next((k for k, i in enumerate(head) if rows[i]["cat"] == "common"), 0)
+    head.insert(0, head.pop(first_common))
+    for rank, i in enumerate(head):
+        r = rows[int(i)]
+        if rank < TOP_BUSY:
+            r["activity"] = float(3.0 * (4.0 / 3.0) ** ((TOP_BUSY - 1 - rank) / max(TOP_BUSY - 1, 1)))
+            if r["cat"] == "common":  # busy names are large caps: 2-40 trillion KRW
+                r["listed_shares"] = int(min(6e9, float(rng.uniform(2e12, 4e13)) / max(r["base_level"], 1.0)))
+        else:
+            k = rank - TOP_BUSY
+            r["activity"] = float(0.8 * (0.2 / 0.8) ** (k / max(SECOND_TIER - 1, 1)))
+    for r in rows:
+        if r["halted"]:
+            r["activity"] = 0.0

@@ -1,0 +1,62 @@
+"""Shared fixtures: the local exchange in a subprocess, and demo credentials.
+
+* ``sim`` — one exchange per test module: real mode, ``--clock open`` (trades around the clock, so
+  tests never wait for a session), seed 7, 600 listings for a fast start.
+* ``sim_factory`` — start exchanges with any CLI arguments; all are stopped after the test.
+* ``make_creds(i)`` — (app key, app secret) of KIS's shape, distinct per ``i``. On a shared
+  ``sim`` give each test its own ``i`` (or use the ``creds`` fixture): KIS allows one token
+  issuance a minute per key, and the sim enforces that.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from observer_resources.sim.accounts import demo_credentials
+from observer_resources.sim.server import SimProcess, run_sim_process
+
+SIM_DEFAULT_ARGS = ("--mode", "real", "--clock", "open", "--seed", "7", "--listings", "600")
+
+make_creds = demo_credentials
+
+# Indices handed out by the ``creds`` fixture start high so they never clash with explicit make_creds(i).
+_creds_counter = itertools.count(100_000)
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[SimProcess]:
+    proc = run_sim_process(*SIM_DEFAULT_ARGS)
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture
+def sim_factory() -> Iterator[Callable[..., SimProcess]]:
+    started: list[SimProcess] = []
+
+    def start(*args: str, timeout: float = 60.0) -> SimProcess:
+        proc = run_sim_process(*args, timeout=timeout)
+        started.append(proc)
+        return proc
+
+    try:
+        yield start
+    finally:
+        for proc in started:
+            proc.stop()
+
+
+@pytest.fixture
+def creds() -> tuple[str, str]:
+    """Fresh demo credentials, unique within the test session."""
+    return make_creds(next(_creds_counter))
+
+
+@pytest.fixture(name="make_creds")
+def make_creds_fixture() -> Callable[[int], tuple[str, str]]:
+    return demo_credentials
