@@ -72,3 +72,41 @@ def from_env(environ: Mapping[str, str] | None = None) -> KisConfig:
     ws = env.get("KIS_WS_URL") or (p.REAL_WS_URL if real else p.PAPER_WS_URL)
     local = urlparse(rest).hostname in ("127.0.0.1", "localhost", "::1")
     return KisConfig(key, secret, mode, rest, ws, local=local)  # type: ignore[arg-type]
+
+
+def demo_config(i: int, environ: Mapping[str, str] | None = None) -> KisConfig:
+    """Demo account ``i`` on the local exchange (index 0 is the default demo key)."""
+    env = os.environ if environ is None else environ
+    if i == 0:
+        key, secret = DEMO_APP_KEY, DEMO_APP_SECRET
+    else:
+        digest = hashlib.sha256(f"observer-demo:{i}".encode()).hexdigest()
+        key = f"PSOBSERVERDEMOKEX{i:019d}"
+        secret = (digest * 3)[: p.APP_SECRET_LEN]
+    return KisConfig(key, secret, env.get("KIS_ENV", "real").strip().lower(),  # type: ignore[arg-type]
+                     env.get("KIS_REST_URL", LOCAL_REST_URL), env.get("KIS_WS_URL", LOCAL_WS_URL), local=True)
+
+
+def configs_from_env(environ: Mapping[str, str] | None = None) -> list[KisConfig]:
+    """Every app key configured: ``KIS_APP_KEY``/``KIS_APP_SECRET`` then ``KIS_APP_KEY_2``/``KIS_APP_SECRET_2`` … (no
+    gaps in the numbering; a half-set pair is an error). With no key, ``OBSERVER_DEMO_KEYS`` (default 1) demo
+    accounts on the local exchange. Each key is its own KIS account: its own token, request budget, WebSocket
+    session and 41 registrations."""
+    env = os.environ if environ is None else environ
+    first = from_env(env)
+    if first.local and not env.get("KIS_APP_KEY"):
+        n = int(env.get("OBSERVER_DEMO_KEYS", "1") or "1")
+        if n < 1:
+            raise KisConfigError("OBSERVER_DEMO_KEYS must be >= 1")
+        return [first] + [demo_config(i, env) for i in range(1, n)]
+    out = [first]
+    i = 2
+    while env.get(f"KIS_APP_KEY_{i}") or env.get(f"KIS_APP_SECRET_{i}"):
+        key, secret = env.get(f"KIS_APP_KEY_{i}", ""), env.get(f"KIS_APP_SECRET_{i}", "")
+        if not key or not secret:
+            raise KisConfigError(f"set both KIS_APP_KEY_{i} and KIS_APP_SECRET_{i}")
+        out.append(KisConfig(key, secret, first.env, first.rest_url, first.ws_url, first.local))
+        i += 1
+    if len({c.app_key for c in out}) != len(out):
+        raise KisConfigError("the same app key is configured twice")
+    return out

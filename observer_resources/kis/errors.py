@@ -48,6 +48,10 @@ class NoDataError(KisApiError):
     """rt_cd '7': the product or period has no data."""
 
 
+class KisResponseError(KisError, ValueError):
+    """A success body whose content cannot be typed (a non-numeric number, a missing field)."""
+
+
 class TransientError(KisError):
     """Network failure, timeout or 5xx without a KIS body, after bounded retries."""
 

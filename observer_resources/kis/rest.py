@@ -1,0 +1,654 @@
+"""Async REST client for KIS quotations (kis-protocol.md §3, §4, §6).
+
+Outcomes are decided on the body's ``rt_cd`` / ``msg_cd`` (or ``error_code``), never on the HTTP
+status alone — KIS sends gateway errors as HTTP 500 with a normal body:
+
+============================  ==========================================================
+``EGW00201`` (rate limit)     jittered exponential backoff 0.1..1 s, ≤ ``max_rate_retries``
+                              retries, then ``RateLimitedError``
+``EGW00123`` / ``EGW00121``   ``tokens.refresh(rejected)`` once, retry once, then
+                              ``TokenExpiredError``
+network error, 5xx w/o body   retry after 1 s then 2 s, then ``TransientError``
+paper refusal                 ``PaperUnsupportedError``
+``rt_cd`` 7                   ``NoDataError``
+credential codes (EGW001xx)   ``BadCredentialsError`` at once (no retry storm)
+anything else ``rt_cd != 0``  ``KisApiError``, no sleep, no retry
+============================  ==========================================================
+
+Every HTTP request first takes a permit from the shared ``RateLimiter``. Lists are returned
+**oldest first** (see ``models``). Secrets, tokens and headers are never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from typing import Any
+
+import httpx
+
+from observer_resources.calendar import KST
+from observer_resources.calendar import session as krx_session
+from observer_resources.kis import protocol as p
+from observer_resources.kis.config import KisConfig
+from observer_resources.kis.errors import (
+    BadCredentialsError,
+    KisApiError,
+    KisError,
+    KisResponseError,
+    NoDataError,
+    PaperUnsupportedError,
+    RateLimitedError,
+    TokenExpiredError,
+    TokenIssueTooSoonError,
+    TransientError,
+)
+from observer_resources.kis.models import (
+    ChartSummary,
+    Conclusion,
+    DailyBar,
+    HolidayRow,
+    MinuteBar,
+    MinuteBars,
+    MultiQuote,
+    ProductInfo,
+    Quote,
+    VolumeRankRow,
+)
+from observer_resources.kis.ports import RateLimiter, TokenProvider
+
+log = logging.getLogger("observer.kis")
+
+#: token-endpoint style credential refusals (EGW00105 documented; 101-104 KIS's numbering)
+CREDENTIAL_CODES = frozenset({"EGW00101", "EGW00102", "EGW00103", "EGW00104", p.EGW_BAD_SECRET})
+TOKEN_CODES = frozenset({p.EGW_EXPIRED, p.EGW_INVALID_TOKEN})
+MORE_PAGES = frozenset({"F", "M"})
+RATE_BACKOFF_MIN, RATE_BACKOFF_MAX = 0.1, 1.0
+TRANSIENT_DELAYS = (1.0, 2.0)
+
+
+
+
+@dataclass
+class RestStats:
+    """Counters of one client. ``requests`` counts HTTP requests actually sent."""
+
+    requests: int = 0
+    pages: int = 0
+    retries: Counter = field(default_factory=Counter)  # cause -> n ('rate_limit', 'token', 'transient')
+    errors: Counter = field(default_factory=Counter)  # msg_cd / error kind -> n (final failures)
+    rate_limit_waits: int = 0
+    rate_limit_wait_seconds: float = 0.0
+    limiter_wait_seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return {
+            "requests": self.requests, "pages": self.pages, "retries": dict(self.retries),
+            "errors": dict(self.errors), "rate_limit_waits": self.rate_limit_waits,
+            "rate_limit_wait_seconds": round(self.rate_limit_wait_seconds, 3),
+            "limiter_wait_seconds": round(self.limiter_wait_seconds, 3),
+        }
+
+
+@dataclass(frozen=True)
+class Page:
+    body: dict[str, Any]
+    tr_cont: str  # response header: F/M more, D/E last, '' unknown
+
+
+# --- value conversion (pure) ------------------------------------------------------------------------
+
+
+def _int(v: Any) -> int:
+    """KIS integer string -> int; '' -> 0 (KIS leaves non-applicable numbers empty)."""
+    if v is None or v == "":
+        return 0
+    try:
+        return int(v)
+    except ValueError:
+        f = float(v)  # '123.00' in some integer columns
+        if f.is_integer():
+            return int(f)
+        raise
+
+
+def _opt_int(v: Any) -> int | None:
+    """Best bid/ask and the like: None when 0 or empty, never 0."""
+    return _int(v) or None
+
+
+def _float(v: Any) -> float:
+    return float(v) if v not in (None, "") else 0.0
+
+
+def _opt_float(v: Any) -> float | None:
+    return float(v) if v not in (None, "") else None
+
+
+def _date(v: Any) -> date | None:
+    if not v:
+        return None
+    s = str(v)
+    if len(s) != 8 or not s.isdigit():
+        raise ValueError(f"bad date {s!r}")
+    return date(int(s[:4]), int(s[4:6]), int(s[6:]))
+
+
+def _hms(v: Any) -> time:
+    s = str(v)
+    if len(s) != 6 or not s.isdigit():
+        raise ValueError(f"bad time {s!r}")
+    return time(int(s[:2]), int(s[2:4]), int(s[4:]))
+
+
+def _at(day: date, hhmmss: Any) -> datetime:
+    return datetime.combine(day, _hms(hhmmss), tzinfo=KST)
+
+
+def _yn(v: Any) -> bool:
+    return str(v).upper() == "Y"
+
+
+def _typed(tr_id: str, build: Callable[[Mapping[str, Any]], Any], row: Any) -> Any:
+    """Run a row builder; a bad value becomes a KisResponseError naming the TR and the row."""
+    if not isinstance(row, Mapping):
+        raise KisResponseError(f"{tr_id}: expected an object row, got {type(row).__name__}")
+    try:
+        return build(row)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise KisResponseError(f"{tr_id}: cannot type row ({type(exc).__name__}: {exc})") from exc
+
+
+def _rows(body: Mapping[str, Any], key: str) -> list[Any]:
+    v = body.get(key)
+    if v is None or v == "":
+        return []
+    if isinstance(v, list):
+        return v
+    if isinstance(v, dict):
+        return [v]
+    raise KisResponseError(f"{key} is {type(v).__name__}, not a list")
+
+
+# --- row builders (pure) ----------------------------------------------------------------------------
+
+
+def quote_from(o: Mapping[str, Any]) -> Quote:
+    return Quote(
+        code=o["stck_shrn_iscd"], price=_int(o["stck_prpr"]), change=_int(o["prdy_vrss"]),
+        change_sign=o["prdy_vrss_sign"], change_rate=_float(o["prdy_ctrt"]), open=_int(o["stck_oprc"]),
+        high=_int(o["stck_hgpr"]), low=_int(o["stck_lwpr"]), upper_limit=_int(o["stck_mxpr"]),
+        lower_limit=_int(o["stck_llam"]), base_price=_int(o["stck_sdpr"]), acml_vol=_int(o["acml_vol"]),
+        acml_value=_int(o["acml_tr_pbmn"]), vwap=_float(o["wghn_avrg_stck_prc"]),
+        prdy_vol_rate=_float(o["prdy_vrss_vol_rate"]), vol_turnover=_float(o["vol_tnrt"]),
+        listed_shares=_int(o["lstn_stcn"]), market_cap=_int(o["hts_avls"]), per=_float(o["per"]),
+        pbr=_float(o["pbr"]), eps=_float(o["eps"]), bps=_float(o["bps"]),
+        foreign_ratio=_float(o["hts_frgn_ehrt"]), halted=_yn(o["temp_stop_yn"]),
+        status_code=o["iscd_stat_cls_code"], warning_code=o["mrkt_warn_cls_code"], vi_code=o["vi_cls_code"],
+        market_name=o["rprs_mrkt_kor_name"], sector_name=o["bstp_kor_isnm"], w52_high=_int(o["w52_hgpr"]),
+        w52_high_date=_date(o["w52_hgpr_date"]), w52_low=_int(o["w52_lwpr"]),
+        w52_low_date=_date(o["w52_lwpr_date"]), raw=dict(o),
+    )
+
+
+def multi_quote_from(o: Mapping[str, Any]) -> MultiQuote:
+    return MultiQuote(
+        code=o["inter_shrn_iscd"], name=o["inter_kor_isnm"], price=_int(o["inter2_prpr"]),
+        change=_int(o["inter2_prdy_vrss"]), change_sign=o["prdy_vrss_sign"], change_rate=_float(o["prdy_ctrt"]),
+        acml_vol=_int(o["acml_vol"]), acml_value=_int(o["acml_tr_pbmn"]), open=_int(o["inter2_oprc"]),
+        high=_int(o["inter2_hgpr"]), low=_int(o["inter2_lwpr"]), upper_limit=_int(o["inter2_mxpr"]),
+        lower_limit=_int(o["inter2_llam"]), ask1=_opt_int(o["inter2_askp"]), bid1=_opt_int(o["inter2_bidp"]),
+        ask_size1=_int(o["seln_rsqn"]), bid_size1=_int(o["shnu_rsqn"]),
+        total_ask_size=_int(o["total_askp_rsqn"]), total_bid_size=_int(o["total_bidp_rsqn"]),
+        prev_close=_int(o["inter2_prdy_clpr"]), base_price=_int(o["inter2_sdpr"]),
+        market_name=o["kospi_kosdaq_cls_name"], hour_cls_code=o["hour_cls_code"], raw=dict(o),
+    )
+
+
+def daily_price_bar_from(o: Mapping[str, Any]) -> DailyBar:
+    return DailyBar(
+        day=_date(o["stck_bsop_date"]), open=_int(o["stck_oprc"]), high=_int(o["stck_hgpr"]),  # type: ignore[arg-type]
+        low=_int(o["stck_lwpr"]), close=_int(o["stck_clpr"]), volume=_int(o["acml_vol"]), value=None,
+        change=_int(o["prdy_vrss"]), change_sign=o["prdy_vrss_sign"], change_rate=_opt_float(o["prdy_ctrt"]),
+        foreign_ratio=_opt_float(o.get("hts_frgn_ehrt")), raw=dict(o),
+    )
+
+
+def daily_chart_bar_from(o: Mapping[str, Any]) -> DailyBar:
+    return DailyBar(
+        day=_date(o["stck_bsop_date"]), open=_int(o["stck_oprc"]), high=_int(o["stck_hgpr"]),  # type: ignore[arg-type]
+        low=_int(o["stck_lwpr"]), close=_int(o["stck_clpr"]), volume=_int(o["acml_vol"]),
+        value=_int(o["acml_tr_pbmn"]), change=_int(o["prdy_vrss"]), change_sign=o["prdy_vrss_sign"],
+        change_rate=None, foreign_ratio=None, raw=dict(o),
+    )
+
+
+def chart_summary_from(o: Mapping[str, Any], code: str) -> ChartSummary:
+    return ChartSummary(
+        code=o.get("stck_shrn_iscd") or code, name=o.get("hts_kor_isnm", ""), price=_int(o["stck_prpr"]),
+        change=_int(o["prdy_vrss"]), change_sign=o["prdy_vrss_sign"], change_rate=_float(o["prdy_ctrt"]),
+        prev_close=_int(o["stck_prdy_clpr"]), acml_vol=_int(o["acml_vol"]), acml_value=_int(o["acml_tr_pbmn"]),
+        raw=dict(o),
+    )
+
+
+def minute_bar_from(o: Mapping[str, Any]) -> MinuteBar:
+    return MinuteBar(
+        at=_at(_date(o["stck_bsop_date"]), o["stck_cntg_hour"]), close=_int(o["stck_prpr"]),  # type: ignore[arg-type]
+        open=_int(o["stck_oprc"]), high=_int(o["stck_hgpr"]), low=_int(o["stck_lwpr"]),
+        volume=_int(o["cntg_vol"]), acml_value=_int(o["acml_tr_pbmn"]), raw=dict(o),
+    )
+
+
+def conclusion_from(o: Mapping[str, Any], day: date) -> Conclusion:
+    return Conclusion(
+        at=_at(day, o["stck_cntg_hour"]), price=_int(o["stck_pbpr"]), change=_int(o["prdy_vrss"]),
+        change_sign=o["prdy_vrss_sign"], change_rate=_float(o["prdy_ctrt"]), ask1=_opt_int(o["askp"]),
+        bid1=_opt_int(o["bidp"]), strength=_float(o["tday_rltv"]), acml_vol=_int(o["acml_vol"]),
+        qty=_int(o["cnqn"]), raw=dict(o),
+    )
+
+
+def volume_rank_from(o: Mapping[str, Any]) -> VolumeRankRow:
+    return VolumeRankRow(
+        rank=_int(o["data_rank"]), code=o["mksc_shrn_iscd"], name=o["hts_kor_isnm"], price=_int(o["stck_prpr"]),
+        change=_int(o["prdy_vrss"]), change_sign=o["prdy_vrss_sign"], change_rate=_float(o["prdy_ctrt"]),
+        acml_vol=_int(o["acml_vol"]), prev_vol=_int(o["prdy_vol"]), listed_shares=_int(o["lstn_stcn"]),
+        avg_vol=_int(o["avrg_vol"]), vol_increase_rate=_float(o["vol_inrt"]), vol_turnover=_float(o["vol_tnrt"]),
+        avg_value=_int(o["avrg_tr_pbmn"]), acml_value=_int(o["acml_tr_pbmn"]), raw=dict(o),
+    )
+
+
+def holiday_from(o: Mapping[str, Any]) -> HolidayRow:
+    return HolidayRow(
+        day=_date(o["bass_dt"]), weekday_code=o["wday_dvsn_cd"], business_day=_yn(o["bzdy_yn"]),  # type: ignore[arg-type]
+        transaction_day=_yn(o["tr_day_yn"]), market_open=_yn(o["opnd_yn"]), settlement_day=_yn(o["sttl_day_yn"]),
+        raw=dict(o),
+    )
+
+
+def product_info_from(o: Mapping[str, Any]) -> ProductInfo:
+    return ProductInfo(
+        code=o["pdno"], short_code=o.get("shtn_pdno", ""), isin=o.get("std_pdno", ""),
+        product_type=o.get("prdt_type_cd", ""), name=o.get("prdt_name", ""), abbr_name=o.get("prdt_abrv_name", ""),
+        eng_name=o.get("prdt_eng_name", ""), classification=o.get("prdt_clsf_name", ""),
+        first_listed=_date(o.get("frst_erlm_dt")), raw=dict(o),
+    )
+
+
+def _yyyymmdd(d: date) -> str:
+    return d.strftime("%Y%m%d")
+
+
+def _hhmmss(t: str | time) -> str:
+    s = t.strftime("%H%M%S") if isinstance(t, time) else str(t)
+    _hms(s)  # validate before sending
+    return s
+
+
+# --- the client -------------------------------------------------------------------------------------
+
+
+class KisRestClient:
+    """One app key's REST client. Share one instance per process; every request goes through the
+    shared ``limiter`` and ``tokens``."""
+
+    def __init__(
+        self,
+        config: KisConfig,
+        tokens: TokenProvider,
+        limiter: RateLimiter,
+        *,
+        http: httpx.AsyncClient | None = None,
+        timeout: float = 10.0,
+        max_rate_retries: int = 5,
+        transient_delays: Sequence[float] = TRANSIENT_DELAYS,
+        max_pages: int = 10_000,
+    ) -> None:
+        self.config = config
+        self._tokens = tokens
+        self._limiter = limiter
+        self._own_http = http is None
+        self._http = http or httpx.AsyncClient(timeout=timeout)
+        self._timeout = timeout
+        self._base = config.rest_url.rstrip("/")
+        self.max_rate_retries = max_rate_retries
+        self.transient_delays = tuple(transient_delays)
+        self.max_pages = max_pages
+        self.stats = RestStats()
+
+    def __repr__(self) -> str:
+        return f"KisRestClient({self.config!r})"
+
+    async def __aenter__(self) -> KisRestClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._own_http:
+            await self._http.aclose()
+
+    # --- transport ------------------------------------------------------------------------------
+
+    async def request(self, name: str, tr_id: str, params: Mapping[str, str], *, tr_cont: str = "") -> Page:
+        """GET ``/uapi/domestic-stock/v1/quotations/<name>`` with KIS's headers; returns the success
+        page or raises the typed error (see the module docstring)."""
+        url = f"{self._base}{p.QUOTE_BASE}/{name}"
+        rate_tries = 0
+        token_retried = False
+        transient_tries = 0
+        while True:
+            self.stats.limiter_wait_seconds += await self._limiter.acquire()
+            try:
+                token = await self._tokens.access_token()
+            except KisError as exc:  # bad credentials, issuance refused, token endpoint down: no request sent
+                self.stats.errors[f"token:{getattr(exc, 'code', '') or type(exc).__name__}"] += 1
+                raise
+            headers = {
+                "content-type": "application/json; charset=utf-8",
+                "authorization": f"Bearer {token}",
+                "appkey": self.config.app_key,
+                "appsecret": self.config.app_secret,
+                "tr_id": tr_id,
+                "custtype": "P",
+                "tr_cont": tr_cont,
+            }
+            self.stats.requests += 1
+            try:
+                resp = await self._http.get(url, params=dict(params), headers=headers, timeout=self._timeout)
+            except (httpx.TimeoutException, httpx.TransportError) as exc:
+                why = f"{type(exc).__name__}"
+                if transient_tries < len(self.transient_delays):
+                    await self._transient_wait(tr_id, why, transient_tries)
+                    transient_tries += 1
+                    continue
+                self.stats.errors["transient"] += 1
+                raise TransientError(f"{tr_id}: {why} after {transient_tries + 1} attempts") from None
+
+            body = _json_body(resp)
+            code = str(body.get("msg_cd") or body.get("error_code") or "") if body is not None else ""
+            rt_cd = str(body.get("rt_cd") or "") if body is not None else ""
+            message = str(body.get("msg1") or body.get("error_description") or "") if body is not None else ""
+            if body is None or not (rt_cd or code):
+                if resp.status_code >= 500 or resp.status_code == 429:
+                    if transient_tries < len(self.transient_delays):
+                        await self._transient_wait(tr_id, f"HTTP {resp.status_code} without a KIS body", transient_tries)
+                        transient_tries += 1
+                        continue
+                    self.stats.errors["transient"] += 1
+                    raise TransientError(f"{tr_id}: HTTP {resp.status_code} without a KIS body, "
+                                         f"{transient_tries + 1} attempts")
+                if body is not None and resp.status_code < 400:
+                    self.stats.errors["bad_body"] += 1
+                    raise KisResponseError(f"{tr_id}: HTTP {resp.status_code} body without rt_cd/msg_cd")
+                self.stats.errors[f"http_{resp.status_code}"] += 1
+                raise KisApiError("", f"HTTP {resp.status_code} without a KIS body", http_status=resp.status_code,
+                                  tr_id=tr_id)
+            if rt_cd == "0":
+                self.stats.pages += 1
+                return Page(body, resp.headers.get("tr_cont", "").strip())
+
+            status = resp.status_code
+            if code == p.EGW_RATE:
+                if rate_tries < self.max_rate_retries:
+                    delay = _rate_delay(rate_tries)
+                    rate_tries += 1
+                    self.stats.retries["rate_limit"] += 1
+                    self.stats.rate_limit_waits += 1
+                    self.stats.rate_limit_wait_seconds += delay
+                    log.info("kis %s: EGW00201 rate limited, retry %d/%d in %.2fs", tr_id, rate_tries,
+                             self.max_rate_retries, delay)
+                    await asyncio.sleep(delay)
+                    continue
+                self._fail(code, tr_id, message)
+                raise RateLimitedError(code, message, http_status=status, tr_id=tr_id, rt_cd=rt_cd)
+            if code in TOKEN_CODES:
+                if not token_retried:
+                    token_retried = True
+                    self.stats.retries["token"] += 1
+                    log.warning("kis %s: %s (%s), refreshing the access token and retrying once", tr_id, code,
+                                "expired" if code == p.EGW_EXPIRED else "invalid")
+                    await self._tokens.refresh(token)
+                    continue
+                self._fail(code, tr_id, message)
+                raise TokenExpiredError(code, message, http_status=status, tr_id=tr_id, rt_cd=rt_cd)
+            self._fail(code or f"rt_cd_{rt_cd}", tr_id, message)
+            if code in CREDENTIAL_CODES:
+                raise BadCredentialsError(code, message, http_status=status, tr_id=tr_id, rt_cd=rt_cd)
+            if code == p.EGW_TOKEN_TOO_OFTEN:
+                raise TokenIssueTooSoonError(code, message, http_status=status, tr_id=tr_id, rt_cd=rt_cd)
+            if p.PAPER_REFUSAL_MSG1.replace(" ", "") in message.replace(" ", ""):
+                raise PaperUnsupportedError(code, message, http_status=status, tr_id=tr_id, rt_cd=rt_cd)
+            if rt_cd == p.NO_DATA_RT_CD:
+                raise NoDataError(code, message, http_status=status, tr_id=tr_id, rt_cd=rt_cd)
+            raise KisApiError(code, message, http_status=status, tr_id=tr_id, rt_cd=rt_cd)
+
+    async def _transient_wait(self, tr_id: str, why: str, attempt: int) -> None:
+        delay = self.transient_delays[attempt]
+        self.stats.retries["transient"] += 1
+        log.warning("kis %s: %s, retry %d/%d in %.1fs", tr_id, why, attempt + 1, len(self.transient_delays), delay)
+        await asyncio.sleep(delay)
+
+    def _fail(self, code: str, tr_id: str, message: str) -> None:
+        self.stats.errors[code] += 1
+        log.warning("kis %s failed: %s %s", tr_id, code, message)
+
+    async def _pages(
+        self, name: str, tr_id: str, params: dict[str, str], *, next_params: Callable[[Page], dict[str, str] | None],
+    ) -> list[Page]:
+        """Follow KIS continuation (response tr_cont F/M -> request tr_cont N) until D/E or no more."""
+        pages = [await self.request(name, tr_id, params)]
+        while pages[-1].tr_cont in MORE_PAGES:
+            if len(pages) >= self.max_pages:
+                raise KisResponseError(f"{tr_id}: more than {self.max_pages} pages; stopping")
+            nxt = next_params(pages[-1])
+            if nxt is None:
+                break
+            pages.append(await self.request(name, tr_id, nxt, tr_cont="N"))
+        return pages
+
+    # --- quotations -----------------------------------------------------------------------------
+
+    async def inquire_price(self, code: str, market: str = "J") -> Quote:
+        page = await self.request("inquire-price", p.TR_INQUIRE_PRICE,
+                                  {"FID_COND_MRKT_DIV_CODE": market, "FID_INPUT_ISCD": code})
+        return _typed(p.TR_INQUIRE_PRICE, quote_from, page.body.get("output"))
+
+    async def multi_price(self, codes: Sequence[str], market: str = "J") -> list[MultiQuote]:
+        """Up to 30 symbols in one call (real keys only). Rows come back in request order; a code KIS
+        does not return is missing from the result (logged), never replaced by another row."""
+        codes = list(codes)
+        if not codes:
+            return []
+        if len(codes) > p.MULTPRICE_MAX:
+            raise ValueError(f"multi_price takes at most {p.MULTPRICE_MAX} codes, got {len(codes)}")
+        params: dict[str, str] = {}
+        for i, c in enumerate(codes, start=1):
+            params[f"FID_COND_MRKT_DIV_CODE_{i}"] = market
+            params[f"FID_INPUT_ISCD_{i}"] = c
+        page = await self.request("intstock-multprice", p.TR_MULTPRICE, params)
+        rows = [_typed(p.TR_MULTPRICE, multi_quote_from, r) for r in _rows(page.body, "output")]
+        by_code = {r.code: r for r in rows}
+        missing = [c for c in codes if c not in by_code]
+        if missing:
+            log.warning("kis %s: %d of %d codes missing from the answer: %s", p.TR_MULTPRICE, len(missing),
+                        len(codes), ",".join(missing[:10]))
+        return [by_code[c] for c in codes if c in by_code]
+
+    async def daily_price(self, code: str, period: str = "D", adjusted: bool = True, market: str = "J") -> list[DailyBar]:
+        """The last 30 D/W/M bars, oldest first. Row for today is present during/after a session:
+        pick the previous close by date, not by position."""
+        page = await self.request("inquire-daily-price", p.TR_DAILY_PRICE, {
+            "FID_COND_MRKT_DIV_CODE": market, "FID_INPUT_ISCD": code, "FID_PERIOD_DIV_CODE": period,
+            "FID_ORG_ADJ_PRC": "1" if adjusted else "0",
+        })
+        bars = [_typed(p.TR_DAILY_PRICE, daily_price_bar_from, r) for r in _rows(page.body, "output")]
+        return sorted(bars, key=lambda b: b.day)
+
+    async def daily_chart(self, code: str, start: date, end: date, period: str = "D", *, adjusted: bool = True,
+                          market: str = "J") -> list[DailyBar]:
+        """Bars between ``start`` and ``end`` inclusive, oldest first, paging back 100 rows at a time by
+        moving the end date before the oldest row received."""
+        if start > end:
+            raise ValueError(f"start {start} is after end {end}")
+        bars: dict[date, DailyBar] = {}
+        to = end
+        for _ in range(self.max_pages):
+            page = await self.request("inquire-daily-itemchartprice", p.TR_DAILY_ITEMCHART, {
+                "FID_COND_MRKT_DIV_CODE": market, "FID_INPUT_ISCD": code, "FID_INPUT_DATE_1": _yyyymmdd(start),
+                "FID_INPUT_DATE_2": _yyyymmdd(to), "FID_PERIOD_DIV_CODE": period,
+                "FID_ORG_ADJ_PRC": "0" if adjusted else "1",
+            })
+            rows = [r for r in _rows(page.body, "output2") if isinstance(r, Mapping) and r.get("stck_bsop_date")]
+            got = [_typed(p.TR_DAILY_ITEMCHART, daily_chart_bar_from, r) for r in rows]
+            got = [b for b in got if start <= b.day <= end]
+            if not got:
+                break
+            for b in got:
+                bars.setdefault(b.day, b)
+            oldest = min(b.day for b in got)
+            if oldest <= start or oldest >= to + timedelta(days=1) or len(rows) < p.DAILY_ITEMCHART_ROWS:
+                break
+            to = oldest - timedelta(days=1)
+        return [bars[d] for d in sorted(bars)]
+
+    async def minute_bars(self, code: str, until_hhmmss: str | time, include_past: bool = True,
+                          market: str = "J") -> MinuteBars:
+        """One page (≤ 30 bars) of today's minute bars ending at ``until_hhmmss``, oldest first."""
+        page = await self.request("inquire-time-itemchartprice", p.TR_TIME_ITEMCHART, {
+            "FID_ETC_CLS_CODE": "", "FID_COND_MRKT_DIV_CODE": market, "FID_INPUT_ISCD": code,
+            "FID_INPUT_HOUR_1": _hhmmss(until_hhmmss), "FID_PW_DATA_INCU_YN": "Y" if include_past else "N",
+        })
+        return self._minute_page(p.TR_TIME_ITEMCHART, page, code)
+
+    def _minute_page(self, tr_id: str, page: Page, code: str) -> MinuteBars:
+        out1 = page.body.get("output1")
+        summary = _typed(tr_id, lambda o: chart_summary_from(o, code), out1) if isinstance(out1, Mapping) and out1 else None
+        rows = [r for r in _rows(page.body, "output2") if isinstance(r, Mapping) and r.get("stck_cntg_hour")]
+        bars = [_typed(tr_id, minute_bar_from, r) for r in rows]
+        return MinuteBars(summary, sorted(bars, key=lambda b: b.at))
+
+    async def minute_bars_all(self, code: str, until: str | time = "153000", *, since: str | time | None = None,
+                              market: str = "J") -> MinuteBars:
+        """Today's minute bars up to ``until``, oldest first, de-duplicated: pages back by asking again one
+        minute before the earliest bar, until ``since`` (default: the KRX session open of the bars' day)
+        or an empty page (≈ 13 calls a day)."""
+        hour = _hhmmss(until)
+        floor = _hhmmss(since) if since is not None else None
+        bars: dict[datetime, MinuteBar] = {}
+        summary: ChartSummary | None = None
+        for _ in range(self.max_pages):
+            page = await self.minute_bars(code, hour, include_past=True, market=market)
+            summary = summary or page.summary
+            if not page.bars:
+                break
+            for b in page.bars:
+                bars.setdefault(b.at, b)
+            earliest = page.bars[0].at
+            if floor is None:
+                s = krx_session(earliest.date())
+                floor = s.open.strftime("%H%M%S") if s is not None else "090000"
+            nxt = earliest - timedelta(minutes=1)
+            nxt_hour = nxt.strftime("%H%M%S")
+            if earliest.strftime("%H%M%S") <= floor or nxt.date() != earliest.date():
+                break
+            if nxt_hour >= hour:  # no progress: the server ignored the hour
+                log.warning("kis %s: paging made no progress at %s; stopping", p.TR_TIME_ITEMCHART, hour)
+                break
+            hour = nxt_hour
+        return MinuteBars(summary, [bars[k] for k in sorted(bars)])
+
+    async def past_minute_bars(self, code: str, day: date, hour: str | time = "153000", *,
+                               include_past: bool = True, market: str = "J") -> MinuteBars:
+        """One page (≤ 120 bars) of ``day``'s minute bars ending at ``hour``, oldest first (real keys)."""
+        page = await self.request("inquire-time-dailychartprice", p.TR_TIME_DAILYCHART, {
+            "FID_COND_MRKT_DIV_CODE": market, "FID_INPUT_ISCD": code, "FID_INPUT_HOUR_1": _hhmmss(hour),
+            "FID_INPUT_DATE_1": _yyyymmdd(day), "FID_PW_DATA_INCU_YN": "Y" if include_past else "N",
+            "FID_FAKE_TICK_INCU_YN": "",
+        })
+        return self._minute_page(p.TR_TIME_DAILYCHART, page, code)
+
+    async def conclusions(self, code: str, until_hhmmss: str | time = "153000", *, day: date | None = None,
+                          market: str = "J") -> list[Conclusion]:
+        """Every trade of the serving day at or before ``until_hhmmss``, **oldest first** (KIS sends newest
+        first), following continuation (tr_cont M -> N) until the last page (D).
+
+        The rows carry no date: ``day`` stamps them (default: today in KST). KIS keeps the continuation
+        per token: if the token is replaced mid-way the server starts over, so a refresh during paging can
+        repeat rows (rare: tokens are refreshed ahead of expiry)."""
+        serving_day = day or datetime.now(KST).date()
+        params = {"FID_COND_MRKT_DIV_CODE": market, "FID_INPUT_ISCD": code, "FID_INPUT_HOUR_1": _hhmmss(until_hhmmss)}
+        pages = await self._pages("inquire-time-itemconclusion", p.TR_TIME_CONCLUSION, params,
+                                  next_params=lambda _page: params)
+        rows = [r for pg in pages for r in _rows(pg.body, "output2")]
+        ticks = [_typed(p.TR_TIME_CONCLUSION, lambda o: conclusion_from(o, serving_day), r) for r in rows]
+        ticks.reverse()  # pages and rows arrive newest first
+        return ticks
+
+    async def volume_rank(
+        self, *, market_scope: str = "0000", div_cls: str = "0", blng_cls: str = "0",
+        target_mask: str = "111111111", exclude_mask: str = "0000000000", price_min: str = "",
+        price_max: str = "", volume_min: str = "", market: str = "J",
+    ) -> list[VolumeRankRow]:
+        """The top-N volume ranking (real keys only), in rank order. Not a universe listing."""
+        params = {
+            "FID_COND_MRKT_DIV_CODE": market, "FID_COND_SCR_DIV_CODE": "20171", "FID_INPUT_ISCD": market_scope,
+            "FID_DIV_CLS_CODE": div_cls, "FID_BLNG_CLS_CODE": blng_cls, "FID_TRGT_CLS_CODE": target_mask,
+            "FID_TRGT_EXLS_CLS_CODE": exclude_mask, "FID_INPUT_PRICE_1": price_min, "FID_INPUT_PRICE_2": price_max,
+            "FID_VOL_CNT": volume_min, "FID_INPUT_DATE_1": "",
+        }
+        pages = await self._pages("volume-rank", p.TR_VOLUME_RANK, params, next_params=lambda _page: params)
+        rows = [_typed(p.TR_VOLUME_RANK, volume_rank_from, r) for pg in pages for r in _rows(pg.body, "output")]
+        return sorted(rows, key=lambda r: r.rank)
+
+    async def holidays(self, base_date: date) -> list[HolidayRow]:
+        """Calendar rows from ``base_date`` on, oldest first, following the CTX continuation keys.
+        KIS asks for about one call a day (it touches the core ledger)."""
+        params = {"BASS_DT": _yyyymmdd(base_date), "CTX_AREA_NK": "", "CTX_AREA_FK": ""}
+        seen_keys: set[tuple[str, str]] = set()
+
+        def next_params(page: Page) -> dict[str, str] | None:
+            b = page.body
+            nk = str(b.get("ctx_area_nk") or b.get("CTX_AREA_NK") or "").strip()
+            fk = str(b.get("ctx_area_fk") or b.get("CTX_AREA_FK") or "").strip()
+            if not (nk or fk) or (nk, fk) in seen_keys:
+                return None
+            seen_keys.add((nk, fk))
+            return {"BASS_DT": _yyyymmdd(base_date), "CTX_AREA_NK": nk, "CTX_AREA_FK": fk}
+
+        pages = await self._pages("chk-holiday", p.TR_CHK_HOLIDAY, params, next_params=next_params)
+        rows: dict[date, HolidayRow] = {}
+        for pg in pages:
+            for r in _rows(pg.body, "output"):
+                h = _typed(p.TR_CHK_HOLIDAY, holiday_from, r)
+                rows.setdefault(h.day, h)
+        return [rows[d] for d in sorted(rows)]
+
+    async def search_info(self, code: str, product_type: str = "300") -> ProductInfo:
+        page = await self.request("search-info", p.TR_SEARCH_INFO, {"PDNO": code, "PRDT_TYPE_CD": product_type})
+        return _typed(p.TR_SEARCH_INFO, product_info_from, page.body.get("output"))
+
+
+def _json_body(resp: httpx.Response) -> dict[str, Any] | None:
+    try:
+        body = resp.json()
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _rate_delay(attempt: int) -> float:
+    """Exponential 0.1, 0.2, 0.4, 0.8, 1.0 s ... with ±20 % jitter, kept within [0.1, 1.0]."""
+    base = min(RATE_BACKOFF_MAX, RATE_BACKOFF_MIN * (2 ** attempt))
+    return min(RATE_BACKOFF_MAX, max(RATE_BACKOFF_MIN, base * random.uniform(0.8, 1.2)))
+
+
+__all__ = ["KisRestClient", "KisResponseError", "Page", "RestStats", "CREDENTIAL_CODES"]
+
