@@ -1,0 +1,24 @@
+"""Run the benchmarks and print one JSON line each, plus the machine. `make bench` or
+`python -m bench [name ...]` (names: frames, multiquote, track_a, definitions_load, rate_limit, capture)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+
+from bench.common import git_rev, machine
+
+ALL = ["frames", "multiquote", "track_a", "definitions_load"]
+
+
+def main(argv: list[str]) -> None:
+    names = argv or ALL
+    print(json.dumps({"machine": machine(), "rev": git_rev()}), flush=True)
+    for name in names:
+        for row in importlib.import_module(f"bench.{name}").run():
+            print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
