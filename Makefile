@@ -20,7 +20,7 @@ install: $(STAMP)
 ## the pipeline on embedded defaults: local exchange + Dagster UI on 127.0.0.1:3000
 run: $(STAMP)
 	mkdir -p $(OBSERVER_DATA_DIR) $(DAGSTER_HOME)
-	$(BIN)/python -m observer_resources.run_local
+	$(BIN)/python -m observer_assets.run_local
 
 ## the whole test suite (what CI runs)
 test: $(STAMP)

@@ -1,0 +1,109 @@
+"""The partitions every asset shares, and the keys' grammar. One module, one object per definition:
+assets that use different objects for the same dimension break mappings.
+
+- ``trading_day``: one key per trading day, ``YYYY-MM-DD``. Universe, gap reports, backups.
+- ``track_a_slot``: one key per Track A snapshot instant, ``YYYY-MM-DDTHHMM`` (KST, no colon). Exactly the
+  day's valid slots from the calendar: 09:00..15:30 on a normal day, 10:00.. on late opens, 10:00..16:30 on
+  CSAT day, none on holidays.
+- ``track_b_hour``: one key per KST hour of Track B receipt, ``YYYY-MM-DDTHH`` (no colon). Keys come from the
+  journal: the compaction sensor adds an hour once its window closed and it holds journal data, so an hour
+  exists as a partition only when the capture recorded something in it (holidays and nights never show up).
+
+All are dynamic: a key is added when its instant arrives (by the schedule, the catch-up sensor or the Track B compaction sensor), so today's
+partitions exist while the session runs and no future partition ever shows as missing. docs/architecture.md
+records the alternatives measured (a 10-minute time window; date x static-slot multi-partitions).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime, time
+
+import dagster as dg
+
+from observer_resources.calendar import KST
+from observer_resources.calendar.market import MarketCalendar, calendar_from_env
+
+trading_day_partitions = dg.DynamicPartitionsDefinition(name="trading_day")
+track_a_slot_partitions = dg.DynamicPartitionsDefinition(name="track_a_slot")
+track_b_hour_partitions = dg.DynamicPartitionsDefinition(name="track_b_hour")
+
+_DAY_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
+_SLOT_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})T(\d{2})(\d{2})$")
+_HOUR_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})T(\d{2})$")
+
+
+class PartitionKeyError(ValueError):
+    """A partition key that is malformed or names no trading day / valid slot."""
+
+
+def calendar() -> MarketCalendar:
+    return calendar_from_env()
+
+
+def day_key(d: date) -> str:
+    return d.isoformat()
+
+
+def slot_key(t: datetime) -> str:
+    return t.astimezone(KST).strftime("%Y-%m-%dT%H%M")
+
+
+def parse_day_key(key: str, cal: MarketCalendar | None = None) -> date:
+    m = _DAY_RE.match(key or "")
+    if not m:
+        raise PartitionKeyError(f"trading_day key {key!r} must look like YYYY-MM-DD")
+    try:
+        d = date(int(m[1]), int(m[2]), int(m[3]))
+    except ValueError as e:
+        raise PartitionKeyError(f"trading_day key {key!r}: {e}") from None
+    if not (cal or calendar()).is_trading_day(d):
+        raise PartitionKeyError(f"trading_day key {key!r}: KRX is closed that day")
+    return d
+
+
+def parse_slot_key(key: str, cal: MarketCalendar | None = None) -> datetime:
+    """The slot instant (KST) of a key; refuses keys that are not one of that day's valid slots."""
+    m = _SLOT_RE.match(key or "")
+    if not m:
+        raise PartitionKeyError(f"track_a_slot key {key!r} must look like YYYY-MM-DDTHHMM")
+    try:
+        t = datetime(int(m[1]), int(m[2]), int(m[3]), int(m[4]), int(m[5]), tzinfo=KST)
+    except ValueError as e:
+        raise PartitionKeyError(f"track_a_slot key {key!r}: {e}") from None
+    slots = (cal or calendar()).track_a_slots(t.date())
+    if not slots:
+        raise PartitionKeyError(f"track_a_slot key {key!r}: KRX is closed on {t.date()}")
+    if t not in slots:
+        raise PartitionKeyError(
+            f"track_a_slot key {key!r} is not a slot of {t.date()} "
+            f"({slots[0].strftime('%H:%M')}..{slots[-1].strftime('%H:%M')} every 10 minutes)"
+        )
+    return t
+
+
+def slot_label(t: datetime) -> str:
+    return t.astimezone(KST).strftime("%H%M")
+
+
+def day_start(d: date) -> datetime:
+    return datetime.combine(d, time(0, 0), KST)
+
+
+def hour_key(t: datetime) -> str:
+    """The ``track_b_hour`` key of the KST hour holding ``t`` (tz-aware)."""
+    if t.tzinfo is None or t.utcoffset() is None:
+        raise PartitionKeyError(f"hour_key needs a timezone-aware time, got naive {t!r}")
+    return t.astimezone(KST).strftime("%Y-%m-%dT%H")
+
+
+def parse_hour_key(key: str) -> datetime:
+    """The start (KST) of a ``track_b_hour`` key. Grammar only: whether the hour holds data is the journal's
+    business (an open-calendar demo records on any day), so the trading calendar is not consulted."""
+    m = _HOUR_RE.match(key or "")
+    if not m:
+        raise PartitionKeyError(f"track_b_hour key {key!r} must look like YYYY-MM-DDTHH")
+    try:
+        return datetime(int(m[1]), int(m[2]), int(m[3]), int(m[4]), tzinfo=KST)
+    except ValueError as e:
+        raise PartitionKeyError(f"track_b_hour key {key!r}: {e}") from None

@@ -1,0 +1,218 @@
+"""The day's universe: listed stocks (common + preferred) whose previous close is >= 4,000 KRW.
+
+Built before the open from the KOSPI/KOSDAQ master files and the exchange's previous closes, and fixed for the
+day: the inputs it used (both master zips and the previous closes) are kept beside it, so re-materializing the
+partition recomputes the identical table from them instead of asking KIS again.
+"""
+
+
+import asyncio
+import json
+from datetime import date, datetime
+from pathlib import Path
+
+import dagster as dg
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from observer_assets import lake
+from observer_assets.partitions import calendar, parse_day_key, trading_day_partitions
+from observer_assets.universe import rules
+from observer_resources.calendar import KST
+from observer_resources.kis import masters, protocol as p
+from observer_resources.kis.errors import KisError
+from observer_resources.resources import KisResource
+
+DATASET = "universe"
+INPUTS = "universe_inputs"  # master zips, previous closes, exclusions: kept apart so `universe/` is one clean dataset
+FALLBACK_DAYS = 14
+
+
+class UniverseConfig(dg.Config):
+    min_prev_close: int = 4_000
+    min_master_codes: int = 2_500  # a master with fewer stock codes than this is refused (observer-intent §2.1)
+    quote_concurrency: int = 8
+
+
+def universe_dir(root: Path, d: date) -> Path:
+    return lake.partition_dir(root, DATASET, d)
+
+
+def inputs_dir(root: Path, d: date) -> Path:
+    return lake.partition_dir(root, INPUTS, d)
+
+
+def universe_path(root: Path, d: date) -> Path:
+    return universe_dir(root, d) / "universe.parquet"
+
+
+def read_universe(root: Path, d: date) -> pa.Table | None:
+    path = universe_path(root, d)
+    return pq.read_table(path) if path.exists() else None
+
+
+def latest_universe_before(root: Path, d: date, max_days: int = FALLBACK_DAYS) -> tuple[date, pa.Table] | None:
+    """The newest stored universe strictly before `d`, at most `max_days` trading days back."""
+    cal = calendar()
+    day = d
+    for _ in range(max_days):
+        day = cal.previous_trading_day(day)
+        t = read_universe(root, day)
+        if t is not None:
+            return day, t
+    return None
+
+
+async def _fetch_prev_closes(kis: KisResource, codes: list[str], prev_day: date, concurrency: int) -> tuple[dict[str, int], dict[str, str], int]:
+    """Previous closes from the exchange: the 30-symbol multi-quote on real keys (its `inter2_prdy_clpr`), the
+    daily-price row of the previous trading day on paper keys (never row 0 blindly). Returns closes, per-code
+    failures and requests used."""
+    closes: dict[str, int] = {}
+    failures: dict[str, str] = {}
+    sem = asyncio.Semaphore(concurrency)
+    async with kis.rest_client() as client:
+        if kis.env == "real":
+            chunks = [codes[i : i + p.MULTPRICE_MAX] for i in range(0, len(codes), p.MULTPRICE_MAX)]
+
+            async def one_chunk(chunk: list[str]) -> None:
+                async with sem:
+                    try:
+                        rows = await client.multi_price(chunk)
+                    except KisError as e:
+                        for c in chunk:
+                            failures[c] = f"{type(e).__name__}: {getattr(e, 'code', '') or e}"
+                        return
+                    got = {r.code: r.prev_close for r in rows}
+                    for c in chunk:
+                        if got.get(c):
+                            closes[c] = got[c]
+                        else:
+                            failures[c] = "missing from multi-quote answer"
+
+            await asyncio.gather(*(one_chunk(c) for c in chunks))
+        else:
+
+            async def one(code: str) -> None:
+                async with sem:
+                    try:
+                        bars = await client.daily_price(code)
+                    except KisError as e:
+                        failures[code] = f"{type(e).__name__}: {getattr(e, 'code', '') or e}"
+                        return
+                    row = next((b for b in bars if b.day == prev_day), None)
+                    if row is None:
+                        failures[code] = f"no daily row for {prev_day}"
+                    else:
+                        closes[code] = row.close
+
+            await asyncio.gather(*(one(c) for c in codes))
+        return closes, failures, client.stats.requests
+
+
+async def _download_masters(kis: KisResource) -> dict[str, bytes]:
+    import httpx
+
+    cfg = kis.kis_config()
+    base = cfg.rest_url if cfg.local else p.MASTER_DOWNLOAD_URL
+    async with httpx.AsyncClient() as http:
+        return {w: await masters.download_master(http, base, w) for w in ("kospi", "kosdaq")}
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    lake.write_bytes_atomic(path, json.dumps(obj, ensure_ascii=False, indent=1).encode())
+
+
+@dg.asset(
+    partitions_def=trading_day_partitions,
+    group_name="universe",
+    kinds={"python", "parquet"},
+    description=(
+        "Stocks Observer tracks on a trading day: KOSPI + KOSDAQ common and preferred shares (no ETF, ETN, ELW, "
+        "fund, REIT, SPAC; not halted or in liquidation trading) whose previous close is >= 4,000 KRW. Fixed for "
+        "the day: the master files and previous closes it used are kept with it."
+    ),
+    metadata={"path": "universe/date=YYYY-MM-DD/universe.parquet", "inputs": "universe_inputs/date=YYYY-MM-DD/"},
+)
+def universe(context: dg.AssetExecutionContext, config: UniverseConfig, kis: KisResource) -> dg.MaterializeResult:
+    cal = calendar()
+    day = parse_day_key(context.partition_key, cal)
+    prev_day = cal.previous_trading_day(day)
+    root = lake.data_dir()
+    ddir = inputs_dir(root, day)
+    inputs_path = ddir / "prev_close.parquet"
+    master_paths = {w: ddir / "masters" / f"{w}_code.mst.zip" for w in ("kospi", "kosdaq")}
+    source = "built"
+    requests_used = 0
+    quote_failures: dict[str, str] = {}
+
+    if all(mp.exists() for mp in master_paths.values()) and inputs_path.exists():
+        # Fixed for the day: rebuild from the kept inputs, byte for byte the same table.
+        source = "rebuilt from kept inputs"
+        zips = {w: mp.read_bytes() for w, mp in master_paths.items()}
+        pc = pq.read_table(inputs_path)
+        closes = dict(zip(pc["code"].to_pylist(), pc["prev_close"].to_pylist()))
+    else:
+        try:
+            today = datetime.now(KST).date()
+            if day != today:
+                raise RuntimeError(f"master files are published for today ({today}) only; {day} has no kept inputs")
+            zips = asyncio.run(_download_masters(kis))
+            rows_check = [r for w in zips for r in masters.parse_master_zip(zips[w], w)]  # type: ignore[arg-type]
+            n_stock = sum(1 for r in rows_check if r.group == "ST")
+            if n_stock < config.min_master_codes:
+                raise masters.MasterFormatError(f"masters hold {n_stock} stock codes (< {config.min_master_codes}): refused")
+        except Exception as e:  # noqa: BLE001 - any failure to get masters -> fallback, recorded
+            fb = latest_universe_before(root, day)
+            if fb is None:
+                raise dg.Failure(f"master files unavailable ({e}) and no earlier universe within {FALLBACK_DAYS} trading days") from e
+            fb_day, table = fb
+            lake.write_table_atomic(universe_path(root, day), table)
+            _write_json(ddir / "FALLBACK.json", {"reason": str(e), "used_universe_of": fb_day.isoformat(),
+                                                 "at": datetime.now(KST).isoformat()})
+            context.log.error(f"universe {day}: master files unavailable ({e}); using the universe of {fb_day}")
+            return dg.MaterializeResult(metadata={
+                "count": table.num_rows, "source": f"fallback: universe of {fb_day}", "fallback_reason": str(e),
+            })
+        for w, mp in master_paths.items():
+            lake.write_bytes_atomic(mp, zips[w])
+        cand, _ = rules.candidates(r for w in zips for r in masters.parse_master_zip(zips[w], w))  # type: ignore[arg-type]
+        closes, quote_failures, requests_used = asyncio.run(
+            _fetch_prev_closes(kis, [r.code for r in cand], prev_day, config.quote_concurrency)
+        )
+        lake.write_table_atomic(inputs_path, pa.table({
+            "code": pa.array(sorted(closes), pa.string()),
+            "prev_close": pa.array([closes[c] for c in sorted(closes)], pa.int64()),
+        }))
+
+    rows = [r for w in ("kospi", "kosdaq") for r in masters.parse_master_zip(zips[w], w)]  # type: ignore[arg-type]
+    table, excluded = rules.select(rows, closes, config.min_prev_close)
+    lake.write_table_atomic(universe_path(root, day), table)
+    reasons: dict[str, int] = {}
+    for ex in excluded:
+        key = f"previous close < {config.min_prev_close}" if ex.reason.startswith("previous close ") else ex.reason
+        reasons[key] = reasons.get(key, 0) + 1
+    lake.write_table_atomic(ddir / "exclusions.parquet", pa.table({
+        "code": [e.code for e in excluded], "reason": [e.reason for e in excluded],
+    }))
+    prev = read_universe(root, prev_day)
+    added, removed = rules.diff(table["code"].to_pylist(), prev["code"].to_pylist() if prev is not None else [])
+    md = {
+        "count": table.num_rows,
+        "source": source,
+        "previous_trading_day": prev_day.isoformat(),
+        "previous_count": prev.num_rows if prev is not None else None,
+        "added": len(added) if prev is not None else None,
+        "removed": len(removed) if prev is not None else None,
+        "added_codes": dg.MetadataValue.json(added[:200]) if prev is not None else None,
+        "removed_codes": dg.MetadataValue.json(removed[:200]) if prev is not None else None,
+        "master_rows": len(rows),
+        "excluded_by_reason": dg.MetadataValue.json(reasons),
+        "quote_failures": len(quote_failures),
+        "requests_used": requests_used,
+        "min_prev_close": config.min_prev_close,
+        "path": dg.MetadataValue.path(str(universe_path(root, day))),
+    }
+    if quote_failures:
+        context.log.warning(f"universe {day}: no previous close for {len(quote_failures)} candidates, excluded: "
+                            + ", ".join(f"{c} ({r})" for c, r in sorted(quote_failures.items())[:20]))
+    return dg.MaterializeResult(metadata={k: v for k, v in md.items() if v is not None})

@@ -1,0 +1,46 @@
+"""The whole Definitions load, and the names users and stored data depend on are pinned.
+
+Renaming an asset, a check, a job, a schedule, a sensor or a partitions definition orphans its history in the
+instance and the lake: such a change must be deliberate, and this test makes it so.
+"""
+
+import dagster as dg
+
+from observer_assets.definitions import defs
+
+
+def test_definitions_load():
+    dg.Definitions.validate_loadable(defs)
+
+
+def test_asset_keys_are_pinned():
+    keys = sorted(k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys())
+    assert keys == ["track_a_snapshot", "universe"]
+
+
+def test_partitions_are_pinned():
+    graph = defs.resolve_asset_graph()
+    parts = {k.to_user_string(): graph.get(k).partitions_def for k in graph.get_all_asset_keys()}
+    assert isinstance(parts["universe"], dg.DynamicPartitionsDefinition) and parts["universe"].name == "trading_day"
+    assert isinstance(parts["track_a_snapshot"], dg.DynamicPartitionsDefinition)
+    assert parts["track_a_snapshot"].name == "track_a_slot"
+
+
+def test_checks_jobs_schedules_sensors_are_pinned():
+    graph = defs.resolve_asset_graph()
+    checks = sorted(f"{c.asset_key.to_user_string()}:{c.name}" for c in graph.asset_check_keys)
+    assert checks == ["universe:universe_count"]
+    repo = defs.get_repository_def()
+    assert sorted(j.name for j in repo.get_all_jobs() if not j.name.startswith("__")) == ["track_a_job", "universe_job"]
+    assert sorted(s.name for s in repo.schedule_defs) == ["track_a_every_10_minutes", "universe_before_open"]
+    assert sorted(s.name for s in repo.sensor_defs) == ["track_a_catch_up", "universe_catch_up"]
+    for s in repo.schedule_defs:
+        assert s.execution_timezone == "Asia/Seoul"
+        assert s.default_status == dg.DefaultScheduleStatus.RUNNING
+
+
+def test_every_asset_has_description_group_and_kinds():
+    for spec in defs.resolve_all_asset_specs():
+        assert spec.description, spec.key
+        assert spec.group_name and spec.group_name != "default", spec.key
+        assert spec.kinds, spec.key
