@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from datetime import date, datetime
@@ -61,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--rate-paper", type=_positive(float), default=2.0, help="REST calls/s per paper-mode app key")
     ap.add_argument("--accounts", default=None, help="JSON list of {appkey, appsecret, mode}: only these keys are accepted")
     ap.add_argument("--log-level", default="INFO", help="stderr log level")
+    ap.add_argument("--nice", type=int, default=-5,
+                    help="scheduling priority change (default -5 where permitted): KIS is another machine, so the load "
+                         "of the clients under test must not delay this server's clock and bunch requests into its "
+                         "rate window")
     return ap
 
 
@@ -95,6 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(stream=sys.stderr, level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.nice:
+        try:
+            os.nice(args.nice)
+        except OSError:  # not permitted (not root): run at normal priority
+            logging.getLogger("observer.sim").info("could not change priority by %s; running at normal priority", args.nice)
     try:
         return asyncio.run(serve(args))
     except (ValueError, OSError) as exc:
