@@ -5,13 +5,14 @@ import dagster as dg
 from observer_assets.track_a.assets import track_a_snapshot
 from observer_assets.track_a.schedules import track_a_every_10_minutes, track_a_job
 from observer_assets.track_a.sensors import track_a_catch_up
+from observer_assets.track_b.defs import track_b_defs
 from observer_assets.universe.assets import universe
 from observer_assets.universe.checks import universe_count
 from observer_assets.universe.schedules import universe_before_open, universe_job
 from observer_assets.universe.sensors import universe_catch_up
 from observer_resources.resources import kis_resource_from_env
 
-defs = dg.Definitions(
+core_defs = dg.Definitions(
     assets=[universe, track_a_snapshot],
     asset_checks=[universe_count],
     jobs=[universe_job, track_a_job],
@@ -19,3 +20,5 @@ defs = dg.Definitions(
     sensors=[universe_catch_up, track_a_catch_up],
     resources={"kis": kis_resource_from_env()},
 )
+
+defs = dg.Definitions.merge(core_defs, track_b_defs)

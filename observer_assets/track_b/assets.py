@@ -1,0 +1,421 @@
+"""Track B's hourly assets: the journal of an hour compacted to typed ticks, and the per-slot sampled view.
+
+Partition key ``YYYY-MM-DDTHH`` = the KST hour of *receipt* (the journal segment a frame was written to; see
+compaction.py for why). One partition gathers the segments of every app key for that hour.
+
+Files (hive layout, readable with no project code; ``_``-prefixed files are ignored by pyarrow/pandas)::
+
+    track_b/date=D/hour=HH/ticks.parquet          every trade, de-duplicated, gap-flagged (TICK_SCHEMA)
+    track_b/date=D/hour=HH/_state.json            carry for hour HH+1: last ticks per code, slots held at the end
+    track_b/date=D/hour=HH/_manifest.json         journal fingerprint compacted + summary (the sensor reads it)
+    track_b_sampled/date=D/hour=HH/sampled.parquet  2 Hz per slot (1 Hz / 0.5 Hz where mitigation was on)
+
+Idempotent: the same journal gives the same files (written atomically, the manifest last). The result of an
+hour does not depend on the order hours are compacted in: the previous hour's carry is read from its stored
+state when that state was made from the current journal, and otherwise recomputed in memory from the day's
+earlier hours, exactly as an in-order run would have.
+
+**Record rate per slot** = ticks of a symbol ÷ the minutes it held a slot in the hour. Slot time comes from the
+exchange's subscription acks kept in the journal (subscribe/already → unsubscribe, or the connection's end),
+carried across hours in ``_state.json``; a symbol with ticks but no ack in view (e.g. the journal started
+mid-subscription) counts from its first tick, and is listed as ``approx``.
+
+**Disconnected seconds** = seconds of the hour covered by session-wide gap markers (``symbol`` null) in the
+day's event log, per key and as a union over keys (a marker still open counts up to the hour end or now).
+"""
+
+import hashlib
+import json
+import statistics
+from collections.abc import Iterable, Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from observer_assets import lake
+from observer_assets.partitions import hour_key, parse_hour_key, track_b_hour_partitions
+from observer_assets.track_b import journal as jr
+from observer_assets.track_b.compaction import DEFAULT_BUCKETS, compact, sample
+from observer_resources import events
+from observer_resources.calendar import KST
+from observer_resources.kis import protocol as p
+from observer_resources.kis.frames import Ack, parse_message
+
+DATASET = "track_b"
+SAMPLED = "track_b_sampled"
+# a connection with a frame this close to the hour end is alive through it (KIS sends a PINGPONG every ~10 s,
+# and the journal keeps every frame, so a live session is never silent this long)
+ALIVE_AT_END_S = 60.0
+
+
+# --- paths and the journal's view of an hour --------------------------------------------------------------
+
+
+def hour_dir(root: Path, start: datetime, dataset: str = DATASET) -> Path:
+    return root / dataset / f"date={start.date().isoformat()}" / f"hour={start.hour:02d}"
+
+
+def ticks_path(root: Path, start: datetime) -> Path:
+    return hour_dir(root, start) / "ticks.parquet"
+
+
+def sampled_path(root: Path, start: datetime) -> Path:
+    return hour_dir(root, start, SAMPLED) / "sampled.parquet"
+
+
+def manifest_path(root: Path, start: datetime) -> Path:
+    return hour_dir(root, start) / "_manifest.json"
+
+
+def state_path(root: Path, start: datetime) -> Path:
+    return hour_dir(root, start) / "_state.json"
+
+
+def hour_segments(root: Path, start: datetime) -> list[Path]:
+    return jr.segments(root, start.date(), start.hour)
+
+
+def journal_fingerprint(paths: Iterable[Path]) -> str:
+    """Identity of an hour's journal (every key's segment: name, size, mtime): any append, cut or seal
+    after a compaction changes it, and the compaction sensor requests the hour again."""
+    h = hashlib.sha256()
+    for path in sorted(paths):
+        st = path.stat()
+        h.update(f"{path.parent.name}/{path.name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:20]
+
+
+def journal_hours(root: Path, since: datetime | None = None) -> list[datetime]:
+    """Start (KST) of every hour with at least one journal segment, oldest first (days from ``since``)."""
+    base = jr.journal_root(root)
+    out: set[datetime] = set()
+    if not base.exists():
+        return []
+    for day_dir in base.glob("date=*"):
+        try:
+            day = datetime.strptime(day_dir.name[5:], "%Y-%m-%d")
+        except ValueError:
+            continue
+        if since is not None and day.date() < since.date():
+            continue
+        for seg in day_dir.glob("key=*/[0-2][0-9].jsonl"):
+            hh = int(seg.stem)
+            if hh < 24:
+                out.add(datetime(day.year, day.month, day.day, hh, tzinfo=KST))
+    return sorted(out)
+
+
+def read_manifest(root: Path, start: datetime) -> dict | None:
+    try:
+        return json.loads(manifest_path(root, start).read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def is_current(root: Path, start: datetime) -> bool:
+    """The hour's stored compaction was made from the journal as it is now."""
+    m = read_manifest(root, start)
+    segs = hour_segments(root, start)
+    return bool(m and segs and m.get("journal_fingerprint") == journal_fingerprint(segs)
+                and ticks_path(root, start).exists())
+
+
+# --- slot occupancy from the subscription acks (pure) ------------------------------------------------------
+
+
+class SlotTime:
+    """Seconds each symbol held a slot within [start, end), from the acks in the journal lines fed in order.
+
+    ``carried`` maps a connection id to the symbols it held at the previous hour's end: they count from the
+    hour start if that connection is still sending in this hour."""
+
+    def __init__(self, start: datetime, end: datetime, carried: dict[str, list[str]] | None = None) -> None:
+        self.start, self.end = start, end
+        self.carried = {c: list(codes) for c, codes in (carried or {}).items()}
+        self.open: dict[tuple[str, str], datetime] = {}
+        self.seconds: dict[str, float] = {}
+        self.last_rx: dict[str, datetime] = {}
+        self.acks = 0
+
+    def feed(self, lines: Iterable[jr.JournalLine]) -> Iterator[jr.JournalLine]:
+        """Pass the lines through (to the compaction), noting connection activity and acks on the way."""
+        for ln in lines:
+            if ln.ok and ln.kind == "frame" and ln.rx is not None:
+                conn = ln.conn_id
+                if conn not in self.last_rx:
+                    for code in self.carried.pop(conn, ()):  # held since the previous hour
+                        self.open.setdefault((conn, code), self.start)
+                self.last_rx[conn] = ln.rx
+                pl = ln.payload
+                if isinstance(pl, str) and pl[:1] == "{":
+                    msg = parse_message(pl)
+                    if isinstance(msg, Ack) and msg.tr_id == p.TR_WS_TRADE and msg.tr_key:
+                        self.acks += 1
+                        self._ack(conn, msg.tr_key, msg.kind, ln.rx)
+            yield ln
+
+    def _ack(self, conn: str, code: str, kind: str, at: datetime) -> None:
+        key = (conn, code)
+        if kind in ("subscribed", "already"):
+            self.open.setdefault(key, max(at, self.start))
+        elif kind in ("unsubscribed", "not_registered") and key in self.open:
+            self._add(code, self.open.pop(key), at)
+
+    def _add(self, code: str, a: datetime, b: datetime) -> None:
+        a, b = max(a, self.start), min(b, self.end)
+        if b > a:
+            self.seconds[code] = self.seconds.get(code, 0.0) + (b - a).total_seconds()
+
+    def finish(self) -> tuple[dict[str, float], dict[str, list[str]]]:
+        """(seconds held per symbol, symbols held at the hour end per connection — the next hour's carry)."""
+        at_end: dict[str, list[str]] = {}
+        for (conn, code), since in sorted(self.open.items()):
+            last = self.last_rx.get(conn, self.start)
+            if (self.end - last).total_seconds() <= ALIVE_AT_END_S:
+                self._add(code, since, self.end)
+                at_end.setdefault(conn, []).append(code)
+            else:  # the connection ended inside the hour
+                self._add(code, since, last)
+        self.open.clear()
+        return dict(self.seconds), at_end
+
+
+def record_rates(per_code: dict[str, int], first_rx: dict[str, datetime], slot_s: dict[str, float],
+                 end: datetime) -> dict[str, dict]:
+    """Per symbol: ticks, slot minutes and ticks per slot-minute (see the module docstring)."""
+    out: dict[str, dict] = {}
+    for code in sorted(set(per_code) | set(slot_s)):
+        n = per_code.get(code, 0)
+        secs, approx = slot_s.get(code, 0.0), False
+        if secs <= 0 and n:
+            secs, approx = max(1.0, (end - first_rx[code]).total_seconds()), True
+        minutes = secs / 60.0
+        out[code] = {"ticks": n, "slot_minutes": round(minutes, 3),
+                     "ticks_per_minute": round(n / minutes, 3) if minutes > 0 else None, "approx": approx}
+    return out
+
+
+# --- disconnected time from the gap markers (pure over the event log) --------------------------------------
+
+
+def _union_seconds(intervals: list[tuple[datetime, datetime]]) -> float:
+    total, cur_a, cur_b = 0.0, None, None
+    for a, b in sorted(intervals):
+        if cur_b is None or a > cur_b:
+            if cur_b is not None:
+                total += (cur_b - cur_a).total_seconds()
+            cur_a, cur_b = a, b
+        else:
+            cur_b = max(cur_b, b)
+    if cur_b is not None:
+        total += (cur_b - cur_a).total_seconds()
+    return total
+
+
+def disconnected_seconds(gaps: Iterable[events.Gap], start: datetime, end: datetime,
+                         now: datetime) -> tuple[float, dict[str, float], int]:
+    """(union over keys, per key, number of markers) of session-wide gap time inside [start, end)."""
+    by_key: dict[str, list[tuple[datetime, datetime]]] = {}
+    n = 0
+    for g in gaps:
+        if g.symbol:
+            continue
+        a = max(g.start, start)
+        b = min(g.end if g.end is not None else min(end, now), end)
+        if b <= a:
+            continue
+        n += 1
+        key = str(g.metadata.get("key_id") or g.metadata.get("key") or "*")
+        by_key.setdefault(key, []).append((a, b))
+    per_key = {k: round(_union_seconds(v), 3) for k, v in sorted(by_key.items())}
+    allv = [iv for v in by_key.values() for iv in v]
+    return round(_union_seconds(allv), 3), per_key, n
+
+
+# --- compaction of one hour ------------------------------------------------------------------------------
+
+
+def compact_hour(root: Path, start: datetime, prev_carry: dict | None,
+                 prev_slots: dict[str, list[str]] | None) -> tuple[pa.Table, dict, dict[str, float], dict]:
+    """(ticks, compaction stats, slot seconds per symbol, state for the next hour) of one hour's journal."""
+    end = start + timedelta(hours=1)
+    st = SlotTime(start, end, prev_slots)
+    lines = st.feed(jr.read_journal(hour_segments(root, start)))
+    table, stats = compact(lines, day=start.date(), hour=start.hour, prev=prev_carry)
+    slot_s, at_end = st.finish()
+    state = {"hour": hour_key(start), "carry": stats["carry"], "open_slots": at_end, "acks": st.acks}
+    return table, stats, slot_s, state
+
+
+def previous_state(root: Path, start: datetime) -> tuple[dict | None, dict | None, str]:
+    """The carry and slots of the hour before ``start`` (same day), and how they were obtained."""
+    earlier = [h for h in journal_hours(root, start) if h.date() == start.date() and h < start]
+    chain: list[datetime] = []
+    carry: dict | None = None
+    slots: dict | None = None
+    for h in reversed(earlier):
+        if is_current(root, h):
+            try:
+                s = json.loads(state_path(root, h).read_text(encoding="utf-8"))
+                carry, slots = s["carry"], s["open_slots"]
+                break
+            except (FileNotFoundError, ValueError, KeyError):
+                pass
+        chain.append(h)
+    for h in reversed(chain):  # oldest first, as an in-order run would have
+        _, _, _, s = compact_hour(root, h, carry, slots)
+        carry, slots = s["carry"], s["open_slots"]
+    if not earlier:
+        how = "none (first hour of the day with journal data)"
+    elif chain:
+        how = "recomputed from the journal of " + ", ".join(hour_key(h) for h in reversed(chain))
+    else:
+        how = f"stored state of {hour_key(earlier[-1])}" if carry is not None else "none"
+    return carry, slots, how
+
+
+def _first_rx(table: pa.Table) -> dict[str, datetime]:
+    if table.num_rows == 0:
+        return {}
+    g = table.group_by("code").aggregate([("receive_ts", "min")])
+    return dict(zip(g["code"].to_pylist(), g["receive_ts_min"].to_pylist()))
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    lake.write_bytes_atomic(path, json.dumps(obj, ensure_ascii=False, default=str, separators=(",", ":")).encode())
+
+
+@dg.asset(
+    partitions_def=track_b_hour_partitions,
+    group_name="track_b",
+    kinds={"python", "parquet"},
+    description=(
+        "Every trade Track B received in one KST hour (all app keys), from the raw journal: typed H0STCNT0 "
+        "fields, receive and exchange time with zone, de-duplicated, each tick after a cumulative-volume break or "
+        "a reconnect flagged 'gap' with the missing volume. Metadata: ticks, symbols, duplicates dropped, malformed "
+        "frames, volume breaks, record rate per slot, disconnected seconds. Partition key YYYY-MM-DDTHH (KST)."
+    ),
+    metadata={"path": "track_b/date=YYYY-MM-DD/hour=HH/ticks.parquet", "source": "raw/track_b/date=*/key=*/HH.jsonl"},
+)
+def track_b_ticks(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    start = parse_hour_key(context.partition_key)
+    end = start + timedelta(hours=1)
+    root = lake.data_dir()
+    segs = hour_segments(root, start)
+    if not segs:
+        raise dg.Failure(f"no Track B journal for {context.partition_key} under {jr.journal_root(root)}: "
+                         "nothing was recorded in that hour (a gap, not an empty hour)")
+    fp = journal_fingerprint(segs)  # before reading: a later append makes the sensor ask again
+    unsealed = [str(s) for s in segs if not jr.segment_closed(s)]
+    carry, slots, prev_how = previous_state(root, start)
+    table, stats, slot_s, state = compact_hour(root, start, carry, slots)
+
+    out = ticks_path(root, start)
+    lake.write_table_atomic(out, table)
+    _write_json(state_path(root, start), state)
+
+    now = datetime.now(KST)
+    disc, disc_by_key, n_markers = disconnected_seconds(events.gaps(root, start.date()), start, end, now)
+    rates = record_rates(stats["per_code"], _first_rx(table), slot_s, end)
+    tpm = [r["ticks_per_minute"] for r in rates.values() if r["ticks_per_minute"] is not None]
+    vol_breaks = stats["vol_breaks"]
+    n_breaks = sum(b["count"] for b in vol_breaks.values())
+    bad_lines = sum(stats["bad_lines"].values())
+    summary = {
+        "ticks": stats["ticks"], "symbols": stats["symbols"], "frames": stats["frames"],
+        "duplicates_dropped": stats["duplicates_dropped"],
+        "duplicates_of_previous_hour": stats.get("duplicates_of_previous_hour", 0),  # absent for an empty hour
+        "malformed_frames": stats["malformed_frames"], "malformed_records": stats["malformed_records"],
+        "bad_journal_lines": bad_lines, "volume_breaks": n_breaks, "missing_volume": stats.get("missing_volume", 0),
+        "gap_ticks": stats["gap_ticks"], "reconnect_flags": stats["reconnect_flags"],
+        "disconnected_seconds": disc, "gap_markers": n_markers,
+    }
+    _write_json(manifest_path(root, start), {
+        "hour": context.partition_key, "journal_fingerprint": fp, "segments": [str(s) for s in segs],
+        "compacted_at": now.isoformat(), "run_id": context.run.run_id, **summary,
+    })
+
+    if stats["malformed_frames"] or stats["malformed_records"]:
+        context.log.warning(f"track_b {context.partition_key}: malformed frames set aside: {stats['malformed']}")
+    if bad_lines:
+        context.log.error(f"track_b {context.partition_key}: {bad_lines} journal lines failed their CRC or "
+                          f"did not parse ({stats['bad_lines']}); samples in the metadata")
+    if n_breaks:
+        context.log.warning(f"track_b {context.partition_key}: {n_breaks} cumulative-volume breaks, "
+                            f"{stats.get('missing_volume', 0)} shares missing, in {sorted(vol_breaks)[:20]}")
+    if unsealed:
+        context.log.warning(f"track_b {context.partition_key}: compacted {len(unsealed)} segment(s) not sealed "
+                            "by their writer (capture down or late); a later seal re-requests this hour")
+    md = {
+        **summary,
+        "unchecked_first_ticks": stats["unchecked_first_ticks"],
+        "acml_conflicts": stats["acml_conflicts"],
+        "disconnected_seconds_by_key": dg.MetadataValue.json(disc_by_key),
+        "between_connections_s": stats["between_connections_s"],
+        "record_rate_per_slot": dg.MetadataValue.json(rates),
+        "ticks_per_slot_minute_median": round(statistics.median(tpm), 3) if tpm else 0.0,
+        "ticks_per_slot_minute_min": min(tpm) if tpm else 0.0,
+        "slots_without_ticks": sum(1 for r in rates.values() if r["ticks"] == 0),
+        "subscription_acks": state["acks"],
+        "malformed": dg.MetadataValue.json(stats["malformed"]),
+        "malformed_samples": dg.MetadataValue.json(stats["malformed_samples"][:20]),
+        "bad_line_samples": dg.MetadataValue.json(stats["bad_line_samples"][:20]),
+        "volume_breaks_by_code": dg.MetadataValue.json(dict(list(sorted(vol_breaks.items()))[:100])),
+        "keys": dg.MetadataValue.json(sorted({c["key_id"] for c in stats["connections"] if c["key_id"]})),
+        "connections": len(stats["connections"]),
+        "segments": len(segs),
+        "unsealed_segments": len(unsealed),
+        "journal_recoveries": dg.MetadataValue.json(stats["journal_recoveries"]),
+        "rx_outside_hour": stats["rx_outside_hour"],
+        "other_business_date": stats["other_business_date"],
+        "previous_hour": prev_how,
+        "journal_fingerprint": fp,
+        "path": dg.MetadataValue.path(str(out)),
+    }
+    return dg.MaterializeResult(metadata={k: v for k, v in md.items() if v is not None})
+
+
+@dg.asset(
+    partitions_def=track_b_hour_partitions,
+    group_name="track_b",
+    kinds={"python", "parquet"},
+    deps=[track_b_ticks],
+    description=(
+        "Track B's fixed-rate view of one KST hour: per symbol, the last trade of each receive-time bucket with "
+        "the bucket's trade count, volume, high and low (totals survive sampling). 2 Hz (0.5 s buckets); 1 Hz and "
+        "0.5 Hz where the journal says mitigation level 1 or 2 was on. Partition key YYYY-MM-DDTHH (KST)."
+    ),
+    metadata={"path": "track_b_sampled/date=YYYY-MM-DD/hour=HH/sampled.parquet"},
+)
+def track_b_sampled(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    start = parse_hour_key(context.partition_key)
+    root = lake.data_dir()
+    src = ticks_path(root, start)
+    if not src.exists():
+        raise dg.Failure(f"track_b_ticks {context.partition_key} is not materialized ({src} missing)")
+    ticks = pq.read_table(src)
+    out_tbl = sample(ticks, bucket_s_by_level=DEFAULT_BUCKETS)
+    vol_in = pc.sum(ticks["qty"]).as_py() or 0
+    vol_out = pc.sum(out_tbl["bucket_volume"]).as_py() or 0
+    if vol_in != vol_out or (pc.sum(out_tbl["bucket_trades"]).as_py() or 0) != ticks.num_rows:
+        raise dg.Failure(f"sampling lost trades: {ticks.num_rows} ticks / volume {vol_in} in, "
+                         f"{pc.sum(out_tbl['bucket_trades']).as_py()} / {vol_out} in the buckets")
+    out = lake.write_table_atomic(sampled_path(root, start), out_tbl)
+    widths = out_tbl.group_by("bucket_s").aggregate([("code", "count")]) if out_tbl.num_rows else None
+    by_width = ({f"{w:g}s": n for w, n in zip(widths["bucket_s"].to_pylist(), widths["code_count"].to_pylist())}
+                if widths is not None else {})
+    levels = sorted({lvl if lvl is not None else 0 for lvl in ticks["mitigation_level"].unique().to_pylist()})
+    return dg.MaterializeResult(metadata={
+        "rows": out_tbl.num_rows,
+        "symbols": len(set(out_tbl["code"].to_pylist())),
+        "ticks": ticks.num_rows,
+        "rows_by_bucket": dg.MetadataValue.json(by_width),
+        "mitigation_levels": dg.MetadataValue.json(levels),
+        "gap_buckets": out_tbl["quality_flag"].to_pylist().count("gap"),
+        "volume": vol_out,
+        "path": dg.MetadataValue.path(str(out)),
+    })

@@ -1,0 +1,78 @@
+"""Track B checks: a tick lost outside every recorded gap is a silent loss, and must not stay silent.
+
+KIS sends no sequence numbers; the cumulative volume is the only witness of a lost trade (ACML_VOL jumps by more
+than the trade's own CNTG_VOL: a *volume break*, flagged in ``track_b_ticks`` with its missing volume). A break
+is explained when a session-wide gap marker of the same key (the capture's disconnects, restarts, stops) overlaps
+the interval in which the missing trades must have been sent — from the code's previous tick to the breaking one,
+widened by ``SLACK_S``. Anything else is an unexplained loss (e.g. the exchange skipping a trade on a live
+session) and fails the check at WARN severity, listing the breaks; the data is kept either way.
+"""
+
+from datetime import datetime, timedelta
+
+import dagster as dg
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from observer_assets import lake
+from observer_assets.partitions import parse_hour_key
+from observer_assets.track_b.assets import ticks_path, track_b_ticks
+from observer_resources import events
+
+SLACK_S = 2.0  # gap marker bounds are within 2 s of the truth (the capture's promise)
+
+
+def unexplained_breaks(ticks, gaps: list[events.Gap], hour_start: datetime, now: datetime) -> tuple[int, list[dict]]:
+    """(volume breaks, the ones no gap marker explains) of one hour's tick table."""
+    if ticks.num_rows == 0:
+        return 0, []
+    cols = {c: ticks[c].to_pylist() for c in ("code", "receive_ts", "key_id", "missing_volume", "acml_vol")}
+    by_key: dict[str, list[tuple[datetime, datetime]]] = {}
+    for g in gaps:
+        if g.symbol:
+            continue
+        end = g.end if g.end is not None else now
+        by_key.setdefault(str(g.metadata.get("key_id") or "*"), []).append((g.start, end))
+    slack = timedelta(seconds=SLACK_S)
+    breaks, out = 0, []
+    prev_code, prev_rx = None, None
+    for code, rx, key, missing, acml in zip(*cols.values()):  # sorted by (code, acml_vol)
+        lo = prev_rx if code == prev_code else hour_start
+        prev_code, prev_rx = code, rx
+        if missing is None or missing <= 0:
+            continue
+        breaks += 1
+        windows = by_key.get(str(key), []) + by_key.get("*", [])
+        if not any(a - slack <= rx and b + slack >= lo for a, b in windows):
+            out.append({"code": code, "acml_vol": acml, "missing_volume": missing, "key_id": key,
+                        "after": lo.isoformat(), "at": rx.isoformat()})
+    return breaks, out
+
+
+@dg.asset_check(
+    asset=track_b_ticks,
+    description="Every cumulative-volume break (a lost trade) of the hour falls inside a gap marker of its app "
+    "key (± 2 s): Track B never loses a tick without saying so. WARN with the unexplained breaks otherwise.",
+)
+def track_b_losses_are_explained(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+    key = context.run.tags.get("dagster/partition")
+    if key is None:
+        return dg.AssetCheckResult(passed=False, metadata={"error": "run has no partition tag"})
+    start = parse_hour_key(key)
+    root = lake.data_dir()
+    path = ticks_path(root, start)
+    if not path.exists():
+        return dg.AssetCheckResult(passed=False, metadata={"error": f"{path} missing"})
+    ticks = pq.read_table(path, columns=["code", "receive_ts", "key_id", "missing_volume", "acml_vol"])
+    breaks, bad = unexplained_breaks(ticks, events.gaps(root, start.date()), start, datetime.now(start.tzinfo))
+    missing = sum(b["missing_volume"] for b in bad)
+    return dg.AssetCheckResult(
+        passed=not bad,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=(f"{len(bad)} of {breaks} volume breaks outside every gap marker ({missing} shares)" if bad
+                     else f"all {breaks} volume breaks are inside gap markers"),
+        metadata={"volume_breaks": breaks, "unexplained": len(bad), "unexplained_volume": missing,
+                  "unexplained_breaks": dg.MetadataValue.json(bad[:100]),
+                  "ticks": ticks.num_rows, "codes_with_breaks": len(set(pc.unique(
+                      ticks.filter(pc.greater(ticks["missing_volume"], 0))["code"]).to_pylist()))},
+    )
