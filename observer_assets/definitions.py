@@ -5,20 +5,21 @@ import dagster as dg
 from observer_assets.track_a.assets import track_a_snapshot
 from observer_assets.track_a.schedules import track_a_every_10_minutes, track_a_job
 from observer_assets.track_a.sensors import track_a_catch_up
-from observer_assets.track_b.defs import track_b_defs
+from observer_assets.track_b import defs as track_b
 from observer_assets.universe.assets import universe
 from observer_assets.universe.checks import universe_count
 from observer_assets.universe.schedules import universe_before_open, universe_job
 from observer_assets.universe.sensors import universe_catch_up
 from observer_resources.resources import kis_resource_from_env
 
-core_defs = dg.Definitions(
-    assets=[universe, track_a_snapshot],
-    asset_checks=[universe_count],
-    jobs=[universe_job, track_a_job],
-    schedules=[universe_before_open, track_a_every_10_minutes],
-    sensors=[universe_catch_up, track_a_catch_up],
-    resources={"kis": kis_resource_from_env()},
+defs = dg.Definitions.merge(
+    dg.Definitions(
+        assets=[universe, track_a_snapshot],
+        asset_checks=[universe_count],
+        jobs=[universe_job, track_a_job],
+        schedules=[universe_before_open, track_a_every_10_minutes],
+        sensors=[universe_catch_up, track_a_catch_up],
+        resources={"kis": kis_resource_from_env()},
+    ),
+    track_b.track_b_defs,
 )
-
-defs = dg.Definitions.merge(core_defs, track_b_defs)

@@ -48,3 +48,10 @@ def test_every_asset_has_description_group_and_kinds():
         assert spec.description, spec.key
         assert spec.group_name and spec.group_name != "default", spec.key
         assert spec.kinds, spec.key
+
+
+def test_the_module_exposes_exactly_one_definitions_object():
+    """`dagster dev -m observer_assets.definitions` refuses a module with several Definitions at module scope."""
+    import observer_assets.definitions as module
+
+    assert [n for n, v in vars(module).items() if isinstance(v, dg.Definitions)] == ["defs"]
