@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
+from typing import BinaryIO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -37,34 +40,32 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_bytes_atomic(target: Path, data: bytes) -> Path:
+@contextmanager
+def _atomic(target: Path) -> Iterator[BinaryIO]:
+    """A file that becomes `target` only when the block ends without error: temp + fsync + rename + dir fsync."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
     try:
         with open(tmp, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
     fsync_dir(target.parent)
+
+
+def write_bytes_atomic(target: Path, data: bytes) -> Path:
+    with _atomic(target) as f:
+        f.write(data)
     return target
 
 
 def write_table_atomic(target: Path, table: pa.Table) -> Path:
     """Write a Parquet file atomically (temp + fsync + rename + directory fsync)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            pq.write_table(table, f, compression="zstd")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    fsync_dir(target.parent)
+    with _atomic(target) as f:
+        pq.write_table(table, f, compression="zstd")
     return target
 
 

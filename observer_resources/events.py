@@ -41,6 +41,18 @@ def events_path(data_dir: Path, day) -> Path:  # noqa: ANN001 - date
     return events_dir(data_dir) / f"{day.strftime('%Y%m%d')}.jsonl"
 
 
+def append_jsonl(path: Path, obj: Mapping[str, Any]) -> None:
+    """One line, one write on an O_APPEND file, fsynced: never interleaved, on disk when this returns."""
+    line = (json.dumps(obj, ensure_ascii=False, default=str) + "\n").encode("utf-8")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(fd, line)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _iso(v: Any) -> Any:
     if isinstance(v, datetime):
         return v.astimezone(KST).isoformat()
@@ -60,16 +72,8 @@ class EventLog:
         now = (at or datetime.now(KST)).astimezone(KST)
         rec = {"event_type": event_type, "timestamp": now.isoformat(), "source": self.source}
         rec.update({k: _iso(v) for k, v in fields.items()})
-        line = (json.dumps(rec, ensure_ascii=False, default=str) + "\n").encode("utf-8")
-        path = events_path(self.data_dir, now.date())
         with self._lock:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-            try:
-                os.write(fd, line)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            append_jsonl(events_path(self.data_dir, now.date()), rec)
         return rec
 
     def gap_open(self, *, scope: Scope, reason: str, severity: Severity, start: datetime, session_id: str,

@@ -88,7 +88,7 @@ from observer_assets.track_b.triggers import (
 from observer_assets.track_b.window import ENV_WINDOW, Window, parse_window, track_b_window
 from observer_resources.calendar import KST
 from observer_resources.calendar.market import MarketCalendar, calendar_from_env
-from observer_resources.events import EventLog, gaps
+from observer_resources.events import EventLog, append_jsonl, gaps
 from observer_resources.kis.config import KisConfig, configs_from_env
 from observer_resources.kis.errors import KisConfigError
 from observer_resources.kis.frames import Encrypted, Malformed, Message, TradeBatch
@@ -314,18 +314,6 @@ def overflow_path(data_dir: Path, day: date) -> Path:
 
 def anomaly_path(data_dir: Path, day: date) -> Path:
     return data_dir / "system" / "anomaly" / f"{day:%Y%m%d}.json"
-
-
-def append_jsonl(path: Path, obj: Mapping[str, Any]) -> None:
-    """One line, one write on an O_APPEND file, fsynced: never interleaved, on disk when this returns."""
-    line = (json.dumps(obj, ensure_ascii=False, default=str) + "\n").encode("utf-8")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        os.write(fd, line)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def write_anomaly(data_dir: Path, day: date, rule: str, values: Mapping[str, Any], at: datetime) -> Path:

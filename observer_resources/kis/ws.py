@@ -358,7 +358,9 @@ class KisWebSocketClient:
                 self.stats.connect_failures += 1
             log.warning("kis ws: %s (%s); reconnect attempt %d in %.1fs", "disconnected" if up else "connect failed",
                         reason, failures, delay)
-            self._emit({"event": "ws_disconnect" if up else "ws_connect_failed", "at": _iso(_now_kst()),
+            # The disconnect's own instant (the one a later ws_connected reports as outage_from), not a second clock read.
+            at = self._down_since[1] if (up and self._down_since is not None) else _now_kst()
+            self._emit({"event": "ws_disconnect" if up else "ws_connect_failed", "at": _iso(at),
                         "reason": reason, "attempt": failures, "retry_in_seconds": round(delay, 3),
                         "attempt_started": attempt_started,
                         "last_rx_at": _iso(self._last_rx_dt) if (up and self._last_rx_dt) else None})
