@@ -22,9 +22,10 @@ run: $(STAMP)
 	mkdir -p $(OBSERVER_DATA_DIR) $(DAGSTER_HOME)
 	$(BIN)/python -m observer_assets.run_local
 
-## the whole test suite (what CI runs)
+## the whole test suite (what CI runs): the bulk on two workers, then the load-sensitive acceptance tests alone
 test: $(STAMP)
-	$(BIN)/pytest -q -p no:cacheprovider
+	$(BIN)/pytest -q -p no:cacheprovider -n 2 -m "not slow" --durations=15
+	$(BIN)/pytest -q -p no:cacheprovider -m slow --durations=5
 
 ## the local exchange alone, in the foreground (Ctrl-C stops it)
 sim: $(STAMP)

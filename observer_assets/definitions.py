@@ -5,6 +5,8 @@ import dagster as dg
 from observer_assets.track_a.assets import track_a_snapshot
 from observer_assets.track_a.schedules import track_a_every_10_minutes, track_a_job
 from observer_assets.track_a.sensors import track_a_catch_up
+from observer_assets.gaps import defs as gaps
+from observer_assets.gaps.freshness import apply_track_a_freshness
 from observer_assets.track_b import defs as track_b
 from observer_assets.universe.assets import universe
 from observer_assets.universe.checks import universe_count
@@ -12,7 +14,7 @@ from observer_assets.universe.schedules import universe_before_open, universe_jo
 from observer_assets.universe.sensors import universe_catch_up
 from observer_resources.resources import kis_resource_from_env
 
-defs = dg.Definitions.merge(
+defs = apply_track_a_freshness(dg.Definitions.merge(
     dg.Definitions(
         assets=[universe, track_a_snapshot],
         asset_checks=[universe_count],
@@ -22,4 +24,5 @@ defs = dg.Definitions.merge(
         resources={"kis": kis_resource_from_env()},
     ),
     track_b.track_b_defs,
-)
+    gaps.gaps_defs,
+))

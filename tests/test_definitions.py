@@ -15,7 +15,7 @@ def test_definitions_load():
 
 def test_asset_keys_are_pinned():
     keys = sorted(k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys())
-    assert keys == ["track_a_snapshot", "track_b_sampled", "track_b_ticks", "universe"]
+    assert keys == ["gap_report", "track_a_snapshot", "track_b_restored", "track_b_sampled", "track_b_ticks", "universe"]
 
 
 def test_partitions_are_pinned():
@@ -24,6 +24,8 @@ def test_partitions_are_pinned():
     assert isinstance(parts["universe"], dg.DynamicPartitionsDefinition) and parts["universe"].name == "trading_day"
     assert isinstance(parts["track_a_snapshot"], dg.DynamicPartitionsDefinition)
     assert parts["track_a_snapshot"].name == "track_a_slot"
+    for k in ("gap_report", "track_b_restored"):
+        assert isinstance(parts[k], dg.DynamicPartitionsDefinition) and parts[k].name == "trading_day"
     for k in ("track_b_ticks", "track_b_sampled"):
         assert isinstance(parts[k], dg.DynamicPartitionsDefinition) and parts[k].name == "track_b_hour"
 
@@ -31,13 +33,16 @@ def test_partitions_are_pinned():
 def test_checks_jobs_schedules_sensors_are_pinned():
     graph = defs.resolve_asset_graph()
     checks = sorted(f"{c.asset_key.to_user_string()}:{c.name}" for c in graph.asset_check_keys)
-    assert checks == ["track_b_ticks:track_b_losses_are_explained", "universe:universe_count"]
+    assert checks == ["track_a_snapshot:track_a_coverage", "track_a_snapshot:track_a_schema",
+                      "track_b_ticks:track_b_losses_are_explained", "track_b_ticks:track_b_record_rate",
+                      "universe:universe_count"]
     repo = defs.get_repository_def()
     assert sorted(j.name for j in repo.get_all_jobs() if not j.name.startswith("__")) == [
-        "track_a_job", "track_b_capture_job", "track_b_compaction_job", "universe_job"]
+        "track_a_job", "track_b_capture_job", "track_b_compaction_job", "track_b_restore_job", "universe_job"]
     assert sorted(s.name for s in repo.schedule_defs) == ["track_a_every_10_minutes", "universe_before_open"]
     assert sorted(s.name for s in repo.sensor_defs) == [
-        "track_a_catch_up", "track_b_capture_sensor", "track_b_compaction_sensor", "universe_catch_up"]
+        "gap_backfill_sensor", "observer_check_failure_alerts", "observer_run_failure_alerts", "track_a_catch_up",
+        "track_b_capture_sensor", "track_b_compaction_sensor", "track_b_restore_sensor", "universe_catch_up"]
     for s in repo.schedule_defs:
         assert s.execution_timezone == "Asia/Seoul"
         assert s.default_status == dg.DefaultScheduleStatus.RUNNING
@@ -55,3 +60,8 @@ def test_the_module_exposes_exactly_one_definitions_object():
     import observer_assets.definitions as module
 
     assert [n for n, v in vars(module).items() if isinstance(v, dg.Definitions)] == ["defs"]
+
+
+def test_track_a_has_a_freshness_policy():
+    spec = next(s for s in defs.resolve_all_asset_specs() if s.key.to_user_string() == "track_a_snapshot")
+    assert spec.freshness_policy is not None

@@ -15,11 +15,13 @@ from pathlib import Path
 
 import dagster as dg
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from observer_assets import lake
 from observer_assets.partitions import calendar, parse_slot_key, slot_label, track_a_slot_partitions
-from observer_assets.track_a import snapshot
+from observer_assets.runs import BACKFILL_TAGS
+from observer_assets.track_a import restore, snapshot
 from observer_assets.universe.assets import latest_universe_before, read_universe, universe
 from observer_resources.calendar import KST
 from observer_resources.kis import protocol as p
@@ -35,6 +37,7 @@ class TrackAConfig(dg.Config):
     concurrency: int = 8  # requests in flight; the shared limiter sets the pace
     deadline_margin_s: float = 30.0  # stop this long before the next slot begins
     refetch: bool = False  # ignore an existing raw archive and ask KIS again (a new, later snapshot)
+    live_window_min: float = 10.0  # after slot + this, a run restores from minute bars instead of a live snapshot
 
 
 def slot_dir(root: Path, slot_ts: datetime, dataset: str = DATASET) -> Path:
@@ -107,7 +110,9 @@ async def _fetch(kis: KisResource, codes: list[str], deadline: float, concurrenc
     partitions_def=track_a_slot_partitions,
     group_name="track_a",
     kinds={"python", "parquet"},
-    deps=[universe],
+    # Slot keys are not day keys: without a mapping Dagster maps a slot to a universe partition of the same name,
+    # which never exists, and refuses every UI/GraphQL backfill of Track A ("depends on non-existent partitions").
+    deps=[dg.AssetDep(universe, partition_mapping=dg.AllPartitionMapping())],
     description=(
         "A REST snapshot of every universe symbol at one 10-minute slot (prices as integer KRW, cumulative volume "
         "and traded value, best bid/ask, timestamps with zone; source = live or restored). Partition key "
@@ -137,6 +142,10 @@ def track_a_snapshot(context: dg.AssetExecutionContext, config: TrackAConfig, ki
 
     started = datetime.now(KST)
     t0 = _time.monotonic()
+    (bk, bv), = BACKFILL_TAGS.items()
+    if context.run.tags.get(bk) == bv or started > slot_ts + timedelta(minutes=config.live_window_min):
+        return _restore(context, kis, uni, slot_ts, table_path, raw_path, started, universe_note,
+                        "backfill tag" if context.run.tags.get(bk) == bv else "slot no longer current")
     requests_used = 0
     if raw_path.exists() and not config.refetch:
         lines = raw_path.read_text(encoding="utf-8").splitlines()
@@ -155,6 +164,12 @@ def track_a_snapshot(context: dg.AssetExecutionContext, config: TrackAConfig, ki
         lake.write_bytes_atomic(raw_path, ("\n".join(lines) + ("\n" if lines else "")).encode("utf-8"))
         mode = "live"
     table = snapshot.table_from_raw(lines, slot_ts, names)
+    if mode != "live" and table_path.exists():
+        # Rows an earlier backfill restored for symbols the archive lacks are kept: live rows win, restored fill in.
+        existing = pq.read_table(table_path)
+        restored_rows = existing.filter(pc.equal(existing["source"], "restored"))
+        if restored_rows.num_rows:
+            table = restore.merge(table, restored_rows)
     lake.write_table_atomic(table_path, table)
     fetch_s = _time.monotonic() - t0
     coverage = table.num_rows / len(codes) if codes else 0.0
@@ -176,3 +191,60 @@ def track_a_snapshot(context: dg.AssetExecutionContext, config: TrackAConfig, ki
         "path": dg.MetadataValue.path(str(table_path)),
     }
     return dg.MaterializeResult(metadata={k: v for k, v in md.items() if v is not None})
+
+
+def _restore(context: dg.AssetExecutionContext, kis: KisResource, uni: pa.Table, slot_ts: datetime, table_path: Path,
+             raw_path: Path, started: datetime, universe_note: str, why: str) -> dg.MaterializeResult:
+    """Fill what the slot lacks from minute bars (track_a/restore.py): live rows are never replaced; a whole
+    missing slot is restored entirely. A slot already complete asks KIS nothing."""
+    t0 = _time.monotonic()
+    codes = uni["code"].to_pylist()
+    names = dict(zip(codes, uni["name"].to_pylist()))
+    prev = dict(zip(codes, uni["prev_close"].to_pylist())) if "prev_close" in uni.column_names else {}
+    if table_path.exists():
+        base = pq.read_table(table_path)
+    elif raw_path.exists():  # a crash between archive and table: the live rows come back first
+        base = snapshot.table_from_raw(raw_path.read_text(encoding="utf-8").splitlines(), slot_ts, names)
+    else:
+        base = None
+    have = set(base["code"].to_pylist()) if base is not None else set()
+    missing = [c for c in codes if c not in have]
+    live_rows = 0 if base is None else int(pc.sum(pc.equal(base["source"], "live")).as_py() or 0)
+    failures: dict[str, str] = {}
+    endpoint = None
+    if missing:
+        cal = calendar()
+        sess = cal.session(slot_ts.date())
+        today = slot_ts.date() == started.date()
+        endpoint = restore.ENDPOINT_TODAY if today else restore.ENDPOINT_PAST
+        restored, failures = asyncio.run(restore.restore_slot(
+            kis, missing, slot_ts, today=today, session_open=sess.open, session_close=sess.close,
+            names=names, prev_closes=prev))
+        table = restore.merge(base, restored)
+        lake.write_table_atomic(table_path, table)
+        context.log.info(f"track_a {context.partition_key}: restored {restored.num_rows} of {len(missing)} missing "
+                         f"symbols from {endpoint} ({why}); {live_rows} live rows kept")
+    else:
+        table = base
+    if failures:
+        context.log.warning(f"track_a {context.partition_key}: {len(failures)} symbols not restorable, e.g. "
+                            + ", ".join(f"{c} ({e})" for c, e in list(sorted(failures.items()))[:10]))
+    n_restored = int(pc.sum(pc.equal(table["source"], "restored")).as_py() or 0) if table is not None else 0
+    rows = table.num_rows if table is not None else 0
+    md = {
+        "rows": rows,
+        "universe_size": len(codes),
+        "coverage_pct": round(100 * rows / len(codes), 3) if codes else 0.0,
+        "live_rows": live_rows,
+        "restored_rows": n_restored,
+        "restored_now": rows - len(have),
+        "failures": len(failures),
+        "restored_from": endpoint or "nothing missing",
+        "restore_reason": why,
+        "fetch_seconds": round(_time.monotonic() - t0, 3),
+        "mode": "restored" if missing else "complete: nothing to restore",
+        "key_env": kis.env,
+        "universe": universe_note,
+        "path": dg.MetadataValue.path(str(table_path)),
+    }
+    return dg.MaterializeResult(metadata=md)

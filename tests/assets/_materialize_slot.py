@@ -13,5 +13,5 @@ kis = KisResource(app_key=app_key, app_secret=app_secret, rest_url=rest, ws_url=
 with dg.instance_for_test() as inst:
     inst.add_dynamic_partitions("track_a_slot", [key])
     res = dg.materialize([track_a_snapshot, universe], selection=[track_a_snapshot], partition_key=key,
-                         instance=inst, resources={"kis": kis}, run_config={"ops": {"track_a_snapshot": {"config": {"refetch": True}}}})
+                         instance=inst, resources={"kis": kis}, run_config={"ops": {"track_a_snapshot": {"config": {"refetch": True, "live_window_min": 1440}}}})
     sys.exit(0 if res.success else 1)

@@ -20,6 +20,8 @@ from observer_resources.resources import KisResource
 from observer_resources.sim.accounts import demo_credentials
 
 SMALL = {"min_master_codes": 100}
+# The slot stays "current" for the whole test even if it crosses a 10-minute boundary (else: restore mode).
+LIVE = {"track_a_snapshot": {"config": {"live_window_min": 1440}}}
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +106,7 @@ def test_universe_then_track_a(env, frozen_sim):
         slot = calendar().slot_at(datetime.now(KST))
         key = slot_key(slot)
         inst.add_dynamic_partitions("track_a_slot", [key])
-        res = run([track_a_snapshot, universe], key, kis, inst, selection=[track_a_snapshot])
+        res = run([track_a_snapshot, universe], key, kis, inst, selection=[track_a_snapshot], config=LIVE)
         md = res.asset_materializations_for_node("track_a_snapshot")[0].metadata
         snap = pq.read_table(slot_dir(lake.data_dir(), slot) / "snapshot.parquet")
         assert md["coverage_pct"].value == 100.0 and md["failures"].value == 0
@@ -137,12 +139,12 @@ def test_track_a_rebuilds_identically_after_losing_its_table(env, frozen_sim):
         slot = calendar().slot_at(datetime.now(KST))
         key = slot_key(slot)
         inst.add_dynamic_partitions("track_a_slot", [key])
-        run([track_a_snapshot, universe], key, kis, inst, selection=[track_a_snapshot])
+        run([track_a_snapshot, universe], key, kis, inst, selection=[track_a_snapshot], config=LIVE)
         path = slot_dir(lake.data_dir(), slot) / "snapshot.parquet"
         first = pq.read_table(path)
         path.unlink()
         before = frozen_sim.admin("stats")["requests_total"]
-        res = run([track_a_snapshot, universe], key, kis, inst, selection=[track_a_snapshot])
+        res = run([track_a_snapshot, universe], key, kis, inst, selection=[track_a_snapshot], config=LIVE)
         assert res.asset_materializations_for_node("track_a_snapshot")[0].metadata["mode"].value == "rebuilt from raw archive"
         assert pq.read_table(path).equals(first)
         assert frozen_sim.admin("stats")["requests_total"] == before

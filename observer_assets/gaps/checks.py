@@ -1,0 +1,180 @@
+"""Data-quality checks visible in the UI: Track A coverage and schema per snapshot, Track B record rate.
+
+Each check reads the run's partition tag and the files the asset wrote (like universe_count), so it runs in the same
+run as the materialization (live or backfill) and judges what is on disk. The rules are pure functions below.
+
+Track B record rate: the live ticks give it per minute without any reference data. The cumulative volume is the
+witness: a minute's expected trades = its recorded trades + the trades proven lost (`missing_trades` from the
+buy/sell counters when the capture records them, else one per volume break). Rate = recorded / expected; the check
+fails when any minute with trades is below 97 %.
+"""
+
+import os
+
+import dagster as dg
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from observer_assets import lake
+from observer_assets.partitions import calendar, parse_hour_key, parse_slot_key
+from observer_assets.track_a.assets import slot_dir, track_a_snapshot
+from observer_assets.track_a.snapshot import SNAPSHOT_SCHEMA
+from observer_assets.track_b.assets import ticks_path, track_b_ticks
+from observer_assets.universe.assets import latest_universe_before, read_universe
+
+
+def coverage_min_pct() -> float:
+    return float(os.environ.get("OBSERVER_TRACK_A_MIN_COVERAGE", "99.5"))
+
+
+def record_rate_min_pct() -> float:
+    return float(os.environ.get("OBSERVER_TRACK_B_MIN_RECORD_RATE", "97"))
+
+
+# --- pure rules ----------------------------------------------------------------------------------------------------
+def coverage(snapshot_codes: list[str], universe_codes: list[str]) -> dict:
+    uni = set(universe_codes)
+    have = set(snapshot_codes) & uni
+    missing = sorted(uni - have)
+    pct = 100.0 * len(have) / len(uni) if uni else 0.0
+    return {"universe": len(uni), "covered": len(have), "missing": len(missing), "coverage_pct": round(pct, 3),
+            "missing_sample": missing[:20], "extra": len(set(snapshot_codes) - uni)}
+
+
+def schema_problems(schema: pa.Schema, expected: pa.Schema = SNAPSHOT_SCHEMA) -> list[str]:
+    """Columns missing, of the wrong type, or unexpected (in that order)."""
+    out = []
+    for f in expected:
+        if f.name not in schema.names:
+            out.append(f"missing column {f.name} ({f.type})")
+        elif not schema.field(f.name).type.equals(f.type):
+            out.append(f"column {f.name} is {schema.field(f.name).type}, expected {f.type}")
+    out += [f"unexpected column {n}" for n in schema.names if n not in expected.names]
+    return out
+
+
+def value_problems(table: pa.Table) -> list[str]:
+    """Row-level rules a schema cannot say: source values, provenance of restored rows, unique codes."""
+    out = []
+    if "source" in table.column_names:
+        bad = set(table["source"].to_pylist()) - {"live", "restored"}
+        if bad:
+            out.append(f"source values {sorted(map(str, bad))} (only live|restored)")
+        if "restored_from" in table.column_names:
+            r = table.filter(pc.equal(table["source"], "restored"))
+            if r.num_rows and r["restored_from"].null_count:
+                out.append(f"{r['restored_from'].null_count} restored rows without restored_from")
+    if "code" in table.column_names and pc.count_distinct(table["code"]).as_py() != table.num_rows:
+        out.append("duplicate codes")
+    return out
+
+
+def minute_record_rates(ticks: pa.Table) -> list[dict]:
+    """Per exchange minute: recorded trades, trades proven lost, rate % (pure)."""
+    if ticks.num_rows == 0:
+        return []
+    minute = pc.floor_temporal(ticks["exchange_ts"], unit="minute")
+    if "missing_trades" in ticks.column_names:
+        lost = pc.fill_null(ticks["missing_trades"], 0)
+    else:
+        lost = pc.cast(pc.greater(pc.fill_null(ticks["missing_volume"], 0), 0), pa.int64())
+    t = pa.table({"minute": minute, "lost": lost}).group_by("minute").aggregate([("lost", "count"), ("lost", "sum")])
+    out = []
+    for m, rec, lo in sorted(zip(t["minute"].to_pylist(), t["lost_count"].to_pylist(), t["lost_sum"].to_pylist())):
+        exp = rec + (lo or 0)
+        out.append({"minute": m.isoformat(), "recorded": rec, "lost": lo or 0,
+                    "rate_pct": round(100.0 * rec / exp, 3) if exp else 100.0})
+    return out
+
+
+# --- checks --------------------------------------------------------------------------------------------------------
+def _partition(context: dg.AssetCheckExecutionContext) -> str | None:
+    return context.run.tags.get("dagster/partition")
+
+
+@dg.asset_check(
+    asset=track_a_snapshot,
+    description="Coverage of the snapshot (live + restored rows) against the universe >= 99.5 % "
+    "(OBSERVER_TRACK_A_MIN_COVERAGE).",
+)
+def track_a_coverage(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+    key = _partition(context)
+    if key is None:
+        return dg.AssetCheckResult(passed=False, metadata={"error": "run has no partition tag"})
+    slot = parse_slot_key(key, calendar())
+    root = lake.data_dir()
+    path = slot_dir(root, slot) / "snapshot.parquet"
+    uni = read_universe(root, slot.date())
+    if uni is None:
+        fb = latest_universe_before(root, slot.date())
+        uni = fb[1] if fb else None
+    if not path.exists() or uni is None:
+        return dg.AssetCheckResult(passed=False, description="snapshot or universe missing",
+                                   metadata={"snapshot": str(path), "universe_found": uni is not None})
+    snap = pq.read_table(path, columns=["code", "source"])
+    cov = coverage(snap["code"].to_pylist(), uni["code"].to_pylist())
+    restored = int(pc.sum(pc.equal(snap["source"], "restored")).as_py() or 0)
+    floor = coverage_min_pct()
+    ok = cov["coverage_pct"] >= floor
+    return dg.AssetCheckResult(
+        passed=ok,
+        description=(f"coverage {cov['coverage_pct']} % (>= {floor} %)" if ok else
+                     f"coverage {cov['coverage_pct']} % < {floor} %: "
+                     f"{cov['missing']} of {cov['universe']} symbols missing"),
+        metadata={**{k: v for k, v in cov.items() if k != "missing_sample"}, "minimum_pct": floor,
+                  "restored_rows": restored, "missing_sample": dg.MetadataValue.json(cov["missing_sample"])},
+    )
+
+
+@dg.asset_check(
+    asset=track_a_snapshot,
+    description="Snapshot columns and Arrow types equal SNAPSHOT_SCHEMA; source is live|restored, restored rows "
+    "name their endpoint, one row per code.",
+)
+def track_a_schema(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+    key = _partition(context)
+    if key is None:
+        return dg.AssetCheckResult(passed=False, metadata={"error": "run has no partition tag"})
+    path = slot_dir(lake.data_dir(), parse_slot_key(key, calendar())) / "snapshot.parquet"
+    if not path.exists():
+        return dg.AssetCheckResult(passed=False, description=f"{path} missing")
+    table = pq.read_table(path)
+    problems = schema_problems(table.schema) + (value_problems(table) if not schema_problems(table.schema) else [])
+    return dg.AssetCheckResult(
+        passed=not problems,
+        description="; ".join(problems[:10]) or f"{len(SNAPSHOT_SCHEMA)} columns as specified",
+        metadata={"problems": len(problems), "details": dg.MetadataValue.json(problems[:50]), "rows": table.num_rows},
+    )
+
+
+@dg.asset_check(
+    asset=track_b_ticks,
+    description="Record rate per exchange minute >= 97 % (OBSERVER_TRACK_B_MIN_RECORD_RATE): recorded trades / "
+    "(recorded + trades proven lost by the cumulative volume).",
+)
+def track_b_record_rate(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+    key = _partition(context)
+    if key is None:
+        return dg.AssetCheckResult(passed=False, metadata={"error": "run has no partition tag"})
+    path = ticks_path(lake.data_dir(), parse_hour_key(key))
+    if not path.exists():
+        return dg.AssetCheckResult(passed=False, description=f"{path} missing")
+    names = pq.read_schema(path).names
+    cols = ["exchange_ts", "missing_volume"] + (["missing_trades"] if "missing_trades" in names else [])
+    rates = minute_record_rates(pq.read_table(path, columns=cols))
+    floor = record_rate_min_pct()
+    low = [r for r in rates if r["rate_pct"] < floor]
+    worst = min((r["rate_pct"] for r in rates), default=100.0)
+    return dg.AssetCheckResult(
+        passed=not low,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=(f"{len(low)} of {len(rates)} minutes below {floor} % (worst {worst} %)" if low
+                     else f"all {len(rates)} minutes >= {floor} % (worst {worst} %)"),
+        metadata={"minutes": len(rates), "minutes_below": len(low), "worst_pct": worst, "minimum_pct": floor,
+                  "below": dg.MetadataValue.json(low[:60])},
+    )
+
+
+TRACK_A_CHECKS = [track_a_coverage, track_a_schema]
+TRACK_B_CHECKS = [track_b_record_rate]

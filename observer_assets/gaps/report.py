@@ -1,0 +1,120 @@
+"""Read one day of the lake and the event log into the inputs `detect` needs (I/O only, no rules).
+
+Only the columns the rules use are read, so a full day (2,500 symbols x 40 slots, 41 streams) stays well under
+the 2-second budget. Paths follow the assets that write them: ``track_a/date=D/slot=HHMM/snapshot.parquet``,
+``track_a_failures/.../failures.parquet``, ``track_b/date=D/hour=HH/ticks.parquet``,
+``track_b_restored/date=D/restored.parquet``, ``system/events/YYYYMMDD.jsonl``, ``system/anomaly/YYYYMMDD.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date, datetime, time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from observer_assets.gaps.detect import DayInputs, Report, Thresholds, detect
+from observer_assets.partitions import calendar
+from observer_assets.track_a.assets import DATASET as TRACK_A, FAILURES, slot_dir
+from observer_assets.track_b.restore import restored_path
+from observer_assets.universe.assets import latest_universe_before, read_universe
+from observer_resources import events
+from observer_resources.calendar import KST
+
+TRACK_B = "track_b"
+SNAP_COLS = ["code", "source", "restored_from", "fetched_at"]
+TICK_COLS = ["code", "receive_ts", "acml_vol", "qty", "buy_cnt", "sell_cnt", "key_id"]
+OPTIONAL_TICK_COLS = ["source", "restored_from"]
+
+
+def anomaly_path(root: Path, day: date) -> Path:
+    return root / "system" / "anomaly" / f"{day:%Y%m%d}.json"
+
+
+def tick_files(root: Path, day: date) -> list[Path]:
+    return sorted((root / TRACK_B / f"date={day.isoformat()}").glob("hour=*/ticks.parquet"))
+
+
+def default_as_of(day: date, now: datetime | None = None) -> datetime:
+    """Now for today (nothing after it is judged), the day's last instant for a past day."""
+    now = (now or datetime.now(KST)).astimezone(KST)
+    end = datetime.combine(day, time(23, 59, 59), KST)
+    return min(now, end)
+
+
+def read_ticks(paths: list[Path]) -> pa.Table | None:
+    tables = []
+    for p in paths:
+        names = set(pq.read_schema(p).names)
+        cols = [c for c in TICK_COLS + OPTIONAL_TICK_COLS if c in names]
+        t = pq.read_table(p, columns=cols, read_dictionary=[c for c in ("code", "key_id", "source") if c in cols])
+        if "receive_ts" in names:
+            t = t.set_column(t.schema.get_field_index("receive_ts"), "receive_ts",
+                             t["receive_ts"].cast(pa.timestamp("us", tz="Asia/Seoul")))
+        tables.append(t)
+    if not tables:
+        return None
+    if len({t.schema for t in tables}) > 1:  # hours written before/after a column was added
+        return pa.concat_tables([t.cast(pa.schema([pa.field(f.name, f.type.value_type if pa.types.is_dictionary(f.type)
+                                                             else f.type) for f in t.schema])) for t in tables],
+                                promote_options="permissive")
+    return pa.concat_tables(tables)
+
+
+def load_day(root: Path, day: date, as_of: datetime | None = None, *, now: datetime | None = None) -> DayInputs:
+    now = (now or datetime.now(KST)).astimezone(KST)
+    as_of = (as_of or default_as_of(day, now)).astimezone(KST)
+    cal = calendar()
+    slots = [s for s in cal.track_a_slots(day) if s <= as_of]
+    uni = read_universe(root, day)
+    files: dict[str, list[str]] = {}
+    uni_note = "own"
+    if uni is None:
+        fb = latest_universe_before(root, day)
+        uni, uni_note = (fb[1], f"fallback {fb[0].isoformat()}") if fb else (None, "none")
+    snaps: dict[datetime, pa.Table] = {}
+    fails: dict[datetime, pa.Table] = {}
+    for s in slots:
+        label = s.strftime("%H%M")
+        sp = slot_dir(root, s, TRACK_A) / "snapshot.parquet"
+        fp = slot_dir(root, s, FAILURES) / "failures.parquet"
+        have = []
+        if sp.exists():
+            snaps[s] = pq.read_table(sp, columns=SNAP_COLS)
+            have.append(str(sp))
+        if fp.exists():
+            fails[s] = pq.read_table(fp, columns=["code", "error"])
+            have.append(str(fp))
+        files[f"slot:{label}"] = have
+    tpaths = tick_files(root, day)
+    files["track_b"] = [str(p) for p in tpaths]
+    rp = restored_path(root, day)
+    restored = None
+    if rp.exists():
+        restored = pq.read_table(rp, columns=["code", "acml_vol", "qty", "restored_from"])
+        files["track_b"].append(str(rp))
+    ev_path = events.events_path(root, day)
+    files["events"] = [str(ev_path)] if ev_path.exists() else []
+    evs = list(events.read_events(root, day))
+    anomaly = None
+    ap = anomaly_path(root, day)
+    if ap.exists():
+        anomaly = json.loads(ap.read_text(encoding="utf-8"))
+        files["events"].append(str(ap))
+    return DayInputs(
+        day=day, as_of=as_of, slots=slots,
+        universe=uni["code"].to_pylist() if uni is not None else None,
+        snapshots=snaps, failures=fails, ticks=read_ticks(tpaths), restored_ticks=restored, gap_markers=events.gaps(root, day),
+        events=evs, anomaly=anomaly, today=(day == now.date()), files={**files, "universe": [uni_note]},
+    )
+
+
+def build_report(root: Path, day: date, as_of: datetime | None = None, *, now: datetime | None = None,
+                 thresholds: Thresholds = Thresholds()) -> Report:
+    """The day's gap report from what is on disk (see `detect` for the rules)."""
+    inp = load_day(root, day, as_of, now=now)
+    rep = detect(inp, thresholds)
+    rep.summary["universe_source"] = inp.files["universe"][0]
+    return rep

@@ -1,0 +1,254 @@
+"""Gap sensors: the automatic Track A backfill, and the alerts for failed runs and failed checks.
+
+Backfill: each tick reads the newest gap reports (`gaps/date=D/gap_report.parquet`, only files changed since the last
+tick: the cursor keeps each report's mtime and size) and asks for one run per Track A slot that has restorable,
+still-open gaps (the whole slot missing, or symbols missing from its snapshot). The run key is
+`backfill:{slot}:{fingerprint}`, the fingerprint hashing that slot's open gap rows: a re-computed report with the
+same gaps asks for nothing new, a slot whose gaps changed asks again, a slot the backfill closed drops out. A slot
+younger than 10 minutes waits (its live run may still be collecting) and its report is re-read on the next tick. Runs
+carry BACKFILL_TAGS and KIS_REST_TAGS, so dagster.yaml's queue limits (one backfill at a time, two KIS REST runs)
+keep them inside the app key's budget. The run itself restores from minute bars (track_a/restore.py).
+
+Alerts: run failures through a `run_failure_sensor`; failed asset-check evaluations through an event-log cursor
+(the storage id of the last evaluation seen). Both always log and post to the webhook when configured (alerts.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from observer_assets import lake
+from observer_assets.gaps import alerts
+from observer_assets.partitions import calendar, parse_slot_key, slot_key, track_a_slot_partitions
+from observer_assets.runs import BACKFILL_TAGS, KIS_REST_TAGS
+from observer_assets.track_a.schedules import track_a_job
+from observer_resources.calendar import KST
+
+REPORT_DATASET = "gaps"
+REPORT_NAME = "gap_report.parquet"
+REPORT_DAYS = 5  # the newest reports read per tick; older gaps are the UI path's business
+TRACK_A_PREFIX = "track_a"  # report kinds of Track A gaps start with this
+LIVE_WINDOW = timedelta(minutes=10)  # a slot's live run collects until the next slot: never race it
+OPEN_STATUS = "open"  # detect.py: backfill targets are rows with restorable and status open
+
+
+# --- backfill ------------------------------------------------------------------------------------------------------
+def report_paths(root: Path, days: int = REPORT_DAYS) -> list[Path]:
+    """The newest `days` gap reports, oldest first (the hive directory names sort by date)."""
+    return sorted((root / REPORT_DATASET).glob(f"date=*/{REPORT_NAME}"))[-days:]
+
+
+def _slot_of(row: dict) -> datetime | None:
+    t = row.get("slot_ts") or row.get("start")
+    if t is None:
+        return None
+    if isinstance(t, str):
+        t = datetime.fromisoformat(t)
+    return t.astimezone(KST)
+
+
+def restorable_slots(report: pa.Table) -> dict[str, str]:
+    """{slot key: fingerprint} of the Track A slots with restorable, still-open gaps in one report (pure)."""
+    cols = [c for c in ("kind", "symbol", "slot_ts", "start", "restorable", "status") if c in report.column_names]
+    by_slot: dict[str, list[str]] = {}
+    for row in report.select(cols).to_pylist():
+        if not str(row.get("kind") or "").startswith(TRACK_A_PREFIX) or row.get("restorable") is not True:
+            continue
+        if (row.get("status") or OPEN_STATUS) != OPEN_STATUS:
+            continue
+        t = _slot_of(row)
+        if t is None:
+            continue
+        by_slot.setdefault(slot_key(t), []).append(f"{row.get('kind')}|{row.get('symbol') or ''}")
+    return {k: hashlib.sha1("\n".join(sorted(v)).encode()).hexdigest()[:12] for k, v in sorted(by_slot.items())}
+
+
+def _signature(path: Path) -> str:
+    st = path.stat()
+    return f"{st.st_mtime_ns}:{st.st_size}"
+
+
+@dg.sensor(
+    name="gap_backfill_sensor",
+    job=track_a_job,
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Turns the newest gap reports into one Track A backfill run per slot with restorable open gaps "
+    "(run key backfill:{slot}:{fingerprint}; tags observer/kind=backfill, observer/kis=rest).",
+)
+def gap_backfill_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+    root = lake.data_dir()
+    seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+    requests: list[dg.RunRequest] = []
+    new_keys: list[str] = []
+    existing = set(context.instance.get_dynamic_partitions(track_a_slot_partitions.name))
+    paths = report_paths(root)
+    cal = calendar()
+    for path in paths:
+        day = path.parent.name.removeprefix("date=")
+        sig = _signature(path)
+        if seen.get(day) == sig:
+            continue
+        try:
+            slots = restorable_slots(pq.read_table(path))
+        except (OSError, pa.ArrowInvalid) as e:  # a broken report: say so, retry on the next tick
+            context.log.error(f"gap report {path} unreadable: {e}")
+            continue
+        now = datetime.now(KST)
+        young = [k for k in slots if parse_slot_key(k, cal) + LIVE_WINDOW > now]
+        for key, fp in slots.items():
+            if key in young:
+                continue  # its live run may still be collecting: restoring now would race it
+            if key not in existing:
+                new_keys.append(key)
+                existing.add(key)
+            requests.append(dg.RunRequest(partition_key=key, run_key=f"backfill:{key}:{fp}",
+                                          tags={**BACKFILL_TAGS, **KIS_REST_TAGS, "observer/gap_report": day}))
+        if young:
+            context.log.info(f"backfill: {len(young)} slot(s) of {day} still inside the live window; next tick")
+        else:
+            seen[day] = sig  # re-read next tick while a slot waits
+    keep = {p.parent.name.removeprefix("date=") for p in paths}
+    cursor = json.dumps({d: s for d, s in sorted(seen.items()) if d in keep})
+    if requests:
+        context.log.info(f"backfill: {len(requests)} Track A slot(s): " + ", ".join(r.partition_key for r in requests))
+    return dg.SensorResult(
+        run_requests=requests,
+        cursor=cursor,
+        dynamic_partitions_requests=[track_a_slot_partitions.build_add_request(new_keys)] if new_keys else None,
+        skip_reason=None if requests else dg.SkipReason("no new restorable Track A gaps in the gap reports"),
+    )
+
+
+# --- alerts --------------------------------------------------------------------------------------------------------
+def run_failure_text(run: dg.DagsterRun, message: str) -> str:
+    part = run.tags.get("dagster/partition", "-")
+    return (f"[Observer] run FAILED: job {run.job_name}, partition {part}, run {run.run_id[:8]}"
+            f" at {datetime.now(KST).isoformat(timespec='seconds')}: {message}")
+
+
+@dg.run_failure_sensor(
+    name="observer_run_failure_alerts",
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Every failed run: an error log line, and a post to OBSERVER_ALERT_WEBHOOK when set.",
+)
+def run_failure_alerts(context: dg.RunFailureSensorContext) -> None:
+    msg = context.failure_event.message or "failed"
+    alerts.send(run_failure_text(context.dagster_run, msg))
+
+
+def check_failure_text(ev, partition: str | None) -> str:
+    md = {k: getattr(v, "value", v) for k, v in (ev.metadata or {}).items()}
+    brief = ", ".join(f"{k}={v}" for k, v in md.items() if isinstance(v, (int, float, str)) and len(str(v)) < 80)
+    sev = getattr(getattr(ev, "severity", None), "value", "ERROR")
+    return (f"[Observer] check FAILED ({sev}): {ev.asset_key.to_user_string()} / {ev.check_name}, partition "
+            f"{partition or '-'}: {ev.description or ''} {('(' + brief + ')') if brief else ''}").strip()
+
+
+def _check_keys(context: dg.SensorEvaluationContext) -> list[dg.AssetCheckKey]:
+    """Every asset check of the code location (the sensor's repository), else the ones this project defines."""
+    repo = context.repository_def
+    if repo is not None:
+        return sorted(repo.asset_graph.asset_check_keys, key=lambda k: k.to_user_string())
+    from observer_assets.gaps.checks import TRACK_A_CHECKS, TRACK_B_CHECKS
+
+    return [k for c in (*TRACK_A_CHECKS, *TRACK_B_CHECKS) for k in c.check_keys]
+
+
+@dg.sensor(
+    name="observer_check_failure_alerts",
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Every failed (or crashed) asset-check evaluation since the last tick: an error log line, and a post "
+    "to OBSERVER_ALERT_WEBHOOK when set. The first tick starts from now (no alerts for old history).",
+)
+def check_failure_alerts(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+    # The check-execution table, not get_event_records: the default SQLite storage is run-sharded and refuses a
+    # cross-run cursor for check events. The cursor keeps the last execution id seen per check.
+    storage = context.instance.event_log_storage
+    first = context.cursor is None
+    last: dict[str, int] = json.loads(context.cursor) if context.cursor else {}
+    sent = seen = 0
+    for key in _check_keys(context):
+        name = key.to_user_string()
+        hist = storage.get_asset_check_execution_history(key, limit=500)  # newest first
+        if first or name not in last:
+            last[name] = hist[0].id if hist else 0
+            if first:
+                continue
+        for rec in sorted((r for r in hist if r.id > last[name]), key=lambda r: r.id):
+            seen += 1
+            last[name] = rec.id
+            status = rec.status.value
+            ev = rec.event.dagster_event.event_specific_data if rec.event and rec.event.dagster_event else None
+            if status == "SUCCEEDED" or (ev is not None and getattr(ev, "passed", False)):
+                continue
+            if ev is not None and hasattr(ev, "passed"):
+                text = check_failure_text(ev, rec.partition or _run_partition(context, rec.run_id))
+            else:
+                text = (f"[Observer] check {status}: {name}, partition "
+                        f"{rec.partition or _run_partition(context, rec.run_id) or '-'} (run {rec.run_id[:8]})")
+            alerts.send(text)
+            sent += 1
+    return dg.SensorResult(cursor=json.dumps(last, sort_keys=True), skip_reason=dg.SkipReason(
+        "first tick: alerting from now on" if first else f"{seen} check evaluations, {sent} failed (alerted)"))
+
+
+def _run_partition(context: dg.SensorEvaluationContext, run_id: str | None) -> str | None:
+    run = context.instance.get_run_by_id(run_id) if run_id else None
+    return run.tags.get("dagster/partition") if run else None
+
+
+# --- Track B restore -----------------------------------------------------------------------------------------------
+TRACK_B_KINDS = frozenset({"track_b_loss", "ws_disconnect", "capture_restart", "manual_stop"})
+
+track_b_restore_job = dg.define_asset_job(
+    "track_b_restore_job", selection=dg.AssetSelection.assets("track_b_restored"),
+    tags={**BACKFILL_TAGS, **KIS_REST_TAGS},
+    description="Restore the day's lost Track B trades from today's conclusions (track_b_restored).",
+)
+
+
+def restorable_track_b(report: pa.Table) -> str | None:
+    """Fingerprint of a report's open, restorable Track B losses, or None when there are none (pure)."""
+    cols = [c for c in ("gap_id", "kind", "symbol", "restorable", "status") if c in report.column_names]
+    ids = sorted(f"{r.get('kind')}|{r.get('symbol') or ''}|{r.get('gap_id') or ''}"
+                 for r in report.select(cols).to_pylist()
+                 if r.get("kind") in TRACK_B_KINDS and r.get("restorable") is True
+                 and (r.get("status") or OPEN_STATUS) == OPEN_STATUS)
+    return hashlib.sha1("\n".join(ids).encode()).hexdigest()[:12] if ids else None
+
+
+@dg.sensor(
+    name="track_b_restore_sensor",
+    job=track_b_restore_job,
+    minimum_interval_seconds=120,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="When today's gap report lists open, restorable Track B losses, runs track_b_restored for today "
+    "(KIS serves conclusions for the current day only). Run key track_b_restore:{day}:{fingerprint}.",
+)
+def track_b_restore_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+    today = datetime.now(KST).date()
+    path = lake.data_dir() / REPORT_DATASET / f"date={today.isoformat()}" / REPORT_NAME
+    if not path.exists():
+        return dg.SkipReason(f"no gap report for {today}")
+    sig = _signature(path)
+    if context.cursor == sig:
+        return dg.SkipReason("gap report unchanged")
+    try:
+        fp = restorable_track_b(pq.read_table(path))
+    except (OSError, pa.ArrowInvalid) as e:
+        context.log.error(f"gap report {path} unreadable: {e}")
+        return dg.SkipReason(f"gap report unreadable: {e}")
+    if fp is None:
+        return dg.SensorResult(cursor=sig, skip_reason=dg.SkipReason("no open restorable Track B losses"))
+    key = today.isoformat()
+    return dg.SensorResult(cursor=sig,
+                           run_requests=[dg.RunRequest(partition_key=key, run_key=f"track_b_restore:{key}:{fp}")])

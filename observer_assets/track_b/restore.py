@@ -1,0 +1,230 @@
+"""Track B ticks lost in a gap, restored from today's intraday conclusions where KIS still serves them.
+
+A lost trade shows in the live ticks as a cumulative-volume break (`missing_volume > 0` on the tick after the hole:
+ACML_VOL - CNTG_VOL - previous ACML_VOL). The hole is the cumulative-volume interval (lo, hi] with
+hi = ACML_VOL - CNTG_VOL of the breaking tick and lo = hi - missing_volume. `inquire-time-itemconclusion` serves
+today's trades newest first, each with its ACML_VOL, so the trades of the hole are exactly those with
+lo < acml_vol <= hi; paging stops as soon as a page reaches below lo (a quiet afternoon costs one call, not the day).
+
+Restored ticks go to their own dataset, `track_b_restored/date=D/restored.parquet`, with `source = restored` and
+`restored_from` = the endpoint; the live Track B files are never rewritten. A hole is `complete` when the restored
+quantities sum to its missing volume (the gap report then marks it restored); otherwise what was found is kept and
+the hole stays open. KIS serves conclusions for the current day only: earlier days cannot be restored this way.
+"""
+
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+
+import dagster as dg
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from observer_assets import lake
+from observer_assets.partitions import calendar, parse_day_key, trading_day_partitions
+from observer_resources import events
+from observer_resources.calendar import KST
+from observer_resources.events import Gap
+from observer_resources.kis import protocol as p
+from observer_resources.kis.errors import KisError
+from observer_resources.kis.models import Conclusion
+from observer_resources.kis.rest import conclusion_from
+from observer_resources.resources import KisResource
+
+DATASET = "track_b_restored"
+ENDPOINT = "inquire-time-itemconclusion"
+TS_MS = pa.timestamp("ms", tz="Asia/Seoul")
+TS_US = pa.timestamp("us", tz="Asia/Seoul")
+
+RESTORED_SCHEMA = pa.schema([
+    ("code", pa.string()),
+    ("exchange_ts", TS_MS),  # the trade's time (1 s resolution), today's date
+    ("price", pa.int64()),
+    ("qty", pa.int64()),
+    ("acml_vol", pa.int64()),
+    ("change", pa.int64()),
+    ("change_sign", pa.string()),
+    ("change_rate", pa.float64()),
+    ("ask1", pa.int64()),
+    ("bid1", pa.int64()),
+    ("strength", pa.float64()),
+    ("source", pa.string()),  # always "restored"
+    ("restored_from", pa.string()),  # the endpoint
+    ("hole_lo", pa.int64()),  # the hole (lo, hi] of cumulative volume this trade fills
+    ("hole_hi", pa.int64()),
+    ("gap_id", pa.string()),  # the session-wide gap marker (disconnect) overlapping the hole, if any
+    ("fetched_at", TS_US),
+])
+
+
+@dataclass(frozen=True)
+class Hole:
+    code: str
+    lo: int  # cumulative volume before the first lost trade
+    hi: int  # cumulative volume after the last lost trade
+    before: datetime  # exchange time of the tick that revealed the hole (the lost trades are at or before it)
+    after: datetime | None  # exchange time of the code's previous live tick
+    gap_id: str | None = None
+
+    @property
+    def missing(self) -> int:
+        return self.hi - self.lo
+
+
+def restored_path(root: Path, day: date) -> Path:
+    return lake.partition_dir(root, DATASET, day) / "restored.parquet"
+
+
+def read_restored(root: Path, day: date) -> pa.Table | None:
+    path = restored_path(root, day)
+    return pq.read_table(path) if path.exists() else None
+
+
+def find_holes(ticks: pa.Table, gaps: Sequence[Gap] = ()) -> list[Hole]:
+    """The cumulative-volume holes of a day's live ticks (pure), each tied to an overlapping session-wide gap."""
+    if ticks.num_rows == 0:
+        return []
+    t = ticks.select(["code", "exchange_ts", "acml_vol", "qty", "missing_volume"]).sort_by([("code", "ascending"),
+                                                                                           ("acml_vol", "ascending")])
+    rows = t.to_pylist()
+    windows = [g for g in gaps if g.symbol is None]
+    out: list[Hole] = []
+    for i, r in enumerate(rows):
+        mv = r["missing_volume"]
+        if not mv or mv <= 0:
+            continue
+        prev = rows[i - 1] if i > 0 and rows[i - 1]["code"] == r["code"] else None
+        hi = r["acml_vol"] - r["qty"]
+        after = prev["exchange_ts"] if prev else None
+        before = r["exchange_ts"]
+        gid = next((g.gap_id for g in windows
+                    if g.start <= before and (g.end is None or after is None or g.end >= after)), None)
+        out.append(Hole(r["code"], hi - mv, hi, before, after, gid))
+    return out
+
+
+def rows_for_hole(hole: Hole, trades: Sequence[Conclusion], fetched_at: datetime) -> list[dict]:
+    """The trades that fill the hole (pure): lo < acml_vol <= hi, oldest first, one per cumulative volume."""
+    by_vol = {c.acml_vol: c for c in trades if hole.lo < c.acml_vol <= hole.hi}
+    return [{
+        "code": hole.code, "exchange_ts": c.at, "price": c.price, "qty": c.qty, "acml_vol": c.acml_vol,
+        "change": c.change, "change_sign": c.change_sign, "change_rate": c.change_rate, "ask1": c.ask1,
+        "bid1": c.bid1, "strength": c.strength, "source": "restored", "restored_from": ENDPOINT,
+        "hole_lo": hole.lo, "hole_hi": hole.hi, "gap_id": hole.gap_id, "fetched_at": fetched_at,
+    } for v, c in sorted(by_vol.items())]
+
+
+async def fetch_hole(client, hole: Hole, day: date, max_pages: int = 400) -> list[Conclusion]:
+    """Conclusions at or before the hole's revealing tick, newest first, until a page goes below the hole."""
+    params = {"FID_COND_MRKT_DIV_CODE": "J", "FID_INPUT_ISCD": hole.code,
+              "FID_INPUT_HOUR_1": hole.before.astimezone(KST).strftime("%H%M%S")}
+    got: list[Conclusion] = []
+    page = await client.request(ENDPOINT, p.TR_TIME_CONCLUSION, params)
+    for _ in range(max_pages):
+        rows = [conclusion_from(o, day) for o in (page.body.get("output2") or []) if o.get("stck_cntg_hour")]
+        got.extend(rows)
+        if not rows or min(c.acml_vol for c in rows) <= hole.lo or page.tr_cont not in ("F", "M"):
+            break
+        page = await client.request(ENDPOINT, p.TR_TIME_CONCLUSION, params, tr_cont="N")
+    got.reverse()
+    return got
+
+
+def table(rows: Sequence[dict]) -> pa.Table:
+    return pa.table({f.name: [r.get(f.name) for r in rows] for f in RESTORED_SCHEMA}, schema=RESTORED_SCHEMA)
+
+
+def merge(old: pa.Table | None, new: pa.Table) -> pa.Table:
+    """Union keyed by (code, acml_vol): a re-run adds what is new and keeps what an earlier run restored."""
+    if old is None or old.num_rows == 0:
+        merged = new
+    else:
+        seen = set(zip(old["code"].to_pylist(), old["acml_vol"].to_pylist()))
+        keep = [(c, v) not in seen for c, v in zip(new["code"].to_pylist(), new["acml_vol"].to_pylist())]
+        merged = pa.concat_tables([old.cast(RESTORED_SCHEMA), new.filter(pa.array(keep, pa.bool_()))])
+    return merged.sort_by([("code", "ascending"), ("acml_vol", "ascending")])
+
+
+def complete_holes(restored: pa.Table, holes: Sequence[Hole]) -> tuple[int, int]:
+    """(holes fully restored, volume restored) — a hole is complete when its trades' sizes add up to it."""
+    done, vol = 0, 0
+    for h in holes:
+        m = pc.and_(pc.equal(restored["code"], h.code),
+                    pc.and_(pc.greater(restored["acml_vol"], h.lo), pc.less_equal(restored["acml_vol"], h.hi)))
+        got = int(pc.sum(restored.filter(m)["qty"]).as_py() or 0)
+        vol += got
+        done += got == h.missing
+    return done, vol
+
+
+async def restore_holes(kis, holes: Sequence[Hole], day: date, concurrency: int = 4) -> tuple[pa.Table, dict[str, str]]:
+    """Restored rows for the holes, and per-hole failures ("code@lo-hi" -> why)."""
+    rows: list[dict] = []
+    failures: dict[str, str] = {}
+    sem = asyncio.Semaphore(concurrency)
+    async with kis.rest_client() as client:
+
+        async def one(h: Hole) -> None:
+            async with sem:
+                try:
+                    trades = await fetch_hole(client, h, day)
+                except KisError as e:
+                    failures[f"{h.code}@{h.lo}-{h.hi}"] = f"{type(e).__name__} {getattr(e, 'code', '')}".strip()
+                    return
+                rows.extend(rows_for_hole(h, trades, datetime.now(KST)))
+
+        await asyncio.gather(*(one(h) for h in holes))
+    return table(rows), failures
+
+
+def day_ticks(root: Path, day: date) -> pa.Table | None:
+    """Every compacted live tick of the day (all hours), or None."""
+    files = sorted((root / "track_b" / f"date={day.isoformat()}").glob("hour=*/ticks.parquet"))
+    if not files:
+        return None
+    cols = ["code", "exchange_ts", "acml_vol", "qty", "missing_volume"]
+    return pa.concat_tables([pq.read_table(f, columns=cols) for f in files])
+
+
+
+# --- the asset -----------------------------------------------------------------------------------------------------
+@dg.asset(
+    partitions_def=trading_day_partitions,
+    group_name="gaps",
+    kinds={"python", "parquet"},
+    description="Track B trades lost in gaps (cumulative-volume holes of the day's live ticks), restored from "
+    "today's intraday conclusions (inquire-time-itemconclusion) with source = restored, in their own dataset: the "
+    "live ticks are never rewritten. Only the current day can be restored (KIS serves today's conclusions only).",
+    metadata={"path": "track_b_restored/date=YYYY-MM-DD/restored.parquet"},
+)
+def track_b_restored(context: dg.AssetExecutionContext, kis: KisResource) -> dg.MaterializeResult:
+    day = parse_day_key(context.partition_key, calendar())
+    root = lake.data_dir()
+    ticks = day_ticks(root, day)
+    holes = find_holes(ticks, events.gaps(root, day)) if ticks is not None else []
+    old = read_restored(root, day)
+    today = datetime.now(KST).date()
+    failures: dict[str, str] = {}
+    if holes and day == today:
+        new, failures = asyncio.run(restore_holes(kis, holes, day))
+        merged = merge(old, new)
+        lake.write_table_atomic(restored_path(root, day), merged)
+    else:
+        merged = old if old is not None else table([])
+        if holes and day != today:
+            context.log.warning(f"track_b_restored {day}: {len(holes)} holes, but KIS serves conclusions for today "
+                                f"({today}) only: they stay unrecoverable")
+    done, vol = complete_holes(merged, holes) if holes else (0, 0)
+    missing = sum(h.missing for h in holes)
+    if failures:
+        context.log.warning(f"track_b_restored {day}: {len(failures)} holes failed: "
+                            + ", ".join(f"{k} ({v})" for k, v in list(failures.items())[:10]))
+    return dg.MaterializeResult(metadata={
+        "holes": len(holes), "holes_restored": done, "missing_volume": missing, "restored_volume": vol,
+        "restored_rows": merged.num_rows, "failures": len(failures), "restored_from": ENDPOINT,
+        "restorable": day == today, "path": dg.MetadataValue.path(str(restored_path(root, day))),
+    })
