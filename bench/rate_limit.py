@@ -158,7 +158,6 @@ def max_in_window(stamps: list[float], window: float) -> int:
 
 
 def run_candidate(sim, candidate: str, creds: tuple[str, str], procs: int, n: int, code: str) -> dict:
-    from observer_resources.sim.accounts import appkey_id
 
     state = Path(tempfile.mkdtemp(prefix=f"bench-{candidate}-"))
     cmd = [sys.executable, __file__, "--worker", candidate, "--rest-url", sim.rest_url, "--state", str(state),
@@ -174,7 +173,7 @@ def run_candidate(sim, candidate: str, creds: tuple[str, str], procs: int, n: in
         c.stdin.write("go\n")
         c.stdin.flush()
     results = [json.loads(c.communicate(timeout=3600)[0].strip().splitlines()[-1]) for c in children]
-    st = sim.admin("stats")["by_appkey"][appkey_id(creds[0])]
+    st = sim.admin("stats")["by_appkey"][creds[0]]
     stamps = [t for r in results for t in r["granted"]]
     waits = sorted(w for r in results for w in r["waits"])
     start = min(r["started"] for r in results)

@@ -111,7 +111,7 @@ def add_routes(app: web.Application, state: SimState, api: RestApi) -> None:
         key = request.query.get("appkey")
         if key:
             snap["appkey"] = appkey_id(key)
-            snap["for_appkey"] = snap["by_appkey"].get(appkey_id(key), {})
+            snap["for_appkey"] = snap["by_appkey"].get(key, {})
         return _json(snap)
 
     async def reset_stats(request: web.Request) -> web.Response:

@@ -40,7 +40,7 @@ class Stats:
     def inc(self, name: str, appkey: str | None = None, n: int = 1) -> None:
         self.totals[name] += n
         if appkey:
-            self.by_key[appkey_id(appkey)][name] += n
+            self.by_key[appkey][name] += n
 
     def snapshot(self, *, ws_sessions_active: int, ws_active_by_key: dict[str, int]) -> dict:
         out: dict = dict(self.totals)
@@ -50,5 +50,6 @@ class Stats:
             by.setdefault(k, dict.fromkeys(COUNTERS, 0))
         for k, v in by.items():
             v["ws_sessions_active"] = ws_active_by_key.get(k, 0)
+            v["appkey_id"] = appkey_id(k)
         out["by_appkey"] = by
         return out

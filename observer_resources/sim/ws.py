@@ -212,7 +212,7 @@ class WsHub:
 
     # --- stats --------------------------------------------------------------------------
     def active_counts(self) -> tuple[int, dict[str, int]]:
-        by = {appkey_id(k): 1 for k, s in self.by_appkey.items() if not s.closed}
+        by = {k: 1 for k, s in self.by_appkey.items() if not s.closed}
         return sum(by.values()), by
 
     # --- market access ------------------------------------------------------------------

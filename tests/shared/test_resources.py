@@ -19,7 +19,6 @@ from observer_resources.kis.config import DEMO_APP_KEY, DEMO_APP_SECRET, LOCAL_R
 from observer_resources.kis.errors import KisConfigError
 from observer_resources.resources import KisResource, kis_resource_from_env
 from observer_resources.shared.token_store import SqliteTokenStore
-from observer_resources.sim.accounts import appkey_id
 
 from . import dagster_defs
 
@@ -101,7 +100,7 @@ def test_materialize_gets_a_quote_and_keeps_no_secret(kis_env, sim, tmp_path: Pa
             assert piece.encode() not in kept  # ... never its value, the secret or the token, not even in part
     assert stat.S_IMODE(os.stat(state / "tokens.sqlite").st_mode) == 0o600
     assert stat.S_IMODE(os.stat(state / "ratelimit.sqlite").st_mode) == 0o600
-    st = sim.admin("stats")["by_appkey"][appkey_id(key)]
+    st = sim.admin("stats")["by_appkey"][key]
     assert st["tokens_issued_total"] == 1 and st["requests_total"] == 1
 
 
@@ -119,7 +118,7 @@ def test_step_processes_share_one_token(kis_env, sim, tmp_path: Path) -> None:
                   (e.event_specific_data.materialization for e in result.all_events if e.is_step_materialization)]
     assert len(pids) == 3  # three step processes, each with its own KisResource instance
     assert len(prices) == 3 and all(price > 0 for price in prices)
-    st = sim.admin("stats")["by_appkey"][appkey_id(key)]
+    st = sim.admin("stats")["by_appkey"][key]
     assert st["tokens_issued_total"] == 1 and st["token_refused_total"] == 0
     assert st["requests_total"] == 3 and st["rate_limited_total"] == 0
 

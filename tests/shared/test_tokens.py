@@ -32,7 +32,6 @@ from observer_resources.kis.errors import (
 )
 from observer_resources.shared.token_store import SqliteTokenStore
 from observer_resources.shared.tokens import SharedTokenProvider
-from observer_resources.sim.accounts import appkey_id
 
 from .workers import Workers
 
@@ -45,7 +44,7 @@ def config(sim, creds: tuple[str, str], rest_url: str | None = None) -> KisConfi
 
 
 def key_stats(sim, appkey: str) -> dict:
-    return sim.admin("stats")["by_appkey"].get(appkey_id(appkey), {})
+    return sim.admin("stats")["by_appkey"].get(appkey, {})
 
 
 def a_code(sim) -> str:
