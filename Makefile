@@ -22,10 +22,12 @@ run: $(STAMP)
 	mkdir -p $(OBSERVER_DATA_DIR) $(DAGSTER_HOME)
 	$(BIN)/python -m observer_assets.run_local
 
-## the whole test suite (what CI runs): the bulk on two workers, then the load-sensitive acceptance tests alone
+## the whole test suite (what CI runs): the bulk on two workers, then the load-sensitive acceptance tests alone,
+## the rate-limit acceptance test first, on a machine nothing else is using
 test: $(STAMP)
 	$(BIN)/pytest -q -p no:cacheprovider -n 2 -m "not slow" --durations=15
-	$(BIN)/pytest -q -p no:cacheprovider -m slow --durations=5
+	$(BIN)/pytest -q -p no:cacheprovider -m slow tests/shared/test_rate_limit.py
+	$(BIN)/pytest -q -p no:cacheprovider -m slow --durations=5 --ignore=tests/shared/test_rate_limit.py
 
 ## the local exchange alone, in the foreground (Ctrl-C stops it)
 sim: $(STAMP)
