@@ -29,14 +29,13 @@ from observer_resources.kis import protocol as p
 from observer_resources.kis.config import DEMO_APP_KEY, DEMO_APP_SECRET, LOCAL_REST_URL, LOCAL_WS_URL, KisConfig
 from observer_resources.kis.errors import KisConfigError
 from observer_resources.shared.rate_limit import DEFAULT_RATE_PER_S, SharedRateLimiter
-from observer_resources.shared.token_store import SqliteTokenStore
+from observer_resources.shared.token_store import TOKEN_STORE_FILE, SqliteTokenStore
 from observer_resources.shared.tokens import SharedTokenProvider
 
 if TYPE_CHECKING:
     from observer_resources.kis.rest import KisRestClient
 
 SECRET_FIELDS = ("app_key", "app_secret")
-TOKEN_STORE_FILE = "tokens.sqlite"
 RATE_LIMIT_FILE = "ratelimit.sqlite"
 
 

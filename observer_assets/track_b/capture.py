@@ -66,6 +66,7 @@ import pyarrow.parquet as pq
 from observer_assets import lake
 from observer_assets.track_b import sysstat
 from observer_assets.track_b.journal import (
+    restart_tail_bytes,
     Journal,
     JournalError,
     LatencyHistogram,
@@ -94,18 +95,13 @@ from observer_resources.kis.errors import KisConfigError
 from observer_resources.kis.frames import Encrypted, Malformed, Message, TradeBatch
 from observer_resources.kis.models import Trade
 from observer_resources.kis.ws import DEFAULT_BACKOFF, KisWebSocketClient
-from observer_resources.shared.token_store import SqliteTokenStore
+from observer_resources.shared.token_store import TOKEN_STORE_FILE, SqliteTokenStore
 from observer_resources.shared.tokens import SharedTokenProvider
 
 log = logging.getLogger("observer.track_b.capture")
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 SOURCE = "track_b.capture"
-# = observer_resources.resources.TOKEN_STORE_FILE, under $OBSERVER_DATA_DIR/state (the shared token store); not
-# imported from there because that module pulls in Dagster: +0.5 s on every restart of this process
-TOKEN_STORE_FILE = "tokens.sqlite"
-# what a crash can have torn: two journal batches (the journal's own restart check uses the same window)
-RECOVER_TAIL_BYTES = 2 * (8 << 20) + (64 << 10)
 SNAPSHOT_HISTORY = 12  # Track A snapshots kept for the triggers (2 h at 10 min)
 _LOG_FIRST_BAD = 20
 
@@ -412,7 +408,7 @@ def recover_key(data_dir: Path, key_id: str, day: date) -> list[Recovery]:
         for path in segments(data_dir, day, key_id=key_id):
             if segment_closed(path):
                 continue
-            out.append(recover(path, tail_bytes=RECOVER_TAIL_BYTES))
+            out.append(recover(path, tail_bytes=restart_tail_bytes()))
         return out
     finally:
         os.close(fd)  # releases the lock; the Journal takes it again at once

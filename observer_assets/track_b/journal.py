@@ -215,6 +215,11 @@ def _kind_rx(line: bytes) -> tuple[str, str | None]:
         return "?", None
 
 
+def restart_tail_bytes(max_batch_bytes: int = 8 << 20) -> int:
+    """What a crash can have torn: two write batches (plus a line's slack). A restart scans only this much."""
+    return 2 * max_batch_bytes + (64 << 10)
+
+
 def recover(path: str | os.PathLike, *, tail_bytes: int | None = None,
             quarantine_dir: str | os.PathLike | None = None) -> Recovery:
     """Verify a segment and make it safe to append to. Call only when no writer has it open.
@@ -900,7 +905,7 @@ class Journal:
     def _recover(self, path: Path) -> Recovery:
         """Cut a torn tail, verifying only the window a crash can have torn (two batches), so recording resumes
         in milliseconds; the older part of the file is verified on a background thread."""
-        rec = recover(path, tail_bytes=2 * self.max_batch_bytes + (64 << 10))
+        rec = recover(path, tail_bytes=restart_tail_bytes(self.max_batch_bytes))
         self.recoveries.append(rec)
         if rec.cut_bytes or rec.bad_lines:
             self._emit({"event": "journal_recovered", **rec.as_dict()})

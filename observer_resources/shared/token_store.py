@@ -31,6 +31,10 @@ Kind = Literal["access", "approval"]
 KINDS: tuple[Kind, ...] = ("access", "approval")
 
 
+
+#: file name of the shared token store under the state directory ($OBSERVER_DATA_DIR/state)
+TOKEN_STORE_FILE = "tokens.sqlite"
+
 class TokenStoreError(Exception):
     """The store cannot be used (unreadable file, lock not obtained in time)."""
 
