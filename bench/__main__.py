@@ -9,7 +9,7 @@ import sys
 
 from bench.common import git_rev, machine
 
-ALL = ["frames", "multiquote", "track_a", "definitions_load", "journal", "gap_report", "rate_limit"]
+ALL = ["frames", "multiquote", "track_a", "definitions_load", "partition_shapes", "journal", "gap_report", "rate_limit"]
 
 
 def main(argv: list[str]) -> None:
