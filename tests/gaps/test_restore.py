@@ -218,10 +218,22 @@ def test_track_b_ticks_lost_in_a_disconnect_are_restored_from_conclusions(env, g
     listing = gsim.admin("listings", params={"order": "activity", "limit": "2"})["listings"]
     codes = [x["code"] for x in listing]
     rows, lost = [], {}
+
+    def at(t: dict) -> datetime:
+        return datetime.combine(lo.date(), datetime.strptime(t["time"], "%H%M%S").time(), KST)
+
+    win = None  # the disconnect: one second either side of the first hole (trades share a second at 1 s resolution)
     for n, code in enumerate(codes):
         truth_rows = _truth_ticks(gsim, code, lo, hi)
         assert len(truth_rows) > 20, "an active symbol trades often"
-        drop = set(range(5, 12)) if n == 0 else {len(truth_rows) // 2}  # 7 in a row / one skipped
+        if n == 0:
+            drop = set(range(5, 12))  # 7 in a row
+            win = (at(truth_rows[5]) - timedelta(seconds=1), at(truth_rows[11]) + timedelta(seconds=1))
+        else:  # one skipped trade well clear of the disconnect, so it stays a loss of its own
+            clear = [i for i in range(1, len(truth_rows) - 1)
+                     if at(truth_rows[i - 1]) > win[1] or at(truth_rows[i + 1]) < win[0]]
+            assert clear, "the second symbol trades outside the disconnect"
+            drop = {clear[len(clear) // 2]}
         lost[code] = [truth_rows[i] for i in sorted(drop)]
         prev = None
         for i, t in enumerate(truth_rows):
@@ -239,9 +251,7 @@ def test_track_b_ticks_lost_in_a_disconnect_are_restored_from_conclusions(env, g
     lake.write_table_atomic(live_path, live)
     before_bytes = live_path.read_bytes()
     # the disconnect covering the first hole
-    first_lost = lost[codes[0]]
-    t0 = datetime.combine(lo.date(), datetime.strptime(first_lost[0]["time"], "%H%M%S").time(), KST)
-    t1 = datetime.combine(lo.date(), datetime.strptime(first_lost[-1]["time"], "%H%M%S").time(), KST)
+    t0, t1 = win
     ev = EventLog(root)
     gid = ev.gap_open(scope="scalp", reason="ws_disconnect", severity="major", start=t0, session_id="s1")
     ev.gap_close(gid, scope="scalp", reason="ws_disconnect", severity="major", start=t0, end=t1, session_id="s1")
