@@ -1,4 +1,7 @@
-"""The `observer` command: operator utilities that need no Dagster instance."""
+"""The `observer` command: operator utilities that need no Dagster instance.
+
+Exit codes: 0 done, 1 refused or failed (a checksum mismatch, a failed backup: the message names the file),
+2 bad input (a malformed date, bad configuration)."""
 
 from __future__ import annotations
 
@@ -37,6 +40,123 @@ def _calendar(args: argparse.Namespace) -> int:
     return 0
 
 
+def _day(s: str, prog: str) -> date | None:
+    try:
+        return date.fromisoformat(s)
+    except ValueError:
+        print(f"observer {prog}: {s!r} is not a date (YYYY-MM-DD)", file=sys.stderr)
+        return None
+
+
+def _ops_context(prog: str):  # noqa: ANN202 - (root, dest, calendar, events) or None
+    from observer_assets import lake
+    from observer_assets.ops.settings import SettingsError, backup_dest
+    from observer_resources.events import EventLog
+
+    try:
+        dest, cal = backup_dest(), calendar_from_env()
+    except (SettingsError, ValueError) as e:
+        print(f"observer {prog}: {e}", file=sys.stderr)
+        return None
+    root = lake.data_dir()
+    return root, dest, cal, EventLog(root)
+
+
+def _backup(args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    from observer_assets.ops import backup, package
+    from observer_resources.calendar import KST
+
+    ctx = _ops_context("backup")
+    if ctx is None:
+        return 2
+    root, dest, cal, ev = ctx
+    if args.day:
+        d = _day(args.day, "backup")
+        if d is None:
+            return 2
+        days = [d]
+    else:
+        days = [p.day for p in backup.pending(root, dest, cal, datetime.now(KST))]
+    rc = 0
+    for d in days:
+        try:
+            r = backup.run(root, dest, cal, d, events=ev)
+            print(json.dumps({"day": d.isoformat(), "action": r.action, "files": r.files, "bytes": r.bytes,
+                              "stored_bytes": r.stored_bytes, "seconds": round(r.seconds, 3),
+                              "repaired": [p for p, _ in r.invalidated]}))
+        except package.BackupError as e:
+            print(f"observer backup: {e}", file=sys.stderr)
+            rc = 1
+    return rc
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from observer_assets.ops import package
+
+    ctx = _ops_context("verify")
+    d = _day(args.day, "verify")
+    if ctx is None or d is None:
+        return 2
+    v = package.verify(ctx[1], d)
+    print(json.dumps({"day": d.isoformat(), "ok": v.ok, "files": v.files, "bytes": v.bytes,
+                      "problems": [{"file": p, "problem": w} for p, w in v.problems]}, ensure_ascii=False))
+    return 0 if v.ok else 1
+
+
+def _restore(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from observer_assets.ops import package
+    from observer_assets.ops.settings import redact_url
+
+    ctx = _ops_context("restore")
+    d = _day(args.day, "restore")
+    if ctx is None or d is None:
+        return 2
+    root, dest, _, ev = ctx
+    target = Path(args.to).resolve() if args.to else root
+    try:
+        out = package.restore(dest, d, target, overwrite=args.overwrite)
+    except package.RestoreError as e:
+        print(f"observer restore: {e}", file=sys.stderr)
+        for p, w in e.problems:
+            print(f"  {p}: {w}", file=sys.stderr)
+        return 1
+    if target == root:
+        ev.emit("backup_restored", day=d.isoformat(), files=out["restored"], already_present=out["already_present"],
+                bytes=out["bytes"], destination=redact_url(str(dest)))
+    print(json.dumps({k: v for k, v in out.items() if k != "files"}))
+    return 0
+
+
+def _retention(args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    from observer_assets.ops import retention
+    from observer_assets.ops.settings import RetentionPolicy, SettingsError
+    from observer_resources.calendar import KST
+
+    ctx = _ops_context("retention")
+    if ctx is None:
+        return 2
+    today = _day(args.today, "retention") if args.today else datetime.now(KST).date()
+    if today is None:
+        return 2
+    try:
+        policy = RetentionPolicy.from_env()
+    except SettingsError as e:
+        print(f"observer retention: {e}", file=sys.stderr)
+        return 2
+    root, dest, cal, ev = ctx
+    out = retention.apply(root, dest, cal, today, policy, events=ev, dry_run=args.dry_run)
+    for dcn in out.decisions:
+        print(f"{dcn.day}{' universe' if dcn.universe else ''}\t{dcn.action}\t{dcn.reason}")
+    print(json.dumps(out.summary(), ensure_ascii=False))
+    return 1 if out.blocked else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="observer", description="Observer operator commands")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -44,6 +164,21 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("day", help="YYYY-MM-DD")
     c.add_argument("--calendar", choices=("krx", "open"), help="default: $OBSERVER_CALENDAR or krx")
     c.set_defaults(func=_calendar)
+    b = sub.add_parser("backup", help="package and verify a day (default: every day that needs it)")
+    b.add_argument("day", nargs="?", help="YYYY-MM-DD (a trading day)")
+    b.set_defaults(func=_backup)
+    v = sub.add_parser("verify", help="re-read a day's package and check every SHA-256")
+    v.add_argument("day", help="YYYY-MM-DD")
+    v.set_defaults(func=_verify)
+    r = sub.add_parser("restore", help="restore a day's verified package, byte for byte")
+    r.add_argument("day", help="YYYY-MM-DD")
+    r.add_argument("--overwrite", action="store_true", help="replace local files whose bytes differ")
+    r.add_argument("--to", help="restore into this directory instead of $OBSERVER_DATA_DIR")
+    r.set_defaults(func=_restore)
+    t = sub.add_parser("retention", help="delete local days past retention whose backup verifies")
+    t.add_argument("--dry-run", action="store_true", help="print the plan, delete nothing")
+    t.add_argument("--today", help="YYYY-MM-DD (default: today, KST)")
+    t.set_defaults(func=_retention)
     args = ap.parse_args(argv)
     return args.func(args)
 

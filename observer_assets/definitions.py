@@ -7,6 +7,7 @@ from observer_assets.track_a.schedules import track_a_every_10_minutes, track_a_
 from observer_assets.track_a.sensors import track_a_catch_up
 from observer_assets.gaps import defs as gaps
 from observer_assets.gaps.freshness import apply_track_a_freshness
+from observer_assets.ops import defs as ops
 from observer_assets.track_b import defs as track_b
 from observer_assets.universe.assets import universe
 from observer_assets.universe.checks import universe_count
@@ -25,4 +26,5 @@ defs = apply_track_a_freshness(dg.Definitions.merge(
     ),
     track_b.track_b_defs,
     gaps.gaps_defs,
+    ops.ops_defs,
 ))

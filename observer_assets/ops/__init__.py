@@ -1,0 +1,1 @@
+"""Operations: the system event log summary, daily backups, restore and retention."""

@@ -1,0 +1,156 @@
+"""A day's backup end to end: find its files, re-verify or rewrite its package, record the outcome.
+
+Shared by the Dagster asset, the CLI and the retention job, so every path records the same events:
+``backup_succeeded`` / ``backup_verified`` (unchanged package re-read and matched) / ``backup_failed`` /
+``backup_verify_failed`` (a committed package no longer matches: its marker is withdrawn) / ``backup_restored``.
+A failure also makes the day an anomaly day (observer-intent §9: "Backup failure: any"), which extends its
+retention, and the caller raises so the run fails and the alert sensor speaks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date, datetime, time
+from pathlib import Path
+from typing import Any
+
+from upath import UPath
+
+from observer_assets.ops import package
+from observer_assets.ops.daysets import LocalFile, by_package, covered_days, scan
+from observer_assets.ops.settings import config_snapshot, local_path, redact_url
+from observer_assets.track_b.capture import anomaly_path, write_anomaly
+from observer_resources.calendar import KST
+from observer_resources.calendar.market import MarketCalendar
+from observer_resources.events import EventLog
+
+BACKUP_AT = time(21, 0)  # observer-intent §12: daily at 21:00 KST, after the session and the evening compaction
+
+
+@dataclass
+class Pending:
+    day: date
+    reason: str  # "no SUCCESS.marker" | "changed since backup: …" | "marker does not match manifest"
+    fingerprint: str  # of the local files' names, sizes and mtimes: one request per distinct state
+
+
+def local_files(root: Path, dest: UPath) -> list[LocalFile]:
+    lp = local_path(dest)
+    return scan(root, skip=[lp] if lp is not None else [])
+
+
+def day_files(root: Path, dest: UPath, cal: MarketCalendar, day: date) -> list[LocalFile]:
+    return by_package(cal, local_files(root, dest)).get(day, [])
+
+
+def fingerprint(files: list[LocalFile]) -> str:
+    h = hashlib.sha256()
+    for f in sorted(files, key=lambda f: f.rel):
+        h.update(f"{f.rel}\0{f.size}\0{f.mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def anomaly_rules(root: Path, days: list[date]) -> list[str]:
+    """Rules that made any covered day an anomaly day: the marker file and the gap report's verdict."""
+    from observer_assets.gaps.assets import verdict_path
+
+    rules: set[str] = set()
+    for d in days:
+        ap = anomaly_path(root, d)
+        if ap.exists():
+            try:
+                doc = json.loads(ap.read_text(encoding="utf-8"))
+                rules |= {str(r.get("rule")) for r in doc.get("rules", []) if isinstance(r, dict)} or {"marker"}
+            except (OSError, ValueError):
+                rules.add("marker_unreadable")
+        vp = verdict_path(root, d)
+        if vp.exists():
+            try:
+                v = json.loads(vp.read_text(encoding="utf-8"))
+                if v.get("anomaly_day"):
+                    rules |= {str(r.get("rule")) for r in v.get("rules_fired", []) if isinstance(r, dict)}
+            except (OSError, ValueError):
+                rules.add("verdict_unreadable")
+    return sorted(rules)
+
+
+def pending(root: Path, dest: UPath, cal: MarketCalendar, now: datetime) -> list[Pending]:
+    """Days with local data whose package is missing, uncommitted or older than the local files, oldest first.
+    Today counts only from 21:00 KST on: before that its data is still being collected."""
+    now = now.astimezone(KST)
+    out = []
+    for day, files in sorted(by_package(cal, local_files(root, dest)).items()):
+        if day > now.date() or (day == now.date() and now.time() < BACKUP_AT):
+            continue
+        st = package.read_state(dest, day)
+        if st.manifest is None or st.marker is None:
+            reason = "no SUCCESS.marker"
+        elif not st.committed:
+            reason = "SUCCESS.marker does not match manifest.json"
+        else:
+            diff = package.unchanged(st.manifest, files)
+            if not diff:
+                continue
+            reason = f"changed since backup: {len(diff)} file(s), e.g. {diff[0]}"
+        out.append(Pending(day, reason, fingerprint(files)))
+    return out
+
+
+def _problems(problems: list[tuple[str, str]], limit: int = 20) -> list[dict[str, str]]:
+    return [{"file": p, "problem": w} for p, w in problems[:limit]]
+
+
+def run(root: Path, dest: UPath, cal: MarketCalendar, day: date, *, events: EventLog,
+        environ: Mapping[str, str] | None = None, on_written: Any = None) -> package.BackupResult:
+    """Make `day`'s package current and verified. Raises BackupError (after recording it) when it cannot."""
+    where = redact_url(str(dest))
+    files = day_files(root, dest, cal, day)
+    st = package.read_state(dest, day)
+    invalidated: list[tuple[str, str]] = []
+    if st.committed and not package.unchanged(st.manifest, files):  # type: ignore[arg-type]
+        v = package.verify(dest, day)
+        if v.ok:
+            m = st.manifest
+            assert m is not None
+            events.emit("backup_verified", day=day.isoformat(), files=v.files, bytes=v.bytes,
+                        seconds=round(v.seconds, 3), destination=where)
+            return package.BackupResult(day, "unchanged", v.files, v.bytes, sum(e.stored_size for e in m.entries),
+                                        v.seconds, m.carried_over, [], st.manifest_sha256)
+        invalidated = v.problems
+        mark_failed(root, dest, day, v.problems, events=events, what="backup_verify_failed",
+                    note="a committed package no longer matches its manifest; its marker is withdrawn")
+        files = day_files(root, dest, cal, day)  # the anomaly marker just changed
+    if not files and st.manifest is None:
+        events.emit("backup_succeeded", day=day.isoformat(), files=0, bytes=0, action="empty", destination=where)
+        return package.BackupResult(day, "empty", 0, 0, 0, 0.0)
+    covered = covered_days(cal, day)
+    try:
+        res = package.write(root, dest, day, files, covered=covered, anomaly_rules=anomaly_rules(root, covered),
+                            config=config_snapshot(environ), on_written=on_written)
+    except package.BackupError as e:
+        mark_failed(root, dest, day, e.problems, events=events, what="backup_failed", note=str(e)[:500])
+        raise
+    except OSError as e:  # a full disk, a vanished mount, a refused upload: recorded, then the run fails
+        mark_failed(root, dest, day, [("(destination)", f"{type(e).__name__}: {e}")], events=events,
+                    what="backup_failed", note=str(e)[:500])
+        raise package.BackupError(f"backup {day}: {type(e).__name__}: {e}",
+                                  [("(destination)", str(e))]) from e
+    res.invalidated = invalidated
+    events.emit("backup_succeeded", day=day.isoformat(), action=res.action, files=res.files, bytes=res.bytes,
+                stored_bytes=res.stored_bytes, changed=len(res.changed), carried_over=res.carried_over,
+                seconds=round(res.seconds, 3), manifest_sha256=res.manifest_sha256, destination=where,
+                repaired=bool(invalidated))
+    return res
+
+
+def mark_failed(root: Path, dest: UPath, day: date, problems: list[tuple[str, str]], *, events: EventLog,
+                what: str, note: str) -> None:
+    """Withdraw the marker, record the event and make the day an anomaly day (kept longer, never deleted)."""
+    package.invalidate(dest, day, note)
+    now = datetime.now(KST)
+    events.emit(what, day=day.isoformat(), problems=_problems(problems), problem_count=len(problems),
+                note=note, destination=redact_url(str(dest)), severity="critical")
+    write_anomaly(root, day, "backup_failure", {"event": what, "files": [p for p, _ in problems[:20]]}, now)

@@ -1,0 +1,124 @@
+"""Which local files belong to which day, and which calendar days one trading day's package carries.
+
+A file belongs to a day by the lake's own naming, never by a list kept in sync by hand: a path part
+``date=YYYY-MM-DD`` (every Parquet dataset, the raw archives, the gap report) or, under ``system/``, a file name that
+starts with ``YYYYMMDD`` (events, overflow ledger, anomaly marker). A dataset added later is backed up and retained
+without touching this module. Excluded on purpose: ``state/`` (the token cache: secrets), ``system/capture/`` (live
+status, not a day's data), temp files of writers (``.*.tmp``) and the backup destination when it lies inside the
+data directory.
+
+Events and other files dated on a non-trading day (a weekend restart, a retention run on Sunday) travel with the
+*next* trading day's package, so every dated file has exactly one package and retention can reach it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+
+from observer_resources.calendar.market import MarketCalendar
+
+EXCLUDED_TOP = ("state",)
+EXCLUDED_PREFIXES = (("system", "capture"),)
+UNIVERSE_DATASETS = frozenset({"universe", "universe_inputs"})
+_DATE_PART = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
+_DATE_NAME = re.compile(r"^(\d{8})")
+
+
+@dataclass(frozen=True)
+class LocalFile:
+    rel: str  # posix path relative to the data directory
+    day: date  # the calendar day the file is dated
+    size: int
+    mtime_ns: int
+
+    @property
+    def dataset(self) -> str:
+        return self.rel.split("/", 1)[0]
+
+    @property
+    def is_universe(self) -> bool:
+        return self.dataset in UNIVERSE_DATASETS
+
+
+def file_day(parts: tuple[str, ...]) -> date | None:
+    """The day a lake path (relative parts) is dated, or None for undated files."""
+    for p in parts[:-1]:
+        m = _DATE_PART.match(p)
+        if m:
+            try:
+                return date.fromisoformat(m.group(1))
+            except ValueError:
+                return None
+    if parts and parts[0] == "system":
+        m = _DATE_NAME.match(parts[-1])
+        if m:
+            s = m.group(1)
+            try:
+                return date(int(s[:4]), int(s[4:6]), int(s[6:]))
+            except ValueError:
+                return None
+    return None
+
+
+def _excluded_dir(parts: tuple[str, ...]) -> bool:
+    return parts[0] in EXCLUDED_TOP or any(parts[: len(p)] == p for p in EXCLUDED_PREFIXES)
+
+
+def _excluded(parts: tuple[str, ...]) -> bool:
+    name = parts[-1]
+    return _excluded_dir(parts[:-1] or ("",)) or (name.startswith(".") and name.endswith(".tmp"))
+
+
+def scan(root: Path, skip: Iterable[Path] = ()) -> list[LocalFile]:
+    """Every dated file under `root` (one directory walk), sorted by path."""
+    root = Path(root)
+    skip_abs = {Path(s).resolve() for s in skip}
+    out: list[LocalFile] = []
+    if not root.exists():
+        return out
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        if skip_abs:
+            dirnames[:] = [d for d in dirnames if (here / d).resolve() not in skip_abs]
+        rel_dir = here.relative_to(root).parts
+        if rel_dir and _excluded_dir(rel_dir):
+            dirnames[:] = []
+            continue
+        for name in filenames:
+            parts = rel_dir + (name,)
+            if _excluded(parts):
+                continue
+            d = file_day(parts)
+            if d is None:
+                continue
+            try:
+                st = (here / name).stat()
+            except FileNotFoundError:
+                continue
+            out.append(LocalFile("/".join(parts), d, st.st_size, st.st_mtime_ns))
+    return sorted(out, key=lambda f: f.rel)
+
+
+def package_day(cal: MarketCalendar, d: date) -> date:
+    """The trading day whose package carries files dated `d` (itself, or the next trading day)."""
+    return d if cal.is_trading_day(d) else cal.next_trading_day(d)
+
+
+def covered_days(cal: MarketCalendar, trading_day: date) -> list[date]:
+    """The calendar days one trading day's package carries: the day itself and the non-trading days before it."""
+    prev = cal.previous_trading_day(trading_day)
+    n = (trading_day - prev).days
+    return [prev + timedelta(days=i) for i in range(1, n + 1)]
+
+
+def by_package(cal: MarketCalendar, files: Iterable[LocalFile]) -> dict[date, list[LocalFile]]:
+    out: dict[date, list[LocalFile]] = defaultdict(list)
+    for f in files:
+        out[package_day(cal, f.day)].append(f)
+    return dict(out)

@@ -1,0 +1,123 @@
+"""Where backups go and how long local days are kept, from the environment, checked once with clear errors.
+
+Destination credentials are never ours to hold: an ``s3://`` destination takes them from the backend's own
+environment (``AWS_ACCESS_KEY_ID`` … for s3fs), and ``OBSERVER_BACKUP_OPTIONS`` carries only non-secret fsspec
+options (``{"endpoint_url": …}``); option names that look like secrets are refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from upath import UPath
+
+from observer_assets import lake
+
+BACKUP_URL_ENV = "OBSERVER_BACKUP_URL"
+BACKUP_OPTIONS_ENV = "OBSERVER_BACKUP_OPTIONS"
+_SECRETISH = ("secret", "token", "password", "key", "credential")
+
+
+class SettingsError(ValueError):
+    """Bad backup or retention configuration (names the variable and the value's problem)."""
+
+
+def redact_url(url: str) -> str:
+    """A URL fit for logs and events: user:password@ removed."""
+    return re.sub(r"^([a-zA-Z][\w+.-]*://)[^/@]*@", r"\1***@", url)
+
+
+def backup_url(environ: Mapping[str, str] | None = None) -> str:
+    env = os.environ if environ is None else environ
+    url = (env.get(BACKUP_URL_ENV) or "").strip()
+    if url:
+        return url
+    return str(lake.data_dir(dict(env)).parent / "backups")
+
+
+def backup_dest(environ: Mapping[str, str] | None = None) -> UPath:
+    env = os.environ if environ is None else environ
+    raw = (env.get(BACKUP_OPTIONS_ENV) or "").strip()
+    opts: dict[str, Any] = {}
+    if raw:
+        try:
+            opts = json.loads(raw)
+        except ValueError as e:
+            raise SettingsError(f"{BACKUP_OPTIONS_ENV} must be a JSON object: {e}") from None
+        if not isinstance(opts, dict):
+            raise SettingsError(f"{BACKUP_OPTIONS_ENV} must be a JSON object, got {type(opts).__name__}")
+        bad = [k for k in opts if any(s in k.lower() for s in _SECRETISH) and k != "endpoint_url"]
+        if bad:
+            raise SettingsError(f"{BACKUP_OPTIONS_ENV} may not carry credentials ({', '.join(sorted(bad))}); "
+                                "use the storage backend's own environment variables")
+    return UPath(backup_url(env), **opts)
+
+
+def local_path(dest: UPath) -> Path | None:
+    """The destination as a local path when it is one (so the lake scan can skip a destination inside it)."""
+    proto = getattr(dest, "protocol", "") or ""
+    if proto in ("", "file", "local"):
+        return Path(dest.path)
+    return None
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    """Ages count trading days (sessions) after the day: 0 today, 1 the previous session …"""
+    keep_days: int = 3
+    anomaly_days: int = 7
+    max_days: int = 10
+    universe_days: int = 14
+
+    def __post_init__(self) -> None:
+        for name, v in asdict(self).items():
+            if not isinstance(v, int) or v < 1:
+                raise SettingsError(f"retention {name} must be a whole number of days >= 1, got {v!r}")
+        if not self.keep_days <= self.anomaly_days:
+            raise SettingsError(f"retention: anomaly days ({self.anomaly_days}) must be >= keep days ({self.keep_days})")
+        if not self.anomaly_days <= self.max_days:
+            raise SettingsError(f"retention: anomaly days ({self.anomaly_days}) must be <= the cap ({self.max_days})")
+
+    ENV = {"keep_days": "OBSERVER_RETENTION_DAYS", "anomaly_days": "OBSERVER_RETENTION_ANOMALY_DAYS",
+           "max_days": "OBSERVER_RETENTION_MAX_DAYS", "universe_days": "OBSERVER_RETENTION_UNIVERSE_DAYS"}
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> RetentionPolicy:
+        env = os.environ if environ is None else environ
+        kw: dict[str, int] = {}
+        for field_name, var in cls.ENV.items():
+            raw = (env.get(var) or "").strip()
+            if raw:
+                try:
+                    kw[field_name] = int(raw)
+                except ValueError:
+                    raise SettingsError(f"{var} must be a whole number of days, got {raw!r}") from None
+        return cls(**kw)
+
+
+def config_snapshot(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The configuration a package records (observer-intent §12): non-secret settings and versions only."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    env = os.environ if environ is None else environ
+
+    def ver(pkg: str) -> str | None:
+        try:
+            return version(pkg)
+        except PackageNotFoundError:
+            return None
+
+    settings = {k: v for k, v in sorted(env.items())
+                if k.startswith("OBSERVER_") and not any(s in k.lower() for s in ("secret", "token", "webhook", "key"))}
+    if BACKUP_URL_ENV in settings:
+        settings[BACKUP_URL_ENV] = redact_url(settings[BACKUP_URL_ENV])
+    return {"observer": ver("observer"), "dagster": ver("dagster"), "pyarrow": ver("pyarrow"),
+            "python": sys.version.split()[0], "settings": settings,
+            "kis_real_keys": bool(env.get("KIS_APP_KEY")), "kis_env": env.get("KIS_ENV", "real")}
