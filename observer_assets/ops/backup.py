@@ -54,9 +54,8 @@ def fingerprint(files: list[LocalFile]) -> str:
 
 
 def anomaly_rules(root: Path, days: list[date]) -> list[str]:
-    """Rules that made any covered day an anomaly day: the marker file and the gap report's verdict."""
-    from observer_assets.gaps.assets import verdict_path
-
+    """Rules that made any covered day an anomaly day: the marker file and the gap report's verdict.
+    (The verdict's path is spelled here, not imported from gaps.assets, so the CLI does not load Dagster.)"""
     rules: set[str] = set()
     for d in days:
         ap = anomaly_path(root, d)
@@ -66,7 +65,7 @@ def anomaly_rules(root: Path, days: list[date]) -> list[str]:
                 rules |= {str(r.get("rule")) for r in doc.get("rules", []) if isinstance(r, dict)} or {"marker"}
             except (OSError, ValueError):
                 rules.add("marker_unreadable")
-        vp = verdict_path(root, d)
+        vp = root / "gaps" / f"date={d.isoformat()}" / "verdict.json"
         if vp.exists():
             try:
                 v = json.loads(vp.read_text(encoding="utf-8"))

@@ -67,8 +67,9 @@ def plan(states: Iterable[DayState], policy: RetentionPolicy) -> list[Decision]:
         if s.age < keep:
             out.append(Decision(s.day, "keep", f"{what} age {s.age} < {keep}", s.universe))
         elif not s.backed_up:
-            if s.age >= policy.max_days and not s.universe:
-                out.append(Decision(s.day, "blocked", f"age {s.age} >= cap {policy.max_days} and no verified backup: "
+            cap = max(keep, policy.max_days)
+            if s.age >= cap:
+                out.append(Decision(s.day, "blocked", f"{what} age {s.age} >= cap {cap} and no verified backup: "
                                                       "kept; deleting unbacked data needs an operator", s.universe))
             else:
                 out.append(Decision(s.day, "keep", f"{what} age {s.age} >= {keep} but no verified backup", s.universe))
@@ -162,18 +163,19 @@ def apply(root: Path, dest: UPath, cal: MarketCalendar, today: date, policy: Ret
             continue
         if d.action == "blocked":
             out.blocked.append(label)
+            if dry_run:
+                continue
             events.emit("retention_blocked", day=d.day.isoformat(), reason=d.reason, files=len(fs),
                         bytes=sum(f.size for f in fs), severity="critical")
             alerts.send(f"[observer] retention: {label} is past the {policy.max_days}-day cap with no verified "
                         f"backup ({len(fs)} files kept). {d.reason}", logger=log)
             continue
-        if dry_run:
-            out.deleted[label] = {"files": len(fs), "bytes": sum(f.size for f in fs), "paths": [f.rel for f in fs]}
-            continue
-        pkg_ok, problems = _check(root, dest, d.day, fs)
+        pkg_ok, problems = _check(root, dest, d.day, fs)  # read-only: a dry run predicts what a real run does
         if problems:
             why = "; ".join(f"{p}: {w}" for p, w in problems[:5])
             out.kept[label] = why
+            if dry_run:
+                continue
             if not pkg_ok:
                 backup.mark_failed(root, dest, d.day, problems, events=events, what="backup_verify_failed",
                                    note=f"retention found the package of {d.day} bad; the day is kept")
@@ -181,6 +183,9 @@ def apply(root: Path, dest: UPath, cal: MarketCalendar, today: date, policy: Ret
                             logger=log)
             else:
                 events.emit("retention_kept", day=d.day.isoformat(), reason=why, files=len(problems))
+            continue
+        if dry_run:
+            out.deleted[label] = {"files": len(fs), "bytes": sum(f.size for f in fs), "paths": [f.rel for f in fs]}
             continue
         freed = _remove(root, fs)
         out.deleted[label] = {"files": len(fs), "bytes": freed, "paths": [f.rel for f in fs]}

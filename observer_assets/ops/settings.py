@@ -68,6 +68,10 @@ def local_path(dest: UPath) -> Path | None:
     return None
 
 
+_RETENTION_ENV = {"keep_days": "OBSERVER_RETENTION_DAYS", "anomaly_days": "OBSERVER_RETENTION_ANOMALY_DAYS",
+                  "max_days": "OBSERVER_RETENTION_MAX_DAYS", "universe_days": "OBSERVER_RETENTION_UNIVERSE_DAYS"}
+
+
 @dataclass(frozen=True)
 class RetentionPolicy:
     """Ages count trading days (sessions) after the day: 0 today, 1 the previous session …"""
@@ -77,22 +81,20 @@ class RetentionPolicy:
     universe_days: int = 14
 
     def __post_init__(self) -> None:
+        env = _RETENTION_ENV
         for name, v in asdict(self).items():
-            if not isinstance(v, int) or v < 1:
-                raise SettingsError(f"retention {name} must be a whole number of days >= 1, got {v!r}")
-        if not self.keep_days <= self.anomaly_days:
-            raise SettingsError(f"retention: anomaly days ({self.anomaly_days}) must be >= keep days ({self.keep_days})")
-        if not self.anomaly_days <= self.max_days:
-            raise SettingsError(f"retention: anomaly days ({self.anomaly_days}) must be <= the cap ({self.max_days})")
-
-    ENV = {"keep_days": "OBSERVER_RETENTION_DAYS", "anomaly_days": "OBSERVER_RETENTION_ANOMALY_DAYS",
-           "max_days": "OBSERVER_RETENTION_MAX_DAYS", "universe_days": "OBSERVER_RETENTION_UNIVERSE_DAYS"}
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise SettingsError(f"retention {name} ({env[name]}) must be a whole number of days >= 1, got {v!r}")
+        if not self.keep_days <= self.anomaly_days <= self.max_days:
+            raise SettingsError(
+                f"retention needs {env['keep_days']} ({self.keep_days}) <= {env['anomaly_days']} ({self.anomaly_days}) "
+                f"<= {env['max_days']} ({self.max_days})")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> RetentionPolicy:
         env = os.environ if environ is None else environ
         kw: dict[str, int] = {}
-        for field_name, var in cls.ENV.items():
+        for field_name, var in _RETENTION_ENV.items():
             raw = (env.get(var) or "").strip()
             if raw:
                 try:
