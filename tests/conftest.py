@@ -60,3 +60,21 @@ def creds() -> tuple[str, str]:
 @pytest.fixture(name="make_creds")
 def make_creds_fixture() -> Callable[[int], tuple[str, str]]:
     return demo_credentials
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A private PostgreSQL server (tests/pgserver.py). Skipped without the binaries, except under CI."""
+    import os
+
+    import pgserver
+
+    if pgserver.pg_bin() is None:
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL server binaries missing in CI: .ci/run must apt-get install postgresql")
+        pytest.skip("PostgreSQL server binaries not installed (apt-get install postgresql)")
+    srv = pgserver.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
