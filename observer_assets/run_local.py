@@ -5,6 +5,10 @@ Starts the local KIS exchange (unless real keys are set), then `dagster dev` (we
 exchange runs an always-open market (`--clock open`) and Observer the matching demo calendar, so a newcomer
 sees the universe and Track A materialized at any hour, through the same schedules, sensors and assets that run
 live. Ctrl-C stops both.
+
+``OBSERVER_INSTANCE`` picks the Dagster instance profile copied into $DAGSTER_HOME: ``embedded`` (default,
+``dagster.yaml``: SQLite under $DAGSTER_HOME) or ``postgres`` (``deploy/dagster.postgres.yaml``: storage in the
+PostgreSQL named by DAGSTER_PG_HOST/PORT/USER/PASSWORD/DB; PORT defaults to 5432).
 """
 
 from __future__ import annotations
@@ -19,6 +23,35 @@ from pathlib import Path
 from observer_resources.kis.config import LOCAL_REST_URL, LOCAL_WS_URL
 
 ROOT = Path(__file__).resolve().parent.parent
+PROFILES = {"embedded": ROOT / "dagster.yaml", "postgres": ROOT / "deploy" / "dagster.postgres.yaml"}
+PG_VARS = ("DAGSTER_PG_HOST", "DAGSTER_PG_PORT", "DAGSTER_PG_USER", "DAGSTER_PG_PASSWORD", "DAGSTER_PG_DB")
+
+
+class ProfileError(ValueError):
+    """An OBSERVER_INSTANCE that cannot be used as given (unknown name, missing connection variables)."""
+
+
+def instance_profile(env: dict[str, str]) -> Path:
+    """The dagster.yaml for ``OBSERVER_INSTANCE``; fills DAGSTER_PG_PORT's default into ``env``.
+
+    Checked here, before anything starts, so a half-configured PostgreSQL profile fails with the names of the
+    missing variables (never their values) instead of a stack trace from the daemon minutes later."""
+    name = (env.get("OBSERVER_INSTANCE") or "embedded").strip().lower()
+    if name not in PROFILES:
+        raise ProfileError(f"OBSERVER_INSTANCE must be one of {', '.join(PROFILES)}, got {name!r}")
+    if name == "postgres":
+        env.setdefault("DAGSTER_PG_PORT", "5432")
+        missing = [v for v in PG_VARS if not env.get(v)]
+        if missing:
+            raise ProfileError(f"OBSERVER_INSTANCE=postgres needs {', '.join(missing)} set")
+    return PROFILES[name]
+
+
+def install_profile(profile: Path, home: Path) -> None:
+    """Copy the profile to $DAGSTER_HOME/dagster.yaml atomically: a reader never sees half a file."""
+    tmp = home / f".dagster.yaml.{os.getpid()}.tmp"
+    shutil.copyfile(profile, tmp)
+    os.replace(tmp, home / "dagster.yaml")
 
 
 def _default_sigint() -> None:
@@ -31,9 +64,15 @@ def main() -> int:
     home = Path(env.setdefault("DAGSTER_HOME", str(ROOT / ".dagster_home"))).resolve()
     env["DAGSTER_HOME"] = str(home)
     env.setdefault("OBSERVER_DATA_DIR", str(ROOT / "data"))
+    try:
+        profile = instance_profile(env)
+    except ProfileError as e:
+        print(f"observer: {e}", file=sys.stderr)
+        return 2
     home.mkdir(parents=True, exist_ok=True)
     Path(env["OBSERVER_DATA_DIR"]).mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(ROOT / "dagster.yaml", home / "dagster.yaml")
+    install_profile(profile, home)
+    print(f"observer: Dagster instance profile {profile.relative_to(ROOT)}", flush=True)
 
     sim = None
     if not env.get("KIS_APP_KEY"):
