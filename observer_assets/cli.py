@@ -54,11 +54,10 @@ def _ops_context(prog: str):  # noqa: ANN202 - (root, dest, calendar, events) or
     from observer_resources.events import EventLog
 
     try:
-        dest, cal = backup_dest(), calendar_from_env()
+        dest, cal, root = backup_dest(), calendar_from_env(), lake.local_dir()
     except (SettingsError, ValueError) as e:
         print(f"observer {prog}: {e}", file=sys.stderr)
         return None
-    root = lake.data_dir()
     return root, dest, cal, EventLog(root)
 
 

@@ -13,7 +13,7 @@ from observer_assets.universe.assets import universe
 from observer_assets.universe.checks import universe_count
 from observer_assets.universe.schedules import universe_before_open, universe_job
 from observer_assets.universe.sensors import universe_catch_up
-from observer_resources.resources import kis_resource_from_env
+from observer_resources.resources import kis_pool_from_env
 
 defs = apply_track_a_freshness(dg.Definitions.merge(
     dg.Definitions(
@@ -22,7 +22,7 @@ defs = apply_track_a_freshness(dg.Definitions.merge(
         jobs=[universe_job, track_a_job],
         schedules=[universe_before_open, track_a_every_10_minutes],
         sensors=[universe_catch_up, track_a_catch_up],
-        resources={"kis": kis_resource_from_env()},
+        resources={"kis": kis_pool_from_env()},  # every configured app key (docs/multi-key.md)
     ),
     track_b.track_b_defs,
     gaps.gaps_defs,

@@ -4,30 +4,94 @@ Paths are ``<root>/<dataset>/date=YYYY-MM-DD[/slot=HHMM]/<name>.parquet`` (no co
 pyarrow and DuckDB as a hive-partitioned dataset with no project code. A partition is written to a temp file in
 the same directory, fsynced, then renamed over the target: a crash leaves either the old file or the new one,
 never a half-written partition, and re-running a partition replaces it (idempotent).
+
+``OBSERVER_DATA_DIR`` may be a local path (the default, ``./data``) or any fsspec URL (``s3://bucket/lake``,
+``gs://…``, ``file:///…``), so run workers on different hosts share one lake. On a URL the temp object is moved
+over the target (an object store's PUT is atomic per object, so readers never see half a file either). What needs
+appends and fsync — the Track B journal, the system event log, the token cache — stays on a POSIX directory,
+``local_dir()``: ``OBSERVER_LOCAL_DIR``, or the data dir itself when that is local.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, Union
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from upath import UPath
 
 DEFAULT_DATA_DIR = "./data"
+LakePath = Union[Path, UPath]  # a local Path, or a UPath on any fsspec filesystem
+_URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]+://")
 
 
-def data_dir(environ: dict[str, str] | None = None) -> Path:
+class LakeConfigError(ValueError):
+    """OBSERVER_DATA_DIR / OBSERVER_LOCAL_DIR that cannot work together."""
+
+
+def is_url(s: str) -> bool:
+    return bool(_URL.match(s))
+
+
+def data_dir(environ: dict[str, str] | None = None) -> LakePath:
+    """The lake: a resolved local Path, or a UPath for an fsspec URL (``file://`` URLs become local Paths)."""
     env = os.environ if environ is None else environ
-    return Path(env.get("OBSERVER_DATA_DIR") or DEFAULT_DATA_DIR).resolve()
+    raw = env.get("OBSERVER_DATA_DIR") or DEFAULT_DATA_DIR
+    if is_url(raw):
+        if raw.startswith("file://"):
+            return Path(raw[len("file://"):]).resolve()
+        return UPath(raw)
+    return Path(raw).resolve()
 
 
-def partition_dir(root: Path, dataset: str, day: date, slot: str | None = None) -> Path:
+def local_dir(environ: dict[str, str] | None = None) -> Path:
+    """Where appends and fsync are needed (journal, event log, state): the lake itself when it is local (one tree,
+    one backup), else OBSERVER_LOCAL_DIR, which a URL lake requires."""
+    env = os.environ if environ is None else environ
+    raw = env.get("OBSERVER_LOCAL_DIR")
+    if raw and is_url(raw):
+        raise LakeConfigError(f"OBSERVER_LOCAL_DIR must be a local directory, got a URL ({raw.split('://')[0]}://…)")
+    d = data_dir(env)
+    if isinstance(d, Path):
+        if raw and Path(raw).resolve() != d:
+            raise LakeConfigError("OBSERVER_LOCAL_DIR is only for a lake on a URL; with a local OBSERVER_DATA_DIR "
+                                  "everything lives there (unset OBSERVER_LOCAL_DIR)")
+        return d
+    if not raw:
+        raise LakeConfigError("OBSERVER_DATA_DIR is a URL: set OBSERVER_LOCAL_DIR to a local (or NFS) directory for "
+                              "the Track B journal, the event log and the token cache")
+    return Path(raw).resolve()
+
+
+def is_local(path: LakePath) -> bool:
+    return isinstance(path, Path)
+
+
+def _fs_path(path: LakePath) -> tuple[Any, Any]:
+    """(path, filesystem) as pyarrow takes them: a local path alone, or the fsspec path and filesystem."""
+    if isinstance(path, Path):
+        return str(path), None
+    return path.path, path.fs
+
+
+def read_table(path: LakePath, **kw: Any) -> pa.Table:
+    p, fs = _fs_path(path)
+    return pq.read_table(p, filesystem=fs, **kw)
+
+
+def read_schema(path: LakePath) -> pa.Schema:
+    p, fs = _fs_path(path)
+    return pq.read_schema(p, filesystem=fs)
+
+
+def partition_dir(root: LakePath, dataset: str, day: date, slot: str | None = None) -> LakePath:
     d = root / dataset / f"date={day.isoformat()}"
     return d / f"slot={slot}" if slot else d
 
@@ -41,8 +105,13 @@ def fsync_dir(path: Path) -> None:
 
 
 @contextmanager
-def _atomic(target: Path) -> Iterator[BinaryIO]:
-    """A file that becomes `target` only when the block ends without error: temp + fsync + rename + dir fsync."""
+def _atomic(target: LakePath) -> Iterator[BinaryIO]:
+    """A file that becomes `target` only when the block ends without error: temp + fsync + rename + dir fsync
+    (on a URL: temp object, then moved over the target)."""
+    if not isinstance(target, Path):
+        with _atomic_remote(target) as f:
+            yield f
+        return
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
     try:
@@ -56,20 +125,33 @@ def _atomic(target: Path) -> Iterator[BinaryIO]:
     fsync_dir(target.parent)
 
 
-def write_bytes_atomic(target: Path, data: bytes) -> Path:
+@contextmanager
+def _atomic_remote(target: UPath) -> Iterator[BinaryIO]:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with tmp.open("wb") as f:
+            yield f
+        target.fs.mv(tmp.path, target.path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_bytes_atomic(target: LakePath, data: bytes) -> LakePath:
     with _atomic(target) as f:
         f.write(data)
     return target
 
 
-def write_table_atomic(target: Path, table: pa.Table) -> Path:
+def write_table_atomic(target: LakePath, table: pa.Table) -> LakePath:
     """Write a Parquet file atomically (temp + fsync + rename + directory fsync)."""
     with _atomic(target) as f:
         pq.write_table(table, f, compression="zstd")
     return target
 
 
-def sweep_temp_files(root: Path) -> list[Path]:
+def sweep_temp_files(root: LakePath) -> list[LakePath]:
     """Remove temp files a killed writer left behind; they are never visible as partitions."""
     removed = []
     if root.exists():

@@ -15,7 +15,8 @@ def test_definitions_load():
 
 def test_asset_keys_are_pinned():
     keys = sorted(k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys())
-    assert keys == ["daily_backup", "gap_report", "track_a_snapshot", "track_b_restored", "track_b_sampled", "track_b_ticks", "universe"]
+    assert keys == ["daily_backup", "gap_report", "system_events", "track_a_snapshot", "track_b_restored",
+                    "track_b_sampled", "track_b_ticks", "universe"]
 
 
 def test_partitions_are_pinned():
@@ -24,7 +25,7 @@ def test_partitions_are_pinned():
     assert isinstance(parts["universe"], dg.DynamicPartitionsDefinition) and parts["universe"].name == "trading_day"
     assert isinstance(parts["track_a_snapshot"], dg.DynamicPartitionsDefinition)
     assert parts["track_a_snapshot"].name == "track_a_slot"
-    for k in ("gap_report", "track_b_restored", "daily_backup"):
+    for k in ("gap_report", "track_b_restored", "daily_backup", "system_events"):
         assert isinstance(parts[k], dg.DynamicPartitionsDefinition) and parts[k].name == "trading_day"
     for k in ("track_b_ticks", "track_b_sampled"):
         assert isinstance(parts[k], dg.DynamicPartitionsDefinition) and parts[k].name == "track_b_hour"
@@ -38,10 +39,10 @@ def test_checks_jobs_schedules_sensors_are_pinned():
                       "universe:universe_count"]
     repo = defs.get_repository_def()
     assert sorted(j.name for j in repo.get_all_jobs() if not j.name.startswith("__")) == [
-        "backup_job", "restore_job", "retention_job", "track_a_job", "track_b_capture_job", "track_b_compaction_job",
+        "backup_job", "restore_job", "retention_job", "system_events_job", "track_a_job", "track_b_capture_job", "track_b_compaction_job",
         "track_b_restore_job", "universe_job"]
     assert sorted(s.name for s in repo.schedule_defs) == [
-        "backup_daily", "retention_daily", "track_a_every_10_minutes", "universe_before_open"]
+        "backup_daily", "retention_daily", "system_events_daily", "track_a_every_10_minutes", "universe_before_open"]
     assert sorted(s.name for s in repo.sensor_defs) == [
         "backup_catch_up", "gap_backfill_sensor", "observer_check_failure_alerts", "observer_run_failure_alerts", "track_a_catch_up",
         "track_b_capture_sensor", "track_b_compaction_sensor", "track_b_restore_sensor", "universe_catch_up"]

@@ -112,7 +112,7 @@ def track_a_coverage(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckRes
     if not path.exists() or uni is None:
         return dg.AssetCheckResult(passed=False, description="snapshot or universe missing",
                                    metadata={"snapshot": str(path), "universe_found": uni is not None})
-    snap = pq.read_table(path, columns=["code", "source"])
+    snap = lake.read_table(path, columns=["code", "source"])
     cov = coverage(snap["code"].to_pylist(), uni["code"].to_pylist())
     restored = int(pc.sum(pc.equal(snap["source"], "restored")).as_py() or 0)
     floor = coverage_min_pct()
@@ -139,7 +139,7 @@ def track_a_schema(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResul
     path = slot_dir(lake.data_dir(), parse_slot_key(key, calendar())) / "snapshot.parquet"
     if not path.exists():
         return dg.AssetCheckResult(passed=False, description=f"{path} missing")
-    table = pq.read_table(path)
+    table = lake.read_table(path)
     problems = schema_problems(table.schema) + (value_problems(table) if not schema_problems(table.schema) else [])
     return dg.AssetCheckResult(
         passed=not problems,
@@ -160,9 +160,9 @@ def track_b_record_rate(context: dg.AssetCheckExecutionContext) -> dg.AssetCheck
     path = ticks_path(lake.data_dir(), parse_hour_key(key))
     if not path.exists():
         return dg.AssetCheckResult(passed=False, description=f"{path} missing")
-    names = pq.read_schema(path).names
+    names = lake.read_schema(path).names
     cols = ["exchange_ts", "missing_volume"] + (["missing_trades"] if "missing_trades" in names else [])
-    rates = minute_record_rates(pq.read_table(path, columns=cols))
+    rates = minute_record_rates(lake.read_table(path, columns=cols))
     floor = record_rate_min_pct()
     low = [r for r in rates if r["rate_pct"] < floor]
     worst = min((r["rate_pct"] for r in rates), default=100.0)

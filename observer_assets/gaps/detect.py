@@ -544,6 +544,8 @@ def _rate_limit_events(inp: DayInputs) -> list[dict]:
             continue
         if "rate_limit" not in et and e.get("reason") != "rate_limit" and e.get("code") != "EGW00201":
             continue
+        if et == "rate_limit_waits":  # a client's summary of its own limiter waits, not a rejection
+            continue
         at = datetime.fromisoformat(e["timestamp"]).astimezone(KST)
         if at > as_of:
             continue

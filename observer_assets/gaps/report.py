@@ -13,8 +13,8 @@ from datetime import date, datetime, time
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from observer_assets import lake
 from observer_assets.gaps.detect import DayInputs, Report, Thresholds, detect
 from observer_assets.partitions import calendar
 from observer_assets.track_a.assets import DATASET as TRACK_A, FAILURES, slot_dir
@@ -47,9 +47,9 @@ def default_as_of(day: date, now: datetime | None = None) -> datetime:
 def read_ticks(paths: list[Path]) -> pa.Table | None:
     tables = []
     for p in paths:
-        names = set(pq.read_schema(p).names)
+        names = set(lake.read_schema(p).names)
         cols = [c for c in TICK_COLS + OPTIONAL_TICK_COLS if c in names]
-        t = pq.read_table(p, columns=cols, read_dictionary=[c for c in ("code", "key_id", "source") if c in cols])
+        t = lake.read_table(p, columns=cols, read_dictionary=[c for c in ("code", "key_id", "source") if c in cols])
         if "receive_ts" in names:
             t = t.set_column(t.schema.get_field_index("receive_ts"), "receive_ts",
                              t["receive_ts"].cast(pa.timestamp("us", tz="Asia/Seoul")))
@@ -63,8 +63,12 @@ def read_ticks(paths: list[Path]) -> pa.Table | None:
     return pa.concat_tables(tables)
 
 
-def load_day(root: Path, day: date, as_of: datetime | None = None, *, now: datetime | None = None) -> DayInputs:
+def load_day(root: Path, day: date, as_of: datetime | None = None, *, now: datetime | None = None,
+             local: Path | None = None) -> DayInputs:
+    """`root` is the lake (a Path or a URL's UPath); `local` the directory of the event log and anomaly markers
+    (default: the lake itself when it is local, else OBSERVER_LOCAL_DIR)."""
     now = (now or datetime.now(KST)).astimezone(KST)
+    local = local or (root if lake.is_local(root) else lake.local_dir())
     as_of = (as_of or default_as_of(day, now)).astimezone(KST)
     cal = calendar()
     slots = [s for s in cal.track_a_slots(day) if s <= as_of]
@@ -82,10 +86,10 @@ def load_day(root: Path, day: date, as_of: datetime | None = None, *, now: datet
         fp = slot_dir(root, s, FAILURES) / "failures.parquet"
         have = []
         if sp.exists():
-            snaps[s] = pq.read_table(sp, columns=SNAP_COLS)
+            snaps[s] = lake.read_table(sp, columns=SNAP_COLS)
             have.append(str(sp))
         if fp.exists():
-            fails[s] = pq.read_table(fp, columns=["code", "error"])
+            fails[s] = lake.read_table(fp, columns=["code", "error"])
             have.append(str(fp))
         files[f"slot:{label}"] = have
     tpaths = tick_files(root, day)
@@ -93,20 +97,20 @@ def load_day(root: Path, day: date, as_of: datetime | None = None, *, now: datet
     rp = restored_path(root, day)
     restored = None
     if rp.exists():
-        restored = pq.read_table(rp, columns=["code", "acml_vol", "qty", "restored_from"])
+        restored = lake.read_table(rp, columns=["code", "acml_vol", "qty", "restored_from"])
         files["track_b"].append(str(rp))
-    ev_path = events.events_path(root, day)
+    ev_path = events.events_path(local, day)
     files["events"] = [str(ev_path)] if ev_path.exists() else []
-    evs = list(events.read_events(root, day))
+    evs = list(events.read_events(local, day))
     anomaly = None
-    ap = anomaly_path(root, day)
+    ap = anomaly_path(local, day)
     if ap.exists():
         anomaly = json.loads(ap.read_text(encoding="utf-8"))
         files["events"].append(str(ap))
     return DayInputs(
         day=day, as_of=as_of, slots=slots,
         universe=uni["code"].to_pylist() if uni is not None else None,
-        snapshots=snaps, failures=fails, ticks=read_ticks(tpaths), restored_ticks=restored, gap_markers=events.gaps(root, day),
+        snapshots=snaps, failures=fails, ticks=read_ticks(tpaths), restored_ticks=restored, gap_markers=events.gaps(local, day),
         events=evs, anomaly=anomaly, today=(day == now.date()), files={**files, "universe": [uni_note]},
     )
 

@@ -97,7 +97,7 @@ def gap_backfill_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         if seen.get(day) == sig:
             continue
         try:
-            slots = restorable_slots(pq.read_table(path))
+            slots = restorable_slots(lake.read_table(path))
         except (OSError, pa.ArrowInvalid) as e:  # a broken report: say so, retry on the next tick
             context.log.error(f"gap report {path} unreadable: {e}")
             continue
@@ -243,7 +243,7 @@ def track_b_restore_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResu
     if context.cursor == sig:
         return dg.SkipReason("gap report unchanged")
     try:
-        fp = restorable_track_b(pq.read_table(path))
+        fp = restorable_track_b(lake.read_table(path))
     except (OSError, pa.ArrowInvalid) as e:
         context.log.error(f"gap report {path} unreadable: {e}")
         return dg.SkipReason(f"gap report unreadable: {e}")

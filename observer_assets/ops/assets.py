@@ -14,6 +14,7 @@ import dagster as dg
 from observer_assets import lake
 from observer_assets.gaps.assets import gap_report
 from observer_assets.ops import backup, package, retention
+from observer_assets.ops.events import system_events
 from observer_assets.ops.settings import RetentionPolicy, SettingsError, backup_dest, redact_url
 from observer_assets.partitions import PartitionKeyError, calendar, parse_day_key, trading_day_partitions
 from observer_assets.universe.assets import universe
@@ -26,7 +27,14 @@ BACKUP_TAGS = {"observer/kind": "backup"}
 def _dest():
     try:
         return backup_dest()
-    except SettingsError as e:
+    except (SettingsError, lake.LakeConfigError) as e:
+        raise dg.Failure(description=str(e)) from None
+
+
+def _local():
+    try:
+        return lake.local_dir()
+    except lake.LakeConfigError as e:
         raise dg.Failure(description=str(e)) from None
 
 
@@ -44,7 +52,7 @@ def _by_dataset(m: package.Manifest) -> str:
 
 @dg.asset(
     partitions_def=trading_day_partitions,
-    deps=[universe, gap_report],
+    deps=[universe, gap_report, system_events],
     group_name="ops",
     kinds={"python", "file"},
     op_tags=BACKUP_TAGS,
@@ -58,7 +66,7 @@ def daily_backup(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         day = parse_day_key(context.partition_key, cal)
     except PartitionKeyError as e:
         raise dg.Failure(description=str(e)) from None
-    root, dest = lake.data_dir(), _dest()
+    root, dest = _local(), _dest()
     try:
         res = backup.run(root, dest, cal, day, events=EventLog(root))
     except package.BackupError as e:
@@ -99,7 +107,7 @@ def restore_day(context: dg.OpExecutionContext, config: RestoreConfig) -> dict:
         day = date.fromisoformat(config.day)
     except ValueError:
         raise dg.Failure(description=f"restore: day {config.day!r} is not a date (YYYY-MM-DD)") from None
-    root, dest = lake.data_dir(), _dest()
+    root, dest = _local(), _dest()
     try:
         out = package.restore(dest, day, root, overwrite=config.overwrite)
     except package.RestoreError as e:
@@ -129,7 +137,7 @@ def apply_retention(context: dg.OpExecutionContext, config: RetentionConfig) -> 
         today = date.fromisoformat(config.today) if config.today else datetime.now(KST).date()
     except (SettingsError, ValueError) as e:
         raise dg.Failure(description=f"retention: {e}") from None
-    root = lake.data_dir()
+    root = _local()
     out = retention.apply(root, _dest(), calendar(), today, policy, events=EventLog(root), dry_run=config.dry_run,
                           log=context.log)
     for d in out.decisions:

@@ -76,9 +76,13 @@ def anomaly_rules(root: Path, days: list[date]) -> list[str]:
     return sorted(rules)
 
 
-def pending(root: Path, dest: UPath, cal: MarketCalendar, now: datetime) -> list[Pending]:
+def pending(root: Path, dest: UPath, cal: MarketCalendar, now: datetime, *, today_if_changed: bool = True
+            ) -> list[Pending]:
     """Days with local data whose package is missing, uncommitted or older than the local files, oldest first.
-    Today counts only from 21:00 KST on: before that its data is still being collected."""
+    Today counts only from 21:00 KST on: before that its data is still being collected. With
+    `today_if_changed=False` (the catch-up sensor) today counts only while it has no committed package: today's event
+    log keeps growing after the package (each backup and retention run writes its own event into it), and chasing
+    it every 10 minutes would never settle; tomorrow's run packages today's final state."""
     now = now.astimezone(KST)
     out = []
     for day, files in sorted(by_package(cal, local_files(root, dest)).items()):
@@ -91,7 +95,7 @@ def pending(root: Path, dest: UPath, cal: MarketCalendar, now: datetime) -> list
             reason = "SUCCESS.marker does not match manifest.json"
         else:
             diff = package.unchanged(st.manifest, files)
-            if not diff:
+            if not diff or (day == now.date() and not today_if_changed):
                 continue
             reason = f"changed since backup: {len(diff)} file(s), e.g. {diff[0]}"
         out.append(Pending(day, reason, fingerprint(files)))

@@ -435,7 +435,7 @@ def record(event_type: str, *, source: str, logger: Any = None, data_dir: Path |
     """Emit one event for an asset; a failure to write it is logged as an error, never raised (it must not
     replace the error the asset is about to raise, nor fail a good materialization)."""
     try:
-        EventLog(data_dir or lake.data_dir(), source=source).emit(event_type, **fields)
+        EventLog(data_dir or lake.local_dir(), source=source).emit(event_type, **fields)
         return True
     except Exception as exc:  # noqa: BLE001 - reported, see docstring
         (logger or log).error(f"could not record the {event_type} system event: {type(exc).__name__}: {exc}")
@@ -484,10 +484,10 @@ def _overflow_ledger(root: Path, day: date) -> dict[str, int]:
 )
 def system_events(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     day = parse_day_key(context.partition_key, calendar())
-    root = lake.data_dir()
-    d = load_day(root, day)
+    root, local = lake.data_dir(), lake.local_dir()  # events and the ledger are local; the summary goes to the lake
+    d = load_day(local, day)
     s = summarize(d.records)
-    s["slots"].update(_overflow_ledger(root, day))
+    s["slots"].update(_overflow_ledger(local, day))
     note = None
     if not d.exists:
         note = f"No events file for {day.isoformat()} ({d.path}): nothing was recorded that day; an empty summary."

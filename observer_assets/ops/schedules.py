@@ -9,6 +9,8 @@ import dagster as dg
 from observer_assets import lake
 from observer_assets.ops import backup
 from observer_assets.ops.assets import BACKUP_TAGS, backup_job, retention_job
+from observer_assets.ops.events import system_events
+from observer_assets.lake import LakeConfigError
 from observer_assets.ops.settings import SettingsError, backup_dest
 from observer_assets.partitions import calendar, day_key, trading_day_partitions
 from observer_resources.calendar import KST
@@ -16,11 +18,11 @@ from observer_resources.calendar import KST
 FINGERPRINT_TAG = "observer/backup_fingerprint"
 
 
-def backup_requests(instance: dg.DagsterInstance, now: datetime, prefix: str
+def backup_requests(instance: dg.DagsterInstance, now: datetime, prefix: str, *, today_if_changed: bool = True
                     ) -> tuple[list[dg.RunRequest], list[str], list[str]]:
     """(run requests, partition keys to register, why each day is pending) for every day that needs a package.
     A day whose local files are in the same state as a queued, running or successful run is not asked again."""
-    pend = backup.pending(lake.data_dir(), backup_dest(), calendar(), now)
+    pend = backup.pending(lake.local_dir(), backup_dest(), calendar(), now, today_if_changed=today_if_changed)
     have = set(instance.get_dynamic_partitions(trading_day_partitions.name))
     reqs, new, why = [], [], []
     for p in pend:
@@ -50,7 +52,7 @@ def backup_daily(context: dg.ScheduleEvaluationContext) -> dg.SkipReason | list[
     now = context.scheduled_execution_time.astimezone(KST)
     try:
         reqs, new, why = backup_requests(context.instance, now, f"backup@{now:%Y%m%d}")
-    except SettingsError as e:
+    except (SettingsError, LakeConfigError) as e:
         return dg.SkipReason(f"backup not configured: {e}")
     if new:
         context.instance.add_dynamic_partitions(trading_day_partitions.name, new)
@@ -71,3 +73,22 @@ def retention_daily(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
     today = context.scheduled_execution_time.astimezone(KST).date()
     return dg.RunRequest(run_key=f"retention:{today}", tags=BACKUP_TAGS,
                          run_config={"ops": {"apply_retention": {"config": {"today": today.isoformat()}}}})
+
+
+system_events_job = dg.define_asset_job("system_events_job", selection=dg.AssetSelection.assets(system_events))
+
+
+@dg.schedule(
+    cron_schedule="50 20 * * *",
+    execution_timezone="Asia/Seoul",
+    job=system_events_job,
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="20:50 KST on trading days: the day's system-event summary, so the 21:00 backup carries it.",
+)
+def system_events_daily(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+    d = context.scheduled_execution_time.astimezone(KST).date()
+    if not calendar().is_trading_day(d):
+        return dg.SkipReason(f"{d} is not a trading day")
+    key = day_key(d)
+    context.instance.add_dynamic_partitions(trading_day_partitions.name, [key])
+    return dg.RunRequest(partition_key=key, run_key=f"system_events:{key}")

@@ -9,6 +9,7 @@ import dagster as dg
 
 from observer_assets.ops.assets import backup_job
 from observer_assets.ops.schedules import backup_requests
+from observer_assets.lake import LakeConfigError
 from observer_assets.ops.settings import SettingsError
 from observer_assets.partitions import trading_day_partitions
 from observer_resources.calendar import KST
@@ -24,8 +25,8 @@ from observer_resources.calendar import KST
 def backup_catch_up(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
     now = datetime.now(KST)
     try:
-        reqs, new, why = backup_requests(context.instance, now, "backup-catch-up")
-    except SettingsError as e:
+        reqs, new, why = backup_requests(context.instance, now, "backup-catch-up", today_if_changed=False)
+    except (SettingsError, LakeConfigError) as e:
         return dg.SkipReason(f"backup not configured: {e}")
     if not reqs:
         return dg.SkipReason("nothing to back up" if not why else "already requested: " + "; ".join(why[:5]))

@@ -39,7 +39,7 @@ def backup_url(environ: Mapping[str, str] | None = None) -> str:
     url = (env.get(BACKUP_URL_ENV) or "").strip()
     if url:
         return url
-    return str(lake.data_dir(dict(env)).parent / "backups")
+    return str(lake.local_dir(dict(env)).parent / "backups")
 
 
 def backup_dest(environ: Mapping[str, str] | None = None) -> UPath:

@@ -116,10 +116,10 @@ def read_manifest(root: Path, start: datetime) -> dict | None:
         return None
 
 
-def is_current(root: Path, start: datetime) -> bool:
-    """The hour's stored compaction was made from the journal as it is now."""
+def is_current(root: Path, start: datetime, local: Path | None = None) -> bool:
+    """The hour's stored compaction (in the lake, `root`) was made from the journal (in `local`) as it is now."""
     m = read_manifest(root, start)
-    segs = hour_segments(root, start)
+    segs = hour_segments(local or root, start)
     return bool(m and segs and m.get("journal_fingerprint") == journal_fingerprint(segs)
                 and ticks_path(root, start).exists())
 
@@ -251,14 +251,15 @@ def compact_hour(root: Path, start: datetime, prev_carry: dict | None,
     return table, stats, slot_s, state
 
 
-def previous_state(root: Path, start: datetime) -> tuple[dict | None, dict | None, str]:
+def previous_state(root: Path, start: datetime, local: Path | None = None) -> tuple[dict | None, dict | None, str]:
     """The carry and slots of the hour before ``start`` (same day), and how they were obtained."""
-    earlier = [h for h in journal_hours(root, start) if h.date() == start.date() and h < start]
+    local = local or root
+    earlier = [h for h in journal_hours(local, start) if h.date() == start.date() and h < start]
     chain: list[datetime] = []
     carry: dict | None = None
     slots: dict | None = None
     for h in reversed(earlier):
-        if is_current(root, h):
+        if is_current(root, h, local):
             try:
                 s = json.loads(state_path(root, h).read_text(encoding="utf-8"))
                 carry, slots = s["carry"], s["open_slots"]
@@ -267,7 +268,7 @@ def previous_state(root: Path, start: datetime) -> tuple[dict | None, dict | Non
                 pass
         chain.append(h)
     for h in reversed(chain):  # oldest first, as an in-order run would have
-        _, _, _, s = compact_hour(root, h, carry, slots)
+        _, _, _, s = compact_hour(local, h, carry, slots)
         carry, slots = s["carry"], s["open_slots"]
     if not earlier:
         how = "none (first hour of the day with journal data)"
@@ -304,22 +305,22 @@ def _write_json(path: Path, obj: dict) -> None:
 def track_b_ticks(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     start = parse_hour_key(context.partition_key)
     end = start + timedelta(hours=1)
-    root = lake.data_dir()
-    segs = hour_segments(root, start)
+    root, local = lake.data_dir(), lake.local_dir()  # the journal and the event log are local; the ticks go to the lake
+    segs = hour_segments(local, start)
     if not segs:
-        raise dg.Failure(f"no Track B journal for {context.partition_key} under {jr.journal_root(root)}: "
+        raise dg.Failure(f"no Track B journal for {context.partition_key} under {jr.journal_root(local)}: "
                          "nothing was recorded in that hour (a gap, not an empty hour)")
     fp = journal_fingerprint(segs)  # before reading: a later append makes the sensor ask again
     unsealed = [str(s) for s in segs if not jr.segment_closed(s)]
-    carry, slots, prev_how = previous_state(root, start)
-    table, stats, slot_s, state = compact_hour(root, start, carry, slots)
+    carry, slots, prev_how = previous_state(root, start, local)
+    table, stats, slot_s, state = compact_hour(local, start, carry, slots)
 
     out = ticks_path(root, start)
     lake.write_table_atomic(out, table)
     _write_json(state_path(root, start), state)
 
     now = datetime.now(KST)
-    disc, disc_by_key, n_markers = disconnected_seconds(events.gaps(root, start.date()), start, end, now)
+    disc, disc_by_key, n_markers = disconnected_seconds(events.gaps(local, start.date()), start, end, now)
     rates = record_rates(stats["per_code"], _first_rx(table), slot_s, end)
     tpm = [r["ticks_per_minute"] for r in rates.values() if r["ticks_per_minute"] is not None]
     vol_breaks = stats["vol_breaks"]
@@ -397,7 +398,7 @@ def track_b_sampled(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     src = ticks_path(root, start)
     if not src.exists():
         raise dg.Failure(f"track_b_ticks {context.partition_key} is not materialized ({src} missing)")
-    ticks = pq.read_table(src)
+    ticks = lake.read_table(src)
     out_tbl = sample(ticks, bucket_s_by_level=DEFAULT_BUCKETS)
     vol_in = pc.sum(ticks["qty"]).as_py() or 0
     vol_out = pc.sum(out_tbl["bucket_volume"]).as_py() or 0

@@ -95,7 +95,8 @@ from observer_resources.kis.errors import KisConfigError
 from observer_resources.kis.frames import Encrypted, Malformed, Message, TradeBatch
 from observer_resources.kis.models import Trade
 from observer_resources.kis.ws import DEFAULT_BACKOFF, KisWebSocketClient
-from observer_resources.shared.token_store import TOKEN_STORE_FILE, SqliteTokenStore
+from observer_resources.shared.stores import open_token_store
+from observer_resources.shared.token_store import TOKEN_STORE_FILE
 from observer_resources.shared.tokens import SharedTokenProvider
 
 log = logging.getLogger("observer.track_b.capture")
@@ -170,7 +171,7 @@ def log_event(level: int, event: str, **fields: Any) -> None:
 
 @dataclass(frozen=True)
 class Settings:
-    data_dir: Path
+    data_dir: Path  # local: the journal, events, status (appends and fsync)
     calendar: MarketCalendar
     window: str
     pins: tuple[str, ...] = ()
@@ -185,6 +186,7 @@ class Settings:
     mitigation_hold_enter: float = 300.0
     mitigation_hold_recover: float = 600.0
     thresholds: Thresholds = field(default_factory=Thresholds)
+    lake_dir: Any = None  # the lake (Track A snapshots), a Path or a URL's UPath; default: data_dir
 
 
 def _codes(text: str, what: str) -> tuple[str, ...]:
@@ -279,7 +281,8 @@ def load_settings(argv: Sequence[str] | None, environ: Mapping[str, str]) -> tup
         hold_recover = _positive(spec.get("hold_recover_s", 600.0), "hold_recover_s", allow_zero=True)
         thresholds = _thresholds(spec)
     settings = Settings(
-        data_dir=lake.data_dir(dict(environ)),
+        data_dir=lake.local_dir(dict(environ)),  # journal, events, status: appends and fsync
+        lake_dir=lake.data_dir(dict(environ)),
         calendar=cal,
         window=window,
         pins=pins,
@@ -364,7 +367,8 @@ class TrackASnapshots:
         new: list[Snapshot] = []
         for path in sorted(self.dir.glob("slot=*/snapshot.parquet")):
             try:
-                mtime = path.stat().st_mtime_ns
+                st = path.stat()
+                mtime = getattr(st, "st_mtime_ns", None) or (st.st_mtime, st.st_size)
             except FileNotFoundError:
                 continue
             if self._seen.get(path) == mtime:
@@ -373,7 +377,7 @@ class TrackASnapshots:
             try:
                 ts = datetime(self.day.year, self.day.month, self.day.day, int(label[:2]), int(label[2:4]),
                               tzinfo=KST)
-                rows = pq.read_table(path, columns=self.COLUMNS).to_pylist()
+                rows = lake.read_table(path, columns=self.COLUMNS).to_pylist()
                 snap = snapshot_from_rows(ts, rows)
             except Exception as exc:  # a bad file must not stop the capture; it is reported and retried
                 self.errors += 1
@@ -1011,10 +1015,10 @@ class Capture:
             key_id = config.key_id
             journal = Journal(self.data_dir, key_id, run_id=self.run_id,
                               on_event=lambda ev, k=key_id: self._journal_event(k, ev))
-            tokens = SharedTokenProvider(config, SqliteTokenStore(store_dir / TOKEN_STORE_FILE))
+            tokens = SharedTokenProvider(config, open_token_store(store_dir))  # PostgreSQL if OBSERVER_STATE_DB_URL
             self.sessions[key_id] = KeySession(self, config, tokens, journal)
         self.manager = SlotManager(list(self.sessions), pins=list(self.settings.pins), now=_now())
-        self.snapshots = TrackASnapshots(self.data_dir, day)
+        self.snapshots = TrackASnapshots(self.settings.lake_dir or self.data_dir, day)
         self.events.emit("capture_started", run_id=self.run_id, pid=os.getpid(), keys=list(self.sessions),
                          window=self.window.as_dict(), stop_at=self.stop_at, pins=list(self.settings.pins),
                          calendar=self.settings.calendar.mode, failure_after_s=self.settings.failure_after)

@@ -63,8 +63,8 @@ def track_b_losses_are_explained(context: dg.AssetCheckExecutionContext) -> dg.A
     path = ticks_path(root, start)
     if not path.exists():
         return dg.AssetCheckResult(passed=False, metadata={"error": f"{path} missing"})
-    ticks = pq.read_table(path, columns=["code", "receive_ts", "key_id", "missing_volume", "acml_vol"])
-    breaks, bad = unexplained_breaks(ticks, events.gaps(root, start.date()), start, datetime.now(start.tzinfo))
+    ticks = lake.read_table(path, columns=["code", "receive_ts", "key_id", "missing_volume", "acml_vol"])
+    breaks, bad = unexplained_breaks(ticks, events.gaps(lake.local_dir(), start.date()), start, datetime.now(start.tzinfo))
     missing = sum(b["missing_volume"] for b in bad)
     return dg.AssetCheckResult(
         passed=not bad,

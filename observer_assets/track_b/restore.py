@@ -81,7 +81,7 @@ def restored_path(root: Path, day: date) -> Path:
 
 def read_restored(root: Path, day: date) -> pa.Table | None:
     path = restored_path(root, day)
-    return pq.read_table(path) if path.exists() else None
+    return lake.read_table(path) if path.exists() else None
 
 
 def find_holes(ticks: pa.Table, gaps: Sequence[Gap] = ()) -> list[Hole]:
@@ -187,7 +187,7 @@ def day_ticks(root: Path, day: date) -> pa.Table | None:
     if not files:
         return None
     cols = ["code", "exchange_ts", "acml_vol", "qty", "missing_volume"]
-    return pa.concat_tables([pq.read_table(f, columns=cols) for f in files])
+    return pa.concat_tables([lake.read_table(f, columns=cols) for f in files])
 
 
 
@@ -205,7 +205,7 @@ def track_b_restored(context: dg.AssetExecutionContext, kis: KisResource) -> dg.
     day = parse_day_key(context.partition_key, calendar())
     root = lake.data_dir()
     ticks = day_ticks(root, day)
-    holes = find_holes(ticks, events.gaps(root, day)) if ticks is not None else []
+    holes = find_holes(ticks, events.gaps(lake.local_dir(), day)) if ticks is not None else []
     old = read_restored(root, day)
     today = datetime.now(KST).date()
     failures: dict[str, str] = {}

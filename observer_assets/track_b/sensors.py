@@ -168,7 +168,7 @@ def evaluate_capture(context: dg.SensorEvaluationContext, now: datetime) -> dg.S
     if not w.contains(now):
         return dg.SkipReason(f"outside the Track B window of {w.day} ({w.start:%H:%M}-{w.end:%H:%M} KST)")
     remaining = (w.end - now).total_seconds()
-    root = lake.data_dir()
+    root = lake.local_dir()  # the capture's status and heartbeat live beside its journal
     status, beat = read_json(status_path(root)), read_json(heartbeat_path(root))
     instance = context.instance
     live = []
@@ -225,7 +225,7 @@ def build_capture_sensor(now: Clock = _now, name: str = "track_b_capture_sensor"
 
 def evaluate_compaction(context: dg.SensorEvaluationContext, now: datetime) -> dg.SensorResult | dg.SkipReason:
     now = now.astimezone(KST)
-    root = lake.data_dir()
+    root, local = lake.data_dir(), lake.local_dir()
     since = now - timedelta(days=LOOKBACK_DAYS)
     try:
         cursor = json.loads(context.cursor) if context.cursor else {}
@@ -235,13 +235,13 @@ def evaluate_compaction(context: dg.SensorEvaluationContext, now: datetime) -> d
     requests: list[dg.RunRequest] = []
     open_hours, unsealed, pending = [], [], []
     done = 0
-    for h in journal_hours(root, since):
+    for h in journal_hours(local, since):
         key = hour_key(h)
         end = h + timedelta(hours=1)
         if now < end + timedelta(seconds=GRACE_S):
             open_hours.append(key)
             continue
-        segs = hour_segments(root, h)
+        segs = hour_segments(local, h)
         if now < end + timedelta(seconds=UNSEALED_WAIT_S) and not all(jr.segment_closed(s) for s in segs):
             unsealed.append(key)
             continue

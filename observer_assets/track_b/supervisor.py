@@ -530,7 +530,7 @@ def track_b_capture(context: dg.OpExecutionContext, config: CaptureConfig) -> No
         getattr(context.log, level, context.log.info)(msg)
 
     sup = CaptureSupervisor(
-        child_argv(config), until=until, on_log=log, data_dir=lake.data_dir(), run_id=context.run_id,
+        child_argv(config), until=until, on_log=log, data_dir=lake.local_dir(), run_id=context.run_id,
         policy=RestartPolicy(tuple(config.restart_delays_s), config.stable_after_s),
         term_grace_s=config.term_grace_s, late_grace_s=config.late_grace_s,
     )

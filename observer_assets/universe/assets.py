@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from observer_assets import lake
+from observer_assets.ops.events import record
 from observer_assets.partitions import calendar, parse_day_key, trading_day_partitions
 from observer_assets.universe import rules
 from observer_resources.calendar import KST
@@ -48,7 +49,7 @@ def universe_path(root: Path, d: date) -> Path:
 
 def read_universe(root: Path, d: date) -> pa.Table | None:
     path = universe_path(root, d)
-    return pq.read_table(path) if path.exists() else None
+    return lake.read_table(path) if path.exists() else None
 
 
 def latest_universe_before(root: Path, d: date, max_days: int = FALLBACK_DAYS) -> tuple[date, pa.Table] | None:
@@ -134,6 +135,22 @@ def _write_json(path: Path, obj: dict) -> None:
     metadata={"path": "universe/date=YYYY-MM-DD/universe.parquet", "inputs": "universe_inputs/date=YYYY-MM-DD/"},
 )
 def universe(context: dg.AssetExecutionContext, config: UniverseConfig, kis: KisResource) -> dg.MaterializeResult:
+    # The build result is a system event (observer-intent §13 "Universe", "ETL"); a failure is recorded before it raises.
+    try:
+        res = _build(context, config, kis)
+    except Exception as e:
+        record("universe_build_failed", source="universe", logger=context.log, day=context.partition_key,
+               error=f"{type(e).__name__}: {e}"[:500])
+        raise
+    md = res.metadata or {}
+    src = str(md.get("source", ""))
+    record("universe_built", source="universe", logger=context.log, day=context.partition_key, count=md.get("count"),
+           fallback=src.startswith("fallback"), source_detail=src, fallback_reason=md.get("fallback_reason"),
+           quote_failures=md.get("quote_failures"), requests_used=md.get("requests_used"))
+    return res
+
+
+def _build(context: dg.AssetExecutionContext, config: UniverseConfig, kis: KisResource) -> dg.MaterializeResult:
     cal = calendar()
     day = parse_day_key(context.partition_key, cal)
     prev_day = cal.previous_trading_day(day)
@@ -149,7 +166,7 @@ def universe(context: dg.AssetExecutionContext, config: UniverseConfig, kis: Kis
         # Fixed for the day: rebuild from the kept inputs, byte for byte the same table.
         source = "rebuilt from kept inputs"
         zips = {w: mp.read_bytes() for w, mp in master_paths.items()}
-        pc = pq.read_table(inputs_path)
+        pc = lake.read_table(inputs_path)
         closes = dict(zip(pc["code"].to_pylist(), pc["prev_close"].to_pylist()))
     else:
         try:

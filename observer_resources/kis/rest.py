@@ -17,6 +17,10 @@ anything else ``rt_cd != 0``  ``KisApiError``, no sleep, no retry
 
 Every HTTP request first takes a permit from the shared ``RateLimiter``. Lists are returned
 **oldest first** (see ``models``). Secrets, tokens and headers are never logged.
+
+Given an :class:`~observer_resources.events.EventLog`, the client records every EGW00201 answer as a
+``rate_limit_rejected`` system event, and on close one ``rate_limit_waits`` event summing the limiter's waits
+(a per-request event would be thousands a day).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import httpx
 
 from observer_resources.calendar import KST
 from observer_resources.calendar import session as krx_session
+from observer_resources.events import EventLog
 from observer_resources.kis import protocol as p
 from observer_resources.kis.config import KisConfig
 from observer_resources.kis.errors import (
@@ -70,6 +75,8 @@ TOKEN_CODES = frozenset({p.EGW_EXPIRED, p.EGW_INVALID_TOKEN})
 MORE_PAGES = frozenset({"F", "M"})
 RATE_BACKOFF_MIN, RATE_BACKOFF_MAX = 0.1, 1.0
 TRANSIENT_DELAYS = (1.0, 2.0)
+#: a limiter wait shorter than this is the store access itself, not a wait for the budget
+LIMITER_WAIT_EPS = 0.01
 
 
 
@@ -85,6 +92,8 @@ class RestStats:
     rate_limit_waits: int = 0
     rate_limit_wait_seconds: float = 0.0
     limiter_wait_seconds: float = 0.0
+    limiter_waits: int = 0  # requests whose permit took longer than LIMITER_WAIT_EPS
+    limiter_max_wait_seconds: float = 0.0
 
     def as_dict(self) -> dict:
         return {
@@ -92,6 +101,8 @@ class RestStats:
             "errors": dict(self.errors), "rate_limit_waits": self.rate_limit_waits,
             "rate_limit_wait_seconds": round(self.rate_limit_wait_seconds, 3),
             "limiter_wait_seconds": round(self.limiter_wait_seconds, 3),
+            "limiter_waits": self.limiter_waits,
+            "limiter_max_wait_seconds": round(self.limiter_max_wait_seconds, 3),
         }
 
 
@@ -309,8 +320,11 @@ class KisRestClient:
         max_rate_retries: int = 5,
         transient_delays: Sequence[float] = TRANSIENT_DELAYS,
         max_pages: int = 10_000,
+        events: EventLog | None = None,
     ) -> None:
         self.config = config
+        self.events = events
+        self._closed = False
         self._tokens = tokens
         self._limiter = limiter
         self._own_http = http is None
@@ -332,8 +346,28 @@ class KisRestClient:
         await self.aclose()
 
     async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        st = self.stats
+        if st.limiter_waits or st.rate_limit_waits:
+            self._event("rate_limit_waits", requests=st.requests, waited_requests=st.limiter_waits,
+                        wait_seconds=round(st.limiter_wait_seconds, 3),
+                        max_wait_seconds=round(st.limiter_max_wait_seconds, 3),
+                        rate_limit_retries=st.rate_limit_waits,
+                        rate_limit_retry_seconds=round(st.rate_limit_wait_seconds, 3),
+                        rate_limit_failures=st.errors.get(p.EGW_RATE, 0))
         if self._own_http:
             await self._http.aclose()
+
+    def _event(self, event_type: str, **fields: Any) -> None:
+        """One system event; a failure to record it is logged, never raised into the request."""
+        if self.events is None:
+            return
+        try:
+            self.events.emit(event_type, key_id=self.config.key_id, **fields)
+        except Exception:
+            log.exception("could not record the %s event key_id=%s", event_type, self.config.key_id)
 
     # --- transport ------------------------------------------------------------------------------
 
@@ -353,7 +387,11 @@ class KisRestClient:
             # The permit comes after the token: a permit taken while a token is being issued (100-300 ms) would
             # be spent late, together with the other waiters', and bunch them into one of KIS's seconds (measured:
             # one EGW00201 at the start of every cold 2,500-symbol Track A run).
-            self.stats.limiter_wait_seconds += await self._limiter.acquire()
+            waited = await self._limiter.acquire()
+            self.stats.limiter_wait_seconds += waited
+            if waited > LIMITER_WAIT_EPS:
+                self.stats.limiter_waits += 1
+                self.stats.limiter_max_wait_seconds = max(self.stats.limiter_max_wait_seconds, waited)
             headers = {
                 "content-type": "application/json; charset=utf-8",
                 "authorization": f"Bearer {token}",
@@ -408,9 +446,13 @@ class KisRestClient:
                     self.stats.rate_limit_wait_seconds += delay
                     log.info("kis %s: EGW00201 rate limited, retry %d/%d in %.2fs", tr_id, rate_tries,
                              self.max_rate_retries, delay)
+                    self._event("rate_limit_rejected", tr_id=tr_id, code=code, http_status=status, retry=rate_tries,
+                                max_retries=self.max_rate_retries, wait_seconds=round(delay, 3), gave_up=False)
                     await asyncio.sleep(delay)
                     continue
                 self._fail(code, tr_id, message)
+                self._event("rate_limit_rejected", tr_id=tr_id, code=code, http_status=status, retry=None,
+                            max_retries=self.max_rate_retries, wait_seconds=0.0, gave_up=True)
                 raise RateLimitedError(code, message, http_status=status, tr_id=tr_id, rt_cd=rt_cd)
             if code in TOKEN_CODES:
                 if not token_retried:

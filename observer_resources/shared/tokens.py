@@ -20,7 +20,16 @@ Rules kept here:
 * the lock is held for one HTTP call at most, never across a sleep.
 
 Events go to ``logging.getLogger("observer.kis.token")`` without the token; counters are on
-``provider.counters``.
+``provider.counters``. Given an :class:`~observer_resources.events.EventLog`, the provider also records
+its story in the day's system events (observer-intent §13 "Tokens"), never a token or key:
+
+* ``token_issued`` / ``token_refreshed`` — this process took up an access token (``reason``, ``expires_at``,
+  ``issued_at``; ``issued_by`` ``this_process`` when it asked KIS, ``shared_store`` when another process had);
+  ``token_refreshed`` when it replaced one (expired, ahead of expiry, rejected by KIS);
+* ``token_issue_refused`` — KIS answered EGW00133 and the provider waits (``retry_in_seconds``);
+* ``token_refresh_deferred`` — a refresh ahead of expiry could not happen now; the current token stays;
+* ``token_issue_failed`` — issuance gave up (``error``, ``code``, ``message``);
+* ``approval_key_issued`` / ``approval_key_failed`` — the WebSocket approval key, likewise.
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ from typing import Any, TypeVar
 import httpx
 
 from observer_resources.calendar import KST
+from observer_resources.events import EventLog
 from observer_resources.kis import protocol as p
 from observer_resources.kis.auth import issue_access_token, issue_approval_key
 from observer_resources.kis.config import KisConfig
@@ -92,6 +102,7 @@ class SharedTokenProvider:
         transient_delays: Sequence[float] = (1.0, 2.0),
         lock_timeout: float = 120.0,
         http_timeout: float = 10.0,
+        events: EventLog | None = None,
     ) -> None:
         if refresh_margin < timedelta(0):
             raise ValueError("refresh_margin must not be negative")
@@ -109,6 +120,7 @@ class SharedTokenProvider:
         self.http_timeout = http_timeout
         self._http = http
         self._clock = clock
+        self.events = events
         self._max_pause = too_soon_wait.total_seconds() * 2 ** (max_issue_attempts - 1)  # a clock step cannot stall us longer
         self.counters = TokenCounters()
         self._cached: TokenRecord | None = None
@@ -140,7 +152,8 @@ class SharedTokenProvider:
                 return rec.value
             stored = await self._run(self.store.get, self.key_id, "access")
             if stored is not None and stored.expires_at > now and self._refresh_due(stored) > now:
-                self._adopt(stored, from_store=True)
+                if self._adopt(stored, from_store=True):
+                    self._token_event("token_issued", stored, "valid in the shared store", "shared_store")
                 return stored.value
             if stored is not None and stored.expires_at > now:
                 # Refresh ahead of expiry: the stored token still works, so never make callers wait
@@ -150,14 +163,24 @@ class SharedTokenProvider:
                 except KisError as exc:
                     log.warning("token refresh ahead of expiry failed key_id=%s (%s); the current token "
                                 "stays in use until %s", self.key_id, type(exc).__name__, stored.expires_at.isoformat())
+                    self._event("token_refresh_deferred", reason="ahead of expiry",
+                                current_expires_at=stored.expires_at, **_error_fields(exc))
                     fresh = None
+                except Exception as exc:
+                    self._event("token_issue_failed", reason="ahead of expiry", **_error_fields(exc))
+                    raise
+                else:
+                    if fresh is None:
+                        self._event("token_refresh_deferred", reason="ahead of expiry",
+                                    current_expires_at=stored.expires_at,
+                                    error="no issuance possible now (KIS allows one a minute)")
                 if fresh is None:
                     self._cached = stored
                     self._next_check = min(stored.expires_at, now + self.too_soon_wait)
                     return stored.value
             else:
                 reason = "missing" if stored is None else "expired"
-                fresh = await self._obtain(stale=stored.value if stored else None, reason=reason)
+                fresh = await self._obtain_or_record(stale=stored.value if stored else None, reason=reason)
             self._adopt(fresh)
             return fresh.value
 
@@ -169,9 +192,10 @@ class SharedTokenProvider:
                 return rec.value  # another coroutine of this process already replaced it
             stored = await self._run(self.store.get, self.key_id, "access")
             if stored is not None and stored.value != rejected_token and stored.expires_at > now:
-                self._adopt(stored, from_store=True)
+                if self._adopt(stored, from_store=True):
+                    self._token_event("token_refreshed", stored, "rejected by KIS", "shared_store")
                 return stored.value
-            fresh = await self._obtain(stale=rejected_token, reason="rejected by KIS")
+            fresh = await self._obtain_or_record(stale=rejected_token, reason="rejected by KIS")
             self._adopt(fresh)
             return fresh.value
 
@@ -182,11 +206,14 @@ class SharedTokenProvider:
         except Exception as exc:
             self.counters.failures += 1
             log.error("approval key request failed key_id=%s: %s", self.key_id, type(exc).__name__)
+            self._event("approval_key_failed", **_error_fields(exc))
             raise
         now = self._clock()
         await self._run(self.store.put, self.key_id, TokenRecord("approval", key, now + APPROVAL_KEY_LIFETIME, now))
         self.counters.approval_keys += 1
         log.info("approval key issued key_id=%s", self.key_id)
+        self._event("approval_key_issued", issued_at=now, expires_at=now + APPROVAL_KEY_LIFETIME,
+                    expiry_basis="estimate: 24 h (KIS does not say)")
         return key
 
     # --- internals ----------------------------------------------------------------------------------
@@ -200,11 +227,36 @@ class SharedTokenProvider:
             due = min(same_until, rec.expires_at)
         return due
 
-    def _adopt(self, rec: TokenRecord, *, from_store: bool = False) -> None:
-        if from_store and (self._cached is None or self._cached.value != rec.value):
+    def _adopt(self, rec: TokenRecord, *, from_store: bool = False) -> bool:
+        """Use ``rec`` from now on; True when it came from the store and is new to this process."""
+        new = from_store and (self._cached is None or self._cached.value != rec.value)
+        if new:
             self.counters.reused += 1
         self._cached = rec
         self._next_check = self._refresh_due(rec)
+        return new
+
+    def _event(self, event_type: str, **fields: Any) -> None:
+        """One system event (never the token); a failure to record it is logged, never raised into the caller."""
+        if self.events is None:
+            return
+        try:
+            self.events.emit(event_type, key_id=self.key_id, **fields)
+        except Exception:
+            log.exception("could not record the %s event key_id=%s", event_type, self.key_id)
+
+    def _token_event(self, event_type: str, rec: TokenRecord, reason: str, issued_by: str) -> None:
+        self._event(event_type, reason=reason, issued_by=issued_by, expires_at=rec.expires_at, issued_at=rec.issued_at)
+
+    async def _obtain_or_record(self, *, stale: str | None, reason: str) -> TokenRecord:
+        """``_obtain`` for callers that cannot go on without a token: a failure is a ``token_issue_failed`` event."""
+        try:
+            fresh = await self._obtain(stale=stale, reason=reason)
+        except Exception as exc:
+            self._event("token_issue_failed", reason=reason, **_error_fields(exc))
+            raise
+        assert fresh is not None  # can_wait=True never gives up without raising
+        return fresh
 
     def _local_lock(self) -> asyncio.Lock:
         """One issuing coroutine per process and event loop (asyncio locks are bound to a loop)."""
@@ -259,6 +311,8 @@ class SharedTokenProvider:
                     self.counters.reused += 1
                     log.info("using the token another process issued key_id=%s expires_at=%s",
                              self.key_id, current.expires_at.isoformat())
+                    self._token_event("token_refreshed" if stale is not None else "token_issued", current, reason,
+                                      "shared_store")
                     return current
                 real_now = datetime.now(KST)
                 not_before = lock.not_before()
@@ -285,6 +339,9 @@ class SharedTokenProvider:
                         else:
                             log.warning("token issuance refused with EGW00133 key_id=%s; waiting %.0fs (attempt %d/%d)",
                                         self.key_id, pause, too_soon, self.max_issue_attempts)
+                        self._event("token_issue_refused", reason=reason, code=p.EGW_TOKEN_TOO_OFTEN,
+                                    attempt=too_soon, max_attempts=self.max_issue_attempts,
+                                    retry_in_seconds=round(pause, 3), waits=can_wait)
                     except BadCredentialsError as exc:
                         self.counters.failures += 1
                         log.error("token issuance refused: bad credentials key_id=%s code=%s", self.key_id, exc.code)
@@ -311,9 +368,13 @@ class SharedTokenProvider:
                         log.info("access token %s key_id=%s reason=%s expires_at=%s",
                                  "refreshed" if current is not None else "issued", self.key_id, reason,
                                  issued.expires_at.isoformat())
-                        if issued.access_token == stale:
+                        same = issued.access_token == stale
+                        if same:
                             log.warning("KIS returned the token being replaced key_id=%s (same token within 6 h)",
                                         self.key_id)
+                        self._event("token_refreshed" if current is not None or stale is not None else "token_issued",
+                                    reason=reason, issued_by="this_process", expires_at=issued.expires_at,
+                                    issued_at=issued.issued_at, same_as_replaced=same)
                         return record
             finally:
                 lock.release()
@@ -322,6 +383,18 @@ class SharedTokenProvider:
             self.counters.waits += 1
             self.counters.wait_seconds += pause
             await asyncio.sleep(pause)
+
+
+def _error_fields(exc: BaseException) -> dict[str, Any]:
+    """What went wrong, for an event: KIS errors carry their code and (secret-scrubbed) message; anything
+    else only its type, since its text may hold what a request carried."""
+    fields: dict[str, Any] = {"error": type(exc).__name__}
+    if isinstance(exc, KisError):
+        code = getattr(exc, "code", "")
+        if code:
+            fields["code"] = code
+        fields["message"] = str(getattr(exc, "message", "") or exc)[:300]
+    return fields
 
 
 def _release_if_granted(fut: asyncio.Future[TokenLock]) -> None:

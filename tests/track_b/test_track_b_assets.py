@@ -394,3 +394,27 @@ def test_real_capture_under_the_job_survives_kill_9_and_compacts_against_the_exc
     for md in mds:
         for code, b in md["volume_breaks_by_code"].value.items():
             assert b["count"] == 1 and b["missing_volume"] > 0
+
+
+def test_compaction_writes_to_a_url_lake_while_the_journal_stays_local(scenario, monkeypatch):
+    """Steps on several hosts share a lake URL, not a disk: the journal is read from OBSERVER_LOCAL_DIR and the
+    same hour's ticks land on the fsspec URL, identical to a local compaction."""
+    import uuid
+
+    from upath import UPath
+
+    from observer_assets import lake as lk
+
+    monkeypatch.setenv("OBSERVER_DATA_DIR", str(scenario["data"]))
+    with dg.instance_for_test() as inst:
+        materialize(inst, "2026-03-10T10", assets=(track_b_ticks,))
+    local = lk.read_table(ticks_path(scenario["data"], at(10, 0)))
+    url = f"memory://observer-lake-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("OBSERVER_DATA_DIR", url)
+    monkeypatch.setenv("OBSERVER_LOCAL_DIR", str(scenario["data"]))
+    with dg.instance_for_test() as inst:
+        md = materialize(inst, "2026-03-10T10")
+    remote = lk.read_table(ticks_path(UPath(url), at(10, 0)))
+    assert remote.num_rows == local.num_rows > 0 and remote.equals(local)
+    assert md["track_b_ticks"]["disconnected_seconds"].value > 0  # the gap markers were read from the local log
+    assert UPath(url, "track_b_sampled").exists()
