@@ -1,5 +1,5 @@
 """Run the benchmarks and print one JSON line each, plus the machine. `make bench` or
-`python -m bench [name ...]` (names: frames, multiquote, track_a, definitions_load, rate_limit, capture)."""
+`python -m bench [name ...]` (names: the ALL list below, plus rate_limit_pg, which needs PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 
 from bench.common import git_rev, machine
 
-ALL = ["frames", "multiquote", "track_a", "definitions_load", "partition_shapes", "journal", "gap_report", "rate_limit"]
+ALL = ["frames", "multiquote", "track_a", "definitions_load", "partition_shapes", "journal", "gap_report", "rate_limit", "backup"]
 
 
 def main(argv: list[str]) -> None:
