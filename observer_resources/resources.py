@@ -3,13 +3,17 @@
 Dagster builds a resource instance in every step process, so nothing here fetches a token per
 process: :class:`KisResource` hands out a :class:`SharedTokenProvider` and a
 :class:`SharedRateLimiter` over files in ``state_dir`` that every process on the host shares —
-one token and one request budget per app key, however many steps run.
+one token and one request budget per app key, however many steps run. With ``OBSERVER_STATE_DB_URL``
+set they live in that PostgreSQL database instead, shared by every host (observer_resources/shared/stores.py).
 
 Secrets: give ``app_key`` / ``app_secret`` as ``EnvVar("KIS_APP_KEY")`` / ``EnvVar("KIS_APP_SECRET")``.
 Dagster then keeps only the variable *names* in definitions, run config and the UI, and resolves
 the values in the process that runs the step. The resource's repr never shows them either.
 :func:`kis_resource_from_env` builds it that way (or, with no key set, for the local exchange and
 its demo credentials, which are not secrets).
+
+Token issuance, approval keys, EGW00201 answers and the limiter's waits go to the system event log under
+``$OBSERVER_DATA_DIR/system/events/`` (never a token or key), so the day's story shows them.
 """
 
 from __future__ import annotations
@@ -25,24 +29,39 @@ from urllib.parse import urlparse
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
+from observer_resources.events import EventLog
 from observer_resources.kis import protocol as p
 from observer_resources.kis.config import DEMO_APP_KEY, DEMO_APP_SECRET, LOCAL_REST_URL, LOCAL_WS_URL, KisConfig
 from observer_resources.kis.errors import KisConfigError
 from observer_resources.shared.rate_limit import DEFAULT_RATE_PER_S, SharedRateLimiter
-from observer_resources.shared.token_store import TOKEN_STORE_FILE, SqliteTokenStore
+from observer_resources.shared.stores import RATE_LIMIT_FILE, open_permit_store, open_token_store  # noqa: F401
+from observer_resources.shared.token_store import TOKEN_STORE_FILE  # noqa: F401 - re-exported (Track B uses it)
 from observer_resources.shared.tokens import SharedTokenProvider
 
 if TYPE_CHECKING:
     from observer_resources.kis.rest import KisRestClient
 
 SECRET_FIELDS = ("app_key", "app_secret")
-RATE_LIMIT_FILE = "ratelimit.sqlite"
+
+
+def default_data_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """The host's local directory for appends (system events, the token cache): ``$OBSERVER_LOCAL_DIR``, else
+    ``$OBSERVER_DATA_DIR`` (default ``./data``) when that is a local path. A lake on a URL needs OBSERVER_LOCAL_DIR
+    (same rule as ``observer_assets.lake.local_dir``)."""
+    env = os.environ if environ is None else environ
+    data = env.get("OBSERVER_DATA_DIR") or "./data"
+    if "://" in data and not data.startswith("file://"):
+        local = env.get("OBSERVER_LOCAL_DIR")
+        if not local:
+            raise ValueError("OBSERVER_DATA_DIR is a URL: set OBSERVER_LOCAL_DIR to a local (or NFS) directory for "
+                             "the event log and the token cache")
+        return Path(local).resolve()
+    return Path(data.removeprefix("file://")).resolve()
 
 
 def default_state_dir(environ: Mapping[str, str] | None = None) -> Path:
-    """``$OBSERVER_DATA_DIR/state`` (``OBSERVER_DATA_DIR`` defaults to ``./data``)."""
-    env = os.environ if environ is None else environ
-    return Path(env.get("OBSERVER_DATA_DIR") or "./data") / "state"
+    """``<local dir>/state``: the token cache and the rate-limit bucket need a local file (see default_data_dir)."""
+    return default_data_dir(environ) / "state"
 
 
 class KisResource(dg.ConfigurableResource):
@@ -63,6 +82,7 @@ class KisResource(dg.ConfigurableResource):
 
     _tokens: Optional[SharedTokenProvider] = PrivateAttr(default=None)
     _limiter: Optional[SharedRateLimiter] = PrivateAttr(default=None)
+    _events: Optional[EventLog] = PrivateAttr(default=None)
 
     # --- never show the secrets ------------------------------------------------------------------
     def __repr_args__(self) -> Any:
@@ -94,12 +114,19 @@ class KisResource(dg.ConfigurableResource):
             raise KisConfigError(f"env must be 'real' or 'paper', got {self.env!r}")
         return DEFAULT_RATE_PER_S[self.env]
 
+    def event_log(self) -> EventLog:
+        """The system event log of ``$OBSERVER_DATA_DIR`` (token, approval-key and rate-limit events)."""
+        if self._events is None:
+            self._events = EventLog(default_data_dir(), source="kis")
+        return self._events
+
     def token_provider(self) -> SharedTokenProvider:
         """This process's provider over the shared token store (built once per resource instance)."""
         if self._tokens is None:
-            store = SqliteTokenStore(self.resolved_state_dir() / TOKEN_STORE_FILE)
+            store = open_token_store(self.resolved_state_dir())
             self._tokens = SharedTokenProvider(
-                self.kis_config(), store, refresh_margin=timedelta(seconds=self.refresh_margin_s)
+                self.kis_config(), store, refresh_margin=timedelta(seconds=self.refresh_margin_s),
+                events=self.event_log(),
             )
         return self._tokens
 
@@ -108,7 +135,7 @@ class KisResource(dg.ConfigurableResource):
         if self._limiter is None:
             config = self.kis_config()
             self._limiter = SharedRateLimiter(
-                config.key_id, self.effective_rate_per_s(), self.resolved_state_dir() / RATE_LIMIT_FILE
+                config.key_id, self.effective_rate_per_s(), store=open_permit_store(self.resolved_state_dir())
             )
         return self._limiter
 
@@ -117,7 +144,8 @@ class KisResource(dg.ConfigurableResource):
         """A REST client using the shared token and budget; closed on exit."""
         from observer_resources.kis.rest import KisRestClient  # the client module is heavy; import on use
 
-        async with KisRestClient(self.kis_config(), self.token_provider(), self.rate_limiter()) as client:
+        async with KisRestClient(self.kis_config(), self.token_provider(), self.rate_limiter(),
+                                 events=self.event_log()) as client:
             yield client
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
@@ -127,6 +155,7 @@ class KisResource(dg.ConfigurableResource):
         if self._limiter is not None:
             self._limiter.close()
             self._limiter = None
+        self._events = None
 
 
 def kis_resource_from_env(environ: Mapping[str, str] | None = None) -> KisResource:
@@ -157,3 +186,110 @@ def kis_resource_from_env(environ: Mapping[str, str] | None = None) -> KisResour
         ws_url=env.get("KIS_WS_URL") or (p.REAL_WS_URL if real else p.PAPER_WS_URL),
         **common,
     )
+
+
+# =====================================================================================================================
+# Several app keys (issue 7). Each key is its own KIS account: its own token, request budget (≈ 18/s), WebSocket
+# session and 41 registrations. Track A shards its universe across the keys; Track B gives each key 41 slots.
+# =====================================================================================================================
+
+from observer_resources.kis.config import configs_from_env  # noqa: E402 - kept with the section that uses it
+
+#: the fields that differ between a pool's members (every other field is copied from the pool)
+_KEY_FIELDS = ("app_key", "app_secret")
+
+
+class KisKey(dg.Config):
+    """One more app key. Give both as ``EnvVar("KIS_APP_KEY_2")`` / ``EnvVar("KIS_APP_SECRET_2")`` …, never literals
+    (demo accounts of the local exchange are the exception: they are not secrets)."""
+
+    app_key: str = Field(description="KIS app key. Pass EnvVar('KIS_APP_KEY_<n>'), never a literal.")
+    app_secret: str = Field(description="KIS app secret. Pass EnvVar('KIS_APP_SECRET_<n>'), never a literal.")
+
+    def __repr_args__(self) -> Any:
+        for name, value in super().__repr_args__():
+            yield name, ("***" if name in SECRET_FIELDS else value)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(app_key=***, app_secret=***)"
+
+    def __str__(self) -> str:
+        return self.__repr__()
+
+
+class KisPool(KisResource):
+    """Several app keys. The resource's own ``app_key``/``app_secret`` are the first key (what single-key users such
+    as the universe asset use); ``more_keys`` are the others. :meth:`members` gives one :class:`KisResource` per key,
+    all sharing this resource's hosts, mode, state directory and rate settings, each with its own token and budget."""
+
+    more_keys: list[KisKey] = Field(
+        default_factory=list, description="app keys beyond the first (KIS_APP_KEY_2/KIS_APP_SECRET_2 …), as EnvVar"
+    )
+
+    _members: Optional[list[KisResource]] = PrivateAttr(default=None)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}=***" if k in SECRET_FIELDS else f"{k}={v!r}" for k, v in self.__repr_args__()
+                         if k != "more_keys")
+        return f"{type(self).__name__}({args}, more_keys=[{len(self.more_keys)} keys])"
+
+    def members(self) -> list[KisResource]:
+        """One resource per key, the first being this one; built once per resource instance."""
+        if self._members is None:
+            shared = {n: getattr(self, n) for n in KisResource.model_fields if n not in _KEY_FIELDS}
+            self._members = [self] + [
+                KisResource(app_key=k.app_key, app_secret=k.app_secret, **shared) for k in self.more_keys
+            ]
+            ids = [m.kis_config().key_id for m in self._members]
+            if len(set(ids)) != len(ids):
+                raise KisConfigError("the same app key is configured twice")
+        return self._members
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        for m in (self._members or [])[1:]:
+            m.teardown_after_execution(context)
+        self._members = None
+        super().teardown_after_execution(context)
+
+
+def kis_members(kis: KisResource) -> list[KisResource]:
+    """The keys a resource holds, first key first: ``[kis]`` for a single-key resource."""
+    return kis.members() if isinstance(kis, KisPool) else [kis]
+
+
+def kis_pool_from_env(environ: Mapping[str, str] | None = None) -> KisResource:
+    """The KIS resource with every configured key: ``KIS_APP_KEY``/``KIS_APP_SECRET`` then ``KIS_APP_KEY_2``/
+    ``KIS_APP_SECRET_2`` … (as ``EnvVar``: names only in definitions, values resolved in the step's process), or with
+    no key ``OBSERVER_DEMO_KEYS`` demo accounts on the local exchange. One key gives exactly
+    :func:`kis_resource_from_env`'s resource; several give a :class:`KisPool` with the same settings."""
+    env = os.environ if environ is None else environ
+    base = kis_resource_from_env(env)
+    configs = configs_from_env(env)  # validates the numbering, half-set pairs and duplicates
+    if len(configs) == 1:
+        return base
+    if env.get("KIS_APP_KEY"):
+        more = [KisKey(app_key=dg.EnvVar(f"KIS_APP_KEY_{i}"), app_secret=dg.EnvVar(f"KIS_APP_SECRET_{i}"))
+                for i in range(2, len(configs) + 1)]
+    else:  # demo accounts of the local exchange: not secrets
+        more = [KisKey(app_key=c.app_key, app_secret=c.app_secret) for c in configs[1:]]
+    fields = {n: getattr(base, n) for n in type(base).model_fields}
+    return KisPool(**fields, more_keys=more)
+
+
+@asynccontextmanager
+async def kis_rest_clients(kis: KisResource, *, timeout: float = 10.0) -> AsyncIterator[list[KisRestClient]]:
+    """One REST client per key of ``kis`` (first key first), each with its key's shared token and budget, over one
+    HTTP connection pool: building an httpx client costs 25-50 ms of CPU (its TLS context), which N keys starting a
+    Track A slot together would otherwise pay N times in a row. Closed on exit."""
+    import httpx
+
+    from observer_resources.kis.rest import KisRestClient  # the client module is heavy; import on use
+
+    async with httpx.AsyncClient(timeout=timeout) as http:
+        clients = [KisRestClient(m.kis_config(), m.token_provider(), m.rate_limiter(), http=http, timeout=timeout,
+                                 events=m.event_log()) for m in kis_members(kis)]
+        try:
+            yield clients
+        finally:
+            for c in clients:
+                await c.aclose()

@@ -2,7 +2,11 @@
 
 Real keys ask the 30-symbol multi-quote (≈ universe/30 requests, a few seconds at 18 req/s); paper keys have no
 multi-quote and 2 req/s, so they ask per symbol until the next slot begins and report the coverage they reached.
-A per-symbol failure is recorded (failures.parquet, metadata), never fatal. The slot's raw answers are archived
+A per-symbol failure is recorded (failures.parquet, metadata), never fatal.
+With several app keys (``KisPool``) the sorted universe is cut into one contiguous block of whole requests per key,
+fetched at once, each through its own key's token and budget; a key that fails (credentials, token, EGW answers)
+costs only its block, recorded per symbol with the key id, in the metadata ("degraded: key …") and as a
+``track_a_key_degraded`` system event (docs/multi-key.md). The slot's raw answers are archived
 first (raw.jsonl), then the Parquet table is derived from them, both atomically: a crash leaves no partial
 partition, and a re-run rebuilds the same table from the archive.
 """
@@ -10,8 +14,10 @@ partition, and a re-run rebuilds the same table from the archive.
 
 import asyncio
 import time as _time
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import pyarrow as pa
@@ -19,18 +25,29 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from observer_assets import lake
+from observer_assets.ops.events import record
 from observer_assets.partitions import calendar, parse_slot_key, slot_label, track_a_slot_partitions
 from observer_assets.runs import BACKFILL_TAGS
 from observer_assets.track_a import restore, snapshot
 from observer_assets.universe.assets import latest_universe_before, read_universe, universe
+from observer_resources import metrics
 from observer_resources.calendar import KST
 from observer_resources.kis import protocol as p
-from observer_resources.kis.errors import KisError
-from observer_resources.resources import KisResource
+from observer_resources.kis.errors import (
+    BadCredentialsError, KisApiError, KisError, RateLimitedError, TokenExpiredError, TokenIssueTooSoonError,
+)
+from observer_resources.resources import KisResource, kis_members, kis_rest_clients
+from observer_resources.shared.token_store import SqliteTokenStore
+
+if TYPE_CHECKING:
+    from observer_resources.kis.rest import KisRestClient
 
 DATASET = "track_a"
 FAILURES = "track_a_failures"
 RAW = "raw/track_a"  # the archive the tables derive from (JSON lines, uncompressed)
+TOKEN_TURN_S = 2.0  # longest a key waits for another key's token (its turn, or the start of the requests)
+#: failures.parquet: the shared schema plus the app key that was asked (several keys shard the universe)
+FAILURE_SCHEMA = snapshot.FAILURE_SCHEMA.append(pa.field("key_id", pa.string()))
 
 
 class TrackAConfig(dg.Config):
@@ -44,66 +61,211 @@ def slot_dir(root: Path, slot_ts: datetime, dataset: str = DATASET) -> Path:
     return lake.partition_dir(root, dataset, slot_ts.date(), slot_label(slot_ts))
 
 
-async def _fetch(kis: KisResource, codes: list[str], deadline: float, concurrency: int) -> tuple[list[str], dict[str, str], int]:
-    """Raw archive lines and per-code failures. Stops at `deadline` (monotonic) and records what it missed."""
-    lines: list[str] = []
+def shard_codes(codes: list[str], n_keys: int, batch: int) -> list[list[str]]:
+    """The sorted universe cut into ``n_keys`` contiguous blocks of whole ``batch``-code requests, as even as whole
+    batches allow (the first keys take one batch more). Pure and stable: the same universe and number of keys give
+    the same blocks every slot, so a failing key always costs the same, nameable symbols."""
+    if n_keys < 1 or batch < 1:
+        raise ValueError(f"need at least one key and a batch of at least one code, got {n_keys} keys, batch {batch}")
+    ordered = sorted(codes)
+    n_batches = -(-len(ordered) // batch)
+    q, r = divmod(n_batches, n_keys)
+    out, at = [], 0
+    for i in range(n_keys):
+        take = (q + (1 if i < r else 0)) * batch
+        out.append(ordered[at : at + take])
+        at += take
+    return out
+
+
+@dataclass
+class KeyShard:
+    """One app key's share of a slot: what it was asked, what it got, and the key-level error that stopped it."""
+
+    key_id: str
+    codes: list[str]
+    lines: list[str] = field(default_factory=list)
+    failures: dict[str, str] = field(default_factory=dict)
+    requests: int = 0
+    degraded: str | None = None  # e.g. "BadCredentialsError EGW00105": the key failed, not a symbol
+    error_detail: str | None = None  # the error's full text (KIS's message; never a key or token)
+
+    @property
+    def collected(self) -> int:
+        return len(self.codes) - len(self.failures)
+
+
+def _key_level(e: KisError) -> bool:
+    """Errors of the key rather than of a symbol: credentials, its token, its budget, any EGW gateway answer."""
+    if isinstance(e, (BadCredentialsError, TokenExpiredError, TokenIssueTooSoonError, RateLimitedError)):
+        return True
+    return isinstance(e, KisApiError) and e.code.startswith("EGW")
+
+
+def _err(e: KisError) -> str:
+    return f"{type(e).__name__} {getattr(e, 'code', '')}".strip()
+
+
+class _Turns:
+    """The order in which a slot's keys take their tokens. On a store whose lock is store-wide (SQLite: one
+    ``BEGIN IMMEDIATE`` held across the issuance call) issuances are serial anyway, so the keys take turns rather than
+    poll the lock; on a store locked per key (PostgreSQL) they all go at once. Requests start when every key has its
+    token (:meth:`all_ready`). Nobody waits longer than ``TOKEN_TURN_S`` for a key stuck on its token."""
+
+    def __init__(self, n: int, serial: bool):
+        self.done = [asyncio.Event() for _ in range(n)]
+        self.serial = serial
+        self._left = n
+        self._all = asyncio.Event()
+        if n == 0:
+            self._all.set()
+
+    async def wait_mine(self, i: int, deadline: float) -> None:
+        if self.serial and i > 0:
+            await _wait(self.done[i - 1], deadline)
+
+    def finished(self, i: int) -> None:
+        if not self.done[i].is_set():
+            self.done[i].set()
+            self._left -= 1
+            if self._left == 0:
+                self._all.set()
+
+    async def all_ready(self, deadline: float) -> None:
+        await _wait(self._all, deadline)
+
+
+async def _wait(event: asyncio.Event, deadline: float) -> None:
+    try:
+        await asyncio.wait_for(event.wait(), max(0.0, min(TOKEN_TURN_S, deadline - _time.monotonic())))
+    except TimeoutError:
+        pass  # a key stuck on its token: the others do not wait for it any longer
+
+
+async def _fetch_shard(kis: KisResource, client: "KisRestClient", codes: list[str], deadline: float, concurrency: int,
+                       turns: _Turns | None = None, index: int = 0) -> KeyShard:
+    """One key's shard through its own token and limiter. Stops at ``deadline`` (monotonic) and records what it
+    missed. A key-level error marks the shard degraded: the batches not yet sent are not sent (a broken key is not
+    retried into a storm) and every symbol left is recorded with the key and the error.
+
+    The key's token is taken first, once, in its turn (:class:`_Turns`), and the requests start when every key has
+    its token: the slot ends when the last key's shard does, so an early start gains nothing, while requests sent
+    during the other keys' issuance get bunched by its CPU stalls into KIS's window (measured: an occasional EGW00201
+    on a cold run)."""
+    shard = KeyShard(kis.kis_config().key_id, list(codes))
+    lines, failures = shard.lines, shard.failures
     collected: set[str] = set()
-    failures: dict[str, str] = {}
     sem = asyncio.Semaphore(concurrency)
 
-    async with kis.rest_client() as client:
-        if kis.env == "real":
-            batches = [codes[i : i + p.MULTPRICE_MAX] for i in range(0, len(codes), p.MULTPRICE_MAX)]
+    def degraded_text() -> str:
+        return f"key {shard.key_id} degraded: {shard.degraded}"
 
-            async def one(batch: list[str]) -> None:
-                async with sem:
-                    if _time.monotonic() > deadline:
-                        failures.update({c: "deadline: next slot" for c in batch})
-                        return
-                    try:
-                        rows = await client.multi_price(batch)
-                    except KisError as e:
-                        failures.update({c: f"{type(e).__name__} {getattr(e, 'code', '')}".strip() for c in batch})
-                        return
-                    now = datetime.now(KST)
-                    got = {r.code: r for r in rows}
-                    for c in batch:
-                        if c in got:
-                            lines.append(snapshot.raw_line(p.TR_MULTPRICE, c, got[c].raw, now))
-                            collected.add(c)
-                        else:
-                            failures[c] = "missing from multi-quote answer"
-        else:
-            batches = [[c] for c in codes]
+    def failed(batch: list[str], e: KisError) -> None:
+        if _key_level(e) and shard.degraded is None:
+            shard.degraded, shard.error_detail = _err(e), str(e)[:300]
+        text = degraded_text() if _key_level(e) else _err(e)
+        failures.update({c: text for c in batch})
 
-            async def one(batch: list[str]) -> None:
-                (c,) = batch
-                async with sem:
-                    if _time.monotonic() > deadline:
-                        failures[c] = "deadline: next slot"
-                        return
-                    try:
-                        q = await client.inquire_price(c)
-                    except KisError as e:
-                        failures[c] = f"{type(e).__name__} {getattr(e, 'code', '')}".strip()
-                        return
-                    lines.append(snapshot.raw_line(p.TR_INQUIRE_PRICE, c, q.raw, datetime.now(KST)))
-                    collected.add(c)
+    turns = turns or _Turns(1, serial=False)
+    try:
+        await turns.wait_mine(index, deadline)
+        if codes:  # a key with an empty shard (fewer requests than keys) passes its turn on
+            await kis.token_provider().access_token()
+    except KisError as e:
+        if _key_level(e):  # no token for this key: its whole shard is lost, and no request is sent
+            failed(codes, e)
+        # anything else (the token endpoint unreachable): the requests below retry it
+    finally:
+        turns.finished(index)
+    if codes:
+        await turns.all_ready(deadline)
+    if kis.env == "real":
+        batches = [codes[i : i + p.MULTPRICE_MAX] for i in range(0, len(codes), p.MULTPRICE_MAX)]
 
-        tasks = [asyncio.create_task(one(b)) for b in batches]
-        remaining = deadline - _time.monotonic()
-        done, pending = await asyncio.wait(tasks, timeout=max(remaining, 0.0)) if tasks else (set(), set())
-        for t in pending:
-            t.cancel()
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
-        for t in done:
-            if t.exception() is not None:  # a bug, not a KIS error: surface it
-                raise t.exception()  # type: ignore[misc]
-        for c in codes:
-            if c not in collected and c not in failures:
-                failures[c] = "deadline: next slot"
-        return lines, failures, client.stats.requests
+        async def one(batch: list[str]) -> None:
+            async with sem:
+                if _time.monotonic() > deadline:
+                    failures.update({c: "deadline: next slot" for c in batch})
+                    return
+                if shard.degraded is not None:
+                    failures.update({c: degraded_text() for c in batch})
+                    return
+                try:
+                    rows = await client.multi_price(batch)
+                except KisError as e:
+                    failed(batch, e)
+                    return
+                now = datetime.now(KST)
+                got = {r.code: r for r in rows}
+                for c in batch:
+                    if c in got:
+                        lines.append(snapshot.raw_line(p.TR_MULTPRICE, c, got[c].raw, now))
+                        collected.add(c)
+                    else:
+                        failures[c] = "missing from multi-quote answer"
+    else:
+        batches = [[c] for c in codes]
+
+        async def one(batch: list[str]) -> None:
+            (c,) = batch
+            async with sem:
+                if _time.monotonic() > deadline:
+                    failures[c] = "deadline: next slot"
+                    return
+                if shard.degraded is not None:
+                    failures[c] = degraded_text()
+                    return
+                try:
+                    q = await client.inquire_price(c)
+                except KisError as e:
+                    failed(batch, e)
+                    return
+                lines.append(snapshot.raw_line(p.TR_INQUIRE_PRICE, c, q.raw, datetime.now(KST)))
+                collected.add(c)
+
+    tasks = [asyncio.create_task(one(b)) for b in batches]
+    remaining = deadline - _time.monotonic()
+    done, pending = await asyncio.wait(tasks, timeout=max(remaining, 0.0)) if tasks else (set(), set())
+    for t in pending:
+        t.cancel()
+    if pending:
+        await asyncio.gather(*pending, return_exceptions=True)
+    for t in done:
+        if t.exception() is not None:  # a bug, not a KIS error: surface it
+            raise t.exception()  # type: ignore[misc]
+    for c in codes:
+        if c not in collected and c not in failures:
+            failures[c] = "deadline: next slot"
+    shard.requests = client.stats.requests
+    return shard
+
+
+async def _fetch(kis: KisResource, codes: list[str], deadline: float, concurrency: int) -> list[KeyShard]:
+    """Every key's shard at once (``concurrency`` requests in flight per key; each key's limiter sets its pace)."""
+    members = kis_members(kis)
+    batch = p.MULTPRICE_MAX if kis.env == "real" else 1
+    shards = shard_codes(codes, len(members), batch)
+    turns = _Turns(len(members), serial=isinstance(members[0].token_provider().store, SqliteTokenStore))
+    async with kis_rest_clients(kis) as clients:
+        return list(await asyncio.gather(*(
+            _fetch_shard(m, c, s, deadline, concurrency, turns, i)
+            for i, (m, c, s) in enumerate(zip(members, clients, shards, strict=True)))))
+
+
+def _per_key_markdown(shards: list[KeyShard]) -> str:
+    rows = ["| key | shard | symbols | collected | failed | requests | state |", "|---|---|---|---|---|---|---|"]
+    for s in shards:
+        span = f"{s.codes[0]}–{s.codes[-1]}" if s.codes else "—"
+        state = f"**degraded: {s.degraded}**" if s.degraded else "ok"
+        rows.append(f"| {s.key_id} | {span} | {len(s.codes)} | {s.collected} | {len(s.failures)} | {s.requests} "
+                    f"| {state} |")
+    return "\n".join(rows)
+
+
+def _degraded_line(s: KeyShard) -> str:
+    span = f" ({s.codes[0]}–{s.codes[-1]})" if s.codes else ""
+    return (f"degraded: key {s.key_id} ({s.degraded}): {len(s.failures)} of its {len(s.codes)} symbols{span} "
+            f"not collected")
 
 
 @dg.asset(
@@ -121,6 +283,26 @@ async def _fetch(kis: KisResource, codes: list[str], deadline: float, concurrenc
     metadata={"path": "track_a/date=YYYY-MM-DD/slot=HHMM/snapshot.parquet"},
 )
 def track_a_snapshot(context: dg.AssetExecutionContext, config: TrackAConfig, kis: KisResource) -> dg.MaterializeResult:
+    # The slot's result is a system event (observer-intent §13 "ETL"); a failure is recorded before it raises.
+    started = _time.monotonic()
+    try:
+        res = _snapshot(context, config, kis)
+    except Exception as e:
+        record("track_a_slot_failed", source="track_a", logger=context.log, slot=context.partition_key,
+               error=f"{type(e).__name__}: {e}"[:500])
+        raise
+    metrics.observe_track_a_slot(_time.monotonic() - started)  # observer_track_a_slot_duration_seconds (issue 8)
+    md = res.metadata or {}
+    detail = str(md.get("mode", ""))
+    mode = "live" if detail == "live" else "rebuild" if detail.startswith("rebuilt") else "restore"
+    record("track_a_slot", source="track_a", logger=context.log, slot=context.partition_key, mode=mode,
+           mode_detail=detail, ok=md.get("rows"), failed=md.get("failures"), universe_size=md.get("universe_size"),
+           coverage_pct=md.get("coverage_pct"), requests_used=md.get("requests_used"),
+           universe_fallback=str(md.get("universe", "")).startswith("FALLBACK"))
+    return res
+
+
+def _snapshot(context: dg.AssetExecutionContext, config: TrackAConfig, kis: KisResource) -> dg.MaterializeResult:
     cal = calendar()
     slot_ts = parse_slot_key(context.partition_key, cal)
     root = lake.data_dir()
@@ -147,26 +329,39 @@ def track_a_snapshot(context: dg.AssetExecutionContext, config: TrackAConfig, ki
         return _restore(context, kis, uni, slot_ts, table_path, raw_path, started, universe_note,
                         "backfill tag" if context.run.tags.get(bk) == bv else "slot no longer current")
     requests_used = 0
+    shards: list[KeyShard] = []
     if raw_path.exists() and not config.refetch:
         lines = raw_path.read_text(encoding="utf-8").splitlines()
-        fails_tbl = pq.read_table(fail_path) if fail_path.exists() else None
+        fails_tbl = lake.read_table(fail_path) if fail_path.exists() else None
         failures = dict(zip(fails_tbl["code"].to_pylist(), fails_tbl["error"].to_pylist())) if fails_tbl else {}
         mode = "rebuilt from raw archive"
     else:
         slots = cal.track_a_slots(slot_ts.date())
         nxt = next((t for t in slots if t > slot_ts), slot_ts + timedelta(minutes=10))
         deadline = t0 + max((nxt - started).total_seconds() - config.deadline_margin_s, 5.0)
-        lines, failures, requests_used = asyncio.run(_fetch(kis, codes, deadline, config.concurrency))
+        shards = asyncio.run(_fetch(kis, codes, deadline, config.concurrency))
+        lines = [line for s in shards for line in s.lines]
+        failures = {c: e for s in shards for c, e in s.failures.items()}
+        key_of = {c: s.key_id for s in shards for c in s.failures}
+        requests_used = sum(s.requests for s in shards)
+        order = sorted(failures)
         lake.write_table_atomic(fail_path, pa.table({
-            "code": sorted(failures), "error": [failures[c] for c in sorted(failures)],
-            "at": pa.array([started] * len(failures), snapshot.TS),
-        }, schema=snapshot.FAILURE_SCHEMA))
+            "code": order, "error": [failures[c] for c in order],
+            "at": pa.array([started] * len(failures), snapshot.TS), "key_id": [key_of[c] for c in order],
+        }, schema=FAILURE_SCHEMA))
         lake.write_bytes_atomic(raw_path, ("\n".join(lines) + ("\n" if lines else "")).encode("utf-8"))
         mode = "live"
+        for sh in shards:
+            if sh.degraded is not None:
+                context.log.error(f"track_a {context.partition_key}: {_degraded_line(sh)} — {sh.error_detail}")
+                record("track_a_key_degraded", source="track_a", logger=context.log, slot=context.partition_key,
+                       key_id=sh.key_id, error=sh.degraded, detail=sh.error_detail, symbols=len(sh.codes),
+                       not_collected=len(sh.failures), collected=sh.collected, requests=sh.requests,
+                       first_code=sh.codes[0] if sh.codes else None, last_code=sh.codes[-1] if sh.codes else None)
     table = snapshot.table_from_raw(lines, slot_ts, names)
     if mode != "live" and table_path.exists():
         # Rows an earlier backfill restored for symbols the archive lacks are kept: live rows win, restored fill in.
-        existing = pq.read_table(table_path)
+        existing = lake.read_table(table_path)
         restored_rows = existing.filter(pc.equal(existing["source"], "restored"))
         if restored_rows.num_rows:
             table = restore.merge(table, restored_rows)
@@ -190,6 +385,13 @@ def track_a_snapshot(context: dg.AssetExecutionContext, config: TrackAConfig, ki
         "universe": universe_note,
         "path": dg.MetadataValue.path(str(table_path)),
     }
+    if shards:  # a live fetch: what each app key did, and which keys failed
+        bad = [sh for sh in shards if sh.degraded is not None]
+        md["keys"] = len(shards)
+        md["keys_degraded"] = len(bad)
+        if bad:
+            md["degraded"] = "; ".join(_degraded_line(sh) for sh in bad)
+        md["per_key"] = dg.MetadataValue.md(_per_key_markdown(shards))
     return dg.MaterializeResult(metadata={k: v for k, v in md.items() if v is not None})
 
 
@@ -202,7 +404,7 @@ def _restore(context: dg.AssetExecutionContext, kis: KisResource, uni: pa.Table,
     names = dict(zip(codes, uni["name"].to_pylist()))
     prev = dict(zip(codes, uni["prev_close"].to_pylist())) if "prev_close" in uni.column_names else {}
     if table_path.exists():
-        base = pq.read_table(table_path)
+        base = lake.read_table(table_path)
     elif raw_path.exists():  # a crash between archive and table: the live rows come back first
         base = snapshot.table_from_raw(raw_path.read_text(encoding="utf-8").splitlines(), slot_ts, names)
     else:
