@@ -263,16 +263,19 @@ class SqliteTokenStore(TokenStore):
             conn.close()
 
     def lock(self, key_id: str, timeout: float) -> TokenLock:
-        conn = self._connect(busy_ms=max(0, int(timeout * 1000)))
-        try:
+        conn = None
+        try:  # opening counts too: with a zero busy timeout even the connection's PRAGMAs can meet the lock
+            conn = self._connect(busy_ms=max(0, int(timeout * 1000)))
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
-            conn.close()
+            if conn is not None:
+                conn.close()
             if "locked" in str(exc) or "busy" in str(exc):
                 raise TokenLockTimeout(f"token store lock for {key_id} not obtained within {timeout:.1f}s") from None
             raise TokenStoreError(f"token store {self.path}: {exc}") from None
         except BaseException:
-            conn.close()
+            if conn is not None:
+                conn.close()
             raise
         _tighten_side_files(self.path)
         return _SqliteLock(key_id, conn)
