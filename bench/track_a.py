@@ -14,25 +14,34 @@ import pyarrow as pa
 from bench.common import kis_resource, local_exchange
 
 
+def write_universe(sim, n_symbols: int):  # noqa: ANN001, ANN201 - (SimProcess) -> the current slot
+    """Today's universe file with the exchange's first `n_symbols` listings (the 2,600 listings give only ~1,400
+    members at >= 4,000 KRW, so the benchmark writes a 2,500-symbol universe itself); returns the current slot."""
+    from observer_assets import lake
+    from observer_assets.partitions import calendar
+    from observer_assets.universe.assets import universe_path
+    from observer_assets.universe.rules import UNIVERSE_SCHEMA
+    from observer_resources.calendar import KST
+
+    listings = sim.admin("listings", params={"limit": "5000"})["listings"][:n_symbols]
+    slot = calendar().slot_at(datetime.now(KST))
+    table = pa.table({f.name: [
+        (l["code"] if f.name == "code" else l["name"] if f.name == "name" else l["market"] if f.name == "market" else
+         "" if f.type == pa.string() else False if f.type == pa.bool_() else 0) for l in listings
+    ] for f in UNIVERSE_SCHEMA}, schema=UNIVERSE_SCHEMA)
+    lake.write_table_atomic(universe_path(lake.data_dir(), slot.date()), table)
+    return slot
+
+
 def run(n_symbols: int = 2500, rate: float = 18.0) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp, local_exchange("--clock", "open", "--listings", "2600") as sim:
         os.environ["OBSERVER_DATA_DIR"] = str(Path(tmp) / "data")
         os.environ["OBSERVER_CALENDAR"] = "open"
-        from observer_assets import lake
-        from observer_assets.partitions import calendar, slot_key
+        from observer_assets.partitions import slot_key
         from observer_assets.track_a.assets import track_a_snapshot
-        from observer_assets.universe.assets import universe, universe_path
-        from observer_assets.universe.rules import UNIVERSE_SCHEMA
-        from observer_resources.calendar import KST
+        from observer_assets.universe.assets import universe
 
-        listings = sim.admin("listings", params={"limit": "5000"})["listings"][:n_symbols]
-        slot = calendar().slot_at(datetime.now(KST))
-        # A 2,500-symbol universe (the local exchange's 2,600 listings give ~1,400 members at >= 4,000 KRW).
-        table = pa.table({f.name: [
-            (l["code"] if f.name == "code" else l["name"] if f.name == "name" else l["market"] if f.name == "market" else
-             "" if f.type == pa.string() else False if f.type == pa.bool_() else 0) for l in listings
-        ] for f in UNIVERSE_SCHEMA}, schema=UNIVERSE_SCHEMA)
-        lake.write_table_atomic(universe_path(lake.data_dir(), slot.date()), table)
+        slot = write_universe(sim, n_symbols)
         kis = kis_resource(sim, Path(tmp) / "state", 1, rate_per_s=rate)
         key = slot_key(slot)
         before = sim.admin("stats")

@@ -10,11 +10,9 @@ from __future__ import annotations
 import os
 import statistics
 import tempfile
-from datetime import datetime
 from pathlib import Path
 
 import dagster as dg
-import pyarrow as pa
 
 from bench.common import local_exchange
 from observer_resources.sim.accounts import demo_credentials
@@ -26,21 +24,13 @@ def run(n_symbols: int = 2500, keys: int = 3, rate: float = 18.0, runs: int = 5)
     with tempfile.TemporaryDirectory() as tmp, local_exchange("--clock", "open", "--listings", "2600") as sim:
         os.environ["OBSERVER_DATA_DIR"] = str(Path(tmp) / "data")
         os.environ["OBSERVER_CALENDAR"] = "open"
-        from observer_assets import lake
-        from observer_assets.partitions import calendar, slot_key
+        from bench.track_a import write_universe
+        from observer_assets.partitions import slot_key
         from observer_assets.track_a.assets import track_a_snapshot
-        from observer_assets.universe.assets import universe, universe_path
-        from observer_assets.universe.rules import UNIVERSE_SCHEMA
-        from observer_resources.calendar import KST
+        from observer_assets.universe.assets import universe
         from observer_resources.resources import KisKey, KisPool
 
-        listings = sim.admin("listings", params={"limit": "5000"})["listings"][:n_symbols]
-        slot = calendar().slot_at(datetime.now(KST))
-        table = pa.table({f.name: [
-            (l["code"] if f.name == "code" else l["name"] if f.name == "name" else l["market"] if f.name == "market" else
-             "" if f.type == pa.string() else False if f.type == pa.bool_() else 0) for l in listings
-        ] for f in UNIVERSE_SCHEMA}, schema=UNIVERSE_SCHEMA)
-        lake.write_table_atomic(universe_path(lake.data_dir(), slot.date()), table)
+        slot = write_universe(sim, n_symbols)
         key = slot_key(slot)
         config = {"ops": {"track_a_snapshot": {"config": {"refetch": True, "live_window_min": 1440}}}}
         rows = []

@@ -257,6 +257,20 @@ def _hash_stored(src: UPath, codec: str, sink: BinaryIO | None = None) -> tuple[
     return n, h.hexdigest()
 
 
+def _check_stored(pkg: UPath, e: Entry, sink: BinaryIO | None = None) -> tuple[int, str | None]:
+    """(bytes read, the problem or None): the stored file, decoded, must give the manifest's size and SHA-256."""
+    try:
+        n, sha = _hash_stored(pkg / e.stored, e.codec, sink)
+    except FileNotFoundError:
+        return 0, "missing from the package"
+    except (OSError, pa.ArrowException) as ex:
+        return 0, f"unreadable in the package ({type(ex).__name__}: {str(ex)[:200]})"
+    if n != e.size or sha != e.sha256:
+        return n, (f"checksum mismatch: package gives {n} B sha256 {sha[:12]}…, "
+                   f"manifest says {e.size} B sha256 {e.sha256[:12]}…")
+    return n, None
+
+
 def hash_file(path: Path) -> tuple[int, str]:
     h = hashlib.sha256()
     n = 0
@@ -304,18 +318,10 @@ def verify(dest: UPath, day: date, *, require_marker: bool = True) -> VerifyResu
     pkg = package_dir(dest, day)
     total = 0
     for e in st.manifest.entries:
-        try:
-            n, sha = _hash_stored(pkg / e.stored, e.codec)
-        except FileNotFoundError:
-            problems.append((e.path, "missing from the package"))
-            continue
-        except (OSError, pa.ArrowException) as ex:
-            problems.append((e.path, f"unreadable ({type(ex).__name__}: {str(ex)[:200]})"))
-            continue
+        n, why = _check_stored(pkg, e)
         total += n
-        if n != e.size or sha != e.sha256:
-            problems.append((e.path, f"checksum mismatch (manifest {e.size} B sha256 {e.sha256[:12]}…, "
-                                     f"package {n} B sha256 {sha[:12]}…)"))
+        if why:
+            problems.append((e.path, why))
     return VerifyResult(day, not problems, problems, len(st.manifest.entries), total, time.perf_counter() - t0)
 
 
@@ -432,20 +438,12 @@ def restore(dest: UPath, day: date, root: Path, *, overwrite: bool = False,
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
             temps.append((tmp, target, e))
-            try:
-                with open(tmp, "wb") as out:
-                    n, sha = _hash_stored(where / e.stored, e.codec, out)
-                    out.flush()
-                    os.fsync(out.fileno())
-            except FileNotFoundError:
-                problems.append((e.path, "missing from the package"))
-                continue
-            except (OSError, pa.ArrowException) as ex:
-                problems.append((e.path, f"unreadable in the package ({type(ex).__name__}: {str(ex)[:200]})"))
-                continue
-            if n != e.size or sha != e.sha256:
-                problems.append((e.path, f"checksum mismatch: package gives {n} B sha256 {sha[:12]}…, "
-                                         f"manifest says {e.size} B sha256 {e.sha256[:12]}…"))
+            with open(tmp, "wb") as out:
+                _, why = _check_stored(where, e, out)
+                out.flush()
+                os.fsync(out.fileno())
+            if why:
+                problems.append((e.path, why))
         if problems:
             raise RestoreError(f"refusing to restore {day}: {len(problems)} file(s) failed: "
                                + "; ".join(f"{p}: {w}" for p, w in problems[:5]), problems)

@@ -34,7 +34,6 @@ from pathlib import Path
 import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from observer_assets import lake
 from observer_assets.partitions import hour_key, parse_hour_key, track_b_hour_partitions

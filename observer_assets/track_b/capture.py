@@ -61,7 +61,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from observer_assets import lake
 from observer_assets.track_b import sysstat
@@ -96,7 +95,6 @@ from observer_resources.kis.frames import Encrypted, Malformed, Message, TradeBa
 from observer_resources.kis.models import Trade
 from observer_resources.kis.ws import DEFAULT_BACKOFF, KisWebSocketClient
 from observer_resources.shared.stores import open_token_store
-from observer_resources.shared.token_store import TOKEN_STORE_FILE
 from observer_resources.shared.tokens import SharedTokenProvider
 
 log = logging.getLogger("observer.track_b.capture")

@@ -183,13 +183,11 @@ def small_day(root: Path, day: date) -> dict[str, str]:
     return day_hashes(root, day)
 
 
-def test_a_flipped_byte_fails_verification_withdraws_the_marker_and_the_day_is_kept(tmp_path, monkeypatch):
+def test_a_flipped_byte_fails_verification_withdraws_the_marker_and_the_day_is_kept(tmp_path, webhook):
     from observer_assets.ops import retention
     from observer_assets.ops.settings import RetentionPolicy
 
-    hits: list[dict] = []
-    url = _webhook(hits)
-    monkeypatch.setenv("OBSERVER_ALERT_WEBHOOK", url)
+    hits = webhook
     root, dest = tmp_path / "data", UPath(tmp_path / "backups")
     day = date(2026, 3, 3)
     small_day(root, day)
@@ -318,7 +316,7 @@ def test_restore_refuses_a_conflict_an_unverified_package_and_a_bad_date(tmp_pat
 def test_non_trading_day_files_travel_with_the_next_trading_day(tmp_path):
     krx = MarketCalendar("krx")
     root, dest = tmp_path / "data", UPath(tmp_path / "backups")
-    sat, mon = date(2026, 3, 7), date(2026, 3, 9)
+    mon = date(2026, 3, 9)  # the Saturday before is 2026-03-07
     EventLog(root).emit("capture_started", at=datetime(2026, 3, 7, 10, 0, tzinfo=KST))
     small_day(root, mon)
     assert covered_days(krx, mon) == [date(2026, 3, 7), date(2026, 3, 8), mon]
@@ -398,25 +396,3 @@ def test_the_schedule_asks_for_every_pending_day_once(env):
         assert not {r.partition_key for r in again.run_requests or []} & {day_key(d) for d in days}
         s = backup_catch_up.evaluate_tick(dg.build_sensor_context(instance=inst, repository_def=repo))
         assert not {r.partition_key for r in s.run_requests or []} & {day_key(d) for d in days}
-
-
-# --- helpers --------------------------------------------------------------------------------------
-
-
-def _webhook(hits: list[dict]) -> str:
-    import threading
-    from http.server import BaseHTTPRequestHandler, HTTPServer
-
-    class H(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802
-            n = int(self.headers.get("Content-Length") or 0)
-            hits.append(json.loads(self.rfile.read(n) or b"{}"))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *a):
-            pass
-
-    srv = HTTPServer(("127.0.0.1", 0), H)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    return f"http://127.0.0.1:{srv.server_address[1]}/hook"
