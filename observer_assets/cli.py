@@ -156,6 +156,22 @@ def _retention(args: argparse.Namespace) -> int:
     return 1 if out.blocked else 0
 
 
+def _metrics(args: argparse.Namespace) -> int:
+    import logging
+
+    from observer_assets.ops.metrics import serve
+
+    if not 0 <= args.port <= 65535:
+        print(f"observer metrics: --port must be 0..65535, got {args.port}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return serve(args.host, args.port, ready=lambda url: print(f"observer metrics on {url}", flush=True))
+    except OSError as e:  # the port is taken, the address is not ours
+        print(f"observer metrics: cannot serve on {args.host}:{args.port}: {e}", file=sys.stderr)
+        return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="observer", description="Observer operator commands")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -178,6 +194,10 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--dry-run", action="store_true", help="print the plan, delete nothing")
     t.add_argument("--today", help="YYYY-MM-DD (default: today, KST)")
     t.set_defaults(func=_retention)
+    m = sub.add_parser("metrics", help="serve Prometheus metrics on http://HOST:PORT/metrics until SIGTERM/SIGINT")
+    m.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this host only)")
+    m.add_argument("--port", type=int, default=9108, help="TCP port (default 9108; 0 = any free port)")
+    m.set_defaults(func=_metrics)
     args = ap.parse_args(argv)
     return args.func(args)
 

@@ -26,6 +26,15 @@ make_creds = demo_credentials
 _creds_counter = itertools.count(100_000)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _metrics_dir(tmp_path_factory) -> None:
+    """Step processes record Prometheus metrics in a multiprocess directory; the tests' go to a temp one, never to
+    ./data/metrics (subprocesses inherit the variable)."""
+    import os
+
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(tmp_path_factory.mktemp("prometheus-multiproc")))
+
+
 @pytest.fixture(scope="module")
 def sim() -> Iterator[SimProcess]:
     proc = run_sim_process(*SIM_DEFAULT_ARGS)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time as _time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from typing import Any
 
 import httpx
 
+from observer_resources import metrics
 from observer_resources.calendar import KST
 from observer_resources.calendar import session as krx_session
 from observer_resources.events import EventLog
@@ -388,6 +390,7 @@ class KisRestClient:
             # be spent late, together with the other waiters', and bunch them into one of KIS's seconds (measured:
             # one EGW00201 at the start of every cold 2,500-symbol Track A run).
             waited = await self._limiter.acquire()
+            metrics.observe_limiter_wait(self.config.key_id, waited)
             self.stats.limiter_wait_seconds += waited
             if waited > LIMITER_WAIT_EPS:
                 self.stats.limiter_waits += 1
@@ -402,9 +405,11 @@ class KisRestClient:
                 "tr_cont": tr_cont,
             }
             self.stats.requests += 1
+            sent = _time.perf_counter()
             try:
                 resp = await self._http.get(url, params=dict(params), headers=headers, timeout=self._timeout)
             except (httpx.TimeoutException, httpx.TransportError) as exc:
+                metrics.observe_request(tr_id, "error", _time.perf_counter() - sent, "transport")
                 why = f"{type(exc).__name__}"
                 if transient_tries < len(self.transient_delays):
                     await self._transient_wait(tr_id, why, transient_tries)
@@ -417,6 +422,10 @@ class KisRestClient:
             code = str(body.get("msg_cd") or body.get("error_code") or "") if body is not None else ""
             rt_cd = str(body.get("rt_cd") or "") if body is not None else ""
             message = str(body.get("msg1") or body.get("error_description") or "") if body is not None else ""
+            answered_ok = rt_cd == "0" and body is not None
+            metrics.observe_request(
+                tr_id, "ok" if answered_ok else "rate_limited" if code == p.EGW_RATE else "error",
+                _time.perf_counter() - sent, None if answered_ok else metrics.error_code(code, rt_cd, resp.status_code))
             if body is None or not (rt_cd or code):
                 if resp.status_code >= 500 or resp.status_code == 429:
                     if transient_tries < len(self.transient_delays):
