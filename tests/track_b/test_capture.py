@@ -582,7 +582,9 @@ def test_log_lines_are_json_objects():
 
 def test_token_store_is_the_one_the_dagster_resources_share():
     from observer_assets.track_b import capture
-    from observer_resources.resources import TOKEN_STORE_FILE, default_state_dir
+    from observer_resources import resources
+    from observer_resources.resources import default_state_dir
 
-    assert capture.TOKEN_STORE_FILE == TOKEN_STORE_FILE
+    assert capture.open_token_store is resources.open_token_store  # SQLite file or OBSERVER_STATE_DB_URL, one rule
     assert default_state_dir({"OBSERVER_DATA_DIR": "/x"}) == Path("/x") / "state"  # what the capture uses
+    assert default_state_dir({"OBSERVER_DATA_DIR": "s3://b/lake", "OBSERVER_LOCAL_DIR": "/y"}) == Path("/y") / "state"
