@@ -22,12 +22,14 @@ run: $(STAMP)
 	mkdir -p $(OBSERVER_DATA_DIR) $(DAGSTER_HOME)
 	$(BIN)/python -m observer_assets.run_local
 
-## the whole test suite (what CI runs): the bulk on two workers, then the load-sensitive acceptance tests alone,
-## the rate-limit acceptance test first, on a machine nothing else is using
+## the whole test suite (what CI runs): the bulk on two workers; then the two rate-limit acceptance tests (SQLite,
+## PostgreSQL) alone, on a machine nothing else is using; then the end-to-end runs, which mostly wait on servers
+## they start (dagster dev, Prometheus), three at a time
+RATE_TESTS := tests/shared/test_rate_limit.py tests/shared/test_pg_stores.py
 test: $(STAMP)
 	$(BIN)/pytest -q -p no:cacheprovider -n 2 -m "not slow" --durations=15
-	$(BIN)/pytest -q -p no:cacheprovider -m slow tests/shared/test_rate_limit.py
-	$(BIN)/pytest -q -p no:cacheprovider -m slow --durations=5 --ignore=tests/shared/test_rate_limit.py
+	$(BIN)/pytest -q -p no:cacheprovider -m slow $(RATE_TESTS)
+	$(BIN)/pytest -q -p no:cacheprovider -n 3 -m slow --durations=8 $(addprefix --ignore=,$(RATE_TESTS))
 
 ## the local exchange alone, in the foreground (Ctrl-C stops it)
 sim: $(STAMP)
