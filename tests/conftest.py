@@ -29,10 +29,12 @@ _creds_counter = itertools.count(100_000)
 @pytest.fixture(scope="session", autouse=True)
 def _metrics_dir(tmp_path_factory) -> None:
     """Step processes record Prometheus metrics in a multiprocess directory; the tests' go to a temp one, never to
-    ./data/metrics (subprocesses inherit the variable)."""
+    ./data/metrics (subprocesses inherit the variable). Tests that need their own data dir set it themselves."""
     import os
 
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(tmp_path_factory.mktemp("prometheus-multiproc")))
+    # and a test that builds a KisResource without choosing a data dir writes its events to a temp one, not ./data
+    os.environ.setdefault("OBSERVER_DATA_DIR", str(tmp_path_factory.mktemp("observer-data")))
 
 
 @pytest.fixture(scope="module")
