@@ -41,13 +41,11 @@ from observer_resources.shared.token_store import (
 from observer_resources.shared.token_store_pg import PostgresTokenStore
 from observer_resources.shared.tokens import SharedTokenProvider
 
+from . import token_store_contract as contract
+from .token_store_contract import NOW, record
+
 REPO = Path(__file__).resolve().parents[2]
-NOW = datetime(2026, 3, 3, 8, 30, tzinfo=KST)
 FAST = timedelta(seconds=0.2)
-
-
-def record(value: str, kind: str = "access") -> TokenRecord:
-    return TokenRecord(kind, value, NOW + timedelta(hours=24), NOW)  # type: ignore[arg-type]
 
 
 def max_in_window(stamps: list[float], window: float = 1.0) -> int:
@@ -120,25 +118,8 @@ def test_connection_errors_name_the_url_redacted(postgres) -> None:
 
 def test_records_roundtrip_per_key_and_kind(db) -> None:
     url, _ = db
-    store = PostgresTokenStore(url)
-    assert store.get("key-a", "access") is None
-    with store.lock("key-a", 1) as lock:
-        assert lock.not_before() is None
-        lock.put(record("A1"))
-        assert lock.get("access") == record("A1")
-        lock.set_not_before(NOW + timedelta(seconds=60))
-    store.put("key-a", record("AP1", "approval"))
-    store.put("key-b", record("B1"))
-    other = PostgresTokenStore(url)  # another process's view: only the database is shared
-    got = other.get("key-a", "access")
-    assert got == record("A1") and got.expires_at.utcoffset() == timedelta(hours=9)  # back in KST
-    assert other.get("key-a", "approval") == record("AP1", "approval")
-    assert other.get("key-b", "access") == record("B1")
-    with other.lock("key-a", 1) as lock:
-        assert lock.not_before() == NOW + timedelta(seconds=60)
-        lock.put(record("A2"))
-    assert store.get("key-a", "access").value == "A2"  # replaced, not duplicated
-    assert store.get("key-b", "access").value == "B1"
+    # another store object is another process's view: only the database is shared
+    contract.records_roundtrip_per_key_and_kind(PostgresTokenStore(url), PostgresTokenStore(url))
     tables = PgDatabase(url).connect().cursor()
     tables.execute("SELECT count(*) FROM observer_token WHERE key_id = 'key-a'")
     assert tables.fetchone()[0] == 2  # one access, one approval
@@ -146,36 +127,7 @@ def test_records_roundtrip_per_key_and_kind(db) -> None:
 
 def test_lock_excludes_threads_and_hides_uncommitted_writes(db) -> None:
     url, _ = db
-    store = PostgresTokenStore(url)
-    store.put("key-a", record("old"))
-    seen: dict[str, object] = {}
-    lock = store.lock("key-a", 1)
-    lock.put(record("new"))
-
-    def other() -> None:
-        seen["try"] = store.try_lock("key-a")
-        t0 = time.monotonic()
-        try:
-            store.lock("key-a", 0.3)
-        except TokenLockTimeout:
-            seen["timeout_after"] = time.monotonic() - t0
-        seen["read"] = store.get("key-a", "access").value  # readers never wait for the holder
-        seen["other_key"] = store.try_lock("key-b")  # the lock is per key
-
-    t = threading.Thread(target=other)
-    t.start()
-    t.join(5)
-    assert seen["try"] is None
-    assert 0.25 <= seen["timeout_after"] < 2.0
-    assert seen["read"] == "old"
-    assert seen["other_key"] is not None
-    seen["other_key"].release()  # type: ignore[attr-defined]
-    lock.release()
-    lock.release()  # idempotent
-    assert store.get("key-a", "access").value == "new"
-    again = store.try_lock("key-a")
-    assert again is not None
-    again.release()
+    contract.lock_excludes_threads_and_hides_uncommitted_writes(PostgresTokenStore(url), per_key=True)
 
 
 HOLDER = """

@@ -6,26 +6,22 @@ import os
 import stat
 import subprocess
 import sys
-import threading
 import time
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
-from observer_resources.calendar import KST
 from observer_resources.shared.token_store import SqliteTokenStore, TokenLockTimeout, TokenRecord
 
+from . import token_store_contract as contract
+from .token_store_contract import NOW, record
+
 REPO = Path(__file__).resolve().parents[2]
-NOW = datetime(2026, 3, 3, 8, 30, tzinfo=KST)
 
 
 def mode(path: Path) -> int:
     return stat.S_IMODE(os.stat(path).st_mode)
-
-
-def record(value: str, kind: str = "access") -> TokenRecord:
-    return TokenRecord(kind, value, NOW + timedelta(hours=24), NOW)  # type: ignore[arg-type]
 
 
 def test_files_are_private(tmp_path: Path) -> None:
@@ -53,24 +49,7 @@ def test_existing_wider_file_is_tightened(tmp_path: Path) -> None:
 
 
 def test_records_roundtrip_per_key_and_kind(tmp_path: Path) -> None:
-    store = SqliteTokenStore(tmp_path / "t.sqlite")
-    assert store.get("key-a", "access") is None
-    with store.lock("key-a", 1) as lock:
-        lock.put(record("A1"))
-        assert lock.get("access") == record("A1")
-        assert lock.not_before() is None
-        lock.set_not_before(NOW + timedelta(seconds=60))
-    store.put("key-a", record("AP1", "approval"))
-    store.put("key-b", record("B1"))
-    got = store.get("key-a", "access")
-    assert got == record("A1") and got.expires_at.utcoffset() == timedelta(hours=9)
-    assert store.get("key-a", "approval") == record("AP1", "approval")
-    assert store.get("key-b", "access") == record("B1")
-    with store.lock("key-a", 1) as lock:
-        assert lock.not_before() == NOW + timedelta(seconds=60)
-        lock.put(record("A2"))
-    assert store.get("key-a", "access").value == "A2"  # replaced, not duplicated
-    assert store.get("key-b", "access").value == "B1"
+    contract.records_roundtrip_per_key_and_kind(SqliteTokenStore(tmp_path / "t.sqlite"))
 
 
 def test_record_repr_hides_value_and_rejects_naive_times() -> None:
@@ -82,33 +61,8 @@ def test_record_repr_hides_value_and_rejects_naive_times() -> None:
 
 
 def test_lock_excludes_threads_and_hides_uncommitted_writes(tmp_path: Path) -> None:
-    store = SqliteTokenStore(tmp_path / "t.sqlite")
-    store.put("key-a", record("old"))
-    seen: dict[str, object] = {}
-    lock = store.lock("key-a", 1)
-    lock.put(record("new"))
-
-    def other() -> None:
-        seen["try"] = store.try_lock("key-a")
-        t0 = time.monotonic()
-        try:
-            store.lock("key-a", 0.3)
-        except TokenLockTimeout:
-            seen["timeout_after"] = time.monotonic() - t0
-        seen["read"] = store.get("key-a", "access").value  # readers never wait for the holder
-
-    t = threading.Thread(target=other)
-    t.start()
-    t.join(5)
-    assert seen["try"] is None
-    assert 0.25 <= seen["timeout_after"] < 2.0
-    assert seen["read"] == "old"
-    lock.release()
-    lock.release()  # idempotent
-    assert store.get("key-a", "access").value == "new"
-    again = store.try_lock("key-a")
-    assert again is not None
-    again.release()
+    # one SQLite write lock for the whole file: not per key
+    contract.lock_excludes_threads_and_hides_uncommitted_writes(SqliteTokenStore(tmp_path / "t.sqlite"), per_key=False)
 
 
 HOLDER = """
