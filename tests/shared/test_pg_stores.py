@@ -34,28 +34,19 @@ from observer_resources.shared.rate_limit_pg import PostgresPermitStore
 from observer_resources.shared.stores import STATE_DB_URL_ENV, open_permit_store, open_token_store
 from observer_resources.shared.token_store import (
     SqliteTokenStore,
-    TokenLockTimeout,
     TokenRecord,
     TokenStoreError,
 )
 from observer_resources.shared.token_store_pg import PostgresTokenStore
 from observer_resources.shared.tokens import SharedTokenProvider
 
+from . import budget_contract
 from . import token_store_contract as contract
+from .budget_contract import max_in_window
 from .token_store_contract import NOW, record
 
 REPO = Path(__file__).resolve().parents[2]
 FAST = timedelta(seconds=0.2)
-
-
-def max_in_window(stamps: list[float], window: float = 1.0) -> int:
-    ts = sorted(stamps)
-    best = lo = 0
-    for hi, t in enumerate(ts):
-        while ts[lo] <= t - window:
-            lo += 1
-        best = max(best, hi - lo + 1)
-    return best
 
 
 @pytest.fixture
@@ -160,17 +151,8 @@ def test_lock_excludes_other_processes_and_shares_not_before(db) -> None:
     store = PostgresTokenStore(url)
     proc = start_holder(url)
     try:
-        assert store.try_lock("key-x") is None
-        with pytest.raises(TokenLockTimeout):
-            store.lock("key-x", 0.2)
-        assert store.get("key-x", "access") is None  # not committed yet
-        assert proc.stdin is not None and proc.stdout is not None
-        proc.stdin.write("\n")
-        proc.stdin.flush()
-        assert proc.stdout.readline().strip() == "released"
-        assert store.get("key-x", "access").value == "from-child"
+        contract.holder_process_excludes_until_it_commits(store, proc)
         with store.lock("key-x", 1) as lock:
-            assert lock.get("access").value == "from-child"
             nb = lock.not_before()
             assert nb is not None and timedelta(seconds=50) < nb - datetime.now(KST) <= timedelta(seconds=60)
     finally:
@@ -367,26 +349,7 @@ def test_processes_share_one_budget_fairly(db) -> None:
         proc.stdin.write(url + "\n")
         proc.stdin.flush()
         children.append(proc)
-    for c in children:
-        assert c.stdout is not None and c.stdout.readline().strip() == "ready"
-    for c in children:
-        assert c.stdin is not None
-        c.stdin.write("go\n")
-        c.stdin.flush()
-    results = [json.loads(c.communicate(timeout=60)[0]) for c in children]
-    stamps = [t for r in results for t in r["granted"]]
-    finish = [max(r["granted"]) for r in results]
-    seen = {
-        "throughput": (len(stamps) - 1) / (max(stamps) - min(stamps)),
-        "max_in_1s": max_in_window(stamps, 1.0),
-        "max_wait": max(r["max_wait"] for r in results),
-        "finish_spread": max(finish) - min(finish),
-    }
-    assert len(stamps) == n * procs
-    assert seen["throughput"] >= 0.9 * rate, seen
-    assert seen["max_in_1s"] <= rate + 2, seen  # stamps taken after acquire returns (see test_rate_limit.py)
-    assert seen["max_wait"] < 1.0, seen
-    assert seen["finish_spread"] < 1.0, seen
+    budget_contract.assert_fair_share(children, rate, n)
 
 
 # --- selection by environment ---------------------------------------------------------------------------

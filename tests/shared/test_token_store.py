@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from observer_resources.shared.token_store import SqliteTokenStore, TokenLockTimeout, TokenRecord
+from observer_resources.shared.token_store import SqliteTokenStore, TokenRecord
 
 from . import token_store_contract as contract
 from .token_store_contract import NOW, record
@@ -94,17 +94,7 @@ def test_lock_excludes_other_processes(tmp_path: Path) -> None:
     store = SqliteTokenStore(path)
     proc = start_holder(path)
     try:
-        assert store.try_lock("key-x") is None
-        with pytest.raises(TokenLockTimeout):
-            store.lock("key-x", 0.2)
-        assert store.get("key-x", "access") is None  # not committed yet
-        assert proc.stdin is not None and proc.stdout is not None
-        proc.stdin.write("\n")
-        proc.stdin.flush()
-        assert proc.stdout.readline().strip() == "released"
-        assert store.get("key-x", "access").value == "from-child"
-        with store.lock("key-x", 1) as lock:
-            assert lock.get("access").value == "from-child"
+        contract.holder_process_excludes_until_it_commits(store, proc)
     finally:
         proc.kill()
         proc.wait()

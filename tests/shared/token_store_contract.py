@@ -3,9 +3,12 @@ test_token_store.py and test_pg_stores.py against their own store."""
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 from datetime import datetime, timedelta
+
+import pytest
 
 from observer_resources.calendar import KST
 from observer_resources.shared.token_store import TokenLockTimeout, TokenRecord, TokenStore
@@ -75,3 +78,19 @@ def lock_excludes_threads_and_hides_uncommitted_writes(store: TokenStore, *, per
     again = store.try_lock("key-a")
     assert again is not None
     again.release()
+
+
+def holder_process_excludes_until_it_commits(store: TokenStore, holder: subprocess.Popen[str]) -> None:
+    """`holder` (another process, already holding key-x's lock with an uncommitted "from-child" record) excludes
+    this one and hides its write until told to release (a line on stdin; it answers "released")."""
+    assert store.try_lock("key-x") is None
+    with pytest.raises(TokenLockTimeout):
+        store.lock("key-x", 0.2)
+    assert store.get("key-x", "access") is None  # not committed yet
+    assert holder.stdin is not None and holder.stdout is not None
+    holder.stdin.write("\n")
+    holder.stdin.flush()
+    assert holder.stdout.readline().strip() == "released"
+    assert store.get("key-x", "access").value == "from-child"
+    with store.lock("key-x", 1) as lock:
+        assert lock.get("access").value == "from-child"
