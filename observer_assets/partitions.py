@@ -107,3 +107,15 @@ def parse_hour_key(key: str) -> datetime:
         return datetime(int(m[1]), int(m[2]), int(m[3]), int(m[4]), tzinfo=KST)
     except ValueError as e:
         raise PartitionKeyError(f"track_b_hour key {key!r}: {e}") from None
+
+
+def trading_day_request(context: dg.ScheduleEvaluationContext, run_key_prefix: str,
+                        tags: dict[str, str] | None = None) -> dg.RunRequest | dg.SkipReason:
+    """A daily schedule's answer: a run for the scheduled day's trading_day partition (registered first), or a skip
+    on a day KRX is closed. Run key ``<prefix>:<YYYY-MM-DD>``, so a day is never asked twice."""
+    d = context.scheduled_execution_time.astimezone(KST).date()
+    if not calendar().is_trading_day(d):
+        return dg.SkipReason(f"{d} is not a trading day")
+    key = day_key(d)
+    context.instance.add_dynamic_partitions(trading_day_partitions.name, [key])
+    return dg.RunRequest(partition_key=key, run_key=f"{run_key_prefix}:{key}", tags=tags or {})

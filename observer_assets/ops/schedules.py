@@ -12,7 +12,7 @@ from observer_assets.ops.assets import BACKUP_TAGS, backup_job, retention_job
 from observer_assets.ops.events import system_events
 from observer_assets.lake import LakeConfigError
 from observer_assets.ops.settings import SettingsError, backup_dest
-from observer_assets.partitions import calendar, day_key, trading_day_partitions
+from observer_assets.partitions import calendar, day_key, trading_day_partitions, trading_day_request
 from observer_resources.calendar import KST
 
 FINGERPRINT_TAG = "observer/backup_fingerprint"
@@ -86,9 +86,4 @@ system_events_job = dg.define_asset_job("system_events_job", selection=dg.AssetS
     description="20:50 KST on trading days: the day's system-event summary, so the 21:00 backup carries it.",
 )
 def system_events_daily(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
-    d = context.scheduled_execution_time.astimezone(KST).date()
-    if not calendar().is_trading_day(d):
-        return dg.SkipReason(f"{d} is not a trading day")
-    key = day_key(d)
-    context.instance.add_dynamic_partitions(trading_day_partitions.name, [key])
-    return dg.RunRequest(partition_key=key, run_key=f"system_events:{key}")
+    return trading_day_request(context, "system_events")
