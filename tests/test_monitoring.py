@@ -177,32 +177,94 @@ def test_silence_scenarios_feed_every_metric_the_rules_read():
 
 def test_alertmanager_config_checks_and_holds_no_secret():
     text = ALERTMANAGER.read_text()
-    assert "url_file" in text or "observer-alert-webhook.invalid" in text
-    assert not re.search(r"hooks\.slack\.com|discord(app)?\.com/api/webhooks|://[^/\s]*@", text)
+    assert "\n  - name: observer\n" in text  # the receiver run.sh fills in
+    assert not re.search(r"hooks\.slack\.com/services/|api\.telegram\.org/bot|bot_token:|api_url:|url:|://[^/\s]*@",
+                         text.split("\nglobal:")[1])
     amtool = need("amtool", "prometheus-alertmanager")
     r = run(amtool, "check-config", str(ALERTMANAGER))
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-def test_alertmanager_run_script_renders_the_webhook_privately(tmp_path):
-    need("amtool", "prometheus-alertmanager")
-    secret_url = "https://hooks.example.invalid/T000/B000/secret-part-123"
-    (tmp_path / "webhook").write_text(secret_url + "\n")
-    env = {**os.environ, "OBSERVER_ALERTMANAGER_DIR": str(tmp_path / "am"),
-           "OBSERVER_ALERT_WEBHOOK_FILE": str(tmp_path / "webhook")}
-    env.pop("OBSERVER_ALERT_WEBHOOK", None)
+# canaries: what each receiver kind is given; none may reach the committed file or any output
+SLACK_CANARY = "https://hooks.slack.com/services/T0CANARY/B0CANARY/slack-canary-4711"
+TELEGRAM_CANARY = "987654:telegram-canary-AAE4712"
+GENERIC_CANARY = "https://hooks.example.invalid/alertmanager/generic-canary-4713"
+RECEIVER_KINDS = {
+    "slack": ({"OBSERVER_ALERT_SLACK_URL_FILE": SLACK_CANARY}, "slack_configs"),
+    "telegram": ({"OBSERVER_ALERT_TELEGRAM_BOT_TOKEN": TELEGRAM_CANARY,
+                  "OBSERVER_ALERT_TELEGRAM_CHAT_ID": "-1001234567890"}, "telegram_configs"),
+    "generic": ({"OBSERVER_ALERTMANAGER_WEBHOOK_FILE": GENERIC_CANARY}, "webhook_configs"),
+}
+
+
+def _am_env(tmp_path: Path, settings: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OBSERVER_ALERT", "OBSERVER_ALERTMANAGER"))}
+    env["OBSERVER_ALERTMANAGER_DIR"] = str(tmp_path / "am")
+    for k, v in settings.items():
+        if k.endswith("_FILE"):  # the secret in a file, as a mounted secret would be
+            (tmp_path / k).write_text(v + "\n")
+            v = str(tmp_path / k)
+        env[k] = v
+    return env
+
+
+@pytest.mark.parametrize("kind", sorted(RECEIVER_KINDS))
+def test_alertmanager_run_script_renders_each_receiver_kind_privately(tmp_path, kind):
+    """run.sh renders the receiver in the format its service takes; the rendered file checks with amtool, is 0600,
+    and the canary is in the private copy only: not in the committed file, not in any output."""
+    amtool = need("amtool", "prometheus-alertmanager")
+    settings, section = RECEIVER_KINDS[kind]
+    canary = next(v for k, v in settings.items() if not k.endswith("CHAT_ID"))
+    env = _am_env(tmp_path, settings)
     r = subprocess.run([str(MON / "alertmanager" / "run.sh"), "--version"], env=env, capture_output=True, text=True,
                        timeout=60)
     assert r.returncode == 0, r.stderr
     assert "version" in r.stdout + r.stderr
     rendered = tmp_path / "am" / "alertmanager.yml"
-    assert secret_url in rendered.read_text()
     assert rendered.stat().st_mode & 0o077 == 0
-    assert secret_url not in r.stdout + r.stderr
-    # no URL configured: a clear refusal, nothing started
-    env.pop("OBSERVER_ALERT_WEBHOOK_FILE")
-    r = subprocess.run([str(MON / "alertmanager" / "run.sh")], env=env, capture_output=True, text=True, timeout=60)
-    assert r.returncode == 2 and "OBSERVER_ALERT_WEBHOOK" in r.stderr
+    cfg = yaml.safe_load(rendered.read_text())
+    (receiver,) = cfg["receivers"]
+    assert receiver["name"] == "observer" and set(receiver) == {"name", section}
+    (conf,) = receiver[section]
+    if kind == "slack":  # Alertmanager reads the URL from a private file beside the config
+        assert canary not in rendered.read_text()
+        url_file = Path(conf["api_url_file"])
+        assert url_file.read_text() == canary and url_file.stat().st_mode & 0o077 == 0
+    elif kind == "telegram":
+        assert conf["bot_token"] == canary and conf["chat_id"] == -1001234567890 and conf["parse_mode"] == ""
+    else:
+        assert conf["url"] == canary
+    text = conf.get("text") or conf.get("message")
+    if text:  # the message template itself renders
+        (tmp_path / "empty.tmpl").write_text("")
+        t = run(amtool, "template", "render", f"--template.glob={tmp_path / 'empty.tmpl'}", f"--template.text={text}")
+        assert t.returncode == 0, t.stdout + t.stderr
+    c = run(amtool, "check-config", str(rendered))
+    assert c.returncode == 0, c.stdout + c.stderr
+    for out in (r.stdout + r.stderr, c.stdout + c.stderr, ALERTMANAGER.read_text()):
+        assert canary not in out
+    assert not list((tmp_path / "am").glob(".*"))  # no temp file left behind
+
+
+def test_alertmanager_run_script_refuses_bad_settings_without_echoing_them(tmp_path):
+    need("amtool", "prometheus-alertmanager")
+    script = str(MON / "alertmanager" / "run.sh")
+    cases = [
+        ({}, "no receiver configured"),
+        ({"OBSERVER_ALERT_WEBHOOK": "https://hooks.example.invalid/dagster-canary-1"}, "no receiver configured"),
+        ({"OBSERVER_ALERT_TELEGRAM_BOT_TOKEN": TELEGRAM_CANARY}, "needs both"),
+        ({"OBSERVER_ALERT_TELEGRAM_BOT_TOKEN": TELEGRAM_CANARY, "OBSERVER_ALERT_TELEGRAM_CHAT_ID": "@channel"},
+         "numeric chat id"),
+        ({"OBSERVER_ALERT_SLACK_URL": "hooks.slack.com/services/no-scheme-canary"}, "must start with http"),
+    ]
+    for settings, message in cases:
+        env = _am_env(tmp_path, settings)
+        r = subprocess.run([script], env=env, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2 and message in r.stderr, (settings, r.stderr)
+        for v in settings.values():
+            if "canary" in v:
+                assert v not in r.stdout + r.stderr
+        assert not (tmp_path / "am" / "alertmanager.yml").exists()
 
 
 # --- dashboard and metric names ---------------------------------------------------------------------------------

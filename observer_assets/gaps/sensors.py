@@ -10,13 +10,17 @@ carry BACKFILL_TAGS and KIS_REST_TAGS, so dagster.yaml's queue limits (one backf
 keep them inside the app key's budget. The run itself restores from minute bars (track_a/restore.py).
 
 Alerts: run failures through a `run_failure_sensor`; failed asset-check evaluations through an event-log cursor
-(the storage id of the last evaluation seen). Both always log and post to the webhook when configured (alerts.py).
+(the storage id of the last evaluation seen). Both always log and post to the webhook when configured (alerts.py),
+within a time budget per tick (alerts.TICK_BUDGET_S), so a slow webhook can never push a tick past Dagster's limit:
+the check sensor computes its new cursor from what it read before posting anything, and what the budget leaves
+unposted is still logged and counted.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -141,7 +145,19 @@ def run_failure_text(run: dg.DagsterRun, message: str) -> str:
 )
 def run_failure_alerts(context: dg.RunFailureSensorContext) -> None:
     msg = context.failure_event.message or "failed"
-    alerts.send(run_failure_text(context.dagster_run, msg))
+    alerts.send(run_failure_text(context.dagster_run, msg), timeout_s=run_failure_post_deadline())
+
+
+def run_failure_post_deadline(environ: dict[str, str] | None = None) -> float:
+    """Each run's post gets the tick budget divided by the runs Dagster hands one tick of a run-status sensor
+    (``DAGSTER_RUN_STATUS_SENSOR_PROCESS_LIMIT``, default 5): the function is called once per run, so the split
+    is what bounds the whole tick."""
+    env = os.environ if environ is None else environ
+    try:
+        per_tick = max(1, int(env.get("DAGSTER_RUN_STATUS_SENSOR_PROCESS_LIMIT", "5")))
+    except ValueError:
+        per_tick = 5
+    return max(alerts.MIN_POST_S, min(alerts.POST_DEADLINE_S, alerts.TICK_BUDGET_S / per_tick))
 
 
 def check_failure_text(ev, partition: str | None) -> str:
@@ -169,13 +185,14 @@ def _check_keys(context: dg.SensorEvaluationContext) -> list[dg.AssetCheckKey]:
     description="Every failed (or crashed) asset-check evaluation since the last tick: an error log line, and a post "
     "to OBSERVER_ALERT_WEBHOOK when set. The first tick starts from now (no alerts for old history).",
 )
-def check_failure_alerts(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+def check_failure_alerts(context: dg.SensorEvaluationContext) -> dg.SkipReason:
     # The check-execution table, not get_event_records: the default SQLite storage is run-sharded and refuses a
     # cross-run cursor for check events. The cursor keeps the last execution id seen per check.
     storage = context.instance.event_log_storage
     first = context.cursor is None
     last: dict[str, int] = json.loads(context.cursor) if context.cursor else {}
-    sent = seen = 0
+    seen = 0
+    texts: list[str] = []
     for key in _check_keys(context):
         name = key.to_user_string()
         hist = storage.get_asset_check_execution_history(key, limit=500)  # newest first
@@ -195,10 +212,18 @@ def check_failure_alerts(context: dg.SensorEvaluationContext) -> dg.SensorResult
             else:
                 text = (f"[Observer] check {status}: {name}, partition "
                         f"{rec.partition or _run_partition(context, rec.run_id) or '-'} (run {rec.run_id[:8]})")
-            alerts.send(text)
-            sent += 1
-    return dg.SensorResult(cursor=json.dumps(last, sort_keys=True), skip_reason=dg.SkipReason(
-        "first tick: alerting from now on" if first else f"{seen} check evaluations, {sent} failed (alerted)"))
+            texts.append(text)
+    # the cursor moves past everything read before any post: a slow webhook can cost alerts' delivery (they are
+    # logged), never the sensor's progress
+    context.update_cursor(json.dumps(last, sort_keys=True))
+    if first:
+        return dg.SkipReason("first tick: alerting from now on")
+    out = alerts.send_all(texts)
+    posted = sum(d.posted for d in out)
+    if len(out) - posted and os.environ.get(alerts.WEBHOOK_ENV):
+        context.log.warning(f"{len(out) - posted} of {len(out)} check alert(s) not delivered to the webhook "
+                            "(all are in the observer.alerts log)")
+    return dg.SkipReason(f"{seen} check evaluations, {len(texts)} failed (alerted; {posted} posted)")
 
 
 def _run_partition(context: dg.SensorEvaluationContext, run_id: str | None) -> str | None:

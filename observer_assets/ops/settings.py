@@ -2,14 +2,15 @@
 
 Destination credentials are never ours to hold: an ``s3://`` destination takes them from the backend's own
 environment (``AWS_ACCESS_KEY_ID`` … for s3fs), and ``OBSERVER_BACKUP_OPTIONS`` carries only non-secret fsspec
-options (``{"endpoint_url": …}``); option names that look like secrets are refused.
+options (``{"endpoint_url": …}``); option names that look like secrets are refused. A local destination inside the
+lake or the local directory is refused too: the backup would sit on the very disk it protects, and retention would
+see its packages as lake files.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -19,25 +20,59 @@ from typing import Any
 from upath import UPath
 
 from observer_assets import lake
+from observer_resources.secrets import config_snapshot_settings, is_secret_param, redact_url
+
+__all__ = ["BACKUP_OPTIONS_ENV", "BACKUP_URL_ENV", "RetentionPolicy", "SettingsError", "backup_dest", "backup_url",
+           "config_snapshot", "local_path", "redact_url"]
 
 BACKUP_URL_ENV = "OBSERVER_BACKUP_URL"
 BACKUP_OPTIONS_ENV = "OBSERVER_BACKUP_OPTIONS"
-_SECRETISH = ("secret", "token", "password", "key", "credential")
 
 
 class SettingsError(ValueError):
     """Bad backup or retention configuration (names the variable and the value's problem)."""
 
 
-def redact_url(url: str) -> str:
-    """A URL fit for logs and events: user:password@ removed."""
-    return re.sub(r"^([a-zA-Z][\w+.-]*://)[^/@]*@", r"\1***@", url)
+def _as_local(url: str) -> Path | None:
+    """The destination as a resolved local path (``file://`` and ``local://`` URLs, plain paths), else None."""
+    for scheme in ("file://", "local://"):
+        if url.startswith(scheme):
+            url = url[len(scheme):]
+            break
+    else:
+        if lake.is_url(url):
+            return None
+    return Path(url).expanduser().resolve()
+
+
+def _refuse_inside_lake(url: str, env: Mapping[str, str]) -> None:
+    data = lake.data_dir(dict(env))
+    dest = _as_local(url)
+    if dest is None:  # a remote destination: refuse only the lake's own prefix on the same store
+        lake_url = str(data).rstrip("/")
+        if not isinstance(data, Path) and (url.rstrip("/") == lake_url or url.startswith(lake_url + "/")):
+            raise SettingsError(f"{BACKUP_URL_ENV} ({redact_url(url)}) is inside the lake (OBSERVER_DATA_DIR, "
+                                f"{redact_url(lake_url)}): a backup must live outside it")
+        return
+    dirs: list[tuple[str, Path]] = []
+    if isinstance(data, Path):
+        dirs.append(("the data directory (OBSERVER_DATA_DIR)", data.resolve()))
+    try:
+        dirs.append(("the local directory (OBSERVER_LOCAL_DIR)", lake.local_dir(dict(env)).resolve()))
+    except lake.LakeConfigError:
+        pass  # the lake's own settings error is raised where the lake is used
+    for what, d in dirs:
+        if dest == d or d in dest.parents:
+            raise SettingsError(f"{BACKUP_URL_ENV} ({redact_url(url)}) is inside {what}, {d}: a backup must live "
+                                "outside the lake (another disk or a bucket)")
 
 
 def backup_url(environ: Mapping[str, str] | None = None) -> str:
+    """``OBSERVER_BACKUP_URL``, or ``<local dir>/../backups``; a local destination inside the lake is refused."""
     env = os.environ if environ is None else environ
     url = (env.get(BACKUP_URL_ENV) or "").strip()
     if url:
+        _refuse_inside_lake(url, env)
         return url
     return str(lake.local_dir(dict(env)).parent / "backups")
 
@@ -53,7 +88,7 @@ def backup_dest(environ: Mapping[str, str] | None = None) -> UPath:
             raise SettingsError(f"{BACKUP_OPTIONS_ENV} must be a JSON object: {e}") from None
         if not isinstance(opts, dict):
             raise SettingsError(f"{BACKUP_OPTIONS_ENV} must be a JSON object, got {type(opts).__name__}")
-        bad = [k for k in opts if any(s in k.lower() for s in _SECRETISH) and k != "endpoint_url"]
+        bad = [k for k in opts if is_secret_param(str(k))]
         if bad:
             raise SettingsError(f"{BACKUP_OPTIONS_ENV} may not carry credentials ({', '.join(sorted(bad))}); "
                                 "use the storage backend's own environment variables")
@@ -105,7 +140,8 @@ class RetentionPolicy:
 
 
 def config_snapshot(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """The configuration a package records (observer-intent §12): non-secret settings and versions only."""
+    """The configuration a package records: allow-listed settings (URLs redacted, backup options by name only)
+    and versions. An allow-list, so a setting added later stays out of every manifest until it is listed."""
     from importlib.metadata import PackageNotFoundError, version
 
     env = os.environ if environ is None else environ
@@ -116,10 +152,7 @@ def config_snapshot(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         except PackageNotFoundError:
             return None
 
-    settings = {k: v for k, v in sorted(env.items())
-                if k.startswith("OBSERVER_") and not any(s in k.lower() for s in ("secret", "token", "webhook", "key"))}
-    if BACKUP_URL_ENV in settings:
-        settings[BACKUP_URL_ENV] = redact_url(settings[BACKUP_URL_ENV])
+    settings = dict(sorted(config_snapshot_settings(env).items()))
     return {"observer": ver("observer"), "dagster": ver("dagster"), "pyarrow": ver("pyarrow"),
             "python": sys.version.split()[0], "settings": settings,
             "kis_real_keys": bool(env.get("KIS_APP_KEY")), "kis_env": env.get("KIS_ENV", "real")}

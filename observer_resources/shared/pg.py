@@ -31,6 +31,8 @@ import psycopg2
 import psycopg2.errors
 import psycopg2.extensions
 
+from observer_resources import secrets as secret_rules
+
 log = logging.getLogger("observer.state_db")
 
 T = TypeVar("T")
@@ -67,7 +69,7 @@ class PgUrl:
     def redacted(self) -> str:
         auth = quote(self.user, safe="") + (":***" if self.password else "") + "@" if self.user else ""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        query = "&".join(f"{k}={v}" for k, v in self.params)
+        query = "&".join(f"{k}={'***' if secret_rules.is_secret_param(k) else v}" for k, v in self.params)
         return f"postgresql://{auth}{host}:{self.port}/{quote(self.dbname, safe='')}" + (f"?{query}" if query else "")
 
     def connect_kwargs(self) -> dict[str, Any]:
@@ -116,18 +118,17 @@ def _shape(url: str) -> str:
 
 
 def redact_url(url: str) -> str:
-    """The URL for logs and errors: password replaced by ``***``."""
+    """The URL for logs and errors: password replaced by ``***`` (the user name kept when the URL parses; else
+    the general rule of observer_resources/secrets.py, which hides the whole userinfo)."""
     try:
         return parse_url(url).redacted()
     except StateDbUrlError:
-        return _shape(url)
+        return secret_rules.redact_url(url)
 
 
-def scrub(text: str, secrets: Iterable[str]) -> str:
-    for s in secrets:
-        if s:
-            text = text.replace(s, "***")
-    return text
+def scrub(text: str, values: Iterable[str]) -> str:
+    """``text`` with each given secret (the password, a token being written) replaced by ``***``."""
+    return secret_rules.scrub(text, values=values)
 
 
 def describe_error(exc: BaseException, secrets: Iterable[str] = ()) -> str:
