@@ -18,6 +18,7 @@ from observer_assets.gaps.report import build_report
 from observer_assets.partitions import calendar, parse_day_key, trading_day_partitions
 from observer_assets.universe.assets import universe
 from observer_resources.calendar import KST
+from observer_resources.dates import DateFormatError, parse_iso_datetime
 
 DATASET = "gaps"
 
@@ -66,6 +67,10 @@ def markdown(rep: Report) -> str:
     tb = s["track_b"]
     lines += ["", f"Track B: {tb['ticks']} ticks, {tb['codes']} codes, {tb['losses']} volume breaks "
               f"({tb['missing_volume']} shares missing), {tb['silences']} silences (not losses)."]
+    if s.get("events_bad_lines") or s.get("events_torn_lines"):
+        lines += ["", f"**Event log: {s['events_bad_lines']} unreadable and {s['events_torn_lines']} torn line(s) "
+                      f"skipped** ({', '.join(s.get('events_unreadable_where', []))}): a gap marker they held is "
+                      "not in this report."]
     return "\n".join(lines)
 
 
@@ -84,7 +89,10 @@ def markdown(rep: Report) -> str:
 def gap_report(context: dg.AssetExecutionContext, config: GapReportConfig) -> dg.MaterializeResult:
     day = parse_day_key(context.partition_key, calendar())
     root = lake.data_dir()
-    as_of = datetime.fromisoformat(config.as_of) if config.as_of else None
+    try:
+        as_of = parse_iso_datetime(config.as_of, "as_of") if config.as_of else None
+    except DateFormatError as e:
+        raise dg.Failure(str(e)) from None
     if as_of is not None and as_of.tzinfo is None:
         raise dg.Failure(f"as_of {config.as_of!r} needs an explicit offset (e.g. +09:00)")
     rep = build_report(root, day, as_of)
@@ -95,10 +103,15 @@ def gap_report(context: dg.AssetExecutionContext, config: GapReportConfig) -> dg
     if rep.verdict["anomaly_day"]:
         context.log.warning(f"gap_report {day}: anomaly day: {[r['rule'] for r in rep.verdict['rules_fired']]}")
     s = rep.summary
+    if s["events_bad_lines"] or s["events_torn_lines"]:
+        context.log.warning(f"gap_report {day}: {s['events_bad_lines']} unreadable and {s['events_torn_lines']} torn "
+                            f"event line(s) skipped: {s['events_unreadable_where']}")
     return dg.MaterializeResult(metadata={
         "rows": s["rows"],
         "data_lost_rows": s["data_lost_rows"],
         "backfill_targets": s["backfill_targets"],
+        "events_bad_lines": s["events_bad_lines"],
+        "events_torn_lines": s["events_torn_lines"],
         "anomaly_day": rep.verdict["anomaly_day"],
         "as_of": rep.verdict["as_of"],
         "by_kind": dg.MetadataValue.json(s["by_kind"]),

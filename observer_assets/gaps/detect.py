@@ -104,6 +104,8 @@ class DayInputs:
     anomaly: Mapping[str, Any] | None = None
     today: bool = False
     files: Mapping[str, Sequence[str]] = field(default_factory=dict)  # "slot:HHMM", "track_b", "events", ...
+    #: lines of the day's event files that could not be read: {"bad_lines": n, "torn_lines": n, "where": [...]}
+    events_unreadable: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -625,5 +627,9 @@ def detect(inp: DayInputs, th: Thresholds = Thresholds()) -> Report:
         "backfill_targets": sum(1 for r in rows if r["restorable"] and r["status"] == "open"),
         "coverage": coverage, "track_b": b_stats, "markers_ignored": dict(ignored),
         "universe_size": len(set(inp.universe or ())),
+        # the report is built without these lines: say so, so a gap they held is not silently missing
+        "events_bad_lines": int(inp.events_unreadable.get("bad_lines", 0)),
+        "events_torn_lines": int(inp.events_unreadable.get("torn_lines", 0)),
+        "events_unreadable_where": list(inp.events_unreadable.get("where", ())),
     }
     return Report(table, verdict, summary)

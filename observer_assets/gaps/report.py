@@ -3,7 +3,8 @@
 Only the columns the rules use are read, so a full day (2,500 symbols x 40 slots, 41 streams) stays well under
 the 2-second budget. Paths follow the assets that write them: ``track_a/date=D/slot=HHMM/snapshot.parquet``,
 ``track_a_failures/.../failures.parquet``, ``track_b/date=D/hour=HH/ticks.parquet``,
-``track_b_restored/date=D/restored.parquet``, ``system/events/YYYYMMDD.jsonl``, ``system/anomaly/YYYYMMDD.json``.
+``track_b_restored/date=D/restored.parquet``, ``system/events/YYYYMMDD.<host>.jsonl`` (every host's file, through
+the tolerant reader: unreadable lines are counted in the summary, never fatal), ``system/anomaly/YYYYMMDD.json``.
 """
 
 from __future__ import annotations
@@ -99,9 +100,8 @@ def load_day(root: Path, day: date, as_of: datetime | None = None, *, now: datet
     if rp.exists():
         restored = lake.read_table(rp, columns=["code", "acml_vol", "qty", "restored_from"])
         files["track_b"].append(str(rp))
-    ev_path = events.events_path(local, day)
-    files["events"] = [str(ev_path)] if ev_path.exists() else []
-    evs = list(events.read_events(local, day))
+    ev = events.load_day(local, day)
+    files["events"] = [str(p) for p in ev.files]
     anomaly = None
     ap = anomaly_path(local, day)
     if ap.exists():
@@ -110,8 +110,10 @@ def load_day(root: Path, day: date, as_of: datetime | None = None, *, now: datet
     return DayInputs(
         day=day, as_of=as_of, slots=slots,
         universe=uni["code"].to_pylist() if uni is not None else None,
-        snapshots=snaps, failures=fails, ticks=read_ticks(tpaths), restored_ticks=restored, gap_markers=events.gaps(local, day),
-        events=evs, anomaly=anomaly, today=(day == now.date()), files={**files, "universe": [uni_note]},
+        snapshots=snaps, failures=fails, ticks=read_ticks(tpaths), restored_ticks=restored,
+        gap_markers=events.gaps_from(ev.records), events=ev.records, anomaly=anomaly, today=(day == now.date()),
+        files={**files, "universe": [uni_note]},
+        events_unreadable={"bad_lines": ev.bad_count, "torn_lines": ev.torn_count, "where": ev.problems(20)},
     )
 
 

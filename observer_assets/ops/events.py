@@ -1,10 +1,12 @@
 """The day's system events, read back and told as a story (observer-intent §13, §8.2).
 
-Every component appends JSON lines to ``system/events/YYYYMMDD.jsonl`` (``observer_resources.events``). Here:
+Every component appends JSON lines to ``system/events/YYYYMMDD.<host>.jsonl`` (``observer_resources.events``,
+one file per host and day). Here:
 
-* :func:`load_day` / :func:`read_day` read one day's file — as records, or as a pandas DataFrame. A torn last line
-  (a writer died mid-write) and any line that is not a JSON event are counted and reported, never fatal: one bad
-  line must not hide the rest of the day.
+* :func:`load_day` / :func:`read_day` read one day's files, merged in time order — as records, or as a pandas
+  DataFrame — through the one tolerant reader of ``observer_resources.events``: a torn last line (a writer died
+  mid-write) and any line that is not a JSON event are counted per file and reported, never fatal: one bad line
+  must not hide the rest of the day.
 * :func:`summarize` (pure) turns events into counts by type plus what an operator asks first: how often and how
   long the WebSocket was down, slot changes and overflows, mitigation changes, gaps opened/closed/still open, token
   issues and failures, rate-limit rejections and waits, ETL, backup and retention results.
@@ -18,7 +20,7 @@ import logging
 import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -29,7 +31,8 @@ import pandas as pd
 from observer_assets import lake
 from observer_assets.partitions import calendar, parse_day_key, trading_day_partitions
 from observer_resources.calendar import KST
-from observer_resources.events import EventLog, events_path
+# DayEvents and load_day live with the writer (one reader for every caller); importable from here as before
+from observer_resources.events import DayEvents, EventLog, load_day  # noqa: F401
 
 log = logging.getLogger("observer.events")
 
@@ -47,54 +50,20 @@ RETENTION_TYPES = ("retention_deleted", "retention_kept", "retention_blocked")
 # --- reading ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class DayEvents:
-    """One day's events file as read: the good records, and what could not be read (never silently dropped)."""
-
-    day: date
-    path: Path
-    exists: bool
-    records: list[dict[str, Any]] = field(default_factory=list)
-    torn_lines: int = 0  # a last line without its newline: a writer died mid-write
-    bad_lines: list[int] = field(default_factory=list)  # 1-based numbers of lines that are not JSON events
-
-
-def load_day(data_dir: Path | str, day: date) -> DayEvents:
-    path = events_path(Path(data_dir), day)
-    if not path.exists():
-        return DayEvents(day, path, False)
-    data = path.read_bytes()
-    lines = data.split(b"\n")
-    tail = lines.pop()  # b"" when the file ends with a newline, else the torn remainder
-    torn = 1 if tail.strip() else 0
-    records: list[dict[str, Any]] = []
-    bad: list[int] = []
-    for n, raw in enumerate(lines, start=1):
-        if not raw.strip():
-            continue
-        try:
-            rec = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            bad.append(n)
-            continue
-        if not isinstance(rec, dict) or not isinstance(rec.get("event_type"), str):
-            bad.append(n)
-            continue
-        records.append(rec)
-    return DayEvents(day, path, True, records, torn, bad)
-
-
 def read_day(data_dir: Path | str, day: date) -> pd.DataFrame:
     """The day's events as a DataFrame (one row per event, nested fields as dicts, ``timestamp`` tz-aware KST).
 
-    ``df.attrs`` carries ``path``, ``exists``, ``torn_lines`` and ``bad_lines``; a missing file gives an empty frame.
+    ``df.attrs`` carries ``files``, ``exists``, ``torn_lines`` / ``bad_lines`` (per file name) and their totals
+    ``torn_count`` / ``bad_count``; a day without files gives an empty frame.
     """
     d = load_day(data_dir, day)
     df = pd.DataFrame.from_records(d.records) if d.records else pd.DataFrame(columns=["event_type", "timestamp",
                                                                                        "source"])
     if len(df):
         df["timestamp"] = pd.to_datetime(df["timestamp"], format="ISO8601", utc=True).dt.tz_convert(KST)
-    df.attrs.update(path=str(d.path), exists=d.exists, torn_lines=d.torn_lines, bad_lines=list(d.bad_lines))
+    df.attrs.update(files=[str(p) for p in d.files], exists=d.exists, torn_lines=dict(d.torn_lines),
+                    bad_lines={k: list(v) for k, v in d.bad_lines.items()}, torn_count=d.torn_count,
+                    bad_count=d.bad_count)
     return df
 
 
@@ -478,9 +447,9 @@ def _overflow_ledger(root: Path, day: date) -> dict[str, int]:
         "The trading day's system events told as a story: WebSocket connects, disconnects and disconnected time, "
         "slot changes and overflows, mitigation changes, gaps opened/closed/still open, token issues and failures, "
         "rate-limit rejections and waits, universe/Track A results, backup and retention results. Read from "
-        "system/events/YYYYMMDD.jsonl; a day without events is an empty summary."
+        "system/events/YYYYMMDD.<host>.jsonl (every host's file); a day without events is an empty summary."
     ),
-    metadata={"path": "system_events/date=YYYY-MM-DD/summary.json", "source": "system/events/YYYYMMDD.jsonl"},
+    metadata={"path": "system_events/date=YYYY-MM-DD/summary.json", "source": "system/events/YYYYMMDD.<host>.jsonl"},
 )
 def system_events(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     day = parse_day_key(context.partition_key, calendar())
@@ -490,22 +459,25 @@ def system_events(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     s["slots"].update(_overflow_ledger(local, day))
     note = None
     if not d.exists:
-        note = f"No events file for {day.isoformat()} ({d.path}): nothing was recorded that day; an empty summary."
-    elif d.torn_lines or d.bad_lines:
-        note = (f"{d.torn_lines} torn last line and {len(d.bad_lines)} unreadable lines in {d.path} were not counted "
-                f"(line numbers: {d.bad_lines[:MAX_LISTED]}).")
+        note = (f"No events file for {day.isoformat()} in {d.directory}: nothing was recorded that day; "
+                "an empty summary.")
+    elif d.torn_count or d.bad_count:
+        note = (f"{d.torn_count} torn last line(s) and {d.bad_count} unreadable line(s) were not counted "
+                f"({', '.join(d.problems(MAX_LISTED))}).")
         context.log.warning(f"system_events {day}: {note}")
-    doc = {"day": day.isoformat(), "generated_at": datetime.now(KST).isoformat(), "events_file": str(d.path),
-           "events_file_exists": d.exists, "torn_lines": d.torn_lines, "bad_lines": len(d.bad_lines),
-           "bad_line_numbers": d.bad_lines[:MAX_LISTED], "note": note, **s}
+    doc = {"day": day.isoformat(), "generated_at": datetime.now(KST).isoformat(),
+           "events_files": [str(p) for p in d.files], "events_file_exists": d.exists,
+           "torn_lines": d.torn_count, "bad_lines": d.bad_count,
+           "bad_line_numbers": {k: v[:MAX_LISTED] for k, v in d.bad_lines.items()}, "note": note, **s}
     path = lake.write_bytes_atomic(summary_path(root, day),
                                    json.dumps(doc, ensure_ascii=False, indent=1, default=str).encode("utf-8"))
     md: dict[str, Any] = {
         **key_numbers(s),
         "slot_overflow_candidates": s["slots"]["overflow_ledger_rejected"],
-        "torn_lines": d.torn_lines,
-        "bad_lines": len(d.bad_lines),
-        "events_file": dg.MetadataValue.path(str(d.path)) if d.exists else "none: no events recorded this day",
+        "torn_lines": d.torn_count,
+        "bad_lines": d.bad_count,
+        "events_files": (dg.MetadataValue.json([str(p) for p in d.files]) if d.exists
+                         else "none: no events recorded this day"),
         "summary": dg.MetadataValue.md(markdown(s, day, note=note)),
         "by_type": dg.MetadataValue.json(s["by_type"]),
         "path": dg.MetadataValue.path(str(path)),

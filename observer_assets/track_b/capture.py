@@ -29,7 +29,7 @@ Gap markers (scope ``scalp``, symbol null, ``metadata.key_id`` names the session
   stop left open (``manual_stop``) is closed when this session is registered.
 * **SIGTERM inside the window** opens a ``manual_stop`` gap (the next start closes it).
 
-Files: journals ``raw/track_b/date=D/key=K/HH.jsonl``; events ``system/events/YYYYMMDD.jsonl``; overflow ledger
+Files: journals ``raw/track_b/date=D/key=K/HH.jsonl``; events ``system/events/YYYYMMDD.<host>.jsonl``; overflow ledger
 ``system/overflow/YYYYMMDD.jsonl``; anomaly ``system/anomaly/YYYYMMDD.json``; status
 ``system/capture/status.json`` (atomic, every ``--status-interval`` s). Logs: one JSON object per line on stderr.
 Exit 0 at ``--until`` / the window's end / SIGTERM / a closed day, 2 on bad configuration, 1 on a failure.
@@ -88,6 +88,7 @@ from observer_assets.track_b.triggers import (
 from observer_assets.track_b.window import ENV_WINDOW, Window, parse_window, track_b_window
 from observer_resources.calendar import KST
 from observer_resources.calendar.market import MarketCalendar, calendar_from_env
+from observer_resources.dates import parse_iso_datetime
 from observer_resources.events import EventLog, append_jsonl, gaps
 from observer_resources.kis.config import KisConfig, configs_from_env
 from observer_resources.kis.errors import KisConfigError
@@ -207,7 +208,7 @@ def _positive(v: str | float, what: str, allow_zero: bool = False) -> float:
 
 def parse_until(text: str) -> datetime:
     try:
-        dt = datetime.fromisoformat(text.strip())
+        dt = parse_iso_datetime(text.strip(), "--until")
     except ValueError:
         raise ConfigError(f"--until must be an ISO 8601 instant (e.g. 2026-03-10T15:00:00+09:00), "
                           f"got {text!r}") from None

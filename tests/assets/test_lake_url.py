@@ -50,6 +50,7 @@ def test_the_daily_assets_run_on_a_url_lake(tmp_path, monkeypatch):
     from observer_assets.ops.events import system_events
     from observer_assets.track_a.assets import track_a_snapshot
     from observer_assets.universe.assets import universe, universe_path
+    from observer_resources.events import events_path
     from observer_resources.resources import KisResource
     from observer_resources.sim.accounts import demo_credentials
     from observer_resources.sim.server import run_sim_process
@@ -91,6 +92,6 @@ def test_the_daily_assets_run_on_a_url_lake(tmp_path, monkeypatch):
     assert (root / "system_events" / f"date={day}" / "summary.json").exists()
     # what needs appends stayed local: the event log, the token cache; nothing of the lake leaked to local disk
     local = {str(p.relative_to(tmp_path / "local")) for p in (tmp_path / "local").rglob("*") if p.is_file()}
-    assert f"system/events/{day:%Y%m%d}.jsonl" in local
+    assert events_path(tmp_path / "local", day).relative_to(tmp_path / "local").as_posix() in local
     assert not [p for p in local if p.startswith(("track_a", "universe", "gaps"))], local
     assert not os.path.exists("memory:")

@@ -288,9 +288,9 @@ def test_summary_of_a_synthetic_day(tmp_path):
     data = tmp_path / "data"
     write_day(data)
     d = load_day(data, DAY)
-    assert d.exists and d.torn_lines == 1 and d.bad_lines == []
+    assert d.exists and d.torn_count == 1 and d.bad_lines == {} and d.files == (events_path(data, DAY),)
     df = read_day(data, DAY)  # pandas reads the file; the torn line is counted, not fatal
-    assert len(df) == len(d.records) and df.attrs["torn_lines"] == 1
+    assert len(df) == len(d.records) and df.attrs["torn_count"] == 1
     assert str(df["timestamp"].dt.tz) == "Asia/Seoul" and df["timestamp"].min() == at(8, 30)
     assert (df["event_type"] == "gap_marker").sum() == 6
 
@@ -349,7 +349,7 @@ def test_a_corrupt_middle_line_is_counted_and_the_rest_read(tmp_path):
         f.write(b"not json at all\n[1, 2]\n")
     log.emit("ws_disconnect", at=at(9, 5), key_id="k1")
     d = load_day(data, DAY)
-    assert d.bad_lines == [2, 3] and d.torn_lines == 0
+    assert d.bad_lines == {events_path(data, DAY).name: [2, 3]} and d.torn_count == 0
     assert [e["event_type"] for e in d.records] == ["ws_connected", "ws_disconnect"]
     assert summarize(d.records)["websocket"]["disconnects"] == 1
     assert summarize([])["events"] == 0 and read_day(data, date(2026, 3, 11)).empty  # no file: empty, not an error
@@ -397,7 +397,7 @@ def test_system_events_asset_materializes_the_summary(tmp_path, monkeypatch):
     assert not list(summary_path(data, DAY).parent.glob(".*.tmp"))  # written atomically, no leftovers
 
     assert emd["events"].value == 0 and "No events file" in emd["note"].value
-    assert emd["events_file"].value == "none: no events recorded this day"
+    assert emd["events_files"].value == "none: no events recorded this day"
     edoc = json.loads(summary_path(data, empty_day).read_text(encoding="utf-8"))
     assert edoc["events_file_exists"] is False and edoc["events"] == 0
 
