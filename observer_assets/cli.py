@@ -1,7 +1,9 @@
 """The `observer` command: operator utilities that need no Dagster instance.
 
 Exit codes: 0 done, 1 refused or failed (a checksum mismatch, a failed backup: the message names the file),
-2 bad input (a malformed date, bad configuration)."""
+2 bad input (a malformed date, bad configuration): one line on stderr naming the argument or variable and what is
+wrong with it, never a traceback. Commands that read the lake refuse an ``OBSERVER_DATA_DIR`` that does not exist or
+is not a directory rather than report an empty lake; only ``make run`` creates it."""
 
 from __future__ import annotations
 
@@ -10,15 +12,22 @@ import json
 import sys
 from datetime import date
 
-from observer_resources.calendar import CalendarRangeError
-from observer_resources.calendar.market import MarketCalendar, calendar_from_env
+from observer_resources.calendar import CalendarDataError, CalendarRangeError
+from observer_resources.calendar.market import CalendarConfigError, MarketCalendar, calendar_from_env
+from observer_resources.dates import DateFormatError, parse_iso_date
+from observer_resources.kis.errors import KisConfigError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors as one line (and exit 2) like every other bad input here."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: {message} (see --help)\n")
 
 
 def _calendar(args: argparse.Namespace) -> int:
-    try:
-        d = date.fromisoformat(args.day)
-    except ValueError:
-        print(f"observer calendar: {args.day!r} is not a date (YYYY-MM-DD)", file=sys.stderr)
+    d = _day(args.day, "calendar")
+    if d is None:
         return 2
     cal = MarketCalendar(args.calendar) if args.calendar else calendar_from_env()
     try:
@@ -42,9 +51,9 @@ def _calendar(args: argparse.Namespace) -> int:
 
 def _day(s: str, prog: str) -> date | None:
     try:
-        return date.fromisoformat(s)
-    except ValueError:
-        print(f"observer {prog}: {s!r} is not a date (YYYY-MM-DD)", file=sys.stderr)
+        return parse_iso_date(s)
+    except DateFormatError as e:
+        print(f"observer {prog}: {e}", file=sys.stderr)
         return None
 
 
@@ -54,7 +63,8 @@ def _ops_context(prog: str):  # noqa: ANN202 - (root, dest, calendar, events) or
     from observer_resources.events import EventLog
 
     try:
-        dest, cal, root = backup_dest(), calendar_from_env(), lake.local_dir()
+        root = lake.existing_local_dir()  # first: the backup destination's default is beside it
+        dest, cal = backup_dest(), calendar_from_env()
     except (SettingsError, ValueError) as e:
         print(f"observer {prog}: {e}", file=sys.stderr)
         return None
@@ -78,6 +88,7 @@ def _backup(args: argparse.Namespace) -> int:
         days = [d]
     else:
         days = [p.day for p in backup.pending(root, dest, cal, datetime.now(KST))]
+        backup.report_strays(root, dest, cal, events=ev)
     rc = 0
     for d in days:
         try:
@@ -95,11 +106,23 @@ def _verify(args: argparse.Namespace) -> int:
     from observer_assets.ops import package
 
     ctx = _ops_context("verify")
+    if ctx is None:
+        return 2
+    if args.all == bool(args.day):
+        print("observer verify: give a day (YYYY-MM-DD) or --all", file=sys.stderr)
+        return 2
+    if args.all:
+        from observer_assets.ops import backup
+
+        root, dest, _, ev = ctx
+        out = backup.verify_all(dest, root, events=ev)
+        print(json.dumps(out, ensure_ascii=False))
+        return 1 if out["failed"] else 0
     d = _day(args.day, "verify")
-    if ctx is None or d is None:
+    if d is None:
         return 2
     v = package.verify(ctx[1], d)
-    print(json.dumps({"day": d.isoformat(), "ok": v.ok, "files": v.files, "bytes": v.bytes,
+    print(json.dumps({"day": d.isoformat(), "ok": v.ok, "files": v.files, "versions": v.versions, "bytes": v.bytes,
                       "problems": [{"file": p, "problem": w} for p, w in v.problems]}, ensure_ascii=False))
     return 0 if v.ok else 1
 
@@ -117,7 +140,7 @@ def _restore(args: argparse.Namespace) -> int:
     root, dest, _, ev = ctx
     target = Path(args.to).resolve() if args.to else root
     try:
-        out = package.restore(dest, d, target, overwrite=args.overwrite)
+        out = package.restore(dest, d, target, overwrite=args.overwrite, version=args.version)
     except package.RestoreError as e:
         print(f"observer restore: {e}", file=sys.stderr)
         for p, w in e.problems:
@@ -125,7 +148,7 @@ def _restore(args: argparse.Namespace) -> int:
         return 1
     if target == root:
         ev.emit("backup_restored", day=d.isoformat(), files=out["restored"], already_present=out["already_present"],
-                bytes=out["bytes"], destination=redact_url(str(dest)))
+                bytes=out["bytes"], version=out["version"], destination=redact_url(str(dest)))
     print(json.dumps({k: v for k, v in out.items() if k != "files"}))
     return 0
 
@@ -149,6 +172,11 @@ def _retention(args: argparse.Namespace) -> int:
         print(f"observer retention: {e}", file=sys.stderr)
         return 2
     root, dest, cal, ev = ctx
+    try:
+        retention.check_today(cal, today)
+    except retention.RetentionDayError as e:
+        print(f"observer retention: {e}", file=sys.stderr)
+        return 2
     out = retention.apply(root, dest, cal, today, policy, events=ev, dry_run=args.dry_run)
     for dcn in out.decisions:
         print(f"{dcn.day}{' universe' if dcn.universe else ''}\t{dcn.action}\t{dcn.reason}")
@@ -161,9 +189,16 @@ def _metrics(args: argparse.Namespace) -> int:
 
     from observer_assets.ops.metrics import serve
 
+    from observer_assets import lake
+    from observer_resources.kis.config import configs_from_env
+
     if not 0 <= args.port <= 65535:
         print(f"observer metrics: --port must be 0..65535, got {args.port}", file=sys.stderr)
         return 2
+    # what the exporter reads, checked before it serves: a bad setting would only show as a scrape error later
+    lake.existing_local_dir()
+    calendar_from_env()
+    configs_from_env()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return serve(args.host, args.port, ready=lambda url: print(f"observer metrics on {url}", flush=True))
@@ -173,8 +208,8 @@ def _metrics(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="observer", description="Observer operator commands")
-    sub = ap.add_subparsers(dest="command", required=True)
+    ap = _Parser(prog="observer", description="Observer operator commands")
+    sub = ap.add_subparsers(dest="command", required=True, parser_class=_Parser)
     c = sub.add_parser("calendar", help="the KRX session and Track A slots of a day, as JSON")
     c.add_argument("day", help="YYYY-MM-DD")
     c.add_argument("--calendar", choices=("krx", "open"), help="default: $OBSERVER_CALENDAR or krx")
@@ -182,13 +217,16 @@ def main(argv: list[str] | None = None) -> int:
     b = sub.add_parser("backup", help="package and verify a day (default: every day that needs it)")
     b.add_argument("day", nargs="?", help="YYYY-MM-DD (a trading day)")
     b.set_defaults(func=_backup)
-    v = sub.add_parser("verify", help="re-read a day's package and check every SHA-256")
-    v.add_argument("day", help="YYYY-MM-DD")
+    v = sub.add_parser("verify", help="re-read a day's package (or every committed one) and check every SHA-256")
+    v.add_argument("day", nargs="?", help="YYYY-MM-DD")
+    v.add_argument("--all", action="store_true", help="every committed package at the destination (the weekly sweep)")
     v.set_defaults(func=_verify)
     r = sub.add_parser("restore", help="restore a day's verified package, byte for byte")
     r.add_argument("day", help="YYYY-MM-DD")
     r.add_argument("--overwrite", action="store_true", help="replace local files whose bytes differ")
     r.add_argument("--to", help="restore into this directory instead of $OBSERVER_DATA_DIR")
+    r.add_argument("--version", type=int, help="the package as its N-th changing backup left it (1: as first "
+                                               "written; default: the newest)")
     r.set_defaults(func=_restore)
     t = sub.add_parser("retention", help="delete local days past retention whose backup verifies")
     t.add_argument("--dry-run", action="store_true", help="print the plan, delete nothing")
@@ -199,7 +237,22 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--port", type=int, default=9108, help="TCP port (default 9108; 0 = any free port)")
     m.set_defaults(func=_metrics)
     args = ap.parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except Exception as e:
+        if not isinstance(e, _config_errors()):
+            raise
+        # bad configuration: one line naming the variable, exit 2 (module doc)
+        print(f"observer {args.command}: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+
+
+def _config_errors() -> tuple[type[Exception], ...]:
+    """What a bad setting raises (imported on use: the lake module is heavy for `observer calendar`)."""
+    from observer_assets.lake import LakeConfigError
+    from observer_assets.ops.settings import SettingsError
+
+    return (CalendarConfigError, CalendarDataError, DateFormatError, KisConfigError, LakeConfigError, SettingsError)
 
 
 if __name__ == "__main__":

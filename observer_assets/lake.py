@@ -70,6 +70,22 @@ def local_dir(environ: dict[str, str] | None = None) -> Path:
     return Path(raw).resolve()
 
 
+def existing_local_dir(environ: dict[str, str] | None = None) -> Path:
+    """:func:`local_dir`, refused unless it is an existing directory. For commands that read the lake (the
+    ``observer`` CLI): one pointed at a typo'd or unmounted path must fail, not report an empty lake. Only
+    ``make run`` (and Dagster runs, as they write) create it."""
+    env = os.environ if environ is None else environ
+    d = local_dir(env)
+    var = "OBSERVER_LOCAL_DIR" if env.get("OBSERVER_LOCAL_DIR") and is_url(env.get("OBSERVER_DATA_DIR") or "") \
+        else "OBSERVER_DATA_DIR"
+    if not d.exists():
+        raise LakeConfigError(f"{var} {str(d)!r} does not exist (a typo, or not mounted?); create it first "
+                              "(`make run` does) or point the variable at the data directory")
+    if not d.is_dir():
+        raise LakeConfigError(f"{var} {str(d)!r} is not a directory")
+    return d
+
+
 def is_local(path: LakePath) -> bool:
     return isinstance(path, Path)
 

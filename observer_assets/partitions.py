@@ -23,14 +23,15 @@ import dagster as dg
 
 from observer_resources.calendar import KST
 from observer_resources.calendar.market import MarketCalendar, calendar_from_env
+from observer_resources.dates import DateFormatError, parse_iso_date
 
 trading_day_partitions = dg.DynamicPartitionsDefinition(name="trading_day")
 track_a_slot_partitions = dg.DynamicPartitionsDefinition(name="track_a_slot")
 track_b_hour_partitions = dg.DynamicPartitionsDefinition(name="track_b_hour")
 
-_DAY_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
-_SLOT_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})T(\d{2})(\d{2})$")
-_HOUR_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})T(\d{2})$")
+# ASCII digits and fullmatch: no other script's digits, no trailing newline
+_SLOT_RE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2})([0-9]{2})")
+_HOUR_RE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2})")
 
 
 class PartitionKeyError(ValueError):
@@ -50,13 +51,10 @@ def slot_key(t: datetime) -> str:
 
 
 def parse_day_key(key: str, cal: MarketCalendar | None = None) -> date:
-    m = _DAY_RE.match(key or "")
-    if not m:
-        raise PartitionKeyError(f"trading_day key {key!r} must look like YYYY-MM-DD")
     try:
-        d = date(int(m[1]), int(m[2]), int(m[3]))
-    except ValueError as e:
-        raise PartitionKeyError(f"trading_day key {key!r}: {e}") from None
+        d = parse_iso_date(key, "trading_day key")
+    except DateFormatError as e:
+        raise PartitionKeyError(str(e)) from None
     if not (cal or calendar()).is_trading_day(d):
         raise PartitionKeyError(f"trading_day key {key!r}: KRX is closed that day")
     return d
@@ -64,7 +62,7 @@ def parse_day_key(key: str, cal: MarketCalendar | None = None) -> date:
 
 def parse_slot_key(key: str, cal: MarketCalendar | None = None) -> datetime:
     """The slot instant (KST) of a key; refuses keys that are not one of that day's valid slots."""
-    m = _SLOT_RE.match(key or "")
+    m = _SLOT_RE.fullmatch(key or "")
     if not m:
         raise PartitionKeyError(f"track_a_slot key {key!r} must look like YYYY-MM-DDTHHMM")
     try:
@@ -100,7 +98,7 @@ def hour_key(t: datetime) -> str:
 def parse_hour_key(key: str) -> datetime:
     """The start (KST) of a ``track_b_hour`` key. Grammar only: whether the hour holds data is the journal's
     business (an open-calendar demo records on any day), so the trading calendar is not consulted."""
-    m = _HOUR_RE.match(key or "")
+    m = _HOUR_RE.fullmatch(key or "")
     if not m:
         raise PartitionKeyError(f"track_b_hour key {key!r} must look like YYYY-MM-DDTHH")
     try:

@@ -135,7 +135,8 @@ class KisResource(dg.ConfigurableResource):
         if self._limiter is None:
             config = self.kis_config()
             self._limiter = SharedRateLimiter(
-                config.key_id, self.effective_rate_per_s(), store=open_permit_store(self.resolved_state_dir())
+                config.key_id, self.effective_rate_per_s(),
+                store=open_permit_store(self.resolved_state_dir(), events=self.event_log()),
             )
         return self._limiter
 

@@ -49,6 +49,7 @@ from observer_assets import lake
 from observer_assets.track_b.window import Window, parse_window, track_b_window, window_text_from_env
 from observer_resources.calendar import KST
 from observer_resources.calendar.market import MarketCalendar, calendar_from_env
+from observer_resources.dates import DateFormatError, parse_iso_datetime
 from observer_resources.events import EventLog
 
 CAPTURE_MODULE = "observer_assets.track_b.capture"
@@ -509,7 +510,10 @@ def child_argv(config: CaptureConfig) -> list[str]:
 def track_b_capture(context: dg.OpExecutionContext, config: CaptureConfig) -> None:
     now = datetime.now(KST)
     if config.until:
-        until = datetime.fromisoformat(config.until)
+        try:
+            until = parse_iso_datetime(config.until, "until")
+        except DateFormatError as e:
+            raise dg.Failure(str(e)) from None
         if until.tzinfo is None:
             raise dg.Failure(f"until {config.until!r} needs an explicit UTC offset (e.g. +09:00)")
     else:

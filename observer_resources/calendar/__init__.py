@@ -9,6 +9,7 @@ Dagster process (webserver, daemon, each run) imports the definitions.
 from observer_resources.calendar.krx import (
     KST,
     Session,
+    CalendarDataError,
     CalendarRangeError,
     calendar_range,
     is_trading_day,
@@ -21,6 +22,7 @@ from observer_resources.calendar.krx import (
 __all__ = [
     "KST",
     "Session",
+    "CalendarDataError",
     "CalendarRangeError",
     "calendar_range",
     "is_trading_day",

@@ -20,6 +20,10 @@ class CalendarRangeError(ValueError):
     """A date outside the generated calendar: refuse rather than guess a holiday."""
 
 
+class CalendarDataError(ValueError):
+    """``sessions.json`` missing or malformed: every schedule depends on it, so say which file and what, once."""
+
+
 @dataclass(frozen=True)
 class Session:
     day: date
@@ -40,15 +44,53 @@ class _Table:
     special: dict[date, tuple[time, time, str]]
 
 
+def _day(s: object) -> date:
+    if not isinstance(s, str) or len(s) != 10:
+        raise ValueError(f"{s!r} is not a YYYY-MM-DD date")
+    return date.fromisoformat(s)
+
+
+def _hhmm(s: object) -> time:
+    if not isinstance(s, str) or len(s) != 5 or s[2] != ":":
+        raise ValueError(f"{s!r} is not an HH:MM time")
+    return time.fromisoformat(s)
+
+
+def load_sessions(path: Path) -> _Table:
+    """Read and check a generated sessions file; :class:`CalendarDataError` names the file and the problem."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        first, last = _day(raw["first"]), _day(raw["last"])
+        days = tuple(_day(d) for d in raw["trading_days"])
+        special = {}
+        for d, v in raw["special_sessions"].items():
+            o, c = _hhmm(v["open"]), _hhmm(v["close"])
+            if o >= c:
+                raise ValueError(f"special session {d}: open {v['open']} is not before close {v['close']}")
+            special[_day(d)] = (o, c, str(v.get("note", "")))
+    except OSError as e:
+        raise CalendarDataError(f"KRX calendar {path} cannot be read ({e.strerror or e}); "
+                                "regenerate it with `make calendar`") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        what = f"missing key {e}" if isinstance(e, KeyError) else str(e)
+        raise CalendarDataError(f"KRX calendar {path} is invalid: {what}; regenerate it with `make calendar`") from None
+    problem = None
+    if first > last:
+        problem = f"first {first} is after last {last}"
+    elif any(a >= b for a, b in zip(days, days[1:])):
+        problem = "trading_days are not in strictly increasing order"
+    elif days and not (first <= days[0] and days[-1] <= last):
+        problem = f"trading_days leave the range {first}..{last}"
+    elif not set(special) <= set(days):
+        problem = f"special sessions on days that are not trading days: {sorted(set(special) - set(days))[:5]}"
+    if problem:
+        raise CalendarDataError(f"KRX calendar {path} is invalid: {problem}; regenerate it with `make calendar`")
+    return _Table(first, last, days, special)
+
+
 @cache
 def _table() -> _Table:
-    raw = json.loads(SESSIONS_FILE.read_text(encoding="utf-8"))
-    days = tuple(date.fromisoformat(d) for d in raw["trading_days"])
-    special = {
-        date.fromisoformat(d): (time.fromisoformat(v["open"]), time.fromisoformat(v["close"]), v["note"])
-        for d, v in raw["special_sessions"].items()
-    }
-    return _Table(date.fromisoformat(raw["first"]), date.fromisoformat(raw["last"]), days, special)
+    return load_sessions(SESSIONS_FILE)
 
 
 def calendar_range() -> tuple[date, date]:

@@ -18,6 +18,10 @@ Mode = Literal["krx", "open"]
 TRACK_A_INTERVAL_MIN = 10
 
 
+class CalendarConfigError(ValueError):
+    """``OBSERVER_CALENDAR`` names no calendar."""
+
+
 @dataclass(frozen=True)
 class MarketCalendar:
     mode: Mode = "krx"
@@ -67,5 +71,5 @@ def calendar_from_env(environ: dict[str, str] | None = None) -> MarketCalendar:
     env = os.environ if environ is None else environ
     mode = env.get("OBSERVER_CALENDAR", "krx").strip().lower()
     if mode not in ("krx", "open"):
-        raise ValueError(f"OBSERVER_CALENDAR must be 'krx' or 'open', got {mode!r}")
+        raise CalendarConfigError(f"OBSERVER_CALENDAR must be 'krx' or 'open', got {mode!r}")
     return MarketCalendar(mode)  # type: ignore[arg-type]

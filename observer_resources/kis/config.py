@@ -43,8 +43,14 @@ class KisConfig:
             raise KisConfigError(f"KIS_APP_SECRET must be {p.APP_SECRET_LEN} characters (got {len(self.app_secret)})")
         for name, url, schemes in (("KIS_REST_URL", self.rest_url, ("http", "https")), ("KIS_WS_URL", self.ws_url, ("ws", "wss"))):
             u = urlparse(url)
-            if u.scheme not in schemes or not u.netloc:
-                raise KisConfigError(f"{name} must be a {'/'.join(schemes)} URL, got {url!r}")
+            if u.scheme not in schemes or not u.netloc or not u.hostname:
+                raise KisConfigError(f"{name} must be a {'/'.join(schemes)} URL with a host, got {url!r}")
+            try:  # urlparse checks the port only when asked: a typo would surface later, as a connection error
+                port = u.port
+            except ValueError as e:
+                raise KisConfigError(f"{name} has an invalid port ({e}): {url!r}") from None
+            if port == 0:
+                raise KisConfigError(f"{name} port must be 1..65535, got 0: {url!r}")
 
     @property
     def key_id(self) -> str:
@@ -95,9 +101,13 @@ def configs_from_env(environ: Mapping[str, str] | None = None) -> list[KisConfig
     env = os.environ if environ is None else environ
     first = from_env(env)
     if first.local and not env.get("KIS_APP_KEY"):
-        n = int(env.get("OBSERVER_DEMO_KEYS", "1") or "1")
+        raw = (env.get("OBSERVER_DEMO_KEYS") or "1").strip()
+        try:
+            n = int(raw)
+        except ValueError:
+            n = 0
         if n < 1:
-            raise KisConfigError("OBSERVER_DEMO_KEYS must be >= 1")
+            raise KisConfigError(f"OBSERVER_DEMO_KEYS must be a whole number >= 1, got {raw!r}")
         return [first] + [demo_config(i, env) for i in range(1, n)]
     out = [first]
     i = 2

@@ -29,22 +29,32 @@ and with one written for it, it still serves by polling: waits up to 5.5 s (p99 
 Stores are pluggable (:class:`PermitStore`); :class:`SqlitePermitStore` serves one host, a
 PostgreSQL store (one row per key, ``SELECT … FOR UPDATE``) can serve several. Times are wall-clock
 epoch seconds so that a store shared by hosts compares like with like.
+
+The SQLite file holds nothing worth keeping (a schedule that restarts at "now" within a second), so a corrupt
+one ("file is not a database", "database disk image is malformed") is moved aside as
+``<name>.corrupt-<UTC time>`` and recreated on the spot, with a ``rate_limit_store_recreated`` system event,
+instead of stopping every process until someone deletes it. One process moves it, under an ``flock`` on
+``<name>.lock``; the others, finding a healthy file when they get the lock, just reconnect.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import math
 import os
+import shutil
 import sqlite3
 import threading
 import time
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from observer_resources.events import EventLog
 from observer_resources.shared.token_store import init_sqlite, private_file
 
 log = logging.getLogger("observer.kis.ratelimit")
@@ -111,49 +121,157 @@ CREATE INDEX IF NOT EXISTS handout_key_t ON handout (key_id, t);
 """
 
 
-class SqlitePermitStore(PermitStore):
-    """GCRA state in a SQLite file (WAL) shared by the processes of one host; file mode 0600."""
+def is_corrupt(exc: BaseException) -> bool:
+    """An SQLite error that says the file itself is bad (not a lock, not a full disk)."""
+    if not isinstance(exc, sqlite3.DatabaseError):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None and code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+        return True
+    msg = str(exc).lower()
+    return "file is not a database" in msg or "malformed" in msg
 
-    def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 30.0):
+
+class SqlitePermitStore(PermitStore):
+    """GCRA state in a SQLite file (WAL) shared by the processes of one host; file mode 0600. A corrupt file is
+    recreated (module doc); ``events`` records that in the system event log."""
+
+    def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 30.0, events: EventLog | None = None):
         self.path = Path(path)
-        private_file(self.path)
-        try:
-            init_sqlite(self.path, _SCHEMA, timeout=busy_timeout)
-        except sqlite3.Error as exc:
-            raise RateLimiterError(f"cannot open rate-limit store {self.path}: {exc}") from None
+        self.events = events
         self._busy_ms = int(busy_timeout * 1000)
         self._mutex = threading.Lock()
         self._conn: sqlite3.Connection | None = None
+        self._ino: int | None = None
         self._pid = os.getpid()
+        private_file(self.path)
+        try:
+            self._check()
+        except sqlite3.Error as exc:
+            if not is_corrupt(exc):
+                raise RateLimiterError(f"cannot open rate-limit store {self.path}: {exc}") from None
+            self._recreate(exc)
 
     def __repr__(self) -> str:
         return f"SqlitePermitStore({str(self.path)!r})"
 
+    def _check(self) -> None:
+        """Create the schema if missing and verify the file (``PRAGMA quick_check``: milliseconds on these few
+        rows); a bad file raises a corrupt-class ``sqlite3.DatabaseError``."""
+        init_sqlite(self.path, _SCHEMA, timeout=self._busy_ms / 1000)
+        conn = sqlite3.connect(self.path, timeout=self._busy_ms / 1000)
+        try:
+            rows = [r[0] for r in conn.execute("PRAGMA quick_check")]
+        finally:
+            conn.close()
+        if rows != ["ok"]:
+            raise sqlite3.DatabaseError(f"database disk image is malformed: {'; '.join(map(str, rows))[:300]}")
+
     def _connection(self) -> sqlite3.Connection:
-        if self._conn is None or self._pid != os.getpid():  # never reuse a connection across fork
+        try:  # a file replaced under us (recreated by another process): drop the handle on the old one
+            ino: int | None = os.stat(self.path).st_ino
+        except FileNotFoundError:
+            ino = None
+        if self._conn is not None and (self._pid != os.getpid() or ino != self._ino):  # never reuse across fork
+            self._close()
+        if self._conn is None:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
                                    timeout=self._busy_ms / 1000)
             conn.execute(f"PRAGMA busy_timeout={self._busy_ms}")
             conn.execute("PRAGMA synchronous=OFF")  # the schedule need not survive a power cut
-            self._conn, self._pid = conn, os.getpid()
+            self._conn, self._pid, self._ino = conn, os.getpid(), ino
         return self._conn
 
-    def _transaction(self, body: Any) -> tuple[float, float]:
-        """Run ``body(conn, now) -> result`` under SQLite's write lock; returns ``(result, now)``."""
-        with self._mutex:
+    def _close(self) -> None:
+        if self._conn is not None:
             try:
-                conn = self._connection()
-                conn.execute("BEGIN IMMEDIATE")
+                self._conn.close()
+            except sqlite3.Error:
+                pass  # a handle on a bad file: nothing left to save
+            self._conn = None
+
+    def _recreate(self, exc: BaseException) -> None:
+        """Move a corrupt file aside and create a fresh one; one process does it, the others find it done.
+
+        Runs with this process's connection closed. Under an exclusive ``flock`` on ``<name>.lock``, the file is
+        checked again: a healthy file means another process already replaced it. Else the bad bytes are kept
+        (hard link) as ``<name>.corrupt-<time>`` with its ``-wal``, and a fresh database built beside it is
+        renamed over the name, so the name never points at a missing or half-made file."""
+        self._close()
+        lock_path = Path(f"{self.path}.lock")
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                self._check()
+                log.warning("rate-limit store %s was recreated by another process (%s); using the new file",
+                            self.path, exc)
+                return
+            except sqlite3.Error as again:
+                if not is_corrupt(again):
+                    raise RateLimiterError(f"rate-limit store {self.path}: {again}") from None
+            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+            aside: Path | None = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+            fresh = self.path.with_name(f".{self.path.name}.new-{os.getpid()}")
+            try:
+                for side in (fresh, Path(f"{fresh}-wal"), Path(f"{fresh}-shm")):
+                    side.unlink(missing_ok=True)
+                private_file(fresh)
+                init_sqlite(fresh, _SCHEMA, timeout=self._busy_ms / 1000)
                 try:
-                    now = time.time()  # read inside the write lock: slots are handed out in time order
-                    result = body(conn, now)
-                    conn.execute("COMMIT")
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as exc:
-                raise RateLimiterError(f"rate-limit store {self.path}: {exc}") from None
-            return result, now
+                    os.link(self.path, aside)
+                except FileNotFoundError:
+                    aside = None  # gone meanwhile (deleted by hand): nothing to keep
+                except OSError:  # no hard links on this filesystem: keep a copy
+                    shutil.copyfile(self.path, aside)  # type: ignore[arg-type]
+                for suffix in ("-wal", "-journal"):  # the bad file's log would be replayed into the new one
+                    side = Path(f"{self.path}{suffix}")
+                    if side.exists():
+                        os.replace(side, f"{aside}{suffix}" if aside else f"{side}.corrupt-{stamp}")
+                Path(f"{self.path}-shm").unlink(missing_ok=True)
+                os.replace(fresh, self.path)
+            except (OSError, sqlite3.Error) as e:
+                raise RateLimiterError(f"rate-limit store {self.path} is corrupt ({exc}) and could not be "
+                                       f"recreated: {type(e).__name__}: {e}") from None
+        finally:
+            os.close(fd)  # releases the flock
+        log.error("rate-limit store %s was corrupt (%s): moved to %s and recreated; the schedule restarts now",
+                  self.path, exc, aside)
+        if self.events is not None:
+            try:
+                self.events.emit("rate_limit_store_recreated", path=str(self.path), error=str(exc),
+                                 moved_to=str(aside) if aside else None)
+            except Exception:  # noqa: BLE001 - the store works again; a failed record is logged, not raised
+                log.exception("could not record the rate_limit_store_recreated event for %s", self.path)
+
+    def _transaction(self, body: Any) -> tuple[float, float]:
+        """Run ``body(conn, now) -> result`` under SQLite's write lock; returns ``(result, now)``. A corrupt file
+        is recreated and the transaction tried once more on the fresh one."""
+        with self._mutex:
+            for attempt in (1, 2):
+                try:
+                    return self._attempt(body)
+                except sqlite3.Error as exc:
+                    if attempt == 1 and is_corrupt(exc):
+                        self._recreate(exc)
+                        continue
+                    raise RateLimiterError(f"rate-limit store {self.path}: {exc}") from None
+            raise AssertionError("unreachable")
+
+    def _attempt(self, body: Any) -> tuple[float, float]:
+        conn = self._connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            now = time.time()  # read inside the write lock: slots are handed out in time order
+            result = body(conn, now)
+            conn.execute("COMMIT")
+        except BaseException:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # the original error says more (a corrupt file may refuse the rollback too)
+            raise
+        return result, now
 
     def reserve(self, key_id: str, interval: float, burst: int, max_ahead: float) -> tuple[float, float]:
         def body(conn: sqlite3.Connection, now: float) -> float:
@@ -183,9 +301,7 @@ class SqlitePermitStore(PermitStore):
 
     def close(self) -> None:
         with self._mutex:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+            self._close()
 
 
 @dataclass
@@ -206,7 +322,8 @@ class LimiterCounters:
 
 class SharedRateLimiter:
     """``RateLimiter`` (observer_resources.kis.ports): one budget of ``rate_per_s`` for ``key_id``,
-    shared by every limiter built on the same store (file ``path``, or a given ``store``)."""
+    shared by every limiter built on the same store (file ``path``, or a given ``store``). ``events`` records a
+    recreated store file in the system event log."""
 
     #: the admission window: KIS's believed sliding second, plus a margin for in-flight jitter
     WINDOW_S = 1.05
@@ -220,6 +337,7 @@ class SharedRateLimiter:
         burst: int = 1,
         store: PermitStore | None = None,
         max_ahead: float = 600.0,
+        events: EventLog | None = None,
     ) -> None:
         if not rate_per_s or rate_per_s <= 0:
             raise ValueError(f"rate_per_s must be positive, got {rate_per_s!r}")
@@ -233,7 +351,8 @@ class SharedRateLimiter:
         self.interval = 1.0 / self.rate_per_s
         self.max_ahead = max_ahead
         self.cap = window_cap(self.rate_per_s, burst, self.WINDOW_S)
-        self.store: PermitStore = store if store is not None else SqlitePermitStore(path)  # type: ignore[arg-type]
+        self.store: PermitStore = (store if store is not None
+                                   else SqlitePermitStore(path, events=events))  # type: ignore[arg-type]
         self.counters = LimiterCounters()
         self._count_lock = threading.Lock()
 

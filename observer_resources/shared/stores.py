@@ -21,6 +21,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from observer_resources.events import EventLog
 from observer_resources.shared.rate_limit import PermitStore, SqlitePermitStore
 from observer_resources.shared.token_store import TOKEN_STORE_FILE, SqliteTokenStore, TokenStore
 
@@ -47,11 +48,13 @@ def open_token_store(state_dir: str | os.PathLike[str], environ: Mapping[str, st
     return SqliteTokenStore(Path(state_dir) / TOKEN_STORE_FILE)
 
 
-def open_permit_store(state_dir: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> PermitStore:
-    """The rate-limit state this deployment shares, chosen like :func:`open_token_store`."""
+def open_permit_store(state_dir: str | os.PathLike[str], environ: Mapping[str, str] | None = None, *,
+                      events: EventLog | None = None) -> PermitStore:
+    """The rate-limit state this deployment shares, chosen like :func:`open_token_store`. ``events`` records a
+    corrupt SQLite file being recreated."""
     url = state_db_url(environ)
     if url:
         from observer_resources.shared.rate_limit_pg import PostgresPermitStore
 
         return PostgresPermitStore(url)
-    return SqlitePermitStore(Path(state_dir) / RATE_LIMIT_FILE)
+    return SqlitePermitStore(Path(state_dir) / RATE_LIMIT_FILE, events=events)

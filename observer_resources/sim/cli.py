@@ -13,22 +13,40 @@ import logging
 import os
 import signal
 import sys
-from datetime import date, datetime
+from datetime import datetime
 
 from observer_resources.calendar import KST
+from observer_resources.dates import DateFormatError, parse_iso_date, parse_iso_datetime
 from observer_resources.sim.server import DEFAULT_REST_PORT, DEFAULT_WS_PORT, SimServer
 
 
 def _start(value: str) -> datetime:
-    """--start: ISO date or datetime; a value without an offset is taken as KST."""
+    """--start: ``YYYY-MM-DD`` or ``YYYY-MM-DDTHH:MM[:SS][offset]`` (strict: no ``20260303``, no week dates); a
+    value without an offset is taken as KST."""
     try:
-        at = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        try:
-            at = datetime.combine(date.fromisoformat(value), datetime.min.time())
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"--start must be ISO 8601 (e.g. 2026-03-03T09:00:00+09:00), got {value!r}") from None
+        at = (datetime.combine(parse_iso_date(value, "--start"), datetime.min.time()) if len(value) == 10
+              else parse_iso_datetime(value, "--start"))
+    except DateFormatError:
+        raise argparse.ArgumentTypeError(
+            f"must be YYYY-MM-DD or ISO 8601 (e.g. 2026-03-03T09:00:00+09:00), got {value!r}") from None
     return at.replace(tzinfo=KST) if at.tzinfo is None else at.astimezone(KST)
+
+
+def _port(value: str) -> int:
+    try:
+        v = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {value!r}") from None
+    if not 0 <= v <= 65535:
+        raise argparse.ArgumentTypeError(f"must be 0..65535, got {value!r}")
+    return v
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors as one line (and exit 2): scripts and tests read stderr."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: {message} (see --help)\n")
 
 
 def _positive(kind: type):  # noqa: ANN202
@@ -44,11 +62,11 @@ def _positive(kind: type):  # noqa: ANN202
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="observer-sim", description="Local KIS-compatible exchange (REST + WebSocket).")
+    ap = _Parser(prog="observer-sim", description="Local KIS-compatible exchange (REST + WebSocket).")
     ap.add_argument("--mode", choices=("real", "paper"), default="real", help="default mode of app keys (rate limits, paper refusals)")
     ap.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: loopback only)")
-    ap.add_argument("--rest-port", type=_positive(int), default=DEFAULT_REST_PORT, help="REST port; 0 picks a free one")
-    ap.add_argument("--ws-port", type=_positive(int), default=DEFAULT_WS_PORT, help="WebSocket port; 0 picks a free one")
+    ap.add_argument("--rest-port", type=_port, default=DEFAULT_REST_PORT, help="REST port; 0 picks a free one")
+    ap.add_argument("--ws-port", type=_port, default=DEFAULT_WS_PORT, help="WebSocket port; 0 picks a free one")
     ap.add_argument("--seed", type=int, default=0, help="market seed (same seed, same market)")
     ap.add_argument("--listings", type=_positive(int), default=2600, help="number of securities")
     ap.add_argument("--clock", choices=("krx", "open"), default="krx", help="krx: KRX calendar and hours; open: trades around the clock every day")
@@ -97,9 +115,12 @@ async def serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(stream=sys.stderr, level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    level = logging.getLevelName(args.log_level.upper())
+    if not isinstance(level, int):
+        ap.error(f"argument --log-level: must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {args.log_level!r}")
+    logging.basicConfig(stream=sys.stderr, level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.nice:
         try:
             os.nice(args.nice)
@@ -107,8 +128,8 @@ def main(argv: list[str] | None = None) -> int:
             logging.getLogger("observer.sim").info("could not change priority by %s; running at normal priority", args.nice)
     try:
         return asyncio.run(serve(args))
-    except (ValueError, OSError) as exc:
-        print(f"observer-sim: {exc}", file=sys.stderr)
+    except (ValueError, OSError, OverflowError) as exc:  # bad --accounts file, port taken: one line, exit 2
+        print(f"observer-sim: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import pytest
 
 from observer_resources.shared.rate_limit import (
     DEFAULT_RATE_PER_S,
+    RateLimiterError,
     SharedRateLimiter,
     SqlitePermitStore,
     gcra_reserve,
@@ -152,6 +154,121 @@ def test_burst_of_two(tmp_path: Path) -> None:
     waits = [lim.acquire_sync() for _ in range(3)]
     assert waits[0] < 0.05 and waits[1] < 0.05
     assert 0.2 <= waits[2] < 0.4
+
+
+# --- a corrupt store file ----------------------------------------------------------------------------
+
+
+def recreated_events(data: Path) -> list[dict]:
+    from datetime import datetime
+
+    from observer_resources.calendar import KST
+    from observer_resources.events import read_events
+
+    return [e for e in read_events(data, datetime.now(KST).date()) if e["event_type"] == "rate_limit_store_recreated"]
+
+
+def moved_aside(d: Path) -> list[Path]:
+    """The corrupt databases kept (their -wal, moved along, not counted)."""
+    return sorted(p for p in d.glob("r.sqlite.corrupt-*") if not p.name.endswith(("-wal", "-journal")))
+
+
+def healthy(path: Path) -> bool:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute("PRAGMA quick_check").fetchone()[0] == "ok" and \
+            conn.execute("SELECT count(*) FROM gcra").fetchone()[0] >= 0
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_a_corrupt_file_is_moved_aside_recreated_and_recorded(tmp_path: Path, damage: str) -> None:
+    from observer_resources.events import EventLog
+
+    path, data = tmp_path / "r.sqlite", tmp_path / "data"
+    store = SqlitePermitStore(path)
+    for k in range(40):  # a few pages of rows, so truncation cuts into the tables
+        store.reserve(f"key-{k}", 0.05, 1, 600)
+        store.admit(f"key-{k}", 19, 1.05)
+    store.close()
+    bad = os.urandom(3000) if damage == "garbage" else path.read_bytes()[:5000]
+    path.write_bytes(bad)
+
+    lim = SharedRateLimiter("key-a", 18, path, events=EventLog(data))
+    assert lim.acquire_sync() < 0.05 and healthy(path)
+    aside = moved_aside(tmp_path)
+    assert len(aside) == 1 and aside[0].read_bytes() == bad  # the bad bytes kept for a post-mortem
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    ev = recreated_events(data)
+    expected = "file is not a database" if damage == "garbage" else "database disk image is malformed"
+    assert [(e["path"], e["error"], e["moved_to"]) for e in ev] == [(str(path), expected, str(aside[0]))]
+    lim.close()
+
+
+def test_a_file_replaced_by_garbage_while_in_use_is_recreated_on_the_next_request(tmp_path: Path) -> None:
+    from observer_resources.events import EventLog
+
+    path, data = tmp_path / "r.sqlite", tmp_path / "data"
+    lim = SharedRateLimiter("key-a", 18, path, events=EventLog(data))
+    lim.acquire_sync()
+    junk = tmp_path / "junk"
+    junk.write_bytes(b"\x00garbage" * 500)
+    os.replace(junk, path)  # e.g. a bad restore of the state directory
+    assert lim.acquire_sync() < 0.2 and lim.counters.permits == 2
+    assert len(moved_aside(tmp_path)) == 1 and len(recreated_events(data)) == 1
+    assert healthy(path)
+    lim.close()
+
+
+def test_a_locked_store_is_not_mistaken_for_a_corrupt_one(tmp_path: Path) -> None:
+    path = tmp_path / "r.sqlite"
+    store = SqlitePermitStore(path, busy_timeout=0.2)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(RateLimiterError, match="locked"):
+            store.reserve("key-a", 0.05, 1, 600)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert not moved_aside(tmp_path)
+    store.close()
+
+
+RECOVERER = """
+import json, logging, os, sys, time
+from observer_resources.events import EventLog
+from observer_resources.shared.rate_limit import SharedRateLimiter
+path, data, go = sys.argv[1], sys.argv[2], sys.argv[3]
+logging.basicConfig(level=logging.WARNING)
+while not os.path.exists(go):
+    time.sleep(0.001)
+lim = SharedRateLimiter("key-mp", 20.0, path, events=EventLog(data, source=f"p{os.getpid()}"))
+waits = [lim.acquire_sync() for _ in range(10)]
+print(json.dumps({"permits": lim.counters.permits, "ino": os.stat(path).st_ino}), flush=True)
+"""
+
+
+@pytest.mark.parametrize("run", range(3))
+def test_two_processes_finding_it_corrupt_at_once_recreate_it_once(tmp_path: Path, run: int) -> None:
+    path, data, go = tmp_path / "r.sqlite", tmp_path / "data", tmp_path / "go"
+    path.write_bytes(b"SQLite format 3\x00" + os.urandom(4096))  # a header, then noise
+    children = [subprocess.Popen([sys.executable, "-c", RECOVERER, str(path), str(data), str(go)], cwd=REPO,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    time.sleep(0.5)  # both imported and waiting
+    go.touch()
+    out, errs = [], []
+    for c in children:
+        stdout, stderr = c.communicate(timeout=60)
+        assert c.returncode == 0, stderr
+        out.append(json.loads(stdout))
+        errs.append(stderr)
+    assert [o["permits"] for o in out] == [10, 10]
+    assert sum("moved to" in e for e in errs) == 1, errs  # one mover; the other (usually) "recreated by another"
+    assert out[0]["ino"] == out[1]["ino"] == os.stat(path).st_ino  # both ended on the one recreated file
+    assert len(moved_aside(tmp_path)) == 1  # moved aside once
+    assert len(recreated_events(data)) == 1 and healthy(path)
 
 
 # --- several processes --------------------------------------------------------------------------------
