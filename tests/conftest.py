@@ -37,6 +37,18 @@ def _metrics_dir(tmp_path_factory) -> None:
     os.environ.setdefault("OBSERVER_DATA_DIR", str(tmp_path_factory.mktemp("observer-data")))
 
 
+@pytest.fixture(autouse=True)
+def _no_leaked_dagster_instance():
+    """Each test starts without an ambient Dagster instance. Entering a `DagsterInstance` publishes its state
+    storage in a context variable that outlives the instance if a test (or a library path) never exits it; a later
+    test that only loads `Definitions` then dereferences a dead instance ("undefined DagsterInstance weakref"),
+    depending on which tests an xdist worker happened to run before it."""
+    from dagster._core.storage.defs_state.base import set_defs_state_storage
+
+    with set_defs_state_storage(None):
+        yield
+
+
 @pytest.fixture(scope="module")
 def sim() -> Iterator[SimProcess]:
     proc = run_sim_process(*SIM_DEFAULT_ARGS)

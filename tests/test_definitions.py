@@ -40,9 +40,10 @@ def test_checks_jobs_schedules_sensors_are_pinned():
     repo = defs.get_repository_def()
     assert sorted(j.name for j in repo.get_all_jobs() if not j.name.startswith("__")) == [
         "backup_job", "restore_job", "retention_job", "system_events_job", "track_a_job", "track_b_capture_job", "track_b_compaction_job",
-        "track_b_restore_job", "universe_job"]
+        "track_b_restore_job", "universe_job", "verify_backups_job"]
     assert sorted(s.name for s in repo.schedule_defs) == [
-        "backup_daily", "retention_daily", "system_events_daily", "track_a_every_10_minutes", "universe_before_open"]
+        "backup_daily", "retention_daily", "system_events_daily", "track_a_every_10_minutes", "universe_before_open",
+        "verify_backups_weekly"]
     assert sorted(s.name for s in repo.sensor_defs) == [
         "backup_catch_up", "gap_backfill_sensor", "observer_check_failure_alerts", "observer_run_failure_alerts", "track_a_catch_up",
         "track_b_capture_sensor", "track_b_compaction_sensor", "track_b_restore_sensor", "universe_catch_up"]

@@ -7,7 +7,7 @@ package no longer matches; so the schedule and the catch-up sensor can ask again
 
 
 from collections import defaultdict
-from datetime import date, datetime
+from datetime import datetime
 
 import dagster as dg
 
@@ -19,6 +19,7 @@ from observer_assets.ops.settings import RetentionPolicy, SettingsError, backup_
 from observer_assets.partitions import PartitionKeyError, calendar, parse_day_key, trading_day_partitions
 from observer_assets.universe.assets import universe
 from observer_resources.calendar import KST
+from observer_resources.dates import DateFormatError, parse_iso_date
 from observer_resources.events import EventLog
 
 BACKUP_TAGS = {"observer/kind": "backup"}
@@ -98,23 +99,25 @@ backup_job = dg.define_asset_job("backup_job", selection=dg.AssetSelection.asset
 class RestoreConfig(dg.Config):
     day: str  # YYYY-MM-DD
     overwrite: bool = False  # replace local files whose bytes differ from the backup
+    version: int = 0  # 0: the newest version of each file; n >= 1: each file as it was at version n (1 = original)
 
 
 @dg.op(description="Restores a day's verified package into the data directory, byte for byte; refuses on any "
                    "checksum mismatch and names the file.")
 def restore_day(context: dg.OpExecutionContext, config: RestoreConfig) -> dict:
     try:
-        day = date.fromisoformat(config.day)
-    except ValueError:
-        raise dg.Failure(description=f"restore: day {config.day!r} is not a date (YYYY-MM-DD)") from None
+        day = parse_iso_date(config.day, "day")
+    except DateFormatError as e:
+        raise dg.Failure(description=f"restore: {e}") from None
     root, dest = _local(), _dest()
     try:
-        out = package.restore(dest, day, root, overwrite=config.overwrite)
+        out = package.restore(dest, day, root, overwrite=config.overwrite, version=config.version or None)
     except package.RestoreError as e:
         raise dg.Failure(description=str(e), metadata={
             "problems": dg.MetadataValue.md("\n".join(f"- `{p}`: {w}" for p, w in e.problems[:50]))}) from None
     EventLog(root).emit("backup_restored", day=day.isoformat(), files=out["restored"],
-                        already_present=out["already_present"], bytes=out["bytes"], destination=redact_url(str(dest)))
+                        already_present=out["already_present"], bytes=out["bytes"], version=out["version"],
+                        destination=redact_url(str(dest)))
     context.log.info(f"restored {out['restored']} file(s), {out['bytes']:,} bytes; "
                      f"{out['already_present']} already present")
     return {k: v for k, v in out.items() if k != "files"}
@@ -134,7 +137,8 @@ class RetentionConfig(dg.Config):
 def apply_retention(context: dg.OpExecutionContext, config: RetentionConfig) -> dict:
     try:
         policy = RetentionPolicy.from_env()
-        today = date.fromisoformat(config.today) if config.today else datetime.now(KST).date()
+        today = parse_iso_date(config.today, "today") if config.today else datetime.now(KST).date()
+        retention.check_today(calendar(), today)
     except (SettingsError, ValueError) as e:
         raise dg.Failure(description=f"retention: {e}") from None
     root = _local()
@@ -156,3 +160,23 @@ def apply_retention(context: dg.OpExecutionContext, config: RetentionConfig) -> 
                                       "(launchpad config dry_run: true to see the plan only).")
 def retention_job():
     apply_retention()
+
+
+@dg.op(description="Re-reads every committed backup package and checks every SHA-256; a package that no longer "
+                   "matches loses its marker, is recorded and alerted, and its day counts as unverified.")
+def verify_backups(context: dg.OpExecutionContext) -> dict:
+    root, dest = _local(), _dest()
+    out = backup.verify_all(dest, root, events=EventLog(root), log=context.log)
+    context.add_output_metadata({"days": out["days"], "ok": len(out["ok"]), "bytes_read": out["bytes"],
+                                 "failed": dg.MetadataValue.json(out["failed"])})
+    if out["failed"]:
+        raise dg.Failure(description=f"{len(out['failed'])} backup package(s) failed verification: "
+                                     + ", ".join(sorted(out["failed"])),
+                         metadata={"failed": dg.MetadataValue.json(out["failed"])})
+    return {"days": out["days"], "ok": len(out["ok"])}
+
+
+@dg.job(tags=BACKUP_TAGS, description="Re-verify every committed backup package (the weekly sweep; any time from "
+                                      "the launchpad).")
+def verify_backups_job():
+    verify_backups()

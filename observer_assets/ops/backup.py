@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time
@@ -19,14 +20,16 @@ from typing import Any
 
 from upath import UPath
 
+from observer_assets.gaps import alerts
 from observer_assets.ops import package
-from observer_assets.ops.daysets import LocalFile, by_package, covered_days, scan
+from observer_assets.ops.daysets import LocalFile, by_package, covered_days, outside_calendar, scan
 from observer_assets.ops.settings import config_snapshot, local_path, redact_url
 from observer_assets.track_b.capture import anomaly_path, write_anomaly
 from observer_resources.calendar import KST
 from observer_resources.calendar.market import MarketCalendar
 from observer_resources.events import EventLog
 
+_DAY_DIR = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 BACKUP_AT = time(21, 0)  # observer-intent §12: daily at 21:00 KST, after the session and the evening compaction
 
 
@@ -44,6 +47,23 @@ def local_files(root: Path, dest: UPath) -> list[LocalFile]:
 
 def day_files(root: Path, dest: UPath, cal: MarketCalendar, day: date) -> list[LocalFile]:
     return by_package(cal, local_files(root, dest)).get(day, [])
+
+
+def report_strays(root: Path, dest: UPath, cal: MarketCalendar, *, events: EventLog, log: Any = None
+                  ) -> dict[str, int]:
+    """Days with local files the calendar cannot place (a stray ``date=2017-05-05`` directory, a day past the
+    table): skipped by backup and retention, never deleted, and said once per run with an event and an alert."""
+    stray = outside_calendar(cal, local_files(root, dest))
+    if not stray:
+        return {}
+    out = {d.isoformat(): len(fs) for d, fs in sorted(stray.items())}
+    for d, fs in sorted(stray.items()):
+        events.emit("day_outside_calendar", day=d.isoformat(), files=len(fs), bytes=sum(f.size for f in fs),
+                    example=fs[0].rel, severity="major",
+                    note="no trading day can carry these files: not backed up, not deleted")
+    alerts.send(f"[observer] {len(out)} day(s) of local files lie outside the calendar and are neither backed up "
+                f"nor deleted: {', '.join(list(out)[:10])} (e.g. {stray[min(stray)][0].rel})", logger=log)
+    return out
 
 
 def fingerprint(files: list[LocalFile]) -> str:
@@ -108,12 +128,33 @@ def _problems(problems: list[tuple[str, str]], limit: int = 20) -> list[dict[str
 
 def run(root: Path, dest: UPath, cal: MarketCalendar, day: date, *, events: EventLog,
         environ: Mapping[str, str] | None = None, on_written: Any = None) -> package.BackupResult:
-    """Make `day`'s package current and verified. Raises BackupError (after recording it) when it cannot."""
+    """Make `day`'s package current and verified. Raises BackupError (after recording it) when it cannot.
+
+    A package that cannot be read, or whose manifest is unsound, is never reported as fine: it is
+    ``backup_verify_failed`` (with an alert); when the day's files are still here it is set aside whole (evidence,
+    nothing deleted) and a fresh package is written, otherwise the run fails."""
     where = redact_url(str(dest))
     files = day_files(root, dest, cal, day)
     st = package.read_state(dest, day)
     invalidated: list[tuple[str, str]] = []
-    if st.committed and not package.unchanged(st.manifest, files):  # type: ignore[arg-type]
+    unsound = package.check_manifest(st.manifest) if st.manifest is not None else []
+    lost_manifest = st.marker is not None and not st.manifest_exists
+    if st.manifest_unreadable or unsound or lost_manifest:
+        problems = unsound or [(package.MANIFEST, str(st.error) if st.error else "missing beside a SUCCESS.marker")]
+        had_files = bool(files)
+        mark_failed(root, dest, day, problems, events=events, what="backup_verify_failed",
+                    note="the package's manifest is missing, cannot be read or cannot be trusted")
+        invalidated = problems
+        files = day_files(root, dest, cal, day)
+        if not had_files:
+            raise package.BackupError(f"backup {day}: the package at {where} has no readable, sound manifest and "
+                                      "the day's files are no longer here to rebuild it; an operator must look at it",
+                                      problems)
+        # its stored objects may be the only copy of something: the whole package moves aside, nothing is deleted
+        aside = package.set_aside(dest, day, "; ".join(f"{p}: {w}" for p, w in problems[:5]))
+        events.emit("backup_set_aside", day=day.isoformat(), moved_to=aside, destination=where, severity="critical")
+        st = package.read_state(dest, day)
+    elif st.committed and not package.unchanged(st.manifest, files):  # type: ignore[arg-type]
         v = package.verify(dest, day)
         if v.ok:
             m = st.manifest
@@ -126,7 +167,7 @@ def run(root: Path, dest: UPath, cal: MarketCalendar, day: date, *, events: Even
         mark_failed(root, dest, day, v.problems, events=events, what="backup_verify_failed",
                     note="a committed package no longer matches its manifest; its marker is withdrawn")
         files = day_files(root, dest, cal, day)  # the anomaly marker just changed
-    if not files and st.manifest is None:
+    if not files and st.empty:
         events.emit("backup_succeeded", day=day.isoformat(), files=0, bytes=0, action="empty", destination=where)
         return package.BackupResult(day, "empty", 0, 0, 0, 0.0)
     covered = covered_days(cal, day)
@@ -142,18 +183,68 @@ def run(root: Path, dest: UPath, cal: MarketCalendar, day: date, *, events: Even
         raise package.BackupError(f"backup {day}: {type(e).__name__}: {e}",
                                   [("(destination)", str(e))]) from e
     res.invalidated = invalidated
+    for v in res.versioned:  # the old bytes stay in the package; the change itself is worth a line in the story
+        events.emit("backup_file_versioned", day=day.isoformat(), destination=where,
+                    severity="minor" if v["kind"] == "appended" else "major", **v)
     events.emit("backup_succeeded", day=day.isoformat(), action=res.action, files=res.files, bytes=res.bytes,
                 stored_bytes=res.stored_bytes, changed=len(res.changed), carried_over=res.carried_over,
-                seconds=round(res.seconds, 3), manifest_sha256=res.manifest_sha256, destination=where,
-                repaired=bool(invalidated))
+                versioned=len(res.versioned), seconds=round(res.seconds, 3), manifest_sha256=res.manifest_sha256,
+                destination=where, repaired=bool(invalidated or res.repaired))
     return res
 
 
+def verify_all(dest: UPath, root: Path, *, events: EventLog, days: list[date] | None = None,
+               log: Any = None) -> dict[str, Any]:
+    """Re-read every committed package at the destination (the weekly sweep): a package that no longer matches
+    loses its marker, is recorded as ``backup_verify_failed`` and alerted; the day then counts as unverified."""
+    where = redact_url(str(dest))
+    todo = committed_days(dest) if days is None else days
+    ok: list[str] = []
+    failed: dict[str, list[tuple[str, str]]] = {}
+    read = 0
+    for d in todo:
+        v = package.verify(dest, d)
+        read += v.bytes
+        if v.ok:
+            ok.append(d.isoformat())
+            events.emit("backup_verified", day=d.isoformat(), files=v.files, bytes=v.bytes,
+                        seconds=round(v.seconds, 3), destination=where, sweep=True)
+        else:
+            failed[d.isoformat()] = v.problems
+            mark_failed(root, dest, d, v.problems, events=events, what="backup_verify_failed",
+                        note="the weekly verification found the package changed; its marker is withdrawn", log=log)
+    events.emit("backup_sweep_finished", days=len(todo), ok=len(ok), failed=sorted(failed), bytes=read,
+                destination=where, severity="critical" if failed else "minor")
+    return {"days": len(todo), "ok": ok, "failed": {k: [f"{p}: {w}" for p, w in v[:20]] for k, v in failed.items()},
+            "bytes": read}
+
+
+def package_days(dest: UPath) -> list[date]:
+    """Every day directory at the destination (``YYYY-MM-DD``), oldest first; set-aside copies are not days."""
+    if not dest.exists():
+        return []
+    out = []
+    for p in dest.iterdir():
+        if _DAY_DIR.match(p.name):
+            try:
+                out.append(date.fromisoformat(p.name))
+            except ValueError:
+                continue
+    return sorted(out)
+
+
+def committed_days(dest: UPath) -> list[date]:
+    return [d for d in package_days(dest) if package.read_state(dest, d).committed]
+
+
 def mark_failed(root: Path, dest: UPath, day: date, problems: list[tuple[str, str]], *, events: EventLog,
-                what: str, note: str) -> None:
-    """Withdraw the marker, record the event and make the day an anomaly day (kept longer, never deleted)."""
+                what: str, note: str, log: Any = None) -> None:
+    """Withdraw the marker, record the event, alert, and make the day an anomaly day (kept longer, never deleted)."""
     package.invalidate(dest, day, note)
     now = datetime.now(KST)
     events.emit(what, day=day.isoformat(), problems=_problems(problems), problem_count=len(problems),
                 note=note, destination=redact_url(str(dest)), severity="critical")
     write_anomaly(root, day, "backup_failure", {"event": what, "files": [p for p, _ in problems[:20]]}, now)
+    named = "; ".join(f"{p}: {w}" for p, w in problems[:3])
+    alerts.send(f"[observer] {what.replace('_', ' ')} for {day}: {note}. {len(problems)} problem(s): {named}",
+                logger=log)

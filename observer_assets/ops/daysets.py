@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
+from observer_resources.calendar import CalendarRangeError
 from observer_resources.calendar.market import MarketCalendar
 
 EXCLUDED_TOP = ("state",)
@@ -112,13 +113,33 @@ def package_day(cal: MarketCalendar, d: date) -> date:
 
 def covered_days(cal: MarketCalendar, trading_day: date) -> list[date]:
     """The calendar days one trading day's package carries: the day itself and the non-trading days before it."""
-    prev = cal.previous_trading_day(trading_day)
+    try:
+        prev = cal.previous_trading_day(trading_day)
+    except CalendarRangeError:  # the table's first day: nothing before it can be assigned
+        return [trading_day]
     n = (trading_day - prev).days
     return [prev + timedelta(days=i) for i in range(1, n + 1)]
 
 
 def by_package(cal: MarketCalendar, files: Iterable[LocalFile]) -> dict[date, list[LocalFile]]:
+    """Files grouped by the trading day whose package carries them; files dated outside the calendar's table are
+    left out (see :func:`outside_calendar`): one stray directory must not stop every other day's backup."""
     out: dict[date, list[LocalFile]] = defaultdict(list)
     for f in files:
-        out[package_day(cal, f.day)].append(f)
+        try:
+            out[package_day(cal, f.day)].append(f)
+        except CalendarRangeError:
+            continue
+    return dict(out)
+
+
+def outside_calendar(cal: MarketCalendar, files: Iterable[LocalFile]) -> dict[date, list[LocalFile]]:
+    """Files dated where the calendar has no table (``track_a/date=2017-05-05/``): no package can be assigned to
+    them, so backup and retention skip them, say so with an event and an alert, and never delete them."""
+    out: dict[date, list[LocalFile]] = defaultdict(list)
+    for f in files:
+        try:
+            package_day(cal, f.day)
+        except CalendarRangeError:
+            out[f.day].append(f)
     return dict(out)

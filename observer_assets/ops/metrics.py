@@ -41,6 +41,7 @@ from observer_resources import metrics as m_metrics
 from observer_resources.calendar import KST
 from observer_resources.calendar.market import calendar_from_env
 from observer_resources.metrics import Spec, safe_label
+from observer_resources.secrets import scrub as scrub_secrets, secret_values
 
 log = logging.getLogger("observer.metrics")
 
@@ -134,7 +135,8 @@ SPECS: tuple[Spec, ...] = (
     Spec("observer_backup_last_verified_day_timestamp_seconds", "gauge", (), "S: backup destination",
          "00:00 KST of the newest day with a committed package (Unix time; 0 when none)."),
     Spec("observer_backup_unverified_days", "gauge", (), "S: local files + backup destination",
-         "Days with local data, older than today, without a committed package."),
+         "Days older than today without a committed package: with local data, or with a package at the "
+         "destination that failed verification (its marker withdrawn) or is unreadable."),
     Spec("observer_retention_deleted_files", "counter", (), "S: retention_deleted events, last 14 days",
          "Files retention deleted in the last 14 days' event logs (drops when a day leaves the window)."),
     Spec("observer_retention_deleted_bytes", "counter", (), "S: retention_deleted events, last 14 days",
@@ -169,23 +171,15 @@ def one(name: str, value: float | None) -> list[Metric]:
     return [f]
 
 
-# --- secrets never leave: what the log may show ---------------------------------------------------------------
+# --- secrets never leave: what the log may show (the one list: observer_resources/secrets.py) -----------------
 
 
 def _secrets(env: Mapping[str, str]) -> list[str]:
-    out = [v for k, v in env.items() if re.match(r"^KIS_APP_(KEY|SECRET)(_\d+)?$", k) and v]
-    url = (env.get("OBSERVER_STATE_DB_URL") or "").strip()
-    mm = re.match(r"^[a-zA-Z][\w+.-]*://[^:/@]*:([^@/]+)@", url)
-    if mm:
-        out.append(mm.group(1))
-    return [s for s in out if len(s) >= 4]
+    return secret_values(env)
 
 
 def scrub(text: str, secrets: Iterable[str]) -> str:
-    text = re.sub(r"([a-zA-Z][\w+.-]*://)[^/@\s]*@", r"\1***@", text)
-    for s in secrets:
-        text = text.replace(s, "***")
-    return text
+    return scrub_secrets(text, values=secrets)
 
 
 # --- append-only JSON-lines files, read incrementally -------------------------------------------------------
@@ -418,9 +412,19 @@ class ObserverCollector:
         return t.read()
 
     def _events(self, day: date) -> DayEvents:
-        from observer_resources.events import events_path  # noqa: PLC0415
+        """The day's events of every host: each file tailed on its own, their figures added up."""
+        from observer_resources.events import events_files  # noqa: PLC0415
 
-        return self._tail(events_path(self.local(), day), DayEvents, feed_event)
+        out = DayEvents()
+        for path in events_files(self.local(), day):
+            st = self._tail(path, DayEvents, feed_event)
+            out.tokens += st.tokens
+            out.rejections += st.rejections
+            out.triggers += st.triggers
+            out.deleted_files += st.deleted_files
+            out.deleted_bytes += st.deleted_bytes
+            out.retention += st.retention
+        return out
 
     def _prune_tails(self, keep_days: int = RETENTION_EVENT_DAYS + 2) -> None:
         cutoff = time.time() - keep_days * 86400
@@ -624,7 +628,9 @@ class ObserverCollector:
 
         last_day = next((d for d in days if is_committed(d)), None)
         local_days = by_package(cal, backup.local_files(self.local(), dest))
-        unverified = sum(1 for d in local_days if d < today and not is_committed(d))
+        # a package at the destination that is there but not committed (withdrawn by a failed verification, or
+        # unreadable) counts too: its local files may be long gone, and then it is the only copy, damaged
+        unverified = len({d for d in [*local_days, *days] if d < today and not is_committed(d)})
         return (one("observer_backup_last_success_timestamp_seconds", last_success)
                 + one("observer_backup_last_verified_day_timestamp_seconds",
                       _kst_midnight(last_day) if last_day else 0)

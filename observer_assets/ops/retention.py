@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,8 +24,9 @@ from upath import UPath
 
 from observer_assets.gaps import alerts
 from observer_assets.ops import backup, package
-from observer_assets.ops.daysets import LocalFile, by_package
+from observer_assets.ops.daysets import LocalFile, by_package, outside_calendar
 from observer_assets.ops.settings import RetentionPolicy, redact_url
+from observer_resources.calendar import KST, CalendarRangeError
 from observer_resources.calendar.market import MarketCalendar
 from observer_resources.events import EventLog
 
@@ -85,12 +86,13 @@ class Outcome:
     kept: dict[str, str] = field(default_factory=dict)  # day -> why (including failed checks before deletion)
     blocked: list[str] = field(default_factory=list)
     dry_run: bool = False
+    strays: dict[str, int] = field(default_factory=dict)  # days outside the calendar: skipped, never deleted
 
     def summary(self) -> dict[str, Any]:
         return {"dry_run": self.dry_run, "deleted_days": sorted(self.deleted),
                 "deleted_files": sum(v["files"] for v in self.deleted.values()),
                 "deleted_bytes": sum(v["bytes"] for v in self.deleted.values()),
-                "kept": self.kept, "blocked": self.blocked}
+                "kept": self.kept, "blocked": self.blocked, "outside_calendar": self.strays}
 
 
 def states(root: Path, dest: UPath, cal: MarketCalendar, today: date,
@@ -152,6 +154,7 @@ def _remove(root: Path, files: Sequence[LocalFile]) -> int:
 
 def apply(root: Path, dest: UPath, cal: MarketCalendar, today: date, policy: RetentionPolicy, *,
           events: EventLog, dry_run: bool = False, log: Any = None) -> Outcome:
+    check_today(cal, today)
     sts, groups = states(root, dest, cal, today)
     decisions = plan(sts, policy)
     out = Outcome(decisions, dry_run=dry_run)
@@ -178,9 +181,7 @@ def apply(root: Path, dest: UPath, cal: MarketCalendar, today: date, policy: Ret
                 continue
             if not pkg_ok:
                 backup.mark_failed(root, dest, d.day, problems, events=events, what="backup_verify_failed",
-                                   note=f"retention found the package of {d.day} bad; the day is kept")
-                alerts.send(f"[observer] backup of {d.day} failed verification before retention; kept. {why}",
-                            logger=log)
+                                   note=f"retention found the package of {d.day} bad; the day is kept", log=log)
             else:
                 events.emit("retention_kept", day=d.day.isoformat(), reason=why, files=len(problems))
             continue
@@ -191,4 +192,25 @@ def apply(root: Path, dest: UPath, cal: MarketCalendar, today: date, policy: Ret
         out.deleted[label] = {"files": len(fs), "bytes": freed, "paths": [f.rel for f in fs]}
         events.emit("retention_deleted", day=d.day.isoformat(), universe=d.universe, files=len(fs), bytes=freed,
                     paths=[f.rel for f in fs], reason=d.reason, backup=where)
+    if not dry_run:
+        out.strays = backup.report_strays(root, dest, cal, events=events, log=log)
+    else:
+        out.strays = {d.isoformat(): len(fs) for d, fs in outside_calendar(cal, backup.local_files(root, dest)).items()}
     return out
+
+
+class RetentionDayError(ValueError):
+    """A `today` retention must not act on (the UI has no login: a far-future day would delete everything)."""
+
+
+def check_today(cal: MarketCalendar, today: date, now: datetime | None = None) -> None:
+    """Refuse a `today` later than tomorrow (KST) or outside the calendar's table, with a one-line reason."""
+    now = (now or datetime.now(KST)).astimezone(KST)
+    if today > now.date() + timedelta(days=1):
+        raise RetentionDayError(f"today={today} is later than tomorrow ({now.date() + timedelta(days=1)}): retention "
+                                "never runs ahead of the clock")
+    try:
+        cal.is_trading_day(today)
+    except CalendarRangeError as e:
+        raise RetentionDayError(f"today={today} is outside the calendar ({e}); run `make calendar` to extend it") \
+            from None

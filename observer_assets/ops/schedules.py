@@ -8,7 +8,7 @@ import dagster as dg
 
 from observer_assets import lake
 from observer_assets.ops import backup
-from observer_assets.ops.assets import BACKUP_TAGS, backup_job, retention_job
+from observer_assets.ops.assets import BACKUP_TAGS, backup_job, retention_job, verify_backups_job
 from observer_assets.ops.events import system_events
 from observer_assets.lake import LakeConfigError
 from observer_assets.ops.settings import SettingsError, backup_dest
@@ -87,3 +87,15 @@ system_events_job = dg.define_asset_job("system_events_job", selection=dg.AssetS
 )
 def system_events_daily(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
     return trading_day_request(context, "system_events")
+
+
+@dg.schedule(
+    cron_schedule="0 4 * * 0",
+    execution_timezone="Asia/Seoul",
+    job=verify_backups_job,
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Sundays 04:00 KST: re-read every committed backup package; a bad one is withdrawn and alerted.",
+)
+def verify_backups_weekly(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+    at = context.scheduled_execution_time.astimezone(KST)
+    return dg.RunRequest(run_key=f"verify-backups:{at:%Y%m%d}", tags=BACKUP_TAGS)

@@ -34,7 +34,7 @@ from observer_assets.ops.daysets import by_package, covered_days, scan
 from observer_assets.partitions import day_key
 from observer_resources.calendar import KST
 from observer_resources.calendar.market import MarketCalendar
-from observer_resources.events import EventLog, read_events
+from observer_resources.events import EventLog, events_path, read_events
 
 OPEN = MarketCalendar("open")
 
@@ -146,7 +146,7 @@ def test_round_trip_backup_delete_restore_is_byte_identical_and_readable(env, bs
             "ops": {"restore_day": {"config": {"day": day.isoformat()}}}})
         assert r.success
         after = day_hashes(root, day)
-        events_rel = f"system/events/{day:%Y%m%d}.jsonl"  # the restore itself appends its event to today's log
+        events_rel = events_path(root, day).relative_to(root).as_posix()  # the restore appends its event to it
         assert {k: v for k, v in after.items() if k != events_rel} == {k: v for k, v in before.items() if k != events_rel}
         size = next(e["size"] for e in manifest["files"] if e["path"] == events_rel)
         assert hashlib.sha256((root / events_rel).read_bytes()[:size]).hexdigest() == before[events_rel]
@@ -321,7 +321,7 @@ def test_non_trading_day_files_travel_with_the_next_trading_day(tmp_path):
     assert covered_days(krx, mon) == [date(2026, 3, 7), date(2026, 3, 8), mon]
     r = backup.run(root, dest, krx, mon, events=EventLog(root))
     paths = {e.path for e in package.read_state(dest, mon).manifest.entries}
-    assert "system/events/20260307.jsonl" in paths and r.files == len(paths)
+    assert events_path(root, date(2026, 3, 7)).relative_to(root).as_posix() in paths and r.files == len(paths)
 
 
 # --- kill -9 ---------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from observer_assets.ops.settings import _RETENTION_ENV, RetentionPolicy, Settin
 from observer_assets.track_b.capture import anomaly_path, write_anomaly
 from observer_resources.calendar import KST
 from observer_resources.calendar.market import MarketCalendar
-from observer_resources.events import EventLog, read_events
+from observer_resources.events import EventLog, events_path, read_events
 
 KRX = MarketCalendar("krx")
 START = date(2026, 5, 18)  # a Monday; the following weeks hold two KRX holidays (2026-05-25, 2026-06-03)
@@ -196,7 +196,7 @@ def write_day(root: Path, d: date, n: int) -> list[str]:
     ev = EventLog(root, source="test")
     ev.emit("ws_connected", at=_at(d, 8, 55), session_id=f"s{n}")
     ev.emit("ws_disconnect", at=_at(d, 15, 35), session_id=f"s{n}", reason="session closed")
-    rels.append(f"system/events/{d:%Y%m%d}.jsonl")
+    rels.append(events_path(root, d).relative_to(root).as_posix())
     return rels
 
 
@@ -297,7 +297,7 @@ def test_fortnight_on_real_files_with_backups_an_anomaly_and_a_failed_backup(tmp
             owned[rel] = (t, rel.startswith("universe/"))
         if t == 5:  # an event on the holiday before (a restart on 2026-05-25) travels with this day's package
             EventLog(root, source="test").emit("process_started", at=_at(date(2026, 5, 25), 10))
-            owned["system/events/20260525.jsonl"] = (t, False)
+            owned[events_path(root, date(2026, 5, 25)).relative_to(root).as_posix()] = (t, False)
         if t in ANOMALY:
             p = write_anomaly(root, today, "ws_reconnects", {"reconnects": 23}, _at(today, 15, 31))
             owned[p.relative_to(root).as_posix()] = (t, False)
@@ -463,7 +463,7 @@ def test_a_day_changed_after_its_backup_is_kept_until_backed_up_again(tmp_path, 
     _build(root, dest, 5)
     ev = EventLog(root)
     d0, d1, today = DAYS[0], DAYS[1], DAYS[4]  # ages 4 and 3: both due
-    ev_rel = f"system/events/{d0:%Y%m%d}.jsonl"
+    ev_rel = events_path(root, d0).relative_to(root).as_posix()
     EventLog(root, source="test").emit("late_note", at=_at(d0, 17), note="appended after the backup")
     late_rel = f"track_a/date={d1.isoformat()}/slot=1530/snapshot.parquet"
     lake.write_table_atomic(root / late_rel, pa.table({"code": ["005930"], "price": [71000]}))
