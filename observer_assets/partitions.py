@@ -30,6 +30,7 @@ track_a_slot_partitions = dg.DynamicPartitionsDefinition(name="track_a_slot")
 track_b_hour_partitions = dg.DynamicPartitionsDefinition(name="track_b_hour")
 
 # ASCII digits and fullmatch: no other script's digits, no trailing newline
+_DAY_PREFIX = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _SLOT_RE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2})([0-9]{2})")
 _HOUR_RE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2})")
 
@@ -117,3 +118,82 @@ def trading_day_request(context: dg.ScheduleEvaluationContext, run_key_prefix: s
     key = day_key(d)
     context.instance.add_dynamic_partitions(trading_day_partitions.name, [key])
     return dg.RunRequest(partition_key=key, run_key=f"{run_key_prefix}:{key}", tags=tags or {})
+
+
+# --- every elapsed key, in time order ---------------------------------------------------------------------------
+
+
+def elapsed_day_keys(cal: MarketCalendar, start: date, now: datetime) -> list[str]:
+    """Every trading day from `start` through today (today included: its universe is built before the open)."""
+    today = now.astimezone(KST).date()
+    if start > today:
+        return []
+    return [day_key(d) for d in cal.trading_days(start, today)]
+
+
+def elapsed_slot_keys(cal: MarketCalendar, start: date, now: datetime) -> list[str]:
+    """Every valid Track A slot from `start` up to `now` (a slot exists from its instant on, never before)."""
+    now = now.astimezone(KST)
+    out: list[str] = []
+    for d in cal.trading_days(start, now.date()) if start <= now.date() else []:
+        out += [slot_key(t) for t in cal.track_a_slots(d) if t <= now]
+    return out
+
+
+#: deleting a dynamic key costs one transaction (7-8 ms on SQLite): reordering more than this in one sensor tick
+#: would risk Dagster's 60 s tick limit (docs/benchmarks.md), so a larger hole is added at the end instead, once
+MAX_REORDER = 300
+
+
+def reorder_plan(registered: list[str], expected: list[str], max_reorder: int = MAX_REORDER
+                 ) -> tuple[list[str], list[str]]:
+    """(keys to delete, keys to add in this order) so that `expected` keys all exist and every key sorts in time
+    order (pure). Dagster lists dynamic keys by insertion, so a missing key older than registered ones is added by
+    deleting the later ones and adding everything from it on in order; history stays (materializations are kept by
+    key, not by registration). When more than `max_reorder` keys would move (history extended far back), the
+    missing keys are only appended: complete beats sorted."""
+    have = set(registered)
+    missing = sorted(set(expected) - have)
+    if not missing:
+        return [], []
+    first = missing[0]
+    later = [k for k in registered if k > first]
+    if len(later) > max_reorder:
+        return [], missing
+    return later, sorted(set(missing) | set(later))
+
+
+def register_elapsed(instance: dg.DagsterInstance, cal: MarketCalendar, start: date, now: datetime,
+                     first_slot: str | None = None) -> dict[str, dict[str, int]]:
+    """Make every elapsed trading day since `start` and every elapsed Track A slot from `first_slot` (default: the
+    start of `start`) a partition, in time order. Returns what was done per definition ({"added", "reordered"})."""
+    slots = [k for k in elapsed_slot_keys(cal, start, now) if first_slot is None or k >= first_slot]
+    out = {}
+    for defn, expected in ((trading_day_partitions, elapsed_day_keys(cal, start, now)),
+                           (track_a_slot_partitions, slots)):
+        name = defn.name
+        assert name is not None
+        delete, add = reorder_plan(list(instance.get_dynamic_partitions(name)), expected)
+        for k in delete:
+            instance.delete_dynamic_partition(name, k)
+        if add:
+            instance.add_dynamic_partitions(name, add)
+        out[name] = {"added": len(add) - len(delete), "reordered": len(delete)}
+    return out
+
+
+def history_start(instance: dg.DagsterInstance, cal: MarketCalendar, now: datetime,
+                  configured: date | None = None) -> tuple[date, str | None]:
+    """(first day, first slot key or None for the whole day) of the deployment's history: the configured start's
+    whole days; else from the oldest day and the oldest slot already registered; else, on a fresh instance, today
+    from the current slot on — slots before a deployment first ran are the gap report's and backfill's business,
+    not thousands of partitions to show on its first start."""
+    if configured is not None:
+        return configured, None
+    days = sorted(instance.get_dynamic_partitions(trading_day_partitions.name))
+    slots = sorted(k for k in instance.get_dynamic_partitions(track_a_slot_partitions.name) if _SLOT_RE.fullmatch(k))
+    firsts = [k[:10] for k in (days[:1] + slots[:1]) if _DAY_PREFIX.fullmatch(k[:10])]
+    if firsts:
+        return date.fromisoformat(min(firsts)), (slots[0] if slots else None)
+    current = cal.slot_at(now)
+    return now.astimezone(KST).date(), (slot_key(current) if current else slot_key(now.astimezone(KST)))

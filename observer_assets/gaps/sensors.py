@@ -30,8 +30,9 @@ import pyarrow.parquet as pq
 
 from observer_assets import lake
 from observer_assets.gaps import alerts
+from observer_assets.gaps.schedules import GAP_REPORT_TAGS, gap_report_job
 from observer_assets.partitions import calendar, parse_slot_key, slot_key, track_a_slot_partitions
-from observer_assets.runs import BACKFILL_TAGS, KIS_REST_TAGS
+from observer_assets.runs import BACKFILL_TAGS, KIS_REST_TAGS, max_runtime
 from observer_assets.track_a.schedules import track_a_job
 from observer_resources.calendar import KST
 
@@ -114,7 +115,8 @@ def gap_backfill_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
                 new_keys.append(key)
                 existing.add(key)
             requests.append(dg.RunRequest(partition_key=key, run_key=f"backfill:{key}:{fp}",
-                                          tags={**BACKFILL_TAGS, **KIS_REST_TAGS, "observer/gap_report": day}))
+                                          tags={**BACKFILL_TAGS, **KIS_REST_TAGS, **max_runtime("track_a_backfill"),
+                                                "observer/gap_report": day}))
         if young:
             context.log.info(f"backfill: {len(young)} slot(s) of {day} still inside the live window; next tick")
         else:
@@ -236,7 +238,7 @@ TRACK_B_KINDS = frozenset({"track_b_loss", "ws_disconnect", "capture_restart", "
 
 track_b_restore_job = dg.define_asset_job(
     "track_b_restore_job", selection=dg.AssetSelection.assets("track_b_restored"),
-    tags={**BACKFILL_TAGS, **KIS_REST_TAGS},
+    tags={**BACKFILL_TAGS, **KIS_REST_TAGS, **max_runtime("track_b_restore_job")},
     description="Restore the day's lost Track B trades from today's conclusions (track_b_restored).",
 )
 
@@ -277,3 +279,45 @@ def track_b_restore_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResu
     key = today.isoformat()
     return dg.SensorResult(cursor=sig,
                            run_requests=[dg.RunRequest(partition_key=key, run_key=f"track_b_restore:{key}:{fp}")])
+
+
+# --- the gap report after a repair -----------------------------------------------------------------------------------
+REPAIR_ASSETS = ("track_a_snapshot", "track_b_restored")
+
+
+def repaired_days(run: dg.DagsterRun, materialized: list[tuple[str, str | None]]) -> list[str]:
+    """Trading days whose gap report a successful run changed (pure): a Track A backfill (by our sensor or a UI
+    backfill) or a Track B restore that materialized something. A live Track A slot is not a repair: the
+    schedule's next report sees it."""
+    live = run.tags.get("observer/kind") != "backfill" and "dagster/backfill" not in run.tags \
+        and run.job_name != track_b_restore_job.name
+    days = set()
+    for asset, key in materialized:
+        if asset not in REPAIR_ASSETS or key is None or (live and asset == "track_a_snapshot"):
+            continue
+        days.add(key[:10])
+    return sorted(days)
+
+
+@dg.run_status_sensor(
+    name="gap_report_after_repair",
+    run_status=dg.DagsterRunStatus.SUCCESS,
+    request_job=gap_report_job,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    description="After a Track A backfill or a Track B restore succeeds, recompute that day's gap report so the UI "
+                "shows the gaps it closed as restored.",
+)
+def gap_report_after_repair(context: dg.RunStatusSensorContext):  # noqa: ANN201 - RunRequest | SkipReason
+    run = context.dagster_run
+    records = context.instance.get_records_for_run(
+        run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
+    materialized = [(r.event_log_entry.asset_materialization.asset_key.to_user_string(),
+                     r.event_log_entry.asset_materialization.partition) for r in records
+                    if r.event_log_entry.asset_materialization is not None]
+    days = repaired_days(run, materialized)
+    if not days:
+        return dg.SkipReason(f"run {run.run_id[:8]} ({run.job_name}) repaired nothing")
+    return [dg.RunRequest(partition_key=d, run_key=f"gap_report-after:{run.run_id}:{d}",
+                          tags={**GAP_REPORT_TAGS, "observer/gap_report": "after_repair",
+                                "observer/after_run": run.run_id}) for d in days]

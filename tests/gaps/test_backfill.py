@@ -14,6 +14,8 @@ import pytest
 
 from observer_assets import lake
 from observer_assets.gaps import sensors
+from observer_assets.gaps.checks import TRACK_A_CHECKS
+from observer_assets.gaps.freshness import track_a_current_slot_fresh
 from observer_assets.gaps.assets import gap_report, report_path
 from observer_assets.partitions import calendar, day_key, slot_key
 from observer_assets.track_a.assets import slot_dir, track_a_snapshot
@@ -46,6 +48,7 @@ def report(inst, day, as_of: datetime) -> pa.Table:
 
 def tick(inst, cursor, kis):
     defs = dg.Definitions(assets=[track_a_snapshot, universe], jobs=[track_a_job], sensors=[sensors.gap_backfill_sensor],
+                          asset_checks=[*TRACK_A_CHECKS, track_a_current_slot_fresh],
                           resources={"kis": kis})
     ctx = dg.build_sensor_context(instance_ref=inst.get_ref(), cursor=cursor, definitions=defs)
     return sensors.gap_backfill_sensor.evaluate_tick(ctx)
@@ -99,18 +102,42 @@ def test_sensor_backfills_restorable_track_a_gaps_and_the_report_closes_them(env
         assert sorted(r.run_key for r in tick(inst, None, kis).run_requests) == sorted(r.run_key for r in r1.run_requests)
 
         # Execute the requested runs as the daemon would: the same partition and tags.
+        backfill_runs = []
         for r in r1.run_requests:
             inst.add_dynamic_partitions("track_a_slot", [r.partition_key])
             res = dg.materialize([track_a_snapshot, universe], selection=[track_a_snapshot], instance=inst,
                                  partition_key=r.partition_key, resources={"kis": kis}, tags=r.tags)
             assert res.success
             assert inst.get_run_by_id(res.run_id).tags["observer/kind"] == "backfill"
+            backfill_runs.append(inst.get_run_by_id(res.run_id))
+
+        # Each successful backfill asks, through the after-repair sensor, for a fresh report of its day; the
+        # report is recomputed by that request (as the daemon would run it), not by the test.
+        asked = {}
+        for run in backfill_runs:
+            ctx = dg.build_run_status_sensor_context(
+                sensor_name="gap_report_after_repair", dagster_instance=inst, dagster_run=run,
+                dagster_event=next(e for e in inst.all_logs(run.run_id) if e.dagster_event_type ==
+                                   dg.DagsterEventType.RUN_SUCCESS).dagster_event)
+            for req in sensors.gap_report_after_repair(ctx):
+                assert req.tags["observer/gap_report"] == "after_repair"
+                asked[req.run_key] = req
+        assert {r.partition_key for r in asked.values()} == {day_key(today)} and len(asked) == len(backfill_runs)
+        req = next(iter(asked.values()))
+        assert dg.materialize([gap_report, universe.to_source_asset()], partition_key=req.partition_key,
+                              instance=inst, tags=req.tags,
+                              run_config={"ops": {"gap_report": {"config": {"as_of": now.isoformat()}}}}).success
+        # a live slot's run is no repair: it asks for nothing
+        inst.add_dynamic_partitions("track_a_slot", [slot_key(slots[-1])])
+        live = dg.materialize([track_a_snapshot, universe], selection=[track_a_snapshot], instance=inst,
+                              partition_key=slot_key(slots[-1]), resources={"kis": kis})
+        assert sensors.repaired_days(inst.get_run_by_id(live.run_id), [("track_a_snapshot", slot_key(slots[-1]))]) == []
 
         full = pq.read_table(slot_dir(root, missing_slot) / "snapshot.parquet").to_pylist()
         assert {r["code"] for r in full} == set(codes) and {r["source"] for r in full} == {"restored"}
 
         # The re-computed report: restored with provenance; the ghost stays open (unrecoverable by KIS).
-        rep2 = report(inst, today, now).to_pylist()
+        rep2 = pq.read_table(report_path(lake.data_dir(), today)).to_pylist()
         a2 = {(r["kind"], r["symbol"], slot_key(r["slot_ts"])): r for r in rep2 if r["kind"].startswith("track_a")}
         ms = a2[("track_a_missing_slot", None, slot_key(missing_slot))]
         assert ms["status"] == "restored" and ms["restored_from"] == "inquire-time-itemchartprice"
