@@ -12,8 +12,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from observer_assets import lake
-from observer_assets.gaps.detect import Report
+from observer_assets import catalog, lake
+from observer_assets.gaps.detect import GAP_SCHEMA, Report
 from observer_assets.gaps.report import build_report
 from observer_assets.partitions import calendar, parse_day_key, trading_day_partitions
 from observer_assets.universe.assets import universe
@@ -37,6 +37,26 @@ def report_path(root: Path, day) -> Path:  # noqa: ANN001 - date
 
 def verdict_path(root: Path, day) -> Path:  # noqa: ANN001 - date
     return report_dir(root, day) / "verdict.json"
+
+
+OPEN_TABLE_ROWS = 30
+
+
+def open_gaps_markdown(rep: Report) -> str:
+    """The gaps still open (not restored, not explained away), as the table the UI shows first."""
+    rows = [r for r in rep.rows.to_pylist() if (r.get("status") or "open") == "open"]
+    if not rows:
+        return "No open gaps."
+    out = [f"{len(rows)} open gap(s)", "", "| kind | symbol | slot / start | seconds | severity | restorable | reason |",
+           "|---|---|---|---:|---|---|---|"]
+    for r in rows[:OPEN_TABLE_ROWS]:
+        start = r.get("slot_ts") or r.get("start")
+        out.append(f"| {r['kind']} | {r.get('symbol') or '—'} | {start.isoformat() if start else ''} | "
+                   f"{r['seconds'] if r.get('seconds') is not None else ''} | {r.get('severity') or ''} | "
+                   f"{'yes' if r.get('restorable') else 'no'} | {r.get('reason') or ''} |")
+    if len(rows) > OPEN_TABLE_ROWS:
+        out.append(f"| … {len(rows) - OPEN_TABLE_ROWS} more in the Parquet file | | | | | | |")
+    return "\n".join(out)
 
 
 def markdown(rep: Report) -> str:
@@ -78,13 +98,18 @@ def markdown(rep: Report) -> str:
     partitions_def=trading_day_partitions,
     group_name="gaps",
     kinds={"python", "parquet"},
-    deps=[universe],
+    # what the report reads, so the lineage view shows how data flows into it (a day reads all of its slots and
+    # hours: the dynamic keys have no day mapping Dagster could serialize, so the whole upstream is named)
+    deps=[universe,
+          *(dg.AssetDep(k, partition_mapping=dg.AllPartitionMapping()) for k in ("track_a_snapshot", "track_b_ticks")),
+          "track_b_restored"],
     description=(
         "Every gap of the trading day from the universe, Track A snapshots, Track B ticks and the event log: "
         "missing/late slots, missing symbols per slot, Track B volume-continuity losses, silences (not losses), "
         "WebSocket disconnects, rate limits, restored/unrecoverable status, and the anomaly-day verdict."
     ),
-    metadata={"path": "gaps/date=YYYY-MM-DD/gap_report.parquet"},
+    metadata=catalog.definition_metadata(GAP_SCHEMA, catalog.GAP_COLUMNS, "gaps/date=YYYY-MM-DD/gap_report.parquet"),
+    owners=catalog.OWNERS,
 )
 def gap_report(context: dg.AssetExecutionContext, config: GapReportConfig) -> dg.MaterializeResult:
     day = parse_day_key(context.partition_key, calendar())
@@ -108,6 +133,9 @@ def gap_report(context: dg.AssetExecutionContext, config: GapReportConfig) -> dg
                             f"event line(s) skipped: {s['events_unreadable_where']}")
     return dg.MaterializeResult(metadata={
         "rows": s["rows"],
+        "open_gaps": dg.MetadataValue.md(open_gaps_markdown(rep)),
+        "open_gap_count": sum(1 for st in rep.rows.column("status").to_pylist() if (st or "open") == "open")
+        if "status" in rep.rows.column_names else s["rows"],
         "data_lost_rows": s["data_lost_rows"],
         "backfill_targets": s["backfill_targets"],
         "events_bad_lines": s["events_bad_lines"],
@@ -117,6 +145,6 @@ def gap_report(context: dg.AssetExecutionContext, config: GapReportConfig) -> dg
         "by_kind": dg.MetadataValue.json(s["by_kind"]),
         "verdict": dg.MetadataValue.json(rep.verdict),
         "summary": dg.MetadataValue.md(markdown(rep)),
-        "path": dg.MetadataValue.path(str(path)),
+        **catalog.materialized(rep.rows.num_rows, path),
         "generated_at": datetime.now(KST).isoformat(),
     })

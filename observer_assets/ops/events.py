@@ -28,7 +28,7 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from observer_assets import lake
+from observer_assets import catalog, lake
 from observer_assets.partitions import calendar, parse_day_key, trading_day_partitions
 from observer_resources.calendar import KST
 # DayEvents and load_day live with the writer (one reader for every caller); importable from here as before
@@ -449,7 +449,11 @@ def _overflow_ledger(root: Path, day: date) -> dict[str, int]:
         "rate-limit rejections and waits, universe/Track A results, backup and retention results. Read from "
         "system/events/YYYYMMDD.<host>.jsonl (every host's file); a day without events is an empty summary."
     ),
-    metadata={"path": "system_events/date=YYYY-MM-DD/summary.json", "source": "system/events/YYYYMMDD.<host>.jsonl"},
+    # one JSON document per day: its column schema is the document's top-level members, its row count 1
+    metadata=catalog.definition_metadata(catalog.SYSTEM_EVENTS_SCHEMA, catalog.SYSTEM_EVENTS_COLUMNS,
+                                         "system_events/date=YYYY-MM-DD/summary.json",
+                                         source="system/events/YYYYMMDD.<host>.jsonl"),
+    owners=catalog.OWNERS,
 )
 def system_events(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     day = parse_day_key(context.partition_key, calendar())
@@ -480,7 +484,7 @@ def system_events(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
                          else "none: no events recorded this day"),
         "summary": dg.MetadataValue.md(markdown(s, day, note=note)),
         "by_type": dg.MetadataValue.json(s["by_type"]),
-        "path": dg.MetadataValue.path(str(path)),
+        **catalog.materialized(1, path),
         "generated_at": doc["generated_at"],
     }
     if note:

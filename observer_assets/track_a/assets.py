@@ -24,12 +24,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from observer_assets import lake
+from observer_assets import catalog, lake
 from observer_assets.ops.events import record
 from observer_assets.partitions import calendar, parse_slot_key, slot_label, track_a_slot_partitions
-from observer_assets.runs import BACKFILL_TAGS
+from observer_assets.runs import BACKFILL_TAGS, KIS_REST_POOL
 from observer_assets.track_a import restore, snapshot
-from observer_assets.universe.assets import latest_universe_before, read_universe, universe
+from observer_assets.universe.assets import (
+    latest_universe_before,
+    read_rejection,
+    read_universe,
+    rejected_path,
+    universe,
+)
 from observer_resources import metrics
 from observer_resources.calendar import KST
 from observer_resources.kis import protocol as p
@@ -271,6 +277,7 @@ def _degraded_line(s: KeyShard) -> str:
 @dg.asset(
     partitions_def=track_a_slot_partitions,
     group_name="track_a",
+    pool=KIS_REST_POOL,  # live snapshots and restores from minute bars alike
     kinds={"python", "parquet"},
     # Slot keys are not day keys: without a mapping Dagster maps a slot to a universe partition of the same name,
     # which never exists, and refuses every UI/GraphQL backfill of Track A ("depends on non-existent partitions").
@@ -280,7 +287,9 @@ def _degraded_line(s: KeyShard) -> str:
         "and traded value, best bid/ask, timestamps with zone; source = live or restored). Partition key "
         "YYYY-MM-DDTHHMM (KST)."
     ),
-    metadata={"path": "track_a/date=YYYY-MM-DD/slot=HHMM/snapshot.parquet"},
+    metadata=catalog.definition_metadata(snapshot.SNAPSHOT_SCHEMA, catalog.SNAPSHOT_COLUMNS,
+                                         "track_a/date=YYYY-MM-DD/slot=HHMM/snapshot.parquet"),
+    owners=catalog.OWNERS,
 )
 def track_a_snapshot(context: dg.AssetExecutionContext, config: TrackAConfig, kis: KisResource) -> dg.MaterializeResult:
     # The slot's result is a system event (observer-intent §13 "ETL"); a failure is recorded before it raises.
@@ -313,6 +322,13 @@ def _snapshot(context: dg.AssetExecutionContext, config: TrackAConfig, kis: KisR
     uni = read_universe(root, slot_ts.date())
     universe_note = f"universe of {slot_ts.date()}"
     if uni is None:
+        rejection = read_rejection(root, slot_ts.date())
+        if rejection is not None:  # refused on purpose: an earlier day's universe must not stand in for it
+            raise dg.Failure(
+                f"the universe of {slot_ts.date()} was rejected by its check "
+                f"({'; '.join(map(str, rejection.get('problems') or [])) or 'see rejection.json'}): it is set aside "
+                f"at {rejected_path(root, slot_ts.date())} and not used. Re-run universe {slot_ts.date()} with "
+                "accept_anyway: true to publish it, then this slot.")
         fb = latest_universe_before(root, slot_ts.date())
         if fb is None:
             raise dg.Failure(f"no universe for {slot_ts.date()} nor any of the 14 trading days before it")
@@ -383,7 +399,7 @@ def _snapshot(context: dg.AssetExecutionContext, config: TrackAConfig, kis: KisR
         "mode": mode,
         "key_env": kis.env,
         "universe": universe_note,
-        "path": dg.MetadataValue.path(str(table_path)),
+        **catalog.materialized(table.num_rows, table_path),
     }
     if shards:  # a live fetch: what each app key did, and which keys failed
         bad = [sh for sh in shards if sh.degraded is not None]
@@ -447,6 +463,6 @@ def _restore(context: dg.AssetExecutionContext, kis: KisResource, uni: pa.Table,
         "mode": "restored" if missing else "complete: nothing to restore",
         "key_env": kis.env,
         "universe": universe_note,
-        "path": dg.MetadataValue.path(str(table_path)),
+        **catalog.materialized(rows, table_path),
     }
     return dg.MaterializeResult(metadata=md)

@@ -28,17 +28,18 @@ import hashlib
 import json
 import statistics
 from collections.abc import Iterable, Iterator
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from observer_assets import lake
+from observer_assets import catalog, lake
 from observer_assets.partitions import hour_key, parse_hour_key, track_b_hour_partitions
+from observer_assets.runs import COMPACTION_POOL
 from observer_assets.track_b import journal as jr
-from observer_assets.track_b.compaction import DEFAULT_BUCKETS, compact, sample
+from observer_assets.track_b.compaction import DEFAULT_BUCKETS, SAMPLE_SCHEMA, TICK_SCHEMA, compact, sample
 from observer_resources import events
 from observer_resources.calendar import KST
 from observer_resources.kis import protocol as p
@@ -106,6 +107,51 @@ def journal_hours(root: Path, since: datetime | None = None) -> list[datetime]:
             if hh < 24:
                 out.add(datetime(day.year, day.month, day.day, hh, tzinfo=KST))
     return sorted(out)
+
+
+def journal_summary(local: Path, day: date) -> dict:
+    """What the journal holds for a day (segments, bytes, keys, hours, sealed or not) and its fingerprint: the
+    content of a ``track_b_journal`` event. Reads file metadata and segment tails only."""
+    segs = jr.segments(local, day)
+    return {
+        "day": day.isoformat(),
+        "segments": len(segs),
+        "bytes": sum(s.stat().st_size for s in segs),
+        "keys": sorted({s.parent.name.removeprefix("key=") for s in segs}),
+        "hours": sorted({s.stem for s in segs}),
+        "unsealed_segments": sum(1 for s in segs if not jr.segment_closed(s)),
+        "fingerprint": journal_fingerprint(segs) if segs else "",
+        "path": jr.journal_root(local) / f"date={day.isoformat()}",
+    }
+
+
+def journal_event_metadata(summary: dict) -> dict:
+    """A journal summary as asset-event metadata."""
+    return {"day": summary["day"], "segments": summary["segments"], "bytes": summary["bytes"],
+            "keys": dg.MetadataValue.json(summary["keys"]), "hours": dg.MetadataValue.json(summary["hours"]),
+            "unsealed_segments": summary["unsealed_segments"], "journal_fingerprint": summary["fingerprint"],
+            "path": dg.MetadataValue.path(str(summary["path"])), catalog.URI: catalog.uri(summary["path"])}
+
+
+# The raw journal: written by the capture (track_b_capture_job reports a materialization when its supervision
+# ends), observed on disk by track_b_journal_sensor, compacted into track_b_ticks. Not executable from Dagster:
+# only the capture process appends to it.
+track_b_journal = dg.AssetSpec(
+    "track_b_journal",
+    group_name="track_b",
+    kinds={"python", "jsonl"},
+    owners=catalog.OWNERS,
+    description=(
+        "Track B's raw record: every WebSocket frame exactly as received, one self-checking JSON line each (CRC32), "
+        "per app key and KST hour of receipt, append-only with group-commit fsync. Written by the capture process "
+        "that track_b_capture_job supervises; observed every minute by track_b_journal_sensor (data version = "
+        "the day's segment fingerprint); compacted hour by hour into track_b_ticks. Lives on the local/NFS "
+        "directory (OBSERVER_LOCAL_DIR), never on an object store."
+    ),
+    metadata=catalog.definition_metadata(catalog.JOURNAL_SCHEMA, catalog.JOURNAL_COLUMNS,
+                                         "raw/track_b/date=YYYY-MM-DD/key=<key_id>/HH.jsonl",
+                                         written_by="track_b_capture_job"),
+)
 
 
 def read_manifest(root: Path, start: datetime) -> dict | None:
@@ -292,6 +338,7 @@ def _write_json(path: Path, obj: dict) -> None:
 @dg.asset(
     partitions_def=track_b_hour_partitions,
     group_name="track_b",
+    pool=COMPACTION_POOL,
     kinds={"python", "parquet"},
     description=(
         "Every trade Track B received in one KST hour (all app keys), from the raw journal: typed H0STCNT0 "
@@ -299,7 +346,11 @@ def _write_json(path: Path, obj: dict) -> None:
         "a reconnect flagged 'gap' with the missing volume. Metadata: ticks, symbols, duplicates dropped, malformed "
         "frames, volume breaks, record rate per slot, disconnected seconds. Partition key YYYY-MM-DDTHH (KST)."
     ),
-    metadata={"path": "track_b/date=YYYY-MM-DD/hour=HH/ticks.parquet", "source": "raw/track_b/date=*/key=*/HH.jsonl"},
+    metadata=catalog.definition_metadata(TICK_SCHEMA, catalog.TICK_COLUMNS,
+                                         "track_b/date=YYYY-MM-DD/hour=HH/ticks.parquet",
+                                         source="raw/track_b/date=*/key=*/HH.jsonl"),
+    owners=catalog.OWNERS,
+    deps=[track_b_journal],
 )
 def track_b_ticks(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     start = parse_hour_key(context.partition_key)
@@ -374,7 +425,7 @@ def track_b_ticks(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         "other_business_date": stats["other_business_date"],
         "previous_hour": prev_how,
         "journal_fingerprint": fp,
-        "path": dg.MetadataValue.path(str(out)),
+        **catalog.materialized(table.num_rows, out),
     }
     return dg.MaterializeResult(metadata={k: v for k, v in md.items() if v is not None})
 
@@ -382,6 +433,7 @@ def track_b_ticks(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
 @dg.asset(
     partitions_def=track_b_hour_partitions,
     group_name="track_b",
+    pool=COMPACTION_POOL,
     kinds={"python", "parquet"},
     deps=[track_b_ticks],
     description=(
@@ -389,7 +441,9 @@ def track_b_ticks(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         "the bucket's trade count, volume, high and low (totals survive sampling). 2 Hz (0.5 s buckets); 1 Hz and "
         "0.5 Hz where the journal says mitigation level 1 or 2 was on. Partition key YYYY-MM-DDTHH (KST)."
     ),
-    metadata={"path": "track_b_sampled/date=YYYY-MM-DD/hour=HH/sampled.parquet"},
+    metadata=catalog.definition_metadata(SAMPLE_SCHEMA, catalog.SAMPLE_COLUMNS,
+                                         "track_b_sampled/date=YYYY-MM-DD/hour=HH/sampled.parquet"),
+    owners=catalog.OWNERS,
 )
 def track_b_sampled(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     start = parse_hour_key(context.partition_key)
@@ -417,5 +471,5 @@ def track_b_sampled(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         "mitigation_levels": dg.MetadataValue.json(levels),
         "gap_buckets": out_tbl["quality_flag"].to_pylist().count("gap"),
         "volume": vol_out,
-        "path": dg.MetadataValue.path(str(out)),
+        **catalog.materialized(out_tbl.num_rows, out),
     })

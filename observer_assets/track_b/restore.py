@@ -24,8 +24,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from observer_assets import lake
+from observer_assets import catalog, lake
 from observer_assets.partitions import calendar, parse_day_key, trading_day_partitions
+from observer_assets.runs import KIS_REST_POOL
 from observer_resources import events
 from observer_resources.calendar import KST
 from observer_resources.events import Gap
@@ -195,11 +196,14 @@ def day_ticks(root: Path, day: date) -> pa.Table | None:
 @dg.asset(
     partitions_def=trading_day_partitions,
     group_name="gaps",
+    pool=KIS_REST_POOL,
     kinds={"python", "parquet"},
     description="Track B trades lost in gaps (cumulative-volume holes of the day's live ticks), restored from "
     "today's intraday conclusions (inquire-time-itemconclusion) with source = restored, in their own dataset: the "
     "live ticks are never rewritten. Only the current day can be restored (KIS serves today's conclusions only).",
-    metadata={"path": "track_b_restored/date=YYYY-MM-DD/restored.parquet"},
+    metadata=catalog.definition_metadata(RESTORED_SCHEMA, catalog.RESTORED_COLUMNS,
+                                         "track_b_restored/date=YYYY-MM-DD/restored.parquet"),
+    owners=catalog.OWNERS,
 )
 def track_b_restored(context: dg.AssetExecutionContext, kis: KisResource) -> dg.MaterializeResult:
     day = parse_day_key(context.partition_key, calendar())
@@ -226,5 +230,5 @@ def track_b_restored(context: dg.AssetExecutionContext, kis: KisResource) -> dg.
     return dg.MaterializeResult(metadata={
         "holes": len(holes), "holes_restored": done, "missing_volume": missing, "restored_volume": vol,
         "restored_rows": merged.num_rows, "failures": len(failures), "restored_from": ENDPOINT,
-        "restorable": day == today, "path": dg.MetadataValue.path(str(restored_path(root, day))),
+        "restorable": day == today, **catalog.materialized(merged.num_rows, restored_path(root, day)),
     })

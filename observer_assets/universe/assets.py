@@ -3,22 +3,32 @@
 Built before the open from the KOSPI/KOSDAQ master files and the exchange's previous closes, and fixed for the
 day: the inputs it used (both master zips and the previous closes) are kept beside it, so re-materializing the
 partition recomputes the identical table from them instead of asking KIS again.
+
+Gated: the count rules (checks.py) are judged before the table is published at ``universe_path``. A universe
+they refuse goes to ``universe_rejected/date=D/`` (its own dataset: no reader, glob or Hive scan of ``universe/``
+sees it, and the backup still carries it by its ``date=`` part), the ``universe_count`` result fails with the
+numbers and the run fails. ``accept_anyway`` (operator override) publishes it, recorded as a WARN result, in the
+metadata and as a ``universe_accepted_anyway`` event.
 """
 
 
 import asyncio
 import json
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from observer_assets import lake
+from observer_assets import catalog, lake
 from observer_assets.ops.events import record
 from observer_assets.partitions import calendar, parse_day_key, trading_day_partitions
-from observer_assets.universe import rules
+from observer_assets.runs import KIS_REST_POOL
+from observer_assets.universe import checks, rules
 from observer_resources.calendar import KST
 from observer_resources.kis import masters, protocol as p
 from observer_resources.kis.errors import KisError
@@ -26,6 +36,7 @@ from observer_resources.resources import KisResource
 
 DATASET = "universe"
 INPUTS = "universe_inputs"  # master zips, previous closes, exclusions: kept apart so `universe/` is one clean dataset
+REJECTED = "universe_rejected"  # universes the count check refused: evidence only, read by nothing
 FALLBACK_DAYS = 14
 
 
@@ -33,6 +44,7 @@ class UniverseConfig(dg.Config):
     min_prev_close: int = 4_000
     min_master_codes: int = 2_500  # a master with fewer stock codes than this is refused (observer-intent §2.1)
     quote_concurrency: int = 8
+    accept_anyway: bool = False  # operator override: publish a universe the count check refuses (recorded)
 
 
 def universe_dir(root: Path, d: date) -> Path:
@@ -45,6 +57,24 @@ def inputs_dir(root: Path, d: date) -> Path:
 
 def universe_path(root: Path, d: date) -> Path:
     return universe_dir(root, d) / "universe.parquet"
+
+
+def rejected_path(root: Path, d: date) -> Path:
+    return lake.partition_dir(root, REJECTED, d) / "universe.parquet"
+
+
+def rejection_path(root: Path, d: date) -> Path:
+    return lake.partition_dir(root, REJECTED, d) / "rejection.json"
+
+
+def read_rejection(root: Path, d: date) -> dict[str, Any] | None:
+    """Why the day's universe was refused, when it was refused and has not been published since (else None)."""
+    if universe_path(root, d).exists() or not rejected_path(root, d).exists():
+        return None
+    try:
+        return json.loads(rejection_path(root, d).read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return {"problems": ["(rejection.json unreadable)"]}
 
 
 def read_universe(root: Path, d: date) -> pa.Table | None:
@@ -126,31 +156,89 @@ def _write_json(path: Path, obj: dict) -> None:
 @dg.asset(
     partitions_def=trading_day_partitions,
     group_name="universe",
+    pool=KIS_REST_POOL,
     kinds={"python", "parquet"},
     description=(
         "Stocks Observer tracks on a trading day: KOSPI + KOSDAQ common and preferred shares (no ETF, ETN, ELW, "
         "fund, REIT, SPAC; not halted or in liquidation trading) whose previous close is >= 4,000 KRW. Fixed for "
         "the day: the master files and previous closes it used are kept with it."
     ),
-    metadata={"path": "universe/date=YYYY-MM-DD/universe.parquet", "inputs": "universe_inputs/date=YYYY-MM-DD/"},
+    metadata=catalog.definition_metadata(
+        rules.UNIVERSE_SCHEMA, catalog.UNIVERSE_COLUMNS, "universe/date=YYYY-MM-DD/universe.parquet",
+        inputs="universe_inputs/date=YYYY-MM-DD/", rejected="universe_rejected/date=YYYY-MM-DD/universe.parquet"),
+    owners=catalog.OWNERS,
+    check_specs=[checks.universe_count],
 )
-def universe(context: dg.AssetExecutionContext, config: UniverseConfig, kis: KisResource) -> dg.MaterializeResult:
+def universe(context: dg.AssetExecutionContext, config: UniverseConfig,
+             kis: KisResource) -> Iterator[dg.AssetCheckResult | dg.MaterializeResult]:
     # The build result is a system event (observer-intent §13 "Universe", "ETL"); a failure is recorded before it raises.
     try:
-        res = _build(context, config, kis)
+        built = _build(context, config, kis)
     except Exception as e:
         record("universe_build_failed", source="universe", logger=context.log, day=context.partition_key,
                error=f"{type(e).__name__}: {e}"[:500])
         raise
-    md = res.metadata or {}
+    verdict = checks.judge(built.table.num_rows, built.previous_count, built.previous_day.isoformat())
+    root, day = built.root, built.day
+    if not verdict.passed and not config.accept_anyway:
+        where = _reject(root, day, built.table, verdict, context.run.run_id)
+        msg = (f"universe {day} rejected by its check ({'; '.join(verdict.problems)}): not published, so Track A "
+               f"will not use it; kept at {where}. Re-run the partition with accept_anyway: true to publish it.")
+        record("universe_build_failed", source="universe", logger=context.log, day=context.partition_key,
+               rejected=True, error=msg[:500], **verdict.metadata())
+        yield dg.AssetCheckResult(check_name=checks.CHECK_NAME, passed=False, severity=dg.AssetCheckSeverity.ERROR,
+                                  description=f"rejected, not published: {'; '.join(verdict.problems)}",
+                                  metadata={**verdict.metadata(), "rejected_path": dg.MetadataValue.path(str(where))})
+        raise dg.Failure(description=msg, metadata=verdict.metadata())
+    path = lake.write_table_atomic(universe_path(root, day), built.table)
+    accepted_anyway = not verdict.passed
+    if accepted_anyway:
+        context.log.warning(f"universe {day}: published although its check failed ({'; '.join(verdict.problems)}): "
+                            "accept_anyway")
+        record("universe_accepted_anyway", source="universe", logger=context.log, day=context.partition_key,
+               problems="; ".join(verdict.problems), run_id=context.run.run_id, **verdict.metadata())
+    md = {**built.metadata, "accepted_anyway": accepted_anyway, **catalog.materialized(built.table.num_rows, path)}
     src = str(md.get("source", ""))
     record("universe_built", source="universe", logger=context.log, day=context.partition_key, count=md.get("count"),
            fallback=src.startswith("fallback"), source_detail=src, fallback_reason=md.get("fallback_reason"),
-           quote_failures=md.get("quote_failures"), requests_used=md.get("requests_used"))
-    return res
+           quote_failures=md.get("quote_failures"), requests_used=md.get("requests_used"),
+           accepted_anyway=accepted_anyway)
+    yield dg.MaterializeResult(metadata=md, check_results=[dg.AssetCheckResult(
+        check_name=checks.CHECK_NAME,
+        passed=verdict.passed,
+        severity=dg.AssetCheckSeverity.WARN if accepted_anyway else dg.AssetCheckSeverity.ERROR,
+        description=("accepted anyway by the operator: " + "; ".join(verdict.problems)) if accepted_anyway
+        else "count within bounds",
+        metadata={**verdict.metadata(), "accepted_anyway": accepted_anyway},
+    )])
 
 
-def _build(context: dg.AssetExecutionContext, config: UniverseConfig, kis: KisResource) -> dg.MaterializeResult:
+@dataclass(frozen=True)
+class _Built:
+    """A universe table ready to be judged, with the metadata of how it was made."""
+
+    root: Path
+    day: date
+    previous_day: date
+    previous_count: int | None
+    table: pa.Table
+    metadata: dict[str, Any]
+
+
+def _reject(root: Path, day: date, table: pa.Table, verdict: checks.CountVerdict, run_id: str) -> Path:
+    """Set a refused universe aside (evidence), and withdraw any earlier published one: nothing may read it."""
+    where = lake.write_table_atomic(rejected_path(root, day), table)
+    _write_json(rejection_path(root, day), {"day": day.isoformat(), "problems": list(verdict.problems),
+                                            **verdict.metadata(), "run_id": run_id,
+                                            "at": datetime.now(KST).isoformat()})
+    published = universe_path(root, day)
+    if published.exists():
+        published.unlink()
+    return where
+
+
+def _build(context: dg.AssetExecutionContext, config: UniverseConfig, kis: KisResource) -> _Built:
+    """The day's table and its metadata; publishing is the caller's decision (the count check's)."""
     cal = calendar()
     day = parse_day_key(context.partition_key, cal)
     prev_day = cal.previous_trading_day(day)
@@ -183,11 +271,11 @@ def _build(context: dg.AssetExecutionContext, config: UniverseConfig, kis: KisRe
             if fb is None:
                 raise dg.Failure(f"master files unavailable ({e}) and no earlier universe within {FALLBACK_DAYS} trading days") from e
             fb_day, table = fb
-            lake.write_table_atomic(universe_path(root, day), table)
             _write_json(ddir / "FALLBACK.json", {"reason": str(e), "used_universe_of": fb_day.isoformat(),
                                                  "at": datetime.now(KST).isoformat()})
             context.log.error(f"universe {day}: master files unavailable ({e}); using the universe of {fb_day}")
-            return dg.MaterializeResult(metadata={
+            prev = read_universe(root, prev_day)
+            return _Built(root, day, prev_day, prev.num_rows if prev is not None else None, table, {
                 "count": table.num_rows, "source": f"fallback: universe of {fb_day}", "fallback_reason": str(e),
             })
         for w, mp in master_paths.items():
@@ -203,7 +291,6 @@ def _build(context: dg.AssetExecutionContext, config: UniverseConfig, kis: KisRe
 
     rows = [r for w in ("kospi", "kosdaq") for r in masters.parse_master_zip(zips[w], w)]  # type: ignore[arg-type]
     table, excluded = rules.select(rows, closes, config.min_prev_close)
-    lake.write_table_atomic(universe_path(root, day), table)
     reasons: dict[str, int] = {}
     for ex in excluded:
         key = f"previous close < {config.min_prev_close}" if ex.reason.startswith("previous close ") else ex.reason
@@ -227,9 +314,9 @@ def _build(context: dg.AssetExecutionContext, config: UniverseConfig, kis: KisRe
         "quote_failures": len(quote_failures),
         "requests_used": requests_used,
         "min_prev_close": config.min_prev_close,
-        "path": dg.MetadataValue.path(str(universe_path(root, day))),
     }
     if quote_failures:
         context.log.warning(f"universe {day}: no previous close for {len(quote_failures)} candidates, excluded: "
                             + ", ".join(f"{c} ({r})" for c, r in sorted(quote_failures.items())[:20]))
-    return dg.MaterializeResult(metadata={k: v for k, v in md.items() if v is not None})
+    return _Built(root, day, prev_day, prev.num_rows if prev is not None else None, table,
+                  {k: v for k, v in md.items() if v is not None})

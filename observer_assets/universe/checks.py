@@ -1,15 +1,26 @@
-"""Universe checks: a universe that collapsed or jumped stops the downstream work of its run."""
+"""The universe's count rules: a universe that collapsed or jumped is never published.
 
+The rules are judged inside the universe asset, before the file is written where readers look
+(``universe/date=D/universe.parquet``): a blocking check that ran after the file was written would stop nothing,
+since Track A reads the file in other runs. The check's result is reported by the asset itself
+(``check_specs``), so it belongs to the partition it judged.
+"""
+
+from __future__ import annotations
 
 import os
+import warnings
+from dataclasses import dataclass
 
 import dagster as dg
 
-from observer_assets import lake
-from observer_assets.partitions import calendar, parse_day_key
+from observer_assets.partitions import trading_day_partitions
 from observer_assets.universe import rules
-from observer_assets.universe.assets import read_universe, universe
 
+CHECK_NAME = "universe_count"
+
+# partitioned checks are a preview API in the pinned Dagster; the per-partition results are tested
+warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec", category=dg.PreviewWarning)
 
 
 def thresholds() -> tuple[int, float]:
@@ -18,42 +29,52 @@ def thresholds() -> tuple[int, float]:
             float(os.environ.get("OBSERVER_UNIVERSE_MAX_CHANGE", "0.30")))
 
 
-@dg.asset_check(
-    asset=universe,
-    blocking=True,
-    description="Count >= the minimum (1,000; OBSERVER_UNIVERSE_MIN_COUNT) and within 30 % "
-    "(OBSERVER_UNIVERSE_MAX_CHANGE) of the previous trading day's universe (the stored file of that day, never "
-    "the one just written).",
-)
-def universe_count(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-    key = context.run.tags.get("dagster/partition")
-    if key is None:
-        return dg.AssetCheckResult(passed=False, metadata={"error": "run has no partition tag"})
-    min_count, max_change = thresholds()
-    cal = calendar()
-    day = parse_day_key(key, cal)
-    root = lake.data_dir()
-    today = read_universe(root, day)
-    if today is None:
-        return dg.AssetCheckResult(passed=False, metadata={"error": f"no universe file for {day}"})
-    prev_day = cal.previous_trading_day(day)
-    prev = read_universe(root, prev_day)
-    count = today.num_rows
-    ratio = rules.change_ratio(count, prev.num_rows) if prev is not None else 0.0
+@dataclass(frozen=True)
+class CountVerdict:
+    """The count rules applied to one day's universe; ``problems`` is empty when it may be published."""
+
+    count: int
+    previous_count: int | None
+    previous_day: str
+    minimum: int
+    max_change: float
+    change: float
+    problems: tuple[str, ...]
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems
+
+    def metadata(self) -> dict[str, int | float | str]:
+        return {"count": self.count, "minimum": self.minimum, "max_change": self.max_change,
+                "previous_count": self.previous_count if self.previous_count is not None else -1,
+                "previous_trading_day": self.previous_day, "change": round(self.change, 4)}
+
+
+def judge(count: int, previous_count: int | None, previous_day: str,
+          min_count: int | None = None, max_change: float | None = None) -> CountVerdict:
+    """Count >= the minimum, and within the maximum change of the previous trading day's published universe
+    (no previous universe: the change rule does not apply). Pure."""
+    env_min, env_change = thresholds()
+    min_count = env_min if min_count is None else min_count
+    max_change = env_change if max_change is None else max_change
+    ratio = rules.change_ratio(count, previous_count) if previous_count is not None else 0.0
     problems = []
     if count < min_count:
         problems.append(f"count {count} < minimum {min_count}")
-    if prev is not None and ratio > max_change:
-        problems.append(f"count changed {ratio:.1%} against {prev_day} ({prev.num_rows} -> {count})")
-    return dg.AssetCheckResult(
-        passed=not problems,
-        severity=dg.AssetCheckSeverity.ERROR,
-        description="; ".join(problems) or "count within bounds",
-        metadata={
-            "count": count,
-            "minimum": min_count,
-            "max_change": max_change,
-            "previous_count": prev.num_rows if prev is not None else -1,
-            "change": round(ratio, 4),
-        },
-    )
+    if previous_count is not None and ratio > max_change:
+        problems.append(f"count changed {ratio:.1%} (> {max_change:.0%}) against {previous_day} "
+                        f"({previous_count} -> {count})")
+    return CountVerdict(count, previous_count, previous_day, min_count, max_change, ratio, tuple(problems))
+
+
+universe_count = dg.AssetCheckSpec(
+    CHECK_NAME,
+    asset="universe",
+    blocking=True,
+    partitions_def=trading_day_partitions,
+    description="Count >= the minimum (1,000; OBSERVER_UNIVERSE_MIN_COUNT) and within 30 % "
+    "(OBSERVER_UNIVERSE_MAX_CHANGE) of the previous trading day's published universe. Judged by the universe "
+    "asset before it publishes the file: a failing universe is written aside to universe_rejected/date=D/ and "
+    "never read (the run fails), unless an operator re-runs it with accept_anyway (then WARN).",
+)

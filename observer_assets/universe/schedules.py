@@ -4,11 +4,11 @@
 import dagster as dg
 
 from observer_assets.partitions import trading_day_request
-from observer_assets.runs import KIS_REST_TAGS
+from observer_assets.runs import KIS_REST_TAGS, max_runtime
 from observer_assets.universe.assets import universe
 
 universe_job = dg.define_asset_job(
-    "universe_job", selection=dg.AssetSelection.assets(universe), tags=KIS_REST_TAGS
+    "universe_job", selection=dg.AssetSelection.assets(universe), tags={**KIS_REST_TAGS, **max_runtime("universe_job")}
 )
 
 

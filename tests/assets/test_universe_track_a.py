@@ -14,7 +14,6 @@ from observer_assets import lake
 from observer_assets.partitions import calendar, day_key, slot_key
 from observer_assets.track_a.assets import slot_dir, track_a_snapshot
 from observer_assets.universe.assets import inputs_dir, universe, universe_dir, universe_path
-from observer_assets.universe.checks import universe_count
 from observer_resources.calendar import KST
 from observer_resources.resources import KisResource
 from observer_resources.sim.accounts import demo_credentials
@@ -76,14 +75,14 @@ def test_universe_then_track_a(env, frozen_sim):
     kis = kis_for(frozen_sim, env, 1)
     with dg.instance_for_test() as inst:
         inst.add_dynamic_partitions("trading_day", [day_key(today)])
-        res = run([universe, universe_count], day_key(today), kis, inst, config={"universe": {"config": SMALL}})
+        res = run([universe], day_key(today), kis, inst, config={"universe": {"config": SMALL}})
         assert res.success
         md = res.asset_materializations_for_node("universe")[0].metadata
         path = universe_path(lake.data_dir(), today)
         table = pq.read_table(path)
         assert md["count"].value == table.num_rows > 100
-        checks = res.get_asset_check_evaluations()
-        assert [(c.check_name, c.passed) for c in checks] == [("universe_count", True)]
+        checks = res.get_asset_check_evaluations()  # judged by the asset itself, before publishing
+        assert [(c.check_name, c.passed, c.partition) for c in checks] == [("universe_count", True, day_key(today))]
 
         # Membership against the exchange's own previous closes, and the type filter.
         df = table.to_pandas()

@@ -409,6 +409,7 @@ def test_universe_and_track_a_results_are_events(sim, creds, tmp_path, monkeypat
     data = tmp_path / "data"
     monkeypatch.setenv("OBSERVER_DATA_DIR", str(data))
     monkeypatch.setenv("OBSERVER_CALENDAR", "open")
+    monkeypatch.setenv("OBSERVER_UNIVERSE_MIN_COUNT", "100")  # the 600-listing exchange's universe is published
     key, secret = creds
     kis = KisResource(app_key=key, app_secret=secret, rest_url=sim.rest_url, ws_url=sim.ws_url,
                       state_dir=str(tmp_path / "state"))

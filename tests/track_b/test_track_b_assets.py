@@ -245,21 +245,27 @@ def test_an_hour_without_journal_and_a_bad_key_fail_clearly(scenario, lake_env):
 def test_names_are_pinned():
     """The lead extends tests/test_definitions.py with these; renaming any of them orphans stored history."""
     graph = track_b_defs.resolve_asset_graph()
-    assert sorted(k.to_user_string() for k in graph.get_all_asset_keys()) == ["track_b_sampled", "track_b_ticks"]
+    assert sorted(k.to_user_string() for k in graph.get_all_asset_keys()) == \
+        ["track_b_journal", "track_b_sampled", "track_b_ticks"]
     for k in graph.get_all_asset_keys():
         pd = graph.get(k).partitions_def
+        if k.to_user_string() == "track_b_journal":  # the capture's raw record: external, observed, unpartitioned
+            assert pd is None and not graph.get(k).is_materializable
+            continue
         assert isinstance(pd, dg.DynamicPartitionsDefinition) and pd.name == "track_b_hour"
     assert sorted(f"{c.asset_key.to_user_string()}:{c.name}" for c in graph.asset_check_keys) == \
         ["track_b_ticks:track_b_losses_are_explained"]
     repo = track_b_defs.get_repository_def()
     assert sorted(j.name for j in repo.get_all_jobs() if not j.name.startswith("__")) == \
         ["track_b_capture_job", "track_b_compaction_job"]
-    assert sorted(s.name for s in repo.sensor_defs) == ["track_b_capture_sensor", "track_b_compaction_sensor"]
+    assert sorted(s.name for s in repo.sensor_defs) == \
+        ["track_b_capture_sensor", "track_b_compaction_sensor", "track_b_journal_sensor"]
     assert all(s.default_status == dg.DefaultSensorStatus.RUNNING for s in repo.sensor_defs)
     assert {s.name: s.minimum_interval_seconds for s in repo.sensor_defs} == \
-        {"track_b_capture_sensor": 15, "track_b_compaction_sensor": 30}
+        {"track_b_capture_sensor": 15, "track_b_compaction_sensor": 30, "track_b_journal_sensor": 60}
     for spec in track_b_defs.resolve_all_asset_specs():
-        assert spec.description and spec.group_name == "track_b" and spec.kinds == {"python", "parquet"}
+        kinds = {"python", "jsonl"} if spec.key.to_user_string() == "track_b_journal" else {"python", "parquet"}
+        assert spec.description and spec.group_name == "track_b" and spec.kinds == kinds
     dg.Definitions.validate_loadable(track_b_defs)
 
 
@@ -344,6 +350,11 @@ def test_real_capture_under_the_job_survives_kill_9_and_compacts_against_the_exc
         assert killed["back_at"] - killed["at"] < 10, killed  # back, registered, within seconds
         beat = json.loads(heartbeat_path(data).read_text())
         assert beat["restarts"] == 1 and beat["state"] == "ended"
+        # lineage: the journal's materialization names the capture run that wrote it
+        (jm,) = inst.fetch_materializations(dg.AssetKey("track_b_journal"), limit=5).records
+        assert jm.run_id == res.run_id
+        jmd = jm.asset_materialization.metadata
+        assert jmd["segments"].value >= 1 and jmd["keys"].value == [key] and jmd["capture_restarts"].value == 1
 
         # compact every hour the capture wrote (the run may straddle an hour)
         hours = journal_hours(data)
