@@ -54,6 +54,30 @@ def install_profile(profile: Path, home: Path) -> None:
     os.replace(tmp, home / "dagster.yaml")
 
 
+def apply_pool_limits(home: Path, env: dict[str, str]) -> dict[str, int]:
+    """Write the concurrency pools' limits into the instance in ``home`` before anything can queue a run.
+
+    Dagster keeps per-pool limits in the instance, not in dagster.yaml; an instance started without them would hold
+    kis_rest to pools.default_limit until the pool_limits sensor's first tick. A limit already set is kept."""
+    import dagster as dg
+    from dagster._core.instance.ref import InstanceRef
+
+    from observer_assets.runs import ensure_pool_limits
+
+    names = {k: v for k, v in env.items() if k.startswith("DAGSTER_")}  # the profile reads {env: ...} from os.environ
+    saved = {k: os.environ.get(k) for k in names}
+    os.environ.update(names)
+    try:
+        with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
+            return ensure_pool_limits(instance)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def _default_sigint() -> None:
     # A shell that starts us in the background leaves SIGINT ignored, and ignored signals survive exec.
     signal.signal(signal.SIGINT, signal.SIG_DFL)
@@ -73,6 +97,14 @@ def main() -> int:
     Path(env["OBSERVER_DATA_DIR"]).mkdir(parents=True, exist_ok=True)
     install_profile(profile, home)
     print(f"observer: Dagster instance profile {profile.relative_to(ROOT)}", flush=True)
+    try:
+        done = apply_pool_limits(home, env)
+        print(f"observer: concurrency pool limits set: {done}" if done else
+              "observer: concurrency pool limits already set", flush=True)
+    except Exception as e:  # noqa: BLE001 - never block the start; the pool_limits sensor sets them on its first tick
+        why = (str(e).splitlines() or [""])[0][:200]
+        print(f"observer: concurrency pool limits not set now ({type(e).__name__}: {why}); "
+              "the pool_limits sensor sets them once the daemon runs", file=sys.stderr, flush=True)
 
     sim = None
     if not env.get("KIS_APP_KEY"):

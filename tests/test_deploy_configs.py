@@ -344,8 +344,11 @@ def test_helm_values_structure_is_the_charts():
     k8s = values["runLauncher"]["config"]["k8sRunLauncher"]
     assert set(k8s) <= K8S_LAUNCHER_FIELDS and K8S_LAUNCHER_REQUIRED <= set(k8s)
     assert set(values["postgresql"]) <= POSTGRESQL_FIELDS
+    # The run queue comes whole from additionalInstanceConfig: the chart's block renders the queue limits as
+    # run-coordinator config, which Dagster refuses beside concurrency.pools.
     q = values["dagsterDaemon"]["runCoordinator"]
-    assert q["type"] == "QueuedRunCoordinator" and set(q["config"]["queuedRunCoordinator"]) <= set(QUEUED_FIELDS)
+    assert q["enabled"] is False and set(q) <= {"enabled", "type", "config"}
+    assert set(q.get("config", {}).get("queuedRunCoordinator", {})) <= set(QUEUED_FIELDS)
     assert set(values["retention"]["sensor"]["purgeAfterDays"]) == {"skipped", "success", "failure", "started"}
     users = values["dagster-user-deployments"]
     assert users["enabled"] and users["enableSubchart"]
@@ -387,13 +390,12 @@ def test_helm_rendered_instance_config_is_valid_for_dagster_and_k8s_run_launcher
     assert launcher["env_secrets"] == ["observer-kis", "observer-state"]
     assert launcher["postgres_password_secret"] == "observer-postgresql"
     assert class_config(ref.run_storage_data)[0] is PostgresRunStorage
-    _, coordinator = class_config(ref.run_coordinator_data)
-    # The same run queue, monitoring and tick retention as the embedded default.
+    klass, _ = class_config(ref.run_coordinator_data)
+    assert klass.__name__ == "QueuedRunCoordinator"
+    # The same run queue, pools, monitoring and tick retention as the embedded default.
     base = load_yaml(ROOT_YAML)
-    assert coordinator["tag_concurrency_limits"] == base["concurrency"]["runs"]["tag_concurrency_limits"]
-    assert coordinator["max_concurrent_runs"] == base["concurrency"]["runs"]["max_concurrent_runs"]
-    assert coordinator["dequeue_interval_seconds"] == base["run_coordinator"]["config"]["dequeue_interval_seconds"]
-    assert config["run_monitoring"] == base["run_monitoring"]
+    for block in ("run_coordinator", "concurrency", "run_monitoring"):
+        assert config[block] == base[block], block
     from dagster._core.definitions.run_request import InstigatorType
 
     for kind, itype in (("sensor", InstigatorType.SENSOR), ("schedule", InstigatorType.SCHEDULE)):

@@ -11,12 +11,13 @@ from datetime import datetime
 
 import dagster as dg
 
-from observer_assets import lake
+from observer_assets import catalog, lake
 from observer_assets.gaps.assets import gap_report
 from observer_assets.ops import backup, package, retention
 from observer_assets.ops.events import system_events
 from observer_assets.ops.settings import RetentionPolicy, SettingsError, backup_dest, redact_url
 from observer_assets.partitions import PartitionKeyError, calendar, parse_day_key, trading_day_partitions
+from observer_assets.runs import BACKUP_POOL, max_runtime
 from observer_assets.universe.assets import universe
 from observer_resources.calendar import KST
 from observer_resources.dates import DateFormatError, parse_iso_date
@@ -55,7 +56,9 @@ def _by_dataset(m: package.Manifest) -> str:
     partitions_def=trading_day_partitions,
     deps=[universe, gap_report, system_events],
     group_name="ops",
+    pool=BACKUP_POOL,
     kinds={"python", "file"},
+    owners=catalog.OWNERS,
     op_tags=BACKUP_TAGS,
     description="The trading day's verified backup package (observer-intent §12): every dated file of the day, "
                 "SHA-256 per file in manifest.json, SUCCESS.marker only after re-reading them all. Destination: "
@@ -93,7 +96,8 @@ def daily_backup(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     return dg.MaterializeResult(metadata=md)
 
 
-backup_job = dg.define_asset_job("backup_job", selection=dg.AssetSelection.assets(daily_backup), tags=BACKUP_TAGS)
+backup_job = dg.define_asset_job("backup_job", selection=dg.AssetSelection.assets(daily_backup),
+                                 tags={**BACKUP_TAGS, **max_runtime("backup_job")})
 
 
 class RestoreConfig(dg.Config):
@@ -102,7 +106,8 @@ class RestoreConfig(dg.Config):
     version: int = 0  # 0: the newest version of each file; n >= 1: each file as it was at version n (1 = original)
 
 
-@dg.op(description="Restores a day's verified package into the data directory, byte for byte; refuses on any "
+@dg.op(pool=BACKUP_POOL,
+       description="Restores a day's verified package into the data directory, byte for byte; refuses on any "
                    "checksum mismatch and names the file.")
 def restore_day(context: dg.OpExecutionContext, config: RestoreConfig) -> dict:
     try:
@@ -123,7 +128,8 @@ def restore_day(context: dg.OpExecutionContext, config: RestoreConfig) -> dict:
     return {k: v for k, v in out.items() if k != "files"}
 
 
-@dg.job(tags=BACKUP_TAGS, description="Restore one day from its backup (launchpad config: day, overwrite).")
+@dg.job(tags={**BACKUP_TAGS, **max_runtime("restore_job")},
+        description="Restore one day from its backup (launchpad config: day, overwrite).")
 def restore_job():
     restore_day()
 
@@ -133,7 +139,8 @@ class RetentionConfig(dg.Config):
     today: str = ""  # YYYY-MM-DD; default: today in KST
 
 
-@dg.op(description="Deletes local days past retention whose backup verifies; never a day without one.")
+@dg.op(pool=BACKUP_POOL,
+       description="Deletes local days past retention whose backup verifies; never a day without one.")
 def apply_retention(context: dg.OpExecutionContext, config: RetentionConfig) -> dict:
     try:
         policy = RetentionPolicy.from_env()
@@ -156,13 +163,15 @@ def apply_retention(context: dg.OpExecutionContext, config: RetentionConfig) -> 
     return summary
 
 
-@dg.job(tags=BACKUP_TAGS, description="Retention: 3 days, 7 on anomaly days, never a day without a verified backup "
-                                      "(launchpad config dry_run: true to see the plan only).")
+@dg.job(tags={**BACKUP_TAGS, **max_runtime("retention_job")},
+        description="Retention: 3 days, 7 on anomaly days, never a day without a verified backup "
+                    "(launchpad config dry_run: true to see the plan only).")
 def retention_job():
     apply_retention()
 
 
-@dg.op(description="Re-reads every committed backup package and checks every SHA-256; a package that no longer "
+@dg.op(pool=BACKUP_POOL,
+       description="Re-reads every committed backup package and checks every SHA-256; a package that no longer "
                    "matches loses its marker, is recorded and alerted, and its day counts as unverified.")
 def verify_backups(context: dg.OpExecutionContext) -> dict:
     root, dest = _local(), _dest()
@@ -176,7 +185,7 @@ def verify_backups(context: dg.OpExecutionContext) -> dict:
     return {"days": out["days"], "ok": len(out["ok"])}
 
 
-@dg.job(tags=BACKUP_TAGS, description="Re-verify every committed backup package (the weekly sweep; any time from "
-                                      "the launchpad).")
+@dg.job(tags={**BACKUP_TAGS, **max_runtime("verify_backups_job")},
+        description="Re-verify every committed backup package (the weekly sweep; any time from the launchpad).")
 def verify_backups_job():
     verify_backups()

@@ -9,6 +9,7 @@ import dagster as dg
 from observer_assets import lake
 from observer_assets.ops import backup
 from observer_assets.ops.assets import BACKUP_TAGS, backup_job, retention_job, verify_backups_job
+from observer_assets.runs import max_runtime
 from observer_assets.ops.events import system_events
 from observer_assets.lake import LakeConfigError
 from observer_assets.ops.settings import SettingsError, backup_dest
@@ -75,7 +76,8 @@ def retention_daily(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
                          run_config={"ops": {"apply_retention": {"config": {"today": today.isoformat()}}}})
 
 
-system_events_job = dg.define_asset_job("system_events_job", selection=dg.AssetSelection.assets(system_events))
+system_events_job = dg.define_asset_job("system_events_job", selection=dg.AssetSelection.assets(system_events),
+                                        tags=max_runtime("system_events_job"))
 
 
 @dg.schedule(

@@ -9,12 +9,18 @@ future slot ever exists as a partition.
 import dagster as dg
 
 from observer_assets.partitions import calendar, slot_key, track_a_slot_partitions
-from observer_assets.runs import KIS_REST_TAGS
+from observer_assets.runs import KIS_REST_TAGS, max_runtime
 from observer_assets.track_a.assets import track_a_snapshot
+
+FRESHNESS_CHECK = "track_a_current_slot_fresh"  # (gaps/freshness.py: its own sensor and job)
 from observer_resources.calendar import KST
 
 track_a_job = dg.define_asset_job(
-    "track_a_job", selection=dg.AssetSelection.assets(track_a_snapshot), tags=KIS_REST_TAGS
+    # the snapshot and its data checks; the freshness judge has its own sensor and job (it judges "now", not the
+    # partition a run writes, so a backfill run must not raise its alert)
+    "track_a_job", selection=dg.AssetSelection.assets(track_a_snapshot)
+    - dg.AssetSelection.checks(dg.AssetCheckKey(track_a_snapshot.key, FRESHNESS_CHECK)),
+    tags={**KIS_REST_TAGS, **max_runtime("track_a_job")},
 )
 
 

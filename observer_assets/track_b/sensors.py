@@ -40,6 +40,7 @@ import dagster as dg
 
 from observer_assets import lake
 from observer_assets.partitions import hour_key, track_b_hour_partitions
+from observer_assets.runs import max_runtime
 from observer_assets.track_b import journal as jr
 from observer_assets.track_b.assets import (
     hour_segments,
@@ -78,7 +79,7 @@ COMPACTION_TAGS = {"observer/track": "b", "observer/kind": "compaction"}
 
 track_b_compaction_job = dg.define_asset_job(
     "track_b_compaction_job", selection=dg.AssetSelection.assets(track_b_ticks, track_b_sampled),
-    tags=COMPACTION_TAGS,
+    tags={**COMPACTION_TAGS, **max_runtime("track_b_compaction_job")},
     description="Compacts one closed Track B hour: the journal to ticks, then the sampled view.",
 )
 

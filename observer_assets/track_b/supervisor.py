@@ -46,6 +46,7 @@ from typing import Any
 import dagster as dg
 
 from observer_assets import lake
+from observer_assets.runs import KIS_WS_POOL, MAX_RUNTIME_TAG
 from observer_assets.track_b.window import Window, parse_window, track_b_window, window_text_from_env
 from observer_resources.calendar import KST
 from observer_resources.calendar.market import MarketCalendar, calendar_from_env
@@ -57,7 +58,6 @@ MAX_RUNTIME_MARGIN_S = 900  # after the window end: the child's orderly stop, la
 # Run tags: never `observer/kis: rest` (the capture spends no REST budget and must not queue behind snapshots);
 # first out of the run queue when it is busy.
 CAPTURE_TAGS = {"observer/kis": "ws", "observer/track": "b", "dagster/priority": "10"}
-MAX_RUNTIME_TAG = "dagster/max_runtime"
 
 
 # --- the window (track_b/window.py is the one rule; the capture process uses it too) ---------------------------
@@ -504,6 +504,7 @@ def child_argv(config: CaptureConfig) -> list[str]:
 
 @dg.op(
     out=dg.Out(dg.Nothing),
+    pool=KIS_WS_POOL,  # one capture at a time, however it is launched: KIS allows one session per app key
     description="Runs the Track B capture process (every configured app key, one WebSocket session each) until "
     "the end of the Track B window, restarting it within seconds if it dies; its log lines appear here.",
 )
@@ -540,9 +541,26 @@ def track_b_capture(context: dg.OpExecutionContext, config: CaptureConfig) -> No
     )
     result = sup.run()
     context.log.info("capture supervision over: " + json.dumps(result.as_dict(), ensure_ascii=False))
+    _report_journal(context, now, result.restarts)
     if result.reason == "late_stop":
         raise dg.Failure("the capture did not stop at the window end and was stopped",
                          metadata={"restarts": result.restarts})
+
+
+def _report_journal(context: dg.OpExecutionContext, started: datetime, restarts: int) -> None:
+    """A materialization of ``track_b_journal`` from this run: the catalog then shows which capture run wrote the
+    day's journal (capture -> journal -> ticks). Never fails the run: the journal itself is what matters."""
+    from observer_assets.track_b.assets import journal_event_metadata, journal_summary, track_b_journal
+
+    try:
+        summary = journal_summary(lake.local_dir(), started.astimezone(KST).date())
+        context.log_event(dg.AssetMaterialization(
+            asset_key=track_b_journal.key,
+            description=f"written by capture run {context.run_id[:8]} ({restarts} restarts)",
+            metadata={**journal_event_metadata(summary), "capture_restarts": restarts},
+            tags={"dagster/data_version": summary["fingerprint"]} if summary["fingerprint"] else None))
+    except Exception as e:  # noqa: BLE001 - reporting only, see docstring
+        context.log.warning(f"could not report the journal's materialization: {type(e).__name__}: {e}")
 
 
 def _job_max_runtime() -> str:
