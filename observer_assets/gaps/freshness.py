@@ -95,6 +95,14 @@ def judge(instance: dg.DagsterInstance, cal: MarketCalendar, at: datetime) -> Ju
         done = datetime.fromtimestamp(rec.timestamp, KST)
         md.update(materialized_at=done.isoformat(timespec="seconds"), run_id=rec.run_id or "")
         return Judgment(True, f"slot {key} materialized at {done:%H:%M:%S}", slot, md)
+    running = instance.get_run_records(dg.RunsFilter(
+        tags={"dagster/partition": key}, statuses=[dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
+                                                  dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]), limit=1)
+    if running:  # late but being collected: a failure or a hang (max runtime) is the run-failure alert's to say
+        md.update(in_progress_run=running[0].dagster_run.run_id)
+        return Judgment(True, f"slot {key} is being collected (run {running[0].dagster_run.run_id[:8]} "
+                              f"{running[0].dagster_run.status.value.lower()}), "
+                              f"{int((at - slot).total_seconds() // 60)} min after its instant", slot, md)
     newest = _latest(instance, None)
     if newest is not None:
         md.update(latest_materialized_partition=newest.partition_key or "",

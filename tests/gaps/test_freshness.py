@@ -79,6 +79,20 @@ def test_a_backfilled_old_slot_does_not_make_track_a_fresh(krx):
         assert [h.status.value for h in hist] == ["SUCCEEDED", "FAILED"]
 
 
+def test_a_slot_whose_run_is_still_collecting_is_not_called_stale(krx):
+    """A deployment that starts at 10:25 requests 10:20 late; while that run is queued or running the judge says so
+    instead of alerting (a failure or a hang is the run-failure alert's: the job has a max runtime)."""
+    now = at(NORMAL, 10, 27)
+    with dg.instance_for_test() as inst:
+        job = defs.resolve_job_def("track_a_job")
+        run = inst.create_run_for_job(job, tags={"dagster/partition": "2026-11-26T1020"})  # created, not started
+        assert run.status == dg.DagsterRunStatus.NOT_STARTED
+        j = freshness.judge(inst, krx, now)
+        assert j.passed and "being collected" in j.description and j.metadata["in_progress_run"] == run.run_id
+        inst.report_run_failed(inst.get_run_by_id(run.run_id))  # the run died: now the slot is stale
+        assert not freshness.judge(inst, krx, now).passed
+
+
 def test_holiday_and_outside_the_session_pass_trivially(krx):
     with dg.instance_for_test() as inst:
         for when, words in ((at(HOLIDAY, 11, 0), "2026-10-05 is not a trading day"),
