@@ -501,3 +501,25 @@ def test_retention_job_refuses_a_today_from_the_future(tmp_path, monkeypatch, to
     assert why in failure.step_failure_data.error.message
     with pytest.raises(retention.RetentionDayError, match="outside the calendar"):
         retention.check_today(KRX, date(2015, 1, 2), now=datetime(2015, 1, 2, tzinfo=KST))
+
+
+def test_the_cli_carries_on_past_a_stray_day_and_refuses_a_today_beyond_the_clock(tmp_path):
+    root, dest = tmp_path / "data", tmp_path / "backups"
+    day = date(2026, 3, 3)
+    small_day(root, day)
+    lake.write_table_atomic(root / "track_a" / "date=2017-05-05" / "slot=0900" / "snapshot.parquet", pa.table({"c": [1]}))
+    env = {**os.environ, "OBSERVER_DATA_DIR": str(root), "OBSERVER_BACKUP_URL": str(dest), "OBSERVER_CALENDAR": "krx"}
+    env.pop("OBSERVER_ALERT_WEBHOOK", None)
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "observer_assets.cli", *args], env=env, capture_output=True,
+                              text=True, timeout=120)
+
+    r = cli("backup")  # every pending day; the stray one is said, not fatal
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr and "2017-05-05" in r.stderr  # the alert's log line names it
+    assert package.read_state(UPath(dest), day).committed
+    for bad in ("2099-01-01", "2015-01-02"):
+        r = cli("retention", "--today", bad)
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert (root / "track_a" / "date=2017-05-05").exists()
