@@ -426,8 +426,8 @@ def _timed_sync() -> float:
 
 
 def observer_once(root: Path, dest: Path, events_dir: Path) -> dict:
-    """``backup.run`` to a fresh local directory; ``package.write`` and its ``package.verify`` timed apart
-    (wrapped for the call, the originals run unchanged)."""
+    """``backup.run`` to a fresh local directory; ``package.write`` and its verification pass (the re-read of every
+    stored object, ``package._verify_entries``) timed apart (wrapped for the call, the originals run unchanged)."""
     from upath import UPath
 
     from observer_assets.ops import backup, package
@@ -435,7 +435,7 @@ def observer_once(root: Path, dest: Path, events_dir: Path) -> dict:
     from observer_resources.events import EventLog
 
     spent = {"write": 0.0, "verify": 0.0}
-    orig = {"write": package.write, "verify": package.verify}
+    orig = {"write": package.write, "verify": package._verify_entries}
 
     def wrap(name: str) -> Callable:
         def timed(*a: Any, **k: Any) -> Any:
@@ -446,14 +446,14 @@ def observer_once(root: Path, dest: Path, events_dir: Path) -> dict:
                 spent[name] += time.perf_counter() - t0
         return timed
 
-    package.write, package.verify = wrap("write"), wrap("verify")
+    package.write, package._verify_entries = wrap("write"), wrap("verify")
     try:
         cpu0, t0 = _self_cpu(), time.perf_counter()
         res = backup.run(root, UPath(str(dest)), MarketCalendar("krx"), DAY, events=EventLog(events_dir), environ={})
         wall = time.perf_counter() - t0
         cpu = _self_cpu() - cpu0
     finally:
-        package.write, package.verify = orig["write"], orig["verify"]
+        package.write, package._verify_entries = orig["write"], orig["verify"]
     if res.action != "written":
         raise AssertionError(f"expected a fresh package, got {res.action}")
     v = package.verify(UPath(str(dest)), DAY)
