@@ -42,6 +42,7 @@ from observer_assets.runs import (
 )
 from observer_assets.universe.assets import universe_path
 from observer_resources.calendar import KST
+from gaps.test_backfill import LAUNCH as LAUNCH_BACKFILL  # the UI's own mutation, written once
 from gaps.test_restore import build_universe, env, gsim, kis_for  # noqa: F401 - fixtures
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -182,18 +183,6 @@ def test_make_run_writes_the_limits_before_dagster_starts(tmp_path, monkeypatch)
 
 # --- end to end: the UI path ------------------------------------------------------------------------------------------
 
-LAUNCH_BACKFILL = """
-mutation ($params: LaunchBackfillParams!) {
-  launchPartitionBackfill(backfillParams: $params) {
-    __typename
-    ... on LaunchBackfillSuccess { backfillId }
-    ... on PythonError { message }
-    ... on PartitionKeysNotFoundError { message }
-    ... on InvalidSubsetError { message }
-    ... on UnauthorizedError { message }
-  }
-}
-"""
 LAUNCH_RUN = """
 mutation ($params: ExecutionParams!) {
   launchRun(executionParams: $params) {

@@ -628,9 +628,11 @@ class ObserverCollector:
 
         last_day = next((d for d in days if is_committed(d)), None)
         local_days = by_package(cal, backup.local_files(self.local(), dest))
-        # a package at the destination that is there but not committed (withdrawn by a failed verification, or
-        # unreadable) counts too: its local files may be long gone, and then it is the only copy, damaged
-        unverified = len({d for d in [*local_days, *days] if d < today and not is_committed(d)})
+        # a package at the destination without its marker (withdrawn by a failed verification, or never committed)
+        # counts too: its local files may be long gone, and then it is the only copy, damaged. One stat per day, not
+        # a manifest read: this runs on every scrape over every day the destination holds
+        unverified = len({d for d in local_days if d < today and not is_committed(d)}
+                         | {d for d in days if d < today and not (package.package_dir(dest, d) / package.MARKER).exists()})
         return (one("observer_backup_last_success_timestamp_seconds", last_success)
                 + one("observer_backup_last_verified_day_timestamp_seconds",
                       _kst_midnight(last_day) if last_day else 0)

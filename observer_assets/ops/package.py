@@ -107,7 +107,7 @@ class Entry:
 
     @property
     def label(self) -> str:
-        """How problems name this entry: the lake path, and the version when it is not the first."""
+        """How problems name this entry: the lake path, and its version when that is not 1."""
         return self.path if self.version == 1 else f"{self.path} (version {self.version})"
 
 
