@@ -1,4 +1,4 @@
-"""The daily backup against plain ``tar`` + ``zstd`` of the same files (issue 6).
+"""The daily backup against plain ``tar`` + ``zstd`` of the same files (docs/backup.md, docs/benchmarks.md).
 
 One realistic trading day is built in a temp dir (numpy, fixed seed, no network), then, each on a fresh
 destination and interleaved ``repeats`` times (medians reported):

@@ -1,4 +1,4 @@
-"""The gap report for a full trading day, against its 2-second budget (issue 5).
+"""The gap report for a full trading day, against its 2-second budget (docs/benchmarks.md).
 
 The day on disk: a 2,500-symbol universe, all 40 Track A slots (09:00..15:30) as full-schema snapshot files
 (one missing, one partial with rate-limit failures, one late), the 41 busiest symbols of the local exchange's

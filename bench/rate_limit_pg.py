@@ -1,4 +1,4 @@
-"""The rate-limit bucket on PostgreSQL against SQLite (issue 7): what a permit costs, and what rate a few
+"""The rate-limit bucket on PostgreSQL against SQLite (docs/deploy.md): what a permit costs, and what rate a few
 processes sharing one key actually get.
 
     .venv/bin/python -m bench rate_limit_pg            # one JSON line per measurement

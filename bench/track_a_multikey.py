@@ -1,5 +1,5 @@
 """Track A in real mode on a 2,500-symbol universe with three app keys, through the Dagster asset, against the
-single-key bound divided by three (issue 7: target <= 1.2x, no EGW00201 at the exchange).
+single-key bound divided by three (docs/multi-key.md: target <= 1.2x, no EGW00201 at the exchange).
 
 Each run is cold, as bench/track_a.py's is: three keys the exchange has not seen, a fresh state directory (so each
 key's token is issued inside the measured fetch) and a fresh Dagster instance; each is followed by a warm run with

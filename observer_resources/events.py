@@ -14,7 +14,7 @@ Reading (:func:`load_day`, and :func:`read_events` / :func:`gaps` on top of it) 
 timestamp order and never raises on content: a line that is not a JSON event, or a torn last line (a writer
 died mid-write), is skipped and counted per file in :class:`DayEvents`, so one bad line never hides the day.
 
-Gap markers follow observer-intent §8.2: a gap opens with a marker without an end and closes with a second
+Gap markers follow docs/collector-rules.md §8.2: a gap opens with a marker without an end and closes with a second
 marker carrying the end and the duration; both share `gap_id`.
 """
 

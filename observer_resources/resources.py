@@ -1,4 +1,4 @@
-"""Dagster resources for KIS (dagster-notes.md §4.1, §5.2).
+"""Dagster resources for KIS (docs/architecture.md, "Shared token and rate limit").
 
 Dagster builds a resource instance in every step process, so nothing here fetches a token per
 process: :class:`KisResource` hands out a :class:`SharedTokenProvider` and a
@@ -190,7 +190,7 @@ def kis_resource_from_env(environ: Mapping[str, str] | None = None) -> KisResour
 
 
 # =====================================================================================================================
-# Several app keys (issue 7). Each key is its own KIS account: its own token, request budget (≈ 18/s), WebSocket
+# Several app keys (docs/multi-key.md). Each key is its own KIS account: its own token, request budget (≈ 18/s), WebSocket
 # session and 41 registrations. Track A shards its universe across the keys; Track B gives each key 41 slots.
 # =====================================================================================================================
 

@@ -1,6 +1,6 @@
 """Gap detection for one trading day (pure: tables in, gap rows out; no I/O, no Dagster).
 
-What counts (observer-intent §8, §9):
+What counts (docs/collector-rules.md §8, §9):
 
 * **Track A**: every valid slot up to the report's as-of time without a live snapshot is a missing slot once
   the 2-minute grace has passed (major < 10 min late, critical >= 10 min); a snapshot taken more than the grace
@@ -48,7 +48,7 @@ GAP_SCHEMA = pa.schema([
     ("end", TS),  # null while a marker is still open
     ("seconds", pa.float64()),
     ("severity", pa.string()),  # minor | major | critical
-    ("reason", pa.string()),  # observer-intent §8.3 code
+    ("reason", pa.string()),  # docs/collector-rules.md §8.3 code
     ("data_lost", pa.bool_()),
     ("missing_volume", pa.int64()),
     ("missing_trades", pa.int64()),

@@ -60,7 +60,7 @@ def _by_dataset(m: package.Manifest) -> str:
     kinds={"python", "file"},
     owners=catalog.OWNERS,
     op_tags=BACKUP_TAGS,
-    description="The trading day's verified backup package (observer-intent §12): every dated file of the day, "
+    description="The trading day's verified backup package (docs/collector-rules.md §12): every dated file of the day, "
                 "SHA-256 per file in manifest.json, SUCCESS.marker only after re-reading them all. Destination: "
                 "$OBSERVER_BACKUP_URL (any fsspec URL) or ./backups.",
 )

@@ -3,7 +3,7 @@
 Shared by the Dagster asset, the CLI and the retention job, so every path records the same events:
 ``backup_succeeded`` / ``backup_verified`` (unchanged package re-read and matched) / ``backup_failed`` /
 ``backup_verify_failed`` (a committed package no longer matches: its marker is withdrawn) / ``backup_restored``.
-A failure also makes the day an anomaly day (observer-intent §9: "Backup failure: any"), which extends its
+A failure also makes the day an anomaly day (docs/collector-rules.md §9: a backup failure of any kind), which extends its
 retention, and the caller raises so the run fails and the alert sensor speaks.
 """
 
@@ -30,7 +30,7 @@ from observer_resources.calendar.market import MarketCalendar
 from observer_resources.events import EventLog
 
 _DAY_DIR = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-BACKUP_AT = time(21, 0)  # observer-intent §12: daily at 21:00 KST, after the session and the evening compaction
+BACKUP_AT = time(21, 0)  # docs/collector-rules.md §12: daily at 21:00 KST, after the session and the evening compaction
 
 
 @dataclass

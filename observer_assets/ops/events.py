@@ -1,4 +1,4 @@
-"""The day's system events, read back and told as a story (observer-intent §13, §8.2).
+"""The day's system events, read back and told as a story (docs/collector-rules.md §13, §8.2).
 
 Every component appends JSON lines to ``system/events/YYYYMMDD.<host>.jsonl`` (``observer_resources.events``,
 one file per host and day). Here:
@@ -416,7 +416,7 @@ def summary_path(root: Path, day: date) -> Path:
 
 
 def _overflow_ledger(root: Path, day: date) -> dict[str, int]:
-    """Evaluations that turned candidates away, and how many, from the day's overflow ledger (intent §4.4)."""
+    """Evaluations that turned candidates away, and how many, from the day's overflow ledger (docs/collector-rules.md §4.4)."""
     from observer_assets.track_b.capture import overflow_path  # the capture module is heavy; import on use
 
     path = overflow_path(root, day)

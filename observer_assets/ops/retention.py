@@ -1,6 +1,6 @@
 """Retention: local days go only after their backup is proven, and never before their time.
 
-Rules (observer-intent §11), ages in trading days after the day (0 = today):
+Rules (docs/collector-rules.md §11), ages in trading days after the day (0 = today):
 - a day is kept ``keep_days`` (3), an anomaly day ``anomaly_days`` (7);
 - a day without a committed backup is never deleted; at ``max_days`` (10) it raises a critical alert every run
   instead (deleting unbacked data is irreversible; the operator decides);

@@ -292,7 +292,7 @@ def _degraded_line(s: KeyShard) -> str:
     owners=catalog.OWNERS,
 )
 def track_a_snapshot(context: dg.AssetExecutionContext, config: TrackAConfig, kis: KisResource) -> dg.MaterializeResult:
-    # The slot's result is a system event (observer-intent §13 "ETL"); a failure is recorded before it raises.
+    # The slot's result is a system event (docs/collector-rules.md §13 "ETL"); a failure is recorded before it raises.
     started = _time.monotonic()
     try:
         res = _snapshot(context, config, kis)
@@ -300,7 +300,7 @@ def track_a_snapshot(context: dg.AssetExecutionContext, config: TrackAConfig, ki
         record("track_a_slot_failed", source="track_a", logger=context.log, slot=context.partition_key,
                error=f"{type(e).__name__}: {e}"[:500])
         raise
-    metrics.observe_track_a_slot(_time.monotonic() - started)  # observer_track_a_slot_duration_seconds (issue 8)
+    metrics.observe_track_a_slot(_time.monotonic() - started)  # observer_track_a_slot_duration_seconds (docs/metrics.md)
     md = res.metadata or {}
     detail = str(md.get("mode", ""))
     mode = "live" if detail == "live" else "rebuild" if detail.startswith("rebuilt") else "restore"

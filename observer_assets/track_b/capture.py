@@ -315,7 +315,7 @@ def anomaly_path(data_dir: Path, day: date) -> Path:
 
 
 def write_anomaly(data_dir: Path, day: date, rule: str, values: Mapping[str, Any], at: datetime) -> Path:
-    """Add ``rule`` (with its measured values) to the day's anomaly marker (observer-intent §9), atomically.
+    """Add ``rule`` (with its measured values) to the day's anomaly marker (docs/collector-rules.md §9), atomically.
     The marker keeps every rule that fired; an unreadable existing marker is kept aside, never lost."""
     path = anomaly_path(data_dir, day)
     doc: dict[str, Any] = {"day": day.isoformat(), "anomaly": True, "retention_days": 7, "rules": []}
@@ -647,7 +647,7 @@ class KeySession:
         self.gap = g
 
     def check_failure_rule(self, now: datetime) -> None:
-        """The 5-minute rule (observer-intent §5): continuous failure -> critical, anomaly day."""
+        """The 5-minute rule (docs/collector-rules.md §5): continuous failure -> critical, anomaly day."""
         g = self.gap
         if g is None or g.escalated or self.client.connected:
             return

@@ -10,7 +10,7 @@ tick is never in two partitions nor in none — including the tick received at 1
 hour's segment before an hour could be closed, and would still have to place ticks by receipt when the
 exchange clock is wrong. Consumers that want exchange-time windows filter on ``exchange_ts``.
 
-**Gap flags** (observer-intent §8.4) need the previous tick of each code, which for the first tick of an hour is
+**Gap flags** (docs/collector-rules.md §8.4) need the previous tick of each code, which for the first tick of an hour is
 in the previous partition: ``stats['carry']`` (last tick per code, JSON-able) of hour H is ``prev=`` for H+1.
 
 **Sampling** buckets by receive time: KIS's exchange time has 1-second resolution, so 0.5 s buckets cannot be
@@ -87,7 +87,7 @@ SAMPLE_EXTRA = [
     ("bucket_low", pa.int64()),
 ]
 SAMPLE_SCHEMA = pa.schema(list(TICK_SCHEMA) + [pa.field(n, t) for n, t in SAMPLE_EXTRA])
-DEFAULT_BUCKETS = {0: 0.5, 1: 1.0, 2: 2.0}  # observer-intent §4.6: 2 Hz, 1 Hz, 0.5 Hz
+DEFAULT_BUCKETS = {0: 0.5, 1: 1.0, 2: 2.0}  # docs/collector-rules.md §4.6: 2 Hz, 1 Hz, 0.5 Hz
 
 
 def _epoch_s(day: str, hhmmss: str, cache: dict[str, int]) -> int:

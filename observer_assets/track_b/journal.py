@@ -6,7 +6,7 @@ they came), because the frame text is the only form that loses nothing; parsing 
 One line per frame rather than per record is also the cheaper choice (one encode, one CRC per frame; see
 docs/track-b-storage.md for the measurement).
 
-Layout (observer-intent §10: hour of receipt, KST, plain text, uncompressed)::
+Layout (docs/collector-rules.md §10: hour of receipt, KST, plain text, uncompressed)::
 
     <data_dir>/raw/track_b/date=YYYY-MM-DD/key=<key_id>/HH.jsonl
 

@@ -1,4 +1,4 @@
-"""Track B recording-rate mitigation levels (observer-intent.md §4.6). Pure: samples in, level changes out.
+"""Track B recording-rate mitigation levels (docs/collector-rules.md §4.6). Pure: samples in, level changes out.
 
 Level 0 records at most 2 ticks per symbol per second (the last tick of each 0.5 s bucket), level 1 at
 1 Hz, level 2 at 0.5 Hz. Under sustained pressure the *frequency* is reduced; slots are never dropped
@@ -90,7 +90,7 @@ class LevelChange:
     values: Mapping[str, float]
 
     def to_event(self) -> dict[str, Any]:
-        """System event (intent §13: every mitigation level change with its cause)."""
+        """System event (docs/collector-rules.md §13: every mitigation level change with its cause)."""
         return {"event": "mitigation_level_change", "at": self.at.astimezone(KST).isoformat(), "old": self.old,
                 "new": self.new, "rate_hz": RATE_HZ[self.new], "cause": self.cause, "values": dict(self.values)}
 

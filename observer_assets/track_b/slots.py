@@ -1,4 +1,4 @@
-"""Track B slot allocation and the overflow ledger (observer-intent.md §4.3, §4.4). Pure: no sockets, no clock.
+"""Track B slot allocation and the overflow ledger (docs/collector-rules.md §4.3, §4.4). Pure: no sockets, no clock.
 
 Each configured app key has one WebSocket session with ``capacity`` (41) slots; N keys give N disjoint
 slot sets (a symbol is never held by two keys). The manager decides *which* symbols should be streamed;

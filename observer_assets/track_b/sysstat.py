@@ -1,4 +1,4 @@
-"""Host load for the mitigation rule (observer-intent §4.6): CPU % and memory %, read from /proc.
+"""Host load for the mitigation rule (docs/collector-rules.md §4.6): CPU % and memory %, read from /proc.
 
 No new dependency (psutil is not installed). The parsers are pure so they are tested on fixed text; the
 meters read the live files. Where /proc is missing (not Linux) CPU falls back to the load average over

@@ -1,4 +1,4 @@
-"""Track B triggers: which symbols deserve one of the stream slots (observer-intent.md §4.2). Pure.
+"""Track B triggers: which symbols deserve one of the stream slots (docs/collector-rules.md §4.2). Pure.
 
 Two sources feed the slot manager:
 
@@ -80,7 +80,7 @@ def sort_candidates(cands: Iterable[Candidate]) -> list[Candidate]:
 
 @dataclass(frozen=True)
 class TriggerConfig:
-    """Thresholds (production values from intent §4.2 where it gives them)."""
+    """Thresholds (production values from docs/collector-rules.md §4.2 where it gives them)."""
 
     surge_ratio: float = 5.0
     surge_min_history: int = 2

@@ -1,4 +1,4 @@
-"""Today's Track B window (observer-intent §4.1). Pure: calendar and configuration in, instants out.
+"""Today's Track B window (docs/collector-rules.md §4.1). Pure: calendar and configuration in, instants out.
 
 The default window is 09:30-15:00 KST (``OBSERVER_TRACK_B_WINDOW``), starting half an hour after the open so
 Track A has snapshots (09:00, 09:10, 09:20) for the triggers. On a special day the whole window moves with the

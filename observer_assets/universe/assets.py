@@ -42,7 +42,7 @@ FALLBACK_DAYS = 14
 
 class UniverseConfig(dg.Config):
     min_prev_close: int = 4_000
-    min_master_codes: int = 2_500  # a master with fewer stock codes than this is refused (observer-intent §2.1)
+    min_master_codes: int = 2_500  # a master with fewer stock codes than this is refused (docs/collector-rules.md §2.1)
     quote_concurrency: int = 8
     accept_anyway: bool = False  # operator override: publish a universe the count check refuses (recorded)
 
@@ -171,7 +171,7 @@ def _write_json(path: Path, obj: dict) -> None:
 )
 def universe(context: dg.AssetExecutionContext, config: UniverseConfig,
              kis: KisResource) -> Iterator[dg.AssetCheckResult | dg.MaterializeResult]:
-    # The build result is a system event (observer-intent §13 "Universe", "ETL"); a failure is recorded before it raises.
+    # The build result is a system event (docs/collector-rules.md §13 "Universe", "ETL"); a failure is recorded before it raises.
     try:
         built = _build(context, config, kis)
     except Exception as e:

@@ -24,7 +24,7 @@ warnings.filterwarnings("ignore", message="Specifying a partitions_def on an Ass
 
 
 def thresholds() -> tuple[int, float]:
-    """(minimum count, maximum day-on-day change); observer-intent §2.5 safe choices, overridable by env."""
+    """(minimum count, maximum day-on-day change); docs/collector-rules.md §2.5 safe choices, overridable by env."""
     return (int(os.environ.get("OBSERVER_UNIVERSE_MIN_COUNT", "1000")),
             float(os.environ.get("OBSERVER_UNIVERSE_MAX_CHANGE", "0.30")))
 

@@ -1,4 +1,4 @@
-"""KIS OAuth calls: access token, WebSocket approval key, revoke (kis-protocol.md §2).
+"""KIS OAuth calls: access token, WebSocket approval key, revoke (docs/kis-protocol.md §2 "Authentication").
 
 Single calls only — no caching, no retry. Sharing one token between processes and pacing issuance
 (KIS allows one per minute per app key) is ``observer_resources.shared.tokens``'s job.

@@ -1,5 +1,5 @@
 """Typed KIS errors. The client decides on the body's code (msg_cd / error_code), never on the
-HTTP status alone (kis-protocol.md §4), and maps each code to one of these."""
+HTTP status alone (docs/kis-protocol.md §4 "Error codes"), and maps each code to one of these."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Parse KIS WebSocket messages (kis-protocol.md §8). Pure: no I/O, never raises.
+"""Parse KIS WebSocket messages (docs/kis-protocol.md §8 "WebSocket protocol"). Pure: no I/O, never raises.
 
 Every inbound message becomes exactly one ``Message``:
 

@@ -1,7 +1,7 @@
 """KOSPI/KOSDAQ stock master files (`*.mst.zip`): download and parse.
 
-There is no REST endpoint that lists all stocks (kis-protocol.md §6.8), so the universe starts here. The layout is
-the one the broker's own parsers read (kis-protocol.md §7.2): CP949 lines, a variable head (short code 9, ISIN 12,
+There is no REST endpoint that lists all stocks (docs/kis-protocol.md §6.8), so the universe starts here. The layout is
+the one the broker's own parsers read (docs/kis-protocol.md §7.2): CP949 lines, a variable head (short code 9, ISIN 12,
 Korean name) and a fixed-width ASCII tail of 227 (KOSPI) / 221 (KOSDAQ) characters whose column widths are listed
 below in the official order. Parsing slices the tail by those widths; a line whose tail is not exactly that long
 is refused with its line number rather than misaligned silently.

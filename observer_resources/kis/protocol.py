@@ -1,7 +1,7 @@
 """KIS Open API wire constants shared by the client and the local exchange.
 
 One module so that the client and the simulator cannot drift apart on a path, a tr_id, an error
-code or a field position. Source: ../shared/reference/kis-protocol.md (sections cited inline).
+code or a field position. Source: docs/kis-protocol.md (sections cited inline).
 """
 
 from __future__ import annotations

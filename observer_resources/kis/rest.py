@@ -1,4 +1,4 @@
-"""Async REST client for KIS quotations (kis-protocol.md §3, §4, §6).
+"""Async REST client for KIS quotations (docs/kis-protocol.md §3, §4, §6).
 
 Outcomes are decided on the body's ``rt_cd`` / ``msg_cd`` (or ``error_code``), never on the HTTP
 status alone — KIS sends gateway errors as HTTP 500 with a normal body:

@@ -1,4 +1,4 @@
-"""KIS real-time WebSocket client (kis-protocol.md §8, observer-intent.md §5).
+"""KIS real-time WebSocket client (docs/kis-protocol.md §8 "WebSocket protocol", docs/collector-rules.md §5).
 
 One long-lived session per app key, kept alive for as long as ``run()`` runs:
 

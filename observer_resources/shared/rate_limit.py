@@ -1,4 +1,4 @@
-"""One REST request budget per app key, shared by every process on the host (observer-intent.md §7).
+"""One REST request budget per app key, shared by every process on the host (docs/collector-rules.md §7).
 
 KIS allows about 20 REST requests per second per app key (2 on paper) and answers ``EGW00201``
 above it; the earlier system ran three independent limiters whose sum broke the budget. Here every

@@ -1,4 +1,4 @@
-"""The shared REST budget's GCRA state in PostgreSQL, for processes on several hosts (issue 7).
+"""The shared REST budget's GCRA state in PostgreSQL, for processes on several hosts (docs/deploy.md).
 
 Same semantics as :class:`~observer_resources.shared.rate_limit.SqlitePermitStore` — the pure
 :func:`~observer_resources.shared.rate_limit.gcra_reserve` and :func:`~observer_resources.shared.rate_limit.window_admit`

@@ -1,4 +1,4 @@
-"""The shared token store in PostgreSQL, for processes on several hosts (issue 7).
+"""The shared token store in PostgreSQL, for processes on several hosts (docs/deploy.md).
 
 Same contract as :class:`~observer_resources.shared.token_store.SqliteTokenStore`: lock-free reads of the
 latest committed record, and an exclusive per-key lock scope inside which the holder re-reads, issues, writes

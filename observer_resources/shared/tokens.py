@@ -1,4 +1,4 @@
-"""One access token per app key, shared by every process that uses the key (observer-intent.md §6).
+"""One access token per app key, shared by every process that uses the key (docs/collector-rules.md §6).
 
 Dagster runs each step in its own process, and KIS issues at most one token a minute per app key
 (a second issuance within the minute is refused with 403 EGW00133), so no process may simply ask
@@ -10,7 +10,7 @@ Rules kept here:
 
 * expiry comes from ``access_token_token_expired``; the token is refreshed when less than
   ``refresh_margin`` is left — but not within 6 h of its issuance, when KIS would hand back the same
-  token (kis-protocol.md §2.1) — and at once when expired. A refresh ahead of expiry never makes
+  token (docs/kis-protocol.md §2.1 "Access token") — and at once when expired. A refresh ahead of expiry never makes
   callers wait: if KIS refuses or fails, the still-valid token is used and the refresh retried later;
 * ``refresh(rejected)`` (after EGW00123/EGW00121) issues only if the store still holds the rejected
   token; otherwise the newer stored one is returned;
@@ -21,7 +21,7 @@ Rules kept here:
 
 Events go to ``logging.getLogger("observer.kis.token")`` without the token; counters are on
 ``provider.counters``. Given an :class:`~observer_resources.events.EventLog`, the provider also records
-its story in the day's system events (observer-intent §13 "Tokens"), never a token or key:
+its story in the day's system events (docs/collector-rules.md §13, "Tokens"), never a token or key:
 
 * ``token_issued`` / ``token_refreshed`` — this process took up an access token (``reason``, ``expires_at``,
   ``issued_at``; ``issued_by`` ``this_process`` when it asked KIS, ``shared_store`` when another process had);
@@ -58,7 +58,7 @@ log = logging.getLogger("observer.kis.token")
 T = TypeVar("T")
 
 SAME_TOKEN_WINDOW = timedelta(seconds=p.TOKEN_SAME_WITHIN_S)
-APPROVAL_KEY_LIFETIME = timedelta(hours=24)  # not documented; practitioners' estimate (§2.3)
+APPROVAL_KEY_LIFETIME = timedelta(hours=24)  # not documented; practitioners' estimate (docs/kis-protocol.md §2.3)
 
 
 def _now_kst() -> datetime:

@@ -1,6 +1,6 @@
 """App keys, access tokens, approval keys and the per-key REST rate limit of the local exchange.
 
-KIS's token rules (kis-protocol.md §2, §5.1) are what clients get wrong, so they are modelled
+KIS's token rules (docs/kis-protocol.md §2, §5.1) are what clients get wrong, so they are modelled
 exactly and by the *simulated* clock: 24 h lifetime, the same token again within 6 h of the last
 issuance, at most one issuance a minute per key (403 EGW00133), revocation. The REST rate limit is
 the one thing measured in *real* monotonic time, because it protects (and tests) wall-clock pacing.

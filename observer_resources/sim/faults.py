@@ -1,4 +1,4 @@
-"""Runtime fault injection for the local exchange (kis-protocol.md §10.5).
+"""Runtime fault injection for the local exchange (docs/kis-protocol.md §10.5 "Fault injection").
 
 A fault is posted as ``{"kind": ..., params}`` to ``POST /__sim__/faults``. The book validates it,
 keeps it while it is active (a count of uses left, or a real-time window) and logs when it was

@@ -1,6 +1,6 @@
 """The local exchange's REST server: KIS's token endpoints, quote TRs and master files (aiohttp).
 
-Wire details follow kis-protocol.md §2-§6 and §10 byte for byte where clients depend on them:
+Wire details follow docs/kis-protocol.md §2-§6 and §10 byte for byte where clients depend on them:
 JSON bodies with every number a string, the rt_cd/msg_cd/msg1 envelope, response headers
 ``Content-Type`` (that capitalisation) and lower-case ``tr_id`` / ``tr_cont`` / ``gt_uid``, the
 gateway's error codes and HTTP statuses, and query names matched case-insensitively.

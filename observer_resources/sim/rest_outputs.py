@@ -1,7 +1,7 @@
 """The ``output`` objects of each quote TR, built from the synthetic market (pure functions).
 
 KIS returns every documented field of a TR, each as a string; third-party clients read many of
-them, so each builder returns exactly the appendix field list of kis-protocol.md, in that order,
+them, so each builder returns exactly the field list of docs/kis-protocol.md Appendix A, in that order,
 with an empty string where a value does not apply. Values are consistent with each other (change
 = price - previous close, VWAP = value / volume, ...) and with the stream at the same instant.
 Fundamentals the market does not model (PER, EPS, foreign holdings) are stable per-symbol
@@ -18,7 +18,7 @@ from typing import Any
 
 from observer_resources.kis.protocol import krx_tick_size
 
-# --- field lists (kis-protocol.md appendix) ---------------------------------------------------
+# --- field lists (docs/kis-protocol.md Appendix A) --------------------------------------------
 INQUIRE_PRICE_FIELDS = tuple(
     "iscd_stat_cls_code, marg_rate, rprs_mrkt_kor_name, new_hgpr_lwpr_cls_code, bstp_kor_isnm, temp_stop_yn, "
     "oprc_rang_cont_yn, clpr_rang_cont_yn, crdt_able_yn, grmn_rate_cls_code, elw_pblc_yn, stck_prpr, prdy_vrss, "

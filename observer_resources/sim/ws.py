@@ -1,4 +1,4 @@
-"""The local exchange's WebSocket server: KIS's real-time stream (kis-protocol.md §8, §10.4).
+"""The local exchange's WebSocket server: KIS's real-time stream (docs/kis-protocol.md §8, §10.4).
 
 One connection is a *session* once its first message names an approval key; the key's app key may
 hold one session at a time (a second gets OPSP8996 and is closed) and keeps the slot for
@@ -585,7 +585,7 @@ class WsHub:
 
 
 def register_ws_routes(app: web.Application, hub: WsHub) -> None:
-    """``/``, ``/tryitout`` and ``/tryitout/<TR>`` (kis-protocol.md §1)."""
+    """``/``, ``/tryitout`` and ``/tryitout/<TR>`` (docs/kis-protocol.md §1 "Hosts and ports")."""
     app.router.add_get("/", hub.handle)
     app.router.add_get("/tryitout", hub.handle)
     app.router.add_get("/tryitout/{tr}", hub.handle)

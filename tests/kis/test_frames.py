@@ -1,4 +1,4 @@
-"""WebSocket frame parsing (kis-protocol.md §8): every record of a multi-record frame, acks,
+"""WebSocket frame parsing (docs/kis-protocol.md §8 "WebSocket protocol"): every record of a multi-record frame, acks,
 heartbeats, and every kind of bad input counted with its reason, never raised."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from observer_resources.kis.frames import (
     parse_message,
 )
 
-# The portal's golden record (kis-protocol.md §8.4), 46 fields, field 44 empty.
+# The portal's golden record (docs/kis-protocol.md §8.4 "H0STCNT0"), 46 fields, field 44 empty.
 GOLDEN = (
     "005930^093354^71900^5^-100^-0.14^72023.83^72100^72400^71700^71900^71800^1^3052507^219853241700"
     "^5105^6937^1832^84.90^1366314^1159996^1^0.39^20.28^090020^5^-200^090820^5^-500^092619^2^200"

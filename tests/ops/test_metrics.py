@@ -29,7 +29,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
-#: the contract (metrics_catalogue.md of issue 8): every name below must have samples in a real day's scrape.
+#: the contract (docs/metrics_catalogue.md): every name below must have samples in a real day's scrape.
 #: docs/metrics_catalogue.md (the contract the rules and the dashboard were written against) must list exactly these.
 CATALOGUE_NAMES = {
     "observer_trading_day", "observer_market_open", "observer_track_a_window_open", "observer_track_b_window_open",

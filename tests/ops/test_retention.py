@@ -1,6 +1,6 @@
 """Retention over simulated weeks of real KRX trading days, on real files with real backups.
 
-The rules (observer-intent §11): a day is kept 3 trading days, an anomaly day 7, a day without a verified backup
+The rules (docs/collector-rules.md §11): a day is kept 3 trading days, an anomaly day 7, a day without a verified backup
 is never deleted, and at the 10-day cap such a day raises a critical alert every run instead; universe files
 follow 14 days. The pure rules are checked without files; the fortnight runs the real writers, `backup.run` and
 `retention.apply` day after day, with one backup that fails for real (an fsspec destination that corrupts the

@@ -1,4 +1,4 @@
-"""The PostgreSQL token store and rate-limit bucket (issue 7) against a real server (tests/pgserver.py), each
+"""The PostgreSQL token store and rate-limit bucket (docs/deploy.md) against a real server (tests/pgserver.py), each
 test in its own database: the URL never shown, the lock exclusive across threads and processes, not_before
 shared, records round-trip, dropped connections survived, no token in any log, the GCRA semantics of the
 SQLite store, selection by OBSERVER_STATE_DB_URL, and the acceptance test — processes with separate

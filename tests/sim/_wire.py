@@ -1,6 +1,6 @@
 """Bare KIS wire helpers for the exchange's own tests (httpx + websockets, no project client).
 
-These speak the protocol exactly as kis-protocol.md describes it, so the server tests exercise the
+These speak the protocol exactly as docs/kis-protocol.md describes it, so the server tests exercise the
 wire, not a client library.
 """
 

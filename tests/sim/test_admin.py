@@ -1,5 +1,5 @@
 """The ``/__sim__`` admin API: stats, clock, ground truth, and every fault kind observable from a
-client's side of the wire (kis-protocol.md §10.5)."""
+client's side of the wire (docs/kis-protocol.md §10.5 "Fault injection")."""
 
 from __future__ import annotations
 

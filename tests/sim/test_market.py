@@ -130,7 +130,7 @@ def test_listings_mix_is_realistic(market: Market) -> None:
     assert len(etfs) >= 25 and {x.etp for x in etfs} == {1, 2}
     etns = [x for x in xs if x.etp in (3, 4)]
     assert len(etns) >= 20 and {x.etp for x in etns} == {3, 4}
-    # the masters' stock group holds >= 2,500 codes even without ETNs (observer-intent §2.1 floor)
+    # the masters' stock group holds >= 2,500 codes even without ETNs (docs/collector-rules.md §2.1 floor)
     assert sum(x.group == "ST" and x.etp == 0 for x in xs) >= 2_500
     spacs = [x for x in xs if x.spac]
     assert len(spacs) >= 30 and all(x.market == "kosdaq" and 1_900 <= x.base_level <= 2_200 for x in spacs)

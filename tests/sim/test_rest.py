@@ -1,5 +1,5 @@
 """The exchange's REST side over real loopback HTTP: token rules, rate limits, errors, every TR's
-shape and paging, masters, exact header bytes (kis-protocol.md §2-§7, §10)."""
+shape and paging, masters, exact header bytes (docs/kis-protocol.md §2-§7, §10)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from observer_resources.calendar import KST
 
 from ._wire import QUOTE, Kis
 
-# Field lists as the protocol appendix gives them (kept separate from the server's own constants,
+# Field lists as docs/kis-protocol.md Appendix A gives them (kept separate from the server's own constants,
 # so a drift in either is caught).
 APPENDIX = {
     "inquire-price": (

@@ -1,5 +1,5 @@
 """The exchange's WebSocket side over real loopback: acks, the session rule, PINGPONG, data frames
-that match the ground truth, order books, and REST/stream agreement (kis-protocol.md §8, §10.4)."""
+that match the ground truth, order books, and REST/stream agreement (docs/kis-protocol.md §8, §10.4)."""
 
 from __future__ import annotations
 

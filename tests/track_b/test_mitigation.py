@@ -1,4 +1,4 @@
-"""Mitigation levels on sample sequences (intent §4.6): holds, blips, recovery, level 2, causes."""
+"""Mitigation levels on sample sequences (docs/collector-rules.md §4.6): holds, blips, recovery, level 2, causes."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Track B triggers on plain data: Track A snapshot histories and tick sequences (intent §4.2)."""
+"""Track B triggers on plain data: Track A snapshot histories and tick sequences (docs/collector-rules.md §4.2)."""
 
 from __future__ import annotations
 
