@@ -16,6 +16,7 @@ from observer_resources.calendar import CalendarDataError, CalendarRangeError
 from observer_resources.calendar.market import CalendarConfigError, MarketCalendar, calendar_from_env
 from observer_resources.dates import DateFormatError, parse_iso_date
 from observer_resources.kis.errors import KisConfigError
+from observer_resources import clock
 
 
 class _Parser(argparse.ArgumentParser):
@@ -72,10 +73,8 @@ def _ops_context(prog: str):  # noqa: ANN202 - (root, dest, calendar, events) or
 
 
 def _backup(args: argparse.Namespace) -> int:
-    from datetime import datetime
 
     from observer_assets.ops import backup, package
-    from observer_resources.calendar import KST
 
     ctx = _ops_context("backup")
     if ctx is None:
@@ -87,7 +86,7 @@ def _backup(args: argparse.Namespace) -> int:
             return 2
         days = [d]
     else:
-        days = [p.day for p in backup.pending(root, dest, cal, datetime.now(KST))]
+        days = [p.day for p in backup.pending(root, dest, cal, clock.now())]
         backup.report_strays(root, dest, cal, events=ev)
     rc = 0
     for d in days:
@@ -154,16 +153,14 @@ def _restore(args: argparse.Namespace) -> int:
 
 
 def _retention(args: argparse.Namespace) -> int:
-    from datetime import datetime
 
     from observer_assets.ops import retention
     from observer_assets.ops.settings import RetentionPolicy, SettingsError
-    from observer_resources.calendar import KST
 
     ctx = _ops_context("retention")
     if ctx is None:
         return 2
-    today = _day(args.today, "retention") if args.today else datetime.now(KST).date()
+    today = _day(args.today, "retention") if args.today else clock.now().date()
     if today is None:
         return 2
     try:

@@ -16,15 +16,16 @@ from datetime import datetime
 import dagster as dg
 
 from observer_assets.partitions import calendar, history_start, register_elapsed
-from observer_resources.calendar import KST, CalendarRangeError
+from observer_resources.calendar import CalendarRangeError
 from observer_resources.dates import DateFormatError, parse_iso_date
+from observer_resources import clock
 
 HISTORY_START_ENV = "OBSERVER_HISTORY_START"
 
 
 def now() -> datetime:
     """The registrar's clock (a module function, so a test can drive a simulated day through the real sensor)."""
-    return datetime.now(KST)
+    return clock.now()
 
 
 @dg.sensor(

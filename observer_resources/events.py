@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from observer_resources.calendar import KST
+from observer_resources import clock
 
 Severity = Literal["minor", "major", "critical"]
 Scope = Literal["scalp", "swing", "all"]
@@ -132,7 +133,7 @@ class EventLog:
                 return v
             return scrub(str(v), values=self._secrets)  # what json's default=str would have written
 
-        now = (at or datetime.now(KST)).astimezone(KST)
+        now = (at or clock.now()).astimezone(KST)
         rec = {"event_type": event_type, "timestamp": now.isoformat(), "source": self.source}
         rec.update({k: clean(_iso(v)) for k, v in fields.items()})
         with self._lock:

@@ -7,7 +7,6 @@ provenance; what history could not give stays listed.
 """
 
 import json
-from datetime import datetime
 from pathlib import Path
 
 import dagster as dg
@@ -17,8 +16,8 @@ from observer_assets.gaps.detect import GAP_SCHEMA, Report
 from observer_assets.gaps.report import build_report
 from observer_assets.partitions import calendar, parse_day_key, trading_day_partitions
 from observer_assets.universe.assets import universe
-from observer_resources.calendar import KST
 from observer_resources.dates import DateFormatError, parse_iso_datetime
+from observer_resources import clock
 
 DATASET = "gaps"
 
@@ -146,5 +145,5 @@ def gap_report(context: dg.AssetExecutionContext, config: GapReportConfig) -> dg
         "verdict": dg.MetadataValue.json(rep.verdict),
         "summary": dg.MetadataValue.md(markdown(rep)),
         **catalog.materialized(rep.rows.num_rows, path),
-        "generated_at": datetime.now(KST).isoformat(),
+        "generated_at": clock.now().isoformat(),
     })

@@ -17,7 +17,6 @@ import warnings
 import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from observer_assets import lake
 from observer_assets.partitions import (

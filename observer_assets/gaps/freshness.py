@@ -29,6 +29,7 @@ from observer_assets.track_a.assets import track_a_snapshot
 from observer_resources.calendar import KST
 from observer_resources.calendar.market import MarketCalendar
 from observer_resources.dates import DateFormatError, parse_iso_datetime
+from observer_resources import clock
 
 CHECK_NAME = "track_a_current_slot_fresh"
 GRACE = timedelta(minutes=5)  # a slot's run fetches for up to a few minutes; judge it after that
@@ -40,7 +41,7 @@ Clock = Callable[[], datetime]
 
 def now() -> datetime:
     """The clock the check and the sensor judge by (one place, so a judgment at a given instant is reproducible)."""
-    return datetime.now(KST)
+    return clock.now()
 
 
 def due_slot(cal: MarketCalendar, at: datetime) -> datetime | None:

@@ -23,6 +23,7 @@ from observer_assets.track_b.restore import restored_path
 from observer_assets.universe.assets import latest_universe_before, read_universe
 from observer_resources import events
 from observer_resources.calendar import KST
+from observer_resources import clock
 
 TRACK_B = "track_b"
 SNAP_COLS = ["code", "source", "restored_from", "fetched_at"]
@@ -40,7 +41,7 @@ def tick_files(root: Path, day: date) -> list[Path]:
 
 def default_as_of(day: date, now: datetime | None = None) -> datetime:
     """Now for today (nothing after it is judged), the day's last instant for a past day."""
-    now = (now or datetime.now(KST)).astimezone(KST)
+    now = (now or clock.now()).astimezone(KST)
     end = datetime.combine(day, time(23, 59, 59), KST)
     return min(now, end)
 
@@ -68,7 +69,7 @@ def load_day(root: Path, day: date, as_of: datetime | None = None, *, now: datet
              local: Path | None = None) -> DayInputs:
     """`root` is the lake (a Path or a URL's UPath); `local` the directory of the event log and anomaly markers
     (default: the lake itself when it is local, else OBSERVER_LOCAL_DIR)."""
-    now = (now or datetime.now(KST)).astimezone(KST)
+    now = (now or clock.now()).astimezone(KST)
     local = local or (root if lake.is_local(root) else lake.local_dir())
     as_of = (as_of or default_as_of(day, now)).astimezone(KST)
     cal = calendar()

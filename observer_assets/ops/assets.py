@@ -7,7 +7,6 @@ package no longer matches; so the schedule and the catch-up sensor can ask again
 
 
 from collections import defaultdict
-from datetime import datetime
 
 import dagster as dg
 
@@ -19,9 +18,9 @@ from observer_assets.ops.settings import RetentionPolicy, SettingsError, backup_
 from observer_assets.partitions import PartitionKeyError, calendar, parse_day_key, trading_day_partitions
 from observer_assets.runs import BACKUP_POOL, max_runtime
 from observer_assets.universe.assets import universe
-from observer_resources.calendar import KST
 from observer_resources.dates import DateFormatError, parse_iso_date
 from observer_resources.events import EventLog
+from observer_resources import clock
 
 BACKUP_TAGS = {"observer/kind": "backup"}
 
@@ -144,7 +143,7 @@ class RetentionConfig(dg.Config):
 def apply_retention(context: dg.OpExecutionContext, config: RetentionConfig) -> dict:
     try:
         policy = RetentionPolicy.from_env()
-        today = parse_iso_date(config.today, "today") if config.today else datetime.now(KST).date()
+        today = parse_iso_date(config.today, "today") if config.today else clock.now().date()
         retention.check_today(calendar(), today)
     except (SettingsError, ValueError) as e:
         raise dg.Failure(description=f"retention: {e}") from None

@@ -28,6 +28,7 @@ from observer_assets.track_b.capture import anomaly_path, write_anomaly
 from observer_resources.calendar import KST
 from observer_resources.calendar.market import MarketCalendar
 from observer_resources.events import EventLog
+from observer_resources import clock
 
 _DAY_DIR = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 BACKUP_AT = time(21, 0)  # docs/collector-rules.md §12: daily at 21:00 KST, after the session and the evening compaction
@@ -241,7 +242,7 @@ def mark_failed(root: Path, dest: UPath, day: date, problems: list[tuple[str, st
                 what: str, note: str, log: Any = None) -> None:
     """Withdraw the marker, record the event, alert, and make the day an anomaly day (kept longer, never deleted)."""
     package.invalidate(dest, day, note)
-    now = datetime.now(KST)
+    now = clock.now()
     events.emit(what, day=day.isoformat(), problems=_problems(problems), problem_count=len(problems),
                 note=note, destination=redact_url(str(dest)), severity="critical")
     write_anomaly(root, day, "backup_failure", {"event": what, "files": [p for p, _ in problems[:20]]}, now)

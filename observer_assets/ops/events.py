@@ -33,6 +33,7 @@ from observer_assets.partitions import calendar, parse_day_key, trading_day_part
 from observer_resources.calendar import KST
 # DayEvents and load_day live with the writer (one reader for every caller); importable from here as before
 from observer_resources.events import DayEvents, EventLog, load_day  # noqa: F401
+from observer_resources import clock
 
 log = logging.getLogger("observer.events")
 
@@ -469,7 +470,7 @@ def system_events(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         note = (f"{d.torn_count} torn last line(s) and {d.bad_count} unreadable line(s) were not counted "
                 f"({', '.join(d.problems(MAX_LISTED))}).")
         context.log.warning(f"system_events {day}: {note}")
-    doc = {"day": day.isoformat(), "generated_at": datetime.now(KST).isoformat(),
+    doc = {"day": day.isoformat(), "generated_at": clock.now().isoformat(),
            "events_files": [str(p) for p in d.files], "events_file_exists": d.exists,
            "torn_lines": d.torn_count, "bad_lines": d.bad_count,
            "bad_line_numbers": {k: v[:MAX_LISTED] for k, v in d.bad_lines.items()}, "note": note, **s}

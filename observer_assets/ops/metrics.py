@@ -42,6 +42,7 @@ from observer_resources.calendar import KST
 from observer_resources.calendar.market import calendar_from_env
 from observer_resources.metrics import Spec, safe_label
 from observer_resources.secrets import scrub as scrub_secrets, secret_values
+from observer_resources import clock
 
 log = logging.getLogger("observer.metrics")
 
@@ -342,7 +343,7 @@ class ObserverCollector:
     # -- environment ---------------------------------------------------------------------------------------
     def now(self) -> datetime:
         n = self._now() if callable(self._now) else self._now
-        return (n or datetime.now(KST)).astimezone(KST)
+        return (n or clock.now()).astimezone(KST)
 
     def root(self) -> lake.LakePath:
         return lake.data_dir(self.env)
@@ -510,6 +511,7 @@ class ObserverCollector:
 
     def _track_b(self, now: datetime) -> list[Metric]:
         from observer_assets.track_b.capture import overflow_path, read_status, status_path  # noqa: PLC0415
+        from observer_assets.track_b.supervisor import wall_age_s  # noqa: PLC0415
 
         local, today = self.local(), now.date()
         ev = self._events(today)
@@ -525,8 +527,7 @@ class ObserverCollector:
         st = read_status(local) if status_path(local).exists() else None
         if status_path(local).exists() and st is None:
             raise ValueError(f"{status_path(local)} is not a JSON object")
-        updated = _epoch(st.get("updated_at")) if st else None
-        age = now.timestamp() - updated if updated is not None else None
+        age = wall_age_s(st, now) if st else None
         if st:
             for key_id, k in sorted((st.get("keys") or {}).items()):
                 if not isinstance(k, dict):

@@ -41,7 +41,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -52,7 +52,7 @@ from upath import UPath
 from observer_assets import lake
 from observer_assets.ops.daysets import EXCLUDED_PREFIXES, EXCLUDED_TOP, LocalFile
 from observer_assets.ops.settings import local_path
-from observer_resources.calendar import KST
+from observer_resources import clock
 
 FORMAT = "observer-backup/1"
 MANIFEST = "manifest.json"
@@ -233,7 +233,7 @@ def _sha(b: bytes) -> str:
 
 
 def _now() -> str:
-    return datetime.now(KST).isoformat()
+    return clock.now().isoformat()
 
 
 def read_state(dest: UPath, day: date) -> PackageState:

@@ -29,6 +29,7 @@ from observer_assets.ops.settings import RetentionPolicy, redact_url
 from observer_resources.calendar import KST, CalendarRangeError
 from observer_resources.calendar.market import MarketCalendar
 from observer_resources.events import EventLog
+from observer_resources import clock
 
 Action = Literal["keep", "delete", "blocked"]
 
@@ -205,7 +206,7 @@ class RetentionDayError(ValueError):
 
 def check_today(cal: MarketCalendar, today: date, now: datetime | None = None) -> None:
     """Refuse a `today` later than tomorrow (KST) or outside the calendar's table, with a one-line reason."""
-    now = (now or datetime.now(KST)).astimezone(KST)
+    now = (now or clock.now()).astimezone(KST)
     if today > now.date() + timedelta(days=1):
         raise RetentionDayError(f"today={today} is later than tomorrow ({now.date() + timedelta(days=1)}): retention "
                                 "never runs ahead of the clock")

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 
 import dagster as dg
 
@@ -12,7 +11,7 @@ from observer_assets.ops.schedules import backup_requests
 from observer_assets.lake import LakeConfigError
 from observer_assets.ops.settings import SettingsError
 from observer_assets.partitions import trading_day_partitions
-from observer_resources.calendar import KST
+from observer_resources import clock
 
 
 @dg.sensor(
@@ -23,7 +22,7 @@ from observer_resources.calendar import KST
                 "missing, unverified or older than its local files.",
 )
 def backup_catch_up(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
-    now = datetime.now(KST)
+    now = clock.now()
     try:
         reqs, new, why = backup_requests(context.instance, now, "backup-catch-up", today_if_changed=False)
     except (SettingsError, LakeConfigError) as e:

@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING
 import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from observer_assets import catalog, lake
 from observer_assets.ops.events import record
@@ -37,13 +36,13 @@ from observer_assets.universe.assets import (
     universe,
 )
 from observer_resources import metrics
-from observer_resources.calendar import KST
 from observer_resources.kis import protocol as p
 from observer_resources.kis.errors import (
     BadCredentialsError, KisApiError, KisError, RateLimitedError, TokenExpiredError, TokenIssueTooSoonError,
 )
 from observer_resources.resources import KisResource, kis_members, kis_rest_clients
 from observer_resources.shared.token_store import SqliteTokenStore
+from observer_resources import clock
 
 if TYPE_CHECKING:
     from observer_resources.kis.rest import KisRestClient
@@ -201,7 +200,7 @@ async def _fetch_shard(kis: KisResource, client: "KisRestClient", codes: list[st
                 except KisError as e:
                     failed(batch, e)
                     return
-                now = datetime.now(KST)
+                now = clock.now()
                 got = {r.code: r for r in rows}
                 for c in batch:
                     if c in got:
@@ -226,7 +225,7 @@ async def _fetch_shard(kis: KisResource, client: "KisRestClient", codes: list[st
                 except KisError as e:
                     failed(batch, e)
                     return
-                lines.append(snapshot.raw_line(p.TR_INQUIRE_PRICE, c, q.raw, datetime.now(KST)))
+                lines.append(snapshot.raw_line(p.TR_INQUIRE_PRICE, c, q.raw, clock.now()))
                 collected.add(c)
 
     tasks = [asyncio.create_task(one(b)) for b in batches]
@@ -338,7 +337,7 @@ def _snapshot(context: dg.AssetExecutionContext, config: TrackAConfig, kis: KisR
     codes = uni["code"].to_pylist()
     names = dict(zip(codes, uni["name"].to_pylist()))
 
-    started = datetime.now(KST)
+    started = clock.now()
     t0 = _time.monotonic()
     (bk, bv), = BACKFILL_TAGS.items()
     if context.run.tags.get(bk) == bv or started > slot_ts + timedelta(minutes=config.live_window_min):

@@ -22,10 +22,10 @@ from datetime import datetime, timedelta
 import pyarrow as pa
 
 from observer_assets.track_a.snapshot import SNAPSHOT_SCHEMA
-from observer_resources.calendar import KST
 from observer_resources.kis import protocol as p
 from observer_resources.kis.errors import KisError
 from observer_resources.kis.models import MinuteBar
+from observer_resources import clock
 
 ENDPOINT_TODAY = "inquire-time-itemchartprice"
 ENDPOINT_PAST = "inquire-time-dailychartprice"
@@ -86,7 +86,7 @@ async def restore_one(client, code: str, slot_ts: datetime, *, today: bool, sess
                       session_close: datetime, name: str | None, prev_close: int | None) -> dict:
     """Fetch the bars one symbol needs and build its restored row. Raises KisError / NotRestorable."""
     before = slot_ts - timedelta(minutes=1)
-    fetched_at = datetime.now(KST)
+    fetched_at = clock.now()
     if today:
         mb = await client.minute_bars_all(code, until=session_close.strftime("%H%M%S"), since=before.strftime("%H%M%S"))
         if mb.summary is None:

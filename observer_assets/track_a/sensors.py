@@ -6,7 +6,6 @@ snapshot cannot be taken after the fact): they are gaps for the backfill.
 """
 
 
-from datetime import datetime
 
 import dagster as dg
 
@@ -16,7 +15,7 @@ from observer_assets.partitions import calendar, slot_key, track_a_slot_partitio
 from observer_assets.runs import KIS_REST_TAGS, LATE_TAG
 from observer_assets.track_a.schedules import track_a_job
 from observer_assets.universe.assets import universe_path
-from observer_resources.calendar import KST
+from observer_resources import clock
 
 SCHEDULE_GRACE_S = 60  # leave the slot's first minute to the schedule
 
@@ -29,7 +28,7 @@ SCHEDULE_GRACE_S = 60  # leave the slot's first minute to the schedule
     "day's universe is built.",
 )
 def track_a_catch_up(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
-    now = datetime.now(KST)
+    now = clock.now()
     slot = calendar().slot_at(now)
     if slot is None:
         return dg.SkipReason("outside the session")

@@ -44,6 +44,7 @@ from observer_resources import events
 from observer_resources.calendar import KST
 from observer_resources.kis import protocol as p
 from observer_resources.kis.frames import Ack, parse_message
+from observer_resources import clock
 
 DATASET = "track_b"
 SAMPLED = "track_b_sampled"
@@ -369,7 +370,7 @@ def track_b_ticks(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     lake.write_table_atomic(out, table)
     _write_json(state_path(root, start), state)
 
-    now = datetime.now(KST)
+    now = clock.now()
     disc, disc_by_key, n_markers = disconnected_seconds(events.gaps(local, start.date()), start, end, now)
     rates = record_rates(stats["per_code"], _first_rx(table), slot_s, end)
     tpm = [r["ticks_per_minute"] for r in rates.values() if r["ticks_per_minute"] is not None]

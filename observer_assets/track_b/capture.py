@@ -97,6 +97,7 @@ from observer_resources.kis.models import Trade
 from observer_resources.kis.ws import DEFAULT_BACKOFF, KisWebSocketClient
 from observer_resources.shared.stores import open_token_store
 from observer_resources.shared.tokens import SharedTokenProvider
+from observer_resources import clock
 
 log = logging.getLogger("observer.track_b.capture")
 
@@ -115,7 +116,7 @@ class CaptureError(RuntimeError):
 
 
 def _now() -> datetime:
-    return datetime.now(KST)
+    return clock.now()
 
 
 def _iso(dt: datetime | None) -> str | None:
@@ -897,7 +898,7 @@ class Capture:
         now = _now()
         return {
             "pid": os.getpid(), "run_id": self.run_id, "state": self.state, "started_at": _iso(self.started_at),
-            "updated_at": _iso(now), "window": self.window.as_dict() if self.window else None,
+            "updated_at": _iso(now), "updated_wall": time.time(), "window": self.window.as_dict() if self.window else None,
             "stop_at": _iso(self.stop_at), "stop_reason": self.stop_reason, "mitigation_level": self.level,
             "load": self.last_sample, "evaluations": self.evaluations, "overflow_records": self.overflow_records,
             "pins": list(self.settings.pins), "anomalies": self.anomalies,

@@ -13,12 +13,12 @@ from datetime import datetime, timedelta
 
 import dagster as dg
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from observer_assets import lake
 from observer_assets.partitions import parse_hour_key, track_b_hour_partitions
 from observer_assets.track_b.assets import ticks_path, track_b_ticks
 from observer_resources import events
+from observer_resources import clock
 
 # partitioned checks are a preview API in the pinned Dagster; the per-partition results are tested
 warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec", category=dg.PreviewWarning)
@@ -69,7 +69,7 @@ def track_b_losses_are_explained(context: dg.AssetCheckExecutionContext) -> dg.A
     if not path.exists():
         return dg.AssetCheckResult(passed=False, metadata={"error": f"{path} missing"})
     ticks = lake.read_table(path, columns=["code", "receive_ts", "key_id", "missing_volume", "acml_vol"])
-    breaks, bad = unexplained_breaks(ticks, events.gaps(lake.local_dir(), start.date()), start, datetime.now(start.tzinfo))
+    breaks, bad = unexplained_breaks(ticks, events.gaps(lake.local_dir(), start.date()), start, clock.now())
     missing = sum(b["missing_volume"] for b in bad)
     return dg.AssetCheckResult(
         passed=not bad,

@@ -60,6 +60,7 @@ from typing import Any
 import numpy as np
 
 from observer_resources.calendar import KST
+from observer_resources.clock import now as clock_now
 
 log = logging.getLogger("observer.track_b.journal")
 
@@ -484,7 +485,7 @@ class Journal:
         self.close_grace_s = close_grace_s
         self.retry_max_s = retry_max_s
         self._on_event = on_event
-        self._clock = clock or (lambda: datetime.now(KST))
+        self._clock = clock or clock_now
         started = self._clock()
         k = next(_RUNS)
         self.run_id = run_id or f"{started:%H%M%S}.{os.getpid()}" + (f".{k}" if k else "")
@@ -674,7 +675,7 @@ class Journal:
     # --- flusher ---------------------------------------------------------------------------------
 
     def _emit(self, event: dict) -> None:
-        event.setdefault("at", datetime.now(KST).isoformat(timespec="microseconds"))
+        event.setdefault("at", clock_now().isoformat(timespec="microseconds"))
         event.setdefault("key_id", self.key_id)
         if self._on_event is None:
             return

@@ -14,6 +14,7 @@ import dagster as dg
 from observer_assets import lake
 from observer_assets.track_b.assets import journal_event_metadata, journal_summary, track_b_journal
 from observer_resources.calendar import KST
+from observer_resources import clock
 
 DATA_VERSION_TAG = "dagster/data_version"
 INTERVAL_S = 60
@@ -22,7 +23,7 @@ Clock = Callable[[], datetime]
 
 
 def _now() -> datetime:
-    return datetime.now(KST)
+    return clock.now()
 
 
 def observe_journal(context: dg.SensorEvaluationContext, now: datetime) -> dg.SensorResult | dg.SkipReason:

@@ -22,7 +22,6 @@ from pathlib import Path
 import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from observer_assets import catalog, lake
 from observer_assets.partitions import calendar, parse_day_key, trading_day_partitions
@@ -35,6 +34,7 @@ from observer_resources.kis.errors import KisError
 from observer_resources.kis.models import Conclusion
 from observer_resources.kis.rest import conclusion_from
 from observer_resources.resources import KisResource
+from observer_resources import clock
 
 DATASET = "track_b_restored"
 ENDPOINT = "inquire-time-itemconclusion"
@@ -176,7 +176,7 @@ async def restore_holes(kis, holes: Sequence[Hole], day: date, concurrency: int 
                 except KisError as e:
                     failures[f"{h.code}@{h.lo}-{h.hi}"] = f"{type(e).__name__} {getattr(e, 'code', '')}".strip()
                     return
-                rows.extend(rows_for_hole(h, trades, datetime.now(KST)))
+                rows.extend(rows_for_hole(h, trades, clock.now()))
 
         await asyncio.gather(*(one(h) for h in holes))
     return table(rows), failures
@@ -211,7 +211,7 @@ def track_b_restored(context: dg.AssetExecutionContext, kis: KisResource) -> dg.
     ticks = day_ticks(root, day)
     holes = find_holes(ticks, events.gaps(lake.local_dir(), day)) if ticks is not None else []
     old = read_restored(root, day)
-    today = datetime.now(KST).date()
+    today = clock.now().date()
     failures: dict[str, str] = {}
     if holes and day == today:
         new, failures = asyncio.run(restore_holes(kis, holes, day))

@@ -33,6 +33,7 @@ than ``LOOKBACK_DAYS`` are left to the gap report and backfill, so the scan stay
 
 import json
 import socket
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -59,9 +60,11 @@ from observer_assets.track_b.supervisor import (
     run_tags,
     status_path,
     track_b_capture_job,
+    wall_age_s,
 )
 from observer_resources.calendar import KST
 from observer_resources.calendar.market import calendar_from_env
+from observer_resources import clock
 
 Clock = Callable[[], datetime]
 
@@ -85,16 +88,7 @@ track_b_compaction_job = dg.define_asset_job(
 
 
 def _now() -> datetime:
-    return datetime.now(KST)
-
-
-def _age_s(iso: str | None, now: datetime) -> float | None:
-    if not iso:
-        return None
-    try:
-        return (now - datetime.fromisoformat(iso)).total_seconds()
-    except (TypeError, ValueError):
-        return None
+    return clock.now()
 
 
 # --- liveness -------------------------------------------------------------------------------------
@@ -121,7 +115,7 @@ def describe_liveness(status: dict | None, beat: dict | None, now: datetime) -> 
     elif "_unreadable" in status:
         parts.append(f"capture status unreadable ({status['_unreadable']})")
     else:
-        age = _age_s(status.get("updated_at"), now)
+        age = wall_age_s(status, now)
         pid = status.get("pid")
         alive = "alive" if pid_alive(pid) else "NOT RUNNING"
         stale = " STALE" if age is None or age > STATUS_STALE_S else ""
@@ -135,7 +129,7 @@ def describe_liveness(status: dict | None, beat: dict | None, now: datetime) -> 
                          f"disconnected {v.get('disconnected_seconds')} s, mitigation {v.get('mitigation_level')}")
     if beat and "_unreadable" not in beat:
         parts.append(f"supervisor of run {str(beat.get('run_id'))[:8]}: {beat.get('state')}, "
-                     f"{beat.get('restarts')} restarts, heartbeat {(_age_s(beat.get('updated_at'), now) or 0):.0f} s old")
+                     f"{beat.get('restarts')} restarts, heartbeat {(wall_age_s(beat, now) or 0):.0f} s old")
     return "; ".join(parts)
 
 
@@ -148,11 +142,11 @@ def dead_run_reason(record: dg.RunRecord, beat: dict | None, now: datetime) -> s
     if beat and beat.get("run_id") == run.run_id:
         if beat.get("host") == socket.gethostname() and not pid_alive(beat.get("pid")):
             return f"its run worker (pid {beat.get('pid')}) is gone"
-        age = _age_s(beat.get("updated_at"), now)
+        age = wall_age_s(beat, now)
         if beat.get("state") != "ended" and age is not None and age > STALE_FAIL_S:
             return f"its supervisor heartbeat is {age:.0f} s old (hung)"
         return None
-    if started is not None and now.timestamp() - started > NO_BEAT_FAIL_S:
+    if started is not None and time.time() - started > NO_BEAT_FAIL_S:  # Dagster's start_time is wall time
         return f"no supervisor heartbeat in the {NO_BEAT_FAIL_S} s since it started"
     return None
 

@@ -39,7 +39,7 @@ import time as _time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,7 @@ from observer_resources.calendar import KST
 from observer_resources.calendar.market import MarketCalendar, calendar_from_env
 from observer_resources.dates import DateFormatError, parse_iso_datetime
 from observer_resources.events import EventLog
+from observer_resources.clock import now as clock_now
 
 CAPTURE_MODULE = "observer_assets.track_b.capture"
 MAX_RUNTIME_MARGIN_S = 900  # after the window end: the child's orderly stop, late_grace_s, slack
@@ -119,6 +120,19 @@ def read_json(path: Path) -> dict | None:
     except (OSError, ValueError) as e:
         return {"_unreadable": f"{type(e).__name__}: {e}"}
     return obj if isinstance(obj, dict) else {"_unreadable": "not a JSON object"}
+
+
+def wall_age_s(doc: dict, now: datetime) -> float | None:
+    """Seconds since a status or heartbeat file was written, in physical time (its ``updated_wall``): liveness is
+    about processes, not about the market clock, which a simulated day moves in steps. A file without the field
+    falls back to ``updated_at`` against ``now``."""
+    wall = doc.get("updated_wall")
+    if isinstance(wall, (int, float)) and not isinstance(wall, bool):
+        return _time.time() - float(wall)
+    try:
+        return (now - datetime.fromisoformat(str(doc["updated_at"]))).total_seconds()
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def pid_alive(pid: object) -> bool:
@@ -270,7 +284,7 @@ class CaptureSupervisor:
         self.term_grace_s = term_grace_s
         self.late_grace_s = late_grace_s
         self.heartbeat_s = heartbeat_s
-        self.clock = clock or (lambda: datetime.now(KST))
+        self.clock = clock or clock_now
         self.events = events if events is not None else EventLog(self.data_dir, source="track_b_supervisor")
         self._limiter = _LogLimiter(log_rate_per_s, log_burst)
         self.proc: subprocess.Popen | None = None
@@ -309,6 +323,7 @@ class CaptureSupervisor:
             "child_started_at": self.child_started.isoformat() if self.child_started else None,
             "restarts": self.restarts, "until": self.until.isoformat(),
             "updated_at": self.clock().isoformat(),
+            "updated_wall": _time.time(),  # liveness is judged in physical time, whatever clock the day runs on
             "last_exit": asdict(self.exits[-1]) if self.exits else None,
         }
         try:
@@ -402,12 +417,17 @@ class CaptureSupervisor:
                 assert p is not None
                 t_start = _time.monotonic()
                 late = False
+                over_since: float | None = None  # monotonic instant the window end was first seen
                 while p.poll() is None:
                     self._pump(0.2)
                     self.beat()
-                    if self.clock() >= self.until + timedelta(seconds=self.late_grace_s):
-                        late = True
-                        break
+                    if self.clock() >= self.until:
+                        # the grace is the child's time to react, so it runs in physical time from the moment the
+                        # end is seen, not on the market clock (which a clock step or a simulated day moves at once)
+                        over_since = _time.monotonic() if over_since is None else over_since
+                        if _time.monotonic() - over_since >= self.late_grace_s:
+                            late = True
+                            break
                 if late:
                     self._log("error", f"capture pid {p.pid} still running {self.late_grace_s:g} s after the "
                                        "window end: stopping it")
@@ -509,7 +529,7 @@ def child_argv(config: CaptureConfig) -> list[str]:
     "the end of the Track B window, restarting it within seconds if it dies; its log lines appear here.",
 )
 def track_b_capture(context: dg.OpExecutionContext, config: CaptureConfig) -> None:
-    now = datetime.now(KST)
+    now = clock_now()
     if config.until:
         try:
             until = parse_iso_datetime(config.until, "until")

@@ -1,7 +1,7 @@
 """Catch-up for the universe: a deployment started after 05:00 (or a missed tick) still gets today's universe."""
 
 
-from datetime import datetime, time
+from datetime import time
 
 import dagster as dg
 
@@ -9,7 +9,7 @@ from observer_assets.catch_up import has_run
 from observer_assets.partitions import calendar, day_key, trading_day_partitions
 from observer_assets.runs import KIS_REST_TAGS
 from observer_assets.universe.schedules import universe_job
-from observer_resources.calendar import KST
+from observer_resources import clock
 
 BUILD_AT = time(5, 0)
 
@@ -22,7 +22,7 @@ BUILD_AT = time(5, 0)
 )
 def universe_catch_up(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
     cal = calendar()
-    now = datetime.now(KST)
+    now = clock.now()
     d = now.date()
     if not cal.is_trading_day(d):
         return dg.SkipReason(f"{d} is not a trading day")

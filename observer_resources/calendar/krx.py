@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from datetime import date, datetime, time
 from functools import cache
 from pathlib import Path
-from zoneinfo import ZoneInfo
+from observer_resources import clock
+from observer_resources.clock import KST
 
-KST = ZoneInfo("Asia/Seoul")
 SESSIONS_FILE = Path(__file__).with_name("sessions.json")
 NORMAL_OPEN = time(9, 0)
 NORMAL_CLOSE = time(15, 30)
@@ -149,4 +149,4 @@ def trading_days(start: date, end: date) -> list[date]:
 
 
 def today_kst(now: datetime | None = None) -> date:
-    return (now or datetime.now(KST)).astimezone(KST).date()
+    return (now or clock.now()).astimezone(KST).date()

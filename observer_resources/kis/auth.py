@@ -29,6 +29,7 @@ from observer_resources.kis.errors import (
     TokenIssueTooSoonError,
     TransientError,
 )
+from observer_resources import clock
 
 log = logging.getLogger("observer.kis.token")
 
@@ -120,7 +121,7 @@ async def _post(
 async def issue_access_token(http: httpx.AsyncClient, config: KisConfig, *, now: datetime | None = None) -> IssuedToken:
     """``POST /oauth2/tokenP``. Within 6 h of the last issuance KIS returns the same token; a second
     issuance within a minute is refused (TokenIssueTooSoonError)."""
-    issued_at = now or datetime.now(KST)
+    issued_at = now or clock.now()
     body = await _post(
         http, config, p.PATH_TOKEN,
         {"grant_type": "client_credentials", "appkey": config.app_key, "appsecret": config.app_secret},

@@ -68,6 +68,7 @@ from observer_resources.kis.models import (
     VolumeRankRow,
 )
 from observer_resources.kis.ports import RateLimiter, TokenProvider
+from observer_resources import clock
 
 log = logging.getLogger("observer.kis")
 
@@ -637,7 +638,7 @@ class KisRestClient:
         The rows carry no date: ``day`` stamps them (default: today in KST). KIS keeps the continuation
         per token: if the token is replaced mid-way the server starts over, so a refresh during paging can
         repeat rows (rare: tokens are refreshed ahead of expiry)."""
-        serving_day = day or datetime.now(KST).date()
+        serving_day = day or clock.now().date()
         params = {"FID_COND_MRKT_DIV_CODE": market, "FID_INPUT_ISCD": code, "FID_INPUT_HOUR_1": _hhmmss(until_hhmmss)}
         pages = await self._pages("inquire-time-itemconclusion", p.TR_TIME_CONCLUSION, params,
                                   next_params=lambda _page: params)

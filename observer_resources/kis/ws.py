@@ -40,7 +40,6 @@ from urllib.parse import urlparse
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
-from observer_resources.calendar import KST
 from observer_resources.kis import protocol as p
 from observer_resources.kis.config import KisConfig
 from observer_resources.kis.frames import (
@@ -56,6 +55,7 @@ from observer_resources.kis.frames import (
 )
 from observer_resources.kis.models import OrderBook, Trade
 from observer_resources.kis.ports import TokenProvider
+from observer_resources import clock
 
 log = logging.getLogger("observer.kis")
 
@@ -108,7 +108,7 @@ class WsStats:
 
 
 def _now_kst() -> datetime:
-    return datetime.now(KST)
+    return clock.now()
 
 
 def _iso(dt: datetime) -> str:

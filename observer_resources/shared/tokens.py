@@ -45,13 +45,14 @@ from typing import Any, TypeVar
 
 import httpx
 
-from observer_resources.calendar import KST
 from observer_resources.events import EventLog
 from observer_resources.kis import protocol as p
 from observer_resources.kis.auth import issue_access_token, issue_approval_key
 from observer_resources.kis.config import KisConfig
 from observer_resources.kis.errors import BadCredentialsError, KisError, TokenIssueTooSoonError, TransientError
 from observer_resources.shared.token_store import TokenLock, TokenLockTimeout, TokenRecord, TokenStore
+from observer_resources import clock
+from observer_resources.clock import KST
 
 log = logging.getLogger("observer.kis.token")
 
@@ -62,7 +63,7 @@ APPROVAL_KEY_LIFETIME = timedelta(hours=24)  # not documented; practitioners' es
 
 
 def _now_kst() -> datetime:
-    return datetime.now(KST)
+    return clock.now()
 
 
 @dataclass
@@ -314,7 +315,7 @@ class SharedTokenProvider:
                     self._token_event("token_refreshed" if stale is not None else "token_issued", current, reason,
                                       "shared_store")
                     return current
-                real_now = datetime.now(KST)
+                real_now = datetime.now(KST)  # the issuance hold is physical time, whatever clock judges expiry
                 not_before = lock.not_before()
                 if not_before is not None and not_before > real_now:
                     pause = min((not_before - real_now).total_seconds(), self._max_pause)
