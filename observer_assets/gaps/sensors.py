@@ -26,7 +26,6 @@ from pathlib import Path
 
 import dagster as dg
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from observer_assets import lake
 from observer_assets.gaps import alerts
@@ -35,6 +34,7 @@ from observer_assets.partitions import calendar, parse_slot_key, slot_key, track
 from observer_assets.runs import BACKFILL_TAGS, KIS_REST_TAGS, max_runtime
 from observer_assets.track_a.schedules import track_a_job
 from observer_resources.calendar import KST
+from observer_resources import clock
 
 REPORT_DATASET = "gaps"
 REPORT_NAME = "gap_report.parquet"
@@ -106,7 +106,7 @@ def gap_backfill_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         except (OSError, pa.ArrowInvalid) as e:  # a broken report: say so, retry on the next tick
             context.log.error(f"gap report {path} unreadable: {e}")
             continue
-        now = datetime.now(KST)
+        now = clock.now()
         young = [k for k in slots if parse_slot_key(k, cal) + LIVE_WINDOW > now]
         for key, fp in slots.items():
             if key in young:
@@ -137,7 +137,7 @@ def gap_backfill_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
 def run_failure_text(run: dg.DagsterRun, message: str) -> str:
     part = run.tags.get("dagster/partition", "-")
     return (f"[Observer] run FAILED: job {run.job_name}, partition {part}, run {run.run_id[:8]}"
-            f" at {datetime.now(KST).isoformat(timespec='seconds')}: {message}")
+            f" at {clock.now().isoformat(timespec='seconds')}: {message}")
 
 
 @dg.run_failure_sensor(
@@ -244,9 +244,14 @@ track_b_restore_job = dg.define_asset_job(
 
 
 def restorable_track_b(report: pa.Table) -> str | None:
-    """Fingerprint of a report's open, restorable Track B losses, or None when there are none (pure)."""
-    cols = [c for c in ("gap_id", "kind", "symbol", "restorable", "status") if c in report.column_names]
-    ids = sorted(f"{r.get('kind')}|{r.get('symbol') or ''}|{r.get('gap_id') or ''}"
+    """Fingerprint of a report's open, restorable Track B losses, or None when there are none (pure).
+
+    A loss's measured size is part of it: a disconnect's losses become measurable only once its hour is compacted,
+    so the same gap reported again with its losses counted is new work for the restore (which reads the compacted
+    ticks), not a repeat."""
+    cols = [c for c in ("gap_id", "kind", "symbol", "restorable", "status", "missing_volume")
+            if c in report.column_names]
+    ids = sorted(f"{r.get('kind')}|{r.get('symbol') or ''}|{r.get('gap_id') or ''}|{r.get('missing_volume')}"
                  for r in report.select(cols).to_pylist()
                  if r.get("kind") in TRACK_B_KINDS and r.get("restorable") is True
                  and (r.get("status") or OPEN_STATUS) == OPEN_STATUS)
@@ -262,7 +267,7 @@ def restorable_track_b(report: pa.Table) -> str | None:
     "(KIS serves conclusions for the current day only). Run key track_b_restore:{day}:{fingerprint}.",
 )
 def track_b_restore_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
-    today = datetime.now(KST).date()
+    today = clock.now().date()
     path = lake.data_dir() / REPORT_DATASET / f"date={today.isoformat()}" / REPORT_NAME
     if not path.exists():
         return dg.SkipReason(f"no gap report for {today}")
