@@ -12,27 +12,27 @@ metadata and as a ``universe_accepted_anyway`` event.
 """
 
 
+import os
 import asyncio
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from observer_assets import catalog, lake
 from observer_assets.ops.events import record
 from observer_assets.partitions import calendar, parse_day_key, trading_day_partitions
 from observer_assets.runs import KIS_REST_POOL
 from observer_assets.universe import checks, rules
-from observer_resources.calendar import KST
 from observer_resources.kis import masters, protocol as p
 from observer_resources.kis.errors import KisError
 from observer_resources.resources import KisResource
+from observer_resources import clock
 
 DATASET = "universe"
 INPUTS = "universe_inputs"  # master zips, previous closes, exclusions: kept apart so `universe/` is one clean dataset
@@ -42,9 +42,22 @@ FALLBACK_DAYS = 14
 
 class UniverseConfig(dg.Config):
     min_prev_close: int = 4_000
-    min_master_codes: int = 2_500  # a master with fewer stock codes than this is refused (docs/collector-rules.md §2.1)
+    # a master with fewer stock codes than this is refused (docs/collector-rules.md §2.1); None: the
+    # OBSERVER_UNIVERSE_MIN_MASTER_CODES setting, default 2,500 (a local exchange with fewer listings lowers it)
+    min_master_codes: int | None = None
     quote_concurrency: int = 8
     accept_anyway: bool = False  # operator override: publish a universe the count check refuses (recorded)
+
+
+def min_master_codes_from_env() -> int:
+    raw = os.environ.get("OBSERVER_UNIVERSE_MIN_MASTER_CODES", "2500")
+    try:
+        n = int(raw)
+    except ValueError:
+        raise dg.Failure(f"OBSERVER_UNIVERSE_MIN_MASTER_CODES must be a whole number, got {raw!r}") from None
+    if n < 1:
+        raise dg.Failure(f"OBSERVER_UNIVERSE_MIN_MASTER_CODES must be >= 1, got {n}")
+    return n
 
 
 def universe_dir(root: Path, d: date) -> Path:
@@ -230,7 +243,7 @@ def _reject(root: Path, day: date, table: pa.Table, verdict: checks.CountVerdict
     where = lake.write_table_atomic(rejected_path(root, day), table)
     _write_json(rejection_path(root, day), {"day": day.isoformat(), "problems": list(verdict.problems),
                                             **verdict.metadata(), "run_id": run_id,
-                                            "at": datetime.now(KST).isoformat()})
+                                            "at": clock.now().isoformat()})
     published = universe_path(root, day)
     if published.exists():
         published.unlink()
@@ -258,21 +271,22 @@ def _build(context: dg.AssetExecutionContext, config: UniverseConfig, kis: KisRe
         closes = dict(zip(pc["code"].to_pylist(), pc["prev_close"].to_pylist()))
     else:
         try:
-            today = datetime.now(KST).date()
+            today = clock.now().date()
             if day != today:
                 raise RuntimeError(f"master files are published for today ({today}) only; {day} has no kept inputs")
             zips = asyncio.run(_download_masters(kis))
             rows_check = [r for w in zips for r in masters.parse_master_zip(zips[w], w)]  # type: ignore[arg-type]
             n_stock = sum(1 for r in rows_check if r.group == "ST")
-            if n_stock < config.min_master_codes:
-                raise masters.MasterFormatError(f"masters hold {n_stock} stock codes (< {config.min_master_codes}): refused")
+            floor = config.min_master_codes if config.min_master_codes is not None else min_master_codes_from_env()
+            if n_stock < floor:
+                raise masters.MasterFormatError(f"masters hold {n_stock} stock codes (< {floor}): refused")
         except Exception as e:  # noqa: BLE001 - any failure to get masters -> fallback, recorded
             fb = latest_universe_before(root, day)
             if fb is None:
                 raise dg.Failure(f"master files unavailable ({e}) and no earlier universe within {FALLBACK_DAYS} trading days") from e
             fb_day, table = fb
             _write_json(ddir / "FALLBACK.json", {"reason": str(e), "used_universe_of": fb_day.isoformat(),
-                                                 "at": datetime.now(KST).isoformat()})
+                                                 "at": clock.now().isoformat()})
             context.log.error(f"universe {day}: master files unavailable ({e}); using the universe of {fb_day}")
             prev = read_universe(root, prev_day)
             return _Built(root, day, prev_day, prev.num_rows if prev is not None else None, table, {
