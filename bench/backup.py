@@ -237,8 +237,8 @@ def tick_table(t: dict[str, np.ndarray], sel: np.ndarray, rx_us: np.ndarray, seq
 def build_track_b(root: Path, rng: np.random.Generator, codes: list[str], n_ticks: int,
                   check_frames: int = 1500) -> dict:
     """Raw journal segments (the real Journal), compacted hours and 2 Hz samples; returns counts."""
-    from observer_assets import lake
-    from observer_assets.track_b.assets import hour_dir, sampled_path, ticks_path
+    from observer_resources.storage import lake
+    from observer_resources.storage.layout import hour_dir, sampled_path, ticks_path
     from observer_assets.track_b.compaction import compact, sample
     from observer_assets.track_b.journal import Journal, read_journal, segments
     from observer_resources.calendar import KST
@@ -300,8 +300,8 @@ def build_track_b(root: Path, rng: np.random.Generator, codes: list[str], n_tick
 
 def build_track_a(root: Path, rng: np.random.Generator, codes: list[str], names: list[str]) -> int:
     """Per slot: raw.jsonl (multprice rows as KIS sends them), snapshot.parquet derived from it, failures.parquet."""
-    from observer_assets import lake
-    from observer_assets.track_a.assets import FAILURES, RAW, slot_dir
+    from observer_resources.storage import lake
+    from observer_resources.storage.layout import TRACK_A_FAILURES as FAILURES, TRACK_A_RAW as RAW, slot_dir
     from observer_assets.track_a.snapshot import FAILURE_SCHEMA, TS, raw_line, table_from_raw
     from observer_resources.calendar.market import MarketCalendar
     from observer_resources.kis.protocol import TR_MULTPRICE
@@ -351,8 +351,8 @@ def build_track_a(root: Path, rng: np.random.Generator, codes: list[str], names:
 
 
 def build_universe(root: Path, rng: np.random.Generator, codes: list[str], names: list[str]) -> None:
-    from observer_assets import lake
-    from observer_assets.universe.assets import universe_path
+    from observer_resources.storage import lake
+    from observer_resources.storage.layout import universe_path
     from observer_assets.universe.rules import UNIVERSE_SCHEMA
 
     n = len(codes)

@@ -101,14 +101,14 @@ def run(repeats: int = 5, n_symbols: int = 2500, streams: int = 41) -> list[dict
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["OBSERVER_DATA_DIR"] = str(Path(tmp) / "data")
         os.environ["OBSERVER_CALENDAR"] = "krx"
-        from observer_assets import lake
+        from observer_resources.storage import lake
         from observer_assets.gaps.report import build_report
         from observer_assets.partitions import calendar
-        from observer_assets.track_a.assets import FAILURES, slot_dir
+        from observer_resources.storage.layout import TRACK_A_FAILURES as FAILURES, slot_dir
         from observer_assets.track_a.snapshot import FAILURE_SCHEMA, SNAPSHOT_SCHEMA, TS
-        from observer_assets.track_b.assets import ticks_path
+        from observer_resources.storage.layout import ticks_path
         from observer_assets.track_b.compaction import TICK_SCHEMA
-        from observer_assets.universe.assets import universe_path
+        from observer_resources.storage.layout import universe_path
         from observer_assets.universe.rules import UNIVERSE_SCHEMA
         from observer_resources.calendar import KST
         from observer_resources.events import EventLog

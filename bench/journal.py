@@ -16,7 +16,7 @@ import time
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
-from observer_assets.lake import write_table_atomic
+from observer_resources.storage.lake import write_table_atomic
 from observer_assets.track_b.compaction import compact, sample
 from observer_assets.track_b.journal import Journal, read_journal, recover, segments
 from observer_resources.calendar import KST

@@ -17,9 +17,9 @@ from bench.common import kis_resource, local_exchange
 def write_universe(sim, n_symbols: int):  # noqa: ANN001, ANN201 - (SimProcess) -> the current slot
     """Today's universe file with the exchange's first `n_symbols` listings (the 2,600 listings give only ~1,400
     members at >= 4,000 KRW, so the benchmark writes a 2,500-symbol universe itself); returns the current slot."""
-    from observer_assets import lake
+    from observer_resources.storage import lake
     from observer_assets.partitions import calendar
-    from observer_assets.universe.assets import universe_path
+    from observer_resources.storage.layout import universe_path
     from observer_assets.universe.rules import UNIVERSE_SCHEMA
     from observer_resources.calendar import KST
 

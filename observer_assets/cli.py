@@ -59,7 +59,7 @@ def _day(s: str, prog: str) -> date | None:
 
 
 def _ops_context(prog: str):  # noqa: ANN202 - (root, dest, calendar, events) or None
-    from observer_assets import lake
+    from observer_resources.storage import lake
     from observer_assets.ops.settings import SettingsError, backup_dest
     from observer_resources.events import EventLog
 
@@ -186,7 +186,7 @@ def _metrics(args: argparse.Namespace) -> int:
 
     from observer_assets.ops.metrics import serve
 
-    from observer_assets import lake
+    from observer_resources.storage import lake
     from observer_resources.kis.config import configs_from_env
 
     if not 0 <= args.port <= 65535:
@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _config_errors() -> tuple[type[Exception], ...]:
     """What a bad setting raises (imported on use: the lake module is heavy for `observer calendar`)."""
-    from observer_assets.lake import LakeConfigError
+    from observer_resources.storage.lake import LakeConfigError
     from observer_assets.ops.settings import SettingsError
 
     return (CalendarConfigError, CalendarDataError, DateFormatError, KisConfigError, LakeConfigError, SettingsError)

@@ -81,10 +81,6 @@ def parse_slot_key(key: str, cal: MarketCalendar | None = None) -> datetime:
     return t
 
 
-def slot_label(t: datetime) -> str:
-    return t.astimezone(KST).strftime("%H%M")
-
-
 def day_start(d: date) -> datetime:
     return datetime.combine(d, time(0, 0), KST)
 

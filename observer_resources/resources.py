@@ -37,6 +37,7 @@ from observer_resources.shared.rate_limit import DEFAULT_RATE_PER_S, SharedRateL
 from observer_resources.shared.stores import RATE_LIMIT_FILE, open_permit_store, open_token_store  # noqa: F401
 from observer_resources.shared.token_store import TOKEN_STORE_FILE  # noqa: F401 - re-exported (Track B uses it)
 from observer_resources.shared.tokens import SharedTokenProvider
+from observer_resources.storage import lake
 
 if TYPE_CHECKING:
     from observer_resources.kis.rest import KisRestClient
@@ -45,18 +46,8 @@ SECRET_FIELDS = ("app_key", "app_secret")
 
 
 def default_data_dir(environ: Mapping[str, str] | None = None) -> Path:
-    """The host's local directory for appends (system events, the token cache): ``$OBSERVER_LOCAL_DIR``, else
-    ``$OBSERVER_DATA_DIR`` (default ``./data``) when that is a local path. A lake on a URL needs OBSERVER_LOCAL_DIR
-    (same rule as ``observer_assets.lake.local_dir``)."""
-    env = os.environ if environ is None else environ
-    data = env.get("OBSERVER_DATA_DIR") or "./data"
-    if "://" in data and not data.startswith("file://"):
-        local = env.get("OBSERVER_LOCAL_DIR")
-        if not local:
-            raise ValueError("OBSERVER_DATA_DIR is a URL: set OBSERVER_LOCAL_DIR to a local (or NFS) directory for "
-                             "the event log and the token cache")
-        return Path(local).resolve()
-    return Path(data.removeprefix("file://")).resolve()
+    """The host's local directory for appends (system events, the token cache): ``lake.local_dir``'s rule."""
+    return lake.local_dir(dict(os.environ if environ is None else environ))
 
 
 def default_state_dir(environ: Mapping[str, str] | None = None) -> Path:

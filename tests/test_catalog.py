@@ -10,16 +10,24 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from observer_assets import catalog, lake
+from observer_assets import catalog
+
+from observer_resources.storage import lake
 from observer_assets.definitions import defs
-from observer_assets.gaps.assets import gap_report, report_path
-from observer_assets.ops.events import summary_path, system_events
+from observer_assets.gaps.assets import gap_report
+from observer_resources.storage.layout import report_path
+from observer_assets.ops.events import system_events
+from observer_resources.storage.layout import events_summary_path as summary_path
 from observer_assets.partitions import calendar, day_key, slot_key
-from observer_assets.track_a.assets import slot_dir, track_a_snapshot
-from observer_assets.track_b.assets import sampled_path, ticks_path, track_b_sampled, track_b_ticks
+from observer_assets.track_a.assets import track_a_snapshot
+from observer_resources.storage.layout import slot_dir
+from observer_assets.track_b.assets import track_b_sampled, track_b_ticks
+from observer_resources.storage.layout import sampled_path, ticks_path
 from observer_assets.track_b.journal_sensor import build_journal_sensor
-from observer_assets.track_b.restore import restored_path, track_b_restored
-from observer_assets.universe.assets import universe, universe_path
+from observer_assets.track_b.restore import track_b_restored
+from observer_resources.storage.layout import restored_path
+from observer_assets.universe.assets import universe
+from observer_resources.storage.layout import universe_path
 from observer_resources.calendar import KST
 from observer_resources.resources import KisResource
 from observer_resources.sim.accounts import demo_credentials

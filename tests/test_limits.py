@@ -25,7 +25,9 @@ import yaml
 from dagster._core.instance.config import PoolGranularity
 from dagster._core.instance.ref import InstanceRef
 
-from observer_assets import lake, run_local
+from observer_assets import run_local
+
+from observer_resources.storage import lake
 from observer_assets.definitions import defs
 from observer_assets.partitions import calendar, slot_key
 from observer_assets.runs import (
@@ -40,7 +42,7 @@ from observer_assets.runs import (
     ensure_pool_limits,
     pool_limits,
 )
-from observer_assets.universe.assets import universe_path
+from observer_resources.storage.layout import universe_path
 from observer_resources.calendar import KST
 from gaps.test_backfill import LAUNCH as LAUNCH_BACKFILL  # the UI's own mutation, written once
 from gaps.test_restore import build_universe, env, gsim, kis_for  # noqa: F401 - fixtures

@@ -47,7 +47,7 @@ def need(binary: str, package: str) -> str:
     if path is None:
         if os.environ.get("CI"):
             pytest.fail(f"{binary} missing in CI: .ci/run must apt-get install {package}")
-        pytest.skip(f"{binary} not installed (apt-get install {package})")
+        pytest.skip(f"needs {binary} (make deps installs the Debian package {package})")
     return path
 
 
@@ -339,7 +339,7 @@ def test_prometheus_scrapes_the_exporter_after_a_real_day(tmp_path, monkeypatch,
     prometheus = need("prometheus", "prometheus")
     import dagster as dg
 
-    from observer_assets import lake
+    from observer_resources.storage import lake
     from observer_assets.partitions import day_key
     from observer_assets.track_a.assets import track_a_snapshot
     from observer_assets.universe.assets import read_universe, universe

@@ -307,9 +307,9 @@ def test_the_check_alert_tick_stays_in_budget_and_advances_its_cursor(tmp_path, 
     logged, the ones past the budget are counted, and the next tick starts after them (no repeats)."""
     from gaps.test_checks_alerts import CODES, SLOT, run_track_a_checks, snapshot, write_universe
 
-    from observer_assets import lake
+    from observer_resources.storage import lake
     from observer_assets.gaps import alerts, sensors
-    from observer_assets.track_a.assets import slot_dir
+    from observer_resources.storage.layout import slot_dir
 
     monkeypatch.setenv("OBSERVER_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("OBSERVER_CALENDAR", "open")
@@ -394,7 +394,7 @@ def _canary_secret(tag: str) -> str:
 
 
 def test_no_canary_reaches_any_file_log_or_webhook(tmp_path, monkeypatch, caplog, capfd, postgres):
-    from observer_assets import lake
+    from observer_resources.storage import lake
     from observer_assets.gaps import alerts, sensors
     from observer_assets.gaps.assets import gap_report
     from observer_assets.gaps.checks import TRACK_A_CHECKS

@@ -7,35 +7,24 @@ provenance; what history could not give stays listed.
 """
 
 import json
-from pathlib import Path
 
 import dagster as dg
 
-from observer_assets import catalog, lake
+from observer_assets import catalog
+
+from observer_resources.storage import lake
 from observer_assets.gaps.detect import GAP_SCHEMA, Report
 from observer_assets.gaps.report import build_report
 from observer_assets.partitions import calendar, parse_day_key, trading_day_partitions
 from observer_assets.universe.assets import universe
 from observer_resources.dates import DateFormatError, parse_iso_datetime
 from observer_resources import clock
+from observer_resources.storage.layout import report_dir, report_path, verdict_path
 
-DATASET = "gaps"
 
 
 class GapReportConfig(dg.Config):
     as_of: str | None = None  # ISO time with offset; default: now for today, the day's end for a past day
-
-
-def report_dir(root: Path, day) -> Path:  # noqa: ANN001 - date
-    return lake.partition_dir(root, DATASET, day)
-
-
-def report_path(root: Path, day) -> Path:  # noqa: ANN001 - date
-    return report_dir(root, day) / "gap_report.parquet"
-
-
-def verdict_path(root: Path, day) -> Path:  # noqa: ANN001 - date
-    return report_dir(root, day) / "verdict.json"
 
 
 OPEN_TABLE_ROWS = 30

@@ -18,7 +18,7 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from observer_assets import lake
+from observer_resources.storage import lake
 from observer_assets.partitions import (
     calendar,
     parse_hour_key,
@@ -26,9 +26,11 @@ from observer_assets.partitions import (
     track_a_slot_partitions,
     track_b_hour_partitions,
 )
-from observer_assets.track_a.assets import slot_dir, track_a_snapshot
+from observer_assets.track_a.assets import track_a_snapshot
+from observer_resources.storage.layout import slot_dir
 from observer_assets.track_a.snapshot import SNAPSHOT_SCHEMA
-from observer_assets.track_b.assets import ticks_path, track_b_ticks
+from observer_assets.track_b.assets import track_b_ticks
+from observer_resources.storage.layout import ticks_path
 from observer_assets.universe.assets import latest_universe_before, read_universe
 
 

@@ -15,28 +15,20 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from observer_assets import lake
+from observer_resources.storage import lake
 from observer_assets.gaps.detect import DayInputs, Report, Thresholds, detect
 from observer_assets.partitions import calendar
-from observer_assets.track_a.assets import DATASET as TRACK_A, FAILURES, slot_dir
-from observer_assets.track_b.restore import restored_path
+from observer_resources.storage.layout import TRACK_A as TRACK_A, TRACK_A_FAILURES as FAILURES, slot_dir
+from observer_resources.storage.layout import restored_path
 from observer_assets.universe.assets import latest_universe_before, read_universe
 from observer_resources import events
 from observer_resources.calendar import KST
 from observer_resources import clock
+from observer_resources.storage.layout import anomaly_path, tick_files
 
-TRACK_B = "track_b"
 SNAP_COLS = ["code", "source", "restored_from", "fetched_at"]
 TICK_COLS = ["code", "receive_ts", "acml_vol", "qty", "buy_cnt", "sell_cnt", "key_id"]
 OPTIONAL_TICK_COLS = ["source", "restored_from"]
-
-
-def anomaly_path(root: Path, day: date) -> Path:
-    return root / "system" / "anomaly" / f"{day:%Y%m%d}.json"
-
-
-def tick_files(root: Path, day: date) -> list[Path]:
-    return sorted((root / TRACK_B / f"date={day.isoformat()}").glob("hour=*/ticks.parquet"))
 
 
 def default_as_of(day: date, now: datetime | None = None) -> datetime:

@@ -27,7 +27,7 @@ from pathlib import Path
 import dagster as dg
 import pyarrow as pa
 
-from observer_assets import lake
+from observer_resources.storage import lake
 from observer_assets.gaps import alerts
 from observer_assets.gaps.schedules import GAP_REPORT_TAGS, gap_report_job
 from observer_assets.partitions import calendar, parse_slot_key, slot_key, track_a_slot_partitions

@@ -10,7 +10,9 @@ from collections import defaultdict
 
 import dagster as dg
 
-from observer_assets import catalog, lake
+from observer_assets import catalog
+
+from observer_resources.storage import lake
 from observer_assets.gaps.assets import gap_report
 from observer_assets.ops import backup, package, retention
 from observer_assets.ops.events import system_events

@@ -24,7 +24,8 @@ from observer_assets.gaps import alerts
 from observer_assets.ops import package
 from observer_assets.ops.daysets import LocalFile, by_package, covered_days, outside_calendar, scan
 from observer_assets.ops.settings import config_snapshot, local_path, redact_url
-from observer_assets.track_b.capture import anomaly_path, write_anomaly
+from observer_assets.track_b.capture import write_anomaly
+from observer_resources.storage.layout import anomaly_path
 from observer_resources.calendar import KST
 from observer_resources.calendar.market import MarketCalendar
 from observer_resources.events import EventLog

@@ -28,16 +28,18 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from observer_assets import catalog, lake
+from observer_assets import catalog
+
+from observer_resources.storage import lake
 from observer_assets.partitions import calendar, parse_day_key, trading_day_partitions
 from observer_resources.calendar import KST
 # DayEvents and load_day live with the writer (one reader for every caller); importable from here as before
 from observer_resources.events import DayEvents, EventLog, load_day  # noqa: F401
 from observer_resources import clock
+from observer_resources.storage.layout import events_summary_path as summary_path
 
 log = logging.getLogger("observer.events")
 
-DATASET = "system_events"
 MAX_LISTED = 20  # items kept in the summary's lists (history, open gaps, bad lines); counts are always complete
 
 WS_TYPES = ("ws_connected", "ws_disconnect", "ws_connect_failed")
@@ -412,13 +414,9 @@ def record(event_type: str, *, source: str, logger: Any = None, data_dir: Path |
         return False
 
 
-def summary_path(root: Path, day: date) -> Path:
-    return lake.partition_dir(root, DATASET, day) / "summary.json"
-
-
 def _overflow_ledger(root: Path, day: date) -> dict[str, int]:
     """Evaluations that turned candidates away, and how many, from the day's overflow ledger (docs/collector-rules.md §4.4)."""
-    from observer_assets.track_b.capture import overflow_path  # the capture module is heavy; import on use
+    from observer_resources.storage.layout import overflow_path  # the capture module is heavy; import on use
 
     path = overflow_path(root, day)
     out = {"overflow_ledger_evaluations": 0, "overflow_ledger_rejected": 0, "overflow_ledger_unreadable_lines": 0}

@@ -36,7 +36,7 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import CollectorRegistry
 
-from observer_assets import lake
+from observer_resources.storage import lake
 from observer_resources import metrics as m_metrics
 from observer_resources.calendar import KST
 from observer_resources.calendar.market import calendar_from_env
@@ -467,7 +467,7 @@ class ObserverCollector:
                 + one("observer_track_b_window_open", bool(w and w.contains(now))))
 
     def _universe(self, now: datetime) -> list[Metric]:
-        from observer_assets.universe.assets import universe_path  # noqa: PLC0415
+        from observer_resources.storage.layout import universe_path  # noqa: PLC0415
 
         root, today = self.root(), now.date()
         prev = self.calendar().previous_trading_day(today)
@@ -480,8 +480,8 @@ class ObserverCollector:
     def _track_a(self, now: datetime) -> list[Metric]:
         import pyarrow.compute as pc  # noqa: PLC0415
 
-        from observer_assets.track_a.assets import DATASET  # noqa: PLC0415
-        from observer_assets.universe.assets import universe_path  # noqa: PLC0415
+        from observer_resources.storage.layout import TRACK_A as DATASET  # noqa: PLC0415
+        from observer_resources.storage.layout import universe_path  # noqa: PLC0415
 
         root, today = self.root(), now.date()
         expected = sum(1 for t in self.calendar().track_a_slots(today) if t <= now)
@@ -510,7 +510,8 @@ class ObserverCollector:
                       written - slot_ts.timestamp() if written is not None else None))
 
     def _track_b(self, now: datetime) -> list[Metric]:
-        from observer_assets.track_b.capture import overflow_path, read_status, status_path  # noqa: PLC0415
+        from observer_assets.track_b.capture import read_status
+        from observer_resources.storage.layout import overflow_path, status_path
         from observer_assets.track_b.supervisor import wall_age_s  # noqa: PLC0415
 
         local, today = self.local(), now.date()
@@ -578,8 +579,8 @@ class ObserverCollector:
         return self._token_store
 
     def _gaps(self, now: datetime) -> list[Metric]:
-        from observer_assets.gaps.assets import report_path, verdict_path  # noqa: PLC0415
-        from observer_assets.track_b.capture import anomaly_path  # noqa: PLC0415
+        from observer_resources.storage.layout import report_path, verdict_path  # noqa: PLC0415
+        from observer_resources.storage.layout import anomaly_path  # noqa: PLC0415
 
         root, today = self.root(), now.date()
         path = report_path(root, today)

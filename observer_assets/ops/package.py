@@ -49,7 +49,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from upath import UPath
 
-from observer_assets import lake
+from observer_resources.storage import lake
 from observer_assets.ops.daysets import EXCLUDED_PREFIXES, EXCLUDED_TOP, LocalFile
 from observer_assets.ops.settings import local_path
 from observer_resources import clock

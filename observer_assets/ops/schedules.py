@@ -6,12 +6,12 @@ from datetime import datetime
 
 import dagster as dg
 
-from observer_assets import lake
+from observer_resources.storage import lake
 from observer_assets.ops import backup
 from observer_assets.ops.assets import BACKUP_TAGS, backup_job, retention_job, verify_backups_job
 from observer_assets.runs import max_runtime
 from observer_assets.ops.events import system_events
-from observer_assets.lake import LakeConfigError
+from observer_resources.storage.lake import LakeConfigError
 from observer_assets.ops.settings import SettingsError, backup_dest
 from observer_assets.partitions import calendar, day_key, trading_day_partitions, trading_day_request
 from observer_resources.calendar import KST

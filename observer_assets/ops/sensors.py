@@ -8,7 +8,7 @@ import dagster as dg
 
 from observer_assets.ops.assets import backup_job
 from observer_assets.ops.schedules import backup_requests
-from observer_assets.lake import LakeConfigError
+from observer_resources.storage.lake import LakeConfigError
 from observer_assets.ops.settings import SettingsError
 from observer_assets.partitions import trading_day_partitions
 from observer_resources import clock

@@ -19,7 +19,7 @@ from typing import Any
 
 from upath import UPath
 
-from observer_assets import lake
+from observer_resources.storage import lake
 from observer_resources.secrets import config_snapshot_settings, is_secret_param, redact_url
 
 __all__ = ["BACKUP_OPTIONS_ENV", "BACKUP_URL_ENV", "RetentionPolicy", "SettingsError", "backup_dest", "backup_url",

@@ -23,18 +23,15 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from observer_assets import catalog, lake
+from observer_assets import catalog
+
+from observer_resources.storage import lake
 from observer_assets.ops.events import record
-from observer_assets.partitions import calendar, parse_slot_key, slot_label, track_a_slot_partitions
+from observer_assets.partitions import calendar, parse_slot_key, track_a_slot_partitions
 from observer_assets.runs import BACKFILL_TAGS, KIS_REST_POOL
 from observer_assets.track_a import restore, snapshot
-from observer_assets.universe.assets import (
-    latest_universe_before,
-    read_rejection,
-    read_universe,
-    rejected_path,
-    universe,
-)
+from observer_assets.universe.assets import latest_universe_before, read_rejection, read_universe, universe
+from observer_resources.storage.layout import rejected_path
 from observer_resources import metrics
 from observer_resources.kis import protocol as p
 from observer_resources.kis.errors import (
@@ -43,13 +40,11 @@ from observer_resources.kis.errors import (
 from observer_resources.resources import KisResource, kis_members, kis_rest_clients
 from observer_resources.shared.token_store import SqliteTokenStore
 from observer_resources import clock
+from observer_resources.storage.layout import TRACK_A_FAILURES as FAILURES, TRACK_A_RAW as RAW, slot_dir
 
 if TYPE_CHECKING:
     from observer_resources.kis.rest import KisRestClient
 
-DATASET = "track_a"
-FAILURES = "track_a_failures"
-RAW = "raw/track_a"  # the archive the tables derive from (JSON lines, uncompressed)
 TOKEN_TURN_S = 2.0  # longest a key waits for another key's token (its turn, or the start of the requests)
 #: failures.parquet: the shared schema plus the app key that was asked (several keys shard the universe)
 FAILURE_SCHEMA = snapshot.FAILURE_SCHEMA.append(pa.field("key_id", pa.string()))
@@ -60,10 +55,6 @@ class TrackAConfig(dg.Config):
     deadline_margin_s: float = 30.0  # stop this long before the next slot begins
     refetch: bool = False  # ignore an existing raw archive and ask KIS again (a new, later snapshot)
     live_window_min: float = 10.0  # after slot + this, a run restores from minute bars instead of a live snapshot
-
-
-def slot_dir(root: Path, slot_ts: datetime, dataset: str = DATASET) -> Path:
-    return lake.partition_dir(root, dataset, slot_ts.date(), slot_label(slot_ts))
 
 
 def shard_codes(codes: list[str], n_keys: int, batch: int) -> list[list[str]]:

@@ -35,7 +35,9 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from observer_assets import catalog, lake
+from observer_assets import catalog
+
+from observer_resources.storage import lake
 from observer_assets.partitions import hour_key, parse_hour_key, track_b_hour_partitions
 from observer_assets.runs import COMPACTION_POOL
 from observer_assets.track_b import journal as jr
@@ -45,35 +47,14 @@ from observer_resources.calendar import KST
 from observer_resources.kis import protocol as p
 from observer_resources.kis.frames import Ack, parse_message
 from observer_resources import clock
+from observer_resources.storage.layout import manifest_path, sampled_path, state_path, ticks_path
 
-DATASET = "track_b"
-SAMPLED = "track_b_sampled"
 # a connection with a frame this close to the hour end is alive through it (KIS sends a PINGPONG every ~10 s,
 # and the journal keeps every frame, so a live session is never silent this long)
 ALIVE_AT_END_S = 60.0
 
 
 # --- paths and the journal's view of an hour --------------------------------------------------------------
-
-
-def hour_dir(root: Path, start: datetime, dataset: str = DATASET) -> Path:
-    return root / dataset / f"date={start.date().isoformat()}" / f"hour={start.hour:02d}"
-
-
-def ticks_path(root: Path, start: datetime) -> Path:
-    return hour_dir(root, start) / "ticks.parquet"
-
-
-def sampled_path(root: Path, start: datetime) -> Path:
-    return hour_dir(root, start, SAMPLED) / "sampled.parquet"
-
-
-def manifest_path(root: Path, start: datetime) -> Path:
-    return hour_dir(root, start) / "_manifest.json"
-
-
-def state_path(root: Path, start: datetime) -> Path:
-    return hour_dir(root, start) / "_state.json"
 
 
 def hour_segments(root: Path, start: datetime) -> list[Path]:
@@ -332,10 +313,6 @@ def _first_rx(table: pa.Table) -> dict[str, datetime]:
     return dict(zip(g["code"].to_pylist(), g["receive_ts_min"].to_pylist()))
 
 
-def _write_json(path: Path, obj: dict) -> None:
-    lake.write_bytes_atomic(path, json.dumps(obj, ensure_ascii=False, default=str, separators=(",", ":")).encode())
-
-
 @dg.asset(
     partitions_def=track_b_hour_partitions,
     group_name="track_b",
@@ -368,7 +345,7 @@ def track_b_ticks(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
 
     out = ticks_path(root, start)
     lake.write_table_atomic(out, table)
-    _write_json(state_path(root, start), state)
+    lake.write_json_atomic(state_path(root, start), state, compact=True)
 
     now = clock.now()
     disc, disc_by_key, n_markers = disconnected_seconds(events.gaps(local, start.date()), start, end, now)
@@ -386,10 +363,10 @@ def track_b_ticks(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         "gap_ticks": stats["gap_ticks"], "reconnect_flags": stats["reconnect_flags"],
         "disconnected_seconds": disc, "gap_markers": n_markers,
     }
-    _write_json(manifest_path(root, start), {
+    lake.write_json_atomic(manifest_path(root, start), {
         "hour": context.partition_key, "journal_fingerprint": fp, "segments": [str(s) for s in segs],
         "compacted_at": now.isoformat(), "run_id": context.run.run_id, **summary,
-    })
+    }, compact=True)
 
     if stats["malformed_frames"] or stats["malformed_records"]:
         context.log.warning(f"track_b {context.partition_key}: malformed frames set aside: {stats['malformed']}")

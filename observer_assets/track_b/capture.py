@@ -62,19 +62,10 @@ from typing import Any
 
 import numpy as np
 
-from observer_assets import lake
+from observer_resources.storage import lake
 from observer_assets.track_b import sysstat
-from observer_assets.track_b.journal import (
-    restart_tail_bytes,
-    Journal,
-    JournalError,
-    LatencyHistogram,
-    Recovery,
-    journal_root,
-    recover,
-    segment_closed,
-    segments,
-)
+from observer_assets.track_b.journal import restart_tail_bytes, Journal, JournalError, LatencyHistogram, Recovery, recover, segment_closed, segments
+from observer_resources.storage.layout import journal_root
 from observer_assets.track_b.mitigation import METRICS, Mitigation, Sample, Thresholds
 from observer_assets.track_b.slots import Decision, SlotManager
 from observer_assets.track_b.triggers import (
@@ -98,6 +89,7 @@ from observer_resources.kis.ws import DEFAULT_BACKOFF, KisWebSocketClient
 from observer_resources.shared.stores import open_token_store
 from observer_resources.shared.tokens import SharedTokenProvider
 from observer_resources import clock
+from observer_resources.storage.layout import anomaly_path, overflow_path, status_path
 
 log = logging.getLogger("observer.track_b.capture")
 
@@ -301,18 +293,6 @@ def load_settings(argv: Sequence[str] | None, environ: Mapping[str, str]) -> tup
 
 
 # --- small files -----------------------------------------------------------------------------------
-
-
-def status_path(data_dir: Path) -> Path:
-    return data_dir / "system" / "capture" / "status.json"
-
-
-def overflow_path(data_dir: Path, day: date) -> Path:
-    return data_dir / "system" / "overflow" / f"{day:%Y%m%d}.jsonl"
-
-
-def anomaly_path(data_dir: Path, day: date) -> Path:
-    return data_dir / "system" / "anomaly" / f"{day:%Y%m%d}.json"
 
 
 def write_anomaly(data_dir: Path, day: date, rule: str, values: Mapping[str, Any], at: datetime) -> Path:

@@ -14,9 +14,10 @@ from datetime import datetime, timedelta
 import dagster as dg
 import pyarrow.compute as pc
 
-from observer_assets import lake
+from observer_resources.storage import lake
 from observer_assets.partitions import parse_hour_key, track_b_hour_partitions
-from observer_assets.track_b.assets import ticks_path, track_b_ticks
+from observer_assets.track_b.assets import track_b_ticks
+from observer_resources.storage.layout import ticks_path
 from observer_resources import events
 from observer_resources import clock
 

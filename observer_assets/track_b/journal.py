@@ -61,11 +61,12 @@ import numpy as np
 
 from observer_resources.calendar import KST
 from observer_resources.clock import now as clock_now
+from observer_resources.storage.layout import journal_root, segment_path
+from observer_resources.storage.lake import fsync_dir
 
 log = logging.getLogger("observer.track_b.journal")
 
 FORMAT_VERSION = 1
-RAW_DIR = ("raw", "track_b")
 _KST_OFFSET = timedelta(hours=9)
 _CRC_KEY = b',"crc":"'
 _TAIL_LEN = len(_CRC_KEY) + 8 + 2  # ,"crc":"xxxxxxxx"}
@@ -81,15 +82,6 @@ class JournalError(RuntimeError):
 
 
 # --- paths -----------------------------------------------------------------------------------------
-
-
-def journal_root(data_dir: str | os.PathLike) -> Path:
-    return Path(data_dir).joinpath(*RAW_DIR)
-
-
-def segment_path(data_dir: str | os.PathLike, key_id: str, day: date, hour: int) -> Path:
-    """``<data_dir>/raw/track_b/date=YYYY-MM-DD/key=<key_id>/HH.jsonl``."""
-    return journal_root(data_dir) / f"date={day.isoformat()}" / f"key={key_id}" / f"{hour:02d}.jsonl"
 
 
 def segments(data_dir: str | os.PathLike, day: date, hour: int | None = None, key_id: str | None = None) -> list[Path]:
@@ -297,7 +289,7 @@ def _quarantine(f, path: Path, first_bad: int, bad: int, quarantine_dir: str | o
             q.flush()
             os.fsync(q.fileno())
         os.replace(tmp, target)
-        _fsync_dir(qdir)
+        fsync_dir(qdir)
     log.error("journal %s: %d corrupt line(s) inside the file (first at byte %d); kept in place, copied to %s",
               path, bad, first_bad, target)
     return target
@@ -319,14 +311,6 @@ def segment_closed(path: str | os.PathLike) -> bool:
         return False
     last = tail[:-1].rsplit(b"\n", 1)[-1]
     return line_ok(last) and _kind_rx(last)[0] == "close"
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # --- reading ---------------------------------------------------------------------------------------
@@ -847,7 +831,7 @@ class Journal:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         start = os.fstat(fd).st_size
         try:
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
             _write_all(fd, _control_line("open", self.run_id, self._clock(), **fields))  # synced with the data
         except OSError:
             try:  # leave no partial line behind; the retry reopens (and re-verifies) the file
@@ -968,4 +952,4 @@ def _mkdirs_synced(path: Path) -> None:
         p = p.parent
     path.mkdir(parents=True, exist_ok=True)
     for d in reversed(missing):
-        _fsync_dir(d.parent)
+        fsync_dir(d.parent)

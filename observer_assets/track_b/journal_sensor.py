@@ -11,7 +11,7 @@ from datetime import datetime
 
 import dagster as dg
 
-from observer_assets import lake
+from observer_resources.storage import lake
 from observer_assets.track_b.assets import journal_event_metadata, journal_summary, track_b_journal
 from observer_resources.calendar import KST
 from observer_resources import clock

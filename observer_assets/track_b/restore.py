@@ -23,7 +23,9 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from observer_assets import catalog, lake
+from observer_assets import catalog
+
+from observer_resources.storage import lake
 from observer_assets.partitions import calendar, parse_day_key, trading_day_partitions
 from observer_assets.runs import KIS_REST_POOL
 from observer_resources import events
@@ -35,8 +37,8 @@ from observer_resources.kis.models import Conclusion
 from observer_resources.kis.rest import conclusion_from
 from observer_resources.resources import KisResource
 from observer_resources import clock
+from observer_resources.storage.layout import restored_path
 
-DATASET = "track_b_restored"
 ENDPOINT = "inquire-time-itemconclusion"
 TS_MS = pa.timestamp("ms", tz="Asia/Seoul")
 TS_US = pa.timestamp("us", tz="Asia/Seoul")
@@ -74,10 +76,6 @@ class Hole:
     @property
     def missing(self) -> int:
         return self.hi - self.lo
-
-
-def restored_path(root: Path, day: date) -> Path:
-    return lake.partition_dir(root, DATASET, day) / "restored.parquet"
 
 
 def read_restored(root: Path, day: date) -> pa.Table | None:

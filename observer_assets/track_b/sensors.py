@@ -39,29 +39,14 @@ from datetime import datetime, timedelta
 
 import dagster as dg
 
-from observer_assets import lake
+from observer_resources.storage import lake
 from observer_assets.partitions import hour_key, track_b_hour_partitions
 from observer_assets.runs import max_runtime
 from observer_assets.track_b import journal as jr
-from observer_assets.track_b.assets import (
-    hour_segments,
-    journal_fingerprint,
-    journal_hours,
-    read_manifest,
-    ticks_path,
-    track_b_sampled,
-    track_b_ticks,
-)
-from observer_assets.track_b.supervisor import (
-    capture_window,
-    heartbeat_path,
-    pid_alive,
-    read_json,
-    run_tags,
-    status_path,
-    track_b_capture_job,
-    wall_age_s,
-)
+from observer_assets.track_b.assets import hour_segments, journal_fingerprint, journal_hours, read_manifest, track_b_sampled, track_b_ticks
+from observer_resources.storage.layout import ticks_path
+from observer_assets.track_b.supervisor import capture_window, pid_alive, read_json, run_tags, track_b_capture_job, wall_age_s
+from observer_resources.storage.layout import heartbeat_path, status_path
 from observer_resources.calendar import KST
 from observer_resources.calendar.market import calendar_from_env
 from observer_resources import clock

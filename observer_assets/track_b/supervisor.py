@@ -45,7 +45,7 @@ from typing import Any
 
 import dagster as dg
 
-from observer_assets import lake
+from observer_resources.storage import lake
 from observer_assets.runs import KIS_WS_POOL, MAX_RUNTIME_TAG
 from observer_assets.track_b.window import Window, parse_window, track_b_window, window_text_from_env
 from observer_resources.calendar import KST
@@ -53,6 +53,7 @@ from observer_resources.calendar.market import MarketCalendar, calendar_from_env
 from observer_resources.dates import DateFormatError, parse_iso_datetime
 from observer_resources.events import EventLog
 from observer_resources.clock import now as clock_now
+from observer_resources.storage.layout import heartbeat_path
 
 CAPTURE_MODULE = "observer_assets.track_b.capture"
 MAX_RUNTIME_MARGIN_S = 900  # after the window end: the child's orderly stop, late_grace_s, slack
@@ -96,19 +97,6 @@ def run_tags(until: datetime, now: datetime) -> dict[str, str]:
 
 
 # --- files the supervisor and the capture leave for the sensor ------------------------------------------
-
-
-def capture_dir(data_dir: Path) -> Path:
-    return data_dir / "system" / "capture"
-
-
-def status_path(data_dir: Path) -> Path:
-    """Written by the capture process (contract): pid, started_at, updated_at, per key state."""
-    return capture_dir(data_dir) / "status.json"
-
-
-def heartbeat_path(data_dir: Path) -> Path:
-    return capture_dir(data_dir) / "supervisor.json"
 
 
 def read_json(path: Path) -> dict | None:

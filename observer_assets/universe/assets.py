@@ -24,7 +24,9 @@ from typing import Any
 import dagster as dg
 import pyarrow as pa
 
-from observer_assets import catalog, lake
+from observer_assets import catalog
+
+from observer_resources.storage import lake
 from observer_assets.ops.events import record
 from observer_assets.partitions import calendar, parse_day_key, trading_day_partitions
 from observer_assets.runs import KIS_REST_POOL
@@ -33,10 +35,8 @@ from observer_resources.kis import masters, protocol as p
 from observer_resources.kis.errors import KisError
 from observer_resources.resources import KisResource
 from observer_resources import clock
+from observer_resources.storage.layout import inputs_dir, rejected_path, rejection_path, universe_path
 
-DATASET = "universe"
-INPUTS = "universe_inputs"  # master zips, previous closes, exclusions: kept apart so `universe/` is one clean dataset
-REJECTED = "universe_rejected"  # universes the count check refused: evidence only, read by nothing
 FALLBACK_DAYS = 14
 
 
@@ -58,26 +58,6 @@ def min_master_codes_from_env() -> int:
     if n < 1:
         raise dg.Failure(f"OBSERVER_UNIVERSE_MIN_MASTER_CODES must be >= 1, got {n}")
     return n
-
-
-def universe_dir(root: Path, d: date) -> Path:
-    return lake.partition_dir(root, DATASET, d)
-
-
-def inputs_dir(root: Path, d: date) -> Path:
-    return lake.partition_dir(root, INPUTS, d)
-
-
-def universe_path(root: Path, d: date) -> Path:
-    return universe_dir(root, d) / "universe.parquet"
-
-
-def rejected_path(root: Path, d: date) -> Path:
-    return lake.partition_dir(root, REJECTED, d) / "universe.parquet"
-
-
-def rejection_path(root: Path, d: date) -> Path:
-    return lake.partition_dir(root, REJECTED, d) / "rejection.json"
 
 
 def read_rejection(root: Path, d: date) -> dict[str, Any] | None:
@@ -162,10 +142,6 @@ async def _download_masters(kis: KisResource) -> dict[str, bytes]:
         return {w: await masters.download_master(http, base, w) for w in ("kospi", "kosdaq")}
 
 
-def _write_json(path: Path, obj: dict) -> None:
-    lake.write_bytes_atomic(path, json.dumps(obj, ensure_ascii=False, indent=1).encode())
-
-
 @dg.asset(
     partitions_def=trading_day_partitions,
     group_name="universe",
@@ -241,7 +217,7 @@ class _Built:
 def _reject(root: Path, day: date, table: pa.Table, verdict: checks.CountVerdict, run_id: str) -> Path:
     """Set a refused universe aside (evidence), and withdraw any earlier published one: nothing may read it."""
     where = lake.write_table_atomic(rejected_path(root, day), table)
-    _write_json(rejection_path(root, day), {"day": day.isoformat(), "problems": list(verdict.problems),
+    lake.write_json_atomic(rejection_path(root, day), {"day": day.isoformat(), "problems": list(verdict.problems),
                                             **verdict.metadata(), "run_id": run_id,
                                             "at": clock.now().isoformat()})
     published = universe_path(root, day)
@@ -285,7 +261,7 @@ def _build(context: dg.AssetExecutionContext, config: UniverseConfig, kis: KisRe
             if fb is None:
                 raise dg.Failure(f"master files unavailable ({e}) and no earlier universe within {FALLBACK_DAYS} trading days") from e
             fb_day, table = fb
-            _write_json(ddir / "FALLBACK.json", {"reason": str(e), "used_universe_of": fb_day.isoformat(),
+            lake.write_json_atomic(ddir / "FALLBACK.json", {"reason": str(e), "used_universe_of": fb_day.isoformat(),
                                                  "at": clock.now().isoformat()})
             context.log.error(f"universe {day}: master files unavailable ({e}); using the universe of {fb_day}")
             prev = read_universe(root, prev_day)

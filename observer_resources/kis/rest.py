@@ -42,6 +42,7 @@ from observer_resources.calendar import KST
 from observer_resources.calendar import session as krx_session
 from observer_resources.events import EventLog
 from observer_resources.kis import protocol as p
+from observer_resources.kis.auth import CREDENTIAL_CODES
 from observer_resources.kis.config import KisConfig
 from observer_resources.kis.errors import (
     BadCredentialsError,
@@ -73,7 +74,6 @@ from observer_resources import clock
 log = logging.getLogger("observer.kis")
 
 #: token-endpoint style credential refusals (EGW00105 documented; 101-104 KIS's numbering)
-CREDENTIAL_CODES = frozenset({"EGW00101", "EGW00102", "EGW00103", "EGW00104", p.EGW_BAD_SECRET})
 TOKEN_CODES = frozenset({p.EGW_EXPIRED, p.EGW_INVALID_TOKEN})
 MORE_PAGES = frozenset({"F", "M"})
 RATE_BACKOFF_MIN, RATE_BACKOFF_MAX = 0.1, 1.0

@@ -14,7 +14,7 @@ import dagster as dg
 import pytest
 from upath import UPath
 
-from observer_assets import lake
+from observer_resources.storage import lake
 from observer_assets.partitions import calendar, day_key
 from observer_resources.calendar import KST
 
@@ -46,10 +46,12 @@ def test_atomic_writes_on_a_url_leave_no_temp_objects():
 
 
 def test_the_daily_assets_run_on_a_url_lake(tmp_path, monkeypatch):
-    from observer_assets.gaps.assets import gap_report, report_path
+    from observer_assets.gaps.assets import gap_report
+    from observer_resources.storage.layout import report_path
     from observer_assets.ops.events import system_events
     from observer_assets.track_a.assets import track_a_snapshot
-    from observer_assets.universe.assets import universe, universe_path
+    from observer_assets.universe.assets import universe
+    from observer_resources.storage.layout import universe_path
     from observer_resources.events import events_path
     from observer_resources.resources import KisResource
     from observer_resources.sim.accounts import demo_credentials

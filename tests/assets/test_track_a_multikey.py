@@ -12,11 +12,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from observer_assets import lake
+from observer_resources.storage import lake
 from observer_assets.gaps.report import build_report
 from observer_assets.partitions import calendar, slot_key
-from observer_assets.track_a.assets import FAILURES, RAW, shard_codes, slot_dir, track_a_snapshot
-from observer_assets.universe.assets import universe, universe_path
+from observer_assets.track_a.assets import shard_codes, track_a_snapshot
+from observer_resources.storage.layout import TRACK_A_FAILURES as FAILURES, TRACK_A_RAW as RAW, slot_dir
+from observer_assets.universe.assets import universe
+from observer_resources.storage.layout import universe_path
 from observer_assets.universe.rules import UNIVERSE_SCHEMA
 from observer_resources.calendar import KST
 from observer_resources.events import events_dir

@@ -11,11 +11,13 @@ import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
-from observer_assets import lake
+from observer_resources.storage import lake
 from observer_assets.ops import daysets
 from observer_assets.partitions import calendar, day_key, slot_key
-from observer_assets.track_a.assets import slot_dir, track_a_snapshot
-from observer_assets.universe.assets import rejected_path, rejection_path, universe, universe_path
+from observer_assets.track_a.assets import track_a_snapshot
+from observer_resources.storage.layout import slot_dir
+from observer_assets.universe.assets import universe
+from observer_resources.storage.layout import rejected_path, rejection_path, universe_path
 from observer_resources.calendar import KST
 from observer_resources.resources import KisResource
 from observer_resources.sim.accounts import demo_credentials

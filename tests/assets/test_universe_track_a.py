@@ -10,10 +10,12 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from observer_assets import lake
+from observer_resources.storage import lake
 from observer_assets.partitions import calendar, day_key, slot_key
-from observer_assets.track_a.assets import slot_dir, track_a_snapshot
-from observer_assets.universe.assets import inputs_dir, universe, universe_dir, universe_path
+from observer_assets.track_a.assets import track_a_snapshot
+from observer_resources.storage.layout import slot_dir
+from observer_assets.universe.assets import universe
+from observer_resources.storage.layout import inputs_dir, universe_dir, universe_path
 from observer_resources.calendar import KST
 from observer_resources.resources import KisResource
 from observer_resources.sim.accounts import demo_credentials

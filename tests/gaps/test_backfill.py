@@ -12,16 +12,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from observer_assets import lake
+from observer_resources.storage import lake
 from observer_assets.gaps import sensors
 from observer_assets.gaps.checks import TRACK_A_CHECKS
 from observer_assets.gaps.freshness import track_a_current_slot_fresh
-from observer_assets.gaps.assets import gap_report, report_path
+from observer_assets.gaps.assets import gap_report
+from observer_resources.storage.layout import report_path
 from observer_assets.partitions import calendar, day_key, slot_key
-from observer_assets.track_a.assets import slot_dir, track_a_snapshot
+from observer_assets.track_a.assets import track_a_snapshot
+from observer_resources.storage.layout import slot_dir
 from observer_assets.track_a.schedules import track_a_job
 from observer_assets.track_a.snapshot import SNAPSHOT_SCHEMA
-from observer_assets.universe.assets import universe, universe_path
+from observer_assets.universe.assets import universe
+from observer_resources.storage.layout import universe_path
 from observer_resources.calendar import KST
 from gaps.test_restore import build_universe, env, gsim, kis_for  # noqa: F401 - fixtures
 

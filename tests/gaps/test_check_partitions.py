@@ -8,11 +8,12 @@ import dagster as dg
 import pyarrow as pa
 
 from gaps.test_checks_alerts import CODES, SLOT, snapshot, write_universe
-from observer_assets import lake
+from observer_resources.storage import lake
 from observer_assets.gaps import alerts, checks, sensors
 from observer_assets.partitions import slot_key
 from observer_assets.runs import BACKFILL_TAGS
-from observer_assets.track_a.assets import slot_dir, track_a_snapshot
+from observer_assets.track_a.assets import track_a_snapshot
+from observer_resources.storage.layout import slot_dir
 from observer_assets.track_b.assets import track_b_sampled, track_b_ticks
 from observer_assets.track_b.checks import track_b_losses_are_explained
 from observer_assets.universe.assets import universe

@@ -12,14 +12,16 @@ import dagster as dg
 import pyarrow as pa
 import pytest
 
-from observer_assets import lake
+from observer_resources.storage import lake
 from observer_assets.gaps import alerts, checks, sensors
 from observer_assets.partitions import slot_key, track_a_slot_partitions
-from observer_assets.track_a.assets import slot_dir, track_a_snapshot
+from observer_assets.track_a.assets import track_a_snapshot
+from observer_resources.storage.layout import slot_dir
 from observer_assets.track_a.snapshot import SNAPSHOT_SCHEMA
-from observer_assets.track_b.assets import ticks_path
+from observer_resources.storage.layout import ticks_path
 from observer_assets.track_b.compaction import TICK_SCHEMA
-from observer_assets.universe.assets import universe, universe_path
+from observer_assets.universe.assets import universe
+from observer_resources.storage.layout import universe_path
 from observer_resources.calendar import KST
 
 DAY = datetime(2026, 11, 26, tzinfo=KST).date()  # a Thursday; the open calendar makes any day a session

@@ -15,12 +15,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from observer_assets import lake
-from observer_assets.gaps.assets import gap_report, report_path, verdict_path
+from observer_resources.storage import lake
+from observer_assets.gaps.assets import gap_report
+from observer_resources.storage.layout import report_path, verdict_path
 from observer_assets.partitions import calendar, day_key, slot_key
-from observer_assets.track_a.assets import FAILURES, slot_dir, track_a_snapshot
+from observer_assets.track_a.assets import track_a_snapshot
+from observer_resources.storage.layout import TRACK_A_FAILURES as FAILURES, slot_dir
 from observer_assets.track_a.snapshot import FAILURE_SCHEMA, TS
-from observer_assets.track_b.assets import ticks_path
+from observer_resources.storage.layout import ticks_path
 from observer_assets.track_b.compaction import compact
 from observer_assets.track_b.journal import Journal, read_journal, segments
 from observer_assets.universe.assets import read_universe, universe

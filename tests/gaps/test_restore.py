@@ -14,13 +14,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from observer_assets import lake
+from observer_resources.storage import lake
 from observer_assets.partitions import calendar, day_key, slot_key
 from observer_assets.runs import BACKFILL_TAGS, KIS_REST_TAGS
 from observer_assets.track_a import restore
-from observer_assets.track_a.assets import slot_dir, track_a_snapshot
+from observer_assets.track_a.assets import track_a_snapshot
+from observer_resources.storage.layout import slot_dir
 from observer_assets.track_a.snapshot import SNAPSHOT_SCHEMA
-from observer_assets.universe.assets import universe, universe_path
+from observer_assets.universe.assets import universe
+from observer_resources.storage.layout import universe_path
 from observer_resources.calendar import KST
 from observer_resources.kis.models import MinuteBar
 from observer_resources.resources import KisResource
@@ -205,7 +207,7 @@ def test_track_b_ticks_lost_in_a_disconnect_are_restored_from_conclusions(env, g
     """Live ticks with two holes (a disconnect window and a skipped trade) written as the compaction writes them;
     the restore asset fetches exactly the lost trades, flagged restored, in its own dataset; live files untouched."""
     from observer_assets.track_b import restore as tb
-    from observer_assets.track_b.assets import ticks_path
+    from observer_resources.storage.layout import ticks_path
     from observer_assets.track_b.compaction import TICK_SCHEMA
     from observer_resources.events import EventLog
 
@@ -258,7 +260,8 @@ def test_track_b_ticks_lost_in_a_disconnect_are_restored_from_conclusions(env, g
 
     kis = kis_for(gsim, env, 3)
     from observer_assets.gaps import sensors
-    from observer_assets.gaps.assets import gap_report, report_path
+    from observer_assets.gaps.assets import gap_report
+    from observer_resources.storage.layout import report_path
 
     def tb_report(inst) -> list[dict]:
         assert dg.materialize([gap_report, universe.to_source_asset()], partition_key=day_key(lo.date()),

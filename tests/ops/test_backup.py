@@ -27,7 +27,7 @@ import pytest
 from fsspec.implementations.local import LocalFileSystem
 from upath import UPath
 
-from observer_assets import lake
+from observer_resources.storage import lake
 from observer_assets.ops import backup, package
 from observer_assets.ops.assets import daily_backup, restore_job
 from observer_assets.ops.daysets import by_package, covered_days, scan

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pytest
 from upath import UPath
 
-from observer_assets import lake
+from observer_resources.storage import lake
 from observer_assets.ops import backup, package, retention
 from observer_assets.ops.settings import RetentionPolicy
 from observer_resources.calendar import KST

@@ -15,7 +15,8 @@ from pathlib import Path
 import dagster as dg
 import pyarrow.parquet as pq
 
-from observer_assets.gaps.assets import gap_report, report_path
+from observer_assets.gaps.assets import gap_report
+from observer_resources.storage.layout import report_path
 from observer_assets.ops.daysets import file_day
 from observer_assets.ops.events import load_day as ops_load_day, read_day, system_events
 from observer_assets.partitions import day_key

@@ -11,7 +11,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from observer_assets.ops.events import load_day, read_day, summarize, summary_path, system_events
+from observer_assets.ops.events import load_day, read_day, summarize, system_events
+from observer_resources.storage.layout import events_summary_path as summary_path
 from observer_assets.partitions import calendar, day_key, slot_key
 from observer_assets.track_a.assets import track_a_snapshot
 from observer_assets.universe.assets import universe

@@ -160,10 +160,10 @@ def _wait(cond, timeout: float, what: str):  # noqa: ANN001, ANN202
 
 @pytest.fixture(scope="module")
 def day(tmp_path_factory):
-    from observer_assets import lake
+    from observer_resources.storage import lake
     from observer_assets.ops import backup
     from observer_assets.ops.settings import backup_dest
-    from observer_assets.track_b.capture import status_path
+    from observer_resources.storage.layout import status_path
     from observer_resources.calendar import KST
     from observer_resources.calendar.market import MarketCalendar
     from observer_resources.events import EventLog
@@ -242,11 +242,11 @@ def test_a_real_day_shows_what_its_files_say(day):
     import pandas as pd
     import pyarrow.parquet as pq
 
-    from observer_assets import lake
-    from observer_assets.gaps.assets import report_path
+    from observer_resources.storage import lake
+    from observer_resources.storage.layout import report_path
     from observer_assets.ops import package
-    from observer_assets.track_a.assets import slot_dir
-    from observer_assets.universe.assets import universe_path
+    from observer_resources.storage.layout import slot_dir
+    from observer_resources.storage.layout import universe_path
     from observer_resources.calendar import KST
     from observer_resources.events import read_events
     from observer_resources.shared.token_store import SqliteTokenStore
@@ -314,7 +314,7 @@ def test_a_real_day_shows_what_its_files_say(day):
 
 
 def test_the_capture_status_is_exposed_per_key(day):
-    from observer_assets.track_b.capture import status_path
+    from observer_resources.storage.layout import status_path
     from observer_resources.events import read_events
 
     st = json.loads(status_path(day.data).read_text())["keys"][day.key_id]
@@ -392,9 +392,9 @@ def test_a_broken_source_costs_only_its_own_metrics(day, tmp_path):
     errors are counted by source."""
     import shutil
 
-    from observer_assets.gaps.assets import report_path
+    from observer_resources.storage.layout import report_path
     from observer_assets.ops.metrics import ObserverCollector, collect_text
-    from observer_assets.track_b.capture import status_path
+    from observer_resources.storage.layout import status_path
 
     data = tmp_path / "data"
     shutil.copytree(day.data / "universe", data / "universe")
@@ -537,14 +537,14 @@ def test_scrape_is_fast_on_a_full_day(tmp_path):
     import numpy as np
     import pyarrow as pa
 
-    from observer_assets import lake
-    from observer_assets.gaps.assets import report_path
+    from observer_resources.storage import lake
+    from observer_resources.storage.layout import report_path
     from observer_assets.gaps.detect import GAP_SCHEMA
     from observer_assets.ops.metrics import ObserverCollector, collect_text
-    from observer_assets.track_a.assets import slot_dir
+    from observer_resources.storage.layout import slot_dir
     from observer_assets.track_a.snapshot import SNAPSHOT_SCHEMA
-    from observer_assets.track_b.capture import overflow_path
-    from observer_assets.universe.assets import universe_path
+    from observer_resources.storage.layout import overflow_path
+    from observer_resources.storage.layout import universe_path
     from observer_resources.calendar import KST
     from observer_resources.calendar.market import MarketCalendar
     from observer_resources.events import events_path

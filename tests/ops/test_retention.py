@@ -24,11 +24,12 @@ import pytest
 from fsspec.implementations.local import LocalFileOpener, LocalFileSystem
 from upath import UPath
 
-from observer_assets import lake
+from observer_resources.storage import lake
 from observer_assets.ops import backup, package, retention
 from observer_assets.ops.retention import DayState, Decision
 from observer_assets.ops.settings import _RETENTION_ENV, RetentionPolicy, SettingsError
-from observer_assets.track_b.capture import anomaly_path, write_anomaly
+from observer_assets.track_b.capture import write_anomaly
+from observer_resources.storage.layout import anomaly_path
 from observer_resources.calendar import KST
 from observer_resources.calendar.market import MarketCalendar
 from observer_resources.events import EventLog, events_path, read_events

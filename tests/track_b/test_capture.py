@@ -30,7 +30,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from observer_assets.track_b.capture import JsonLineFormatter, anomaly_path, overflow_path, status_path
+from observer_assets.track_b.capture import JsonLineFormatter
+from observer_resources.storage.layout import anomaly_path, overflow_path, status_path
 from observer_assets.track_b.compaction import compact
 from observer_assets.track_b.journal import read_journal, segments
 from observer_assets.track_b.sysstat import CpuMeter, memory, parse_meminfo, parse_proc_stat, process_age_s

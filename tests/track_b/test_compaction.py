@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from observer_assets.lake import write_table_atomic
+from observer_resources.storage.lake import write_table_atomic
 from observer_assets.track_b.compaction import SAMPLE_SCHEMA, TICK_SCHEMA, compact, sample
 from observer_assets.track_b.journal import Journal, read_journal, segments
 from observer_resources.calendar import KST

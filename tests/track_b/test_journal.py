@@ -16,16 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from observer_assets.track_b.journal import (
-    Journal,
-    JournalError,
-    line_ok,
-    read_journal,
-    recover,
-    segment_closed,
-    segment_path,
-    segments,
-)
+from observer_assets.track_b.journal import Journal, JournalError, line_ok, read_journal, recover, segment_closed, segments
+from observer_resources.storage.layout import segment_path
 from observer_resources.calendar import KST
 from observer_resources.sim.market import Market
 

@@ -15,17 +15,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from observer_assets.track_b.supervisor import (
-    CAPTURE_TAGS,
-    MAX_RUNTIME_TAG,
-    CaptureSupervisor,
-    RestartPolicy,
-    capture_window,
-    format_line,
-    heartbeat_path,
-    run_tags,
-    track_b_capture_job,
-)
+from observer_assets.track_b.supervisor import CAPTURE_TAGS, MAX_RUNTIME_TAG, CaptureSupervisor, RestartPolicy, capture_window, format_line, run_tags, track_b_capture_job
+from observer_resources.storage.layout import heartbeat_path
 from observer_resources.calendar import KST
 from observer_resources.calendar.market import MarketCalendar
 from observer_resources.events import gaps, read_events

@@ -19,18 +19,13 @@ import pytest
 
 from observer_assets.partitions import PartitionKeyError, hour_key, parse_hour_key
 from observer_assets.track_b import journal as jr
-from observer_assets.track_b.assets import (
-    journal_hours,
-    manifest_path,
-    sampled_path,
-    ticks_path,
-    track_b_sampled,
-    track_b_ticks,
-)
+from observer_assets.track_b.assets import journal_hours, track_b_sampled, track_b_ticks
+from observer_resources.storage.layout import manifest_path, sampled_path, ticks_path
 from observer_assets.track_b.checks import track_b_losses_are_explained
 from observer_assets.track_b.compaction import SAMPLE_SCHEMA, TICK_SCHEMA
 from observer_assets.track_b.defs import track_b_defs
-from observer_assets.track_b.supervisor import heartbeat_path, track_b_capture_job
+from observer_assets.track_b.supervisor import track_b_capture_job
+from observer_resources.storage.layout import heartbeat_path
 from observer_resources.calendar import KST
 from observer_resources.events import EventLog, gaps
 from observer_resources.kis.config import configs_from_env
@@ -414,7 +409,7 @@ def test_compaction_writes_to_a_url_lake_while_the_journal_stays_local(scenario,
 
     from upath import UPath
 
-    from observer_assets import lake as lk
+    from observer_resources.storage import lake as lk
 
     monkeypatch.setenv("OBSERVER_DATA_DIR", str(scenario["data"]))
     with dg.instance_for_test() as inst:

@@ -15,7 +15,8 @@ import dagster as dg
 import pytest
 
 from observer_assets.track_b import journal as jr
-from observer_assets.track_b.assets import manifest_path, track_b_sampled, track_b_ticks
+from observer_assets.track_b.assets import track_b_sampled, track_b_ticks
+from observer_resources.storage.layout import manifest_path
 from observer_assets.track_b.sensors import (
     COMPACTION_TAGS,
     GRACE_S,
@@ -24,7 +25,8 @@ from observer_assets.track_b.sensors import (
     build_compaction_sensor,
 )
 from observer_assets.track_b.defs import track_b_defs
-from observer_assets.track_b.supervisor import MAX_RUNTIME_TAG, heartbeat_path, track_b_capture_job
+from observer_assets.track_b.supervisor import MAX_RUNTIME_TAG, track_b_capture_job
+from observer_resources.storage.layout import heartbeat_path
 from observer_resources.calendar import KST
 
 FAKE = Path(__file__).with_name("fake_capture.py")

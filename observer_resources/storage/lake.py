@@ -14,6 +14,7 @@ appends and fsync — the Track B journal, the system event log, the token cache
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import uuid
@@ -158,6 +159,13 @@ def write_bytes_atomic(target: LakePath, data: bytes) -> LakePath:
     with _atomic(target) as f:
         f.write(data)
     return target
+
+
+def write_json_atomic(target: LakePath, obj: Any, *, compact: bool = False) -> LakePath:
+    """A small JSON file (a marker, a manifest, a status), written like a partition: whole or not at all."""
+    text = json.dumps(obj, ensure_ascii=False, default=str, separators=(",", ":")) if compact else \
+        json.dumps(obj, ensure_ascii=False, default=str, indent=1)
+    return write_bytes_atomic(target, text.encode())
 
 
 def write_table_atomic(target: LakePath, table: pa.Table) -> LakePath:
