@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export OBSERVER_DATA_DIR ?= $(CURDIR)/data
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: run test install sim calendar bench clean
+.PHONY: run test deps install sim calendar bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -26,10 +26,15 @@ run: $(STAMP)
 ## PostgreSQL) alone, on a machine nothing else is using; then the end-to-end runs, which mostly wait on servers
 ## they start (dagster dev, Prometheus), three at a time
 RATE_TESTS := tests/shared/test_rate_limit.py tests/shared/test_pg_stores.py
-test: $(STAMP)
+test: $(STAMP) deps
 	$(BIN)/pytest -q -p no:cacheprovider -n 2 -m "not slow" --durations=15
 	$(BIN)/pytest -q -p no:cacheprovider -m slow $(RATE_TESTS)
 	$(BIN)/pytest -q -p no:cacheprovider -n 3 -m slow --durations=8 $(addprefix --ignore=,$(RATE_TESTS))
+
+## the servers the tests start (PostgreSQL, Prometheus/promtool, amtool): probes only when all are present; installs
+## the missing ones with apt-get as root or with passwordless sudo; otherwise says what is missing and how to get it
+deps:
+	@bash .ci/deps
 
 ## the local exchange alone, in the foreground (Ctrl-C stops it)
 sim: $(STAMP)

@@ -106,9 +106,42 @@ def postgres():
     if pgserver.pg_bin() is None:
         if os.environ.get("CI"):
             pytest.fail("PostgreSQL server binaries missing in CI: .ci/run must apt-get install postgresql")
-        pytest.skip("PostgreSQL server binaries not installed (apt-get install postgresql)")
+        pytest.skip("needs PostgreSQL (server binaries: make deps installs the Debian package postgresql)")
     srv = pgserver.start()
     try:
         yield srv
     finally:
         srv.stop()
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: ANN001, ARG001
+    """Name the tests skipped because a server or tool is missing (their skip reason starts with "needs <tool> (")
+    and the command that brings it in; list the other skips (time of day, ...) after them, with their reasons."""
+    import re
+
+    missing: dict[tuple[str, str], list[str]] = {}
+    other: list[str] = []
+    for rep in terminalreporter.stats.get("skipped", []):
+        longrepr = rep.longrepr
+        reason = str(longrepr[2]) if isinstance(longrepr, (tuple, list)) and len(longrepr) == 3 else str(longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        m = re.match(r"needs (.+?) \((.*?)\)", reason)
+        if m is None:
+            other.append(f"{rep.nodeid}: {reason}")
+            continue
+        how = "make deps" if "make deps installs" in m.group(2) else m.group(2)
+        missing.setdefault((m.group(1), how), []).append(rep.nodeid)
+    write = terminalreporter.write_line
+    if missing:
+        terminalreporter.write_sep("-", "skipped: a server or tool is missing", yellow=True, bold=True)
+        for (tool, how), ids in sorted(missing.items(), key=lambda kv: kv[0][0].lower()):
+            write(f"needs {tool}, {len(ids)} test{'s' if len(ids) > 1 else ''} (bring it in: {how})", yellow=True)
+            for nodeid in sorted(ids):
+                write(f"  {nodeid}")
+        if any(how == "make deps" for _, how in missing):
+            write("run `make deps` (as root or with passwordless sudo; else it prints the install command), then "
+                  "`make test` again", bold=True)
+    if other:
+        terminalreporter.write_sep("-", "skipped for other reasons")
+        for line in sorted(other):
+            write(f"  {line}")
