@@ -43,13 +43,14 @@ from observer_resources.calendar.market import calendar_from_env
 from observer_resources.metrics import Spec, safe_label
 from observer_resources.secrets import scrub as scrub_secrets, secret_values
 from observer_resources import clock
+from observer_resources.kis.protocol import WS_MAX_REGISTRATIONS
 
 log = logging.getLogger("observer.metrics")
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 9108
 TRACK_A_GRACE = timedelta(minutes=10)
 CAPTURE_FRESH_S = 30.0
-SLOTS_PER_KEY = 41
+SLOTS_PER_KEY = WS_MAX_REGISTRATIONS
 RETENTION_EVENT_DAYS = 14
 TOKEN_RESULTS = ("issued", "refreshed", "failed")
 TRIGGERS = ("manual", "volume_surge", "velocity", "volatility", "bootstrap")

@@ -44,6 +44,7 @@ from typing import Any, Literal
 
 from observer_assets.track_b.triggers import RANK, Candidate, sort_candidates
 from observer_resources.calendar import KST
+from observer_resources.kis.protocol import WS_MAX_REGISTRATIONS
 
 SlotState = Literal["pending_subscribe", "registered", "pending_unsubscribe"]
 AckKind = Literal["subscribed", "already", "unsubscribed", "not_registered", "max_over", "error"]
@@ -168,7 +169,7 @@ class _Loc:
 
 
 class SlotManager:
-    def __init__(self, keys: Sequence[str], *, capacity: int = 41, dwell: timedelta = timedelta(seconds=120),
+    def __init__(self, keys: Sequence[str], *, capacity: int = WS_MAX_REGISTRATIONS, dwell: timedelta = timedelta(seconds=120),
                  dedupe: timedelta = timedelta(seconds=120), pins: Sequence[str] = (),
                  now: datetime | None = None) -> None:
         keys = list(keys)

@@ -35,6 +35,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from observer_resources.calendar import KST
+from observer_resources.kis.protocol import WS_MAX_REGISTRATIONS
 
 TriggerKind = Literal["manual", "volume_surge", "velocity", "volatility", "bootstrap"]
 RANK: dict[str, int] = {"manual": 4, "volume_surge": 3, "velocity": 2, "volatility": 1, "bootstrap": 0}
@@ -92,7 +93,7 @@ class TriggerConfig:
     volatility_window: timedelta = timedelta(minutes=1)
     min_score: float = 0.2
     max_candidates: int = 100
-    bootstrap_top_n: int = 41
+    bootstrap_top_n: int = WS_MAX_REGISTRATIONS
 
     def __post_init__(self) -> None:
         for name in ("surge_ratio", "velocity_tps", "volatility_pct"):
@@ -248,7 +249,7 @@ def snapshot_candidates(history: Sequence[Snapshot], cfg: TriggerConfig = Trigge
     return finalize(found, cfg)
 
 
-def bootstrap_candidates(latest: Snapshot, n: int = 41) -> list[Candidate]:
+def bootstrap_candidates(latest: Snapshot, n: int = WS_MAX_REGISTRATIONS) -> list[Candidate]:
     """Fill empty slots at the window start: the ``n`` symbols with the highest cumulative traded value
     in the latest snapshot (ties by code). Score = traded value in KRW. Symbols that have not traded
     (no or zero traded value) are not candidates. No hard-coded symbols (§17 #12)."""
