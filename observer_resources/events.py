@@ -35,6 +35,7 @@ from typing import Any, Literal
 
 from observer_resources.calendar import KST
 from observer_resources import clock
+from observer_resources.storage import dirs
 
 Severity = Literal["minor", "major", "critical"]
 Scope = Literal["scalp", "swing", "all"]
@@ -155,6 +156,18 @@ class EventLog:
         self.emit("gap_marker", gap_id=gap_id, state="closed", symbol=symbol, gap_start_ts=start, gap_end_ts=end,
                   gap_seconds=round((end - start).total_seconds(), 3), scope=scope, reason=reason, severity=severity,
                   session_id=session_id, metadata={k: _iso(v) for k, v in metadata.items()})
+
+
+def record(event_type: str, *, source: str, logger: Any = None, data_dir: Path | None = None, **fields: Any) -> bool:
+    """Emit one event for an asset; a failure to write it is logged as an error, never raised (it must not
+    replace the error the asset is about to raise, nor fail a good materialization). ``data_dir`` defaults to the
+    host's local directory (``dirs.local_dir``)."""
+    try:
+        EventLog(data_dir or dirs.local_dir(), source=source).emit(event_type, **fields)
+        return True
+    except Exception as exc:  # noqa: BLE001 - reported, see docstring
+        (logger or log).error(f"could not record the {event_type} system event: {type(exc).__name__}: {exc}")
+        return False
 
 
 @dataclass(frozen=True)

@@ -34,10 +34,10 @@ from observer_resources.kis import protocol as p
 from observer_resources.kis.config import DEMO_APP_KEY, DEMO_APP_SECRET, LOCAL_REST_URL, LOCAL_WS_URL, KisConfig
 from observer_resources.kis.errors import KisConfigError
 from observer_resources.shared.rate_limit import DEFAULT_RATE_PER_S, SharedRateLimiter
-from observer_resources.shared.stores import RATE_LIMIT_FILE, open_permit_store, open_token_store  # noqa: F401
+from observer_resources.shared.stores import RATE_LIMIT_FILE, open_permit_store, open_token_provider, open_token_store  # noqa: F401
 from observer_resources.shared.token_store import TOKEN_STORE_FILE  # noqa: F401 - re-exported (Track B uses it)
 from observer_resources.shared.tokens import SharedTokenProvider
-from observer_resources.storage import lake
+from observer_resources.storage import dirs
 
 if TYPE_CHECKING:
     from observer_resources.kis.rest import KisRestClient
@@ -46,8 +46,8 @@ SECRET_FIELDS = ("app_key", "app_secret")
 
 
 def default_data_dir(environ: Mapping[str, str] | None = None) -> Path:
-    """The host's local directory for appends (system events, the token cache): ``lake.local_dir``'s rule."""
-    return lake.local_dir(dict(os.environ if environ is None else environ))
+    """The host's local directory for appends (system events, the token cache): ``dirs.local_dir``'s rule."""
+    return dirs.local_dir(dict(os.environ if environ is None else environ))
 
 
 def default_state_dir(environ: Mapping[str, str] | None = None) -> Path:
@@ -114,11 +114,8 @@ class KisResource(dg.ConfigurableResource):
     def token_provider(self) -> SharedTokenProvider:
         """This process's provider over the shared token store (built once per resource instance)."""
         if self._tokens is None:
-            store = open_token_store(self.resolved_state_dir())
-            self._tokens = SharedTokenProvider(
-                self.kis_config(), store, refresh_margin=timedelta(seconds=self.refresh_margin_s),
-                events=self.event_log(),
-            )
+            self._tokens = open_token_provider(self.kis_config(), self.resolved_state_dir(), events=self.event_log(),
+                                               refresh_margin=timedelta(seconds=self.refresh_margin_s))
         return self._tokens
 
     def rate_limiter(self) -> SharedRateLimiter:

@@ -400,20 +400,6 @@ def markdown(s: Mapping[str, Any], day: date, *, note: str | None = None) -> str
     return "\n".join(lines)
 
 
-# --- writing ---------------------------------------------------------------------------------------
-
-
-def record(event_type: str, *, source: str, logger: Any = None, data_dir: Path | None = None, **fields: Any) -> bool:
-    """Emit one event for an asset; a failure to write it is logged as an error, never raised (it must not
-    replace the error the asset is about to raise, nor fail a good materialization)."""
-    try:
-        EventLog(data_dir or lake.local_dir(), source=source).emit(event_type, **fields)
-        return True
-    except Exception as exc:  # noqa: BLE001 - reported, see docstring
-        (logger or log).error(f"could not record the {event_type} system event: {type(exc).__name__}: {exc}")
-        return False
-
-
 def _overflow_ledger(root: Path, day: date) -> dict[str, int]:
     """Evaluations that turned candidates away, and how many, from the day's overflow ledger (docs/collector-rules.md §4.4)."""
     from observer_resources.storage.layout import overflow_path  # the capture module is heavy; import on use

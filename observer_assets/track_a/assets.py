@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 from observer_assets import catalog
 
 from observer_resources.storage import lake
-from observer_assets.ops.events import record
+from observer_resources.events import record
 from observer_assets.partitions import calendar, parse_slot_key, track_a_slot_partitions
 from observer_assets.runs import BACKFILL_TAGS, KIS_REST_POOL
 from observer_assets.track_a import restore, snapshot

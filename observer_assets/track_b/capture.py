@@ -86,10 +86,11 @@ from observer_resources.kis.errors import KisConfigError
 from observer_resources.kis.frames import Encrypted, Malformed, Message, TradeBatch
 from observer_resources.kis.models import Trade
 from observer_resources.kis.ws import DEFAULT_BACKOFF, KisWebSocketClient
-from observer_resources.shared.stores import open_token_store
+from observer_resources.shared.stores import open_token_provider
 from observer_resources.shared.tokens import SharedTokenProvider
 from observer_resources import clock
 from observer_resources.storage.layout import anomaly_path, overflow_path, status_path
+from observer_resources.kis.protocol import WS_MAX_REGISTRATIONS
 
 log = logging.getLogger("observer.track_b.capture")
 
@@ -247,8 +248,9 @@ def load_settings(argv: Sequence[str] | None, environ: Mapping[str, str]) -> tup
     except ValueError as exc:
         raise ConfigError(f"{ENV_WINDOW}: {exc}") from None
     pins = _codes(args.pins if args.pins is not None else environ.get("OBSERVER_TRACK_B_PINS", ""), "pins")
-    if len(pins) > 41 * len(configs):
-        raise ConfigError(f"{len(pins)} pins but {len(configs)} key(s) x 41 slots hold {41 * len(configs)}")
+    if len(pins) > WS_MAX_REGISTRATIONS * len(configs):
+        raise ConfigError(f"{len(pins)} pins but {len(configs)} key(s) x {WS_MAX_REGISTRATIONS} slots hold "
+                          f"{WS_MAX_REGISTRATIONS * len(configs)}")
     until = parse_until(args.until) if args.until else None
 
     def num(flag: float | None, env: str, default: float, allow_zero: bool = False, opt: str = "") -> float:
@@ -995,7 +997,7 @@ class Capture:
             key_id = config.key_id
             journal = Journal(self.data_dir, key_id, run_id=self.run_id,
                               on_event=lambda ev, k=key_id: self._journal_event(k, ev))
-            tokens = SharedTokenProvider(config, open_token_store(store_dir))  # PostgreSQL if OBSERVER_STATE_DB_URL
+            tokens = open_token_provider(config, store_dir, events=self.events)  # PostgreSQL if OBSERVER_STATE_DB_URL
             self.sessions[key_id] = KeySession(self, config, tokens, journal)
         self.manager = SlotManager(list(self.sessions), pins=list(self.settings.pins), now=_now())
         self.snapshots = TrackASnapshots(self.settings.lake_dir or self.data_dir, day)

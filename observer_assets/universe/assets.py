@@ -27,7 +27,7 @@ import pyarrow as pa
 from observer_assets import catalog
 
 from observer_resources.storage import lake
-from observer_assets.ops.events import record
+from observer_resources.events import record
 from observer_assets.partitions import calendar, parse_day_key, trading_day_partitions
 from observer_assets.runs import KIS_REST_POOL
 from observer_assets.universe import checks, rules

@@ -308,6 +308,7 @@ def test_ground_truth_41_codes_drops_duplicates_malformed(sim, busy, make_creds,
     kinds = Counter(e["event_type"] for e in ev)
     assert kinds["capture_started"] == 1 and kinds["capture_stopped"] == 1 and kinds["ws_disconnect"] == 3
     assert kinds["slot_change"] == 41  # the 41 pins
+    assert kinds["approval_key_issued"] >= 1  # the capture's token provider writes to the host's event log too
     st = read_status(data)
     assert st["state"] == "stopped" and st["keys"][key]["reconnects"] == 3 and st["keys"][key]["bad_frames"] == 3
     assert 0 < st["keys"][key]["disconnected_seconds"] < 30
@@ -586,6 +587,6 @@ def test_token_store_is_the_one_the_dagster_resources_share():
     from observer_resources import resources
     from observer_resources.resources import default_state_dir
 
-    assert capture.open_token_store is resources.open_token_store  # SQLite file or OBSERVER_STATE_DB_URL, one rule
+    assert capture.open_token_provider is resources.open_token_provider  # SQLite file or OBSERVER_STATE_DB_URL, one rule
     assert default_state_dir({"OBSERVER_DATA_DIR": "/x"}) == Path("/x") / "state"  # what the capture uses
     assert default_state_dir({"OBSERVER_DATA_DIR": "s3://b/lake", "OBSERVER_LOCAL_DIR": "/y"}) == Path("/y") / "state"
