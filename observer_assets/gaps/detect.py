@@ -35,6 +35,7 @@ import pyarrow.compute as pc
 
 from observer_resources.calendar import KST
 from observer_resources.events import Gap
+from observer_resources.intervals import union_length
 
 TS = pa.timestamp("us", tz="Asia/Seoul")
 GAP_SCHEMA = pa.schema([
@@ -562,20 +563,6 @@ def _rate_limit_events(inp: DayInputs) -> list[dict]:
 # --- verdict ------------------------------------------------------------------------------------------------------
 
 
-def _union_s(iv: list[tuple[int, int]]) -> float:
-    tot, ca, cb = 0, None, None
-    for a, b in sorted(iv):
-        if cb is None or a > cb:
-            if cb is not None:
-                tot += cb - ca
-            ca, cb = a, b
-        else:
-            cb = max(cb, b)
-    if cb is not None:
-        tot += cb - ca
-    return tot / 1e6
-
-
 def _verdict(inp: DayInputs, rows: list[dict], wins: list[_Window], th: Thresholds) -> dict[str, Any]:
     fired: list[dict] = []
     disc = [w for w in wins if w.row["kind"] == "ws_disconnect"]
@@ -583,7 +570,7 @@ def _verdict(inp: DayInputs, rows: list[dict], wins: list[_Window], th: Threshol
     reconnects = max(reconnect_events, len(disc))
     if reconnects >= th.anomaly_reconnects:
         fired.append({"rule": "ws_reconnects", "value": reconnects, "threshold": th.anomaly_reconnects})
-    down = _union_s([(w.a, w.b) for w in wins])
+    down = union_length([(w.a, w.b) for w in wins], 0) / 1e6
     if down >= th.anomaly_disconnect_s:
         fired.append({"rule": "ws_disconnection_seconds", "value": round(down, 3), "threshold": th.anomaly_disconnect_s})
     long_gaps = [r["gap_id"] for r in rows if r["data_lost"] and (r["seconds"] or 0) >= th.anomaly_long_gap_s

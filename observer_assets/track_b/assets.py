@@ -48,6 +48,7 @@ from observer_resources.kis import protocol as p
 from observer_resources.kis.frames import Ack, parse_message
 from observer_resources import clock
 from observer_resources.storage.layout import manifest_path, sampled_path, state_path, ticks_path
+from observer_resources.intervals import union_length
 
 # a connection with a frame this close to the hour end is alive through it (KIS sends a PINGPONG every ~10 s,
 # and the journal keeps every frame, so a live session is never silent this long)
@@ -229,20 +230,6 @@ def record_rates(per_code: dict[str, int], first_rx: dict[str, datetime], slot_s
 # --- disconnected time from the gap markers (pure over the event log) --------------------------------------
 
 
-def _union_seconds(intervals: list[tuple[datetime, datetime]]) -> float:
-    total, cur_a, cur_b = 0.0, None, None
-    for a, b in sorted(intervals):
-        if cur_b is None or a > cur_b:
-            if cur_b is not None:
-                total += (cur_b - cur_a).total_seconds()
-            cur_a, cur_b = a, b
-        else:
-            cur_b = max(cur_b, b)
-    if cur_b is not None:
-        total += (cur_b - cur_a).total_seconds()
-    return total
-
-
 def disconnected_seconds(gaps: Iterable[events.Gap], start: datetime, end: datetime,
                          now: datetime) -> tuple[float, dict[str, float], int]:
     """(union over keys, per key, number of markers) of session-wide gap time inside [start, end)."""
@@ -258,9 +245,9 @@ def disconnected_seconds(gaps: Iterable[events.Gap], start: datetime, end: datet
         n += 1
         key = str(g.metadata.get("key_id") or g.metadata.get("key") or "*")
         by_key.setdefault(key, []).append((a, b))
-    per_key = {k: round(_union_seconds(v), 3) for k, v in sorted(by_key.items())}
+    per_key = {k: round(union_length(v, timedelta(0)).total_seconds(), 3) for k, v in sorted(by_key.items())}
     allv = [iv for v in by_key.values() for iv in v]
-    return round(_union_seconds(allv), 3), per_key, n
+    return round(union_length(allv, timedelta(0)).total_seconds(), 3), per_key, n
 
 
 # --- compaction of one hour ------------------------------------------------------------------------------
