@@ -22,7 +22,7 @@ import math
 import os
 import time
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -78,15 +78,6 @@ def now() -> datetime:
     if not path:
         return datetime.now(KST)
     return _load(path).now()
-
-
-def today() -> date:
-    """Today's date in KST by :func:`now`."""
-    return now().date()
-
-
-def simulated() -> bool:
-    return bool(os.environ.get(ENV))
 
 
 def write_sim(path: Path, at: datetime, speed: float = 0.0) -> None:
