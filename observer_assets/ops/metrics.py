@@ -44,6 +44,7 @@ from observer_resources.metrics import Spec, safe_label
 from observer_resources.secrets import scrub as scrub_secrets, secret_values
 from observer_resources import clock
 from observer_resources.kis.protocol import WS_MAX_REGISTRATIONS
+from observer_resources.storage.layout import TRACK_A, anomaly_path, overflow_path, report_path, status_path, universe_path, verdict_path
 
 log = logging.getLogger("observer.metrics")
 
@@ -468,7 +469,6 @@ class ObserverCollector:
                 + one("observer_track_b_window_open", bool(w and w.contains(now))))
 
     def _universe(self, now: datetime) -> list[Metric]:
-        from observer_resources.storage.layout import universe_path  # noqa: PLC0415
 
         root, today = self.root(), now.date()
         prev = self.calendar().previous_trading_day(today)
@@ -481,12 +481,10 @@ class ObserverCollector:
     def _track_a(self, now: datetime) -> list[Metric]:
         import pyarrow.compute as pc  # noqa: PLC0415
 
-        from observer_resources.storage.layout import TRACK_A as DATASET  # noqa: PLC0415
-        from observer_resources.storage.layout import universe_path  # noqa: PLC0415
 
         root, today = self.root(), now.date()
         expected = sum(1 for t in self.calendar().track_a_slots(today) if t <= now)
-        day_dir = lake.partition_dir(root, DATASET, today)
+        day_dir = lake.partition_dir(root, TRACK_A, today)
         slots: list[tuple[datetime, Any]] = []
         if day_dir.exists():
             for d in day_dir.iterdir():
@@ -511,8 +509,7 @@ class ObserverCollector:
                       written - slot_ts.timestamp() if written is not None else None))
 
     def _track_b(self, now: datetime) -> list[Metric]:
-        from observer_assets.track_b.capture import read_status
-        from observer_resources.storage.layout import overflow_path, status_path
+        from observer_assets.track_b.capture import read_status  # noqa: PLC0415
         from observer_assets.track_b.supervisor import wall_age_s  # noqa: PLC0415
 
         local, today = self.local(), now.date()
@@ -580,8 +577,6 @@ class ObserverCollector:
         return self._token_store
 
     def _gaps(self, now: datetime) -> list[Metric]:
-        from observer_resources.storage.layout import report_path, verdict_path  # noqa: PLC0415
-        from observer_resources.storage.layout import anomaly_path  # noqa: PLC0415
 
         root, today = self.root(), now.date()
         path = report_path(root, today)
