@@ -3,7 +3,7 @@
 One realistic trading day is built in a temp dir (numpy, fixed seed, no network), then, each on a fresh
 destination and interleaved ``repeats`` times (medians reported):
 
-* ``observer``: ``observer_assets.ops.backup.run`` to a local directory — scan, per-file copy with SHA-256 of the
+* ``observer``: ``observer_assets.backup.backup.run`` to a local directory — scan, per-file copy with SHA-256 of the
   original bytes, JSON/JSONL zstd-wrapped (pyarrow, level 1), manifest, and the full verification re-read
   (decompress + hash every stored file) before the marker. ``package.write`` and the ``package.verify`` it calls
   are timed separately;
@@ -305,7 +305,7 @@ def build_track_a(root: Path, rng: np.random.Generator, codes: list[str], names:
     from observer_assets.track_a.snapshot import FAILURE_SCHEMA, TS, raw_line, table_from_raw
     from observer_resources.calendar.market import MarketCalendar
     from observer_resources.kis.protocol import TR_MULTPRICE
-    from observer_resources.sim.rest_outputs import MULTPRICE_FIELDS
+    from local_exchange.rest_outputs import MULTPRICE_FIELDS
 
     slots = MarketCalendar("krx").track_a_slots(DAY)
     n = len(codes)
@@ -430,7 +430,7 @@ def observer_once(root: Path, dest: Path, events_dir: Path) -> dict:
     stored object, ``package._verify_entries``) timed apart (wrapped for the call, the originals run unchanged)."""
     from upath import UPath
 
-    from observer_assets.ops import backup, package
+    from observer_assets.backup import backup, package
     from observer_resources.calendar.market import MarketCalendar
     from observer_resources.events import EventLog
 
@@ -475,7 +475,7 @@ def shell_once(cmd: str, out: Path) -> dict:
 def floors_once(root: Path, rels: list[str], dest: Path) -> dict:
     """The package's parts alone, in-process: SHA-256 of every file, zstd-1 of the JSON/JSONL files (to a file, as
     the package does), and zstd decompression of that output."""
-    from observer_assets.ops.package import CHUNK, COMPRESSED_SUFFIXES, hash_file
+    from observer_assets.backup.package import CHUNK, COMPRESSED_SUFFIXES, hash_file
 
     t0 = time.perf_counter()
     for r in rels:
@@ -542,7 +542,7 @@ def run(ticks: int = 1_200_000, repeats: int = 3, symbols: int = 2500, streams: 
     """Build the day, then time every candidate `repeats` times (interleaved) on fresh destinations."""
     from upath import UPath
 
-    from observer_assets.ops import backup
+    from observer_assets.backup import backup
     from observer_resources.calendar.market import MarketCalendar
 
     with tempfile.TemporaryDirectory(prefix="bench-backup-", dir=os.environ.get("BENCH_DIR")) as tmp:

@@ -9,8 +9,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from observer_resources.resources import KisResource
-from observer_resources.sim.accounts import demo_credentials
-from observer_resources.sim.server import run_sim_process
+from local_exchange.accounts import demo_credentials
+from local_exchange.server import run_sim_process
 
 
 def machine() -> str:

@@ -14,7 +14,7 @@ import time, sys
 t0 = time.perf_counter()
 import dagster as dg
 from observer_assets.definitions import defs
-from observer_assets.partitions import track_a_slot_partitions, trading_day_partitions
+from observer_assets.orchestration.partitions import track_a_slot_partitions, trading_day_partitions
 t_import = time.perf_counter() - t0
 inst = dg.DagsterInstance.get()
 t1 = time.perf_counter()

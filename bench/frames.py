@@ -8,7 +8,7 @@ import time
 from datetime import date
 
 from observer_resources.kis.frames import ParseStats, parse_message
-from observer_resources.sim.market import Market
+from local_exchange.market import Market
 
 
 def build_frames(records_per_frame: int, n_records: int = 60_000) -> list[str]:

@@ -103,7 +103,7 @@ def run(repeats: int = 5, n_symbols: int = 2500, streams: int = 41) -> list[dict
         os.environ["OBSERVER_CALENDAR"] = "krx"
         from observer_resources.storage import lake
         from observer_assets.gaps.report import build_report
-        from observer_assets.partitions import calendar
+        from observer_assets.orchestration.partitions import calendar
         from observer_resources.storage.layout import TRACK_A_FAILURES as FAILURES, slot_dir
         from observer_assets.track_a.snapshot import FAILURE_SCHEMA, SNAPSHOT_SCHEMA, TS
         from observer_resources.storage.layout import ticks_path
@@ -112,7 +112,7 @@ def run(repeats: int = 5, n_symbols: int = 2500, streams: int = 41) -> list[dict
         from observer_assets.universe.rules import UNIVERSE_SCHEMA
         from observer_resources.calendar import KST
         from observer_resources.events import EventLog
-        from observer_resources.sim.market import Market
+        from local_exchange.market import Market
 
         root = lake.data_dir()
         m = Market(seed=5, listings=2600, clock_mode="krx")

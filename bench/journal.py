@@ -20,7 +20,7 @@ from observer_resources.storage.lake import write_table_atomic
 from observer_assets.track_b.compaction import compact, sample
 from observer_assets.track_b.journal import Journal, read_journal, recover, segments
 from observer_resources.calendar import KST
-from observer_resources.sim.market import Market
+from local_exchange.market import Market
 
 DAY = date(2026, 3, 10)
 FRAME_SIZES = [1] * 60 + [2] * 15 + [3] * 10 + [5] * 8 + [10] * 5 + [19] * 2  # records per frame (mean 2.6)

@@ -9,7 +9,7 @@ from datetime import date, datetime
 
 import dagster as dg
 
-from observer_assets.partitions import MAX_REORDER, register_elapsed, reorder_plan
+from observer_assets.orchestration.partitions import MAX_REORDER, register_elapsed, reorder_plan
 from observer_resources.calendar import KST
 from observer_resources.calendar.market import MarketCalendar
 

@@ -196,8 +196,8 @@ def run_candidate(sim, candidate: str, creds: tuple[str, str], procs: int, n: in
 
 def run(candidates: tuple[str, ...] = ("shared_gcra", "pyrate_sqlite", "pyrate_sqlite_sync", "pyrate_gcra"),
         procs: int = 8, n: int = 200) -> list[dict]:
-    from observer_resources.sim.accounts import demo_credentials
-    from observer_resources.sim.server import run_sim_process
+    from local_exchange.accounts import demo_credentials
+    from local_exchange.server import run_sim_process
 
     sim = run_sim_process("--mode", "real", "--clock", "open", "--seed", "7", "--listings", "600", "--log-level", "WARNING")
     try:

@@ -18,7 +18,7 @@ def write_universe(sim, n_symbols: int):  # noqa: ANN001, ANN201 - (SimProcess) 
     """Today's universe file with the exchange's first `n_symbols` listings (the 2,600 listings give only ~1,400
     members at >= 4,000 KRW, so the benchmark writes a 2,500-symbol universe itself); returns the current slot."""
     from observer_resources.storage import lake
-    from observer_assets.partitions import calendar
+    from observer_assets.orchestration.partitions import calendar
     from observer_resources.storage.layout import universe_path
     from observer_assets.universe.rules import UNIVERSE_SCHEMA
     from observer_resources.calendar import KST
@@ -37,7 +37,7 @@ def run(n_symbols: int = 2500, rate: float = 18.0) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp, local_exchange("--clock", "open", "--listings", "2600") as sim:
         os.environ["OBSERVER_DATA_DIR"] = str(Path(tmp) / "data")
         os.environ["OBSERVER_CALENDAR"] = "open"
-        from observer_assets.partitions import slot_key
+        from observer_assets.orchestration.partitions import slot_key
         from observer_assets.track_a.assets import track_a_snapshot
         from observer_assets.universe.assets import universe
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import dagster as dg
 
 from bench.common import local_exchange
-from observer_resources.sim.accounts import demo_credentials
+from local_exchange.accounts import demo_credentials
 
 MULTPRICE_MAX = 30
 
@@ -25,7 +25,7 @@ def run(n_symbols: int = 2500, keys: int = 3, rate: float = 18.0, runs: int = 5)
         os.environ["OBSERVER_DATA_DIR"] = str(Path(tmp) / "data")
         os.environ["OBSERVER_CALENDAR"] = "open"
         from bench.track_a import write_universe
-        from observer_assets.partitions import slot_key
+        from observer_assets.orchestration.partitions import slot_key
         from observer_assets.track_a.assets import track_a_snapshot
         from observer_assets.universe.assets import universe
         from observer_resources.resources import KisKey, KisPool

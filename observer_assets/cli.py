@@ -60,7 +60,7 @@ def _day(s: str, prog: str) -> date | None:
 
 def _ops_context(prog: str):  # noqa: ANN202 - (root, dest, calendar, events) or None
     from observer_resources.storage import lake
-    from observer_assets.ops.settings import SettingsError, backup_dest
+    from observer_assets.backup.settings import SettingsError, backup_dest
     from observer_resources.events import EventLog
 
     try:
@@ -74,7 +74,7 @@ def _ops_context(prog: str):  # noqa: ANN202 - (root, dest, calendar, events) or
 
 def _backup(args: argparse.Namespace) -> int:
 
-    from observer_assets.ops import backup, package
+    from observer_assets.backup import backup, package
 
     ctx = _ops_context("backup")
     if ctx is None:
@@ -102,7 +102,7 @@ def _backup(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from observer_assets.ops import package
+    from observer_assets.backup import package
 
     ctx = _ops_context("verify")
     if ctx is None:
@@ -111,7 +111,7 @@ def _verify(args: argparse.Namespace) -> int:
         print("observer verify: give a day (YYYY-MM-DD) or --all", file=sys.stderr)
         return 2
     if args.all:
-        from observer_assets.ops import backup
+        from observer_assets.backup import backup
 
         root, dest, _, ev = ctx
         out = backup.verify_all(dest, root, events=ev)
@@ -129,8 +129,8 @@ def _verify(args: argparse.Namespace) -> int:
 def _restore(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from observer_assets.ops import package
-    from observer_assets.ops.settings import redact_url
+    from observer_assets.backup import package
+    from observer_assets.backup.settings import redact_url
 
     ctx = _ops_context("restore")
     d = _day(args.day, "restore")
@@ -154,8 +154,8 @@ def _restore(args: argparse.Namespace) -> int:
 
 def _retention(args: argparse.Namespace) -> int:
 
-    from observer_assets.ops import retention
-    from observer_assets.ops.settings import RetentionPolicy, SettingsError
+    from observer_assets.backup import retention
+    from observer_assets.backup.settings import RetentionPolicy, SettingsError
 
     ctx = _ops_context("retention")
     if ctx is None:
@@ -184,7 +184,7 @@ def _retention(args: argparse.Namespace) -> int:
 def _metrics(args: argparse.Namespace) -> int:
     import logging
 
-    from observer_assets.ops.metrics import serve
+    from observer_assets.monitoring.metrics import serve
 
     from observer_resources.storage import lake
     from observer_resources.kis.config import configs_from_env
@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
 def _config_errors() -> tuple[type[Exception], ...]:
     """What a bad setting raises (imported on use: the lake module is heavy for `observer calendar`)."""
     from observer_resources.storage.lake import LakeConfigError
-    from observer_assets.ops.settings import SettingsError
+    from observer_assets.backup.settings import SettingsError
 
     return (CalendarConfigError, CalendarDataError, DateFormatError, KisConfigError, LakeConfigError, SettingsError)
 

@@ -1,31 +1,23 @@
-"""Assembles Observer's Dagster definitions; every piece lives in its domain folder."""
+"""Assembles Observer's Dagster definitions: each domain folder's ``defs.py``, and the KIS resource they share."""
 
 import dagster as dg
 
-from observer_assets.track_a.assets import track_a_snapshot
-from observer_assets.track_a.schedules import track_a_every_10_minutes, track_a_job
-from observer_assets.track_a.sensors import track_a_catch_up
+from observer_assets.backup import defs as backup
 from observer_assets.gaps import defs as gaps
-from observer_assets.gaps import freshness
-from observer_assets.ops import defs as ops
-from observer_assets.partition_registrar import partition_registrar
-from observer_assets.runs import pool_limits
+from observer_assets.monitoring import defs as monitoring
+from observer_assets.orchestration import defs as orchestration
+from observer_assets.track_a import defs as track_a
 from observer_assets.track_b import defs as track_b
-from observer_assets.universe.assets import universe
-from observer_assets.universe.schedules import universe_before_open, universe_job
-from observer_assets.universe.sensors import universe_catch_up
+from observer_assets.universe import defs as universe
 from observer_resources.resources import kis_pool_from_env
 
 defs = dg.Definitions.merge(
-    dg.Definitions(
-        assets=[universe, track_a_snapshot],
-        jobs=[universe_job, track_a_job],
-        schedules=[universe_before_open, track_a_every_10_minutes],
-        sensors=[universe_catch_up, track_a_catch_up, partition_registrar, pool_limits],
-        resources={"kis": kis_pool_from_env()},  # every configured app key (docs/multi-key.md)
-    ),
-    track_b.track_b_defs,
-    gaps.gaps_defs,
-    ops.ops_defs,
-    freshness.freshness_defs,
+    universe.defs,
+    track_a.defs,
+    track_b.defs,
+    gaps.defs,
+    backup.defs,
+    monitoring.defs,
+    orchestration.defs,
+    dg.Definitions(resources={"kis": kis_pool_from_env()}),  # every configured app key (docs/multi-key.md)
 )

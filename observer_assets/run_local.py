@@ -62,7 +62,7 @@ def apply_pool_limits(home: Path, env: dict[str, str]) -> dict[str, int]:
     import dagster as dg
     from dagster._core.instance.ref import InstanceRef
 
-    from observer_assets.runs import ensure_pool_limits
+    from observer_assets.orchestration.runs import ensure_pool_limits
 
     names = {k: v for k, v in env.items() if k.startswith("DAGSTER_")}  # the profile reads {env: ...} from os.environ
     saved = {k: os.environ.get(k) for k in names}
@@ -115,7 +115,7 @@ def main() -> int:
         ws_port = env["KIS_WS_URL"].rsplit(":", 1)[1]
         clock = "open" if env["OBSERVER_CALENDAR"] == "open" else "krx"
         sim = subprocess.Popen(
-            [sys.executable, "-m", "observer_resources.sim", "--clock", clock, "--rest-port", rest_port,
+            [sys.executable, "-m", "local_exchange", "--clock", clock, "--rest-port", rest_port,
              "--ws-port", ws_port],
             stdout=subprocess.PIPE, text=True, env=env,
         )

@@ -3,7 +3,7 @@
 Dagster runs every step in a process of its own, and those processes end long before Prometheus scrapes. So these
 instruments use prometheus_client's multiprocess mode: each process writes its values to small mmap files
 (``counter_<pid>.db``, ``histogram_<pid>.db``) in one directory, and ``observer metrics`` (the exporter,
-``observer_assets/ops/metrics.py``) adds them up at scrape time. The directory is ``$PROMETHEUS_MULTIPROC_DIR``, else
+``observer_assets/monitoring/metrics.py``) adds them up at scrape time. The directory is ``$PROMETHEUS_MULTIPROC_DIR``, else
 ``<local dir>/metrics`` (``$OBSERVER_LOCAL_DIR``, or the lake itself when it is local), so the exporter and every
 step process of the host agree on it without extra configuration.
 

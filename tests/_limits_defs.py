@@ -5,8 +5,8 @@ test's launches run; the KIS resource comes from the environment (the test's loc
 import dagster as dg
 
 from observer_assets.gaps.checks import TRACK_A_CHECKS
-from observer_assets.gaps.freshness import track_a_current_slot_fresh
-from observer_assets.runs import pool_limits
+from observer_assets.monitoring.freshness import track_a_current_slot_fresh
+from observer_assets.orchestration.runs import pool_limits
 from observer_assets.track_a.assets import track_a_snapshot
 from observer_assets.track_a.schedules import track_a_job
 from observer_assets.universe.assets import universe

@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from observer_resources.sim.accounts import demo_credentials
-from observer_resources.sim.server import SimProcess, run_sim_process
+from local_exchange.accounts import demo_credentials
+from local_exchange.server import SimProcess, run_sim_process
 
 SIM_DEFAULT_ARGS = ("--mode", "real", "--clock", "open", "--seed", "7", "--listings", "600")
 

@@ -16,9 +16,9 @@ from observer_resources.storage import lake
 from observer_assets.definitions import defs
 from observer_assets.gaps.assets import gap_report
 from observer_resources.storage.layout import report_path
-from observer_assets.ops.events import system_events
+from observer_assets.monitoring.events import system_events
 from observer_resources.storage.layout import events_summary_path as summary_path
-from observer_assets.partitions import calendar, day_key, slot_key
+from observer_assets.orchestration.partitions import calendar, day_key, slot_key
 from observer_assets.track_a.assets import track_a_snapshot
 from observer_resources.storage.layout import slot_dir
 from observer_assets.track_b.assets import track_b_sampled, track_b_ticks
@@ -30,7 +30,7 @@ from observer_assets.universe.assets import universe
 from observer_resources.storage.layout import universe_path
 from observer_resources.calendar import KST
 from observer_resources.resources import KisResource
-from observer_resources.sim.accounts import demo_credentials
+from local_exchange.accounts import demo_credentials
 from track_b.test_track_b_assets import at, lake_env, scenario  # noqa: F401 - fixtures: a real journal
 
 SPECS = {s.key.to_user_string(): s for s in defs.resolve_all_asset_specs()}

@@ -69,7 +69,7 @@ def test_the_module_exposes_exactly_one_definitions_object():
 
 def test_track_a_freshness_is_a_calendar_aware_check_evaluated_by_a_sensor():
     """No cron FreshnessPolicy (it cannot read the KRX calendar); the judge is a check run by a 5-minute sensor.
-    Its behaviour is tested in tests/gaps/test_freshness.py."""
+    Its behaviour is tested in tests/monitoring/test_freshness.py."""
     graph = defs.resolve_asset_graph()
     spec = next(s for s in defs.resolve_all_asset_specs() if s.key.to_user_string() == "track_a_snapshot")
     assert spec.freshness_policy is None

@@ -29,8 +29,8 @@ from observer_assets import run_local
 
 from observer_resources.storage import lake
 from observer_assets.definitions import defs
-from observer_assets.partitions import calendar, slot_key
-from observer_assets.runs import (
+from observer_assets.orchestration.partitions import calendar, slot_key
+from observer_assets.orchestration.runs import (
     BACKUP_POOL,
     COMPACTION_POOL,
     KIS_REST_POOL,
@@ -53,7 +53,7 @@ ROOT_YAML = ROOT / "dagster.yaml"
 #: Modules whose ops and assets all use one shared resource (anything new added there joins the pool).
 POOL_BY_MODULE = {
     "observer_assets.track_b.supervisor": KIS_WS_POOL,  # the capture: the app keys' WebSocket sessions
-    "observer_assets.ops.assets": BACKUP_POOL,  # backup, restore, retention, verification
+    "observer_assets.backup.assets": BACKUP_POOL,  # backup, restore, retention, verification
     "observer_assets.track_b.assets": COMPACTION_POOL,  # journal -> ticks -> sampled
 }
 #: Jobs without their own dagster/max_runtime tag, and why.
@@ -258,7 +258,7 @@ def test_ui_launches_without_tags_are_held_to_the_pool_and_a_live_run_still_gets
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    key, secret = __import__("observer_resources.sim.accounts", fromlist=["x"]).demo_credentials(42)
+    key, secret = __import__("local_exchange.accounts", fromlist=["x"]).demo_credentials(42)
     penv = {k: v for k, v in os.environ.items() if not k.startswith(("KIS_", "DAGSTER_"))}
     penv |= {"DAGSTER_HOME": str(home), "KIS_APP_KEY": key, "KIS_APP_SECRET": secret, "KIS_REST_URL": gsim.rest_url,
              "KIS_WS_URL": gsim.ws_url, "PYTHONPATH": str(ROOT)}

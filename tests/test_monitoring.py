@@ -292,7 +292,7 @@ def test_dashboard_structure_and_provisioning():
 
 
 def test_every_metric_in_rules_and_dashboard_is_in_the_exporters_output(tmp_path):
-    from observer_assets.ops.metrics import collect_text
+    from observer_assets.monitoring.metrics import collect_text
 
     env = {"OBSERVER_DATA_DIR": str(tmp_path / "data"), "OBSERVER_CALENDAR": "krx",
            "DAGSTER_HOME": str(tmp_path / "dagster_home"), "PATH": os.environ.get("PATH", "")}
@@ -340,13 +340,13 @@ def test_prometheus_scrapes_the_exporter_after_a_real_day(tmp_path, monkeypatch,
     import dagster as dg
 
     from observer_resources.storage import lake
-    from observer_assets.partitions import day_key
+    from observer_assets.orchestration.partitions import day_key
     from observer_assets.track_a.assets import track_a_snapshot
     from observer_assets.universe.assets import read_universe, universe
     from observer_resources.calendar import KST
     from observer_resources.calendar.market import MarketCalendar
     from observer_resources.resources import KisResource
-    from observer_resources.sim.accounts import demo_credentials
+    from local_exchange.accounts import demo_credentials
 
     sim = sim_factory("--mode", "real", "--clock", "open", "--seed", "13", "--listings", "120")
     key, secret = demo_credentials(81)

@@ -8,11 +8,11 @@ from datetime import date, datetime
 import dagster as dg
 import pytest
 
-from observer_assets import partition_registrar as registrar_module
+from observer_assets.orchestration import partition_registrar as registrar_module
 from observer_assets.definitions import defs
 from observer_assets.gaps.schedules import gap_report_through_the_day
-from observer_assets.partition_registrar import partition_registrar
-from observer_assets.partitions import reorder_plan
+from observer_assets.orchestration.partition_registrar import partition_registrar
+from observer_assets.orchestration.partitions import reorder_plan
 from observer_resources.calendar import KST
 
 DAY = date(2026, 12, 2)  # a Wednesday, a KRX trading day

@@ -108,7 +108,7 @@ def test_secret_values_and_scrub():
 
 
 def test_config_snapshot_is_an_allow_list():
-    from observer_assets.ops.settings import config_snapshot
+    from observer_assets.backup.settings import config_snapshot
 
     env = {
         "OBSERVER_STATE_DB_URL": "postgresql://observer:Manifest-PW-1@db:5432/state?sslmode=require",
@@ -150,7 +150,7 @@ def test_every_setting_the_code_reads_is_classified():
 
 
 def test_a_backup_destination_inside_the_lake_is_refused(tmp_path):
-    from observer_assets.ops.settings import SettingsError, backup_dest, backup_url
+    from observer_assets.backup.settings import SettingsError, backup_dest, backup_url
 
     data = tmp_path / "data"
     data.mkdir()
@@ -272,7 +272,7 @@ def _post_threads() -> list[threading.Thread]:
 
 
 def test_a_trickling_webhook_costs_one_deadline_and_leaks_nothing(trickle, monkeypatch, caplog):
-    from observer_assets.gaps import alerts
+    from observer_assets.monitoring import alerts
 
     monkeypatch.setenv(alerts.WEBHOOK_ENV, trickle.url)
     with caplog.at_level(logging.ERROR, logger="observer.alerts"):
@@ -294,7 +294,7 @@ def test_a_trickling_webhook_costs_one_deadline_and_leaks_nothing(trickle, monke
 
 
 def test_run_failure_posts_share_the_tick_budget():
-    from observer_assets.gaps import alerts, sensors
+    from observer_assets.monitoring import alerts, sensors
 
     # Dagster hands one tick of a run-status sensor up to 5 runs: 5 posts of 8 s fill the 40 s budget exactly
     assert sensors.run_failure_post_deadline({}) == alerts.TICK_BUDGET_S / 5 <= alerts.POST_DEADLINE_S
@@ -308,7 +308,7 @@ def test_the_check_alert_tick_stays_in_budget_and_advances_its_cursor(tmp_path, 
     from gaps.test_checks_alerts import CODES, SLOT, run_track_a_checks, snapshot, write_universe
 
     from observer_resources.storage import lake
-    from observer_assets.gaps import alerts, sensors
+    from observer_assets.monitoring import alerts, sensors
     from observer_resources.storage.layout import slot_dir
 
     monkeypatch.setenv("OBSERVER_DATA_DIR", str(tmp_path / "data"))
@@ -395,19 +395,19 @@ def _canary_secret(tag: str) -> str:
 
 def test_no_canary_reaches_any_file_log_or_webhook(tmp_path, monkeypatch, caplog, capfd, postgres):
     from observer_resources.storage import lake
-    from observer_assets.gaps import alerts, sensors
+    from observer_assets.monitoring import alerts, sensors
     from observer_assets.gaps.assets import gap_report
     from observer_assets.gaps.checks import TRACK_A_CHECKS
-    from observer_assets.ops.assets import daily_backup
-    from observer_assets.ops.metrics import ObserverCollector, collect_text
-    from observer_assets.partitions import day_key, slot_key
+    from observer_assets.backup.assets import daily_backup
+    from observer_assets.monitoring.metrics import ObserverCollector, collect_text
+    from observer_assets.orchestration.partitions import day_key, slot_key
     from observer_assets.track_a.assets import track_a_snapshot
     from observer_assets.universe.assets import universe
     from observer_resources.calendar import KST
     from observer_resources.calendar.market import MarketCalendar
     from observer_resources.events import EventLog
     from observer_resources.resources import kis_pool_from_env
-    from observer_resources.sim.server import run_sim_process
+    from local_exchange.server import run_sim_process
 
     run = uuid.uuid4().hex[:8]
     sim = run_sim_process("--mode", "real", "--clock", "open", "--seed", "17", "--listings", "120")

@@ -15,7 +15,7 @@ from observer_assets import catalog
 from observer_resources.storage import lake
 from observer_assets.gaps.detect import GAP_SCHEMA, Report
 from observer_assets.gaps.report import build_report
-from observer_assets.partitions import calendar, parse_day_key, trading_day_partitions
+from observer_assets.orchestration.partitions import calendar, parse_day_key, trading_day_partitions
 from observer_assets.universe.assets import universe
 from observer_resources.dates import DateFormatError, parse_iso_datetime
 from observer_resources import clock

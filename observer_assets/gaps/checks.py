@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from observer_resources.storage import lake
-from observer_assets.partitions import (
+from observer_assets.orchestration.partitions import (
     calendar,
     parse_hour_key,
     parse_slot_key,

@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from observer_resources.storage import lake
 from observer_assets.gaps.detect import DayInputs, Report, Thresholds, detect
-from observer_assets.partitions import calendar
+from observer_assets.orchestration.partitions import calendar
 from observer_resources.storage.layout import TRACK_A as TRACK_A, TRACK_A_FAILURES as FAILURES, slot_dir
 from observer_resources.storage.layout import restored_path
 from observer_assets.universe.assets import latest_universe_before, read_universe

@@ -14,8 +14,8 @@ from datetime import datetime, time, timedelta
 import dagster as dg
 
 from observer_assets.gaps.assets import gap_report
-from observer_assets.partitions import calendar, day_key, trading_day_partitions
-from observer_assets.runs import max_runtime
+from observer_assets.orchestration.partitions import calendar, day_key, trading_day_partitions
+from observer_assets.orchestration.runs import max_runtime
 from observer_resources.calendar import KST
 
 GAP_REPORT_TAGS = {"observer/kind": "gap_report"}

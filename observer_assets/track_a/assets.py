@@ -27,8 +27,8 @@ from observer_assets import catalog
 
 from observer_resources.storage import lake
 from observer_resources.events import record
-from observer_assets.partitions import calendar, parse_slot_key, track_a_slot_partitions
-from observer_assets.runs import BACKFILL_TAGS, KIS_REST_POOL
+from observer_assets.orchestration.partitions import calendar, parse_slot_key, track_a_slot_partitions
+from observer_assets.orchestration.runs import BACKFILL_TAGS, KIS_REST_POOL
 from observer_assets.track_a import restore, snapshot
 from observer_assets.universe.assets import latest_universe_before, read_rejection, read_universe, universe
 from observer_resources.storage.layout import rejected_path

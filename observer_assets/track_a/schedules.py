@@ -8,8 +8,8 @@ future slot ever exists as a partition.
 
 import dagster as dg
 
-from observer_assets.partitions import calendar, slot_key, track_a_slot_partitions
-from observer_assets.runs import KIS_REST_TAGS, max_runtime
+from observer_assets.orchestration.partitions import calendar, slot_key, track_a_slot_partitions
+from observer_assets.orchestration.runs import KIS_REST_TAGS, max_runtime
 from observer_assets.track_a.assets import track_a_snapshot
 
 FRESHNESS_CHECK = "track_a_current_slot_fresh"  # (gaps/freshness.py: its own sensor and job)

@@ -10,9 +10,9 @@ snapshot cannot be taken after the fact): they are gaps for the backfill.
 import dagster as dg
 
 from observer_resources.storage import lake
-from observer_assets.catch_up import has_run
-from observer_assets.partitions import calendar, slot_key, track_a_slot_partitions
-from observer_assets.runs import KIS_REST_TAGS, LATE_TAG
+from observer_assets.orchestration.catch_up import has_run
+from observer_assets.orchestration.partitions import calendar, slot_key, track_a_slot_partitions
+from observer_assets.orchestration.runs import KIS_REST_TAGS, LATE_TAG
 from observer_assets.track_a.schedules import track_a_job
 from observer_resources.storage.layout import universe_path
 from observer_resources import clock

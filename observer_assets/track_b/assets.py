@@ -38,8 +38,8 @@ import pyarrow.compute as pc
 from observer_assets import catalog
 
 from observer_resources.storage import lake
-from observer_assets.partitions import hour_key, parse_hour_key, track_b_hour_partitions
-from observer_assets.runs import COMPACTION_POOL
+from observer_assets.orchestration.partitions import hour_key, parse_hour_key, track_b_hour_partitions
+from observer_assets.orchestration.runs import COMPACTION_POOL
 from observer_assets.track_b import journal as jr
 from observer_assets.track_b.compaction import DEFAULT_BUCKETS, SAMPLE_SCHEMA, TICK_SCHEMA, compact, sample
 from observer_resources import events

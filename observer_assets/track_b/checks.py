@@ -15,7 +15,7 @@ import dagster as dg
 import pyarrow.compute as pc
 
 from observer_resources.storage import lake
-from observer_assets.partitions import parse_hour_key, track_b_hour_partitions
+from observer_assets.orchestration.partitions import parse_hour_key, track_b_hour_partitions
 from observer_assets.track_b.assets import track_b_ticks
 from observer_resources.storage.layout import ticks_path
 from observer_resources import events

@@ -26,8 +26,8 @@ import pyarrow.compute as pc
 from observer_assets import catalog
 
 from observer_resources.storage import lake
-from observer_assets.partitions import calendar, parse_day_key, trading_day_partitions
-from observer_assets.runs import KIS_REST_POOL
+from observer_assets.orchestration.partitions import calendar, parse_day_key, trading_day_partitions
+from observer_assets.orchestration.runs import KIS_REST_POOL
 from observer_resources import events
 from observer_resources.calendar import KST
 from observer_resources.events import Gap

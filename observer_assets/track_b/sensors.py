@@ -40,8 +40,8 @@ from datetime import datetime, timedelta
 import dagster as dg
 
 from observer_resources.storage import lake
-from observer_assets.partitions import hour_key, track_b_hour_partitions
-from observer_assets.runs import max_runtime
+from observer_assets.orchestration.partitions import hour_key, track_b_hour_partitions
+from observer_assets.orchestration.runs import max_runtime
 from observer_assets.track_b import journal as jr
 from observer_assets.track_b.assets import hour_segments, journal_fingerprint, journal_hours, read_manifest, track_b_sampled, track_b_ticks
 from observer_resources.storage.layout import ticks_path

@@ -46,7 +46,7 @@ from typing import Any
 import dagster as dg
 
 from observer_resources.storage import lake
-from observer_assets.runs import KIS_WS_POOL, MAX_RUNTIME_TAG
+from observer_assets.orchestration.runs import KIS_WS_POOL, MAX_RUNTIME_TAG
 from observer_assets.track_b.window import Window, parse_window, track_b_window, window_text_from_env
 from observer_resources.calendar import KST
 from observer_resources.calendar.market import MarketCalendar, calendar_from_env

@@ -28,8 +28,8 @@ from observer_assets import catalog
 
 from observer_resources.storage import lake
 from observer_resources.events import record
-from observer_assets.partitions import calendar, parse_day_key, trading_day_partitions
-from observer_assets.runs import KIS_REST_POOL
+from observer_assets.orchestration.partitions import calendar, parse_day_key, trading_day_partitions
+from observer_assets.orchestration.runs import KIS_REST_POOL
 from observer_assets.universe import checks, rules
 from observer_resources.kis import masters, protocol as p
 from observer_resources.kis.errors import KisError

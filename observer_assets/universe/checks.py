@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from observer_assets.partitions import trading_day_partitions
+from observer_assets.orchestration.partitions import trading_day_partitions
 from observer_assets.universe import rules
 
 CHECK_NAME = "universe_count"

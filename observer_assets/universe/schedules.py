@@ -3,8 +3,8 @@
 
 import dagster as dg
 
-from observer_assets.partitions import trading_day_request
-from observer_assets.runs import KIS_REST_TAGS, max_runtime
+from observer_assets.orchestration.partitions import trading_day_request
+from observer_assets.orchestration.runs import KIS_REST_TAGS, max_runtime
 from observer_assets.universe.assets import universe
 
 universe_job = dg.define_asset_job(

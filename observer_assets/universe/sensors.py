@@ -5,9 +5,9 @@ from datetime import time
 
 import dagster as dg
 
-from observer_assets.catch_up import has_run
-from observer_assets.partitions import calendar, day_key, trading_day_partitions
-from observer_assets.runs import KIS_REST_TAGS
+from observer_assets.orchestration.catch_up import has_run
+from observer_assets.orchestration.partitions import calendar, day_key, trading_day_partitions
+from observer_assets.orchestration.runs import KIS_REST_TAGS
 from observer_assets.universe.schedules import universe_job
 from observer_resources import clock
 

@@ -167,7 +167,7 @@ def test_pykis_gets_token_and_quote(sim_factory: Any, make_creds: Any, monkeypat
         assert stock.symbol == code, (
             f"pykis took symbol {stock.symbol!r} for {code!r} from search-info output.shtn_pdno: KIS answers the "
             f"bare short code there (pdno carries '00000A{code}'), and pykis reuses it as FID_INPUT_ISCD, as the "
-            f"H0STCNT0 tr_key and to match tick field 0 (sim: observer_resources/sim/rest_outputs.py search_info)")
+            f"H0STCNT0 tr_key and to match tick field 0 (sim: local_exchange/rest_outputs.py search_info)")
         assert stock.market == "KRX"
         assert not log.problems(), log.problems()
 

@@ -23,7 +23,7 @@ import pytest
 
 from observer_resources.calendar import KST
 from observer_resources.clock import write_sim
-from observer_resources.sim.server import run_sim_process
+from local_exchange.server import run_sim_process
 
 ROOT = Path(__file__).resolve().parents[2]
 DAY = date(2026, 11, 26)  # a Thursday: a normal KRX day, 09:00-15:30

@@ -15,10 +15,10 @@ import pytest
 from observer_resources.storage import lake
 from observer_assets.gaps import sensors
 from observer_assets.gaps.checks import TRACK_A_CHECKS
-from observer_assets.gaps.freshness import track_a_current_slot_fresh
+from observer_assets.monitoring.freshness import track_a_current_slot_fresh
 from observer_assets.gaps.assets import gap_report
 from observer_resources.storage.layout import report_path
-from observer_assets.partitions import calendar, day_key, slot_key
+from observer_assets.orchestration.partitions import calendar, day_key, slot_key
 from observer_assets.track_a.assets import track_a_snapshot
 from observer_resources.storage.layout import slot_dir
 from observer_assets.track_a.schedules import track_a_job
@@ -232,7 +232,7 @@ def test_ui_path_launch_partition_backfill_over_graphql(env, gsim, tmp_path, mon
     main = Path(__file__).resolve().parents[2]
     shutil.copyfile(main / "dagster.yaml", home / "dagster.yaml")
     monkeypatch.setenv("DAGSTER_HOME", str(home))
-    key, secret = __import__("observer_resources.sim.accounts", fromlist=["x"]).demo_credentials(21)
+    key, secret = __import__("local_exchange.accounts", fromlist=["x"]).demo_credentials(21)
     with dg.instance_for_test() as tmp_inst:  # build the (trimmed) universe with a throwaway instance
         build_universe(tmp_inst, kis_for(gsim, env, 22), now.date())  # another key: the runs issue their own token
     with dg.DagsterInstance.get() as inst:  # the instance `dagster dev` will use: the gap partitions exist

@@ -9,16 +9,17 @@ import pyarrow as pa
 
 from gaps.test_checks_alerts import CODES, SLOT, snapshot, write_universe
 from observer_resources.storage import lake
-from observer_assets.gaps import alerts, checks, sensors
-from observer_assets.partitions import slot_key
-from observer_assets.runs import BACKFILL_TAGS
+from observer_assets.gaps import checks
+from observer_assets.monitoring import alerts, sensors
+from observer_assets.orchestration.partitions import slot_key
+from observer_assets.orchestration.runs import BACKFILL_TAGS
 from observer_assets.track_a.assets import track_a_snapshot
 from observer_resources.storage.layout import slot_dir
 from observer_assets.track_b.assets import track_b_sampled, track_b_ticks
 from observer_assets.track_b.checks import track_b_losses_are_explained
 from observer_assets.universe.assets import universe
 from observer_resources.resources import KisResource
-from observer_resources.sim.accounts import demo_credentials
+from local_exchange.accounts import demo_credentials
 from track_b.test_track_b_assets import lake_env, scenario  # noqa: F401 - fixtures: a real journal of two hours
 
 

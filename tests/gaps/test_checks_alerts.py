@@ -13,8 +13,9 @@ import pyarrow as pa
 import pytest
 
 from observer_resources.storage import lake
-from observer_assets.gaps import alerts, checks, sensors
-from observer_assets.partitions import slot_key, track_a_slot_partitions
+from observer_assets.gaps import checks
+from observer_assets.monitoring import alerts, sensors
+from observer_assets.orchestration.partitions import slot_key, track_a_slot_partitions
 from observer_assets.track_a.assets import track_a_snapshot
 from observer_resources.storage.layout import slot_dir
 from observer_assets.track_a.snapshot import SNAPSHOT_SCHEMA

@@ -18,7 +18,7 @@ import pytest
 from observer_resources.storage import lake
 from observer_assets.gaps.assets import gap_report
 from observer_resources.storage.layout import report_path, verdict_path
-from observer_assets.partitions import calendar, day_key, slot_key
+from observer_assets.orchestration.partitions import calendar, day_key, slot_key
 from observer_assets.track_a.assets import track_a_snapshot
 from observer_resources.storage.layout import TRACK_A_FAILURES as FAILURES, slot_dir
 from observer_assets.track_a.snapshot import FAILURE_SCHEMA, TS
@@ -29,8 +29,8 @@ from observer_assets.universe.assets import read_universe, universe
 from observer_resources.calendar import KST
 from observer_resources.events import EventLog
 from observer_resources.resources import KisResource
-from observer_resources.sim.accounts import demo_credentials
-from observer_resources.sim.market import Market
+from local_exchange.accounts import demo_credentials
+from local_exchange.market import Market
 
 # The local exchange publishes masters for today only, so the day is today on the always-open calendar.
 DAY = datetime.now(KST).date()
@@ -44,7 +44,7 @@ def at(h: int, m: int = 0, s: float = 0.0) -> datetime:
 
 @pytest.fixture(scope="module")
 def frozen_sim():
-    from observer_resources.sim.server import run_sim_process
+    from local_exchange.server import run_sim_process
 
     p = run_sim_process("--mode", "real", "--clock", "open", "--seed", "11", "--listings", "600", "--speed", "0")
     yield p

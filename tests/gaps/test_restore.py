@@ -15,8 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from observer_resources.storage import lake
-from observer_assets.partitions import calendar, day_key, slot_key
-from observer_assets.runs import BACKFILL_TAGS, KIS_REST_TAGS
+from observer_assets.orchestration.partitions import calendar, day_key, slot_key
+from observer_assets.orchestration.runs import BACKFILL_TAGS, KIS_REST_TAGS
 from observer_assets.track_a import restore
 from observer_assets.track_a.assets import track_a_snapshot
 from observer_resources.storage.layout import slot_dir
@@ -26,14 +26,14 @@ from observer_resources.storage.layout import universe_path
 from observer_resources.calendar import KST
 from observer_resources.kis.models import MinuteBar
 from observer_resources.resources import KisResource
-from observer_resources.sim.accounts import demo_credentials
+from local_exchange.accounts import demo_credentials
 
 N_CODES = 40  # a trimmed universe keeps whole-slot restores to a few seconds
 
 
 @pytest.fixture(scope="module")
 def gsim():
-    from observer_resources.sim.server import run_sim_process
+    from local_exchange.server import run_sim_process
 
     p = run_sim_process("--mode", "real", "--clock", "open", "--seed", "5", "--listings", "300")
     yield p

@@ -21,7 +21,7 @@ from observer_resources.kis.models import Trade
 from observer_resources.kis.ws import KisWebSocketClient
 from observer_resources.shared.token_store import SqliteTokenStore
 from observer_resources.shared.tokens import SharedTokenProvider
-from observer_resources.sim.server import run_sim_process
+from local_exchange.server import run_sim_process
 
 SPEED = 60  # sim seconds per real second: busy codes then give thousands of ticks in a few seconds
 SIM_ARGS = ("--mode", "real", "--clock", "open", "--seed", "11", "--listings", "300", "--speed", str(SPEED),

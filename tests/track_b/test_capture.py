@@ -42,8 +42,8 @@ from observer_resources.kis.frames import Malformed, TradeBatch
 from observer_resources.kis.ws import KisWebSocketClient
 from observer_resources.shared.token_store import SqliteTokenStore
 from observer_resources.shared.tokens import SharedTokenProvider
-from observer_resources.sim.accounts import appkey_id
-from observer_resources.sim.server import run_sim_process
+from local_exchange.accounts import appkey_id
+from local_exchange.server import run_sim_process
 
 SPEED = 20  # sim seconds per real second: 41 busy codes give thousands of ticks in seconds
 SIM_ARGS = ("--mode", "real", "--clock", "open", "--seed", "7", "--listings", "300", "--speed", str(SPEED),

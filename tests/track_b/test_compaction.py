@@ -16,7 +16,7 @@ from observer_resources.storage.lake import write_table_atomic
 from observer_assets.track_b.compaction import SAMPLE_SCHEMA, TICK_SCHEMA, compact, sample
 from observer_assets.track_b.journal import Journal, read_journal, segments
 from observer_resources.calendar import KST
-from observer_resources.sim.market import Market
+from local_exchange.market import Market
 
 DAY = date(2026, 3, 10)
 ELEVEN = 11 * 3600

@@ -19,7 +19,7 @@ import pytest
 from observer_assets.track_b.journal import Journal, JournalError, line_ok, read_journal, recover, segment_closed, segments
 from observer_resources.storage.layout import segment_path
 from observer_resources.calendar import KST
-from observer_resources.sim.market import Market
+from local_exchange.market import Market
 
 ROOT = Path(__file__).resolve().parents[2]
 DAY = date(2026, 3, 10)

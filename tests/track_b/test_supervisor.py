@@ -231,7 +231,7 @@ def test_under_dagster_dev_a_killed_run_worker_is_replaced_within_30_s(tmp_path,
     exchange: the sensor starts the capture run; kill -9 of its run worker takes the capture with it; the code
     server marks the run failed; the sensor launches a new run whose capture is registered again. Prints the
     measured chain; then stopping `dagster dev` stops the run and its capture."""
-    from observer_resources.sim.server import run_sim_process
+    from local_exchange.server import run_sim_process
     from observer_resources.kis.config import configs_from_env
 
     root = Path(__file__).resolve().parents[2]

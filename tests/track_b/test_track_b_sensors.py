@@ -24,7 +24,7 @@ from observer_assets.track_b.sensors import (
     build_capture_sensor,
     build_compaction_sensor,
 )
-from observer_assets.track_b.defs import track_b_defs
+from observer_assets.definitions import defs as all_defs
 from observer_assets.track_b.supervisor import MAX_RUNTIME_TAG, track_b_capture_job
 from observer_resources.storage.layout import heartbeat_path
 from observer_resources.calendar import KST
@@ -49,7 +49,7 @@ def tick(sensor_def, instance, cursor=None):
     # instance_ref (not instance): like the daemon's context, so partitioned requests are resolved against the
     # instance's dynamic partitions plus the tick's own add requests
     return sensor_def.evaluate_tick(dg.build_sensor_context(instance_ref=instance.get_ref(), cursor=cursor,
-                                                            definitions=track_b_defs))
+                                                            definitions=all_defs))
 
 
 def capture_at(t: datetime, instance, cursor=None):

@@ -1,0 +1,263 @@
+"""KIS stock master files (`kospi_code.mst.zip`, `kosdaq_code.mst.zip`) for the local exchange.
+
+The collector builds its universe from these files with the official fixed-width layout (§7), so
+each line must survive the official parser byte for byte: CP949 head (code, ISIN, name), then a
+pure-ASCII tail of exactly 227 (KOSPI) / 221 (KOSDAQ) bytes whose columns follow
+`stocks_info/kis_kospi_code_mst.py` / `kis_kosdaq_code_mst.py` and their C headers.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from datetime import date
+from typing import TYPE_CHECKING, Literal
+
+from observer_resources.calendar import CalendarRangeError
+from observer_resources.kis.protocol import MASTER_ENCODING, MASTER_TAIL_LEN
+from local_exchange.listings import NAME_MAX_BYTES, Listing
+from local_exchange.records import _mix
+
+if TYPE_CHECKING:
+    from local_exchange.market import Market
+
+HEAD_CODE_WIDTH = 9
+HEAD_ISIN_WIDTH = 12
+
+# (column, width) in file order; widths from the official parsers, names from the C headers.
+_FLAGS_KOSPI = (
+    "mnin_cls_code_yn", "low_current_yn", "sprn_strr_nmix_issu_yn", "kospi200_apnt_cls_code",
+    "kospi100_issu_yn", "kospi50_issu_yn", "krx_issu_yn", "etp_prod_cls_code", "elw_pblc_yn",
+    "krx100_issu_yn", "krx_car_yn", "krx_smcn_yn", "krx_bio_yn", "krx_bank_yn", "etpr_undt_objt_co_yn",
+    "krx_enrg_chms_yn", "krx_stel_yn", "short_over_cls_code", "krx_medi_cmnc_yn", "krx_cnst_yn",
+    "krx_fnnc_svc_yn", "krx_scrt_yn", "krx_ship_yn", "krx_insu_yn", "krx_trnp_yn", "sri_nmix_yn",
+)
+_FLAGS_KOSDAQ = (
+    "vntr_issu_yn", "low_current_yn", "krx_issu_yn", "etp_prod_cls_code", "krx100_issu_yn", "krx_car_yn",
+    "krx_smcn_yn", "krx_bio_yn", "krx_bank_yn", "etpr_undt_objt_co_yn", "krx_enrg_chms_yn", "krx_stel_yn",
+    "short_over_cls_code", "krx_medi_cmnc_yn", "krx_cnst_yn", "invt_alrm_yn", "krx_scrt_yn", "krx_ship_yn",
+    "krx_insu_yn", "krx_trnp_yn", "ksq150_nmix_yn",
+)
+_MIDDLE = (
+    ("stck_sdpr", 9), ("frml_mrkt_deal_qty_unit", 5), ("ovtm_mrkt_deal_qty_unit", 5), ("trht_yn", 1),
+    ("sltr_yn", 1), ("mang_issu_yn", 1), ("mrkt_alrm_cls_code", 2), ("mrkt_alrm_risk_adnt_yn", 1),
+    ("insn_pbnt_yn", 1), ("byps_lstn_yn", 1), ("flng_cls_code", 2), ("fcam_mod_cls_code", 2),
+    ("icic_cls_code", 2), ("marg_rate", 3), ("crdt_able", 1), ("crdt_days", 3), ("prdy_vol", 12),
+    ("stck_fcam", 12), ("stck_lstn_date", 8), ("lstn_stcn", 15), ("cpfn", 21), ("stac_month", 2),
+    ("po_prc", 7), ("prst_cls_code", 1), ("ssts_hot_yn", 1), ("stange_runup_yn", 1), ("krx300_issu_yn", 1),
+)
+_TAIL_END = (
+    ("sale_account", 9), ("bsop_prfi", 9), ("op_prfi", 9), ("thtr_ntin", 5), ("roe", 9), ("base_date", 8),
+    ("prdy_avls_scal", 9), ("grp_code", 3), ("co_crdt_limt_over_yn", 1), ("secu_lend_able_yn", 1),
+    ("stln_able_yn", 1),
+)
+_HEAD_COLS = (("scrt_grp_cls_code", 2), ("avls_scal_cls_code", 1), ("bstp_larg_div_code", 4),
+              ("bstp_medm_div_code", 4), ("bstp_smal_div_code", 4))
+
+COLUMNS: dict[str, tuple[tuple[str, int], ...]] = {
+    "kospi": _HEAD_COLS + tuple((f, 1) for f in _FLAGS_KOSPI) + _MIDDLE + (("kospi_issu_yn", 1),) + _TAIL_END,
+    "kosdaq": _HEAD_COLS + tuple((f, 1) for f in _FLAGS_KOSDAQ) + _MIDDLE + _TAIL_END,
+}
+for _m, _cols in COLUMNS.items():
+    assert sum(w for _, w in _cols) == MASTER_TAIL_LEN[_m], _m
+assert len(COLUMNS["kospi"]) == 70 and len(COLUMNS["kosdaq"]) == 64
+
+_MEDIUM_SECTORS = ("0005", "0008", "0009", "0010", "0011", "0012", "0013", "0015", "0016", "0017",
+                   "0018", "0019", "0020", "0021", "0022", "0024", "0025", "0026")
+# name fragment -> KRX sector flag it sets
+_SECTOR_WORDS = {
+    "krx_car_yn": ("모터스", "오토"),
+    "krx_smcn_yn": ("반도체",),
+    "krx_bio_yn": ("바이오", "제약", "파마", "생명과학", "헬스케어", "메디칼"),
+    "krx_bank_yn": ("금융지주",),
+    "krx_enrg_chms_yn": ("에너지", "화학", "케미칼"),
+    "krx_stel_yn": ("스틸", "금속"),
+    "krx_medi_cmnc_yn": ("미디어", "통신", "엔터", "게임즈"),
+    "krx_cnst_yn": ("건설",),
+    "krx_scrt_yn": ("증권",),
+    "krx_ship_yn": ("해운", "중공업"),
+    "krx_insu_yn": ("보험", "화재"),
+    "krx_trnp_yn": ("항공", "해운"),
+}
+
+
+def _yn(flag: bool) -> str:
+    return "Y" if flag else "N"
+
+
+def _num(v: int, width: int) -> str:
+    """Zero-padded integer, clamped into the column (a negative keeps its sign inside the width)."""
+    hi = 10**width - 1
+    lo = -(10 ** (width - 1) - 1)
+    return f"{min(max(int(v), lo), hi):0{width}d}"
+
+
+def _hash(*parts: int) -> int:
+    h = 0x5EED
+    for p in parts:
+        h = _mix(h ^ (p & 0xFFFFFFFFFFFFFFFF))
+    return h
+
+
+def _code_key(code: str) -> int:
+    return int.from_bytes(code.encode("ascii"), "big")
+
+
+def _prst_code(x: Listing) -> str:
+    if not x.preferred:
+        return "0"
+    return "2" if x.code[-1].isalpha() else "1"  # new-style (alphanumeric) preferred shares are 신형
+
+
+def _tail_values(market: Market, x: Listing, day: date, *, sdpr: int, prdy_vol: int, size_rank: int,
+                 seed: int) -> dict[str, str]:
+    """Every tail column's text for one listing (before width checks)."""
+    h = _hash(seed, _code_key(x.code))
+    stock = x.is_stock
+    common = stock and not x.preferred and not x.spac
+    kospi = x.market == "kospi"
+    rank = size_rank if common else 10**9
+    mcap_100m = sdpr * x.listed_shares // 100_000_000
+    if common:
+        scale = ("1" if rank < 100 else "2" if rank < 300 else "3") if kospi else (
+            "1" if rank < 100 else "2" if rank < 400 else "3")
+    else:
+        scale = "0"
+    sector_flags = {
+        key: _yn(common and any(w in x.name for w in words)) for key, words in _SECTOR_WORDS.items()
+    }
+    manufacturing = common and sector_flags["krx_scrt_yn"] == "N" and sector_flags["krx_bank_yn"] == "N"
+    risky = x.halted or x.administrative or x.liquidation or x.alarm != "00"
+    sales = (mcap_100m * (2 + h % 15)) // 10 if common else 0
+    op_profit = sales * ((h >> 8) % 25 - 5) // 100
+    net = op_profit * 7 // 10
+    roe = (((h >> 16) % 4000) - 1000) / 100 if common else 0.0
+    values = {
+        "scrt_grp_cls_code": x.group,
+        "avls_scal_cls_code": scale,
+        "bstp_larg_div_code": "0027" if manufacturing else "0000",
+        "bstp_medm_div_code": _MEDIUM_SECTORS[(h >> 24) % len(_MEDIUM_SECTORS)] if common else "0000",
+        "bstp_smal_div_code": "0000",
+        "mnin_cls_code_yn": _yn(manufacturing),
+        "low_current_yn": "N",
+        "sprn_strr_nmix_issu_yn": "N",
+        "kospi200_apnt_cls_code": "123456789AB"[(h >> 32) % 11] if kospi and rank < 200 else "0",
+        "kospi100_issu_yn": _yn(kospi and rank < 100),
+        "kospi50_issu_yn": _yn(kospi and rank < 50),
+        "krx_issu_yn": _yn(rank < 150),
+        "etp_prod_cls_code": str(x.etp),
+        "elw_pblc_yn": _yn(rank < 100),
+        "krx100_issu_yn": _yn(rank < 50),
+        "etpr_undt_objt_co_yn": _yn(x.spac),
+        "short_over_cls_code": "0",
+        "krx_fnnc_svc_yn": "N",
+        "sri_nmix_yn": "N",
+        "vntr_issu_yn": _yn(common and not kospi and (h >> 40) % 5 == 0),
+        "invt_alrm_yn": _yn(common and not kospi and x.administrative),
+        "ksq150_nmix_yn": _yn(not kospi and rank < 150),
+        **sector_flags,
+        "stck_sdpr": str(sdpr),
+        "frml_mrkt_deal_qty_unit": "1",
+        "ovtm_mrkt_deal_qty_unit": "1",
+        "trht_yn": _yn(x.halted),
+        "sltr_yn": _yn(x.liquidation),
+        "mang_issu_yn": _yn(x.administrative),
+        "mrkt_alrm_cls_code": x.alarm,
+        "mrkt_alrm_risk_adnt_yn": "N",
+        "insn_pbnt_yn": "N",
+        "byps_lstn_yn": "N",
+        "flng_cls_code": "00",
+        "fcam_mod_cls_code": "00",
+        "icic_cls_code": "00",
+        "marg_rate": "100" if risky or not stock else ("020" if rank < 200 else "040"),
+        "crdt_able": _yn(stock and not risky),
+        "crdt_days": "090" if stock and not risky else "000",
+        "prdy_vol": str(prdy_vol),
+        "stck_fcam": str(x.par_value),
+        "stck_lstn_date": x.listing_date.strftime("%Y%m%d"),
+        "lstn_stcn": str(x.listed_shares // 1000),
+        "cpfn": str(x.par_value * x.listed_shares),
+        "stac_month": "12",
+        "po_prc": "2000" if x.spac else "0",
+        "prst_cls_code": _prst_code(x),
+        "ssts_hot_yn": "N",
+        "stange_runup_yn": "N",
+        "krx300_issu_yn": _yn(rank < 300),
+        "kospi_issu_yn": _yn(kospi and stock),
+        "sale_account": str(sales),
+        "bsop_prfi": str(op_profit),
+        "op_prfi": str(op_profit),
+        "thtr_ntin": str(net),
+        "roe": f"{roe:.2f}",
+        "base_date": f"{day.year - 1}1200" if common else "00000000",
+        "prdy_avls_scal": str(mcap_100m),
+        "grp_code": f"{(h >> 48) % 80:03d}" if rank < 300 else "000",
+        "co_crdt_limt_over_yn": "N",
+        "secu_lend_able_yn": _yn(stock and not risky),
+        "stln_able_yn": _yn(rank < 300),
+    }
+    return values
+
+
+_NUMERIC = frozenset({
+    "stck_sdpr", "frml_mrkt_deal_qty_unit", "ovtm_mrkt_deal_qty_unit", "prdy_vol", "stck_fcam", "lstn_stcn",
+    "cpfn", "po_prc", "sale_account", "bsop_prfi", "op_prfi", "thtr_ntin", "prdy_avls_scal",
+})
+
+
+def _render(values: dict[str, str], cols: tuple[tuple[str, int], ...]) -> str:
+    out = []
+    for name, width in cols:
+        v = values[name]
+        if name in _NUMERIC:
+            text = _num(int(v), width)
+        elif name == "roe":
+            text = f"{float(v):0{width}.2f}"
+        else:
+            text = v.ljust(width)
+        if len(text) != width or not text.isascii():
+            raise ValueError(f"master column {name} = {text!r} does not fit {width} ASCII characters")
+        out.append(text)
+    return "".join(out)
+
+
+def master_lines(market: Market, which: Literal["kospi", "kosdaq"], day: date) -> list[bytes]:
+    """One CP949 line (with '\\n') per listing of `which`, in code order."""
+    if which not in COLUMNS:
+        raise ValueError(f"which must be 'kospi' or 'kosdaq', got {which!r}")
+    cols = COLUMNS[which]
+    rows = [x for x in market.listings if x.market == which]
+    try:
+        prev_day = market.previous_trading_day(day)
+    except CalendarRangeError:
+        prev_day = None
+    sdpr = {x.code: market.prev_close(x.code, day) for x in rows}
+    prdy_vol = {x.code: (market.day_volume(x.code, prev_day) if prev_day else 0) for x in rows}
+    commons = sorted((x for x in rows if x.is_stock and not x.preferred and not x.spac),
+                     key=lambda x: (-sdpr[x.code] * x.listed_shares, x.code))
+    size_rank = {x.code: i for i, x in enumerate(commons)}
+    lines = []
+    for x in rows:
+        values = _tail_values(market, x, day, sdpr=sdpr[x.code], prdy_vol=prdy_vol[x.code],
+                              size_rank=size_rank.get(x.code, 10**9), seed=market.seed)
+        tail = _render(values, cols)
+        name = x.name.encode(MASTER_ENCODING)
+        if len(name) > NAME_MAX_BYTES:
+            raise ValueError(f"name of {x.code} is {len(name)} bytes in CP949 (max {NAME_MAX_BYTES})")
+        head = (x.code.encode("ascii").ljust(HEAD_CODE_WIDTH) + x.isin.encode("ascii").ljust(HEAD_ISIN_WIDTH)
+                + name.ljust(NAME_MAX_BYTES))
+        lines.append(head + tail.encode("ascii") + b"\n")
+    return lines
+
+
+def build_master_zip(market: Market, which: Literal["kospi", "kosdaq"], day: date) -> bytes:
+    """The `<which>_code.mst.zip` KIS serves on `day`; same (seed, day) gives identical bytes."""
+    payload = b"".join(master_lines(market, which, day))
+    info = zipfile.ZipInfo(f"{which}_code.mst", date_time=(day.year, day.month, day.day, 0, 0, 0))
+    info.compress_type = zipfile.ZIP_DEFLATED
+    info.create_system = 0
+    info.external_attr = 0o644 << 16
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr(info, payload, compresslevel=6)
+    return buf.getvalue()

@@ -1,0 +1,240 @@
+"""Universe and Track A end to end: a real Dagster instance, the local exchange over HTTP, real Parquet files."""
+
+import math
+import shutil
+from datetime import datetime
+
+import dagster as dg
+import pandas as pd
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+
+from observer_resources.storage import lake
+from observer_assets.orchestration.partitions import calendar, day_key, slot_key
+from observer_assets.track_a.assets import track_a_snapshot
+from observer_resources.storage.layout import slot_dir
+from observer_assets.universe.assets import universe
+from observer_resources.storage.layout import inputs_dir, universe_dir, universe_path
+from observer_resources.calendar import KST
+from observer_resources.resources import KisResource
+from local_exchange.accounts import demo_credentials
+
+SMALL = {"min_master_codes": 100}
+# The slot stays "current" for the whole test even if it crosses a 10-minute boundary (else: restore mode).
+LIVE = {"track_a_snapshot": {"config": {"live_window_min": 1440}}}
+
+
+@pytest.fixture(scope="module")
+def frozen_sim(sim_factory_module):
+    # A frozen clock: every quote is the same whenever it is asked, so live answers can be compared exactly.
+    return sim_factory_module("--mode", "real", "--clock", "open", "--seed", "11", "--listings", "600", "--speed", "0")
+
+
+@pytest.fixture(scope="module")
+def sim_factory_module():
+    from local_exchange.server import run_sim_process
+
+    started = []
+
+    def start(*args):
+        p = run_sim_process(*args)
+        started.append(p)
+        return p
+
+    yield start
+    for p in started:
+        p.stop()
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    monkeypatch.setenv("OBSERVER_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("OBSERVER_CALENDAR", "open")
+    monkeypatch.setenv("OBSERVER_UNIVERSE_MIN_COUNT", "100")
+    return tmp_path
+
+
+def kis_for(sim, tmp_path, i: int, **kw) -> KisResource:
+    key, secret = demo_credentials(i)
+    return KisResource(app_key=key, app_secret=secret, rest_url=sim.rest_url, ws_url=sim.ws_url,
+                       state_dir=str(tmp_path / "state"), **kw)
+
+
+def sim_now(sim) -> datetime:
+    return datetime.fromisoformat(sim.admin("clock")["now"]).astimezone(KST)
+
+
+def run(assets, key, kis, instance, selection=None, config=None):
+    return dg.materialize(
+        assets, partition_key=key, instance=instance, resources={"kis": kis}, selection=selection,
+        run_config={"ops": config} if config else None,
+    )
+
+
+def test_universe_then_track_a(env, frozen_sim):
+    today = datetime.now(KST).date()
+    kis = kis_for(frozen_sim, env, 1)
+    with dg.instance_for_test() as inst:
+        inst.add_dynamic_partitions("trading_day", [day_key(today)])
+        res = run([universe], day_key(today), kis, inst, config={"universe": {"config": SMALL}})
+        assert res.success
+        md = res.asset_materializations_for_node("universe")[0].metadata
+        path = universe_path(lake.data_dir(), today)
+        table = pq.read_table(path)
+        assert md["count"].value == table.num_rows > 100
+        checks = res.get_asset_check_evaluations()  # judged by the asset itself, before publishing
+        assert [(c.check_name, c.passed, c.partition) for c in checks] == [("universe_count", True, day_key(today))]
+
+        # Membership against the exchange's own previous closes, and the type filter.
+        df = table.to_pandas()
+        assert (df["prev_close"] >= 4000).all() and not df["code"].str.startswith("Q").any()
+        assert df["code"].is_unique and list(df["code"]) == sorted(df["code"])
+        for code in df["code"].sample(10, random_state=1):
+            truth = frozen_sim.admin("truth/quote", params={"code": code, "at": sim_now(frozen_sim).isoformat()})
+            assert truth["prev_close"] == int(df.loc[df.code == code, "prev_close"].iloc[0])
+        excl = pq.read_table(inputs_dir(lake.data_dir(), today) / "exclusions.parquet").to_pandas()
+        assert len(excl) + len(df) == md["master_rows"].value  # every master row is either a member or excluded with a reason
+
+        # Fixed for the day: a re-run rebuilds the identical table from the kept inputs, asking KIS nothing.
+        before = frozen_sim.admin("stats")["requests_total"]
+        res2 = run([universe], day_key(today), kis, inst, config={"universe": {"config": SMALL}})
+        assert res2.asset_materializations_for_node("universe")[0].metadata["source"].value == "rebuilt from kept inputs"
+        assert pq.read_table(path).equals(table)
+        assert frozen_sim.admin("stats")["requests_total"] == before
+
+        # Track A for the current slot of the (open) calendar.
+        slot = calendar().slot_at(datetime.now(KST))
+        key = slot_key(slot)
+        inst.add_dynamic_partitions("track_a_slot", [key])
+        res = run([track_a_snapshot, universe], key, kis, inst, selection=[track_a_snapshot], config=LIVE)
+        md = res.asset_materializations_for_node("track_a_snapshot")[0].metadata
+        snap = pq.read_table(slot_dir(lake.data_dir(), slot) / "snapshot.parquet")
+        assert md["coverage_pct"].value == 100.0 and md["failures"].value == 0
+        assert md["requests_used"].value == math.ceil(table.num_rows / 30)
+        assert snap.num_rows == table.num_rows
+        assert str(snap.schema.field("slot_ts").type) == "timestamp[us, tz=Asia/Seoul]"
+        assert str(snap.schema.field("price").type) == "int64"
+        s = snap.to_pandas()
+        assert (s["source"] == "live").all() and s["restored_from"].isna().all()
+        assert (s["bid"].dropna() > 0).all()  # never 0 for "no bid"
+        now = sim_now(frozen_sim).isoformat()
+        for _, row in s.sample(15, random_state=2).iterrows():
+            truth = frozen_sim.admin("truth/quote", params={"code": row.code, "at": now})
+            assert (row.price, row.volume, row.trade_value, row.high, row.low) == (
+                truth["price"], truth["acml_vol"], truth["acml_value"], truth["high"], truth["low"])
+
+        # Readable as a hive-partitioned dataset with no project code.
+        dataset = ds.dataset(lake.data_dir() / "track_a", format="parquet", partitioning="hive")
+        assert dataset.to_table(filter=ds.field("slot") == int(key[-4:])).num_rows == snap.num_rows
+        assert len(pd.read_parquet(lake.data_dir() / "universe")) == table.num_rows
+
+
+def test_track_a_rebuilds_identically_after_losing_its_table(env, frozen_sim):
+    """A crash after the raw archive and before the table: the re-run derives the same table from the archive."""
+    today = datetime.now(KST).date()
+    kis = kis_for(frozen_sim, env, 2)
+    with dg.instance_for_test() as inst:
+        inst.add_dynamic_partitions("trading_day", [day_key(today)])
+        assert run([universe], day_key(today), kis, inst, config={"universe": {"config": SMALL}}).success
+        slot = calendar().slot_at(datetime.now(KST))
+        key = slot_key(slot)
+        inst.add_dynamic_partitions("track_a_slot", [key])
+        run([track_a_snapshot, universe], key, kis, inst, selection=[track_a_snapshot], config=LIVE)
+        path = slot_dir(lake.data_dir(), slot) / "snapshot.parquet"
+        first = pq.read_table(path)
+        path.unlink()
+        before = frozen_sim.admin("stats")["requests_total"]
+        res = run([track_a_snapshot, universe], key, kis, inst, selection=[track_a_snapshot], config=LIVE)
+        assert res.asset_materializations_for_node("track_a_snapshot")[0].metadata["mode"].value == "rebuilt from raw archive"
+        assert pq.read_table(path).equals(first)
+        assert frozen_sim.admin("stats")["requests_total"] == before
+
+
+def test_universe_falls_back_to_the_previous_day_when_masters_cannot_be_had(env, frozen_sim, tmp_path):
+    today = datetime.now(KST).date()
+    yesterday = calendar().previous_trading_day(today)
+    with dg.instance_for_test() as inst:
+        # Build a real universe first, then present it as yesterday's and lose the exchange.
+        inst.add_dynamic_partitions("trading_day", [day_key(today)])
+        run([universe], day_key(today), kis_for(frozen_sim, env, 3), inst, config={"universe": {"config": SMALL}})
+        root = lake.data_dir()
+        y = universe_path(root, yesterday)
+        y.parent.mkdir(parents=True)
+        shutil.copy(universe_path(root, today), y)
+        shutil.rmtree(universe_dir(root, today))
+        shutil.rmtree(inputs_dir(root, today))
+        dead = KisResource(app_key=kis_for(frozen_sim, env, 3).app_key, app_secret=kis_for(frozen_sim, env, 3).app_secret,
+                           rest_url="http://127.0.0.1:9", ws_url="ws://127.0.0.1:9", state_dir=str(tmp_path / "s2"))
+        res = run([universe], day_key(today), dead, inst, config={"universe": {"config": SMALL}})
+        md = res.asset_materializations_for_node("universe")[0].metadata
+        assert md["source"].value == f"fallback: universe of {yesterday}"
+        assert pq.read_table(universe_path(root, today)).equals(pq.read_table(y))
+        assert (inputs_dir(root, today) / "FALLBACK.json").exists()
+
+
+def test_bad_partition_keys_are_refused_clearly(env, frozen_sim):
+    kis = kis_for(frozen_sim, env, 4)
+    with dg.instance_for_test() as inst:
+        for key in ("2026-11-26T0905", "2026-11-26 09:00", "yesterday"):
+            inst.add_dynamic_partitions("track_a_slot", [key])
+            with pytest.raises(Exception, match="track_a_slot key"):
+                run([track_a_snapshot, universe], key, kis, inst, selection=[track_a_snapshot])
+
+
+def test_kill_9_mid_write_leaves_no_partial_partition(env, frozen_sim, tmp_path):
+    """kill -9 while the raw archive or the table is being written: what is visible is always a whole file (or
+    nothing), and the re-run produces the same data (the frozen exchange answers identically)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    today = datetime.now(KST).date()
+    kis = kis_for(frozen_sim, env, 5)
+    with dg.instance_for_test() as inst:
+        inst.add_dynamic_partitions("trading_day", [day_key(today)])
+        assert run([universe], day_key(today), kis, inst, config={"universe": {"config": SMALL}}).success
+    slot = calendar().slot_at(datetime.now(KST))
+    key = slot_key(slot)
+    root = lake.data_dir()
+    table_dir, raw_dir = slot_dir(root, slot), slot_dir(root, slot, "raw/track_a")
+    args = [sys.executable, os.path.join(os.path.dirname(__file__), "_materialize_slot.py"), key, frozen_sim.rest_url,
+            frozen_sim.ws_url, kis.app_key, kis.app_secret, str(env / "state")]
+
+    def tmp_files():
+        return [p for d in (table_dir, raw_dir) if d.exists() for p in d.iterdir() if p.name.endswith(".tmp")]
+
+    killed_mid_write = 0
+    for attempt in range(12):
+        for d in (table_dir, raw_dir):
+            shutil.rmtree(d, ignore_errors=True)
+        child = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while child.poll() is None and time.monotonic() < deadline:
+            if tmp_files():
+                child.send_signal(signal.SIGKILL)
+                killed_mid_write += 1
+                break
+        child.wait()
+        # Whatever survived is whole: the table reads, the archive's lines parse; temp files are hidden names.
+        if (table_dir / "snapshot.parquet").exists():
+            pq.read_table(table_dir / "snapshot.parquet")
+        if (raw_dir / "raw.jsonl").exists():
+            import json
+
+            [json.loads(line) for line in (raw_dir / "raw.jsonl").read_text().splitlines()]
+        assert all(p.name.startswith(".") for p in tmp_files())
+        if killed_mid_write >= 3:
+            break
+    assert killed_mid_write >= 1, "never caught the writer mid-write"
+    lake.sweep_temp_files(root)
+    assert not tmp_files()
+
+    # The re-run completes and gives the same data as an uninterrupted run.
+    assert subprocess.run(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
+    after_kill = pq.read_table(table_dir / "snapshot.parquet").drop(["fetched_at"])
+    assert subprocess.run(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
+    clean = pq.read_table(table_dir / "snapshot.parquet").drop(["fetched_at"])
+    assert after_kill.equals(clean) and after_kill.num_rows > 100
