@@ -6,12 +6,20 @@
 * ``make_creds(i)`` — (app key, app secret) of KIS's shape, distinct per ``i``. On a shared
   ``sim`` give each test its own ``i`` (or use the ``creds`` fixture): KIS allows one token
   issuance a minute per key, and the sim enforces that.
+* ``env`` — the one Observer environment of a test: a lake and a backup destination under ``tmp_path``, the open
+  calendar, no alert destination, the default Track B window. A module adjusts it with ``ENV = {...}``, a test with
+  ``@pytest.mark.env(NAME="value")``; ``None`` removes a variable.
+* ``webhook`` — a real HTTP server on loopback set as the alert webhook; the list of JSON bodies it received.
+* ``small_sim`` — one exchange per module with 300 listings (seed 5), for tests that build a trimmed universe.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
+import threading
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -67,6 +75,80 @@ def sim() -> Iterator[SimProcess]:
         yield proc
     finally:
         proc.stop()
+
+
+@pytest.fixture(scope="module")
+def small_sim() -> Iterator[SimProcess]:
+    proc = run_sim_process("--mode", "real", "--clock", "open", "--seed", "5", "--listings", "300")
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+#: a test's environment unless its module (``ENV``) or a marker (``@pytest.mark.env``) says otherwise
+BASE_ENV: dict[str, str | None] = {
+    "OBSERVER_CALENDAR": "open",
+    "OBSERVER_ALERT_WEBHOOK": None,
+    "OBSERVER_ALERT_TELEGRAM_CHAT_ID": None,
+    "OBSERVER_TRACK_B_WINDOW": None,
+}
+_ALERT_VARS = ("OBSERVER_ALERT_WEBHOOK", "OBSERVER_ALERT_TELEGRAM_CHAT_ID")
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch, request):
+    values: dict[str, str | None] = {"OBSERVER_DATA_DIR": str(tmp_path / "data"),
+                                     "OBSERVER_BACKUP_URL": str(tmp_path / "backups"), **BASE_ENV}
+    values.update(getattr(request.module, "ENV", {}))
+    for marker in reversed(list(request.node.iter_markers("env"))):  # the closest marker wins
+        values.update(marker.kwargs)
+    for name, value in values.items():
+        if name in _ALERT_VARS and "webhook" in request.fixturenames:
+            continue  # the webhook fixture owns these
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    return tmp_path
+
+
+class Hook(list):
+    """The JSON bodies a webhook received, in order; ``url`` is where it listens."""
+
+    url: str = ""
+
+
+@pytest.fixture
+def webhook(monkeypatch) -> Iterator[Hook]:
+    hook = Hook()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            n = int(self.headers.get("Content-Length") or 0)
+            hook.append(json.loads(self.rfile.read(n) or b"{}"))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(b'{"ok": true}')
+
+        def log_message(self, *a):  # noqa: ANN002
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    th = threading.Thread(target=srv.serve_forever, daemon=True)
+    th.start()
+    hook.url = f"http://127.0.0.1:{srv.server_address[1]}/hook"
+    for k in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("OBSERVER_ALERT_WEBHOOK", hook.url)
+    monkeypatch.delenv("OBSERVER_ALERT_TELEGRAM_CHAT_ID", raising=False)
+    try:
+        yield hook
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        th.join(5)
 
 
 @pytest.fixture

@@ -45,7 +45,7 @@ from observer_assets.orchestration.runs import (
 from observer_resources.storage.layout import universe_path
 from observer_resources.calendar import KST
 from gaps.test_backfill import LAUNCH as LAUNCH_BACKFILL  # the UI's own mutation, written once
-from gaps.test_restore import build_universe, env, gsim, kis_for  # noqa: F401 - fixtures
+from support import build_universe, kis_for
 
 ROOT = Path(__file__).resolve().parent.parent
 ROOT_YAML = ROOT / "dagster.yaml"
@@ -58,6 +58,9 @@ POOL_BY_MODULE = {
 }
 #: Jobs without their own dagster/max_runtime tag, and why.
 NO_BUDGET = {"__ASSET_JOB": "the implicit asset job of UI launches: run_monitoring.max_runtime_seconds applies"}
+
+
+ENV = {"OBSERVER_UNIVERSE_MIN_COUNT": "50"}  # the trimmed universe (tests/support.py) is smaller
 
 
 def all_op_defs() -> dict[str, dg.OpDefinition]:
@@ -230,7 +233,7 @@ def held(instance: dg.DagsterInstance, records: list) -> list[tuple[float, float
 
 @pytest.mark.slow
 @pytest.mark.timeout(240)
-def test_ui_launches_without_tags_are_held_to_the_pool_and_a_live_run_still_gets_a_slot(env, gsim, tmp_path,
+def test_ui_launches_without_tags_are_held_to_the_pool_and_a_live_run_still_gets_a_slot(env, small_sim, tmp_path,
                                                                                         monkeypatch):
     """`dagster dev` on the project's dagster.yaml; the pool_limits sensor writes the limits. Then, as the UI does it,
     with no tags: a backfill of three Track A partitions and three single-partition Materialize runs; once the backfill
@@ -249,7 +252,7 @@ def test_ui_launches_without_tags_are_held_to_the_pool_and_a_live_run_still_gets
     home = project_home(tmp_path)
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     with dg.instance_for_test() as scratch:  # the (trimmed) universe, built with a throwaway instance
-        build_universe(scratch, kis_for(gsim, env, 41), now.date())
+        build_universe(scratch, kis_for(small_sim, env, 41), now.date())
     path = universe_path(lake.data_dir(), now.date())
     lake.write_table_atomic(path, pq.read_table(path).slice(0, 10))  # ten symbols: each run takes seconds
     with dg.DagsterInstance.get() as inst:
@@ -260,8 +263,8 @@ def test_ui_launches_without_tags_are_held_to_the_pool_and_a_live_run_still_gets
         port = s.getsockname()[1]
     key, secret = __import__("local_exchange.accounts", fromlist=["x"]).demo_credentials(42)
     penv = {k: v for k, v in os.environ.items() if not k.startswith(("KIS_", "DAGSTER_"))}
-    penv |= {"DAGSTER_HOME": str(home), "KIS_APP_KEY": key, "KIS_APP_SECRET": secret, "KIS_REST_URL": gsim.rest_url,
-             "KIS_WS_URL": gsim.ws_url, "PYTHONPATH": str(ROOT)}
+    penv |= {"DAGSTER_HOME": str(home), "KIS_APP_KEY": key, "KIS_APP_SECRET": secret, "KIS_REST_URL": small_sim.rest_url,
+             "KIS_WS_URL": small_sim.ws_url, "PYTHONPATH": str(ROOT)}
     log = open(tmp_path / "dev.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "dagster", "dev", "-h", "127.0.0.1", "-p", str(port), "-f",
                              str(Path(__file__).with_name("_limits_defs.py"))], cwd=ROOT, env=penv, stdout=log,

@@ -59,14 +59,7 @@ def bsim():
     p.stop()
 
 
-@pytest.fixture
-def env(tmp_path, monkeypatch):
-    monkeypatch.setenv("OBSERVER_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("OBSERVER_BACKUP_URL", str(tmp_path / "backups"))
-    monkeypatch.setenv("OBSERVER_CALENDAR", "open")
-    monkeypatch.setenv("OBSERVER_UNIVERSE_MIN_COUNT", "20")
-    monkeypatch.delenv("OBSERVER_ALERT_WEBHOOK", raising=False)
-    return tmp_path
+ENV = {"OBSERVER_UNIVERSE_MIN_COUNT": "20"}
 
 
 def build_day(inst: dg.DagsterInstance, sim, tmp_path: Path) -> date:

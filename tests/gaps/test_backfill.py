@@ -26,9 +26,12 @@ from observer_assets.track_a.snapshot import SNAPSHOT_SCHEMA
 from observer_assets.universe.assets import universe
 from observer_resources.storage.layout import universe_path
 from observer_resources.calendar import KST
-from gaps.test_restore import build_universe, env, gsim, kis_for  # noqa: F401 - fixtures
+from support import build_universe, kis_for
 
 GHOST = "999990"  # a universe member the exchange does not know: KIS cannot restore it
+
+
+ENV = {"OBSERVER_UNIVERSE_MIN_COUNT": "50"}  # the trimmed universe (tests/support.py) is smaller
 
 
 def live_snapshot(codes: list[str], slot: datetime) -> pa.Table:
@@ -57,13 +60,13 @@ def tick(inst, cursor, kis):
     return sensors.gap_backfill_sensor.evaluate_tick(ctx)
 
 
-def test_sensor_backfills_restorable_track_a_gaps_and_the_report_closes_them(env, gsim):
+def test_sensor_backfills_restorable_track_a_gaps_and_the_report_closes_them(env, small_sim):
     now = datetime.now(KST)
     today = now.date()
     slots = [s for s in calendar().track_a_slots(today) if s <= now]
     if len(slots) < 8:
         pytest.skip("too early in the (open-calendar) day for a past slot history")
-    kis = kis_for(gsim, env, 11)
+    kis = kis_for(small_sim, env, 11)
     root = lake.data_dir()
     with dg.instance_for_test() as inst:
         codes = build_universe(inst, kis, today)
@@ -202,7 +205,7 @@ query ($id: String!) {
 
 @pytest.mark.slow
 @pytest.mark.timeout(150)
-def test_ui_path_launch_partition_backfill_over_graphql(env, gsim, tmp_path, monkeypatch):
+def test_ui_path_launch_partition_backfill_over_graphql(env, small_sim, tmp_path, monkeypatch):
     """`dagster dev` (webserver + daemon) on free ports, two gap partitions selected and launched the way the UI's
     "Materialize selected" does it (the launchPartitionBackfill mutation, tags observer/kind=backfill), until the
     backfill completes; then the files: both slots restored whole, with provenance."""
@@ -234,14 +237,14 @@ def test_ui_path_launch_partition_backfill_over_graphql(env, gsim, tmp_path, mon
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     key, secret = __import__("local_exchange.accounts", fromlist=["x"]).demo_credentials(21)
     with dg.instance_for_test() as tmp_inst:  # build the (trimmed) universe with a throwaway instance
-        build_universe(tmp_inst, kis_for(gsim, env, 22), now.date())  # another key: the runs issue their own token
+        build_universe(tmp_inst, kis_for(small_sim, env, 22), now.date())  # another key: the runs issue their own token
     with dg.DagsterInstance.get() as inst:  # the instance `dagster dev` will use: the gap partitions exist
         inst.add_dynamic_partitions("track_a_slot", targets)
 
     port = free_port()
     penv = {k: v for k, v in os.environ.items() if not k.startswith(("KIS_", "DAGSTER_"))}
-    penv |= {"DAGSTER_HOME": str(home), "KIS_APP_KEY": key, "KIS_APP_SECRET": secret, "KIS_REST_URL": gsim.rest_url,
-             "KIS_WS_URL": gsim.ws_url, "PYTHONPATH": str(main)}
+    penv |= {"DAGSTER_HOME": str(home), "KIS_APP_KEY": key, "KIS_APP_SECRET": secret, "KIS_REST_URL": small_sim.rest_url,
+             "KIS_WS_URL": small_sim.ws_url, "PYTHONPATH": str(main)}
     log = open(tmp_path / "dev.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "dagster", "dev", "-h", "127.0.0.1", "-p", str(port), "-f",
                              str(Path(__file__).with_name("_ui_defs.py"))], cwd=main, env=penv, stdout=log,

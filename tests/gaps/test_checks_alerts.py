@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import threading
 from datetime import datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import dagster as dg
 import pyarrow as pa
-import pytest
 
 from observer_resources.storage import lake
 from observer_assets.gaps import checks
@@ -28,40 +24,6 @@ from observer_resources.calendar import KST
 DAY = datetime(2026, 11, 26, tzinfo=KST).date()  # a Thursday; the open calendar makes any day a session
 SLOT = datetime(2026, 11, 26, 10, 20, tzinfo=KST)
 CODES = [f"{i:06d}" for i in range(10, 410, 10)]  # 40 symbols
-
-
-@pytest.fixture
-def env(tmp_path, monkeypatch):
-    monkeypatch.setenv("OBSERVER_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("OBSERVER_CALENDAR", "open")
-    for k in (alerts.WEBHOOK_ENV, alerts.CHAT_ID_ENV):
-        monkeypatch.delenv(k, raising=False)
-    return tmp_path
-
-
-@pytest.fixture
-def webhook():
-    """A local HTTP server recording every POSTed JSON body."""
-    got: list[dict] = []
-
-    class H(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            got.append(json.loads(body))
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.end_headers()
-            self.wfile.write(b'{"ok": true}')
-
-        def log_message(self, *a):  # quiet
-            pass
-
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
-    th = threading.Thread(target=srv.serve_forever, daemon=True)
-    th.start()
-    yield f"http://127.0.0.1:{srv.server_address[1]}/hook", got
-    srv.shutdown()
-    srv.server_close()
 
 
 def write_universe(codes=CODES):
@@ -179,8 +141,7 @@ def _failed_run(inst):
 
 
 def test_alerts_post_on_failed_run_and_failed_check(env, webhook, monkeypatch, caplog):
-    url, got = webhook
-    monkeypatch.setenv(alerts.WEBHOOK_ENV, url)
+    url, got = webhook.url, webhook
     monkeypatch.setenv(alerts.CHAT_ID_ENV, "-100123")
     monkeypatch.setenv("KIS_APP_SECRET", "S3cr3tValueNeverSent")
     write_universe()
@@ -215,8 +176,9 @@ def test_alerts_post_on_failed_run_and_failed_check(env, webhook, monkeypatch, c
         assert sum("ALERT [Observer]" in r.getMessage() for r in caplog.records) == 2
 
 
-def test_alerts_only_log_without_webhook(env, webhook, caplog):
-    url, got = webhook
+def test_alerts_only_log_without_webhook(env, webhook, caplog, monkeypatch):
+    got = webhook
+    monkeypatch.delenv(alerts.WEBHOOK_ENV)
     with dg.instance_for_test() as inst, caplog.at_level(logging.ERROR, logger="observer.alerts"):
         run, event = _failed_run(inst)
         ctx = dg.build_run_status_sensor_context(sensor_name=sensors.run_failure_alerts.name, dagster_event=event,

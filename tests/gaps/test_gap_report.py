@@ -51,12 +51,7 @@ def frozen_sim():
     p.stop()
 
 
-@pytest.fixture
-def env(tmp_path, monkeypatch):
-    monkeypatch.setenv("OBSERVER_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("OBSERVER_CALENDAR", "open")
-    monkeypatch.setenv("OBSERVER_UNIVERSE_MIN_COUNT", "100")
-    return tmp_path
+ENV = {"OBSERVER_UNIVERSE_MIN_COUNT": "100"}
 
 
 def frame(rec: list[str]) -> str:

@@ -25,45 +25,9 @@ from observer_assets.universe.assets import universe
 from observer_resources.storage.layout import universe_path
 from observer_resources.calendar import KST
 from observer_resources.kis.models import MinuteBar
-from observer_resources.resources import KisResource
-from local_exchange.accounts import demo_credentials
+from support import build_universe, kis_for
 
-N_CODES = 40  # a trimmed universe keeps whole-slot restores to a few seconds
-
-
-@pytest.fixture(scope="module")
-def gsim():
-    from local_exchange.server import run_sim_process
-
-    p = run_sim_process("--mode", "real", "--clock", "open", "--seed", "5", "--listings", "300")
-    yield p
-    p.stop()
-
-
-@pytest.fixture
-def env(tmp_path, monkeypatch):
-    monkeypatch.setenv("OBSERVER_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("OBSERVER_CALENDAR", "open")
-    monkeypatch.setenv("OBSERVER_UNIVERSE_MIN_COUNT", "50")
-    return tmp_path
-
-
-def kis_for(sim, tmp_path, i: int) -> KisResource:
-    key, secret = demo_credentials(i)
-    return KisResource(app_key=key, app_secret=secret, rest_url=sim.rest_url, ws_url=sim.ws_url,
-                       state_dir=str(tmp_path / "state"))
-
-
-def build_universe(inst, kis, day) -> list[str]:
-    """The real universe asset, then trimmed to N_CODES rows (rewritten atomically: a real, smaller file)."""
-    inst.add_dynamic_partitions("trading_day", [day_key(day)])
-    res = dg.materialize([universe], partition_key=day_key(day), instance=inst, resources={"kis": kis},
-                         run_config={"ops": {"universe": {"config": {"min_master_codes": 100}}}})
-    assert res.success
-    path = universe_path(lake.data_dir(), day)
-    t = pq.read_table(path).slice(0, N_CODES)
-    lake.write_table_atomic(path, t)
-    return t["code"].to_pylist()
+ENV = {"OBSERVER_UNIVERSE_MIN_COUNT": "50"}  # the trimmed universe (tests/support.py) is smaller
 
 
 def truth(sim, code: str, at: datetime) -> dict:
@@ -97,9 +61,9 @@ def assert_matches_truth(sim, row: dict, slot: datetime) -> None:
     assert at["price"] == (ticks[-1]["price"] if ticks else row["price"])
 
 
-def test_restore_fills_only_missing_symbols_and_whole_missing_slots(env, gsim):
+def test_restore_fills_only_missing_symbols_and_whole_missing_slots(env, small_sim):
     today = datetime.now(KST).date()
-    kis = kis_for(gsim, env, 1)
+    kis = kis_for(small_sim, env, 1)
     with dg.instance_for_test() as inst:
         codes = build_universe(inst, kis, today)
         root = lake.data_dir()
@@ -131,13 +95,13 @@ def test_restore_fills_only_missing_symbols_and_whole_missing_slots(env, gsim):
             assert r["source"] == "restored" and r["restored_from"] == "inquire-time-itemchartprice"
             assert r["tr_id"] == "FHKST03010200" and r["bid"] is None and r["ask"] is None
             assert r["slot_ts"] == slot
-            assert_matches_truth(gsim, r, slot)
+            assert_matches_truth(small_sim, r, slot)
 
         # A complete slot: a second backfill run asks KIS nothing and changes nothing.
-        before = gsim.admin("stats")["requests_total"]
+        before = small_sim.admin("stats")["requests_total"]
         res = backfill(inst, kis, slot_key(slot))
         assert res.asset_materializations_for_node("track_a_snapshot")[0].metadata["mode"].value == "complete: nothing to restore"
-        assert gsim.admin("stats")["requests_total"] == before
+        assert small_sim.admin("stats")["requests_total"] == before
         assert pq.read_table(path).equals(out)
 
         # A whole missing slot (no backfill tag: a run for a slot no longer current restores too).
@@ -152,15 +116,15 @@ def test_restore_fills_only_missing_symbols_and_whole_missing_slots(env, gsim):
         assert [r["code"] for r in out2] == sorted(codes)
         assert all(r["source"] == "restored" for r in out2)
         for r in out2[::4]:
-            assert_matches_truth(gsim, r, slot2)
+            assert_matches_truth(small_sim, r, slot2)
         assert not (slot_dir(root, slot2, "raw/track_a") / "raw.jsonl").exists()  # no fake live archive
 
 
-def test_restore_of_an_earlier_day_uses_past_minute_bars(env, gsim):
+def test_restore_of_an_earlier_day_uses_past_minute_bars(env, small_sim):
     cal = calendar()
     today = datetime.now(KST).date()
     yday = cal.previous_trading_day(today)
-    kis = kis_for(gsim, env, 2)
+    kis = kis_for(small_sim, env, 2)
     with dg.instance_for_test() as inst:
         build_universe(inst, kis, today)
         root = lake.data_dir()
@@ -173,7 +137,7 @@ def test_restore_of_an_earlier_day_uses_past_minute_bars(env, gsim):
         assert md["restored_from"].value == restore.ENDPOINT_PAST and md["restored_now"].value == 8
         for r in pq.read_table(slot_dir(root, slot) / "snapshot.parquet").to_pylist():
             assert r["source"] == "restored" and r["tr_id"] == "FHKST03010230"
-            assert_matches_truth(gsim, r, slot)
+            assert_matches_truth(small_sim, r, slot)
 
 
 def _bar(h: int, m: int, close: int, vol: int, value: int) -> MinuteBar:
@@ -203,7 +167,7 @@ def _truth_ticks(sim, code: str, lo: datetime, hi: datetime) -> list[dict]:
                                             "to": hi.strftime("%H%M%S"), "records": "0"})["ticks"]
 
 
-def test_track_b_ticks_lost_in_a_disconnect_are_restored_from_conclusions(env, gsim):
+def test_track_b_ticks_lost_in_a_disconnect_are_restored_from_conclusions(env, small_sim):
     """Live ticks with two holes (a disconnect window and a skipped trade) written as the compaction writes them;
     the restore asset fetches exactly the lost trades, flagged restored, in its own dataset; live files untouched."""
     from observer_assets.track_b import restore as tb
@@ -211,13 +175,13 @@ def test_track_b_ticks_lost_in_a_disconnect_are_restored_from_conclusions(env, g
     from observer_assets.track_b.compaction import TICK_SCHEMA
     from observer_resources.events import EventLog
 
-    now = datetime.fromisoformat(gsim.admin("clock")["now"]).astimezone(KST)
+    now = datetime.fromisoformat(small_sim.admin("clock")["now"]).astimezone(KST)
     lo, hi = now - timedelta(minutes=8), now - timedelta(minutes=2)
     if lo.date() != now.date() or lo.hour != hi.hour:
         lo, hi = hi.replace(minute=0, second=0), hi  # keep one hour partition
         if (hi - lo).total_seconds() < 120:
             pytest.skip("too close to the hour for a window of live ticks")
-    listing = gsim.admin("listings", params={"order": "activity", "limit": "2"})["listings"]
+    listing = small_sim.admin("listings", params={"order": "activity", "limit": "2"})["listings"]
     codes = [x["code"] for x in listing]
     rows, lost = [], {}
 
@@ -226,7 +190,7 @@ def test_track_b_ticks_lost_in_a_disconnect_are_restored_from_conclusions(env, g
 
     win = None  # the disconnect: one second either side of the first hole (trades share a second at 1 s resolution)
     for n, code in enumerate(codes):
-        truth_rows = _truth_ticks(gsim, code, lo, hi)
+        truth_rows = _truth_ticks(small_sim, code, lo, hi)
         assert len(truth_rows) > 20, "an active symbol trades often"
         if n == 0:
             drop = set(range(5, 12))  # 7 in a row
@@ -258,7 +222,7 @@ def test_track_b_ticks_lost_in_a_disconnect_are_restored_from_conclusions(env, g
     gid = ev.gap_open(scope="scalp", reason="ws_disconnect", severity="major", start=t0, session_id="s1")
     ev.gap_close(gid, scope="scalp", reason="ws_disconnect", severity="major", start=t0, end=t1, session_id="s1")
 
-    kis = kis_for(gsim, env, 3)
+    kis = kis_for(small_sim, env, 3)
     from observer_assets.gaps import sensors
     from observer_assets.gaps.assets import gap_report
     from observer_resources.storage.layout import report_path

@@ -30,13 +30,6 @@ from local_exchange.accounts import demo_credentials
 N_SYMBOLS = 600  # 20 multi-quote requests: 7 / 7 / 6 over three keys
 
 
-@pytest.fixture
-def env(tmp_path, monkeypatch):
-    monkeypatch.setenv("OBSERVER_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("OBSERVER_CALENDAR", "open")
-    return tmp_path
-
-
 def write_universe(sim, n: int) -> tuple[list[str], datetime]:
     """A universe of the exchange's first ``n`` listings for the current slot's day (as bench/track_a.py does)."""
     listings = sim.admin("listings", params={"limit": str(n)})["listings"][:n]

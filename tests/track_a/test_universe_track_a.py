@@ -18,7 +18,7 @@ from observer_assets.universe.assets import universe
 from observer_resources.storage.layout import inputs_dir, universe_dir, universe_path
 from observer_resources.calendar import KST
 from observer_resources.resources import KisResource
-from local_exchange.accounts import demo_credentials
+from support import kis_for
 
 SMALL = {"min_master_codes": 100}
 # The slot stays "current" for the whole test even if it crosses a 10-minute boundary (else: restore mode).
@@ -47,18 +47,7 @@ def sim_factory_module():
         p.stop()
 
 
-@pytest.fixture
-def env(tmp_path, monkeypatch):
-    monkeypatch.setenv("OBSERVER_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("OBSERVER_CALENDAR", "open")
-    monkeypatch.setenv("OBSERVER_UNIVERSE_MIN_COUNT", "100")
-    return tmp_path
-
-
-def kis_for(sim, tmp_path, i: int, **kw) -> KisResource:
-    key, secret = demo_credentials(i)
-    return KisResource(app_key=key, app_secret=secret, rest_url=sim.rest_url, ws_url=sim.ws_url,
-                       state_dir=str(tmp_path / "state"), **kw)
+ENV = {"OBSERVER_UNIVERSE_MIN_COUNT": "100"}
 
 
 def sim_now(sim) -> datetime:

@@ -37,12 +37,7 @@ def kst(*a) -> datetime:
     return datetime(*a, tzinfo=KST)
 
 
-@pytest.fixture
-def env(tmp_path, monkeypatch):
-    monkeypatch.setenv("OBSERVER_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("OBSERVER_CALENDAR", "krx")
-    monkeypatch.delenv("OBSERVER_TRACK_B_WINDOW", raising=False)
-    return tmp_path
+ENV = {"OBSERVER_CALENDAR": "krx"}
 
 
 def tick(sensor_def, instance, cursor=None):

@@ -9,7 +9,6 @@ from datetime import datetime
 
 import dagster as dg
 import pyarrow.parquet as pq
-import pytest
 
 from observer_resources.storage import lake
 from observer_assets.backup import daysets
@@ -27,12 +26,7 @@ SMALL = {"min_master_codes": 100}
 LIVE = {"track_a_snapshot": {"config": {"live_window_min": 1440}}}
 
 
-@pytest.fixture
-def env(tmp_path, monkeypatch):
-    monkeypatch.setenv("OBSERVER_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("OBSERVER_CALENDAR", "open")
-    monkeypatch.setenv("OBSERVER_UNIVERSE_MIN_COUNT", "100000")  # far above the exchange's 600 listings
-    return tmp_path
+ENV = {"OBSERVER_UNIVERSE_MIN_COUNT": "100000"}  # far above the exchange's 600 listings
 
 
 def failure_text(res: dg.ExecuteInProcessResult) -> str:

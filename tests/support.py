@@ -1,0 +1,33 @@
+"""Helpers several test modules share: a KIS resource on the local exchange, a trimmed real universe."""
+
+from __future__ import annotations
+
+import dagster as dg
+import pyarrow.parquet as pq
+
+from local_exchange.accounts import demo_credentials
+from observer_assets.orchestration.partitions import day_key
+from observer_assets.universe.assets import universe
+from observer_resources.resources import KisResource
+from observer_resources.storage import lake
+from observer_resources.storage.layout import universe_path
+
+
+def kis_for(sim, tmp_path, i: int, **kw) -> KisResource:
+    """Demo account ``i`` on ``sim``, its tokens under ``tmp_path``."""
+    key, secret = demo_credentials(i)
+    return KisResource(app_key=key, app_secret=secret, rest_url=sim.rest_url, ws_url=sim.ws_url,
+                       state_dir=str(tmp_path / "state"), **kw)
+
+
+def build_universe(inst, kis, day, n_codes: int = 40) -> list[str]:
+    """The real universe asset, then trimmed to ``n_codes`` rows (rewritten atomically: a real, smaller file) so
+    whole-slot fetches and restores take seconds."""
+    inst.add_dynamic_partitions("trading_day", [day_key(day)])
+    res = dg.materialize([universe], partition_key=day_key(day), instance=inst, resources={"kis": kis},
+                         run_config={"ops": {"universe": {"config": {"min_master_codes": 100}}}})
+    assert res.success
+    path = universe_path(lake.data_dir(), day)
+    t = pq.read_table(path).slice(0, n_codes)
+    lake.write_table_atomic(path, t)
+    return t["code"].to_pylist()
