@@ -7,12 +7,14 @@ STAMP := $(VENV)/.installed
 export OBSERVER_DATA_DIR ?= $(CURDIR)/data
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: run test deps install sim calendar bench clean
+.PHONY: run test lint format deps install sim calendar bench clean
 
-$(STAMP): pyproject.toml
+## the exact versions in uv.lock (`uv lock` after editing pyproject.toml's dependencies); pip only brings in uv
+UV_VERSION := 0.13.9
+$(STAMP): pyproject.toml uv.lock
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q "uv==$(UV_VERSION)"
+	$(BIN)/uv sync -q --frozen --inexact --extra test --system-certs
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -30,6 +32,19 @@ test: $(STAMP) deps
 	$(BIN)/pytest -q -p no:cacheprovider -n 2 -m "not slow" --durations=15
 	$(BIN)/pytest -q -p no:cacheprovider -m slow $(RATE_TESTS)
 	$(BIN)/pytest -q -p no:cacheprovider -n 3 -m slow --durations=8 $(addprefix --ignore=,$(RATE_TESTS))
+
+## lint, format and the lock file checked, and every Dagster definition loaded the way the code server loads it
+## (`dagster definitions validate`; its successor `dg check defs` needs the dg project layout)
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/uv lock --check --system-certs -q
+	DAGSTER_HOME=$$(mktemp -d) $(BIN)/dagster definitions validate -w workspace.yaml
+
+## rewrite the code as the linter and formatter want it
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 ## the servers the tests start (PostgreSQL, Prometheus/promtool, amtool): probes only when all are present; installs
 ## the missing ones with apt-get as root or with passwordless sudo; otherwise says what is missing and how to get it
