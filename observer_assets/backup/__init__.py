@@ -1,1 +1,1 @@
-"""Operations: the system event log summary, daily backups, restore and retention."""
+"""Backups: verified daily packages, restore, and retention that never deletes what is not backed up."""

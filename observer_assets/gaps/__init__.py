@@ -1,1 +1,1 @@
-"""Issue 5: gap reports (pure detection in `detect`, lake reading in `report`, the Dagster asset in `assets`)."""
+"""Gaps: the daily gap report (pure detection in ``detect``), the data checks, and the backfill and restore that close gaps."""

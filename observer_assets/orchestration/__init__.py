@@ -1,0 +1,1 @@
+"""What every domain runs on: partitions, the partition registrar, run tags, pools and run-time budgets."""
