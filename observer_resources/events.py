@@ -13,9 +13,10 @@ shared by several hosts (NFS) their appends to one file can tear each other's li
 Reading (:func:`load_day`, and :func:`read_events` / :func:`gaps` on top of it) merges a day's files in
 timestamp order and never raises on content: a line that is not a JSON event, or a torn last line (a writer
 died mid-write), is skipped and counted per file in :class:`DayEvents`, so one bad line never hides the day.
+:func:`parse_line` is that line policy on its own, for a reader that follows a file as it grows (the exporter).
 
 Gap markers follow docs/collector-rules.md §8.2: a gap opens with a marker without an end and closes with a second
-marker carrying the end and the duration; both share `gap_id`.
+marker carrying the end and the duration; both share `gap_id`. :func:`merge_gaps` is the one place they are merged.
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from observer_resources.calendar import KST
 from observer_resources import clock
+from observer_resources.calendar import KST
 from observer_resources.storage import dirs
 
 Severity = Literal["minor", "major", "critical"]
@@ -247,6 +248,20 @@ def _order(rec: Mapping[str, Any]) -> tuple[int, float]:
     return (0, (t if t.tzinfo else t.replace(tzinfo=KST)).timestamp())
 
 
+def parse_line(raw: bytes) -> tuple[dict[str, Any] | None, bool]:
+    """One complete line of an events file (without its newline): ``(event or None, is_bad)``.
+
+    The one line policy of every reader (the day reader here, the exporter's incremental tail): an empty line is
+    neither; a line that is not a JSON event is bad, and still yields the whole event glued after a torn fragment
+    (see :class:`DayEvents`)."""
+    if not raw.strip():
+        return None, False
+    rec = _event(raw)
+    if rec is not None:
+        return rec, False
+    return _salvage(raw), True
+
+
 def read_file(path: Path) -> tuple[list[dict[str, Any]], list[int], int]:
     """One events file: (records in file order, 1-based numbers of bad lines, 1 if the last line is torn)."""
     lines = path.read_bytes().split(b"\n")
@@ -254,12 +269,9 @@ def read_file(path: Path) -> tuple[list[dict[str, Any]], list[int], int]:
     records: list[dict[str, Any]] = []
     bad: list[int] = []
     for n, raw in enumerate(lines, start=1):
-        if not raw.strip():
-            continue
-        rec = _event(raw)
-        if rec is None:
+        rec, is_bad = parse_line(raw)
+        if is_bad:
             bad.append(n)
-            rec = _salvage(raw)
         if rec is not None:
             records.append(rec)
     return records, bad, 1 if tail.strip() else 0
@@ -299,10 +311,23 @@ def read_events(data_dir: Path | str, day: date) -> Iterator[dict[str, Any]]:
     yield from load_day(data_dir, day).records
 
 
-def gaps_from(events: Iterable[Mapping[str, Any]]) -> list[Gap]:
-    """Gaps with open/close merged; a gap without a close marker is still open (end None). A marker that lacks a
-    field or has an unreadable time is logged and skipped."""
-    by_id: dict[str, Gap] = {}
+@dataclass(frozen=True)
+class MarkedGap:
+    """One gap as the markers read tell it: the merged :class:`Gap`; whether its open marker was among them (False:
+    it opened before them, e.g. the day before); the closing marker's ``gap_seconds`` as written (None while open).
+    The day's summary counts these; the gap report needs only ``gap``."""
+
+    gap: Gap
+    opened: bool
+    seconds: Any = None
+
+
+def merge_gaps(events: Iterable[Mapping[str, Any]]) -> list[MarkedGap]:
+    """The gap markers among ``events`` merged by ``gap_id``, in the order of each gap's first marker — the one
+    merge rule of every reader: a later marker (a close, or an open one re-marking the severity) supersedes an open
+    gap; once closed, later markers change nothing. A marker that lacks a field or has an unreadable time is
+    logged and skipped."""
+    by_id: dict[str, MarkedGap] = {}
     for e in events:
         if e.get("event_type") != "gap_marker":
             continue
@@ -314,9 +339,16 @@ def gaps_from(events: Iterable[Mapping[str, Any]]) -> list[Gap]:
             log.warning("gap marker skipped, %s: %s", f"{type(exc).__name__}: {exc}", str(dict(e))[:300])
             continue
         prev = by_id.get(g.gap_id)
-        if prev is None or prev.end is None:  # a later marker (a close, or a re-marked severity) supersedes an open one
-            by_id[g.gap_id] = g
-    return sorted(by_id.values(), key=lambda g: g.start)
+        if prev is None or prev.gap.end is None:
+            opened = (prev is not None and prev.opened) or g.end is None
+            by_id[g.gap_id] = MarkedGap(g, opened, e.get("gap_seconds") if g.end is not None else None)
+    return list(by_id.values())
+
+
+def gaps_from(events: Iterable[Mapping[str, Any]]) -> list[Gap]:
+    """Gaps with open/close merged (:func:`merge_gaps`), by start; a gap without a close marker is still open (end
+    None)."""
+    return sorted((m.gap for m in merge_gaps(events)), key=lambda g: g.start)
 
 
 def gaps(data_dir: Path | str, day: date) -> list[Gap]:

@@ -200,3 +200,64 @@ def test_the_exporter_adds_up_every_hosts_file(tmp_path, monkeypatch):
     assert samples["observer_rate_limit_rejections_total"] == 6
     assert samples["observer_retention_deleted_files_total"] == 5
     assert samples["observer_retention_deleted_bytes_total"] == 500
+
+
+def test_the_exporter_follows_a_file_by_the_event_logs_line_policy(tmp_path):
+    """The exporter's incremental tail and the day reader agree line for line: the same bad lines, the same events
+    (one glued behind a torn fragment included); a last line without its newline waits, it is not yet bad."""
+    from observer_assets.monitoring.metric_events import EventFigures, Tail, feed_event
+
+    data = tmp_path / "data"
+    path = events_path(data, DAY, "alpha")
+    path.parent.mkdir(parents=True)
+
+    def rejected(n: int) -> bytes:
+        return json.dumps({"event_type": "rate_limit_rejected", "timestamp": f"2026-03-10T09:00:0{n}+09:00",
+                           "key_id": "k"}).encode()
+
+    tail = Tail(path, EventFigures, feed_event)
+    whole = rejected(3)
+    garbage = b'not json\n[1, 2]\n{"no_type": 1}\n\xff\xfe\n\n'
+    for chunk in (rejected(1) + b"\n", garbage + whole[:20], whole[20:] + b"\n",
+                  b'{"event_type": "rate_limit_rej' + rejected(4) + b"\n"):
+        with open(path, "ab") as f:
+            f.write(chunk)
+        tail.read()
+    d = load_day(data, DAY)
+    assert tail.state.rejections["k"] == len(d.records) == 3 and tail.bad == d.bad_count == 5
+    assert d.bad_lines == {path.name: [2, 3, 4, 5, 8]}
+
+
+def test_the_summary_and_the_gap_report_merge_markers_alike(tmp_path):
+    """One merge of gap markers (``merge_gaps``): a re-mark after the close changes nothing, an escalation re-marks
+    the severity, a close without its open marker (opened the day before) is counted as such."""
+    from observer_assets.monitoring.summary import summarize
+    from observer_resources.events import gaps_from, merge_gaps
+
+    log = EventLog(tmp_path / "data")
+
+    def marker(gap_id: str, hh: int, mm: int, end: tuple[int, int] | None, severity: str, written: datetime) -> None:
+        start = datetime(2026, 3, 10, hh, mm, tzinfo=KST)
+        stop = datetime(2026, 3, 10, *end, tzinfo=KST) if end else None
+        log.emit("gap_marker", at=written, gap_id=gap_id, state="closed" if stop else "open", symbol=None,
+                 gap_start_ts=start, gap_end_ts=stop, gap_seconds=(stop - start).total_seconds() if stop else None,
+                 scope="scalp", reason="ws_disconnect", severity=severity, session_id="s", metadata={"key_id": "k1"})
+
+    def at(hh: int, mm: int) -> datetime:
+        return datetime(2026, 3, 10, hh, mm, tzinfo=KST)
+
+    marker("a", 10, 0, None, "major", at(10, 0))
+    marker("a", 10, 0, None, "critical", at(10, 5))  # escalated
+    marker("b", 8, 50, (9, 0), "minor", at(9, 0))  # opened before the markers read
+    marker("c", 11, 0, None, "major", at(11, 0))
+    marker("c", 11, 0, (11, 2), "major", at(11, 2))
+    marker("c", 11, 0, None, "minor", at(11, 3))  # a stale re-mark after the close
+    records = load_day(tmp_path / "data", DAY).records
+    merged = {m.gap.gap_id: m for m in merge_gaps(records)}
+    assert [(m.gap.severity, m.gap.end is None, m.opened, m.seconds) for m in merged.values()] == [
+        ("minor", False, False, 600.0), ("critical", True, True, None), ("major", False, True, 120.0)]
+    assert [g.gap_id for g in gaps_from(records)] == ["b", "a", "c"]  # by start
+    g = summarize(records)["gaps"]
+    assert (g["opened"], g["closed"], g["still_open"], g["closed_without_open_marker"]) == (2, 2, 1, 1)
+    assert g["closed_seconds"] == 720.0 and g["by_severity"] == {"minor": 1, "critical": 1, "major": 1}
+    assert [x["gap_id"] for x in g["open_gaps"]] == ["a"] and g["open_gaps"][0]["severity"] == "critical"

@@ -17,7 +17,7 @@ from observer_assets.orchestration.partitions import calendar, day_key, slot_key
 from observer_assets.track_a.assets import track_a_snapshot
 from observer_assets.universe.assets import universe
 from observer_resources.calendar import KST
-from observer_resources.events import EventLog, events_dir, events_path
+from observer_resources.events import EventLog, events_dir, events_path, read_file
 from observer_resources.kis.config import KisConfig
 from observer_resources.kis.errors import BadCredentialsError, RateLimitedError
 from observer_resources.kis.rest import KisRestClient
@@ -30,10 +30,13 @@ FAST = timedelta(seconds=0.2)  # stands in for KIS's minute between token issuan
 
 
 def all_events(data_dir: Path) -> list[dict]:
-    """Every event of every day file (a test may straddle midnight KST)."""
+    """Every event of every day file in file order (a test may straddle midnight KST), read by the event log's own
+    reader; the clients under test must write only whole events."""
     out = []
     for f in sorted(events_dir(data_dir).glob("*.jsonl")):
-        out += [json.loads(line) for line in f.read_text(encoding="utf-8").splitlines()]
+        records, bad, torn = read_file(f)
+        assert not bad and not torn, f"{f.name}: bad lines {bad}, torn last line {torn}"
+        out += records
     return out
 
 
