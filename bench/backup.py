@@ -240,7 +240,9 @@ def build_track_b(root: Path, rng: np.random.Generator, codes: list[str], n_tick
     from observer_resources.storage import lake
     from observer_resources.storage.layout import hour_dir, sampled_path, ticks_path
     from observer_assets.track_b.compaction import compact, sample
-    from observer_assets.track_b.journal import Journal, read_journal, segments
+    from observer_assets.track_b.journal import Journal
+    from observer_assets.track_b.journal_format import segments
+    from observer_assets.track_b.journal_read import read_journal
     from observer_resources.calendar import KST
 
     t = day_ticks(rng, n_ticks, codes)
@@ -475,7 +477,7 @@ def shell_once(cmd: str, out: Path) -> dict:
 def floors_once(root: Path, rels: list[str], dest: Path) -> dict:
     """The package's parts alone, in-process: SHA-256 of every file, zstd-1 of the JSON/JSONL files (to a file, as
     the package does), and zstd decompression of that output."""
-    from observer_assets.backup.package import CHUNK, COMPRESSED_SUFFIXES, hash_file
+    from observer_assets.backup.stored import CHUNK, COMPRESSED_SUFFIXES, hash_file
 
     t0 = time.perf_counter()
     for r in rels:

@@ -18,7 +18,10 @@ from pathlib import Path
 
 from observer_resources.storage.lake import write_table_atomic
 from observer_assets.track_b.compaction import compact, sample
-from observer_assets.track_b.journal import Journal, read_journal, recover, segments
+from observer_assets.track_b.journal import Journal
+from observer_assets.track_b.journal_format import segments
+from observer_assets.track_b.journal_read import read_journal
+from observer_assets.track_b.journal_recovery import recover
 from observer_resources.calendar import KST
 from local_exchange.market import Market
 

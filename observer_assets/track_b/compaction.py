@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from observer_assets.track_b.journal import JournalLine
+from observer_assets.track_b.journal_read import JournalLine
 from observer_resources.calendar import KST
 from observer_resources.kis import protocol as p
 from observer_resources.kis.frames import Malformed, ParseStats, TradeBatch, parse_message

@@ -6,20 +6,11 @@ they came), because the frame text is the only form that loses nothing; parsing 
 One line per frame rather than per record is also the cheaper choice (one encode, one CRC per frame; see
 docs/track-b-storage.md for the measurement).
 
-Layout (docs/collector-rules.md §10: hour of receipt, KST, plain text, uncompressed)::
-
-    <data_dir>/raw/track_b/date=YYYY-MM-DD/key=<key_id>/HH.jsonl
-
-A line is a JSON object whose last member is a CRC32 of every byte before it, at a fixed offset from the end,
-so a torn or corrupted line is *detected*, not merely "does not parse"::
-
-    {"rx":"2026-03-10T10:00:00.123456+09:00","r":"093000.4242","c":1,"n":17,"ml":0,"p":"0|H0STCNT0|002|…","crc":"1a2b3c4d"}
-
-``rx`` receive time (µs, +09:00) · ``r`` run id (one per process) · ``c`` connection id (per process, from the
-capture) · ``n`` line counter (per run, every appended line, so a hole is visible) · ``p`` the frame text
-(``p64`` base64 when it was not UTF-8) · optional ``t`` kind (absent = ``frame``), ``ml`` mitigation level and any
-caller metadata. The journal adds control lines ``{"t":"open",…}`` / ``{"t":"close",…}`` (no ``n``) when it opens
-or closes a segment; a segment whose last line is ``close`` is complete (``segment_closed``).
+This module is the writer (``Journal``, with the latency histogram it keeps); the rest of the journal lives beside
+it: ``journal_format`` (segment paths, the sealed line), ``journal_recovery`` (``recover``, ``verify``,
+quarantine, ``segment_closed``) and ``journal_read`` (``read_journal``). Their public names are re-exported here
+for the importers that take them from ``journal``. ``Journal`` is one state machine (producer queue, flusher
+thread, segment rotation, recovery on start), so it stays whole in one module above the usual size.
 
 Durability (group commit): ``append`` only formats the line and queues it (never touches the disk); a flusher
 thread writes what is queued (at most ``max_batch_bytes`` per write) and fdatasyncs it, at most every
@@ -28,12 +19,10 @@ fsync after ``append``; ``durable_upto`` / ``durable_seq`` say how far. A write 
 every line queued, cuts the partial write back to the last good offset, retries with backoff, and is exposed
 (``error``, ``write_errors``, ``on_event``).
 
-Crash safety: lines are only ever appended and only one batch is ever un-synced, so a crash can damage at most
-the last batch: a torn tail. ``recover`` verifies lines, cuts a torn tail back to the last good line (fsync) and
-reports it; a bad line *followed by good ones* (which appending cannot produce) is left in place, the file is
-quarantine-copied and reported. A starting journal recovers and closes every unclosed segment of its key before
-it writes, reading only the window a crash can have torn (two batches) so recording resumes at once; the rest
-of such a file is verified on a background thread (``verify``; corruption -> ``journal_corruption`` event).
+Crash safety: a crash can damage at most the last batch (``journal_recovery`` says why and how it is cut). A
+starting journal recovers and closes every unclosed segment of its key before it writes, reading only the window
+a crash can have torn (two batches) so recording resumes at once; the rest of such a file is verified on a
+background thread (``verify``; corruption -> ``journal_corruption`` event).
 """
 
 from __future__ import annotations
@@ -45,339 +34,49 @@ import itertools
 import json
 import logging
 import os
-import re
 import threading
 import time
-import zlib
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from json.encoder import encode_basestring
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from observer_assets.track_b.journal_format import (
+    _KEY_ID_RE,
+    _RESERVED,
+    FORMAT_VERSION,
+    Segment,
+    _control_line,
+    _kst,
+    _seal,
+    line_ok,
+    segment_of,
+    segments,
+)
+from observer_assets.track_b.journal_read import JournalLine, read_journal
+from observer_assets.track_b.journal_recovery import Recovery, recover, restart_tail_bytes, segment_closed, verify
 from observer_resources.calendar import KST
 from observer_resources.clock import now as clock_now
-from observer_resources.storage.layout import journal_root, segment_path
 from observer_resources.storage.lake import fsync_dir
+from observer_resources.storage.layout import journal_root, segment_path
+
+__all__ = [
+    "FORMAT_VERSION", "Journal", "JournalError", "JournalLine", "LatencyHistogram", "Recovery", "Segment", "line_ok",
+    "read_journal", "recover", "restart_tail_bytes", "segment_closed", "segment_of", "segments", "verify",
+]
 
 log = logging.getLogger("observer.track_b.journal")
 
-FORMAT_VERSION = 1
-_KST_OFFSET = timedelta(hours=9)
-_CRC_KEY = b',"crc":"'
-_TAIL_LEN = len(_CRC_KEY) + 8 + 2  # ,"crc":"xxxxxxxx"}
-_RESERVED = frozenset({"rx", "r", "c", "n", "t", "p", "p64", "crc", "ml"})
-_KEY_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-_READ_CHUNK = 8 << 20
-Segment = tuple[date, int]  # (day, hour) of receipt, KST
 _RUNS = itertools.count()  # journals started in this process: keeps run ids distinct
 
 
 class JournalError(RuntimeError):
     """The journal cannot do what was asked (closed, locked by another process, not durable in time)."""
-
-
-# --- paths -----------------------------------------------------------------------------------------
-
-
-def segments(data_dir: str | os.PathLike, day: date, hour: int | None = None, key_id: str | None = None) -> list[Path]:
-    """Existing segment files of a day (one hour, one key, or all), sorted by key then hour."""
-    base = journal_root(data_dir) / f"date={day.isoformat()}"
-    keys = f"key={key_id}" if key_id else "key=*"
-    name = f"{hour:02d}.jsonl" if hour is not None else "[0-2][0-9].jsonl"
-    return sorted(base.glob(f"{keys}/{name}"))
-
-
-def segment_of(rx: datetime) -> Segment:
-    k = _kst(rx)
-    return k.date(), k.hour
-
-
-def _kst(rx: datetime) -> datetime:
-    off = rx.utcoffset()
-    if off is None:
-        raise ValueError(f"receive time must be timezone-aware (KST), got naive {rx!r}")
-    return rx if off == _KST_OFFSET else rx.astimezone(KST)
-
-
-def _key_of(path: Path) -> str | None:
-    name = path.parent.name
-    return name[4:] if name.startswith("key=") else None
-
-
-# --- line format -----------------------------------------------------------------------------------
-
-
-def _seal(head: bytes) -> bytes:
-    """Close a JSON object prefix (``{...`` without ``}``) with its CRC member and a newline."""
-    return b'%s,"crc":"%08x"}\n' % (head, zlib.crc32(head))
-
-
-def line_ok(line: bytes) -> bool:
-    """True when ``line`` (without its newline) is a complete journal line whose CRC matches."""
-    if len(line) <= _TAIL_LEN or line[:1] != b"{" or line[-2:] != b'"}':
-        return False
-    cut = len(line) - _TAIL_LEN
-    if line[cut:cut + len(_CRC_KEY)] != _CRC_KEY:
-        return False
-    try:
-        want = int(line[-10:-2], 16)
-    except ValueError:
-        return False
-    return zlib.crc32(memoryview(line)[:cut]) == want
-
-
-def _control_line(kind: str, run: str, at: datetime, **fields: Any) -> bytes:
-    body = {"rx": _kst(at).isoformat(timespec="microseconds"), "r": run, "t": kind, **fields}
-    head = json.dumps(body, ensure_ascii=False, separators=(",", ":"), default=str)[:-1]
-    return _seal(head.encode())
-
-
-# --- recovery --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Recovery:
-    """What ``recover`` found. ``cut_bytes`` > 0 means a torn tail was cut (the capture records a gap);
-    ``bad_lines`` > 0 means corruption *inside* the file, kept in place and copied to ``quarantined``."""
-
-    path: Path
-    valid_lines: int  # valid lines in the scanned range (the whole file unless ``scanned_from`` > 0)
-    cut_bytes: int
-    last_rx: datetime | None
-    bad_lines: int = 0
-    quarantined: Path | None = None
-    size: int = 0  # file size after recovery
-    closed: bool = False  # the last valid line is a ``close`` control line
-    scanned_from: int = 0  # byte offset the verification started at (0 = whole file)
-
-    def as_dict(self) -> dict:
-        return {"path": str(self.path), "valid_lines": self.valid_lines, "cut_bytes": self.cut_bytes,
-                "last_rx": self.last_rx.isoformat() if self.last_rx else None, "bad_lines": self.bad_lines,
-                "quarantined": str(self.quarantined) if self.quarantined else None, "size": self.size,
-                "closed": self.closed, "scanned_from": self.scanned_from}
-
-
-def _scan(f, offset: int = 0, upto: int | None = None) -> tuple[int, int, int, int, int, deque[bytes]]:
-    """Verify every line from the file position ``offset`` (a line start) to ``upto`` (default: the end).
-    Returns (valid, good_end, bad_in_middle, first_bad_offset, end, last_good_lines): good_end is the offset just
-    past the last valid line; bad_in_middle counts bad lines that have valid lines after them (everything after
-    good_end is the torn tail)."""
-    valid = bad_mid = 0
-    good_end = offset
-    first_bad = -1
-    pending_bad: list[int] = []  # offsets of bad lines after the last good one
-    last_good: deque[bytes] = deque(maxlen=64)
-    carry = b""
-    left = -1 if upto is None else upto - offset
-    while left:
-        chunk = f.read(_READ_CHUNK if left < 0 else min(_READ_CHUNK, left))
-        if not chunk:
-            break
-        if left > 0:
-            left -= len(chunk)
-        buf = carry + chunk if carry else chunk
-        lines = buf.split(b"\n")
-        carry = lines.pop()
-        for ln in lines:
-            end = offset + len(ln) + 1
-            if line_ok(ln):
-                if pending_bad:
-                    bad_mid += len(pending_bad)
-                    if first_bad < 0:
-                        first_bad = pending_bad[0]
-                    pending_bad = []
-                valid += 1
-                good_end = end
-                last_good.append(ln)
-            else:
-                pending_bad.append(offset)
-            offset = end
-    return valid, good_end, bad_mid, first_bad, offset + len(carry), last_good
-
-
-def _kind_rx(line: bytes) -> tuple[str, str | None]:
-    try:
-        obj = json.loads(line)
-        return obj.get("t", "frame"), obj.get("rx")
-    except ValueError:
-        return "?", None
-
-
-def restart_tail_bytes(max_batch_bytes: int = 8 << 20) -> int:
-    """What a crash can have torn: two write batches (plus a line's slack). A restart scans only this much."""
-    return 2 * max_batch_bytes + (64 << 10)
-
-
-def recover(path: str | os.PathLike, *, tail_bytes: int | None = None,
-            quarantine_dir: str | os.PathLike | None = None) -> Recovery:
-    """Verify a segment and make it safe to append to. Call only when no writer has it open.
-
-    * torn tail (a partial last line, or bad lines after the last good one): truncated to the end of the last
-      good line, fsynced, ``cut_bytes`` reported;
-    * a bad line followed by good lines: left in place (never truncated away); the file is first copied to
-      ``<name>.quarantine-<offset>`` (once per corruption) and ``bad_lines`` / ``quarantined`` reported.
-
-    ``tail_bytes`` limits the scan to the file's last bytes (from the first line start in that window): a crash
-    can only tear the last un-fsynced batch, so a restarting writer need not read a 2 GB hour before it writes
-    again. Without a valid line in the window it falls back to the whole file. ``verify`` reads the rest.
-    """
-    path = Path(path)
-    with open(path, "r+b") as f:
-        size = f.seek(0, os.SEEK_END)
-        start = 0
-        if tail_bytes is not None and size > tail_bytes:
-            f.seek(size - tail_bytes - 1)
-            f.readline()  # to the first line start inside the window
-            start = f.tell()
-        f.seek(start)
-        valid, good_end, bad_mid, first_bad, size, last_good = _scan(f, start)
-        if start and not valid:
-            start = 0
-            f.seek(0)
-            valid, good_end, bad_mid, first_bad, size, last_good = _scan(f, 0)
-        quarantined = _quarantine(f, path, first_bad, bad_mid, quarantine_dir) if bad_mid else None
-        cut = size - good_end
-        if cut:
-            f.truncate(good_end)
-            f.flush()
-            os.fsync(f.fileno())
-            log.warning("journal %s: torn tail of %d bytes cut after line %d", path, cut, valid)
-    kinds = [_kind_rx(ln) for ln in reversed(last_good)]
-    closed = bool(kinds) and kinds[0][0] == "close"
-    last_rx = next((datetime.fromisoformat(rx) for k, rx in kinds if k == "frame" and rx), None)
-    return Recovery(path, valid, cut, last_rx, bad_mid, quarantined, good_end, closed, start)
-
-
-def verify(path: str | os.PathLike, *, upto: int | None = None,
-           quarantine_dir: str | os.PathLike | None = None) -> Recovery:
-    """Read-only check of every line up to ``upto`` bytes (default: all). Any bad line is corruption inside the
-    record (the tail was already cut): the file is quarantine-copied and ``bad_lines`` reported. Nothing is cut."""
-    path = Path(path)
-    with open(path, "rb") as f:
-        valid, good_end, bad_mid, first_bad, end, last_good = _scan(f, 0, upto)
-        bad = bad_mid + (1 if end > good_end else 0)
-        if bad and first_bad < 0:
-            first_bad = good_end
-        quarantined = _quarantine(f, path, first_bad, bad, quarantine_dir, upto) if bad else None
-    kinds = [_kind_rx(ln) for ln in reversed(last_good)]
-    last_rx = next((datetime.fromisoformat(rx) for k, rx in kinds if k == "frame" and rx), None)
-    return Recovery(path, valid, 0, last_rx, bad, quarantined, end, bool(kinds) and kinds[0][0] == "close")
-
-
-def _quarantine(f, path: Path, first_bad: int, bad: int, quarantine_dir: str | os.PathLike | None,
-                upto: int | None = None) -> Path:
-    qdir = Path(quarantine_dir) if quarantine_dir else path.parent
-    target = qdir / f"{path.name}.quarantine-{first_bad}"
-    if not target.exists():
-        qdir.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp")
-        f.seek(0)
-        left = upto
-        with open(tmp, "wb") as q:
-            while left is None or left > 0:
-                chunk = f.read(_READ_CHUNK if left is None else min(_READ_CHUNK, left))
-                if not chunk:
-                    break
-                q.write(chunk)
-                if left is not None:
-                    left -= len(chunk)
-            q.flush()
-            os.fsync(q.fileno())
-        os.replace(tmp, target)
-        fsync_dir(qdir)
-    log.error("journal %s: %d corrupt line(s) inside the file (first at byte %d); kept in place, copied to %s",
-              path, bad, first_bad, target)
-    return target
-
-
-def segment_closed(path: str | os.PathLike) -> bool:
-    """True when the segment's last line is a valid ``close`` line: its writer finished it (rotation,
-    idle close after the hour, ``close()``, or recovery of a crashed writer's segment)."""
-    path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - 4096))
-            tail = f.read()
-    except FileNotFoundError:
-        return False
-    if not tail.endswith(b"\n"):
-        return False
-    last = tail[:-1].rsplit(b"\n", 1)[-1]
-    return line_ok(last) and _kind_rx(last)[0] == "close"
-
-
-# --- reading ---------------------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class JournalLine:
-    """One line of a segment. ``ok`` False means torn/corrupt (``error`` says how, ``raw`` has the bytes)."""
-
-    path: Path
-    offset: int
-    ok: bool
-    kind: str  # 'frame' | 'open' | 'close' | caller kinds | 'bad'
-    rx: datetime | None = None
-    run: str | None = None
-    conn: int | None = None
-    n: int | None = None
-    payload: str | bytes | None = None  # bytes when the frame was not UTF-8 (stored base64)
-    mitigation_level: int | None = None
-    meta: dict = field(default_factory=dict)
-    key_id: str | None = None
-    error: str | None = None
-    raw: bytes | None = None
-
-    @property
-    def conn_id(self) -> str:
-        """The connection across processes: ``<run>/<conn>``."""
-        return f"{self.run}/{self.conn}"
-
-
-def read_journal(paths: Iterable[str | os.PathLike]) -> Iterator[JournalLine]:
-    """Every line of the given segments, in file order, verified. Read-only: a torn tail is yielded as a
-    ``bad`` line (``error='torn_tail'``), never cut here (that is ``recover``'s job, with no writer)."""
-    for p in paths:
-        path = Path(p)
-        key = _key_of(path)
-        with open(path, "rb") as f:
-            carry = b""
-            offset = 0
-            while True:
-                chunk = f.read(_READ_CHUNK)
-                if not chunk:
-                    break
-                buf = carry + chunk if carry else chunk
-                lines = buf.split(b"\n")
-                carry = lines.pop()
-                for ln in lines:
-                    yield _decode(path, key, offset, ln)
-                    offset += len(ln) + 1
-            if carry:
-                yield JournalLine(path, offset, False, "bad", key_id=key, error="torn_tail", raw=carry)
-
-
-def _decode(path: Path, key: str | None, offset: int, ln: bytes) -> JournalLine:
-    if not line_ok(ln):
-        return JournalLine(path, offset, False, "bad", key_id=key, error="bad_crc", raw=ln)
-    try:
-        obj = json.loads(ln)
-        rx = datetime.fromisoformat(obj.pop("rx"))
-    except (ValueError, KeyError, TypeError) as exc:  # CRC fine but not ours: still reported, never dropped
-        return JournalLine(path, offset, False, "bad", key_id=key, error=f"bad_json: {exc}"[:200], raw=ln)
-    obj.pop("crc", None)
-    payload: str | bytes | None = obj.pop("p", None)
-    if payload is None and "p64" in obj:
-        payload = base64.b64decode(obj.pop("p64"))
-    return JournalLine(path, offset, True, obj.pop("t", "frame"), rx, obj.pop("r", None), obj.pop("c", None),
-                       obj.pop("n", None), payload, obj.pop("ml", None), obj, key)
 
 
 # --- histogram -------------------------------------------------------------------------------------

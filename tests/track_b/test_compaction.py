@@ -14,7 +14,9 @@ import pytest
 
 from observer_resources.storage.lake import write_table_atomic
 from observer_assets.track_b.compaction import SAMPLE_SCHEMA, TICK_SCHEMA, compact, sample
-from observer_assets.track_b.journal import Journal, read_journal, segments
+from observer_assets.track_b.journal import Journal
+from observer_assets.track_b.journal_format import segments
+from observer_assets.track_b.journal_read import read_journal
 from observer_resources.calendar import KST
 from local_exchange.market import Market
 

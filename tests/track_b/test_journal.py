@@ -16,7 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from observer_assets.track_b.journal import Journal, JournalError, line_ok, read_journal, recover, segment_closed, segments
+from observer_assets.track_b.journal import Journal, JournalError
+from observer_assets.track_b.journal_format import line_ok, segments
+from observer_assets.track_b.journal_read import read_journal
+from observer_assets.track_b.journal_recovery import recover, segment_closed
 from observer_resources.storage.layout import segment_path
 from observer_resources.calendar import KST
 from local_exchange.market import Market
