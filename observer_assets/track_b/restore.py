@@ -34,7 +34,7 @@ from observer_resources.events import Gap
 from observer_resources.kis import protocol as p
 from observer_resources.kis.errors import KisError
 from observer_resources.kis.models import Conclusion
-from observer_resources.kis.rest import conclusion_from
+from observer_resources.kis.rows import conclusion_from
 from observer_resources.resources import KisResource
 from observer_resources import clock
 from observer_resources.storage.layout import restored_path

@@ -1,4 +1,4 @@
-"""Typed values the KIS client hands out: real-time records and REST results.
+"""Typed values the KIS client hands out: real-time records, REST results, raw REST pages and request counters.
 
 KIS sends every number as a string; these classes carry them converted (prices and volumes
 ``int`` KRW/shares, rates ``float``, dates ``date``, times tz-aware KST ``datetime``). Each also
@@ -11,9 +11,11 @@ order KIS used on the wire (mostly newest first).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from typing import Any
 
 # --- real-time (WebSocket) -----------------------------------------------------------------------
 
@@ -278,3 +280,39 @@ class ProductInfo:
     classification: str  # prdt_clsf_name
     first_listed: date | None  # frst_erlm_dt
     raw: Mapping[str, str] = field(repr=False, compare=False)
+
+
+# --- REST transport --------------------------------------------------------------------------------
+
+
+@dataclass
+class RestStats:
+    """Counters of one client. ``requests`` counts HTTP requests actually sent."""
+
+    requests: int = 0
+    pages: int = 0
+    retries: Counter = field(default_factory=Counter)  # cause -> n ('rate_limit', 'token', 'transient')
+    errors: Counter = field(default_factory=Counter)  # msg_cd / error kind -> n (final failures)
+    rate_limit_waits: int = 0
+    rate_limit_wait_seconds: float = 0.0
+    limiter_wait_seconds: float = 0.0
+    limiter_waits: int = 0  # requests whose permit took longer than rest.LIMITER_WAIT_EPS
+    limiter_max_wait_seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return {
+            "requests": self.requests, "pages": self.pages, "retries": dict(self.retries),
+            "errors": dict(self.errors), "rate_limit_waits": self.rate_limit_waits,
+            "rate_limit_wait_seconds": round(self.rate_limit_wait_seconds, 3),
+            "limiter_wait_seconds": round(self.limiter_wait_seconds, 3),
+            "limiter_waits": self.limiter_waits,
+            "limiter_max_wait_seconds": round(self.limiter_max_wait_seconds, 3),
+        }
+
+
+@dataclass(frozen=True)
+class Page:
+    """One raw answer of ``KisRestClient.request``, before typing (``rows``)."""
+
+    body: dict[str, Any]
+    tr_cont: str  # response header: F/M more, D/E last, '' unknown

@@ -16,7 +16,9 @@ anything else ``rt_cd != 0``  ``KisApiError``, no sleep, no retry
 ============================  ==========================================================
 
 Every HTTP request first takes a permit from the shared ``RateLimiter``. Lists are returned
-**oldest first** (see ``models``). Secrets, tokens and headers are never logged.
+**oldest first** (see ``models``). Secrets, tokens and headers are never logged. This module is the
+transport only (requests, retries, paging): the pure conversions to and from KIS strings are ``rows``, so
+code that pages an endpoint itself types its rows the same way without the client.
 
 Given an :class:`~observer_resources.events.EventLog`, the client records every EGW00201 answer as a
 ``rate_limit_rejected`` system event, and on close one ``rate_limit_waits`` event summing the limiter's waits
@@ -29,16 +31,13 @@ import asyncio
 import logging
 import random
 import time as _time
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
 import httpx
 
-from observer_resources import metrics
-from observer_resources.calendar import KST
+from observer_resources import clock, metrics
 from observer_resources.calendar import session as krx_session
 from observer_resources.events import EventLog
 from observer_resources.kis import protocol as p
@@ -64,12 +63,29 @@ from observer_resources.kis.models import (
     MinuteBar,
     MinuteBars,
     MultiQuote,
+    Page,
     ProductInfo,
     Quote,
+    RestStats,
     VolumeRankRow,
 )
 from observer_resources.kis.ports import RateLimiter, TokenProvider
-from observer_resources import clock
+from observer_resources.kis.rows import (
+    chart_summary_from,
+    conclusion_from,
+    daily_chart_bar_from,
+    daily_price_bar_from,
+    hhmmss,
+    holiday_from,
+    minute_bar_from,
+    multi_quote_from,
+    output_rows,
+    product_info_from,
+    quote_from,
+    typed_row,
+    volume_rank_from,
+    yyyymmdd,
+)
 
 log = logging.getLogger("observer.kis")
 
@@ -80,229 +96,6 @@ RATE_BACKOFF_MIN, RATE_BACKOFF_MAX = 0.1, 1.0
 TRANSIENT_DELAYS = (1.0, 2.0)
 #: a limiter wait shorter than this is the store access itself, not a wait for the budget
 LIMITER_WAIT_EPS = 0.01
-
-
-
-
-@dataclass
-class RestStats:
-    """Counters of one client. ``requests`` counts HTTP requests actually sent."""
-
-    requests: int = 0
-    pages: int = 0
-    retries: Counter = field(default_factory=Counter)  # cause -> n ('rate_limit', 'token', 'transient')
-    errors: Counter = field(default_factory=Counter)  # msg_cd / error kind -> n (final failures)
-    rate_limit_waits: int = 0
-    rate_limit_wait_seconds: float = 0.0
-    limiter_wait_seconds: float = 0.0
-    limiter_waits: int = 0  # requests whose permit took longer than LIMITER_WAIT_EPS
-    limiter_max_wait_seconds: float = 0.0
-
-    def as_dict(self) -> dict:
-        return {
-            "requests": self.requests, "pages": self.pages, "retries": dict(self.retries),
-            "errors": dict(self.errors), "rate_limit_waits": self.rate_limit_waits,
-            "rate_limit_wait_seconds": round(self.rate_limit_wait_seconds, 3),
-            "limiter_wait_seconds": round(self.limiter_wait_seconds, 3),
-            "limiter_waits": self.limiter_waits,
-            "limiter_max_wait_seconds": round(self.limiter_max_wait_seconds, 3),
-        }
-
-
-@dataclass(frozen=True)
-class Page:
-    body: dict[str, Any]
-    tr_cont: str  # response header: F/M more, D/E last, '' unknown
-
-
-# --- value conversion (pure) ------------------------------------------------------------------------
-
-
-def _int(v: Any) -> int:
-    """KIS integer string -> int; '' -> 0 (KIS leaves non-applicable numbers empty)."""
-    if v is None or v == "":
-        return 0
-    try:
-        return int(v)
-    except ValueError:
-        f = float(v)  # '123.00' in some integer columns
-        if f.is_integer():
-            return int(f)
-        raise
-
-
-def _opt_int(v: Any) -> int | None:
-    """Best bid/ask and the like: None when 0 or empty, never 0."""
-    return _int(v) or None
-
-
-def _float(v: Any) -> float:
-    return float(v) if v not in (None, "") else 0.0
-
-
-def _opt_float(v: Any) -> float | None:
-    return float(v) if v not in (None, "") else None
-
-
-def _date(v: Any) -> date | None:
-    if not v:
-        return None
-    s = str(v)
-    if len(s) != 8 or not s.isdigit():
-        raise ValueError(f"bad date {s!r}")
-    return date(int(s[:4]), int(s[4:6]), int(s[6:]))
-
-
-def _hms(v: Any) -> time:
-    s = str(v)
-    if len(s) != 6 or not s.isdigit():
-        raise ValueError(f"bad time {s!r}")
-    return time(int(s[:2]), int(s[2:4]), int(s[4:]))
-
-
-def _at(day: date, hhmmss: Any) -> datetime:
-    return datetime.combine(day, _hms(hhmmss), tzinfo=KST)
-
-
-def _yn(v: Any) -> bool:
-    return str(v).upper() == "Y"
-
-
-def _typed(tr_id: str, build: Callable[[Mapping[str, Any]], Any], row: Any) -> Any:
-    """Run a row builder; a bad value becomes a KisResponseError naming the TR and the row."""
-    if not isinstance(row, Mapping):
-        raise KisResponseError(f"{tr_id}: expected an object row, got {type(row).__name__}")
-    try:
-        return build(row)
-    except (KeyError, ValueError, TypeError) as exc:
-        raise KisResponseError(f"{tr_id}: cannot type row ({type(exc).__name__}: {exc})") from exc
-
-
-def _rows(body: Mapping[str, Any], key: str) -> list[Any]:
-    v = body.get(key)
-    if v is None or v == "":
-        return []
-    if isinstance(v, list):
-        return v
-    if isinstance(v, dict):
-        return [v]
-    raise KisResponseError(f"{key} is {type(v).__name__}, not a list")
-
-
-# --- row builders (pure) ----------------------------------------------------------------------------
-
-
-def quote_from(o: Mapping[str, Any]) -> Quote:
-    return Quote(
-        code=o["stck_shrn_iscd"], price=_int(o["stck_prpr"]), change=_int(o["prdy_vrss"]),
-        change_sign=o["prdy_vrss_sign"], change_rate=_float(o["prdy_ctrt"]), open=_int(o["stck_oprc"]),
-        high=_int(o["stck_hgpr"]), low=_int(o["stck_lwpr"]), upper_limit=_int(o["stck_mxpr"]),
-        lower_limit=_int(o["stck_llam"]), base_price=_int(o["stck_sdpr"]), acml_vol=_int(o["acml_vol"]),
-        acml_value=_int(o["acml_tr_pbmn"]), vwap=_float(o["wghn_avrg_stck_prc"]),
-        prdy_vol_rate=_float(o["prdy_vrss_vol_rate"]), vol_turnover=_float(o["vol_tnrt"]),
-        listed_shares=_int(o["lstn_stcn"]), market_cap=_int(o["hts_avls"]), per=_float(o["per"]),
-        pbr=_float(o["pbr"]), eps=_float(o["eps"]), bps=_float(o["bps"]),
-        foreign_ratio=_float(o["hts_frgn_ehrt"]), halted=_yn(o["temp_stop_yn"]),
-        status_code=o["iscd_stat_cls_code"], warning_code=o["mrkt_warn_cls_code"], vi_code=o["vi_cls_code"],
-        market_name=o["rprs_mrkt_kor_name"], sector_name=o["bstp_kor_isnm"], w52_high=_int(o["w52_hgpr"]),
-        w52_high_date=_date(o["w52_hgpr_date"]), w52_low=_int(o["w52_lwpr"]),
-        w52_low_date=_date(o["w52_lwpr_date"]), raw=dict(o),
-    )
-
-
-def multi_quote_from(o: Mapping[str, Any]) -> MultiQuote:
-    return MultiQuote(
-        code=o["inter_shrn_iscd"], name=o["inter_kor_isnm"], price=_int(o["inter2_prpr"]),
-        change=_int(o["inter2_prdy_vrss"]), change_sign=o["prdy_vrss_sign"], change_rate=_float(o["prdy_ctrt"]),
-        acml_vol=_int(o["acml_vol"]), acml_value=_int(o["acml_tr_pbmn"]), open=_int(o["inter2_oprc"]),
-        high=_int(o["inter2_hgpr"]), low=_int(o["inter2_lwpr"]), upper_limit=_int(o["inter2_mxpr"]),
-        lower_limit=_int(o["inter2_llam"]), ask1=_opt_int(o["inter2_askp"]), bid1=_opt_int(o["inter2_bidp"]),
-        ask_size1=_int(o["seln_rsqn"]), bid_size1=_int(o["shnu_rsqn"]),
-        total_ask_size=_int(o["total_askp_rsqn"]), total_bid_size=_int(o["total_bidp_rsqn"]),
-        prev_close=_int(o["inter2_prdy_clpr"]), base_price=_int(o["inter2_sdpr"]),
-        market_name=o["kospi_kosdaq_cls_name"], hour_cls_code=o["hour_cls_code"], raw=dict(o),
-    )
-
-
-def daily_price_bar_from(o: Mapping[str, Any]) -> DailyBar:
-    return DailyBar(
-        day=_date(o["stck_bsop_date"]), open=_int(o["stck_oprc"]), high=_int(o["stck_hgpr"]),  # type: ignore[arg-type]
-        low=_int(o["stck_lwpr"]), close=_int(o["stck_clpr"]), volume=_int(o["acml_vol"]), value=None,
-        change=_int(o["prdy_vrss"]), change_sign=o["prdy_vrss_sign"], change_rate=_opt_float(o["prdy_ctrt"]),
-        foreign_ratio=_opt_float(o.get("hts_frgn_ehrt")), raw=dict(o),
-    )
-
-
-def daily_chart_bar_from(o: Mapping[str, Any]) -> DailyBar:
-    return DailyBar(
-        day=_date(o["stck_bsop_date"]), open=_int(o["stck_oprc"]), high=_int(o["stck_hgpr"]),  # type: ignore[arg-type]
-        low=_int(o["stck_lwpr"]), close=_int(o["stck_clpr"]), volume=_int(o["acml_vol"]),
-        value=_int(o["acml_tr_pbmn"]), change=_int(o["prdy_vrss"]), change_sign=o["prdy_vrss_sign"],
-        change_rate=None, foreign_ratio=None, raw=dict(o),
-    )
-
-
-def chart_summary_from(o: Mapping[str, Any], code: str) -> ChartSummary:
-    return ChartSummary(
-        code=o.get("stck_shrn_iscd") or code, name=o.get("hts_kor_isnm", ""), price=_int(o["stck_prpr"]),
-        change=_int(o["prdy_vrss"]), change_sign=o["prdy_vrss_sign"], change_rate=_float(o["prdy_ctrt"]),
-        prev_close=_int(o["stck_prdy_clpr"]), acml_vol=_int(o["acml_vol"]), acml_value=_int(o["acml_tr_pbmn"]),
-        raw=dict(o),
-    )
-
-
-def minute_bar_from(o: Mapping[str, Any]) -> MinuteBar:
-    return MinuteBar(
-        at=_at(_date(o["stck_bsop_date"]), o["stck_cntg_hour"]), close=_int(o["stck_prpr"]),  # type: ignore[arg-type]
-        open=_int(o["stck_oprc"]), high=_int(o["stck_hgpr"]), low=_int(o["stck_lwpr"]),
-        volume=_int(o["cntg_vol"]), acml_value=_int(o["acml_tr_pbmn"]), raw=dict(o),
-    )
-
-
-def conclusion_from(o: Mapping[str, Any], day: date) -> Conclusion:
-    return Conclusion(
-        at=_at(day, o["stck_cntg_hour"]), price=_int(o["stck_pbpr"]), change=_int(o["prdy_vrss"]),
-        change_sign=o["prdy_vrss_sign"], change_rate=_float(o["prdy_ctrt"]), ask1=_opt_int(o["askp"]),
-        bid1=_opt_int(o["bidp"]), strength=_float(o["tday_rltv"]), acml_vol=_int(o["acml_vol"]),
-        qty=_int(o["cnqn"]), raw=dict(o),
-    )
-
-
-def volume_rank_from(o: Mapping[str, Any]) -> VolumeRankRow:
-    return VolumeRankRow(
-        rank=_int(o["data_rank"]), code=o["mksc_shrn_iscd"], name=o["hts_kor_isnm"], price=_int(o["stck_prpr"]),
-        change=_int(o["prdy_vrss"]), change_sign=o["prdy_vrss_sign"], change_rate=_float(o["prdy_ctrt"]),
-        acml_vol=_int(o["acml_vol"]), prev_vol=_int(o["prdy_vol"]), listed_shares=_int(o["lstn_stcn"]),
-        avg_vol=_int(o["avrg_vol"]), vol_increase_rate=_float(o["vol_inrt"]), vol_turnover=_float(o["vol_tnrt"]),
-        avg_value=_int(o["avrg_tr_pbmn"]), acml_value=_int(o["acml_tr_pbmn"]), raw=dict(o),
-    )
-
-
-def holiday_from(o: Mapping[str, Any]) -> HolidayRow:
-    return HolidayRow(
-        day=_date(o["bass_dt"]), weekday_code=o["wday_dvsn_cd"], business_day=_yn(o["bzdy_yn"]),  # type: ignore[arg-type]
-        transaction_day=_yn(o["tr_day_yn"]), market_open=_yn(o["opnd_yn"]), settlement_day=_yn(o["sttl_day_yn"]),
-        raw=dict(o),
-    )
-
-
-def product_info_from(o: Mapping[str, Any]) -> ProductInfo:
-    return ProductInfo(
-        code=o["pdno"], short_code=o.get("shtn_pdno", ""), isin=o.get("std_pdno", ""),
-        product_type=o.get("prdt_type_cd", ""), name=o.get("prdt_name", ""), abbr_name=o.get("prdt_abrv_name", ""),
-        eng_name=o.get("prdt_eng_name", ""), classification=o.get("prdt_clsf_name", ""),
-        first_listed=_date(o.get("frst_erlm_dt")), raw=dict(o),
-    )
-
-
-def _yyyymmdd(d: date) -> str:
-    return d.strftime("%Y%m%d")
-
-
-def _hhmmss(t: str | time) -> str:
-    s = t.strftime("%H%M%S") if isinstance(t, time) else str(t)
-    _hms(s)  # validate before sending
-    return s
 
 
 # --- the client -------------------------------------------------------------------------------------
@@ -430,7 +223,8 @@ class KisRestClient:
             if body is None or not (rt_cd or code):
                 if resp.status_code >= 500 or resp.status_code == 429:
                     if transient_tries < len(self.transient_delays):
-                        await self._transient_wait(tr_id, f"HTTP {resp.status_code} without a KIS body", transient_tries)
+                        await self._transient_wait(tr_id, f"HTTP {resp.status_code} without a KIS body",
+                                                   transient_tries)
                         transient_tries += 1
                         continue
                     self.stats.errors["transient"] += 1
@@ -514,7 +308,7 @@ class KisRestClient:
     async def inquire_price(self, code: str, market: str = "J") -> Quote:
         page = await self.request("inquire-price", p.TR_INQUIRE_PRICE,
                                   {"FID_COND_MRKT_DIV_CODE": market, "FID_INPUT_ISCD": code})
-        return _typed(p.TR_INQUIRE_PRICE, quote_from, page.body.get("output"))
+        return typed_row(p.TR_INQUIRE_PRICE, quote_from, page.body.get("output"))
 
     async def multi_price(self, codes: Sequence[str], market: str = "J") -> list[MultiQuote]:
         """Up to 30 symbols in one call (real keys only). Rows come back in request order; a code KIS
@@ -529,7 +323,7 @@ class KisRestClient:
             params[f"FID_COND_MRKT_DIV_CODE_{i}"] = market
             params[f"FID_INPUT_ISCD_{i}"] = c
         page = await self.request("intstock-multprice", p.TR_MULTPRICE, params)
-        rows = [_typed(p.TR_MULTPRICE, multi_quote_from, r) for r in _rows(page.body, "output")]
+        rows = [typed_row(p.TR_MULTPRICE, multi_quote_from, r) for r in output_rows(page.body, "output")]
         by_code = {r.code: r for r in rows}
         missing = [c for c in codes if c not in by_code]
         if missing:
@@ -537,14 +331,15 @@ class KisRestClient:
                         len(codes), ",".join(missing[:10]))
         return [by_code[c] for c in codes if c in by_code]
 
-    async def daily_price(self, code: str, period: str = "D", adjusted: bool = True, market: str = "J") -> list[DailyBar]:
+    async def daily_price(self, code: str, period: str = "D", adjusted: bool = True,
+                          market: str = "J") -> list[DailyBar]:
         """The last 30 D/W/M bars, oldest first. Row for today is present during/after a session:
         pick the previous close by date, not by position."""
         page = await self.request("inquire-daily-price", p.TR_DAILY_PRICE, {
             "FID_COND_MRKT_DIV_CODE": market, "FID_INPUT_ISCD": code, "FID_PERIOD_DIV_CODE": period,
             "FID_ORG_ADJ_PRC": "1" if adjusted else "0",
         })
-        bars = [_typed(p.TR_DAILY_PRICE, daily_price_bar_from, r) for r in _rows(page.body, "output")]
+        bars = [typed_row(p.TR_DAILY_PRICE, daily_price_bar_from, r) for r in output_rows(page.body, "output")]
         return sorted(bars, key=lambda b: b.day)
 
     async def daily_chart(self, code: str, start: date, end: date, period: str = "D", *, adjusted: bool = True,
@@ -557,12 +352,12 @@ class KisRestClient:
         to = end
         for _ in range(self.max_pages):
             page = await self.request("inquire-daily-itemchartprice", p.TR_DAILY_ITEMCHART, {
-                "FID_COND_MRKT_DIV_CODE": market, "FID_INPUT_ISCD": code, "FID_INPUT_DATE_1": _yyyymmdd(start),
-                "FID_INPUT_DATE_2": _yyyymmdd(to), "FID_PERIOD_DIV_CODE": period,
+                "FID_COND_MRKT_DIV_CODE": market, "FID_INPUT_ISCD": code, "FID_INPUT_DATE_1": yyyymmdd(start),
+                "FID_INPUT_DATE_2": yyyymmdd(to), "FID_PERIOD_DIV_CODE": period,
                 "FID_ORG_ADJ_PRC": "0" if adjusted else "1",
             })
-            rows = [r for r in _rows(page.body, "output2") if isinstance(r, Mapping) and r.get("stck_bsop_date")]
-            got = [_typed(p.TR_DAILY_ITEMCHART, daily_chart_bar_from, r) for r in rows]
+            rows = [r for r in output_rows(page.body, "output2") if isinstance(r, Mapping) and r.get("stck_bsop_date")]
+            got = [typed_row(p.TR_DAILY_ITEMCHART, daily_chart_bar_from, r) for r in rows]
             got = [b for b in got if start <= b.day <= end]
             if not got:
                 break
@@ -579,15 +374,17 @@ class KisRestClient:
         """One page (≤ 30 bars) of today's minute bars ending at ``until_hhmmss``, oldest first."""
         page = await self.request("inquire-time-itemchartprice", p.TR_TIME_ITEMCHART, {
             "FID_ETC_CLS_CODE": "", "FID_COND_MRKT_DIV_CODE": market, "FID_INPUT_ISCD": code,
-            "FID_INPUT_HOUR_1": _hhmmss(until_hhmmss), "FID_PW_DATA_INCU_YN": "Y" if include_past else "N",
+            "FID_INPUT_HOUR_1": hhmmss(until_hhmmss), "FID_PW_DATA_INCU_YN": "Y" if include_past else "N",
         })
         return self._minute_page(p.TR_TIME_ITEMCHART, page, code)
 
     def _minute_page(self, tr_id: str, page: Page, code: str) -> MinuteBars:
         out1 = page.body.get("output1")
-        summary = _typed(tr_id, lambda o: chart_summary_from(o, code), out1) if isinstance(out1, Mapping) and out1 else None
-        rows = [r for r in _rows(page.body, "output2") if isinstance(r, Mapping) and r.get("stck_cntg_hour")]
-        bars = [_typed(tr_id, minute_bar_from, r) for r in rows]
+        summary = None
+        if isinstance(out1, Mapping) and out1:
+            summary = typed_row(tr_id, lambda o: chart_summary_from(o, code), out1)
+        rows = [r for r in output_rows(page.body, "output2") if isinstance(r, Mapping) and r.get("stck_cntg_hour")]
+        bars = [typed_row(tr_id, minute_bar_from, r) for r in rows]
         return MinuteBars(summary, sorted(bars, key=lambda b: b.at))
 
     async def minute_bars_all(self, code: str, until: str | time = "153000", *, since: str | time | None = None,
@@ -595,8 +392,8 @@ class KisRestClient:
         """Today's minute bars up to ``until``, oldest first, de-duplicated: pages back by asking again one
         minute before the earliest bar, until ``since`` (default: the KRX session open of the bars' day)
         or an empty page (≈ 13 calls a day)."""
-        hour = _hhmmss(until)
-        floor = _hhmmss(since) if since is not None else None
+        hour = hhmmss(until)
+        floor = hhmmss(since) if since is not None else None
         bars: dict[datetime, MinuteBar] = {}
         summary: ChartSummary | None = None
         for _ in range(self.max_pages):
@@ -624,8 +421,8 @@ class KisRestClient:
                                include_past: bool = True, market: str = "J") -> MinuteBars:
         """One page (≤ 120 bars) of ``day``'s minute bars ending at ``hour``, oldest first (real keys)."""
         page = await self.request("inquire-time-dailychartprice", p.TR_TIME_DAILYCHART, {
-            "FID_COND_MRKT_DIV_CODE": market, "FID_INPUT_ISCD": code, "FID_INPUT_HOUR_1": _hhmmss(hour),
-            "FID_INPUT_DATE_1": _yyyymmdd(day), "FID_PW_DATA_INCU_YN": "Y" if include_past else "N",
+            "FID_COND_MRKT_DIV_CODE": market, "FID_INPUT_ISCD": code, "FID_INPUT_HOUR_1": hhmmss(hour),
+            "FID_INPUT_DATE_1": yyyymmdd(day), "FID_PW_DATA_INCU_YN": "Y" if include_past else "N",
             "FID_FAKE_TICK_INCU_YN": "",
         })
         return self._minute_page(p.TR_TIME_DAILYCHART, page, code)
@@ -639,11 +436,11 @@ class KisRestClient:
         per token: if the token is replaced mid-way the server starts over, so a refresh during paging can
         repeat rows (rare: tokens are refreshed ahead of expiry)."""
         serving_day = day or clock.now().date()
-        params = {"FID_COND_MRKT_DIV_CODE": market, "FID_INPUT_ISCD": code, "FID_INPUT_HOUR_1": _hhmmss(until_hhmmss)}
+        params = {"FID_COND_MRKT_DIV_CODE": market, "FID_INPUT_ISCD": code, "FID_INPUT_HOUR_1": hhmmss(until_hhmmss)}
         pages = await self._pages("inquire-time-itemconclusion", p.TR_TIME_CONCLUSION, params,
                                   next_params=lambda _page: params)
-        rows = [r for pg in pages for r in _rows(pg.body, "output2")]
-        ticks = [_typed(p.TR_TIME_CONCLUSION, lambda o: conclusion_from(o, serving_day), r) for r in rows]
+        rows = [r for pg in pages for r in output_rows(pg.body, "output2")]
+        ticks = [typed_row(p.TR_TIME_CONCLUSION, lambda o: conclusion_from(o, serving_day), r) for r in rows]
         ticks.reverse()  # pages and rows arrive newest first
         return ticks
 
@@ -660,13 +457,14 @@ class KisRestClient:
             "FID_VOL_CNT": volume_min, "FID_INPUT_DATE_1": "",
         }
         pages = await self._pages("volume-rank", p.TR_VOLUME_RANK, params, next_params=lambda _page: params)
-        rows = [_typed(p.TR_VOLUME_RANK, volume_rank_from, r) for pg in pages for r in _rows(pg.body, "output")]
+        rows = [typed_row(p.TR_VOLUME_RANK, volume_rank_from, r)
+                for pg in pages for r in output_rows(pg.body, "output")]
         return sorted(rows, key=lambda r: r.rank)
 
     async def holidays(self, base_date: date) -> list[HolidayRow]:
         """Calendar rows from ``base_date`` on, oldest first, following the CTX continuation keys.
         KIS asks for about one call a day (it touches the core ledger)."""
-        params = {"BASS_DT": _yyyymmdd(base_date), "CTX_AREA_NK": "", "CTX_AREA_FK": ""}
+        params = {"BASS_DT": yyyymmdd(base_date), "CTX_AREA_NK": "", "CTX_AREA_FK": ""}
         seen_keys: set[tuple[str, str]] = set()
 
         def next_params(page: Page) -> dict[str, str] | None:
@@ -676,19 +474,19 @@ class KisRestClient:
             if not (nk or fk) or (nk, fk) in seen_keys:
                 return None
             seen_keys.add((nk, fk))
-            return {"BASS_DT": _yyyymmdd(base_date), "CTX_AREA_NK": nk, "CTX_AREA_FK": fk}
+            return {"BASS_DT": yyyymmdd(base_date), "CTX_AREA_NK": nk, "CTX_AREA_FK": fk}
 
         pages = await self._pages("chk-holiday", p.TR_CHK_HOLIDAY, params, next_params=next_params)
         rows: dict[date, HolidayRow] = {}
         for pg in pages:
-            for r in _rows(pg.body, "output"):
-                h = _typed(p.TR_CHK_HOLIDAY, holiday_from, r)
+            for r in output_rows(pg.body, "output"):
+                h = typed_row(p.TR_CHK_HOLIDAY, holiday_from, r)
                 rows.setdefault(h.day, h)
         return [rows[d] for d in sorted(rows)]
 
     async def search_info(self, code: str, product_type: str = "300") -> ProductInfo:
         page = await self.request("search-info", p.TR_SEARCH_INFO, {"PDNO": code, "PRDT_TYPE_CD": product_type})
-        return _typed(p.TR_SEARCH_INFO, product_info_from, page.body.get("output"))
+        return typed_row(p.TR_SEARCH_INFO, product_info_from, page.body.get("output"))
 
 
 def _json_body(resp: httpx.Response) -> dict[str, Any] | None:
