@@ -52,7 +52,7 @@ ROOT_YAML = ROOT / "dagster.yaml"
 
 #: Modules whose ops and assets all use one shared resource (anything new added there joins the pool).
 POOL_BY_MODULE = {
-    "observer_assets.track_b.supervisor": KIS_WS_POOL,  # the capture: the app keys' WebSocket sessions
+    "observer_assets.track_b.capture_job": KIS_WS_POOL,  # the capture: the app keys' WebSocket sessions
     "observer_assets.backup.assets": BACKUP_POOL,  # backup, restore, retention, verification
     "observer_assets.track_b.assets": COMPACTION_POOL,  # journal -> ticks -> sampled
 }

@@ -36,7 +36,7 @@ POOL_LIMITS: Mapping[str, int] = {KIS_REST_POOL: 2, KIS_WS_POOL: 1, BACKUP_POOL:
 #: Per job, as the ``dagster/max_runtime`` tag: past it, run monitoring terminates the run and frees its slots.
 #: Runs without the tag (UI launches of the implicit asset job) get dagster.yaml's run_monitoring.max_runtime_seconds.
 #: Track A: its live snapshot stops by itself 30 s before the next slot, so one slot interval is never reached by a
-#: run that still works. The Track B capture job sets its own (the rest of its window, supervisor.py).
+#: run that still works. The Track B capture job sets its own (the rest of its window, track_b/capture_job.py).
 RUN_BUDGET_S: Mapping[str, int] = {
     "track_a_job": 600,
     "universe_job": 900,

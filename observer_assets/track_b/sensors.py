@@ -45,7 +45,8 @@ from observer_assets.orchestration.runs import max_runtime
 from observer_assets.track_b import journal as jr
 from observer_assets.track_b.assets import hour_segments, journal_fingerprint, journal_hours, read_manifest, track_b_sampled, track_b_ticks
 from observer_resources.storage.layout import ticks_path
-from observer_assets.track_b.supervisor import capture_window, pid_alive, read_json, run_tags, track_b_capture_job, wall_age_s
+from observer_assets.track_b.capture_job import run_tags, track_b_capture_job
+from observer_assets.track_b.supervisor import capture_window, pid_alive, read_json, wall_age_s
 from observer_resources.storage.layout import heartbeat_path, status_path
 from observer_resources.calendar import KST
 from observer_resources.calendar.market import calendar_from_env

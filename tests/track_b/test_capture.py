@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from observer_assets.track_b.capture import JsonLineFormatter
+from observer_assets.track_b.capture.logs import JsonLineFormatter
 from observer_resources.storage.layout import anomaly_path, overflow_path, status_path
 from observer_assets.track_b.compaction import compact
 from observer_assets.track_b.journal import read_journal, segments
@@ -583,7 +583,7 @@ def test_log_lines_are_json_objects():
 
 
 def test_token_store_is_the_one_the_dagster_resources_share():
-    from observer_assets.track_b import capture
+    from observer_assets.track_b.capture import capture
     from observer_resources import resources
     from observer_resources.resources import default_state_dir
 

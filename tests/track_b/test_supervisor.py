@@ -15,7 +15,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from observer_assets.track_b.supervisor import CAPTURE_TAGS, MAX_RUNTIME_TAG, CaptureSupervisor, RestartPolicy, capture_window, format_line, run_tags, track_b_capture_job
+from observer_assets.orchestration.runs import MAX_RUNTIME_TAG
+from observer_assets.track_b.capture_job import CAPTURE_TAGS, run_tags, track_b_capture_job
+from observer_assets.track_b.supervisor import CaptureSupervisor, RestartPolicy, capture_window, format_line
 from observer_resources.storage.layout import heartbeat_path
 from observer_resources.calendar import KST
 from observer_resources.calendar.market import MarketCalendar
@@ -249,7 +251,7 @@ def test_under_dagster_dev_a_killed_run_worker_is_replaced_within_30_s(tmp_path,
     log = open(tmp_path / "dev.log", "w")
     port = _free_port()
     dev = subprocess.Popen([sys.executable, "-m", "dagster", "dev", "-h", "127.0.0.1", "-p", str(port),
-                            "-m", "observer_assets.track_b.defs"], cwd=root, env=env, stdout=log,
+                            "-f", str(Path(__file__).with_name("_capture_defs.py"))], cwd=root, env=env, stdout=log,
                            stderr=subprocess.STDOUT, start_new_session=True)
 
     def status():

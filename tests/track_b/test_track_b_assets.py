@@ -25,7 +25,7 @@ from observer_assets.track_b.checks import track_b_losses_are_explained
 from observer_assets.track_b.compaction import SAMPLE_SCHEMA, TICK_SCHEMA
 from observer_assets.track_b.defs import defs as track_b_defs
 from observer_resources.resources import kis_pool_from_env
-from observer_assets.track_b.supervisor import track_b_capture_job
+from observer_assets.track_b.capture_job import track_b_capture_job
 from observer_resources.storage.layout import heartbeat_path
 from observer_resources.calendar import KST
 from observer_resources.events import EventLog, gaps

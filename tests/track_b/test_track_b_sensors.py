@@ -25,7 +25,8 @@ from observer_assets.track_b.sensors import (
     build_compaction_sensor,
 )
 from observer_assets.definitions import defs as all_defs
-from observer_assets.track_b.supervisor import MAX_RUNTIME_TAG, track_b_capture_job
+from observer_assets.orchestration.runs import MAX_RUNTIME_TAG
+from observer_assets.track_b.capture_job import track_b_capture_job
 from observer_resources.storage.layout import heartbeat_path
 from observer_resources.calendar import KST
 
@@ -95,7 +96,7 @@ def test_special_days_move_the_window_and_the_open_calendar_runs_any_time(env, m
 RUNNER = textwrap.dedent(r"""
     import sys
     import dagster as dg
-    from observer_assets.track_b.supervisor import track_b_capture_job
+    from observer_assets.track_b.capture_job import track_b_capture_job
     home, until, fake = sys.argv[1:4]
     with dg.DagsterInstance.from_config(home) as inst:
         track_b_capture_job.execute_in_process(instance=inst, run_config={"ops": {"track_b_capture": {"config": {

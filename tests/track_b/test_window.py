@@ -12,7 +12,7 @@ from datetime import date, datetime, timedelta
 
 import pytest
 
-from observer_assets.track_b.capture import ConfigError, load_settings
+from observer_assets.track_b.capture.settings import ConfigError, load_settings
 from observer_assets.track_b.window import DEFAULT_WINDOW, parse_window, track_b_window, window_at
 from observer_resources.calendar import KST, is_trading_day
 from observer_resources.calendar.market import MarketCalendar
