@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export OBSERVER_DATA_DIR ?= $(CURDIR)/data
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: run test lint format deps install sim calendar bench clean
+.PHONY: run test lint format deps install sim calendar settings bench clean
 
 ## the exact versions in uv.lock (`uv lock` after editing pyproject.toml's dependencies); pip only brings in uv
 UV_VERSION := 0.13.9
@@ -58,6 +58,10 @@ sim: $(STAMP)
 ## regenerate the KRX calendar after editing observer_resources/calendar/overrides.toml
 calendar: $(STAMP)
 	$(BIN)/python -m observer_resources.calendar.build
+
+## rewrite README.md's settings table from observer_resources/settings.py after adding or changing a setting
+settings: $(STAMP)
+	$(BIN)/python -m observer_resources.settings --write README.md
 
 ## benchmarks (results go to docs/benchmarks.md by hand, with the machine)
 bench: $(STAMP)

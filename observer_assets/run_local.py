@@ -20,6 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from observer_resources import settings
 from observer_resources.kis.config import LOCAL_REST_URL, LOCAL_WS_URL
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,15 +37,19 @@ def instance_profile(env: dict[str, str]) -> Path:
 
     Checked here, before anything starts, so a half-configured PostgreSQL profile fails with the names of the
     missing variables (never their values) instead of a stack trace from the daemon minutes later."""
-    name = (env.get("OBSERVER_INSTANCE") or "embedded").strip().lower()
-    if name not in PROFILES:
-        raise ProfileError(f"OBSERVER_INSTANCE must be one of {', '.join(PROFILES)}, got {name!r}")
+    name = settings.get("OBSERVER_INSTANCE", env, error=ProfileError)
     if name == "postgres":
-        env.setdefault("DAGSTER_PG_PORT", "5432")
-        missing = [v for v in PG_VARS if not env.get(v)]
+        _default(env, "DAGSTER_PG_PORT", str(settings.setting("DAGSTER_PG_PORT").default))
+        missing = [v for v in PG_VARS if not settings.is_set(v, env)]
         if missing:
             raise ProfileError(f"OBSERVER_INSTANCE=postgres needs {', '.join(missing)} set")
     return PROFILES[name]
+
+
+def _default(env: dict[str, str], name: str, value: str) -> None:
+    """Give the child processes' environment ``value`` for ``name`` unless the setting is given (blank is not)."""
+    if not settings.is_set(name, env):
+        env[name] = value
 
 
 def install_profile(profile: Path, home: Path) -> None:
@@ -84,17 +89,18 @@ def _default_sigint() -> None:
 
 
 def main() -> int:
-    env = dict(os.environ)
-    home = Path(env.setdefault("DAGSTER_HOME", str(ROOT / ".dagster_home"))).resolve()
+    env = dict(os.environ)  # the children's environment, with make run's defaults filled in
+    home = Path(settings.get("DAGSTER_HOME", env) or ROOT / ".dagster_home").resolve()
     env["DAGSTER_HOME"] = str(home)
-    env.setdefault("OBSERVER_DATA_DIR", str(ROOT / "data"))
+    _default(env, "OBSERVER_DATA_DIR", str(ROOT / "data"))
     try:
         profile = instance_profile(env)
-    except ProfileError as e:
+        port = settings.get("DAGSTER_PORT", env)
+    except (ProfileError, settings.SettingsError) as e:
         print(f"observer: {e}", file=sys.stderr)
         return 2
     home.mkdir(parents=True, exist_ok=True)
-    Path(env["OBSERVER_DATA_DIR"]).mkdir(parents=True, exist_ok=True)
+    Path(settings.get("OBSERVER_DATA_DIR", env)).mkdir(parents=True, exist_ok=True)
     install_profile(profile, home)
     print(f"observer: Dagster instance profile {profile.relative_to(ROOT)}", flush=True)
     try:
@@ -107,13 +113,13 @@ def main() -> int:
               "the pool_limits sensor sets them once the daemon runs", file=sys.stderr, flush=True)
 
     sim = None
-    if not env.get("KIS_APP_KEY"):
-        env.setdefault("OBSERVER_CALENDAR", "open")
-        env.setdefault("KIS_REST_URL", LOCAL_REST_URL)
-        env.setdefault("KIS_WS_URL", LOCAL_WS_URL)
-        rest_port = env["KIS_REST_URL"].rsplit(":", 1)[1]
-        ws_port = env["KIS_WS_URL"].rsplit(":", 1)[1]
-        clock = "open" if env["OBSERVER_CALENDAR"] == "open" else "krx"
+    if not settings.is_set("KIS_APP_KEY", env):
+        _default(env, "OBSERVER_CALENDAR", "open")
+        _default(env, "KIS_REST_URL", LOCAL_REST_URL)
+        _default(env, "KIS_WS_URL", LOCAL_WS_URL)
+        rest_port = settings.get("KIS_REST_URL", env).rsplit(":", 1)[1]
+        ws_port = settings.get("KIS_WS_URL", env).rsplit(":", 1)[1]
+        clock = "open" if settings.raw("OBSERVER_CALENDAR", env) == "open" else "krx"
         sim = subprocess.Popen(
             [sys.executable, "-m", "local_exchange", "--clock", clock, "--rest-port", rest_port,
              "--ws-port", ws_port],
@@ -127,11 +133,11 @@ def main() -> int:
             return 1
         print(line.strip(), flush=True)
     dagster = subprocess.Popen(
-        [sys.executable, "-m", "dagster", "dev", "-h", "127.0.0.1", "-p", env.get("DAGSTER_PORT", "3000"),
+        [sys.executable, "-m", "dagster", "dev", "-h", "127.0.0.1", "-p", str(port),
          "-w", str(ROOT / "workspace.yaml")],
         env=env, cwd=ROOT, start_new_session=True, preexec_fn=_default_sigint,
     )
-    print("observer: Dagster UI on http://127.0.0.1:%s (Ctrl-C stops everything)" % env.get("DAGSTER_PORT", "3000"), flush=True)
+    print("observer: Dagster UI on http://127.0.0.1:%s (Ctrl-C stops everything)" % port, flush=True)
 
     def stop(*_: object) -> None:
         # `dagster dev` shuts its webserver, daemon and code servers down on SIGINT (on SIGTERM it leaves them).

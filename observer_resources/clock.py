@@ -26,6 +26,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from observer_resources import settings
+
 KST = ZoneInfo("Asia/Seoul")
 ENV = "OBSERVER_CLOCK_FILE"
 
@@ -74,7 +76,7 @@ def _load(path: str) -> _Sim:
 
 def now() -> datetime:
     """The current instant, tz-aware KST: the wall clock, or the simulated one when OBSERVER_CLOCK_FILE is set."""
-    path = os.environ.get(ENV)
+    path = settings.get(ENV)
     if not path:
         return datetime.now(KST)
     return _load(path).now()

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from observer_resources import clock
+from observer_resources import settings
 from observer_resources.calendar import KST
 from observer_resources.storage import dirs
 
@@ -56,7 +57,7 @@ def host_id(environ: Mapping[str, str] | None = None) -> str:
     """This host's part of event file names: ``OBSERVER_HOST_ID`` or the host name, reduced to ``[A-Za-z0-9_-]``
     (dots too: the name's fields are dot-separated)."""
     env = os.environ if environ is None else environ
-    raw = (env.get(HOST_ID_ENV) or "").strip() or socket.gethostname()
+    raw = settings.get(HOST_ID_ENV, env) or socket.gethostname()
     return _UNSAFE.sub("-", raw).strip("-")[:64] or "host"
 
 

@@ -37,6 +37,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from observer_resources import settings
+from observer_resources.storage import dirs
+
 log = logging.getLogger("observer.metrics")
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -60,19 +63,10 @@ def safe_label(value: object) -> str:
 def multiproc_dir(environ: Mapping[str, str] | None = None) -> Path:
     """``$PROMETHEUS_MULTIPROC_DIR``, else ``<local dir>/metrics`` (the same rule as the event log's directory)."""
     env = os.environ if environ is None else environ
-    raw = (env.get(MULTIPROC_ENV) or env.get(MULTIPROC_ENV.lower()) or "").strip()
+    raw = settings.get(MULTIPROC_ENV, env) or (env.get(MULTIPROC_ENV.lower()) or "").strip()  # the client's old name
     if raw:
         return Path(raw).resolve()
-    # observer_resources.resources.default_data_dir's rule, spelled here so a process that records a metric (the
-    # Track B capture) does not import Dagster for it
-    data = env.get("OBSERVER_DATA_DIR") or "./data"
-    if "://" in data and not data.startswith("file://"):
-        local = env.get("OBSERVER_LOCAL_DIR")
-        if not local:
-            raise ValueError("OBSERVER_DATA_DIR is a URL: set OBSERVER_LOCAL_DIR (or PROMETHEUS_MULTIPROC_DIR) for "
-                             "the metrics directory")
-        return Path(local).resolve() / SUBDIR
-    return Path(data.removeprefix("file://")).resolve() / SUBDIR
+    return dirs.local_dir(env) / SUBDIR
 
 
 # --- the instruments (one set per process) ------------------------------------------------------------------
@@ -167,8 +161,9 @@ def instruments(environ: Mapping[str, str] | None = None) -> Instruments:
                 directory.mkdir(parents=True, exist_ok=True)
                 if not os.access(directory, os.W_OK):
                     raise PermissionError(f"{directory} is not writable")
-                os.environ.setdefault(MULTIPROC_ENV, str(directory))
-                directory = Path(os.environ[MULTIPROC_ENV])
+                if not settings.is_set(MULTIPROC_ENV):  # prometheus_client finds its directory there
+                    os.environ.update({MULTIPROC_ENV: str(directory)})
+                directory = Path(settings.get(MULTIPROC_ENV))
             except Exception as exc:  # noqa: BLE001 - reported; metrics must not stop a request
                 log.error("metrics: the multiprocess directory cannot be used (%s: %s); this process's metrics "
                           "stay in memory and the exporter will not see them", type(exc).__name__, exc)

@@ -18,7 +18,6 @@ Token issuance, approval keys, EGW00201 answers and the limiter's waits go to th
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -29,9 +28,17 @@ from urllib.parse import urlparse
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
+from observer_resources import settings
 from observer_resources.events import EventLog
 from observer_resources.kis import protocol as p
-from observer_resources.kis.config import DEMO_APP_KEY, DEMO_APP_SECRET, LOCAL_REST_URL, LOCAL_WS_URL, KisConfig
+from observer_resources.kis.config import (
+    DEMO_APP_KEY,
+    DEMO_APP_SECRET,
+    LOCAL_REST_URL,
+    LOCAL_WS_URL,
+    KisConfig,
+    kis_env,
+)
 from observer_resources.kis.errors import KisConfigError
 from observer_resources.shared.rate_limit import DEFAULT_RATE_PER_S, SharedRateLimiter
 from observer_resources.shared.stores import RATE_LIMIT_FILE, open_permit_store, open_token_provider, open_token_store  # noqa: F401
@@ -47,7 +54,7 @@ SECRET_FIELDS = ("app_key", "app_secret")
 
 def default_data_dir(environ: Mapping[str, str] | None = None) -> Path:
     """The host's local directory for appends (system events, the token cache): ``dirs.local_dir``'s rule."""
-    return dirs.local_dir(dict(os.environ if environ is None else environ))
+    return dirs.local_dir(environ)
 
 
 def default_state_dir(environ: Mapping[str, str] | None = None) -> Path:
@@ -154,25 +161,23 @@ def kis_resource_from_env(environ: Mapping[str, str] | None = None) -> KisResour
     ``KIS_ENV`` (real|paper) and the host of that environment unless ``KIS_REST_URL`` /
     ``KIS_WS_URL`` say otherwise. With no key: the local exchange and its demo credentials.
     """
-    env = os.environ if environ is None else environ
-    key, secret = env.get("KIS_APP_KEY", ""), env.get("KIS_APP_SECRET", "")
-    mode = (env.get("KIS_ENV") or "real").strip().lower()
-    if mode not in ("real", "paper"):
-        raise KisConfigError(f"KIS_ENV must be 'real' or 'paper', got {mode!r}")
-    if bool(key) != bool(secret):
+    mode = kis_env(environ)
+    key, secret = settings.is_set("KIS_APP_KEY", environ), settings.is_set("KIS_APP_SECRET", environ)
+    if key != secret:
         raise KisConfigError("set both KIS_APP_KEY and KIS_APP_SECRET, or neither (local exchange)")
     common: dict[str, Any] = {"env": mode}
+    rest, ws = settings.get("KIS_REST_URL", environ), settings.get("KIS_WS_URL", environ)
     if not key:
         return KisResource(
             app_key=DEMO_APP_KEY, app_secret=DEMO_APP_SECRET,
-            rest_url=env.get("KIS_REST_URL") or LOCAL_REST_URL, ws_url=env.get("KIS_WS_URL") or LOCAL_WS_URL,
+            rest_url=rest or LOCAL_REST_URL, ws_url=ws or LOCAL_WS_URL,
             **common,
         )
     real = mode == "real"
     return KisResource(
         app_key=dg.EnvVar("KIS_APP_KEY"), app_secret=dg.EnvVar("KIS_APP_SECRET"),
-        rest_url=env.get("KIS_REST_URL") or (p.REAL_REST_URL if real else p.PAPER_REST_URL),
-        ws_url=env.get("KIS_WS_URL") or (p.REAL_WS_URL if real else p.PAPER_WS_URL),
+        rest_url=rest or (p.REAL_REST_URL if real else p.PAPER_REST_URL),
+        ws_url=ws or (p.REAL_WS_URL if real else p.PAPER_WS_URL),
         **common,
     )
 
@@ -251,12 +256,11 @@ def kis_pool_from_env(environ: Mapping[str, str] | None = None) -> KisResource:
     ``KIS_APP_SECRET_2`` … (as ``EnvVar``: names only in definitions, values resolved in the step's process), or with
     no key ``OBSERVER_DEMO_KEYS`` demo accounts on the local exchange. One key gives exactly
     :func:`kis_resource_from_env`'s resource; several give a :class:`KisPool` with the same settings."""
-    env = os.environ if environ is None else environ
-    base = kis_resource_from_env(env)
-    configs = configs_from_env(env)  # validates the numbering, half-set pairs and duplicates
+    base = kis_resource_from_env(environ)
+    configs = configs_from_env(environ)  # validates the numbering, half-set pairs and duplicates
     if len(configs) == 1:
         return base
-    if env.get("KIS_APP_KEY"):
+    if settings.is_set("KIS_APP_KEY", environ):
         more = [KisKey(app_key=dg.EnvVar(f"KIS_APP_KEY_{i}"), app_secret=dg.EnvVar(f"KIS_APP_SECRET_{i}"))
                 for i in range(2, len(configs) + 1)]
     else:  # demo accounts of the local exchange: not secrets

@@ -1,8 +1,10 @@
 """Secrets: the one list of what is secret, and the one way to keep it out of files, logs, events and alerts.
 
 Every place that writes something an operator or a backup can read (event log, alert text, exporter log, backup
-manifest) asks this module, so a new secret-bearing setting is taught once, here. Pure functions over a mapping
-(``os.environ`` by default); no I/O, no project imports, so any layer (and the settings module) can use it.
+manifest) asks this module. Which of Observer's settings are secret, URL-valued or fit for a manifest is declared
+with each setting in ``observer_resources.settings``; this module applies those declarations, plus a naming rule
+for variables Observer does not declare (a storage backend's own ``AWS_SECRET_ACCESS_KEY`` …). Pure functions over
+a mapping (``os.environ`` by default); no I/O, no project import but the settings registry, so any layer can use it.
 
 * :func:`is_secret_name`: a variable whose whole value is a secret (app keys and secrets, passwords, tokens,
   webhook URLs, which embed their token).
@@ -10,7 +12,7 @@ manifest) asks this module, so a new secret-bearing setting is taught once, here
   ``?password=`` query); :func:`redact_url` shows such a URL with those parts as ``***``.
 * :func:`secret_values` / :func:`scrub`: the concrete values to remove from any text, and their removal.
 * :data:`SNAPSHOT_SETTINGS` / :func:`config_snapshot_settings`: an allow-list (never a deny-list: a new setting is
-  left out until someone decides it is safe) of what a backup manifest may record.
+  left out until its declaration says it is safe) of what a backup manifest may record.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import unquote
 
-#: any variable whose name contains one of these holds a secret
+from observer_resources import settings
+
+#: an undeclared variable whose name contains one of these holds a secret (declared ones carry their own flag)
 SECRET_NAME_WORDS = ("SECRET", "TOKEN", "PASSWORD", "PASSWD", "CREDENTIAL", "APPKEY", "APP_KEY", "API_KEY", "APIKEY",
                      "ACCESS_KEY", "PRIVATE_KEY", "APPROVAL_KEY", "WEBHOOK")
 #: OBSERVER_ALERT* settings holding one of these are secret too (a chat URL or bot token is a credential)
@@ -32,22 +36,11 @@ _ALERT_SECRET_WORDS = ("URL", "WEBHOOK", "TOKEN")
 #: a URL query parameter or storage option whose name contains one of these holds a secret value
 SECRET_PARAM_WORDS = ("pass", "pwd", "token", "secret", "key", "sig", "credential", "auth")
 #: settings holding a URL (or a path that may be one) whose userinfo and secret query values are secret
-URL_SETTINGS = ("OBSERVER_STATE_DB_URL", "OBSERVER_DATA_DIR", "OBSERVER_LOCAL_DIR", "OBSERVER_BACKUP_URL",
-                "KIS_REST_URL", "KIS_WS_URL")
+URL_SETTINGS = tuple(s.name for s in settings.SETTINGS if s.kind.redact and not s.secret and not s.pattern)
 BACKUP_OPTIONS_ENV = "OBSERVER_BACKUP_OPTIONS"
 #: what a backup manifest may record of the configuration (values of URL_SETTINGS redacted; the backup options
-#: as their names only). Anything not listed is left out, whatever its name.
-SNAPSHOT_SETTINGS = (
-    "KIS_ENV", "KIS_REST_URL", "KIS_WS_URL",
-    "OBSERVER_BACKUP_OPTIONS", "OBSERVER_BACKUP_URL", "OBSERVER_CALENDAR", "OBSERVER_CLOCK_FILE", "OBSERVER_DATA_DIR", "OBSERVER_DEMO_KEYS",
-    "OBSERVER_HISTORY_START", "OBSERVER_HOST_ID", "OBSERVER_INSTANCE", "OBSERVER_LOCAL_DIR",
-    "OBSERVER_RETENTION_ANOMALY_DAYS", "OBSERVER_RETENTION_DAYS", "OBSERVER_RETENTION_MAX_DAYS",
-    "OBSERVER_RETENTION_UNIVERSE_DAYS", "OBSERVER_STATE_DB_URL", "OBSERVER_TRACK_A_MIN_COVERAGE",
-    "OBSERVER_TRACK_B_BACKOFF", "OBSERVER_TRACK_B_EVAL_S", "OBSERVER_TRACK_B_FAILURE_S",
-    "OBSERVER_TRACK_B_KEY_IN_USE_BACKOFF_S", "OBSERVER_TRACK_B_MIN_RECORD_RATE", "OBSERVER_TRACK_B_MITIGATION",
-    "OBSERVER_TRACK_B_PINS", "OBSERVER_TRACK_B_SAMPLE_S", "OBSERVER_TRACK_B_WINDOW",
-    "OBSERVER_UNIVERSE_MAX_CHANGE", "OBSERVER_UNIVERSE_MIN_COUNT", "OBSERVER_UNIVERSE_MIN_MASTER_CODES",
-)
+#: as their names only): the settings declared ``snapshot``. Anything else is left out, whatever its name.
+SNAPSHOT_SETTINGS = tuple(sorted(s.name for s in settings.SETTINGS if s.snapshot and not s.secret and not s.pattern))
 MIN_SECRET_LEN = 6  # shorter values are not scrubbed from free text: they would mangle ordinary words
 #: a path segment of a secret URL this long is a token on its own (Slack's last segment, Telegram's bot<token>);
 #: shorter ones are words like "services" or "sendMessage"
@@ -62,7 +55,16 @@ _TEXT_QUERY_SECRET = re.compile(r"([?&;][^=&;#\s]*(?:%s)[^=&;#\s]*=)[^&;#\s]+" %
 
 
 def is_secret_name(name: str) -> bool:
-    """Does the variable ``name`` hold a secret as its whole value? (``*_FILE`` names a file holding one: not.)"""
+    """Does the variable ``name`` hold a secret as its whole value? A declared setting's own flag decides; any other
+    name the naming rule (:func:`name_looks_secret`)."""
+    n = name.strip().upper()
+    declared = settings.lookup(n)
+    return declared.secret if declared is not None else name_looks_secret(n)
+
+
+def name_looks_secret(name: str) -> bool:
+    """The naming rule: a name holding a secret word (an ``OBSERVER_ALERT*`` one a URL, webhook or token) holds a
+    secret; ``*_FILE`` names a file holding one, not the secret."""
     n = name.strip().upper()
     if n.endswith("_FILE"):
         return False
@@ -178,7 +180,7 @@ def secret_values(environ: Mapping[str, str] | None = None) -> list[str]:
             found += _url_secrets(v)
         elif name in URL_SETTINGS:
             found += _url_secrets(value)
-    raw = (env.get(BACKUP_OPTIONS_ENV) or "").strip()
+    raw = (settings.raw(BACKUP_OPTIONS_ENV, env) or "").strip()
     if raw:
         try:
             found += _option_secrets(json.loads(raw))

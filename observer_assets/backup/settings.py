@@ -9,8 +9,6 @@ see its packages as lake files.
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -19,18 +17,16 @@ from typing import Any
 
 from upath import UPath
 
-from observer_resources.storage import lake
+from observer_resources import settings
 from observer_resources.secrets import config_snapshot_settings, is_secret_param, redact_url
+from observer_resources.settings import SettingsError
+from observer_resources.storage import lake
 
 __all__ = ["BACKUP_OPTIONS_ENV", "BACKUP_URL_ENV", "RetentionPolicy", "SettingsError", "backup_dest", "backup_url",
            "config_snapshot", "local_path", "redact_url"]
 
 BACKUP_URL_ENV = "OBSERVER_BACKUP_URL"
 BACKUP_OPTIONS_ENV = "OBSERVER_BACKUP_OPTIONS"
-
-
-class SettingsError(ValueError):
-    """Bad backup or retention configuration (names the variable and the value's problem)."""
 
 
 def _as_local(url: str) -> Path | None:
@@ -45,8 +41,8 @@ def _as_local(url: str) -> Path | None:
     return Path(url).expanduser().resolve()
 
 
-def _refuse_inside_lake(url: str, env: Mapping[str, str]) -> None:
-    data = lake.data_dir(dict(env))
+def _refuse_inside_lake(url: str, environ: Mapping[str, str] | None) -> None:
+    data = lake.data_dir(environ)
     dest = _as_local(url)
     if dest is None:  # a remote destination: refuse only the lake's own prefix on the same store
         lake_url = str(data).rstrip("/")
@@ -58,7 +54,7 @@ def _refuse_inside_lake(url: str, env: Mapping[str, str]) -> None:
     if isinstance(data, Path):
         dirs.append(("the data directory (OBSERVER_DATA_DIR)", data.resolve()))
     try:
-        dirs.append(("the local directory (OBSERVER_LOCAL_DIR)", lake.local_dir(dict(env)).resolve()))
+        dirs.append(("the local directory (OBSERVER_LOCAL_DIR)", lake.local_dir(environ).resolve()))
     except lake.LakeConfigError:
         pass  # the lake's own settings error is raised where the lake is used
     for what, d in dirs:
@@ -69,30 +65,20 @@ def _refuse_inside_lake(url: str, env: Mapping[str, str]) -> None:
 
 def backup_url(environ: Mapping[str, str] | None = None) -> str:
     """``OBSERVER_BACKUP_URL``, or ``<local dir>/../backups``; a local destination inside the lake is refused."""
-    env = os.environ if environ is None else environ
-    url = (env.get(BACKUP_URL_ENV) or "").strip()
+    url = settings.get(BACKUP_URL_ENV, environ)
     if url:
-        _refuse_inside_lake(url, env)
+        _refuse_inside_lake(url, environ)
         return url
-    return str(lake.local_dir(dict(env)).parent / "backups")
+    return str(lake.local_dir(environ).parent / "backups")
 
 
 def backup_dest(environ: Mapping[str, str] | None = None) -> UPath:
-    env = os.environ if environ is None else environ
-    raw = (env.get(BACKUP_OPTIONS_ENV) or "").strip()
-    opts: dict[str, Any] = {}
-    if raw:
-        try:
-            opts = json.loads(raw)
-        except ValueError as e:
-            raise SettingsError(f"{BACKUP_OPTIONS_ENV} must be a JSON object: {e}") from None
-        if not isinstance(opts, dict):
-            raise SettingsError(f"{BACKUP_OPTIONS_ENV} must be a JSON object, got {type(opts).__name__}")
-        bad = [k for k in opts if is_secret_param(str(k))]
-        if bad:
-            raise SettingsError(f"{BACKUP_OPTIONS_ENV} may not carry credentials ({', '.join(sorted(bad))}); "
-                                "use the storage backend's own environment variables")
-    return UPath(backup_url(env), **opts)
+    opts: dict[str, Any] = settings.get(BACKUP_OPTIONS_ENV, environ) or {}
+    bad = [k for k in opts if is_secret_param(str(k))]
+    if bad:
+        raise SettingsError(f"{BACKUP_OPTIONS_ENV} may not carry credentials ({', '.join(sorted(bad))}); "
+                            "use the storage backend's own environment variables")
+    return UPath(backup_url(environ), **opts)
 
 
 def local_path(dest: UPath) -> Path | None:
@@ -127,16 +113,7 @@ class RetentionPolicy:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> RetentionPolicy:
-        env = os.environ if environ is None else environ
-        kw: dict[str, int] = {}
-        for field_name, var in _RETENTION_ENV.items():
-            raw = (env.get(var) or "").strip()
-            if raw:
-                try:
-                    kw[field_name] = int(raw)
-                except ValueError:
-                    raise SettingsError(f"{var} must be a whole number of days, got {raw!r}") from None
-        return cls(**kw)
+        return cls(**{field_name: settings.get(var, environ) for field_name, var in _RETENTION_ENV.items()})
 
 
 def config_snapshot(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -144,15 +121,15 @@ def config_snapshot(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     and versions. An allow-list, so a setting added later stays out of every manifest until it is listed."""
     from importlib.metadata import PackageNotFoundError, version
 
-    env = os.environ if environ is None else environ
-
     def ver(pkg: str) -> str | None:
         try:
             return version(pkg)
         except PackageNotFoundError:
             return None
 
-    settings = dict(sorted(config_snapshot_settings(env).items()))
+    recorded = dict(sorted(config_snapshot_settings(environ).items()))
+    # KIS_ENV as set (a manifest records, it does not refuse)
+    kis_env = settings.raw("KIS_ENV", environ) or settings.setting("KIS_ENV").default
     return {"observer": ver("observer"), "dagster": ver("dagster"), "pyarrow": ver("pyarrow"),
-            "python": sys.version.split()[0], "settings": settings,
-            "kis_real_keys": bool(env.get("KIS_APP_KEY")), "kis_env": env.get("KIS_ENV", "real")}
+            "python": sys.version.split()[0], "settings": recorded,
+            "kis_real_keys": settings.is_set("KIS_APP_KEY", environ), "kis_env": kis_env}

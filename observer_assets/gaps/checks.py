@@ -11,7 +11,6 @@ buy/sell counters when the capture records them, else one per volume break). Rat
 fails when any minute with trades is below 97 %.
 """
 
-import os
 import warnings
 
 import dagster as dg
@@ -32,6 +31,7 @@ from observer_assets.track_a.snapshot import SNAPSHOT_SCHEMA
 from observer_assets.track_b.assets import track_b_ticks
 from observer_resources.storage.layout import ticks_path
 from observer_assets.universe.assets import latest_universe_before, read_universe
+from observer_resources import settings
 
 
 # partitioned checks are a preview API in the pinned Dagster; the per-partition results are tested
@@ -39,11 +39,11 @@ warnings.filterwarnings("ignore", message="Specifying a partitions_def on an Ass
 
 
 def coverage_min_pct() -> float:
-    return float(os.environ.get("OBSERVER_TRACK_A_MIN_COVERAGE", "99.5"))
+    return settings.get("OBSERVER_TRACK_A_MIN_COVERAGE")
 
 
 def record_rate_min_pct() -> float:
-    return float(os.environ.get("OBSERVER_TRACK_B_MIN_RECORD_RATE", "97"))
+    return settings.get("OBSERVER_TRACK_B_MIN_RECORD_RATE")
 
 
 # --- pure rules ----------------------------------------------------------------------------------------------------

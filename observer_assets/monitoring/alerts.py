@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from observer_resources import secrets
+from observer_resources import secrets, settings
 
 log = logging.getLogger("observer.alerts")
 
@@ -63,9 +63,8 @@ def scrub(text: str, environ: Mapping[str, str] | None = None) -> str:
 
 
 def payload(text: str, environ: Mapping[str, str] | None = None) -> dict:
-    env = os.environ if environ is None else environ
     body: dict = {"text": text}
-    chat = env.get(CHAT_ID_ENV)
+    chat = settings.get(CHAT_ID_ENV, environ)
     if chat:
         body["chat_id"] = chat
     return body
@@ -126,7 +125,7 @@ def _deliver(text: str, env: Mapping[str, str], lg: logging.Logger, deadline_s: 
              budget: Budget | None) -> Delivery:
     """Post an already logged and scrubbed alert when a webhook is configured, within the deadline and budget."""
     d = Delivery(text=text)
-    url = env.get(WEBHOOK_ENV)
+    url = settings.get(WEBHOOK_ENV, env)
     if not url:
         return d
     d.payload = payload(text, env)

@@ -36,6 +36,7 @@ from observer_assets.monitoring.metric_events import (
 )
 from observer_assets.monitoring.metric_specs import family, one
 from observer_resources import metrics as m_metrics
+from observer_resources import settings
 from observer_resources.calendar import KST
 from observer_resources.calendar.market import calendar_from_env
 from observer_resources.events import events_files, parse_line
@@ -372,7 +373,7 @@ class Sources:
                 + one("observer_retention_blocked_days", blocked))
 
     def dagster(self, now: datetime) -> list[Metric]:
-        home = (self.env.get("DAGSTER_HOME") or "").strip()
+        home = settings.get("DAGSTER_HOME", self.env) or ""
         if not home:  # no instance to ask: the family is documented, without series
             return [family("observer_dagster_runs_failed")] + one("observer_dagster_instance_up", 0)
         import dagster as dg  # noqa: PLC0415

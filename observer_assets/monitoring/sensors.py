@@ -8,12 +8,14 @@ what the budget leaves unposted is still logged and counted.
 from __future__ import annotations
 
 import json
-import os
+from collections.abc import Mapping
 
 import dagster as dg
 
 from observer_assets.monitoring import alerts
-from observer_resources import clock
+from observer_resources import clock, settings
+
+PROCESS_LIMIT_ENV = "DAGSTER_RUN_STATUS_SENSOR_PROCESS_LIMIT"
 
 
 def run_failure_text(run: dg.DagsterRun, message: str) -> str:
@@ -32,15 +34,14 @@ def run_failure_alerts(context: dg.RunFailureSensorContext) -> None:
     alerts.send(run_failure_text(context.dagster_run, msg), timeout_s=run_failure_post_deadline())
 
 
-def run_failure_post_deadline(environ: dict[str, str] | None = None) -> float:
+def run_failure_post_deadline(environ: Mapping[str, str] | None = None) -> float:
     """Each run's post gets the tick budget divided by the runs Dagster hands one tick of a run-status sensor
     (``DAGSTER_RUN_STATUS_SENSOR_PROCESS_LIMIT``, default 5): the function is called once per run, so the split
     is what bounds the whole tick."""
-    env = os.environ if environ is None else environ
     try:
-        per_tick = max(1, int(env.get("DAGSTER_RUN_STATUS_SENSOR_PROCESS_LIMIT", "5")))
-    except ValueError:
-        per_tick = 5
+        per_tick = max(1, settings.get(PROCESS_LIMIT_ENV, environ))
+    except settings.SettingsError:  # Dagster refuses it itself; the alert must still go out
+        per_tick = settings.setting(PROCESS_LIMIT_ENV).default
     return max(alerts.MIN_POST_S, min(alerts.POST_DEADLINE_S, alerts.TICK_BUDGET_S / per_tick))
 
 
@@ -104,7 +105,7 @@ def check_failure_alerts(context: dg.SensorEvaluationContext) -> dg.SkipReason:
         return dg.SkipReason("first tick: alerting from now on")
     out = alerts.send_all(texts)
     posted = sum(d.posted for d in out)
-    if len(out) - posted and os.environ.get(alerts.WEBHOOK_ENV):
+    if len(out) - posted and settings.is_set(alerts.WEBHOOK_ENV):
         context.log.warning(f"{len(out) - posted} of {len(out)} check alert(s) not delivered to the webhook "
                             "(all are in the observer.alerts log)")
     return dg.SkipReason(f"{seen} check evaluations, {len(texts)} failed (alerted; {posted} posted)")

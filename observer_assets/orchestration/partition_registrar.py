@@ -10,15 +10,13 @@ it. Why dynamic partitions and not time windows: docs/architecture.md ("Partitio
 
 from __future__ import annotations
 
-import os
 from datetime import datetime
 
 import dagster as dg
 
 from observer_assets.orchestration.partitions import calendar, history_start, register_elapsed
 from observer_resources.calendar import CalendarRangeError
-from observer_resources.dates import DateFormatError, parse_iso_date
-from observer_resources import clock
+from observer_resources import clock, settings
 
 HISTORY_START_ENV = "OBSERVER_HISTORY_START"
 
@@ -36,13 +34,12 @@ def now() -> datetime:
                 "instant on): what never ran shows as missing, and backfills can pick it.",
 )
 def partition_registrar(context: dg.SensorEvaluationContext) -> dg.SkipReason:
-    raw = (os.environ.get(HISTORY_START_ENV) or "").strip()
     try:
-        configured = parse_iso_date(raw, HISTORY_START_ENV) if raw else None
+        configured = settings.get(HISTORY_START_ENV)
         at, cal = now(), calendar()
         start, first_slot = history_start(context.instance, cal, at, configured)
         done = register_elapsed(context.instance, cal, start, at, first_slot)
-    except (DateFormatError, CalendarRangeError) as e:
+    except (settings.SettingsError, CalendarRangeError) as e:
         return dg.SkipReason(f"partitions not registered: {e}")
     changed = {k: v for k, v in done.items() if v["added"] or v["reordered"]}
     if changed:

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 
+from observer_resources import settings
 from observer_resources.calendar import KST
 from observer_resources.calendar.market import MarketCalendar
 
@@ -54,7 +55,7 @@ def parse_window(text: str) -> tuple[time, time]:
 
 
 def window_text_from_env(environ: Mapping[str, str]) -> str:
-    return (environ.get(ENV_WINDOW) or DEFAULT_WINDOW).strip()
+    return settings.get(ENV_WINDOW, environ)
 
 
 def track_b_window(day: date, calendar: MarketCalendar, window: str = DEFAULT_WINDOW) -> Window | None:

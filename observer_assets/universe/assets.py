@@ -12,7 +12,6 @@ metadata and as a ``universe_accepted_anyway`` event.
 """
 
 
-import os
 import asyncio
 import json
 from collections.abc import Iterator
@@ -34,7 +33,7 @@ from observer_assets.universe import checks, rules
 from observer_resources.kis import masters, protocol as p
 from observer_resources.kis.errors import KisError
 from observer_resources.resources import KisResource
-from observer_resources import clock
+from observer_resources import clock, settings
 from observer_resources.storage.layout import inputs_dir, rejected_path, rejection_path, universe_path
 
 FALLBACK_DAYS = 14
@@ -50,14 +49,7 @@ class UniverseConfig(dg.Config):
 
 
 def min_master_codes_from_env() -> int:
-    raw = os.environ.get("OBSERVER_UNIVERSE_MIN_MASTER_CODES", "2500")
-    try:
-        n = int(raw)
-    except ValueError:
-        raise dg.Failure(f"OBSERVER_UNIVERSE_MIN_MASTER_CODES must be a whole number, got {raw!r}") from None
-    if n < 1:
-        raise dg.Failure(f"OBSERVER_UNIVERSE_MIN_MASTER_CODES must be >= 1, got {n}")
-    return n
+    return settings.get("OBSERVER_UNIVERSE_MIN_MASTER_CODES", error=dg.Failure)
 
 
 def read_rejection(root: Path, d: date) -> dict[str, Any] | None:

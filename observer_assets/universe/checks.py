@@ -8,7 +8,6 @@ since Track A reads the file in other runs. The check's result is reported by th
 
 from __future__ import annotations
 
-import os
 import warnings
 from dataclasses import dataclass
 
@@ -16,6 +15,7 @@ import dagster as dg
 
 from observer_assets.orchestration.partitions import trading_day_partitions
 from observer_assets.universe import rules
+from observer_resources import settings
 
 CHECK_NAME = "universe_count"
 
@@ -25,8 +25,7 @@ warnings.filterwarnings("ignore", message="Specifying a partitions_def on an Ass
 
 def thresholds() -> tuple[int, float]:
     """(minimum count, maximum day-on-day change); docs/collector-rules.md §2.5 safe choices, overridable by env."""
-    return (int(os.environ.get("OBSERVER_UNIVERSE_MIN_COUNT", "1000")),
-            float(os.environ.get("OBSERVER_UNIVERSE_MAX_CHANGE", "0.30")))
+    return settings.get("OBSERVER_UNIVERSE_MIN_COUNT"), settings.get("OBSERVER_UNIVERSE_MAX_CHANGE")
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,12 @@ code paths (schedules, partitions, assets) that run live. Chosen by ``OBSERVER_C
 
 from __future__ import annotations
 
-import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Literal
 
+from observer_resources import settings
 from observer_resources.calendar import krx
 
 Mode = Literal["krx", "open"]
@@ -67,9 +68,5 @@ class MarketCalendar:
         return slots[-1] if slots else None
 
 
-def calendar_from_env(environ: dict[str, str] | None = None) -> MarketCalendar:
-    env = os.environ if environ is None else environ
-    mode = env.get("OBSERVER_CALENDAR", "krx").strip().lower()
-    if mode not in ("krx", "open"):
-        raise CalendarConfigError(f"OBSERVER_CALENDAR must be 'krx' or 'open', got {mode!r}")
-    return MarketCalendar(mode)  # type: ignore[arg-type]
+def calendar_from_env(environ: Mapping[str, str] | None = None) -> MarketCalendar:
+    return MarketCalendar(settings.get("OBSERVER_CALENDAR", environ, error=CalendarConfigError))

@@ -1,4 +1,4 @@
-"""Where to reach KIS and with which key, from the environment.
+"""Where to reach KIS and with which key, from the environment (declared in observer_resources/settings.py).
 
 ``KIS_APP_KEY``, ``KIS_APP_SECRET``, ``KIS_ENV`` (real|paper), ``KIS_REST_URL``, ``KIS_WS_URL``.
 With no key set, Observer talks to the local exchange (``observer-sim``) with demo credentials,
@@ -8,12 +8,12 @@ which are not secrets: the local exchange accepts any key of KIS's shape.
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import urlparse
 
+from observer_resources import settings
 from observer_resources.kis import protocol as p
 from observer_resources.kis.errors import KisConfigError
 
@@ -62,35 +62,36 @@ class KisConfig:
         return f"KisConfig(key_id={self.key_id!r}, env={self.env!r}, rest_url={self.rest_url!r}, ws_url={self.ws_url!r}, local={self.local})"
 
 
+def kis_env(environ: Mapping[str, str] | None = None) -> Env:
+    """``KIS_ENV``, refused with KisConfigError unless real or paper."""
+    return settings.get("KIS_ENV", environ, error=KisConfigError)
+
+
 def from_env(environ: Mapping[str, str] | None = None) -> KisConfig:
-    env = os.environ if environ is None else environ
-    key, secret = env.get("KIS_APP_KEY", ""), env.get("KIS_APP_SECRET", "")
-    mode = env.get("KIS_ENV", "real").strip().lower()
+    key, secret = settings.get("KIS_APP_KEY", environ) or "", settings.get("KIS_APP_SECRET", environ) or ""
+    mode = kis_env(environ)
     if bool(key) != bool(secret):
         raise KisConfigError("set both KIS_APP_KEY and KIS_APP_SECRET, or neither (local exchange)")
+    rest, ws = settings.get("KIS_REST_URL", environ), settings.get("KIS_WS_URL", environ)
     if not key:
-        return KisConfig(
-            DEMO_APP_KEY, DEMO_APP_SECRET, mode,  # type: ignore[arg-type]
-            env.get("KIS_REST_URL", LOCAL_REST_URL), env.get("KIS_WS_URL", LOCAL_WS_URL), local=True,
-        )
+        return KisConfig(DEMO_APP_KEY, DEMO_APP_SECRET, mode, rest or LOCAL_REST_URL, ws or LOCAL_WS_URL, local=True)
     real = mode == "real"
-    rest = env.get("KIS_REST_URL") or (p.REAL_REST_URL if real else p.PAPER_REST_URL)
-    ws = env.get("KIS_WS_URL") or (p.REAL_WS_URL if real else p.PAPER_WS_URL)
+    rest = rest or (p.REAL_REST_URL if real else p.PAPER_REST_URL)
+    ws = ws or (p.REAL_WS_URL if real else p.PAPER_WS_URL)
     local = urlparse(rest).hostname in ("127.0.0.1", "localhost", "::1")
-    return KisConfig(key, secret, mode, rest, ws, local=local)  # type: ignore[arg-type]
+    return KisConfig(key, secret, mode, rest, ws, local=local)
 
 
 def demo_config(i: int, environ: Mapping[str, str] | None = None) -> KisConfig:
     """Demo account ``i`` on the local exchange (index 0 is the default demo key)."""
-    env = os.environ if environ is None else environ
     if i == 0:
         key, secret = DEMO_APP_KEY, DEMO_APP_SECRET
     else:
         digest = hashlib.sha256(f"observer-demo:{i}".encode()).hexdigest()
         key = f"PSOBSERVERDEMOKEX{i:019d}"
         secret = (digest * 3)[: p.APP_SECRET_LEN]
-    return KisConfig(key, secret, env.get("KIS_ENV", "real").strip().lower(),  # type: ignore[arg-type]
-                     env.get("KIS_REST_URL", LOCAL_REST_URL), env.get("KIS_WS_URL", LOCAL_WS_URL), local=True)
+    return KisConfig(key, secret, kis_env(environ), settings.get("KIS_REST_URL", environ) or LOCAL_REST_URL,
+                     settings.get("KIS_WS_URL", environ) or LOCAL_WS_URL, local=True)
 
 
 def configs_from_env(environ: Mapping[str, str] | None = None) -> list[KisConfig]:
@@ -98,21 +99,15 @@ def configs_from_env(environ: Mapping[str, str] | None = None) -> list[KisConfig
     gaps in the numbering; a half-set pair is an error). With no key, ``OBSERVER_DEMO_KEYS`` (default 1) demo
     accounts on the local exchange. Each key is its own KIS account: its own token, request budget, WebSocket
     session and 41 registrations."""
-    env = os.environ if environ is None else environ
-    first = from_env(env)
-    if first.local and not env.get("KIS_APP_KEY"):
-        raw = (env.get("OBSERVER_DEMO_KEYS") or "1").strip()
-        try:
-            n = int(raw)
-        except ValueError:
-            n = 0
-        if n < 1:
-            raise KisConfigError(f"OBSERVER_DEMO_KEYS must be a whole number >= 1, got {raw!r}")
-        return [first] + [demo_config(i, env) for i in range(1, n)]
+    first = from_env(environ)
+    if first.local and not settings.is_set("KIS_APP_KEY", environ):
+        n = settings.get("OBSERVER_DEMO_KEYS", environ, error=KisConfigError)
+        return [first] + [demo_config(i, environ) for i in range(1, n)]
     out = [first]
     i = 2
-    while env.get(f"KIS_APP_KEY_{i}") or env.get(f"KIS_APP_SECRET_{i}"):
-        key, secret = env.get(f"KIS_APP_KEY_{i}", ""), env.get(f"KIS_APP_SECRET_{i}", "")
+    while settings.is_set(f"KIS_APP_KEY_{i}", environ) or settings.is_set(f"KIS_APP_SECRET_{i}", environ):
+        key = settings.get(f"KIS_APP_KEY_{i}", environ) or ""
+        secret = settings.get(f"KIS_APP_SECRET_{i}", environ) or ""
         if not key or not secret:
             raise KisConfigError(f"set both KIS_APP_KEY_{i} and KIS_APP_SECRET_{i}")
         out.append(KisConfig(key, secret, first.env, first.rest_url, first.ws_url, first.local))

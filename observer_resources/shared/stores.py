@@ -22,6 +22,7 @@ from datetime import timedelta
 from collections.abc import Mapping
 from pathlib import Path
 
+from observer_resources import settings
 from observer_resources.events import EventLog
 from observer_resources.shared.rate_limit import PermitStore, SqlitePermitStore
 from observer_resources.shared.token_store import TOKEN_STORE_FILE, SqliteTokenStore, TokenStore
@@ -35,9 +36,7 @@ RATE_LIMIT_FILE = "ratelimit.sqlite"
 
 def state_db_url(environ: Mapping[str, str] | None = None) -> str | None:
     """``$OBSERVER_STATE_DB_URL`` stripped, or None when unset or blank."""
-    env = os.environ if environ is None else environ
-    url = (env.get(STATE_DB_URL_ENV) or "").strip()
-    return url or None
+    return settings.get(STATE_DB_URL_ENV, environ)
 
 
 def open_token_store(state_dir: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> TokenStore:

@@ -6,15 +6,17 @@ resource's token cache and rate-limit state, the event log — stay light (docs/
 
 from __future__ import annotations
 
-import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Union
+
+from observer_resources import settings
 
 if TYPE_CHECKING:
     from upath import UPath
 
-DEFAULT_DATA_DIR = "./data"
+DEFAULT_DATA_DIR = settings.setting("OBSERVER_DATA_DIR").default
 LakePath = Union[Path, "UPath"]  # a local Path, or a UPath on any fsspec filesystem
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]+://")
 
@@ -27,10 +29,9 @@ def is_url(s: str) -> bool:
     return bool(_URL.match(s))
 
 
-def data_dir(environ: dict[str, str] | None = None) -> LakePath:
+def data_dir(environ: Mapping[str, str] | None = None) -> LakePath:
     """The lake: a resolved local Path, or a UPath for an fsspec URL (``file://`` URLs become local Paths)."""
-    env = os.environ if environ is None else environ
-    raw = env.get("OBSERVER_DATA_DIR") or DEFAULT_DATA_DIR
+    raw = settings.get("OBSERVER_DATA_DIR", environ)
     if is_url(raw):
         if raw.startswith("file://"):
             return Path(raw[len("file://"):]).resolve()
@@ -40,14 +41,13 @@ def data_dir(environ: dict[str, str] | None = None) -> LakePath:
     return Path(raw).resolve()
 
 
-def local_dir(environ: dict[str, str] | None = None) -> Path:
+def local_dir(environ: Mapping[str, str] | None = None) -> Path:
     """Where appends and fsync are needed (journal, event log, state): the lake itself when it is local (one tree,
     one backup), else OBSERVER_LOCAL_DIR, which a URL lake requires."""
-    env = os.environ if environ is None else environ
-    raw = env.get("OBSERVER_LOCAL_DIR")
+    raw = settings.get("OBSERVER_LOCAL_DIR", environ)
     if raw and is_url(raw):
         raise LakeConfigError(f"OBSERVER_LOCAL_DIR must be a local directory, got a URL ({raw.split('://')[0]}://…)")
-    d = data_dir(env)
+    d = data_dir(environ)
     if isinstance(d, Path):
         if raw and Path(raw).resolve() != d:
             raise LakeConfigError("OBSERVER_LOCAL_DIR is only for a lake on a URL; with a local OBSERVER_DATA_DIR "
@@ -59,14 +59,13 @@ def local_dir(environ: dict[str, str] | None = None) -> Path:
     return Path(raw).resolve()
 
 
-def existing_local_dir(environ: dict[str, str] | None = None) -> Path:
+def existing_local_dir(environ: Mapping[str, str] | None = None) -> Path:
     """:func:`local_dir`, refused unless it is an existing directory. For commands that read the lake (the
     ``observer`` CLI): one pointed at a typo'd or unmounted path must fail, not report an empty lake. Only
     ``make run`` (and Dagster runs, as they write) create it."""
-    env = os.environ if environ is None else environ
-    d = local_dir(env)
-    var = "OBSERVER_LOCAL_DIR" if env.get("OBSERVER_LOCAL_DIR") and is_url(env.get("OBSERVER_DATA_DIR") or "") \
-        else "OBSERVER_DATA_DIR"
+    d = local_dir(environ)
+    var = "OBSERVER_LOCAL_DIR" if settings.is_set("OBSERVER_LOCAL_DIR", environ) and is_url(
+        settings.get("OBSERVER_DATA_DIR", environ)) else "OBSERVER_DATA_DIR"
     if not d.exists():
         raise LakeConfigError(f"{var} {str(d)!r} does not exist (a typo, or not mounted?); create it first "
                               "(`make run` does) or point the variable at the data directory")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from observer_resources.kis.config import KisConfig, configs_from_env
 from observer_resources.kis.errors import KisConfigError
 from observer_resources.kis.protocol import WS_MAX_REGISTRATIONS
 from observer_resources.kis.ws import DEFAULT_BACKOFF
+from observer_resources import settings as settings_mod
 from observer_resources.storage import lake
 
 
@@ -107,35 +107,28 @@ def load_settings(argv: Sequence[str] | None, environ: Mapping[str, str]) -> tup
         cal = calendar_from_env(dict(environ))
     except (KisConfigError, ValueError) as exc:
         raise ConfigError(str(exc)) from None
-    window = (environ.get(ENV_WINDOW) or "09:30-15:00").strip()
+    def setting(name: str):  # noqa: ANN202 - the declared type
+        return settings_mod.get(name, environ, error=ConfigError)
+
+    window = setting(ENV_WINDOW)
     try:
         parse_window(window)
     except ValueError as exc:
         raise ConfigError(f"{ENV_WINDOW}: {exc}") from None
-    pins = _codes(args.pins if args.pins is not None else environ.get("OBSERVER_TRACK_B_PINS", ""), "pins")
+    pins = (_codes(args.pins, "pins") if args.pins is not None
+            else tuple(setting("OBSERVER_TRACK_B_PINS") or ()))
     if len(pins) > WS_MAX_REGISTRATIONS * len(configs):
         raise ConfigError(f"{len(pins)} pins but {len(configs)} key(s) x {WS_MAX_REGISTRATIONS} slots hold "
                           f"{WS_MAX_REGISTRATIONS * len(configs)}")
     until = parse_until(args.until) if args.until else None
 
-    def num(flag: float | None, env: str, default: float, allow_zero: bool = False, opt: str = "") -> float:
-        if flag is not None:
-            return _positive(flag, opt or env, allow_zero)
-        v = environ.get(env)
-        return _positive(v, env, allow_zero) if v not in (None, "") else default
+    def num(flag: float | None, env: str, opt: str) -> float:
+        return _positive(flag, opt) if flag is not None else setting(env)
 
-    backoff_text = environ.get("OBSERVER_TRACK_B_BACKOFF", "")
-    backoff = (tuple(_positive(b, "OBSERVER_TRACK_B_BACKOFF") for b in backoff_text.split(",") if b.strip())
-               if backoff_text.strip() else DEFAULT_BACKOFF)
-    mit_text = environ.get("OBSERVER_TRACK_B_MITIGATION", "").strip()
+    backoff = setting("OBSERVER_TRACK_B_BACKOFF") or DEFAULT_BACKOFF
+    spec = setting("OBSERVER_TRACK_B_MITIGATION")
     hold_enter, hold_recover, thresholds = 300.0, 600.0, Thresholds()
-    if mit_text:
-        try:
-            spec = json.loads(mit_text)
-        except ValueError:
-            raise ConfigError(f"OBSERVER_TRACK_B_MITIGATION must be JSON, got {mit_text[:80]!r}") from None
-        if not isinstance(spec, dict):
-            raise ConfigError("OBSERVER_TRACK_B_MITIGATION must be a JSON object")
+    if spec is not None:
         hold_enter = _positive(spec.get("hold_enter_s", 300.0), "hold_enter_s", allow_zero=True)
         hold_recover = _positive(spec.get("hold_recover_s", 600.0), "hold_recover_s", allow_zero=True)
         thresholds = _thresholds(spec)
@@ -147,11 +140,11 @@ def load_settings(argv: Sequence[str] | None, environ: Mapping[str, str]) -> tup
         pins=pins,
         until=until,
         status_interval=_positive(args.status_interval, "--status-interval"),
-        eval_interval=num(args.eval_interval, "OBSERVER_TRACK_B_EVAL_S", 30.0, opt="--eval-interval"),
-        sample_interval=num(args.sample_interval, "OBSERVER_TRACK_B_SAMPLE_S", 10.0, opt="--sample-interval"),
-        failure_after=num(args.failure_after, "OBSERVER_TRACK_B_FAILURE_S", 300.0, opt="--failure-after"),
+        eval_interval=num(args.eval_interval, "OBSERVER_TRACK_B_EVAL_S", "--eval-interval"),
+        sample_interval=num(args.sample_interval, "OBSERVER_TRACK_B_SAMPLE_S", "--sample-interval"),
+        failure_after=num(args.failure_after, "OBSERVER_TRACK_B_FAILURE_S", "--failure-after"),
         backoff=backoff,
-        key_in_use_backoff=num(None, "OBSERVER_TRACK_B_KEY_IN_USE_BACKOFF_S", 5.0, allow_zero=True),
+        key_in_use_backoff=setting("OBSERVER_TRACK_B_KEY_IN_USE_BACKOFF_S"),
         mitigation_hold_enter=hold_enter,
         mitigation_hold_recover=hold_recover,
         thresholds=thresholds,
