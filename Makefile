@@ -28,7 +28,7 @@ run: $(STAMP)
 ## PostgreSQL) alone, on a machine nothing else is using; then the end-to-end runs, which mostly wait on servers
 ## they start (dagster dev, Prometheus), three at a time
 RATE_TESTS := tests/shared/test_rate_limit.py tests/shared/test_pg_stores.py
-test: $(STAMP) deps
+test: $(STAMP) deps lint
 	$(BIN)/pytest -q -p no:cacheprovider -n 2 -m "not slow" --durations=15
 	$(BIN)/pytest -q -p no:cacheprovider -m slow $(RATE_TESTS)
 	$(BIN)/pytest -q -p no:cacheprovider -n 3 -m slow --durations=8 $(addprefix --ignore=,$(RATE_TESTS))

@@ -9,7 +9,19 @@ import sys
 
 from bench.common import git_rev, machine
 
-ALL = ["frames", "multiquote", "track_a", "definitions_load", "partition_shapes", "journal", "gap_report", "rate_limit", "backup", "track_a_multikey", "partition_registrar"]
+ALL = [
+    "frames",
+    "multiquote",
+    "track_a",
+    "definitions_load",
+    "partition_shapes",
+    "journal",
+    "gap_report",
+    "rate_limit",
+    "backup",
+    "track_a_multikey",
+    "partition_registrar",
+]
 
 
 def main(argv: list[str]) -> None:

@@ -29,7 +29,6 @@ the candidates (``sync_s`` is the ``sync`` right after each run, reported apart)
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import resource
@@ -52,8 +51,9 @@ DAY = date(2026, 3, 10)  # a Tuesday, a normal KRX session 09:00-15:30
 OPEN_S, CONT_END_S, CLOSE_S = 9 * 3600, 15 * 3600 + 20 * 60, 15 * 3600 + 30 * 60  # 15:20-15:30 closing auction
 FRAME_SIZES = [1] * 60 + [2] * 15 + [3] * 10 + [5] * 8 + [10] * 5 + [19] * 2  # as bench/journal.py (mean 2.6)
 KEY_ID = "k-4f1c9a2e"
-SYLLABLES = list("삼성전자현대기아엘지에스케이카카오네이버셀트리온포스코한화롯데신한국민우리하나"
-                 "제약바이오화학건설증권금융")
+SYLLABLES = list(
+    "삼성전자현대기아엘지에스케이카카오네이버셀트리온포스코한화롯데신한국민우리하나제약바이오화학건설증권금융"
+)
 
 
 # --- the day's data --------------------------------------------------------------------------------------------
@@ -138,21 +138,38 @@ def day_ticks(rng: np.random.Generator, n_ticks: int, codes: list[str]) -> dict[
         ask1 = np.where(buy, price, price + tick)
         prdy_vol = int(acml_vol[-1] * rng.uniform(0.6, 1.5))
         listed = int(rng.integers(5_000_000, 6_000_000_000))
-        parts.append({
-            "sym": np.full(k, i), "t": t, "rx": t + rng.uniform(0.02, 0.15, k), "price": price,
-            "prev": np.full(k, prev),
-            "open": np.full(k, opn), "open_sec": np.full(k, int(t[0])), "high": high, "low": low,
-            "high_sec": t[hi_i].astype(np.int64), "low_sec": t[lo_i].astype(np.int64),
-            "qty": qty, "side": side, "acml_vol": acml_vol, "acml_value": acml_value,
-            "buy_cnt": np.cumsum(buy), "sell_cnt": np.cumsum(~buy), "buy_qty": np.cumsum(np.where(buy, qty, 0)),
-            "sell_qty": np.cumsum(np.where(buy, 0, qty)), "ask1": ask1, "bid1": ask1 - tick,
-            "ask_size": np.maximum(1, rng.lognormal(7, 1.3, k)).astype(np.int64),
-            "bid_size": np.maximum(1, rng.lognormal(7, 1.3, k)).astype(np.int64),
-            "total_ask": _walk(rng, k, int(rng.integers(200_000, 3_000_000)), 2_000),
-            "total_bid": _walk(rng, k, int(rng.integers(200_000, 3_000_000)), 2_000),
-            "prdy_vol": np.full(k, prdy_vol), "prdy_same": (prdy_vol * (idx + 1) // k).astype(np.int64),
-            "listed": np.full(k, listed),
-        })
+        parts.append(
+            {
+                "sym": np.full(k, i),
+                "t": t,
+                "rx": t + rng.uniform(0.02, 0.15, k),
+                "price": price,
+                "prev": np.full(k, prev),
+                "open": np.full(k, opn),
+                "open_sec": np.full(k, int(t[0])),
+                "high": high,
+                "low": low,
+                "high_sec": t[hi_i].astype(np.int64),
+                "low_sec": t[lo_i].astype(np.int64),
+                "qty": qty,
+                "side": side,
+                "acml_vol": acml_vol,
+                "acml_value": acml_value,
+                "buy_cnt": np.cumsum(buy),
+                "sell_cnt": np.cumsum(~buy),
+                "buy_qty": np.cumsum(np.where(buy, qty, 0)),
+                "sell_qty": np.cumsum(np.where(buy, 0, qty)),
+                "ask1": ask1,
+                "bid1": ask1 - tick,
+                "ask_size": np.maximum(1, rng.lognormal(7, 1.3, k)).astype(np.int64),
+                "bid_size": np.maximum(1, rng.lognormal(7, 1.3, k)).astype(np.int64),
+                "total_ask": _walk(rng, k, int(rng.integers(200_000, 3_000_000)), 2_000),
+                "total_bid": _walk(rng, k, int(rng.integers(200_000, 3_000_000)), 2_000),
+                "prdy_vol": np.full(k, prdy_vol),
+                "prdy_same": (prdy_vol * (idx + 1) // k).astype(np.int64),
+                "listed": np.full(k, listed),
+            }
+        )
     allp = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
     order = np.argsort(allp["rx"], kind="stable")
     out = {name: v[order] for name, v in allp.items()}
@@ -172,18 +189,52 @@ def records(t: dict[str, np.ndarray], lo: int, hi: int) -> pa.Array:
     price, prev, opn, high, low = g["price"], g["prev"], g["open"], g["high"], g["low"]
     const = lambda v: pa.array(np.full(n, v))  # noqa: E731
     fields = [
-        pa.array(g["code"], pa.string()), _hhmmss(g["sec"]), _s(price), pa.array(_sign(price, prev)),
-        _s(price - prev), _dec2(_pct100(price - prev, prev)), _dec2(_pct100(g["acml_value"], g["acml_vol"], 1.0)),
-        _s(opn), _s(high), _s(low), _s(g["ask1"]), _s(g["bid1"]), _s(g["qty"]), _s(g["acml_vol"]),
-        _s(g["acml_value"]), _s(g["sell_cnt"]), _s(g["buy_cnt"]), _s(g["buy_cnt"] - g["sell_cnt"]),
-        _dec2(_pct100(g["buy_qty"], g["sell_qty"])), _s(g["sell_qty"]), _s(g["buy_qty"]), _s(g["side"]),
-        _dec2(_pct100(g["buy_qty"], g["buy_qty"] + g["sell_qty"])), _dec2(_pct100(g["acml_vol"], g["prdy_vol"])),
-        _hhmmss(g["open_sec"]), pa.array(_sign(price, opn)), _s(price - opn),
-        _hhmmss(g["high_sec"]), pa.array(_sign(price, high)), _s(price - high),
-        _hhmmss(g["low_sec"]), pa.array(_sign(price, low)), _s(price - low),
-        const(DAY.strftime("%Y%m%d")), const("20"), const("N"), _s(g["ask_size"]), _s(g["bid_size"]),
-        _s(g["total_ask"]), _s(g["total_bid"]), _dec2(_pct100(g["acml_vol"], g["listed"])), _s(g["prdy_same"]),
-        _dec2(_pct100(g["acml_vol"], g["prdy_same"])), const("0"), const(""), _s(opn),
+        pa.array(g["code"], pa.string()),
+        _hhmmss(g["sec"]),
+        _s(price),
+        pa.array(_sign(price, prev)),
+        _s(price - prev),
+        _dec2(_pct100(price - prev, prev)),
+        _dec2(_pct100(g["acml_value"], g["acml_vol"], 1.0)),
+        _s(opn),
+        _s(high),
+        _s(low),
+        _s(g["ask1"]),
+        _s(g["bid1"]),
+        _s(g["qty"]),
+        _s(g["acml_vol"]),
+        _s(g["acml_value"]),
+        _s(g["sell_cnt"]),
+        _s(g["buy_cnt"]),
+        _s(g["buy_cnt"] - g["sell_cnt"]),
+        _dec2(_pct100(g["buy_qty"], g["sell_qty"])),
+        _s(g["sell_qty"]),
+        _s(g["buy_qty"]),
+        _s(g["side"]),
+        _dec2(_pct100(g["buy_qty"], g["buy_qty"] + g["sell_qty"])),
+        _dec2(_pct100(g["acml_vol"], g["prdy_vol"])),
+        _hhmmss(g["open_sec"]),
+        pa.array(_sign(price, opn)),
+        _s(price - opn),
+        _hhmmss(g["high_sec"]),
+        pa.array(_sign(price, high)),
+        _s(price - high),
+        _hhmmss(g["low_sec"]),
+        pa.array(_sign(price, low)),
+        _s(price - low),
+        const(DAY.strftime("%Y%m%d")),
+        const("20"),
+        const("N"),
+        _s(g["ask_size"]),
+        _s(g["bid_size"]),
+        _s(g["total_ask"]),
+        _s(g["total_bid"]),
+        _dec2(_pct100(g["acml_vol"], g["listed"])),
+        _s(g["prdy_same"]),
+        _dec2(_pct100(g["acml_vol"], g["prdy_same"])),
+        const("0"),
+        const(""),
+        _s(opn),
     ]
     assert len(fields) == 46
     return pc.binary_join_element_wise(*fields, "^")
@@ -197,8 +248,7 @@ def frame_bounds(rng: np.random.Generator, n: int) -> np.ndarray:
     return np.concatenate([[0], ends, [n]]).astype(np.int64)
 
 
-def tick_table(t: dict[str, np.ndarray], sel: np.ndarray, rx_us: np.ndarray, seq: np.ndarray,
-               conn_id: str) -> pa.Table:
+def tick_table(t: dict[str, np.ndarray], sel: np.ndarray, rx_us: np.ndarray, seq: np.ndarray, conn_id: str) -> pa.Table:
     """The compacted hour as ``compact`` makes it from these ticks' journal lines: typed, sorted by
     (code, acml_vol), quality 'ok' (an unbroken volume chain)."""
     from observer_assets.track_b.compaction import TICK_SCHEMA
@@ -208,18 +258,42 @@ def tick_table(t: dict[str, np.ndarray], sel: np.ndarray, rx_us: np.ndarray, seq
     g = {k: v[sel] for k, v in t.items()}
     n = len(g["price"])
     cols: dict[str, Any] = {
-        "code": g["code"], "exchange_ts": (midnight + g["sec"]) * 1000, "receive_ts": rx_us[sel],
-        "price": g["price"], "qty": g["qty"], "acml_vol": g["acml_vol"], "acml_value": g["acml_value"],
-        "open": g["open"], "high": g["high"], "low": g["low"], "change": g["price"] - g["prev"],
-        "change_sign": _sign(g["price"], g["prev"]), "change_rate": _pct100(g["price"] - g["prev"], g["prev"]) / 100,
-        "vwap": _pct100(g["acml_value"], g["acml_vol"], 1.0) / 100, "ask1": g["ask1"], "bid1": g["bid1"],
-        "ask_size1": g["ask_size"], "bid_size1": g["bid_size"], "total_ask_size": g["total_ask"],
-        "total_bid_size": g["total_bid"], "sell_cnt": g["sell_cnt"], "buy_cnt": g["buy_cnt"],
-        "sell_qty": g["sell_qty"], "buy_qty": g["buy_qty"], "strength": _pct100(g["buy_qty"], g["sell_qty"]) / 100,
-        "trade_class": g["side"].astype(str), "session_code": np.full(n, "20"), "hour_cls_code": np.full(n, "0"),
-        "halted": np.zeros(n, bool), "vi_standard_price": g["open"], "key_id": np.full(n, KEY_ID),
-        "conn_id": np.full(n, conn_id), "frame_seq": seq[sel], "mitigation_level": np.zeros(n, np.int8),
-        "quality_flag": np.full(n, "ok"), "missing_volume": None,
+        "code": g["code"],
+        "exchange_ts": (midnight + g["sec"]) * 1000,
+        "receive_ts": rx_us[sel],
+        "price": g["price"],
+        "qty": g["qty"],
+        "acml_vol": g["acml_vol"],
+        "acml_value": g["acml_value"],
+        "open": g["open"],
+        "high": g["high"],
+        "low": g["low"],
+        "change": g["price"] - g["prev"],
+        "change_sign": _sign(g["price"], g["prev"]),
+        "change_rate": _pct100(g["price"] - g["prev"], g["prev"]) / 100,
+        "vwap": _pct100(g["acml_value"], g["acml_vol"], 1.0) / 100,
+        "ask1": g["ask1"],
+        "bid1": g["bid1"],
+        "ask_size1": g["ask_size"],
+        "bid_size1": g["bid_size"],
+        "total_ask_size": g["total_ask"],
+        "total_bid_size": g["total_bid"],
+        "sell_cnt": g["sell_cnt"],
+        "buy_cnt": g["buy_cnt"],
+        "sell_qty": g["sell_qty"],
+        "buy_qty": g["buy_qty"],
+        "strength": _pct100(g["buy_qty"], g["sell_qty"]) / 100,
+        "trade_class": g["side"].astype(str),
+        "session_code": np.full(n, "20"),
+        "hour_cls_code": np.full(n, "0"),
+        "halted": np.zeros(n, bool),
+        "vi_standard_price": g["open"],
+        "key_id": np.full(n, KEY_ID),
+        "conn_id": np.full(n, conn_id),
+        "frame_seq": seq[sel],
+        "mitigation_level": np.zeros(n, np.int8),
+        "quality_flag": np.full(n, "ok"),
+        "missing_volume": None,
     }
     arrays = []
     for f in TICK_SCHEMA:
@@ -234,16 +308,17 @@ def tick_table(t: dict[str, np.ndarray], sel: np.ndarray, rx_us: np.ndarray, seq
     return table.take(pc.sort_indices(table, [("code", "ascending"), ("acml_vol", "ascending")]))
 
 
-def build_track_b(root: Path, rng: np.random.Generator, codes: list[str], n_ticks: int,
-                  check_frames: int = 1500) -> dict:
+def build_track_b(
+    root: Path, rng: np.random.Generator, codes: list[str], n_ticks: int, check_frames: int = 1500
+) -> dict:
     """Raw journal segments (the real Journal), compacted hours and 2 Hz samples; returns counts."""
-    from observer_resources.storage import lake
-    from observer_resources.storage.layout import hour_dir, sampled_path, ticks_path
     from observer_assets.track_b.compaction import compact, sample
     from observer_assets.track_b.journal import Journal
     from observer_assets.track_b.journal_format import segments
     from observer_assets.track_b.journal_read import read_journal
     from observer_resources.calendar import KST
+    from observer_resources.storage import lake
+    from observer_resources.storage.layout import hour_dir, sampled_path, ticks_path
 
     t = day_ticks(rng, n_ticks, codes)
     n = len(t["price"])
@@ -264,9 +339,9 @@ def build_track_b(root: Path, rng: np.random.Generator, codes: list[str], n_tick
             f0, f1 = int(fr[0]), int(fr[-1]) + 1
             lo, hi = int(bounds[f0]), int(bounds[f1])
             recs = records(t, lo, hi)
-            off = pa.array(bounds[f0:f1 + 1] - lo, pa.int32())
+            off = pa.array(bounds[f0 : f1 + 1] - lo, pa.int32())
             body = pc.binary_join(pa.ListArray.from_arrays(off, recs), "^")
-            k = pc.utf8_lpad(_s(np.diff(bounds[f0:f1 + 1])), 3, "0")
+            k = pc.utf8_lpad(_s(np.diff(bounds[f0 : f1 + 1])), 3, "0")
             texts = pc.binary_join_element_wise("0|H0STCNT0|", k, "|", body, "").to_pylist()
             for f, text in zip(range(f0, f1), texts):
                 rx = midnight + timedelta(microseconds=int(frame_rx_us[f] - midnight_us))
@@ -281,8 +356,9 @@ def build_track_b(root: Path, rng: np.random.Generator, codes: list[str], n_tick
         lake.write_table_atomic(ticks_path(root, start), table)
         lake.write_table_atomic(sampled_path(root, start), sample(table))
         hours[int(h)] = table.num_rows
-        (hour_dir(root, start) / "_manifest.json").write_text(json.dumps(
-            {"hour": start.isoformat(), "ticks": table.num_rows, "symbols": len(codes)}, indent=1))
+        (hour_dir(root, start) / "_manifest.json").write_text(
+            json.dumps({"hour": start.isoformat(), "ticks": table.num_rows, "symbols": len(codes)}, indent=1)
+        )
     # fidelity: compaction of the first journal lines gives exactly the rows written for them
     segs = segments(root, DAY, int(frame_hour[0]))
     lines = []
@@ -302,12 +378,14 @@ def build_track_b(root: Path, rng: np.random.Generator, codes: list[str], n_tick
 
 def build_track_a(root: Path, rng: np.random.Generator, codes: list[str], names: list[str]) -> int:
     """Per slot: raw.jsonl (multprice rows as KIS sends them), snapshot.parquet derived from it, failures.parquet."""
-    from observer_resources.storage import lake
-    from observer_resources.storage.layout import TRACK_A_FAILURES as FAILURES, TRACK_A_RAW as RAW, slot_dir
+    from local_exchange.rest_outputs import MULTPRICE_FIELDS
     from observer_assets.track_a.snapshot import FAILURE_SCHEMA, TS, raw_line, table_from_raw
     from observer_resources.calendar.market import MarketCalendar
     from observer_resources.kis.protocol import TR_MULTPRICE
-    from local_exchange.rest_outputs import MULTPRICE_FIELDS
+    from observer_resources.storage import lake
+    from observer_resources.storage.layout import TRACK_A_FAILURES as FAILURES
+    from observer_resources.storage.layout import TRACK_A_RAW as RAW
+    from observer_resources.storage.layout import slot_dir
 
     slots = MarketCalendar("krx").track_a_slots(DAY)
     n = len(codes)
@@ -331,39 +409,70 @@ def build_track_a(root: Path, rng: np.random.Generator, codes: list[str], names:
             fetched = slot + timedelta(seconds=3 + (c // 30) / 18)  # 30 codes a call, 18 calls a second
             x, v, pr = px[c], vl[c], pv[c]
             row = dict.fromkeys(MULTPRICE_FIELDS, "")
-            row.update({
-                "kospi_kosdaq_cls_name": str(market[c]), "mrkt_trtm_cls_name": "장중", "hour_cls_code": "0",
-                "inter_shrn_iscd": codes[c], "inter_kor_isnm": names[c], "inter2_prpr": str(x),
-                "inter2_prdy_vrss": str(x - pr), "prdy_vrss_sign": "2" if x > pr else "5" if x < pr else "3",
-                "prdy_ctrt": f"{(x - pr) / pr * 100:.2f}", "acml_vol": str(v), "inter2_oprc": str(op[c]),
-                "inter2_hgpr": str(hi_[c]), "inter2_lwpr": str(lo_[c]), "inter2_llam": str(lower[c]),
-                "inter2_mxpr": str(upper[c]), "inter2_askp": str(x + tk[c]), "inter2_bidp": str(x),
-                "seln_rsqn": str(v % 9973), "shnu_rsqn": str(v % 7919), "total_askp_rsqn": str(v % 999_983),
-                "total_bidp_rsqn": str(v % 999_979), "acml_tr_pbmn": str(v * x), "inter2_prdy_clpr": str(pr),
-                "oprc_vrss_hgpr_rate": f"{(hi_[c] - op[c]) / op[c] * 100:.2f}", "intr_antc_cntg_vrss": "0",
-                "intr_antc_cntg_vrss_sign": "3", "intr_antc_cntg_prdy_ctrt": "0.00", "intr_antc_vol": "0",
-                "inter2_sdpr": str(pr),
-            })
+            row.update(
+                {
+                    "kospi_kosdaq_cls_name": str(market[c]),
+                    "mrkt_trtm_cls_name": "장중",
+                    "hour_cls_code": "0",
+                    "inter_shrn_iscd": codes[c],
+                    "inter_kor_isnm": names[c],
+                    "inter2_prpr": str(x),
+                    "inter2_prdy_vrss": str(x - pr),
+                    "prdy_vrss_sign": "2" if x > pr else "5" if x < pr else "3",
+                    "prdy_ctrt": f"{(x - pr) / pr * 100:.2f}",
+                    "acml_vol": str(v),
+                    "inter2_oprc": str(op[c]),
+                    "inter2_hgpr": str(hi_[c]),
+                    "inter2_lwpr": str(lo_[c]),
+                    "inter2_llam": str(lower[c]),
+                    "inter2_mxpr": str(upper[c]),
+                    "inter2_askp": str(x + tk[c]),
+                    "inter2_bidp": str(x),
+                    "seln_rsqn": str(v % 9973),
+                    "shnu_rsqn": str(v % 7919),
+                    "total_askp_rsqn": str(v % 999_983),
+                    "total_bidp_rsqn": str(v % 999_979),
+                    "acml_tr_pbmn": str(v * x),
+                    "inter2_prdy_clpr": str(pr),
+                    "oprc_vrss_hgpr_rate": f"{(hi_[c] - op[c]) / op[c] * 100:.2f}",
+                    "intr_antc_cntg_vrss": "0",
+                    "intr_antc_cntg_vrss_sign": "3",
+                    "intr_antc_cntg_prdy_ctrt": "0.00",
+                    "intr_antc_vol": "0",
+                    "inter2_sdpr": str(pr),
+                }
+            )
             lines.append(raw_line(TR_MULTPRICE, codes[c], row, fetched))
         lake.write_bytes_atomic(slot_dir(root, slot, RAW) / "raw.jsonl", ("\n".join(lines) + "\n").encode("utf-8"))
-        lake.write_table_atomic(slot_dir(root, slot, FAILURES) / "failures.parquet", pa.table(
-            {"code": [], "error": [], "at": pa.array([], TS)}, schema=FAILURE_SCHEMA))
+        lake.write_table_atomic(
+            slot_dir(root, slot, FAILURES) / "failures.parquet",
+            pa.table({"code": [], "error": [], "at": pa.array([], TS)}, schema=FAILURE_SCHEMA),
+        )
         lake.write_table_atomic(slot_dir(root, slot) / "snapshot.parquet", table_from_raw(lines, slot, name_of))
     return len(slots)
 
 
 def build_universe(root: Path, rng: np.random.Generator, codes: list[str], names: list[str]) -> None:
+    from observer_assets.universe.rules import UNIVERSE_SCHEMA
     from observer_resources.storage import lake
     from observer_resources.storage.layout import universe_path
-    from observer_assets.universe.rules import UNIVERSE_SCHEMA
 
     n = len(codes)
     prev = rng.lognormal(np.log(12_000), 1.2, n).astype(np.int64) + 4_000
     shares = rng.integers(2_000_000, 6_000_000_000, n)
-    cols = {"code": codes, "name": names, "market": np.where(rng.random(n) < 0.35, "kospi", "kosdaq"),
-            "isin": [f"KR7{c}00{i % 10}" for i, c in enumerate(codes)], "prev_close": prev, "base_price": prev,
-            "preferred": np.zeros(n, bool), "administrative": np.zeros(n, bool), "market_warning": np.full(n, "00"),
-            "listed_shares": shares, "market_cap_100m": prev * shares // 100_000_000}
+    cols = {
+        "code": codes,
+        "name": names,
+        "market": np.where(rng.random(n) < 0.35, "kospi", "kosdaq"),
+        "isin": [f"KR7{c}00{i % 10}" for i, c in enumerate(codes)],
+        "prev_close": prev,
+        "base_price": prev,
+        "preferred": np.zeros(n, bool),
+        "administrative": np.zeros(n, bool),
+        "market_warning": np.full(n, "00"),
+        "listed_shares": shares,
+        "market_cap_100m": prev * shares // 100_000_000,
+    }
     lake.write_table_atomic(universe_path(root, DAY), pa.table(cols, schema=UNIVERSE_SCHEMA))
 
 
@@ -379,13 +488,32 @@ def build_events(root: Path, rng: np.random.Generator, codes: list[str], n: int 
         if i % 10 == 0:
             ev.emit("track_a_slot", at=at, slot=at.strftime("%H%M"), rows=2500, failures=0, seconds=4.9)
         else:
-            ev.emit("slot_change", at=at, action="raise" if i % 2 else "lower", key=KEY_ID, index=int(i % 41),
-                    code=str(rng.choice(codes)), score=round(float(rng.random()), 4))
+            ev.emit(
+                "slot_change",
+                at=at,
+                action="raise" if i % 2 else "lower",
+                key=KEY_ID,
+                index=int(i % 41),
+                code=str(rng.choice(codes)),
+                score=round(float(rng.random()), 4),
+            )
     a = datetime(DAY.year, DAY.month, DAY.day, 11, 40, tzinfo=KST)
     for state, end in (("open", None), ("closed", a + timedelta(seconds=21))):
-        ev.emit("gap_marker", at=end or a, gap_id="g1", state=state, symbol=None, gap_start_ts=a, gap_end_ts=end,
-                gap_seconds=21.0 if end else None, scope="scalp", reason="ws_disconnect", severity="major",
-                session_id="s1", metadata={"key_id": KEY_ID})
+        ev.emit(
+            "gap_marker",
+            at=end or a,
+            gap_id="g1",
+            state=state,
+            symbol=None,
+            gap_start_ts=a,
+            gap_end_ts=end,
+            gap_seconds=21.0 if end else None,
+            scope="scalp",
+            reason="ws_disconnect",
+            severity="major",
+            session_id="s1",
+            metadata={"key_id": KEY_ID},
+        )
 
 
 def build_lake(root: Path, n_ticks: int, symbols: int = 2500, streams: int = 41, seed: int = 6) -> dict:
@@ -399,9 +527,17 @@ def build_lake(root: Path, n_ticks: int, symbols: int = 2500, streams: int = 41,
     slots = build_track_a(root, rng, codes, names)
     t2 = time.perf_counter()
     build_events(root, rng, codes)
-    return {"track_b": tb, "track_a_slots": slots, "symbols": symbols, "streams": streams,
-            "seconds": {"track_b": round(t1 - t0, 1), "track_a": round(t2 - t1, 1),
-                        "total": round(time.perf_counter() - t0, 1)}}
+    return {
+        "track_b": tb,
+        "track_a_slots": slots,
+        "symbols": symbols,
+        "streams": streams,
+        "seconds": {
+            "track_b": round(t1 - t0, 1),
+            "track_a": round(t2 - t1, 1),
+            "total": round(time.perf_counter() - t0, 1),
+        },
+    }
 
 
 # --- the candidates --------------------------------------------------------------------------------------------
@@ -446,6 +582,7 @@ def observer_once(root: Path, dest: Path, events_dir: Path) -> dict:
                 return orig[name](*a, **k)
             finally:
                 spent[name] += time.perf_counter() - t0
+
         return timed
 
     package.write, package._verify_entries = wrap("write"), wrap("verify")
@@ -461,17 +598,27 @@ def observer_once(root: Path, dest: Path, events_dir: Path) -> dict:
     v = package.verify(UPath(str(dest)), DAY)
     if not v.ok:
         raise AssertionError(f"the package does not verify: {v.problems[:3]}")
-    return {"wall_s": wall, "cpu_s": cpu, "write_s": spent["write"] - spent["verify"], "verify_s": spent["verify"],
-            "scan_s": wall - spent["write"], "out_bytes": _tree_bytes(dest / DAY.isoformat()),
-            "files": res.files, "in_bytes": res.bytes}
+    return {
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "write_s": spent["write"] - spent["verify"],
+        "verify_s": spent["verify"],
+        "scan_s": wall - spent["write"],
+        "out_bytes": _tree_bytes(dest / DAY.isoformat()),
+        "files": res.files,
+        "in_bytes": res.bytes,
+    }
 
 
 def shell_once(cmd: str, out: Path) -> dict:
     cpu0, t0 = _children_cpu(), time.perf_counter()
     subprocess.run(["bash", "-o", "pipefail", "-c", cmd], check=True)
     wall = time.perf_counter() - t0
-    return {"wall_s": wall, "cpu_s": _children_cpu() - cpu0, "out_bytes": _tree_bytes(out) if out.is_dir() else
-            out.stat().st_size}
+    return {
+        "wall_s": wall,
+        "cpu_s": _children_cpu() - cpu0,
+        "out_bytes": _tree_bytes(out) if out.is_dir() else out.stat().st_size,
+    }
 
 
 def floors_once(root: Path, rels: list[str], dest: Path) -> dict:
@@ -500,8 +647,12 @@ def floors_once(root: Path, rels: list[str], dest: Path) -> dict:
             while s.read(CHUNK):
                 pass
     t_dec = time.perf_counter() - t0
-    return {"sha256_s": t_hash, "zstd1_compress_s": t_comp, "zstd1_decompress_s": t_dec,
-            "text_bytes": sum((root / r).stat().st_size for r in text)}
+    return {
+        "sha256_s": t_hash,
+        "zstd1_compress_s": t_comp,
+        "zstd1_decompress_s": t_dec,
+        "text_bytes": sum((root / r).stat().st_size for r in text),
+    }
 
 
 def _med(rows: list[dict], key: str) -> float:
@@ -531,16 +682,23 @@ def _versions() -> dict:
             return subprocess.run(cmd, capture_output=True, text=True).stdout.splitlines()[0].strip()
         except (OSError, IndexError):
             return "?"
-    return {"pyarrow": pa.__version__, "python": sys.version.split()[0], "tar": first(["tar", "--version"]),
-            "zstd": first(["zstd", "--version"]), "sha256sum": first(["sha256sum", "--version"])}
+
+    return {
+        "pyarrow": pa.__version__,
+        "python": sys.version.split()[0],
+        "tar": first(["tar", "--version"]),
+        "zstd": first(["zstd", "--version"]),
+        "sha256sum": first(["sha256sum", "--version"]),
+    }
 
 
 def _log(msg: str) -> None:
     print(f"[bench.backup {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def run(ticks: int = 1_200_000, repeats: int = 3, symbols: int = 2500, streams: int = 41, seed: int = 6,
-        t2: bool = True) -> list[dict]:
+def run(
+    ticks: int = 1_200_000, repeats: int = 3, symbols: int = 2500, streams: int = 41, seed: int = 6, t2: bool = True
+) -> list[dict]:
     """Build the day, then time every candidate `repeats` times (interleaved) on fresh destinations."""
     from upath import UPath
 
@@ -558,8 +716,13 @@ def run(ticks: int = 1_200_000, repeats: int = 3, symbols: int = 2500, streams: 
         in_bytes = sum(f.size for f in files)
         by_kind: dict[str, list[int]] = {}
         for f in files:
-            kind = "json/jsonl" if f.rel.endswith((".json", ".jsonl")) else "parquet" if f.rel.endswith(
-                ".parquet") else "other"
+            kind = (
+                "json/jsonl"
+                if f.rel.endswith((".json", ".jsonl"))
+                else "parquet"
+                if f.rel.endswith(".parquet")
+                else "other"
+            )
             by_kind.setdefault(kind, [0, 0])
             by_kind[kind][0] += 1
             by_kind[kind][1] += f.size
@@ -573,13 +736,15 @@ def run(ticks: int = 1_200_000, repeats: int = 3, symbols: int = 2500, streams: 
             "tar|zstd -3 -T1": lambda d: shell_once(f"{tar_in} | zstd -3 -T1 -q -o {d}.tar.zst", Path(f"{d}.tar.zst")),
             "tar|zstd -1 -T1": lambda d: shell_once(f"{tar_in} | zstd -1 -T1 -q -o {d}.tar.zst", Path(f"{d}.tar.zst")),
             "tar": lambda d: shell_once(f"tar -C {root} --null -T {listing} -cf {d}.tar", Path(f"{d}.tar")),
-            "sha256sum": lambda d: shell_once(f"cd {root} && xargs -0 sha256sum < {listing} > {d}.sha256",
-                                              Path(f"{d}.sha256")),
+            "sha256sum": lambda d: shell_once(
+                f"cd {root} && xargs -0 sha256sum < {listing} > {d}.sha256", Path(f"{d}.sha256")
+            ),
             "floors": lambda d: floors_once(root, rels, d),
         }
         if t2:
             candidates["tar|zstd -3 -T2"] = lambda d: shell_once(
-                f"{tar_in} | zstd -3 -T2 -q -o {d}.tar.zst", Path(f"{d}.tar.zst"))
+                f"{tar_in} | zstd -3 -T2 -q -o {d}.tar.zst", Path(f"{d}.tar.zst")
+            )
         results: dict[str, list[dict]] = {k: [] for k in candidates}
         for rep in range(repeats):
             for name, fn in candidates.items():
@@ -593,63 +758,109 @@ def run(ticks: int = 1_200_000, repeats: int = 3, symbols: int = 2500, streams: 
                 shutil.rmtree(d, ignore_errors=True)
                 for p in base.glob(f"{d.name}.*"):
                     p.unlink()
-                _log(f"rep {rep + 1}/{repeats} {name}: "
-                     + ", ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+                _log(
+                    f"rep {rep + 1}/{repeats} {name}: "
+                    + ", ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
+                )
 
-        out: list[dict] = [{
-            "bench": "backup_lake", "day": DAY.isoformat(), "files": len(rels), "bytes": in_bytes,
-            "by_kind": {k: {"files": v[0], "bytes": v[1]} for k, v in sorted(by_kind.items())},
-            "track_b_ticks": lake["track_b"]["ticks"], "track_b_frames": lake["track_b"]["frames"],
-            "track_b_streams": streams, "track_a_slots": lake["track_a_slots"], "track_a_symbols": symbols,
-            "build_s": lake["seconds"], "fs": _fs_of(base), "versions": _versions(), "repeats": repeats,
-        }]
+        out: list[dict] = [
+            {
+                "bench": "backup_lake",
+                "day": DAY.isoformat(),
+                "files": len(rels),
+                "bytes": in_bytes,
+                "by_kind": {k: {"files": v[0], "bytes": v[1]} for k, v in sorted(by_kind.items())},
+                "track_b_ticks": lake["track_b"]["ticks"],
+                "track_b_frames": lake["track_b"]["frames"],
+                "track_b_streams": streams,
+                "track_a_slots": lake["track_a_slots"],
+                "track_a_symbols": symbols,
+                "build_s": lake["seconds"],
+                "fs": _fs_of(base),
+                "versions": _versions(),
+                "repeats": repeats,
+            }
+        ]
         mb = in_bytes / 1e6
         for name, rows in results.items():
             if name == "floors":
                 continue
             wall = _med(rows, "wall_s")
-            r = {"bench": "backup", "candidate": name, "median_s": round(wall, 3), "range_s": _spread(rows, "wall_s"),
-                 "input_MB_per_s": round(mb / wall, 1), "cpu_s": round(_med(rows, "cpu_s"), 2),
-                 "out_bytes": int(_med(rows, "out_bytes")),
-                 "ratio": round(in_bytes / _med(rows, "out_bytes"), 3) if name != "sha256sum" else None,
-                 "sync_after_s": round(_med(rows, "sync_s"), 2), "load1_max": round(max(x["load1"] for x in rows), 2)}
+            r = {
+                "bench": "backup",
+                "candidate": name,
+                "median_s": round(wall, 3),
+                "range_s": _spread(rows, "wall_s"),
+                "input_MB_per_s": round(mb / wall, 1),
+                "cpu_s": round(_med(rows, "cpu_s"), 2),
+                "out_bytes": int(_med(rows, "out_bytes")),
+                "ratio": round(in_bytes / _med(rows, "out_bytes"), 3) if name != "sha256sum" else None,
+                "sync_after_s": round(_med(rows, "sync_s"), 2),
+                "load1_max": round(max(x["load1"] for x in rows), 2),
+            }
             if name == "observer":
-                r.update({"write_s": round(_med(rows, "write_s"), 3), "verify_s": round(_med(rows, "verify_s"), 3),
-                          "scan_etc_s": round(_med(rows, "scan_s"), 3),
-                          "write_MB_per_s": round(mb / _med(rows, "write_s"), 1),
-                          "verify_MB_per_s": round(mb / _med(rows, "verify_s"), 1)})
+                r.update(
+                    {
+                        "write_s": round(_med(rows, "write_s"), 3),
+                        "verify_s": round(_med(rows, "verify_s"), 3),
+                        "scan_etc_s": round(_med(rows, "scan_s"), 3),
+                        "write_MB_per_s": round(mb / _med(rows, "write_s"), 1),
+                        "verify_MB_per_s": round(mb / _med(rows, "verify_s"), 1),
+                    }
+                )
             out.append(r)
         fl = results["floors"]
         tb = fl[0]["text_bytes"] / 1e6
-        out.append({"bench": "backup_floors", "sha256_all_s": round(_med(fl, "sha256_s"), 3),
-                    "sha256_MB_per_s": round(mb / _med(fl, "sha256_s"), 1), "json_MB": round(tb, 1),
-                    "zstd1_compress_s": round(_med(fl, "zstd1_compress_s"), 3),
-                    "zstd1_compress_MB_per_s": round(tb / _med(fl, "zstd1_compress_s"), 1),
-                    "zstd1_decompress_s": round(_med(fl, "zstd1_decompress_s"), 3),
-                    "zstd1_decompress_MB_per_s": round(tb / _med(fl, "zstd1_decompress_s"), 1)})
+        out.append(
+            {
+                "bench": "backup_floors",
+                "sha256_all_s": round(_med(fl, "sha256_s"), 3),
+                "sha256_MB_per_s": round(mb / _med(fl, "sha256_s"), 1),
+                "json_MB": round(tb, 1),
+                "zstd1_compress_s": round(_med(fl, "zstd1_compress_s"), 3),
+                "zstd1_compress_MB_per_s": round(tb / _med(fl, "zstd1_compress_s"), 1),
+                "zstd1_decompress_s": round(_med(fl, "zstd1_decompress_s"), 3),
+                "zstd1_decompress_MB_per_s": round(tb / _med(fl, "zstd1_decompress_s"), 1),
+            }
+        )
         obs = _med(results["observer"], "wall_s")
-        out.append({"bench": "backup_vs_tar", **{
-            f"observer_over_{k.replace(' ', '_')}": round(obs / _med(results[k], "wall_s"), 2)
-            for k in results if k not in ("observer", "floors")}})
+        out.append(
+            {
+                "bench": "backup_vs_tar",
+                **{
+                    f"observer_over_{k.replace(' ', '_')}": round(obs / _med(results[k], "wall_s"), 2)
+                    for k in results
+                    if k not in ("observer", "floors")
+                },
+            }
+        )
         return out
 
 
 def table(rows: list[dict]) -> str:
     """The candidates as a Markdown table (what docs/benchmarks.md shows)."""
-    lines = ["| candidate | median s (range) | input MB/s | CPU s | output bytes | ratio | sync after |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| candidate | median s (range) | input MB/s | CPU s | output bytes | ratio | sync after |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         if r.get("bench") == "backup":
             ratio = f"{r['ratio']:.2f}" if r["ratio"] else "—"
-            lines.append(f"| {r['candidate']} | {r['median_s']:.2f} ({r['range_s']}) | {r['input_MB_per_s']:,.0f} | "
-                         f"{r['cpu_s']:.2f} | {r['out_bytes']:,} | {ratio} | {r['sync_after_s']:.2f} s |")
+            lines.append(
+                f"| {r['candidate']} | {r['median_s']:.2f} ({r['range_s']}) | {r['input_MB_per_s']:,.0f} | "
+                f"{r['cpu_s']:.2f} | {r['out_bytes']:,} | {ratio} | {r['sync_after_s']:.2f} s |"
+            )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--ticks", type=int, default=1_200_000,
-                    help="Track B trades of the day (default: a ≈ 0.55 GB lake; 2,700,000 ≈ 1.1 GB)")
+    ap.add_argument(
+        "--ticks",
+        type=int,
+        default=1_200_000,
+        help="Track B trades of the day (default: a ≈ 0.55 GB lake; 2,700,000 ≈ 1.1 GB)",
+    )
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--symbols", type=int, default=2500)
     ap.add_argument("--seed", type=int, default=6)

@@ -8,9 +8,9 @@ import subprocess
 from contextlib import contextmanager
 from pathlib import Path
 
-from observer_resources.resources import KisResource
 from local_exchange.accounts import demo_credentials
 from local_exchange.server import run_sim_process
+from observer_resources.resources import KisResource
 
 
 def machine() -> str:
@@ -37,8 +37,9 @@ def local_exchange(*args: str):
 
 def kis_resource(sim, state_dir: Path, i: int = 0, **kw) -> KisResource:
     key, secret = demo_credentials(900 + i)
-    return KisResource(app_key=key, app_secret=secret, rest_url=sim.rest_url, ws_url=sim.ws_url,
-                       state_dir=str(state_dir), **kw)
+    return KisResource(
+        app_key=key, app_secret=secret, rest_url=sim.rest_url, ws_url=sim.ws_url, state_dir=str(state_dir), **kw
+    )
 
 
 def git_rev() -> str:

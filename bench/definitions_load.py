@@ -49,9 +49,18 @@ def run(years: int = 5, repeat: int = 3) -> list[dict]:
             r = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True, text=True, check=True)
             times.append(r.stdout.split())
         best = min(times, key=lambda t: float(t[2]))
-    out.append({"bench": "definitions_load", "trading_days": int(best[3]), "track_a_slots": int(best[4]),
-                "import_s": float(best[0]), "enumerate_s": float(best[1]), "total_s": float(best[2]),
-                "target_s": 3.0, "ratio_to_target": round(float(best[2]) / 3.0, 3)})
+    out.append(
+        {
+            "bench": "definitions_load",
+            "trading_days": int(best[3]),
+            "track_a_slots": int(best[4]),
+            "import_s": float(best[0]),
+            "enumerate_s": float(best[1]),
+            "total_s": float(best[2]),
+            "target_s": 3.0,
+            "ratio_to_target": round(float(best[2]) / 3.0, 3),
+        }
+    )
     return out
 
 

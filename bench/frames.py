@@ -7,8 +7,8 @@ import os
 import time
 from datetime import date
 
-from observer_resources.kis.frames import ParseStats, parse_message
 from local_exchange.market import Market
+from observer_resources.kis.frames import ParseStats, parse_message
 
 
 def build_frames(records_per_frame: int, n_records: int = 60_000) -> list[str]:
@@ -44,8 +44,15 @@ def run(repeat: int = 3) -> list[dict]:
                 n += len(msg.records)
             dt = time.perf_counter() - t0
             best = max(best, n / dt)
-        out.append({"bench": "frame_parse", "records_per_frame": k, "frames": len(frames), "records": n,
-                    "records_per_s": round(best)})
+        out.append(
+            {
+                "bench": "frame_parse",
+                "records_per_frame": k,
+                "frames": len(frames),
+                "records": n,
+                "records_per_s": round(best),
+            }
+        )
     return out
 
 

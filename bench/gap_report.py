@@ -58,10 +58,19 @@ def _ticks(m, codes: list[str], schema: pa.Schema) -> tuple[dict[int, pa.Table],
         sel = (t.sec >= lo) & (t.sec < hi)
         n = int(sel.sum())
         rx = (midnight + t.sec[sel].astype(np.int64)) * 1_000_000 + 80_000 + np.arange(n) % 1000
-        parts.append({"code": np.full(n, c, dtype=object), "rx": rx, "sec": t.sec[sel].astype(np.int64),
-                      "price": t.price[sel], "qty": t.qty[sel], "acml_vol": t.acml_vol[sel],
-                      "acml_value": t.acml_value[sel], "buy_cnt": t.buy_cnt[sel].astype(np.int64),
-                      "sell_cnt": t.sell_cnt[sel].astype(np.int64)})
+        parts.append(
+            {
+                "code": np.full(n, c, dtype=object),
+                "rx": rx,
+                "sec": t.sec[sel].astype(np.int64),
+                "price": t.price[sel],
+                "qty": t.qty[sel],
+                "acml_vol": t.acml_vol[sel],
+                "acml_value": t.acml_value[sel],
+                "buy_cnt": t.buy_cnt[sel].astype(np.int64),
+                "sell_cnt": t.sell_cnt[sel].astype(np.int64),
+            }
+        )
     allp = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     keep = np.ones(len(allp["rx"]), dtype=bool)
     keep[[len(allp["rx"]) // 3, len(allp["rx"]) // 2]] = False  # two lost ticks
@@ -101,37 +110,55 @@ def run(repeats: int = 5, n_symbols: int = 2500, streams: int = 41) -> list[dict
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["OBSERVER_DATA_DIR"] = str(Path(tmp) / "data")
         os.environ["OBSERVER_CALENDAR"] = "krx"
-        from observer_resources.storage import lake
+        from local_exchange.market import Market
         from observer_assets.gaps.report import build_report
         from observer_assets.orchestration.partitions import calendar
-        from observer_resources.storage.layout import TRACK_A_FAILURES as FAILURES, slot_dir
         from observer_assets.track_a.snapshot import FAILURE_SCHEMA, SNAPSHOT_SCHEMA, TS
-        from observer_resources.storage.layout import ticks_path
         from observer_assets.track_b.compaction import TICK_SCHEMA
-        from observer_resources.storage.layout import universe_path
         from observer_assets.universe.rules import UNIVERSE_SCHEMA
         from observer_resources.calendar import KST
         from observer_resources.events import EventLog
-        from local_exchange.market import Market
+        from observer_resources.storage import lake
+        from observer_resources.storage.layout import TRACK_A_FAILURES as FAILURES
+        from observer_resources.storage.layout import slot_dir, ticks_path, universe_path
 
         root = lake.data_dir()
         m = Market(seed=5, listings=2600, clock_mode="krx")
         codes = sorted(x.code for x in m.listings)[:n_symbols]
-        uni = pa.table({f.name: ([c for c in codes] if f.name == "code" else
-                                 pa.nulls(len(codes), f.type) if f.name != "code" else None)
-                        for f in UNIVERSE_SCHEMA}, schema=UNIVERSE_SCHEMA)
+        uni = pa.table(
+            {
+                f.name: (
+                    [c for c in codes]
+                    if f.name == "code"
+                    else pa.nulls(len(codes), f.type)
+                    if f.name != "code"
+                    else None
+                )
+                for f in UNIVERSE_SCHEMA
+            },
+            schema=UNIVERSE_SCHEMA,
+        )
         lake.write_table_atomic(universe_path(root, DAY), uni)
         slots = calendar().track_a_slots(DAY)
         for i, s in enumerate(slots):
             if i == 7:
                 continue  # one missing slot
             cs = codes[:-25] if i == 12 else codes  # one partial slot
-            lake.write_table_atomic(slot_dir(root, s) / "snapshot.parquet",
-                                    _snapshot(cs, s, 400.0 if i == 20 else 3.0, SNAPSHOT_SCHEMA))
+            lake.write_table_atomic(
+                slot_dir(root, s) / "snapshot.parquet", _snapshot(cs, s, 400.0 if i == 20 else 3.0, SNAPSHOT_SCHEMA)
+            )
             fails = codes[-25:] if i == 12 else []
-            lake.write_table_atomic(slot_dir(root, s, FAILURES) / "failures.parquet", pa.table({
-                "code": fails, "error": ["RateLimitedError EGW00201"] * len(fails),
-                "at": pa.array([s] * len(fails), TS)}, schema=FAILURE_SCHEMA))
+            lake.write_table_atomic(
+                slot_dir(root, s, FAILURES) / "failures.parquet",
+                pa.table(
+                    {
+                        "code": fails,
+                        "error": ["RateLimitedError EGW00201"] * len(fails),
+                        "at": pa.array([s] * len(fails), TS),
+                    },
+                    schema=FAILURE_SCHEMA,
+                ),
+            )
         busiest = [x.code for x in sorted(m.listings, key=lambda x: -x.activity)[:streams]]
         by_hour, n_ticks = _ticks(m, busiest, TICK_SCHEMA)
         for h, t in by_hour.items():
@@ -141,9 +168,21 @@ def run(repeats: int = 5, n_symbols: int = 2500, streams: int = 41) -> list[dict
             a = datetime(DAY.year, DAY.month, DAY.day, h, mi, tzinfo=KST)
             b = a + timedelta(seconds=20 + 10 * k)
             for state, end in (("open", None), ("closed", b)):  # written on the day (EventLog.gap_* stamp now)
-                ev.emit("gap_marker", at=end or a, gap_id=f"g{k}", state=state, symbol=None, gap_start_ts=a,
-                        gap_end_ts=end, gap_seconds=(b - a).total_seconds() if end else None, scope="scalp",
-                        reason="ws_disconnect", severity="major", session_id="s", metadata={"key_id": "bench-key"})
+                ev.emit(
+                    "gap_marker",
+                    at=end or a,
+                    gap_id=f"g{k}",
+                    state=state,
+                    symbol=None,
+                    gap_start_ts=a,
+                    gap_end_ts=end,
+                    gap_seconds=(b - a).total_seconds() if end else None,
+                    scope="scalp",
+                    reason="ws_disconnect",
+                    severity="major",
+                    session_id="s",
+                    metadata={"key_id": "bench-key"},
+                )
         for j in range(300):
             t0 = datetime(DAY.year, DAY.month, DAY.day, 9, 30, tzinfo=KST) + timedelta(seconds=60 * j)
             ev.emit("slot_change", at=t0, action="raise", key="bench-key", index=j % 41, code=busiest[j % 41])
@@ -154,14 +193,26 @@ def run(repeats: int = 5, n_symbols: int = 2500, streams: int = 41) -> list[dict
             rep = build_report(root, DAY)
             times.append(time.perf_counter() - t0)
         best, med = min(times), statistics.median(times)
-        return [{
-            "bench": "gap_report", "day": DAY.isoformat(), "universe": n_symbols, "slots": len(slots),
-            "track_a_rows": sum(1 for _ in slots) * n_symbols, "streams": streams, "ticks": n_ticks,
-            "gap_rows": rep.rows.num_rows, "by_kind": rep.summary["by_kind"],
-            "volume_breaks_found": rep.summary["track_b"]["losses"], "volume_breaks_injected": 2,
-            "best_s": round(best, 3), "median_s": round(med, 3), "budget_s": BUDGET_S,
-            "ratio_to_budget": round(med / BUDGET_S, 3), "repeats": repeats,
-        }]
+        return [
+            {
+                "bench": "gap_report",
+                "day": DAY.isoformat(),
+                "universe": n_symbols,
+                "slots": len(slots),
+                "track_a_rows": sum(1 for _ in slots) * n_symbols,
+                "streams": streams,
+                "ticks": n_ticks,
+                "gap_rows": rep.rows.num_rows,
+                "by_kind": rep.summary["by_kind"],
+                "volume_breaks_found": rep.summary["track_b"]["losses"],
+                "volume_breaks_injected": 2,
+                "best_s": round(best, 3),
+                "median_s": round(med, 3),
+                "budget_s": BUDGET_S,
+                "ratio_to_budget": round(med / BUDGET_S, 3),
+                "repeats": repeats,
+            }
+        ]
 
 
 if __name__ == "__main__":

@@ -16,14 +16,14 @@ import time
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
-from observer_resources.storage.lake import write_table_atomic
+from local_exchange.market import Market
 from observer_assets.track_b.compaction import compact, sample
 from observer_assets.track_b.journal import Journal
 from observer_assets.track_b.journal_format import segments
 from observer_assets.track_b.journal_read import read_journal
 from observer_assets.track_b.journal_recovery import recover
 from observer_resources.calendar import KST
-from local_exchange.market import Market
+from observer_resources.storage.lake import write_table_atomic
 
 DAY = date(2026, 3, 10)
 FRAME_SIZES = [1] * 60 + [2] * 15 + [3] * 10 + [5] * 8 + [10] * 5 + [19] * 2  # records per frame (mean 2.6)
@@ -66,7 +66,7 @@ def build_frames(recs: list[list[str]], *, per_record: bool = False, seed: int =
     out, i = [], 0
     while i < len(recs):
         k = 1 if per_record else min(rng.choice(FRAME_SIZES), len(recs) - i)
-        chunk = recs[i:i + k]
+        chunk = recs[i : i + k]
         out.append((f"0|H0STCNT0|{k:03d}|" + "^".join(f for r in chunk for f in r), k))
         i += k
     return out
@@ -89,8 +89,7 @@ def _cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def max_rate(frames: list[tuple[str, int]], layout: str, min_ticks: int = 400_000,
-             fsync_interval: float = 0.2) -> dict:
+def max_rate(frames: list[tuple[str, int]], layout: str, min_ticks: int = 400_000, fsync_interval: float = 0.2) -> dict:
     """Append as fast as one core allows (the flusher shares the core), then close: ticks/s made durable."""
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as tmp:
         base = datetime(2026, 3, 10, 10, tzinfo=KST)
@@ -108,18 +107,32 @@ def max_rate(frames: list[tuple[str, int]], layout: str, min_ticks: int = 400_00
         cpu = _cpu() - cpu0
         st = j.stats()
         size = sum(p.stat().st_size for p in segments(tmp, DAY))
-        return {"bench": "journal_max", "layout": layout, "fsync_interval_s": fsync_interval, "ticks": ticks,
-                "frames": n, "ticks_per_s": round(ticks / dt), "frames_per_s": round(n / dt),
-                "append_us_per_frame": round(t_app / n * 1e6, 2), "cpu_s": round(cpu, 2),
-                "bytes_per_tick_raw": round(size / ticks, 1), "MB_per_s": round(size / dt / 1e6, 1),
-                "fsyncs": st["fsyncs"], "durable_p50_ms": st["durable_latency"]["p50_ms"],
-                "durable_p99_ms": st["durable_latency"]["p99_ms"], "durable_max_ms": st["durable_latency"]["max_ms"],
-                "commit_p50_ms": st["commit_latency"]["p50_ms"], "commit_p99_ms": st["commit_latency"]["p99_ms"],
-                "errors": st["write_errors"], "fs": _fs_of(Path(tmp))}
+        return {
+            "bench": "journal_max",
+            "layout": layout,
+            "fsync_interval_s": fsync_interval,
+            "ticks": ticks,
+            "frames": n,
+            "ticks_per_s": round(ticks / dt),
+            "frames_per_s": round(n / dt),
+            "append_us_per_frame": round(t_app / n * 1e6, 2),
+            "cpu_s": round(cpu, 2),
+            "bytes_per_tick_raw": round(size / ticks, 1),
+            "MB_per_s": round(size / dt / 1e6, 1),
+            "fsyncs": st["fsyncs"],
+            "durable_p50_ms": st["durable_latency"]["p50_ms"],
+            "durable_p99_ms": st["durable_latency"]["p99_ms"],
+            "durable_max_ms": st["durable_latency"]["max_ms"],
+            "commit_p50_ms": st["commit_latency"]["p50_ms"],
+            "commit_p99_ms": st["commit_latency"]["p99_ms"],
+            "errors": st["write_errors"],
+            "fs": _fs_of(Path(tmp)),
+        }
 
 
-def steady(frames: list[tuple[str, int]], rate: float = 2000.0, seconds: float = 8.0,
-           fsync_interval: float = 0.2) -> dict:
+def steady(
+    frames: list[tuple[str, int]], rate: float = 2000.0, seconds: float = 8.0, fsync_interval: float = 0.2
+) -> dict:
     """Append at a paced ``rate`` ticks/s (a busy Track B session) and measure append -> durable."""
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as tmp:
         base = datetime(2026, 3, 10, 10, tzinfo=KST)
@@ -144,13 +157,24 @@ def steady(frames: list[tuple[str, int]], rate: float = 2000.0, seconds: float =
         cpu = _cpu() - cpu0
         j.close()
         st = j.stats()
-        return {"bench": "journal_steady", "target_ticks_per_s": rate, "fsync_interval_s": fsync_interval,
-                "ticks_per_s": round(ticks / dt), "frames_per_s": round(n / dt), "seconds": round(dt, 1),
-                "cpu_pct_of_core": round(100 * cpu / dt, 1), "fsyncs_per_s": round(st["fsyncs"] / dt, 1),
-                "durable_p50_ms": st["durable_latency"]["p50_ms"], "durable_p99_ms": st["durable_latency"]["p99_ms"],
-                "durable_max_ms": st["durable_latency"]["max_ms"], "commit_p50_ms": st["commit_latency"]["p50_ms"],
-                "commit_p99_ms": st["commit_latency"]["p99_ms"], "commit_max_ms": st["commit_latency"]["max_ms"],
-                "oldest_pending_max_s": round(worst_pending, 3), "errors": st["write_errors"]}
+        return {
+            "bench": "journal_steady",
+            "target_ticks_per_s": rate,
+            "fsync_interval_s": fsync_interval,
+            "ticks_per_s": round(ticks / dt),
+            "frames_per_s": round(n / dt),
+            "seconds": round(dt, 1),
+            "cpu_pct_of_core": round(100 * cpu / dt, 1),
+            "fsyncs_per_s": round(st["fsyncs"] / dt, 1),
+            "durable_p50_ms": st["durable_latency"]["p50_ms"],
+            "durable_p99_ms": st["durable_latency"]["p99_ms"],
+            "durable_max_ms": st["durable_latency"]["max_ms"],
+            "commit_p50_ms": st["commit_latency"]["p50_ms"],
+            "commit_p99_ms": st["commit_latency"]["p99_ms"],
+            "commit_max_ms": st["commit_latency"]["max_ms"],
+            "oldest_pending_max_s": round(worst_pending, 3),
+            "errors": st["write_errors"],
+        }
 
 
 def sizes(recs: list[list[str]]) -> list[dict]:
@@ -180,17 +204,24 @@ def sizes(recs: list[list[str]]) -> list[dict]:
             t0 = time.perf_counter()
             recs_ = [recover(p) for p in seg]
             t_rec = time.perf_counter() - t0
-            row = {"bench": "journal_bytes", "layout": layout, "ticks": len(recs), "frames": len(frames),
-                   "raw_jsonl_bytes_per_tick": round(raw / len(recs), 1),
-                   "parquet_zstd_bytes_per_tick": round(pq_path.stat().st_size / len(recs), 1),
-                   "raw_over_parquet": round(raw / pq_path.stat().st_size, 1),
-                   "sampled_rows_2hz": sampled.num_rows,
-                   "sampled_parquet_bytes_per_tick": round(sp_path.stat().st_size / len(recs), 2),
-                   "read_journal_lines_per_s": round(len(lines) / t_read),
-                   "compact_ticks_per_s": round(len(recs) / t_compact), "sample_ticks_per_s": round(len(recs) / t_sample),
-                   "recover_MB_per_s": round(raw / t_rec / 1e6, 1),
-                   "recover_valid_lines": sum(r.valid_lines for r in recs_), "segments": len(seg),
-                   "span_s": round((rxs[-1] - rxs[0]).total_seconds())}
+            row = {
+                "bench": "journal_bytes",
+                "layout": layout,
+                "ticks": len(recs),
+                "frames": len(frames),
+                "raw_jsonl_bytes_per_tick": round(raw / len(recs), 1),
+                "parquet_zstd_bytes_per_tick": round(pq_path.stat().st_size / len(recs), 1),
+                "raw_over_parquet": round(raw / pq_path.stat().st_size, 1),
+                "sampled_rows_2hz": sampled.num_rows,
+                "sampled_parquet_bytes_per_tick": round(sp_path.stat().st_size / len(recs), 2),
+                "read_journal_lines_per_s": round(len(lines) / t_read),
+                "compact_ticks_per_s": round(len(recs) / t_compact),
+                "sample_ticks_per_s": round(len(recs) / t_sample),
+                "recover_MB_per_s": round(raw / t_rec / 1e6, 1),
+                "recover_valid_lines": sum(r.valid_lines for r in recs_),
+                "segments": len(seg),
+                "span_s": round((rxs[-1] - rxs[0]).total_seconds()),
+            }
             out.append(row)
     return out
 

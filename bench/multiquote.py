@@ -23,7 +23,7 @@ async def sweep(kis, codes: list[str], concurrency: int) -> tuple[float, int]:
             async with sem:
                 return await client.multi_price(chunk)
 
-        rows = await asyncio.gather(*(one(codes[i:i + 30]) for i in range(0, len(codes), 30)))
+        rows = await asyncio.gather(*(one(codes[i : i + 30]) for i in range(0, len(codes), 30)))
         dt = time.perf_counter() - t0
         assert sum(len(r) for r in rows) == len(codes)
         return dt, client.stats.requests
@@ -37,9 +37,19 @@ def run(n_symbols: int = 2500, rate: float = 18.0, concurrency: int = 8) -> list
         dt, calls = asyncio.run(sweep(kis, codes, concurrency))
         after = sim.admin("stats")
     bound = calls / rate
-    return [{"bench": "multiquote_sweep", "symbols": len(codes), "calls": calls, "expected_calls": math.ceil(len(codes) / 30),
-             "rate_per_s": rate, "seconds": round(dt, 3), "bound_s": round(bound, 3), "ratio_to_bound": round(dt / bound, 3),
-             "egw00201_at_exchange": after["rate_limited_total"] - before["rate_limited_total"]}]
+    return [
+        {
+            "bench": "multiquote_sweep",
+            "symbols": len(codes),
+            "calls": calls,
+            "expected_calls": math.ceil(len(codes) / 30),
+            "rate_per_s": rate,
+            "seconds": round(dt, 3),
+            "bound_s": round(bound, 3),
+            "ratio_to_bound": round(dt / bound, 3),
+            "egw00201_at_exchange": after["rate_limited_total"] - before["rate_limited_total"],
+        }
+    ]
 
 
 if __name__ == "__main__":

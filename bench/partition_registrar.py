@@ -34,14 +34,38 @@ def run() -> list[dict]:
         hole = keys[-MAX_REORDER]  # a hole with MAX_REORDER - 1 later keys: reordered in one tick
         inst.delete_dynamic_partition("track_a_slot", hole)
         done, s = _timed(lambda: register_elapsed(inst, cal, START, NOW, None))
-        rows.append({"bench": "partition_registrar_reorder", "moved": done["track_a_slot"]["reordered"], "s": s,
-                     "ms_per_key": round(1000 * s / max(1, done["track_a_slot"]["reordered"]), 1)})
+        rows.append(
+            {
+                "bench": "partition_registrar_reorder",
+                "moved": done["track_a_slot"]["reordered"],
+                "s": s,
+                "ms_per_key": round(1000 * s / max(1, done["track_a_slot"]["reordered"]), 1),
+            }
+        )
         delete, _ = reorder_plan(keys, keys + ["2025-11-01T0900"])
-        rows.append({"bench": "partition_registrar_far_hole", "would_move": len(keys), "moved": len(delete),
-                     "note": "appended instead: more than MAX_REORDER later keys"})
-    p = dg.DailyPartitionsDefinition(start_date="2026-11-01", timezone="Asia/Seoul", end_offset=1,
-                                     exclusions=["0 0 * * 6,0", datetime(2026, 11, 20, tzinfo=KST)])
-    rows.append({"bench": "trading_day_time_window_end_offset_1",
-                 "holiday_2026_11_20_last_key": p.get_partition_keys(current_time=datetime(2026, 11, 20, 10, tzinfo=KST))[-1],
-                 "saturday_2026_12_05_last_key": p.get_partition_keys(current_time=datetime(2026, 12, 5, 10, tzinfo=KST))[-1]})
+        rows.append(
+            {
+                "bench": "partition_registrar_far_hole",
+                "would_move": len(keys),
+                "moved": len(delete),
+                "note": "appended instead: more than MAX_REORDER later keys",
+            }
+        )
+    p = dg.DailyPartitionsDefinition(
+        start_date="2026-11-01",
+        timezone="Asia/Seoul",
+        end_offset=1,
+        exclusions=["0 0 * * 6,0", datetime(2026, 11, 20, tzinfo=KST)],
+    )
+    rows.append(
+        {
+            "bench": "trading_day_time_window_end_offset_1",
+            "holiday_2026_11_20_last_key": p.get_partition_keys(current_time=datetime(2026, 11, 20, 10, tzinfo=KST))[
+                -1
+            ],
+            "saturday_2026_12_05_last_key": p.get_partition_keys(current_time=datetime(2026, 12, 5, 10, tzinfo=KST))[
+                -1
+            ],
+        }
+    )
     return rows

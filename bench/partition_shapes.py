@@ -5,7 +5,8 @@ Observer uses."""
 from __future__ import annotations
 
 import time
-from datetime import date, datetime, time as dtime, timedelta
+from datetime import date, datetime, timedelta
+from datetime import time as dtime
 
 import dagster as dg
 
@@ -22,31 +23,60 @@ def run(start: date = date(2021, 11, 1), years: int = 5) -> list[dict]:
     out = []
 
     window = dg.TimeWindowPartitionsDefinition(
-        start=datetime.combine(start, dtime(9, 0)), end=datetime.combine(end, dtime(16, 0)), fmt="%Y-%m-%dT%H%M",
-        cron_schedule="*/10 9-15 * * 1-5", timezone="Asia/Seoul",
-        exclusions=["40,50 15 * * *", *[datetime.combine(d, dtime(9, 0), KST) + timedelta(minutes=10 * i)
-                                         for d in holidays for i in range(40)]],
+        start=datetime.combine(start, dtime(9, 0)),
+        end=datetime.combine(end, dtime(16, 0)),
+        fmt="%Y-%m-%dT%H%M",
+        cron_schedule="*/10 9-15 * * 1-5",
+        timezone="Asia/Seoul",
+        exclusions=[
+            "40,50 15 * * *",
+            *[datetime.combine(d, dtime(9, 0), KST) + timedelta(minutes=10 * i) for d in holidays for i in range(40)],
+        ],
     )
     t = time.perf_counter()
     n = len(window.get_partition_keys())
-    out.append({"bench": "partition_shapes", "shape": "time_window_10min", "keys": n,
-                "seconds": round(time.perf_counter() - t, 3)})
+    out.append(
+        {
+            "bench": "partition_shapes",
+            "shape": "time_window_10min",
+            "keys": n,
+            "seconds": round(time.perf_counter() - t, 3),
+        }
+    )
 
     with dg.instance_for_test() as inst:
         inst.add_dynamic_partitions("trading_day", [d.isoformat() for d in days])
-        multi = dg.MultiPartitionsDefinition({
-            "date": dg.DynamicPartitionsDefinition(name="trading_day"),
-            "slot": dg.StaticPartitionsDefinition([f"{h:02d}{m:02d}" for h in range(9, 17) for m in range(0, 60, 10)][:46]),
-        })
+        multi = dg.MultiPartitionsDefinition(
+            {
+                "date": dg.DynamicPartitionsDefinition(name="trading_day"),
+                "slot": dg.StaticPartitionsDefinition(
+                    [f"{h:02d}{m:02d}" for h in range(9, 17) for m in range(0, 60, 10)][:46]
+                ),
+            }
+        )
         t = time.perf_counter()
         n = len(multi.get_partition_keys(dynamic_partitions_store=inst))
-        out.append({"bench": "partition_shapes", "shape": "multi_date_x_static_slot", "keys": n,
-                    "seconds": round(time.perf_counter() - t, 3)})
-        inst.add_dynamic_partitions("track_a_slot", [s.strftime("%Y-%m-%dT%H%M") for d in days for s in cal.track_a_slots(d)])
+        out.append(
+            {
+                "bench": "partition_shapes",
+                "shape": "multi_date_x_static_slot",
+                "keys": n,
+                "seconds": round(time.perf_counter() - t, 3),
+            }
+        )
+        inst.add_dynamic_partitions(
+            "track_a_slot", [s.strftime("%Y-%m-%dT%H%M") for d in days for s in cal.track_a_slots(d)]
+        )
         t = time.perf_counter()
         n = len(dg.DynamicPartitionsDefinition(name="track_a_slot").get_partition_keys(dynamic_partitions_store=inst))
-        out.append({"bench": "partition_shapes", "shape": "dynamic_slot_keys (chosen)", "keys": n,
-                    "seconds": round(time.perf_counter() - t, 3)})
+        out.append(
+            {
+                "bench": "partition_shapes",
+                "shape": "dynamic_slot_keys (chosen)",
+                "keys": n,
+                "seconds": round(time.perf_counter() - t, 3),
+            }
+        )
     return out
 
 

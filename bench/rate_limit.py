@@ -73,7 +73,9 @@ def _sqlite_state_store(path: str):
             try:
                 new, decision = algorithm.step(rates, self._load(algorithm, rates), now, weight)
                 if decision.allowed:
-                    self.conn.execute("INSERT OR REPLACE INTO st VALUES ('kis', ?)", (",".join(str(int(x)) for x in new),))
+                    self.conn.execute(
+                        "INSERT OR REPLACE INTO st VALUES ('kis', ?)", (",".join(str(int(x)) for x in new),)
+                    )
                 self.conn.execute("COMMIT")
             except BaseException:
                 self.conn.execute("ROLLBACK")
@@ -98,12 +100,16 @@ def build(candidate: str, key_id: str, state: Path):
     from pyrate_limiter.limiter_factory import create_sqlite_limiter
 
     if candidate in ("pyrate_sqlite", "pyrate_sqlite_sync"):
-        lim = create_sqlite_limiter(rate_per_duration=RATE, duration=Duration.SECOND,
-                                    db_path=str(state / "pyrate.sqlite"), use_file_lock=True)
+        lim = create_sqlite_limiter(
+            rate_per_duration=RATE, duration=Duration.SECOND, db_path=str(state / "pyrate.sqlite"), use_file_lock=True
+        )
         return _PyrateAsync(lim) if candidate == "pyrate_sqlite" else _PyrateSync(lim)
     if candidate == "pyrate_gcra":
-        bucket = StateBucket([Rate(RATE, Duration.SECOND, burst=1)], algorithm=TokenBucket(),
-                             store=_sqlite_state_store(str(state / "pyrate_gcra.sqlite")))
+        bucket = StateBucket(
+            [Rate(RATE, Duration.SECOND, burst=1)],
+            algorithm=TokenBucket(),
+            store=_sqlite_state_store(str(state / "pyrate_gcra.sqlite")),
+        )
         return _PyrateAsync(Limiter(bucket, buffer_ms=0))
     raise SystemExit(f"unknown candidate {candidate}")
 
@@ -141,8 +147,14 @@ async def worker(args: argparse.Namespace) -> dict:
             await client.inquire_price(args.code)
         retries = dict(client.stats.retries)
     ru = resource.getrusage(resource.RUSAGE_SELF)
-    return {"started": t0, "finished": time.time(), "granted": granted, "waits": waits, "retries": retries,
-            "cpu": ru.ru_utime + ru.ru_stime}
+    return {
+        "started": t0,
+        "finished": time.time(),
+        "granted": granted,
+        "waits": waits,
+        "retries": retries,
+        "cpu": ru.ru_utime + ru.ru_stime,
+    }
 
 
 # --- parent -------------------------------------------------------------------------------------------
@@ -160,10 +172,23 @@ def max_in_window(stamps: list[float], window: float) -> int:
 def run_candidate(sim, candidate: str, creds: tuple[str, str], procs: int, n: int, code: str) -> dict:
 
     state = Path(tempfile.mkdtemp(prefix=f"bench-{candidate}-"))
-    cmd = [sys.executable, __file__, "--worker", candidate, "--rest-url", sim.rest_url, "--state", str(state),
-           "--n", str(n), "--code", code]
-    children = [subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-                for _ in range(procs)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        candidate,
+        "--rest-url",
+        sim.rest_url,
+        "--state",
+        str(state),
+        "--n",
+        str(n),
+        "--code",
+        code,
+    ]
+    children = [
+        subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(procs)
+    ]
     for c in children:
         c.stdin.write(f"{creds[0]} {creds[1]}\n")
         c.stdin.flush()
@@ -194,23 +219,32 @@ def run_candidate(sim, candidate: str, creds: tuple[str, str], procs: int, n: in
     }
 
 
-def run(candidates: tuple[str, ...] = ("shared_gcra", "pyrate_sqlite", "pyrate_sqlite_sync", "pyrate_gcra"),
-        procs: int = 8, n: int = 200) -> list[dict]:
+def run(
+    candidates: tuple[str, ...] = ("shared_gcra", "pyrate_sqlite", "pyrate_sqlite_sync", "pyrate_gcra"),
+    procs: int = 8,
+    n: int = 200,
+) -> list[dict]:
     from local_exchange.accounts import demo_credentials
     from local_exchange.server import run_sim_process
 
-    sim = run_sim_process("--mode", "real", "--clock", "open", "--seed", "7", "--listings", "600", "--log-level", "WARNING")
+    sim = run_sim_process(
+        "--mode", "real", "--clock", "open", "--seed", "7", "--listings", "600", "--log-level", "WARNING"
+    )
     try:
         code = sim.admin("listings", params={"limit": "1"})["listings"][0]["code"]
-        return [{"bench": "rate_limit_8x200", **run_candidate(sim, c, demo_credentials(900 + i), procs, n, code)}
-                for i, c in enumerate(candidates)]
+        return [
+            {"bench": "rate_limit_8x200", **run_candidate(sim, c, demo_credentials(900 + i), procs, n, code)}
+            for i, c in enumerate(candidates)
+        ]
     finally:
         sim.stop()
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("candidates", nargs="*", default=["shared_gcra", "pyrate_sqlite", "pyrate_sqlite_sync", "pyrate_gcra"])
+    ap.add_argument(
+        "candidates", nargs="*", default=["shared_gcra", "pyrate_sqlite", "pyrate_sqlite_sync", "pyrate_gcra"]
+    )
     ap.add_argument("--procs", type=int, default=8)
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)

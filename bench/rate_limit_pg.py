@@ -45,8 +45,11 @@ def _store(kind: str, target: str):
 
 def _percentiles(xs: list[float]) -> dict[str, float]:
     s = sorted(xs)
-    return {"p50_ms": round(statistics.median(s) * 1000, 3), "p99_ms": round(s[int(len(s) * 0.99)] * 1000, 3),
-            "max_ms": round(s[-1] * 1000, 3)}
+    return {
+        "p50_ms": round(statistics.median(s) * 1000, 3),
+        "p99_ms": round(s[int(len(s) * 0.99)] * 1000, 3),
+        "max_ms": round(s[-1] * 1000, 3),
+    }
 
 
 def _permit_costs(store, key: str, ops: int) -> list[float]:
@@ -90,14 +93,14 @@ def worker(mode: str, kind: str, n: int) -> dict:
     for _ in range(n):
         lim.acquire_sync()
         granted.append(time.time())
-    return {"started": t0, "granted": granted, "max_wait": lim.counters.max_wait_seconds,
-            "held": lim.counters.held}
+    return {"started": t0, "granted": granted, "max_wait": lim.counters.max_wait_seconds, "held": lim.counters.held}
 
 
 def _fleet(mode: str, kind: str, target: str, procs: int, n: int) -> list[dict]:
     cmd = [sys.executable, "-m", "bench.rate_limit_pg", "--worker", mode, "--kind", kind, "--n", str(n)]
-    children = [subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-                for _ in range(procs)]
+    children = [
+        subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(procs)
+    ]
     for c in children:  # the URL (it holds a password) on stdin, never on the command line
         c.stdin.write(target + "\n")
         c.stdin.flush()
@@ -136,29 +139,54 @@ def run(url: str | None = None, procs: int = 4, n: int = 60, ops: int = 1000) ->
             _permit_costs(store, "bench-warm", 20)
             costs = _permit_costs(store, "bench-cost", ops)
             store.close()
-            rows.append({"bench": "rate_limit_pg", "measure": "permit_cost", "store": kind, "permits": ops,
-                         **_percentiles(costs)})
+            rows.append(
+                {
+                    "bench": "rate_limit_pg",
+                    "measure": "permit_cost",
+                    "store": kind,
+                    "permits": ops,
+                    **_percentiles(costs),
+                }
+            )
 
             res = _fleet("contended", kind, target, procs, ops // 2)
             start = min(r["started"] for r in res)
             elapsed = max(r["finished"] for r in res) - start
-            rows.append({"bench": "rate_limit_pg", "measure": "contended", "store": kind, "processes": procs,
-                         "permits_per_s": round(procs * (ops // 2) / elapsed, 1),
-                         **_percentiles([c for r in res for c in r["costs"]])})
+            rows.append(
+                {
+                    "bench": "rate_limit_pg",
+                    "measure": "contended",
+                    "store": kind,
+                    "processes": procs,
+                    "permits_per_s": round(procs * (ops // 2) / elapsed, 1),
+                    **_percentiles([c for r in res for c in r["costs"]]),
+                }
+            )
 
             res = _fleet("shared_rate", kind, target, procs, n)
             stamps = [t for r in res for t in r["granted"]]
-            rows.append({"bench": "rate_limit_pg", "measure": "shared_rate", "store": kind, "processes": procs,
-                         "permits": len(stamps), "rate_per_s": RATE,
-                         "achieved_per_s": round((len(stamps) - 1) / (max(stamps) - min(stamps)), 2),
-                         "max_in_any_1s": max_in_window(stamps), "max_wait_s": round(max(r["max_wait"] for r in res), 3),
-                         "held": sum(r["held"] for r in res)})
+            rows.append(
+                {
+                    "bench": "rate_limit_pg",
+                    "measure": "shared_rate",
+                    "store": kind,
+                    "processes": procs,
+                    "permits": len(stamps),
+                    "rate_per_s": RATE,
+                    "achieved_per_s": round((len(stamps) - 1) / (max(stamps) - min(stamps)), 2),
+                    "max_in_any_1s": max_in_window(stamps),
+                    "max_wait_s": round(max(r["max_wait"] for r in res), 3),
+                    "held": sum(r["held"] for r in res),
+                }
+            )
     return rows
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--url", default=None, help="PostgreSQL URL (default $OBSERVER_STATE_DB_URL, else a private server)")
+    ap.add_argument(
+        "--url", default=None, help="PostgreSQL URL (default $OBSERVER_STATE_DB_URL, else a private server)"
+    )
     ap.add_argument("--procs", type=int, default=4)
     ap.add_argument("--n", type=int, default=60)
     ap.add_argument("--ops", type=int, default=1000)

@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from observer_resources.calendar import KST, CalendarRangeError
-from observer_resources.kis import protocol as p
 from local_exchange.accounts import appkey_id
 from local_exchange.faults import FaultError
 from local_exchange.ws import truth_sent_json
+from observer_resources.calendar import KST, CalendarRangeError
+from observer_resources.kis import protocol as p
 
 if TYPE_CHECKING:
     from local_exchange.rest import RestApi
@@ -27,8 +27,12 @@ PREFIX = "/__sim__"
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
-    return web.Response(text=json.dumps(data, ensure_ascii=False, default=_default), status=status,
-                        content_type="application/json", charset="utf-8")
+    return web.Response(
+        text=json.dumps(data, ensure_ascii=False, default=_default),
+        status=status,
+        content_type="application/json",
+        charset="utf-8",
+    )
 
 
 def _default(o: Any) -> Any:
@@ -77,9 +81,28 @@ def _parse_at(v: str | None, default: datetime) -> datetime:
 
 
 def quote_json(q: Any) -> dict[str, Any]:
-    fields = ("code", "at", "day", "price", "prev_close", "open", "high", "low", "acml_vol", "acml_value", "trades",
-              "ask1", "bid1", "ask_size1", "bid_size1", "total_ask_size", "total_bid_size", "upper_limit",
-              "lower_limit", "last_trade_at")
+    fields = (
+        "code",
+        "at",
+        "day",
+        "price",
+        "prev_close",
+        "open",
+        "high",
+        "low",
+        "acml_vol",
+        "acml_value",
+        "trades",
+        "ask1",
+        "bid1",
+        "ask_size1",
+        "bid_size1",
+        "total_ask_size",
+        "total_bid_size",
+        "upper_limit",
+        "lower_limit",
+        "last_trade_at",
+    )
     return {f: getattr(q, f, None) for f in fields}
 
 
@@ -94,15 +117,24 @@ def add_routes(app: web.Application, state: SimState, api: RestApi) -> None:
                 return _json({"error": str(exc)}, status=400)
             except CalendarRangeError as exc:
                 return _json({"error": str(exc)}, status=400)
+
         return wrapper
 
     async def info(request: web.Request) -> web.Response:
         now = state.clock.now()
-        return _json({
-            "mode": state.mode, "seed": state.seed, "clock_mode": state.clock_mode, "listings": len(state.market.listings),
-            "fields": 47 if state.fields47 else 46, "rest_url": state.rest_url, "ws_url": state.ws_url,
-            "now": now.isoformat(), "speed": state.clock.speed,
-        })
+        return _json(
+            {
+                "mode": state.mode,
+                "seed": state.seed,
+                "clock_mode": state.clock_mode,
+                "listings": len(state.market.listings),
+                "fields": 47 if state.fields47 else 46,
+                "rest_url": state.rest_url,
+                "ws_url": state.ws_url,
+                "now": now.isoformat(),
+                "speed": state.clock.speed,
+            }
+        )
 
     async def stats(request: web.Request) -> web.Response:
         total, by = state.hub.active_counts()
@@ -125,7 +157,9 @@ def add_routes(app: web.Application, state: SimState, api: RestApi) -> None:
         except CalendarRangeError:
             sess = None
         return {
-            "now": now.isoformat(), "speed": state.clock.speed, "day": now.date().isoformat(),
+            "now": now.isoformat(),
+            "speed": state.clock.speed,
+            "day": now.date().isoformat(),
             "trading_day": sess is not None,
             "session": {"first_trade": sess[0].isoformat(), "closing_print": sess[1].isoformat()} if sess else None,
         }
@@ -169,17 +203,28 @@ def add_routes(app: web.Application, state: SimState, api: RestApi) -> None:
             for i in range(lo, hi):
                 sec = int(ticks.sec[i])
                 row: dict[str, Any] = {
-                    "index": i, "time": f"{sec // 3600:02d}{sec // 60 % 60:02d}{sec % 60:02d}",
-                    "price": int(ticks.price[i]), "qty": int(ticks.qty[i]), "side": int(ticks.side[i]),
-                    "acml_vol": int(ticks.acml_vol[i]), "acml_value": int(ticks.acml_value[i]),
+                    "index": i,
+                    "time": f"{sec // 3600:02d}{sec // 60 % 60:02d}{sec % 60:02d}",
+                    "price": int(ticks.price[i]),
+                    "qty": int(ticks.qty[i]),
+                    "side": int(ticks.side[i]),
+                    "acml_vol": int(ticks.acml_vol[i]),
+                    "acml_value": int(ticks.acml_value[i]),
                 }
                 if with_records:
                     row["record"] = state.market.trade_record(ticks, i)
                 out.append(row)
-        return _json({"code": code, "day": day.strftime("%Y%m%d"), "trading_day": ticks is not None,
-                      "total_ticks_in_day": len(ticks) if ticks is not None else 0,
-                      "fields": list(p.H0STCNT0_FIELDS) + ([p.H0STCNT0_EXTRA_FIELD] if state.fields47 else []),
-                      "count": len(out), "ticks": out})
+        return _json(
+            {
+                "code": code,
+                "day": day.strftime("%Y%m%d"),
+                "trading_day": ticks is not None,
+                "total_ticks_in_day": len(ticks) if ticks is not None else 0,
+                "fields": list(p.H0STCNT0_FIELDS) + ([p.H0STCNT0_EXTRA_FIELD] if state.fields47 else []),
+                "count": len(out),
+                "ticks": out,
+            }
+        )
 
     async def truth_sent(request: web.Request) -> web.Response:
         key = request.query.get("appkey", "")
@@ -202,11 +247,28 @@ def add_routes(app: web.Application, state: SimState, api: RestApi) -> None:
             rows.sort(key=lambda li: (-li.activity, li.code))
         if limit > 0:
             rows = rows[:limit]
-        return _json({"count": len(rows), "listings": [
-            {"code": li.code, "name": li.name, "market": li.market, "group": li.group, "etp": li.etp,
-             "preferred": li.preferred, "spac": li.spac, "halted": li.halted, "liquidation": li.liquidation,
-             "administrative": li.administrative, "alarm": li.alarm, "activity": li.activity}
-            for li in rows]})
+        return _json(
+            {
+                "count": len(rows),
+                "listings": [
+                    {
+                        "code": li.code,
+                        "name": li.name,
+                        "market": li.market,
+                        "group": li.group,
+                        "etp": li.etp,
+                        "preferred": li.preferred,
+                        "spac": li.spac,
+                        "halted": li.halted,
+                        "liquidation": li.liquidation,
+                        "administrative": li.administrative,
+                        "alarm": li.alarm,
+                        "activity": li.activity,
+                    }
+                    for li in rows
+                ],
+            }
+        )
 
     async def faults_get(request: web.Request) -> web.Response:
         return _json(state.faults.to_json())

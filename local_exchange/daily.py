@@ -75,8 +75,9 @@ _SAFE_LOG_MOVE = math.log(1.26)
 _SAFE_MIN_PRICE = 100.0
 
 
-def close_chain(rng: np.random.Generator, *, n_days: int, base_level: float, volatility: float,
-                flat: bool) -> CloseChain:
+def close_chain(
+    rng: np.random.Generator, *, n_days: int, base_level: float, volatility: float, flat: bool
+) -> CloseChain:
     """Closes for n_days + 1 days (element 0 is the virtual day before the anchor), KRW on the grid.
 
     log close = log(base_level) + y, y an AR(1) (discrete OU) with a stationary start; a flat

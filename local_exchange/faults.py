@@ -33,11 +33,15 @@ class KindSpec:
 KINDS: dict[str, KindSpec] = {
     "ws_drop": KindSpec(False, False, doc="drop every matching session now; close_frame true|false"),
     "ws_silent": KindSpec(False, True, doc="matching sessions send nothing (no PINGPONG, no data) for seconds"),
-    "ws_stall": KindSpec(False, False, needs_code=True, doc="one code's data stops (until re-registered, or for seconds)"),
+    "ws_stall": KindSpec(
+        False, False, needs_code=True, doc="one code's data stops (until re-registered, or for seconds)"
+    ),
     "ws_duplicate": KindSpec(True, False, doc="the next n data frames are sent twice"),
     "ws_malformed": KindSpec(True, False, doc="n malformed frames (variant: " + ", ".join(MALFORMED_VARIANTS) + ")"),
     "ws_skip": KindSpec(True, False, needs_code=True, doc="the next n ticks of code are not sent"),
-    "ws_burst": KindSpec(False, False, needs_code=True, default_n=None, doc="hold code's ticks until one frame of exactly records"),
+    "ws_burst": KindSpec(
+        False, False, needs_code=True, default_n=None, doc="hold code's ticks until one frame of exactly records"
+    ),
     "ws_encrypted": KindSpec(True, False, doc="n encrypted (1|...) frames"),
     "ws_key_in_use": KindSpec(False, True, doc="new sessions refused with OPSP8996 for seconds"),
     "rest_5xx": KindSpec(True, False, doc="the next n REST calls answer HTTP status (502|503) with a non-KIS body"),

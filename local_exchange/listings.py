@@ -45,8 +45,19 @@ _MIX: tuple[tuple[str, str, int], ...] = (
 _MIX_TOTAL = sum(c for _, _, c in _MIX)
 
 _GROUP = {
-    "common": "ST", "preferred": "ST", "spac": "ST", "etf": "EF", "etn": "ST", "reit": "RT",
-    "mf": "MF", "if": "IF", "sc": "SC", "dr": "DR", "bc": "BC", "fe": "FE", "fs": "FS",
+    "common": "ST",
+    "preferred": "ST",
+    "spac": "ST",
+    "etf": "EF",
+    "etn": "ST",
+    "reit": "RT",
+    "mf": "MF",
+    "if": "IF",
+    "sc": "SC",
+    "dr": "DR",
+    "bc": "BC",
+    "fe": "FE",
+    "fs": "FS",
 }
 
 # Activity (mean trades/s in continuous trading). The top TOP_BUSY listings are busy (>= 3/s), a
@@ -160,7 +171,7 @@ class _Names:
         name = name.strip()
         candidate, k = name, 2
         while candidate in self.used or not _fits(candidate):
-            candidate = f"{name[: 14]}{k}"
+            candidate = f"{name[:14]}{k}"
             k += 1
         self.used.add(candidate)
         return candidate
@@ -213,16 +224,24 @@ def generate_listings(seed: int, n: int = 2600) -> list[Listing]:
     for (cat, market, _), count in zip(_MIX, counts):
         for _ in range(count):
             row: dict = {
-                "market": market, "group": _GROUP[cat], "etp": 0, "spac": False, "preferred": False,
-                "par_value": 500, "cat": cat, "parent": "",
+                "market": market,
+                "group": _GROUP[cat],
+                "etp": 0,
+                "spac": False,
+                "preferred": False,
+                "par_value": 500,
+                "cat": cat,
+                "parent": "",
             }
             if cat == "common":
-                row["code"] = zero_codes[zi]; zi += 1
+                row["code"] = zero_codes[zi]
+                zi += 1
                 row["name"] = names.take(company_name())
                 row["base_level"] = 0.0  # assigned cross-sectionally below
                 row["listed_shares"] = int(np.exp(rng.uniform(np.log(2e6), np.log(4e8))))
-                row["par_value"] = int(rng.choice([100, 200, 500, 1000, 2500, 5000],
-                                                  p=[0.25, 0.05, 0.45, 0.05, 0.05, 0.15]))
+                row["par_value"] = int(
+                    rng.choice([100, 200, 500, 1000, 2500, 5000], p=[0.25, 0.05, 0.45, 0.05, 0.05, 0.15])
+                )
                 row["listing_date"] = listing_day()
                 row["volatility"] = min(0.04, float(np.exp(rng.normal(np.log(0.022), 0.3))))
                 commons[market].append(row)
@@ -235,8 +254,7 @@ def generate_listings(seed: int, n: int = 2600) -> list[Listing]:
                     row["cat"] = "common"
                     row["code"] = f"{int(rng.integers(1, 50_000)):05d}9"
                     row["name"] = names.take(company_name())
-                    row.update(base_level=0.0, listed_shares=int(1e7), listing_date=listing_day(),
-                               volatility=0.02)
+                    row.update(base_level=0.0, listed_shares=int(1e7), listing_date=listing_day(), volatility=0.02)
                     rows.append(row)
                     continue
                 k = parent.get("_prefs", 0)
@@ -254,7 +272,8 @@ def generate_listings(seed: int, n: int = 2600) -> list[Listing]:
                 row["listing_date"] = listing_day(parent["listing_date"])
                 row["volatility"] = 0.015
             elif cat == "etf":
-                row["code"] = etf_codes[ei]; ei += 1
+                row["code"] = etf_codes[ei]
+                ei += 1
                 b, t = next(etf_names)
                 row["name"] = names.take(f"{_ETF_BRANDS[b]} {_ETF_THEMES[t]}")
                 row["etp"] = 1 if rng.random() < 0.1 else 2
@@ -264,7 +283,8 @@ def generate_listings(seed: int, n: int = 2600) -> list[Listing]:
                 row["listing_date"] = listing_day(date(2002, 10, 14))
                 row["volatility"] = 0.01
             elif cat == "etn":
-                row["code"] = etn_codes[ni]; ni += 1
+                row["code"] = etn_codes[ni]
+                ni += 1
                 i_, u_ = next(etn_names)
                 row["name"] = names.take(f"{_ETN_ISSUERS[i_]} {_ETN_UNDERLYINGS[u_]} ETN")
                 row["etp"] = 4 if rng.random() < 0.1 else 3
@@ -274,7 +294,8 @@ def generate_listings(seed: int, n: int = 2600) -> list[Listing]:
                 row["listing_date"] = listing_day(date(2014, 11, 17))
                 row["volatility"] = 0.015
             else:
-                row["code"] = zero_codes[zi]; zi += 1
+                row["code"] = zero_codes[zi]
+                zi += 1
                 row["listing_date"] = listing_day(date(2001, 1, 1))
                 row["listed_shares"] = int(np.exp(rng.uniform(np.log(5e6), np.log(2e8))))
                 level, vol = {
@@ -331,12 +352,25 @@ def generate_listings(seed: int, n: int = 2600) -> list[Listing]:
 
     out = [
         Listing(
-            code=r["code"], isin=make_isin(r["code"]), name=r["name"], market=r["market"],
-            group=r["group"], etp=r["etp"], spac=r["spac"], preferred=r["preferred"],
-            halted=r["halted"], liquidation=r["liquidation"], administrative=r["administrative"],
-            alarm=r["alarm"], listed_shares=int(r["listed_shares"]), par_value=int(r["par_value"]),
-            listing_date=r["listing_date"], base_level=round(float(r["base_level"]), 2),
-            activity=float(r["activity"]), volatility=round(float(r["volatility"]), 5), parent=r["parent"],
+            code=r["code"],
+            isin=make_isin(r["code"]),
+            name=r["name"],
+            market=r["market"],
+            group=r["group"],
+            etp=r["etp"],
+            spac=r["spac"],
+            preferred=r["preferred"],
+            halted=r["halted"],
+            liquidation=r["liquidation"],
+            administrative=r["administrative"],
+            alarm=r["alarm"],
+            listed_shares=int(r["listed_shares"]),
+            par_value=int(r["par_value"]),
+            listing_date=r["listing_date"],
+            base_level=round(float(r["base_level"]), 2),
+            activity=float(r["activity"]),
+            volatility=round(float(r["volatility"]), 5),
+            parent=r["parent"],
         )
         for r in rows
     ]
@@ -368,12 +402,29 @@ def _assign_common_levels(rng: np.random.Generator, commons: list[dict]) -> None
 
 def _norm_ppf(q: np.ndarray) -> np.ndarray:
     """Inverse standard normal CDF (Acklam's rational approximation; |error| < 1.2e-9)."""
-    a = (-3.969683028665376e01, 2.209460984245205e02, -2.759285104469687e02,
-         1.383577518672690e02, -3.066479806614716e01, 2.506628277459239e00)
-    b = (-5.447609879822406e01, 1.615858368580409e02, -1.556989798598866e02,
-         6.680131188771972e01, -1.328068155288572e01)
-    c = (-7.784894002430293e-03, -3.223964580411365e-01, -2.400758277161838e00,
-         -2.549732539343734e00, 4.374664141464968e00, 2.938163982698783e00)
+    a = (
+        -3.969683028665376e01,
+        2.209460984245205e02,
+        -2.759285104469687e02,
+        1.383577518672690e02,
+        -3.066479806614716e01,
+        2.506628277459239e00,
+    )
+    b = (
+        -5.447609879822406e01,
+        1.615858368580409e02,
+        -1.556989798598866e02,
+        6.680131188771972e01,
+        -1.328068155288572e01,
+    )
+    c = (
+        -7.784894002430293e-03,
+        -3.223964580411365e-01,
+        -2.400758277161838e00,
+        -2.549732539343734e00,
+        4.374664141464968e00,
+        2.938163982698783e00,
+    )
     d = (7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e00, 3.754408661907416e00)
     q = np.asarray(q, dtype=float)
     out = np.empty_like(q)
@@ -381,14 +432,19 @@ def _norm_ppf(q: np.ndarray) -> np.ndarray:
     mid = ~(lo | hi)
     t = np.sqrt(-2 * np.log(q[lo]))
     out[lo] = (((((c[0] * t + c[1]) * t + c[2]) * t + c[3]) * t + c[4]) * t + c[5]) / (
-        (((d[0] * t + d[1]) * t + d[2]) * t + d[3]) * t + 1)
+        (((d[0] * t + d[1]) * t + d[2]) * t + d[3]) * t + 1
+    )
     t = np.sqrt(-2 * np.log(1 - q[hi]))
     out[hi] = -(((((c[0] * t + c[1]) * t + c[2]) * t + c[3]) * t + c[4]) * t + c[5]) / (
-        (((d[0] * t + d[1]) * t + d[2]) * t + d[3]) * t + 1)
+        (((d[0] * t + d[1]) * t + d[2]) * t + d[3]) * t + 1
+    )
     s = q[mid] - 0.5
     r = s * s
-    out[mid] = (((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5]) * s / (
-        ((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1)
+    out[mid] = (
+        (((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5])
+        * s
+        / (((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1)
+    )
     return out
 
 
@@ -428,8 +484,9 @@ def _assign_activity(rng: np.random.Generator, rows: list[dict]) -> None:
     for r in rows:
         med = median.get(r["cat"], 0.0006)
         r["activity"] = min(0.2, max(0.0002, med * math.exp(float(rng.normal(0.0, 1.4)))))
-    candidates = [i for i, r in enumerate(rows) if not r["halted"] and not r["liquidation"]
-                  and r["cat"] in ("common", "etf")]
+    candidates = [
+        i for i, r in enumerate(rows) if not r["halted"] and not r["liquidation"] and r["cat"] in ("common", "etf")
+    ]
     n_head = min(len(candidates), TOP_BUSY + SECOND_TIER, max(3, len(rows) // 40))
     if not candidates:
         return

@@ -17,9 +17,6 @@ from typing import Literal
 
 import numpy as np
 
-from observer_resources import calendar as krx
-from observer_resources.calendar import KST, CalendarRangeError
-from observer_resources.kis.protocol import H0STASP0_FIELDS, H0STCNT0_FIELDS
 from local_exchange.daily import CloseChain, close_chain
 from local_exchange.listings import Listing, generate_listings
 from local_exchange.records import (
@@ -38,6 +35,9 @@ from local_exchange.ticks import (
     generate_day,
     price_limits,
 )
+from observer_resources import calendar as krx
+from observer_resources.calendar import KST, CalendarRangeError
+from observer_resources.kis.protocol import H0STASP0_FIELDS, H0STCNT0_FIELDS
 
 __all__ = ["Bar", "DailyBar", "DayTicks", "Listing", "Market", "Quote"]
 
@@ -124,8 +124,15 @@ def _kst(at: datetime) -> datetime:
 class Market:
     """Deterministic synthetic KRX market: listings, daily closes, trades, quotes and books."""
 
-    def __init__(self, *, seed: int = 0, listings: int = 2600, clock_mode: Literal["krx", "open"] = "krx",
-                 fields47: bool = False, cache_mb: int = 400) -> None:
+    def __init__(
+        self,
+        *,
+        seed: int = 0,
+        listings: int = 2600,
+        clock_mode: Literal["krx", "open"] = "krx",
+        fields47: bool = False,
+        cache_mb: int = 400,
+    ) -> None:
         if clock_mode not in ("krx", "open"):
             raise ValueError(f"clock_mode must be 'krx' or 'open', got {clock_mode!r}")
         self.seed = int(seed)
@@ -197,8 +204,9 @@ class Market:
         if chain is None:
             lst = self.listings[idx]
             rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([self._seed32, idx, _TAG_CHAIN])))
-            chain = close_chain(rng, n_days=self._n_days, base_level=lst.base_level,
-                                volatility=lst.volatility, flat=lst.halted)
+            chain = close_chain(
+                rng, n_days=self._n_days, base_level=lst.base_level, volatility=lst.volatility, flat=lst.halted
+            )
             self._chains[idx] = chain
         return chain
 
@@ -228,10 +236,17 @@ class Market:
         shape = self._shape(d)
         if shape is None or lst.halted:
             return empty_day(lst.code, d, prev)
-        rng = np.random.Generator(
-            np.random.PCG64(np.random.SeedSequence([self._seed32, idx, d.toordinal(), _TAG_DAY])))
-        return generate_day(rng, code=lst.code, day=d, shape=shape, prev_close=prev,
-                            close=int(chain[pos + 1]), activity=lst.activity, volatility=lst.volatility)
+        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([self._seed32, idx, d.toordinal(), _TAG_DAY])))
+        return generate_day(
+            rng,
+            code=lst.code,
+            day=d,
+            shape=shape,
+            prev_close=prev,
+            close=int(chain[pos + 1]),
+            activity=lst.activity,
+            volatility=lst.volatility,
+        )
 
     def _cached(self, idx: int, d: date) -> DayTicks | None:
         key = (idx, d.toordinal())
@@ -283,8 +298,15 @@ class Market:
         if t is None:
             t = self._generate(idx, d)
         if len(t):
-            s = _Summary(int(t.price[0]), int(t.high[-1]), int(t.low[-1]), int(t.price[-1]),
-                         int(t.acml_vol[-1]), int(t.acml_value[-1]), len(t))
+            s = _Summary(
+                int(t.price[0]),
+                int(t.high[-1]),
+                int(t.low[-1]),
+                int(t.price[-1]),
+                int(t.acml_vol[-1]),
+                int(t.acml_value[-1]),
+                len(t),
+            )
         else:
             c = int(self._chain(idx)[self._pos_before(d) + 1]) if self.is_trading_day(d) else t.prev_close
             s = _Summary(c, c, c, c, 0, 0, 0)
@@ -314,8 +336,17 @@ class Market:
         else:
             last, side = int(t.price[n - 1]), int(t.side[n - 1])
         unit = max(1, _TYPICAL_TRADE_KRW // max(t.prev_close, 1)) * 8
-        book = make_book(seed=self.seed, index=idx, ordinal=key[0], n=n, last_price=last,
-                         last_side=side, lower=lower, upper=upper, unit=unit)
+        book = make_book(
+            seed=self.seed,
+            index=idx,
+            ordinal=key[0],
+            n=n,
+            last_price=last,
+            last_side=side,
+            lower=lower,
+            upper=upper,
+            unit=unit,
+        )
         self._books[idx] = (key, book)  # the latest book per symbol: repeated polls of one instant
         return book
 
@@ -348,10 +379,26 @@ class Market:
             vol, val = int(t.acml_vol[i]), int(t.acml_value[i])
             last_at = datetime.combine(t.day, time(0), KST) + timedelta(seconds=int(t.sec[i]))
         return Quote(
-            code=code, at=at_k, day=t.day, price=price, prev_close=prev, open=o, high=h, low=lo,
-            acml_vol=vol, acml_value=val, trades=n, ask1=book.ask_prices[0], bid1=book.bid_prices[0],
-            ask_size1=book.ask_sizes[0], bid_size1=book.bid_sizes[0], total_ask_size=book.total_ask,
-            total_bid_size=book.total_bid, upper_limit=upper, lower_limit=lower, last_trade_at=last_at,
+            code=code,
+            at=at_k,
+            day=t.day,
+            price=price,
+            prev_close=prev,
+            open=o,
+            high=h,
+            low=lo,
+            acml_vol=vol,
+            acml_value=val,
+            trades=n,
+            ask1=book.ask_prices[0],
+            bid1=book.bid_prices[0],
+            ask_size1=book.ask_sizes[0],
+            bid_size1=book.bid_sizes[0],
+            total_ask_size=book.total_ask,
+            total_bid_size=book.total_bid,
+            upper_limit=upper,
+            lower_limit=lower,
+            last_trade_at=last_at,
         )
 
     # --- bars -------------------------------------------------------------------------------------
@@ -389,9 +436,19 @@ class Market:
             low[nonempty] = np.minimum.reduceat(price, starts)
         out = []
         for j, m in enumerate(minutes.tolist()):
-            out.append(Bar(d, time(m // 3600, m % 3600 // 60), int(opn[j]), int(high[j]), int(low[j]),
-                           int(close[j]), int(acml_end[j] - acml_start[j]), int(acml_end[j]),
-                           int(value_end[j])))
+            out.append(
+                Bar(
+                    d,
+                    time(m // 3600, m % 3600 // 60),
+                    int(opn[j]),
+                    int(high[j]),
+                    int(low[j]),
+                    int(close[j]),
+                    int(acml_end[j] - acml_start[j]),
+                    int(acml_end[j]),
+                    int(value_end[j]),
+                )
+            )
         return out
 
     def _trading_days_upto(self, end: date, n: int) -> list[date]:
@@ -403,7 +460,7 @@ class Market:
             k = min(n, (end - self._first).days + 1)
             return [end - timedelta(days=i) for i in range(k)]
         hi = bisect.bisect_right(self._days, end)
-        return self._days[max(0, hi - n):hi][::-1]
+        return self._days[max(0, hi - n) : hi][::-1]
 
     def daily_bars(self, code: str, end: date, n: int, *, as_of: datetime) -> list[DailyBar]:
         """Newest first, the last n trading days <= end; today's partial bar only once today's
@@ -424,8 +481,18 @@ class Market:
                     out.append(DailyBar(d, prev, prev, prev, prev, 0, 0, prev))
                 else:
                     i = k - 1
-                    out.append(DailyBar(d, int(t.price[0]), int(t.high[i]), int(t.low[i]), int(t.price[i]),
-                                        int(t.acml_vol[i]), int(t.acml_value[i]), prev))
+                    out.append(
+                        DailyBar(
+                            d,
+                            int(t.price[0]),
+                            int(t.high[i]),
+                            int(t.low[i]),
+                            int(t.price[i]),
+                            int(t.acml_vol[i]),
+                            int(t.acml_value[i]),
+                            prev,
+                        )
+                    )
             else:
                 s = self._summary(idx, d)
                 out.append(DailyBar(d, s.open, s.high, s.low, s.close, s.volume, s.value, prev))
@@ -547,7 +614,6 @@ class Market:
         if market not in wanted:
             raise ValueError(f"market must be None, '0000', '0001' or '1001', got {market!r}")
         mkt = wanted[market]
-        quotes = [self.quote(x.code, at) for x in self.listings
-                  if x.is_stock and (mkt is None or x.market == mkt)]
+        quotes = [self.quote(x.code, at) for x in self.listings if x.is_stock and (mkt is None or x.market == mkt)]
         quotes.sort(key=lambda q: (-q.acml_vol, q.code))
         return quotes[: max(n, 0)]

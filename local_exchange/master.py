@@ -13,10 +13,10 @@ import zipfile
 from datetime import date
 from typing import TYPE_CHECKING, Literal
 
-from observer_resources.calendar import CalendarRangeError
-from observer_resources.kis.protocol import MASTER_ENCODING, MASTER_TAIL_LEN
 from local_exchange.listings import NAME_MAX_BYTES, Listing
 from local_exchange.records import _mix
+from observer_resources.calendar import CalendarRangeError
+from observer_resources.kis.protocol import MASTER_ENCODING, MASTER_TAIL_LEN
 
 if TYPE_CHECKING:
     from local_exchange.market import Market
@@ -26,33 +26,105 @@ HEAD_ISIN_WIDTH = 12
 
 # (column, width) in file order; widths from the official parsers, names from the C headers.
 _FLAGS_KOSPI = (
-    "mnin_cls_code_yn", "low_current_yn", "sprn_strr_nmix_issu_yn", "kospi200_apnt_cls_code",
-    "kospi100_issu_yn", "kospi50_issu_yn", "krx_issu_yn", "etp_prod_cls_code", "elw_pblc_yn",
-    "krx100_issu_yn", "krx_car_yn", "krx_smcn_yn", "krx_bio_yn", "krx_bank_yn", "etpr_undt_objt_co_yn",
-    "krx_enrg_chms_yn", "krx_stel_yn", "short_over_cls_code", "krx_medi_cmnc_yn", "krx_cnst_yn",
-    "krx_fnnc_svc_yn", "krx_scrt_yn", "krx_ship_yn", "krx_insu_yn", "krx_trnp_yn", "sri_nmix_yn",
+    "mnin_cls_code_yn",
+    "low_current_yn",
+    "sprn_strr_nmix_issu_yn",
+    "kospi200_apnt_cls_code",
+    "kospi100_issu_yn",
+    "kospi50_issu_yn",
+    "krx_issu_yn",
+    "etp_prod_cls_code",
+    "elw_pblc_yn",
+    "krx100_issu_yn",
+    "krx_car_yn",
+    "krx_smcn_yn",
+    "krx_bio_yn",
+    "krx_bank_yn",
+    "etpr_undt_objt_co_yn",
+    "krx_enrg_chms_yn",
+    "krx_stel_yn",
+    "short_over_cls_code",
+    "krx_medi_cmnc_yn",
+    "krx_cnst_yn",
+    "krx_fnnc_svc_yn",
+    "krx_scrt_yn",
+    "krx_ship_yn",
+    "krx_insu_yn",
+    "krx_trnp_yn",
+    "sri_nmix_yn",
 )
 _FLAGS_KOSDAQ = (
-    "vntr_issu_yn", "low_current_yn", "krx_issu_yn", "etp_prod_cls_code", "krx100_issu_yn", "krx_car_yn",
-    "krx_smcn_yn", "krx_bio_yn", "krx_bank_yn", "etpr_undt_objt_co_yn", "krx_enrg_chms_yn", "krx_stel_yn",
-    "short_over_cls_code", "krx_medi_cmnc_yn", "krx_cnst_yn", "invt_alrm_yn", "krx_scrt_yn", "krx_ship_yn",
-    "krx_insu_yn", "krx_trnp_yn", "ksq150_nmix_yn",
+    "vntr_issu_yn",
+    "low_current_yn",
+    "krx_issu_yn",
+    "etp_prod_cls_code",
+    "krx100_issu_yn",
+    "krx_car_yn",
+    "krx_smcn_yn",
+    "krx_bio_yn",
+    "krx_bank_yn",
+    "etpr_undt_objt_co_yn",
+    "krx_enrg_chms_yn",
+    "krx_stel_yn",
+    "short_over_cls_code",
+    "krx_medi_cmnc_yn",
+    "krx_cnst_yn",
+    "invt_alrm_yn",
+    "krx_scrt_yn",
+    "krx_ship_yn",
+    "krx_insu_yn",
+    "krx_trnp_yn",
+    "ksq150_nmix_yn",
 )
 _MIDDLE = (
-    ("stck_sdpr", 9), ("frml_mrkt_deal_qty_unit", 5), ("ovtm_mrkt_deal_qty_unit", 5), ("trht_yn", 1),
-    ("sltr_yn", 1), ("mang_issu_yn", 1), ("mrkt_alrm_cls_code", 2), ("mrkt_alrm_risk_adnt_yn", 1),
-    ("insn_pbnt_yn", 1), ("byps_lstn_yn", 1), ("flng_cls_code", 2), ("fcam_mod_cls_code", 2),
-    ("icic_cls_code", 2), ("marg_rate", 3), ("crdt_able", 1), ("crdt_days", 3), ("prdy_vol", 12),
-    ("stck_fcam", 12), ("stck_lstn_date", 8), ("lstn_stcn", 15), ("cpfn", 21), ("stac_month", 2),
-    ("po_prc", 7), ("prst_cls_code", 1), ("ssts_hot_yn", 1), ("stange_runup_yn", 1), ("krx300_issu_yn", 1),
+    ("stck_sdpr", 9),
+    ("frml_mrkt_deal_qty_unit", 5),
+    ("ovtm_mrkt_deal_qty_unit", 5),
+    ("trht_yn", 1),
+    ("sltr_yn", 1),
+    ("mang_issu_yn", 1),
+    ("mrkt_alrm_cls_code", 2),
+    ("mrkt_alrm_risk_adnt_yn", 1),
+    ("insn_pbnt_yn", 1),
+    ("byps_lstn_yn", 1),
+    ("flng_cls_code", 2),
+    ("fcam_mod_cls_code", 2),
+    ("icic_cls_code", 2),
+    ("marg_rate", 3),
+    ("crdt_able", 1),
+    ("crdt_days", 3),
+    ("prdy_vol", 12),
+    ("stck_fcam", 12),
+    ("stck_lstn_date", 8),
+    ("lstn_stcn", 15),
+    ("cpfn", 21),
+    ("stac_month", 2),
+    ("po_prc", 7),
+    ("prst_cls_code", 1),
+    ("ssts_hot_yn", 1),
+    ("stange_runup_yn", 1),
+    ("krx300_issu_yn", 1),
 )
 _TAIL_END = (
-    ("sale_account", 9), ("bsop_prfi", 9), ("op_prfi", 9), ("thtr_ntin", 5), ("roe", 9), ("base_date", 8),
-    ("prdy_avls_scal", 9), ("grp_code", 3), ("co_crdt_limt_over_yn", 1), ("secu_lend_able_yn", 1),
+    ("sale_account", 9),
+    ("bsop_prfi", 9),
+    ("op_prfi", 9),
+    ("thtr_ntin", 5),
+    ("roe", 9),
+    ("base_date", 8),
+    ("prdy_avls_scal", 9),
+    ("grp_code", 3),
+    ("co_crdt_limt_over_yn", 1),
+    ("secu_lend_able_yn", 1),
     ("stln_able_yn", 1),
 )
-_HEAD_COLS = (("scrt_grp_cls_code", 2), ("avls_scal_cls_code", 1), ("bstp_larg_div_code", 4),
-              ("bstp_medm_div_code", 4), ("bstp_smal_div_code", 4))
+_HEAD_COLS = (
+    ("scrt_grp_cls_code", 2),
+    ("avls_scal_cls_code", 1),
+    ("bstp_larg_div_code", 4),
+    ("bstp_medm_div_code", 4),
+    ("bstp_smal_div_code", 4),
+)
 
 COLUMNS: dict[str, tuple[tuple[str, int], ...]] = {
     "kospi": _HEAD_COLS + tuple((f, 1) for f in _FLAGS_KOSPI) + _MIDDLE + (("kospi_issu_yn", 1),) + _TAIL_END,
@@ -62,8 +134,26 @@ for _m, _cols in COLUMNS.items():
     assert sum(w for _, w in _cols) == MASTER_TAIL_LEN[_m], _m
 assert len(COLUMNS["kospi"]) == 70 and len(COLUMNS["kosdaq"]) == 64
 
-_MEDIUM_SECTORS = ("0005", "0008", "0009", "0010", "0011", "0012", "0013", "0015", "0016", "0017",
-                   "0018", "0019", "0020", "0021", "0022", "0024", "0025", "0026")
+_MEDIUM_SECTORS = (
+    "0005",
+    "0008",
+    "0009",
+    "0010",
+    "0011",
+    "0012",
+    "0013",
+    "0015",
+    "0016",
+    "0017",
+    "0018",
+    "0019",
+    "0020",
+    "0021",
+    "0022",
+    "0024",
+    "0025",
+    "0026",
+)
 # name fragment -> KRX sector flag it sets
 _SECTOR_WORDS = {
     "krx_car_yn": ("모터스", "오토"),
@@ -109,8 +199,9 @@ def _prst_code(x: Listing) -> str:
     return "2" if x.code[-1].isalpha() else "1"  # new-style (alphanumeric) preferred shares are 신형
 
 
-def _tail_values(market: Market, x: Listing, day: date, *, sdpr: int, prdy_vol: int, size_rank: int,
-                 seed: int) -> dict[str, str]:
+def _tail_values(
+    market: Market, x: Listing, day: date, *, sdpr: int, prdy_vol: int, size_rank: int, seed: int
+) -> dict[str, str]:
     """Every tail column's text for one listing (before width checks)."""
     h = _hash(seed, _code_key(x.code))
     stock = x.is_stock
@@ -119,13 +210,14 @@ def _tail_values(market: Market, x: Listing, day: date, *, sdpr: int, prdy_vol: 
     rank = size_rank if common else 10**9
     mcap_100m = sdpr * x.listed_shares // 100_000_000
     if common:
-        scale = ("1" if rank < 100 else "2" if rank < 300 else "3") if kospi else (
-            "1" if rank < 100 else "2" if rank < 400 else "3")
+        scale = (
+            ("1" if rank < 100 else "2" if rank < 300 else "3")
+            if kospi
+            else ("1" if rank < 100 else "2" if rank < 400 else "3")
+        )
     else:
         scale = "0"
-    sector_flags = {
-        key: _yn(common and any(w in x.name for w in words)) for key, words in _SECTOR_WORDS.items()
-    }
+    sector_flags = {key: _yn(common and any(w in x.name for w in words)) for key, words in _SECTOR_WORDS.items()}
     manufacturing = common and sector_flags["krx_scrt_yn"] == "N" and sector_flags["krx_bank_yn"] == "N"
     risky = x.halted or x.administrative or x.liquidation or x.alarm != "00"
     sales = (mcap_100m * (2 + h % 15)) // 10 if common else 0
@@ -199,10 +291,23 @@ def _tail_values(market: Market, x: Listing, day: date, *, sdpr: int, prdy_vol: 
     return values
 
 
-_NUMERIC = frozenset({
-    "stck_sdpr", "frml_mrkt_deal_qty_unit", "ovtm_mrkt_deal_qty_unit", "prdy_vol", "stck_fcam", "lstn_stcn",
-    "cpfn", "po_prc", "sale_account", "bsop_prfi", "op_prfi", "thtr_ntin", "prdy_avls_scal",
-})
+_NUMERIC = frozenset(
+    {
+        "stck_sdpr",
+        "frml_mrkt_deal_qty_unit",
+        "ovtm_mrkt_deal_qty_unit",
+        "prdy_vol",
+        "stck_fcam",
+        "lstn_stcn",
+        "cpfn",
+        "po_prc",
+        "sale_account",
+        "bsop_prfi",
+        "op_prfi",
+        "thtr_ntin",
+        "prdy_avls_scal",
+    }
+)
 
 
 def _render(values: dict[str, str], cols: tuple[tuple[str, int], ...]) -> str:
@@ -233,19 +338,31 @@ def master_lines(market: Market, which: Literal["kospi", "kosdaq"], day: date) -
         prev_day = None
     sdpr = {x.code: market.prev_close(x.code, day) for x in rows}
     prdy_vol = {x.code: (market.day_volume(x.code, prev_day) if prev_day else 0) for x in rows}
-    commons = sorted((x for x in rows if x.is_stock and not x.preferred and not x.spac),
-                     key=lambda x: (-sdpr[x.code] * x.listed_shares, x.code))
+    commons = sorted(
+        (x for x in rows if x.is_stock and not x.preferred and not x.spac),
+        key=lambda x: (-sdpr[x.code] * x.listed_shares, x.code),
+    )
     size_rank = {x.code: i for i, x in enumerate(commons)}
     lines = []
     for x in rows:
-        values = _tail_values(market, x, day, sdpr=sdpr[x.code], prdy_vol=prdy_vol[x.code],
-                              size_rank=size_rank.get(x.code, 10**9), seed=market.seed)
+        values = _tail_values(
+            market,
+            x,
+            day,
+            sdpr=sdpr[x.code],
+            prdy_vol=prdy_vol[x.code],
+            size_rank=size_rank.get(x.code, 10**9),
+            seed=market.seed,
+        )
         tail = _render(values, cols)
         name = x.name.encode(MASTER_ENCODING)
         if len(name) > NAME_MAX_BYTES:
             raise ValueError(f"name of {x.code} is {len(name)} bytes in CP949 (max {NAME_MAX_BYTES})")
-        head = (x.code.encode("ascii").ljust(HEAD_CODE_WIDTH) + x.isin.encode("ascii").ljust(HEAD_ISIN_WIDTH)
-                + name.ljust(NAME_MAX_BYTES))
+        head = (
+            x.code.encode("ascii").ljust(HEAD_CODE_WIDTH)
+            + x.isin.encode("ascii").ljust(HEAD_ISIN_WIDTH)
+            + name.ljust(NAME_MAX_BYTES)
+        )
         lines.append(head + tail.encode("ascii") + b"\n")
     return lines
 

@@ -76,8 +76,9 @@ class Book:
 EMPTY_BOOK = Book((0,) * BOOK_LEVELS, (0,) * BOOK_LEVELS, (0,) * BOOK_LEVELS, (0,) * BOOK_LEVELS)
 
 
-def make_book(*, seed: int, index: int, ordinal: int, n: int, last_price: int, last_side: int,
-              lower: int, upper: int, unit: int) -> Book:
+def make_book(
+    *, seed: int, index: int, ordinal: int, n: int, last_price: int, last_side: int, lower: int, upper: int, unit: int
+) -> Book:
     """The book after the n-th trade of a day (n = 0: before any trade, around `last_price`).
 
     Best prices follow the last trade: a buy-initiated trade lifted the ask (ask1 = price), a

@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from observer_resources.calendar import KST, CalendarRangeError
-from observer_resources.kis import protocol as p
 from local_exchange import rest_outputs as out
 from local_exchange.accounts import CredentialError, Token, TokenError, appkey_id
+from observer_resources.calendar import KST, CalendarRangeError
+from observer_resources.kis import protocol as p
 
 if TYPE_CHECKING:
     from local_exchange.state import SimState
@@ -79,10 +79,14 @@ def kis_response(payload: dict[str, Any], *, status: int = 200, tr_id: str = "",
 
 
 def kis_ok(tr_id: str, tr_cont: str = "D", **payload: Any) -> web.Response:
-    return kis_response({"rt_cd": "0", "msg_cd": p.OK_MSG_CD, "msg1": p.OK_MSG1, **payload}, tr_id=tr_id, tr_cont=tr_cont)
+    return kis_response(
+        {"rt_cd": "0", "msg_cd": p.OK_MSG_CD, "msg1": p.OK_MSG1, **payload}, tr_id=tr_id, tr_cont=tr_cont
+    )
 
 
-def kis_fail(msg_cd: str, msg1: str | None = None, *, status: int = 500, rt_cd: str = "1", tr_id: str = "") -> web.Response:
+def kis_fail(
+    msg_cd: str, msg1: str | None = None, *, status: int = 500, rt_cd: str = "1", tr_id: str = ""
+) -> web.Response:
     text = msg1 if msg1 is not None else p.ERROR_MESSAGES.get(msg_cd, "")
     return kis_response({"rt_cd": rt_cd, "msg_cd": msg_cd, "msg1": text}, status=status, tr_id=tr_id, tr_cont="")
 
@@ -231,12 +235,14 @@ class RestApi:
         if new:
             s.stats.inc("tokens_new_total", tok.appkey)
         remaining = max(0, int((tok.expires_at - now).total_seconds()))
-        return oauth_response({
-            "access_token": tok.value,
-            "access_token_token_expired": tok.expired_str(),
-            "token_type": "Bearer",
-            "expires_in": remaining,
-        })
+        return oauth_response(
+            {
+                "access_token": tok.value,
+                "access_token_token_expired": tok.expired_str(),
+                "token_type": "Bearer",
+                "expires_in": remaining,
+            }
+        )
 
     async def revoke(self, request: web.Request) -> web.Response:
         try:
@@ -346,9 +352,13 @@ class RestApi:
         except InputError as err:
             return kis_response({"rt_cd": err.rt_cd, "msg_cd": INPUT_MSG_CD, "msg1": err.msg1}, tr_id=tr_id, tr_cont="")
         except NoData:
-            return kis_response({"rt_cd": p.NO_DATA_RT_CD, "msg_cd": NO_DATA_MSG_CD, "msg1": NO_DATA_MSG1}, tr_id=tr_id, tr_cont="")
+            return kis_response(
+                {"rt_cd": p.NO_DATA_RT_CD, "msg_cd": NO_DATA_MSG_CD, "msg1": NO_DATA_MSG1}, tr_id=tr_id, tr_cont=""
+            )
         except CalendarRangeError as err:
-            return kis_response({"rt_cd": "1", "msg_cd": INPUT_MSG_CD, "msg1": f"ERROR INVALID DATE ({err})"}, tr_id=tr_id, tr_cont="")
+            return kis_response(
+                {"rt_cd": "1", "msg_cd": INPUT_MSG_CD, "msg1": f"ERROR INVALID DATE ({err})"}, tr_id=tr_id, tr_cont=""
+            )
 
     # --- market access ------------------------------------------------------------------
     def listing(self, code: str) -> Any:
@@ -502,7 +512,7 @@ class RestApi:
         if until > now:
             until = now  # a future time is clamped to now
         bars = self.s.market.minute_bars(li.code, q.day, until) if self.session_of(q.day) else []
-        rows = [out.minute_row(b) for b in reversed(bars[-p.TIME_ITEMCHART_ROWS:])]
+        rows = [out.minute_row(b) for b in reversed(bars[-p.TIME_ITEMCHART_ROWS :])]
         return kis_ok(p.TR_TIME_ITEMCHART, output1=out.chart_output1(li, q), output2=rows)
 
     def time_dailychart(self, params: dict[str, str], tok: Token, tr_cont: str) -> web.Response:
@@ -645,9 +655,16 @@ def _excluded(li: Any, mask: str) -> bool:
     m = mask.ljust(10, "0")
     etp = str(getattr(li, "etp", "0") or "0")
     checks = (
-        bool(out._alarm(li)), bool(li.administrative), bool(li.liquidation), False, bool(li.preferred),
-        bool(li.halted), etp in ("1", "2") or getattr(li, "group", "") == "EF", etp in ("3", "4"),
-        bool(li.administrative or li.halted), bool(li.spac),
+        bool(out._alarm(li)),
+        bool(li.administrative),
+        bool(li.liquidation),
+        False,
+        bool(li.preferred),
+        bool(li.halted),
+        etp in ("1", "2") or getattr(li, "group", "") == "EF",
+        etp in ("3", "4"),
+        bool(li.administrative or li.halted),
+        bool(li.spac),
     )
     return any(m[i] == "1" and checks[i] for i in range(10))
 

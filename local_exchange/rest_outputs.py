@@ -78,8 +78,28 @@ VOLUME_RANK_FIELDS = tuple(
 )
 CHK_HOLIDAY_FIELDS = ("bass_dt", "wday_dvsn_cd", "bzdy_yn", "tr_day_yn", "opnd_yn", "sttl_day_yn")
 
-SECTORS = ("전기·전자", "화학", "서비스업", "의약품", "운수장비", "유통업", "금융업", "철강·금속", "기계", "음식료품",
-           "건설업", "통신업", "섬유·의복", "운수창고", "종이·목재", "비금속광물", "IT 서비스", "제약", "반도체", "기타제조")
+SECTORS = (
+    "전기·전자",
+    "화학",
+    "서비스업",
+    "의약품",
+    "운수장비",
+    "유통업",
+    "금융업",
+    "철강·금속",
+    "기계",
+    "음식료품",
+    "건설업",
+    "통신업",
+    "섬유·의복",
+    "운수창고",
+    "종이·목재",
+    "비금속광물",
+    "IT 서비스",
+    "제약",
+    "반도체",
+    "기타제조",
+)
 
 
 # --- small pure helpers -----------------------------------------------------------------------
@@ -591,9 +611,16 @@ def aggregate_bars(bars_newest_first: Sequence[Any], period: str) -> list[Any]:
             groups.append([b])
     out = []
     for g in groups:  # each group newest first
-        out.append(SimpleNamespace(
-            day=g[0].day, open=g[-1].open, high=max(b.high for b in g), low=min(b.low for b in g),
-            close=g[0].close, volume=sum(b.volume for b in g), value=sum(b.value for b in g),
-            prev_close=g[-1].prev_close,
-        ))
+        out.append(
+            SimpleNamespace(
+                day=g[0].day,
+                open=g[-1].open,
+                high=max(b.high for b in g),
+                low=min(b.low for b in g),
+                close=g[0].close,
+                volume=sum(b.volume for b in g),
+                value=sum(b.value for b in g),
+                prev_close=g[-1].prev_close,
+            )
+        )
     return out

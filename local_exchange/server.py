@@ -10,7 +10,6 @@ stderr if it never comes).
 from __future__ import annotations
 
 import asyncio
-
 import logging
 import os
 import re
@@ -21,7 +20,6 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -84,8 +82,13 @@ class SimServer:
             clock_mode=clock_mode,
             fields47=fields == 47,
         )
-        self.state.hub = WsHub(self.state, ping_interval=ping_interval, ping_grace=ping_grace,
-                               hold_after_disconnect=hold_after_disconnect, emit_interval=emit_interval)
+        self.state.hub = WsHub(
+            self.state,
+            ping_interval=ping_interval,
+            ping_grace=ping_grace,
+            hold_after_disconnect=hold_after_disconnect,
+            emit_interval=emit_interval,
+        )
         self._runners: list[web.AppRunner] = []
 
     @property
@@ -104,7 +107,9 @@ class SimServer:
     def ws_url(self) -> str:
         return self.state.ws_url
 
-    async def start(self, host: str = "127.0.0.1", rest_port: int = DEFAULT_REST_PORT, ws_port: int = DEFAULT_WS_PORT) -> None:
+    async def start(
+        self, host: str = "127.0.0.1", rest_port: int = DEFAULT_REST_PORT, ws_port: int = DEFAULT_WS_PORT
+    ) -> None:
         from local_exchange.rest import make_rest_app
         from local_exchange.ws import make_ws_app
 
@@ -218,8 +223,9 @@ def run_sim_process(*args: str, timeout: float = 60.0, env: dict[str, str] | Non
     child_env = dict(os.environ if env is None else env)
     child_env.setdefault("PYTHONUNBUFFERED", "1")
     with os.fdopen(fd, "wb") as err:
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL,
-                                env=child_env, text=True, bufsize=1)
+        proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL, env=child_env, text=True, bufsize=1
+        )
     assert proc.stdout is not None
     deadline = time.monotonic() + timeout
     sel = selectors.DefaultSelector()

@@ -46,7 +46,7 @@ class Stats:
         out: dict = dict(self.totals)
         out["ws_sessions_active"] = ws_sessions_active
         by = {k: dict(v) for k, v in self.by_key.items()}
-        for k, n in ws_active_by_key.items():
+        for k in ws_active_by_key:
             by.setdefault(k, dict.fromkeys(COUNTERS, 0))
         for k, v in by.items():
             v["ws_sessions_active"] = ws_active_by_key.get(k, 0)

@@ -125,8 +125,21 @@ class DayTicks:
     @property
     def nbytes(self) -> int:
         return sum(
-            a.nbytes for a in (self.sec, self.price, self.qty, self.side, self.acml_vol, self.acml_value,
-                               self.buy_cnt, self.sell_cnt, self.buy_qty, self.sell_qty, self.high, self.low)
+            a.nbytes
+            for a in (
+                self.sec,
+                self.price,
+                self.qty,
+                self.side,
+                self.acml_vol,
+                self.acml_value,
+                self.buy_cnt,
+                self.sell_cnt,
+                self.buy_qty,
+                self.sell_qty,
+                self.high,
+                self.low,
+            )
         )
 
     def high_index(self, i: int) -> int:
@@ -141,8 +154,7 @@ class DayTicks:
 
 def empty_day(code: str, day: date, prev_close: int) -> DayTicks:
     i32, i64 = np.zeros(0, np.int32), np.zeros(0, np.int64)
-    return DayTicks(code, day, prev_close, i32, i64, i64, np.zeros(0, np.int8), i64, i64,
-                    i32, i32, i64, i64, i32, i32)
+    return DayTicks(code, day, prev_close, i32, i64, i64, np.zeros(0, np.int8), i64, i64, i32, i32, i64, i64, i32, i32)
 
 
 @dataclass(frozen=True)
@@ -293,8 +305,23 @@ def generate_day(
     low = np.minimum.accumulate(price).astype(np.int32)
     for a in (sec, price, qty, side, acml_vol, acml_value, buy_cnt, sell_cnt, buy_qty, sell_qty, high, low):
         a.setflags(write=False)
-    return DayTicks(code, day, prev_close, sec, price, qty, side, acml_vol, acml_value,
-                    buy_cnt, sell_cnt, buy_qty, sell_qty, high, low)
+    return DayTicks(
+        code,
+        day,
+        prev_close,
+        sec,
+        price,
+        qty,
+        side,
+        acml_vol,
+        acml_value,
+        buy_cnt,
+        sell_cnt,
+        buy_qty,
+        sell_qty,
+        high,
+        low,
+    )
 
 
 def _NORMAL_FROM_U(u: float) -> float:
@@ -309,14 +336,30 @@ def _erfinv(y: float) -> float:
     if w < 5.0:
         w -= 2.5
         p = 2.81022636e-08
-        for c in (3.43273939e-07, -3.5233877e-06, -4.39150654e-06, 0.00021858087, -0.00125372503,
-                  -0.00417768164, 0.246640727, 1.50140941):
+        for c in (
+            3.43273939e-07,
+            -3.5233877e-06,
+            -4.39150654e-06,
+            0.00021858087,
+            -0.00125372503,
+            -0.00417768164,
+            0.246640727,
+            1.50140941,
+        ):
             p = c + p * w
     else:
         w = math.sqrt(w) - 3.0
         p = -0.000200214257
-        for c in (0.000100950558, 0.00134934322, -0.00367342844, 0.00573950773, -0.0076224613,
-                  0.00943887047, 1.00167406, 2.83297682):
+        for c in (
+            0.000100950558,
+            0.00134934322,
+            -0.00367342844,
+            0.00573950773,
+            -0.0076224613,
+            0.00943887047,
+            1.00167406,
+            2.83297682,
+        ):
             p = c + p * w
     x = p * y
     for _ in range(2):

@@ -33,10 +33,10 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
 
-from observer_resources.calendar import KST, CalendarRangeError
-from observer_resources.kis import protocol as p
 from local_exchange.accounts import appkey_id
 from local_exchange.faults import MALFORMED_VARIANTS, Fault
+from observer_resources.calendar import KST, CalendarRangeError
+from observer_resources.kis import protocol as p
 
 if TYPE_CHECKING:
     from local_exchange.state import SimState
@@ -58,7 +58,6 @@ SENT, DUPLICATE, SKIPPED, LOST_SILENT, LOST_STALL = range(5)
 STATUS_NAMES = ("sent", "duplicate", "skipped", "lost_silent", "lost_stall")
 
 
-
 def _rand(n: int, alphabet: str = string.ascii_lowercase) -> str:
     return "".join(secrets.choice(alphabet) for _ in range(n))
 
@@ -71,13 +70,17 @@ def control_frame(tr_id: str, tr_key: str, rt_cd: str, msg_cd: str, msg1: str, o
     body: dict[str, Any] = {"rt_cd": rt_cd, "msg_cd": msg_cd, "msg1": msg1}
     if output is not None:
         body["output"] = output
-    return json.dumps({"header": {"tr_id": tr_id, "tr_key": tr_key, "encrypt": "N"}, "body": body},
-                      ensure_ascii=False, separators=(",", ":"))
+    return json.dumps(
+        {"header": {"tr_id": tr_id, "tr_key": tr_key, "encrypt": "N"}, "body": body},
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
 
 
 def pingpong_frame(at: datetime) -> str:
-    return json.dumps({"header": {"tr_id": p.TR_PINGPONG, "datetime": at.strftime("%Y%m%d%H%M%S")}},
-                      separators=(",", ":"))
+    return json.dumps(
+        {"header": {"tr_id": p.TR_PINGPONG, "datetime": at.strftime("%Y%m%d%H%M%S")}}, separators=(",", ":")
+    )
 
 
 def data_frame(tr_id: str, records: list[list[str]]) -> str:
@@ -100,8 +103,18 @@ class SentLog:
     def __init__(self) -> None:
         self._d: dict[tuple[str, str], SentLog._Cols] = {}
 
-    def add(self, appkey: str, code: str, *, frame: int, session: int, day: date, indices: Iterable[int],
-            at: datetime, status: int) -> None:
+    def add(
+        self,
+        appkey: str,
+        code: str,
+        *,
+        frame: int,
+        session: int,
+        day: date,
+        indices: Iterable[int],
+        at: datetime,
+        status: int,
+    ) -> None:
         cols = self._d.get((appkey, code))
         if cols is None:
             cols = self._d[(appkey, code)] = SentLog._Cols()
@@ -120,8 +133,14 @@ class SentLog:
         if cols is None:
             return []
         return [
-            (cols.frame[k], cols.session[k], date.fromordinal(cols.day[k]), cols.index[k],
-             datetime.fromtimestamp(cols.sent_ms[k] / 1000, KST), STATUS_NAMES[cols.status[k]])
+            (
+                cols.frame[k],
+                cols.session[k],
+                date.fromordinal(cols.day[k]),
+                cols.index[k],
+                datetime.fromtimestamp(cols.sent_ms[k] / 1000, KST),
+                STATUS_NAMES[cols.status[k]],
+            )
             for k in range(len(cols.frame))
         ]
 
@@ -198,8 +217,15 @@ class WsSession:
 class WsHub:
     """All WebSocket sessions of the exchange, the app-key slots and the sent-tick log."""
 
-    def __init__(self, state: SimState, *, ping_interval: float = 10.0, ping_grace: float = 60.0,
-                 hold_after_disconnect: float = 2.0, emit_interval: float = 0.05):
+    def __init__(
+        self,
+        state: SimState,
+        *,
+        ping_interval: float = 10.0,
+        ping_grace: float = 60.0,
+        hold_after_disconnect: float = 2.0,
+        emit_interval: float = 0.05,
+    ):
         self.state = state
         self.ping_interval = ping_interval
         self.ping_grace = ping_grace
@@ -315,8 +341,11 @@ class WsHub:
         faults = self.state.faults
         holder = self.by_appkey.get(appkey)
         fault = faults.first("ws_key_in_use", appkey=appkey)
-        if (holder is not None and holder is not session and not holder.closed) or self.held_until.get(appkey, 0) > now \
-                or fault is not None:
+        if (
+            (holder is not None and holder is not session and not holder.closed)
+            or self.held_until.get(appkey, 0) > now
+            or fault is not None
+        ):
             if fault is not None:
                 faults.use(fault, {"session": session.id})
             self.state.stats.inc("ws_sessions_refused_total", appkey)
@@ -329,7 +358,9 @@ class WsHub:
         self.state.stats.inc("ws_sessions_total", appkey)
         return True
 
-    async def _ack(self, session: WsSession, tr_id: str, tr_key: str, msg_cd: str, reg: Registration | None = None) -> None:
+    async def _ack(
+        self, session: WsSession, tr_id: str, tr_key: str, msg_cd: str, reg: Registration | None = None
+    ) -> None:
         rt, msg1 = p.OPSP_MESSAGES[msg_cd]
         output = {"iv": reg.iv, "key": reg.key} if reg is not None else None
         await session.send(control_frame(tr_id, tr_key, rt, msg_cd, msg1, output))
@@ -359,8 +390,9 @@ class WsHub:
 
     # --- faults applied at posting time -------------------------------------------------
     def matching_sessions(self, fault: Fault) -> list[WsSession]:
-        return [s for s in self.sessions.values()
-                if not s.closed and (fault.appkey is None or s.appkey == fault.appkey)]
+        return [
+            s for s in self.sessions.values() if not s.closed and (fault.appkey is None or s.appkey == fault.appkey)
+        ]
 
     async def apply_fault(self, fault: Fault) -> None:
         """Faults that act on existing sessions the moment they are posted."""
@@ -370,8 +402,10 @@ class WsHub:
             for s in self.matching_sessions(fault):
                 fault.session_ids.add(s.id)
                 self.state.stats.inc("ws_dropped_total", s.appkey)
-                faults.use(fault, {"session": s.id, "close_frame": close_frame,
-                                   "appkey": appkey_id(s.appkey) if s.appkey else None})
+                faults.use(
+                    fault,
+                    {"session": s.id, "close_frame": close_frame, "appkey": appkey_id(s.appkey) if s.appkey else None},
+                )
                 await s.close(close_frame=close_frame, code=1000, message=b"")
             faults.finish(fault)
         elif fault.kind == "ws_silent":
@@ -463,11 +497,13 @@ class WsHub:
                 self._log(session, reg.tr_key, reg.ticks, range(reg.cursor, end), now, status)
                 reg.cursor = end
 
-    def _log(self, session: WsSession, code: str, ticks: Any, indices: range, now: datetime, status: int,
-             frame: int = 0) -> None:
+    def _log(
+        self, session: WsSession, code: str, ticks: Any, indices: range, now: datetime, status: int, frame: int = 0
+    ) -> None:
         assert session.appkey is not None
-        self.sent.add(session.appkey, code, frame=frame, session=session.id, day=ticks.day,
-                      indices=indices, at=now, status=status)
+        self.sent.add(
+            session.appkey, code, frame=frame, session=session.id, day=ticks.day, indices=indices, at=now, status=status
+        )
 
     async def _emit_trades(self, session: WsSession, reg: Registration, now: datetime, now_mono: float) -> None:
         code = reg.tr_key
@@ -504,7 +540,9 @@ class WsHub:
                 if await self._send_trades(session, code, ticks, a, min(hi, a + MAX_RECORDS_PER_FRAME), now) is None:
                     return
 
-    async def _send_trades(self, session: WsSession, code: str, ticks: Any, lo: int, hi: int, now: datetime) -> int | None:
+    async def _send_trades(
+        self, session: WsSession, code: str, ticks: Any, lo: int, hi: int, now: datetime
+    ) -> int | None:
         m = self.state.market
         records = [m.trade_record(ticks, i) for i in range(lo, hi)]
         frame = data_frame(p.TR_WS_TRADE, records)
@@ -606,18 +644,33 @@ def truth_sent_json(hub: WsHub, appkey: str, code: str) -> dict[str, Any]:
         if ticks is None:
             ticks = cache[day] = hub.day_ticks(code, day)
         sec = int(ticks.sec[idx])
-        entries.append({
-            "frame": frame or None, "session": session, "status": status,
-            "day": day.strftime("%Y%m%d"), "index": idx,
-            "time": f"{sec // 3600:02d}{sec // 60 % 60:02d}{sec % 60:02d}",
-            "price": int(ticks.price[idx]), "qty": int(ticks.qty[idx]), "acml_vol": int(ticks.acml_vol[idx]),
-            "sent_at_sim": at.isoformat(timespec="milliseconds"),
-        })
+        entries.append(
+            {
+                "frame": frame or None,
+                "session": session,
+                "status": status,
+                "day": day.strftime("%Y%m%d"),
+                "index": idx,
+                "time": f"{sec // 3600:02d}{sec // 60 % 60:02d}{sec % 60:02d}",
+                "price": int(ticks.price[idx]),
+                "qty": int(ticks.qty[idx]),
+                "acml_vol": int(ticks.acml_vol[idx]),
+                "sent_at_sim": at.isoformat(timespec="milliseconds"),
+            }
+        )
     counts: dict[str, int] = {}
     for e in entries:
         counts[e["status"]] = counts.get(e["status"], 0) + 1
     return {"appkey": appkey_id(appkey), "code": code, "count": len(entries), "by_status": counts, "entries": entries}
 
 
-__all__ = ["WsHub", "WsSession", "SentLog", "make_ws_app", "truth_sent_json", "control_frame", "data_frame",
-           "pingpong_frame"]
+__all__ = [
+    "WsHub",
+    "WsSession",
+    "SentLog",
+    "make_ws_app",
+    "truth_sent_json",
+    "control_frame",
+    "data_frame",
+    "pingpong_frame",
+]

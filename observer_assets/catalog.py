@@ -28,12 +28,14 @@ def table_schema(schema: pa.Schema, descriptions: Mapping[str, str] | None = Non
     unknown = sorted(set(descriptions) - set(schema.names))
     if unknown:
         raise ValueError(f"column descriptions for columns the schema does not have: {unknown}")
-    return dg.TableSchema(columns=[dg.TableColumn(f.name, str(f.type), description=descriptions.get(f.name))
-                                   for f in schema])
+    return dg.TableSchema(
+        columns=[dg.TableColumn(f.name, str(f.type), description=descriptions.get(f.name)) for f in schema]
+    )
 
 
-def definition_metadata(schema: pa.Schema, descriptions: Mapping[str, str] | None, path: str,
-                        **extra: Any) -> dict[str, Any]:
+def definition_metadata(
+    schema: pa.Schema, descriptions: Mapping[str, str] | None, path: str, **extra: Any
+) -> dict[str, Any]:
     """Static metadata of a table asset: its column schema and the path pattern of its files."""
     return {COLUMN_SCHEMA: table_schema(schema, descriptions), "path": path, **extra}
 
@@ -125,7 +127,7 @@ RESTORED_COLUMNS = {
 GAP_COLUMNS = {
     "gap_id": "stable id of the gap",
     "kind": "track_a_missing_slot, track_a_missing_symbol, track_a_late, track_b_loss, track_b_silence, "
-            "ws_disconnect, capture_restart, manual_stop, rate_limit, ...",
+    "ws_disconnect, capture_restart, manual_stop, rate_limit, ...",
     "scope": "swing, scalp or all",
     "symbol": "null for slot- or connection-wide gaps",
     "slot_ts": "Track A slot the row is about",
@@ -139,17 +141,33 @@ GAP_COLUMNS = {
 }
 
 # system_events writes one JSON document per day; this is the shape of its top-level members
-SYSTEM_EVENTS_SCHEMA = pa.schema([
-    ("day", pa.string()), ("generated_at", pa.string()), ("events_files", pa.list_(pa.string())),
-    ("events_file_exists", pa.bool_()), ("torn_lines", pa.int64()), ("bad_lines", pa.int64()),
-    ("bad_line_numbers", pa.map_(pa.string(), pa.list_(pa.int64()))), ("note", pa.string()),
-    ("events", pa.int64()), ("first_at", pa.string()), ("last_at", pa.string()),
-    ("by_type", pa.map_(pa.string(), pa.int64())),
-    ("websocket", pa.struct([])), ("slots", pa.struct([])), ("mitigation", pa.struct([])),
-    ("gaps", pa.struct([])), ("tokens", pa.struct([])), ("rate_limit", pa.struct([])), ("etl", pa.struct([])),
-    ("backup", pa.struct([])), ("retention", pa.struct([])), ("anomalies", pa.list_(pa.string())),
-    ("capture", pa.struct([])),
-])
+SYSTEM_EVENTS_SCHEMA = pa.schema(
+    [
+        ("day", pa.string()),
+        ("generated_at", pa.string()),
+        ("events_files", pa.list_(pa.string())),
+        ("events_file_exists", pa.bool_()),
+        ("torn_lines", pa.int64()),
+        ("bad_lines", pa.int64()),
+        ("bad_line_numbers", pa.map_(pa.string(), pa.list_(pa.int64()))),
+        ("note", pa.string()),
+        ("events", pa.int64()),
+        ("first_at", pa.string()),
+        ("last_at", pa.string()),
+        ("by_type", pa.map_(pa.string(), pa.int64())),
+        ("websocket", pa.struct([])),
+        ("slots", pa.struct([])),
+        ("mitigation", pa.struct([])),
+        ("gaps", pa.struct([])),
+        ("tokens", pa.struct([])),
+        ("rate_limit", pa.struct([])),
+        ("etl", pa.struct([])),
+        ("backup", pa.struct([])),
+        ("retention", pa.struct([])),
+        ("anomalies", pa.list_(pa.string())),
+        ("capture", pa.struct([])),
+    ]
+)
 SYSTEM_EVENTS_COLUMNS = {
     "events": "events read for the day (every host's file)",
     "by_type": "event count per event type",
@@ -159,10 +177,19 @@ SYSTEM_EVENTS_COLUMNS = {
     "etl": "universe and Track A results and failures",
 }
 
-JOURNAL_SCHEMA = pa.schema([
-    ("rx", pa.string()), ("r", pa.string()), ("c", pa.int64()), ("n", pa.int64()), ("t", pa.string()),
-    ("ml", pa.int8()), ("p", pa.string()), ("p64", pa.string()), ("crc", pa.string()),
-])
+JOURNAL_SCHEMA = pa.schema(
+    [
+        ("rx", pa.string()),
+        ("r", pa.string()),
+        ("c", pa.int64()),
+        ("n", pa.int64()),
+        ("t", pa.string()),
+        ("ml", pa.int8()),
+        ("p", pa.string()),
+        ("p64", pa.string()),
+        ("crc", pa.string()),
+    ]
+)
 JOURNAL_COLUMNS = {
     "rx": "receive time (µs, +09:00)",
     "r": "capture run id (one per process)",

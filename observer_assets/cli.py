@@ -12,11 +12,11 @@ import json
 import sys
 from datetime import date
 
+from observer_resources import clock
 from observer_resources.calendar import CalendarDataError, CalendarRangeError
 from observer_resources.calendar.market import CalendarConfigError, MarketCalendar, calendar_from_env
 from observer_resources.dates import DateFormatError, parse_iso_date
 from observer_resources.kis.errors import KisConfigError
-from observer_resources import clock
 
 
 class _Parser(argparse.ArgumentParser):
@@ -59,9 +59,9 @@ def _day(s: str, prog: str) -> date | None:
 
 
 def _ops_context(prog: str):  # noqa: ANN202 - (root, dest, calendar, events) or None
-    from observer_resources.storage import lake
     from observer_assets.backup.settings import SettingsError, backup_dest
     from observer_resources.events import EventLog
+    from observer_resources.storage import lake
 
     try:
         root = lake.existing_local_dir()  # first: the backup destination's default is beside it
@@ -92,9 +92,19 @@ def _backup(args: argparse.Namespace) -> int:
     for d in days:
         try:
             r = backup.run(root, dest, cal, d, events=ev)
-            print(json.dumps({"day": d.isoformat(), "action": r.action, "files": r.files, "bytes": r.bytes,
-                              "stored_bytes": r.stored_bytes, "seconds": round(r.seconds, 3),
-                              "repaired": [p for p, _ in r.invalidated]}))
+            print(
+                json.dumps(
+                    {
+                        "day": d.isoformat(),
+                        "action": r.action,
+                        "files": r.files,
+                        "bytes": r.bytes,
+                        "stored_bytes": r.stored_bytes,
+                        "seconds": round(r.seconds, 3),
+                        "repaired": [p for p, _ in r.invalidated],
+                    }
+                )
+            )
         except package.BackupError as e:
             print(f"observer backup: {e}", file=sys.stderr)
             rc = 1
@@ -121,8 +131,19 @@ def _verify(args: argparse.Namespace) -> int:
     if d is None:
         return 2
     v = package.verify(ctx[1], d)
-    print(json.dumps({"day": d.isoformat(), "ok": v.ok, "files": v.files, "versions": v.versions, "bytes": v.bytes,
-                      "problems": [{"file": p, "problem": w} for p, w in v.problems]}, ensure_ascii=False))
+    print(
+        json.dumps(
+            {
+                "day": d.isoformat(),
+                "ok": v.ok,
+                "files": v.files,
+                "versions": v.versions,
+                "bytes": v.bytes,
+                "problems": [{"file": p, "problem": w} for p, w in v.problems],
+            },
+            ensure_ascii=False,
+        )
+    )
     return 0 if v.ok else 1
 
 
@@ -146,8 +167,15 @@ def _restore(args: argparse.Namespace) -> int:
             print(f"  {p}: {w}", file=sys.stderr)
         return 1
     if target == root:
-        ev.emit("backup_restored", day=d.isoformat(), files=out["restored"], already_present=out["already_present"],
-                bytes=out["bytes"], version=out["version"], destination=redact_url(str(dest)))
+        ev.emit(
+            "backup_restored",
+            day=d.isoformat(),
+            files=out["restored"],
+            already_present=out["already_present"],
+            bytes=out["bytes"],
+            version=out["version"],
+            destination=redact_url(str(dest)),
+        )
     print(json.dumps({k: v for k, v in out.items() if k != "files"}))
     return 0
 
@@ -185,9 +213,8 @@ def _metrics(args: argparse.Namespace) -> int:
     import logging
 
     from observer_assets.monitoring.metrics import serve
-
-    from observer_resources.storage import lake
     from observer_resources.kis.config import configs_from_env
+    from observer_resources.storage import lake
 
     if not 0 <= args.port <= 65535:
         print(f"observer metrics: --port must be 0..65535, got {args.port}", file=sys.stderr)
@@ -222,8 +249,11 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("day", help="YYYY-MM-DD")
     r.add_argument("--overwrite", action="store_true", help="replace local files whose bytes differ")
     r.add_argument("--to", help="restore into this directory instead of $OBSERVER_DATA_DIR")
-    r.add_argument("--version", type=int, help="the package as its N-th changing backup left it (1: as first "
-                                               "written; default: the newest)")
+    r.add_argument(
+        "--version",
+        type=int,
+        help="the package as its N-th changing backup left it (1: as first written; default: the newest)",
+    )
     r.set_defaults(func=_restore)
     t = sub.add_parser("retention", help="delete local days past retention whose backup verifies")
     t.add_argument("--dry-run", action="store_true", help="print the plan, delete nothing")
@@ -246,8 +276,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _config_errors() -> tuple[type[Exception], ...]:
     """What a bad setting raises (imported on use: the lake module is heavy for `observer calendar`)."""
-    from observer_resources.storage.lake import LakeConfigError
     from observer_assets.backup.settings import SettingsError
+    from observer_resources.storage.lake import LakeConfigError
 
     return (CalendarConfigError, CalendarDataError, DateFormatError, KisConfigError, LakeConfigError, SettingsError)
 

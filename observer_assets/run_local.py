@@ -105,12 +105,20 @@ def main() -> int:
     print(f"observer: Dagster instance profile {profile.relative_to(ROOT)}", flush=True)
     try:
         done = apply_pool_limits(home, env)
-        print(f"observer: concurrency pool limits set: {done}" if done else
-              "observer: concurrency pool limits already set", flush=True)
+        print(
+            f"observer: concurrency pool limits set: {done}"
+            if done
+            else "observer: concurrency pool limits already set",
+            flush=True,
+        )
     except Exception as e:  # noqa: BLE001 - never block the start; the pool_limits sensor sets them on its first tick
         why = (str(e).splitlines() or [""])[0][:200]
-        print(f"observer: concurrency pool limits not set now ({type(e).__name__}: {why}); "
-              "the pool_limits sensor sets them once the daemon runs", file=sys.stderr, flush=True)
+        print(
+            f"observer: concurrency pool limits not set now ({type(e).__name__}: {why}); "
+            "the pool_limits sensor sets them once the daemon runs",
+            file=sys.stderr,
+            flush=True,
+        )
 
     sim = None
     if not settings.is_set("KIS_APP_KEY", env):
@@ -121,9 +129,10 @@ def main() -> int:
         ws_port = settings.get("KIS_WS_URL", env).rsplit(":", 1)[1]
         clock = "open" if settings.raw("OBSERVER_CALENDAR", env) == "open" else "krx"
         sim = subprocess.Popen(
-            [sys.executable, "-m", "local_exchange", "--clock", clock, "--rest-port", rest_port,
-             "--ws-port", ws_port],
-            stdout=subprocess.PIPE, text=True, env=env,
+            [sys.executable, "-m", "local_exchange", "--clock", clock, "--rest-port", rest_port, "--ws-port", ws_port],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
         )
         assert sim.stdout is not None
         line = sim.stdout.readline()
@@ -133,9 +142,22 @@ def main() -> int:
             return 1
         print(line.strip(), flush=True)
     dagster = subprocess.Popen(
-        [sys.executable, "-m", "dagster", "dev", "-h", "127.0.0.1", "-p", str(port),
-         "-w", str(ROOT / "workspace.yaml")],
-        env=env, cwd=ROOT, start_new_session=True, preexec_fn=_default_sigint,
+        [
+            sys.executable,
+            "-m",
+            "dagster",
+            "dev",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-w",
+            str(ROOT / "workspace.yaml"),
+        ],
+        env=env,
+        cwd=ROOT,
+        start_new_session=True,
+        preexec_fn=_default_sigint,
     )
     print("observer: Dagster UI on http://127.0.0.1:%s (Ctrl-C stops everything)" % port, flush=True)
 
@@ -164,6 +186,7 @@ def main() -> int:
         except ProcessLookupError:
             pass
     return code
+
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -66,8 +66,10 @@ def _load(path: str) -> _Sim:
         at = datetime.fromisoformat(doc["at"])
         sim = _Sim(at.astimezone(KST), float(doc["wall"]), float(doc.get("speed", 0.0)))
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ClockError(f"{ENV}={path}: not a clock file ({type(e).__name__}: {e}); "
-                         'expected {"at": "<ISO instant with offset>", "wall": <epoch s>, "speed": <float>}') from None
+        raise ClockError(
+            f"{ENV}={path}: not a clock file ({type(e).__name__}: {e}); "
+            'expected {"at": "<ISO instant with offset>", "wall": <epoch s>, "speed": <float>}'
+        ) from None
     if at.tzinfo is None or not math.isfinite(sim.speed) or sim.speed < 0:
         raise ClockError(f"{ENV}={path}: 'at' needs a UTC offset and 'speed' must be a finite number >= 0")
     _cache = (stamp, sim)

@@ -34,17 +34,24 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from observer_resources import clock
-from observer_resources import settings
+from observer_resources import clock, settings
 from observer_resources.calendar import KST
 from observer_resources.storage import dirs
 
 Severity = Literal["minor", "major", "critical"]
 Scope = Literal["scalp", "swing", "all"]
-REASONS = frozenset({
-    "ws_disconnect", "ws_timeout", "api_error", "rate_limit", "no_data_received", "slot_manager_error",
-    "system_error", "manual_stop",
-})
+REASONS = frozenset(
+    {
+        "ws_disconnect",
+        "ws_timeout",
+        "api_error",
+        "rate_limit",
+        "no_data_received",
+        "slot_manager_error",
+        "system_error",
+        "manual_stop",
+    }
+)
 _FORBIDDEN = ("token", "secret", "appkey", "app_key", "approval")
 
 
@@ -143,21 +150,63 @@ class EventLog:
             append_jsonl(events_path(self.data_dir, now.date()), rec)
         return rec
 
-    def gap_open(self, *, scope: Scope, reason: str, severity: Severity, start: datetime, session_id: str,
-                 symbol: str | None = None, **metadata: Any) -> str:
+    def gap_open(
+        self,
+        *,
+        scope: Scope,
+        reason: str,
+        severity: Severity,
+        start: datetime,
+        session_id: str,
+        symbol: str | None = None,
+        **metadata: Any,
+    ) -> str:
         if reason not in REASONS:
             raise ValueError(f"unknown gap reason {reason!r}")
         gap_id = uuid.uuid4().hex[:16]
-        self.emit("gap_marker", gap_id=gap_id, state="open", symbol=symbol, gap_start_ts=start, gap_end_ts=None,
-                  gap_seconds=None, scope=scope, reason=reason, severity=severity, session_id=session_id,
-                  metadata={k: _iso(v) for k, v in metadata.items()})
+        self.emit(
+            "gap_marker",
+            gap_id=gap_id,
+            state="open",
+            symbol=symbol,
+            gap_start_ts=start,
+            gap_end_ts=None,
+            gap_seconds=None,
+            scope=scope,
+            reason=reason,
+            severity=severity,
+            session_id=session_id,
+            metadata={k: _iso(v) for k, v in metadata.items()},
+        )
         return gap_id
 
-    def gap_close(self, gap_id: str, *, scope: Scope, reason: str, severity: Severity, start: datetime,
-                  end: datetime, session_id: str, symbol: str | None = None, **metadata: Any) -> None:
-        self.emit("gap_marker", gap_id=gap_id, state="closed", symbol=symbol, gap_start_ts=start, gap_end_ts=end,
-                  gap_seconds=round((end - start).total_seconds(), 3), scope=scope, reason=reason, severity=severity,
-                  session_id=session_id, metadata={k: _iso(v) for k, v in metadata.items()})
+    def gap_close(
+        self,
+        gap_id: str,
+        *,
+        scope: Scope,
+        reason: str,
+        severity: Severity,
+        start: datetime,
+        end: datetime,
+        session_id: str,
+        symbol: str | None = None,
+        **metadata: Any,
+    ) -> None:
+        self.emit(
+            "gap_marker",
+            gap_id=gap_id,
+            state="closed",
+            symbol=symbol,
+            gap_start_ts=start,
+            gap_end_ts=end,
+            gap_seconds=round((end - start).total_seconds(), 3),
+            scope=scope,
+            reason=reason,
+            severity=severity,
+            session_id=session_id,
+            metadata={k: _iso(v) for k, v in metadata.items()},
+        )
 
 
 def record(event_type: str, *, source: str, logger: Any = None, data_dir: Path | None = None, **fields: Any) -> bool:
@@ -333,9 +382,16 @@ def merge_gaps(events: Iterable[Mapping[str, Any]]) -> list[MarkedGap]:
         if e.get("event_type") != "gap_marker":
             continue
         try:
-            g = Gap(e["gap_id"], e["scope"], e["reason"], e["severity"], e.get("symbol"),
-                    datetime.fromisoformat(e["gap_start_ts"]),
-                    datetime.fromisoformat(e["gap_end_ts"]) if e.get("gap_end_ts") else None, e.get("metadata") or {})
+            g = Gap(
+                e["gap_id"],
+                e["scope"],
+                e["reason"],
+                e["severity"],
+                e.get("symbol"),
+                datetime.fromisoformat(e["gap_start_ts"]),
+                datetime.fromisoformat(e["gap_end_ts"]) if e.get("gap_end_ts") else None,
+                e.get("metadata") or {},
+            )
         except (KeyError, TypeError, ValueError) as exc:
             log.warning("gap marker skipped, %s: %s", f"{type(exc).__name__}: {exc}", str(dict(e))[:300])
             continue

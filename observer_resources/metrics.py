@@ -89,17 +89,42 @@ class Spec:
 
 #: the (M) families: recorded by the processes that do the work, summed by the exporter
 M_SPECS: tuple[Spec, ...] = (
-    Spec("observer_api_requests", "counter", ("tr_id", "result"), "M: KisRestClient, every process",
-         "KIS REST requests sent, by transaction id and result (ok | error | rate_limited = EGW00201)."),
-    Spec("observer_api_errors", "counter", ("code",), "M: KisRestClient, every process",
-         "KIS REST error answers by KIS msg_cd (rt_cd_N without one; http_4xx/http_5xx without a KIS body; "
-         "transport when no answer came). Never a message text."),
-    Spec("observer_api_request_duration_seconds", "histogram", ("tr_id",), "M: KisRestClient, every process",
-         "KIS REST round-trip time of one request (sent to answered)."),
-    Spec("observer_rate_limit_wait_seconds", "histogram", ("key_id",), "M: KisRestClient, every process",
-         "Time one request waited for a permit of its app key's shared rate limiter."),
-    Spec("observer_track_a_slot_duration_seconds", "histogram", (), "M: track_a_snapshot step",
-         "Time one successful Track A slot took (fetch, raw archive and table)."),
+    Spec(
+        "observer_api_requests",
+        "counter",
+        ("tr_id", "result"),
+        "M: KisRestClient, every process",
+        "KIS REST requests sent, by transaction id and result (ok | error | rate_limited = EGW00201).",
+    ),
+    Spec(
+        "observer_api_errors",
+        "counter",
+        ("code",),
+        "M: KisRestClient, every process",
+        "KIS REST error answers by KIS msg_cd (rt_cd_N without one; http_4xx/http_5xx without a KIS body; "
+        "transport when no answer came). Never a message text.",
+    ),
+    Spec(
+        "observer_api_request_duration_seconds",
+        "histogram",
+        ("tr_id",),
+        "M: KisRestClient, every process",
+        "KIS REST round-trip time of one request (sent to answered).",
+    ),
+    Spec(
+        "observer_rate_limit_wait_seconds",
+        "histogram",
+        ("key_id",),
+        "M: KisRestClient, every process",
+        "Time one request waited for a permit of its app key's shared rate limiter.",
+    ),
+    Spec(
+        "observer_track_a_slot_duration_seconds",
+        "histogram",
+        (),
+        "M: track_a_snapshot step",
+        "Time one successful Track A slot took (fetch, raw archive and table).",
+    ),
 )
 _M = {m.name: m for m in M_SPECS}
 
@@ -165,8 +190,12 @@ def instruments(environ: Mapping[str, str] | None = None) -> Instruments:
                     os.environ.update({MULTIPROC_ENV: str(directory)})
                 directory = Path(settings.get(MULTIPROC_ENV))
             except Exception as exc:  # noqa: BLE001 - reported; metrics must not stop a request
-                log.error("metrics: the multiprocess directory cannot be used (%s: %s); this process's metrics "
-                          "stay in memory and the exporter will not see them", type(exc).__name__, exc)
+                log.error(
+                    "metrics: the multiprocess directory cannot be used (%s: %s); this process's metrics "
+                    "stay in memory and the exporter will not see them",
+                    type(exc).__name__,
+                    exc,
+                )
                 directory = None
             _instruments = _build(directory)
         return _instruments
@@ -327,8 +356,12 @@ def compact(directory: Path, *, min_idle_s: float = 600.0, now: float | None = N
                     by_type.setdefault(typ, []).append(p)
                 else:  # kept aside for a person to look at, out of every later read
                     os.replace(p, p.with_name(p.name + ".corrupt"))
-                    log.error("metrics: %s is not a readable metrics file; moved to %s.corrupt, its counts are not "
-                              "in the totals", p, p.name)
+                    log.error(
+                        "metrics: %s is not a readable metrics file; moved to %s.corrupt, its counts are not "
+                        "in the totals",
+                        p,
+                        p.name,
+                    )
         try:
             commits: list[str] = []
             staged_all: list[Path] = []
@@ -348,8 +381,17 @@ def compact(directory: Path, *, min_idle_s: float = 600.0, now: float | None = N
                 try:
                     for metric in merged:
                         for smp in metric.samples:
-                            d.write_value(mmap_key(metric.name, smp.name, list(smp.labels), list(smp.labels.values()),
-                                                   metric.documentation), smp.value, 0.0)
+                            d.write_value(
+                                mmap_key(
+                                    metric.name,
+                                    smp.name,
+                                    list(smp.labels),
+                                    list(smp.labels.values()),
+                                    metric.documentation,
+                                ),
+                                smp.value,
+                                0.0,
+                            )
                 finally:
                     d.close()
                 with open(partial, "rb+") as fh:

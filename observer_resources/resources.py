@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 import dagster as dg
@@ -70,17 +70,18 @@ class KisResource(dg.ConfigurableResource):
     env: str = Field(default="real", description="'real' or 'paper' (separate keys, hosts and limits)")
     rest_url: str = Field(default=LOCAL_REST_URL, description="REST base URL (default: the local exchange)")
     ws_url: str = Field(default=LOCAL_WS_URL, description="WebSocket URL (default: the local exchange)")
-    state_dir: Optional[str] = Field(
+    state_dir: str | None = Field(
         default=None, description="token store and rate-limit files; default $OBSERVER_DATA_DIR/state"
     )
-    rate_per_s: Optional[float] = Field(
-        default=None, description="REST budget per second for this key, shared by all processes; default 18 real / 1.8 paper"
+    rate_per_s: float | None = Field(
+        default=None,
+        description="REST budget per second for this key, shared by all processes; default 18 real / 1.8 paper",
     )
     refresh_margin_s: float = Field(default=3600.0, description="refresh the token when less than this is left")
 
-    _tokens: Optional[SharedTokenProvider] = PrivateAttr(default=None)
-    _limiter: Optional[SharedRateLimiter] = PrivateAttr(default=None)
-    _events: Optional[EventLog] = PrivateAttr(default=None)
+    _tokens: SharedTokenProvider | None = PrivateAttr(default=None)
+    _limiter: SharedRateLimiter | None = PrivateAttr(default=None)
+    _events: EventLog | None = PrivateAttr(default=None)
 
     # --- never show the secrets ------------------------------------------------------------------
     def __repr_args__(self) -> Any:
@@ -98,8 +99,12 @@ class KisResource(dg.ConfigurableResource):
     def kis_config(self) -> KisConfig:
         host = urlparse(self.rest_url).hostname
         return KisConfig(
-            self.app_key, self.app_secret, self.env,  # type: ignore[arg-type]  # validated by KisConfig
-            self.rest_url, self.ws_url, local=host in ("127.0.0.1", "localhost", "::1"),
+            self.app_key,
+            self.app_secret,
+            self.env,  # type: ignore[arg-type]  # validated by KisConfig
+            self.rest_url,
+            self.ws_url,
+            local=host in ("127.0.0.1", "localhost", "::1"),
         )
 
     def resolved_state_dir(self) -> Path:
@@ -121,8 +126,12 @@ class KisResource(dg.ConfigurableResource):
     def token_provider(self) -> SharedTokenProvider:
         """This process's provider over the shared token store (built once per resource instance)."""
         if self._tokens is None:
-            self._tokens = open_token_provider(self.kis_config(), self.resolved_state_dir(), events=self.event_log(),
-                                               refresh_margin=timedelta(seconds=self.refresh_margin_s))
+            self._tokens = open_token_provider(
+                self.kis_config(),
+                self.resolved_state_dir(),
+                events=self.event_log(),
+                refresh_margin=timedelta(seconds=self.refresh_margin_s),
+            )
         return self._tokens
 
     def rate_limiter(self) -> SharedRateLimiter:
@@ -130,7 +139,8 @@ class KisResource(dg.ConfigurableResource):
         if self._limiter is None:
             config = self.kis_config()
             self._limiter = SharedRateLimiter(
-                config.key_id, self.effective_rate_per_s(),
+                config.key_id,
+                self.effective_rate_per_s(),
                 store=open_permit_store(self.resolved_state_dir(), events=self.event_log()),
             )
         return self._limiter
@@ -140,8 +150,9 @@ class KisResource(dg.ConfigurableResource):
         """A REST client using the shared token and budget; closed on exit."""
         from observer_resources.kis.rest import KisRestClient  # the client module is heavy; import on use
 
-        async with KisRestClient(self.kis_config(), self.token_provider(), self.rate_limiter(),
-                                 events=self.event_log()) as client:
+        async with KisRestClient(
+            self.kis_config(), self.token_provider(), self.rate_limiter(), events=self.event_log()
+        ) as client:
             yield client
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
@@ -169,13 +180,16 @@ def kis_resource_from_env(environ: Mapping[str, str] | None = None) -> KisResour
     rest, ws = settings.get("KIS_REST_URL", environ), settings.get("KIS_WS_URL", environ)
     if not key:
         return KisResource(
-            app_key=DEMO_APP_KEY, app_secret=DEMO_APP_SECRET,
-            rest_url=rest or LOCAL_REST_URL, ws_url=ws or LOCAL_WS_URL,
+            app_key=DEMO_APP_KEY,
+            app_secret=DEMO_APP_SECRET,
+            rest_url=rest or LOCAL_REST_URL,
+            ws_url=ws or LOCAL_WS_URL,
             **common,
         )
     real = mode == "real"
     return KisResource(
-        app_key=dg.EnvVar("KIS_APP_KEY"), app_secret=dg.EnvVar("KIS_APP_SECRET"),
+        app_key=dg.EnvVar("KIS_APP_KEY"),
+        app_secret=dg.EnvVar("KIS_APP_SECRET"),
         rest_url=rest or (p.REAL_REST_URL if real else p.PAPER_REST_URL),
         ws_url=ws or (p.REAL_WS_URL if real else p.PAPER_WS_URL),
         **common,
@@ -220,11 +234,12 @@ class KisPool(KisResource):
         default_factory=list, description="app keys beyond the first (KIS_APP_KEY_2/KIS_APP_SECRET_2 …), as EnvVar"
     )
 
-    _members: Optional[list[KisResource]] = PrivateAttr(default=None)
+    _members: list[KisResource] | None = PrivateAttr(default=None)
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}=***" if k in SECRET_FIELDS else f"{k}={v!r}" for k, v in self.__repr_args__()
-                         if k != "more_keys")
+        args = ", ".join(
+            f"{k}=***" if k in SECRET_FIELDS else f"{k}={v!r}" for k, v in self.__repr_args__() if k != "more_keys"
+        )
         return f"{type(self).__name__}({args}, more_keys=[{len(self.more_keys)} keys])"
 
     def members(self) -> list[KisResource]:
@@ -261,8 +276,10 @@ def kis_pool_from_env(environ: Mapping[str, str] | None = None) -> KisResource:
     if len(configs) == 1:
         return base
     if settings.is_set("KIS_APP_KEY", environ):
-        more = [KisKey(app_key=dg.EnvVar(f"KIS_APP_KEY_{i}"), app_secret=dg.EnvVar(f"KIS_APP_SECRET_{i}"))
-                for i in range(2, len(configs) + 1)]
+        more = [
+            KisKey(app_key=dg.EnvVar(f"KIS_APP_KEY_{i}"), app_secret=dg.EnvVar(f"KIS_APP_SECRET_{i}"))
+            for i in range(2, len(configs) + 1)
+        ]
     else:  # demo accounts of the local exchange: not secrets
         more = [KisKey(app_key=c.app_key, app_secret=c.app_secret) for c in configs[1:]]
     fields = {n: getattr(base, n) for n in type(base).model_fields}
@@ -279,8 +296,12 @@ async def kis_rest_clients(kis: KisResource, *, timeout: float = 10.0) -> AsyncI
     from observer_resources.kis.rest import KisRestClient  # the client module is heavy; import on use
 
     async with httpx.AsyncClient(timeout=timeout) as http:
-        clients = [KisRestClient(m.kis_config(), m.token_provider(), m.rate_limiter(), http=http, timeout=timeout,
-                                 events=m.event_log()) for m in kis_members(kis)]
+        clients = [
+            KisRestClient(
+                m.kis_config(), m.token_provider(), m.rate_limiter(), http=http, timeout=timeout, events=m.event_log()
+            )
+            for m in kis_members(kis)
+        ]
         try:
             yield clients
         finally:

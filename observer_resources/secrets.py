@@ -28,8 +28,21 @@ from urllib.parse import unquote
 from observer_resources import settings
 
 #: an undeclared variable whose name contains one of these holds a secret (declared ones carry their own flag)
-SECRET_NAME_WORDS = ("SECRET", "TOKEN", "PASSWORD", "PASSWD", "CREDENTIAL", "APPKEY", "APP_KEY", "API_KEY", "APIKEY",
-                     "ACCESS_KEY", "PRIVATE_KEY", "APPROVAL_KEY", "WEBHOOK")
+SECRET_NAME_WORDS = (
+    "SECRET",
+    "TOKEN",
+    "PASSWORD",
+    "PASSWD",
+    "CREDENTIAL",
+    "APPKEY",
+    "APP_KEY",
+    "API_KEY",
+    "APIKEY",
+    "ACCESS_KEY",
+    "PRIVATE_KEY",
+    "APPROVAL_KEY",
+    "WEBHOOK",
+)
 #: OBSERVER_ALERT* settings holding one of these are secret too (a chat URL or bot token is a credential)
 _ALERT_PREFIX = "OBSERVER_ALERT"
 _ALERT_SECRET_WORDS = ("URL", "WEBHOOK", "TOKEN")
@@ -50,8 +63,9 @@ MASK = "***"
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)")
 # userinfo of any URL inside free text: scheme://<anything but / @ and space>@
 _TEXT_USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]*@")
-_TEXT_QUERY_SECRET = re.compile(r"([?&;][^=&;#\s]*(?:%s)[^=&;#\s]*=)[^&;#\s]+" % "|".join(SECRET_PARAM_WORDS),
-                                re.IGNORECASE)
+_TEXT_QUERY_SECRET = re.compile(
+    r"([?&;][^=&;#\s]*(?:%s)[^=&;#\s]*=)[^&;#\s]+" % "|".join(SECRET_PARAM_WORDS), re.IGNORECASE
+)
 
 
 def is_secret_name(name: str) -> bool:
@@ -86,7 +100,7 @@ def _split_url(url: str) -> tuple[str, str, str, str] | None:
     m = _SCHEME.match(url)
     if not m:
         return None
-    scheme, rest = m.group(1), url[m.end():]
+    scheme, rest = m.group(1), url[m.end() :]
     q = rest.find("?")
     head, tail = (rest[:q], rest[q:]) if q >= 0 else (rest, "")
     userinfo, at, hostpath = head.rpartition("@")
@@ -174,8 +188,9 @@ def secret_values(environ: Mapping[str, str] | None = None) -> list[str]:
                 hostpath, tail = parts[2], parts[3]
                 slash = hostpath.find("/")
                 if slash >= 0:
-                    found += [hostpath[slash:] + tail] + [seg for seg in hostpath[slash:].split("/")
-                                                          if len(seg) >= MIN_TOKEN_SEGMENT]
+                    found += [hostpath[slash:] + tail] + [
+                        seg for seg in hostpath[slash:].split("/") if len(seg) >= MIN_TOKEN_SEGMENT
+                    ]
                 found.append(hostpath + tail)
             found += _url_secrets(v)
         elif name in URL_SETTINGS:

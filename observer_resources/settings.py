@@ -26,8 +26,19 @@ from typing import Any
 
 from observer_resources.dates import DateFormatError, parse_iso_date
 
-__all__ = ["GROUPS", "SETTINGS", "Kind", "Setting", "SettingsError", "get", "is_set", "lookup", "markdown", "raw",
-           "setting"]
+__all__ = [
+    "GROUPS",
+    "SETTINGS",
+    "Kind",
+    "Setting",
+    "SettingsError",
+    "get",
+    "is_set",
+    "lookup",
+    "markdown",
+    "raw",
+    "setting",
+]
 
 
 class SettingsError(ValueError):
@@ -148,7 +159,16 @@ CODES = Kind("comma-separated symbol codes", _codes)
 # --- declarations -------------------------------------------------------------------------------------------------
 
 KIS, LAKE, BACKUP, UNIVERSE, TRACK_A, TRACK_B, ALERTS, DEPLOYMENT, DEMO = (
-    "KIS", "Lake", "Backup and retention", "Universe", "Track A", "Track B", "Alerts", "Deployment", "Tests and demo")
+    "KIS",
+    "Lake",
+    "Backup and retention",
+    "Universe",
+    "Track A",
+    "Track B",
+    "Alerts",
+    "Deployment",
+    "Tests and demo",
+)
 GROUPS = (KIS, LAKE, BACKUP, UNIVERSE, TRACK_A, TRACK_B, ALERTS, DEPLOYMENT, DEMO)
 
 
@@ -192,121 +212,401 @@ class Setting:
 _S = Setting
 SETTINGS: tuple[Setting, ...] = (
     # KIS
-    _S("KIS_APP_KEY", RAW, None, "your app key (36 characters); unset: the local exchange with its demo keys", KIS,
-       secret=True),
-    _S("KIS_APP_SECRET", RAW, None, "your app secret (180 characters), set together with `KIS_APP_KEY`", KIS,
-       secret=True),
-    _S("KIS_APP_KEY_<n>", RAW, None, "more app keys (accounts), numbered 2, 3, … without gaps: Track A sharded "
-       "across them, 41 more Track B slots each ([docs/multi-key.md](docs/multi-key.md))", KIS, secret=True,
-       pattern=r"KIS_APP_KEY_[0-9]+"),
-    _S("KIS_APP_SECRET_<n>", RAW, None, "the secret of `KIS_APP_KEY_<n>` (a half-set pair is refused)", KIS,
-       secret=True, pattern=r"KIS_APP_SECRET_[0-9]+"),
-    _S("KIS_ENV", choice("real", "paper"), "real", "`paper` for paper-trading keys (2 req/s and no multi-quote, so "
-       "Track A reports partial coverage)", KIS, snapshot=True),
-    _S("KIS_REST_URL", URL, None, "KIS's REST host", KIS, snapshot=True,
-       default_doc="KIS's real or paper host with a key, else the local exchange (`http://127.0.0.1:18700`)"),
-    _S("KIS_WS_URL", URL, None, "KIS's WebSocket host", KIS, snapshot=True,
-       default_doc="KIS's real or paper host with a key, else the local exchange (`ws://127.0.0.1:18701`)"),
+    _S(
+        "KIS_APP_KEY",
+        RAW,
+        None,
+        "your app key (36 characters); unset: the local exchange with its demo keys",
+        KIS,
+        secret=True,
+    ),
+    _S(
+        "KIS_APP_SECRET",
+        RAW,
+        None,
+        "your app secret (180 characters), set together with `KIS_APP_KEY`",
+        KIS,
+        secret=True,
+    ),
+    _S(
+        "KIS_APP_KEY_<n>",
+        RAW,
+        None,
+        "more app keys (accounts), numbered 2, 3, … without gaps: Track A sharded "
+        "across them, 41 more Track B slots each ([docs/multi-key.md](docs/multi-key.md))",
+        KIS,
+        secret=True,
+        pattern=r"KIS_APP_KEY_[0-9]+",
+    ),
+    _S(
+        "KIS_APP_SECRET_<n>",
+        RAW,
+        None,
+        "the secret of `KIS_APP_KEY_<n>` (a half-set pair is refused)",
+        KIS,
+        secret=True,
+        pattern=r"KIS_APP_SECRET_[0-9]+",
+    ),
+    _S(
+        "KIS_ENV",
+        choice("real", "paper"),
+        "real",
+        "`paper` for paper-trading keys (2 req/s and no multi-quote, so Track A reports partial coverage)",
+        KIS,
+        snapshot=True,
+    ),
+    _S(
+        "KIS_REST_URL",
+        URL,
+        None,
+        "KIS's REST host",
+        KIS,
+        snapshot=True,
+        default_doc="KIS's real or paper host with a key, else the local exchange (`http://127.0.0.1:18700`)",
+    ),
+    _S(
+        "KIS_WS_URL",
+        URL,
+        None,
+        "KIS's WebSocket host",
+        KIS,
+        snapshot=True,
+        default_doc="KIS's real or paper host with a key, else the local exchange (`ws://127.0.0.1:18701`)",
+    ),
     # lake
-    _S("OBSERVER_DATA_DIR", LOCATION, "./data", "the data lake: a directory or any fsspec URL such as `s3://…` "
-       "(then set `OBSERVER_LOCAL_DIR`)", LAKE, snapshot=True),
-    _S("OBSERVER_LOCAL_DIR", Kind("a local path", _stripped, redact=True), None, "with a lake on a URL only: a "
-       "local (or NFS) directory for the Track B journal, the event log, the token cache and metrics", LAKE,
-       snapshot=True, default_doc="the lake itself"),
-    _S("OBSERVER_STATE_DB_URL", URL, None, "PostgreSQL (`postgresql://user:pw@host:5432/db`) holding the token and "
-       "rate-limit state every host shares ([docs/deploy.md](docs/deploy.md))", LAKE, snapshot=True,
-       default_doc="SQLite files under `<local dir>/state`"),
-    _S("OBSERVER_HOST_ID", TEXT, None, "this host's name in the event log's file names (set it when two hosts "
-       "share one)", LAKE, snapshot=True, default_doc="the host name"),
+    _S(
+        "OBSERVER_DATA_DIR",
+        LOCATION,
+        "./data",
+        "the data lake: a directory or any fsspec URL such as `s3://…` (then set `OBSERVER_LOCAL_DIR`)",
+        LAKE,
+        snapshot=True,
+    ),
+    _S(
+        "OBSERVER_LOCAL_DIR",
+        Kind("a local path", _stripped, redact=True),
+        None,
+        "with a lake on a URL only: a "
+        "local (or NFS) directory for the Track B journal, the event log, the token cache and metrics",
+        LAKE,
+        snapshot=True,
+        default_doc="the lake itself",
+    ),
+    _S(
+        "OBSERVER_STATE_DB_URL",
+        URL,
+        None,
+        "PostgreSQL (`postgresql://user:pw@host:5432/db`) holding the token and "
+        "rate-limit state every host shares ([docs/deploy.md](docs/deploy.md))",
+        LAKE,
+        snapshot=True,
+        default_doc="SQLite files under `<local dir>/state`",
+    ),
+    _S(
+        "OBSERVER_HOST_ID",
+        TEXT,
+        None,
+        "this host's name in the event log's file names (set it when two hosts share one)",
+        LAKE,
+        snapshot=True,
+        default_doc="the host name",
+    ),
     # backup and retention
-    _S("OBSERVER_BACKUP_URL", LOCATION, None, "where daily backups go: a directory outside the lake or any fsspec "
-       "URL", BACKUP, snapshot=True, default_doc="`backups` beside the local directory (`./backups`)"),
-    _S("OBSERVER_BACKUP_OPTIONS", JSON_OBJECT, None, 'fsspec options of the backup destination (`{"endpoint_url": '
-       "…}`), never credentials ([docs/backup.md](docs/backup.md))", BACKUP, snapshot=True),
-    _S("OBSERVER_RETENTION_DAYS", integer(1, unit="days"), 3, "sessions a day's local files are kept", BACKUP,
-       snapshot=True),
-    _S("OBSERVER_RETENTION_ANOMALY_DAYS", integer(1, unit="days"), 7, "sessions an anomaly day's local files are "
-       "kept", BACKUP, snapshot=True),
-    _S("OBSERVER_RETENTION_MAX_DAYS", integer(1, unit="days"), 10, "sessions after which a day still without a "
-       "committed backup raises `retention_blocked` (it is never deleted)", BACKUP, snapshot=True),
-    _S("OBSERVER_RETENTION_UNIVERSE_DAYS", integer(1, unit="days"), 14, "sessions universe files are kept", BACKUP,
-       snapshot=True),
+    _S(
+        "OBSERVER_BACKUP_URL",
+        LOCATION,
+        None,
+        "where daily backups go: a directory outside the lake or any fsspec URL",
+        BACKUP,
+        snapshot=True,
+        default_doc="`backups` beside the local directory (`./backups`)",
+    ),
+    _S(
+        "OBSERVER_BACKUP_OPTIONS",
+        JSON_OBJECT,
+        None,
+        'fsspec options of the backup destination (`{"endpoint_url": '
+        "…}`), never credentials ([docs/backup.md](docs/backup.md))",
+        BACKUP,
+        snapshot=True,
+    ),
+    _S(
+        "OBSERVER_RETENTION_DAYS",
+        integer(1, unit="days"),
+        3,
+        "sessions a day's local files are kept",
+        BACKUP,
+        snapshot=True,
+    ),
+    _S(
+        "OBSERVER_RETENTION_ANOMALY_DAYS",
+        integer(1, unit="days"),
+        7,
+        "sessions an anomaly day's local files are kept",
+        BACKUP,
+        snapshot=True,
+    ),
+    _S(
+        "OBSERVER_RETENTION_MAX_DAYS",
+        integer(1, unit="days"),
+        10,
+        "sessions after which a day still without a committed backup raises `retention_blocked` (it is never deleted)",
+        BACKUP,
+        snapshot=True,
+    ),
+    _S(
+        "OBSERVER_RETENTION_UNIVERSE_DAYS",
+        integer(1, unit="days"),
+        14,
+        "sessions universe files are kept",
+        BACKUP,
+        snapshot=True,
+    ),
     # universe
-    _S("OBSERVER_UNIVERSE_MIN_COUNT", integer(), 1000, "the universe gate's floor: a smaller universe is not "
-       "published", UNIVERSE, snapshot=True),
-    _S("OBSERVER_UNIVERSE_MAX_CHANGE", number(), 0.30, "the largest day-on-day change of the universe's size (a "
-       "fraction) the gate lets through", UNIVERSE, snapshot=True),
-    _S("OBSERVER_UNIVERSE_MIN_MASTER_CODES", integer(1), 2500, "the fewest stock codes a master file may hold (a "
-       "local exchange with fewer listings lowers it)", UNIVERSE, snapshot=True),
+    _S(
+        "OBSERVER_UNIVERSE_MIN_COUNT",
+        integer(),
+        1000,
+        "the universe gate's floor: a smaller universe is not published",
+        UNIVERSE,
+        snapshot=True,
+    ),
+    _S(
+        "OBSERVER_UNIVERSE_MAX_CHANGE",
+        number(),
+        0.30,
+        "the largest day-on-day change of the universe's size (a fraction) the gate lets through",
+        UNIVERSE,
+        snapshot=True,
+    ),
+    _S(
+        "OBSERVER_UNIVERSE_MIN_MASTER_CODES",
+        integer(1),
+        2500,
+        "the fewest stock codes a master file may hold (a local exchange with fewer listings lowers it)",
+        UNIVERSE,
+        snapshot=True,
+    ),
     # Track A
-    _S("OBSERVER_TRACK_A_MIN_COVERAGE", number(), 99.5, "the coverage check's floor: % of the universe in a slot's "
-       "snapshot", TRACK_A, snapshot=True),
+    _S(
+        "OBSERVER_TRACK_A_MIN_COVERAGE",
+        number(),
+        99.5,
+        "the coverage check's floor: % of the universe in a slot's snapshot",
+        TRACK_A,
+        snapshot=True,
+    ),
     # Track B
-    _S("OBSERVER_TRACK_B_MIN_RECORD_RATE", number(), 97.0, "the record-rate check's floor: % of a minute's trades "
-       "recorded", TRACK_B, snapshot=True),
-    _S("OBSERVER_TRACK_B_WINDOW", Kind("a window HH:MM-HH:MM", _stripped), "09:30-15:00",
-       "the daily capture window (KST)", TRACK_B, snapshot=True),
-    _S("OBSERVER_TRACK_B_PINS", CODES, None, "codes that always hold a subscription slot (the capture's `--pins` "
-       "overrides)", TRACK_B, snapshot=True),
-    _S("OBSERVER_TRACK_B_EVAL_S", number(0, strict=True), 30.0, "seconds between the capture's slot evaluations "
-       "(`--eval-interval` overrides)", TRACK_B, snapshot=True),
-    _S("OBSERVER_TRACK_B_SAMPLE_S", number(0, strict=True), 10.0, "seconds between the capture's load samples "
-       "(`--sample-interval` overrides)", TRACK_B, snapshot=True),
-    _S("OBSERVER_TRACK_B_FAILURE_S", number(0, strict=True), 300.0, "seconds of continuous failure before the "
-       "capture's critical rule (`--failure-after` overrides)", TRACK_B, snapshot=True),
-    _S("OBSERVER_TRACK_B_KEY_IN_USE_BACKOFF_S", number(0), 5.0, "seconds before a WebSocket session retries an app "
-       "key KIS reports in use", TRACK_B, snapshot=True),
-    _S("OBSERVER_TRACK_B_BACKOFF", SECONDS_LIST, None, "the WebSocket reconnect back-off steps", TRACK_B,
-       snapshot=True, default_doc="`1,2,5,10,20,30,60`"),
-    _S("OBSERVER_TRACK_B_MITIGATION", JSON_OBJECT, None, "the load mitigation's holds and thresholds "
-       "(`hold_enter_s`, `hold_recover_s`, per-metric levels)", TRACK_B, snapshot=True,
-       default_doc="built in (holds 300 s and 600 s)"),
+    _S(
+        "OBSERVER_TRACK_B_MIN_RECORD_RATE",
+        number(),
+        97.0,
+        "the record-rate check's floor: % of a minute's trades recorded",
+        TRACK_B,
+        snapshot=True,
+    ),
+    _S(
+        "OBSERVER_TRACK_B_WINDOW",
+        Kind("a window HH:MM-HH:MM", _stripped),
+        "09:30-15:00",
+        "the daily capture window (KST)",
+        TRACK_B,
+        snapshot=True,
+    ),
+    _S(
+        "OBSERVER_TRACK_B_PINS",
+        CODES,
+        None,
+        "codes that always hold a subscription slot (the capture's `--pins` overrides)",
+        TRACK_B,
+        snapshot=True,
+    ),
+    _S(
+        "OBSERVER_TRACK_B_EVAL_S",
+        number(0, strict=True),
+        30.0,
+        "seconds between the capture's slot evaluations (`--eval-interval` overrides)",
+        TRACK_B,
+        snapshot=True,
+    ),
+    _S(
+        "OBSERVER_TRACK_B_SAMPLE_S",
+        number(0, strict=True),
+        10.0,
+        "seconds between the capture's load samples (`--sample-interval` overrides)",
+        TRACK_B,
+        snapshot=True,
+    ),
+    _S(
+        "OBSERVER_TRACK_B_FAILURE_S",
+        number(0, strict=True),
+        300.0,
+        "seconds of continuous failure before the capture's critical rule (`--failure-after` overrides)",
+        TRACK_B,
+        snapshot=True,
+    ),
+    _S(
+        "OBSERVER_TRACK_B_KEY_IN_USE_BACKOFF_S",
+        number(0),
+        5.0,
+        "seconds before a WebSocket session retries an app key KIS reports in use",
+        TRACK_B,
+        snapshot=True,
+    ),
+    _S(
+        "OBSERVER_TRACK_B_BACKOFF",
+        SECONDS_LIST,
+        None,
+        "the WebSocket reconnect back-off steps",
+        TRACK_B,
+        snapshot=True,
+        default_doc="`1,2,5,10,20,30,60`",
+    ),
+    _S(
+        "OBSERVER_TRACK_B_MITIGATION",
+        JSON_OBJECT,
+        None,
+        "the load mitigation's holds and thresholds (`hold_enter_s`, `hold_recover_s`, per-metric levels)",
+        TRACK_B,
+        snapshot=True,
+        default_doc="built in (holds 300 s and 600 s)",
+    ),
     # alerts
-    _S("OBSERVER_ALERT_WEBHOOK", RAW, None, 'where failed runs and checks are posted as `{"text": …}` (a Slack '
-       "incoming webhook, or Telegram's sendMessage URL)", ALERTS, secret=True),
-    _S("OBSERVER_ALERT_TELEGRAM_CHAT_ID", TEXT, None, "Telegram's chat id, sent with every post (Telegram needs it); "
-       "Alertmanager's Telegram receiver reads it too", ALERTS),
-    _S("OBSERVER_ALERT_SLACK_URL", RAW, None, "Alertmanager's Slack receiver (an incoming webhook; "
-       "`monitoring/alertmanager/run.sh`)", ALERTS, secret=True),
-    _S("OBSERVER_ALERT_TELEGRAM_BOT_TOKEN", RAW, None, "Alertmanager's Telegram receiver (with "
-       "`OBSERVER_ALERT_TELEGRAM_CHAT_ID`)", ALERTS, secret=True),
-    _S("OBSERVER_ALERTMANAGER_WEBHOOK", RAW, None, "a receiver of Alertmanager's own webhook JSON", ALERTS,
-       secret=True),
-    _S("<name>_FILE", PATH, None, "a file holding `OBSERVER_ALERT_SLACK_URL`, `OBSERVER_ALERT_TELEGRAM_BOT_TOKEN` or "
-       "`OBSERVER_ALERTMANAGER_WEBHOOK` instead (a mounted secret)", ALERTS,
-       pattern=r"(OBSERVER_ALERT_SLACK_URL|OBSERVER_ALERT_TELEGRAM_BOT_TOKEN|OBSERVER_ALERTMANAGER_WEBHOOK)_FILE"),
+    _S(
+        "OBSERVER_ALERT_WEBHOOK",
+        RAW,
+        None,
+        'where failed runs and checks are posted as `{"text": …}` (a Slack '
+        "incoming webhook, or Telegram's sendMessage URL)",
+        ALERTS,
+        secret=True,
+    ),
+    _S(
+        "OBSERVER_ALERT_TELEGRAM_CHAT_ID",
+        TEXT,
+        None,
+        "Telegram's chat id, sent with every post (Telegram needs it); Alertmanager's Telegram receiver reads it too",
+        ALERTS,
+    ),
+    _S(
+        "OBSERVER_ALERT_SLACK_URL",
+        RAW,
+        None,
+        "Alertmanager's Slack receiver (an incoming webhook; `monitoring/alertmanager/run.sh`)",
+        ALERTS,
+        secret=True,
+    ),
+    _S(
+        "OBSERVER_ALERT_TELEGRAM_BOT_TOKEN",
+        RAW,
+        None,
+        "Alertmanager's Telegram receiver (with `OBSERVER_ALERT_TELEGRAM_CHAT_ID`)",
+        ALERTS,
+        secret=True,
+    ),
+    _S(
+        "OBSERVER_ALERTMANAGER_WEBHOOK", RAW, None, "a receiver of Alertmanager's own webhook JSON", ALERTS, secret=True
+    ),
+    _S(
+        "<name>_FILE",
+        PATH,
+        None,
+        "a file holding `OBSERVER_ALERT_SLACK_URL`, `OBSERVER_ALERT_TELEGRAM_BOT_TOKEN` or "
+        "`OBSERVER_ALERTMANAGER_WEBHOOK` instead (a mounted secret)",
+        ALERTS,
+        pattern=r"(OBSERVER_ALERT_SLACK_URL|OBSERVER_ALERT_TELEGRAM_BOT_TOKEN|OBSERVER_ALERTMANAGER_WEBHOOK)_FILE",
+    ),
     # read by run.sh's shell only: host details, not configuration of the data, so left out of backup manifests
-    _S("OBSERVER_ALERTMANAGER_DIR", PATH, "/var/lib/observer-alertmanager", "where `run.sh` writes Alertmanager's "
-       "rendered config and data", ALERTS),
+    _S(
+        "OBSERVER_ALERTMANAGER_DIR",
+        PATH,
+        "/var/lib/observer-alertmanager",
+        "where `run.sh` writes Alertmanager's rendered config and data",
+        ALERTS,
+    ),
     _S("OBSERVER_ALERTMANAGER_LISTEN", TEXT, "127.0.0.1:9093", "Alertmanager's listen address", ALERTS),
     # deployment
-    _S("OBSERVER_INSTANCE", choice("embedded", "postgres"), "embedded", "the Dagster instance `make run` installs: "
-       "SQLite under `DAGSTER_HOME`, or `deploy/dagster.postgres.yaml` with `DAGSTER_PG_*`", DEPLOYMENT,
-       snapshot=True),
-    _S("OBSERVER_HISTORY_START", DATE, None, "the first trading day whose days and Track A slots exist as "
-       "partitions", DEPLOYMENT, snapshot=True,
-       default_doc="the oldest one the instance holds; a fresh instance starts at its current slot"),
-    _S("OBSERVER_IMAGE", TEXT, "observer:local", "the image Docker Compose runs and advertises to run containers",
-       DEPLOYMENT),
-    _S("DAGSTER_HOME", PATH, None, "Dagster's instance directory (Dagster's own; the exporter reads it)", DEPLOYMENT,
-       default_doc="`./.dagster_home` under `make run`"),
+    _S(
+        "OBSERVER_INSTANCE",
+        choice("embedded", "postgres"),
+        "embedded",
+        "the Dagster instance `make run` installs: "
+        "SQLite under `DAGSTER_HOME`, or `deploy/dagster.postgres.yaml` with `DAGSTER_PG_*`",
+        DEPLOYMENT,
+        snapshot=True,
+    ),
+    _S(
+        "OBSERVER_HISTORY_START",
+        DATE,
+        None,
+        "the first trading day whose days and Track A slots exist as partitions",
+        DEPLOYMENT,
+        snapshot=True,
+        default_doc="the oldest one the instance holds; a fresh instance starts at its current slot",
+    ),
+    _S(
+        "OBSERVER_IMAGE",
+        TEXT,
+        "observer:local",
+        "the image Docker Compose runs and advertises to run containers",
+        DEPLOYMENT,
+    ),
+    _S(
+        "DAGSTER_HOME",
+        PATH,
+        None,
+        "Dagster's instance directory (Dagster's own; the exporter reads it)",
+        DEPLOYMENT,
+        default_doc="`./.dagster_home` under `make run`",
+    ),
     _S("DAGSTER_PG_HOST", TEXT, None, "the `postgres` profile's server", DEPLOYMENT),
     _S("DAGSTER_PG_PORT", integer(1), 5432, "the `postgres` profile's port", DEPLOYMENT),
     _S("DAGSTER_PG_USER", TEXT, None, "the `postgres` profile's user", DEPLOYMENT),
     _S("DAGSTER_PG_PASSWORD", RAW, None, "the `postgres` profile's password", DEPLOYMENT, secret=True),
     _S("DAGSTER_PG_DB", TEXT, None, "the `postgres` profile's database", DEPLOYMENT),
     _S("DAGSTER_PORT", integer(1), 3000, "the Dagster UI's port (`make run`, Docker Compose)", DEPLOYMENT),
-    _S("DAGSTER_RUN_STATUS_SENSOR_PROCESS_LIMIT", integer(), 5, "runs Dagster hands one tick of a run-status sensor "
-       "(Dagster's own); the failure alerts share a tick's time budget among them", DEPLOYMENT),
-    _S("PROMETHEUS_MULTIPROC_DIR", PATH, None, "where processes record prometheus_client's multiprocess metrics",
-       DEPLOYMENT, default_doc="`<local dir>/metrics`"),
+    _S(
+        "DAGSTER_RUN_STATUS_SENSOR_PROCESS_LIMIT",
+        integer(),
+        5,
+        "runs Dagster hands one tick of a run-status sensor "
+        "(Dagster's own); the failure alerts share a tick's time budget among them",
+        DEPLOYMENT,
+    ),
+    _S(
+        "PROMETHEUS_MULTIPROC_DIR",
+        PATH,
+        None,
+        "where processes record prometheus_client's multiprocess metrics",
+        DEPLOYMENT,
+        default_doc="`<local dir>/metrics`",
+    ),
     # tests and demo
-    _S("OBSERVER_CALENDAR", choice("krx", "open"), "krx", "`open`: an always-open demo market (what `make run` uses "
-       "without keys)", DEMO, snapshot=True),
-    _S("OBSERVER_CLOCK_FILE", PATH, None, "every Observer process reads the time from this file instead of the wall "
-       'clock ([docs/architecture.md](docs/architecture.md), "One clock")', DEMO, snapshot=True),
-    _S("OBSERVER_DEMO_KEYS", integer(1), 1, "without `KIS_APP_KEY`: demo accounts on the local exchange", DEMO,
-       snapshot=True),
+    _S(
+        "OBSERVER_CALENDAR",
+        choice("krx", "open"),
+        "krx",
+        "`open`: an always-open demo market (what `make run` uses without keys)",
+        DEMO,
+        snapshot=True,
+    ),
+    _S(
+        "OBSERVER_CLOCK_FILE",
+        PATH,
+        None,
+        "every Observer process reads the time from this file instead of the wall "
+        'clock ([docs/architecture.md](docs/architecture.md), "One clock")',
+        DEMO,
+        snapshot=True,
+    ),
+    _S(
+        "OBSERVER_DEMO_KEYS",
+        integer(1),
+        1,
+        "without `KIS_APP_KEY`: demo accounts on the local exchange",
+        DEMO,
+        snapshot=True,
+    ),
 )
 del _S
 
@@ -345,8 +645,7 @@ def is_set(name: str, environ: Mapping[str, str] | None = None) -> bool:
     return raw(name, environ) is not None
 
 
-def get(name: str, environ: Mapping[str, str] | None = None, *,
-        error: Callable[[str], Exception] | None = None) -> Any:
+def get(name: str, environ: Mapping[str, str] | None = None, *, error: Callable[[str], Exception] | None = None) -> Any:
     """The parsed value of ``name``, or its default when unset or blank. A bad value raises :class:`SettingsError`,
     or ``error(message)`` when given (a caller whose callers expect its own error type)."""
     s = setting(name)

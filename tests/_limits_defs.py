@@ -12,7 +12,11 @@ from observer_assets.track_a.schedules import track_a_job
 from observer_assets.universe.assets import universe
 from observer_resources.resources import kis_resource_from_env
 
-defs = dg.Definitions(assets=[track_a_snapshot, universe], jobs=[track_a_job], sensors=[pool_limits],
-                      asset_checks=[*TRACK_A_CHECKS, track_a_current_slot_fresh],
-                      resources={"kis": kis_resource_from_env()},
-                      executor=dg.in_process_executor)  # no step subprocess: each run is one process
+defs = dg.Definitions(
+    assets=[track_a_snapshot, universe],
+    jobs=[track_a_job],
+    sensors=[pool_limits],
+    asset_checks=[*TRACK_A_CHECKS, track_a_current_slot_fresh],
+    resources={"kis": kis_resource_from_env()},
+    executor=dg.in_process_executor,
+)  # no step subprocess: each run is one process

@@ -98,8 +98,11 @@ _ALERT_VARS = ("OBSERVER_ALERT_WEBHOOK", "OBSERVER_ALERT_TELEGRAM_CHAT_ID")
 
 @pytest.fixture
 def env(tmp_path, monkeypatch, request):
-    values: dict[str, str | None] = {"OBSERVER_DATA_DIR": str(tmp_path / "data"),
-                                     "OBSERVER_BACKUP_URL": str(tmp_path / "backups"), **BASE_ENV}
+    values: dict[str, str | None] = {
+        "OBSERVER_DATA_DIR": str(tmp_path / "data"),
+        "OBSERVER_BACKUP_URL": str(tmp_path / "backups"),
+        **BASE_ENV,
+    }
     values.update(getattr(request.module, "ENV", {}))
     for marker in reversed(list(request.node.iter_markers("env"))):  # the closest marker wins
         values.update(marker.kwargs)
@@ -221,8 +224,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # no
             for nodeid in sorted(ids):
                 write(f"  {nodeid}")
         if any(how == "make deps" for _, how in missing):
-            write("run `make deps` (as root or with passwordless sudo; else it prints the install command), then "
-                  "`make test` again", bold=True)
+            write(
+                "run `make deps` (as root or with passwordless sudo; else it prints the install command), then "
+                "`make test` again",
+                bold=True,
+            )
     if other:
         terminalreporter.write_sep("-", "skipped for other reasons")
         for line in sorted(other):

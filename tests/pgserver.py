@@ -49,13 +49,34 @@ class PgServer:
 
     def env(self) -> dict[str, str]:
         """The DAGSTER_PG_* variables deploy/dagster.postgres.yaml reads."""
-        return {"DAGSTER_PG_HOST": "127.0.0.1", "DAGSTER_PG_PORT": str(self.port), "DAGSTER_PG_USER": self.user,
-                "DAGSTER_PG_PASSWORD": self.password, "DAGSTER_PG_DB": self.db}
+        return {
+            "DAGSTER_PG_HOST": "127.0.0.1",
+            "DAGSTER_PG_PORT": str(self.port),
+            "DAGSTER_PG_USER": self.user,
+            "DAGSTER_PG_PASSWORD": self.password,
+            "DAGSTER_PG_DB": self.db,
+        }
 
     def psql(self, sql: str, db: str | None = None) -> str:
-        r = subprocess.run([*self.as_user, str(self.bindir / "psql"), "-h", "127.0.0.1", "-p", str(self.port),
-                            "-U", "postgres", "-d", db or "postgres", "-tAc", sql],
-                           capture_output=True, text=True, timeout=30)
+        r = subprocess.run(
+            [
+                *self.as_user,
+                str(self.bindir / "psql"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+                "-d",
+                db or "postgres",
+                "-tAc",
+                sql,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         if r.returncode:
             raise RuntimeError(f"psql failed: {r.stderr.strip()}")
         return r.stdout.strip()
@@ -66,8 +87,11 @@ class PgServer:
         return f"postgresql://{self.user}:{self.password}@127.0.0.1:{self.port}/{name}"
 
     def stop(self) -> None:
-        subprocess.run([*self.as_user, str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-m", "immediate",
-                        "stop"], capture_output=True, timeout=60)
+        subprocess.run(
+            [*self.as_user, str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-m", "immediate", "stop"],
+            capture_output=True,
+            timeout=60,
+        )
         shutil.rmtree(self.datadir.parent, ignore_errors=True)
 
 
@@ -81,12 +105,45 @@ def start() -> PgServer:
     if os.geteuid() == 0:
         shutil.chown(base, "postgres", "postgres")
         as_user = ["runuser", "-u", "postgres", "--"]
-    subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(datadir), "-U", "postgres", "-A", "trust",
-                    "-E", "UTF8", "--no-sync"], check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [
+            *as_user,
+            str(bindir / "initdb"),
+            "-D",
+            str(datadir),
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     port = _free_port()
     opts = f"-h 127.0.0.1 -p {port} -k {base} -c fsync=off -c max_connections=200"
-    subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(datadir), "-o", opts, "-l", str(base / "log"),
-                    "-w", "-t", "60", "start"], check=True, capture_output=True, timeout=90)
+    subprocess.run(
+        [
+            *as_user,
+            str(bindir / "pg_ctl"),
+            "-D",
+            str(datadir),
+            "-o",
+            opts,
+            "-l",
+            str(base / "log"),
+            "-w",
+            "-t",
+            "60",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=90,
+    )
     srv = PgServer(bindir, datadir, port, as_user)
     for _ in range(50):
         try:

@@ -16,16 +16,27 @@ from observer_resources.storage.layout import universe_path
 def kis_for(sim, tmp_path, i: int, **kw) -> KisResource:
     """Demo account ``i`` on ``sim``, its tokens under ``tmp_path``."""
     key, secret = demo_credentials(i)
-    return KisResource(app_key=key, app_secret=secret, rest_url=sim.rest_url, ws_url=sim.ws_url,
-                       state_dir=str(tmp_path / "state"), **kw)
+    return KisResource(
+        app_key=key,
+        app_secret=secret,
+        rest_url=sim.rest_url,
+        ws_url=sim.ws_url,
+        state_dir=str(tmp_path / "state"),
+        **kw,
+    )
 
 
 def build_universe(inst, kis, day, n_codes: int = 40) -> list[str]:
     """The real universe asset, then trimmed to ``n_codes`` rows (rewritten atomically: a real, smaller file) so
     whole-slot fetches and restores take seconds."""
     inst.add_dynamic_partitions("trading_day", [day_key(day)])
-    res = dg.materialize([universe], partition_key=day_key(day), instance=inst, resources={"kis": kis},
-                         run_config={"ops": {"universe": {"config": {"min_master_codes": 100}}}})
+    res = dg.materialize(
+        [universe],
+        partition_key=day_key(day),
+        instance=inst,
+        resources={"kis": kis},
+        run_config={"ops": {"universe": {"config": {"min_master_codes": 100}}}},
+    )
     assert res.success
     path = universe_path(lake.data_dir(), day)
     t = pq.read_table(path).slice(0, n_codes)

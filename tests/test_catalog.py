@@ -9,29 +9,31 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from track_b.test_track_b_assets import at, lake_env, scenario  # noqa: F401 - fixtures: a real journal
 
+from local_exchange.accounts import demo_credentials
 from observer_assets import catalog
-
-from observer_resources.storage import lake
 from observer_assets.definitions import defs
 from observer_assets.gaps.assets import gap_report
-from observer_resources.storage.layout import report_path
 from observer_assets.monitoring.events import system_events
-from observer_resources.storage.layout import events_summary_path as summary_path
 from observer_assets.orchestration.partitions import calendar, day_key, slot_key
 from observer_assets.track_a.assets import track_a_snapshot
-from observer_resources.storage.layout import slot_dir
 from observer_assets.track_b.assets import track_b_sampled, track_b_ticks
-from observer_resources.storage.layout import sampled_path, ticks_path
 from observer_assets.track_b.journal_sensor import build_journal_sensor
 from observer_assets.track_b.restore import track_b_restored
-from observer_resources.storage.layout import restored_path
 from observer_assets.universe.assets import universe
-from observer_resources.storage.layout import universe_path
 from observer_resources.calendar import KST
 from observer_resources.resources import KisResource
-from local_exchange.accounts import demo_credentials
-from track_b.test_track_b_assets import at, lake_env, scenario  # noqa: F401 - fixtures: a real journal
+from observer_resources.storage import lake
+from observer_resources.storage.layout import events_summary_path as summary_path
+from observer_resources.storage.layout import (
+    report_path,
+    restored_path,
+    sampled_path,
+    slot_dir,
+    ticks_path,
+    universe_path,
+)
 
 SPECS = {s.key.to_user_string(): s for s in defs.resolve_all_asset_specs()}
 
@@ -56,23 +58,34 @@ def test_a_real_day_is_catalogued(tmp_path, monkeypatch, sim):
     monkeypatch.setenv("OBSERVER_CALENDAR", "open")
     monkeypatch.setenv("OBSERVER_UNIVERSE_MIN_COUNT", "100")
     key, secret = demo_credentials(91)
-    kis = KisResource(app_key=key, app_secret=secret, rest_url=sim.rest_url, ws_url=sim.ws_url,
-                      state_dir=str(tmp_path / "state"))
+    kis = KisResource(
+        app_key=key, app_secret=secret, rest_url=sim.rest_url, ws_url=sim.ws_url, state_dir=str(tmp_path / "state")
+    )
     root = lake.data_dir()
     now = datetime.now(KST)
     day, slot = now.date(), calendar().slot_at(now)
     with dg.instance_for_test() as inst:
         inst.add_dynamic_partitions("trading_day", [day_key(day)])
         inst.add_dynamic_partitions("track_a_slot", [slot_key(slot)])
-        res = dg.materialize([universe], partition_key=day_key(day), instance=inst, resources={"kis": kis},
-                             run_config={"ops": {"universe": {"config": {"min_master_codes": 100}}}})
+        res = dg.materialize(
+            [universe],
+            partition_key=day_key(day),
+            instance=inst,
+            resources={"kis": kis},
+            run_config={"ops": {"universe": {"config": {"min_master_codes": 100}}}},
+        )
         uni = pq.read_table(universe_path(root, day))
         assert_catalogued(res, "universe", universe_path(root, day), uni.num_rows)
         assert columns("universe") == of(uni.schema)
 
-        res = dg.materialize([track_a_snapshot, universe], selection=[track_a_snapshot], partition_key=slot_key(slot),
-                             instance=inst, resources={"kis": kis},
-                             run_config={"ops": {"track_a_snapshot": {"config": {"live_window_min": 1440}}}})
+        res = dg.materialize(
+            [track_a_snapshot, universe],
+            selection=[track_a_snapshot],
+            partition_key=slot_key(slot),
+            instance=inst,
+            resources={"kis": kis},
+            run_config={"ops": {"track_a_snapshot": {"config": {"live_window_min": 1440}}}},
+        )
         snap_path = slot_dir(root, slot) / "snapshot.parquet"
         snap = pq.read_table(snap_path)
         assert_catalogued(res, "track_a_snapshot", snap_path, snap.num_rows)
@@ -115,7 +128,8 @@ def test_track_b_tables_and_the_journal_are_catalogued(scenario, lake_env):  # n
         again = sensor.evaluate_tick(dg.build_sensor_context(instance=inst, cursor=first.cursor))
         assert not again.asset_events and "unchanged" in again.skip_message
         empty = build_journal_sensor(lambda: at(12, 5).replace(day=11)).evaluate_tick(
-            dg.build_sensor_context(instance=inst))
+            dg.build_sensor_context(instance=inst)
+        )
         assert not empty.asset_events and "no Track B journal for 2026-03-11" in empty.skip_message
 
 

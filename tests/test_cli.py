@@ -5,6 +5,7 @@ import json
 import shutil
 import subprocess
 import sys
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,11 @@ import pytest
 
 def calendar(day: str, *extra: str) -> tuple[int, dict | str]:
     exe = shutil.which("observer") or None
-    cmd = [exe, "calendar", day, *extra] if exe else [sys.executable, "-m", "observer_assets.cli", "calendar", day, *extra]
+    cmd = (
+        [exe, "calendar", day, *extra]
+        if exe
+        else [sys.executable, "-m", "observer_assets.cli", "calendar", day, *extra]
+    )
     r = subprocess.run(cmd, capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", "OBSERVER_CALENDAR": "krx"})
     return r.returncode, (json.loads(r.stdout) if r.returncode == 0 else r.stderr)
 
@@ -21,7 +26,9 @@ def test_ordinary_day():
     rc, out = calendar("2026-11-26")
     assert rc == 0 and out["trading_day"] is True
     assert (out["open"], out["close"]) == ("2026-11-26T09:00:00+09:00", "2026-11-26T15:30:00+09:00")
-    assert len(out["track_a_slots"]) == 40 and out["track_a_slots"][0] == "09:00" and out["track_a_slots"][-1] == "15:30"
+    assert (
+        len(out["track_a_slots"]) == 40 and out["track_a_slots"][0] == "09:00" and out["track_a_slots"][-1] == "15:30"
+    )
 
 
 @pytest.mark.parametrize("day", ["2026-11-28", "2026-02-17", "2026-10-05", "2026-06-03", "2026-12-31"])
@@ -52,8 +59,9 @@ BIN = Path(sys.executable).parent  # the venv's console scripts, as installed
 
 
 def run(script: str, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / script), *args], capture_output=True, text=True, timeout=60,
-                          env={"PATH": "/usr/bin:/bin", **env})
+    return subprocess.run(
+        [str(BIN / script), *args], capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin", **env}
+    )
 
 
 def one_line_error(r: subprocess.CompletedProcess, *words: str) -> str:
@@ -68,27 +76,42 @@ def one_line_error(r: subprocess.CompletedProcess, *words: str) -> str:
 @pytest.fixture
 def good_env(tmp_path) -> dict[str, str]:
     (tmp_path / "data").mkdir()
-    return {"OBSERVER_DATA_DIR": str(tmp_path / "data"), "OBSERVER_BACKUP_URL": str(tmp_path / "backups"),
-            "OBSERVER_CALENDAR": "krx"}
+    return {
+        "OBSERVER_DATA_DIR": str(tmp_path / "data"),
+        "OBSERVER_BACKUP_URL": str(tmp_path / "backups"),
+        "OBSERVER_CALENDAR": "krx",
+    }
 
 
-LAKE_COMMANDS = [("backup",), ("verify", "2026-03-10"), ("restore", "2026-03-10"), ("retention", "--dry-run"),
-                 ("metrics", "--port", "0")]
+LAKE_COMMANDS = [
+    ("backup",),
+    ("verify", "2026-03-10"),
+    ("restore", "2026-03-10"),
+    ("retention", "--dry-run"),
+    ("metrics", "--port", "0"),
+]
 
 
 @pytest.mark.parametrize("cmd", [("calendar", "2026-03-10"), *LAKE_COMMANDS])
 def test_an_unknown_calendar_is_one_line(good_env, cmd):
-    one_line_error(run("observer", *cmd, env={**good_env, "OBSERVER_CALENDAR": "foo"}),
-                   f"observer {cmd[0]}:", "OBSERVER_CALENDAR", "'foo'")
+    one_line_error(
+        run("observer", *cmd, env={**good_env, "OBSERVER_CALENDAR": "foo"}),
+        f"observer {cmd[0]}:",
+        "OBSERVER_CALENDAR",
+        "'foo'",
+    )
 
 
-@pytest.mark.parametrize("var, value, words", [
-    ("OBSERVER_DEMO_KEYS", "x", ["OBSERVER_DEMO_KEYS must be a whole number", "'x'"]),
-    ("OBSERVER_DEMO_KEYS", "0", ["OBSERVER_DEMO_KEYS must be a whole number >= 1", "'0'"]),
-    ("KIS_REST_URL", "http://127.0.0.1:99999", ["KIS_REST_URL has an invalid port", "out of range"]),
-    ("KIS_REST_URL", "http://127.0.0.1:0", ["KIS_REST_URL port must be 1..65535"]),
-    ("KIS_WS_URL", "ws://127.0.0.1:18x01", ["KIS_WS_URL has an invalid port", "18x01"]),
-])
+@pytest.mark.parametrize(
+    "var, value, words",
+    [
+        ("OBSERVER_DEMO_KEYS", "x", ["OBSERVER_DEMO_KEYS must be a whole number", "'x'"]),
+        ("OBSERVER_DEMO_KEYS", "0", ["OBSERVER_DEMO_KEYS must be a whole number >= 1", "'0'"]),
+        ("KIS_REST_URL", "http://127.0.0.1:99999", ["KIS_REST_URL has an invalid port", "out of range"]),
+        ("KIS_REST_URL", "http://127.0.0.1:0", ["KIS_REST_URL port must be 1..65535"]),
+        ("KIS_WS_URL", "ws://127.0.0.1:18x01", ["KIS_WS_URL has an invalid port", "18x01"]),
+    ],
+)
 def test_bad_kis_settings_stop_the_exporter_before_it_serves(good_env, var, value, words):
     one_line_error(run("observer", "metrics", "--port", "0", env={**good_env, var: value}), "observer metrics:", *words)
 
@@ -96,23 +119,41 @@ def test_bad_kis_settings_stop_the_exporter_before_it_serves(good_env, var, valu
 @pytest.mark.parametrize("cmd", LAKE_COMMANDS)
 def test_a_missing_or_non_directory_data_dir_is_refused_not_read_as_empty(tmp_path, good_env, cmd):
     missing = tmp_path / "not-mounted" / "data"
-    line = one_line_error(run("observer", *cmd, env={**good_env, "OBSERVER_DATA_DIR": str(missing)}),
-                          "OBSERVER_DATA_DIR", str(missing), "does not exist")
+    line = one_line_error(
+        run("observer", *cmd, env={**good_env, "OBSERVER_DATA_DIR": str(missing)}),
+        "OBSERVER_DATA_DIR",
+        str(missing),
+        "does not exist",
+    )
     assert line.startswith(f"observer {cmd[0]}:")
     a_file = tmp_path / "data.txt"
     a_file.write_text("not a directory")
-    one_line_error(run("observer", *cmd, env={**good_env, "OBSERVER_DATA_DIR": str(a_file)}),
-                   "OBSERVER_DATA_DIR", str(a_file), "is not a directory")
+    one_line_error(
+        run("observer", *cmd, env={**good_env, "OBSERVER_DATA_DIR": str(a_file)}),
+        "OBSERVER_DATA_DIR",
+        str(a_file),
+        "is not a directory",
+    )
     assert not (tmp_path / "not-mounted").exists() and not (tmp_path / "backups").exists()  # nothing made
 
 
-@pytest.mark.parametrize("cmd", [
-    ("calendar", "20261203"), ("calendar", "2026W011"), ("calendar", "2026-W01-1"), ("calendar", "2026-12-3"),
-    ("backup", "20261203"), ("verify", "2026W011"), ("restore", "2026-02-30"), ("retention", "--today", "20261203"),
-])
+@pytest.mark.parametrize(
+    "cmd",
+    [
+        ("calendar", "20261203"),
+        ("calendar", "2026W011"),
+        ("calendar", "2026-W01-1"),
+        ("calendar", "2026-12-3"),
+        ("backup", "20261203"),
+        ("verify", "2026W011"),
+        ("restore", "2026-02-30"),
+        ("retention", "--today", "20261203"),
+    ],
+)
 def test_dates_are_strictly_yyyy_mm_dd(good_env, cmd):
-    one_line_error(run("observer", *cmd, env=good_env), f"observer {cmd[0]}:", repr(cmd[-1]),
-                   "is not a date (YYYY-MM-DD)")
+    one_line_error(
+        run("observer", *cmd, env=good_env), f"observer {cmd[0]}:", repr(cmd[-1]), "is not a date (YYYY-MM-DD)"
+    )
 
 
 def test_argument_errors_are_one_line_too(good_env):
@@ -120,29 +161,45 @@ def test_argument_errors_are_one_line_too(good_env):
     one_line_error(run("observer", "metrics", "--port", "http", env=good_env), "observer metrics:", "--port")
 
 
-@pytest.mark.parametrize("args, words", [
-    (("--start", "20260303"), ["--start", "'20260303'"]),
-    (("--start", "2026-W01-1T09:00"), ["--start", "'2026-W01-1T09:00'"]),
-    (("--rest-port", "70000"), ["--rest-port", "0..65535"]),
-    (("--log-level", "loud"), ["--log-level", "'loud'"]),
-    (("--accounts", "/nonexistent/accounts.json"), ["accounts file", "/nonexistent/accounts.json"]),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (("--start", "20260303"), ["--start", "'20260303'"]),
+        (("--start", "2026-W01-1T09:00"), ["--start", "'2026-W01-1T09:00'"]),
+        (("--rest-port", "70000"), ["--rest-port", "0..65535"]),
+        (("--log-level", "loud"), ["--log-level", "'loud'"]),
+        (("--accounts", "/nonexistent/accounts.json"), ["accounts file", "/nonexistent/accounts.json"]),
+    ],
+)
 def test_the_local_exchange_refuses_bad_arguments_in_one_line(args, words):
-    one_line_error(run("observer-sim", "--rest-port", "0", "--ws-port", "0", "--listings", "20", *args, env={}),
-                   "observer-sim", *words)
+    one_line_error(
+        run("observer-sim", "--rest-port", "0", "--ws-port", "0", "--listings", "20", *args, env={}),
+        "observer-sim",
+        *words,
+    )
 
 
 def test_strict_date_parser():
-    from datetime import date, datetime, timezone
+    from datetime import date, datetime
 
     from observer_resources.dates import DateFormatError, parse_iso_date, parse_iso_datetime
 
     assert parse_iso_date("2026-12-03") == date(2026, 12, 3)
-    for bad in ("20261203", "2026W011", "2026-W01-1", "2026-12-03\n", " 2026-12-03", "２０２６-12-03", "2026-12-3",
-                "2026-12-03T00:00", "2026-02-29", None):
+    for bad in (
+        "20261203",
+        "2026W011",
+        "2026-W01-1",
+        "2026-12-03\n",
+        " 2026-12-03",
+        "２０２６-12-03",
+        "2026-12-3",
+        "2026-12-03T00:00",
+        "2026-02-29",
+        None,
+    ):
         with pytest.raises(DateFormatError, match="is not a date"):
             parse_iso_date(bad)  # type: ignore[arg-type]
-    assert parse_iso_datetime("2026-12-03T09:00Z") == datetime(2026, 12, 3, 9, 0, tzinfo=timezone.utc)
+    assert parse_iso_datetime("2026-12-03T09:00Z") == datetime(2026, 12, 3, 9, 0, tzinfo=UTC)
     assert parse_iso_datetime("2026-12-03 09:00:01.5").tzinfo is None
     for bad in ("2026-12-03", "20261203T0900", "2026-W01-1T09:00", "2026-12-03T9:00", "2026-12-03T09:00+0900"):
         with pytest.raises(DateFormatError, match="is not an ISO 8601 time"):

@@ -15,8 +15,17 @@ def test_definitions_load():
 
 def test_asset_keys_are_pinned():
     keys = sorted(k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys())
-    assert keys == ["daily_backup", "gap_report", "system_events", "track_a_snapshot", "track_b_journal",
-                    "track_b_restored", "track_b_sampled", "track_b_ticks", "universe"]
+    assert keys == [
+        "daily_backup",
+        "gap_report",
+        "system_events",
+        "track_a_snapshot",
+        "track_b_journal",
+        "track_b_restored",
+        "track_b_sampled",
+        "track_b_ticks",
+        "universe",
+    ]
 
 
 def test_partitions_are_pinned():
@@ -34,20 +43,54 @@ def test_partitions_are_pinned():
 def test_checks_jobs_schedules_sensors_are_pinned():
     graph = defs.resolve_asset_graph()
     checks = sorted(f"{c.asset_key.to_user_string()}:{c.name}" for c in graph.asset_check_keys)
-    assert checks == ["track_a_snapshot:track_a_coverage", "track_a_snapshot:track_a_current_slot_fresh",
-                      "track_a_snapshot:track_a_schema", "track_b_ticks:track_b_losses_are_explained", "track_b_ticks:track_b_record_rate",
-                      "universe:universe_count"]
+    assert checks == [
+        "track_a_snapshot:track_a_coverage",
+        "track_a_snapshot:track_a_current_slot_fresh",
+        "track_a_snapshot:track_a_schema",
+        "track_b_ticks:track_b_losses_are_explained",
+        "track_b_ticks:track_b_record_rate",
+        "universe:universe_count",
+    ]
     repo = defs.get_repository_def()
     assert sorted(j.name for j in repo.get_all_jobs() if not j.name.startswith("__")) == [
-        "backup_job", "gap_report_job", "restore_job", "retention_job", "system_events_job", "track_a_freshness_job", "track_a_job", "track_b_capture_job", "track_b_compaction_job",
-        "track_b_restore_job", "universe_job", "verify_backups_job"]
+        "backup_job",
+        "gap_report_job",
+        "restore_job",
+        "retention_job",
+        "system_events_job",
+        "track_a_freshness_job",
+        "track_a_job",
+        "track_b_capture_job",
+        "track_b_compaction_job",
+        "track_b_restore_job",
+        "universe_job",
+        "verify_backups_job",
+    ]
     assert sorted(s.name for s in repo.schedule_defs) == [
-        "backup_daily", "gap_report_through_the_day", "retention_daily", "system_events_daily", "track_a_every_10_minutes", "universe_before_open",
-        "verify_backups_weekly"]
+        "backup_daily",
+        "gap_report_through_the_day",
+        "retention_daily",
+        "system_events_daily",
+        "track_a_every_10_minutes",
+        "universe_before_open",
+        "verify_backups_weekly",
+    ]
     assert sorted(s.name for s in repo.sensor_defs) == [
-        "backup_catch_up", "gap_backfill_sensor", "gap_report_after_repair", "observer_check_failure_alerts", "observer_run_failure_alerts", "partition_registrar", "pool_limits", "track_a_catch_up",
-        "track_a_freshness_sensor", "track_b_capture_sensor", "track_b_compaction_sensor", "track_b_journal_sensor",
-        "track_b_restore_sensor", "universe_catch_up"]
+        "backup_catch_up",
+        "gap_backfill_sensor",
+        "gap_report_after_repair",
+        "observer_check_failure_alerts",
+        "observer_run_failure_alerts",
+        "partition_registrar",
+        "pool_limits",
+        "track_a_catch_up",
+        "track_a_freshness_sensor",
+        "track_b_capture_sensor",
+        "track_b_compaction_sensor",
+        "track_b_journal_sensor",
+        "track_b_restore_sensor",
+        "universe_catch_up",
+    ]
     for s in repo.schedule_defs:
         assert s.execution_timezone == "Asia/Seoul"
         assert s.default_status == dg.DefaultScheduleStatus.RUNNING
@@ -96,8 +139,16 @@ def test_checks_of_partitioned_assets_report_per_partition():
             assert check.partitions_def == asset_parts, key
 
 
-TABLE_ASSETS = ("universe", "track_a_snapshot", "track_b_ticks", "track_b_sampled", "track_b_restored", "gap_report",
-                "system_events", "track_b_journal")
+TABLE_ASSETS = (
+    "universe",
+    "track_a_snapshot",
+    "track_b_ticks",
+    "track_b_sampled",
+    "track_b_restored",
+    "gap_report",
+    "system_events",
+    "track_b_journal",
+)
 
 
 def test_the_catalog_says_what_each_table_holds_and_who_owns_it():

@@ -21,10 +21,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import dagster as dg
 import pytest
 import yaml
-
-import dagster as dg
 from dagster._config import process_config
 from dagster._core.instance.config import dagster_instance_config, get_tick_retention_settings
 from dagster._core.instance.ref import InstanceRef
@@ -40,8 +39,13 @@ DOCKER_DIR = ROOT / "deploy" / "docker"
 DOCKER_YAML = DOCKER_DIR / "dagster.yaml"
 COMPOSE = DOCKER_DIR / "docker-compose.yml"
 HELM_VALUES = ROOT / "deploy" / "helm" / "values.yaml"
-PG_ENV = {"DAGSTER_PG_HOST": "db.internal", "DAGSTER_PG_PORT": "6543", "DAGSTER_PG_USER": "observer",
-          "DAGSTER_PG_PASSWORD": "not-a-real-password", "DAGSTER_PG_DB": "observer"}
+PG_ENV = {
+    "DAGSTER_PG_HOST": "db.internal",
+    "DAGSTER_PG_PORT": "6543",
+    "DAGSTER_PG_USER": "observer",
+    "DAGSTER_PG_PASSWORD": "not-a-real-password",
+    "DAGSTER_PG_DB": "observer",
+}
 # Blocks a deployment profile may set differently from the embedded default; everything else must match it.
 DEPLOY_ONLY = {"storage", "run_launcher", "compute_logs"}
 SECRET_NAMES = ("KIS_APP_KEY", "KIS_APP_SECRET", "PASSWORD", "OBSERVER_STATE_DB_URL", "TOKEN")
@@ -77,6 +81,7 @@ def pg_env(monkeypatch):
 
 # --- instance files -------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("path", [ROOT_YAML, PG_YAML, DOCKER_YAML], ids=["embedded", "postgres", "docker"])
 def test_instance_file_passes_dagsters_schema_and_its_classes_schemas(path, pg_env, tmp_path):
     config, ref = validated_instance(path, tmp_path / "home")
@@ -93,7 +98,12 @@ def test_instance_file_passes_dagsters_schema_and_its_classes_schemas(path, pg_e
     assert klass is DagsterPostgresStorage
     db = storage["postgres_db"]
     assert (db["hostname"], db["port"], db["username"], db["password"], db["db_name"]) == (
-        "db.internal", 6543, "observer", "not-a-real-password", "observer")
+        "db.internal",
+        6543,
+        "observer",
+        "not-a-real-password",
+        "observer",
+    )
     # The file names variables; it never holds a value.
     assert "not-a-real-password" not in path.read_text()
 
@@ -149,6 +159,7 @@ def test_postgres_profile_opens_a_real_instance_and_records_runs_there(path, pos
 
 # --- Docker -----------------------------------------------------------------------------------------------------
 
+
 def test_compose_services_wiring_and_secrets():
     compose, instance = load_yaml(COMPOSE), load_yaml(DOCKER_YAML)
     services = compose["services"]
@@ -184,19 +195,31 @@ def test_dockerfile_runs_unprivileged_and_keeps_secrets_out_of_layers():
     env_block = " ".join(ln for ln in lines if ln.startswith("ENV ") or ln.endswith("\\"))
     assert not any(s in env_block for s in SECRET_NAMES)
     assert "deploy/docker/dagster.yaml" in text and "deploy/docker/workspace.yaml" in text
-    ignore = [ln.strip() for ln in (DOCKER_DIR / "Dockerfile.dockerignore").read_text().splitlines()
-              if ln.strip() and not ln.startswith("#")]
+    ignore = [
+        ln.strip()
+        for ln in (DOCKER_DIR / "Dockerfile.dockerignore").read_text().splitlines()
+        if ln.strip() and not ln.startswith("#")
+    ]
     assert ignore[0] == "*" and not any(".env" in x for x in ignore if x.startswith("!"))
 
 
 def test_docker_compose_config_validates(tmp_path):
-    if shutil.which("docker") is None or subprocess.run(["docker", "compose", "version"],
-                                                        capture_output=True).returncode != 0:
-        pytest.skip("needs docker compose (Docker Engine's Compose plugin, which make deps does not install); the "
-                    "compose file is still parsed and cross-checked by test_compose_services_wiring_and_secrets")
+    if (
+        shutil.which("docker") is None
+        or subprocess.run(["docker", "compose", "version"], capture_output=True).returncode != 0
+    ):
+        pytest.skip(
+            "needs docker compose (Docker Engine's Compose plugin, which make deps does not install); the "
+            "compose file is still parsed and cross-checked by test_compose_services_wiring_and_secrets"
+        )
     env = dict(os.environ) | {"DAGSTER_PG_PASSWORD": "x", "DOCKER_GID": "999"}
-    r = subprocess.run(["docker", "compose", "-f", str(COMPOSE), "--profile", "demo", "config", "-q"],
-                       capture_output=True, text=True, env=env, timeout=60)
+    r = subprocess.run(
+        ["docker", "compose", "-f", str(COMPOSE), "--profile", "demo", "config", "-q"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr
 
 
@@ -220,8 +243,9 @@ def test_docker_workspace_loads_from_a_real_code_server(tmp_path):
     compose = load_yaml(COMPOSE)
     cmd = [a if a != "4000" else str(port) for a in compose["services"]["code"]["command"]]
     cmd[cmd.index("-h") + 1] = "127.0.0.1"
-    proc = subprocess.Popen([sys.executable, "-m", *cmd], cwd=tmp_path, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", *cmd], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         ws = load_yaml(DOCKER_DIR / "workspace.yaml")
         ws["load_from"][0]["grpc_server"] |= {"host": "127.0.0.1", "port": port}
@@ -238,8 +262,10 @@ def test_docker_workspace_loads_from_a_real_code_server(tmp_path):
                 break
             except OSError:
                 time.sleep(0.5)
-        with dg.DagsterInstance.local_temp(str(tmp_path / "home")) as instance, \
-                WorkspaceProcessContext(instance, WorkspaceFileTarget([str(tmp_path / "workspace.yaml")])) as ctx:
+        with (
+            dg.DagsterInstance.local_temp(str(tmp_path / "home")) as instance,
+            WorkspaceProcessContext(instance, WorkspaceFileTarget([str(tmp_path / "workspace.yaml")])) as ctx,
+        ):
             request = ctx.create_request_context()
             assert request.has_code_location("observer"), request.code_location_errors()
             repo = next(iter(request.get_code_location("observer").get_repositories().values()))
@@ -261,26 +287,96 @@ def run_local_free_port() -> int:
 
 # Field names of the dagster/dagster chart 1.13.27 values we use (read from the chart's schema models): a typo or
 # a renamed field would be ignored silently by Helm, so the structure is pinned here.
-CHART_TOP = {"global", "generatePostgresqlPasswordSecret", "telemetry", "dagsterWebserver", "dagster-user-deployments",
-             "runLauncher", "postgresql", "dagsterDaemon", "retention", "additionalInstanceConfig"}
-K8S_LAUNCHER_FIELDS = {"image", "imagePullPolicy", "jobNamespace", "loadInclusterConfig", "kubeconfigFile",
-                       "envConfigMaps", "envSecrets", "envVars", "volumeMounts", "volumes", "labels",
-                       "failPodOnRunFailure", "resources", "schedulerName", "securityContext", "runK8sConfig"}
-K8S_LAUNCHER_REQUIRED = {"imagePullPolicy", "loadInclusterConfig", "envConfigMaps", "envSecrets", "envVars",
-                         "volumeMounts", "volumes"}
-RUN_K8S_CONFIG = {"containerConfig": "container_config", "podSpecConfig": "pod_spec_config",
-                  "podTemplateSpecMetadata": "pod_template_spec_metadata", "jobSpecConfig": "job_spec_config",
-                  "jobMetadata": "job_metadata"}
-USER_DEPLOYMENT_FIELDS = {"name", "image", "dagsterApiGrpcArgs", "codeServerArgs", "includeConfigInLaunchedRuns",
-                          "deploymentNamespace", "port", "env", "envConfigMaps", "envSecrets", "annotations",
-                          "nodeSelector", "affinity", "tolerations", "podSecurityContext", "securityContext",
-                          "resources", "livenessProbe", "readinessProbe", "startupProbe", "labels", "volumeMounts",
-                          "volumes", "schedulerName"}
-QUEUED_FIELDS = {"maxConcurrentRuns": "max_concurrent_runs", "tagConcurrencyLimits": "tag_concurrency_limits",
-                 "dequeueIntervalSeconds": "dequeue_interval_seconds", "dequeueUseThreads": "dequeue_use_threads",
-                 "dequeueNumWorkers": "dequeue_num_workers"}
-POSTGRESQL_FIELDS = {"image", "enabled", "postgresqlHost", "postgresqlUsername", "postgresqlPassword",
-                     "postgresqlDatabase", "postgresqlParams", "postgresqlScheme", "service"}
+CHART_TOP = {
+    "global",
+    "generatePostgresqlPasswordSecret",
+    "telemetry",
+    "dagsterWebserver",
+    "dagster-user-deployments",
+    "runLauncher",
+    "postgresql",
+    "dagsterDaemon",
+    "retention",
+    "additionalInstanceConfig",
+}
+K8S_LAUNCHER_FIELDS = {
+    "image",
+    "imagePullPolicy",
+    "jobNamespace",
+    "loadInclusterConfig",
+    "kubeconfigFile",
+    "envConfigMaps",
+    "envSecrets",
+    "envVars",
+    "volumeMounts",
+    "volumes",
+    "labels",
+    "failPodOnRunFailure",
+    "resources",
+    "schedulerName",
+    "securityContext",
+    "runK8sConfig",
+}
+K8S_LAUNCHER_REQUIRED = {
+    "imagePullPolicy",
+    "loadInclusterConfig",
+    "envConfigMaps",
+    "envSecrets",
+    "envVars",
+    "volumeMounts",
+    "volumes",
+}
+RUN_K8S_CONFIG = {
+    "containerConfig": "container_config",
+    "podSpecConfig": "pod_spec_config",
+    "podTemplateSpecMetadata": "pod_template_spec_metadata",
+    "jobSpecConfig": "job_spec_config",
+    "jobMetadata": "job_metadata",
+}
+USER_DEPLOYMENT_FIELDS = {
+    "name",
+    "image",
+    "dagsterApiGrpcArgs",
+    "codeServerArgs",
+    "includeConfigInLaunchedRuns",
+    "deploymentNamespace",
+    "port",
+    "env",
+    "envConfigMaps",
+    "envSecrets",
+    "annotations",
+    "nodeSelector",
+    "affinity",
+    "tolerations",
+    "podSecurityContext",
+    "securityContext",
+    "resources",
+    "livenessProbe",
+    "readinessProbe",
+    "startupProbe",
+    "labels",
+    "volumeMounts",
+    "volumes",
+    "schedulerName",
+}
+QUEUED_FIELDS = {
+    "maxConcurrentRuns": "max_concurrent_runs",
+    "tagConcurrencyLimits": "tag_concurrency_limits",
+    "dequeueIntervalSeconds": "dequeue_interval_seconds",
+    "dequeueUseThreads": "dequeue_use_threads",
+    "dequeueNumWorkers": "dequeue_num_workers",
+}
+POSTGRESQL_FIELDS = {
+    "image",
+    "enabled",
+    "postgresqlHost",
+    "postgresqlUsername",
+    "postgresqlPassword",
+    "postgresqlDatabase",
+    "postgresqlParams",
+    "postgresqlScheme",
+    "service",
+}
 
 
 def helm_instance_config(values: dict, release_namespace: str = "observer") -> dict:
@@ -290,25 +386,40 @@ def helm_instance_config(values: dict, release_namespace: str = "observer") -> d
     chart injects it from global.postgresqlSecretName), the K8sRunLauncher block, the queued run coordinator,
     retention, telemetry, then additionalInstanceConfig appended at top level."""
     pg = values["postgresql"]
-    pg_db = {"username": pg["postgresqlUsername"], "password": {"env": "DAGSTER_PG_PASSWORD"},
-             "hostname": pg["postgresqlHost"], "db_name": pg["postgresqlDatabase"], "port": pg["service"]["port"],
-             "params": pg.get("postgresqlParams", {})}
+    pg_db = {
+        "username": pg["postgresqlUsername"],
+        "password": {"env": "DAGSTER_PG_PASSWORD"},
+        "hostname": pg["postgresqlHost"],
+        "db_name": pg["postgresqlDatabase"],
+        "port": pg["service"]["port"],
+        "params": pg.get("postgresqlParams", {}),
+    }
     if pg.get("postgresqlScheme"):
         pg_db["scheme"] = pg["postgresqlScheme"]
     storage = lambda mod, cls: {"module": mod, "class": cls, "config": {"postgres_db": pg_db}}  # noqa: E731
     k8s = values["runLauncher"]["config"]["k8sRunLauncher"]
-    launcher = {"load_incluster_config": k8s["loadInclusterConfig"],
-                "job_namespace": k8s.get("jobNamespace") or release_namespace,
-                "image_pull_policy": k8s["imagePullPolicy"], "service_account_name": "observer-dagster",
-                "dagster_home": values["global"]["dagsterHome"], "instance_config_map": "observer-dagster-instance",
-                "postgres_password_secret": values["global"]["postgresqlSecretName"]}
+    launcher = {
+        "load_incluster_config": k8s["loadInclusterConfig"],
+        "job_namespace": k8s.get("jobNamespace") or release_namespace,
+        "image_pull_policy": k8s["imagePullPolicy"],
+        "service_account_name": "observer-dagster",
+        "dagster_home": values["global"]["dagsterHome"],
+        "instance_config_map": "observer-dagster-instance",
+        "postgres_password_secret": values["global"]["postgresqlSecretName"],
+    }
     if k8s.get("envConfigMaps"):
         launcher["env_config_maps"] = [c["name"] for c in k8s["envConfigMaps"] if "name" in c]
     if k8s.get("envSecrets"):
         launcher["env_secrets"] = [s["name"] for s in k8s["envSecrets"] if "name" in s]
-    for src, dst in (("envVars", "env_vars"), ("volumeMounts", "volume_mounts"), ("volumes", "volumes"),
-                     ("labels", "labels"), ("resources", "resources"), ("schedulerName", "scheduler_name"),
-                     ("securityContext", "security_context")):
+    for src, dst in (
+        ("envVars", "env_vars"),
+        ("volumeMounts", "volume_mounts"),
+        ("volumes", "volumes"),
+        ("labels", "labels"),
+        ("resources", "resources"),
+        ("schedulerName", "scheduler_name"),
+        ("securityContext", "security_context"),
+    ):
         if k8s.get(src):
             launcher[dst] = k8s[src]
     if k8s.get("runK8sConfig"):
@@ -324,13 +435,19 @@ def helm_instance_config(values: dict, release_namespace: str = "observer") -> d
     daemon = values["dagsterDaemon"]
     if daemon["enabled"] and daemon["runCoordinator"]["enabled"]:
         q = daemon["runCoordinator"]["config"]["queuedRunCoordinator"]
-        out["run_coordinator"] = {"module": "dagster._core.run_coordinator", "class": "QueuedRunCoordinator",
-                                  "config": {QUEUED_FIELDS[k]: v for k, v in q.items()}}
+        out["run_coordinator"] = {
+            "module": "dagster._core.run_coordinator",
+            "class": "QueuedRunCoordinator",
+            "config": {QUEUED_FIELDS[k]: v for k, v in q.items()},
+        }
     if daemon["enabled"] and daemon.get("runMonitoring", {}).get("enabled"):
         raise AssertionError("the chart's runMonitoring would duplicate additionalInstanceConfig.run_monitoring")
     if values["retention"]["enabled"]:
-        out["retention"] = {k: {"purge_after_days": values["retention"][k]["purgeAfterDays"]}
-                            for k in ("sensor", "schedule") if values["retention"].get(k)}
+        out["retention"] = {
+            k: {"purge_after_days": values["retention"][k]["purgeAfterDays"]}
+            for k in ("sensor", "schedule")
+            if values["retention"].get(k)
+        }
     extra = values.get("additionalInstanceConfig") or {}
     dup = set(extra) & set(out)
     assert not dup, f"additionalInstanceConfig repeats rendered keys {dup} (a duplicate YAML key)"
@@ -401,8 +518,9 @@ def test_helm_rendered_instance_config_is_valid_for_dagster_and_k8s_run_launcher
     for kind, itype in (("sensor", InstigatorType.SENSOR), ("schedule", InstigatorType.SCHEDULE)):
         from dagster._core.instance.config import get_default_tick_retention_settings as defaults
 
-        assert get_tick_retention_settings(config["retention"][kind], defaults(itype)) == \
-            get_tick_retention_settings(base["retention"][kind], defaults(itype))
+        assert get_tick_retention_settings(config["retention"][kind], defaults(itype)) == get_tick_retention_settings(
+            base["retention"][kind], defaults(itype)
+        )
 
 
 def test_helm_render_rejects_a_broken_run_launcher_block(pg_env, tmp_path):
@@ -419,6 +537,7 @@ def test_helm_render_rejects_a_broken_run_launcher_block(pg_env, tmp_path):
 
 # --- run_local profile selection --------------------------------------------------------------------------------
 
+
 def test_instance_profile_selection():
     assert run_local.instance_profile({}) == ROOT_YAML
     assert run_local.instance_profile({"OBSERVER_INSTANCE": "embedded"}) == ROOT_YAML
@@ -431,11 +550,21 @@ def test_instance_profile_selection():
 
 def test_run_local_refuses_an_incomplete_postgres_profile_before_starting_anything(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KIS_", "OBSERVER_", "DAGSTER_"))}
-    env |= {"OBSERVER_INSTANCE": "postgres", "DAGSTER_HOME": str(tmp_path / "home"),
-            "OBSERVER_DATA_DIR": str(tmp_path / "data"), "DAGSTER_PG_HOST": "127.0.0.1",
-            "DAGSTER_PG_PASSWORD": "not-a-real-password"}
-    r = subprocess.run([sys.executable, "-m", "observer_assets.run_local"], cwd=ROOT, env=env, capture_output=True,
-                       text=True, timeout=60)
+    env |= {
+        "OBSERVER_INSTANCE": "postgres",
+        "DAGSTER_HOME": str(tmp_path / "home"),
+        "OBSERVER_DATA_DIR": str(tmp_path / "data"),
+        "DAGSTER_PG_HOST": "127.0.0.1",
+        "DAGSTER_PG_PASSWORD": "not-a-real-password",
+    }
+    r = subprocess.run(
+        [sys.executable, "-m", "observer_assets.run_local"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 2
     assert "DAGSTER_PG_USER" in r.stderr and "DAGSTER_PG_DB" in r.stderr
     assert "not-a-real-password" not in r.stderr + r.stdout

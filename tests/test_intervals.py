@@ -13,7 +13,10 @@ def test_overlapping_nested_and_disjoint_intervals_are_counted_once():
 
 def test_datetime_intervals_give_a_timedelta():
     t = datetime(2026, 11, 26, 13, 0)
-    iv = [(t, t + timedelta(minutes=3)), (t + timedelta(minutes=1), t + timedelta(minutes=5)),
-          (t + timedelta(hours=1), t + timedelta(hours=1, seconds=30))]
+    iv = [
+        (t, t + timedelta(minutes=3)),
+        (t + timedelta(minutes=1), t + timedelta(minutes=5)),
+        (t + timedelta(hours=1), t + timedelta(hours=1, seconds=30)),
+    ]
     assert union_length(iv, timedelta(0)) == timedelta(minutes=5, seconds=30)
     assert union_length([], timedelta(0)) == timedelta(0)

@@ -24,10 +24,10 @@ import pytest
 import yaml
 from dagster._core.instance.config import PoolGranularity
 from dagster._core.instance.ref import InstanceRef
+from gaps.test_backfill import LAUNCH as LAUNCH_BACKFILL  # the UI's own mutation, written once
+from support import build_universe, kis_for
 
 from observer_assets import run_local
-
-from observer_resources.storage import lake
 from observer_assets.definitions import defs
 from observer_assets.orchestration.partitions import calendar, slot_key
 from observer_assets.orchestration.runs import (
@@ -42,10 +42,9 @@ from observer_assets.orchestration.runs import (
     ensure_pool_limits,
     pool_limits,
 )
-from observer_resources.storage.layout import universe_path
 from observer_resources.calendar import KST
-from gaps.test_backfill import LAUNCH as LAUNCH_BACKFILL  # the UI's own mutation, written once
-from support import build_universe, kis_for
+from observer_resources.storage import lake
+from observer_resources.storage.layout import universe_path
 
 ROOT = Path(__file__).resolve().parent.parent
 ROOT_YAML = ROOT / "dagster.yaml"
@@ -93,19 +92,39 @@ def limits_of(instance: dg.DagsterInstance) -> dict[str, tuple[int, bool]]:
 
 # --- declarations -------------------------------------------------------------------------------------------------
 
+
 def test_every_user_of_a_shared_resource_declares_its_pool_and_nothing_else_does():
     ops = all_op_defs()
     got = {name: op.pool for name, op in ops.items()}
     want = {name: expected_pool(op) for name, op in ops.items()}
     assert got == want
     # the ones this rule must find today (a rule that matches nothing would pass vacuously)
-    assert {n: got[n] for n in ("universe", "track_a_snapshot", "track_b_restored", "track_b_capture", "daily_backup",
-                                "restore_day", "apply_retention", "verify_backups", "track_b_ticks",
-                                "track_b_sampled")} == {
-        "universe": KIS_REST_POOL, "track_a_snapshot": KIS_REST_POOL, "track_b_restored": KIS_REST_POOL,
-        "track_b_capture": KIS_WS_POOL, "daily_backup": BACKUP_POOL, "restore_day": BACKUP_POOL,
-        "apply_retention": BACKUP_POOL, "verify_backups": BACKUP_POOL, "track_b_ticks": COMPACTION_POOL,
-        "track_b_sampled": COMPACTION_POOL}
+    assert {
+        n: got[n]
+        for n in (
+            "universe",
+            "track_a_snapshot",
+            "track_b_restored",
+            "track_b_capture",
+            "daily_backup",
+            "restore_day",
+            "apply_retention",
+            "verify_backups",
+            "track_b_ticks",
+            "track_b_sampled",
+        )
+    } == {
+        "universe": KIS_REST_POOL,
+        "track_a_snapshot": KIS_REST_POOL,
+        "track_b_restored": KIS_REST_POOL,
+        "track_b_capture": KIS_WS_POOL,
+        "daily_backup": BACKUP_POOL,
+        "restore_day": BACKUP_POOL,
+        "apply_retention": BACKUP_POOL,
+        "verify_backups": BACKUP_POOL,
+        "track_b_ticks": COMPACTION_POOL,
+        "track_b_sampled": COMPACTION_POOL,
+    }
     # every pool in use has a limit of ours (a misspelt pool would silently get default_limit)
     assert {p for p in got.values() if p} == set(POOL_LIMITS)
     # the asset graph says the same for every executable asset
@@ -148,11 +167,17 @@ def test_the_project_instance_enforces_pools_per_run_and_one_backfill_run_at_a_t
 
 # --- limits written into the instance -------------------------------------------------------------------------------
 
+
 def test_ensure_pool_limits_fills_gaps_and_never_overrides_an_operator(tmp_path):
     home = project_home(tmp_path)
     # An operator's own limit, set the documented way.
-    r = subprocess.run([sys.executable, "-m", "dagster", "instance", "concurrency", "set", KIS_REST_POOL, "5"],
-                       env={**os.environ, "DAGSTER_HOME": str(home)}, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "dagster", "instance", "concurrency", "set", KIS_REST_POOL, "5"],
+        env={**os.environ, "DAGSTER_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
         # A pool Dagster filled from pools.default_limit (what the run queue does on first sight) is no choice.
@@ -160,8 +185,12 @@ def test_ensure_pool_limits_fills_gaps_and_never_overrides_an_operator(tmp_path)
         assert limits_of(instance)[COMPACTION_POOL] == (1, True)
 
         assert ensure_pool_limits(instance) == {KIS_WS_POOL: 1, BACKUP_POOL: 1, COMPACTION_POOL: 1}
-        assert limits_of(instance) == {KIS_REST_POOL: (5, False), KIS_WS_POOL: (1, False), BACKUP_POOL: (1, False),
-                                       COMPACTION_POOL: (1, False)}
+        assert limits_of(instance) == {
+            KIS_REST_POOL: (5, False),
+            KIS_WS_POOL: (1, False),
+            BACKUP_POOL: (1, False),
+            COMPACTION_POOL: (1, False),
+        }
         assert ensure_pool_limits(instance) == {}  # idempotent
 
 
@@ -225,16 +254,16 @@ def held(instance: dg.DagsterInstance, records: list) -> list[tuple[float, float
     """When each run held its pool slot, as the run queue counts it: from leaving the queue (RUN_STARTING) to its end."""
     out = []
     for r in records:
-        (ev,) = instance.get_records_for_run(r.dagster_run.run_id,
-                                             of_type=dg.DagsterEventType.RUN_STARTING).records
+        (ev,) = instance.get_records_for_run(r.dagster_run.run_id, of_type=dg.DagsterEventType.RUN_STARTING).records
         out.append((ev.timestamp, r.end_time))
     return out
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(240)
-def test_ui_launches_without_tags_are_held_to_the_pool_and_a_live_run_still_gets_a_slot(env, small_sim, tmp_path,
-                                                                                        monkeypatch):
+def test_ui_launches_without_tags_are_held_to_the_pool_and_a_live_run_still_gets_a_slot(
+    env, small_sim, tmp_path, monkeypatch
+):
     """`dagster dev` on the project's dagster.yaml; the pool_limits sensor writes the limits. Then, as the UI does it,
     with no tags: a backfill of three Track A partitions and three single-partition Materialize runs; once the backfill
     runs, a live run of track_a_job as the schedule launches it. From the run records: never more than two kis_rest
@@ -263,12 +292,34 @@ def test_ui_launches_without_tags_are_held_to_the_pool_and_a_live_run_still_gets
         port = s.getsockname()[1]
     key, secret = __import__("local_exchange.accounts", fromlist=["x"]).demo_credentials(42)
     penv = {k: v for k, v in os.environ.items() if not k.startswith(("KIS_", "DAGSTER_"))}
-    penv |= {"DAGSTER_HOME": str(home), "KIS_APP_KEY": key, "KIS_APP_SECRET": secret, "KIS_REST_URL": small_sim.rest_url,
-             "KIS_WS_URL": small_sim.ws_url, "PYTHONPATH": str(ROOT)}
+    penv |= {
+        "DAGSTER_HOME": str(home),
+        "KIS_APP_KEY": key,
+        "KIS_APP_SECRET": secret,
+        "KIS_REST_URL": small_sim.rest_url,
+        "KIS_WS_URL": small_sim.ws_url,
+        "PYTHONPATH": str(ROOT),
+    }
     log = open(tmp_path / "dev.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "dagster", "dev", "-h", "127.0.0.1", "-p", str(port), "-f",
-                             str(Path(__file__).with_name("_limits_defs.py"))], cwd=ROOT, env=penv, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "dagster",
+            "dev",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-f",
+            str(Path(__file__).with_name("_limits_defs.py")),
+        ],
+        cwd=ROOT,
+        env=penv,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}/graphql"
 
     def gql(query: str, variables: dict | None = None) -> dict:
@@ -296,19 +347,33 @@ def test_ui_launches_without_tags_are_held_to_the_pool_and_a_live_run_still_gets
                 time.sleep(1)
 
             def launch(job: str, partition: str, tags: dict[str, str] | None = None, assets: bool = False) -> str:
-                selector = {"repositoryLocationName": repo["location"]["name"], "repositoryName": repo["name"],
-                            "pipelineName": job}
+                selector = {
+                    "repositoryLocationName": repo["location"]["name"],
+                    "repositoryName": repo["name"],
+                    "pipelineName": job,
+                }
                 if assets:
                     selector |= {"assetSelection": [{"path": ["track_a_snapshot"]}], "assetCheckSelection": []}
                 tag_list = [{"key": k, "value": v} for k, v in {"dagster/partition": partition, **(tags or {})}.items()]
-                out = gql(LAUNCH_RUN, {"params": {"selector": selector, "mode": "default", "runConfigData": {},
-                                                  "executionMetadata": {"tags": tag_list}}})["launchRun"]
+                out = gql(
+                    LAUNCH_RUN,
+                    {
+                        "params": {
+                            "selector": selector,
+                            "mode": "default",
+                            "runConfigData": {},
+                            "executionMetadata": {"tags": tag_list},
+                        }
+                    },
+                )["launchRun"]
                 assert out["__typename"] == "LaunchRunSuccess", out
                 return out["run"]["runId"]
 
             # "Materialize selected" over three partitions: a backfill, no tags.
-            out = gql(LAUNCH_BACKFILL, {"params": {"assetSelection": [{"path": ["track_a_snapshot"]}],
-                                                   "partitionNames": backfill_keys}})["launchPartitionBackfill"]
+            out = gql(
+                LAUNCH_BACKFILL,
+                {"params": {"assetSelection": [{"path": ["track_a_snapshot"]}], "partitionNames": backfill_keys}},
+            )["launchPartitionBackfill"]
             assert out["__typename"] == "LaunchBackfillSuccess", out
             bid = out["backfillId"]
             # "Materialize" of one partition, three times in a row: runs of the implicit asset job, only the
@@ -330,8 +395,10 @@ def test_ui_launches_without_tags_are_held_to_the_pool_and_a_live_run_still_gets
                 records = inst.get_run_records(dg.RunsFilter(run_ids=ids)) + backfill_runs()
                 if len(records) == 7 and all(r.dagster_run.status in FINISHED for r in records):
                     break
-                assert time.monotonic() < deadline, ([(r.dagster_run.job_name, r.dagster_run.status)
-                                                      for r in records], dev_log())
+                assert time.monotonic() < deadline, (
+                    [(r.dagster_run.job_name, r.dagster_run.status) for r in records],
+                    dev_log(),
+                )
                 time.sleep(1)
     finally:
         proc.send_signal(signal.SIGINT)
@@ -356,8 +423,15 @@ def test_ui_launches_without_tags_are_held_to_the_pool_and_a_live_run_still_gets
     assert all(MAX_RUNTIME_TAG not in r.dagster_run.tags for r in bf + ui)  # UI launches: the global cap
     assert by_id[live].dagster_run.tags[MAX_RUNTIME_TAG] == str(RUN_BUDGET_S["track_a_job"])  # the job's own
 
-    timeline = sorted((round(a - slots[0][0], 1), round(b - slots[0][0], 1), r.dagster_run.job_name,
-                       r.dagster_run.tags.get("dagster/backfill", "")[:4]) for (a, b), r in zip(slots, records))
+    timeline = sorted(
+        (
+            round(a - slots[0][0], 1),
+            round(b - slots[0][0], 1),
+            r.dagster_run.job_name,
+            r.dagster_run.tags.get("dagster/backfill", "")[:4],
+        )
+        for (a, b), r in zip(slots, records)
+    )
     # never more runs of the pool at once than its limit, counted as the queue counts them and as they executed
     assert max_overlap(executing(records)) <= max_overlap(slots) == POOL_LIMITS[KIS_REST_POOL], timeline
     assert max_overlap(executing(bf)) <= max_overlap(bf_slots) == 1, timeline  # one backfill run at a time

@@ -48,8 +48,13 @@ def materialized(url: str, asset: str, run_ids: set[str] | None = None) -> list[
 def test_make_run_materializes_universe_and_track_a_within_3_minutes(tmp_path, request, instance):
     port, rest, ws = free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KIS_", "OBSERVER_", "DAGSTER_"))}
-    env |= {"DAGSTER_HOME": str(tmp_path / "home"), "OBSERVER_DATA_DIR": str(tmp_path / "data"),
-            "DAGSTER_PORT": str(port), "KIS_REST_URL": f"http://127.0.0.1:{rest}", "KIS_WS_URL": f"ws://127.0.0.1:{ws}"}
+    env |= {
+        "DAGSTER_HOME": str(tmp_path / "home"),
+        "OBSERVER_DATA_DIR": str(tmp_path / "data"),
+        "DAGSTER_PORT": str(port),
+        "KIS_REST_URL": f"http://127.0.0.1:{rest}",
+        "KIS_WS_URL": f"ws://127.0.0.1:{ws}",
+    }
     pg = None
     if instance == "postgres":
         pg = request.getfixturevalue("postgres")
@@ -57,8 +62,14 @@ def test_make_run_materializes_universe_and_track_a_within_3_minutes(tmp_path, r
         pg.create_database(db)
         env |= pg.env() | {"DAGSTER_PG_DB": db, "OBSERVER_INSTANCE": "postgres"}
     log = open(tmp_path / "run.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "observer_assets.run_local"], cwd=ROOT, env=env,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "observer_assets.run_local"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}/graphql"
     start = time.monotonic()
     found: dict[str, list[str]] = {}
@@ -74,7 +85,9 @@ def test_make_run_materializes_universe_and_track_a_within_3_minutes(tmp_path, r
                 break
             time.sleep(3)
         elapsed = time.monotonic() - start
-        assert found and all(found.values()), f"after {elapsed:.0f}s: {found}\n" + (tmp_path / "run.log").read_text()[-3000:]
+        assert found and all(found.values()), (
+            f"after {elapsed:.0f}s: {found}\n" + (tmp_path / "run.log").read_text()[-3000:]
+        )
         assert found["track_a_snapshot"][0].startswith(found["universe"][0])  # today's slot of today's universe
         print(f"make run ({instance}): both materialized after {elapsed:.0f} s")
         if pg is not None:  # the runs the UI reported live in PostgreSQL; SQLite was never used

@@ -146,12 +146,23 @@ def test_each_rule_has_for_severity_summary_runbook_and_a_firing_test():
 def test_rate_and_absence_rules_are_gated_by_the_calendar():
     """Every rule over a rate, a duration since, or something missing joins a calendar gate; the ungated ones are
     about state that matters at any hour."""
-    ungated = {"ObserverExporterDown", "ObserverExporterAbsent", "ObserverExporterSourceFailing",
-               "ObserverTokenRefreshFailed", "ObserverRateLimitRejections",  # any failure, whenever it happens
-               "ObserverCriticalGapOpen", "ObserverMajorGapOpen", "ObserverGapBudgetExceeded",  # today's report
-               "ObserverBackupUnverified", "ObserverBackupBacklog", "ObserverRetentionBlocked",
-               "ObserverDiskFilling", "ObserverDiskAlmostFull", "ObserverRunFailures",
-               "ObserverDagsterInstanceUnreachable"}
+    ungated = {
+        "ObserverExporterDown",
+        "ObserverExporterAbsent",
+        "ObserverExporterSourceFailing",
+        "ObserverTokenRefreshFailed",
+        "ObserverRateLimitRejections",  # any failure, whenever it happens
+        "ObserverCriticalGapOpen",
+        "ObserverMajorGapOpen",
+        "ObserverGapBudgetExceeded",  # today's report
+        "ObserverBackupUnverified",
+        "ObserverBackupBacklog",
+        "ObserverRetentionBlocked",
+        "ObserverDiskFilling",
+        "ObserverDiskAlmostFull",
+        "ObserverRunFailures",
+        "ObserverDagsterInstanceUnreachable",
+    }
     for r in rules():
         gated = bool(metric_names(r["expr"]) & GATES)
         assert gated == (r["alert"] not in ungated), r["alert"]
@@ -178,8 +189,10 @@ def test_silence_scenarios_feed_every_metric_the_rules_read():
 def test_alertmanager_config_checks_and_holds_no_secret():
     text = ALERTMANAGER.read_text()
     assert "\n  - name: observer\n" in text  # the receiver run.sh fills in
-    assert not re.search(r"hooks\.slack\.com/services/|api\.telegram\.org/bot|bot_token:|api_url:|url:|://[^/\s]*@",
-                         text.split("\nglobal:")[1])
+    assert not re.search(
+        r"hooks\.slack\.com/services/|api\.telegram\.org/bot|bot_token:|api_url:|url:|://[^/\s]*@",
+        text.split("\nglobal:")[1],
+    )
     amtool = need("amtool", "prometheus-alertmanager")
     r = run(amtool, "check-config", str(ALERTMANAGER))
     assert r.returncode == 0, r.stdout + r.stderr
@@ -191,8 +204,10 @@ TELEGRAM_CANARY = "987654:telegram-canary-AAE4712"
 GENERIC_CANARY = "https://hooks.example.invalid/alertmanager/generic-canary-4713"
 RECEIVER_KINDS = {
     "slack": ({"OBSERVER_ALERT_SLACK_URL_FILE": SLACK_CANARY}, "slack_configs"),
-    "telegram": ({"OBSERVER_ALERT_TELEGRAM_BOT_TOKEN": TELEGRAM_CANARY,
-                  "OBSERVER_ALERT_TELEGRAM_CHAT_ID": "-1001234567890"}, "telegram_configs"),
+    "telegram": (
+        {"OBSERVER_ALERT_TELEGRAM_BOT_TOKEN": TELEGRAM_CANARY, "OBSERVER_ALERT_TELEGRAM_CHAT_ID": "-1001234567890"},
+        "telegram_configs",
+    ),
     "generic": ({"OBSERVER_ALERTMANAGER_WEBHOOK_FILE": GENERIC_CANARY}, "webhook_configs"),
 }
 
@@ -216,8 +231,9 @@ def test_alertmanager_run_script_renders_each_receiver_kind_privately(tmp_path, 
     settings, section = RECEIVER_KINDS[kind]
     canary = next(v for k, v in settings.items() if not k.endswith("CHAT_ID"))
     env = _am_env(tmp_path, settings)
-    r = subprocess.run([str(MON / "alertmanager" / "run.sh"), "--version"], env=env, capture_output=True, text=True,
-                       timeout=60)
+    r = subprocess.run(
+        [str(MON / "alertmanager" / "run.sh"), "--version"], env=env, capture_output=True, text=True, timeout=60
+    )
     assert r.returncode == 0, r.stderr
     assert "version" in r.stdout + r.stderr
     rendered = tmp_path / "am" / "alertmanager.yml"
@@ -253,8 +269,10 @@ def test_alertmanager_run_script_refuses_bad_settings_without_echoing_them(tmp_p
         ({}, "no receiver configured"),
         ({"OBSERVER_ALERT_WEBHOOK": "https://hooks.example.invalid/dagster-canary-1"}, "no receiver configured"),
         ({"OBSERVER_ALERT_TELEGRAM_BOT_TOKEN": TELEGRAM_CANARY}, "needs both"),
-        ({"OBSERVER_ALERT_TELEGRAM_BOT_TOKEN": TELEGRAM_CANARY, "OBSERVER_ALERT_TELEGRAM_CHAT_ID": "@channel"},
-         "numeric chat id"),
+        (
+            {"OBSERVER_ALERT_TELEGRAM_BOT_TOKEN": TELEGRAM_CANARY, "OBSERVER_ALERT_TELEGRAM_CHAT_ID": "@channel"},
+            "numeric chat id",
+        ),
         ({"OBSERVER_ALERT_SLACK_URL": "hooks.slack.com/services/no-scheme-canary"}, "must start with http"),
     ]
     for settings, message in cases:
@@ -276,10 +294,31 @@ def test_dashboard_structure_and_provisioning():
     ids = [p["id"] for p in dash["panels"]]
     assert len(ids) == len(set(ids))
     titles = " | ".join(p["title"] for p in dash["panels"]).lower()
-    for topic in ("universe", "coverage", "lateness", "slot duration", "slots per key", "trades received",
-                  "reconnects", "disconnected", "mitigation", "token validity", "refreshes", "limiter wait",
-                  "egw00201", "requests", "errors", "latency", "gaps", "backup", "last verified day",
-                  "unverified", "retention", "failed runs", "disk"):
+    for topic in (
+        "universe",
+        "coverage",
+        "lateness",
+        "slot duration",
+        "slots per key",
+        "trades received",
+        "reconnects",
+        "disconnected",
+        "mitigation",
+        "token validity",
+        "refreshes",
+        "limiter wait",
+        "egw00201",
+        "requests",
+        "errors",
+        "latency",
+        "gaps",
+        "backup",
+        "last verified day",
+        "unverified",
+        "retention",
+        "failed runs",
+        "disk",
+    ):
         assert topic in titles, topic
     for p in dash["panels"]:
         if p["type"] != "row":
@@ -294,8 +333,12 @@ def test_dashboard_structure_and_provisioning():
 def test_every_metric_in_rules_and_dashboard_is_in_the_exporters_output(tmp_path):
     from observer_assets.monitoring.metrics import collect_text
 
-    env = {"OBSERVER_DATA_DIR": str(tmp_path / "data"), "OBSERVER_CALENDAR": "krx",
-           "DAGSTER_HOME": str(tmp_path / "dagster_home"), "PATH": os.environ.get("PATH", "")}
+    env = {
+        "OBSERVER_DATA_DIR": str(tmp_path / "data"),
+        "OBSERVER_CALENDAR": "krx",
+        "DAGSTER_HOME": str(tmp_path / "dagster_home"),
+        "PATH": os.environ.get("PATH", ""),
+    }
     (tmp_path / "data").mkdir()
     (tmp_path / "dagster_home").mkdir()
     exported = exported_names(collect_text(env))
@@ -339,48 +382,75 @@ def test_prometheus_scrapes_the_exporter_after_a_real_day(tmp_path, monkeypatch,
     prometheus = need("prometheus", "prometheus")
     import dagster as dg
 
-    from observer_resources.storage import lake
+    from local_exchange.accounts import demo_credentials
     from observer_assets.orchestration.partitions import day_key
     from observer_assets.track_a.assets import track_a_snapshot
     from observer_assets.universe.assets import read_universe, universe
     from observer_resources.calendar import KST
     from observer_resources.calendar.market import MarketCalendar
     from observer_resources.resources import KisResource
-    from local_exchange.accounts import demo_credentials
+    from observer_resources.storage import lake
 
     sim = sim_factory("--mode", "real", "--clock", "open", "--seed", "13", "--listings", "120")
     key, secret = demo_credentials(81)
-    env = {"OBSERVER_DATA_DIR": str(tmp_path / "data"), "OBSERVER_CALENDAR": "open",
-           "OBSERVER_UNIVERSE_MIN_COUNT": "20", "DAGSTER_HOME": str(tmp_path / "dagster_home"),
-           "KIS_APP_KEY": key, "KIS_APP_SECRET": secret, "KIS_REST_URL": sim.rest_url, "KIS_WS_URL": sim.ws_url}
+    env = {
+        "OBSERVER_DATA_DIR": str(tmp_path / "data"),
+        "OBSERVER_CALENDAR": "open",
+        "OBSERVER_UNIVERSE_MIN_COUNT": "20",
+        "DAGSTER_HOME": str(tmp_path / "dagster_home"),
+        "KIS_APP_KEY": key,
+        "KIS_APP_SECRET": secret,
+        "KIS_REST_URL": sim.rest_url,
+        "KIS_WS_URL": sim.ws_url,
+    }
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     monkeypatch.delenv("OBSERVER_ALERT_WEBHOOK", raising=False)
     (tmp_path / "dagster_home").mkdir()
 
     # a real day: today's universe and one Track A slot, materialized against the local exchange
-    kis = KisResource(app_key=key, app_secret=secret, rest_url=sim.rest_url, ws_url=sim.ws_url,
-                      state_dir=str(tmp_path / "data" / "state"))
+    kis = KisResource(
+        app_key=key,
+        app_secret=secret,
+        rest_url=sim.rest_url,
+        ws_url=sim.ws_url,
+        state_dir=str(tmp_path / "data" / "state"),
+    )
     now = datetime.now(KST)
     day = now.date()
     with dg.DagsterInstance.get() as inst:
         inst.add_dynamic_partitions("trading_day", [day_key(day)])
-        assert dg.materialize([universe], partition_key=day_key(day), instance=inst, resources={"kis": kis},
-                              run_config={"ops": {"universe": {"config": {"min_master_codes": 50}}}}).success
+        assert dg.materialize(
+            [universe],
+            partition_key=day_key(day),
+            instance=inst,
+            resources={"kis": kis},
+            run_config={"ops": {"universe": {"config": {"min_master_codes": 50}}}},
+        ).success
         slot = MarketCalendar("open").slot_at(now)
         if slot.date() != day:  # just after midnight the newest slot is yesterday's: take today's first one
             slot = slot + timedelta(minutes=10)
         key_a = slot.strftime("%Y-%m-%dT%H%M")
         inst.add_dynamic_partitions("track_a_slot", [key_a])
-        assert dg.materialize([track_a_snapshot, universe], selection=[track_a_snapshot], partition_key=key_a,
-                              instance=inst, resources={"kis": kis}).success
+        assert dg.materialize(
+            [track_a_snapshot, universe],
+            selection=[track_a_snapshot],
+            partition_key=key_a,
+            instance=inst,
+            resources={"kis": kis},
+        ).success
     rows = read_universe(lake.data_dir(), day).num_rows
     assert rows >= 20
 
     observer = shutil.which("observer", path=str(Path(sys.executable).parent)) or shutil.which("observer")
     assert observer, "the `observer` command is not installed (pip install -e .)"
-    exporter = subprocess.Popen([observer, "metrics", "--host", "127.0.0.1", "--port", "0"], env={**os.environ, **env}, stdout=subprocess.PIPE,
-                                stderr=open(tmp_path / "exporter.log", "w"), text=True)
+    exporter = subprocess.Popen(
+        [observer, "metrics", "--host", "127.0.0.1", "--port", "0"],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=open(tmp_path / "exporter.log", "w"),
+        text=True,
+    )
     prom = None
     try:
         line = exporter.stdout.readline()
@@ -394,15 +464,32 @@ def test_prometheus_scrapes_the_exporter_after_a_real_day(tmp_path, monkeypatch,
 
         web = f"127.0.0.1:{free_port()}"
         cfg = tmp_path / "prometheus.yml"
-        cfg.write_text(yaml.safe_dump({
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "rule_files": [str(RULES)],
-            "scrape_configs": [{"job_name": "observer", "scrape_interval": "1s", "scrape_timeout": "1s",
-                                "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}],
-        }))
-        prom = subprocess.Popen([prometheus, f"--config.file={cfg}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                                 f"--web.listen-address={web}"], stdout=subprocess.DEVNULL,
-                                stderr=open(tmp_path / "prometheus.log", "w"))
+        cfg.write_text(
+            yaml.safe_dump(
+                {
+                    "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                    "rule_files": [str(RULES)],
+                    "scrape_configs": [
+                        {
+                            "job_name": "observer",
+                            "scrape_interval": "1s",
+                            "scrape_timeout": "1s",
+                            "static_configs": [{"targets": [f"127.0.0.1:{port}"]}],
+                        }
+                    ],
+                }
+            )
+        )
+        prom = subprocess.Popen(
+            [
+                prometheus,
+                f"--config.file={cfg}",
+                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                f"--web.listen-address={web}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=open(tmp_path / "prometheus.log", "w"),
+        )
         base = f"http://{web}"
         deadline = time.monotonic() + 90
         size = up = None
@@ -428,8 +515,7 @@ def test_prometheus_scrapes_the_exporter_after_a_real_day(tmp_path, monkeypatch,
         while time.monotonic() < deadline:
             groups = get_json(f"{base}/api/v1/rules")["data"]["groups"]
             loaded = [r for g in groups for r in g["rules"]]
-            if loaded and all(r.get("lastEvaluation", "").startswith("2") and r["health"] != "unknown"
-                              for r in loaded):
+            if loaded and all(r.get("lastEvaluation", "").startswith("2") and r["health"] != "unknown" for r in loaded):
                 break
             time.sleep(0.5)
         assert len(loaded) == len(rules())

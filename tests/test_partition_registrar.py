@@ -8,9 +8,9 @@ from datetime import date, datetime
 import dagster as dg
 import pytest
 
-from observer_assets.orchestration import partition_registrar as registrar_module
 from observer_assets.definitions import defs
 from observer_assets.gaps.schedules import gap_report_through_the_day
+from observer_assets.orchestration import partition_registrar as registrar_module
 from observer_assets.orchestration.partition_registrar import partition_registrar
 from observer_assets.orchestration.partitions import reorder_plan
 from observer_resources.calendar import KST
@@ -56,8 +56,12 @@ def test_a_fresh_deployment_starts_its_history_at_the_current_slot(krx, monkeypa
         tick(inst, at(13, 4), monkeypatch)
         assert inst.get_dynamic_partitions(SLOTS) == ["2026-12-02T1300"]
         tick(inst, at(13, 31), monkeypatch)  # then every slot from there on
-        assert inst.get_dynamic_partitions(SLOTS) == ["2026-12-02T1300", "2026-12-02T1310", "2026-12-02T1320",
-                                                       "2026-12-02T1330"]
+        assert inst.get_dynamic_partitions(SLOTS) == [
+            "2026-12-02T1300",
+            "2026-12-02T1310",
+            "2026-12-02T1320",
+            "2026-12-02T1330",
+        ]
 
 
 def test_keys_added_out_of_order_are_put_back_in_time_order_and_history_stays(krx, monkeypatch):
@@ -85,15 +89,24 @@ def test_reorder_plan_is_minimal():
     assert reorder_plan(["a", "c", "d"], ["a", "b", "c", "d"]) == (["c", "d"], ["b", "c", "d"])
 
 
-@pytest.mark.parametrize("when,asked", [
-    (at(9, 0), "session"), (at(12, 30), "session"), (at(16, 30), "session"), (at(17, 0), None),
-    (at(20, 40), "final"), (at(4, 30), None), (at(12, 30, date(2026, 12, 25)), None),  # Christmas: closed
-    (at(12, 30, date(2026, 12, 5)), None),  # a Saturday
-])
+@pytest.mark.parametrize(
+    "when,asked",
+    [
+        (at(9, 0), "session"),
+        (at(12, 30), "session"),
+        (at(16, 30), "session"),
+        (at(17, 0), None),
+        (at(20, 40), "final"),
+        (at(4, 30), None),
+        (at(12, 30, date(2026, 12, 25)), None),  # Christmas: closed
+        (at(12, 30, date(2026, 12, 5)), None),  # a Saturday
+    ],
+)
 def test_the_gap_report_schedule_runs_through_the_session_and_once_more_at_the_end(krx, when, asked):
     with dg.instance_for_test() as inst:
-        ctx = dg.build_schedule_context(instance=inst, scheduled_execution_time=when.replace(second=0),
-                                        repository_def=defs.get_repository_def())
+        ctx = dg.build_schedule_context(
+            instance=inst, scheduled_execution_time=when.replace(second=0), repository_def=defs.get_repository_def()
+        )
         res = gap_report_through_the_day.evaluate_tick(ctx)
         if asked is None:
             assert not res.run_requests and res.skip_message

@@ -32,8 +32,14 @@ import pyarrow as pa
 import pytest
 
 from observer_resources import secrets
-from observer_resources.secrets import (SNAPSHOT_SETTINGS, config_snapshot_settings, is_secret_name, redact_url,
-                                        scrub, secret_values)
+from observer_resources.secrets import (
+    SNAPSHOT_SETTINGS,
+    config_snapshot_settings,
+    is_secret_name,
+    redact_url,
+    scrub,
+    secret_values,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 PROXIES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
@@ -42,63 +48,123 @@ PROXIES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy"
 # --- the rules ---------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", [
-    "KIS_APP_KEY", "KIS_APP_SECRET", "KIS_APP_KEY_2", "KIS_APP_SECRET_2", "KIS_APP_KEY_17", "KIS_APP_SECRET_17",
-    "OBSERVER_ALERT_WEBHOOK", "OBSERVER_ALERT_SLACK_URL", "OBSERVER_ALERT_TELEGRAM_BOT_TOKEN",
-    "OBSERVER_ALERTMANAGER_WEBHOOK", "DAGSTER_PG_PASSWORD", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
-    "GITHUB_TOKEN", "SMTP_PASSWD", "GOOGLE_APPLICATION_CREDENTIALS", "SOME_APPKEY", "kis_app_key", "X_API_KEY",
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "KIS_APP_KEY",
+        "KIS_APP_SECRET",
+        "KIS_APP_KEY_2",
+        "KIS_APP_SECRET_2",
+        "KIS_APP_KEY_17",
+        "KIS_APP_SECRET_17",
+        "OBSERVER_ALERT_WEBHOOK",
+        "OBSERVER_ALERT_SLACK_URL",
+        "OBSERVER_ALERT_TELEGRAM_BOT_TOKEN",
+        "OBSERVER_ALERTMANAGER_WEBHOOK",
+        "DAGSTER_PG_PASSWORD",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "GITHUB_TOKEN",
+        "SMTP_PASSWD",
+        "GOOGLE_APPLICATION_CREDENTIALS",
+        "SOME_APPKEY",
+        "kis_app_key",
+        "X_API_KEY",
+    ],
+)
 def test_secret_names(name):
     assert is_secret_name(name)
 
 
-@pytest.mark.parametrize("name", [
-    "OBSERVER_ALERT_TELEGRAM_CHAT_ID", "OBSERVER_ALERT_WEBHOOK_FILE", "OBSERVER_ALERT_SLACK_URL_FILE",
-    "OBSERVER_ALERTMANAGER_DIR", "OBSERVER_ALERTMANAGER_LISTEN", "OBSERVER_DATA_DIR", "OBSERVER_STATE_DB_URL",
-    "OBSERVER_TRACK_B_KEY_IN_USE_BACKOFF_S", "OBSERVER_DEMO_KEYS", "KIS_ENV", "KIS_REST_URL", "DAGSTER_PG_USER",
-    "DAGSTER_HOME", "PATH",
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "OBSERVER_ALERT_TELEGRAM_CHAT_ID",
+        "OBSERVER_ALERT_WEBHOOK_FILE",
+        "OBSERVER_ALERT_SLACK_URL_FILE",
+        "OBSERVER_ALERTMANAGER_DIR",
+        "OBSERVER_ALERTMANAGER_LISTEN",
+        "OBSERVER_DATA_DIR",
+        "OBSERVER_STATE_DB_URL",
+        "OBSERVER_TRACK_B_KEY_IN_USE_BACKOFF_S",
+        "OBSERVER_DEMO_KEYS",
+        "KIS_ENV",
+        "KIS_REST_URL",
+        "DAGSTER_PG_USER",
+        "DAGSTER_HOME",
+        "PATH",
+    ],
+)
 def test_not_secret_names(name):
     assert not is_secret_name(name)
 
 
-@pytest.mark.parametrize("url, shown", [
-    ("postgresql://observer:pw-123456@db:5432/state", "postgresql://***@db:5432/state"),
-    ("postgresql://u:p@h:5432/db?sslmode=require&password=x",
-     "postgresql://***@h:5432/db?sslmode=require&password=***"),
-    ("https://tok3n-only@hooks.example/x", "https://***@hooks.example/x"),
-    ("postgresql://u:pa/ss#w@rd@h/db", "postgresql://***@h/db"),  # unencoded / # @ in the password: all of it hidden
-    ("s3://bucket/lake?X-Amz-Signature=abc&X-Amz-Credential=AK%2F1&versionId=3#f",
-     "s3://bucket/lake?X-Amz-Signature=***&X-Amz-Credential=***&versionId=3#f"),
-    ("https://h/p?api_key=k&token=t&sig=s&page=2", "https://h/p?api_key=***&token=***&sig=***&page=2"),
-    ("u:sekret@h/d", "***@h/d"),
-    ("/data/observer", "/data/observer"), ("file:///data/observer", "file:///data/observer"),
-    ("s3://bucket/backups", "s3://bucket/backups"), ("http://127.0.0.1:8080", "http://127.0.0.1:8080"),
-])
+@pytest.mark.parametrize(
+    "url, shown",
+    [
+        ("postgresql://observer:pw-123456@db:5432/state", "postgresql://***@db:5432/state"),
+        (
+            "postgresql://u:p@h:5432/db?sslmode=require&password=x",
+            "postgresql://***@h:5432/db?sslmode=require&password=***",
+        ),
+        ("https://tok3n-only@hooks.example/x", "https://***@hooks.example/x"),
+        (
+            "postgresql://u:pa/ss#w@rd@h/db",
+            "postgresql://***@h/db",
+        ),  # unencoded / # @ in the password: all of it hidden
+        (
+            "s3://bucket/lake?X-Amz-Signature=abc&X-Amz-Credential=AK%2F1&versionId=3#f",
+            "s3://bucket/lake?X-Amz-Signature=***&X-Amz-Credential=***&versionId=3#f",
+        ),
+        ("https://h/p?api_key=k&token=t&sig=s&page=2", "https://h/p?api_key=***&token=***&sig=***&page=2"),
+        ("u:sekret@h/d", "***@h/d"),
+        ("/data/observer", "/data/observer"),
+        ("file:///data/observer", "file:///data/observer"),
+        ("s3://bucket/backups", "s3://bucket/backups"),
+        ("http://127.0.0.1:8080", "http://127.0.0.1:8080"),
+    ],
+)
 def test_redact_url(url, shown):
     assert redact_url(url) == shown
 
 
 def test_secret_values_and_scrub():
     env = {
-        "KIS_APP_KEY": "PSKEYCANARY00000000000000000000000001", "KIS_APP_SECRET_2": "second-secret-value",
-        "DAGSTER_PG_PASSWORD": "pg-pass-word", "OBSERVER_ALERT_WEBHOOK": "https://hooks.example/services/T1/hook-tok",
+        "KIS_APP_KEY": "PSKEYCANARY00000000000000000000000001",
+        "KIS_APP_SECRET_2": "second-secret-value",
+        "DAGSTER_PG_PASSWORD": "pg-pass-word",
+        "OBSERVER_ALERT_WEBHOOK": "https://hooks.example/services/T1/hook-tok",
         "OBSERVER_STATE_DB_URL": "postgresql://observer:p%40ss-w0rd@db:5432/state?sslmode=require&password=q-pass-99",
         "OBSERVER_BACKUP_URL": "https://bkp-user:bkp-pass-1@store.example/b?token=bkp-token-1",
-        "OBSERVER_BACKUP_OPTIONS": json.dumps({"endpoint_url": "http://minio:9000",
-                                               "client_kwargs": {"aws_secret_access_key": "opt-secret-1"}}),
+        "OBSERVER_BACKUP_OPTIONS": json.dumps(
+            {"endpoint_url": "http://minio:9000", "client_kwargs": {"aws_secret_access_key": "opt-secret-1"}}
+        ),
         "KIS_APP_SECRET": "short",  # under 6 characters: never scrubbed from free text (it would mangle words)
-        "OBSERVER_DATA_DIR": "/data/observer", "OBSERVER_CALENDAR": "krx",
+        "OBSERVER_DATA_DIR": "/data/observer",
+        "OBSERVER_CALENDAR": "krx",
     }
     vals = secret_values(env)
     assert vals == sorted(vals, key=len, reverse=True)
-    for v in ("PSKEYCANARY00000000000000000000000001", "second-secret-value", "pg-pass-word", "p%40ss-w0rd",
-              "p@ss-w0rd", "q-pass-99", "bkp-pass-1", "bkp-user:bkp-pass-1", "bkp-token-1", "opt-secret-1",
-              "https://hooks.example/services/T1/hook-tok", "/services/T1/hook-tok"):
+    for v in (
+        "PSKEYCANARY00000000000000000000000001",
+        "second-secret-value",
+        "pg-pass-word",
+        "p%40ss-w0rd",
+        "p@ss-w0rd",
+        "q-pass-99",
+        "bkp-pass-1",
+        "bkp-user:bkp-pass-1",
+        "bkp-token-1",
+        "opt-secret-1",
+        "https://hooks.example/services/T1/hook-tok",
+        "/services/T1/hook-tok",
+    ):
         assert v in vals, v
     assert "short" not in vals and "/data/observer" not in vals and "krx" not in vals and "minio" not in " ".join(vals)
-    text = ("connect to postgresql://observer:p@ss-w0rd@db/state failed; key PSKEYCANARY00000000000000000000000001; "
-            "POST /services/T1/hook-tok -> 500; fetch https://anyone:else@x.example/y?token=zzz&n=1; pw p%40ss-w0rd")
+    text = (
+        "connect to postgresql://observer:p@ss-w0rd@db/state failed; key PSKEYCANARY00000000000000000000000001; "
+        "POST /services/T1/hook-tok -> 500; fetch https://anyone:else@x.example/y?token=zzz&n=1; pw p%40ss-w0rd"
+    )
     out = scrub(text, env)
     for v in vals + ["anyone:else", "zzz"]:
         assert v not in out, v
@@ -112,17 +178,26 @@ def test_config_snapshot_is_an_allow_list():
 
     env = {
         "OBSERVER_STATE_DB_URL": "postgresql://observer:Manifest-PW-1@db:5432/state?sslmode=require",
-        "OBSERVER_BACKUP_URL": "s3://bucket/backups", "OBSERVER_CALENDAR": "krx", "OBSERVER_RETENTION_DAYS": "3",
+        "OBSERVER_BACKUP_URL": "s3://bucket/backups",
+        "OBSERVER_CALENDAR": "krx",
+        "OBSERVER_RETENTION_DAYS": "3",
         "OBSERVER_BACKUP_OPTIONS": json.dumps({"endpoint_url": "http://minio:9000", "region_name": "kr"}),
-        "KIS_REST_URL": "https://u:rest-pw-1@openapi.example:9443", "KIS_APP_KEY": "k" * 36, "KIS_APP_SECRET": "s" * 40,
-        "OBSERVER_SOMETHING_NEW": "not listed yet", "OBSERVER_ALERT_WEBHOOK": "https://hooks.example/x/y-tok",
+        "KIS_REST_URL": "https://u:rest-pw-1@openapi.example:9443",
+        "KIS_APP_KEY": "k" * 36,
+        "KIS_APP_SECRET": "s" * 40,
+        "OBSERVER_SOMETHING_NEW": "not listed yet",
+        "OBSERVER_ALERT_WEBHOOK": "https://hooks.example/x/y-tok",
         "DAGSTER_PG_PASSWORD": "pg-pw-123",
     }
     got = config_snapshot_settings(env)
-    assert got == {"OBSERVER_STATE_DB_URL": "postgresql://***@db:5432/state?sslmode=require",
-                   "OBSERVER_BACKUP_URL": "s3://bucket/backups", "OBSERVER_CALENDAR": "krx",
-                   "OBSERVER_RETENTION_DAYS": "3", "OBSERVER_BACKUP_OPTIONS": ["endpoint_url", "region_name"],
-                   "KIS_REST_URL": "https://***@openapi.example:9443"}
+    assert got == {
+        "OBSERVER_STATE_DB_URL": "postgresql://***@db:5432/state?sslmode=require",
+        "OBSERVER_BACKUP_URL": "s3://bucket/backups",
+        "OBSERVER_CALENDAR": "krx",
+        "OBSERVER_RETENTION_DAYS": "3",
+        "OBSERVER_BACKUP_OPTIONS": ["endpoint_url", "region_name"],
+        "KIS_REST_URL": "https://***@openapi.example:9443",
+    }
     snap = json.dumps(config_snapshot(env))
     for v in ("Manifest-PW-1", "rest-pw-1", "k" * 36, "s" * 40, "y-tok", "pg-pw-123", "minio", "not listed yet"):
         assert v not in snap
@@ -156,14 +231,25 @@ def test_a_backup_destination_inside_the_lake_is_refused(tmp_path):
     data.mkdir()
     (tmp_path / "link").symlink_to(data)
     base = {"OBSERVER_DATA_DIR": str(data)}
-    for bad in (str(data), str(data) + "/", str(data / "backups"), f"file://{data}/b", str(tmp_path / "link"),
-                str(tmp_path / "link" / "backups"), f"{tmp_path}/other/../data/x"):
+    for bad in (
+        str(data),
+        str(data) + "/",
+        str(data / "backups"),
+        f"file://{data}/b",
+        str(tmp_path / "link"),
+        str(tmp_path / "link" / "backups"),
+        f"{tmp_path}/other/../data/x",
+    ):
         with pytest.raises(SettingsError) as err:
             backup_dest({**base, "OBSERVER_BACKUP_URL": bad})
         msg = str(err.value)
         assert "\n" not in msg and "OBSERVER_BACKUP_URL" in msg and "inside the data directory" in msg, msg
-    for good in (str(tmp_path / "backups"), f"file://{tmp_path}/backups", str(tmp_path / "data-backups"),
-                 "memory://elsewhere"):
+    for good in (
+        str(tmp_path / "backups"),
+        f"file://{tmp_path}/backups",
+        str(tmp_path / "data-backups"),
+        "memory://elsewhere",
+    ):
         assert backup_url({**base, "OBSERVER_BACKUP_URL": good}) == good
     assert backup_url(base) == str(tmp_path / "backups")  # the default, beside the lake
     # a lake on a URL: its local directory, and the lake's own prefix, are refused too
@@ -174,8 +260,13 @@ def test_a_backup_destination_inside_the_lake_is_refused(tmp_path):
     assert backup_url({**url_lake, "OBSERVER_BACKUP_URL": "memory://lake-backups"}) == "memory://lake-backups"
     # options that look like credentials are still refused, by the shared rule
     with pytest.raises(SettingsError, match="may not carry credentials"):
-        backup_dest({**base, "OBSERVER_BACKUP_URL": "memory://b",
-                     "OBSERVER_BACKUP_OPTIONS": json.dumps({"key": "AKIA", "secret": "x"})})
+        backup_dest(
+            {
+                **base,
+                "OBSERVER_BACKUP_URL": "memory://b",
+                "OBSERVER_BACKUP_OPTIONS": json.dumps({"key": "AKIA", "secret": "x"}),
+            }
+        )
 
 
 def test_events_scrub_secret_values_from_every_string(tmp_path, monkeypatch):
@@ -185,8 +276,12 @@ def test_events_scrub_secret_values_from_every_string(tmp_path, monkeypatch):
     monkeypatch.setenv("OBSERVER_STATE_DB_URL", f"postgresql://observer:{pw}@127.0.0.1:9/observer")
     monkeypatch.setenv("KIS_APP_KEY_3", key)
     ev = EventLog(tmp_path)
-    rec = ev.emit("api_error", message=f"connect failed: password {pw} for key {key}",
-                  detail={"errors": [f"x {key}", {"deep": pw}], "n": 3, "ok": True, "none": None}, where=tmp_path)
+    rec = ev.emit(
+        "api_error",
+        message=f"connect failed: password {pw} for key {key}",
+        detail={"errors": [f"x {key}", {"deep": pw}], "n": 3, "ok": True, "none": None},
+        where=tmp_path,
+    )
     assert rec["detail"]["n"] == 3 and rec["detail"]["ok"] is True and rec["detail"]["none"] is None
     assert rec["where"] == str(tmp_path)
     blob = b"".join(p.read_bytes() for p in events_dir(tmp_path).iterdir())
@@ -216,7 +311,7 @@ class TrickleServer:
         while not self._stop.is_set():
             try:
                 conn, _ = self.sock.accept()
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 continue
             except OSError:
                 return
@@ -307,8 +402,8 @@ def test_the_check_alert_tick_stays_in_budget_and_advances_its_cursor(tmp_path, 
     logged, the ones past the budget are counted, and the next tick starts after them (no repeats)."""
     from gaps.test_checks_alerts import CODES, SLOT, run_track_a_checks, snapshot, write_universe
 
-    from observer_resources.storage import lake
     from observer_assets.monitoring import alerts, sensors
+    from observer_resources.storage import lake
     from observer_resources.storage.layout import slot_dir
 
     monkeypatch.setenv("OBSERVER_DATA_DIR", str(tmp_path / "data"))
@@ -323,6 +418,7 @@ def test_the_check_alert_tick_stays_in_budget_and_advances_its_cursor(tmp_path, 
     bad = bad.set_column(bad.schema.get_field_index("price"), "price", pa.array([5100.5] * 36, pa.float64()))
     lake.write_table_atomic(slot_dir(lake.data_dir(), SLOT) / "snapshot.parquet", bad)
     with dg.instance_for_test() as inst, caplog.at_level(logging.INFO, logger="observer.alerts"):
+
         def tick(cursor):
             return sensors.check_failure_alerts.evaluate_tick(dg.build_sensor_context(instance=inst, cursor=cursor))
 
@@ -394,11 +490,11 @@ def _canary_secret(tag: str) -> str:
 
 
 def test_no_canary_reaches_any_file_log_or_webhook(tmp_path, monkeypatch, caplog, capfd, postgres):
-    from observer_resources.storage import lake
-    from observer_assets.monitoring import alerts, sensors
+    from local_exchange.server import run_sim_process
+    from observer_assets.backup.assets import daily_backup
     from observer_assets.gaps.assets import gap_report
     from observer_assets.gaps.checks import TRACK_A_CHECKS
-    from observer_assets.backup.assets import daily_backup
+    from observer_assets.monitoring import alerts, sensors
     from observer_assets.monitoring.metrics import ObserverCollector, collect_text
     from observer_assets.orchestration.partitions import day_key, slot_key
     from observer_assets.track_a.assets import track_a_snapshot
@@ -407,7 +503,7 @@ def test_no_canary_reaches_any_file_log_or_webhook(tmp_path, monkeypatch, caplog
     from observer_resources.calendar.market import MarketCalendar
     from observer_resources.events import EventLog
     from observer_resources.resources import kis_pool_from_env
-    from local_exchange.server import run_sim_process
+    from observer_resources.storage import lake
 
     run = uuid.uuid4().hex[:8]
     sim = run_sim_process("--mode", "real", "--clock", "open", "--seed", "17", "--listings", "120")
@@ -416,9 +512,12 @@ def test_no_canary_reaches_any_file_log_or_webhook(tmp_path, monkeypatch, caplog
         db = f"canary_{run}"
         postgres.create_database(db)
         canaries = {
-            "KIS_APP_KEY": _canary_key("A", 1), "KIS_APP_SECRET": _canary_secret("A"),
-            "KIS_APP_KEY_2": _canary_key("B", 2), "KIS_APP_SECRET_2": _canary_secret("B"),
-            "pg password": f"state-db-pw-canary-{run}", "DAGSTER_PG_PASSWORD": f"dagster-pg-canary-{run}",
+            "KIS_APP_KEY": _canary_key("A", 1),
+            "KIS_APP_SECRET": _canary_secret("A"),
+            "KIS_APP_KEY_2": _canary_key("B", 2),
+            "KIS_APP_SECRET_2": _canary_secret("B"),
+            "pg password": f"state-db-pw-canary-{run}",
+            "DAGSTER_PG_PASSWORD": f"dagster-pg-canary-{run}",
             "webhook path": f"webhook-path-canary-{run}",
             "OBSERVER_ALERT_TELEGRAM_BOT_TOKEN": f"123456:telegram-canary-{run}",
             "OBSERVER_ALERT_SLACK_URL": f"https://hooks.slack.com/services/T0/B0/slack-canary-{run}",
@@ -429,14 +528,18 @@ def test_no_canary_reaches_any_file_log_or_webhook(tmp_path, monkeypatch, caplog
         home = tmp_path / "dagster_home"
         home.mkdir()
         env = {
-            "OBSERVER_DATA_DIR": str(tmp_path / "data"), "OBSERVER_BACKUP_URL": str(tmp_path / "backups"),
-            "OBSERVER_CALENDAR": "open", "OBSERVER_UNIVERSE_MIN_COUNT": "20", "DAGSTER_HOME": str(home),
+            "OBSERVER_DATA_DIR": str(tmp_path / "data"),
+            "OBSERVER_BACKUP_URL": str(tmp_path / "backups"),
+            "OBSERVER_CALENDAR": "open",
+            "OBSERVER_UNIVERSE_MIN_COUNT": "20",
+            "DAGSTER_HOME": str(home),
             "KIS_REST_URL": sim.rest_url,
             # recorded (redacted) in every manifest; the Track B socket it names is not opened here
             "KIS_WS_URL": sim.ws_url.replace("://", f"://observer:{canaries['ws password']}@", 1),
             "OBSERVER_STATE_DB_URL": f"postgresql://{postgres.user}:{canaries['pg password']}@127.0.0.1:"
-                                     f"{postgres.port}/{db}?sslmode=disable",  # trust auth: any password is let in
-            "OBSERVER_ALERT_WEBHOOK": hook.url, "OBSERVER_ALERT_TELEGRAM_CHAT_ID": "-100777",
+            f"{postgres.port}/{db}?sslmode=disable",  # trust auth: any password is let in
+            "OBSERVER_ALERT_WEBHOOK": hook.url,
+            "OBSERVER_ALERT_TELEGRAM_CHAT_ID": "-100777",
             **{k: v for k, v in canaries.items() if re.fullmatch(r"[A-Z0-9_]+", k)},
         }
         for k in list(os.environ):
@@ -454,31 +557,48 @@ def test_no_canary_reaches_any_file_log_or_webhook(tmp_path, monkeypatch, caplog
             # a day from the real assets, both canary keys sharing their tokens and budget through PostgreSQL
             kis = kis_pool_from_env()
             inst.add_dynamic_partitions("trading_day", [day_key(day)])
-            assert dg.materialize([universe], partition_key=day_key(day), instance=inst, resources={"kis": kis},
-                                  run_config={"ops": {"universe": {"config": {"min_master_codes": 50}}}}).success
+            assert dg.materialize(
+                [universe],
+                partition_key=day_key(day),
+                instance=inst,
+                resources={"kis": kis},
+                run_config={"ops": {"universe": {"config": {"min_master_codes": 50}}}},
+            ).success
             slot = cal.slot_at(now)
             inst.add_dynamic_partitions("track_a_slot", [slot_key(slot)])
-            assert dg.materialize([track_a_snapshot, universe], selection=[track_a_snapshot],
-                                  partition_key=slot_key(slot), instance=inst, resources={"kis": kis}).success
-            assert dg.materialize([gap_report, universe.to_source_asset()], partition_key=day_key(day),
-                                  instance=inst).success
+            assert dg.materialize(
+                [track_a_snapshot, universe],
+                selection=[track_a_snapshot],
+                partition_key=slot_key(slot),
+                instance=inst,
+                resources={"kis": kis},
+            ).success
+            assert dg.materialize(
+                [gap_report, universe.to_source_asset()], partition_key=day_key(day), instance=inst
+            ).success
 
             # an event whose message quotes secrets, as an error text might
             EventLog(root, source="canary").emit(
-                "api_error", message=f"connect to {env['OBSERVER_STATE_DB_URL']} failed for {env['KIS_APP_KEY']}",
-                detail={"urls": [env["OBSERVER_ALERT_WEBHOOK"], env["OBSERVER_ALERT_SLACK_URL"]]})
+                "api_error",
+                message=f"connect to {env['OBSERVER_STATE_DB_URL']} failed for {env['KIS_APP_KEY']}",
+                detail={"urls": [env["OBSERVER_ALERT_WEBHOOK"], env["OBSERVER_ALERT_SLACK_URL"]]},
+            )
 
             # alerts: a failed check through the real sensor, and a text stuffed with every canary
             def tick(cursor):
-                return sensors.check_failure_alerts.evaluate_tick(dg.build_sensor_context(instance=inst,
-                                                                                          cursor=cursor))
+                return sensors.check_failure_alerts.evaluate_tick(dg.build_sensor_context(instance=inst, cursor=cursor))
 
             c0 = tick(None).cursor
             missing = slot_key(slot + timedelta(minutes=10))  # no snapshot there: both checks fail
             inst.add_dynamic_partitions("track_a_slot", [missing])
-            dg.materialize([track_a_snapshot, universe, *TRACK_A_CHECKS], tags={"dagster/partition": missing},
-                           instance=inst, selection=dg.AssetSelection.checks(*TRACK_A_CHECKS), raise_on_error=False,
-                           resources={"kis": dg.ResourceDefinition.none_resource()})
+            dg.materialize(
+                [track_a_snapshot, universe, *TRACK_A_CHECKS],
+                tags={"dagster/partition": missing},
+                instance=inst,
+                selection=dg.AssetSelection.checks(*TRACK_A_CHECKS),
+                raise_on_error=False,
+                resources={"kis": dg.ResourceDefinition.none_resource()},
+            )
             assert "2 failed" in tick(c0).skip_message
             d = alerts.send("[Observer] leak test: " + " | ".join(canaries.values()) + " " + json.dumps(env))
             assert d.posted and len(hook.bodies) == 3
@@ -498,8 +618,10 @@ def test_no_canary_reaches_any_file_log_or_webhook(tmp_path, monkeypatch, caplog
             finally:
                 c.close()
             assert "observer_universe_size" in scrape and c.errors["tokens"] == 0
-            broken = {**os.environ, "OBSERVER_STATE_DB_URL": env["OBSERVER_STATE_DB_URL"].replace(
-                f":{postgres.port}/", ":9/")}
+            broken = {
+                **os.environ,
+                "OBSERVER_STATE_DB_URL": env["OBSERVER_STATE_DB_URL"].replace(f":{postgres.port}/", ":9/"),
+            }
             c = ObserverCollector(broken, cache_seconds=0)
             try:
                 scrape += collect_text(broken, collector=c)
@@ -518,8 +640,7 @@ def test_no_canary_reaches_any_file_log_or_webhook(tmp_path, monkeypatch, caplog
         assert files, base
         blobs += [(str(p), p.read_bytes()) for p in files]
     logs = "\n".join([caplog.text] + [r.getMessage() + " " + (r.exc_text or "") for r in caplog.records])
-    blobs += [("logs", logs.encode()), ("stdout", out.encode()), ("stderr", err.encode()),
-              ("scrape", scrape.encode())]
+    blobs += [("logs", logs.encode()), ("stdout", out.encode()), ("stderr", err.encode()), ("scrape", scrape.encode())]
     blobs += [(f"webhook body {i}", b) for i, b in enumerate(hook.bodies)]
     assert any(p.endswith("manifest.json") for p, _ in blobs)
     leaks = [(what, name) for name, v in canaries.items() for what, blob in blobs if v.encode() in blob]

@@ -26,8 +26,11 @@ NAME = re.compile(r"(?:OBSERVER|KIS)_[A-Z0-9_]*[A-Z0-9]")
 FAMILY_EXAMPLES = {
     "KIS_APP_KEY_<n>": ("KIS_APP_KEY_2", "KIS_APP_KEY_17"),
     "KIS_APP_SECRET_<n>": ("KIS_APP_SECRET_2", "KIS_APP_SECRET_17"),
-    "<name>_FILE": ("OBSERVER_ALERT_SLACK_URL_FILE", "OBSERVER_ALERT_TELEGRAM_BOT_TOKEN_FILE",
-                    "OBSERVER_ALERTMANAGER_WEBHOOK_FILE"),
+    "<name>_FILE": (
+        "OBSERVER_ALERT_SLACK_URL_FILE",
+        "OBSERVER_ALERT_TELEGRAM_BOT_TOKEN_FILE",
+        "OBSERVER_ALERTMANAGER_WEBHOOK_FILE",
+    ),
 }
 
 
@@ -73,7 +76,7 @@ def test_retention_defaults_are_the_policy_defaults():
 def test_the_readme_table_is_the_generated_one():
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     assert text.count(settings.BEGIN) == 1 and text.count(settings.END) == 1
-    section = text[text.index(settings.BEGIN) + len(settings.BEGIN):text.index(settings.END)]
+    section = text[text.index(settings.BEGIN) + len(settings.BEGIN) : text.index(settings.END)]
     assert section == "\n" + settings.markdown() + "\n", "README.md's settings table is stale: run `make settings`"
     assert settings.with_table(text) == text
     for name in _example_names():
@@ -119,8 +122,13 @@ def _constants() -> dict[str, str]:
     out: dict[str, str] = {}
     for f in _sources():
         for node in ast.parse(f.read_text(encoding="utf-8")).body:
-            if (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
-                    and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)):
+            if (
+                isinstance(node, ast.Assign)
+                and len(node.targets) == 1
+                and isinstance(node.targets[0], ast.Name)
+                and isinstance(node.value, ast.Constant)
+                and isinstance(node.value.value, str)
+            ):
                 out[node.targets[0].id] = node.value.value
     return out
 
@@ -155,13 +163,20 @@ def env_reads(tree: ast.AST, consts: dict[str, str]) -> list[tuple[int, str]]:
 
 
 def test_the_scan_sees_every_form_of_read():
-    src = ('import os\nENV = "OBSERVER_CLOCK_FILE"\nos.environ.get("KIS_ENV")\nos.getenv(ENV)\n'
-           'env["OBSERVER_CALENDAR"]\nenv.setdefault("KIS_APP_KEY_2", "")\nalerts.WEBHOOK_ENV\n'
-           'os.environ.get(alerts.WEBHOOK_ENV)\n'
-           'env["OBSERVER_CALENDAR"] = "open"\nd.get("name")\nsettings.get("KIS_ENV", env)\n')
+    src = (
+        'import os\nENV = "OBSERVER_CLOCK_FILE"\nos.environ.get("KIS_ENV")\nos.getenv(ENV)\n'
+        'env["OBSERVER_CALENDAR"]\nenv.setdefault("KIS_APP_KEY_2", "")\nalerts.WEBHOOK_ENV\n'
+        "os.environ.get(alerts.WEBHOOK_ENV)\n"
+        'env["OBSERVER_CALENDAR"] = "open"\nd.get("name")\nsettings.get("KIS_ENV", env)\n'
+    )
     consts = {"ENV": "OBSERVER_CLOCK_FILE", "WEBHOOK_ENV": "OBSERVER_ALERT_WEBHOOK"}
-    assert env_reads(ast.parse(src), consts) == [(3, "KIS_ENV"), (4, "OBSERVER_CLOCK_FILE"), (5, "OBSERVER_CALENDAR"),
-                                                 (6, "KIS_APP_KEY_2"), (8, "OBSERVER_ALERT_WEBHOOK")]
+    assert env_reads(ast.parse(src), consts) == [
+        (3, "KIS_ENV"),
+        (4, "OBSERVER_CLOCK_FILE"),
+        (5, "OBSERVER_CALENDAR"),
+        (6, "KIS_APP_KEY_2"),
+        (8, "OBSERVER_ALERT_WEBHOOK"),
+    ]
 
 
 def test_no_module_but_settings_reads_a_declared_variable():
@@ -257,8 +272,14 @@ def test_the_secret_flag_is_what_secrets_says(name):
 
 
 def test_the_lists_derived_for_secrets_are_unchanged():
-    assert set(secrets.URL_SETTINGS) == {"OBSERVER_STATE_DB_URL", "OBSERVER_DATA_DIR", "OBSERVER_LOCAL_DIR",
-                                         "OBSERVER_BACKUP_URL", "KIS_REST_URL", "KIS_WS_URL"}
+    assert set(secrets.URL_SETTINGS) == {
+        "OBSERVER_STATE_DB_URL",
+        "OBSERVER_DATA_DIR",
+        "OBSERVER_LOCAL_DIR",
+        "OBSERVER_BACKUP_URL",
+        "KIS_REST_URL",
+        "KIS_WS_URL",
+    }
     assert not [n for n in secrets.SNAPSHOT_SETTINGS if secrets.is_secret_name(n)]
     assert set(secrets.SNAPSHOT_SETTINGS) == {s.name for s in SETTINGS if s.snapshot}
 

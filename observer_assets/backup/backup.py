@@ -20,16 +20,16 @@ from typing import Any
 
 from upath import UPath
 
-from observer_assets.monitoring import alerts
 from observer_assets.backup import package
 from observer_assets.backup.daysets import LocalFile, by_package, covered_days, outside_calendar, scan
 from observer_assets.backup.settings import config_snapshot, local_path, redact_url
+from observer_assets.monitoring import alerts
 from observer_assets.track_b.capture import write_anomaly
-from observer_resources.storage.layout import anomaly_path
+from observer_resources import clock
 from observer_resources.calendar import KST
 from observer_resources.calendar.market import MarketCalendar
 from observer_resources.events import EventLog
-from observer_resources import clock
+from observer_resources.storage.layout import anomaly_path
 
 _DAY_DIR = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 BACKUP_AT = time(21, 0)  # docs/collector-rules.md §12: daily at 21:00 KST, after the session and the evening compaction
@@ -51,8 +51,7 @@ def day_files(root: Path, dest: UPath, cal: MarketCalendar, day: date) -> list[L
     return by_package(cal, local_files(root, dest)).get(day, [])
 
 
-def report_strays(root: Path, dest: UPath, cal: MarketCalendar, *, events: EventLog, log: Any = None
-                  ) -> dict[str, int]:
+def report_strays(root: Path, dest: UPath, cal: MarketCalendar, *, events: EventLog, log: Any = None) -> dict[str, int]:
     """Days with local files the calendar cannot place (a stray ``date=2017-05-05`` directory, a day past the
     table): skipped by backup and retention, never deleted, and said once per run with an event and an alert."""
     stray = outside_calendar(cal, local_files(root, dest))
@@ -60,11 +59,20 @@ def report_strays(root: Path, dest: UPath, cal: MarketCalendar, *, events: Event
         return {}
     out = {d.isoformat(): len(fs) for d, fs in sorted(stray.items())}
     for d, fs in sorted(stray.items()):
-        events.emit("day_outside_calendar", day=d.isoformat(), files=len(fs), bytes=sum(f.size for f in fs),
-                    example=fs[0].rel, severity="major",
-                    note="no trading day can carry these files: not backed up, not deleted")
-    alerts.send(f"[observer] {len(out)} day(s) of local files lie outside the calendar and are neither backed up "
-                f"nor deleted: {', '.join(list(out)[:10])} (e.g. {stray[min(stray)][0].rel})", logger=log)
+        events.emit(
+            "day_outside_calendar",
+            day=d.isoformat(),
+            files=len(fs),
+            bytes=sum(f.size for f in fs),
+            example=fs[0].rel,
+            severity="major",
+            note="no trading day can carry these files: not backed up, not deleted",
+        )
+    alerts.send(
+        f"[observer] {len(out)} day(s) of local files lie outside the calendar and are neither backed up "
+        f"nor deleted: {', '.join(list(out)[:10])} (e.g. {stray[min(stray)][0].rel})",
+        logger=log,
+    )
     return out
 
 
@@ -98,8 +106,9 @@ def anomaly_rules(root: Path, days: list[date]) -> list[str]:
     return sorted(rules)
 
 
-def pending(root: Path, dest: UPath, cal: MarketCalendar, now: datetime, *, today_if_changed: bool = True
-            ) -> list[Pending]:
+def pending(
+    root: Path, dest: UPath, cal: MarketCalendar, now: datetime, *, today_if_changed: bool = True
+) -> list[Pending]:
     """Days with local data whose package is missing, uncommitted or older than the local files, oldest first.
     Today counts only from 21:00 KST on: before that its data is still being collected. With
     `today_if_changed=False` (the catch-up sensor) today counts only while it has no committed package: today's event
@@ -128,8 +137,16 @@ def _problems(problems: list[tuple[str, str]], limit: int = 20) -> list[dict[str
     return [{"file": p, "problem": w} for p, w in problems[:limit]]
 
 
-def run(root: Path, dest: UPath, cal: MarketCalendar, day: date, *, events: EventLog,
-        environ: Mapping[str, str] | None = None, on_written: Any = None) -> package.BackupResult:
+def run(
+    root: Path,
+    dest: UPath,
+    cal: MarketCalendar,
+    day: date,
+    *,
+    events: EventLog,
+    environ: Mapping[str, str] | None = None,
+    on_written: Any = None,
+) -> package.BackupResult:
     """Make `day`'s package current and verified. Raises BackupError (after recording it) when it cannot.
 
     A package that cannot be read, or whose manifest is unsound, is never reported as fine: it is
@@ -144,14 +161,23 @@ def run(root: Path, dest: UPath, cal: MarketCalendar, day: date, *, events: Even
     if st.manifest_unreadable or unsound or lost_manifest:
         problems = unsound or [(package.MANIFEST, str(st.error) if st.error else "missing beside a SUCCESS.marker")]
         had_files = bool(files)
-        mark_failed(root, dest, day, problems, events=events, what="backup_verify_failed",
-                    note="the package's manifest is missing, cannot be read or cannot be trusted")
+        mark_failed(
+            root,
+            dest,
+            day,
+            problems,
+            events=events,
+            what="backup_verify_failed",
+            note="the package's manifest is missing, cannot be read or cannot be trusted",
+        )
         invalidated = problems
         files = day_files(root, dest, cal, day)
         if not had_files:
-            raise package.BackupError(f"backup {day}: the package at {where} has no readable, sound manifest and "
-                                      "the day's files are no longer here to rebuild it; an operator must look at it",
-                                      problems)
+            raise package.BackupError(
+                f"backup {day}: the package at {where} has no readable, sound manifest and "
+                "the day's files are no longer here to rebuild it; an operator must look at it",
+                problems,
+            )
         # its stored objects may be the only copy of something: the whole package moves aside, nothing is deleted
         aside = package.set_aside(dest, day, "; ".join(f"{p}: {w}" for p, w in problems[:5]))
         events.emit("backup_set_aside", day=day.isoformat(), moved_to=aside, destination=where, severity="critical")
@@ -161,42 +187,95 @@ def run(root: Path, dest: UPath, cal: MarketCalendar, day: date, *, events: Even
         if v.ok:
             m = st.manifest
             assert m is not None
-            events.emit("backup_verified", day=day.isoformat(), files=v.files, bytes=v.bytes,
-                        seconds=round(v.seconds, 3), destination=where)
-            return package.BackupResult(day, "unchanged", v.files, v.bytes, sum(e.stored_size for e in m.entries),
-                                        v.seconds, m.carried_over, [], st.manifest_sha256)
+            events.emit(
+                "backup_verified",
+                day=day.isoformat(),
+                files=v.files,
+                bytes=v.bytes,
+                seconds=round(v.seconds, 3),
+                destination=where,
+            )
+            return package.BackupResult(
+                day,
+                "unchanged",
+                v.files,
+                v.bytes,
+                sum(e.stored_size for e in m.entries),
+                v.seconds,
+                m.carried_over,
+                [],
+                st.manifest_sha256,
+            )
         invalidated = v.problems
-        mark_failed(root, dest, day, v.problems, events=events, what="backup_verify_failed",
-                    note="a committed package no longer matches its manifest; its marker is withdrawn")
+        mark_failed(
+            root,
+            dest,
+            day,
+            v.problems,
+            events=events,
+            what="backup_verify_failed",
+            note="a committed package no longer matches its manifest; its marker is withdrawn",
+        )
         files = day_files(root, dest, cal, day)  # the anomaly marker just changed
     if not files and st.empty:
         events.emit("backup_succeeded", day=day.isoformat(), files=0, bytes=0, action="empty", destination=where)
         return package.BackupResult(day, "empty", 0, 0, 0, 0.0)
     covered = covered_days(cal, day)
     try:
-        res = package.write(root, dest, day, files, covered=covered, anomaly_rules=anomaly_rules(root, covered),
-                            config=config_snapshot(environ), on_written=on_written)
+        res = package.write(
+            root,
+            dest,
+            day,
+            files,
+            covered=covered,
+            anomaly_rules=anomaly_rules(root, covered),
+            config=config_snapshot(environ),
+            on_written=on_written,
+        )
     except package.BackupError as e:
         mark_failed(root, dest, day, e.problems, events=events, what="backup_failed", note=str(e)[:500])
         raise
     except OSError as e:  # a full disk, a vanished mount, a refused upload: recorded, then the run fails
-        mark_failed(root, dest, day, [("(destination)", f"{type(e).__name__}: {e}")], events=events,
-                    what="backup_failed", note=str(e)[:500])
-        raise package.BackupError(f"backup {day}: {type(e).__name__}: {e}",
-                                  [("(destination)", str(e))]) from e
+        mark_failed(
+            root,
+            dest,
+            day,
+            [("(destination)", f"{type(e).__name__}: {e}")],
+            events=events,
+            what="backup_failed",
+            note=str(e)[:500],
+        )
+        raise package.BackupError(f"backup {day}: {type(e).__name__}: {e}", [("(destination)", str(e))]) from e
     res.invalidated = invalidated
     for v in res.versioned:  # the old bytes stay in the package; the change itself is worth a line in the story
-        events.emit("backup_file_versioned", day=day.isoformat(), destination=where,
-                    severity="minor" if v["kind"] == "appended" else "major", **v)
-    events.emit("backup_succeeded", day=day.isoformat(), action=res.action, files=res.files, bytes=res.bytes,
-                stored_bytes=res.stored_bytes, changed=len(res.changed), carried_over=res.carried_over,
-                versioned=len(res.versioned), seconds=round(res.seconds, 3), manifest_sha256=res.manifest_sha256,
-                destination=where, repaired=bool(invalidated or res.repaired))
+        events.emit(
+            "backup_file_versioned",
+            day=day.isoformat(),
+            destination=where,
+            severity="minor" if v["kind"] == "appended" else "major",
+            **v,
+        )
+    events.emit(
+        "backup_succeeded",
+        day=day.isoformat(),
+        action=res.action,
+        files=res.files,
+        bytes=res.bytes,
+        stored_bytes=res.stored_bytes,
+        changed=len(res.changed),
+        carried_over=res.carried_over,
+        versioned=len(res.versioned),
+        seconds=round(res.seconds, 3),
+        manifest_sha256=res.manifest_sha256,
+        destination=where,
+        repaired=bool(invalidated or res.repaired),
+    )
     return res
 
 
-def verify_all(dest: UPath, root: Path, *, events: EventLog, days: list[date] | None = None,
-               log: Any = None) -> dict[str, Any]:
+def verify_all(
+    dest: UPath, root: Path, *, events: EventLog, days: list[date] | None = None, log: Any = None
+) -> dict[str, Any]:
     """Re-read every committed package at the destination (the weekly sweep): a package that no longer matches
     loses its marker, is recorded as ``backup_verify_failed`` and alerted; the day then counts as unverified."""
     where = redact_url(str(dest))
@@ -209,16 +288,42 @@ def verify_all(dest: UPath, root: Path, *, events: EventLog, days: list[date] | 
         read += v.bytes
         if v.ok:
             ok.append(d.isoformat())
-            events.emit("backup_verified", day=d.isoformat(), files=v.files, bytes=v.bytes,
-                        seconds=round(v.seconds, 3), destination=where, sweep=True)
+            events.emit(
+                "backup_verified",
+                day=d.isoformat(),
+                files=v.files,
+                bytes=v.bytes,
+                seconds=round(v.seconds, 3),
+                destination=where,
+                sweep=True,
+            )
         else:
             failed[d.isoformat()] = v.problems
-            mark_failed(root, dest, d, v.problems, events=events, what="backup_verify_failed",
-                        note="the weekly verification found the package changed; its marker is withdrawn", log=log)
-    events.emit("backup_sweep_finished", days=len(todo), ok=len(ok), failed=sorted(failed), bytes=read,
-                destination=where, severity="critical" if failed else "minor")
-    return {"days": len(todo), "ok": ok, "failed": {k: [f"{p}: {w}" for p, w in v[:20]] for k, v in failed.items()},
-            "bytes": read}
+            mark_failed(
+                root,
+                dest,
+                d,
+                v.problems,
+                events=events,
+                what="backup_verify_failed",
+                note="the weekly verification found the package changed; its marker is withdrawn",
+                log=log,
+            )
+    events.emit(
+        "backup_sweep_finished",
+        days=len(todo),
+        ok=len(ok),
+        failed=sorted(failed),
+        bytes=read,
+        destination=where,
+        severity="critical" if failed else "minor",
+    )
+    return {
+        "days": len(todo),
+        "ok": ok,
+        "failed": {k: [f"{p}: {w}" for p, w in v[:20]] for k, v in failed.items()},
+        "bytes": read,
+    }
 
 
 def package_days(dest: UPath) -> list[date]:
@@ -239,14 +344,31 @@ def committed_days(dest: UPath) -> list[date]:
     return [d for d in package_days(dest) if package.read_state(dest, d).committed]
 
 
-def mark_failed(root: Path, dest: UPath, day: date, problems: list[tuple[str, str]], *, events: EventLog,
-                what: str, note: str, log: Any = None) -> None:
+def mark_failed(
+    root: Path,
+    dest: UPath,
+    day: date,
+    problems: list[tuple[str, str]],
+    *,
+    events: EventLog,
+    what: str,
+    note: str,
+    log: Any = None,
+) -> None:
     """Withdraw the marker, record the event, alert, and make the day an anomaly day (kept longer, never deleted)."""
     package.invalidate(dest, day, note)
     now = clock.now()
-    events.emit(what, day=day.isoformat(), problems=_problems(problems), problem_count=len(problems),
-                note=note, destination=redact_url(str(dest)), severity="critical")
+    events.emit(
+        what,
+        day=day.isoformat(),
+        problems=_problems(problems),
+        problem_count=len(problems),
+        note=note,
+        destination=redact_url(str(dest)),
+        severity="critical",
+    )
     write_anomaly(root, day, "backup_failure", {"event": what, "files": [p for p, _ in problems[:20]]}, now)
     named = "; ".join(f"{p}: {w}" for p, w in problems[:3])
-    alerts.send(f"[observer] {what.replace('_', ' ')} for {day}: {note}. {len(problems)} problem(s): {named}",
-                logger=log)
+    alerts.send(
+        f"[observer] {what.replace('_', ' ')} for {day}: {note}. {len(problems)} problem(s): {named}", logger=log
+    )

@@ -68,12 +68,20 @@ class Manifest:
     def to_bytes(self) -> bytes:
         newest = self.by_path()
         doc = {
-            "format": FORMAT, "day": self.day, "days": self.days, "created_at": self.created_at,
-            "anomaly": self.anomaly, "anomaly_rules": self.anomaly_rules,
-            "totals": {"files": len(newest), "versions": len(self.entries),
-                       "bytes": sum(e.size for e in newest.values()),
-                       "stored_bytes": sum(e.stored_size for e in self.entries),
-                       "rows": sum(e.rows or 0 for e in newest.values()), "carried_over": self.carried_over},
+            "format": FORMAT,
+            "day": self.day,
+            "days": self.days,
+            "created_at": self.created_at,
+            "anomaly": self.anomaly,
+            "anomaly_rules": self.anomaly_rules,
+            "totals": {
+                "files": len(newest),
+                "versions": len(self.entries),
+                "bytes": sum(e.size for e in newest.values()),
+                "stored_bytes": sum(e.stored_size for e in self.entries),
+                "rows": sum(e.rows or 0 for e in newest.values()),
+                "carried_over": self.carried_over,
+            },
             "config": self.config,
             "files": [e.__dict__ for e in sorted(self.entries, key=lambda e: (e.path, e.version))],
         }
@@ -88,10 +96,16 @@ class Manifest:
             raise ValueError(f"unknown backup format {doc.get('format')!r}")
         if not isinstance(doc.get("files"), list):
             raise ValueError("the manifest's files is not a list")
-        return cls(day=doc["day"], created_at=doc["created_at"], days=doc.get("days", []),
-                   entries=[Entry.from_json(e) for e in doc["files"]], anomaly=bool(doc.get("anomaly")),
-                   anomaly_rules=list(doc.get("anomaly_rules", [])), config=doc.get("config", {}),
-                   carried_over=int((doc.get("totals") or {}).get("carried_over", 0)))
+        return cls(
+            day=doc["day"],
+            created_at=doc["created_at"],
+            days=doc.get("days", []),
+            entries=[Entry.from_json(e) for e in doc["files"]],
+            anomaly=bool(doc.get("anomaly")),
+            anomaly_rules=list(doc.get("anomaly_rules", [])),
+            config=doc.get("config", {}),
+            carried_over=int((doc.get("totals") or {}).get("carried_over", 0)),
+        )
 
     def by_path(self) -> dict[str, Entry]:
         """The newest version of each file: what a restore places and what the local files are compared with."""
@@ -118,6 +132,7 @@ class Manifest:
 @dataclass
 class PackageState:
     """What the destination holds for a day, read without touching the files."""
+
     manifest: Manifest | None
     manifest_sha256: str | None
     marker: dict[str, Any] | None
@@ -127,8 +142,11 @@ class PackageState:
     @property
     def committed(self) -> bool:
         """A marker that names this very manifest: the package was verified when written."""
-        return (self.manifest is not None and self.marker is not None
-                and self.marker.get("manifest_sha256") == self.manifest_sha256)
+        return (
+            self.manifest is not None
+            and self.marker is not None
+            and self.marker.get("manifest_sha256") == self.manifest_sha256
+        )
 
     @property
     def manifest_unreadable(self) -> bool:

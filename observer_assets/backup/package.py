@@ -230,12 +230,20 @@ def verify(dest: UPath, day: date, *, require_marker: bool = True) -> VerifyResu
     unsound = check_manifest(st.manifest)
     if unsound:  # never follow a path the manifest should not hold, not even to read it
         problems.extend(unsound)
-        return VerifyResult(day, False, problems, len(st.manifest.by_path()), 0, time.perf_counter() - t0,
-                            len(st.manifest.entries))
+        return VerifyResult(
+            day, False, problems, len(st.manifest.by_path()), 0, time.perf_counter() - t0, len(st.manifest.entries)
+        )
     bad, total = _verify_entries(package_dir(dest, day), st.manifest.entries)
     problems.extend((e.label, why) for e, why in bad)
-    return VerifyResult(day, not problems, problems, len(st.manifest.by_path()), total, time.perf_counter() - t0,
-                        len(st.manifest.entries))
+    return VerifyResult(
+        day,
+        not problems,
+        problems,
+        len(st.manifest.by_path()),
+        total,
+        time.perf_counter() - t0,
+        len(st.manifest.entries),
+    )
 
 
 def invalidate(dest: UPath, day: date, why: str) -> None:
@@ -247,8 +255,9 @@ def invalidate(dest: UPath, day: date, why: str) -> None:
             old = k.read_bytes()
         except OSError:
             old = b""
-        (pkg / f"INVALID-{int(time.time())}.json").write_bytes(json.dumps(
-            {"withdrawn_at": _now(), "why": why, "marker": old.decode("utf-8", "replace")}).encode())
+        (pkg / f"INVALID-{int(time.time())}.json").write_bytes(
+            json.dumps({"withdrawn_at": _now(), "why": why, "marker": old.decode("utf-8", "replace")}).encode()
+        )
         k.unlink()
 
 
@@ -268,9 +277,17 @@ def set_aside(dest: UPath, day: date, why: str) -> str:
     return name
 
 
-def write(root: Path, dest: UPath, day: date, files: Sequence[LocalFile], *, covered: Sequence[date] = (),
-          anomaly_rules: Sequence[str] = (), config: dict[str, Any] | None = None,
-          on_written: Callable[[str], None] | None = None) -> BackupResult:
+def write(
+    root: Path,
+    dest: UPath,
+    day: date,
+    files: Sequence[LocalFile],
+    *,
+    covered: Sequence[date] = (),
+    anomaly_rules: Sequence[str] = (),
+    config: dict[str, Any] | None = None,
+    on_written: Callable[[str], None] | None = None,
+) -> BackupResult:
     """Package `files` (the day's local files) at `dest`, verify by re-reading, then commit with the marker.
 
     Files already in the package with the same bytes are not copied again; a changed file becomes a new version.
@@ -280,12 +297,16 @@ def write(root: Path, dest: UPath, day: date, files: Sequence[LocalFile], *, cov
     local_pkg = _local_pkg(dest, day)
     old = read_state(dest, day)
     if old.manifest_unreadable:
-        raise BackupError(f"backup {day}: {old.error}; the package must be set aside first", [(MANIFEST, str(old.error))])
+        raise BackupError(
+            f"backup {day}: {old.error}; the package must be set aside first", [(MANIFEST, str(old.error))]
+        )
     entries: list[Entry] = list(old.manifest.entries) if old.manifest is not None else []
     unsound = check_manifest(old.manifest) if old.manifest is not None else []
     if unsound:
-        raise BackupError(f"backup {day}: the package's manifest holds entries that cannot be trusted; it must be set "
-                          "aside first", unsound)
+        raise BackupError(
+            f"backup {day}: the package's manifest holds entries that cannot be trusted; it must be set aside first",
+            unsound,
+        )
     newest = old.manifest.by_path() if old.manifest is not None else {}
     # versions are package generations: everything this write adds is one new version, so `as_of(n)` is the
     # package exactly as the n-th write that changed it left it (a file first added later is not in version 1)
@@ -310,31 +331,61 @@ def write(root: Path, dest: UPath, day: date, files: Sequence[LocalFile], *, cov
         target = pkg / stored
         target.parent.mkdir(parents=True, exist_ok=True)
         size, sha, lines, stored_size = _copy_out(root / rel, target, codec)
-        e = Entry(rel, size, sha, _rows(root / rel, rel, lines), codec, stored, stored_size, f.mtime_ns,
-                  f.day.isoformat(), version, now)
+        e = Entry(
+            rel,
+            size,
+            sha,
+            _rows(root / rel, rel, lines),
+            codec,
+            stored,
+            stored_size,
+            f.mtime_ns,
+            f.day.isoformat(),
+            version,
+            now,
+        )
         entries.append(e)
         written.append(stored)
         changed.append(rel)
         if p is not None:
-            versioned.append({"path": rel, "version": version, "kind": kind, "previous_version": p.version,
-                              "previous_size": p.size, "previous_sha256": p.sha256, "size": size, "sha256": sha})
+            versioned.append(
+                {
+                    "path": rel,
+                    "version": version,
+                    "kind": kind,
+                    "previous_version": p.version,
+                    "previous_size": p.size,
+                    "previous_sha256": p.sha256,
+                    "size": size,
+                    "sha256": sha,
+                }
+            )
         if on_written is not None:
             on_written(rel)
     _sync_tree(local_pkg, written)
     local = {f.rel for f in files}
     carried = [p for rel, p in newest.items() if rel not in local]
-    manifest = Manifest(day=day.isoformat(), created_at=now, entries=entries,
-                        days=sorted({*(d.isoformat() for d in covered), *(e.day for e in entries)}),
-                        anomaly=bool(anomaly_rules), anomaly_rules=sorted(set(anomaly_rules)), config=config or {},
-                        carried_over=len(carried))
+    manifest = Manifest(
+        day=day.isoformat(),
+        created_at=now,
+        entries=entries,
+        days=sorted({*(d.isoformat() for d in covered), *(e.day for e in entries)}),
+        anomaly=bool(anomaly_rules),
+        anomaly_rules=sorted(set(anomaly_rules)),
+        config=config or {},
+        carried_over=len(carried),
+    )
     raw = manifest.to_bytes()
     _put(pkg, local_pkg, MANIFEST, raw)
     # every object is re-read (from the device, its cached pages dropped) and hashed before anything is committed
     bad, total = _verify_entries(pkg, entries)
     repaired: list[str] = []
     if bad:
-        fixable = [(e, why) for e, why in bad if newest.get(e.path) is e and e.path in local
-                   and hash_file(root / e.path)[1] == e.sha256]
+        fixable = [
+            (e, why)
+            for e, why in bad
+            if newest.get(e.path) is e and e.path in local and hash_file(root / e.path)[1] == e.sha256
+        ]
         for e, _ in fixable:  # a damaged object whose bytes are still here, identical: written again, same place
             (pkg / e.stored).parent.mkdir(parents=True, exist_ok=True)
             _copy_out(root / e.path, pkg / e.stored, e.codec)
@@ -345,17 +396,43 @@ def write(root: Path, dest: UPath, day: date, files: Sequence[LocalFile], *, cov
             bad = [(e, w) for e, w in bad if (e, w) not in fixable] + again
     if bad:
         problems = [(e.label, why) for e, why in bad]
-        raise BackupError(f"backup {day}: verification failed for {len(problems)} file(s): "
-                          + "; ".join(f"{p}: {w}" for p, w in problems[:5]), problems)
+        raise BackupError(
+            f"backup {day}: verification failed for {len(problems)} file(s): "
+            + "; ".join(f"{p}: {w}" for p, w in problems[:5]),
+            problems,
+        )
     sha = _sha(raw)
     newest_now = manifest.by_path()
-    _put(pkg, local_pkg, MARKER, json.dumps(
-        {"day": day.isoformat(), "manifest_sha256": sha, "verified_at": _now(), "files": len(newest_now),
-         "versions": len(entries), "bytes": total}, indent=1).encode())
+    _put(
+        pkg,
+        local_pkg,
+        MARKER,
+        json.dumps(
+            {
+                "day": day.isoformat(),
+                "manifest_sha256": sha,
+                "verified_at": _now(),
+                "files": len(newest_now),
+                "versions": len(entries),
+                "bytes": total,
+            },
+            indent=1,
+        ).encode(),
+    )
     _drop_stale(pkg, {e.stored for e in entries})
-    return BackupResult(day, "written", len(newest_now), sum(e.size for e in newest_now.values()),
-                        sum(e.stored_size for e in entries), time.perf_counter() - t0, len(carried), changed, sha,
-                        versioned=versioned, repaired=[s for s in repaired])
+    return BackupResult(
+        day,
+        "written",
+        len(newest_now),
+        sum(e.size for e in newest_now.values()),
+        sum(e.stored_size for e in entries),
+        time.perf_counter() - t0,
+        len(carried),
+        changed,
+        sha,
+        versioned=versioned,
+        repaired=[s for s in repaired],
+    )
 
 
 def _drop_stale(pkg: UPath, keep: set[str]) -> None:
@@ -368,7 +445,7 @@ def _drop_stale(pkg: UPath, keep: set[str]) -> None:
         prefix = str(base).rstrip("/") + "/"
         for p in base.rglob("*"):
             if p.is_file():
-                rel = f"{top}/{str(p)[len(prefix):]}"
+                rel = f"{top}/{str(p)[len(prefix) :]}"
                 if rel not in keep:
                     p.unlink()
 
@@ -384,8 +461,15 @@ def _rows(path: Path, rel: str, lines: int) -> int | None:
     return None
 
 
-def restore(dest: UPath, day: date, root: Path, *, overwrite: bool = False,
-            only: Callable[[str], bool] | None = None, version: int | None = None) -> dict[str, Any]:
+def restore(
+    dest: UPath,
+    day: date,
+    root: Path,
+    *,
+    overwrite: bool = False,
+    only: Callable[[str], bool] | None = None,
+    version: int | None = None,
+) -> dict[str, Any]:
     """Bring a verified package back, byte for byte, atomically per file; all or nothing.
 
     The whole manifest is checked first (paths, types, hashes' shape), then every file is streamed to a temp file
@@ -399,8 +483,11 @@ def restore(dest: UPath, day: date, root: Path, *, overwrite: bool = False,
     if st.manifest is None:
         raise RestoreError(f"no backup of {day} at {where} ({st.error or 'no manifest.json'})", [(MANIFEST, "missing")])
     if not st.committed:
-        why = "no SUCCESS.marker: the package was never verified" if st.marker is None else \
-            "SUCCESS.marker does not name this manifest.json (the manifest changed after verification)"
+        why = (
+            "no SUCCESS.marker: the package was never verified"
+            if st.marker is None
+            else "SUCCESS.marker does not name this manifest.json (the manifest changed after verification)"
+        )
         raise RestoreError(f"refusing to restore {day}: {why}", [(MARKER, why)])
     problems = check_manifest(st.manifest)
     picked: list[Entry] = []
@@ -415,9 +502,12 @@ def restore(dest: UPath, day: date, root: Path, *, overwrite: bool = False,
             if why:
                 problems.append((e.path, why))
     if problems:
-        raise RestoreError(f"refusing to restore {day}: the manifest holds {len(problems)} entr(y/ies) that could "
-                           "write outside the target or cannot be trusted; nothing was placed: "
-                           + "; ".join(f"{p}: {w}" for p, w in problems[:5]), problems)
+        raise RestoreError(
+            f"refusing to restore {day}: the manifest holds {len(problems)} entr(y/ies) that could "
+            "write outside the target or cannot be trusted; nothing was placed: "
+            + "; ".join(f"{p}: {w}" for p, w in problems[:5]),
+            problems,
+        )
     temps: list[tuple[Path, Path, Entry]] = []
     made: list[Path] = []  # directories this restore created: removed again when it refuses
     skipped = 0
@@ -432,9 +522,14 @@ def restore(dest: UPath, day: date, root: Path, *, overwrite: bool = False,
                         skipped += 1
                         continue
                 if not overwrite or not target.is_file() or target.is_symlink():
-                    problems.append((e.path, "a different local file is in the way (use overwrite to replace it)"
-                                     if target.is_file() and not target.is_symlink()
-                                     else "something that is not a regular file is in the way"))
+                    problems.append(
+                        (
+                            e.path,
+                            "a different local file is in the way (use overwrite to replace it)"
+                            if target.is_file() and not target.is_symlink()
+                            else "something that is not a regular file is in the way",
+                        )
+                    )
                     continue
             try:
                 made.extend(_mkdirs(target.parent))
@@ -450,8 +545,11 @@ def restore(dest: UPath, day: date, root: Path, *, overwrite: bool = False,
             if why:
                 problems.append((e.label, why))
         if problems:
-            raise RestoreError(f"refusing to restore {day}: {len(problems)} file(s) failed: "
-                               + "; ".join(f"{p}: {w}" for p, w in problems[:5]), problems)
+            raise RestoreError(
+                f"refusing to restore {day}: {len(problems)} file(s) failed: "
+                + "; ".join(f"{p}: {w}" for p, w in problems[:5]),
+                problems,
+            )
         dirs = set()
         for tmp, target, e in temps:
             os.replace(tmp, target)
@@ -469,9 +567,14 @@ def restore(dest: UPath, day: date, root: Path, *, overwrite: bool = False,
                     d.rmdir()
                 except OSError:
                     pass
-    return {"day": day.isoformat(), "restored": len(temps), "already_present": skipped,
-            "bytes": sum(e.size for _, _, e in temps), "files": [e.path for _, _, e in temps],
-            "version": version if version is not None else st.manifest.max_version}
+    return {
+        "day": day.isoformat(),
+        "restored": len(temps),
+        "already_present": skipped,
+        "bytes": sum(e.size for _, _, e in temps),
+        "files": [e.path for _, _, e in temps],
+        "version": version if version is not None else st.manifest.max_version,
+    }
 
 
 def _mkdirs(d: Path) -> list[Path]:

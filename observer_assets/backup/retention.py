@@ -22,14 +22,14 @@ from typing import Any, Literal
 
 from upath import UPath
 
-from observer_assets.monitoring import alerts
 from observer_assets.backup import backup, package
 from observer_assets.backup.daysets import LocalFile, by_package, outside_calendar
 from observer_assets.backup.settings import RetentionPolicy, redact_url
+from observer_assets.monitoring import alerts
+from observer_resources import clock
 from observer_resources.calendar import KST, CalendarRangeError
 from observer_resources.calendar.market import MarketCalendar
 from observer_resources.events import EventLog
-from observer_resources import clock
 
 Action = Literal["keep", "delete", "blocked"]
 
@@ -71,8 +71,15 @@ def plan(states: Iterable[DayState], policy: RetentionPolicy) -> list[Decision]:
         elif not s.backed_up:
             cap = max(keep, policy.max_days)
             if s.age >= cap:
-                out.append(Decision(s.day, "blocked", f"{what} age {s.age} >= cap {cap} and no verified backup: "
-                                                      "kept; deleting unbacked data needs an operator", s.universe))
+                out.append(
+                    Decision(
+                        s.day,
+                        "blocked",
+                        f"{what} age {s.age} >= cap {cap} and no verified backup: "
+                        "kept; deleting unbacked data needs an operator",
+                        s.universe,
+                    )
+                )
             else:
                 out.append(Decision(s.day, "keep", f"{what} age {s.age} >= {keep} but no verified backup", s.universe))
         else:
@@ -90,14 +97,20 @@ class Outcome:
     strays: dict[str, int] = field(default_factory=dict)  # days outside the calendar: skipped, never deleted
 
     def summary(self) -> dict[str, Any]:
-        return {"dry_run": self.dry_run, "deleted_days": sorted(self.deleted),
-                "deleted_files": sum(v["files"] for v in self.deleted.values()),
-                "deleted_bytes": sum(v["bytes"] for v in self.deleted.values()),
-                "kept": self.kept, "blocked": self.blocked, "outside_calendar": self.strays}
+        return {
+            "dry_run": self.dry_run,
+            "deleted_days": sorted(self.deleted),
+            "deleted_files": sum(v["files"] for v in self.deleted.values()),
+            "deleted_bytes": sum(v["bytes"] for v in self.deleted.values()),
+            "kept": self.kept,
+            "blocked": self.blocked,
+            "outside_calendar": self.strays,
+        }
 
 
-def states(root: Path, dest: UPath, cal: MarketCalendar, today: date,
-           files: Sequence[LocalFile] | None = None) -> tuple[list[DayState], dict[tuple[date, bool], list[LocalFile]]]:
+def states(
+    root: Path, dest: UPath, cal: MarketCalendar, today: date, files: Sequence[LocalFile] | None = None
+) -> tuple[list[DayState], dict[tuple[date, bool], list[LocalFile]]]:
     """Day states from the local lake and the destination's markers (no file is read but manifests/markers)."""
     files = backup.local_files(root, dest) if files is None else files
     groups: dict[tuple[date, bool], list[LocalFile]] = {}
@@ -153,8 +166,17 @@ def _remove(root: Path, files: Sequence[LocalFile]) -> int:
     return freed
 
 
-def apply(root: Path, dest: UPath, cal: MarketCalendar, today: date, policy: RetentionPolicy, *,
-          events: EventLog, dry_run: bool = False, log: Any = None) -> Outcome:
+def apply(
+    root: Path,
+    dest: UPath,
+    cal: MarketCalendar,
+    today: date,
+    policy: RetentionPolicy,
+    *,
+    events: EventLog,
+    dry_run: bool = False,
+    log: Any = None,
+) -> Outcome:
     check_today(cal, today)
     sts, groups = states(root, dest, cal, today)
     decisions = plan(sts, policy)
@@ -169,10 +191,19 @@ def apply(root: Path, dest: UPath, cal: MarketCalendar, today: date, policy: Ret
             out.blocked.append(label)
             if dry_run:
                 continue
-            events.emit("retention_blocked", day=d.day.isoformat(), reason=d.reason, files=len(fs),
-                        bytes=sum(f.size for f in fs), severity="critical")
-            alerts.send(f"[observer] retention: {label} is past the {policy.max_days}-day cap with no verified "
-                        f"backup ({len(fs)} files kept). {d.reason}", logger=log)
+            events.emit(
+                "retention_blocked",
+                day=d.day.isoformat(),
+                reason=d.reason,
+                files=len(fs),
+                bytes=sum(f.size for f in fs),
+                severity="critical",
+            )
+            alerts.send(
+                f"[observer] retention: {label} is past the {policy.max_days}-day cap with no verified "
+                f"backup ({len(fs)} files kept). {d.reason}",
+                logger=log,
+            )
             continue
         pkg_ok, problems = _check(root, dest, d.day, fs)  # read-only: a dry run predicts what a real run does
         if problems:
@@ -181,8 +212,16 @@ def apply(root: Path, dest: UPath, cal: MarketCalendar, today: date, policy: Ret
             if dry_run:
                 continue
             if not pkg_ok:
-                backup.mark_failed(root, dest, d.day, problems, events=events, what="backup_verify_failed",
-                                   note=f"retention found the package of {d.day} bad; the day is kept", log=log)
+                backup.mark_failed(
+                    root,
+                    dest,
+                    d.day,
+                    problems,
+                    events=events,
+                    what="backup_verify_failed",
+                    note=f"retention found the package of {d.day} bad; the day is kept",
+                    log=log,
+                )
             else:
                 events.emit("retention_kept", day=d.day.isoformat(), reason=why, files=len(problems))
             continue
@@ -191,8 +230,16 @@ def apply(root: Path, dest: UPath, cal: MarketCalendar, today: date, policy: Ret
             continue
         freed = _remove(root, fs)
         out.deleted[label] = {"files": len(fs), "bytes": freed, "paths": [f.rel for f in fs]}
-        events.emit("retention_deleted", day=d.day.isoformat(), universe=d.universe, files=len(fs), bytes=freed,
-                    paths=[f.rel for f in fs], reason=d.reason, backup=where)
+        events.emit(
+            "retention_deleted",
+            day=d.day.isoformat(),
+            universe=d.universe,
+            files=len(fs),
+            bytes=freed,
+            paths=[f.rel for f in fs],
+            reason=d.reason,
+            backup=where,
+        )
     if not dry_run:
         out.strays = backup.report_strays(root, dest, cal, events=events, log=log)
     else:
@@ -208,10 +255,13 @@ def check_today(cal: MarketCalendar, today: date, now: datetime | None = None) -
     """Refuse a `today` later than tomorrow (KST) or outside the calendar's table, with a one-line reason."""
     now = (now or clock.now()).astimezone(KST)
     if today > now.date() + timedelta(days=1):
-        raise RetentionDayError(f"today={today} is later than tomorrow ({now.date() + timedelta(days=1)}): retention "
-                                "never runs ahead of the clock")
+        raise RetentionDayError(
+            f"today={today} is later than tomorrow ({now.date() + timedelta(days=1)}): retention "
+            "never runs ahead of the clock"
+        )
     try:
         cal.is_trading_day(today)
     except CalendarRangeError as e:
-        raise RetentionDayError(f"today={today} is outside the calendar ({e}); run `make calendar` to extend it") \
-            from None
+        raise RetentionDayError(
+            f"today={today} is outside the calendar ({e}); run `make calendar` to extend it"
+        ) from None

@@ -6,20 +6,20 @@ from datetime import datetime
 
 import dagster as dg
 
-from observer_resources.storage import lake
 from observer_assets.backup import backup
 from observer_assets.backup.assets import BACKUP_TAGS, backup_job, retention_job, verify_backups_job
-from observer_assets.orchestration.runs import max_runtime
-from observer_resources.storage.lake import LakeConfigError
 from observer_assets.backup.settings import SettingsError, backup_dest
-from observer_assets.orchestration.partitions import calendar, day_key, trading_day_partitions, trading_day_request
+from observer_assets.orchestration.partitions import calendar, day_key, trading_day_partitions
 from observer_resources.calendar import KST
+from observer_resources.storage import lake
+from observer_resources.storage.lake import LakeConfigError
 
 FINGERPRINT_TAG = "observer/backup_fingerprint"
 
 
-def backup_requests(instance: dg.DagsterInstance, now: datetime, prefix: str, *, today_if_changed: bool = True
-                    ) -> tuple[list[dg.RunRequest], list[str], list[str]]:
+def backup_requests(
+    instance: dg.DagsterInstance, now: datetime, prefix: str, *, today_if_changed: bool = True
+) -> tuple[list[dg.RunRequest], list[str], list[str]]:
     """(run requests, partition keys to register, why each day is pending) for every day that needs a package.
     A day whose local files are in the same state as a queued, running or successful run is not asked again."""
     pend = backup.pending(lake.local_dir(), backup_dest(), calendar(), now, today_if_changed=today_if_changed)
@@ -28,16 +28,31 @@ def backup_requests(instance: dg.DagsterInstance, now: datetime, prefix: str, *,
     for p in pend:
         key = day_key(p.day)
         why.append(f"{key}: {p.reason}")
-        done = instance.get_run_records(dg.RunsFilter(
-            job_name=backup_job.name, tags={"dagster/partition": key, FINGERPRINT_TAG: p.fingerprint},
-            statuses=[dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
-                      dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.SUCCESS]), limit=1)
+        done = instance.get_run_records(
+            dg.RunsFilter(
+                job_name=backup_job.name,
+                tags={"dagster/partition": key, FINGERPRINT_TAG: p.fingerprint},
+                statuses=[
+                    dg.DagsterRunStatus.QUEUED,
+                    dg.DagsterRunStatus.NOT_STARTED,
+                    dg.DagsterRunStatus.STARTING,
+                    dg.DagsterRunStatus.STARTED,
+                    dg.DagsterRunStatus.SUCCESS,
+                ],
+            ),
+            limit=1,
+        )
         if done:
             continue
         if key not in have:
             new.append(key)
-        reqs.append(dg.RunRequest(partition_key=key, run_key=f"{prefix}:{key}:{p.fingerprint}",
-                                  tags={**BACKUP_TAGS, FINGERPRINT_TAG: p.fingerprint}))
+        reqs.append(
+            dg.RunRequest(
+                partition_key=key,
+                run_key=f"{prefix}:{key}:{p.fingerprint}",
+                tags={**BACKUP_TAGS, FINGERPRINT_TAG: p.fingerprint},
+            )
+        )
     return reqs, new, why
 
 
@@ -71,8 +86,11 @@ def backup_daily(context: dg.ScheduleEvaluationContext) -> dg.SkipReason | list[
 )
 def retention_daily(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
     today = context.scheduled_execution_time.astimezone(KST).date()
-    return dg.RunRequest(run_key=f"retention:{today}", tags=BACKUP_TAGS,
-                         run_config={"ops": {"apply_retention": {"config": {"today": today.isoformat()}}}})
+    return dg.RunRequest(
+        run_key=f"retention:{today}",
+        tags=BACKUP_TAGS,
+        run_config={"ops": {"apply_retention": {"config": {"today": today.isoformat()}}}},
+    )
 
 
 @dg.schedule(

@@ -22,8 +22,17 @@ from observer_resources.secrets import config_snapshot_settings, is_secret_param
 from observer_resources.settings import SettingsError
 from observer_resources.storage import lake
 
-__all__ = ["BACKUP_OPTIONS_ENV", "BACKUP_URL_ENV", "RetentionPolicy", "SettingsError", "backup_dest", "backup_url",
-           "config_snapshot", "local_path", "redact_url"]
+__all__ = [
+    "BACKUP_OPTIONS_ENV",
+    "BACKUP_URL_ENV",
+    "RetentionPolicy",
+    "SettingsError",
+    "backup_dest",
+    "backup_url",
+    "config_snapshot",
+    "local_path",
+    "redact_url",
+]
 
 BACKUP_URL_ENV = "OBSERVER_BACKUP_URL"
 BACKUP_OPTIONS_ENV = "OBSERVER_BACKUP_OPTIONS"
@@ -33,7 +42,7 @@ def _as_local(url: str) -> Path | None:
     """The destination as a resolved local path (``file://`` and ``local://`` URLs, plain paths), else None."""
     for scheme in ("file://", "local://"):
         if url.startswith(scheme):
-            url = url[len(scheme):]
+            url = url[len(scheme) :]
             break
     else:
         if lake.is_url(url):
@@ -47,8 +56,10 @@ def _refuse_inside_lake(url: str, environ: Mapping[str, str] | None) -> None:
     if dest is None:  # a remote destination: refuse only the lake's own prefix on the same store
         lake_url = str(data).rstrip("/")
         if not isinstance(data, Path) and (url.rstrip("/") == lake_url or url.startswith(lake_url + "/")):
-            raise SettingsError(f"{BACKUP_URL_ENV} ({redact_url(url)}) is inside the lake (OBSERVER_DATA_DIR, "
-                                f"{redact_url(lake_url)}): a backup must live outside it")
+            raise SettingsError(
+                f"{BACKUP_URL_ENV} ({redact_url(url)}) is inside the lake (OBSERVER_DATA_DIR, "
+                f"{redact_url(lake_url)}): a backup must live outside it"
+            )
         return
     dirs: list[tuple[str, Path]] = []
     if isinstance(data, Path):
@@ -59,8 +70,10 @@ def _refuse_inside_lake(url: str, environ: Mapping[str, str] | None) -> None:
         pass  # the lake's own settings error is raised where the lake is used
     for what, d in dirs:
         if dest == d or d in dest.parents:
-            raise SettingsError(f"{BACKUP_URL_ENV} ({redact_url(url)}) is inside {what}, {d}: a backup must live "
-                                "outside the lake (another disk or a bucket)")
+            raise SettingsError(
+                f"{BACKUP_URL_ENV} ({redact_url(url)}) is inside {what}, {d}: a backup must live "
+                "outside the lake (another disk or a bucket)"
+            )
 
 
 def backup_url(environ: Mapping[str, str] | None = None) -> str:
@@ -76,8 +89,10 @@ def backup_dest(environ: Mapping[str, str] | None = None) -> UPath:
     opts: dict[str, Any] = settings.get(BACKUP_OPTIONS_ENV, environ) or {}
     bad = [k for k in opts if is_secret_param(str(k))]
     if bad:
-        raise SettingsError(f"{BACKUP_OPTIONS_ENV} may not carry credentials ({', '.join(sorted(bad))}); "
-                            "use the storage backend's own environment variables")
+        raise SettingsError(
+            f"{BACKUP_OPTIONS_ENV} may not carry credentials ({', '.join(sorted(bad))}); "
+            "use the storage backend's own environment variables"
+        )
     return UPath(backup_url(environ), **opts)
 
 
@@ -89,13 +104,18 @@ def local_path(dest: UPath) -> Path | None:
     return None
 
 
-_RETENTION_ENV = {"keep_days": "OBSERVER_RETENTION_DAYS", "anomaly_days": "OBSERVER_RETENTION_ANOMALY_DAYS",
-                  "max_days": "OBSERVER_RETENTION_MAX_DAYS", "universe_days": "OBSERVER_RETENTION_UNIVERSE_DAYS"}
+_RETENTION_ENV = {
+    "keep_days": "OBSERVER_RETENTION_DAYS",
+    "anomaly_days": "OBSERVER_RETENTION_ANOMALY_DAYS",
+    "max_days": "OBSERVER_RETENTION_MAX_DAYS",
+    "universe_days": "OBSERVER_RETENTION_UNIVERSE_DAYS",
+}
 
 
 @dataclass(frozen=True)
 class RetentionPolicy:
     """Ages count trading days (sessions) after the day: 0 today, 1 the previous session …"""
+
     keep_days: int = 3
     anomaly_days: int = 7
     max_days: int = 10
@@ -109,7 +129,8 @@ class RetentionPolicy:
         if not self.keep_days <= self.anomaly_days <= self.max_days:
             raise SettingsError(
                 f"retention needs {env['keep_days']} ({self.keep_days}) <= {env['anomaly_days']} ({self.anomaly_days}) "
-                f"<= {env['max_days']} ({self.max_days})")
+                f"<= {env['max_days']} ({self.max_days})"
+            )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> RetentionPolicy:
@@ -130,6 +151,12 @@ def config_snapshot(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     recorded = dict(sorted(config_snapshot_settings(environ).items()))
     # KIS_ENV as set (a manifest records, it does not refuse)
     kis_env = settings.raw("KIS_ENV", environ) or settings.setting("KIS_ENV").default
-    return {"observer": ver("observer"), "dagster": ver("dagster"), "pyarrow": ver("pyarrow"),
-            "python": sys.version.split()[0], "settings": recorded,
-            "kis_real_keys": settings.is_set("KIS_APP_KEY", environ), "kis_env": kis_env}
+    return {
+        "observer": ver("observer"),
+        "dagster": ver("dagster"),
+        "pyarrow": ver("pyarrow"),
+        "python": sys.version.split()[0],
+        "settings": recorded,
+        "kis_real_keys": settings.is_set("KIS_APP_KEY", environ),
+        "kis_env": kis_env,
+    }

@@ -101,8 +101,10 @@ def _check_stored(pkg: UPath, e: Entry, sink: BinaryIO | None = None) -> tuple[i
     except (OSError, pa.ArrowException) as ex:
         return 0, f"unreadable in the package ({type(ex).__name__}: {str(ex)[:200]})"
     if n != e.size or sha != e.sha256:
-        return n, (f"checksum mismatch: package gives {n} B sha256 {sha[:12]}…, "
-                   f"manifest says {e.size} B sha256 {e.sha256[:12]}…")
+        return n, (
+            f"checksum mismatch: package gives {n} B sha256 {sha[:12]}…, "
+            f"manifest says {e.size} B sha256 {e.sha256[:12]}…"
+        )
     return n, None
 
 

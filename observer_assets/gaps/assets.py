@@ -11,16 +11,14 @@ import json
 import dagster as dg
 
 from observer_assets import catalog
-
-from observer_resources.storage import lake
 from observer_assets.gaps.detect import GAP_SCHEMA, Report
 from observer_assets.gaps.report import build_report
 from observer_assets.orchestration.partitions import calendar, parse_day_key, trading_day_partitions
 from observer_assets.universe.assets import universe
-from observer_resources.dates import DateFormatError, parse_iso_datetime
 from observer_resources import clock
+from observer_resources.dates import DateFormatError, parse_iso_datetime
+from observer_resources.storage import lake
 from observer_resources.storage.layout import report_dir, report_path, verdict_path
-
 
 
 class GapReportConfig(dg.Config):
@@ -35,13 +33,19 @@ def open_gaps_markdown(rep: Report) -> str:
     rows = [r for r in rep.rows.to_pylist() if (r.get("status") or "open") == "open"]
     if not rows:
         return "No open gaps."
-    out = [f"{len(rows)} open gap(s)", "", "| kind | symbol | slot / start | seconds | severity | restorable | reason |",
-           "|---|---|---|---:|---|---|---|"]
+    out = [
+        f"{len(rows)} open gap(s)",
+        "",
+        "| kind | symbol | slot / start | seconds | severity | restorable | reason |",
+        "|---|---|---|---:|---|---|---|",
+    ]
     for r in rows[:OPEN_TABLE_ROWS]:
         start = r.get("slot_ts") or r.get("start")
-        out.append(f"| {r['kind']} | {r.get('symbol') or '—'} | {start.isoformat() if start else ''} | "
-                   f"{r['seconds'] if r.get('seconds') is not None else ''} | {r.get('severity') or ''} | "
-                   f"{'yes' if r.get('restorable') else 'no'} | {r.get('reason') or ''} |")
+        out.append(
+            f"| {r['kind']} | {r.get('symbol') or '—'} | {start.isoformat() if start else ''} | "
+            f"{r['seconds'] if r.get('seconds') is not None else ''} | {r.get('severity') or ''} | "
+            f"{'yes' if r.get('restorable') else 'no'} | {r.get('reason') or ''} |"
+        )
     if len(rows) > OPEN_TABLE_ROWS:
         out.append(f"| … {len(rows) - OPEN_TABLE_ROWS} more in the Parquet file | | | | | | |")
     return "\n".join(out)
@@ -50,19 +54,26 @@ def open_gaps_markdown(rep: Report) -> str:
 def markdown(rep: Report) -> str:
     s, v = rep.summary, rep.verdict
     lines = [f"### Gaps of {v['day']} (as of {v['as_of']})", ""]
-    lines.append(f"**Anomaly day: {'YES' if v['anomaly_day'] else 'no'}**"
-                 + (" — " + ", ".join(f"{r['rule']} ({r['value']})" for r in v["rules_fired"]) if v["rules_fired"] else ""))
+    lines.append(
+        f"**Anomaly day: {'YES' if v['anomaly_day'] else 'no'}**"
+        + (" — " + ", ".join(f"{r['rule']} ({r['value']})" for r in v["rules_fired"]) if v["rules_fired"] else "")
+    )
     lines += ["", "| kind | rows |", "|---|---|"] + [f"| {k} | {n} |" for k, n in s["by_kind"].items()]
-    lines += ["", f"Status: {s['by_status']}; data-loss rows {s['data_lost_rows']}; backfill targets "
-              f"{s['backfill_targets']}.", ""]
+    lines += [
+        "",
+        f"Status: {s['by_status']}; data-loss rows {s['data_lost_rows']}; backfill targets {s['backfill_targets']}.",
+        "",
+    ]
     lost = [r for r in rep.rows.to_pylist() if r["data_lost"]]
     if lost:
         lines += ["| kind | symbol | start | seconds | severity | reason | status |", "|---|---|---|---|---|---|---|"]
         for r in lost[:15]:
             start = r["start"] or r["slot_ts"]
-            lines.append(f"| {r['kind']} | {r['symbol'] or '—'} | {start.isoformat() if start else ''} | "
-                         f"{r['seconds'] if r['seconds'] is not None else ''} | {r['severity']} | {r['reason']} | "
-                         f"{r['status']}{' (' + r['restored_from'] + ')' if r['restored_from'] else ''} |")
+            lines.append(
+                f"| {r['kind']} | {r['symbol'] or '—'} | {start.isoformat() if start else ''} | "
+                f"{r['seconds'] if r['seconds'] is not None else ''} | {r['severity']} | {r['reason']} | "
+                f"{r['status']}{' (' + r['restored_from'] + ')' if r['restored_from'] else ''} |"
+            )
         if len(lost) > 15:
             lines.append(f"| … {len(lost) - 15} more in the Parquet file | | | | | | |")
         lines.append("")
@@ -70,15 +81,23 @@ def markdown(rep: Report) -> str:
     if cov:
         lines += ["| slot | state | coverage % | missing | restored | late s |", "|---|---|---|---|---|---|"]
         for label, c in cov.items():
-            lines.append(f"| {label} | {c.get('state')} | {c.get('coverage_pct', '')} | {c.get('missing', '')} | "
-                         f"{c.get('restored', '')} | {c.get('lateness_seconds', '')} |")
+            lines.append(
+                f"| {label} | {c.get('state')} | {c.get('coverage_pct', '')} | {c.get('missing', '')} | "
+                f"{c.get('restored', '')} | {c.get('lateness_seconds', '')} |"
+            )
     tb = s["track_b"]
-    lines += ["", f"Track B: {tb['ticks']} ticks, {tb['codes']} codes, {tb['losses']} volume breaks "
-              f"({tb['missing_volume']} shares missing), {tb['silences']} silences (not losses)."]
+    lines += [
+        "",
+        f"Track B: {tb['ticks']} ticks, {tb['codes']} codes, {tb['losses']} volume breaks "
+        f"({tb['missing_volume']} shares missing), {tb['silences']} silences (not losses).",
+    ]
     if s.get("events_bad_lines") or s.get("events_torn_lines"):
-        lines += ["", f"**Event log: {s['events_bad_lines']} unreadable and {s['events_torn_lines']} torn line(s) "
-                      f"skipped** ({', '.join(s.get('events_unreadable_where', []))}): a gap marker they held is "
-                      "not in this report."]
+        lines += [
+            "",
+            f"**Event log: {s['events_bad_lines']} unreadable and {s['events_torn_lines']} torn line(s) "
+            f"skipped** ({', '.join(s.get('events_unreadable_where', []))}): a gap marker they held is "
+            "not in this report.",
+        ]
     return "\n".join(lines)
 
 
@@ -88,9 +107,11 @@ def markdown(rep: Report) -> str:
     kinds={"python", "parquet"},
     # what the report reads, so the lineage view shows how data flows into it (a day reads all of its slots and
     # hours: the dynamic keys have no day mapping Dagster could serialize, so the whole upstream is named)
-    deps=[universe,
-          *(dg.AssetDep(k, partition_mapping=dg.AllPartitionMapping()) for k in ("track_a_snapshot", "track_b_ticks")),
-          "track_b_restored"],
+    deps=[
+        universe,
+        *(dg.AssetDep(k, partition_mapping=dg.AllPartitionMapping()) for k in ("track_a_snapshot", "track_b_ticks")),
+        "track_b_restored",
+    ],
     description=(
         "Every gap of the trading day from the universe, Track A snapshots, Track B ticks and the event log: "
         "missing/late slots, missing symbols per slot, Track B volume-continuity losses, silences (not losses), "
@@ -111,28 +132,35 @@ def gap_report(context: dg.AssetExecutionContext, config: GapReportConfig) -> dg
     rep = build_report(root, day, as_of)
     path = lake.write_table_atomic(report_path(root, day), rep.rows)
     lake.write_bytes_atomic(verdict_path(root, day), json.dumps(rep.verdict, ensure_ascii=False, indent=1).encode())
-    lake.write_bytes_atomic(report_dir(root, day) / "summary.json",
-                            json.dumps(rep.summary, ensure_ascii=False, indent=1, default=str).encode())
+    lake.write_bytes_atomic(
+        report_dir(root, day) / "summary.json",
+        json.dumps(rep.summary, ensure_ascii=False, indent=1, default=str).encode(),
+    )
     if rep.verdict["anomaly_day"]:
         context.log.warning(f"gap_report {day}: anomaly day: {[r['rule'] for r in rep.verdict['rules_fired']]}")
     s = rep.summary
     if s["events_bad_lines"] or s["events_torn_lines"]:
-        context.log.warning(f"gap_report {day}: {s['events_bad_lines']} unreadable and {s['events_torn_lines']} torn "
-                            f"event line(s) skipped: {s['events_unreadable_where']}")
-    return dg.MaterializeResult(metadata={
-        "rows": s["rows"],
-        "open_gaps": dg.MetadataValue.md(open_gaps_markdown(rep)),
-        "open_gap_count": sum(1 for st in rep.rows.column("status").to_pylist() if (st or "open") == "open")
-        if "status" in rep.rows.column_names else s["rows"],
-        "data_lost_rows": s["data_lost_rows"],
-        "backfill_targets": s["backfill_targets"],
-        "events_bad_lines": s["events_bad_lines"],
-        "events_torn_lines": s["events_torn_lines"],
-        "anomaly_day": rep.verdict["anomaly_day"],
-        "as_of": rep.verdict["as_of"],
-        "by_kind": dg.MetadataValue.json(s["by_kind"]),
-        "verdict": dg.MetadataValue.json(rep.verdict),
-        "summary": dg.MetadataValue.md(markdown(rep)),
-        **catalog.materialized(rep.rows.num_rows, path),
-        "generated_at": clock.now().isoformat(),
-    })
+        context.log.warning(
+            f"gap_report {day}: {s['events_bad_lines']} unreadable and {s['events_torn_lines']} torn "
+            f"event line(s) skipped: {s['events_unreadable_where']}"
+        )
+    return dg.MaterializeResult(
+        metadata={
+            "rows": s["rows"],
+            "open_gaps": dg.MetadataValue.md(open_gaps_markdown(rep)),
+            "open_gap_count": sum(1 for st in rep.rows.column("status").to_pylist() if (st or "open") == "open")
+            if "status" in rep.rows.column_names
+            else s["rows"],
+            "data_lost_rows": s["data_lost_rows"],
+            "backfill_targets": s["backfill_targets"],
+            "events_bad_lines": s["events_bad_lines"],
+            "events_torn_lines": s["events_torn_lines"],
+            "anomaly_day": rep.verdict["anomaly_day"],
+            "as_of": rep.verdict["as_of"],
+            "by_kind": dg.MetadataValue.json(s["by_kind"]),
+            "verdict": dg.MetadataValue.json(rep.verdict),
+            "summary": dg.MetadataValue.md(markdown(rep)),
+            **catalog.materialized(rep.rows.num_rows, path),
+            "generated_at": clock.now().isoformat(),
+        }
+    )

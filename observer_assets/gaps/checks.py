@@ -17,7 +17,6 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from observer_resources.storage import lake
 from observer_assets.orchestration.partitions import (
     calendar,
     parse_hour_key,
@@ -26,16 +25,17 @@ from observer_assets.orchestration.partitions import (
     track_b_hour_partitions,
 )
 from observer_assets.track_a.assets import track_a_snapshot
-from observer_resources.storage.layout import slot_dir
 from observer_assets.track_a.snapshot import SNAPSHOT_SCHEMA
 from observer_assets.track_b.assets import track_b_ticks
-from observer_resources.storage.layout import ticks_path
 from observer_assets.universe.assets import latest_universe_before, read_universe
 from observer_resources import settings
-
+from observer_resources.storage import lake
+from observer_resources.storage.layout import slot_dir, ticks_path
 
 # partitioned checks are a preview API in the pinned Dagster; the per-partition results are tested
-warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec", category=dg.PreviewWarning)
+warnings.filterwarnings(
+    "ignore", message="Specifying a partitions_def on an AssetCheckSpec", category=dg.PreviewWarning
+)
 
 
 def coverage_min_pct() -> float:
@@ -52,8 +52,14 @@ def coverage(snapshot_codes: list[str], universe_codes: list[str]) -> dict:
     have = set(snapshot_codes) & uni
     missing = sorted(uni - have)
     pct = 100.0 * len(have) / len(uni) if uni else 0.0
-    return {"universe": len(uni), "covered": len(have), "missing": len(missing), "coverage_pct": round(pct, 3),
-            "missing_sample": missing[:20], "extra": len(set(snapshot_codes) - uni)}
+    return {
+        "universe": len(uni),
+        "covered": len(have),
+        "missing": len(missing),
+        "coverage_pct": round(pct, 3),
+        "missing_sample": missing[:20],
+        "extra": len(set(snapshot_codes) - uni),
+    }
 
 
 def schema_problems(schema: pa.Schema, expected: pa.Schema = SNAPSHOT_SCHEMA) -> list[str]:
@@ -97,8 +103,14 @@ def minute_record_rates(ticks: pa.Table) -> list[dict]:
     out = []
     for m, rec, lo in sorted(zip(t["minute"].to_pylist(), t["lost_count"].to_pylist(), t["lost_sum"].to_pylist())):
         exp = rec + (lo or 0)
-        out.append({"minute": m.isoformat(), "recorded": rec, "lost": lo or 0,
-                    "rate_pct": round(100.0 * rec / exp, 3) if exp else 100.0})
+        out.append(
+            {
+                "minute": m.isoformat(),
+                "recorded": rec,
+                "lost": lo or 0,
+                "rate_pct": round(100.0 * rec / exp, 3) if exp else 100.0,
+            }
+        )
     return out
 
 
@@ -126,8 +138,11 @@ def track_a_coverage(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckRes
         fb = latest_universe_before(root, slot.date())
         uni = fb[1] if fb else None
     if not path.exists() or uni is None:
-        return dg.AssetCheckResult(passed=False, description="snapshot or universe missing",
-                                   metadata={"snapshot": str(path), "universe_found": uni is not None})
+        return dg.AssetCheckResult(
+            passed=False,
+            description="snapshot or universe missing",
+            metadata={"snapshot": str(path), "universe_found": uni is not None},
+        )
     snap = lake.read_table(path, columns=["code", "source"])
     cov = coverage(snap["code"].to_pylist(), uni["code"].to_pylist())
     restored = int(pc.sum(pc.equal(snap["source"], "restored")).as_py() or 0)
@@ -135,11 +150,17 @@ def track_a_coverage(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckRes
     ok = cov["coverage_pct"] >= floor
     return dg.AssetCheckResult(
         passed=ok,
-        description=(f"coverage {cov['coverage_pct']} % (>= {floor} %)" if ok else
-                     f"coverage {cov['coverage_pct']} % < {floor} %: "
-                     f"{cov['missing']} of {cov['universe']} symbols missing"),
-        metadata={**{k: v for k, v in cov.items() if k != "missing_sample"}, "minimum_pct": floor,
-                  "restored_rows": restored, "missing_sample": dg.MetadataValue.json(cov["missing_sample"])},
+        description=(
+            f"coverage {cov['coverage_pct']} % (>= {floor} %)"
+            if ok
+            else f"coverage {cov['coverage_pct']} % < {floor} %: {cov['missing']} of {cov['universe']} symbols missing"
+        ),
+        metadata={
+            **{k: v for k, v in cov.items() if k != "missing_sample"},
+            "minimum_pct": floor,
+            "restored_rows": restored,
+            "missing_sample": dg.MetadataValue.json(cov["missing_sample"]),
+        },
     )
 
 
@@ -187,10 +208,18 @@ def track_b_record_rate(context: dg.AssetCheckExecutionContext) -> dg.AssetCheck
     return dg.AssetCheckResult(
         passed=not low,
         severity=dg.AssetCheckSeverity.WARN,
-        description=(f"{len(low)} of {len(rates)} minutes below {floor} % (worst {worst} %)" if low
-                     else f"all {len(rates)} minutes >= {floor} % (worst {worst} %)"),
-        metadata={"minutes": len(rates), "minutes_below": len(low), "worst_pct": worst, "minimum_pct": floor,
-                  "below": dg.MetadataValue.json(low[:60])},
+        description=(
+            f"{len(low)} of {len(rates)} minutes below {floor} % (worst {worst} %)"
+            if low
+            else f"all {len(rates)} minutes >= {floor} % (worst {worst} %)"
+        ),
+        metadata={
+            "minutes": len(rates),
+            "minutes_below": len(low),
+            "worst_pct": worst,
+            "minimum_pct": floor,
+            "below": dg.MetadataValue.json(low[:60]),
+        },
     )
 
 

@@ -72,10 +72,23 @@ def _rate_limit_events(inp: DayInputs) -> list[dict]:
         if at > as_of:
             continue
         ev = {k: v for k, v in e.items() if k not in ("timestamp",)}
-        rows.append(make_row(gap_id=make_id("rate_limit", et, e["timestamp"]), kind="rate_limit",
-                             scope=e.get("scope") or "all", symbol=e.get("symbol"), start=at, severity="minor",
-                             reason="rate_limit", data_lost=False, error_code="EGW00201", evidence=ev,
-                             restorable=False, status="info", source_files=files))
+        rows.append(
+            make_row(
+                gap_id=make_id("rate_limit", et, e["timestamp"]),
+                kind="rate_limit",
+                scope=e.get("scope") or "all",
+                symbol=e.get("symbol"),
+                start=at,
+                severity="minor",
+                reason="rate_limit",
+                data_lost=False,
+                error_code="EGW00201",
+                evidence=ev,
+                restorable=False,
+                status="info",
+                source_files=files,
+            )
+        )
     return rows
 
 
@@ -91,23 +104,42 @@ def _verdict(inp: DayInputs, rows: list[dict], wins: list[Window], th: Threshold
         fired.append({"rule": "ws_reconnects", "value": reconnects, "threshold": th.anomaly_reconnects})
     down = union_length([(w.a, w.b) for w in wins], 0) / 1e6
     if down >= th.anomaly_disconnect_s:
-        fired.append({"rule": "ws_disconnection_seconds", "value": round(down, 3),
-                      "threshold": th.anomaly_disconnect_s})
-    long_gaps = [r["gap_id"] for r in rows if r["data_lost"] and (r["seconds"] or 0) >= th.anomaly_long_gap_s
-                 and r["kind"] != "track_a_missing_symbol"]
+        fired.append(
+            {"rule": "ws_disconnection_seconds", "value": round(down, 3), "threshold": th.anomaly_disconnect_s}
+        )
+    long_gaps = [
+        r["gap_id"]
+        for r in rows
+        if r["data_lost"] and (r["seconds"] or 0) >= th.anomaly_long_gap_s and r["kind"] != "track_a_missing_symbol"
+    ]
     if len(long_gaps) >= th.anomaly_long_gaps:
         fired.append({"rule": "gaps_of_60s", "value": len(long_gaps), "threshold": th.anomaly_long_gaps})
     crit = [r["gap_id"] for r in rows if r["severity"] == "critical" and r["kind"] != "track_b_silence"]
     if crit:
         fired.append({"rule": "critical_gap", "value": len(crit), "threshold": 1, "gap_ids": crit[:20]})
     if inp.anomaly:
-        fired.append({"rule": "anomaly_marker", "value": [r.get("rule") for r in inp.anomaly.get("rules", [])]
-                      if isinstance(inp.anomaly.get("rules"), list) else True, "threshold": "present"})
-    return {"day": inp.day.isoformat(), "as_of": as_kst(inp.as_of).isoformat(), "anomaly_day": bool(fired),
-            "rules_fired": fired,
-            "measured": {"reconnects": reconnects, "disconnected_seconds": round(down, 3),
-                         "gaps_of_60s": len(long_gaps), "critical_gaps": len(crit)},
-            "not_decided_here": ["track_b_record_rate", "cpu", "disk_usage", "etl_failure", "backup_failure"]}
+        fired.append(
+            {
+                "rule": "anomaly_marker",
+                "value": [r.get("rule") for r in inp.anomaly.get("rules", [])]
+                if isinstance(inp.anomaly.get("rules"), list)
+                else True,
+                "threshold": "present",
+            }
+        )
+    return {
+        "day": inp.day.isoformat(),
+        "as_of": as_kst(inp.as_of).isoformat(),
+        "anomaly_day": bool(fired),
+        "rules_fired": fired,
+        "measured": {
+            "reconnects": reconnects,
+            "disconnected_seconds": round(down, 3),
+            "gaps_of_60s": len(long_gaps),
+            "critical_gaps": len(crit),
+        },
+        "not_decided_here": ["track_b_record_rate", "cpu", "disk_usage", "etl_failure", "backup_failure"],
+    }
 
 
 # --- entry point ----------------------------------------------------------------------------------------------
@@ -127,12 +159,15 @@ def detect(inp: DayInputs, th: Thresholds = Thresholds()) -> Report:
     verdict = _verdict(inp, rows, wins, th)
     kinds = Counter(r["kind"] for r in rows)
     summary = {
-        "rows": len(rows), "by_kind": dict(sorted(kinds.items())),
+        "rows": len(rows),
+        "by_kind": dict(sorted(kinds.items())),
         "by_severity": dict(Counter(r["severity"] for r in rows if r["kind"] != "track_b_silence")),
         "by_status": dict(Counter(r["status"] for r in rows)),
         "data_lost_rows": sum(1 for r in rows if r["data_lost"]),
         "backfill_targets": sum(1 for r in rows if r["restorable"] and r["status"] == "open"),
-        "coverage": coverage, "track_b": b_stats, "markers_ignored": dict(ignored),
+        "coverage": coverage,
+        "track_b": b_stats,
+        "markers_ignored": dict(ignored),
         "universe_size": len(set(inp.universe or ())),
         # the report is built without these lines: say so, so a gap they held is not silently missing
         "events_bad_lines": int(inp.events_unreadable.get("bad_lines", 0)),

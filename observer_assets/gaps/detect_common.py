@@ -19,32 +19,42 @@ from observer_resources.calendar import KST
 from observer_resources.events import Gap
 
 TS = pa.timestamp("us", tz="Asia/Seoul")
-GAP_SCHEMA = pa.schema([
-    ("gap_id", pa.string()),
-    ("kind", pa.string()),  # track_a_missing_slot | track_a_missing_symbol | track_a_late | track_b_loss |
-    #                         track_b_silence | ws_disconnect | capture_restart | manual_stop | rate_limit | ...
-    ("scope", pa.string()),  # swing | scalp | all
-    ("symbol", pa.string()),  # null for slot- or connection-wide gaps
-    ("slot_ts", TS),  # Track A slot the row is about
-    ("start", TS),
-    ("end", TS),  # null while a marker is still open
-    ("seconds", pa.float64()),
-    ("severity", pa.string()),  # minor | major | critical
-    ("reason", pa.string()),  # docs/collector-rules.md §8.3 code
-    ("data_lost", pa.bool_()),
-    ("missing_volume", pa.int64()),
-    ("missing_trades", pa.int64()),
-    ("error_code", pa.string()),
-    ("evidence", pa.string()),  # JSON
-    ("restorable", pa.bool_()),
-    ("restore_how", pa.string()),  # minute_bars_today | minute_bars_past | conclusions | null
-    ("status", pa.string()),  # open | restored | unrecoverable | info
-    ("restored_from", pa.string()),
-    ("source_files", pa.string()),  # JSON list
-])
+GAP_SCHEMA = pa.schema(
+    [
+        ("gap_id", pa.string()),
+        ("kind", pa.string()),  # track_a_missing_slot | track_a_missing_symbol | track_a_late | track_b_loss |
+        #                         track_b_silence | ws_disconnect | capture_restart | manual_stop | rate_limit | ...
+        ("scope", pa.string()),  # swing | scalp | all
+        ("symbol", pa.string()),  # null for slot- or connection-wide gaps
+        ("slot_ts", TS),  # Track A slot the row is about
+        ("start", TS),
+        ("end", TS),  # null while a marker is still open
+        ("seconds", pa.float64()),
+        ("severity", pa.string()),  # minor | major | critical
+        ("reason", pa.string()),  # docs/collector-rules.md §8.3 code
+        ("data_lost", pa.bool_()),
+        ("missing_volume", pa.int64()),
+        ("missing_trades", pa.int64()),
+        ("error_code", pa.string()),
+        ("evidence", pa.string()),  # JSON
+        ("restorable", pa.bool_()),
+        ("restore_how", pa.string()),  # minute_bars_today | minute_bars_past | conclusions | null
+        ("status", pa.string()),  # open | restored | unrecoverable | info
+        ("restored_from", pa.string()),
+        ("source_files", pa.string()),  # JSON list
+    ]
+)
 
-LOSS_KINDS = frozenset({"track_a_missing_slot", "track_a_missing_symbol", "track_b_loss", "ws_disconnect",
-                        "capture_restart", "manual_stop"})
+LOSS_KINDS = frozenset(
+    {
+        "track_a_missing_slot",
+        "track_a_missing_symbol",
+        "track_b_loss",
+        "ws_disconnect",
+        "capture_restart",
+        "manual_stop",
+    }
+)
 
 
 @dataclass(frozen=True)

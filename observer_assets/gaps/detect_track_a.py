@@ -27,7 +27,6 @@ def _classify_error(err: str | None) -> tuple[str, str | None]:
     return "api_error", code
 
 
-
 def track_a_rows(inp: DayInputs, th: Thresholds) -> tuple[list[dict], dict[str, Any]]:
     """Gap rows of every slot up to the as-of time, plus each slot's coverage (keyed ``HHMM``)."""
     rows: list[dict] = []
@@ -63,35 +62,72 @@ def track_a_rows(inp: DayInputs, th: Thresholds) -> tuple[list[dict], dict[str, 
                 reasons = Counter(_classify_error(e)[0] for e in fails["error"].to_pylist())
                 reason = reasons.most_common(1)[0][0]
                 err = "EGW00201" if reason == "rate_limit" else None
-            rows.append(make_row(
-                gap_id=make_id("track_a_missing_slot", slot.isoformat()), kind="track_a_missing_slot", scope="swing",
-                slot_ts=slot, start=slot, end=slot + timedelta(minutes=10), seconds=600.0, severity=sev,
-                reason=reason, data_lost=True, error_code=err,
-                evidence={"universe": len(universe), "live_rows": 0, "restored_rows": len(rest_codes),
-                          "still_missing": len(universe) - len(rest_codes),
-                          "still_missing_symbols": sorted(set(universe) - rest_codes)[:100] if rest_codes else [],
-                          "failures": 0 if fails is None else fails.num_rows,
-                          "overdue_seconds": round(overdue, 1)},
-                restorable=True, restore_how=how,
-                # restored = the backfill ran and gave what history has; symbols it could not give stay on record
-                # in the evidence (``still_missing_symbols``)
-                status="restored" if rest_codes else "open",
-                restored_from=",".join(src) if src else None, source_files=files))
-            coverage[label] = {"slot_ts": slot.isoformat(), "state": "restored" if rest_codes else "missing",
-                               "universe": len(universe), "live": 0, "restored": len(rest_codes),
-                               "coverage_pct": round(100 * len(rest_codes) / len(universe), 3) if universe else None}
+            rows.append(
+                make_row(
+                    gap_id=make_id("track_a_missing_slot", slot.isoformat()),
+                    kind="track_a_missing_slot",
+                    scope="swing",
+                    slot_ts=slot,
+                    start=slot,
+                    end=slot + timedelta(minutes=10),
+                    seconds=600.0,
+                    severity=sev,
+                    reason=reason,
+                    data_lost=True,
+                    error_code=err,
+                    evidence={
+                        "universe": len(universe),
+                        "live_rows": 0,
+                        "restored_rows": len(rest_codes),
+                        "still_missing": len(universe) - len(rest_codes),
+                        "still_missing_symbols": sorted(set(universe) - rest_codes)[:100] if rest_codes else [],
+                        "failures": 0 if fails is None else fails.num_rows,
+                        "overdue_seconds": round(overdue, 1),
+                    },
+                    restorable=True,
+                    restore_how=how,
+                    # restored = the backfill ran and gave what history has; symbols it could not give stay on record
+                    # in the evidence (``still_missing_symbols``)
+                    status="restored" if rest_codes else "open",
+                    restored_from=",".join(src) if src else None,
+                    source_files=files,
+                )
+            )
+            coverage[label] = {
+                "slot_ts": slot.isoformat(),
+                "state": "restored" if rest_codes else "missing",
+                "universe": len(universe),
+                "live": 0,
+                "restored": len(rest_codes),
+                "coverage_pct": round(100 * len(rest_codes) / len(universe), 3) if universe else None,
+            }
             continue
         # a live snapshot exists: lateness, then the symbols it lacks
         first = pc.min(live["fetched_at"]).as_py()
         late_s = (first - slot).total_seconds() if first is not None else None
         if late_s is not None and late_s > th.grace_s:
-            rows.append(make_row(
-                gap_id=make_id("track_a_late", slot.isoformat()), kind="track_a_late", scope="swing", slot_ts=slot,
-                start=slot + timedelta(seconds=th.grace_s), end=as_kst(first), seconds=round(late_s, 3),
-                severity="critical" if late_s >= th.critical_late_s else "major", reason="api_error",
-                data_lost=False, evidence={"fetched_at": as_kst(first).isoformat(),
-                                           "lateness_seconds": round(late_s, 3), "grace_seconds": th.grace_s},
-                restorable=False, status="info", source_files=files))
+            rows.append(
+                make_row(
+                    gap_id=make_id("track_a_late", slot.isoformat()),
+                    kind="track_a_late",
+                    scope="swing",
+                    slot_ts=slot,
+                    start=slot + timedelta(seconds=th.grace_s),
+                    end=as_kst(first),
+                    seconds=round(late_s, 3),
+                    severity="critical" if late_s >= th.critical_late_s else "major",
+                    reason="api_error",
+                    data_lost=False,
+                    evidence={
+                        "fetched_at": as_kst(first).isoformat(),
+                        "lateness_seconds": round(late_s, 3),
+                        "grace_seconds": th.grace_s,
+                    },
+                    restorable=False,
+                    status="info",
+                    source_files=files,
+                )
+            )
         have = pc.is_in(uni_arr, value_set=live["code"])
         absent = uni_arr.filter(pc.invert(have)).to_pylist()
         fail_by = dict(zip(fails["code"].to_pylist(), fails["error"].to_pylist())) if fails is not None else {}
@@ -105,23 +141,57 @@ def track_a_rows(inp: DayInputs, th: Thresholds) -> tuple[list[dict], dict[str, 
             if reason == "rate_limit":
                 rl_codes.append(code)
             rst = code in rest_by
-            rows.append(make_row(
-                gap_id=make_id("track_a_missing_symbol", slot.isoformat(), code), kind="track_a_missing_symbol",
-                scope="swing", symbol=code, slot_ts=slot, start=slot, end=slot + timedelta(minutes=10),
-                severity="major", reason=reason, data_lost=True, error_code=err,
-                evidence={"error": err_text} if err_text else {"error": None, "note": "absent, no failure recorded"},
-                restorable=True, restore_how=how, status="restored" if rst else "open",
-                restored_from=rest_by.get(code) if rst else None, source_files=files))
+            rows.append(
+                make_row(
+                    gap_id=make_id("track_a_missing_symbol", slot.isoformat(), code),
+                    kind="track_a_missing_symbol",
+                    scope="swing",
+                    symbol=code,
+                    slot_ts=slot,
+                    start=slot,
+                    end=slot + timedelta(minutes=10),
+                    severity="major",
+                    reason=reason,
+                    data_lost=True,
+                    error_code=err,
+                    evidence={"error": err_text}
+                    if err_text
+                    else {"error": None, "note": "absent, no failure recorded"},
+                    restorable=True,
+                    restore_how=how,
+                    status="restored" if rst else "open",
+                    restored_from=rest_by.get(code) if rst else None,
+                    source_files=files,
+                )
+            )
         rl_all = [c for c, e in fail_by.items() if _classify_error(e)[0] == "rate_limit"]
         if rl_all:
-            rows.append(make_row(
-                gap_id=make_id("rate_limit", "swing", slot.isoformat()), kind="rate_limit", scope="swing", slot_ts=slot,
-                start=slot, severity="major" if rl_codes else "minor", reason="rate_limit", data_lost=False,
-                error_code="EGW00201", evidence={"rejected_symbols": len(rl_all), "symbols": sorted(rl_all)[:50]},
-                restorable=False, status="info", source_files=files))
+            rows.append(
+                make_row(
+                    gap_id=make_id("rate_limit", "swing", slot.isoformat()),
+                    kind="rate_limit",
+                    scope="swing",
+                    slot_ts=slot,
+                    start=slot,
+                    severity="major" if rl_codes else "minor",
+                    reason="rate_limit",
+                    data_lost=False,
+                    error_code="EGW00201",
+                    evidence={"rejected_symbols": len(rl_all), "symbols": sorted(rl_all)[:50]},
+                    restorable=False,
+                    status="info",
+                    source_files=files,
+                )
+            )
         n_live = len(universe) - len(absent)
-        coverage[label] = {"slot_ts": slot.isoformat(), "state": "live", "universe": len(universe), "live": n_live,
-                           "restored": sum(1 for c in absent if c in rest_by), "missing": len(absent),
-                           "coverage_pct": round(100 * n_live / len(universe), 3) if universe else None,
-                           "lateness_seconds": round(late_s, 1) if late_s is not None else None}
+        coverage[label] = {
+            "slot_ts": slot.isoformat(),
+            "state": "live",
+            "universe": len(universe),
+            "live": n_live,
+            "restored": sum(1 for c in absent if c in rest_by),
+            "missing": len(absent),
+            "coverage_pct": round(100 * n_live / len(universe), 3) if universe else None,
+            "lateness_seconds": round(late_s, 1) if late_s is not None else None,
+        }
     return rows, coverage

@@ -20,8 +20,12 @@ import pyarrow.compute as pc
 from observer_assets.gaps.detect_common import TS, DayInputs, Thresholds, as_kst, make_id, make_row
 from observer_resources.calendar import KST
 
-_WINDOW_KIND = {"ws_disconnect": "ws_disconnect", "ws_timeout": "ws_disconnect", "system_error": "capture_restart",
-                "manual_stop": "manual_stop"}
+_WINDOW_KIND = {
+    "ws_disconnect": "ws_disconnect",
+    "ws_timeout": "ws_disconnect",
+    "system_error": "capture_restart",
+    "manual_stop": "manual_stop",
+}
 
 
 @dataclass
@@ -56,11 +60,25 @@ def connection_windows(inp: DayInputs, th: Thresholds) -> tuple[list[Window], li
         if start > as_of:
             continue
         if g.reason == "rate_limit":
-            rows.append(make_row(gap_id=g.gap_id, kind="rate_limit", scope=g.scope, symbol=g.symbol, start=start,
-                                 end=as_kst(g.end) if g.end else None,
-                                 seconds=(g.end - g.start).total_seconds() if g.end else None,
-                                 severity=g.severity, reason="rate_limit", data_lost=False, error_code="EGW00201",
-                                 evidence=dict(g.metadata), restorable=False, status="info", source_files=files))
+            rows.append(
+                make_row(
+                    gap_id=g.gap_id,
+                    kind="rate_limit",
+                    scope=g.scope,
+                    symbol=g.symbol,
+                    start=start,
+                    end=as_kst(g.end) if g.end else None,
+                    seconds=(g.end - g.start).total_seconds() if g.end else None,
+                    severity=g.severity,
+                    reason="rate_limit",
+                    data_lost=False,
+                    error_code="EGW00201",
+                    evidence=dict(g.metadata),
+                    restorable=False,
+                    status="info",
+                    source_files=files,
+                )
+            )
             continue
         kind = _WINDOW_KIND.get(g.reason)
         if kind is None or g.symbol or g.scope == "swing":
@@ -73,10 +91,21 @@ def connection_windows(inp: DayInputs, th: Thresholds) -> tuple[list[Window], li
         if secs > th.window_critical_s:
             sev = "critical"
         meta = dict(g.metadata)
-        row = make_row(gap_id=g.gap_id, kind=kind, scope=g.scope, start=start, end=end, seconds=round(secs, 3),
-                       severity=sev, reason=g.reason, data_lost=True,
-                       evidence={"marker": meta, "open": end is None}, restorable=inp.today,
-                       restore_how="conclusions" if inp.today else None, source_files=files)
+        row = make_row(
+            gap_id=g.gap_id,
+            kind=kind,
+            scope=g.scope,
+            start=start,
+            end=end,
+            seconds=round(secs, 3),
+            severity=sev,
+            reason=g.reason,
+            data_lost=True,
+            evidence={"marker": meta, "open": end is None},
+            restorable=inp.today,
+            restore_how="conclusions" if inp.today else None,
+            source_files=files,
+        )
         key = meta.get("key_id") or meta.get("key")
         wins.append(Window(row, _us(start), _us(eff_end), str(key) if key else None))
     return wins, rows, ignored
@@ -115,8 +144,15 @@ def _severity_silence(s: float, th: Thresholds) -> str:
 def track_b_rows(inp: DayInputs, wins: list[Window], th: Thresholds) -> tuple[list[dict], dict[str, Any]]:
     """Loss and silence rows plus tick stats; a loss inside a window goes into that window's row instead."""
     t = inp.ticks
-    stats: dict[str, Any] = {"ticks": 0, "codes": 0, "losses": 0, "missing_volume": 0, "overlaps": 0,
-                             "silences": 0, "restored_ticks": 0}
+    stats: dict[str, Any] = {
+        "ticks": 0,
+        "codes": 0,
+        "losses": 0,
+        "missing_volume": 0,
+        "overlaps": 0,
+        "silences": 0,
+        "restored_ticks": 0,
+    }
     if t is None or t.num_rows == 0:
         return [], stats
     as_of_us = _us(as_kst(inp.as_of))
@@ -133,11 +169,21 @@ def track_b_rows(inp: DayInputs, wins: list[Window], th: Thresholds) -> tuple[li
         parts.append(_plain(inp.restored_ticks))
     restored = None
     if parts:
-        restored = pa.concat_tables([
-            pa.table({"code": x["code"].cast(pa.string()), "acml_vol": x["acml_vol"].cast(pa.int64()),
-                      "qty": x["qty"].cast(pa.int64()),
-                      "restored_from": x["restored_from"].cast(pa.string()) if "restored_from" in x.column_names
-                      else pa.nulls(x.num_rows, pa.string())}) for x in parts])
+        restored = pa.concat_tables(
+            [
+                pa.table(
+                    {
+                        "code": x["code"].cast(pa.string()),
+                        "acml_vol": x["acml_vol"].cast(pa.int64()),
+                        "qty": x["qty"].cast(pa.int64()),
+                        "restored_from": x["restored_from"].cast(pa.string())
+                        if "restored_from" in x.column_names
+                        else pa.nulls(x.num_rows, pa.string()),
+                    }
+                )
+                for x in parts
+            ]
+        )
     stats["restored_ticks"] = 0 if restored is None else restored.num_rows
     live_mask = keep & ~is_rest
     if not live_mask.all():
@@ -152,8 +198,9 @@ def track_b_rows(inp: DayInputs, wins: list[Window], th: Thresholds) -> tuple[li
     qty = t["qty"].to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
     cnt = None
     if "buy_cnt" in t.column_names and "sell_cnt" in t.column_names:
-        cnt = (t["buy_cnt"].fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
-               + t["sell_cnt"].fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64))
+        cnt = t["buy_cnt"].fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64, copy=False) + t[
+            "sell_cnt"
+        ].fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
     keys = None
     if "key_id" in t.column_names:
         keys = _encode(t["key_id"])
@@ -191,8 +238,15 @@ def track_b_rows(inp: DayInputs, wins: list[Window], th: Thresholds) -> tuple[li
         mv = int(missing[j])
         mt = int(cnt[i1] - cnt[j] - 1) if cnt is not None else None
         ws = windows_over(a, b, key_of(i1))
-        loss = {"missing_volume": mv, "missing_trades": mt, "prev_acml_vol": int(acml[j]), "acml_vol": int(acml[i1]),
-                "qty": int(qty[i1]), "prev_rx": _from_us(a).isoformat(), "rx": _from_us(b).isoformat()}
+        loss = {
+            "missing_volume": mv,
+            "missing_trades": mt,
+            "prev_acml_vol": int(acml[j]),
+            "acml_vol": int(acml[i1]),
+            "qty": int(qty[i1]),
+            "prev_rx": _from_us(a).isoformat(),
+            "rx": _from_us(b).isoformat(),
+        }
         rst_from = _restored_cover(restored, code, int(acml[j]), int(acml[i1] - qty[i1]), mv)
         stats["losses"] += 1
         stats["missing_volume"] += mv
@@ -209,14 +263,28 @@ def track_b_rows(inp: DayInputs, wins: list[Window], th: Thresholds) -> tuple[li
                 agg["restored_from"].append(rst_from)
             continue
         secs = (b - a) / 1e6
-        rows.append(make_row(
-            gap_id=make_id("track_b_loss", code, a, int(acml[i1])), kind="track_b_loss", scope="scalp", symbol=code,
-            start=_from_us(a), end=_from_us(b), seconds=round(secs, 6),
-            severity="critical" if secs >= th.loss_critical_s else "major", reason="no_data_received",
-            data_lost=True, missing_volume=mv, missing_trades=mt, evidence=loss,
-            restorable=rst_from is not None or inp.today, restore_how="conclusions",
-            status="restored" if rst_from else ("open" if inp.today else "unrecoverable"),
-            restored_from=rst_from, source_files=tb_files))
+        rows.append(
+            make_row(
+                gap_id=make_id("track_b_loss", code, a, int(acml[i1])),
+                kind="track_b_loss",
+                scope="scalp",
+                symbol=code,
+                start=_from_us(a),
+                end=_from_us(b),
+                seconds=round(secs, 6),
+                severity="critical" if secs >= th.loss_critical_s else "major",
+                reason="no_data_received",
+                data_lost=True,
+                missing_volume=mv,
+                missing_trades=mt,
+                evidence=loss,
+                restorable=rst_from is not None or inp.today,
+                restore_how="conclusions",
+                status="restored" if rst_from else ("open" if inp.today else "unrecoverable"),
+                restored_from=rst_from,
+                source_files=tb_files,
+            )
+        )
     # silences: quiet time between consecutive ticks, minus connection-wide gaps, never across a release
     lo = int(th.silence_s[0] * 1e6)
     for j in np.flatnonzero(same & (dt >= lo) & ~unexplained):
@@ -242,13 +310,28 @@ def track_b_rows(inp: DayInputs, wins: list[Window], th: Thresholds) -> tuple[li
             if s < th.silence_s[0]:
                 continue
             stats["silences"] += 1
-            rows.append(make_row(
-                gap_id=make_id("track_b_silence", code, pa_), kind="track_b_silence", scope="scalp", symbol=code,
-                start=_from_us(pa_), end=_from_us(pb_), seconds=round(s, 6), severity=_severity_silence(s, th),
-                reason="no_data_received", data_lost=False, missing_volume=0,
-                evidence={"note": "no trade received; cumulative volume continuous (quiet symbol)",
-                          "acml_vol": int(acml[i1])},
-                restorable=False, status="info", source_files=tb_files))
+            rows.append(
+                make_row(
+                    gap_id=make_id("track_b_silence", code, pa_),
+                    kind="track_b_silence",
+                    scope="scalp",
+                    symbol=code,
+                    start=_from_us(pa_),
+                    end=_from_us(pb_),
+                    seconds=round(s, 6),
+                    severity=_severity_silence(s, th),
+                    reason="no_data_received",
+                    data_lost=False,
+                    missing_volume=0,
+                    evidence={
+                        "note": "no trade received; cumulative volume continuous (quiet symbol)",
+                        "acml_vol": int(acml[i1]),
+                    },
+                    restorable=False,
+                    status="info",
+                    source_files=tb_files,
+                )
+            )
     # the windows now know what they cost
     for w in wins:
         if w.losses:
@@ -259,8 +342,10 @@ def track_b_rows(inp: DayInputs, wins: list[Window], th: Thresholds) -> tuple[li
             w.row["evidence"] = json.dumps(ev, ensure_ascii=False, sort_keys=True, default=str)
             if all(x["restored"] for x in w.losses.values()):
                 w.row["status"] = "restored"
-                w.row["restored_from"] = ",".join(sorted({x for v in w.losses.values()
-                                                          for x in v.get("restored_from", [])})) or "conclusions"
+                w.row["restored_from"] = (
+                    ",".join(sorted({x for v in w.losses.values() for x in v.get("restored_from", [])}))
+                    or "conclusions"
+                )
     return rows, stats
 
 
@@ -281,8 +366,9 @@ def _encode(col: pa.ChunkedArray) -> tuple[np.ndarray, list]:
 
 def _plain(t: pa.Table) -> pa.Table:
     """Dictionary columns decoded (for the few restored rows compared value by value)."""
-    return t.cast(pa.schema([pa.field(f.name, f.type.value_type if pa.types.is_dictionary(f.type) else f.type)
-                             for f in t.schema]))
+    return t.cast(
+        pa.schema([pa.field(f.name, f.type.value_type if pa.types.is_dictionary(f.type) else f.type) for f in t.schema])
+    )
 
 
 def _order(code_i: np.ndarray, acml: np.ndarray, rx: np.ndarray) -> np.ndarray:
@@ -303,8 +389,10 @@ def _restored_cover(restored: pa.Table | None, code: str, lo: int, hi: int, miss
     """The restored ticks' provenance if they fill the volume hole (lo, hi] of ``code`` exactly."""
     if restored is None or restored.num_rows == 0:
         return None
-    m = pc.and_(pc.equal(restored["code"], code),
-                pc.and_(pc.greater(restored["acml_vol"], lo), pc.less_equal(restored["acml_vol"], hi)))
+    m = pc.and_(
+        pc.equal(restored["code"], code),
+        pc.and_(pc.greater(restored["acml_vol"], lo), pc.less_equal(restored["acml_vol"], hi)),
+    )
     r = restored.filter(m)
     if r.num_rows == 0 or int(pc.sum(r["qty"]).as_py() or 0) != missing:
         return None

@@ -15,16 +15,15 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from observer_resources.storage import lake
 from observer_assets.gaps.detect import DayInputs, Report, Thresholds, detect
 from observer_assets.orchestration.partitions import calendar
-from observer_resources.storage.layout import TRACK_A as TRACK_A, TRACK_A_FAILURES as FAILURES, slot_dir
-from observer_resources.storage.layout import restored_path
 from observer_assets.universe.assets import latest_universe_before, read_universe
-from observer_resources import events
+from observer_resources import clock, events
 from observer_resources.calendar import KST
-from observer_resources import clock
-from observer_resources.storage.layout import anomaly_path, tick_files
+from observer_resources.storage import lake
+from observer_resources.storage.layout import TRACK_A as TRACK_A
+from observer_resources.storage.layout import TRACK_A_FAILURES as FAILURES
+from observer_resources.storage.layout import anomaly_path, restored_path, slot_dir, tick_files
 
 SNAP_COLS = ["code", "source", "restored_from", "fetched_at"]
 TICK_COLS = ["code", "receive_ts", "acml_vol", "qty", "buy_cnt", "sell_cnt", "key_id"]
@@ -45,20 +44,35 @@ def read_ticks(paths: list[Path]) -> pa.Table | None:
         cols = [c for c in TICK_COLS + OPTIONAL_TICK_COLS if c in names]
         t = lake.read_table(p, columns=cols, read_dictionary=[c for c in ("code", "key_id", "source") if c in cols])
         if "receive_ts" in names:
-            t = t.set_column(t.schema.get_field_index("receive_ts"), "receive_ts",
-                             t["receive_ts"].cast(pa.timestamp("us", tz="Asia/Seoul")))
+            t = t.set_column(
+                t.schema.get_field_index("receive_ts"),
+                "receive_ts",
+                t["receive_ts"].cast(pa.timestamp("us", tz="Asia/Seoul")),
+            )
         tables.append(t)
     if not tables:
         return None
     if len({t.schema for t in tables}) > 1:  # hours written before/after a column was added
-        return pa.concat_tables([t.cast(pa.schema([pa.field(f.name, f.type.value_type if pa.types.is_dictionary(f.type)
-                                                             else f.type) for f in t.schema])) for t in tables],
-                                promote_options="permissive")
+        return pa.concat_tables(
+            [
+                t.cast(
+                    pa.schema(
+                        [
+                            pa.field(f.name, f.type.value_type if pa.types.is_dictionary(f.type) else f.type)
+                            for f in t.schema
+                        ]
+                    )
+                )
+                for t in tables
+            ],
+            promote_options="permissive",
+        )
     return pa.concat_tables(tables)
 
 
-def load_day(root: Path, day: date, as_of: datetime | None = None, *, now: datetime | None = None,
-             local: Path | None = None) -> DayInputs:
+def load_day(
+    root: Path, day: date, as_of: datetime | None = None, *, now: datetime | None = None, local: Path | None = None
+) -> DayInputs:
     """`root` is the lake (a Path or a URL's UPath); `local` the directory of the event log and anomaly markers
     (default: the lake itself when it is local, else OBSERVER_LOCAL_DIR)."""
     now = (now or clock.now()).astimezone(KST)
@@ -101,17 +115,31 @@ def load_day(root: Path, day: date, as_of: datetime | None = None, *, now: datet
         anomaly = json.loads(ap.read_text(encoding="utf-8"))
         files["events"].append(str(ap))
     return DayInputs(
-        day=day, as_of=as_of, slots=slots,
+        day=day,
+        as_of=as_of,
+        slots=slots,
         universe=uni["code"].to_pylist() if uni is not None else None,
-        snapshots=snaps, failures=fails, ticks=read_ticks(tpaths), restored_ticks=restored,
-        gap_markers=events.gaps_from(ev.records), events=ev.records, anomaly=anomaly, today=(day == now.date()),
+        snapshots=snaps,
+        failures=fails,
+        ticks=read_ticks(tpaths),
+        restored_ticks=restored,
+        gap_markers=events.gaps_from(ev.records),
+        events=ev.records,
+        anomaly=anomaly,
+        today=(day == now.date()),
         files={**files, "universe": [uni_note]},
         events_unreadable={"bad_lines": ev.bad_count, "torn_lines": ev.torn_count, "where": ev.problems(20)},
     )
 
 
-def build_report(root: Path, day: date, as_of: datetime | None = None, *, now: datetime | None = None,
-                 thresholds: Thresholds = Thresholds()) -> Report:
+def build_report(
+    root: Path,
+    day: date,
+    as_of: datetime | None = None,
+    *,
+    now: datetime | None = None,
+    thresholds: Thresholds = Thresholds(),
+) -> Report:
     """The day's gap report from what is on disk (see `detect` for the rules)."""
     inp = load_day(root, day, as_of, now=now)
     rep = detect(inp, thresholds)

@@ -24,10 +24,11 @@ AFTER_CLOSE = timedelta(hours=1)  # late runs, the backfill and the restore sett
 FINAL_AT = time(20, 40)
 
 gap_report_job = dg.define_asset_job(
-    "gap_report_job", selection=dg.AssetSelection.assets(gap_report),
+    "gap_report_job",
+    selection=dg.AssetSelection.assets(gap_report),
     tags={**GAP_REPORT_TAGS, **max_runtime("gap_report_job")},
     description="Recompute a trading day's gap report (missing and late slots, missing symbols, Track B losses, "
-                "disconnects) and its anomaly verdict.",
+    "disconnects) and its anomaly verdict.",
 )
 
 
@@ -50,7 +51,7 @@ def due(now: datetime) -> str | None:
     job=gap_report_job,
     default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Today's gap report every 30 minutes from the open until an hour after the close, and at 20:40 KST "
-                "with the final verdict (trading days only; the calendar decides).",
+    "with the final verdict (trading days only; the calendar decides).",
 )
 def gap_report_through_the_day(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
     at = context.scheduled_execution_time.astimezone(KST)
@@ -59,5 +60,6 @@ def gap_report_through_the_day(context: dg.ScheduleEvaluationContext) -> dg.RunR
         return dg.SkipReason(f"{at:%Y-%m-%d %H:%M} is outside the session of a trading day")
     key = day_key(at.date())
     context.instance.add_dynamic_partitions(trading_day_partitions.name, [key])
-    return dg.RunRequest(partition_key=key, run_key=f"gap_report:{key}:{at:%H%M}",
-                         tags={**GAP_REPORT_TAGS, "observer/gap_report": why})
+    return dg.RunRequest(
+        partition_key=key, run_key=f"gap_report:{key}:{at:%H%M}", tags={**GAP_REPORT_TAGS, "observer/gap_report": why}
+    )

@@ -16,20 +16,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
 import pyarrow as pa
 
-from observer_resources.storage import lake
 from observer_assets.gaps.schedules import GAP_REPORT_TAGS, gap_report_job
 from observer_assets.orchestration.partitions import calendar, parse_slot_key, slot_key, track_a_slot_partitions
 from observer_assets.orchestration.runs import BACKFILL_TAGS, KIS_REST_TAGS, max_runtime
 from observer_assets.track_a.schedules import track_a_job
-from observer_resources.calendar import KST
 from observer_resources import clock
+from observer_resources.calendar import KST
+from observer_resources.storage import lake
 
 REPORT_DATASET = "gaps"
 REPORT_NAME = "gap_report.parquet"
@@ -109,9 +108,18 @@ def gap_backfill_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
             if key not in existing:
                 new_keys.append(key)
                 existing.add(key)
-            requests.append(dg.RunRequest(partition_key=key, run_key=f"backfill:{key}:{fp}",
-                                          tags={**BACKFILL_TAGS, **KIS_REST_TAGS, **max_runtime("track_a_backfill"),
-                                                "observer/gap_report": day}))
+            requests.append(
+                dg.RunRequest(
+                    partition_key=key,
+                    run_key=f"backfill:{key}:{fp}",
+                    tags={
+                        **BACKFILL_TAGS,
+                        **KIS_REST_TAGS,
+                        **max_runtime("track_a_backfill"),
+                        "observer/gap_report": day,
+                    },
+                )
+            )
         if young:
             context.log.info(f"backfill: {len(young)} slot(s) of {day} still inside the live window; next tick")
         else:
@@ -132,7 +140,8 @@ def gap_backfill_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
 TRACK_B_KINDS = frozenset({"track_b_loss", "ws_disconnect", "capture_restart", "manual_stop"})
 
 track_b_restore_job = dg.define_asset_job(
-    "track_b_restore_job", selection=dg.AssetSelection.assets("track_b_restored"),
+    "track_b_restore_job",
+    selection=dg.AssetSelection.assets("track_b_restored"),
     tags={**BACKFILL_TAGS, **KIS_REST_TAGS, **max_runtime("track_b_restore_job")},
     description="Restore the day's lost Track B trades from today's conclusions (track_b_restored).",
 )
@@ -144,12 +153,16 @@ def restorable_track_b(report: pa.Table) -> str | None:
     A loss's measured size is part of it: a disconnect's losses become measurable only once its hour is compacted,
     so the same gap reported again with its losses counted is new work for the restore (which reads the compacted
     ticks), not a repeat."""
-    cols = [c for c in ("gap_id", "kind", "symbol", "restorable", "status", "missing_volume")
-            if c in report.column_names]
-    ids = sorted(f"{r.get('kind')}|{r.get('symbol') or ''}|{r.get('gap_id') or ''}|{r.get('missing_volume')}"
-                 for r in report.select(cols).to_pylist()
-                 if r.get("kind") in TRACK_B_KINDS and r.get("restorable") is True
-                 and (r.get("status") or OPEN_STATUS) == OPEN_STATUS)
+    cols = [
+        c for c in ("gap_id", "kind", "symbol", "restorable", "status", "missing_volume") if c in report.column_names
+    ]
+    ids = sorted(
+        f"{r.get('kind')}|{r.get('symbol') or ''}|{r.get('gap_id') or ''}|{r.get('missing_volume')}"
+        for r in report.select(cols).to_pylist()
+        if r.get("kind") in TRACK_B_KINDS
+        and r.get("restorable") is True
+        and (r.get("status") or OPEN_STATUS) == OPEN_STATUS
+    )
     return hashlib.sha1("\n".join(ids).encode()).hexdigest()[:12] if ids else None
 
 
@@ -177,8 +190,9 @@ def track_b_restore_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResu
     if fp is None:
         return dg.SensorResult(cursor=sig, skip_reason=dg.SkipReason("no open restorable Track B losses"))
     key = today.isoformat()
-    return dg.SensorResult(cursor=sig,
-                           run_requests=[dg.RunRequest(partition_key=key, run_key=f"track_b_restore:{key}:{fp}")])
+    return dg.SensorResult(
+        cursor=sig, run_requests=[dg.RunRequest(partition_key=key, run_key=f"track_b_restore:{key}:{fp}")]
+    )
 
 
 # --- the gap report after a repair -----------------------------------------------------------------------------------
@@ -189,8 +203,11 @@ def repaired_days(run: dg.DagsterRun, materialized: list[tuple[str, str | None]]
     """Trading days whose gap report a successful run changed (pure): a Track A backfill (by our sensor or a UI
     backfill) or a Track B restore that materialized something. A live Track A slot is not a repair: the
     schedule's next report sees it."""
-    live = run.tags.get("observer/kind") != "backfill" and "dagster/backfill" not in run.tags \
+    live = (
+        run.tags.get("observer/kind") != "backfill"
+        and "dagster/backfill" not in run.tags
         and run.job_name != track_b_restore_job.name
+    )
     days = set()
     for asset, key in materialized:
         if asset not in REPAIR_ASSETS or key is None or (live and asset == "track_a_snapshot"):
@@ -206,18 +223,29 @@ def repaired_days(run: dg.DagsterRun, materialized: list[tuple[str, str | None]]
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=30,
     description="After a Track A backfill or a Track B restore succeeds, recompute that day's gap report so the UI "
-                "shows the gaps it closed as restored.",
+    "shows the gaps it closed as restored.",
 )
 def gap_report_after_repair(context: dg.RunStatusSensorContext):  # noqa: ANN201 - RunRequest | SkipReason
     run = context.dagster_run
     records = context.instance.get_records_for_run(
-        run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
-    materialized = [(r.event_log_entry.asset_materialization.asset_key.to_user_string(),
-                     r.event_log_entry.asset_materialization.partition) for r in records
-                    if r.event_log_entry.asset_materialization is not None]
+        run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+    ).records
+    materialized = [
+        (
+            r.event_log_entry.asset_materialization.asset_key.to_user_string(),
+            r.event_log_entry.asset_materialization.partition,
+        )
+        for r in records
+        if r.event_log_entry.asset_materialization is not None
+    ]
     days = repaired_days(run, materialized)
     if not days:
         return dg.SkipReason(f"run {run.run_id[:8]} ({run.job_name}) repaired nothing")
-    return [dg.RunRequest(partition_key=d, run_key=f"gap_report-after:{run.run_id}:{d}",
-                          tags={**GAP_REPORT_TAGS, "observer/gap_report": "after_repair",
-                                "observer/after_run": run.run_id}) for d in days]
+    return [
+        dg.RunRequest(
+            partition_key=d,
+            run_key=f"gap_report-after:{run.run_id}:{d}",
+            tags={**GAP_REPORT_TAGS, "observer/gap_report": "after_repair", "observer/after_run": run.run_id},
+        )
+        for d in days
+    ]

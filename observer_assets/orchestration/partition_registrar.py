@@ -15,8 +15,8 @@ from datetime import datetime
 import dagster as dg
 
 from observer_assets.orchestration.partitions import calendar, history_start, register_elapsed
-from observer_resources.calendar import CalendarRangeError
 from observer_resources import clock, settings
+from observer_resources.calendar import CalendarRangeError
 
 HISTORY_START_ENV = "OBSERVER_HISTORY_START"
 
@@ -31,7 +31,7 @@ def now() -> datetime:
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Registers every elapsed trading day and Track A slot as a partition, in time order (a slot from its "
-                "instant on): what never ran shows as missing, and backfills can pick it.",
+    "instant on): what never ran shows as missing, and backfills can pick it.",
 )
 def partition_registrar(context: dg.SensorEvaluationContext) -> dg.SkipReason:
     try:

@@ -104,8 +104,9 @@ def parse_hour_key(key: str) -> datetime:
         raise PartitionKeyError(f"track_b_hour key {key!r}: {e}") from None
 
 
-def trading_day_request(context: dg.ScheduleEvaluationContext, run_key_prefix: str,
-                        tags: dict[str, str] | None = None) -> dg.RunRequest | dg.SkipReason:
+def trading_day_request(
+    context: dg.ScheduleEvaluationContext, run_key_prefix: str, tags: dict[str, str] | None = None
+) -> dg.RunRequest | dg.SkipReason:
     """A daily schedule's answer: a run for the scheduled day's trading_day partition (registered first), or a skip
     on a day KRX is closed. Run key ``<prefix>:<YYYY-MM-DD>``, so a day is never asked twice."""
     d = context.scheduled_execution_time.astimezone(KST).date()
@@ -141,8 +142,9 @@ def elapsed_slot_keys(cal: MarketCalendar, start: date, now: datetime) -> list[s
 MAX_REORDER = 300
 
 
-def reorder_plan(registered: list[str], expected: list[str], max_reorder: int = MAX_REORDER
-                 ) -> tuple[list[str], list[str]]:
+def reorder_plan(
+    registered: list[str], expected: list[str], max_reorder: int = MAX_REORDER
+) -> tuple[list[str], list[str]]:
     """(keys to delete, keys to add in this order) so that `expected` keys all exist and every key sorts in time
     order (pure). Dagster lists dynamic keys by insertion, so a missing key older than registered ones is added by
     deleting the later ones and adding everything from it on in order; history stays (materializations are kept by
@@ -159,14 +161,17 @@ def reorder_plan(registered: list[str], expected: list[str], max_reorder: int = 
     return later, sorted(set(missing) | set(later))
 
 
-def register_elapsed(instance: dg.DagsterInstance, cal: MarketCalendar, start: date, now: datetime,
-                     first_slot: str | None = None) -> dict[str, dict[str, int]]:
+def register_elapsed(
+    instance: dg.DagsterInstance, cal: MarketCalendar, start: date, now: datetime, first_slot: str | None = None
+) -> dict[str, dict[str, int]]:
     """Make every elapsed trading day since `start` and every elapsed Track A slot from `first_slot` (default: the
     start of `start`) a partition, in time order. Returns what was done per definition ({"added", "reordered"})."""
     slots = [k for k in elapsed_slot_keys(cal, start, now) if first_slot is None or k >= first_slot]
     out = {}
-    for defn, expected in ((trading_day_partitions, elapsed_day_keys(cal, start, now)),
-                           (track_a_slot_partitions, slots)):
+    for defn, expected in (
+        (trading_day_partitions, elapsed_day_keys(cal, start, now)),
+        (track_a_slot_partitions, slots),
+    ):
         name = defn.name
         assert name is not None
         delete, add = reorder_plan(list(instance.get_dynamic_partitions(name)), expected)
@@ -178,8 +183,9 @@ def register_elapsed(instance: dg.DagsterInstance, cal: MarketCalendar, start: d
     return out
 
 
-def history_start(instance: dg.DagsterInstance, cal: MarketCalendar, now: datetime,
-                  configured: date | None = None) -> tuple[date, str | None]:
+def history_start(
+    instance: dg.DagsterInstance, cal: MarketCalendar, now: datetime, configured: date | None = None
+) -> tuple[date, str | None]:
     """(first day, first slot key or None for the whole day) of the deployment's history: the configured start's
     whole days; else from the oldest day and the oldest slot already registered; else, on a fresh instance, today
     from the current slot on — slots before a deployment first ran are the gap report's and backfill's business,

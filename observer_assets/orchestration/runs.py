@@ -85,7 +85,7 @@ def ensure_pool_limits(instance: dg.DagsterInstance, limits: Mapping[str, int] =
     minimum_interval_seconds=300,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Writes the concurrency pools' limits (kis_rest 2, kis_ws 1, backup 1, compaction 1) into the "
-                "instance where none is set, so every deployment has them; a limit set by hand is never changed.",
+    "instance where none is set, so every deployment has them; a limit set by hand is never changed.",
 )
 def pool_limits(context: dg.SensorEvaluationContext) -> dg.SkipReason:
     done = ensure_pool_limits(context.instance)

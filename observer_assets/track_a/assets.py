@@ -11,7 +11,6 @@ first (raw.jsonl), then the Parquet table is derived from them, both atomically:
 partition, and a re-run rebuilds the same table from the archive.
 """
 
-
 import asyncio
 import time as _time
 from dataclasses import dataclass, field
@@ -24,23 +23,27 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from observer_assets import catalog
-
-from observer_resources.storage import lake
-from observer_resources.events import record
 from observer_assets.orchestration.partitions import calendar, parse_slot_key, track_a_slot_partitions
 from observer_assets.orchestration.runs import BACKFILL_TAGS, KIS_REST_POOL
 from observer_assets.track_a import restore, snapshot
 from observer_assets.universe.assets import latest_universe_before, read_rejection, read_universe, universe
-from observer_resources.storage.layout import rejected_path
-from observer_resources import metrics
+from observer_resources import clock, metrics
+from observer_resources.events import record
 from observer_resources.kis import protocol as p
 from observer_resources.kis.errors import (
-    BadCredentialsError, KisApiError, KisError, RateLimitedError, TokenExpiredError, TokenIssueTooSoonError,
+    BadCredentialsError,
+    KisApiError,
+    KisError,
+    RateLimitedError,
+    TokenExpiredError,
+    TokenIssueTooSoonError,
 )
 from observer_resources.resources import KisResource, kis_members, kis_rest_clients
 from observer_resources.shared.token_store import SqliteTokenStore
-from observer_resources import clock
-from observer_resources.storage.layout import TRACK_A_FAILURES as FAILURES, TRACK_A_RAW as RAW, slot_dir
+from observer_resources.storage import lake
+from observer_resources.storage.layout import TRACK_A_FAILURES as FAILURES
+from observer_resources.storage.layout import TRACK_A_RAW as RAW
+from observer_resources.storage.layout import rejected_path, slot_dir
 
 if TYPE_CHECKING:
     from observer_resources.kis.rest import KisRestClient
@@ -138,8 +141,15 @@ async def _wait(event: asyncio.Event, deadline: float) -> None:
         pass  # a key stuck on its token: the others do not wait for it any longer
 
 
-async def _fetch_shard(kis: KisResource, client: "KisRestClient", codes: list[str], deadline: float, concurrency: int,
-                       turns: _Turns | None = None, index: int = 0) -> KeyShard:
+async def _fetch_shard(
+    kis: KisResource,
+    client: "KisRestClient",
+    codes: list[str],
+    deadline: float,
+    concurrency: int,
+    turns: _Turns | None = None,
+    index: int = 0,
+) -> KeyShard:
     """One key's shard through its own token and limiter. Stops at ``deadline`` (monotonic) and records what it
     missed. A key-level error marks the shard degraded: the batches not yet sent are not sent (a broken key is not
     retried into a storm) and every symbol left is recorded with the key and the error.
@@ -243,9 +253,14 @@ async def _fetch(kis: KisResource, codes: list[str], deadline: float, concurrenc
     shards = shard_codes(codes, len(members), batch)
     turns = _Turns(len(members), serial=isinstance(members[0].token_provider().store, SqliteTokenStore))
     async with kis_rest_clients(kis) as clients:
-        return list(await asyncio.gather(*(
-            _fetch_shard(m, c, s, deadline, concurrency, turns, i)
-            for i, (m, c, s) in enumerate(zip(members, clients, shards, strict=True)))))
+        return list(
+            await asyncio.gather(
+                *(
+                    _fetch_shard(m, c, s, deadline, concurrency, turns, i)
+                    for i, (m, c, s) in enumerate(zip(members, clients, shards, strict=True))
+                )
+            )
+        )
 
 
 def _per_key_markdown(shards: list[KeyShard]) -> str:
@@ -253,15 +268,17 @@ def _per_key_markdown(shards: list[KeyShard]) -> str:
     for s in shards:
         span = f"{s.codes[0]}–{s.codes[-1]}" if s.codes else "—"
         state = f"**degraded: {s.degraded}**" if s.degraded else "ok"
-        rows.append(f"| {s.key_id} | {span} | {len(s.codes)} | {s.collected} | {len(s.failures)} | {s.requests} "
-                    f"| {state} |")
+        rows.append(
+            f"| {s.key_id} | {span} | {len(s.codes)} | {s.collected} | {len(s.failures)} | {s.requests} | {state} |"
+        )
     return "\n".join(rows)
 
 
 def _degraded_line(s: KeyShard) -> str:
     span = f" ({s.codes[0]}–{s.codes[-1]})" if s.codes else ""
-    return (f"degraded: key {s.key_id} ({s.degraded}): {len(s.failures)} of its {len(s.codes)} symbols{span} "
-            f"not collected")
+    return (
+        f"degraded: key {s.key_id} ({s.degraded}): {len(s.failures)} of its {len(s.codes)} symbols{span} not collected"
+    )
 
 
 @dg.asset(
@@ -277,8 +294,9 @@ def _degraded_line(s: KeyShard) -> str:
         "and traded value, best bid/ask, timestamps with zone; source = live or restored). Partition key "
         "YYYY-MM-DDTHHMM (KST)."
     ),
-    metadata=catalog.definition_metadata(snapshot.SNAPSHOT_SCHEMA, catalog.SNAPSHOT_COLUMNS,
-                                         "track_a/date=YYYY-MM-DD/slot=HHMM/snapshot.parquet"),
+    metadata=catalog.definition_metadata(
+        snapshot.SNAPSHOT_SCHEMA, catalog.SNAPSHOT_COLUMNS, "track_a/date=YYYY-MM-DD/slot=HHMM/snapshot.parquet"
+    ),
     owners=catalog.OWNERS,
 )
 def track_a_snapshot(context: dg.AssetExecutionContext, config: TrackAConfig, kis: KisResource) -> dg.MaterializeResult:
@@ -287,17 +305,34 @@ def track_a_snapshot(context: dg.AssetExecutionContext, config: TrackAConfig, ki
     try:
         res = _snapshot(context, config, kis)
     except Exception as e:
-        record("track_a_slot_failed", source="track_a", logger=context.log, slot=context.partition_key,
-               error=f"{type(e).__name__}: {e}"[:500])
+        record(
+            "track_a_slot_failed",
+            source="track_a",
+            logger=context.log,
+            slot=context.partition_key,
+            error=f"{type(e).__name__}: {e}"[:500],
+        )
         raise
-    metrics.observe_track_a_slot(_time.monotonic() - started)  # observer_track_a_slot_duration_seconds (docs/metrics.md)
+    metrics.observe_track_a_slot(
+        _time.monotonic() - started
+    )  # observer_track_a_slot_duration_seconds (docs/metrics.md)
     md = res.metadata or {}
     detail = str(md.get("mode", ""))
     mode = "live" if detail == "live" else "rebuild" if detail.startswith("rebuilt") else "restore"
-    record("track_a_slot", source="track_a", logger=context.log, slot=context.partition_key, mode=mode,
-           mode_detail=detail, ok=md.get("rows"), failed=md.get("failures"), universe_size=md.get("universe_size"),
-           coverage_pct=md.get("coverage_pct"), requests_used=md.get("requests_used"),
-           universe_fallback=str(md.get("universe", "")).startswith("FALLBACK"))
+    record(
+        "track_a_slot",
+        source="track_a",
+        logger=context.log,
+        slot=context.partition_key,
+        mode=mode,
+        mode_detail=detail,
+        ok=md.get("rows"),
+        failed=md.get("failures"),
+        universe_size=md.get("universe_size"),
+        coverage_pct=md.get("coverage_pct"),
+        requests_used=md.get("requests_used"),
+        universe_fallback=str(md.get("universe", "")).startswith("FALLBACK"),
+    )
     return res
 
 
@@ -318,7 +353,8 @@ def _snapshot(context: dg.AssetExecutionContext, config: TrackAConfig, kis: KisR
                 f"the universe of {slot_ts.date()} was rejected by its check "
                 f"({'; '.join(map(str, rejection.get('problems') or [])) or 'see rejection.json'}): it is set aside "
                 f"at {rejected_path(root, slot_ts.date())} and not used. Re-run universe {slot_ts.date()} with "
-                "accept_anyway: true to publish it, then this slot.")
+                "accept_anyway: true to publish it, then this slot."
+            )
         fb = latest_universe_before(root, slot_ts.date())
         if fb is None:
             raise dg.Failure(f"no universe for {slot_ts.date()} nor any of the 14 trading days before it")
@@ -330,10 +366,19 @@ def _snapshot(context: dg.AssetExecutionContext, config: TrackAConfig, kis: KisR
 
     started = clock.now()
     t0 = _time.monotonic()
-    (bk, bv), = BACKFILL_TAGS.items()
+    ((bk, bv),) = BACKFILL_TAGS.items()
     if context.run.tags.get(bk) == bv or started > slot_ts + timedelta(minutes=config.live_window_min):
-        return _restore(context, kis, uni, slot_ts, table_path, raw_path, started, universe_note,
-                        "backfill tag" if context.run.tags.get(bk) == bv else "slot no longer current")
+        return _restore(
+            context,
+            kis,
+            uni,
+            slot_ts,
+            table_path,
+            raw_path,
+            started,
+            universe_note,
+            "backfill tag" if context.run.tags.get(bk) == bv else "slot no longer current",
+        )
     requests_used = 0
     shards: list[KeyShard] = []
     if raw_path.exists() and not config.refetch:
@@ -351,19 +396,38 @@ def _snapshot(context: dg.AssetExecutionContext, config: TrackAConfig, kis: KisR
         key_of = {c: s.key_id for s in shards for c in s.failures}
         requests_used = sum(s.requests for s in shards)
         order = sorted(failures)
-        lake.write_table_atomic(fail_path, pa.table({
-            "code": order, "error": [failures[c] for c in order],
-            "at": pa.array([started] * len(failures), snapshot.TS), "key_id": [key_of[c] for c in order],
-        }, schema=FAILURE_SCHEMA))
+        lake.write_table_atomic(
+            fail_path,
+            pa.table(
+                {
+                    "code": order,
+                    "error": [failures[c] for c in order],
+                    "at": pa.array([started] * len(failures), snapshot.TS),
+                    "key_id": [key_of[c] for c in order],
+                },
+                schema=FAILURE_SCHEMA,
+            ),
+        )
         lake.write_bytes_atomic(raw_path, ("\n".join(lines) + ("\n" if lines else "")).encode("utf-8"))
         mode = "live"
         for sh in shards:
             if sh.degraded is not None:
                 context.log.error(f"track_a {context.partition_key}: {_degraded_line(sh)} — {sh.error_detail}")
-                record("track_a_key_degraded", source="track_a", logger=context.log, slot=context.partition_key,
-                       key_id=sh.key_id, error=sh.degraded, detail=sh.error_detail, symbols=len(sh.codes),
-                       not_collected=len(sh.failures), collected=sh.collected, requests=sh.requests,
-                       first_code=sh.codes[0] if sh.codes else None, last_code=sh.codes[-1] if sh.codes else None)
+                record(
+                    "track_a_key_degraded",
+                    source="track_a",
+                    logger=context.log,
+                    slot=context.partition_key,
+                    key_id=sh.key_id,
+                    error=sh.degraded,
+                    detail=sh.error_detail,
+                    symbols=len(sh.codes),
+                    not_collected=len(sh.failures),
+                    collected=sh.collected,
+                    requests=sh.requests,
+                    first_code=sh.codes[0] if sh.codes else None,
+                    last_code=sh.codes[-1] if sh.codes else None,
+                )
     table = snapshot.table_from_raw(lines, slot_ts, names)
     if mode != "live" and table_path.exists():
         # Rows an earlier backfill restored for symbols the archive lacks are kept: live rows win, restored fill in.
@@ -376,8 +440,10 @@ def _snapshot(context: dg.AssetExecutionContext, config: TrackAConfig, kis: KisR
     coverage = table.num_rows / len(codes) if codes else 0.0
     lateness = (started - slot_ts).total_seconds()
     if failures:
-        context.log.warning(f"track_a {context.partition_key}: {len(failures)} symbols not collected, e.g. "
-                            + ", ".join(f"{c} ({e})" for c, e in list(sorted(failures.items()))[:10]))
+        context.log.warning(
+            f"track_a {context.partition_key}: {len(failures)} symbols not collected, e.g. "
+            + ", ".join(f"{c} ({e})" for c, e in list(sorted(failures.items()))[:10])
+        )
     md = {
         "rows": table.num_rows,
         "universe_size": len(codes),
@@ -401,8 +467,17 @@ def _snapshot(context: dg.AssetExecutionContext, config: TrackAConfig, kis: KisR
     return dg.MaterializeResult(metadata={k: v for k, v in md.items() if v is not None})
 
 
-def _restore(context: dg.AssetExecutionContext, kis: KisResource, uni: pa.Table, slot_ts: datetime, table_path: Path,
-             raw_path: Path, started: datetime, universe_note: str, why: str) -> dg.MaterializeResult:
+def _restore(
+    context: dg.AssetExecutionContext,
+    kis: KisResource,
+    uni: pa.Table,
+    slot_ts: datetime,
+    table_path: Path,
+    raw_path: Path,
+    started: datetime,
+    universe_note: str,
+    why: str,
+) -> dg.MaterializeResult:
     """Fill what the slot lacks from minute bars (track_a/restore.py): live rows are never replaced; a whole
     missing slot is restored entirely. A slot already complete asks KIS nothing."""
     t0 = _time.monotonic()
@@ -425,18 +500,31 @@ def _restore(context: dg.AssetExecutionContext, kis: KisResource, uni: pa.Table,
         sess = cal.session(slot_ts.date())
         today = slot_ts.date() == started.date()
         endpoint = restore.ENDPOINT_TODAY if today else restore.ENDPOINT_PAST
-        restored, failures = asyncio.run(restore.restore_slot(
-            kis, missing, slot_ts, today=today, session_open=sess.open, session_close=sess.close,
-            names=names, prev_closes=prev))
+        restored, failures = asyncio.run(
+            restore.restore_slot(
+                kis,
+                missing,
+                slot_ts,
+                today=today,
+                session_open=sess.open,
+                session_close=sess.close,
+                names=names,
+                prev_closes=prev,
+            )
+        )
         table = restore.merge(base, restored)
         lake.write_table_atomic(table_path, table)
-        context.log.info(f"track_a {context.partition_key}: restored {restored.num_rows} of {len(missing)} missing "
-                         f"symbols from {endpoint} ({why}); {live_rows} live rows kept")
+        context.log.info(
+            f"track_a {context.partition_key}: restored {restored.num_rows} of {len(missing)} missing "
+            f"symbols from {endpoint} ({why}); {live_rows} live rows kept"
+        )
     else:
         table = base
     if failures:
-        context.log.warning(f"track_a {context.partition_key}: {len(failures)} symbols not restorable, e.g. "
-                            + ", ".join(f"{c} ({e})" for c, e in list(sorted(failures.items()))[:10]))
+        context.log.warning(
+            f"track_a {context.partition_key}: {len(failures)} symbols not restorable, e.g. "
+            + ", ".join(f"{c} ({e})" for c, e in list(sorted(failures.items()))[:10])
+        )
     n_restored = int(pc.sum(pc.equal(table["source"], "restored")).as_py() or 0) if table is not None else 0
     rows = table.num_rows if table is not None else 0
     md = {

@@ -22,10 +22,10 @@ from datetime import datetime, timedelta
 import pyarrow as pa
 
 from observer_assets.track_a.snapshot import SNAPSHOT_SCHEMA
+from observer_resources import clock
 from observer_resources.kis import protocol as p
 from observer_resources.kis.errors import KisError
 from observer_resources.kis.models import MinuteBar
-from observer_resources import clock
 
 ENDPOINT_TODAY = "inquire-time-itemchartprice"
 ENDPOINT_PAST = "inquire-time-dailychartprice"
@@ -36,8 +36,17 @@ class NotRestorable(ValueError):
     """The bars cannot give this symbol's state at the slot (e.g. no bar ended before it)."""
 
 
-def restored_row(code: str, slot_ts: datetime, bars: Sequence[MinuteBar], *, acml_vol: int, name: str | None,
-                 prev_close: int | None, endpoint: str, fetched_at: datetime) -> dict:
+def restored_row(
+    code: str,
+    slot_ts: datetime,
+    bars: Sequence[MinuteBar],
+    *,
+    acml_vol: int,
+    name: str | None,
+    prev_close: int | None,
+    endpoint: str,
+    fetched_at: datetime,
+) -> dict:
     """One snapshot row at `slot_ts` from the bars (any order) and the cumulative volume at the slot (pure)."""
     before = sorted((b for b in bars if b.at < slot_ts and b.at.date() == slot_ts.date()), key=lambda b: b.at)
     if not before:
@@ -47,12 +56,29 @@ def restored_row(code: str, slot_ts: datetime, bars: Sequence[MinuteBar], *, acm
     change = price - prev_close if prev_close is not None else None
     rate = round(100.0 * change / prev_close, 2) if change is not None and prev_close else None
     return {
-        "slot_ts": slot_ts, "code": code, "name": name, "price": price, "change": change, "change_rate": rate,
+        "slot_ts": slot_ts,
+        "code": code,
+        "name": name,
+        "price": price,
+        "change": change,
+        "change_rate": rate,
         # open/high/low of the day need every bar since the open; the today path does not fetch them all.
-        "open": None, "high": None, "low": None, "prev_close": prev_close,
-        "volume": acml_vol, "trade_value": last.acml_value,
-        "bid": None, "ask": None, "bid_size": None, "ask_size": None, "upper_limit": None, "lower_limit": None,
-        "source": "restored", "restored_from": endpoint, "tr_id": TR_OF[endpoint], "fetched_at": fetched_at,
+        "open": None,
+        "high": None,
+        "low": None,
+        "prev_close": prev_close,
+        "volume": acml_vol,
+        "trade_value": last.acml_value,
+        "bid": None,
+        "ask": None,
+        "bid_size": None,
+        "ask_size": None,
+        "upper_limit": None,
+        "lower_limit": None,
+        "source": "restored",
+        "restored_from": endpoint,
+        "tr_id": TR_OF[endpoint],
+        "fetched_at": fetched_at,
     }
 
 
@@ -82,8 +108,17 @@ def merge(live: pa.Table | None, restored: pa.Table) -> pa.Table:
     return merged.sort_by("code")
 
 
-async def restore_one(client, code: str, slot_ts: datetime, *, today: bool, session_open: datetime,
-                      session_close: datetime, name: str | None, prev_close: int | None) -> dict:
+async def restore_one(
+    client,
+    code: str,
+    slot_ts: datetime,
+    *,
+    today: bool,
+    session_open: datetime,
+    session_close: datetime,
+    name: str | None,
+    prev_close: int | None,
+) -> dict:
     """Fetch the bars one symbol needs and build its restored row. Raises KisError / NotRestorable."""
     before = slot_ts - timedelta(minutes=1)
     fetched_at = clock.now()
@@ -93,8 +128,16 @@ async def restore_one(client, code: str, slot_ts: datetime, *, today: bool, sess
             raise NotRestorable(f"{code}: the chart answer carried no output1 (current total volume)")
         vol = volume_at_slot_from_total(mb.summary.acml_vol, mb.bars, slot_ts)
         prev = prev_close if prev_close is not None else mb.summary.prev_close
-        return restored_row(code, slot_ts, mb.bars, acml_vol=vol, name=name or mb.summary.name, prev_close=prev,
-                            endpoint=ENDPOINT_TODAY, fetched_at=fetched_at)
+        return restored_row(
+            code,
+            slot_ts,
+            mb.bars,
+            acml_vol=vol,
+            name=name or mb.summary.name,
+            prev_close=prev,
+            endpoint=ENDPOINT_TODAY,
+            fetched_at=fetched_at,
+        )
     bars: dict[datetime, MinuteBar] = {}
     hour = before
     for _ in range(16):  # ≤ 120 bars a call: a 6.5 h day is 4 calls; the guard stops a server that ignores paging
@@ -112,13 +155,30 @@ async def restore_one(client, code: str, slot_ts: datetime, *, today: bool, sess
             break
         hour = nxt
     got = [bars[k] for k in sorted(bars)]
-    return restored_row(code, slot_ts, got, acml_vol=volume_at_slot_from_open(got, slot_ts), name=name,
-                        prev_close=prev_close, endpoint=ENDPOINT_PAST, fetched_at=fetched_at)
+    return restored_row(
+        code,
+        slot_ts,
+        got,
+        acml_vol=volume_at_slot_from_open(got, slot_ts),
+        name=name,
+        prev_close=prev_close,
+        endpoint=ENDPOINT_PAST,
+        fetched_at=fetched_at,
+    )
 
 
-async def restore_slot(kis, codes: Sequence[str], slot_ts: datetime, *, today: bool, session_open: datetime,
-                       session_close: datetime, names: Mapping[str, str], prev_closes: Mapping[str, int],
-                       concurrency: int = 8) -> tuple[pa.Table, dict[str, str]]:
+async def restore_slot(
+    kis,
+    codes: Sequence[str],
+    slot_ts: datetime,
+    *,
+    today: bool,
+    session_open: datetime,
+    session_close: datetime,
+    names: Mapping[str, str],
+    prev_closes: Mapping[str, int],
+    concurrency: int = 8,
+) -> tuple[pa.Table, dict[str, str]]:
     """Restored rows for `codes` (a table in SNAPSHOT_SCHEMA) and the codes that could not be restored, with why."""
     rows: list[dict] = []
     failures: dict[str, str] = {}
@@ -128,9 +188,18 @@ async def restore_slot(kis, codes: Sequence[str], slot_ts: datetime, *, today: b
         async def one(code: str) -> None:
             async with sem:
                 try:
-                    rows.append(await restore_one(client, code, slot_ts, today=today, session_open=session_open,
-                                                  session_close=session_close, name=names.get(code),
-                                                  prev_close=prev_closes.get(code)))
+                    rows.append(
+                        await restore_one(
+                            client,
+                            code,
+                            slot_ts,
+                            today=today,
+                            session_open=session_open,
+                            session_close=session_close,
+                            name=names.get(code),
+                            prev_close=prev_closes.get(code),
+                        )
+                    )
                 except NotRestorable as e:
                     failures[code] = str(e)
                 except KisError as e:

@@ -5,20 +5,20 @@ normal day, 10:00.. on late opens, ..16:30 on CSAT day). A slot's partition key 
 future slot ever exists as a partition.
 """
 
-
 import dagster as dg
 
 from observer_assets.orchestration.partitions import calendar, slot_key, track_a_slot_partitions
 from observer_assets.orchestration.runs import KIS_REST_TAGS, max_runtime
 from observer_assets.track_a.assets import track_a_snapshot
-
-FRESHNESS_CHECK = "track_a_current_slot_fresh"  # (gaps/freshness.py: its own sensor and job)
 from observer_resources.calendar import KST
+
+FRESHNESS_CHECK = "track_a_current_slot_fresh"  # (monitoring/freshness.py: its own sensor and job)
 
 track_a_job = dg.define_asset_job(
     # the snapshot and its data checks; the freshness judge has its own sensor and job (it judges "now", not the
     # partition a run writes, so a backfill run must not raise its alert)
-    "track_a_job", selection=dg.AssetSelection.assets(track_a_snapshot)
+    "track_a_job",
+    selection=dg.AssetSelection.assets(track_a_snapshot)
     - dg.AssetSelection.checks(dg.AssetCheckKey(track_a_snapshot.key, FRESHNESS_CHECK)),
     tags={**KIS_REST_TAGS, **max_runtime("track_a_job")},
 )

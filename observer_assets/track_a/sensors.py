@@ -5,17 +5,15 @@ metadata and the gap report flags it. Slots older than the current one are not f
 snapshot cannot be taken after the fact): they are gaps for the backfill.
 """
 
-
-
 import dagster as dg
 
-from observer_resources.storage import lake
 from observer_assets.orchestration.catch_up import has_run
 from observer_assets.orchestration.partitions import calendar, slot_key, track_a_slot_partitions
 from observer_assets.orchestration.runs import KIS_REST_TAGS, LATE_TAG
 from observer_assets.track_a.schedules import track_a_job
-from observer_resources.storage.layout import universe_path
 from observer_resources import clock
+from observer_resources.storage import lake
+from observer_resources.storage.layout import universe_path
 
 SCHEDULE_GRACE_S = 60  # leave the slot's first minute to the schedule
 
@@ -40,7 +38,10 @@ def track_a_catch_up(context: dg.SensorEvaluationContext) -> dg.SensorResult | d
     if has_run(context.instance, track_a_job.name, key):
         return dg.SkipReason(f"slot {key} already requested")
     return dg.SensorResult(
-        run_requests=[dg.RunRequest(partition_key=key, run_key=f"track_a-catch-up:{key}",
-                                    tags={**KIS_REST_TAGS, LATE_TAG: "true"})],
+        run_requests=[
+            dg.RunRequest(
+                partition_key=key, run_key=f"track_a-catch-up:{key}", tags={**KIS_REST_TAGS, LATE_TAG: "true"}
+            )
+        ],
         dynamic_partitions_requests=[track_a_slot_partitions.build_add_request([key])],
     )

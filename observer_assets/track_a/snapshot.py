@@ -118,8 +118,11 @@ PARSERS = {"FHKST11300006": row_from_multprice, "FHKST01010100": row_from_inquir
 
 
 def raw_line(tr_id: str, code: str, fields: Mapping[str, str], fetched_at: datetime) -> str:
-    return json.dumps({"tr_id": tr_id, "code": code, "fetched_at": fetched_at.isoformat(), "fields": dict(fields)},
-                      ensure_ascii=False, sort_keys=True)
+    return json.dumps(
+        {"tr_id": tr_id, "code": code, "fetched_at": fetched_at.isoformat(), "fields": dict(fields)},
+        ensure_ascii=False,
+        sort_keys=True,
+    )
 
 
 def table_from_raw(lines: Iterable[str], slot_ts: datetime, names: Mapping[str, str]) -> pa.Table:

@@ -36,19 +36,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from observer_assets import catalog
-
-from observer_resources.storage import lake
 from observer_assets.orchestration.partitions import hour_key, parse_hour_key, track_b_hour_partitions
 from observer_assets.orchestration.runs import COMPACTION_POOL
 from observer_assets.track_b import journal as jr
 from observer_assets.track_b.compaction import DEFAULT_BUCKETS, SAMPLE_SCHEMA, TICK_SCHEMA, compact, sample
-from observer_resources import events
+from observer_resources import clock, events
 from observer_resources.calendar import KST
+from observer_resources.intervals import union_length
 from observer_resources.kis import protocol as p
 from observer_resources.kis.frames import Ack, parse_message
-from observer_resources import clock
+from observer_resources.storage import lake
 from observer_resources.storage.layout import manifest_path, sampled_path, state_path, ticks_path
-from observer_resources.intervals import union_length
 
 # a connection with a frame this close to the hour end is alive through it (KIS sends a PINGPONG every ~10 s,
 # and the journal keeps every frame, so a live session is never silent this long)
@@ -110,10 +108,17 @@ def journal_summary(local: Path, day: date) -> dict:
 
 def journal_event_metadata(summary: dict) -> dict:
     """A journal summary as asset-event metadata."""
-    return {"day": summary["day"], "segments": summary["segments"], "bytes": summary["bytes"],
-            "keys": dg.MetadataValue.json(summary["keys"]), "hours": dg.MetadataValue.json(summary["hours"]),
-            "unsealed_segments": summary["unsealed_segments"], "journal_fingerprint": summary["fingerprint"],
-            "path": dg.MetadataValue.path(str(summary["path"])), catalog.URI: catalog.uri(summary["path"])}
+    return {
+        "day": summary["day"],
+        "segments": summary["segments"],
+        "bytes": summary["bytes"],
+        "keys": dg.MetadataValue.json(summary["keys"]),
+        "hours": dg.MetadataValue.json(summary["hours"]),
+        "unsealed_segments": summary["unsealed_segments"],
+        "journal_fingerprint": summary["fingerprint"],
+        "path": dg.MetadataValue.path(str(summary["path"])),
+        catalog.URI: catalog.uri(summary["path"]),
+    }
 
 
 # The raw journal: written by the capture (track_b_capture_job reports a materialization when its supervision
@@ -131,9 +136,12 @@ track_b_journal = dg.AssetSpec(
         "the day's segment fingerprint); compacted hour by hour into track_b_ticks. Lives on the local/NFS "
         "directory (OBSERVER_LOCAL_DIR), never on an object store."
     ),
-    metadata=catalog.definition_metadata(catalog.JOURNAL_SCHEMA, catalog.JOURNAL_COLUMNS,
-                                         "raw/track_b/date=YYYY-MM-DD/key=<key_id>/HH.jsonl",
-                                         written_by="track_b_capture_job"),
+    metadata=catalog.definition_metadata(
+        catalog.JOURNAL_SCHEMA,
+        catalog.JOURNAL_COLUMNS,
+        "raw/track_b/date=YYYY-MM-DD/key=<key_id>/HH.jsonl",
+        written_by="track_b_capture_job",
+    ),
 )
 
 
@@ -148,8 +156,9 @@ def is_current(root: Path, start: datetime, local: Path | None = None) -> bool:
     """The hour's stored compaction (in the lake, `root`) was made from the journal (in `local`) as it is now."""
     m = read_manifest(root, start)
     segs = hour_segments(local or root, start)
-    return bool(m and segs and m.get("journal_fingerprint") == journal_fingerprint(segs)
-                and ticks_path(root, start).exists())
+    return bool(
+        m and segs and m.get("journal_fingerprint") == journal_fingerprint(segs) and ticks_path(root, start).exists()
+    )
 
 
 # --- slot occupancy from the subscription acks (pure) ------------------------------------------------------
@@ -212,8 +221,9 @@ class SlotTime:
         return dict(self.seconds), at_end
 
 
-def record_rates(per_code: dict[str, int], first_rx: dict[str, datetime], slot_s: dict[str, float],
-                 end: datetime) -> dict[str, dict]:
+def record_rates(
+    per_code: dict[str, int], first_rx: dict[str, datetime], slot_s: dict[str, float], end: datetime
+) -> dict[str, dict]:
     """Per symbol: ticks, slot minutes and ticks per slot-minute (see the module docstring)."""
     out: dict[str, dict] = {}
     for code in sorted(set(per_code) | set(slot_s)):
@@ -222,16 +232,21 @@ def record_rates(per_code: dict[str, int], first_rx: dict[str, datetime], slot_s
         if secs <= 0 and n:
             secs, approx = max(1.0, (end - first_rx[code]).total_seconds()), True
         minutes = secs / 60.0
-        out[code] = {"ticks": n, "slot_minutes": round(minutes, 3),
-                     "ticks_per_minute": round(n / minutes, 3) if minutes > 0 else None, "approx": approx}
+        out[code] = {
+            "ticks": n,
+            "slot_minutes": round(minutes, 3),
+            "ticks_per_minute": round(n / minutes, 3) if minutes > 0 else None,
+            "approx": approx,
+        }
     return out
 
 
 # --- disconnected time from the gap markers (pure over the event log) --------------------------------------
 
 
-def disconnected_seconds(gaps: Iterable[events.Gap], start: datetime, end: datetime,
-                         now: datetime) -> tuple[float, dict[str, float], int]:
+def disconnected_seconds(
+    gaps: Iterable[events.Gap], start: datetime, end: datetime, now: datetime
+) -> tuple[float, dict[str, float], int]:
     """(union over keys, per key, number of markers) of session-wide gap time inside [start, end)."""
     by_key: dict[str, list[tuple[datetime, datetime]]] = {}
     n = 0
@@ -253,8 +268,9 @@ def disconnected_seconds(gaps: Iterable[events.Gap], start: datetime, end: datet
 # --- compaction of one hour ------------------------------------------------------------------------------
 
 
-def compact_hour(root: Path, start: datetime, prev_carry: dict | None,
-                 prev_slots: dict[str, list[str]] | None) -> tuple[pa.Table, dict, dict[str, float], dict]:
+def compact_hour(
+    root: Path, start: datetime, prev_carry: dict | None, prev_slots: dict[str, list[str]] | None
+) -> tuple[pa.Table, dict, dict[str, float], dict]:
     """(ticks, compaction stats, slot seconds per symbol, state for the next hour) of one hour's journal."""
     end = start + timedelta(hours=1)
     st = SlotTime(start, end, prev_slots)
@@ -311,9 +327,12 @@ def _first_rx(table: pa.Table) -> dict[str, datetime]:
         "a reconnect flagged 'gap' with the missing volume. Metadata: ticks, symbols, duplicates dropped, malformed "
         "frames, volume breaks, record rate per slot, disconnected seconds. Partition key YYYY-MM-DDTHH (KST)."
     ),
-    metadata=catalog.definition_metadata(TICK_SCHEMA, catalog.TICK_COLUMNS,
-                                         "track_b/date=YYYY-MM-DD/hour=HH/ticks.parquet",
-                                         source="raw/track_b/date=*/key=*/HH.jsonl"),
+    metadata=catalog.definition_metadata(
+        TICK_SCHEMA,
+        catalog.TICK_COLUMNS,
+        "track_b/date=YYYY-MM-DD/hour=HH/ticks.parquet",
+        source="raw/track_b/date=*/key=*/HH.jsonl",
+    ),
     owners=catalog.OWNERS,
     deps=[track_b_journal],
 )
@@ -323,8 +342,10 @@ def track_b_ticks(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     root, local = lake.data_dir(), lake.local_dir()  # the journal and the event log are local; the ticks go to the lake
     segs = hour_segments(local, start)
     if not segs:
-        raise dg.Failure(f"no Track B journal for {context.partition_key} under {jr.journal_root(local)}: "
-                         "nothing was recorded in that hour (a gap, not an empty hour)")
+        raise dg.Failure(
+            f"no Track B journal for {context.partition_key} under {jr.journal_root(local)}: "
+            "nothing was recorded in that hour (a gap, not an empty hour)"
+        )
     fp = journal_fingerprint(segs)  # before reading: a later append makes the sensor ask again
     unsealed = [str(s) for s in segs if not jr.segment_closed(s)]
     carry, slots, prev_how = previous_state(root, start, local)
@@ -342,30 +363,51 @@ def track_b_ticks(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     n_breaks = sum(b["count"] for b in vol_breaks.values())
     bad_lines = sum(stats["bad_lines"].values())
     summary = {
-        "ticks": stats["ticks"], "symbols": stats["symbols"], "frames": stats["frames"],
+        "ticks": stats["ticks"],
+        "symbols": stats["symbols"],
+        "frames": stats["frames"],
         "duplicates_dropped": stats["duplicates_dropped"],
         "duplicates_of_previous_hour": stats.get("duplicates_of_previous_hour", 0),  # absent for an empty hour
-        "malformed_frames": stats["malformed_frames"], "malformed_records": stats["malformed_records"],
-        "bad_journal_lines": bad_lines, "volume_breaks": n_breaks, "missing_volume": stats.get("missing_volume", 0),
-        "gap_ticks": stats["gap_ticks"], "reconnect_flags": stats["reconnect_flags"],
-        "disconnected_seconds": disc, "gap_markers": n_markers,
+        "malformed_frames": stats["malformed_frames"],
+        "malformed_records": stats["malformed_records"],
+        "bad_journal_lines": bad_lines,
+        "volume_breaks": n_breaks,
+        "missing_volume": stats.get("missing_volume", 0),
+        "gap_ticks": stats["gap_ticks"],
+        "reconnect_flags": stats["reconnect_flags"],
+        "disconnected_seconds": disc,
+        "gap_markers": n_markers,
     }
-    lake.write_json_atomic(manifest_path(root, start), {
-        "hour": context.partition_key, "journal_fingerprint": fp, "segments": [str(s) for s in segs],
-        "compacted_at": now.isoformat(), "run_id": context.run.run_id, **summary,
-    }, compact=True)
+    lake.write_json_atomic(
+        manifest_path(root, start),
+        {
+            "hour": context.partition_key,
+            "journal_fingerprint": fp,
+            "segments": [str(s) for s in segs],
+            "compacted_at": now.isoformat(),
+            "run_id": context.run.run_id,
+            **summary,
+        },
+        compact=True,
+    )
 
     if stats["malformed_frames"] or stats["malformed_records"]:
         context.log.warning(f"track_b {context.partition_key}: malformed frames set aside: {stats['malformed']}")
     if bad_lines:
-        context.log.error(f"track_b {context.partition_key}: {bad_lines} journal lines failed their CRC or "
-                          f"did not parse ({stats['bad_lines']}); samples in the metadata")
+        context.log.error(
+            f"track_b {context.partition_key}: {bad_lines} journal lines failed their CRC or "
+            f"did not parse ({stats['bad_lines']}); samples in the metadata"
+        )
     if n_breaks:
-        context.log.warning(f"track_b {context.partition_key}: {n_breaks} cumulative-volume breaks, "
-                            f"{stats.get('missing_volume', 0)} shares missing, in {sorted(vol_breaks)[:20]}")
+        context.log.warning(
+            f"track_b {context.partition_key}: {n_breaks} cumulative-volume breaks, "
+            f"{stats.get('missing_volume', 0)} shares missing, in {sorted(vol_breaks)[:20]}"
+        )
     if unsealed:
-        context.log.warning(f"track_b {context.partition_key}: compacted {len(unsealed)} segment(s) not sealed "
-                            "by their writer (capture down or late); a later seal re-requests this hour")
+        context.log.warning(
+            f"track_b {context.partition_key}: compacted {len(unsealed)} segment(s) not sealed "
+            "by their writer (capture down or late); a later seal re-requests this hour"
+        )
     md = {
         **summary,
         "unchecked_first_ticks": stats["unchecked_first_ticks"],
@@ -406,8 +448,9 @@ def track_b_ticks(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         "the bucket's trade count, volume, high and low (totals survive sampling). 2 Hz (0.5 s buckets); 1 Hz and "
         "0.5 Hz where the journal says mitigation level 1 or 2 was on. Partition key YYYY-MM-DDTHH (KST)."
     ),
-    metadata=catalog.definition_metadata(SAMPLE_SCHEMA, catalog.SAMPLE_COLUMNS,
-                                         "track_b_sampled/date=YYYY-MM-DD/hour=HH/sampled.parquet"),
+    metadata=catalog.definition_metadata(
+        SAMPLE_SCHEMA, catalog.SAMPLE_COLUMNS, "track_b_sampled/date=YYYY-MM-DD/hour=HH/sampled.parquet"
+    ),
     owners=catalog.OWNERS,
 )
 def track_b_sampled(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
@@ -421,20 +464,27 @@ def track_b_sampled(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     vol_in = pc.sum(ticks["qty"]).as_py() or 0
     vol_out = pc.sum(out_tbl["bucket_volume"]).as_py() or 0
     if vol_in != vol_out or (pc.sum(out_tbl["bucket_trades"]).as_py() or 0) != ticks.num_rows:
-        raise dg.Failure(f"sampling lost trades: {ticks.num_rows} ticks / volume {vol_in} in, "
-                         f"{pc.sum(out_tbl['bucket_trades']).as_py()} / {vol_out} in the buckets")
+        raise dg.Failure(
+            f"sampling lost trades: {ticks.num_rows} ticks / volume {vol_in} in, "
+            f"{pc.sum(out_tbl['bucket_trades']).as_py()} / {vol_out} in the buckets"
+        )
     out = lake.write_table_atomic(sampled_path(root, start), out_tbl)
     widths = out_tbl.group_by("bucket_s").aggregate([("code", "count")]) if out_tbl.num_rows else None
-    by_width = ({f"{w:g}s": n for w, n in zip(widths["bucket_s"].to_pylist(), widths["code_count"].to_pylist())}
-                if widths is not None else {})
+    by_width = (
+        {f"{w:g}s": n for w, n in zip(widths["bucket_s"].to_pylist(), widths["code_count"].to_pylist())}
+        if widths is not None
+        else {}
+    )
     levels = sorted({lvl if lvl is not None else 0 for lvl in ticks["mitigation_level"].unique().to_pylist()})
-    return dg.MaterializeResult(metadata={
-        "rows": out_tbl.num_rows,
-        "symbols": len(set(out_tbl["code"].to_pylist())),
-        "ticks": ticks.num_rows,
-        "rows_by_bucket": dg.MetadataValue.json(by_width),
-        "mitigation_levels": dg.MetadataValue.json(levels),
-        "gap_buckets": out_tbl["quality_flag"].to_pylist().count("gap"),
-        "volume": vol_out,
-        **catalog.materialized(out_tbl.num_rows, out),
-    })
+    return dg.MaterializeResult(
+        metadata={
+            "rows": out_tbl.num_rows,
+            "symbols": len(set(out_tbl["code"].to_pylist())),
+            "ticks": ticks.num_rows,
+            "rows_by_bucket": dg.MetadataValue.json(by_width),
+            "mitigation_levels": dg.MetadataValue.json(levels),
+            "gap_buckets": out_tbl["quality_flag"].to_pylist().count("gap"),
+            "volume": vol_out,
+            **catalog.materialized(out_tbl.num_rows, out),
+        }
+    )

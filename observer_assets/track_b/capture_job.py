@@ -83,7 +83,8 @@ def track_b_capture(context: dg.OpExecutionContext, config: CaptureConfig) -> No
             nxt = capture_window(cal, now.date())
             context.log.warning(
                 f"nothing to capture: {now:%Y-%m-%d %H:%M:%S%z} is outside the Track B window"
-                + (f" ({nxt.start:%H:%M}-{nxt.end:%H:%M} KST)" if nxt else f" ({now.date()} is not a trading day)"))
+                + (f" ({nxt.start:%H:%M}-{nxt.end:%H:%M} KST)" if nxt else f" ({now.date()} is not a trading day)")
+            )
             return
         until = w.end
     if until <= now:
@@ -94,16 +95,22 @@ def track_b_capture(context: dg.OpExecutionContext, config: CaptureConfig) -> No
         getattr(context.log, level, context.log.info)(msg)
 
     sup = CaptureSupervisor(
-        child_argv(config), until=until, on_log=log, data_dir=lake.local_dir(), run_id=context.run_id,
+        child_argv(config),
+        until=until,
+        on_log=log,
+        data_dir=lake.local_dir(),
+        run_id=context.run_id,
         policy=RestartPolicy(tuple(config.restart_delays_s), config.stable_after_s),
-        term_grace_s=config.term_grace_s, late_grace_s=config.late_grace_s,
+        term_grace_s=config.term_grace_s,
+        late_grace_s=config.late_grace_s,
     )
     result = sup.run()
     context.log.info("capture supervision over: " + json.dumps(result.as_dict(), ensure_ascii=False))
     _report_journal(context, now, result.restarts)
     if result.reason == "late_stop":
-        raise dg.Failure("the capture did not stop at the window end and was stopped",
-                         metadata={"restarts": result.restarts})
+        raise dg.Failure(
+            "the capture did not stop at the window end and was stopped", metadata={"restarts": result.restarts}
+        )
 
 
 def _report_journal(context: dg.OpExecutionContext, started: datetime, restarts: int) -> None:
@@ -113,11 +120,14 @@ def _report_journal(context: dg.OpExecutionContext, started: datetime, restarts:
 
     try:
         summary = journal_summary(lake.local_dir(), started.astimezone(KST).date())
-        context.log_event(dg.AssetMaterialization(
-            asset_key=track_b_journal.key,
-            description=f"written by capture run {context.run_id[:8]} ({restarts} restarts)",
-            metadata={**journal_event_metadata(summary), "capture_restarts": restarts},
-            tags={"dagster/data_version": summary["fingerprint"]} if summary["fingerprint"] else None))
+        context.log_event(
+            dg.AssetMaterialization(
+                asset_key=track_b_journal.key,
+                description=f"written by capture run {context.run_id[:8]} ({restarts} restarts)",
+                metadata={**journal_event_metadata(summary), "capture_restarts": restarts},
+                tags={"dagster/data_version": summary["fingerprint"]} if summary["fingerprint"] else None,
+            )
+        )
     except Exception as e:  # noqa: BLE001 - reporting only, see docstring
         context.log.warning(f"could not report the journal's materialization: {type(e).__name__}: {e}")
 

@@ -14,15 +14,16 @@ from datetime import datetime, timedelta
 import dagster as dg
 import pyarrow.compute as pc
 
-from observer_resources.storage import lake
 from observer_assets.orchestration.partitions import parse_hour_key, track_b_hour_partitions
 from observer_assets.track_b.assets import track_b_ticks
+from observer_resources import clock, events
+from observer_resources.storage import lake
 from observer_resources.storage.layout import ticks_path
-from observer_resources import events
-from observer_resources import clock
 
 # partitioned checks are a preview API in the pinned Dagster; the per-partition results are tested
-warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec", category=dg.PreviewWarning)
+warnings.filterwarnings(
+    "ignore", message="Specifying a partitions_def on an AssetCheckSpec", category=dg.PreviewWarning
+)
 
 SLACK_S = 2.0  # gap marker bounds are within 2 s of the truth (the capture's promise)
 
@@ -49,8 +50,16 @@ def unexplained_breaks(ticks, gaps: list[events.Gap], hour_start: datetime, now:
         breaks += 1
         windows = by_key.get(str(key), []) + by_key.get("*", [])
         if not any(a - slack <= rx and b + slack >= lo for a, b in windows):
-            out.append({"code": code, "acml_vol": acml, "missing_volume": missing, "key_id": key,
-                        "after": lo.isoformat(), "at": rx.isoformat()})
+            out.append(
+                {
+                    "code": code,
+                    "acml_vol": acml,
+                    "missing_volume": missing,
+                    "key_id": key,
+                    "after": lo.isoformat(),
+                    "at": rx.isoformat(),
+                }
+            )
     return breaks, out
 
 
@@ -75,10 +84,19 @@ def track_b_losses_are_explained(context: dg.AssetCheckExecutionContext) -> dg.A
     return dg.AssetCheckResult(
         passed=not bad,
         severity=dg.AssetCheckSeverity.WARN,
-        description=(f"{len(bad)} of {breaks} volume breaks outside every gap marker ({missing} shares)" if bad
-                     else f"all {breaks} volume breaks are inside gap markers"),
-        metadata={"volume_breaks": breaks, "unexplained": len(bad), "unexplained_volume": missing,
-                  "unexplained_breaks": dg.MetadataValue.json(bad[:100]),
-                  "ticks": ticks.num_rows, "codes_with_breaks": len(set(pc.unique(
-                      ticks.filter(pc.greater(ticks["missing_volume"], 0))["code"]).to_pylist()))},
+        description=(
+            f"{len(bad)} of {breaks} volume breaks outside every gap marker ({missing} shares)"
+            if bad
+            else f"all {breaks} volume breaks are inside gap markers"
+        ),
+        metadata={
+            "volume_breaks": breaks,
+            "unexplained": len(bad),
+            "unexplained_volume": missing,
+            "unexplained_breaks": dg.MetadataValue.json(bad[:100]),
+            "ticks": ticks.num_rows,
+            "codes_with_breaks": len(
+                set(pc.unique(ticks.filter(pc.greater(ticks["missing_volume"], 0))["code"]).to_pylist())
+            ),
+        },
     )

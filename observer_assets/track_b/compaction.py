@@ -22,7 +22,7 @@ from __future__ import annotations
 import zlib
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 import pyarrow as pa
@@ -37,46 +37,48 @@ TZ = "Asia/Seoul"
 SAMPLE_LIMIT = 100  # malformed / bad-line samples kept in stats (all are counted)
 CARRY_RECENT = 64  # ticks per code remembered across the hour boundary to drop repeated frames
 _CHUNK = 20_000  # ticks held as Python objects before they become Arrow columns
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
-TICK_SCHEMA = pa.schema([
-    ("code", pa.string()),
-    ("exchange_ts", pa.timestamp("ms", tz=TZ)),  # BSOP_DATE + STCK_CNTG_HOUR (1 s resolution; ms: Parquet's unit)
-    ("receive_ts", pa.timestamp("us", tz=TZ)),
-    ("price", pa.int64()),
-    ("qty", pa.int64()),  # CNTG_VOL
-    ("acml_vol", pa.int64()),
-    ("acml_value", pa.int64()),
-    ("open", pa.int64()),
-    ("high", pa.int64()),
-    ("low", pa.int64()),
-    ("change", pa.int64()),
-    ("change_sign", pa.string()),
-    ("change_rate", pa.float64()),
-    ("vwap", pa.float64()),
-    ("ask1", pa.int64()),  # null when absent, never 0
-    ("bid1", pa.int64()),
-    ("ask_size1", pa.int64()),
-    ("bid_size1", pa.int64()),
-    ("total_ask_size", pa.int64()),
-    ("total_bid_size", pa.int64()),
-    ("sell_cnt", pa.int64()),
-    ("buy_cnt", pa.int64()),
-    ("sell_qty", pa.int64()),
-    ("buy_qty", pa.int64()),
-    ("strength", pa.float64()),  # CTTR
-    ("trade_class", pa.string()),  # CCLD_DVSN
-    ("session_code", pa.string()),  # NEW_MKOP_CLS_CODE
-    ("hour_cls_code", pa.string()),
-    ("halted", pa.bool_()),
-    ("vi_standard_price", pa.int64()),
-    ("key_id", pa.string()),
-    ("conn_id", pa.string()),  # <run>/<connection>
-    ("frame_seq", pa.int64()),  # journal line counter ``n`` of the frame (provenance)
-    ("mitigation_level", pa.int8()),  # null when the journal line did not carry it
-    ("quality_flag", pa.string()),  # 'ok' | 'gap'
-    ("missing_volume", pa.int64()),  # on a cumulative-volume break: ACML_VOL - CNTG_VOL - previous ACML_VOL
-])
+TICK_SCHEMA = pa.schema(
+    [
+        ("code", pa.string()),
+        ("exchange_ts", pa.timestamp("ms", tz=TZ)),  # BSOP_DATE + STCK_CNTG_HOUR (1 s resolution; ms: Parquet's unit)
+        ("receive_ts", pa.timestamp("us", tz=TZ)),
+        ("price", pa.int64()),
+        ("qty", pa.int64()),  # CNTG_VOL
+        ("acml_vol", pa.int64()),
+        ("acml_value", pa.int64()),
+        ("open", pa.int64()),
+        ("high", pa.int64()),
+        ("low", pa.int64()),
+        ("change", pa.int64()),
+        ("change_sign", pa.string()),
+        ("change_rate", pa.float64()),
+        ("vwap", pa.float64()),
+        ("ask1", pa.int64()),  # null when absent, never 0
+        ("bid1", pa.int64()),
+        ("ask_size1", pa.int64()),
+        ("bid_size1", pa.int64()),
+        ("total_ask_size", pa.int64()),
+        ("total_bid_size", pa.int64()),
+        ("sell_cnt", pa.int64()),
+        ("buy_cnt", pa.int64()),
+        ("sell_qty", pa.int64()),
+        ("buy_qty", pa.int64()),
+        ("strength", pa.float64()),  # CTTR
+        ("trade_class", pa.string()),  # CCLD_DVSN
+        ("session_code", pa.string()),  # NEW_MKOP_CLS_CODE
+        ("hour_cls_code", pa.string()),
+        ("halted", pa.bool_()),
+        ("vi_standard_price", pa.int64()),
+        ("key_id", pa.string()),
+        ("conn_id", pa.string()),  # <run>/<connection>
+        ("frame_seq", pa.int64()),  # journal line counter ``n`` of the frame (provenance)
+        ("mitigation_level", pa.int8()),  # null when the journal line did not carry it
+        ("quality_flag", pa.string()),  # 'ok' | 'gap'
+        ("missing_volume", pa.int64()),  # on a cumulative-volume break: ACML_VOL - CNTG_VOL - previous ACML_VOL
+    ]
+)
 
 SAMPLE_EXTRA = [
     ("bucket_start", pa.timestamp("us", tz=TZ)),
@@ -94,8 +96,17 @@ def _epoch_s(day: str, hhmmss: str, cache: dict[str, int]) -> int:
     key = day + hhmmss
     v = cache.get(key)
     if v is None:
-        v = int(datetime(int(day[:4]), int(day[4:6]), int(day[6:]), int(hhmmss[:2]), int(hhmmss[2:4]),
-                         int(hhmmss[4:]), tzinfo=KST).timestamp())
+        v = int(
+            datetime(
+                int(day[:4]),
+                int(day[4:6]),
+                int(day[6:]),
+                int(hhmmss[:2]),
+                int(hhmmss[2:4]),
+                int(hhmmss[4:]),
+                tzinfo=KST,
+            ).timestamp()
+        )
         cache[key] = v
     return v
 
@@ -224,16 +235,26 @@ def compact(
         if not ln.ok:
             bad_lines[ln.error or "bad"] += 1
             if len(bad_samples) < SAMPLE_LIMIT:
-                bad_samples.append({"path": str(ln.path), "offset": ln.offset, "error": ln.error,
-                                    "bytes": len(ln.raw or b"")})
+                bad_samples.append(
+                    {"path": str(ln.path), "offset": ln.offset, "error": ln.error, "bytes": len(ln.raw or b"")}
+                )
             continue
         kinds[ln.kind] += 1
         if ln.kind != "frame":  # control lines: a recovery's report is evidence of a gap in the record
-            cut = ln.meta.get("recovered") if ln.kind == "open" else (
-                ln.meta if ln.kind == "close" and ln.meta.get("reason") == "recovered" else None)
+            cut = (
+                ln.meta.get("recovered")
+                if ln.kind == "open"
+                else (ln.meta if ln.kind == "close" and ln.meta.get("reason") == "recovered" else None)
+            )
             if cut and (cut.get("cut_bytes") or cut.get("bad_lines")):
-                recovered.append({"path": str(ln.path), "at": ln.rx.isoformat() if ln.rx else None,
-                                  "cut_bytes": cut.get("cut_bytes", 0), "bad_lines": cut.get("bad_lines", 0)})
+                recovered.append(
+                    {
+                        "path": str(ln.path),
+                        "at": ln.rx.isoformat() if ln.rx else None,
+                        "cut_bytes": cut.get("cut_bytes", 0),
+                        "bad_lines": cut.get("bad_lines", 0),
+                    }
+                )
             continue
         frames += 1
         rx = ln.rx
@@ -243,8 +264,14 @@ def compact(
         conn_id = ln.conn_id
         c = conns.get(conn_id)
         if c is None:
-            c = conns[conn_id] = {"conn_id": conn_id, "key_id": ln.key_id, "first_rx": rx, "last_rx": rx,
-                                  "frames": 0, "ticks": 0}
+            c = conns[conn_id] = {
+                "conn_id": conn_id,
+                "key_id": ln.key_id,
+                "first_rx": rx,
+                "last_rx": rx,
+                "frames": 0,
+                "ticks": 0,
+            }
         c["frames"] += 1
         if rx > c["last_rx"]:
             c["last_rx"] = rx
@@ -263,31 +290,60 @@ def compact(
             for r in msg.rejected:
                 malformed[f"record:{r.reason}"] += 1
                 if len(samples) < SAMPLE_LIMIT:
-                    samples.append({"rx": rx.isoformat(), "conn_id": conn_id, "n": ln.n, "reason": r.reason,
-                                    "detail": r.detail, "record": "^".join(r.raw)[:400]})
+                    samples.append(
+                        {
+                            "rx": rx.isoformat(),
+                            "conn_id": conn_id,
+                            "n": ln.n,
+                            "reason": r.reason,
+                            "detail": r.detail,
+                            "record": "^".join(r.raw)[:400],
+                        }
+                    )
         elif kind is Malformed:
             malformed[f"frame:{msg.reason}"] += 1
             if len(samples) < SAMPLE_LIMIT:
-                samples.append({"rx": rx.isoformat(), "conn_id": conn_id, "n": ln.n, "reason": msg.reason,
-                                "excerpt": msg.raw_excerpt, "flag": ln.meta.get("bad")})
+                samples.append(
+                    {
+                        "rx": rx.isoformat(),
+                        "conn_id": conn_id,
+                        "n": ln.n,
+                        "reason": msg.reason,
+                        "excerpt": msg.raw_excerpt,
+                        "flag": ln.meta.get("bad"),
+                    }
+                )
         else:
             tr = getattr(msg, "tr_id", "")
             messages[f"{kind.__name__}:{tr}" if tr else kind.__name__] += 1
 
     table, fp = acc.table()
     table, fp, stats = _finish(table, fp, prev or {})
-    stats.update({
-        "day": day.isoformat(), "hour": hour, "lines": sum(kinds.values()) + sum(bad_lines.values()),
-        "frames": frames, "line_kinds": dict(kinds), "other_messages": dict(messages),
-        "malformed": dict(malformed), "malformed_frames": sum(v for k, v in malformed.items() if k.startswith("frame:")),
-        "malformed_records": sum(v for k, v in malformed.items() if k.startswith("record:")),
-        "malformed_samples": samples, "bad_lines": dict(bad_lines), "bad_line_samples": bad_samples,
-        "journal_recoveries": recovered, "rx_outside_hour": rx_outside, "other_business_date": other_date,
-        "parse": pstats.as_dict(),
-        "connections": [{**c, "first_rx": c["first_rx"].isoformat(), "last_rx": c["last_rx"].isoformat()}
-                        for c in sorted(conns.values(), key=lambda c: c["first_rx"])],
-        "between_connections_s": _between(conns),
-    })
+    stats.update(
+        {
+            "day": day.isoformat(),
+            "hour": hour,
+            "lines": sum(kinds.values()) + sum(bad_lines.values()),
+            "frames": frames,
+            "line_kinds": dict(kinds),
+            "other_messages": dict(messages),
+            "malformed": dict(malformed),
+            "malformed_frames": sum(v for k, v in malformed.items() if k.startswith("frame:")),
+            "malformed_records": sum(v for k, v in malformed.items() if k.startswith("record:")),
+            "malformed_samples": samples,
+            "bad_lines": dict(bad_lines),
+            "bad_line_samples": bad_samples,
+            "journal_recoveries": recovered,
+            "rx_outside_hour": rx_outside,
+            "other_business_date": other_date,
+            "parse": pstats.as_dict(),
+            "connections": [
+                {**c, "first_rx": c["first_rx"].isoformat(), "last_rx": c["last_rx"].isoformat()}
+                for c in sorted(conns.values(), key=lambda c: c["first_rx"])
+            ],
+            "between_connections_s": _between(conns),
+        }
+    )
     return table, stats
 
 
@@ -308,13 +364,27 @@ def _between(conns: dict[str, dict]) -> float:
 def _finish(table: pa.Table, fp: np.ndarray, prev: Mapping[str, Mapping]) -> tuple[pa.Table, np.ndarray, dict]:
     n0 = table.num_rows
     if n0 == 0:
-        return table, fp, {"ticks": 0, "symbols": 0, "per_code": {}, "duplicates_dropped": 0, "acml_conflicts": 0,
-                           "vol_breaks": {}, "gap_ticks": 0, "reconnect_flags": 0, "unchecked_first_ticks": 0,
-                           "carry": dict(prev)}
+        return (
+            table,
+            fp,
+            {
+                "ticks": 0,
+                "symbols": 0,
+                "per_code": {},
+                "duplicates_dropped": 0,
+                "acml_conflicts": 0,
+                "vol_breaks": {},
+                "gap_ticks": 0,
+                "reconnect_flags": 0,
+                "unchecked_first_ticks": 0,
+                "carry": dict(prev),
+            },
+        )
     # sort: (code, acml_vol, fingerprint, arrival) so identical records are adjacent, first arrival first
     work = table.append_column("_fp", pa.array(fp)).append_column("_i", pa.array(np.arange(n0, dtype=np.int64)))
-    idx = pc.sort_indices(work, sort_keys=[("code", "ascending"), ("acml_vol", "ascending"), ("_fp", "ascending"),
-                                           ("_i", "ascending")])
+    idx = pc.sort_indices(
+        work, sort_keys=[("code", "ascending"), ("acml_vol", "ascending"), ("_fp", "ascending"), ("_i", "ascending")]
+    )
     table = table.take(idx)
     fp = fp[idx.to_numpy()]
     codes_d = pc.dictionary_encode(table["code"]).combine_chunks()
@@ -377,10 +447,12 @@ def _finish(table: pa.Table, fp: np.ndarray, prev: Mapping[str, Mapping]) -> tup
     brk = checked & (missing != 0)
     gap = brk | reconnect
     flags = np.where(gap, "gap", "ok")
-    table = table.set_column(table.schema.get_field_index("quality_flag"), "quality_flag",
-                             pa.array(flags, pa.string()))
-    table = table.set_column(table.schema.get_field_index("missing_volume"), "missing_volume",
-                             pa.array(np.where(brk, missing, 0), pa.int64(), mask=~brk))
+    table = table.set_column(table.schema.get_field_index("quality_flag"), "quality_flag", pa.array(flags, pa.string()))
+    table = table.set_column(
+        table.schema.get_field_index("missing_volume"),
+        "missing_volume",
+        pa.array(np.where(brk, missing, 0), pa.int64(), mask=~brk),
+    )
 
     vol_breaks: dict[str, dict] = {}
     for i in np.flatnonzero(brk):
@@ -404,15 +476,30 @@ def _finish(table: pa.Table, fp: np.ndarray, prev: Mapping[str, Mapping]) -> tup
     for s_, e_ in zip(starts, ends):
         name = code_names[code_i[s_]]
         i = e_ - 1
-        mine = [[int(a_), int(f_)] for a_, f_ in zip(acml[max(s_, e_ - CARRY_RECENT):e_], fp[max(s_, e_ - CARRY_RECENT):e_])]
+        mine = [
+            [int(a_), int(f_)]
+            for a_, f_ in zip(acml[max(s_, e_ - CARRY_RECENT) : e_], fp[max(s_, e_ - CARRY_RECENT) : e_])
+        ]
         older = [x for x in (prev.get(name) or {}).get("recent", ()) if x[0] < mine[0][0]]
-        carry[name] = {"acml_vol": int(acml[i]), "conn_id": conn_names[conn_i[i]], "key_id": key_names[key_i[i]],
-                       "exchange_ts": int(ex[i]), "recent": (older + mine)[-CARRY_RECENT:]}
+        carry[name] = {
+            "acml_vol": int(acml[i]),
+            "conn_id": conn_names[conn_i[i]],
+            "key_id": key_names[key_i[i]],
+            "exchange_ts": int(ex[i]),
+            "recent": (older + mine)[-CARRY_RECENT:],
+        }
     stats = {
-        "ticks": n, "symbols": len(per_code), "per_code": dict(sorted(per_code.items())),
-        "duplicates_dropped": dups, "duplicates_of_previous_hour": carry_dup, "acml_conflicts": conflicts,
-        "vol_breaks": vol_breaks, "missing_volume": sum(b["missing_volume"] for b in vol_breaks.values()),
-        "gap_ticks": int(gap.sum()), "reconnect_flags": int(reconnect.sum()), "unchecked_first_ticks": unchecked,
+        "ticks": n,
+        "symbols": len(per_code),
+        "per_code": dict(sorted(per_code.items())),
+        "duplicates_dropped": dups,
+        "duplicates_of_previous_hour": carry_dup,
+        "acml_conflicts": conflicts,
+        "vol_breaks": vol_breaks,
+        "missing_volume": sum(b["missing_volume"] for b in vol_breaks.values()),
+        "gap_ticks": int(gap.sum()),
+        "reconnect_flags": int(reconnect.sum()),
+        "unchecked_first_ticks": unchecked,
         "carry": carry,
     }
     return table, fp, stats
@@ -442,8 +529,9 @@ def sample(ticks: pa.Table, *, bucket_s_by_level: Mapping[int, float] = DEFAULT_
     rx = ticks["receive_ts"].cast(pa.int64()).to_numpy()
     bucket = rx // width_us
     work = ticks.append_column("_w", pa.array(width_us)).append_column("_b", pa.array(bucket))
-    order = pc.sort_indices(work, sort_keys=[("code", "ascending"), ("_w", "ascending"), ("_b", "ascending"),
-                                             ("acml_vol", "ascending")]).to_numpy()
+    order = pc.sort_indices(
+        work, sort_keys=[("code", "ascending"), ("_w", "ascending"), ("_b", "ascending"), ("acml_vol", "ascending")]
+    ).to_numpy()
     codes = pc.dictionary_encode(ticks["code"]).combine_chunks().indices.to_numpy(zero_copy_only=False)[order]
     w, b = width_us[order], bucket[order]
     new = np.ones(n, dtype=bool)
@@ -457,10 +545,14 @@ def sample(ticks: pa.Table, *, bucket_s_by_level: Mapping[int, float] = DEFAULT_
     out = ticks.take(pa.array(order[lasts]))
     any_gap = np.maximum.reduceat(gap.astype(np.int8), starts).astype(bool)
     miss_sum = np.add.reduceat(miss, starts)
-    out = out.set_column(out.schema.get_field_index("quality_flag"), "quality_flag",
-                         pa.array(np.where(any_gap, "gap", "ok"), pa.string()))
-    out = out.set_column(out.schema.get_field_index("missing_volume"), "missing_volume",
-                         pa.array(miss_sum, pa.int64(), mask=~any_gap))
+    out = out.set_column(
+        out.schema.get_field_index("quality_flag"),
+        "quality_flag",
+        pa.array(np.where(any_gap, "gap", "ok"), pa.string()),
+    )
+    out = out.set_column(
+        out.schema.get_field_index("missing_volume"), "missing_volume", pa.array(miss_sum, pa.int64(), mask=~any_gap)
+    )
     extra = {
         "bucket_start": pa.array(b[starts] * w[starts], pa.int64()).cast(pa.timestamp("us", tz=TZ)),
         "bucket_s": pa.array(w[starts] / 1e6, pa.float32()),

@@ -66,8 +66,21 @@ from observer_resources.storage.lake import fsync_dir
 from observer_resources.storage.layout import journal_root, segment_path
 
 __all__ = [
-    "FORMAT_VERSION", "Journal", "JournalError", "JournalLine", "LatencyHistogram", "Recovery", "Segment", "line_ok",
-    "read_journal", "recover", "restart_tail_bytes", "segment_closed", "segment_of", "segments", "verify",
+    "FORMAT_VERSION",
+    "Journal",
+    "JournalError",
+    "JournalLine",
+    "LatencyHistogram",
+    "Recovery",
+    "Segment",
+    "line_ok",
+    "read_journal",
+    "recover",
+    "restart_tail_bytes",
+    "segment_closed",
+    "segment_of",
+    "segments",
+    "verify",
 ]
 
 log = logging.getLogger("observer.track_b.journal")
@@ -113,9 +126,13 @@ class LatencyHistogram:
 
     def summary(self) -> dict:
         ms = lambda v: None if v is None else round(v * 1e3, 3)  # noqa: E731
-        return {"count": self.total, "p50_ms": ms(self.quantile(0.5)), "p99_ms": ms(self.quantile(0.99)),
-                "max_ms": ms(self.max if self.total else None),
-                "mean_ms": ms(self.sum / self.total if self.total else None)}
+        return {
+            "count": self.total,
+            "p50_ms": ms(self.quantile(0.5)),
+            "p99_ms": ms(self.quantile(0.99)),
+            "max_ms": ms(self.max if self.total else None),
+            "mean_ms": ms(self.sum / self.total if self.total else None),
+        }
 
 
 # --- the journal -----------------------------------------------------------------------------------
@@ -222,8 +239,10 @@ class Journal:
         self._thread.start()
 
     def __repr__(self) -> str:
-        return (f"Journal(key_id={self.key_id!r}, run={self.run_id!r}, queued={len(self._buf)}, "
-                f"durable_seq={self.durable_seq}, error={self.error!r})")
+        return (
+            f"Journal(key_id={self.key_id!r}, run={self.run_id!r}, queued={len(self._buf)}, "
+            f"durable_seq={self.durable_seq}, error={self.error!r})"
+        )
 
     def __enter__(self) -> Journal:
         return self
@@ -233,8 +252,16 @@ class Journal:
 
     # --- producer side ---------------------------------------------------------------------------
 
-    def append(self, rx: datetime, payload: str | bytes, *, conn: int = 0, mitigation_level: int | None = None,
-               kind: str = "frame", **meta: Any) -> None:
+    def append(
+        self,
+        rx: datetime,
+        payload: str | bytes,
+        *,
+        conn: int = 0,
+        mitigation_level: int | None = None,
+        kind: str = "frame",
+        **meta: Any,
+    ) -> None:
         """Queue one received frame (as received) for durable write. Never waits for the disk.
 
         ``rx`` the receive time (tz-aware; stored as KST); ``conn`` the capture's connection id (a new one per
@@ -263,8 +290,9 @@ class Journal:
             if bad:
                 raise ValueError(f"reserved journal member(s): {sorted(bad)}")
             for name, value in meta.items():
-                extra += "," + encode_basestring(name) + ":" + json.dumps(value, ensure_ascii=False,
-                                                                         separators=(",", ":"))
+                extra += (
+                    "," + encode_basestring(name) + ":" + json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+                )
         rx_iso = k.isoformat(timespec="microseconds")
         seg = (k.date(), k.hour)
         with self._cond:
@@ -290,8 +318,10 @@ class Journal:
             while self.durable_seq < target:
                 left = deadline - time.monotonic()
                 if left <= 0 or not self._thread.is_alive():
-                    raise JournalError(f"journal not durable up to line {target} after {timeout:g}s "
-                                       f"(durable {self.durable_seq}, error {self.error})")
+                    raise JournalError(
+                        f"journal not durable up to line {target} after {timeout:g}s "
+                        f"(durable {self.durable_seq}, error {self.error})"
+                    )
                 self._cond.wait(min(left, 0.05))
 
     def close(self, timeout: float = 30.0) -> None:
@@ -340,19 +370,29 @@ class Journal:
 
     def stats(self) -> dict:
         return {
-            "key_id": self.key_id, "run": self.run_id, "segment": str(self._path) if self._path else None,
-            "lines": self.lines, "bytes": self.bytes, "fsyncs": self.fsyncs, "commits": self.commits,
-            "queue_lines": self.queue_depth, "queue_bytes": self.queued_bytes,
+            "key_id": self.key_id,
+            "run": self.run_id,
+            "segment": str(self._path) if self._path else None,
+            "lines": self.lines,
+            "bytes": self.bytes,
+            "fsyncs": self.fsyncs,
+            "commits": self.commits,
+            "queue_lines": self.queue_depth,
+            "queue_bytes": self.queued_bytes,
             "oldest_pending_s": round(self.oldest_pending_s, 4),
             "durable_seq": self.durable_seq,
             "durable_upto": self.durable_upto.isoformat() if self.durable_upto else None,
-            "error": self.error, "write_errors": self.write_errors, "late_lines": self.late_lines,
+            "error": self.error,
+            "write_errors": self.write_errors,
+            "late_lines": self.late_lines,
             "segments_opened": self.segments_opened,
             "recovered_cut_bytes": sum(r.cut_bytes for r in self.recoveries),
             "recovered_bad_lines": sum(r.bad_lines for r in self.recoveries),
-            "durable_latency": self.latency.summary(), "commit_latency": self.commit_latency.summary(),
-            "write_latency_mean_60s_ms": (None if self.write_latency_mean_60s is None
-                                          else round(self.write_latency_mean_60s * 1e3, 3)),
+            "durable_latency": self.latency.summary(),
+            "commit_latency": self.commit_latency.summary(),
+            "write_latency_mean_60s_ms": (
+                None if self.write_latency_mean_60s is None else round(self.write_latency_mean_60s * 1e3, 3)
+            ),
         }
 
     # --- flusher ---------------------------------------------------------------------------------
@@ -498,11 +538,23 @@ class Journal:
             log.exception("journal %s: unexpected flusher failure", self.key_id)
         delay = min(self.retry_max_s, 0.05 * 2 ** min(self._failures, 10))
         if self._failures == 1 or self._failures % 100 == 0:
-            log.error("journal %s: write failed (%s), %d lines kept in memory, retrying every <= %.2fs",
-                      self.key_id, self.error, len(pending), self.retry_max_s)
-        self._emit({"event": "journal_write_error", "error": self.error, "errno": name,
-                    "queued_lines": len(pending) + len(self._buf), "failures": self._failures,
-                    "path": str(self._path) if self._path else None})
+            log.error(
+                "journal %s: write failed (%s), %d lines kept in memory, retrying every <= %.2fs",
+                self.key_id,
+                self.error,
+                len(pending),
+                self.retry_max_s,
+            )
+        self._emit(
+            {
+                "event": "journal_write_error",
+                "error": self.error,
+                "errno": name,
+                "queued_lines": len(pending) + len(self._buf),
+                "failures": self._failures,
+                "path": str(self._path) if self._path else None,
+            }
+        )
         if self._fd is not None and self._dirty:
             try:
                 os.ftruncate(self._fd, self._good)
@@ -519,8 +571,12 @@ class Journal:
             self._close_segment("rotate")
         day, hour = seg
         path = segment_path(self.data_dir, self.key_id, day, hour)
-        fields: dict[str, Any] = {"v": FORMAT_VERSION, "key": self.key_id, "pid": os.getpid(),
-                                  "seg": f"{day.isoformat()}T{hour:02d}"}
+        fields: dict[str, Any] = {
+            "v": FORMAT_VERSION,
+            "key": self.key_id,
+            "pid": os.getpid(),
+            "seg": f"{day.isoformat()}T{hour:02d}",
+        }
         if path.exists() and self._verified.get(path) != path.stat().st_size:
             rec = self._recover(path)
             if rec.cut_bytes or rec.bad_lines:
@@ -554,12 +610,12 @@ class Journal:
             if self._dirty:
                 os.ftruncate(fd, self._good)
                 self._dirty = False
-            _write_all(fd, _control_line("close", self.run_id, self._clock(), reason=reason,
-                                         last_n=self.durable_seq))
+            _write_all(fd, _control_line("close", self.run_id, self._clock(), reason=reason, last_n=self.durable_seq))
             os.fdatasync(fd)
         except OSError as exc:  # the data lines are already durable; only the seal is missing
-            log.error("journal %s: could not seal %s (%s); the next start recovers and seals it",
-                      self.key_id, path, exc)
+            log.error(
+                "journal %s: could not seal %s (%s); the next start recovers and seals it", self.key_id, path, exc
+            )
             try:
                 os.ftruncate(fd, self._good)
             except OSError:
@@ -594,8 +650,12 @@ class Journal:
         if rec.cut_bytes or rec.bad_lines:
             self._emit({"event": "journal_recovered", **rec.as_dict()})
         if rec.scanned_from:
-            t = threading.Thread(target=self._verify_head, args=(path, rec.scanned_from), daemon=True,
-                                 name=f"journal-verify-{self.key_id}")
+            t = threading.Thread(
+                target=self._verify_head,
+                args=(path, rec.scanned_from),
+                daemon=True,
+                name=f"journal-verify-{self.key_id}",
+            )
             self._verifiers.append(t)
             t.start()
         return rec

@@ -80,7 +80,7 @@ def line_ok(line: bytes) -> bool:
     if len(line) <= _TAIL_LEN or line[:1] != b"{" or line[-2:] != b'"}':
         return False
     cut = len(line) - _TAIL_LEN
-    if line[cut:cut + len(_CRC_KEY)] != _CRC_KEY:
+    if line[cut : cut + len(_CRC_KEY)] != _CRC_KEY:
         return False
     try:
         want = int(line[-10:-2], 16)

@@ -73,5 +73,17 @@ def _decode(path: Path, key: str | None, offset: int, ln: bytes) -> JournalLine:
     payload: str | bytes | None = obj.pop("p", None)
     if payload is None and "p64" in obj:
         payload = base64.b64decode(obj.pop("p64"))
-    return JournalLine(path, offset, True, obj.pop("t", "frame"), rx, obj.pop("r", None), obj.pop("c", None),
-                       obj.pop("n", None), payload, obj.pop("ml", None), obj, key)
+    return JournalLine(
+        path,
+        offset,
+        True,
+        obj.pop("t", "frame"),
+        rx,
+        obj.pop("r", None),
+        obj.pop("c", None),
+        obj.pop("n", None),
+        payload,
+        obj.pop("ml", None),
+        obj,
+        key,
+    )

@@ -38,10 +38,17 @@ class Recovery:
     scanned_from: int = 0  # byte offset the verification started at (0 = whole file)
 
     def as_dict(self) -> dict:
-        return {"path": str(self.path), "valid_lines": self.valid_lines, "cut_bytes": self.cut_bytes,
-                "last_rx": self.last_rx.isoformat() if self.last_rx else None, "bad_lines": self.bad_lines,
-                "quarantined": str(self.quarantined) if self.quarantined else None, "size": self.size,
-                "closed": self.closed, "scanned_from": self.scanned_from}
+        return {
+            "path": str(self.path),
+            "valid_lines": self.valid_lines,
+            "cut_bytes": self.cut_bytes,
+            "last_rx": self.last_rx.isoformat() if self.last_rx else None,
+            "bad_lines": self.bad_lines,
+            "quarantined": str(self.quarantined) if self.quarantined else None,
+            "size": self.size,
+            "closed": self.closed,
+            "scanned_from": self.scanned_from,
+        }
 
 
 def _scan(f: BinaryIO, offset: int = 0, upto: int | None = None) -> tuple[int, int, int, int, int, deque[bytes]]:
@@ -87,8 +94,9 @@ def restart_tail_bytes(max_batch_bytes: int = 8 << 20) -> int:
     return 2 * max_batch_bytes + (64 << 10)
 
 
-def recover(path: str | os.PathLike, *, tail_bytes: int | None = None,
-            quarantine_dir: str | os.PathLike | None = None) -> Recovery:
+def recover(
+    path: str | os.PathLike, *, tail_bytes: int | None = None, quarantine_dir: str | os.PathLike | None = None
+) -> Recovery:
     """Verify a segment and make it safe to append to. Call only when no writer has it open.
 
     * torn tail (a partial last line, or bad lines after the last good one): truncated to the end of the last
@@ -127,8 +135,9 @@ def recover(path: str | os.PathLike, *, tail_bytes: int | None = None,
     return Recovery(path, valid, cut, last_rx, bad_mid, quarantined, good_end, closed, start)
 
 
-def verify(path: str | os.PathLike, *, upto: int | None = None,
-           quarantine_dir: str | os.PathLike | None = None) -> Recovery:
+def verify(
+    path: str | os.PathLike, *, upto: int | None = None, quarantine_dir: str | os.PathLike | None = None
+) -> Recovery:
     """Read-only check of every line up to ``upto`` bytes (default: all). Any bad line is corruption inside the
     record (the tail was already cut): the file is quarantine-copied and ``bad_lines`` reported. Nothing is cut."""
     path = Path(path)
@@ -143,8 +152,9 @@ def verify(path: str | os.PathLike, *, upto: int | None = None,
     return Recovery(path, valid, 0, last_rx, bad, quarantined, end, bool(kinds) and kinds[0][0] == "close")
 
 
-def _quarantine(f: BinaryIO, path: Path, first_bad: int, bad: int, quarantine_dir: str | os.PathLike | None,
-                upto: int | None = None) -> Path:
+def _quarantine(
+    f: BinaryIO, path: Path, first_bad: int, bad: int, quarantine_dir: str | os.PathLike | None, upto: int | None = None
+) -> Path:
     qdir = Path(quarantine_dir) if quarantine_dir else path.parent
     target = qdir / f"{path.name}.quarantine-{first_bad}"
     if not target.exists():
@@ -164,8 +174,13 @@ def _quarantine(f: BinaryIO, path: Path, first_bad: int, bad: int, quarantine_di
             os.fsync(q.fileno())
         os.replace(tmp, target)
         fsync_dir(qdir)
-    log.error("journal %s: %d corrupt line(s) inside the file (first at byte %d); kept in place, copied to %s",
-              path, bad, first_bad, target)
+    log.error(
+        "journal %s: %d corrupt line(s) inside the file (first at byte %d); kept in place, copied to %s",
+        path,
+        bad,
+        first_bad,
+        target,
+    )
     return target
 
 

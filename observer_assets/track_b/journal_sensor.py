@@ -11,10 +11,10 @@ from datetime import datetime
 
 import dagster as dg
 
-from observer_resources.storage import lake
 from observer_assets.track_b.assets import journal_event_metadata, journal_summary, track_b_journal
-from observer_resources.calendar import KST
 from observer_resources import clock
+from observer_resources.calendar import KST
+from observer_resources.storage import lake
 
 DATA_VERSION_TAG = "dagster/data_version"
 INTERVAL_S = 60
@@ -39,8 +39,11 @@ def observe_journal(context: dg.SensorEvaluationContext, now: datetime) -> dg.Se
     cursor = f"{day.isoformat()}:{summary['fingerprint']}"
     if context.cursor == cursor:
         return dg.SkipReason(f"journal of {day} unchanged ({summary['segments']} segments, {summary['bytes']} bytes)")
-    obs = dg.AssetObservation(asset_key=track_b_journal.key, metadata=journal_event_metadata(summary),
-                              tags={DATA_VERSION_TAG: summary["fingerprint"]})
+    obs = dg.AssetObservation(
+        asset_key=track_b_journal.key,
+        metadata=journal_event_metadata(summary),
+        tags={DATA_VERSION_TAG: summary["fingerprint"]},
+    )
     return dg.SensorResult(asset_events=[obs], cursor=cursor)
 
 

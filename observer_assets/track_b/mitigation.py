@@ -47,12 +47,15 @@ class Thresholds:
     """``enter1``/``enter2``: a metric at or above its value is pressure; ``recover1``: every metric must be
     strictly below its value to leave level 1. Leaving level 2 needs every metric below ``enter1``."""
 
-    enter1: Mapping[str, float] = field(default_factory=lambda: {
-        "cpu_pct": 80.0, "mem_pct": 85.0, "write_latency_ms": 500.0, "queue_lag_s": 2.0})
-    enter2: Mapping[str, float] = field(default_factory=lambda: {
-        "cpu_pct": 90.0, "mem_pct": 95.0, "write_latency_ms": 1000.0, "queue_lag_s": 5.0})
-    recover1: Mapping[str, float] = field(default_factory=lambda: {
-        "cpu_pct": 65.0, "mem_pct": 75.0, "write_latency_ms": 200.0, "queue_lag_s": 0.5})
+    enter1: Mapping[str, float] = field(
+        default_factory=lambda: {"cpu_pct": 80.0, "mem_pct": 85.0, "write_latency_ms": 500.0, "queue_lag_s": 2.0}
+    )
+    enter2: Mapping[str, float] = field(
+        default_factory=lambda: {"cpu_pct": 90.0, "mem_pct": 95.0, "write_latency_ms": 1000.0, "queue_lag_s": 5.0}
+    )
+    recover1: Mapping[str, float] = field(
+        default_factory=lambda: {"cpu_pct": 65.0, "mem_pct": 75.0, "write_latency_ms": 200.0, "queue_lag_s": 0.5}
+    )
 
     def __post_init__(self) -> None:
         for name in ("enter1", "enter2", "recover1"):
@@ -91,8 +94,15 @@ class LevelChange:
 
     def to_event(self) -> dict[str, Any]:
         """System event (docs/collector-rules.md §13: every mitigation level change with its cause)."""
-        return {"event": "mitigation_level_change", "at": self.at.astimezone(KST).isoformat(), "old": self.old,
-                "new": self.new, "rate_hz": RATE_HZ[self.new], "cause": self.cause, "values": dict(self.values)}
+        return {
+            "event": "mitigation_level_change",
+            "at": self.at.astimezone(KST).isoformat(),
+            "old": self.old,
+            "new": self.new,
+            "rate_hz": RATE_HZ[self.new],
+            "cause": self.cause,
+            "values": dict(self.values),
+        }
 
 
 def _fmt(metric: str, v: float) -> str:
@@ -100,8 +110,13 @@ def _fmt(metric: str, v: float) -> str:
 
 
 class Mitigation:
-    def __init__(self, hold_enter: timedelta = timedelta(minutes=5), hold_recover: timedelta = timedelta(minutes=10),
-                 level2: bool = True, thresholds: Thresholds | None = None) -> None:
+    def __init__(
+        self,
+        hold_enter: timedelta = timedelta(minutes=5),
+        hold_recover: timedelta = timedelta(minutes=10),
+        level2: bool = True,
+        thresholds: Thresholds | None = None,
+    ) -> None:
         if hold_enter < timedelta(0) or hold_recover < timedelta(0):
             raise ValueError("hold times must not be negative")
         self.hold_enter = hold_enter
@@ -111,8 +126,7 @@ class Mitigation:
         self.level = 0
         self._last_at: datetime | None = None
         # since when each single entry condition has been true without interruption (None: not now)
-        self._enter_since: dict[tuple[int, str], datetime | None] = {
-            (lv, m): None for lv in (1, 2) for m in METRICS}
+        self._enter_since: dict[tuple[int, str], datetime | None] = {(lv, m): None for lv in (1, 2) for m in METRICS}
         self._recover_since: datetime | None = None
         self.changes = 0
 

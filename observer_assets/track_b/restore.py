@@ -12,7 +12,6 @@ quantities sum to its missing volume (the gap report then marks it restored); ot
 the hole stays open. KIS serves conclusions for the current day only: earlier days cannot be restored this way.
 """
 
-
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,11 +23,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from observer_assets import catalog
-
-from observer_resources.storage import lake
 from observer_assets.orchestration.partitions import calendar, parse_day_key, trading_day_partitions
 from observer_assets.orchestration.runs import KIS_REST_POOL
-from observer_resources import events
+from observer_resources import clock, events
 from observer_resources.calendar import KST
 from observer_resources.events import Gap
 from observer_resources.kis import protocol as p
@@ -36,32 +33,34 @@ from observer_resources.kis.errors import KisError
 from observer_resources.kis.models import Conclusion
 from observer_resources.kis.rows import conclusion_from
 from observer_resources.resources import KisResource
-from observer_resources import clock
+from observer_resources.storage import lake
 from observer_resources.storage.layout import restored_path
 
 ENDPOINT = "inquire-time-itemconclusion"
 TS_MS = pa.timestamp("ms", tz="Asia/Seoul")
 TS_US = pa.timestamp("us", tz="Asia/Seoul")
 
-RESTORED_SCHEMA = pa.schema([
-    ("code", pa.string()),
-    ("exchange_ts", TS_MS),  # the trade's time (1 s resolution), today's date
-    ("price", pa.int64()),
-    ("qty", pa.int64()),
-    ("acml_vol", pa.int64()),
-    ("change", pa.int64()),
-    ("change_sign", pa.string()),
-    ("change_rate", pa.float64()),
-    ("ask1", pa.int64()),
-    ("bid1", pa.int64()),
-    ("strength", pa.float64()),
-    ("source", pa.string()),  # always "restored"
-    ("restored_from", pa.string()),  # the endpoint
-    ("hole_lo", pa.int64()),  # the hole (lo, hi] of cumulative volume this trade fills
-    ("hole_hi", pa.int64()),
-    ("gap_id", pa.string()),  # the session-wide gap marker (disconnect) overlapping the hole, if any
-    ("fetched_at", TS_US),
-])
+RESTORED_SCHEMA = pa.schema(
+    [
+        ("code", pa.string()),
+        ("exchange_ts", TS_MS),  # the trade's time (1 s resolution), today's date
+        ("price", pa.int64()),
+        ("qty", pa.int64()),
+        ("acml_vol", pa.int64()),
+        ("change", pa.int64()),
+        ("change_sign", pa.string()),
+        ("change_rate", pa.float64()),
+        ("ask1", pa.int64()),
+        ("bid1", pa.int64()),
+        ("strength", pa.float64()),
+        ("source", pa.string()),  # always "restored"
+        ("restored_from", pa.string()),  # the endpoint
+        ("hole_lo", pa.int64()),  # the hole (lo, hi] of cumulative volume this trade fills
+        ("hole_hi", pa.int64()),
+        ("gap_id", pa.string()),  # the session-wide gap marker (disconnect) overlapping the hole, if any
+        ("fetched_at", TS_US),
+    ]
+)
 
 
 @dataclass(frozen=True)
@@ -87,8 +86,9 @@ def find_holes(ticks: pa.Table, gaps: Sequence[Gap] = ()) -> list[Hole]:
     """The cumulative-volume holes of a day's live ticks (pure), each tied to an overlapping session-wide gap."""
     if ticks.num_rows == 0:
         return []
-    t = ticks.select(["code", "exchange_ts", "acml_vol", "qty", "missing_volume"]).sort_by([("code", "ascending"),
-                                                                                           ("acml_vol", "ascending")])
+    t = ticks.select(["code", "exchange_ts", "acml_vol", "qty", "missing_volume"]).sort_by(
+        [("code", "ascending"), ("acml_vol", "ascending")]
+    )
     rows = t.to_pylist()
     windows = [g for g in gaps if g.symbol is None]
     out: list[Hole] = []
@@ -100,8 +100,10 @@ def find_holes(ticks: pa.Table, gaps: Sequence[Gap] = ()) -> list[Hole]:
         hi = r["acml_vol"] - r["qty"]
         after = prev["exchange_ts"] if prev else None
         before = r["exchange_ts"]
-        gid = next((g.gap_id for g in windows
-                    if g.start <= before and (g.end is None or after is None or g.end >= after)), None)
+        gid = next(
+            (g.gap_id for g in windows if g.start <= before and (g.end is None or after is None or g.end >= after)),
+            None,
+        )
         out.append(Hole(r["code"], hi - mv, hi, before, after, gid))
     return out
 
@@ -109,18 +111,37 @@ def find_holes(ticks: pa.Table, gaps: Sequence[Gap] = ()) -> list[Hole]:
 def rows_for_hole(hole: Hole, trades: Sequence[Conclusion], fetched_at: datetime) -> list[dict]:
     """The trades that fill the hole (pure): lo < acml_vol <= hi, oldest first, one per cumulative volume."""
     by_vol = {c.acml_vol: c for c in trades if hole.lo < c.acml_vol <= hole.hi}
-    return [{
-        "code": hole.code, "exchange_ts": c.at, "price": c.price, "qty": c.qty, "acml_vol": c.acml_vol,
-        "change": c.change, "change_sign": c.change_sign, "change_rate": c.change_rate, "ask1": c.ask1,
-        "bid1": c.bid1, "strength": c.strength, "source": "restored", "restored_from": ENDPOINT,
-        "hole_lo": hole.lo, "hole_hi": hole.hi, "gap_id": hole.gap_id, "fetched_at": fetched_at,
-    } for v, c in sorted(by_vol.items())]
+    return [
+        {
+            "code": hole.code,
+            "exchange_ts": c.at,
+            "price": c.price,
+            "qty": c.qty,
+            "acml_vol": c.acml_vol,
+            "change": c.change,
+            "change_sign": c.change_sign,
+            "change_rate": c.change_rate,
+            "ask1": c.ask1,
+            "bid1": c.bid1,
+            "strength": c.strength,
+            "source": "restored",
+            "restored_from": ENDPOINT,
+            "hole_lo": hole.lo,
+            "hole_hi": hole.hi,
+            "gap_id": hole.gap_id,
+            "fetched_at": fetched_at,
+        }
+        for v, c in sorted(by_vol.items())
+    ]
 
 
 async def fetch_hole(client, hole: Hole, day: date, max_pages: int = 400) -> list[Conclusion]:
     """Conclusions at or before the hole's revealing tick, newest first, until a page goes below the hole."""
-    params = {"FID_COND_MRKT_DIV_CODE": "J", "FID_INPUT_ISCD": hole.code,
-              "FID_INPUT_HOUR_1": hole.before.astimezone(KST).strftime("%H%M%S")}
+    params = {
+        "FID_COND_MRKT_DIV_CODE": "J",
+        "FID_INPUT_ISCD": hole.code,
+        "FID_INPUT_HOUR_1": hole.before.astimezone(KST).strftime("%H%M%S"),
+    }
     got: list[Conclusion] = []
     page = await client.request(ENDPOINT, p.TR_TIME_CONCLUSION, params)
     for _ in range(max_pages):
@@ -152,8 +173,10 @@ def complete_holes(restored: pa.Table, holes: Sequence[Hole]) -> tuple[int, int]
     """(holes fully restored, volume restored) — a hole is complete when its trades' sizes add up to it."""
     done, vol = 0, 0
     for h in holes:
-        m = pc.and_(pc.equal(restored["code"], h.code),
-                    pc.and_(pc.greater(restored["acml_vol"], h.lo), pc.less_equal(restored["acml_vol"], h.hi)))
+        m = pc.and_(
+            pc.equal(restored["code"], h.code),
+            pc.and_(pc.greater(restored["acml_vol"], h.lo), pc.less_equal(restored["acml_vol"], h.hi)),
+        )
         got = int(pc.sum(restored.filter(m)["qty"]).as_py() or 0)
         vol += got
         done += got == h.missing
@@ -189,7 +212,6 @@ def day_ticks(root: Path, day: date) -> pa.Table | None:
     return pa.concat_tables([lake.read_table(f, columns=cols) for f in files])
 
 
-
 # --- the asset -----------------------------------------------------------------------------------------------------
 @dg.asset(
     partitions_def=trading_day_partitions,
@@ -199,8 +221,9 @@ def day_ticks(root: Path, day: date) -> pa.Table | None:
     description="Track B trades lost in gaps (cumulative-volume holes of the day's live ticks), restored from "
     "today's intraday conclusions (inquire-time-itemconclusion) with source = restored, in their own dataset: the "
     "live ticks are never rewritten. Only the current day can be restored (KIS serves today's conclusions only).",
-    metadata=catalog.definition_metadata(RESTORED_SCHEMA, catalog.RESTORED_COLUMNS,
-                                         "track_b_restored/date=YYYY-MM-DD/restored.parquet"),
+    metadata=catalog.definition_metadata(
+        RESTORED_SCHEMA, catalog.RESTORED_COLUMNS, "track_b_restored/date=YYYY-MM-DD/restored.parquet"
+    ),
     owners=catalog.OWNERS,
 )
 def track_b_restored(context: dg.AssetExecutionContext, kis: KisResource) -> dg.MaterializeResult:
@@ -218,15 +241,27 @@ def track_b_restored(context: dg.AssetExecutionContext, kis: KisResource) -> dg.
     else:
         merged = old if old is not None else table([])
         if holes and day != today:
-            context.log.warning(f"track_b_restored {day}: {len(holes)} holes, but KIS serves conclusions for today "
-                                f"({today}) only: they stay unrecoverable")
+            context.log.warning(
+                f"track_b_restored {day}: {len(holes)} holes, but KIS serves conclusions for today "
+                f"({today}) only: they stay unrecoverable"
+            )
     done, vol = complete_holes(merged, holes) if holes else (0, 0)
     missing = sum(h.missing for h in holes)
     if failures:
-        context.log.warning(f"track_b_restored {day}: {len(failures)} holes failed: "
-                            + ", ".join(f"{k} ({v})" for k, v in list(failures.items())[:10]))
-    return dg.MaterializeResult(metadata={
-        "holes": len(holes), "holes_restored": done, "missing_volume": missing, "restored_volume": vol,
-        "restored_rows": merged.num_rows, "failures": len(failures), "restored_from": ENDPOINT,
-        "restorable": day == today, **catalog.materialized(merged.num_rows, restored_path(root, day)),
-    })
+        context.log.warning(
+            f"track_b_restored {day}: {len(failures)} holes failed: "
+            + ", ".join(f"{k} ({v})" for k, v in list(failures.items())[:10])
+        )
+    return dg.MaterializeResult(
+        metadata={
+            "holes": len(holes),
+            "holes_restored": done,
+            "missing_volume": missing,
+            "restored_volume": vol,
+            "restored_rows": merged.num_rows,
+            "failures": len(failures),
+            "restored_from": ENDPOINT,
+            "restorable": day == today,
+            **catalog.materialized(merged.num_rows, restored_path(root, day)),
+        }
+    )

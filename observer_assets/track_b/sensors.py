@@ -39,23 +39,34 @@ from datetime import datetime, timedelta
 
 import dagster as dg
 
-from observer_resources.storage import lake
 from observer_assets.orchestration.partitions import hour_key, track_b_hour_partitions
 from observer_assets.orchestration.runs import max_runtime
 from observer_assets.track_b import journal as jr
-from observer_assets.track_b.assets import hour_segments, journal_fingerprint, journal_hours, read_manifest, track_b_sampled, track_b_ticks
-from observer_resources.storage.layout import ticks_path
+from observer_assets.track_b.assets import (
+    hour_segments,
+    journal_fingerprint,
+    journal_hours,
+    read_manifest,
+    track_b_sampled,
+    track_b_ticks,
+)
 from observer_assets.track_b.capture_job import run_tags, track_b_capture_job
 from observer_assets.track_b.supervisor import capture_window, pid_alive, read_json, wall_age_s
-from observer_resources.storage.layout import heartbeat_path, status_path
+from observer_resources import clock
 from observer_resources.calendar import KST
 from observer_resources.calendar.market import calendar_from_env
-from observer_resources import clock
+from observer_resources.storage import lake
+from observer_resources.storage.layout import heartbeat_path, status_path, ticks_path
 
 Clock = Callable[[], datetime]
 
-IN_PROGRESS = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
-               dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
+IN_PROGRESS = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
 MIN_REMAINING_S = 20  # do not start a capture for the last seconds of a window
 STALE_FAIL_S = 300  # a STARTED run whose supervisor has been silent this long is dead (hung or orphaned)
 NO_BEAT_FAIL_S = 300  # a STARTED run that never wrote a heartbeat in this long is dead
@@ -67,7 +78,8 @@ LOOKBACK_DAYS = 14
 COMPACTION_TAGS = {"observer/track": "b", "observer/kind": "compaction"}
 
 track_b_compaction_job = dg.define_asset_job(
-    "track_b_compaction_job", selection=dg.AssetSelection.assets(track_b_ticks, track_b_sampled),
+    "track_b_compaction_job",
+    selection=dg.AssetSelection.assets(track_b_ticks, track_b_sampled),
     tags={**COMPACTION_TAGS, **max_runtime("track_b_compaction_job")},
     description="Compacts one closed Track B hour: the journal to ticks, then the sampled view.",
 )
@@ -106,16 +118,23 @@ def describe_liveness(status: dict | None, beat: dict | None, now: datetime) -> 
         alive = "alive" if pid_alive(pid) else "NOT RUNNING"
         stale = " STALE" if age is None or age > STATUS_STALE_S else ""
         state = f" {status['state']}" if status.get("state") else ""
-        parts.append(f"capture pid {pid} ({alive}{state}), status{stale} {age:.1f} s old" if age is not None
-                     else f"capture pid {pid} ({alive}{state}), status has no updated_at")
+        parts.append(
+            f"capture pid {pid} ({alive}{state}), status{stale} {age:.1f} s old"
+            if age is not None
+            else f"capture pid {pid} ({alive}{state}), status has no updated_at"
+        )
         for k, v in sorted(_key_states(status).items()):
-            parts.append(f"{k}: {'connected' if v.get('connected') else 'DISCONNECTED'}, "
-                         f"{_count(v.get('registered'))} registered/{_count(v.get('desired'))} desired, "
-                         f"{v.get('ticks')} ticks, {v.get('reconnects')} reconnects, "
-                         f"disconnected {v.get('disconnected_seconds')} s, mitigation {v.get('mitigation_level')}")
+            parts.append(
+                f"{k}: {'connected' if v.get('connected') else 'DISCONNECTED'}, "
+                f"{_count(v.get('registered'))} registered/{_count(v.get('desired'))} desired, "
+                f"{v.get('ticks')} ticks, {v.get('reconnects')} reconnects, "
+                f"disconnected {v.get('disconnected_seconds')} s, mitigation {v.get('mitigation_level')}"
+            )
     if beat and "_unreadable" not in beat:
-        parts.append(f"supervisor of run {str(beat.get('run_id'))[:8]}: {beat.get('state')}, "
-                     f"{beat.get('restarts')} restarts, heartbeat {(wall_age_s(beat, now) or 0):.0f} s old")
+        parts.append(
+            f"supervisor of run {str(beat.get('run_id'))[:8]}: {beat.get('state')}, "
+            f"{beat.get('restarts')} restarts, heartbeat {(wall_age_s(beat, now) or 0):.0f} s old"
+        )
     return "; ".join(parts)
 
 
@@ -163,8 +182,9 @@ def evaluate_capture(context: dg.SensorEvaluationContext, now: datetime) -> dg.S
         instance.report_run_failed(rec.dagster_run, msg)
     if live:
         run = live[0]
-        return dg.SkipReason(f"capture run {run.run_id[:8]} is {run.status.value.lower()}; "
-                             + describe_liveness(status, beat, now))
+        return dg.SkipReason(
+            f"capture run {run.run_id[:8]} is {run.status.value.lower()}; " + describe_liveness(status, beat, now)
+        )
     if remaining < MIN_REMAINING_S:
         return dg.SkipReason(f"the window ends in {remaining:.0f} s: not starting a capture")
     try:
@@ -173,15 +193,20 @@ def evaluate_capture(context: dg.SensorEvaluationContext, now: datetime) -> dg.S
         cursor = {}
     n = int(cursor.get("launches", 0)) + 1
     last = instance.get_run_records(dg.RunsFilter(job_name=track_b_capture_job.name), limit=1)
-    prev = (f"previous run {last[0].dagster_run.run_id[:8]} {last[0].dagster_run.status.value.lower()}"
-            if last else "first run")
+    prev = (
+        f"previous run {last[0].dagster_run.run_id[:8]} {last[0].dagster_run.status.value.lower()}"
+        if last
+        else "first run"
+    )
     context.log.info(f"launching Track B capture #{n} until {w.end.isoformat()} ({prev})")
     return dg.SensorResult(
-        run_requests=[dg.RunRequest(
-            run_key=f"track_b_capture:{now:%Y%m%dT%H%M%S}:{n}",
-            run_config={"ops": {"track_b_capture": {"config": {"until": w.end.isoformat()}}}},
-            tags=run_tags(w.end, now),
-        )],
+        run_requests=[
+            dg.RunRequest(
+                run_key=f"track_b_capture:{now:%Y%m%dT%H%M%S}:{n}",
+                run_config={"ops": {"track_b_capture": {"config": {"until": w.end.isoformat()}}}},
+                tags=run_tags(w.end, now),
+            )
+        ],
         cursor=json.dumps({"launches": n, "last_launch": now.isoformat(), "previous": prev}),
     )
 
@@ -190,7 +215,9 @@ def build_capture_sensor(now: Clock = _now, name: str = "track_b_capture_sensor"
     """The supervisor sensor; ``now`` is injectable so tests can place it anywhere in the calendar."""
 
     @dg.sensor(
-        name=name, job=track_b_capture_job, minimum_interval_seconds=15,
+        name=name,
+        job=track_b_capture_job,
+        minimum_interval_seconds=15,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Keeps one Track B capture run alive during the Track B window on trading days (any time on "
         "the open calendar): launches one when none is queued or running, and replaces a dead one.",
@@ -237,8 +264,9 @@ def evaluate_compaction(context: dg.SensorEvaluationContext, now: datetime) -> d
             continue
         why = "changed since its compaction" if m else "closed"
         context.log.info(f"requesting Track B compaction of {key} ({why}; journal {fp})")
-        requests.append(dg.RunRequest(partition_key=key, run_key=f"track_b_compaction:{key}:{fp}",
-                                      tags=COMPACTION_TAGS))
+        requests.append(
+            dg.RunRequest(partition_key=key, run_key=f"track_b_compaction:{key}:{fp}", tags=COMPACTION_TAGS)
+        )
         requested[key] = fp
     oldest = hour_key(since)
     requested = {k: v for k, v in sorted(requested.items()) if k >= oldest}
@@ -265,7 +293,9 @@ def build_compaction_sensor(now: Clock = _now, name: str = "track_b_compaction_s
     """The compaction sensor; ``now`` is injectable for tests."""
 
     @dg.sensor(
-        name=name, job=track_b_compaction_job, minimum_interval_seconds=30,
+        name=name,
+        job=track_b_compaction_job,
+        minimum_interval_seconds=30,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Compacts each Track B hour once it has closed (hour end + 30 s, every key's journal segment "
         "sealed): adds the hour partition and requests track_b_ticks and track_b_sampled; again if the hour's "

@@ -107,10 +107,19 @@ class Slot:
     successor: Pending | None = None  # set while state == "pending_unsubscribe"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"key": self.key, "index": self.index, "code": self.code, "trigger": self.trigger,
-                "score": self.score, "priority": list(self.priority), "allocated_at": self.allocated_at,
-                "pinned": self.pinned, "state": self.state, "detected_at": self.detected_at,
-                "successor": self.successor.code if self.successor else None}
+        return {
+            "key": self.key,
+            "index": self.index,
+            "code": self.code,
+            "trigger": self.trigger,
+            "score": self.score,
+            "priority": list(self.priority),
+            "allocated_at": self.allocated_at,
+            "pinned": self.pinned,
+            "state": self.state,
+            "detected_at": self.detected_at,
+            "successor": self.successor.code if self.successor else None,
+        }
 
 
 @dataclass(frozen=True)
@@ -126,9 +135,17 @@ class LedgerEntry:
     detail: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
     def to_json(self) -> dict[str, Any]:
-        return _jsonable({"timestamp": self.timestamp, "symbol": self.symbol, "trigger_type": self.trigger_type,
-                          "priority_score": self.priority_score, "detected_at": self.detected_at,
-                          "reason": self.reason, "detail": dict(self.detail)})
+        return _jsonable(
+            {
+                "timestamp": self.timestamp,
+                "symbol": self.symbol,
+                "trigger_type": self.trigger_type,
+                "priority_score": self.priority_score,
+                "detected_at": self.detected_at,
+                "reason": self.reason,
+                "detail": dict(self.detail),
+            }
+        )
 
 
 @dataclass(frozen=True)
@@ -144,9 +161,14 @@ class LedgerRecord:
     occupancy: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"timestamp": _jsonable(self.timestamp), "selected": _jsonable(self.selected),
-                "rejected": [e.to_json() for e in self.rejected], "system_state": _jsonable(self.system_state),
-                "actions": _jsonable(self.actions), "occupancy": _jsonable(self.occupancy)}
+        return {
+            "timestamp": _jsonable(self.timestamp),
+            "selected": _jsonable(self.selected),
+            "rejected": [e.to_json() for e in self.rejected],
+            "system_state": _jsonable(self.system_state),
+            "actions": _jsonable(self.actions),
+            "occupancy": _jsonable(self.occupancy),
+        }
 
 
 @dataclass(frozen=True)
@@ -169,9 +191,16 @@ class _Loc:
 
 
 class SlotManager:
-    def __init__(self, keys: Sequence[str], *, capacity: int = WS_MAX_REGISTRATIONS, dwell: timedelta = timedelta(seconds=120),
-                 dedupe: timedelta = timedelta(seconds=120), pins: Sequence[str] = (),
-                 now: datetime | None = None) -> None:
+    def __init__(
+        self,
+        keys: Sequence[str],
+        *,
+        capacity: int = WS_MAX_REGISTRATIONS,
+        dwell: timedelta = timedelta(seconds=120),
+        dedupe: timedelta = timedelta(seconds=120),
+        pins: Sequence[str] = (),
+        now: datetime | None = None,
+    ) -> None:
         keys = list(keys)
         if not keys:
             raise ValueError("SlotManager needs at least one app key (one WebSocket session per key)")
@@ -196,8 +225,7 @@ class SlotManager:
         self.stats: Counter[str] = Counter()
         pins = self._check_pins(pins)
         for code in pins:  # reported in the first decision's actions
-            self._add_pin(code, now, [], {k: [] for k in self.keys}, {k: [] for k in self.keys},
-                          self._carry_actions)
+            self._add_pin(code, now, [], {k: [] for k in self.keys}, {k: [] for k in self.keys}, self._carry_actions)
         self._pins = pins
 
     def __repr__(self) -> str:
@@ -246,18 +274,23 @@ class SlotManager:
         out: dict[str, dict[str, Any]] = {}
         for k in self.keys:
             slots = [s for s in self._slots[k] if s is not None]
-            out[k] = {"capacity": self.capacity, "held": len(slots),
-                      "registered": sum(s.state == "registered" for s in slots),
-                      "pending_subscribe": sum(s.state == "pending_subscribe" for s in slots),
-                      "pending_unsubscribe": sum(s.state == "pending_unsubscribe" for s in slots),
-                      "pinned": sum(s.pinned for s in slots), "free": self.capacity - len(slots),
-                      "full": self._full[k]}
+            out[k] = {
+                "capacity": self.capacity,
+                "held": len(slots),
+                "registered": sum(s.state == "registered" for s in slots),
+                "pending_subscribe": sum(s.state == "pending_subscribe" for s in slots),
+                "pending_unsubscribe": sum(s.state == "pending_unsubscribe" for s in slots),
+                "pinned": sum(s.pinned for s in slots),
+                "free": self.capacity - len(slots),
+                "full": self._full[k],
+            }
         return out
 
     # --- evaluate --------------------------------------------------------------------------------
 
-    def offer(self, candidates: Iterable[Candidate], now: datetime,
-              system_state: Mapping[str, Any] | None = None) -> Decision:
+    def offer(
+        self, candidates: Iterable[Candidate], now: datetime, system_state: Mapping[str, Any] | None = None
+    ) -> Decision:
         """Allocate slots to ``candidates`` (module doc, steps 1-5) at ``now`` (data time)."""
         _aware(now, "now")
         cands = list(candidates)
@@ -278,8 +311,14 @@ class SlotManager:
                 best[c.code] = c
         for c in cands:
             if best[c.code] is not c:
-                rejected.append(self._entry(c, now, "superseded_in_batch",
-                                            {"kept_trigger": best[c.code].trigger, "kept_score": best[c.code].score}))
+                rejected.append(
+                    self._entry(
+                        c,
+                        now,
+                        "superseded_in_batch",
+                        {"kept_trigger": best[c.code].trigger, "kept_score": best[c.code].score},
+                    )
+                )
         self.stats["offered"] += len(cands)
 
         for c in sort_candidates(best.values()):
@@ -293,30 +332,46 @@ class SlotManager:
                 continue
             last = self._last_offer.get(c.code)
             if last is not None and now - last[0] < self.dedupe and RANK[c.trigger] <= last[1]:
-                rejected.append(self._entry(c, now, "duplicate_within_120s",
-                                            {"last_offer": last[0], "retry_after": last[0] + self.dedupe}))
+                rejected.append(
+                    self._entry(
+                        c, now, "duplicate_within_120s", {"last_offer": last[0], "retry_after": last[0] + self.dedupe}
+                    )
+                )
                 continue
             self._last_offer[c.code] = (now, RANK[c.trigger])
             key = self._pick_free_key()
             if key is not None:
                 slot = self._place(key, c.code, c.trigger, c.score, c.priority, False, c.detected_at, now)
                 sub[key].append(c.code)
-                actions.append({"action": "allocate", "key": key, "index": slot.index, "code": c.code,
-                                "trigger": c.trigger, "score": c.score})
+                actions.append(
+                    {
+                        "action": "allocate",
+                        "key": key,
+                        "index": slot.index,
+                        "code": c.code,
+                        "trigger": c.trigger,
+                        "score": c.score,
+                    }
+                )
                 self.stats["allocations"] += 1
                 continue
             target = self._replace_target(c.priority, now)
             if target is not None:
-                self._replace(target, Pending(c.code, c.trigger, c.score, c.priority, False, c.detected_at, now),
-                              now, sub, unsub, actions)
+                self._replace(
+                    target,
+                    Pending(c.code, c.trigger, c.score, c.priority, False, c.detected_at, now),
+                    now,
+                    sub,
+                    unsub,
+                    actions,
+                )
                 continue
             reason, detail = self._why_not(c.priority, now)
             rejected.append(self._entry(c, now, reason, detail))
 
         return self._decision(now, sub, unsub, rejected, actions, system_state)
 
-    def set_pins(self, pins: Sequence[str], now: datetime,
-                 system_state: Mapping[str, Any] | None = None) -> Decision:
+    def set_pins(self, pins: Sequence[str], now: datetime, system_state: Mapping[str, Any] | None = None) -> Decision:
         """Replace the manual pins (configuration, changeable at runtime). New pins take a free slot or
         evict the lowest-priority symbol regardless of dwell; removed pins keep streaming at the lowest
         priority until something replaces them."""
@@ -337,8 +392,9 @@ class SlotManager:
                     s.pinned, s.trigger, s.score, s.priority = False, "unpinned", 0.0, UNPINNED_PRIORITY
                     actions.append({"action": "unpin", "key": k, "index": s.index, "code": s.code})
                 if s.successor is not None and s.successor.pinned and s.successor.code not in keep:
-                    s.successor = replace(s.successor, pinned=False, trigger="unpinned", score=0.0,
-                                          priority=UNPINNED_PRIORITY)
+                    s.successor = replace(
+                        s.successor, pinned=False, trigger="unpinned", score=0.0, priority=UNPINNED_PRIORITY
+                    )
                     actions.append({"action": "unpin", "key": k, "index": s.index, "code": s.successor.code})
         for code in new:
             self._add_pin(code, now, rejected, sub, unsub, actions)
@@ -384,10 +440,20 @@ class SlotManager:
                 slot.state = "pending_subscribe"
                 return []
             self._slots[key][slot.index] = None
-            self._carry_rejected.append(LedgerEntry(now, slot.code, slot.trigger, slot.score, slot.detected_at,
-                                                    "max_over", {"key": key, "index": slot.index}))
-            self._carry_actions.append({"action": "release", "key": key, "index": slot.index, "code": slot.code,
-                                        "cause": "max_over"})
+            self._carry_rejected.append(
+                LedgerEntry(
+                    now,
+                    slot.code,
+                    slot.trigger,
+                    slot.score,
+                    slot.detected_at,
+                    "max_over",
+                    {"key": key, "index": slot.index},
+                )
+            )
+            self._carry_actions.append(
+                {"action": "release", "key": key, "index": slot.index, "code": slot.code, "cause": "max_over"}
+            )
             return []
         return []  # error: stays as it is; the session retries what is unconfirmed
 
@@ -446,8 +512,10 @@ class SlotManager:
         if bad:
             raise ValueError(f"pins must be symbol codes, got {bad!r}")
         if len(out) > self.total_capacity:
-            raise ValueError(f"{len(out)} manual pins configured, but {len(self.keys)} app key(s) x "
-                             f"{self.capacity} slots hold at most {self.total_capacity}; remove pins or add keys")
+            raise ValueError(
+                f"{len(out)} manual pins configured, but {len(self.keys)} app key(s) x "
+                f"{self.capacity} slots hold at most {self.total_capacity}; remove pins or add keys"
+            )
         return out
 
     def _fix_unset_times(self, now: datetime) -> None:
@@ -485,8 +553,17 @@ class SlotManager:
                 best, best_free = k, free
         return best
 
-    def _place(self, key: str, code: str, trigger: str, score: float, priority: tuple[int, float], pinned: bool,
-               detected_at: datetime | None, now: datetime | None) -> Slot:
+    def _place(
+        self,
+        key: str,
+        code: str,
+        trigger: str,
+        score: float,
+        priority: tuple[int, float],
+        pinned: bool,
+        detected_at: datetime | None,
+        now: datetime | None,
+    ) -> Slot:
         slots = self._slots[key]
         i = slots.index(None)
         s = Slot(key, i, code, trigger, float(score), priority, now, pinned, "pending_subscribe", detected_at)
@@ -499,16 +576,35 @@ class SlotManager:
             p = s.successor
             assert p is not None
             if not p.pinned and c.priority > p.priority:
-                s.successor = replace(p, trigger=c.trigger, score=c.score, priority=c.priority,
-                                      detected_at=c.detected_at)
-                actions.append({"action": "raise", "key": loc.key, "index": s.index, "code": c.code,
-                                "trigger": c.trigger, "score": c.score, "waiting": True})
+                s.successor = replace(
+                    p, trigger=c.trigger, score=c.score, priority=c.priority, detected_at=c.detected_at
+                )
+                actions.append(
+                    {
+                        "action": "raise",
+                        "key": loc.key,
+                        "index": s.index,
+                        "code": c.code,
+                        "trigger": c.trigger,
+                        "score": c.score,
+                        "waiting": True,
+                    }
+                )
                 self.stats["raises"] += 1
             return
         if not s.pinned and c.priority > s.priority:
-            actions.append({"action": "raise", "key": loc.key, "index": s.index, "code": c.code,
-                            "from_trigger": s.trigger, "from_score": s.score, "trigger": c.trigger,
-                            "score": c.score})
+            actions.append(
+                {
+                    "action": "raise",
+                    "key": loc.key,
+                    "index": s.index,
+                    "code": c.code,
+                    "from_trigger": s.trigger,
+                    "from_score": s.score,
+                    "trigger": c.trigger,
+                    "score": c.score,
+                }
+            )
             s.trigger, s.score, s.priority, s.detected_at = c.trigger, float(c.score), c.priority, c.detected_at
             self.stats["raises"] += 1
 
@@ -527,20 +623,47 @@ class SlotManager:
                     best = s
         return best
 
-    def _replace(self, target: Slot, new: Pending, now: datetime, sub: dict[str, list[str]],
-                 unsub: dict[str, list[str]], actions: list[dict[str, Any]]) -> None:
+    def _replace(
+        self,
+        target: Slot,
+        new: Pending,
+        now: datetime,
+        sub: dict[str, list[str]],
+        unsub: dict[str, list[str]],
+        actions: list[dict[str, Any]],
+    ) -> None:
         key, old = target.key, target.code
-        act = {"action": "replace", "key": key, "index": target.index, "old_code": old,
-               "old_trigger": target.trigger, "old_score": target.score, "old_allocated_at": target.allocated_at,
-               "code": new.code, "trigger": new.trigger, "score": new.score, "pinned": new.pinned}
+        act = {
+            "action": "replace",
+            "key": key,
+            "index": target.index,
+            "old_code": old,
+            "old_trigger": target.trigger,
+            "old_score": target.score,
+            "old_allocated_at": target.allocated_at,
+            "code": new.code,
+            "trigger": new.trigger,
+            "score": new.score,
+            "pinned": new.pinned,
+        }
         unsub[key].append(old)
         if target.state == "registered":
             target.state = "pending_unsubscribe"
             target.successor = new
             act["waiting_for_unsubscribe_ack"] = True
         else:  # never confirmed registered: nothing to wait for
-            self._slots[key][target.index] = Slot(key, target.index, new.code, new.trigger, new.score, new.priority,
-                                                  now, new.pinned, "pending_subscribe", new.detected_at)
+            self._slots[key][target.index] = Slot(
+                key,
+                target.index,
+                new.code,
+                new.trigger,
+                new.score,
+                new.priority,
+                now,
+                new.pinned,
+                "pending_subscribe",
+                new.detected_at,
+            )
             sub[key].append(new.code)
             act["waiting_for_unsubscribe_ack"] = False
         actions.append(act)
@@ -553,30 +676,44 @@ class SlotManager:
             self._slots[s.key][s.index] = None
             return []
         at = now if now is not None else p.since
-        self._slots[s.key][s.index] = Slot(s.key, s.index, p.code, p.trigger, p.score, p.priority, at, p.pinned,
-                                           "pending_subscribe", p.detected_at)
-        self._carry_actions.append({"action": "move_in", "key": s.key, "index": s.index, "code": p.code,
-                                    "old_code": s.code, "at": at})
+        self._slots[s.key][s.index] = Slot(
+            s.key, s.index, p.code, p.trigger, p.score, p.priority, at, p.pinned, "pending_subscribe", p.detected_at
+        )
+        self._carry_actions.append(
+            {"action": "move_in", "key": s.key, "index": s.index, "code": p.code, "old_code": s.code, "at": at}
+        )
         return [p.code]
 
     def _why_not(self, priority: tuple[int, float], now: datetime) -> tuple[str, dict[str, Any]]:
-        lower_dwelling = [s for k in self.keys for s in self._slots[k]
-                          if self._replaceable(s) and s.priority < priority]
+        lower_dwelling = [
+            s for k in self.keys for s in self._slots[k] if self._replaceable(s) and s.priority < priority
+        ]
         if lower_dwelling:
             at = min(s.allocated_at for s in lower_dwelling if s.allocated_at is not None) + self.dwell
             return "dwell", {"replaceable_at": at, "lowest_priority": list(min(s.priority for s in lower_dwelling))}
         full_free = [k for k in self.keys if self._full[k] and self._held_count(k) < self.capacity]
         if full_free:
             return "all_slots_occupied", {"session_full": full_free}
-        busy_lower = [s for k in self.keys for s in self._slots[k]
-                      if s is not None and not self._replaceable(s) and s.priority < priority]
+        busy_lower = [
+            s
+            for k in self.keys
+            for s in self._slots[k]
+            if s is not None and not self._replaceable(s) and s.priority < priority
+        ]
         if busy_lower:  # lower, but pinned or already being replaced
             return "all_slots_occupied", {"lower_but_not_replaceable": len(busy_lower)}
         held = [s.priority for k in self.keys for s in self._slots[k] if s is not None]
         return "lower_priority", {"lowest_priority": list(min(held))} if held else {}
 
-    def _add_pin(self, code: str, now: datetime | None, rejected: list[LedgerEntry], sub: dict[str, list[str]],
-                 unsub: dict[str, list[str]], actions: list[dict[str, Any]]) -> None:
+    def _add_pin(
+        self,
+        code: str,
+        now: datetime | None,
+        rejected: list[LedgerEntry],
+        sub: dict[str, list[str]],
+        unsub: dict[str, list[str]],
+        actions: list[dict[str, Any]],
+    ) -> None:
         loc = self._find(code)
         if loc is not None:
             s = loc.slot
@@ -588,18 +725,25 @@ class SlotManager:
             if loc.role == "successor":
                 assert s.successor is not None
                 if not s.successor.pinned:
-                    s.successor = replace(s.successor, pinned=True, trigger="manual", score=PIN_SCORE,
-                                          priority=PIN_PRIORITY)
-                    actions.append({"action": "pin", "key": loc.key, "index": s.index, "code": code,
-                                    "waiting": True})
+                    s.successor = replace(
+                        s.successor, pinned=True, trigger="manual", score=PIN_SCORE, priority=PIN_PRIORITY
+                    )
+                    actions.append({"action": "pin", "key": loc.key, "index": s.index, "code": code, "waiting": True})
                 return
             # draining: the pin wins; cancel the replacement, the waiting symbol looks elsewhere
             displaced = s.successor
             s.successor, s.state = None, "pending_subscribe"
             s.pinned, s.trigger, s.score, s.priority = True, "manual", PIN_SCORE, PIN_PRIORITY
             sub[loc.key].append(code)
-            actions.append({"action": "pin", "key": loc.key, "index": s.index, "code": code,
-                            "cancelled_replacement_by": displaced.code if displaced else None})
+            actions.append(
+                {
+                    "action": "pin",
+                    "key": loc.key,
+                    "index": s.index,
+                    "code": code,
+                    "cancelled_replacement_by": displaced.code if displaced else None,
+                }
+            )
             if displaced is not None and displaced.pinned:
                 self._add_pin(displaced.code, now, rejected, sub, unsub, actions)
             elif displaced is not None:
@@ -619,10 +763,26 @@ class SlotManager:
             if victim.successor is not None:  # a symbol waiting for this slot gives way to the pin
                 w = victim.successor
                 victim.successor = pin
-                rejected.append(LedgerEntry(now, w.code, w.trigger, w.score, w.detected_at,
-                                            "displaced_by_pin", {"pin": code, "key": victim.key}))
-                actions.append({"action": "pin", "key": victim.key, "index": victim.index, "code": code,
-                                "displaced_waiting": w.code})
+                rejected.append(
+                    LedgerEntry(
+                        now,
+                        w.code,
+                        w.trigger,
+                        w.score,
+                        w.detected_at,
+                        "displaced_by_pin",
+                        {"pin": code, "key": victim.key},
+                    )
+                )
+                actions.append(
+                    {
+                        "action": "pin",
+                        "key": victim.key,
+                        "index": victim.index,
+                        "code": code,
+                        "displaced_waiting": w.code,
+                    }
+                )
             else:
                 self._replace(victim, pin, now, sub, unsub, actions)
             return
@@ -652,27 +812,51 @@ class SlotManager:
                     best = (pr, s)
         return best[1] if best else None
 
-    def _rehome(self, p: Pending, now: datetime | None, rejected: list[LedgerEntry], sub: dict[str, list[str]],
-                actions: list[dict[str, Any]]) -> None:
+    def _rehome(
+        self,
+        p: Pending,
+        now: datetime | None,
+        rejected: list[LedgerEntry],
+        sub: dict[str, list[str]],
+        actions: list[dict[str, Any]],
+    ) -> None:
         key = self._pick_free_key()
         if key is not None:
             s = self._place(key, p.code, p.trigger, p.score, p.priority, p.pinned, p.detected_at, now)
             sub[key].append(p.code)
-            actions.append({"action": "allocate", "key": key, "index": s.index, "code": p.code,
-                            "trigger": p.trigger, "score": p.score})
+            actions.append(
+                {
+                    "action": "allocate",
+                    "key": key,
+                    "index": s.index,
+                    "code": p.code,
+                    "trigger": p.trigger,
+                    "score": p.score,
+                }
+            )
             return
-        rejected.append(LedgerEntry(now or p.since, p.code, p.trigger, p.score, p.detected_at, "displaced_by_pin",
-                                    {}))
+        rejected.append(LedgerEntry(now or p.since, p.code, p.trigger, p.score, p.detected_at, "displaced_by_pin", {}))
 
     def _entry(self, c: Candidate, now: datetime, reason: str, detail: Mapping[str, Any]) -> LedgerEntry:
         return LedgerEntry(now, c.code, c.trigger, float(c.score), c.detected_at, reason, dict(detail))
 
-    def _decision(self, now: datetime, sub: dict[str, list[str]], unsub: dict[str, list[str]],
-                  rejected: list[LedgerEntry], actions: list[dict[str, Any]],
-                  system_state: Mapping[str, Any] | None) -> Decision:
+    def _decision(
+        self,
+        now: datetime,
+        sub: dict[str, list[str]],
+        unsub: dict[str, list[str]],
+        rejected: list[LedgerEntry],
+        actions: list[dict[str, Any]],
+        system_state: Mapping[str, Any] | None,
+    ) -> Decision:
         for e in rejected:
             self.stats[f"rejected_{e.reason}"] += 1
-        record = LedgerRecord(timestamp=now, selected=[s.as_dict() for s in self.slots()], rejected=list(rejected),
-                              system_state=dict(system_state or {}), actions=list(actions),
-                              occupancy=self.occupancy())
+        record = LedgerRecord(
+            timestamp=now,
+            selected=[s.as_dict() for s in self.slots()],
+            rejected=list(rejected),
+            system_state=dict(system_state or {}),
+            actions=list(actions),
+            occupancy=self.occupancy(),
+        )
         return Decision(subscribe=sub, unsubscribe=unsub, overflow=list(rejected), ledger=record)

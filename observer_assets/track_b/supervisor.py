@@ -44,14 +44,13 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from observer_resources.storage import lake
 from observer_assets.track_b.window import Window, track_b_window, window_text_from_env
 from observer_resources.calendar import KST
 from observer_resources.calendar.market import MarketCalendar
-from observer_resources.events import EventLog
 from observer_resources.clock import now as clock_now
+from observer_resources.events import EventLog
+from observer_resources.storage import lake
 from observer_resources.storage.layout import heartbeat_path
-
 
 # --- the window (track_b/window.py is the one rule; the capture process uses it too) ---------------------------
 
@@ -150,8 +149,16 @@ class SupervisorResult:
 
 
 LogFn = Callable[[str, str], None]  # (level, message)
-_LEVELS = {"debug": "debug", "info": "info", "warning": "warning", "warn": "warning", "error": "error",
-           "critical": "critical", "fatal": "critical", "exception": "error"}
+_LEVELS = {
+    "debug": "debug",
+    "info": "info",
+    "warning": "warning",
+    "warn": "warning",
+    "error": "error",
+    "critical": "critical",
+    "fatal": "critical",
+    "exception": "error",
+}
 
 
 def _pdeathsig_preexec(parent_pid: int) -> Callable[[], None] | None:
@@ -281,10 +288,14 @@ class CaptureSupervisor:
         self._last_beat = now_m
         p = self.proc
         body = {
-            "run_id": self.run_id, "host": socket.gethostname(), "pid": os.getpid(), "state": self.state,
+            "run_id": self.run_id,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "state": self.state,
             "child_pid": p.pid if p is not None and p.poll() is None else None,
             "child_started_at": self.child_started.isoformat() if self.child_started else None,
-            "restarts": self.restarts, "until": self.until.isoformat(),
+            "restarts": self.restarts,
+            "until": self.until.isoformat(),
             "updated_at": self.clock().isoformat(),
             "updated_wall": _time.time(),  # liveness is judged in physical time, whatever clock the day runs on
             "last_exit": asdict(self.exits[-1]) if self.exits else None,
@@ -307,8 +318,11 @@ class CaptureSupervisor:
                 level, msg = format_line(line, pid)
                 if self._limiter.allow(level):
                     if self._limiter.suppressed:
-                        self._log("warning", f"{self._limiter.suppressed} capture log lines at info/debug were "
-                                             "not forwarded (more than the rate limit)")
+                        self._log(
+                            "warning",
+                            f"{self._limiter.suppressed} capture log lines at info/debug were "
+                            "not forwarded (more than the rate limit)",
+                        )
                         self._limiter.suppressed = 0
                     self._log(level, msg)
             try:
@@ -322,9 +336,17 @@ class CaptureSupervisor:
         argv = self.argv + ["--until", self.until.isoformat()]
         self._tail.clear()
         self.proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=self.env,
-            start_new_session=True, preexec_fn=_pdeathsig_preexec(os.getpid()), text=True, encoding="utf-8",
-            errors="replace", bufsize=1,
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            start_new_session=True,
+            preexec_fn=_pdeathsig_preexec(os.getpid()),
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+            bufsize=1,
         )
         self.child_started = self.clock()
         pid, out = self.proc.pid, self.proc.stdout
@@ -338,8 +360,11 @@ class CaptureSupervisor:
         self._reader = threading.Thread(target=read, name=f"capture-{pid}-output", daemon=True)
         self._reader.start()
         self.state = "running"
-        self._log("info", f"capture started: pid {pid}, until {self.until.isoformat()}"
-                          f"{f' (restart {self.restarts})' if self.restarts else ''}")
+        self._log(
+            "info",
+            f"capture started: pid {pid}, until {self.until.isoformat()}"
+            f"{f' (restart {self.restarts})' if self.restarts else ''}",
+        )
         self.beat(force=True)
 
     def _drain(self) -> None:
@@ -392,8 +417,10 @@ class CaptureSupervisor:
                             late = True
                             break
                 if late:
-                    self._log("error", f"capture pid {p.pid} still running {self.late_grace_s:g} s after the "
-                                       "window end: stopping it")
+                    self._log(
+                        "error",
+                        f"capture pid {p.pid} still running {self.late_grace_s:g} s after the window end: stopping it",
+                    )
                     self.stop_child("late after the window end")
                     reason = "late_stop"
                     self._record_exit(p, t_start, None)
@@ -405,8 +432,11 @@ class CaptureSupervisor:
                     self._record_exit(p, t_start, None)
                     early = (self.until - self.clock()).total_seconds()
                     if early > 5:
-                        self._log("warning", f"capture exited 0 {early:.0f} s before the window end; "
-                                             "the supervisor sensor starts a new run if the window is still open")
+                        self._log(
+                            "warning",
+                            f"capture exited 0 {early:.0f} s before the window end; "
+                            "the supervisor sensor starts a new run if the window is still open",
+                        )
                     else:
                         self._log("info", "capture finished: the window is over (exit 0)")
                     reason = "window_end"
@@ -420,10 +450,20 @@ class CaptureSupervisor:
                 ex = self._record_exit(p, t_start, delay)
                 self.restarts += 1
                 tail = " | ".join(list(self._tail)[-5:])
-                self._log("error", f"capture pid {p.pid} died ({_describe_rc(rc)}) after {lived:.1f} s; "
-                                   f"restart {self.restarts} in {delay:g} s. Last output: {tail or '(none)'}")
-                self._event("capture_supervisor_restart", child_pid=p.pid, returncode=rc, lived_s=round(lived, 3),
-                            restart=self.restarts, delay_s=delay, died_at=ex.ended_at)
+                self._log(
+                    "error",
+                    f"capture pid {p.pid} died ({_describe_rc(rc)}) after {lived:.1f} s; "
+                    f"restart {self.restarts} in {delay:g} s. Last output: {tail or '(none)'}",
+                )
+                self._event(
+                    "capture_supervisor_restart",
+                    child_pid=p.pid,
+                    returncode=rc,
+                    lived_s=round(lived, 3),
+                    restart=self.restarts,
+                    delay_s=delay,
+                    died_at=ex.ended_at,
+                )
                 self.state = "restarting"
                 self.beat(force=True)
                 wake = _time.monotonic() + delay
@@ -434,13 +474,24 @@ class CaptureSupervisor:
                 self.stop_child("the run is stopping")
             self.state = "ended"
             self.beat(force=True)
-        return SupervisorResult(reason, started.isoformat(), self.clock().isoformat(), self.restarts, self.exits,
-                                self._limiter.suppressed_total)
+        return SupervisorResult(
+            reason,
+            started.isoformat(),
+            self.clock().isoformat(),
+            self.restarts,
+            self.exits,
+            self._limiter.suppressed_total,
+        )
 
     def _record_exit(self, p: subprocess.Popen, t_start: float, restart_in: float | None) -> ChildExit:
-        ex = ChildExit(p.pid, self.child_started.isoformat() if self.child_started else "",
-                       self.clock().isoformat(), round(_time.monotonic() - t_start, 3),
-                       p.returncode if p.returncode is not None else -999, restart_in)
+        ex = ChildExit(
+            p.pid,
+            self.child_started.isoformat() if self.child_started else "",
+            self.clock().isoformat(),
+            round(_time.monotonic() - t_start, 3),
+            p.returncode if p.returncode is not None else -999,
+            restart_in,
+        )
         self.exits.append(ex)
         return ex
 

@@ -103,7 +103,7 @@ def process_age_s(proc: Path = PROC) -> float | None:
     """Seconds since this process started (interpreter start-up included), from /proc; None if unknown."""
     try:
         stat = (proc / "self" / "stat").read_text()
-        fields = stat[stat.rindex(")") + 2:].split()  # the command name may contain spaces
+        fields = stat[stat.rindex(")") + 2 :].split()  # the command name may contain spaces
         start_ticks = int(fields[19])  # field 22 of stat(5), counted after pid and comm
         uptime = float((proc / "uptime").read_text().split()[0])
         return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))

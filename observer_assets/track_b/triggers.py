@@ -70,8 +70,13 @@ class Candidate:
         return (RANK[self.trigger], float(self.score))
 
     def to_json(self) -> dict[str, Any]:
-        return {"code": self.code, "trigger": self.trigger, "score": float(self.score),
-                "detected_at": self.detected_at.astimezone(KST).isoformat(), "detail": dict(self.detail)}
+        return {
+            "code": self.code,
+            "trigger": self.trigger,
+            "score": float(self.score),
+            "detected_at": self.detected_at.astimezone(KST).isoformat(),
+            "detail": dict(self.detail),
+        }
 
 
 def sort_candidates(cands: Iterable[Candidate]) -> list[Candidate]:
@@ -153,14 +158,14 @@ def snapshot_from_rows(ts: datetime, rows: Iterable[Mapping[str, Any]]) -> Snaps
         if not code:
             raise ValueError(f"Track A row without a code: {dict(r)!r}")
 
-        def num(k: str) -> int | None:
-            v = r.get(k)
+        def num(k: str) -> int | None:  # called within this iteration only
+            v = r.get(k)  # noqa: B023
             if v is None or type(v).__name__ in ("NAType", "NaTType"):  # pandas' missing values
                 return None
             try:
                 f = float(v)
             except (TypeError, ValueError):
-                raise ValueError(f"Track A row {code}: {k}={v!r} is not a number") from None
+                raise ValueError(f"Track A row {code}: {k}={v!r} is not a number") from None  # noqa: B023
             return None if math.isnan(f) else int(f)
 
         out[str(code)] = SnapRow(price=num("price"), volume=num("volume"), trade_value=num("trade_value"))
@@ -206,9 +211,19 @@ def _surge_from_snapshots(history: Sequence[Snapshot], code: str, cfg: TriggerCo
     ratio = (vol / cur_s) / mean_rate
     if ratio < cfg.surge_ratio:
         return None
-    return Candidate(code, "volume_surge", ratio, latest.ts,
-                     {"interval_volume": float(vol), "baseline_volume": mean_rate * cur_s, "ratio": ratio,
-                      "history": float(len(base)), "interval_s": cur_s})
+    return Candidate(
+        code,
+        "volume_surge",
+        ratio,
+        latest.ts,
+        {
+            "interval_volume": float(vol),
+            "baseline_volume": mean_rate * cur_s,
+            "ratio": ratio,
+            "history": float(len(base)),
+            "interval_s": cur_s,
+        },
+    )
 
 
 def _volatility_from_snapshots(history: Sequence[Snapshot], code: str, cfg: TriggerConfig) -> Candidate | None:
@@ -221,9 +236,18 @@ def _volatility_from_snapshots(history: Sequence[Snapshot], code: str, cfg: Trig
     pct = abs(rb.price - ra.price) / ra.price * 100.0
     if pct < cfg.volatility_pct:
         return None
-    return Candidate(code, "volatility", pct, latest.ts,
-                     {"pct": pct, "price": float(rb.price), "ref_price": float(ra.price),
-                      "window_s": (latest.ts - prev.ts).total_seconds()})
+    return Candidate(
+        code,
+        "volatility",
+        pct,
+        latest.ts,
+        {
+            "pct": pct,
+            "price": float(rb.price),
+            "ref_price": float(ra.price),
+            "window_s": (latest.ts - prev.ts).total_seconds(),
+        },
+    )
 
 
 def snapshot_candidates(history: Sequence[Snapshot], cfg: TriggerConfig = TriggerConfig()) -> list[Candidate]:
@@ -322,7 +346,7 @@ class StreamTriggers:
             st = self._sym[code] = _SymbolStream(dt.date())  # a new day starts a new history
         if st.latest is not None and dt < st.latest - self._keep:
             self.stale_ignored += 1  # older than every window still evaluated; the tick itself is recorded
-            return                   # by the capture, only the trigger state skips it
+            return  # by the capture, only the trigger state skips it
         i = bisect.bisect_right(st.times, dt)
         st.times.insert(i, dt)
         st.prices.insert(i, int(price))
@@ -381,8 +405,11 @@ class StreamTriggers:
             vol = self._minute_volume(st, judged, now)
             if vol is None or vol == 0:
                 continue
-            base = [v for k in range(1, self._base_minutes + 1)
-                    if (v := self._minute_volume(st, judged - k * _MINUTE, now)) is not None]
+            base = [
+                v
+                for k in range(1, self._base_minutes + 1)
+                if (v := self._minute_volume(st, judged - k * _MINUTE, now)) is not None
+            ]
             if len(base) < cfg.surge_min_history:
                 continue
             mean = sum(base) / len(base)
@@ -391,9 +418,19 @@ class StreamTriggers:
             ratio = vol / mean
             if ratio < cfg.surge_ratio:
                 continue
-            c = Candidate(code, "volume_surge", ratio, now,
-                          {"interval_volume": float(vol), "baseline_volume": mean, "ratio": ratio,
-                           "history": float(len(base)), "minute_offset": (judged - _minute(now)) / _MINUTE})
+            c = Candidate(
+                code,
+                "volume_surge",
+                ratio,
+                now,
+                {
+                    "interval_volume": float(vol),
+                    "baseline_volume": mean,
+                    "ratio": ratio,
+                    "history": float(len(base)),
+                    "minute_offset": (judged - _minute(now)) / _MINUTE,
+                },
+            )
             if best is None or c.priority > best.priority:
                 best = c
         return best
@@ -414,16 +451,34 @@ class StreamTriggers:
             n = hi - lo_v
             tps = n / cfg.velocity_window.total_seconds()
             if n and tps >= cfg.velocity_tps:
-                found.append(Candidate(code, "velocity", tps, now,
-                                       {"trades": float(n), "window_s": cfg.velocity_window.total_seconds()}))
+                found.append(
+                    Candidate(
+                        code,
+                        "velocity",
+                        tps,
+                        now,
+                        {"trades": float(n), "window_s": cfg.velocity_window.total_seconds()},
+                    )
+                )
             lo_p = bisect.bisect_right(st.times, now - cfg.volatility_window)
             if hi - lo_p >= 2:
                 first, last = st.prices[lo_p], st.prices[hi - 1]
                 pct = abs(last - first) / first * 100.0
                 if pct >= cfg.volatility_pct:
-                    found.append(Candidate(code, "volatility", pct, now,
-                                           {"pct": pct, "price": float(last), "ref_price": float(first),
-                                            "window_s": cfg.volatility_window.total_seconds()}))
+                    found.append(
+                        Candidate(
+                            code,
+                            "volatility",
+                            pct,
+                            now,
+                            {
+                                "pct": pct,
+                                "price": float(last),
+                                "ref_price": float(first),
+                                "window_s": cfg.volatility_window.total_seconds(),
+                            },
+                        )
+                    )
             s = self._surge(code, st, now)
             if s is not None:
                 found.append(s)

@@ -36,8 +36,12 @@ class Window:
         return self.start <= at < self.end
 
     def as_dict(self) -> dict[str, str]:
-        return {"day": self.day.isoformat(), "start": self.start.isoformat(), "end": self.end.isoformat(),
-                "note": self.note}
+        return {
+            "day": self.day.isoformat(),
+            "start": self.start.isoformat(),
+            "end": self.end.isoformat(),
+            "note": self.note,
+        }
 
 
 def parse_window(text: str) -> tuple[time, time]:

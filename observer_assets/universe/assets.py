@@ -11,7 +11,6 @@ numbers and the run fails. ``accept_anyway`` (operator override) publishes it, r
 metadata and as a ``universe_accepted_anyway`` event.
 """
 
-
 import asyncio
 import json
 from collections.abc import Iterator
@@ -24,16 +23,16 @@ import dagster as dg
 import pyarrow as pa
 
 from observer_assets import catalog
-
-from observer_resources.storage import lake
-from observer_resources.events import record
 from observer_assets.orchestration.partitions import calendar, parse_day_key, trading_day_partitions
 from observer_assets.orchestration.runs import KIS_REST_POOL
 from observer_assets.universe import checks, rules
-from observer_resources.kis import masters, protocol as p
+from observer_resources import clock, settings
+from observer_resources.events import record
+from observer_resources.kis import masters
+from observer_resources.kis import protocol as p
 from observer_resources.kis.errors import KisError
 from observer_resources.resources import KisResource
-from observer_resources import clock, settings
+from observer_resources.storage import lake
 from observer_resources.storage.layout import inputs_dir, rejected_path, rejection_path, universe_path
 
 FALLBACK_DAYS = 14
@@ -79,7 +78,9 @@ def latest_universe_before(root: Path, d: date, max_days: int = FALLBACK_DAYS) -
     return None
 
 
-async def _fetch_prev_closes(kis: KisResource, codes: list[str], prev_day: date, concurrency: int) -> tuple[dict[str, int], dict[str, str], int]:
+async def _fetch_prev_closes(
+    kis: KisResource, codes: list[str], prev_day: date, concurrency: int
+) -> tuple[dict[str, int], dict[str, str], int]:
     """Previous closes from the exchange: the 30-symbol multi-quote on real keys (its `inter2_prdy_clpr`), the
     daily-price row of the previous trading day on paper keys (never row 0 blindly). Returns closes, per-code
     failures and requests used."""
@@ -145,53 +146,99 @@ async def _download_masters(kis: KisResource) -> dict[str, bytes]:
         "the day: the master files and previous closes it used are kept with it."
     ),
     metadata=catalog.definition_metadata(
-        rules.UNIVERSE_SCHEMA, catalog.UNIVERSE_COLUMNS, "universe/date=YYYY-MM-DD/universe.parquet",
-        inputs="universe_inputs/date=YYYY-MM-DD/", rejected="universe_rejected/date=YYYY-MM-DD/universe.parquet"),
+        rules.UNIVERSE_SCHEMA,
+        catalog.UNIVERSE_COLUMNS,
+        "universe/date=YYYY-MM-DD/universe.parquet",
+        inputs="universe_inputs/date=YYYY-MM-DD/",
+        rejected="universe_rejected/date=YYYY-MM-DD/universe.parquet",
+    ),
     owners=catalog.OWNERS,
     check_specs=[checks.universe_count],
 )
-def universe(context: dg.AssetExecutionContext, config: UniverseConfig,
-             kis: KisResource) -> Iterator[dg.AssetCheckResult | dg.MaterializeResult]:
+def universe(
+    context: dg.AssetExecutionContext, config: UniverseConfig, kis: KisResource
+) -> Iterator[dg.AssetCheckResult | dg.MaterializeResult]:
     # The build result is a system event (docs/collector-rules.md §13 "Universe", "ETL"); a failure is recorded before it raises.
     try:
         built = _build(context, config, kis)
     except Exception as e:
-        record("universe_build_failed", source="universe", logger=context.log, day=context.partition_key,
-               error=f"{type(e).__name__}: {e}"[:500])
+        record(
+            "universe_build_failed",
+            source="universe",
+            logger=context.log,
+            day=context.partition_key,
+            error=f"{type(e).__name__}: {e}"[:500],
+        )
         raise
     verdict = checks.judge(built.table.num_rows, built.previous_count, built.previous_day.isoformat())
     root, day = built.root, built.day
     if not verdict.passed and not config.accept_anyway:
         where = _reject(root, day, built.table, verdict, context.run.run_id)
-        msg = (f"universe {day} rejected by its check ({'; '.join(verdict.problems)}): not published, so Track A "
-               f"will not use it; kept at {where}. Re-run the partition with accept_anyway: true to publish it.")
-        record("universe_build_failed", source="universe", logger=context.log, day=context.partition_key,
-               rejected=True, error=msg[:500], **verdict.metadata())
-        yield dg.AssetCheckResult(check_name=checks.CHECK_NAME, passed=False, severity=dg.AssetCheckSeverity.ERROR,
-                                  description=f"rejected, not published: {'; '.join(verdict.problems)}",
-                                  metadata={**verdict.metadata(), "rejected_path": dg.MetadataValue.path(str(where))})
+        msg = (
+            f"universe {day} rejected by its check ({'; '.join(verdict.problems)}): not published, so Track A "
+            f"will not use it; kept at {where}. Re-run the partition with accept_anyway: true to publish it."
+        )
+        record(
+            "universe_build_failed",
+            source="universe",
+            logger=context.log,
+            day=context.partition_key,
+            rejected=True,
+            error=msg[:500],
+            **verdict.metadata(),
+        )
+        yield dg.AssetCheckResult(
+            check_name=checks.CHECK_NAME,
+            passed=False,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=f"rejected, not published: {'; '.join(verdict.problems)}",
+            metadata={**verdict.metadata(), "rejected_path": dg.MetadataValue.path(str(where))},
+        )
         raise dg.Failure(description=msg, metadata=verdict.metadata())
     path = lake.write_table_atomic(universe_path(root, day), built.table)
     accepted_anyway = not verdict.passed
     if accepted_anyway:
-        context.log.warning(f"universe {day}: published although its check failed ({'; '.join(verdict.problems)}): "
-                            "accept_anyway")
-        record("universe_accepted_anyway", source="universe", logger=context.log, day=context.partition_key,
-               problems="; ".join(verdict.problems), run_id=context.run.run_id, **verdict.metadata())
+        context.log.warning(
+            f"universe {day}: published although its check failed ({'; '.join(verdict.problems)}): accept_anyway"
+        )
+        record(
+            "universe_accepted_anyway",
+            source="universe",
+            logger=context.log,
+            day=context.partition_key,
+            problems="; ".join(verdict.problems),
+            run_id=context.run.run_id,
+            **verdict.metadata(),
+        )
     md = {**built.metadata, "accepted_anyway": accepted_anyway, **catalog.materialized(built.table.num_rows, path)}
     src = str(md.get("source", ""))
-    record("universe_built", source="universe", logger=context.log, day=context.partition_key, count=md.get("count"),
-           fallback=src.startswith("fallback"), source_detail=src, fallback_reason=md.get("fallback_reason"),
-           quote_failures=md.get("quote_failures"), requests_used=md.get("requests_used"),
-           accepted_anyway=accepted_anyway)
-    yield dg.MaterializeResult(metadata=md, check_results=[dg.AssetCheckResult(
-        check_name=checks.CHECK_NAME,
-        passed=verdict.passed,
-        severity=dg.AssetCheckSeverity.WARN if accepted_anyway else dg.AssetCheckSeverity.ERROR,
-        description=("accepted anyway by the operator: " + "; ".join(verdict.problems)) if accepted_anyway
-        else "count within bounds",
-        metadata={**verdict.metadata(), "accepted_anyway": accepted_anyway},
-    )])
+    record(
+        "universe_built",
+        source="universe",
+        logger=context.log,
+        day=context.partition_key,
+        count=md.get("count"),
+        fallback=src.startswith("fallback"),
+        source_detail=src,
+        fallback_reason=md.get("fallback_reason"),
+        quote_failures=md.get("quote_failures"),
+        requests_used=md.get("requests_used"),
+        accepted_anyway=accepted_anyway,
+    )
+    yield dg.MaterializeResult(
+        metadata=md,
+        check_results=[
+            dg.AssetCheckResult(
+                check_name=checks.CHECK_NAME,
+                passed=verdict.passed,
+                severity=dg.AssetCheckSeverity.WARN if accepted_anyway else dg.AssetCheckSeverity.ERROR,
+                description=("accepted anyway by the operator: " + "; ".join(verdict.problems))
+                if accepted_anyway
+                else "count within bounds",
+                metadata={**verdict.metadata(), "accepted_anyway": accepted_anyway},
+            )
+        ],
+    )
 
 
 @dataclass(frozen=True)
@@ -209,9 +256,16 @@ class _Built:
 def _reject(root: Path, day: date, table: pa.Table, verdict: checks.CountVerdict, run_id: str) -> Path:
     """Set a refused universe aside (evidence), and withdraw any earlier published one: nothing may read it."""
     where = lake.write_table_atomic(rejected_path(root, day), table)
-    lake.write_json_atomic(rejection_path(root, day), {"day": day.isoformat(), "problems": list(verdict.problems),
-                                            **verdict.metadata(), "run_id": run_id,
-                                            "at": clock.now().isoformat()})
+    lake.write_json_atomic(
+        rejection_path(root, day),
+        {
+            "day": day.isoformat(),
+            "problems": list(verdict.problems),
+            **verdict.metadata(),
+            "run_id": run_id,
+            "at": clock.now().isoformat(),
+        },
+    )
     published = universe_path(root, day)
     if published.exists():
         published.unlink()
@@ -251,25 +305,43 @@ def _build(context: dg.AssetExecutionContext, config: UniverseConfig, kis: KisRe
         except Exception as e:  # noqa: BLE001 - any failure to get masters -> fallback, recorded
             fb = latest_universe_before(root, day)
             if fb is None:
-                raise dg.Failure(f"master files unavailable ({e}) and no earlier universe within {FALLBACK_DAYS} trading days") from e
+                raise dg.Failure(
+                    f"master files unavailable ({e}) and no earlier universe within {FALLBACK_DAYS} trading days"
+                ) from e
             fb_day, table = fb
-            lake.write_json_atomic(ddir / "FALLBACK.json", {"reason": str(e), "used_universe_of": fb_day.isoformat(),
-                                                 "at": clock.now().isoformat()})
+            lake.write_json_atomic(
+                ddir / "FALLBACK.json",
+                {"reason": str(e), "used_universe_of": fb_day.isoformat(), "at": clock.now().isoformat()},
+            )
             context.log.error(f"universe {day}: master files unavailable ({e}); using the universe of {fb_day}")
             prev = read_universe(root, prev_day)
-            return _Built(root, day, prev_day, prev.num_rows if prev is not None else None, table, {
-                "count": table.num_rows, "source": f"fallback: universe of {fb_day}", "fallback_reason": str(e),
-            })
+            return _Built(
+                root,
+                day,
+                prev_day,
+                prev.num_rows if prev is not None else None,
+                table,
+                {
+                    "count": table.num_rows,
+                    "source": f"fallback: universe of {fb_day}",
+                    "fallback_reason": str(e),
+                },
+            )
         for w, mp in master_paths.items():
             lake.write_bytes_atomic(mp, zips[w])
         cand, _ = rules.candidates(r for w in zips for r in masters.parse_master_zip(zips[w], w))  # type: ignore[arg-type]
         closes, quote_failures, requests_used = asyncio.run(
             _fetch_prev_closes(kis, [r.code for r in cand], prev_day, config.quote_concurrency)
         )
-        lake.write_table_atomic(inputs_path, pa.table({
-            "code": pa.array(sorted(closes), pa.string()),
-            "prev_close": pa.array([closes[c] for c in sorted(closes)], pa.int64()),
-        }))
+        lake.write_table_atomic(
+            inputs_path,
+            pa.table(
+                {
+                    "code": pa.array(sorted(closes), pa.string()),
+                    "prev_close": pa.array([closes[c] for c in sorted(closes)], pa.int64()),
+                }
+            ),
+        )
 
     rows = [r for w in ("kospi", "kosdaq") for r in masters.parse_master_zip(zips[w], w)]  # type: ignore[arg-type]
     table, excluded = rules.select(rows, closes, config.min_prev_close)
@@ -277,9 +349,15 @@ def _build(context: dg.AssetExecutionContext, config: UniverseConfig, kis: KisRe
     for ex in excluded:
         key = f"previous close < {config.min_prev_close}" if ex.reason.startswith("previous close ") else ex.reason
         reasons[key] = reasons.get(key, 0) + 1
-    lake.write_table_atomic(ddir / "exclusions.parquet", pa.table({
-        "code": [e.code for e in excluded], "reason": [e.reason for e in excluded],
-    }))
+    lake.write_table_atomic(
+        ddir / "exclusions.parquet",
+        pa.table(
+            {
+                "code": [e.code for e in excluded],
+                "reason": [e.reason for e in excluded],
+            }
+        ),
+    )
     prev = read_universe(root, prev_day)
     added, removed = rules.diff(table["code"].to_pylist(), prev["code"].to_pylist() if prev is not None else [])
     md = {
@@ -298,7 +376,15 @@ def _build(context: dg.AssetExecutionContext, config: UniverseConfig, kis: KisRe
         "min_prev_close": config.min_prev_close,
     }
     if quote_failures:
-        context.log.warning(f"universe {day}: no previous close for {len(quote_failures)} candidates, excluded: "
-                            + ", ".join(f"{c} ({r})" for c, r in sorted(quote_failures.items())[:20]))
-    return _Built(root, day, prev_day, prev.num_rows if prev is not None else None, table,
-                  {k: v for k, v in md.items() if v is not None})
+        context.log.warning(
+            f"universe {day}: no previous close for {len(quote_failures)} candidates, excluded: "
+            + ", ".join(f"{c} ({r})" for c, r in sorted(quote_failures.items())[:20])
+        )
+    return _Built(
+        root,
+        day,
+        prev_day,
+        prev.num_rows if prev is not None else None,
+        table,
+        {k: v for k, v in md.items() if v is not None},
+    )

@@ -20,7 +20,9 @@ from observer_resources import settings
 CHECK_NAME = "universe_count"
 
 # partitioned checks are a preview API in the pinned Dagster; the per-partition results are tested
-warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec", category=dg.PreviewWarning)
+warnings.filterwarnings(
+    "ignore", message="Specifying a partitions_def on an AssetCheckSpec", category=dg.PreviewWarning
+)
 
 
 def thresholds() -> tuple[int, float]:
@@ -45,13 +47,23 @@ class CountVerdict:
         return not self.problems
 
     def metadata(self) -> dict[str, int | float | str]:
-        return {"count": self.count, "minimum": self.minimum, "max_change": self.max_change,
-                "previous_count": self.previous_count if self.previous_count is not None else -1,
-                "previous_trading_day": self.previous_day, "change": round(self.change, 4)}
+        return {
+            "count": self.count,
+            "minimum": self.minimum,
+            "max_change": self.max_change,
+            "previous_count": self.previous_count if self.previous_count is not None else -1,
+            "previous_trading_day": self.previous_day,
+            "change": round(self.change, 4),
+        }
 
 
-def judge(count: int, previous_count: int | None, previous_day: str,
-          min_count: int | None = None, max_change: float | None = None) -> CountVerdict:
+def judge(
+    count: int,
+    previous_count: int | None,
+    previous_day: str,
+    min_count: int | None = None,
+    max_change: float | None = None,
+) -> CountVerdict:
     """Count >= the minimum, and within the maximum change of the previous trading day's published universe
     (no previous universe: the change rule does not apply). Pure."""
     env_min, env_change = thresholds()
@@ -62,8 +74,9 @@ def judge(count: int, previous_count: int | None, previous_day: str,
     if count < min_count:
         problems.append(f"count {count} < minimum {min_count}")
     if previous_count is not None and ratio > max_change:
-        problems.append(f"count changed {ratio:.1%} (> {max_change:.0%}) against {previous_day} "
-                        f"({previous_count} -> {count})")
+        problems.append(
+            f"count changed {ratio:.1%} (> {max_change:.0%}) against {previous_day} ({previous_count} -> {count})"
+        )
     return CountVerdict(count, previous_count, previous_day, min_count, max_change, ratio, tuple(problems))
 
 

@@ -1,6 +1,5 @@
 """The universe is built at 05:00 KST on trading days, before the open."""
 
-
 import dagster as dg
 
 from observer_assets.orchestration.partitions import trading_day_request

@@ -1,6 +1,5 @@
 """Catch-up for the universe: a deployment started after 05:00 (or a missed tick) still gets today's universe."""
 
-
 from datetime import time
 
 import dagster as dg

@@ -8,9 +8,9 @@ Dagster process (webserver, daemon, each run) imports the definitions.
 
 from observer_resources.calendar.krx import (
     KST,
-    Session,
     CalendarDataError,
     CalendarRangeError,
+    Session,
     calendar_range,
     is_trading_day,
     next_trading_day,

@@ -81,8 +81,9 @@ def validate(data: dict[str, Any], first: date = FIRST, last: date = LAST) -> li
                 for k in ("open", "close"):
                     v = e.get(k)
                     if k in e and not (isinstance(v, str) and _HHMM.match(v)):
-                        problems.append(f"{where}: {k} must be a quoted time \"HH:MM\" within the day "
-                                        f"(00:00..23:59), got {v!r}")
+                        problems.append(
+                            f'{where}: {k} must be a quoted time "HH:MM" within the day (00:00..23:59), got {v!r}'
+                        )
                     elif k in e:
                         times[k] = v
                 if len(times) == 2 and times["open"] >= times["close"]:
@@ -123,7 +124,11 @@ def build(first: date = FIRST, last: date = LAST, overrides: Path = OVERRIDES) -
         days[ts.date().isoformat()] = {"open": o.strftime("%H:%M"), "close": c.strftime("%H:%M"), "note": ""}
     for d, v in days.items():
         if (v["open"], v["close"]) != ("09:00", "15:30"):
-            v["note"] = "first trading day of the year" if v["open"] == "10:00" and d[5:7] == "01" else "exchange_calendars special session"
+            v["note"] = (
+                "first trading day of the year"
+                if v["open"] == "10:00" and d[5:7] == "01"
+                else "exchange_calendars special session"
+            )
     for c in data.get("closed", []):
         days.pop(c["date"].isoformat(), None)
     for s in data.get("session", []):

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time
 from functools import cache
 from pathlib import Path
+
 from observer_resources import clock
 from observer_resources.clock import KST
 
@@ -69,8 +70,9 @@ def load_sessions(path: Path) -> _Table:
                 raise ValueError(f"special session {d}: open {v['open']} is not before close {v['close']}")
             special[_day(d)] = (o, c, str(v.get("note", "")))
     except OSError as e:
-        raise CalendarDataError(f"KRX calendar {path} cannot be read ({e.strerror or e}); "
-                                "regenerate it with `make calendar`") from None
+        raise CalendarDataError(
+            f"KRX calendar {path} cannot be read ({e.strerror or e}); regenerate it with `make calendar`"
+        ) from None
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         what = f"missing key {e}" if isinstance(e, KeyError) else str(e)
         raise CalendarDataError(f"KRX calendar {path} is invalid: {what}; regenerate it with `make calendar`") from None

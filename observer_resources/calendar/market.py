@@ -31,7 +31,10 @@ class MarketCalendar:
         if self.mode == "krx":
             return krx.session(d)
         return krx.Session(
-            d, datetime.combine(d, time(0, 0), krx.KST), datetime.combine(d, time(23, 59, 59), krx.KST), "demo: always open"
+            d,
+            datetime.combine(d, time(0, 0), krx.KST),
+            datetime.combine(d, time(23, 59, 59), krx.KST),
+            "demo: always open",
         )
 
     def is_trading_day(self, d: date) -> bool:

@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 
+from observer_resources import clock
 from observer_resources.calendar import KST
 from observer_resources.kis import protocol as p
 from observer_resources.kis.config import KisConfig
@@ -29,7 +30,6 @@ from observer_resources.kis.errors import (
     TokenIssueTooSoonError,
     TransientError,
 )
-from observer_resources import clock
 
 log = logging.getLogger("observer.kis.token")
 
@@ -115,7 +115,9 @@ async def _post(
         body = None
     if resp.status_code == 200 and isinstance(body, dict) and not body.get("error_code"):
         return body
-    raise token_endpoint_error(resp.status_code, body, what=what, secrets=(config.app_key, config.app_secret, *extra_secrets))
+    raise token_endpoint_error(
+        resp.status_code, body, what=what, secrets=(config.app_key, config.app_secret, *extra_secrets)
+    )
 
 
 async def issue_access_token(http: httpx.AsyncClient, config: KisConfig, *, now: datetime | None = None) -> IssuedToken:
@@ -123,7 +125,9 @@ async def issue_access_token(http: httpx.AsyncClient, config: KisConfig, *, now:
     issuance within a minute is refused (TokenIssueTooSoonError)."""
     issued_at = now or clock.now()
     body = await _post(
-        http, config, p.PATH_TOKEN,
+        http,
+        config,
+        p.PATH_TOKEN,
         {"grant_type": "client_credentials", "appkey": config.app_key, "appsecret": config.app_secret},
         "tokenP",
     )
@@ -133,7 +137,9 @@ async def issue_access_token(http: httpx.AsyncClient, config: KisConfig, *, now:
 async def issue_approval_key(http: httpx.AsyncClient, config: KisConfig) -> str:
     """``POST /oauth2/Approval`` (the secret goes in ``secretkey``); one key per WebSocket connection attempt."""
     body = await _post(
-        http, config, p.PATH_APPROVAL,
+        http,
+        config,
+        p.PATH_APPROVAL,
         {"grant_type": "client_credentials", "appkey": config.app_key, "secretkey": config.app_secret},
         "Approval",
     )
@@ -146,7 +152,10 @@ async def issue_approval_key(http: httpx.AsyncClient, config: KisConfig) -> str:
 async def revoke_access_token(http: httpx.AsyncClient, config: KisConfig, token: str) -> None:
     """``POST /oauth2/revokeP``. Only the HTTP status is relied on; the body is undocumented (§2.2)."""
     await _post(
-        http, config, p.PATH_REVOKE,
+        http,
+        config,
+        p.PATH_REVOKE,
         {"appkey": config.app_key, "appsecret": config.app_secret, "token": token},
-        "revokeP", token,
+        "revokeP",
+        token,
     )

@@ -41,7 +41,10 @@ class KisConfig:
             raise KisConfigError(f"KIS_APP_KEY must be {p.APP_KEY_LEN} characters (got {len(self.app_key)})")
         if len(self.app_secret) != p.APP_SECRET_LEN:
             raise KisConfigError(f"KIS_APP_SECRET must be {p.APP_SECRET_LEN} characters (got {len(self.app_secret)})")
-        for name, url, schemes in (("KIS_REST_URL", self.rest_url, ("http", "https")), ("KIS_WS_URL", self.ws_url, ("ws", "wss"))):
+        for name, url, schemes in (
+            ("KIS_REST_URL", self.rest_url, ("http", "https")),
+            ("KIS_WS_URL", self.ws_url, ("ws", "wss")),
+        ):
             u = urlparse(url)
             if u.scheme not in schemes or not u.netloc or not u.hostname:
                 raise KisConfigError(f"{name} must be a {'/'.join(schemes)} URL with a host, got {url!r}")
@@ -90,8 +93,14 @@ def demo_config(i: int, environ: Mapping[str, str] | None = None) -> KisConfig:
         digest = hashlib.sha256(f"observer-demo:{i}".encode()).hexdigest()
         key = f"PSOBSERVERDEMOKEX{i:019d}"
         secret = (digest * 3)[: p.APP_SECRET_LEN]
-    return KisConfig(key, secret, kis_env(environ), settings.get("KIS_REST_URL", environ) or LOCAL_REST_URL,
-                     settings.get("KIS_WS_URL", environ) or LOCAL_WS_URL, local=True)
+    return KisConfig(
+        key,
+        secret,
+        kis_env(environ),
+        settings.get("KIS_REST_URL", environ) or LOCAL_REST_URL,
+        settings.get("KIS_WS_URL", environ) or LOCAL_WS_URL,
+        local=True,
+    )
 
 
 def configs_from_env(environ: Mapping[str, str] | None = None) -> list[KisConfig]:

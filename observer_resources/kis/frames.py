@@ -20,7 +20,7 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal, Union
+from typing import Literal
 
 from observer_resources.calendar import KST
 from observer_resources.kis import protocol as p
@@ -104,7 +104,7 @@ class Malformed:
     tr_id: str = ""
 
 
-Message = Union[TradeBatch, OrderBookFrame, Ack, PingPong, Encrypted, Malformed]
+Message = TradeBatch | OrderBookFrame | Ack | PingPong | Encrypted | Malformed
 
 
 # --- stats -----------------------------------------------------------------------------------------
@@ -150,9 +150,14 @@ class ParseStats:
 
     def as_dict(self) -> dict:
         return {
-            "frames": self.frames, "data_frames": self.data_frames, "records": self.records,
-            "malformed": dict(self.malformed), "malformed_total": self.malformed_total,
-            "unknown_tr": self.unknown_tr, "encrypted": self.encrypted, "pingpong": self.pingpong,
+            "frames": self.frames,
+            "data_frames": self.data_frames,
+            "records": self.records,
+            "malformed": dict(self.malformed),
+            "malformed_total": self.malformed_total,
+            "unknown_tr": self.unknown_tr,
+            "encrypted": self.encrypted,
+            "pingpong": self.pingpong,
             "acks": self.acks,
         }
 
@@ -232,8 +237,15 @@ def _parse_json(text: str) -> Message:
         kind = "max_over"
     elif kind is None:
         kind = "error"
-    return Ack(tr_id, str(header.get("tr_key") or ""), str(body.get("rt_cd") or ""), msg_cd, msg1, kind,
-               str(header.get("encrypt") or ""))
+    return Ack(
+        tr_id,
+        str(header.get("tr_key") or ""),
+        str(body.get("rt_cd") or ""),
+        msg_cd,
+        msg1,
+        kind,
+        str(header.get("encrypt") or ""),
+    )
 
 
 def _parse_data(text: str) -> Message:
@@ -264,7 +276,7 @@ def _parse_data(text: str) -> Message:
     records = []
     rejected: list[RejectedRecord] = []
     for i in range(count):
-        rec = fields[i * width:(i + 1) * width] if count > 1 else fields
+        rec = fields[i * width : (i + 1) * width] if count > 1 else fields
         try:
             records.append(make(rec, width))
         except (ValueError, TypeError):
@@ -290,8 +302,9 @@ def _exchange_dt(day: str, hhmmss: str) -> datetime:
     if dt is None:
         if len(day) != 8 or len(hhmmss) != 6 or not key.isdigit():
             raise ValueError(f"bad date/time {day!r} {hhmmss!r}")
-        dt = datetime(int(day[:4]), int(day[4:6]), int(day[6:]), int(hhmmss[:2]), int(hhmmss[2:4]),
-                      int(hhmmss[4:]), tzinfo=KST)
+        dt = datetime(
+            int(day[:4]), int(day[4:6]), int(day[6:]), int(hhmmss[:2]), int(hhmmss[2:4]), int(hhmmss[4:]), tzinfo=KST
+        )
         if len(_DT_CACHE) > 100_000:
             _DT_CACHE.clear()
         _DT_CACHE[key] = dt
@@ -323,11 +336,54 @@ _FM = _Memo(float)
 def _trade(f: tuple[str, ...], width: int) -> Trade:
     """Fast path: strict (any non-numeric or empty numeric field raises; the caller then retries
     with ``_trade_tolerant`` or rejects the record)."""
-    (code, hhmmss, prpr, sign, vrss, ctrt, vwap, oprc, hgpr, lwpr, askp, bidp, vol, acml, pbmn,
-     sell_cnt, buy_cnt, net_cnt, cttr, sell_qty, buy_qty, ccld, shnu, prdy_rate,
-     _o_h, _o_s, _o_v, _h_h, _h_s, _h_v, _l_h, _l_s, _l_v,
-     day, mkop, trht, ask_sz, bid_sz, tot_ask, tot_bid, _tnrt, _psv, _psr, hour_cls, _trtm, vi) = (
-        f if width == 46 else f[:46])
+    (
+        code,
+        hhmmss,
+        prpr,
+        sign,
+        vrss,
+        ctrt,
+        vwap,
+        oprc,
+        hgpr,
+        lwpr,
+        askp,
+        bidp,
+        vol,
+        acml,
+        pbmn,
+        sell_cnt,
+        buy_cnt,
+        net_cnt,
+        cttr,
+        sell_qty,
+        buy_qty,
+        ccld,
+        shnu,
+        prdy_rate,
+        _o_h,
+        _o_s,
+        _o_v,
+        _h_h,
+        _h_s,
+        _h_v,
+        _l_h,
+        _l_s,
+        _l_v,
+        day,
+        mkop,
+        trht,
+        ask_sz,
+        bid_sz,
+        tot_ask,
+        tot_bid,
+        _tnrt,
+        _psv,
+        _psr,
+        hour_cls,
+        _trtm,
+        vi,
+    ) = f if width == 46 else f[:46]
     if width == 46:
         extra: tuple[str, ...] = ()
         market_cls = None
@@ -337,12 +393,42 @@ def _trade(f: tuple[str, ...], width: int) -> Trade:
     im = _IM
     dt = _DT_CACHE.get(day + hhmmss) or _exchange_dt(day, hhmmss)
     return Trade(
-        code or _no_code(), hhmmss, dt, im[prpr], im[vrss], sign, _FM[ctrt], float(vwap),
-        im[oprc], im[hgpr], im[lwpr], im[askp] or None, im[bidp] or None,
-        im[vol], int(acml), int(pbmn), int(sell_cnt), int(buy_cnt), int(net_cnt), float(cttr),
-        int(sell_qty), int(buy_qty), ccld, float(shnu), float(prdy_rate), mkop, trht == "Y",
-        int(ask_sz), int(bid_sz), int(tot_ask), int(tot_bid), hour_cls, im[vi] or None,
-        market_cls, extra, f,
+        code or _no_code(),
+        hhmmss,
+        dt,
+        im[prpr],
+        im[vrss],
+        sign,
+        _FM[ctrt],
+        float(vwap),
+        im[oprc],
+        im[hgpr],
+        im[lwpr],
+        im[askp] or None,
+        im[bidp] or None,
+        im[vol],
+        int(acml),
+        int(pbmn),
+        int(sell_cnt),
+        int(buy_cnt),
+        int(net_cnt),
+        float(cttr),
+        int(sell_qty),
+        int(buy_qty),
+        ccld,
+        float(shnu),
+        float(prdy_rate),
+        mkop,
+        trht == "Y",
+        int(ask_sz),
+        int(bid_sz),
+        int(tot_ask),
+        int(tot_bid),
+        hour_cls,
+        im[vi] or None,
+        market_cls,
+        extra,
+        f,
     )
 
 
@@ -364,13 +450,26 @@ def _trade_tolerant(f: tuple[str, ...], width: int) -> Trade:
 def _book(f: tuple[str, ...], width: int) -> OrderBook:
     ints = [int(x) if x else 0 for x in f[3:50]]
     return OrderBook(
-        f[0], f[1], f[2], tuple(ints[0:10]), tuple(ints[10:20]), tuple(ints[20:30]), tuple(ints[30:40]),
-        ints[40], ints[41], ints[44], ints[45], int(f[53] or 0), tuple(f[59:]), tuple(f),
+        f[0],
+        f[1],
+        f[2],
+        tuple(ints[0:10]),
+        tuple(ints[10:20]),
+        tuple(ints[20:30]),
+        tuple(ints[30:40]),
+        ints[40],
+        ints[41],
+        ints[44],
+        ints[45],
+        int(f[53] or 0),
+        tuple(f[59:]),
+        tuple(f),
     )
 
 
 _TRADE_NUMERIC = tuple(
-    (i, name) for i, name in enumerate(p.H0STCNT0_FIELDS)
+    (i, name)
+    for i, name in enumerate(p.H0STCNT0_FIELDS)
     if i not in (0, 1, 3, 21, 24, 25, 27, 28, 30, 31, 33, 34, 35, 43, 44)
 )
 

@@ -301,8 +301,11 @@ class RestStats:
 
     def as_dict(self) -> dict:
         return {
-            "requests": self.requests, "pages": self.pages, "retries": dict(self.retries),
-            "errors": dict(self.errors), "rate_limit_waits": self.rate_limit_waits,
+            "requests": self.requests,
+            "pages": self.pages,
+            "retries": dict(self.retries),
+            "errors": dict(self.errors),
+            "rate_limit_waits": self.rate_limit_waits,
             "rate_limit_wait_seconds": round(self.rate_limit_wait_seconds, 3),
             "limiter_wait_seconds": round(self.limiter_wait_seconds, 3),
             "limiter_waits": self.limiter_waits,

@@ -147,12 +147,16 @@ class KisRestClient:
         self._closed = True
         st = self.stats
         if st.limiter_waits or st.rate_limit_waits:
-            self._event("rate_limit_waits", requests=st.requests, waited_requests=st.limiter_waits,
-                        wait_seconds=round(st.limiter_wait_seconds, 3),
-                        max_wait_seconds=round(st.limiter_max_wait_seconds, 3),
-                        rate_limit_retries=st.rate_limit_waits,
-                        rate_limit_retry_seconds=round(st.rate_limit_wait_seconds, 3),
-                        rate_limit_failures=st.errors.get(p.EGW_RATE, 0))
+            self._event(
+                "rate_limit_waits",
+                requests=st.requests,
+                waited_requests=st.limiter_waits,
+                wait_seconds=round(st.limiter_wait_seconds, 3),
+                max_wait_seconds=round(st.limiter_max_wait_seconds, 3),
+                rate_limit_retries=st.rate_limit_waits,
+                rate_limit_retry_seconds=round(st.rate_limit_wait_seconds, 3),
+                rate_limit_failures=st.errors.get(p.EGW_RATE, 0),
+            )
         if self._own_http:
             await self._http.aclose()
 
@@ -218,24 +222,30 @@ class KisRestClient:
             message = str(body.get("msg1") or body.get("error_description") or "") if body is not None else ""
             answered_ok = rt_cd == "0" and body is not None
             metrics.observe_request(
-                tr_id, "ok" if answered_ok else "rate_limited" if code == p.EGW_RATE else "error",
-                _time.perf_counter() - sent, None if answered_ok else metrics.error_code(code, rt_cd, resp.status_code))
+                tr_id,
+                "ok" if answered_ok else "rate_limited" if code == p.EGW_RATE else "error",
+                _time.perf_counter() - sent,
+                None if answered_ok else metrics.error_code(code, rt_cd, resp.status_code),
+            )
             if body is None or not (rt_cd or code):
                 if resp.status_code >= 500 or resp.status_code == 429:
                     if transient_tries < len(self.transient_delays):
-                        await self._transient_wait(tr_id, f"HTTP {resp.status_code} without a KIS body",
-                                                   transient_tries)
+                        await self._transient_wait(
+                            tr_id, f"HTTP {resp.status_code} without a KIS body", transient_tries
+                        )
                         transient_tries += 1
                         continue
                     self.stats.errors["transient"] += 1
-                    raise TransientError(f"{tr_id}: HTTP {resp.status_code} without a KIS body, "
-                                         f"{transient_tries + 1} attempts")
+                    raise TransientError(
+                        f"{tr_id}: HTTP {resp.status_code} without a KIS body, {transient_tries + 1} attempts"
+                    )
                 if body is not None and resp.status_code < 400:
                     self.stats.errors["bad_body"] += 1
                     raise KisResponseError(f"{tr_id}: HTTP {resp.status_code} body without rt_cd/msg_cd")
                 self.stats.errors[f"http_{resp.status_code}"] += 1
-                raise KisApiError("", f"HTTP {resp.status_code} without a KIS body", http_status=resp.status_code,
-                                  tr_id=tr_id)
+                raise KisApiError(
+                    "", f"HTTP {resp.status_code} without a KIS body", http_status=resp.status_code, tr_id=tr_id
+                )
             if rt_cd == "0":
                 self.stats.pages += 1
                 return Page(body, resp.headers.get("tr_cont", "").strip())
@@ -248,22 +258,47 @@ class KisRestClient:
                     self.stats.retries["rate_limit"] += 1
                     self.stats.rate_limit_waits += 1
                     self.stats.rate_limit_wait_seconds += delay
-                    log.info("kis %s: EGW00201 rate limited, retry %d/%d in %.2fs", tr_id, rate_tries,
-                             self.max_rate_retries, delay)
-                    self._event("rate_limit_rejected", tr_id=tr_id, code=code, http_status=status, retry=rate_tries,
-                                max_retries=self.max_rate_retries, wait_seconds=round(delay, 3), gave_up=False)
+                    log.info(
+                        "kis %s: EGW00201 rate limited, retry %d/%d in %.2fs",
+                        tr_id,
+                        rate_tries,
+                        self.max_rate_retries,
+                        delay,
+                    )
+                    self._event(
+                        "rate_limit_rejected",
+                        tr_id=tr_id,
+                        code=code,
+                        http_status=status,
+                        retry=rate_tries,
+                        max_retries=self.max_rate_retries,
+                        wait_seconds=round(delay, 3),
+                        gave_up=False,
+                    )
                     await asyncio.sleep(delay)
                     continue
                 self._fail(code, tr_id, message)
-                self._event("rate_limit_rejected", tr_id=tr_id, code=code, http_status=status, retry=None,
-                            max_retries=self.max_rate_retries, wait_seconds=0.0, gave_up=True)
+                self._event(
+                    "rate_limit_rejected",
+                    tr_id=tr_id,
+                    code=code,
+                    http_status=status,
+                    retry=None,
+                    max_retries=self.max_rate_retries,
+                    wait_seconds=0.0,
+                    gave_up=True,
+                )
                 raise RateLimitedError(code, message, http_status=status, tr_id=tr_id, rt_cd=rt_cd)
             if code in TOKEN_CODES:
                 if not token_retried:
                     token_retried = True
                     self.stats.retries["token"] += 1
-                    log.warning("kis %s: %s (%s), refreshing the access token and retrying once", tr_id, code,
-                                "expired" if code == p.EGW_EXPIRED else "invalid")
+                    log.warning(
+                        "kis %s: %s (%s), refreshing the access token and retrying once",
+                        tr_id,
+                        code,
+                        "expired" if code == p.EGW_EXPIRED else "invalid",
+                    )
                     await self._tokens.refresh(token)
                     continue
                 self._fail(code, tr_id, message)
@@ -290,7 +325,12 @@ class KisRestClient:
         log.warning("kis %s failed: %s %s", tr_id, code, message)
 
     async def _pages(
-        self, name: str, tr_id: str, params: dict[str, str], *, next_params: Callable[[Page], dict[str, str] | None],
+        self,
+        name: str,
+        tr_id: str,
+        params: dict[str, str],
+        *,
+        next_params: Callable[[Page], dict[str, str] | None],
     ) -> list[Page]:
         """Follow KIS continuation (response tr_cont F/M -> request tr_cont N) until D/E or no more."""
         pages = [await self.request(name, tr_id, params)]
@@ -306,8 +346,9 @@ class KisRestClient:
     # --- quotations -----------------------------------------------------------------------------
 
     async def inquire_price(self, code: str, market: str = "J") -> Quote:
-        page = await self.request("inquire-price", p.TR_INQUIRE_PRICE,
-                                  {"FID_COND_MRKT_DIV_CODE": market, "FID_INPUT_ISCD": code})
+        page = await self.request(
+            "inquire-price", p.TR_INQUIRE_PRICE, {"FID_COND_MRKT_DIV_CODE": market, "FID_INPUT_ISCD": code}
+        )
         return typed_row(p.TR_INQUIRE_PRICE, quote_from, page.body.get("output"))
 
     async def multi_price(self, codes: Sequence[str], market: str = "J") -> list[MultiQuote]:
@@ -327,23 +368,36 @@ class KisRestClient:
         by_code = {r.code: r for r in rows}
         missing = [c for c in codes if c not in by_code]
         if missing:
-            log.warning("kis %s: %d of %d codes missing from the answer: %s", p.TR_MULTPRICE, len(missing),
-                        len(codes), ",".join(missing[:10]))
+            log.warning(
+                "kis %s: %d of %d codes missing from the answer: %s",
+                p.TR_MULTPRICE,
+                len(missing),
+                len(codes),
+                ",".join(missing[:10]),
+            )
         return [by_code[c] for c in codes if c in by_code]
 
-    async def daily_price(self, code: str, period: str = "D", adjusted: bool = True,
-                          market: str = "J") -> list[DailyBar]:
+    async def daily_price(
+        self, code: str, period: str = "D", adjusted: bool = True, market: str = "J"
+    ) -> list[DailyBar]:
         """The last 30 D/W/M bars, oldest first. Row for today is present during/after a session:
         pick the previous close by date, not by position."""
-        page = await self.request("inquire-daily-price", p.TR_DAILY_PRICE, {
-            "FID_COND_MRKT_DIV_CODE": market, "FID_INPUT_ISCD": code, "FID_PERIOD_DIV_CODE": period,
-            "FID_ORG_ADJ_PRC": "1" if adjusted else "0",
-        })
+        page = await self.request(
+            "inquire-daily-price",
+            p.TR_DAILY_PRICE,
+            {
+                "FID_COND_MRKT_DIV_CODE": market,
+                "FID_INPUT_ISCD": code,
+                "FID_PERIOD_DIV_CODE": period,
+                "FID_ORG_ADJ_PRC": "1" if adjusted else "0",
+            },
+        )
         bars = [typed_row(p.TR_DAILY_PRICE, daily_price_bar_from, r) for r in output_rows(page.body, "output")]
         return sorted(bars, key=lambda b: b.day)
 
-    async def daily_chart(self, code: str, start: date, end: date, period: str = "D", *, adjusted: bool = True,
-                          market: str = "J") -> list[DailyBar]:
+    async def daily_chart(
+        self, code: str, start: date, end: date, period: str = "D", *, adjusted: bool = True, market: str = "J"
+    ) -> list[DailyBar]:
         """Bars between ``start`` and ``end`` inclusive, oldest first, paging back 100 rows at a time by
         moving the end date before the oldest row received."""
         if start > end:
@@ -351,11 +405,18 @@ class KisRestClient:
         bars: dict[date, DailyBar] = {}
         to = end
         for _ in range(self.max_pages):
-            page = await self.request("inquire-daily-itemchartprice", p.TR_DAILY_ITEMCHART, {
-                "FID_COND_MRKT_DIV_CODE": market, "FID_INPUT_ISCD": code, "FID_INPUT_DATE_1": yyyymmdd(start),
-                "FID_INPUT_DATE_2": yyyymmdd(to), "FID_PERIOD_DIV_CODE": period,
-                "FID_ORG_ADJ_PRC": "0" if adjusted else "1",
-            })
+            page = await self.request(
+                "inquire-daily-itemchartprice",
+                p.TR_DAILY_ITEMCHART,
+                {
+                    "FID_COND_MRKT_DIV_CODE": market,
+                    "FID_INPUT_ISCD": code,
+                    "FID_INPUT_DATE_1": yyyymmdd(start),
+                    "FID_INPUT_DATE_2": yyyymmdd(to),
+                    "FID_PERIOD_DIV_CODE": period,
+                    "FID_ORG_ADJ_PRC": "0" if adjusted else "1",
+                },
+            )
             rows = [r for r in output_rows(page.body, "output2") if isinstance(r, Mapping) and r.get("stck_bsop_date")]
             got = [typed_row(p.TR_DAILY_ITEMCHART, daily_chart_bar_from, r) for r in rows]
             got = [b for b in got if start <= b.day <= end]
@@ -369,13 +430,21 @@ class KisRestClient:
             to = oldest - timedelta(days=1)
         return [bars[d] for d in sorted(bars)]
 
-    async def minute_bars(self, code: str, until_hhmmss: str | time, include_past: bool = True,
-                          market: str = "J") -> MinuteBars:
+    async def minute_bars(
+        self, code: str, until_hhmmss: str | time, include_past: bool = True, market: str = "J"
+    ) -> MinuteBars:
         """One page (≤ 30 bars) of today's minute bars ending at ``until_hhmmss``, oldest first."""
-        page = await self.request("inquire-time-itemchartprice", p.TR_TIME_ITEMCHART, {
-            "FID_ETC_CLS_CODE": "", "FID_COND_MRKT_DIV_CODE": market, "FID_INPUT_ISCD": code,
-            "FID_INPUT_HOUR_1": hhmmss(until_hhmmss), "FID_PW_DATA_INCU_YN": "Y" if include_past else "N",
-        })
+        page = await self.request(
+            "inquire-time-itemchartprice",
+            p.TR_TIME_ITEMCHART,
+            {
+                "FID_ETC_CLS_CODE": "",
+                "FID_COND_MRKT_DIV_CODE": market,
+                "FID_INPUT_ISCD": code,
+                "FID_INPUT_HOUR_1": hhmmss(until_hhmmss),
+                "FID_PW_DATA_INCU_YN": "Y" if include_past else "N",
+            },
+        )
         return self._minute_page(p.TR_TIME_ITEMCHART, page, code)
 
     def _minute_page(self, tr_id: str, page: Page, code: str) -> MinuteBars:
@@ -387,8 +456,9 @@ class KisRestClient:
         bars = [typed_row(tr_id, minute_bar_from, r) for r in rows]
         return MinuteBars(summary, sorted(bars, key=lambda b: b.at))
 
-    async def minute_bars_all(self, code: str, until: str | time = "153000", *, since: str | time | None = None,
-                              market: str = "J") -> MinuteBars:
+    async def minute_bars_all(
+        self, code: str, until: str | time = "153000", *, since: str | time | None = None, market: str = "J"
+    ) -> MinuteBars:
         """Today's minute bars up to ``until``, oldest first, de-duplicated: pages back by asking again one
         minute before the earliest bar, until ``since`` (default: the KRX session open of the bars' day)
         or an empty page (≈ 13 calls a day)."""
@@ -417,18 +487,27 @@ class KisRestClient:
             hour = nxt_hour
         return MinuteBars(summary, [bars[k] for k in sorted(bars)])
 
-    async def past_minute_bars(self, code: str, day: date, hour: str | time = "153000", *,
-                               include_past: bool = True, market: str = "J") -> MinuteBars:
+    async def past_minute_bars(
+        self, code: str, day: date, hour: str | time = "153000", *, include_past: bool = True, market: str = "J"
+    ) -> MinuteBars:
         """One page (≤ 120 bars) of ``day``'s minute bars ending at ``hour``, oldest first (real keys)."""
-        page = await self.request("inquire-time-dailychartprice", p.TR_TIME_DAILYCHART, {
-            "FID_COND_MRKT_DIV_CODE": market, "FID_INPUT_ISCD": code, "FID_INPUT_HOUR_1": hhmmss(hour),
-            "FID_INPUT_DATE_1": yyyymmdd(day), "FID_PW_DATA_INCU_YN": "Y" if include_past else "N",
-            "FID_FAKE_TICK_INCU_YN": "",
-        })
+        page = await self.request(
+            "inquire-time-dailychartprice",
+            p.TR_TIME_DAILYCHART,
+            {
+                "FID_COND_MRKT_DIV_CODE": market,
+                "FID_INPUT_ISCD": code,
+                "FID_INPUT_HOUR_1": hhmmss(hour),
+                "FID_INPUT_DATE_1": yyyymmdd(day),
+                "FID_PW_DATA_INCU_YN": "Y" if include_past else "N",
+                "FID_FAKE_TICK_INCU_YN": "",
+            },
+        )
         return self._minute_page(p.TR_TIME_DAILYCHART, page, code)
 
-    async def conclusions(self, code: str, until_hhmmss: str | time = "153000", *, day: date | None = None,
-                          market: str = "J") -> list[Conclusion]:
+    async def conclusions(
+        self, code: str, until_hhmmss: str | time = "153000", *, day: date | None = None, market: str = "J"
+    ) -> list[Conclusion]:
         """Every trade of the serving day at or before ``until_hhmmss``, **oldest first** (KIS sends newest
         first), following continuation (tr_cont M -> N) until the last page (D).
 
@@ -437,28 +516,45 @@ class KisRestClient:
         repeat rows (rare: tokens are refreshed ahead of expiry)."""
         serving_day = day or clock.now().date()
         params = {"FID_COND_MRKT_DIV_CODE": market, "FID_INPUT_ISCD": code, "FID_INPUT_HOUR_1": hhmmss(until_hhmmss)}
-        pages = await self._pages("inquire-time-itemconclusion", p.TR_TIME_CONCLUSION, params,
-                                  next_params=lambda _page: params)
+        pages = await self._pages(
+            "inquire-time-itemconclusion", p.TR_TIME_CONCLUSION, params, next_params=lambda _page: params
+        )
         rows = [r for pg in pages for r in output_rows(pg.body, "output2")]
         ticks = [typed_row(p.TR_TIME_CONCLUSION, lambda o: conclusion_from(o, serving_day), r) for r in rows]
         ticks.reverse()  # pages and rows arrive newest first
         return ticks
 
     async def volume_rank(
-        self, *, market_scope: str = "0000", div_cls: str = "0", blng_cls: str = "0",
-        target_mask: str = "111111111", exclude_mask: str = "0000000000", price_min: str = "",
-        price_max: str = "", volume_min: str = "", market: str = "J",
+        self,
+        *,
+        market_scope: str = "0000",
+        div_cls: str = "0",
+        blng_cls: str = "0",
+        target_mask: str = "111111111",
+        exclude_mask: str = "0000000000",
+        price_min: str = "",
+        price_max: str = "",
+        volume_min: str = "",
+        market: str = "J",
     ) -> list[VolumeRankRow]:
         """The top-N volume ranking (real keys only), in rank order. Not a universe listing."""
         params = {
-            "FID_COND_MRKT_DIV_CODE": market, "FID_COND_SCR_DIV_CODE": "20171", "FID_INPUT_ISCD": market_scope,
-            "FID_DIV_CLS_CODE": div_cls, "FID_BLNG_CLS_CODE": blng_cls, "FID_TRGT_CLS_CODE": target_mask,
-            "FID_TRGT_EXLS_CLS_CODE": exclude_mask, "FID_INPUT_PRICE_1": price_min, "FID_INPUT_PRICE_2": price_max,
-            "FID_VOL_CNT": volume_min, "FID_INPUT_DATE_1": "",
+            "FID_COND_MRKT_DIV_CODE": market,
+            "FID_COND_SCR_DIV_CODE": "20171",
+            "FID_INPUT_ISCD": market_scope,
+            "FID_DIV_CLS_CODE": div_cls,
+            "FID_BLNG_CLS_CODE": blng_cls,
+            "FID_TRGT_CLS_CODE": target_mask,
+            "FID_TRGT_EXLS_CLS_CODE": exclude_mask,
+            "FID_INPUT_PRICE_1": price_min,
+            "FID_INPUT_PRICE_2": price_max,
+            "FID_VOL_CNT": volume_min,
+            "FID_INPUT_DATE_1": "",
         }
         pages = await self._pages("volume-rank", p.TR_VOLUME_RANK, params, next_params=lambda _page: params)
-        rows = [typed_row(p.TR_VOLUME_RANK, volume_rank_from, r)
-                for pg in pages for r in output_rows(pg.body, "output")]
+        rows = [
+            typed_row(p.TR_VOLUME_RANK, volume_rank_from, r) for pg in pages for r in output_rows(pg.body, "output")
+        ]
         return sorted(rows, key=lambda r: r.rank)
 
     async def holidays(self, base_date: date) -> list[HolidayRow]:
@@ -499,9 +595,8 @@ def _json_body(resp: httpx.Response) -> dict[str, Any] | None:
 
 def _rate_delay(attempt: int) -> float:
     """Exponential 0.1, 0.2, 0.4, 0.8, 1.0 s ... with ±20 % jitter, kept within [0.1, 1.0]."""
-    base = min(RATE_BACKOFF_MAX, RATE_BACKOFF_MIN * (2 ** attempt))
+    base = min(RATE_BACKOFF_MAX, RATE_BACKOFF_MIN * (2**attempt))
     return min(RATE_BACKOFF_MAX, max(RATE_BACKOFF_MIN, base * random.uniform(0.8, 1.2)))
 
 
 __all__ = ["KisRestClient", "KisResponseError", "Page", "RestStats", "CREDENTIAL_CODES"]
-

@@ -40,6 +40,7 @@ from urllib.parse import urlparse
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
+from observer_resources import clock
 from observer_resources.kis import protocol as p
 from observer_resources.kis.config import KisConfig
 from observer_resources.kis.frames import (
@@ -55,7 +56,6 @@ from observer_resources.kis.frames import (
 )
 from observer_resources.kis.models import OrderBook, Trade
 from observer_resources.kis.ports import TokenProvider
-from observer_resources import clock
 
 log = logging.getLogger("observer.kis")
 
@@ -180,8 +180,10 @@ class KisWebSocketClient:
         self.stats = WsStats()
 
     def __repr__(self) -> str:
-        return (f"KisWebSocketClient({self.config!r}, tr_id={self.tr_id!r}, connected={self.connected}, "
-                f"registered={len(self._registered)}, desired={len(self._desired)})")
+        return (
+            f"KisWebSocketClient({self.config!r}, tr_id={self.tr_id!r}, connected={self.connected}, "
+            f"registered={len(self._registered)}, desired={len(self._desired)})"
+        )
 
     # --- public state ----------------------------------------------------------------------------
 
@@ -258,7 +260,7 @@ class KisWebSocketClient:
                 if registered:
                     await self._send_and_wait(ws, registered, p.TR_TYPE_UNREGISTER)
                 room = self.max_registrations - len(self._registered)
-                add = [c for c in wanted if c not in self._registered][:max(room, 0)]
+                add = [c for c in wanted if c not in self._registered][: max(room, 0)]
                 if add:
                     await self._send_and_wait(ws, add, p.TR_TYPE_REGISTER)
             log.info("kis ws: re-subscribed %s", ",".join(wanted[:10]))
@@ -301,8 +303,13 @@ class KisWebSocketClient:
                 self.stats.connect_attempts += 1
                 attempt_started = True
                 async with connect(
-                    self.url, ping_interval=None, open_timeout=self.open_timeout, close_timeout=2,
-                    max_size=8 * 2**20, compression=None, user_agent_header=None,
+                    self.url,
+                    ping_interval=None,
+                    open_timeout=self.open_timeout,
+                    close_timeout=2,
+                    max_size=8 * 2**20,
+                    compression=None,
+                    user_agent_header=None,
                 ) as ws:
                     self._conn_seq += 1
                     self._ws, self._approval_key = ws, approval_key
@@ -356,14 +363,26 @@ class KisWebSocketClient:
             failures += 1
             if not up:
                 self.stats.connect_failures += 1
-            log.warning("kis ws: %s (%s); reconnect attempt %d in %.1fs", "disconnected" if up else "connect failed",
-                        reason, failures, delay)
+            log.warning(
+                "kis ws: %s (%s); reconnect attempt %d in %.1fs",
+                "disconnected" if up else "connect failed",
+                reason,
+                failures,
+                delay,
+            )
             # The disconnect's own instant (the one a later ws_connected reports as outage_from), not a second clock read.
             at = self._down_since[1] if (up and self._down_since is not None) else _now_kst()
-            self._emit({"event": "ws_disconnect" if up else "ws_connect_failed", "at": _iso(at),
-                        "reason": reason, "attempt": failures, "retry_in_seconds": round(delay, 3),
-                        "attempt_started": attempt_started,
-                        "last_rx_at": _iso(self._last_rx_dt) if (up and self._last_rx_dt) else None})
+            self._emit(
+                {
+                    "event": "ws_disconnect" if up else "ws_connect_failed",
+                    "at": _iso(at),
+                    "reason": reason,
+                    "attempt": failures,
+                    "retry_in_seconds": round(delay, 3),
+                    "attempt_started": attempt_started,
+                    "last_rx_at": _iso(self._last_rx_dt) if (up and self._last_rx_dt) else None,
+                }
+            )
             try:
                 await asyncio.wait_for(self._stop.wait(), timeout=delay)
             except TimeoutError:
@@ -385,11 +404,23 @@ class KisWebSocketClient:
             self.stats.seconds_disconnected += outage
             self.stats.reconnects += 1
             self._down_since = None
-        log.info("kis ws: connected, %d/%d registered%s", len(self._registered), len(self._desired),
-                 f" after {outage:.1f}s outage" if outage is not None else "")
-        self._emit({"event": "ws_connected", "at": _iso(now_dt), "reconnect": outage is not None,
-                    "outage_seconds": round(outage, 3) if outage is not None else 0.0, "outage_from": since,
-                    "registered": len(self._registered), "desired": len(self._desired)})
+        log.info(
+            "kis ws: connected, %d/%d registered%s",
+            len(self._registered),
+            len(self._desired),
+            f" after {outage:.1f}s outage" if outage is not None else "",
+        )
+        self._emit(
+            {
+                "event": "ws_connected",
+                "at": _iso(now_dt),
+                "reconnect": outage is not None,
+                "outage_seconds": round(outage, 3) if outage is not None else 0.0,
+                "outage_from": since,
+                "registered": len(self._registered),
+                "desired": len(self._desired),
+            }
+        )
 
     def _after_disconnect(self, reason: str, was_up: bool) -> None:
         self._ws = None
@@ -424,8 +455,9 @@ class KisWebSocketClient:
                     self._on_frame(raw, dt, msg)
                 except Exception:
                     self.stats.frame_callback_errors += 1
-                    log.exception("kis ws: on_frame callback failed (frame %d of connection %d)", stats.frames,
-                                  self._conn_seq)
+                    log.exception(
+                        "kis ws: on_frame callback failed (frame %d of connection %d)", stats.frames, self._conn_seq
+                    )
             kind = type(msg)
             if kind is TradeBatch:
                 if msg.records:
@@ -458,8 +490,10 @@ class KisWebSocketClient:
             self._queue.put_nowait(item)
         except asyncio.QueueFull:
             self.stats.queue_full += 1
-            log.warning("kis ws: consumer is behind (%d batches queued); the reader waits, nothing is dropped",
-                        self._queue.qsize())
+            log.warning(
+                "kis ws: consumer is behind (%d batches queued); the reader waits, nothing is dropped",
+                self._queue.qsize(),
+            )
             t0 = time.monotonic()
             await self._queue.put(item)
             self.stats.queue_blocked_seconds += time.monotonic() - t0
@@ -469,8 +503,15 @@ class KisWebSocketClient:
         n = self._bad_seen[reason]
         if n <= _LOG_FIRST or n % 1000 == 0:
             log.warning("kis ws: unusable frame #%d (%s) tr_id=%s: %s", n, reason, tr_id or "-", excerpt[:200])
-        self._emit({"event": "ws_bad_frame", "at": _iso(_now_kst()), "reason": reason, "tr_id": tr_id,
-                    "excerpt": excerpt[:200]})
+        self._emit(
+            {
+                "event": "ws_bad_frame",
+                "at": _iso(_now_kst()),
+                "reason": reason,
+                "tr_id": tr_id,
+                "excerpt": excerpt[:200],
+            }
+        )
 
     def _report_rejected(self, msg: TradeBatch | OrderBookFrame) -> None:
         for r in msg.rejected:
@@ -479,8 +520,16 @@ class KisWebSocketClient:
             n = self._bad_seen[r.reason]
             if n <= _LOG_FIRST or n % 1000 == 0:
                 log.warning("kis ws: rejected record #%d (%s) in %s frame: %s", n, r.reason, msg.tr_id, r.detail)
-            self._emit({"event": "ws_rejected_record", "at": _iso(_now_kst()), "tr_id": msg.tr_id,
-                        "reason": r.reason, "detail": r.detail, "raw": "^".join(r.raw)})
+            self._emit(
+                {
+                    "event": "ws_rejected_record",
+                    "at": _iso(_now_kst()),
+                    "tr_id": msg.tr_id,
+                    "reason": r.reason,
+                    "detail": r.detail,
+                    "raw": "^".join(r.raw),
+                }
+            )
 
     def _handle_ack(self, ack: Ack) -> None:
         if ack.kind == "key_in_use":
@@ -497,10 +546,16 @@ class KisWebSocketClient:
             self._registered.discard(code)
             self._full = True
             self.stats.max_over_refusals += 1
-            log.warning("kis ws: %s refused (%s %s): session full at %d registrations", code, ack.msg_cd, ack.msg1,
-                        len(self._registered))
-            self._emit({"event": "ws_max_over", "at": _iso(_now_kst()), "code": code,
-                        "registered": len(self._registered)})
+            log.warning(
+                "kis ws: %s refused (%s %s): session full at %d registrations",
+                code,
+                ack.msg_cd,
+                ack.msg1,
+                len(self._registered),
+            )
+            self._emit(
+                {"event": "ws_max_over", "at": _iso(_now_kst()), "code": code, "registered": len(self._registered)}
+            )
         else:
             self.stats.ack_errors += 1
             log.warning("kis ws: error ack for %s: %s %s %s", code, ack.rt_cd, ack.msg_cd, ack.msg1)
@@ -522,9 +577,13 @@ class KisWebSocketClient:
             add = [c for c in desired if c not in self._registered]
             room = self.max_registrations - len(self._registered)
             if len(add) > room:
-                log.warning("kis ws: %d codes to add but room for %d (unsubscribe acks missing?); deferring %s",
-                            len(add), room, ",".join(add[room:][:10]))
-                add = add[:max(room, 0)]
+                log.warning(
+                    "kis ws: %d codes to add but room for %d (unsubscribe acks missing?); deferring %s",
+                    len(add),
+                    room,
+                    ",".join(add[room:][:10]),
+                )
+                add = add[: max(room, 0)]
             if add:
                 await self._send_and_wait(ws, add, p.TR_TYPE_REGISTER)
 
@@ -537,8 +596,11 @@ class KisWebSocketClient:
             missing = wanted - self._registered
             if (missing and not self._full) or (self._registered - wanted):
                 self.stats.resyncs += 1
-                log.info("kis ws: resync: %d desired codes unconfirmed, %d stale registrations", len(missing),
-                         len(self._registered - wanted))
+                log.info(
+                    "kis ws: resync: %d desired codes unconfirmed, %d stale registrations",
+                    len(missing),
+                    len(self._registered - wanted),
+                )
                 try:
                     await self._reconcile(ws)
                 except websockets.ConnectionClosed:
@@ -566,15 +628,27 @@ class KisWebSocketClient:
                     del self._pending[c]
                 futs[c].cancel()
             self.stats.ack_timeouts += len(late)
-            log.warning("kis ws: no ack within %.1fs for %s of %d codes (tr_type %s): %s", self.ack_timeout,
-                        len(late), len(codes), tr_type, ",".join(late[:10]))
+            log.warning(
+                "kis ws: no ack within %.1fs for %s of %d codes (tr_type %s): %s",
+                self.ack_timeout,
+                len(late),
+                len(codes),
+                tr_type,
+                ",".join(late[:10]),
+            )
 
     def _request(self, code: str, tr_type: str) -> str:
-        return json.dumps({
-            "header": {"approval_key": self._approval_key, "custtype": "P", "tr_type": tr_type,
-                       "content-type": "utf-8"},
-            "body": {"input": {"tr_id": self.tr_id, "tr_key": code}},
-        })
+        return json.dumps(
+            {
+                "header": {
+                    "approval_key": self._approval_key,
+                    "custtype": "P",
+                    "tr_type": tr_type,
+                    "content-type": "utf-8",
+                },
+                "body": {"input": {"tr_id": self.tr_id, "tr_key": code}},
+            }
+        )
 
     # --- delivery ----------------------------------------------------------------------------------
 
@@ -597,8 +671,11 @@ class KisWebSocketClient:
                     await res
             except Exception:
                 self.stats.callback_errors += 1
-                log.exception("kis ws: the %s callback failed on %d records", "trades" if kind == "t" else "orderbook",
-                              len(records))
+                log.exception(
+                    "kis ws: the %s callback failed on %d records",
+                    "trades" if kind == "t" else "orderbook",
+                    len(records),
+                )
 
     def _emit(self, event: dict[str, Any]) -> None:
         if self._on_event is None:

@@ -95,7 +95,9 @@ def parse_url(url: str) -> PgUrl:
     except ValueError:
         raise StateDbUrlError(f"not a PostgreSQL URL: {_shape(url)}") from None
     if parts.scheme not in ("postgresql", "postgres"):
-        raise StateDbUrlError(f"a PostgreSQL URL starts with postgresql://, got {parts.scheme or 'no'} scheme: {_shape(url)}")
+        raise StateDbUrlError(
+            f"a PostgreSQL URL starts with postgresql://, got {parts.scheme or 'no'} scheme: {_shape(url)}"
+        )
     dbname = unquote(parts.path.lstrip("/"))
     params = tuple(parse_qsl(parts.query, keep_blank_values=True))
     host = parts.hostname or dict(params).get("host", "")
@@ -160,8 +162,9 @@ class PgDatabase:
     _schemas_done: set[tuple[int, str, str]] = set()
     _schemas_lock = threading.Lock()
 
-    def __init__(self, url: str, *, application_name: str = "observer", connect_timeout: int = 10,
-                 keepalive_idle_s: int = 15):
+    def __init__(
+        self, url: str, *, application_name: str = "observer", connect_timeout: int = 10, keepalive_idle_s: int = 15
+    ):
         self._url = parse_url(url)
         self.application_name = application_name
         self.connect_timeout = connect_timeout
@@ -188,9 +191,13 @@ class PgDatabase:
     def connect(self, settings: dict[str, str] | None = None) -> psycopg2.extensions.connection:
         """A new autocommit connection with the given session settings (``SET name = value``)."""
         kw = {
-            "connect_timeout": self.connect_timeout, "application_name": self.application_name,
-            "keepalives": 1, "keepalives_idle": self.keepalive_idle_s, "keepalives_interval": 5,
-            "keepalives_count": 3, **self._url.connect_kwargs(),
+            "connect_timeout": self.connect_timeout,
+            "application_name": self.application_name,
+            "keepalives": 1,
+            "keepalives_idle": self.keepalive_idle_s,
+            "keepalives_interval": 5,
+            "keepalives_count": 3,
+            **self._url.connect_kwargs(),
         }
         try:
             conn = psycopg2.connect(**kw)
@@ -223,8 +230,11 @@ class PgDatabase:
                     with conn.cursor() as cur:
                         cur.execute(ddl)
                     break
-                except (psycopg2.errors.UniqueViolation, psycopg2.errors.DuplicateTable,
-                        psycopg2.errors.DuplicateObject) as exc:
+                except (
+                    psycopg2.errors.UniqueViolation,
+                    psycopg2.errors.DuplicateTable,
+                    psycopg2.errors.DuplicateObject,
+                ) as exc:
                     if attempt == 4:
                         raise self.error(f"cannot create the {name} tables", exc) from None
                 except psycopg2.Error as exc:
@@ -283,8 +293,9 @@ class PgSession:
                         self._drop()
                         if attempt == 1:
                             self.reconnects += 1
-                            log.warning("%s connection lost (%s); reconnecting", self.what,
-                                        self.db.describe(exc, secrets))
+                            log.warning(
+                                "%s connection lost (%s); reconnecting", self.what, self.db.describe(exc, secrets)
+                            )
                             continue
                         raise self.db.error(f"{self.what}: connection lost twice", exc, secrets) from None
                     _rollback(conn)

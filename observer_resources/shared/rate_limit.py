@@ -50,7 +50,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -175,8 +175,9 @@ class SqlitePermitStore(PermitStore):
         if self._conn is not None and (self._pid != os.getpid() or ino != self._ino):  # never reuse across fork
             self._close()
         if self._conn is None:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                                   timeout=self._busy_ms / 1000)
+            conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=self._busy_ms / 1000
+            )
             conn.execute(f"PRAGMA busy_timeout={self._busy_ms}")
             conn.execute("PRAGMA synchronous=OFF")  # the schedule need not survive a power cut
             self._conn, self._pid, self._ino = conn, os.getpid(), ino
@@ -204,13 +205,14 @@ class SqlitePermitStore(PermitStore):
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
                 self._check()
-                log.warning("rate-limit store %s was recreated by another process (%s); using the new file",
-                            self.path, exc)
+                log.warning(
+                    "rate-limit store %s was recreated by another process (%s); using the new file", self.path, exc
+                )
                 return
             except sqlite3.Error as again:
                 if not is_corrupt(again):
                     raise RateLimiterError(f"rate-limit store {self.path}: {again}") from None
-            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
             aside: Path | None = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
             fresh = self.path.with_name(f".{self.path.name}.new-{os.getpid()}")
             try:
@@ -231,16 +233,26 @@ class SqlitePermitStore(PermitStore):
                 Path(f"{self.path}-shm").unlink(missing_ok=True)
                 os.replace(fresh, self.path)
             except (OSError, sqlite3.Error) as e:
-                raise RateLimiterError(f"rate-limit store {self.path} is corrupt ({exc}) and could not be "
-                                       f"recreated: {type(e).__name__}: {e}") from None
+                raise RateLimiterError(
+                    f"rate-limit store {self.path} is corrupt ({exc}) and could not be "
+                    f"recreated: {type(e).__name__}: {e}"
+                ) from None
         finally:
             os.close(fd)  # releases the flock
-        log.error("rate-limit store %s was corrupt (%s): moved to %s and recreated; the schedule restarts now",
-                  self.path, exc, aside)
+        log.error(
+            "rate-limit store %s was corrupt (%s): moved to %s and recreated; the schedule restarts now",
+            self.path,
+            exc,
+            aside,
+        )
         if self.events is not None:
             try:
-                self.events.emit("rate_limit_store_recreated", path=str(self.path), error=str(exc),
-                                 moved_to=str(aside) if aside else None)
+                self.events.emit(
+                    "rate_limit_store_recreated",
+                    path=str(self.path),
+                    error=str(exc),
+                    moved_to=str(aside) if aside else None,
+                )
             except Exception:  # noqa: BLE001 - the store works again; a failed record is logged, not raised
                 log.exception("could not record the rate_limit_store_recreated event for %s", self.path)
 
@@ -277,11 +289,16 @@ class SqlitePermitStore(PermitStore):
         def body(conn: sqlite3.Connection, now: float) -> float:
             row = conn.execute("SELECT tat FROM gcra WHERE key_id=?", (key_id,)).fetchone()
             if row and row[0] - now > max_ahead:
-                log.warning("rate-limit schedule of %s was %.0fs ahead (clock stepped back?); restarting it",
-                            key_id, row[0] - now)
+                log.warning(
+                    "rate-limit schedule of %s was %.0fs ahead (clock stepped back?); restarting it",
+                    key_id,
+                    row[0] - now,
+                )
             slot, tat = gcra_reserve(row[0] if row else None, now, interval, burst, max_ahead)
-            conn.execute("INSERT INTO gcra (key_id, tat) VALUES (?, ?) "
-                         "ON CONFLICT (key_id) DO UPDATE SET tat=excluded.tat", (key_id, tat))
+            conn.execute(
+                "INSERT INTO gcra (key_id, tat) VALUES (?, ?) ON CONFLICT (key_id) DO UPDATE SET tat=excluded.tat",
+                (key_id, tat),
+            )
             return slot
 
         return self._transaction(body)
@@ -290,8 +307,10 @@ class SqlitePermitStore(PermitStore):
         def body(conn: sqlite3.Connection, now: float) -> float:
             # forget hand-outs that left the window, and any "from the future" (the clock stepped back)
             conn.execute("DELETE FROM handout WHERE key_id=? AND (t <= ? OR t > ?)", (key_id, now - window, now + 1.0))
-            recent = [r[0] for r in conn.execute(
-                "SELECT t FROM handout WHERE key_id=? ORDER BY t DESC LIMIT ?", (key_id, cap))]
+            recent = [
+                r[0]
+                for r in conn.execute("SELECT t FROM handout WHERE key_id=? ORDER BY t DESC LIMIT ?", (key_id, cap))
+            ]
             wait = window_admit(recent, now, cap, window)
             if wait == 0:
                 conn.execute("INSERT INTO handout (key_id, t) VALUES (?, ?)", (key_id, now))
@@ -351,8 +370,7 @@ class SharedRateLimiter:
         self.interval = 1.0 / self.rate_per_s
         self.max_ahead = max_ahead
         self.cap = window_cap(self.rate_per_s, burst, self.WINDOW_S)
-        self.store: PermitStore = (store if store is not None
-                                   else SqlitePermitStore(path, events=events))  # type: ignore[arg-type]
+        self.store: PermitStore = store if store is not None else SqlitePermitStore(path, events=events)  # type: ignore[arg-type]
         self.counters = LimiterCounters()
         self._count_lock = threading.Lock()
 

@@ -48,18 +48,28 @@ _LOCKED = (
 class PostgresPermitStore(PermitStore):
     """GCRA state per key in PostgreSQL, shared by every process on every host using the database."""
 
-    def __init__(self, url: str, *, hold_limit_s: float = 5.0, lock_wait_s: float = 30.0,
-                 application_name: str = "observer-ratelimit"):
+    def __init__(
+        self,
+        url: str,
+        *,
+        hold_limit_s: float = 5.0,
+        lock_wait_s: float = 30.0,
+        application_name: str = "observer-ratelimit",
+    ):
         try:
             self.db = PgDatabase(url, application_name=application_name)
             self.db.ensure_schema("rate-limit", _SCHEMA)
         except StateDbError as exc:
             raise RateLimiterError(str(exc)) from None
-        self._session = PgSession(self.db, {
-            "idle_in_transaction_session_timeout": f"{int(hold_limit_s * 1000)}ms",
-            "lock_timeout": f"{int(lock_wait_s * 1000)}ms",
-            "synchronous_commit": "off",
-        }, what="rate-limit store")
+        self._session = PgSession(
+            self.db,
+            {
+                "idle_in_transaction_session_timeout": f"{int(hold_limit_s * 1000)}ms",
+                "lock_timeout": f"{int(lock_wait_s * 1000)}ms",
+                "synchronous_commit": "off",
+            },
+            what="rate-limit store",
+        )
 
     def __repr__(self) -> str:
         return f"PostgresPermitStore({self.db.redacted_url!r})"
@@ -75,13 +85,17 @@ class PostgresPermitStore(PermitStore):
             cur.execute("BEGIN; " + _LOCKED, (key_id,))
             row = cur.fetchone()
             if row is None:  # the key's first use: create its row, then lock it like any other
-                cur.execute("INSERT INTO observer_rate_limit (key_id) VALUES (%s) ON CONFLICT (key_id) DO NOTHING; "
-                            + _LOCKED, (key_id, key_id))
+                cur.execute(
+                    "INSERT INTO observer_rate_limit (key_id) VALUES (%s) ON CONFLICT (key_id) DO NOTHING; " + _LOCKED,
+                    (key_id, key_id),
+                )
                 row = cur.fetchone()
             tat, handouts, now = row
             result, new_tat, new_handouts = rule(tat, list(handouts or ()), now)
-            cur.execute("UPDATE observer_rate_limit SET tat = %s, handouts = %s::float8[] WHERE key_id = %s; COMMIT",
-                        (new_tat, new_handouts, key_id))
+            cur.execute(
+                "UPDATE observer_rate_limit SET tat = %s, handouts = %s::float8[] WHERE key_id = %s; COMMIT",
+                (new_tat, new_handouts, key_id),
+            )
             return result, now
 
         try:
@@ -92,8 +106,9 @@ class PostgresPermitStore(PermitStore):
     def reserve(self, key_id: str, interval: float, burst: int, max_ahead: float) -> tuple[float, float]:
         def rule(tat: float | None, handouts: list[float], now: float) -> tuple[float, float, list[float]]:
             if tat is not None and tat - now > max_ahead:
-                log.warning("rate-limit schedule of %s was %.0fs ahead (clock stepped back?); restarting it",
-                            key_id, tat - now)
+                log.warning(
+                    "rate-limit schedule of %s was %.0fs ahead (clock stepped back?); restarting it", key_id, tat - now
+                )
             slot, new_tat = gcra_reserve(tat, now, interval, burst, max_ahead)
             return slot, new_tat, handouts
 

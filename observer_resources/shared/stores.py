@@ -18,16 +18,16 @@ The URL is shown only redacted (``postgresql://user:***@host:5432/dbname``).
 from __future__ import annotations
 
 import os
-from datetime import timedelta
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 
 from observer_resources import settings
 from observer_resources.events import EventLog
+from observer_resources.kis.config import KisConfig
 from observer_resources.shared.rate_limit import PermitStore, SqlitePermitStore
 from observer_resources.shared.token_store import TOKEN_STORE_FILE, SqliteTokenStore, TokenStore
 from observer_resources.shared.tokens import SharedTokenProvider
-from observer_resources.kis.config import KisConfig
 
 STATE_DB_URL_ENV = "OBSERVER_STATE_DB_URL"
 #: file name of the shared rate-limit store under the state directory (SQLite backend)
@@ -50,8 +50,9 @@ def open_token_store(state_dir: str | os.PathLike[str], environ: Mapping[str, st
     return SqliteTokenStore(Path(state_dir) / TOKEN_STORE_FILE)
 
 
-def open_permit_store(state_dir: str | os.PathLike[str], environ: Mapping[str, str] | None = None, *,
-                      events: EventLog | None = None) -> PermitStore:
+def open_permit_store(
+    state_dir: str | os.PathLike[str], environ: Mapping[str, str] | None = None, *, events: EventLog | None = None
+) -> PermitStore:
     """The rate-limit state this deployment shares, chosen like :func:`open_token_store`. ``events`` records a
     corrupt SQLite file being recreated."""
     url = state_db_url(environ)
@@ -62,8 +63,13 @@ def open_permit_store(state_dir: str | os.PathLike[str], environ: Mapping[str, s
     return SqlitePermitStore(Path(state_dir) / RATE_LIMIT_FILE, events=events)
 
 
-def open_token_provider(config: KisConfig, state_dir: str | os.PathLike[str], *, events: EventLog | None,
-                        refresh_margin: timedelta = timedelta(hours=1)) -> SharedTokenProvider:
+def open_token_provider(
+    config: KisConfig,
+    state_dir: str | os.PathLike[str],
+    *,
+    events: EventLog | None,
+    refresh_margin: timedelta = timedelta(hours=1),
+) -> SharedTokenProvider:
     """The one way a process builds its token provider over the shared store: the KIS resource's runs and the
     Track B capture alike, so both write the token and approval-key events to the host's event log."""
     return SharedTokenProvider(config, open_token_store(state_dir), refresh_margin=refresh_margin, events=events)

@@ -31,9 +31,9 @@ Kind = Literal["access", "approval"]
 KINDS: tuple[Kind, ...] = ("access", "approval")
 
 
-
 #: file name of the shared token store under the state directory ($OBSERVER_DATA_DIR/state)
 TOKEN_STORE_FILE = "tokens.sqlite"
+
 
 class TokenStoreError(Exception):
     """The store cannot be used (unreadable file, lock not obtained in time)."""
@@ -302,9 +302,11 @@ class _SqliteLock(TokenLock):
         return self._conn
 
     def get(self, kind: Kind) -> TokenRecord | None:
-        row = self._c().execute(
-            "SELECT value, expires_at, issued_at FROM token WHERE key_id=? AND kind=?", (self.key_id, kind)
-        ).fetchone()
+        row = (
+            self._c()
+            .execute("SELECT value, expires_at, issued_at FROM token WHERE key_id=? AND kind=?", (self.key_id, kind))
+            .fetchone()
+        )
         return _row_record(row, kind)
 
     def put(self, record: TokenRecord) -> None:

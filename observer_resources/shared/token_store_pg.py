@@ -28,7 +28,14 @@ import psycopg2.extensions
 
 from observer_resources.calendar import KST
 from observer_resources.shared.pg import _ORPHANS, PgDatabase, PgSession, StateDbError, is_disconnect
-from observer_resources.shared.token_store import Kind, TokenLock, TokenLockTimeout, TokenRecord, TokenStore, TokenStoreError
+from observer_resources.shared.token_store import (
+    Kind,
+    TokenLock,
+    TokenLockTimeout,
+    TokenRecord,
+    TokenStore,
+    TokenStoreError,
+)
 
 log = logging.getLogger("observer.kis.token")
 
@@ -145,8 +152,9 @@ class PostgresTokenStore(TokenStore):
                 if dropped and attempt == 1:  # nothing was written: a fresh connection may simply try again
                     log.warning("token store connection lost while locking (%s); reconnecting", self.db.describe(exc))
                     continue
-                raise TokenStoreError(f"token store lock for {key_id} ({self.db.redacted_url}): "
-                                      f"{self.db.describe(exc)}") from None
+                raise TokenStoreError(
+                    f"token store lock for {key_id} ({self.db.redacted_url}): {self.db.describe(exc)}"
+                ) from None
             except BaseException:
                 self._give(conn, rollback=True)
                 raise
@@ -220,8 +228,10 @@ class _PgLock(TokenLock):
                 cur.execute(sql, args)
                 return cur.fetchone() if cur.description else None
         except psycopg2.Error as exc:
-            raise TokenStoreError(f"token store, under the lock for {self.key_id} ({self._store.db.redacted_url}): "
-                                  f"{self._store.db.describe(exc, secrets)}") from None
+            raise TokenStoreError(
+                f"token store, under the lock for {self.key_id} ({self._store.db.redacted_url}): "
+                f"{self._store.db.describe(exc, secrets)}"
+            ) from None
 
     def get(self, kind: Kind) -> TokenRecord | None:
         return _record(self._execute(_GET, (self.key_id, kind)), kind)
@@ -252,9 +262,14 @@ class _PgLock(TokenLock):
             self._store._give(conn, rollback=True)
             what = self._store.db.describe(exc)
             if self._dirty:
-                raise TokenStoreError(f"token store lock for {self.key_id} lost before release; what was "
-                                      f"written under it is not stored ({what})") from None
-            log.warning("token store lock for %s ended by the server before release (%s); nothing was written",
-                        self.key_id, what)
+                raise TokenStoreError(
+                    f"token store lock for {self.key_id} lost before release; what was "
+                    f"written under it is not stored ({what})"
+                ) from None
+            log.warning(
+                "token store lock for %s ended by the server before release (%s); nothing was written",
+                self.key_id,
+                what,
+            )
             return
         self._store._give(conn)

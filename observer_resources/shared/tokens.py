@@ -45,14 +45,14 @@ from typing import Any, TypeVar
 
 import httpx
 
+from observer_resources import clock
+from observer_resources.clock import KST
 from observer_resources.events import EventLog
 from observer_resources.kis import protocol as p
 from observer_resources.kis.auth import issue_access_token, issue_approval_key
 from observer_resources.kis.config import KisConfig
 from observer_resources.kis.errors import BadCredentialsError, KisError, TokenIssueTooSoonError, TransientError
 from observer_resources.shared.token_store import TokenLock, TokenLockTimeout, TokenRecord, TokenStore
-from observer_resources import clock
-from observer_resources.clock import KST
 
 log = logging.getLogger("observer.kis.token")
 
@@ -122,7 +122,9 @@ class SharedTokenProvider:
         self._http = http
         self._clock = clock
         self.events = events
-        self._max_pause = too_soon_wait.total_seconds() * 2 ** (max_issue_attempts - 1)  # a clock step cannot stall us longer
+        self._max_pause = too_soon_wait.total_seconds() * 2 ** (
+            max_issue_attempts - 1
+        )  # a clock step cannot stall us longer
         self.counters = TokenCounters()
         self._cached: TokenRecord | None = None
         self._next_check: datetime | None = None
@@ -162,19 +164,30 @@ class SharedTokenProvider:
                 try:
                     fresh = await self._obtain(stale=stored.value, reason="ahead of expiry", can_wait=False)
                 except KisError as exc:
-                    log.warning("token refresh ahead of expiry failed key_id=%s (%s); the current token "
-                                "stays in use until %s", self.key_id, type(exc).__name__, stored.expires_at.isoformat())
-                    self._event("token_refresh_deferred", reason="ahead of expiry",
-                                current_expires_at=stored.expires_at, **_error_fields(exc))
+                    log.warning(
+                        "token refresh ahead of expiry failed key_id=%s (%s); the current token stays in use until %s",
+                        self.key_id,
+                        type(exc).__name__,
+                        stored.expires_at.isoformat(),
+                    )
+                    self._event(
+                        "token_refresh_deferred",
+                        reason="ahead of expiry",
+                        current_expires_at=stored.expires_at,
+                        **_error_fields(exc),
+                    )
                     fresh = None
                 except Exception as exc:
                     self._event("token_issue_failed", reason="ahead of expiry", **_error_fields(exc))
                     raise
                 else:
                     if fresh is None:
-                        self._event("token_refresh_deferred", reason="ahead of expiry",
-                                    current_expires_at=stored.expires_at,
-                                    error="no issuance possible now (KIS allows one a minute)")
+                        self._event(
+                            "token_refresh_deferred",
+                            reason="ahead of expiry",
+                            current_expires_at=stored.expires_at,
+                            error="no issuance possible now (KIS allows one a minute)",
+                        )
                 if fresh is None:
                     self._cached = stored
                     self._next_check = min(stored.expires_at, now + self.too_soon_wait)
@@ -213,8 +226,12 @@ class SharedTokenProvider:
         await self._run(self.store.put, self.key_id, TokenRecord("approval", key, now + APPROVAL_KEY_LIFETIME, now))
         self.counters.approval_keys += 1
         log.info("approval key issued key_id=%s", self.key_id)
-        self._event("approval_key_issued", issued_at=now, expires_at=now + APPROVAL_KEY_LIFETIME,
-                    expiry_basis="estimate: 24 h (KIS does not say)")
+        self._event(
+            "approval_key_issued",
+            issued_at=now,
+            expires_at=now + APPROVAL_KEY_LIFETIME,
+            expiry_basis="estimate: 24 h (KIS does not say)",
+        )
         return key
 
     # --- internals ----------------------------------------------------------------------------------
@@ -284,7 +301,9 @@ class SharedTokenProvider:
         self.counters.waits += 1
         log.info("waiting for another process issuing a token key_id=%s", self.key_id)
         started = asyncio.get_running_loop().time()
-        fut = asyncio.get_running_loop().run_in_executor(self._executor, self.store.lock, self.key_id, self.lock_timeout)
+        fut = asyncio.get_running_loop().run_in_executor(
+            self._executor, self.store.lock, self.key_id, self.lock_timeout
+        )
         try:
             lock = await asyncio.shield(fut)
         except asyncio.CancelledError:
@@ -310,39 +329,64 @@ class SharedTokenProvider:
                 current = lock.get("access")
                 if current is not None and current.value != stale and current.expires_at > now:
                     self.counters.reused += 1
-                    log.info("using the token another process issued key_id=%s expires_at=%s",
-                             self.key_id, current.expires_at.isoformat())
-                    self._token_event("token_refreshed" if stale is not None else "token_issued", current, reason,
-                                      "shared_store")
+                    log.info(
+                        "using the token another process issued key_id=%s expires_at=%s",
+                        self.key_id,
+                        current.expires_at.isoformat(),
+                    )
+                    self._token_event(
+                        "token_refreshed" if stale is not None else "token_issued", current, reason, "shared_store"
+                    )
                     return current
                 real_now = datetime.now(KST)  # the issuance hold is physical time, whatever clock judges expiry
                 not_before = lock.not_before()
                 if not_before is not None and not_before > real_now:
                     pause = min((not_before - real_now).total_seconds(), self._max_pause)
-                    log.info("token issuance for key_id=%s held until %s (KIS allows one a minute)",
-                             self.key_id, not_before.isoformat())
+                    log.info(
+                        "token issuance for key_id=%s held until %s (KIS allows one a minute)",
+                        self.key_id,
+                        not_before.isoformat(),
+                    )
                 else:
                     try:
-                        issued = await self._with_http(lambda http: issue_access_token(http, self.config, now=now))
+                        issued = await self._with_http(lambda http: issue_access_token(http, self.config, now=now))  # noqa: B023
                     except TokenIssueTooSoonError:
                         self.counters.too_soon += 1
                         too_soon += 1
                         pause = self.too_soon_wait.total_seconds() * 2 ** (too_soon - 1)
                         lock.set_not_before(real_now + timedelta(seconds=pause))
                         if not can_wait:
-                            log.warning("token refresh ahead of expiry refused with EGW00133 key_id=%s; "
-                                        "keeping the current token, next try in %.0fs", self.key_id, pause)
+                            log.warning(
+                                "token refresh ahead of expiry refused with EGW00133 key_id=%s; "
+                                "keeping the current token, next try in %.0fs",
+                                self.key_id,
+                                pause,
+                            )
                         elif too_soon >= self.max_issue_attempts:
                             self.counters.failures += 1
-                            log.error("token issuance refused with EGW00133 %d times key_id=%s; giving up",
-                                      too_soon, self.key_id)
+                            log.error(
+                                "token issuance refused with EGW00133 %d times key_id=%s; giving up",
+                                too_soon,
+                                self.key_id,
+                            )
                             raise
                         else:
-                            log.warning("token issuance refused with EGW00133 key_id=%s; waiting %.0fs (attempt %d/%d)",
-                                        self.key_id, pause, too_soon, self.max_issue_attempts)
-                        self._event("token_issue_refused", reason=reason, code=p.EGW_TOKEN_TOO_OFTEN,
-                                    attempt=too_soon, max_attempts=self.max_issue_attempts,
-                                    retry_in_seconds=round(pause, 3), waits=can_wait)
+                            log.warning(
+                                "token issuance refused with EGW00133 key_id=%s; waiting %.0fs (attempt %d/%d)",
+                                self.key_id,
+                                pause,
+                                too_soon,
+                                self.max_issue_attempts,
+                            )
+                        self._event(
+                            "token_issue_refused",
+                            reason=reason,
+                            code=p.EGW_TOKEN_TOO_OFTEN,
+                            attempt=too_soon,
+                            max_attempts=self.max_issue_attempts,
+                            retry_in_seconds=round(pause, 3),
+                            waits=can_wait,
+                        )
                     except BadCredentialsError as exc:
                         self.counters.failures += 1
                         log.error("token issuance refused: bad credentials key_id=%s code=%s", self.key_id, exc.code)
@@ -366,16 +410,26 @@ class SharedTokenProvider:
                         self.counters.issued += 1
                         if current is not None:
                             self.counters.refreshed += 1
-                        log.info("access token %s key_id=%s reason=%s expires_at=%s",
-                                 "refreshed" if current is not None else "issued", self.key_id, reason,
-                                 issued.expires_at.isoformat())
+                        log.info(
+                            "access token %s key_id=%s reason=%s expires_at=%s",
+                            "refreshed" if current is not None else "issued",
+                            self.key_id,
+                            reason,
+                            issued.expires_at.isoformat(),
+                        )
                         same = issued.access_token == stale
                         if same:
-                            log.warning("KIS returned the token being replaced key_id=%s (same token within 6 h)",
-                                        self.key_id)
-                        self._event("token_refreshed" if current is not None or stale is not None else "token_issued",
-                                    reason=reason, issued_by="this_process", expires_at=issued.expires_at,
-                                    issued_at=issued.issued_at, same_as_replaced=same)
+                            log.warning(
+                                "KIS returned the token being replaced key_id=%s (same token within 6 h)", self.key_id
+                            )
+                        self._event(
+                            "token_refreshed" if current is not None or stale is not None else "token_issued",
+                            reason=reason,
+                            issued_by="this_process",
+                            expires_at=issued.expires_at,
+                            issued_at=issued.issued_at,
+                            same_as_replaced=same,
+                        )
                         return record
             finally:
                 lock.release()

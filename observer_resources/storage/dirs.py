@@ -34,7 +34,7 @@ def data_dir(environ: Mapping[str, str] | None = None) -> LakePath:
     raw = settings.get("OBSERVER_DATA_DIR", environ)
     if is_url(raw):
         if raw.startswith("file://"):
-            return Path(raw[len("file://"):]).resolve()
+            return Path(raw[len("file://") :]).resolve()
         from upath import UPath  # noqa: PLC0415 - fsspec only for a lake on a URL
 
         return UPath(raw)
@@ -50,12 +50,16 @@ def local_dir(environ: Mapping[str, str] | None = None) -> Path:
     d = data_dir(environ)
     if isinstance(d, Path):
         if raw and Path(raw).resolve() != d:
-            raise LakeConfigError("OBSERVER_LOCAL_DIR is only for a lake on a URL; with a local OBSERVER_DATA_DIR "
-                                  "everything lives there (unset OBSERVER_LOCAL_DIR)")
+            raise LakeConfigError(
+                "OBSERVER_LOCAL_DIR is only for a lake on a URL; with a local OBSERVER_DATA_DIR "
+                "everything lives there (unset OBSERVER_LOCAL_DIR)"
+            )
         return d
     if not raw:
-        raise LakeConfigError("OBSERVER_DATA_DIR is a URL: set OBSERVER_LOCAL_DIR to a local (or NFS) directory for "
-                              "the Track B journal, the event log and the token cache")
+        raise LakeConfigError(
+            "OBSERVER_DATA_DIR is a URL: set OBSERVER_LOCAL_DIR to a local (or NFS) directory for "
+            "the Track B journal, the event log and the token cache"
+        )
     return Path(raw).resolve()
 
 
@@ -64,11 +68,16 @@ def existing_local_dir(environ: Mapping[str, str] | None = None) -> Path:
     ``observer`` CLI): one pointed at a typo'd or unmounted path must fail, not report an empty lake. Only
     ``make run`` (and Dagster runs, as they write) create it."""
     d = local_dir(environ)
-    var = "OBSERVER_LOCAL_DIR" if settings.is_set("OBSERVER_LOCAL_DIR", environ) and is_url(
-        settings.get("OBSERVER_DATA_DIR", environ)) else "OBSERVER_DATA_DIR"
+    var = (
+        "OBSERVER_LOCAL_DIR"
+        if settings.is_set("OBSERVER_LOCAL_DIR", environ) and is_url(settings.get("OBSERVER_DATA_DIR", environ))
+        else "OBSERVER_DATA_DIR"
+    )
     if not d.exists():
-        raise LakeConfigError(f"{var} {str(d)!r} does not exist (a typo, or not mounted?); create it first "
-                              "(`make run` does) or point the variable at the data directory")
+        raise LakeConfigError(
+            f"{var} {str(d)!r} does not exist (a typo, or not mounted?); create it first "
+            "(`make run` does) or point the variable at the data directory"
+        )
     if not d.is_dir():
         raise LakeConfigError(f"{var} {str(d)!r} is not a directory")
     return d

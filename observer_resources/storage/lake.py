@@ -114,8 +114,11 @@ def write_bytes_atomic(target: LakePath, data: bytes) -> LakePath:
 
 def write_json_atomic(target: LakePath, obj: Any, *, compact: bool = False) -> LakePath:
     """A small JSON file (a marker, a manifest, a status), written like a partition: whole or not at all."""
-    text = json.dumps(obj, ensure_ascii=False, default=str, separators=(",", ":")) if compact else \
-        json.dumps(obj, ensure_ascii=False, default=str, indent=1)
+    text = (
+        json.dumps(obj, ensure_ascii=False, default=str, separators=(",", ":"))
+        if compact
+        else json.dumps(obj, ensure_ascii=False, default=str, indent=1)
+    )
     return write_bytes_atomic(target, text.encode())
 
 

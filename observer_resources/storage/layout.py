@@ -17,7 +17,9 @@ from observer_resources.storage.lake import LakePath, partition_dir
 
 # --- dataset names -------------------------------------------------------------------------------------------------
 UNIVERSE = "universe"
-UNIVERSE_INPUTS = "universe_inputs"  # master zips, previous closes, exclusions: kept apart so `universe/` is one clean dataset
+UNIVERSE_INPUTS = (
+    "universe_inputs"  # master zips, previous closes, exclusions: kept apart so `universe/` is one clean dataset
+)
 UNIVERSE_REJECTED = "universe_rejected"  # universes the count check refused: evidence only, read by nothing
 TRACK_A = "track_a"
 TRACK_A_FAILURES = "track_a_failures"

@@ -27,7 +27,6 @@ import pytest
 from fsspec.implementations.local import LocalFileSystem
 from upath import UPath
 
-from observer_resources.storage import lake
 from observer_assets.backup import backup, package
 from observer_assets.backup.assets import daily_backup, restore_job
 from observer_assets.backup.daysets import by_package, covered_days, scan
@@ -35,6 +34,7 @@ from observer_assets.orchestration.partitions import day_key
 from observer_resources.calendar import KST
 from observer_resources.calendar.market import MarketCalendar
 from observer_resources.events import EventLog, events_path, read_events
+from observer_resources.storage import lake
 
 OPEN = MarketCalendar("open")
 
@@ -64,38 +64,68 @@ ENV = {"OBSERVER_UNIVERSE_MIN_COUNT": "20"}
 
 def build_day(inst: dg.DagsterInstance, sim, tmp_path: Path) -> date:
     """Today's lake from the real assets against the local exchange, plus Track B files and events."""
+    from local_exchange.accounts import demo_credentials
     from observer_assets.gaps.assets import gap_report
     from observer_assets.track_a.assets import track_a_snapshot
     from observer_assets.track_b.compaction import TICK_SCHEMA
     from observer_assets.universe.assets import universe
     from observer_resources.resources import KisResource
-    from local_exchange.accounts import demo_credentials
 
     key, secret = demo_credentials(61)
-    kis = KisResource(app_key=key, app_secret=secret, rest_url=sim.rest_url, ws_url=sim.ws_url,
-                      state_dir=str(tmp_path / "data" / "state"))
+    kis = KisResource(
+        app_key=key,
+        app_secret=secret,
+        rest_url=sim.rest_url,
+        ws_url=sim.ws_url,
+        state_dir=str(tmp_path / "data" / "state"),
+    )
     now = datetime.now(KST)
     day = now.date()
     inst.add_dynamic_partitions("trading_day", [day_key(day)])
-    assert dg.materialize([universe], partition_key=day_key(day), instance=inst, resources={"kis": kis},
-                          run_config={"ops": {"universe": {"config": {"min_master_codes": 50}}}}).success
+    assert dg.materialize(
+        [universe],
+        partition_key=day_key(day),
+        instance=inst,
+        resources={"kis": kis},
+        run_config={"ops": {"universe": {"config": {"min_master_codes": 50}}}},
+    ).success
     slot = OPEN.slot_at(now)
     keys = [s.strftime("%Y-%m-%dT%H%M") for s in (slot - timedelta(minutes=10), slot) if s.date() == day]
     for k in keys:
         inst.add_dynamic_partitions("track_a_slot", [k])
-        assert dg.materialize([track_a_snapshot, universe], selection=[track_a_snapshot], partition_key=k,
-                              instance=inst, resources={"kis": kis}).success
+        assert dg.materialize(
+            [track_a_snapshot, universe],
+            selection=[track_a_snapshot],
+            partition_key=k,
+            instance=inst,
+            resources={"kis": kis},
+        ).success
     root = lake.data_dir()
     hour = now.replace(minute=0, second=0, microsecond=0)
     raw = root / "raw" / "track_b" / f"date={day}" / "key=k1" / f"{hour:%H}.jsonl"
     raw.parent.mkdir(parents=True, exist_ok=True)
-    raw.write_text("".join(json.dumps({"code": "005930", "acml_vol": 100 + i, "qty": 1, "i": i}) + "\n"
-                           for i in range(3000)))
-    rows = [{"code": "005930", "exchange_ts": hour, "receive_ts": hour, "price": 70000 + i, "qty": 1,
-             "acml_vol": 100 + i, "quality_flag": "ok", "missing_volume": 0, "key_id": "k1", "conn_id": "c1"}
-            for i in range(3000)]
-    lake.write_table_atomic(root / "track_b" / f"date={day}" / f"hour={hour:%H}" / "ticks.parquet",
-                            pa.Table.from_pylist(rows, schema=TICK_SCHEMA))
+    raw.write_text(
+        "".join(json.dumps({"code": "005930", "acml_vol": 100 + i, "qty": 1, "i": i}) + "\n" for i in range(3000))
+    )
+    rows = [
+        {
+            "code": "005930",
+            "exchange_ts": hour,
+            "receive_ts": hour,
+            "price": 70000 + i,
+            "qty": 1,
+            "acml_vol": 100 + i,
+            "quality_flag": "ok",
+            "missing_volume": 0,
+            "key_id": "k1",
+            "conn_id": "c1",
+        }
+        for i in range(3000)
+    ]
+    lake.write_table_atomic(
+        root / "track_b" / f"date={day}" / f"hour={hour:%H}" / "ticks.parquet",
+        pa.Table.from_pylist(rows, schema=TICK_SCHEMA),
+    )
     EventLog(root).emit("ws_connected", session_id="s1")
     assert dg.materialize([gap_report, universe.to_source_asset()], partition_key=day_key(day), instance=inst).success
     return day
@@ -120,8 +150,10 @@ def test_round_trip_backup_delete_restore_is_byte_identical_and_readable(env, bs
         manifest = json.loads((pkg / "manifest.json").read_text())
         assert {e["path"]: e["sha256"] for e in manifest["files"]} == before
         assert (pkg / "SUCCESS.marker").exists()
-        assert json.loads((pkg / "SUCCESS.marker").read_text())["manifest_sha256"] == \
-            hashlib.sha256((pkg / "manifest.json").read_bytes()).hexdigest()
+        assert (
+            json.loads((pkg / "SUCCESS.marker").read_text())["manifest_sha256"]
+            == hashlib.sha256((pkg / "manifest.json").read_bytes()).hexdigest()
+        )
         rows = {e["path"]: e["rows"] for e in manifest["files"]}
         for rel, n in rows.items():
             if rel.endswith(".parquet"):
@@ -135,12 +167,15 @@ def test_round_trip_backup_delete_restore_is_byte_identical_and_readable(env, bs
         for rel in before:
             (root / rel).unlink()
         assert day_hashes(root, day) == {}
-        r = restore_job.execute_in_process(instance=inst, run_config={
-            "ops": {"restore_day": {"config": {"day": day.isoformat()}}}})
+        r = restore_job.execute_in_process(
+            instance=inst, run_config={"ops": {"restore_day": {"config": {"day": day.isoformat()}}}}
+        )
         assert r.success
         after = day_hashes(root, day)
         events_rel = events_path(root, day).relative_to(root).as_posix()  # the restore appends its event to it
-        assert {k: v for k, v in after.items() if k != events_rel} == {k: v for k, v in before.items() if k != events_rel}
+        assert {k: v for k, v in after.items() if k != events_rel} == {
+            k: v for k, v in before.items() if k != events_rel
+        }
         size = next(e["size"] for e in manifest["files"] if e["path"] == events_rel)
         assert hashlib.sha256((root / events_rel).read_bytes()[:size]).hexdigest() == before[events_rel]
         assert b"backup_restored" in (root / events_rel).read_bytes()[size:]
@@ -153,8 +188,9 @@ def test_round_trip_backup_delete_restore_is_byte_identical_and_readable(env, bs
         from observer_assets.gaps.assets import gap_report
         from observer_assets.universe.assets import universe
 
-        assert dg.materialize([gap_report, universe.to_source_asset()], partition_key=day_key(day),
-                              instance=inst).success
+        assert dg.materialize(
+            [gap_report, universe.to_source_asset()], partition_key=day_key(day), instance=inst
+        ).success
     assert "backup_restored" in [e["event_type"] for e in read_events(root, day)]
 
 
@@ -163,8 +199,10 @@ def test_round_trip_backup_delete_restore_is_byte_identical_and_readable(env, bs
 
 def small_day(root: Path, day: date) -> dict[str, str]:
     for i in range(3):
-        lake.write_table_atomic(root / "track_a" / f"date={day}" / f"slot=09{i}0" / "snapshot.parquet",
-                                pa.table({"code": [f"{n:06d}" for n in range(200)], "price": list(range(200))}))
+        lake.write_table_atomic(
+            root / "track_a" / f"date={day}" / f"slot=09{i}0" / "snapshot.parquet",
+            pa.table({"code": [f"{n:06d}" for n in range(200)], "price": list(range(200))}),
+        )
     raw = root / "raw" / "track_b" / f"date={day}" / "key=k1" / "09.jsonl"
     raw.parent.mkdir(parents=True, exist_ok=True)
     raw.write_text("".join(f'{{"i": {i}}}\n' for i in range(2000)))
@@ -218,7 +256,7 @@ class BitrotFS(LocalFileSystem):
     @classmethod
     def _strip_protocol(cls, path):
         path = str(path)
-        return super()._strip_protocol(path[len("bitrot://"):] if path.startswith("bitrot://") else path)
+        return super()._strip_protocol(path[len("bitrot://") :] if path.startswith("bitrot://") else path)
 
     def _open(self, path, mode="rb", **kw):
         f = super()._open(path, mode, **kw)
@@ -277,8 +315,9 @@ def test_restore_refuses_a_conflict_an_unverified_package_and_a_bad_date(tmp_pat
     env = {**os.environ, "OBSERVER_DATA_DIR": str(root), "OBSERVER_BACKUP_URL": str(dest), "OBSERVER_CALENDAR": "open"}
 
     def cli(*args):
-        return subprocess.run([sys.executable, "-m", "observer_assets.cli", *args], env=env, capture_output=True,
-                              text=True, timeout=60)
+        return subprocess.run(
+            [sys.executable, "-m", "observer_assets.cli", *args], env=env, capture_output=True, text=True, timeout=60
+        )
 
     assert cli("restore", "2026-13-01").returncode == 2
     r = cli("restore", day.isoformat())
@@ -361,9 +400,9 @@ def test_kill_9_during_a_backup_leaves_no_marker_and_the_next_run_completes_it(t
 
 
 def test_the_schedule_asks_for_every_pending_day_once(env):
-    from observer_assets.definitions import defs
     from observer_assets.backup.schedules import backup_daily
     from observer_assets.backup.sensors import backup_catch_up
+    from observer_assets.definitions import defs
 
     repo = defs.get_repository_def()
 
@@ -379,12 +418,16 @@ def test_the_schedule_asks_for_every_pending_day_once(env):
         assert {r.partition_key for r in reqs} >= {day_key(d) for d in days}
         assert set(inst.get_dynamic_partitions("trading_day")) >= {day_key(d) for d in days}
         for d in days:
-            assert dg.materialize([daily_backup], partition_key=day_key(d), instance=inst,
-                                  tags={k: v for r in reqs if r.partition_key == day_key(d)
-                                        for k, v in r.tags.items()}).success
+            assert dg.materialize(
+                [daily_backup],
+                partition_key=day_key(d),
+                instance=inst,
+                tags={k: v for r in reqs if r.partition_key == day_key(d) for k, v in r.tags.items()},
+            ).success
         # committed and unchanged: neither the schedule nor the catch-up sensor asks again for those days
-        again = backup_daily.evaluate_tick(dg.build_schedule_context(instance=inst, scheduled_execution_time=at,
-                                                                     repository_def=repo))
+        again = backup_daily.evaluate_tick(
+            dg.build_schedule_context(instance=inst, scheduled_execution_time=at, repository_def=repo)
+        )
         assert not {r.partition_key for r in again.run_requests or []} & {day_key(d) for d in days}
         # (called directly: evaluate_tick would validate a request for today, pending after 21:00 KST, against
         # dynamic partitions the test harness cannot load)

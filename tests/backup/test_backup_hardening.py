@@ -24,12 +24,13 @@ import pyarrow as pa
 import pytest
 from upath import UPath
 
-from observer_resources.storage import lake
 from observer_assets.backup import backup, package, retention
 from observer_assets.backup.settings import RetentionPolicy
 from observer_resources.calendar import KST
 from observer_resources.calendar.market import MarketCalendar
 from observer_resources.events import EventLog, read_events
+from observer_resources.storage import lake
+
 from .test_backup import day_hashes, small_day
 
 OPEN = MarketCalendar("open")
@@ -62,28 +63,73 @@ def _commit(pkg: Path, doc: dict) -> None:
 # --- 1. a restore never writes outside its target, and is all or nothing --------------------------------------
 
 HOSTILE_PATHS = [
-    "../outside/evil.txt", "../../evil.txt", "/tmp/evil-abs.txt", "/etc/cron.d/evil", "state/tokens.sqlite",
-    "state/evil.json", "system/capture/status.json", "track_a/../../outside/x", "./track_a/x", "track_a//x",
-    "track_a/./x", "", "track_a/x\x00.parquet", "..", ".", "C:/evil", "track_a\\..\\..\\evil", "link/evil.txt",
-    "loop/evil.txt", "inside_state/tokens.sqlite",
+    "../outside/evil.txt",
+    "../../evil.txt",
+    "/tmp/evil-abs.txt",
+    "/etc/cron.d/evil",
+    "state/tokens.sqlite",
+    "state/evil.json",
+    "system/capture/status.json",
+    "track_a/../../outside/x",
+    "./track_a/x",
+    "track_a//x",
+    "track_a/./x",
+    "",
+    "track_a/x\x00.parquet",
+    "..",
+    ".",
+    "C:/evil",
+    "track_a\\..\\..\\evil",
+    "link/evil.txt",
+    "loop/evil.txt",
+    "inside_state/tokens.sqlite",
 ]
 
 
 def _mutations(entry: dict, rnd: random.Random) -> list[tuple[str, dict]]:
     e = entry
     out = [(f"path={p!r}", {**e, "path": p}) for p in HOSTILE_PATHS]
-    out += [(f"stored={s!r}", {**e, "stored": s}) for s in (
-        "../../../outside/evil", "/etc/passwd", "files/../../../x", "files/" + e["path"] + "/../../x",
-        "versions/7/" + e["path"], "versions/x/" + e["path"], "files/other.parquet")]
+    out += [
+        (f"stored={s!r}", {**e, "stored": s})
+        for s in (
+            "../../../outside/evil",
+            "/etc/passwd",
+            "files/../../../x",
+            "files/" + e["path"] + "/../../x",
+            "versions/7/" + e["path"],
+            "versions/x/" + e["path"],
+            "files/other.parquet",
+        )
+    ]
     for k in ("path", "size", "sha256", "codec", "stored", "mtime_ns", "day"):
         d = dict(e)
         d.pop(k)
         out.append((f"missing {k}", d))
-    out += [(f"{k}={v!r}", {**e, k: v}) for k, v in (
-        ("size", "12"), ("size", -1), ("size", True), ("size", 1.5), ("mtime_ns", None), ("mtime_ns", "x"),
-        ("sha256", "0" * 63), ("sha256", 42), ("sha256", "Z" * 64), ("codec", "gzip"), ("codec", None),
-        ("version", 0), ("version", "2"), ("version", -3), ("rows", "many"), ("day", 20260303), ("day", "2026W011"),
-        ("path", 7), ("path", ["a"]), ("path", None))]
+    out += [
+        (f"{k}={v!r}", {**e, k: v})
+        for k, v in (
+            ("size", "12"),
+            ("size", -1),
+            ("size", True),
+            ("size", 1.5),
+            ("mtime_ns", None),
+            ("mtime_ns", "x"),
+            ("sha256", "0" * 63),
+            ("sha256", 42),
+            ("sha256", "Z" * 64),
+            ("codec", "gzip"),
+            ("codec", None),
+            ("version", 0),
+            ("version", "2"),
+            ("version", -3),
+            ("rows", "many"),
+            ("day", 20260303),
+            ("day", "2026W011"),
+            ("path", 7),
+            ("path", ["a"]),
+            ("path", None),
+        )
+    ]
     out.append(("sha256 of other bytes", {**e, "sha256": hashlib.sha256(rnd.randbytes(8)).hexdigest()}))
     out.append(("size off by one", {**e, "size": e["size"] + 1}))
     return out
@@ -104,8 +150,11 @@ def test_restore_fuzzer_nothing_outside_the_target_and_nothing_unless_everything
     cases = []
     for i, e in enumerate(good["files"]):
         cases += [(i, name, m) for name, m in _mutations(e, rnd)]
-    cases += [(-1, "whole files list not a list", None), (-2, "an entry that is not an object", None),
-              (-3, "the same version twice", None)]
+    cases += [
+        (-1, "whole files list not a list", None),
+        (-2, "an entry that is not an object", None),
+        (-3, "the same version twice", None),
+    ]
     rnd.shuffle(cases)
     refused = 0
     for n, (i, name, mutated) in enumerate(cases):
@@ -204,11 +253,30 @@ def test_a_file_changed_after_retention_becomes_a_new_version_and_the_original_s
     with pytest.raises(package.RestoreError, match="version must be 1..2"):
         package.restore(dest, day, tmp_path / "v9", version=9)
     # and through the CLI
-    env = {**os.environ, "OBSERVER_DATA_DIR": str(root), "OBSERVER_BACKUP_URL": str(tmp_path / "backups"),
-           "OBSERVER_CALENDAR": "open"}
+    env = {
+        **os.environ,
+        "OBSERVER_DATA_DIR": str(root),
+        "OBSERVER_BACKUP_URL": str(tmp_path / "backups"),
+        "OBSERVER_CALENDAR": "open",
+    }
     env.pop("OBSERVER_ALERT_WEBHOOK", None)
-    r = subprocess.run([sys.executable, "-m", "observer_assets.cli", "restore", day.isoformat(), "--version", "1",
-                        "--to", str(tmp_path / "cli")], env=env, capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "observer_assets.cli",
+            "restore",
+            day.isoformat(),
+            "--version",
+            "1",
+            "--to",
+            str(tmp_path / "cli"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr
     assert day_hashes(tmp_path / "cli", day) == before
 
@@ -276,7 +344,7 @@ def test_a_damaged_package_whose_local_files_are_gone_fails_loudly(tmp_path, web
     with pytest.raises(package.BackupError):
         backup.run(root, dest, OPEN, day, events=ev)
     kinds = [e["event_type"] for e in read_events(root, datetime.now(KST).date()) if e.get("day") == str(day)]
-    assert "backup_verify_failed" in kinds and "backup_succeeded" not in kinds[kinds.index("backup_verify_failed"):]
+    assert "backup_verify_failed" in kinds and "backup_succeeded" not in kinds[kinds.index("backup_verify_failed") :]
     assert len(webhook) > hits_before and str(day) in webhook[-1]["text"]
     assert pkg.exists()  # evidence kept, never deleted
 
@@ -298,10 +366,11 @@ def test_a_damaged_manifest_with_local_files_is_set_aside_and_rebuilt(tmp_path, 
 
 
 def test_the_weekly_sweep_through_its_schedule_withdraws_a_rotten_package_and_the_metric_counts_it(
-        tmp_path, monkeypatch, webhook):
+    tmp_path, monkeypatch, webhook
+):
+    from observer_assets.backup.schedules import verify_backups_weekly
     from observer_assets.definitions import defs
     from observer_assets.monitoring.metrics import collect_text
-    from observer_assets.backup.schedules import verify_backups_weekly
 
     root, dest_dir = tmp_path / "data", tmp_path / "backups"
     monkeypatch.setenv("OBSERVER_DATA_DIR", str(root))
@@ -321,8 +390,9 @@ def test_the_weekly_sweep_through_its_schedule_withdraws_a_rotten_package_and_th
     stored.write_bytes(bytes(b))
     now = datetime(2026, 12, 6, 4, 0, tzinfo=KST)  # a Sunday
     with dg.instance_for_test() as inst:
-        ctx = dg.build_schedule_context(instance=inst, scheduled_execution_time=now,
-                                        repository_def=defs.get_repository_def())
+        ctx = dg.build_schedule_context(
+            instance=inst, scheduled_execution_time=now, repository_def=defs.get_repository_def()
+        )
         reqs = verify_backups_weekly.evaluate_tick(ctx).run_requests
         assert len(reqs) == 1
         job = defs.resolve_job_def(verify_backups_weekly.job_name)
@@ -334,7 +404,8 @@ def test_the_weekly_sweep_through_its_schedule_withdraws_a_rotten_package_and_th
     assert any(str(days[0]) in h["text"] for h in webhook)
     text = collect_text(dict(os.environ))
     assert "observer_backup_unverified_days 1.0" in text.splitlines(), [
-        line for line in text.splitlines() if "unverified" in line]
+        line for line in text.splitlines() if "unverified" in line
+    ]
 
 
 # --- 5. kill -9 at every step of a backup ----------------------------------------------------------------------
@@ -356,6 +427,7 @@ def _run_killed_at(root: Path, dest: Path, day: date, step: int) -> int:
                 if count[0] == step:
                     os.kill(os.getpid(), signal.SIGKILL)
                 return fn(*a, **k)
+
             return wrapped
 
         package._copy_out = trip(package._copy_out)
@@ -394,10 +466,12 @@ def test_kill_9_at_every_step_never_commits_unverified_bytes_nor_loses_a_committ
     if scenario == "rewrite":
         backup.run(root, UPath(dest), OPEN, day, events=EventLog(root))
         committed_before = json.loads((dest / str(day) / "manifest.json").read_text())
-        lake.write_table_atomic(root / f"track_a/date={day}/slot=0900/snapshot.parquet",
-                                pa.table({"code": ["1"], "price": [1]}))
-        lake.write_table_atomic(root / f"track_a/date={day}/slot=0930/snapshot.parquet",
-                                pa.table({"code": ["2"], "price": [2]}))
+        lake.write_table_atomic(
+            root / f"track_a/date={day}/slot=0900/snapshot.parquet", pa.table({"code": ["1"], "price": [1]})
+        )
+        lake.write_table_atomic(
+            root / f"track_a/date={day}/slot=0930/snapshot.parquet", pa.table({"code": ["2"], "price": [2]})
+        )
     final = day_hashes(root, day)
     step, outcomes = 1, set()
     while True:
@@ -483,8 +557,9 @@ def test_a_stray_directory_outside_the_calendar_is_skipped_said_and_never_delete
 # --- 13. retention never runs ahead of the clock ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("today,why", [("2099-01-01", "later than tomorrow"), ("2026W011", "date"),
-                                       (None, "later than tomorrow")])
+@pytest.mark.parametrize(
+    "today,why", [("2099-01-01", "later than tomorrow"), ("2026W011", "date"), (None, "later than tomorrow")]
+)
 def test_retention_job_refuses_a_today_from_the_future(tmp_path, monkeypatch, today, why):
     from observer_assets.backup.assets import retention_job
 
@@ -494,8 +569,9 @@ def test_retention_job_refuses_a_today_from_the_future(tmp_path, monkeypatch, to
     if today is None:
         today = (datetime.now(KST).date() + timedelta(days=2)).isoformat()
     with dg.instance_for_test() as inst:
-        res = retention_job.execute_in_process(instance=inst, raise_on_error=False, run_config={
-            "ops": {"apply_retention": {"config": {"today": today}}}})
+        res = retention_job.execute_in_process(
+            instance=inst, raise_on_error=False, run_config={"ops": {"apply_retention": {"config": {"today": today}}}}
+        )
     assert not res.success
     failure = next(e for e in res.all_events if e.event_type_value == "STEP_FAILURE")
     assert why in failure.step_failure_data.error.message
@@ -507,13 +583,16 @@ def test_the_cli_carries_on_past_a_stray_day_and_refuses_a_today_beyond_the_cloc
     root, dest = tmp_path / "data", tmp_path / "backups"
     day = date(2026, 3, 3)
     small_day(root, day)
-    lake.write_table_atomic(root / "track_a" / "date=2017-05-05" / "slot=0900" / "snapshot.parquet", pa.table({"c": [1]}))
+    lake.write_table_atomic(
+        root / "track_a" / "date=2017-05-05" / "slot=0900" / "snapshot.parquet", pa.table({"c": [1]})
+    )
     env = {**os.environ, "OBSERVER_DATA_DIR": str(root), "OBSERVER_BACKUP_URL": str(dest), "OBSERVER_CALENDAR": "krx"}
     env.pop("OBSERVER_ALERT_WEBHOOK", None)
 
     def cli(*args):
-        return subprocess.run([sys.executable, "-m", "observer_assets.cli", *args], env=env, capture_output=True,
-                              text=True, timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "observer_assets.cli", *args], env=env, capture_output=True, text=True, timeout=120
+        )
 
     r = cli("backup")  # every pending day; the stray one is said, not fatal
     assert r.returncode == 0, r.stderr

@@ -24,15 +24,15 @@ import pytest
 from fsspec.implementations.local import LocalFileOpener, LocalFileSystem
 from upath import UPath
 
-from observer_resources.storage import lake
 from observer_assets.backup import backup, package, retention
 from observer_assets.backup.retention import DayState, Decision
 from observer_assets.backup.settings import _RETENTION_ENV, RetentionPolicy, SettingsError
 from observer_assets.track_b.capture import write_anomaly
-from observer_resources.storage.layout import anomaly_path
 from observer_resources.calendar import KST
 from observer_resources.calendar.market import MarketCalendar
 from observer_resources.events import EventLog, events_path, read_events
+from observer_resources.storage import lake
+from observer_resources.storage.layout import anomaly_path
 
 KRX = MarketCalendar("krx")
 START = date(2026, 5, 18)  # a Monday; the following weeks hold two KRX holidays (2026-05-25, 2026-06-03)
@@ -98,8 +98,10 @@ def test_plan_over_a_fortnight_matches_the_rules_day_by_day():
     for t, today in enumerate(DAYS):
         states = []
         for i, d in enumerate(DAYS[: t + 1]):
-            states += [DayState(d, t - i, d not in unbacked, d in anomaly),
-                       DayState(d, t - i, d not in unbacked, d in anomaly, universe=True)]
+            states += [
+                DayState(d, t - i, d not in unbacked, d in anomaly),
+                DayState(d, t - i, d not in unbacked, d in anomaly, universe=True),
+            ]
         got = {(x.day, x.universe): x.action for x in retention.plan(reversed(states), POLICY)}
         assert len(got) == len(states)
         for i, d in enumerate(DAYS[: t + 1]):
@@ -132,8 +134,16 @@ def test_plan_honours_a_configured_policy():
 
 @pytest.mark.parametrize(
     "kw",
-    [dict(keep_days=0), dict(keep_days=-1), dict(universe_days=0), dict(keep_days=2.5), dict(max_days="10"),
-     dict(keep_days=4, anomaly_days=3), dict(anomaly_days=11), dict(max_days=6)],
+    [
+        dict(keep_days=0),
+        dict(keep_days=-1),
+        dict(universe_days=0),
+        dict(keep_days=2.5),
+        dict(max_days="10"),
+        dict(keep_days=4, anomaly_days=3),
+        dict(anomaly_days=11),
+        dict(max_days=6),
+    ],
 )
 def test_policy_rejects_impossible_values(kw):
     with pytest.raises(SettingsError, match="retention"):
@@ -143,8 +153,12 @@ def test_policy_rejects_impossible_values(kw):
 def test_policy_from_env_reads_every_variable_and_defaults():
     assert RetentionPolicy.from_env({}) == RetentionPolicy(3, 7, 10, 14)
     assert RetentionPolicy.from_env({v: "" for v in RETENTION_ENVS}) == RetentionPolicy(3, 7, 10, 14)
-    env = {"OBSERVER_RETENTION_DAYS": " 2 ", "OBSERVER_RETENTION_ANOMALY_DAYS": "5",
-           "OBSERVER_RETENTION_MAX_DAYS": "9", "OBSERVER_RETENTION_UNIVERSE_DAYS": "20"}
+    env = {
+        "OBSERVER_RETENTION_DAYS": " 2 ",
+        "OBSERVER_RETENTION_ANOMALY_DAYS": "5",
+        "OBSERVER_RETENTION_MAX_DAYS": "9",
+        "OBSERVER_RETENTION_UNIVERSE_DAYS": "20",
+    }
     assert RetentionPolicy.from_env(env) == RetentionPolicy(2, 5, 9, 20)
 
 
@@ -156,9 +170,15 @@ def test_policy_from_env_names_the_variable_of_a_non_number(var, raw):
     assert var in str(e.value) and repr(raw) in str(e.value)
 
 
-@pytest.mark.parametrize(("var", "raw"), [("OBSERVER_RETENTION_DAYS", "0"), ("OBSERVER_RETENTION_MAX_DAYS", "-1"),
-                                          ("OBSERVER_RETENTION_ANOMALY_DAYS", "2"),
-                                          ("OBSERVER_RETENTION_MAX_DAYS", "5")])
+@pytest.mark.parametrize(
+    ("var", "raw"),
+    [
+        ("OBSERVER_RETENTION_DAYS", "0"),
+        ("OBSERVER_RETENTION_MAX_DAYS", "-1"),
+        ("OBSERVER_RETENTION_ANOMALY_DAYS", "2"),
+        ("OBSERVER_RETENTION_MAX_DAYS", "5"),
+    ],
+)
 def test_policy_from_env_names_the_variable_of_an_out_of_range_value(var, raw):
     with pytest.raises(SettingsError) as e:
         RetentionPolicy.from_env({var: raw})
@@ -177,19 +197,24 @@ def write_day(root: Path, d: date, n: int) -> list[str]:
     rels = []
     for slot, k in (("0900", 0), ("0910", 1)):
         rel = f"track_a/date={d.isoformat()}/slot={slot}/snapshot.parquet"
-        lake.write_table_atomic(root / rel, pa.table({"code": ["005930", "000660"],
-                                                     "price": [70000 + n * 100 + k, 180000 - n * 10 - k]}))
+        lake.write_table_atomic(
+            root / rel, pa.table({"code": ["005930", "000660"], "price": [70000 + n * 100 + k, 180000 - n * 10 - k]})
+        )
         rels.append(rel)
     for key in ("k1", "k2"):
         rel = f"raw/track_b/date={d.isoformat()}/key={key}/09.jsonl"
-        lines = [json.dumps({"code": "005930", "seq": j, "price": 70000 + j, "day": d.isoformat(), "key": key})
-                 for j in range(5 + n)]
+        lines = [
+            json.dumps({"code": "005930", "seq": j, "price": 70000 + j, "day": d.isoformat(), "key": key})
+            for j in range(5 + n)
+        ]
         lake.write_bytes_atomic(root / rel, ("\n".join(lines) + "\n").encode())
         rels.append(rel)
     for hour in ("09", "10"):
         rel = f"track_b/date={d.isoformat()}/hour={hour}/ticks.parquet"
-        lake.write_table_atomic(root / rel, pa.table({"code": ["005930"] * 3, "seq": [1, 2, 3 + n],
-                                                     "ts": [_at(d, int(hour), m) for m in (0, 1, 2)]}))
+        lake.write_table_atomic(
+            root / rel,
+            pa.table({"code": ["005930"] * 3, "seq": [1, 2, 3 + n], "ts": [_at(d, int(hour), m) for m in (0, 1, 2)]}),
+        )
         rels.append(rel)
     rel = f"universe/date={d.isoformat()}/universe.parquet"
     lake.write_table_atomic(root / rel, pa.table({"code": ["005930", "000660", f"{n:06d}"]}))
@@ -433,8 +458,13 @@ def test_dry_run_deletes_nothing_and_reports_what_a_real_run_deletes(tmp_path, n
     # the CLI, as an operator runs it
     env = {k: v for k, v in os.environ.items() if k not in RETENTION_ENVS and k != "OBSERVER_ALERT_WEBHOOK"}
     env.update(OBSERVER_DATA_DIR=str(root), OBSERVER_BACKUP_URL=str(tmp_path / "backups"), OBSERVER_CALENDAR="krx")
-    cli = subprocess.run([sys.executable, "-m", "observer_assets.cli", "retention", "--dry-run",
-                          "--today", today.isoformat()], env=env, capture_output=True, text=True, timeout=60)
+    cli = subprocess.run(
+        [sys.executable, "-m", "observer_assets.cli", "retention", "--dry-run", "--today", today.isoformat()],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert cli.returncode == 0, cli.stderr
     lines = cli.stdout.strip().splitlines()
     summary = json.loads(lines[-1])
@@ -537,7 +567,8 @@ def test_a_package_that_no_longer_verifies_is_caught_before_deletion(tmp_path, w
     assert backup.run(root, dest, KRX, d0, events=ev).action == "written" and package.verify(dest, d0).ok
     _build(root, dest, 8, start=4)
     assert retention.apply(root, dest, KRX, DAYS[6], POLICY, events=ev).deleted.keys() == {
-        DAYS[i].isoformat() for i in (1, 2, 3)}
+        DAYS[i].isoformat() for i in (1, 2, 3)
+    }
     before = snapshot(root)
     out = retention.apply(root, dest, KRX, DAYS[7], POLICY, events=ev)
     assert set(out.deleted) == {d0.isoformat(), DAYS[4].isoformat()} and webhook == []

@@ -76,8 +76,9 @@ class PykisLog(logging.Handler):
 
 
 @contextmanager
-def pykis_client(sim: Any, monkeypatch: pytest.MonkeyPatch, home: Any,
-                 creds: tuple[str, str]) -> Iterator[tuple[Any, PykisLog]]:
+def pykis_client(
+    sim: Any, monkeypatch: pytest.MonkeyPatch, home: Any, creds: tuple[str, str]
+) -> Iterator[tuple[Any, PykisLog]]:
     """(PyKis in real mode on the sim, its log); always stops its WebSocket thread and HTTP sessions after."""
     from pykis import PyKis
 
@@ -130,19 +131,40 @@ def sim_now(sim: Any) -> datetime:
 def states_between(sim: Any, code: str, t0: datetime, t1: datetime) -> list[dict[str, Any]]:
     """Every market state of ``code`` from sim instant t0 to t1: the quote at t0, then each tick up to t1."""
     q0 = sim.admin("truth/quote", params={"code": code, "at": t0.isoformat()})
-    states = [{"acml_vol": q0["acml_vol"], "price": q0["price"], "acml_value": q0["acml_value"],
-               "high": q0["high"], "low": q0["low"], "open": q0["open"]}]
+    states = [
+        {
+            "acml_vol": q0["acml_vol"],
+            "price": q0["price"],
+            "acml_value": q0["acml_value"],
+            "high": q0["high"],
+            "low": q0["low"],
+            "open": q0["open"],
+        }
+    ]
     assert t0.date() == t1.date(), "the quote straddled sim midnight; rerun"
-    ticks = sim.admin("truth/ticks", params={
-        "code": code, "day": t0.strftime("%Y%m%d"), "from": t0.strftime("%H%M%S"), "to": t1.strftime("%H%M%S"),
-        "records": "1",
-    })
+    ticks = sim.admin(
+        "truth/ticks",
+        params={
+            "code": code,
+            "day": t0.strftime("%Y%m%d"),
+            "from": t0.strftime("%H%M%S"),
+            "to": t1.strftime("%H%M%S"),
+            "records": "1",
+        },
+    )
     idx = {name: i for i, name in enumerate(ticks["fields"])}
     for t in ticks["ticks"]:
         rec = t["record"]
-        states.append({"acml_vol": t["acml_vol"], "price": t["price"], "acml_value": t["acml_value"],
-                       "high": int(rec[idx["STCK_HGPR"]]), "low": int(rec[idx["STCK_LWPR"]]),
-                       "open": int(rec[idx["STCK_OPRC"]])})
+        states.append(
+            {
+                "acml_vol": t["acml_vol"],
+                "price": t["price"],
+                "acml_value": t["acml_value"],
+                "high": int(rec[idx["STCK_HGPR"]]),
+                "low": int(rec[idx["STCK_LWPR"]]),
+                "open": int(rec[idx["STCK_OPRC"]]),
+            }
+        )
     return states
 
 
@@ -157,8 +179,9 @@ def wait_for(predicate: Any, timeout: float, step: float = 0.05) -> bool:
 
 # --- tests --------------------------------------------------------------------------------------
 @pytest.mark.timeout(60)
-def test_pykis_gets_token_and_quote(sim_factory: Any, make_creds: Any, monkeypatch: pytest.MonkeyPatch,
-                                    tmp_path: Any) -> None:
+def test_pykis_gets_token_and_quote(
+    sim_factory: Any, make_creds: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
     sim = sim_factory(*SIM_ARGS)
     li = busiest_code(sim)
     code = li["code"]
@@ -167,7 +190,8 @@ def test_pykis_gets_token_and_quote(sim_factory: Any, make_creds: Any, monkeypat
         assert stock.symbol == code, (
             f"pykis took symbol {stock.symbol!r} for {code!r} from search-info output.shtn_pdno: KIS answers the "
             f"bare short code there (pdno carries '00000A{code}'), and pykis reuses it as FID_INPUT_ISCD, as the "
-            f"H0STCNT0 tr_key and to match tick field 0 (sim: local_exchange/rest_outputs.py search_info)")
+            f"H0STCNT0 tr_key and to match tick field 0 (sim: local_exchange/rest_outputs.py search_info)"
+        )
         assert stock.market == "KRX"
         assert not log.problems(), log.problems()
 
@@ -194,8 +218,10 @@ def test_pykis_gets_token_and_quote(sim_factory: Any, make_creds: Any, monkeypat
     # the moving part: the quote is one market state between t0 and t1 (identified by cumulative volume)
     states = states_between(sim, code, t0, t1)
     match = [s for s in states if s["acml_vol"] == quote.volume]
-    assert match, (f"pykis quote volume {quote.volume} price {quote.price} is no market state of {code} "
-                   f"between {t0} and {t1}: {states}")
+    assert match, (
+        f"pykis quote volume {quote.volume} price {quote.price} is no market state of {code} "
+        f"between {t0} and {t1}: {states}"
+    )
     s = match[-1]
     assert quote.price == Decimal(s["price"])
     assert quote.amount == Decimal(s["acml_value"])
@@ -205,8 +231,9 @@ def test_pykis_gets_token_and_quote(sim_factory: Any, make_creds: Any, monkeypat
 
 
 @pytest.mark.timeout(60)
-def test_pykis_streams_live_ticks(sim_factory: Any, make_creds: Any, monkeypatch: pytest.MonkeyPatch,
-                                  tmp_path: Any) -> None:
+def test_pykis_streams_live_ticks(
+    sim_factory: Any, make_creds: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
     # PINGPONG every 0.5 s with a 2 s grace: pykis's (re-serialised) echo must keep the session alive
     sim = sim_factory(*SIM_ARGS, "--ping-interval", "0.5", "--ping-grace", "2")
     li = busiest_code(sim)
@@ -226,11 +253,14 @@ def test_pykis_streams_live_ticks(sim_factory: Any, make_creds: Any, monkeypatch
         stock = kis.stock(code)
         assert stock.symbol == code, (
             f"search-info output.shtn_pdno gave {stock.symbol!r}: pykis subscribes H0STCNT0 with that tr_key and "
-            f"drops ticks whose field 0 differs, so it must be the bare code {code!r}")
+            f"drops ticks whose field 0 differs, so it must be the bare code {code!r}"
+        )
         ticket = stock.on("price", on_price)
         got_ticks = wait_for(lambda: len(received) >= 5, timeout=10)
-        assert got_ticks, (f"pykis received {len(received)} ticks in 10 s; sim stats {sim.admin('stats')}; "
-                           f"pykis log: {log.problems() or log.lines}")
+        assert got_ticks, (
+            f"pykis received {len(received)} ticks in 10 s; sim stats {sim.admin('stats')}; "
+            f"pykis log: {log.problems() or log.lines}"
+        )
         # keep reading across several PINGPONGs (0.5 s apart, 2 s grace)
         time.sleep(3)
         mid = sim.admin("stats", params={"appkey": appkey})["for_appkey"]
@@ -247,8 +277,9 @@ def test_pykis_streams_live_ticks(sim_factory: Any, make_creds: Any, monkeypatch
         assert not log.problems(), log.problems()
 
     # every tick pykis delivered is, in order and without gaps, what the sim sent this app key
-    sent = [e for e in sim.admin("truth/sent", params={"appkey": appkey, "code": code})["entries"]
-            if e["status"] == "sent"]
+    sent = [
+        e for e in sim.admin("truth/sent", params={"appkey": appkey, "code": code})["entries"] if e["status"] == "sent"
+    ]
     assert len(got) >= 5
     assert len(sent) >= len(got)
     expected = [(e["acml_vol"], Decimal(e["price"]), e["day"] + e["time"]) for e in sent[: len(got)]]

@@ -24,7 +24,8 @@ import os
 import sys
 import time
 from dataclasses import asdict
-from datetime import date, datetime, time as dtime, timedelta
+from datetime import date, datetime, timedelta
+from datetime import time as dtime
 from pathlib import Path
 
 import dagster as dg
@@ -58,8 +59,13 @@ def main(argv: list[str] | None = None) -> int:
     from observer_assets.definitions import defs  # after the environment is in place: resources read it
 
     instance = dg.DagsterInstance.get()
-    daemon = SimDaemon(instance, defs.get_repository_def(), Path(os.environ["OBSERVER_CLOCK_FILE"]), exchange_clock,
-                       args.out / "ticks.jsonl")
+    daemon = SimDaemon(
+        instance,
+        defs.get_repository_def(),
+        Path(os.environ["OBSERVER_CLOCK_FILE"]),
+        exchange_clock,
+        args.out / "ticks.jsonl",
+    )
     t0 = time.monotonic()
     marks: dict[str, float] = {}
 
@@ -87,11 +93,19 @@ def main(argv: list[str] | None = None) -> int:
     daemon.advance(at(21, 45), 5 * MIN)  # final report 20:40, system events 20:50, backup 21:00, retention 21:30
     marks["evening"] = time.monotonic() - t0
 
-    (args.out / "summary.json").write_text(json.dumps({
-        "day": d.isoformat(), "runs": [asdict(r) for r in daemon.launched], "wall_s": marks,
-        "sensor_s": {k: round(v, 2) for k, v in sorted(daemon.sensor_s.items(), key=lambda kv: -kv[1])},
-        "threads_alive": [t.name for t in daemon.threads if t.is_alive()],
-    }, indent=1, default=str))
+    (args.out / "summary.json").write_text(
+        json.dumps(
+            {
+                "day": d.isoformat(),
+                "runs": [asdict(r) for r in daemon.launched],
+                "wall_s": marks,
+                "sensor_s": {k: round(v, 2) for k, v in sorted(daemon.sensor_s.items(), key=lambda kv: -kv[1])},
+                "threads_alive": [t.name for t in daemon.threads if t.is_alive()],
+            },
+            indent=1,
+            default=str,
+        )
+    )
     return 0
 
 

@@ -124,16 +124,25 @@ class SimDaemon:
     def _tick_schedule(self, sched: dg.ScheduleDefinition, at: datetime) -> None:
         ctx = dg.build_schedule_context(instance=self.instance, scheduled_execution_time=at, repository_def=self.repo)
         data = sched.evaluate_tick(ctx)
-        self._log(kind="schedule", name=sched.name, at=at.isoformat(), runs=len(data.run_requests or []),
-                  skip=data.skip_message)
+        self._log(
+            kind="schedule",
+            name=sched.name,
+            at=at.isoformat(),
+            runs=len(data.run_requests or []),
+            skip=data.skip_message,
+        )
         for req in data.run_requests or []:
             self._launch(f"schedule:{sched.name}", sched.job_name, req, {"dagster/schedule_name": sched.name})
 
     def _tick_sensor(self, sensor: dg.SensorDefinition) -> None:
         # as the code server evaluates a sensor for the daemon: from an instance ref, no ambient partition context
-        ctx = dg.build_sensor_context(instance=self.instance, instance_ref=self.instance.get_ref(),
-                                      cursor=self.cursors.get(sensor.name), repository_def=self.repo,
-                                      sensor_name=sensor.name)
+        ctx = dg.build_sensor_context(
+            instance=self.instance,
+            instance_ref=self.instance.get_ref(),
+            cursor=self.cursors.get(sensor.name),
+            repository_def=self.repo,
+            sensor_name=sensor.name,
+        )
         t0 = time.monotonic()
         try:
             data = sensor.evaluate_tick(ctx)
@@ -185,15 +194,26 @@ class SimDaemon:
         t0 = time.monotonic()
         try:
             res = job.execute_in_process(
-                run_config=req.run_config or None, instance=self.instance, partition_key=req.partition_key,
-                asset_selection=list(req.asset_selection) if req.asset_selection else None, tags=tags,
-                raise_on_error=False)
+                run_config=req.run_config or None,
+                instance=self.instance,
+                partition_key=req.partition_key,
+                asset_selection=list(req.asset_selection) if req.asset_selection else None,
+                tags=tags,
+                raise_on_error=False,
+            )
             rec.run_id, rec.success = res.run_id, res.success
             rec.wall_s = round(time.monotonic() - t0, 3)
         except Exception as e:  # noqa: BLE001 - a run that cannot even start is a failed launch, logged
             rec.success, rec.error = False, f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=5)}"
-        self._log(kind="run", origin=origin, job=job_name, partition=req.partition_key, run_id=rec.run_id,
-                  success=rec.success, error=rec.error)
+        self._log(
+            kind="run",
+            origin=origin,
+            job=job_name,
+            partition=req.partition_key,
+            run_id=rec.run_id,
+            success=rec.success,
+            error=rec.error,
+        )
 
     def join(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -21,9 +21,9 @@ import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
+from local_exchange.server import run_sim_process
 from observer_resources.calendar import KST
 from observer_resources.clock import write_sim
-from local_exchange.server import run_sim_process
 
 ROOT = Path(__file__).resolve().parents[2]
 DAY = date(2026, 11, 26)  # a Thursday: a normal KRX day, 09:00-15:30
@@ -40,16 +40,42 @@ def play_the_day(base: Path) -> dict:
     clock_file = base / "clock.json"
     start = datetime.combine(DAY, time(4, 50), KST)
     write_sim(clock_file, start)
-    sim = run_sim_process("--mode", "real", "--clock", "krx", "--speed", "0", "--start", start.isoformat(),
-                          "--seed", "5", "--listings", "300")
+    sim = run_sim_process(
+        "--mode",
+        "real",
+        "--clock",
+        "krx",
+        "--speed",
+        "0",
+        "--start",
+        start.isoformat(),
+        "--seed",
+        "5",
+        "--listings",
+        "300",
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KIS_", "OBSERVER_", "DAGSTER_"))}
-    env.update(DAGSTER_HOME=str(home), OBSERVER_DATA_DIR=str(data), OBSERVER_BACKUP_URL=str(backup),
-               OBSERVER_CLOCK_FILE=str(clock_file), KIS_REST_URL=sim.rest_url, KIS_WS_URL=sim.ws_url,
-               OBSERVER_UNIVERSE_MIN_COUNT="50", OBSERVER_UNIVERSE_MIN_MASTER_CODES="100",
-               OBSERVER_METRICS_DIR=str(base / "metrics"), PYTHONUNBUFFERED="1")
+    env.update(
+        DAGSTER_HOME=str(home),
+        OBSERVER_DATA_DIR=str(data),
+        OBSERVER_BACKUP_URL=str(backup),
+        OBSERVER_CLOCK_FILE=str(clock_file),
+        KIS_REST_URL=sim.rest_url,
+        KIS_WS_URL=sim.ws_url,
+        OBSERVER_UNIVERSE_MIN_COUNT="50",
+        OBSERVER_UNIVERSE_MIN_MASTER_CODES="100",
+        OBSERVER_METRICS_DIR=str(base / "metrics"),
+        PYTHONUNBUFFERED="1",
+    )
     try:
-        proc = subprocess.run([sys.executable, str(SCRIPT), "--day", DAY.isoformat(), "--admin", sim.rest_url,
-                               "--out", str(out)], env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
+        proc = subprocess.run(
+            [sys.executable, str(SCRIPT), "--day", DAY.isoformat(), "--admin", sim.rest_url, "--out", str(out)],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
     finally:
         sim.stop()
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -71,12 +97,25 @@ def check_every_run_was_launched_by_the_automation_and_none_failed(day):
     everything = runs(inst)
     assert len(everything) > 100
     assert {launched_by(r) for r in everything} >= {
-        "universe_before_open", "track_a_every_10_minutes", "gap_report_through_the_day", "system_events_daily",
-        "backup_daily", "retention_daily", "track_b_capture_sensor", "track_b_compaction_sensor",
-        "gap_backfill_sensor", "track_b_restore_sensor", "gap_report_after_repair", "track_a_freshness_sensor"}
+        "universe_before_open",
+        "track_a_every_10_minutes",
+        "gap_report_through_the_day",
+        "system_events_daily",
+        "backup_daily",
+        "retention_daily",
+        "track_b_capture_sensor",
+        "track_b_compaction_sensor",
+        "gap_backfill_sensor",
+        "track_b_restore_sensor",
+        "gap_report_after_repair",
+        "track_a_freshness_sensor",
+    }
     assert "a person" not in {launched_by(r) for r in everything}
-    failed = [(r.job_name, r.tags.get("dagster/partition"), r.run_id[:8]) for r in everything
-              if r.status != dg.DagsterRunStatus.SUCCESS]
+    failed = [
+        (r.job_name, r.tags.get("dagster/partition"), r.run_id[:8])
+        for r in everything
+        if r.status != dg.DagsterRunStatus.SUCCESS
+    ]
     assert not failed, failed
     assert not day["summary"]["threads_alive"]
 
@@ -99,8 +138,9 @@ def check_the_lost_slots_were_backfilled_by_the_gap_sensor_with_no_operator(day)
     # 10:20: every REST call failed; 11:10: the daemon was down and its scheduler relaunched only 11:20
     assert sorted(r.tags["dagster/partition"] for r in backfills) == [f"{d}T1020", f"{d}T1110"]
     assert all(r.tags["observer/kind"] == "backfill" and r.tags["observer/kis"] == "rest" for r in backfills)
-    scheduled = [r.tags.get("dagster/partition") for r in runs(inst, tags={"dagster/schedule_name":
-                                                                          "track_a_every_10_minutes"})]
+    scheduled = [
+        r.tags.get("dagster/partition") for r in runs(inst, tags={"dagster/schedule_name": "track_a_every_10_minutes"})
+    ]
     assert f"{d}T1120" in scheduled and f"{d}T1110" not in scheduled
 
 
@@ -113,8 +153,9 @@ def check_the_final_gap_report_shows_every_loss_restored(day):
         by_kind.setdefault(r["kind"], []).append(r)
     slots = {r["slot_ts"].strftime("%H%M"): r for r in by_kind.get("track_a_missing_slot", [])}
     assert set(slots) == {"1020", "1110"}
-    assert all(r["status"] == "restored" and r["restored_from"] == "inquire-time-itemchartprice"
-               for r in slots.values())
+    assert all(
+        r["status"] == "restored" and r["restored_from"] == "inquire-time-itemchartprice" for r in slots.values()
+    )
     drop = by_kind.get("ws_disconnect", [])
     assert len(drop) == 1 and drop[0]["start"] == datetime.combine(DAY, time(13, 0), KST)
     assert drop[0]["data_lost"] and drop[0]["missing_volume"] > 0

@@ -11,22 +11,20 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from support import build_universe, kis_for
 
-from observer_resources.storage import lake
 from observer_assets.gaps import sensors
+from observer_assets.gaps.assets import gap_report
 from observer_assets.gaps.checks import TRACK_A_CHECKS
 from observer_assets.monitoring.freshness import track_a_current_slot_fresh
-from observer_assets.gaps.assets import gap_report
-from observer_resources.storage.layout import report_path
 from observer_assets.orchestration.partitions import calendar, day_key, slot_key
 from observer_assets.track_a.assets import track_a_snapshot
-from observer_resources.storage.layout import slot_dir
 from observer_assets.track_a.schedules import track_a_job
 from observer_assets.track_a.snapshot import SNAPSHOT_SCHEMA
 from observer_assets.universe.assets import universe
-from observer_resources.storage.layout import universe_path
 from observer_resources.calendar import KST
-from support import build_universe, kis_for
+from observer_resources.storage import lake
+from observer_resources.storage.layout import report_path, slot_dir, universe_path
 
 GHOST = "999990"  # a universe member the exchange does not know: KIS cannot restore it
 
@@ -38,24 +36,37 @@ def live_snapshot(codes: list[str], slot: datetime) -> pa.Table:
     """A live slot table as the asset writes it (values are irrelevant to gap detection: presence and source)."""
     n = len(codes)
     cols = {f.name: pa.nulls(n, f.type) for f in SNAPSHOT_SCHEMA}
-    cols.update(slot_ts=pa.array([slot] * n, SNAPSHOT_SCHEMA.field("slot_ts").type), code=pa.array(sorted(codes)),
-                price=pa.array([1000] * n, pa.int64()), volume=pa.array([1] * n, pa.int64()),
-                source=pa.array(["live"] * n), tr_id=pa.array(["FHKST11300006"] * n),
-                fetched_at=pa.array([slot + timedelta(seconds=4)] * n, SNAPSHOT_SCHEMA.field("fetched_at").type))
+    cols.update(
+        slot_ts=pa.array([slot] * n, SNAPSHOT_SCHEMA.field("slot_ts").type),
+        code=pa.array(sorted(codes)),
+        price=pa.array([1000] * n, pa.int64()),
+        volume=pa.array([1] * n, pa.int64()),
+        source=pa.array(["live"] * n),
+        tr_id=pa.array(["FHKST11300006"] * n),
+        fetched_at=pa.array([slot + timedelta(seconds=4)] * n, SNAPSHOT_SCHEMA.field("fetched_at").type),
+    )
     return pa.table(cols, schema=SNAPSHOT_SCHEMA)
 
 
 def report(inst, day, as_of: datetime) -> pa.Table:
-    res = dg.materialize([gap_report, universe.to_source_asset()], partition_key=day_key(day), instance=inst,
-                         run_config={"ops": {"gap_report": {"config": {"as_of": as_of.isoformat()}}}})
+    res = dg.materialize(
+        [gap_report, universe.to_source_asset()],
+        partition_key=day_key(day),
+        instance=inst,
+        run_config={"ops": {"gap_report": {"config": {"as_of": as_of.isoformat()}}}},
+    )
     assert res.success
     return pq.read_table(report_path(lake.data_dir(), day))
 
 
 def tick(inst, cursor, kis):
-    defs = dg.Definitions(assets=[track_a_snapshot, universe], jobs=[track_a_job], sensors=[sensors.gap_backfill_sensor],
-                          asset_checks=[*TRACK_A_CHECKS, track_a_current_slot_fresh],
-                          resources={"kis": kis})
+    defs = dg.Definitions(
+        assets=[track_a_snapshot, universe],
+        jobs=[track_a_job],
+        sensors=[sensors.gap_backfill_sensor],
+        asset_checks=[*TRACK_A_CHECKS, track_a_current_slot_fresh],
+        resources={"kis": kis},
+    )
     ctx = dg.build_sensor_context(instance_ref=inst.get_ref(), cursor=cursor, definitions=defs)
     return sensors.gap_backfill_sensor.evaluate_tick(ctx)
 
@@ -88,11 +99,16 @@ def test_sensor_backfills_restorable_track_a_gaps_and_the_report_closes_them(env
             lake.write_table_atomic(slot_dir(root, s) / "snapshot.parquet", live_snapshot(have, s))
 
         rep = report(inst, today, now).to_pylist()
-        open_a = {(r["kind"], r["symbol"], slot_key(r["slot_ts"])) for r in rep
-                  if r["kind"].startswith("track_a") and r["status"] == "open"}
-        assert open_a == ({("track_a_missing_slot", None, slot_key(missing_slot))}
-                          | {("track_a_missing_symbol", c, slot_key(partial_slot)) for c in members[-6:]}
-                          | {("track_a_missing_symbol", GHOST, slot_key(ghost_slot))})
+        open_a = {
+            (r["kind"], r["symbol"], slot_key(r["slot_ts"]))
+            for r in rep
+            if r["kind"].startswith("track_a") and r["status"] == "open"
+        }
+        assert open_a == (
+            {("track_a_missing_slot", None, slot_key(missing_slot))}
+            | {("track_a_missing_symbol", c, slot_key(partial_slot)) for c in members[-6:]}
+            | {("track_a_missing_symbol", GHOST, slot_key(ghost_slot))}
+        )
 
         # Tick 1: one request per slot with restorable open gaps, with the tags; the new partitions are added.
         r1 = tick(inst, None, kis)
@@ -105,14 +121,22 @@ def test_sensor_backfills_restorable_track_a_gaps_and_the_report_closes_them(env
         # de-duplicates those), so a lost cursor cannot double the work.
         r2 = tick(inst, r1.cursor, kis)
         assert r2.run_requests == [] and r2.skip_message
-        assert sorted(r.run_key for r in tick(inst, None, kis).run_requests) == sorted(r.run_key for r in r1.run_requests)
+        assert sorted(r.run_key for r in tick(inst, None, kis).run_requests) == sorted(
+            r.run_key for r in r1.run_requests
+        )
 
         # Execute the requested runs as the daemon would: the same partition and tags.
         backfill_runs = []
         for r in r1.run_requests:
             inst.add_dynamic_partitions("track_a_slot", [r.partition_key])
-            res = dg.materialize([track_a_snapshot, universe], selection=[track_a_snapshot], instance=inst,
-                                 partition_key=r.partition_key, resources={"kis": kis}, tags=r.tags)
+            res = dg.materialize(
+                [track_a_snapshot, universe],
+                selection=[track_a_snapshot],
+                instance=inst,
+                partition_key=r.partition_key,
+                resources={"kis": kis},
+                tags=r.tags,
+            )
             assert res.success
             assert inst.get_run_by_id(res.run_id).tags["observer/kind"] == "backfill"
             backfill_runs.append(inst.get_run_by_id(res.run_id))
@@ -122,21 +146,34 @@ def test_sensor_backfills_restorable_track_a_gaps_and_the_report_closes_them(env
         asked = {}
         for run in backfill_runs:
             ctx = dg.build_run_status_sensor_context(
-                sensor_name="gap_report_after_repair", dagster_instance=inst, dagster_run=run,
-                dagster_event=next(e for e in inst.all_logs(run.run_id) if e.dagster_event_type ==
-                                   dg.DagsterEventType.RUN_SUCCESS).dagster_event)
+                sensor_name="gap_report_after_repair",
+                dagster_instance=inst,
+                dagster_run=run,
+                dagster_event=next(
+                    e for e in inst.all_logs(run.run_id) if e.dagster_event_type == dg.DagsterEventType.RUN_SUCCESS
+                ).dagster_event,
+            )
             for req in sensors.gap_report_after_repair(ctx):
                 assert req.tags["observer/gap_report"] == "after_repair"
                 asked[req.run_key] = req
         assert {r.partition_key for r in asked.values()} == {day_key(today)} and len(asked) == len(backfill_runs)
         req = next(iter(asked.values()))
-        assert dg.materialize([gap_report, universe.to_source_asset()], partition_key=req.partition_key,
-                              instance=inst, tags=req.tags,
-                              run_config={"ops": {"gap_report": {"config": {"as_of": now.isoformat()}}}}).success
+        assert dg.materialize(
+            [gap_report, universe.to_source_asset()],
+            partition_key=req.partition_key,
+            instance=inst,
+            tags=req.tags,
+            run_config={"ops": {"gap_report": {"config": {"as_of": now.isoformat()}}}},
+        ).success
         # a live slot's run is no repair: it asks for nothing
         inst.add_dynamic_partitions("track_a_slot", [slot_key(slots[-1])])
-        live = dg.materialize([track_a_snapshot, universe], selection=[track_a_snapshot], instance=inst,
-                              partition_key=slot_key(slots[-1]), resources={"kis": kis})
+        live = dg.materialize(
+            [track_a_snapshot, universe],
+            selection=[track_a_snapshot],
+            instance=inst,
+            partition_key=slot_key(slots[-1]),
+            resources={"kis": kis},
+        )
         assert sensors.repaired_days(inst.get_run_by_id(live.run_id), [("track_a_snapshot", slot_key(slots[-1]))]) == []
 
         full = pq.read_table(slot_dir(root, missing_slot) / "snapshot.parquet").to_pylist()
@@ -167,12 +204,27 @@ def test_restorable_slots_rules():
     t = datetime(2026, 3, 3, 10, 20, tzinfo=KST)
     rows = [
         {"kind": "track_a_missing_slot", "symbol": None, "slot_ts": t, "restorable": True, "status": "open"},
-        {"kind": "track_a_missing_symbol", "symbol": "000020", "slot_ts": t + timedelta(minutes=10),
-         "restorable": True, "status": "restored"},
-        {"kind": "track_a_missing_symbol", "symbol": "000030", "slot_ts": t + timedelta(minutes=20),
-         "restorable": False, "status": "open"},
-        {"kind": "track_a_late", "symbol": None, "slot_ts": t + timedelta(minutes=30), "restorable": False,
-         "status": "info"},
+        {
+            "kind": "track_a_missing_symbol",
+            "symbol": "000020",
+            "slot_ts": t + timedelta(minutes=10),
+            "restorable": True,
+            "status": "restored",
+        },
+        {
+            "kind": "track_a_missing_symbol",
+            "symbol": "000030",
+            "slot_ts": t + timedelta(minutes=20),
+            "restorable": False,
+            "status": "open",
+        },
+        {
+            "kind": "track_a_late",
+            "symbol": None,
+            "slot_ts": t + timedelta(minutes=30),
+            "restorable": False,
+            "status": "info",
+        },
         {"kind": "track_b_loss", "symbol": "000040", "slot_ts": None, "restorable": True, "status": "open"},
     ]
     got = sensors.restorable_slots(pa.Table.from_pylist(rows))
@@ -243,12 +295,34 @@ def test_ui_path_launch_partition_backfill_over_graphql(env, small_sim, tmp_path
 
     port = free_port()
     penv = {k: v for k, v in os.environ.items() if not k.startswith(("KIS_", "DAGSTER_"))}
-    penv |= {"DAGSTER_HOME": str(home), "KIS_APP_KEY": key, "KIS_APP_SECRET": secret, "KIS_REST_URL": small_sim.rest_url,
-             "KIS_WS_URL": small_sim.ws_url, "PYTHONPATH": str(main)}
+    penv |= {
+        "DAGSTER_HOME": str(home),
+        "KIS_APP_KEY": key,
+        "KIS_APP_SECRET": secret,
+        "KIS_REST_URL": small_sim.rest_url,
+        "KIS_WS_URL": small_sim.ws_url,
+        "PYTHONPATH": str(main),
+    }
     log = open(tmp_path / "dev.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "dagster", "dev", "-h", "127.0.0.1", "-p", str(port), "-f",
-                             str(Path(__file__).with_name("_ui_defs.py"))], cwd=main, env=penv, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "dagster",
+            "dev",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-f",
+            str(Path(__file__).with_name("_ui_defs.py")),
+        ],
+        cwd=main,
+        env=penv,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}/graphql"
 
     def gql(query, variables):
@@ -265,9 +339,12 @@ def test_ui_path_launch_partition_backfill_over_graphql(env, small_sim, tmp_path
                 pass
             assert time.monotonic() < deadline, "webserver did not start"
             time.sleep(1)
-        params = {"assetSelection": [{"path": ["track_a_snapshot"]}], "partitionNames": targets,
-                  "tags": [{"key": "observer/kind", "value": "backfill"}, {"key": "observer/kis", "value": "rest"}],
-                  "title": "gap backfill from the UI path"}
+        params = {
+            "assetSelection": [{"path": ["track_a_snapshot"]}],
+            "partitionNames": targets,
+            "tags": [{"key": "observer/kind", "value": "backfill"}, {"key": "observer/kis", "value": "rest"}],
+            "title": "gap backfill from the UI path",
+        }
         out = None
         for _ in range(20):  # the code location may still be loading
             out = gql(LAUNCH, {"params": params})["data"]["launchPartitionBackfill"]
@@ -288,7 +365,9 @@ def test_ui_path_launch_partition_backfill_over_graphql(env, small_sim, tmp_path
             assert b["status"] not in ("FAILED", "COMPLETED_FAILED", "CANCELED"), b
             time.sleep(1)
         assert len(runs) == 2 and all(r["status"] == "SUCCESS" for r in runs), (
-            b, (tmp_path / "dev.log").read_text()[-3000:])
+            b,
+            (tmp_path / "dev.log").read_text()[-3000:],
+        )
         assert {t["key"]: t["value"] for t in b["tags"]}["observer/kind"] == "backfill"
         assert all({t["key"]: t["value"] for t in r["tags"]}.get("observer/kind") == "backfill" for r in runs)
     finally:
@@ -318,8 +397,10 @@ def test_a_slot_inside_its_live_window_waits_for_the_next_tick(env):
     old = cur - timedelta(minutes=30)
     if old.date() != now.date():
         pytest.skip("too close to midnight")
-    rows = [{"kind": "track_a_missing_slot", "symbol": None, "slot_ts": t, "restorable": True, "status": "open"}
-            for t in (old, cur)]
+    rows = [
+        {"kind": "track_a_missing_slot", "symbol": None, "slot_ts": t, "restorable": True, "status": "open"}
+        for t in (old, cur)
+    ]
     path = report_path(lake.data_dir(), now.date())
     lake.write_table_atomic(path, pa.Table.from_pylist(rows))
     with dg.instance_for_test() as inst:

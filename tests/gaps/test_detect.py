@@ -26,16 +26,23 @@ SLOTS = [at(9, m) for m in range(0, 60, 10)] + [at(10, 0)]
 
 def snap(slot: datetime, codes=UNI, *, late_s: float = 5.0, source: str = "live", restored_from=None) -> pa.Table:
     n = len(codes)
-    return pa.table({"code": list(codes), "source": [source] * n, "restored_from": pa.array([restored_from] * n, pa.string()),
-                     "fetched_at": pa.array([slot + timedelta(seconds=late_s)] * n, TS)})
+    return pa.table(
+        {
+            "code": list(codes),
+            "source": [source] * n,
+            "restored_from": pa.array([restored_from] * n, pa.string()),
+            "fetched_at": pa.array([slot + timedelta(seconds=late_s)] * n, TS),
+        }
+    )
 
 
 def fails(rows: dict[str, str]) -> pa.Table:
     return pa.table({"code": list(rows), "error": list(rows.values())})
 
 
-def ticks(spec: list[tuple[str, datetime, int]], key: str = "k1", drop: set[int] | None = None,
-          source: str | None = None) -> pa.Table:
+def ticks(
+    spec: list[tuple[str, datetime, int]], key: str = "k1", drop: set[int] | None = None, source: str | None = None
+) -> pa.Table:
     """Ticks of (code, rx, qty) with consistent cumulative volume and trade counts; `drop` removes indices
     (after the cumulative values were computed: a lost tick)."""
     acml: dict[str, int] = {}
@@ -46,13 +53,25 @@ def ticks(spec: list[tuple[str, datetime, int]], key: str = "k1", drop: set[int]
         cnt[code] = cnt.get(code, 0) + 1
         if drop and i in drop:
             continue
-        rows.append({"code": code, "receive_ts": rx, "acml_vol": acml[code], "qty": q, "buy_cnt": cnt[code],
-                     "sell_cnt": 0, "key_id": key})
-    t = pa.Table.from_pylist(rows, schema=pa.schema([TICK_SCHEMA.field(c) if c != "receive_ts" else
-                                                     pa.field("receive_ts", TS) for c in rows[0]]))
+        rows.append(
+            {
+                "code": code,
+                "receive_ts": rx,
+                "acml_vol": acml[code],
+                "qty": q,
+                "buy_cnt": cnt[code],
+                "sell_cnt": 0,
+                "key_id": key,
+            }
+        )
+    t = pa.Table.from_pylist(
+        rows,
+        schema=pa.schema([TICK_SCHEMA.field(c) if c != "receive_ts" else pa.field("receive_ts", TS) for c in rows[0]]),
+    )
     if source:
         t = t.append_column("source", pa.array([source] * t.num_rows)).append_column(
-            "restored_from", pa.array(["conclusions"] * t.num_rows))
+            "restored_from", pa.array(["conclusions"] * t.num_rows)
+        )
     return t
 
 
@@ -61,8 +80,7 @@ def busy(code: str, start: datetime, seconds: int, every: float = 1.0, qty: int 
 
 
 def inputs(**kw) -> DayInputs:
-    base = dict(day=DAY, as_of=at(10, 5), slots=SLOTS, universe=UNI,
-                snapshots={s: snap(s) for s in SLOTS}, failures={})
+    base = dict(day=DAY, as_of=at(10, 5), slots=SLOTS, universe=UNI, snapshots={s: snap(s) for s in SLOTS}, failures={})
     base.update(kw)
     return DayInputs(**base)
 
@@ -86,17 +104,20 @@ def test_track_a_faults_exactly() -> None:
     snaps[at(9, 40)] = snap(at(9, 40), late_s=300)  # late, major
     snaps[at(9, 50)] = snap(at(9, 50), late_s=700)  # late, critical
     del snaps[at(10, 0)]  # inside its grace at 10:01: not a gap yet
-    rep = detect(inputs(snapshots=snaps, failures={at(9, 30): fails({"000030": "RateLimitedError EGW00201"})},
-                        as_of=at(10, 1)))
+    rep = detect(
+        inputs(snapshots=snaps, failures={at(9, 30): fails({"000030": "RateLimitedError EGW00201"})}, as_of=at(10, 1))
+    )
     rows = {(r["kind"], r["symbol"], r["slot_ts"]): r for r in rep.rows.to_pylist()}
-    assert sorted(rows) == sorted([
-        ("track_a_missing_slot", None, at(9, 20)),
-        ("track_a_missing_symbol", "000030", at(9, 30)),
-        ("track_a_missing_symbol", "000040", at(9, 30)),
-        ("rate_limit", None, at(9, 30)),
-        ("track_a_late", None, at(9, 40)),
-        ("track_a_late", None, at(9, 50)),
-    ])
+    assert sorted(rows) == sorted(
+        [
+            ("track_a_missing_slot", None, at(9, 20)),
+            ("track_a_missing_symbol", "000030", at(9, 30)),
+            ("track_a_missing_symbol", "000040", at(9, 30)),
+            ("rate_limit", None, at(9, 30)),
+            ("track_a_late", None, at(9, 40)),
+            ("track_a_late", None, at(9, 50)),
+        ]
+    )
     ms = rows[("track_a_missing_slot", None, at(9, 20))]
     assert ms["severity"] == "critical" and ms["status"] == "open" and ms["restore_how"] == "minute_bars_past"
     assert ms["reason"] == "system_error"  # no failure recorded: the run never answered
@@ -114,15 +135,17 @@ def test_missing_slot_becomes_major_then_critical_with_time_and_never_in_the_fut
     snaps = {s: snap(s) for s in SLOTS if s < at(9, 50)}
     rep = detect(inputs(snapshots=snaps, as_of=at(9, 55)))  # 09:50 is 5 min overdue, 10:00 is in the future
     assert [(r["kind"], r["slot_ts"], r["severity"]) for r in rep.rows.to_pylist()] == [
-        ("track_a_missing_slot", at(9, 50), "major")]
+        ("track_a_missing_slot", at(9, 50), "major")
+    ]
 
 
 def test_restored_rows_close_the_gaps_with_provenance() -> None:
     snaps = {s: snap(s) for s in SLOTS}
     snaps[at(9, 20)] = snap(at(9, 20), source="restored", restored_from="minute_bars_today", late_s=3600)
     part = snap(at(9, 30), UNI[:3])
-    snaps[at(9, 30)] = pa.concat_tables([part, snap(at(9, 30), ["000040"], source="restored",
-                                                    restored_from="minute_bars_today", late_s=3600)])
+    snaps[at(9, 30)] = pa.concat_tables(
+        [part, snap(at(9, 30), ["000040"], source="restored", restored_from="minute_bars_today", late_s=3600)]
+    )
     rep = detect(inputs(snapshots=snaps, today=True))
     rows = rep.rows.to_pylist()
     assert [(r["kind"], r["symbol"], r["status"], r["restored_from"]) for r in rows] == [
@@ -134,18 +157,22 @@ def test_restored_rows_close_the_gaps_with_provenance() -> None:
 
 def test_track_b_loss_silence_and_disconnect() -> None:
     spec = busy("000010", at(9, 30), 1200)  # 09:30:00 .. 09:49:59, one trade a second
-    quiet = [("000020", at(9, 30), 5), ("000020", at(9, 30, 45), 5), ("000020", at(9, 33), 5),
-             ("000020", at(9, 40), 5)]
+    quiet = [("000020", at(9, 30), 5), ("000020", at(9, 30, 45), 5), ("000020", at(9, 33), 5), ("000020", at(9, 40), 5)]
     lost = 100  # 09:31:40: one tick lost on the wire
     disc = set(range(600, 660))  # 09:40:00..09:40:59 lost in a disconnect
     t = ticks(spec + quiet, drop={lost} | disc)
     gap = Gap("g1", "scalp", "ws_disconnect", "major", None, at(9, 39, 59.5), at(9, 41, 0.5), {"key_id": "k1"})
     rep = detect(inputs(ticks=t, gap_markers=[gap]))
     rows = rep.rows.to_pylist()
-    assert sorted((r["kind"], r["symbol"]) for r in rows) == sorted([
-        ("track_b_loss", "000010"), ("ws_disconnect", None),
-        ("track_b_silence", "000020"), ("track_b_silence", "000020"), ("track_b_silence", "000020"),
-    ])
+    assert sorted((r["kind"], r["symbol"]) for r in rows) == sorted(
+        [
+            ("track_b_loss", "000010"),
+            ("ws_disconnect", None),
+            ("track_b_silence", "000020"),
+            ("track_b_silence", "000020"),
+            ("track_b_silence", "000020"),
+        ]
+    )
     loss = next(r for r in rows if r["kind"] == "track_b_loss")
     assert loss["missing_volume"] == 10 and loss["missing_trades"] == 1 and loss["data_lost"]
     assert loss["start"] == at(9, 31, 39) and loss["end"] == at(9, 31, 41)
@@ -154,8 +181,11 @@ def test_track_b_loss_silence_and_disconnect() -> None:
     assert json.loads(d["evidence"])["losses"]["000010"]["breaks"] == 1
     sil = sorted((r["start"], r["end"], r["severity"]) for r in rows if r["kind"] == "track_b_silence")
     # 45 s, 135 s, and 09:33..09:40 minus the disconnect window's start (09:39:59.5)
-    assert sil == [(at(9, 30), at(9, 30, 45), "minor"), (at(9, 30, 45), at(9, 33), "major"),
-                   (at(9, 33), at(9, 39, 59.5), "critical")]
+    assert sil == [
+        (at(9, 30), at(9, 30, 45), "minor"),
+        (at(9, 30, 45), at(9, 33), "major"),
+        (at(9, 33), at(9, 39, 59.5), "critical"),
+    ]
     assert all(not r["data_lost"] and r["status"] == "info" for r in rows if r["kind"] == "track_b_silence")
     # a quiet symbol is never a loss; the verdict does not count silences as critical gaps
     assert rep.summary["track_b"]["losses"] == 1 + 1
@@ -165,16 +195,29 @@ def test_loss_restored_from_conclusions_and_release_is_not_a_loss() -> None:
     spec = busy("000010", at(9, 30), 120)
     live = ticks(spec, drop={50})
     rest = ticks(spec, source="restored").filter(pa.compute.equal(pa.array(range(120)), 50))
-    t = pa.concat_tables([live.append_column("source", pa.array(["live"] * live.num_rows))
-                          .append_column("restored_from", pa.nulls(live.num_rows, pa.string())), rest])
+    t = pa.concat_tables(
+        [
+            live.append_column("source", pa.array(["live"] * live.num_rows)).append_column(
+                "restored_from", pa.nulls(live.num_rows, pa.string())
+            ),
+            rest,
+        ]
+    )
     rep = detect(inputs(ticks=t, today=True))
     (row,) = rep.rows.to_pylist()
     assert (row["kind"], row["status"], row["restored_from"]) == ("track_b_loss", "restored", "conclusions")
 
     # the code left its slot at 09:30:30 and came back: the volume jump is unsubscribed time, not a loss
     spec2 = busy("000030", at(9, 30), 30) + busy("000030", at(9, 35), 30)
-    ev = [{"event_type": "slot_change", "timestamp": at(9, 30, 30).isoformat(), "action": "replace",
-           "old_code": "000030", "code": "000099"}]
+    ev = [
+        {
+            "event_type": "slot_change",
+            "timestamp": at(9, 30, 30).isoformat(),
+            "action": "replace",
+            "old_code": "000030",
+            "code": "000099",
+        }
+    ]
     t2 = ticks(spec2[:30] + [("000030", at(9, 32), 500)] + spec2[30:], drop={30})
     rep2 = detect(inputs(ticks=t2, events=ev))
     assert rep2.rows.num_rows == 0
@@ -182,10 +225,19 @@ def test_loss_restored_from_conclusions_and_release_is_not_a_loss() -> None:
 
 def test_ticks_after_as_of_are_not_judged_and_verdict_rules() -> None:
     t = ticks(busy("000010", at(9, 30), 600), drop={500})  # the loss is at 09:38:20, after as_of
-    markers = [Gap(f"g{i}", "scalp", "ws_disconnect", "major", None, at(9, 0, i * 10), at(9, 0, i * 10 + 1), {})
-               for i in range(20)]
-    rep = detect(inputs(ticks=t, as_of=at(9, 35), gap_markers=markers, snapshots={s: snap(s) for s in SLOTS},
-                        anomaly={"rules": [{"rule": "ws_failure_5min"}]}))
+    markers = [
+        Gap(f"g{i}", "scalp", "ws_disconnect", "major", None, at(9, 0, i * 10), at(9, 0, i * 10 + 1), {})
+        for i in range(20)
+    ]
+    rep = detect(
+        inputs(
+            ticks=t,
+            as_of=at(9, 35),
+            gap_markers=markers,
+            snapshots={s: snap(s) for s in SLOTS},
+            anomaly={"rules": [{"rule": "ws_failure_5min"}]},
+        )
+    )
     assert not any(r["kind"] == "track_b_loss" for r in rep.rows.to_pylist())
     fired = {r["rule"] for r in rep.verdict["rules_fired"]}
     assert fired == {"ws_reconnects", "anomaly_marker"}
@@ -202,11 +254,13 @@ def test_restore_assets_rows_close_a_disconnect_loss() -> None:
     rest = rest.append_column("restored_from", pa.array(["inquire-time-itemconclusion"] * rest.num_rows))
     before = detect(inputs(ticks=ticks(spec, drop=disc), gap_markers=[gap], today=True)).rows.to_pylist()
     assert [(r["kind"], r["status"], r["missing_volume"]) for r in before] == [("ws_disconnect", "open", 100)]
-    partial = detect(inputs(ticks=ticks(spec, drop=disc), gap_markers=[gap], today=True,
-                            restored_ticks=rest.slice(0, 9))).rows.to_pylist()
+    partial = detect(
+        inputs(ticks=ticks(spec, drop=disc), gap_markers=[gap], today=True, restored_ticks=rest.slice(0, 9))
+    ).rows.to_pylist()
     assert partial[0]["status"] == "open"  # 9 of 10 trades found: the hole stays open
-    after = detect(inputs(ticks=ticks(spec, drop=disc), gap_markers=[gap], today=True,
-                          restored_ticks=rest)).rows.to_pylist()
+    after = detect(
+        inputs(ticks=ticks(spec, drop=disc), gap_markers=[gap], today=True, restored_ticks=rest)
+    ).rows.to_pylist()
     assert [(r["kind"], r["status"]) for r in after] == [("ws_disconnect", "restored")]
     assert after[0]["restored_from"] == "inquire-time-itemconclusion"
 
@@ -215,6 +269,10 @@ def test_partly_restored_slot_is_restored_and_keeps_what_history_could_not_give(
     snaps = {s: snap(s) for s in SLOTS}
     snaps[at(9, 20)] = snap(at(9, 20), UNI[:3], source="restored", restored_from="minute_bars_past")
     (row,) = detect(inputs(snapshots=snaps)).rows.to_pylist()
-    assert (row["kind"], row["status"], row["restored_from"]) == ("track_a_missing_slot", "restored", "minute_bars_past")
+    assert (row["kind"], row["status"], row["restored_from"]) == (
+        "track_a_missing_slot",
+        "restored",
+        "minute_bars_past",
+    )
     ev = json.loads(row["evidence"])
     assert ev["still_missing"] == 1 and ev["still_missing_symbols"] == ["000040"]

@@ -15,22 +15,21 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from observer_resources.storage import lake
+from local_exchange.accounts import demo_credentials
+from local_exchange.market import Market
 from observer_assets.gaps.assets import gap_report
-from observer_resources.storage.layout import report_path, verdict_path
 from observer_assets.orchestration.partitions import calendar, day_key, slot_key
 from observer_assets.track_a.assets import track_a_snapshot
-from observer_resources.storage.layout import TRACK_A_FAILURES as FAILURES, slot_dir
 from observer_assets.track_a.snapshot import FAILURE_SCHEMA, TS
-from observer_resources.storage.layout import ticks_path
 from observer_assets.track_b.compaction import compact
 from observer_assets.track_b.journal import Journal, read_journal, segments
 from observer_assets.universe.assets import read_universe, universe
 from observer_resources.calendar import KST
 from observer_resources.events import EventLog
 from observer_resources.resources import KisResource
-from local_exchange.accounts import demo_credentials
-from local_exchange.market import Market
+from observer_resources.storage import lake
+from observer_resources.storage.layout import TRACK_A_FAILURES as FAILURES
+from observer_resources.storage.layout import report_path, slot_dir, ticks_path, verdict_path
 
 # The local exchange publishes masters for today only, so the day is today on the always-open calendar.
 DAY = datetime.now(KST).date()
@@ -61,17 +60,28 @@ def frame(rec: list[str]) -> str:
 def build_track_a(sim, tmp_path, inst) -> dict:
     """Universe + the 09:00 slot for real; later slots derived from it (fetched on time) with faults."""
     key, secret = demo_credentials(41)
-    kis = KisResource(app_key=key, app_secret=secret, rest_url=sim.rest_url, ws_url=sim.ws_url,
-                      state_dir=str(tmp_path / "state"))
+    kis = KisResource(
+        app_key=key, app_secret=secret, rest_url=sim.rest_url, ws_url=sim.ws_url, state_dir=str(tmp_path / "state")
+    )
     inst.add_dynamic_partitions("trading_day", [day_key(DAY)])
-    res = dg.materialize([universe], partition_key=day_key(DAY), instance=inst, resources={"kis": kis},
-                         run_config={"ops": {"universe": {"config": {"min_master_codes": 100}}}})
+    res = dg.materialize(
+        [universe],
+        partition_key=day_key(DAY),
+        instance=inst,
+        resources={"kis": kis},
+        run_config={"ops": {"universe": {"config": {"min_master_codes": 100}}}},
+    )
     assert res.success
     slots = calendar().track_a_slots(DAY)
     live = calendar().slot_at(datetime.now(KST))  # the current slot, fetched live (later than AS_OF: not judged)
     inst.add_dynamic_partitions("track_a_slot", [slot_key(live)])
-    res = dg.materialize([track_a_snapshot, universe], selection=[track_a_snapshot], partition_key=slot_key(live),
-                         instance=inst, resources={"kis": kis})
+    res = dg.materialize(
+        [track_a_snapshot, universe],
+        selection=[track_a_snapshot],
+        partition_key=slot_key(live),
+        instance=inst,
+        resources={"kis": kis},
+    )
     assert res.success
     root = lake.data_dir()
     base = pq.read_table(slot_dir(root, live) / "snapshot.parquet")
@@ -81,8 +91,9 @@ def build_track_a(sim, tmp_path, inst) -> dict:
     def put(slot: datetime, table: pa.Table, late_s: float = 3.0) -> None:
         n = table.num_rows
         t = table.set_column(0, "slot_ts", pa.array([slot] * n, TS))
-        t = t.set_column(t.schema.get_field_index("fetched_at"), "fetched_at",
-                         pa.array([slot + timedelta(seconds=late_s)] * n, TS))
+        t = t.set_column(
+            t.schema.get_field_index("fetched_at"), "fetched_at", pa.array([slot + timedelta(seconds=late_s)] * n, TS)
+        )
         lake.write_table_atomic(slot_dir(root, slot) / "snapshot.parquet", t)
 
     dropped = sorted(uni)[5:8]
@@ -92,16 +103,30 @@ def build_track_a(sim, tmp_path, inst) -> dict:
             continue
         if s == at(9, 30):  # partial: three symbols lost (two rate-limited, one left out of the answer)
             put(s, base.filter(pc.invert(pc.is_in(base["code"], pa.array(dropped)))))
-            lake.write_table_atomic(slot_dir(root, s, FAILURES) / "failures.parquet", pa.table({
-                "code": dropped, "error": ["RateLimitedError EGW00201", "RateLimitedError EGW00201",
-                                           "missing from multi-quote answer"],
-                "at": pa.array([s] * 3, TS)}, schema=FAILURE_SCHEMA))
+            lake.write_table_atomic(
+                slot_dir(root, s, FAILURES) / "failures.parquet",
+                pa.table(
+                    {
+                        "code": dropped,
+                        "error": [
+                            "RateLimitedError EGW00201",
+                            "RateLimitedError EGW00201",
+                            "missing from multi-quote answer",
+                        ],
+                        "at": pa.array([s] * 3, TS),
+                    },
+                    schema=FAILURE_SCHEMA,
+                ),
+            )
         elif s == at(9, 50):
             put(s, base, late_s=240)  # late by 4 minutes: major
         elif s == at(10, 10):  # lost live, then restored by a backfill
             r = base.set_column(base.schema.get_field_index("source"), "source", pa.array(["restored"] * base.num_rows))
-            r = r.set_column(r.schema.get_field_index("restored_from"), "restored_from",
-                             pa.array(["inquire-time-itemchartprice"] * r.num_rows))
+            r = r.set_column(
+                r.schema.get_field_index("restored_from"),
+                "restored_from",
+                pa.array(["inquire-time-itemchartprice"] * r.num_rows),
+            )
             put(s, r, late_s=3600)
         else:
             put(s, base)
@@ -150,15 +175,43 @@ def build_track_b(root, uni: list[str]) -> dict:
         lake.write_table_atomic(ticks_path(root, at(h)), t)
     last_before = max(rx for rx, _, _ in frames if rx < d0)
     ev = EventLog(root, source="test")
-    gid = ev.gap_open(scope="scalp", reason="ws_disconnect", severity="major", start=last_before,
-                      session_id="s1", key_id=KEY, kind="disconnect")
-    ev.gap_close(gid, scope="scalp", reason="ws_disconnect", severity="major", start=last_before, end=d1,
-                 session_id="s1", key_id=KEY)
+    gid = ev.gap_open(
+        scope="scalp",
+        reason="ws_disconnect",
+        severity="major",
+        start=last_before,
+        session_id="s1",
+        key_id=KEY,
+        kind="disconnect",
+    )
+    ev.gap_close(
+        gid,
+        scope="scalp",
+        reason="ws_disconnect",
+        severity="major",
+        start=last_before,
+        end=d1,
+        session_id="s1",
+        key_id=KEY,
+    )
     ev.emit("ws_connected", at=d1, key_id=KEY, reconnect=True)
-    lost_in_window = {c: [(s, r) for s, r in truth[c] if d0 <= datetime.combine(DAY, datetime.min.time(), KST)
-                          + timedelta(seconds=s, microseconds=100_000) < d1] for c in codes}
-    return {"codes": codes, "a": a, "skipped": skipped, "truth": truth, "gap_id": gid,
-            "window": (last_before, d1), "lost_in_window": lost_in_window}
+    lost_in_window = {
+        c: [
+            (s, r)
+            for s, r in truth[c]
+            if d0 <= datetime.combine(DAY, datetime.min.time(), KST) + timedelta(seconds=s, microseconds=100_000) < d1
+        ]
+        for c in codes
+    }
+    return {
+        "codes": codes,
+        "a": a,
+        "skipped": skipped,
+        "truth": truth,
+        "gap_id": gid,
+        "window": (last_before, d1),
+        "lost_in_window": lost_in_window,
+    }
 
 
 def test_gap_report_finds_every_injected_fault_and_nothing_else(env, frozen_sim):
@@ -166,21 +219,27 @@ def test_gap_report_finds_every_injected_fault_and_nothing_else(env, frozen_sim)
         ta = build_track_a(frozen_sim, env, inst)
         root = lake.data_dir()
         tb = build_track_b(root, ta["universe"])
-        res = dg.materialize([gap_report], partition_key=day_key(DAY), instance=inst,
-                             run_config={"ops": {"gap_report": {"config": {"as_of": AS_OF.isoformat()}}}})
+        res = dg.materialize(
+            [gap_report],
+            partition_key=day_key(DAY),
+            instance=inst,
+            run_config={"ops": {"gap_report": {"config": {"as_of": AS_OF.isoformat()}}}},
+        )
         assert res.success
         md = res.asset_materializations_for_node("gap_report")[0].metadata
     rows = pq.read_table(report_path(root, DAY)).to_pylist()
     found = sorted((r["kind"], r["symbol"], r["slot_ts"]) for r in rows if r["kind"] != "track_b_silence")
-    expected = sorted([
-        ("track_a_missing_slot", None, at(9, 20)),
-        *[("track_a_missing_symbol", c, at(9, 30)) for c in ta["dropped"]],
-        ("rate_limit", None, at(9, 30)),
-        ("track_a_late", None, at(9, 50)),
-        ("track_a_missing_slot", None, at(10, 10)),
-        ("track_b_loss", tb["a"], None),
-        ("ws_disconnect", None, None),
-    ])
+    expected = sorted(
+        [
+            ("track_a_missing_slot", None, at(9, 20)),
+            *[("track_a_missing_symbol", c, at(9, 30)) for c in ta["dropped"]],
+            ("rate_limit", None, at(9, 30)),
+            ("track_a_late", None, at(9, 50)),
+            ("track_a_missing_slot", None, at(10, 10)),
+            ("track_b_loss", tb["a"], None),
+            ("ws_disconnect", None, None),
+        ]
+    )
     assert found == expected  # precision and recall over the injected faults
     by = {(r["kind"], r["symbol"], r["slot_ts"]): r for r in rows}
     assert by[("track_a_missing_slot", None, at(9, 20))]["status"] == "open"

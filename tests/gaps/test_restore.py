@@ -13,19 +13,18 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from support import build_universe, kis_for
 
-from observer_resources.storage import lake
 from observer_assets.orchestration.partitions import calendar, day_key, slot_key
 from observer_assets.orchestration.runs import BACKFILL_TAGS, KIS_REST_TAGS
 from observer_assets.track_a import restore
 from observer_assets.track_a.assets import track_a_snapshot
-from observer_resources.storage.layout import slot_dir
 from observer_assets.track_a.snapshot import SNAPSHOT_SCHEMA
 from observer_assets.universe.assets import universe
-from observer_resources.storage.layout import universe_path
 from observer_resources.calendar import KST
 from observer_resources.kis.models import MinuteBar
-from support import build_universe, kis_for
+from observer_resources.storage import lake
+from observer_resources.storage.layout import slot_dir, universe_path
 
 ENV = {"OBSERVER_UNIVERSE_MIN_COUNT": "50"}  # the trimmed universe (tests/support.py) is smaller
 
@@ -36,8 +35,14 @@ def truth(sim, code: str, at: datetime) -> dict:
 
 def backfill(inst, kis, key):
     inst.add_dynamic_partitions("track_a_slot", [key])
-    return dg.materialize([track_a_snapshot, universe], selection=[track_a_snapshot], partition_key=key, instance=inst,
-                          resources={"kis": kis}, tags={**BACKFILL_TAGS, **KIS_REST_TAGS})
+    return dg.materialize(
+        [track_a_snapshot, universe],
+        selection=[track_a_snapshot],
+        partition_key=key,
+        instance=inst,
+        resources={"kis": kis},
+        tags={**BACKFILL_TAGS, **KIS_REST_TAGS},
+    )
 
 
 def past_slot(minutes_back: int) -> datetime:
@@ -52,11 +57,17 @@ def assert_matches_truth(sim, row: dict, slot: datetime) -> None:
     """The restored row equals the state one second before the slot; the slot's own first second is the only
     difference from the state at the slot, and the truth's ticks account for it exactly."""
     before = truth(sim, row["code"], slot - timedelta(seconds=1))
-    assert (row["price"], row["volume"], row["trade_value"]) == (before["price"], before["acml_vol"], before["acml_value"])
+    assert (row["price"], row["volume"], row["trade_value"]) == (
+        before["price"],
+        before["acml_vol"],
+        before["acml_value"],
+    )
     at = truth(sim, row["code"], slot)
     hhmmss = slot.strftime("%H%M%S")
-    ticks = sim.admin("truth/ticks", params={"code": row["code"], "day": slot.strftime("%Y%m%d"), "from": hhmmss,
-                                             "to": hhmmss, "records": "0"})["ticks"]
+    ticks = sim.admin(
+        "truth/ticks",
+        params={"code": row["code"], "day": slot.strftime("%Y%m%d"), "from": hhmmss, "to": hhmmss, "records": "0"},
+    )["ticks"]
     assert at["acml_vol"] - row["volume"] == sum(t["qty"] for t in ticks)
     assert at["price"] == (ticks[-1]["price"] if ticks else row["price"])
 
@@ -76,7 +87,9 @@ def test_restore_fills_only_missing_symbols_and_whole_missing_slots(env, small_s
         for col, val in (("price", 123), ("volume", 7), ("bid", 122), ("ask", 124)):
             live = live.set_column(live.schema.get_field_index(col), col, pa.array([val] * 30, pa.int64()))
         live = live.set_column(live.schema.get_field_index("source"), "source", pa.array(["live"] * 30))
-        live = live.set_column(live.schema.get_field_index("slot_ts"), "slot_ts", pa.array([slot] * 30, live.schema.field("slot_ts").type))
+        live = live.set_column(
+            live.schema.get_field_index("slot_ts"), "slot_ts", pa.array([slot] * 30, live.schema.field("slot_ts").type)
+        )
         path = slot_dir(root, slot) / "snapshot.parquet"
         lake.write_table_atomic(path, live)
 
@@ -100,7 +113,10 @@ def test_restore_fills_only_missing_symbols_and_whole_missing_slots(env, small_s
         # A complete slot: a second backfill run asks KIS nothing and changes nothing.
         before = small_sim.admin("stats")["requests_total"]
         res = backfill(inst, kis, slot_key(slot))
-        assert res.asset_materializations_for_node("track_a_snapshot")[0].metadata["mode"].value == "complete: nothing to restore"
+        assert (
+            res.asset_materializations_for_node("track_a_snapshot")[0].metadata["mode"].value
+            == "complete: nothing to restore"
+        )
         assert small_sim.admin("stats")["requests_total"] == before
         assert pq.read_table(path).equals(out)
 
@@ -108,8 +124,14 @@ def test_restore_fills_only_missing_symbols_and_whole_missing_slots(env, small_s
         slot2 = past_slot(50)
         key2 = slot_key(slot2)
         inst.add_dynamic_partitions("track_a_slot", [key2])
-        res = dg.materialize([track_a_snapshot, universe], selection=[track_a_snapshot], partition_key=key2,
-                             instance=inst, resources={"kis": kis}, tags=KIS_REST_TAGS)
+        res = dg.materialize(
+            [track_a_snapshot, universe],
+            selection=[track_a_snapshot],
+            partition_key=key2,
+            instance=inst,
+            resources={"kis": kis},
+            tags=KIS_REST_TAGS,
+        )
         md = res.asset_materializations_for_node("track_a_snapshot")[0].metadata
         assert md["restore_reason"].value == "slot no longer current"
         out2 = pq.read_table(slot_dir(root, slot2) / "snapshot.parquet").to_pylist()
@@ -141,8 +163,16 @@ def test_restore_of_an_earlier_day_uses_past_minute_bars(env, small_sim):
 
 
 def _bar(h: int, m: int, close: int, vol: int, value: int) -> MinuteBar:
-    return MinuteBar(at=datetime(2026, 3, 3, h, m, tzinfo=KST), close=close, open=close, high=close, low=close,
-                     volume=vol, acml_value=value, raw={})
+    return MinuteBar(
+        at=datetime(2026, 3, 3, h, m, tzinfo=KST),
+        close=close,
+        open=close,
+        high=close,
+        low=close,
+        volume=vol,
+        acml_value=value,
+        raw={},
+    )
 
 
 def test_pure_rules():
@@ -150,12 +180,21 @@ def test_pure_rules():
     bars = [_bar(9, 8, 100, 5, 500), _bar(9, 9, 101, 3, 803), _bar(9, 10, 105, 9, 1748)]
     assert restore.volume_at_slot_from_total(17, bars, slot) == 8
     assert restore.volume_at_slot_from_open(bars, slot) == 8
-    row = restore.restored_row("005930", slot, bars, acml_vol=8, name="X", prev_close=100,
-                               endpoint=restore.ENDPOINT_TODAY, fetched_at=slot)
+    row = restore.restored_row(
+        "005930", slot, bars, acml_vol=8, name="X", prev_close=100, endpoint=restore.ENDPOINT_TODAY, fetched_at=slot
+    )
     assert (row["price"], row["trade_value"], row["change"], row["change_rate"]) == (101, 803, 1, 1.0)
     with pytest.raises(restore.NotRestorable, match="no minute bar ended before"):
-        restore.restored_row("005930", slot, bars[2:], acml_vol=0, name=None, prev_close=None,
-                             endpoint=restore.ENDPOINT_TODAY, fetched_at=slot)
+        restore.restored_row(
+            "005930",
+            slot,
+            bars[2:],
+            acml_vol=0,
+            name=None,
+            prev_close=None,
+            endpoint=restore.ENDPOINT_TODAY,
+            fetched_at=slot,
+        )
     live = restore.rows_table([{**row, "source": "live", "price": 1}])
     merged = restore.merge(live, restore.rows_table([row, {**row, "code": "000001"}]))
     assert merged["code"].to_pylist() == ["000001", "005930"] and merged["price"].to_pylist() == [101, 1]
@@ -163,17 +202,25 @@ def test_pure_rules():
 
 # --- Track B -------------------------------------------------------------------------------------------------------
 def _truth_ticks(sim, code: str, lo: datetime, hi: datetime) -> list[dict]:
-    return sim.admin("truth/ticks", params={"code": code, "day": lo.strftime("%Y%m%d"), "from": lo.strftime("%H%M%S"),
-                                            "to": hi.strftime("%H%M%S"), "records": "0"})["ticks"]
+    return sim.admin(
+        "truth/ticks",
+        params={
+            "code": code,
+            "day": lo.strftime("%Y%m%d"),
+            "from": lo.strftime("%H%M%S"),
+            "to": hi.strftime("%H%M%S"),
+            "records": "0",
+        },
+    )["ticks"]
 
 
 def test_track_b_ticks_lost_in_a_disconnect_are_restored_from_conclusions(env, small_sim):
     """Live ticks with two holes (a disconnect window and a skipped trade) written as the compaction writes them;
     the restore asset fetches exactly the lost trades, flagged restored, in its own dataset; live files untouched."""
     from observer_assets.track_b import restore as tb
-    from observer_resources.storage.layout import ticks_path
     from observer_assets.track_b.compaction import TICK_SCHEMA
     from observer_resources.events import EventLog
+    from observer_resources.storage.layout import ticks_path
 
     now = datetime.fromisoformat(small_sim.admin("clock")["now"]).astimezone(KST)
     lo, hi = now - timedelta(minutes=8), now - timedelta(minutes=2)
@@ -196,8 +243,11 @@ def test_track_b_ticks_lost_in_a_disconnect_are_restored_from_conclusions(env, s
             drop = set(range(5, 12))  # 7 in a row
             win = (at(truth_rows[5]) - timedelta(seconds=1), at(truth_rows[11]) + timedelta(seconds=1))
         else:  # one skipped trade well clear of the disconnect, so it stays a loss of its own
-            clear = [i for i in range(1, len(truth_rows) - 1)
-                     if at(truth_rows[i - 1]) > win[1] or at(truth_rows[i + 1]) < win[0]]
+            clear = [
+                i
+                for i in range(1, len(truth_rows) - 1)
+                if at(truth_rows[i - 1]) > win[1] or at(truth_rows[i + 1]) < win[0]
+            ]
             assert clear, "the second symbol trades outside the disconnect"
             drop = {clear[len(clear) // 2]}
         lost[code] = [truth_rows[i] for i in sorted(drop)]
@@ -207,9 +257,20 @@ def test_track_b_ticks_lost_in_a_disconnect_are_restored_from_conclusions(env, s
                 continue
             ts = datetime.combine(lo.date(), datetime.strptime(t["time"], "%H%M%S").time(), KST)
             mv = (t["acml_vol"] - t["qty"] - prev) if prev is not None else 0
-            rows.append({"code": code, "exchange_ts": ts, "receive_ts": ts, "price": t["price"], "qty": t["qty"],
-                         "acml_vol": t["acml_vol"], "quality_flag": "gap" if mv else "ok", "missing_volume": mv,
-                         "key_id": "key-test", "conn_id": "run1/1"})
+            rows.append(
+                {
+                    "code": code,
+                    "exchange_ts": ts,
+                    "receive_ts": ts,
+                    "price": t["price"],
+                    "qty": t["qty"],
+                    "acml_vol": t["acml_vol"],
+                    "quality_flag": "gap" if mv else "ok",
+                    "missing_volume": mv,
+                    "key_id": "key-test",
+                    "conn_id": "run1/1",
+                }
+            )
             prev = t["acml_vol"]
     live = pa.Table.from_pylist(rows, schema=TICK_SCHEMA)
     root = lake.data_dir()
@@ -228,41 +289,60 @@ def test_track_b_ticks_lost_in_a_disconnect_are_restored_from_conclusions(env, s
     from observer_resources.storage.layout import report_path
 
     def tb_report(inst) -> list[dict]:
-        assert dg.materialize([gap_report, universe.to_source_asset()], partition_key=day_key(lo.date()),
-                              instance=inst).success
-        return [r for r in pq.read_table(report_path(root, lo.date())).to_pylist()
-                if r["kind"] in ("track_b_loss", "ws_disconnect")]
+        assert dg.materialize(
+            [gap_report, universe.to_source_asset()], partition_key=day_key(lo.date()), instance=inst
+        ).success
+        return [
+            r
+            for r in pq.read_table(report_path(root, lo.date())).to_pylist()
+            if r["kind"] in ("track_b_loss", "ws_disconnect")
+        ]
 
     def tb_tick(inst, cursor=None):
-        defs = dg.Definitions(assets=[tb.track_b_restored], jobs=[sensors.track_b_restore_job],
-                              sensors=[sensors.track_b_restore_sensor], resources={"kis": kis})
+        defs = dg.Definitions(
+            assets=[tb.track_b_restored],
+            jobs=[sensors.track_b_restore_job],
+            sensors=[sensors.track_b_restore_sensor],
+            resources={"kis": kis},
+        )
         return sensors.track_b_restore_sensor.evaluate_tick(
-            dg.build_sensor_context(instance_ref=inst.get_ref(), cursor=cursor, definitions=defs))
+            dg.build_sensor_context(instance_ref=inst.get_ref(), cursor=cursor, definitions=defs)
+        )
 
     with dg.instance_for_test() as inst:
         inst.add_dynamic_partitions("trading_day", [day_key(lo.date())])
         # the gap report sees both losses, open and restorable (today); the sensor asks for today's restore
         before = tb_report(inst)
         assert {(r["kind"], r["status"], r["restorable"]) for r in before} == {
-            ("ws_disconnect", "open", True), ("track_b_loss", "open", True)}
+            ("ws_disconnect", "open", True),
+            ("track_b_loss", "open", True),
+        }
         t1 = tb_tick(inst)
         assert [r.partition_key for r in t1.run_requests] == [day_key(lo.date())]
         assert t1.run_requests[0].run_key.startswith(f"track_b_restore:{day_key(lo.date())}:")
         assert tb_tick(inst, t1.cursor).run_requests == []
-        res = dg.materialize([tb.track_b_restored], partition_key=day_key(lo.date()), instance=inst,
-                             resources={"kis": kis}, tags=t1.run_requests[0].tags)
+        res = dg.materialize(
+            [tb.track_b_restored],
+            partition_key=day_key(lo.date()),
+            instance=inst,
+            resources={"kis": kis},
+            tags=t1.run_requests[0].tags,
+        )
         md = res.asset_materializations_for_node("track_b_restored")[0].metadata
         # the re-computed report shows both restored, with provenance; nothing left for the sensor
         after = tb_report(inst)
         assert {(r["kind"], r["status"], r["restored_from"]) for r in after} == {
-            ("ws_disconnect", "restored", tb.ENDPOINT), ("track_b_loss", "restored", tb.ENDPOINT)}
+            ("ws_disconnect", "restored", tb.ENDPOINT),
+            ("track_b_loss", "restored", tb.ENDPOINT),
+        }
         assert tb_tick(inst, t1.cursor).run_requests == []
     assert (md["holes"].value, md["holes_restored"].value) == (2, 2)
     want_vol = sum(t["qty"] for ts in lost.values() for t in ts)
     assert md["missing_volume"].value == md["restored_volume"].value == want_vol
     got = pq.read_table(tb.restored_path(root, lo.date())).to_pylist()
-    assert [(r["code"], r["acml_vol"], r["qty"], r["price"], r["exchange_ts"].strftime("%H%M%S")) for r in got] == sorted(
-        (c, t["acml_vol"], t["qty"], t["price"], t["time"]) for c, ts in lost.items() for t in ts)
+    assert [
+        (r["code"], r["acml_vol"], r["qty"], r["price"], r["exchange_ts"].strftime("%H%M%S")) for r in got
+    ] == sorted((c, t["acml_vol"], t["qty"], t["price"], t["time"]) for c, ts in lost.items() for t in ts)
     assert {r["source"] for r in got} == {"restored"} and {r["restored_from"] for r in got} == {tb.ENDPOINT}
     assert {r["gap_id"] for r in got if r["code"] == codes[0]} == {gid}
     assert live_path.read_bytes() == before_bytes  # the live data is never rewritten

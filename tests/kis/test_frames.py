@@ -165,16 +165,25 @@ def test_bad_time_record_is_rejected_with_its_reason():
 
 
 def test_order_book_frame():
-    fields = ["005930", "093354", "0"] + [str(72000 + 100 * i) for i in range(10)] + [
-        str(71900 - 100 * i) for i in range(10)] + [str(10 + i) for i in range(20)] + [
-        "1000", "2000", "0", "0", "71950", "15", "300", "50", "2", "0.07", "3052507", "5", "-3", "0", "0", "0"]
+    fields = (
+        ["005930", "093354", "0"]
+        + [str(72000 + 100 * i) for i in range(10)]
+        + [str(71900 - 100 * i) for i in range(10)]
+        + [str(10 + i) for i in range(20)]
+        + ["1000", "2000", "0", "0", "71950", "15", "300", "50", "2", "0.07", "3052507", "5", "-3", "0", "0", "0"]
+    )
     assert len(fields) == 59
     msg = parse_message(f"0|H0STASP0|001|{'^'.join(fields)}")
     assert isinstance(msg, OrderBookFrame)
     (b,) = msg.records
     assert b.asks[0] == 72000 and b.bids[9] == 71000 and b.ask_sizes[0] == 10 and b.bid_sizes[9] == 29
     assert (b.total_ask_size, b.total_bid_size, b.expected_price, b.expected_qty, b.acml_vol) == (
-        1000, 2000, 71950, 15, 3052507)
+        1000,
+        2000,
+        71950,
+        15,
+        3052507,
+    )
 
 
 def test_cp949_bytes_do_not_crash_the_parser():
@@ -232,14 +241,33 @@ def test_encrypted_frame_is_reported_not_decrypted():
 
 def test_stream_of_mixed_messages_keeps_counting():
     stats = ParseStats()
-    seq = [frame(consistent_records(3)), "garbage", PINGPONG, f"1|H0STCNI0|001|xx",
-           f"0|H0ZZZZZ0|001|{GOLDEN}", frame(consistent_records(19))]
+    seq = [
+        frame(consistent_records(3)),
+        "garbage",
+        PINGPONG,
+        "1|H0STCNI0|001|xx",
+        f"0|H0ZZZZZ0|001|{GOLDEN}",
+        frame(consistent_records(19)),
+    ]
     msgs = [parse_message(m, stats) for m in seq]
     assert [type(m).__name__ for m in msgs] == [
-        "TradeBatch", "Malformed", "PingPong", "Encrypted", "Malformed", "TradeBatch"]
+        "TradeBatch",
+        "Malformed",
+        "PingPong",
+        "Encrypted",
+        "Malformed",
+        "TradeBatch",
+    ]
     assert stats.as_dict() == {
-        "frames": 6, "data_frames": 2, "records": 22, "malformed": {"bad_frame": 1, "unknown_tr": 1},
-        "malformed_total": 2, "unknown_tr": 1, "encrypted": 1, "pingpong": 1, "acks": 0,
+        "frames": 6,
+        "data_frames": 2,
+        "records": 22,
+        "malformed": {"bad_frame": 1, "unknown_tr": 1},
+        "malformed_total": 2,
+        "unknown_tr": 1,
+        "encrypted": 1,
+        "pingpong": 1,
+        "acks": 0,
     }
 
 

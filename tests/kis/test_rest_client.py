@@ -63,16 +63,30 @@ _creds_index = iter(range(1000, 2000))
 class Env:
     """One fresh app key on the module's exchange, with the real shared token provider and limiter."""
 
-    def __init__(self, sim, clock: SimTime, make_creds, tmp: Path, *, rest_url: str | None = None,
-                 secret_for_rest: str | None = None, secret_for_tokens: str | None = None):
+    def __init__(
+        self,
+        sim,
+        clock: SimTime,
+        make_creds,
+        tmp: Path,
+        *,
+        rest_url: str | None = None,
+        secret_for_rest: str | None = None,
+        secret_for_tokens: str | None = None,
+    ):
         self.sim = sim
         self.app_key, self.secret = make_creds(next(_creds_index))
-        self.token_config = KisConfig(self.app_key, secret_for_tokens or self.secret, "real", sim.rest_url,
-                                      sim.ws_url)
-        self.config = KisConfig(self.app_key, secret_for_rest or self.secret, "real", rest_url or sim.rest_url,
-                                sim.ws_url)
-        self.tokens = SharedTokenProvider(self.token_config, SqliteTokenStore(tmp / f"tokens-{self.app_key[-6:]}.db"),
-                                          clock=clock, too_soon_wait=timedelta(0), transient_delays=(0.05,))
+        self.token_config = KisConfig(self.app_key, secret_for_tokens or self.secret, "real", sim.rest_url, sim.ws_url)
+        self.config = KisConfig(
+            self.app_key, secret_for_rest or self.secret, "real", rest_url or sim.rest_url, sim.ws_url
+        )
+        self.tokens = SharedTokenProvider(
+            self.token_config,
+            SqliteTokenStore(tmp / f"tokens-{self.app_key[-6:]}.db"),
+            clock=clock,
+            too_soon_wait=timedelta(0),
+            transient_delays=(0.05,),
+        )
         self.limiter = SharedRateLimiter(self.config.key_id, 18.0, tmp / f"rl-{self.app_key[-6:]}.db")
 
     def client(self, **kw) -> KisRestClient:
@@ -160,7 +174,12 @@ def test_daily_price_oldest_first_with_today(sim, env, busy_codes):
     t = truth_quote(sim, code)
     assert today.day == FROZEN.date()
     assert (today.close, today.open, today.high, today.low, today.volume) == (
-        t["price"], t["open"], t["high"], t["low"], t["acml_vol"])
+        t["price"],
+        t["open"],
+        t["high"],
+        t["low"],
+        t["acml_vol"],
+    )
     assert bars[-2].close == t["prev_close"]  # the previous trading day's row carries the previous close
 
 
@@ -192,8 +211,14 @@ def _minutes_from_ticks(ticks: list[dict]) -> dict[str, dict]:
         m = t["time"][:4] + "00"
         b = bars.get(m)
         if b is None:
-            bars[m] = {"open": t["price"], "high": t["price"], "low": t["price"], "close": t["price"], "volume": t["qty"],
-                       "acml_value": t["acml_value"]}
+            bars[m] = {
+                "open": t["price"],
+                "high": t["price"],
+                "low": t["price"],
+                "close": t["price"],
+                "volume": t["qty"],
+                "acml_value": t["acml_value"],
+            }
         else:
             b["high"] = max(b["high"], t["price"])
             b["low"] = min(b["low"], t["price"])
@@ -219,7 +244,13 @@ def test_minute_bars_all_pages_back_to_the_start_and_equals_ticks(sim, env, busy
             assert b.volume == 0
             continue
         assert (b.open, b.high, b.low, b.close, b.volume, b.acml_value) == (
-            t["open"], t["high"], t["low"], t["close"], t["volume"], t["acml_value"]), b.at
+            t["open"],
+            t["high"],
+            t["low"],
+            t["close"],
+            t["volume"],
+            t["acml_value"],
+        ), b.at
     assert result.summary is not None and result.summary.price == truth_quote(sim, code)["price"]
 
 
@@ -261,7 +292,8 @@ def test_conclusions_follow_continuation_to_the_last_tick(sim, env, busy_codes):
     assert len(truth) > 90, "the check needs several pages"
     assert stats.requests == stats.pages == -(-len(truth) // 30)
     assert [(c.at.strftime("%H%M%S"), c.price, c.qty, c.acml_vol) for c in ticks] == [
-        (t["time"], t["price"], t["qty"], t["acml_vol"]) for t in truth], "oldest first, complete, no duplicates"
+        (t["time"], t["price"], t["qty"], t["acml_vol"]) for t in truth
+    ], "oldest first, complete, no duplicates"
     assert all(c.at.date() == FROZEN.date() and c.at.tzinfo is not None for c in ticks)
 
 

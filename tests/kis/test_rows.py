@@ -21,8 +21,18 @@ from observer_resources.kis.rows import (
 )
 
 DAY = date(2026, 3, 10)
-TICK = {"stck_cntg_hour": "093015", "stck_pbpr": "71200", "prdy_vrss": "-300", "prdy_vrss_sign": "5",
-        "prdy_ctrt": "-0.42", "askp": "71300", "bidp": "0", "tday_rltv": "101.5", "acml_vol": "123.00", "cnqn": ""}
+TICK = {
+    "stck_cntg_hour": "093015",
+    "stck_pbpr": "71200",
+    "prdy_vrss": "-300",
+    "prdy_vrss_sign": "5",
+    "prdy_ctrt": "-0.42",
+    "askp": "71300",
+    "bidp": "0",
+    "tday_rltv": "101.5",
+    "acml_vol": "123.00",
+    "cnqn": "",
+}
 
 
 def test_conclusion_is_stamped_with_the_serving_day_and_keeps_what_kis_sent() -> None:
@@ -35,10 +45,23 @@ def test_conclusion_is_stamped_with_the_serving_day_and_keeps_what_kis_sent() ->
 
 
 def test_yes_no_flags_and_optional_dates() -> None:
-    h = holiday_from({"bass_dt": "20260310", "wday_dvsn_cd": "3", "bzdy_yn": "Y", "tr_day_yn": "y",
-                      "opnd_yn": "N", "sttl_day_yn": ""})
+    h = holiday_from(
+        {
+            "bass_dt": "20260310",
+            "wday_dvsn_cd": "3",
+            "bzdy_yn": "Y",
+            "tr_day_yn": "y",
+            "opnd_yn": "N",
+            "sttl_day_yn": "",
+        }
+    )
     assert (h.day, h.business_day, h.transaction_day, h.market_open, h.settlement_day) == (
-        DAY, True, True, False, False)
+        DAY,
+        True,
+        True,
+        False,
+        False,
+    )
     assert product_info_from({"pdno": "005930"}).first_listed is None
 
 

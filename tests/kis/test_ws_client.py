@@ -15,17 +15,33 @@ from pathlib import Path
 import pytest
 import websockets
 
+from local_exchange.server import run_sim_process
 from observer_resources.calendar import KST
 from observer_resources.kis.config import KisConfig
 from observer_resources.kis.models import Trade
 from observer_resources.kis.ws import KisWebSocketClient
 from observer_resources.shared.token_store import SqliteTokenStore
 from observer_resources.shared.tokens import SharedTokenProvider
-from local_exchange.server import run_sim_process
 
 SPEED = 60  # sim seconds per real second: busy codes then give thousands of ticks in a few seconds
-SIM_ARGS = ("--mode", "real", "--clock", "open", "--seed", "11", "--listings", "300", "--speed", str(SPEED),
-            "--ping-interval", "1", "--ping-grace", "3", "--hold-after-disconnect", "0.2")
+SIM_ARGS = (
+    "--mode",
+    "real",
+    "--clock",
+    "open",
+    "--seed",
+    "11",
+    "--listings",
+    "300",
+    "--speed",
+    str(SPEED),
+    "--ping-interval",
+    "1",
+    "--ping-grace",
+    "3",
+    "--hold-after-disconnect",
+    "0.2",
+)
 
 _creds_index = itertools.count(3000)
 
@@ -55,11 +71,18 @@ class Harness:
         self.trades: list[Trade] = []
         self.batches: list[tuple[int, float, datetime]] = []
         self.events: list[dict] = []
-        opts = dict(backoff=(0.2, 0.4, 0.8), jitter=0.0, key_in_use_backoff=0.5, subscribe_spacing=0.005,
-                    watchdog_seconds=10.0, ack_timeout=3.0)
+        opts = dict(
+            backoff=(0.2, 0.4, 0.8),
+            jitter=0.0,
+            key_in_use_backoff=0.5,
+            subscribe_spacing=0.005,
+            watchdog_seconds=10.0,
+            ack_timeout=3.0,
+        )
         opts.update(kw)
-        self.client = KisWebSocketClient(self.config, self.tokens, on_trades=on_trades or self.on_trades,
-                                         on_event=self.events.append, **opts)
+        self.client = KisWebSocketClient(
+            self.config, self.tokens, on_trades=on_trades or self.on_trades, on_event=self.events.append, **opts
+        )
         self.task: asyncio.Task | None = None
 
     async def on_trades(self, records: list[Trade], recv_mono: float, recv_dt: datetime) -> None:
@@ -160,22 +183,31 @@ def test_set_desired_rejects_more_than_41_and_bad_codes(fast_sim, busy, make_cre
 
 
 def test_pingpong_keeps_the_session_alive_past_the_grace(sim_factory, busy, make_creds, tmp_path):
-    sim = sim_factory("--clock", "open", "--seed", "11", "--listings", "300", "--ping-interval", "1",
-                      "--ping-grace", "3")
+    sim = sim_factory(
+        "--clock", "open", "--seed", "11", "--listings", "300", "--ping-interval", "1", "--ping-grace", "3"
+    )
 
     async def silent_peer() -> float:
         """Control: a connection that subscribes but never answers PINGPONG is dropped after the grace."""
         k, s = make_creds(next(_creds_index))
         import httpx
+
         async with httpx.AsyncClient() as http:
-            r = await http.post(sim.rest_url + "/oauth2/Approval",
-                                json={"grant_type": "client_credentials", "appkey": k, "secretkey": s})
+            r = await http.post(
+                sim.rest_url + "/oauth2/Approval",
+                json={"grant_type": "client_credentials", "appkey": k, "secretkey": s},
+            )
         key = r.json()["approval_key"]
         t0 = time.monotonic()
         async with websockets.connect(sim.ws_url + "/tryitout", ping_interval=None) as ws:
-            await ws.send(json.dumps({"header": {"approval_key": key, "custtype": "P", "tr_type": "1",
-                                                 "content-type": "utf-8"},
-                                      "body": {"input": {"tr_id": "H0STCNT0", "tr_key": busy[0]}}}))
+            await ws.send(
+                json.dumps(
+                    {
+                        "header": {"approval_key": key, "custtype": "P", "tr_type": "1", "content-type": "utf-8"},
+                        "body": {"input": {"tr_id": "H0STCNT0", "tr_key": busy[0]}},
+                    }
+                )
+            )
             with pytest.raises(websockets.ConnectionClosed):
                 while True:
                     await asyncio.wait_for(ws.recv(), 10)
@@ -228,8 +260,9 @@ def test_drop_reconnects_and_resubscribes(fast_sim, busy, make_creds, tmp_path, 
 
 
 def test_key_in_use_backs_off_longer_and_recovers(sim_factory, busy, make_creds, tmp_path):
-    sim = sim_factory("--clock", "open", "--seed", "11", "--listings", "300", "--speed", "20",
-                      "--hold-after-disconnect", "2.5")
+    sim = sim_factory(
+        "--clock", "open", "--seed", "11", "--listings", "300", "--speed", "20", "--hold-after-disconnect", "2.5"
+    )
 
     async def go():
         h = Harness(sim, make_creds, tmp_path, backoff=(0.1,), key_in_use_backoff=1.0)
@@ -237,8 +270,9 @@ def test_key_in_use_backs_off_longer_and_recovers(sim_factory, busy, make_creds,
             await h.client.set_desired(busy[:3])
             await h.wait_for(lambda: len(h.trades) > 0, what="ticks")
             # a second client on the same key is refused (OPSP8996) and does not spin
-            twin = KisWebSocketClient(h.config, h.tokens, on_trades=None, backoff=(0.1,), jitter=0.0,
-                                      key_in_use_backoff=1.0)
+            twin = KisWebSocketClient(
+                h.config, h.tokens, on_trades=None, backoff=(0.1,), jitter=0.0, key_in_use_backoff=1.0
+            )
             await twin.set_desired(busy[:1])
             twin_task = asyncio.create_task(twin.run())
             await asyncio.sleep(2.5)
@@ -418,8 +452,14 @@ def test_wire_format_and_fresh_approval_key_per_connection():
             m = json.loads(raw)
             code, tr_type = m["body"]["input"]["tr_key"], m["header"]["tr_type"]
             msg_cd, msg1 = ("OPSP0000", "SUBSCRIBE SUCCESS") if tr_type == "1" else ("OPSP0001", "UNSUBSCRIBE SUCCESS")
-            await ws.send(json.dumps({"header": {"tr_id": "H0STCNT0", "tr_key": code, "encrypt": "N"},
-                                      "body": {"rt_cd": "0", "msg_cd": msg_cd, "msg1": msg1}}))
+            await ws.send(
+                json.dumps(
+                    {
+                        "header": {"tr_id": "H0STCNT0", "tr_key": code, "encrypt": "N"},
+                        "body": {"rt_cd": "0", "msg_cd": msg_cd, "msg1": msg1},
+                    }
+                )
+            )
             if len(received) == 1 and sum(1 for x in msgs if isinstance(x, str) and '"2"' in x) == 1:
                 await ws.close()  # first session: close cleanly after the unsubscribe
 
@@ -459,13 +499,19 @@ def test_wire_format_and_fresh_approval_key_per_connection():
     assert first[0] == "/tryitout" and second[0] == "/tryitout"
     assert pingpong in first and pingpong in second  # echoed exactly
     subs = [json.loads(x) for x in first[1:] if x != pingpong]
-    assert subs[0] == {"header": {"approval_key": "approval-1", "custtype": "P", "tr_type": "1", "content-type": "utf-8"},
-                       "body": {"input": {"tr_id": "H0STCNT0", "tr_key": "005930"}}}
+    assert subs[0] == {
+        "header": {"approval_key": "approval-1", "custtype": "P", "tr_type": "1", "content-type": "utf-8"},
+        "body": {"input": {"tr_id": "H0STCNT0", "tr_key": "005930"}},
+    }
     assert [(m["header"]["tr_type"], m["body"]["input"]["tr_key"]) for m in subs] == [
-        ("1", "005930"), ("1", "000660"), ("2", "000660")]
+        ("1", "005930"),
+        ("1", "000660"),
+        ("2", "000660"),
+    ]
     resubs = [json.loads(x) for x in second[1:] if x != pingpong]
     assert [(m["header"]["approval_key"], m["header"]["tr_type"], m["body"]["input"]["tr_key"]) for m in resubs] == [
-        ("approval-2", "1", "005930")]
+        ("approval-2", "1", "005930")
+    ]
     assert c.stats.pingpong_replies == 2
 
 
@@ -483,8 +529,10 @@ def test_ground_truth_41_codes_three_drops(fast_sim, busy, make_creds, tmp_path)
             for i in range(3):
                 await asyncio.sleep(2.5)
                 h.fault("ws_drop", close_frame=i != 1)  # the second drop without a close frame
-                await h.wait_for(lambda: len([e for e in h.events_of("ws_connected") if e["reconnect"]]) == i + 1,
-                                 what=f"reconnect {i + 1}")
+                await h.wait_for(
+                    lambda: len([e for e in h.events_of("ws_connected") if e["reconnect"]]) == i + 1,
+                    what=f"reconnect {i + 1}",
+                )
                 await h.wait_for(lambda: h.client.registered == set(codes), what="re-subscription")
             await asyncio.sleep(2.5)
             await h.client.set_desired([])  # every frame sent before the unsubscribe acks has arrived
@@ -496,8 +544,12 @@ def test_ground_truth_41_codes_three_drops(fast_sim, busy, make_creds, tmp_path)
     assert len(h.trades) >= 2000, f"only {len(h.trades)} ticks: the check needs a busy stream"
     assert max(n for n, _, _ in h.batches) > 1, "multi-record frames were exercised"
     outages = [e["outage_seconds"] for e in h.events_of("ws_connected") if e["reconnect"]]
-    drops = [f for f in fast_sim.admin("faults")["log"] if f["kind"] == "ws_drop" and f["params"]["appkey"]
-             == fast_sim.admin("stats", params={"appkey": h.app_key})["appkey"]]
+    drops = [
+        f
+        for f in fast_sim.admin("faults")["log"]
+        if f["kind"] == "ws_drop"
+        and f["params"]["appkey"] == fast_sim.admin("stats", params={"appkey": h.app_key})["appkey"]
+    ]
     assert len(drops) == 3
     drop_starts = [datetime.fromisoformat(f["start_sim"]) for f in drops]
 
@@ -522,8 +574,10 @@ def test_ground_truth_41_codes_three_drops(fast_sim, busy, make_creds, tmp_path)
             last, first = a[-1], b[0]
             if last["day"] != first["day"]:
                 continue
-            gap = fast_sim.admin("truth/ticks", params={"code": code, "day": last["day"], "from": last["time"],
-                                                        "to": first["time"], "records": "0"})["ticks"]
+            gap = fast_sim.admin(
+                "truth/ticks",
+                params={"code": code, "day": last["day"], "from": last["time"], "to": first["time"], "records": "0"},
+            )["ticks"]
             missing = [t for t in gap if last["index"] < t["index"] < first["index"]]
             lost_in_windows += len(missing)
             for t in missing:
@@ -535,8 +589,9 @@ def test_ground_truth_41_codes_three_drops(fast_sim, busy, make_creds, tmp_path)
     truth = {}
     for d in {e["day"] for e in sent}:
         times = [e["time"] for e in sent if e["day"] == d]
-        for r in fast_sim.admin("truth/ticks", params={"code": sample, "day": d, "from": min(times),
-                                                       "to": max(times)})["ticks"]:
+        for r in fast_sim.admin("truth/ticks", params={"code": sample, "day": d, "from": min(times), "to": max(times)})[
+            "ticks"
+        ]:
             truth[(d, r["index"])] = r["record"]
     sent_idx = [(e["day"], e["index"]) for e in sent]
     got = [t for t in h.trades if t.code == sample]

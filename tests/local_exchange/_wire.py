@@ -28,8 +28,9 @@ class Kis:
         self.access_token: str | None = None
 
     def token_response(self) -> httpx.Response:
-        return self.http.post("/oauth2/tokenP", json={"grant_type": "client_credentials", "appkey": self.key,
-                                                      "appsecret": self.secret})
+        return self.http.post(
+            "/oauth2/tokenP", json={"grant_type": "client_credentials", "appkey": self.key, "appsecret": self.secret}
+        )
 
     def token(self) -> str:
         r = self.token_response()
@@ -38,17 +39,27 @@ class Kis:
         return self.access_token
 
     def approval(self) -> str:
-        r = self.http.post("/oauth2/Approval", json={"grant_type": "client_credentials", "appkey": self.key,
-                                                     "secretkey": self.secret})
+        r = self.http.post(
+            "/oauth2/Approval", json={"grant_type": "client_credentials", "appkey": self.key, "secretkey": self.secret}
+        )
         assert r.status_code == 200, r.text
         return r.json()["approval_key"]
 
     def headers(self, tr_id: str, tr_cont: str = "", token: str | None = None) -> dict[str, str]:
         tok = token if token is not None else (self.access_token or self.token())
-        return {"content-type": "application/json; charset=utf-8", "authorization": f"Bearer {tok}",
-                "appkey": self.key, "appsecret": self.secret, "tr_id": tr_id, "custtype": "P", "tr_cont": tr_cont}
+        return {
+            "content-type": "application/json; charset=utf-8",
+            "authorization": f"Bearer {tok}",
+            "appkey": self.key,
+            "appsecret": self.secret,
+            "tr_id": tr_id,
+            "custtype": "P",
+            "tr_cont": tr_cont,
+        }
 
-    def get(self, name: str, tr_id: str, params: dict[str, str], *, tr_cont: str = "", token: str | None = None) -> httpx.Response:
+    def get(
+        self, name: str, tr_id: str, params: dict[str, str], *, tr_cont: str = "", token: str | None = None
+    ) -> httpx.Response:
         return self.http.get(QUOTE + name, params=params, headers=self.headers(tr_id, tr_cont, token))
 
     def ok(self, name: str, tr_id: str, params: dict[str, str], **kw: Any) -> dict[str, Any]:
@@ -69,7 +80,7 @@ def parse_data_frame(text: str) -> tuple[str, str, list[list[str]]]:
     fields = payload.split("^")
     assert n > 0 and len(fields) % n == 0, (n, len(fields))
     w = len(fields) // n
-    return flag, tr_id, [fields[i * w:(i + 1) * w] for i in range(n)]
+    return flag, tr_id, [fields[i * w : (i + 1) * w] for i in range(n)]
 
 
 @dataclass
@@ -109,16 +120,25 @@ class WsClient:
         await self.ws.close()
 
     async def send(self, tr_id: str, tr_key: str, tr_type: str = "1") -> None:
-        await self.ws.send(json.dumps({
-            "header": {"approval_key": self.approval_key, "custtype": "P", "tr_type": tr_type, "content-type": "utf-8"},
-            "body": {"input": {"tr_id": tr_id, "tr_key": tr_key}},
-        }))
+        await self.ws.send(
+            json.dumps(
+                {
+                    "header": {
+                        "approval_key": self.approval_key,
+                        "custtype": "P",
+                        "tr_type": tr_type,
+                        "content-type": "utf-8",
+                    },
+                    "body": {"input": {"tr_id": tr_id, "tr_key": tr_key}},
+                }
+            )
+        )
 
     async def recv(self, timeout: float = 5.0) -> str | None:
         """Next frame (echoing PINGPONG), or None on timeout / close."""
         try:
             text = await asyncio.wait_for(self.ws.recv(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return None
         except websockets.ConnectionClosed as exc:
             self._closed(exc)

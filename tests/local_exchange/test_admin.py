@@ -13,8 +13,20 @@ import pytest
 from ._wire import Kis, WsClient, busy_codes, parse_data_frame, run
 
 # Pinned start: the same ticks every run (open mode trades around the clock, at a rate that varies by hour).
-STREAM = ("--clock", "open", "--listings", "80", "--speed", "10", "--start", "2026-03-04T10:00:00+09:00",
-          "--ping-interval", "0.25", "--ping-grace", "30")
+STREAM = (
+    "--clock",
+    "open",
+    "--listings",
+    "80",
+    "--speed",
+    "10",
+    "--start",
+    "2026-03-04T10:00:00+09:00",
+    "--ping-interval",
+    "0.25",
+    "--ping-grace",
+    "30",
+)
 
 
 def P(code: str) -> dict[str, str]:  # noqa: N802
@@ -44,7 +56,9 @@ def test_stats_clock_and_truth_routes(sim_factory, make_creds):
     code = sim.admin("listings", params={"order": "activity", "limit": "1"})["listings"][0]["code"]
     ticks = sim.admin("truth/ticks", params={"code": code, "day": "20260304", "from": "090000", "to": "090500"})
     assert ticks["count"] > 0 and all("090000" <= t["time"] <= "090500" for t in ticks["ticks"])
-    assert len(ticks["ticks"][0]["record"]) == 46 and ticks["ticks"][0]["record"][13] == str(ticks["ticks"][0]["acml_vol"])
+    assert len(ticks["ticks"][0]["record"]) == 46 and ticks["ticks"][0]["record"][13] == str(
+        ticks["ticks"][0]["acml_vol"]
+    )
     q = sim.admin("truth/quote", params={"code": code, "at": "2026-03-04T09:05:00+09:00"})
     assert q["acml_vol"] == ticks["ticks"][-1]["acml_vol"] and q["price"] == ticks["ticks"][-1]["price"]
     closed = sim.admin("truth/ticks", params={"code": code, "day": "20260307"})
@@ -185,7 +199,9 @@ def test_ws_duplicate_skip_burst_malformed_encrypted(sim_factory, make_creds):
     code = busy_codes(sim, 1)[0]
 
     def duplicated(g) -> int:  # noqa: ANN001
-        return sum(1 for i in range(1, len(g.data)) if g.data[i] == g.data[i - 1] and g.data[i].startswith("0|H0STCNT0|"))
+        return sum(
+            1 for i in range(1, len(g.data)) if g.data[i] == g.data[i - 1] and g.data[i].startswith("0|H0STCNT0|")
+        )
 
     async def scenario() -> WsClient:
         c = await subscribed(sim, kis, code)
@@ -208,6 +224,7 @@ def test_ws_duplicate_skip_burst_malformed_encrypted(sim_factory, make_creds):
     assert sum(1 for f in data if f.startswith("1|")) == 2
     assert any(f.startswith("0|H0ZZZZZ0|") for f in data)  # unknown TR
     assert any(o.startswith('{"header":{"tr_id":"H0STCNT0"') for o in c.got.other)  # truncated JSON
+
     def misfit(f: str) -> bool:
         _, _, count, payload = f.split("|", 3)
         return len(payload.split("^")) % int(count) != 0
@@ -216,8 +233,12 @@ def test_ws_duplicate_skip_burst_malformed_encrypted(sim_factory, make_creds):
     assert len(bad_count) == 1  # the record count does not divide the field count
     assert any("x?" in f for f in data)  # non-numeric fields
     assert any(f.startswith("0|H0STCNT0|019|") for f in data)  # the burst
-    good = [r for f in data if f.startswith("0|H0STCNT0|") and "x?" not in f and not misfit(f)
-            for r in parse_data_frame(f)[2]]
+    good = [
+        r
+        for f in data
+        if f.startswith("0|H0STCNT0|") and "x?" not in f and not misfit(f)
+        for r in parse_data_frame(f)[2]
+    ]
     breaks = sum(1 for x, y in zip(good, good[1:]) if int(y[13]) != int(x[13]) + int(y[12]) and y[13] != x[13])
     assert breaks >= 1  # the skip breaks ACML_VOL(n) = ACML_VOL(n-1) + CNTG_VOL(n)
     sent = sim.admin("truth/sent", params={"appkey": kis.key, "code": code})
@@ -247,8 +268,12 @@ def test_ws_key_in_use_window(sim_factory, make_creds):
 
 
 def test_fault_validation_and_clear(sim):
-    for bad in ({"kind": "ws_skip", "n": 2}, {"kind": "ws_burst", "code": "x", "records": 0},
-                {"kind": "rest_5xx", "n": 0}, {"kind": "ws_silent"}):
+    for bad in (
+        {"kind": "ws_skip", "n": 2},
+        {"kind": "ws_burst", "code": "x", "records": 0},
+        {"kind": "rest_5xx", "n": 0},
+        {"kind": "ws_silent"},
+    ):
         r = httpx.post(sim.rest_url + "/__sim__/faults", json=bad)
         assert r.status_code == 400 and r.json()["error"]
     sim.admin("faults", {"kind": "rest_5xx", "n": 5, "appkey": "PSDEMO999999999999999999999999999999"})
@@ -267,8 +292,11 @@ def test_cli_ready_line_and_clean_shutdown(sim_factory, make_creds):
     from local_exchange.server import SimStartError, run_sim_process
 
     sim = sim_factory("--mode", "paper", "--clock", "open", "--seed", "3", "--listings", "20")
-    assert re.fullmatch(r"observer-sim ready rest=http://127\.0\.0\.1:\d+ ws=ws://127\.0\.0\.1:\d+ "
-                        r"mode=paper clock=open seed=3", sim.ready_line)
+    assert re.fullmatch(
+        r"observer-sim ready rest=http://127\.0\.0\.1:\d+ ws=ws://127\.0\.0\.1:\d+ "
+        r"mode=paper clock=open seed=3",
+        sim.ready_line,
+    )
     info = sim.admin("info")
     assert (info["mode"], info["seed"], info["listings"], info["rest_url"]) == ("paper", 3, 20, sim.rest_url)
     kis = Kis(sim, make_creds(37))

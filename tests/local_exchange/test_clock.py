@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import math
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from observer_resources.calendar import KST
 from local_exchange.clock import SimClock
+from observer_resources.calendar import KST
 
 START = datetime(2026, 3, 10, 9, 0, tzinfo=KST)
 
@@ -18,7 +18,7 @@ def test_default_is_real_kst_time() -> None:
     c = SimClock()
     now = c.now()
     assert now.utcoffset() == timedelta(hours=9)
-    assert abs((now - datetime.now(timezone.utc)).total_seconds()) < 2
+    assert abs((now - datetime.now(UTC)).total_seconds()) < 2
     assert c.speed == 1.0
 
 
@@ -33,7 +33,7 @@ def test_pinned_start_runs_at_speed() -> None:
 
 
 def test_accepts_any_zone_and_reports_kst() -> None:
-    c = SimClock(start=datetime(2026, 3, 10, 0, 0, tzinfo=timezone.utc), speed=0)
+    c = SimClock(start=datetime(2026, 3, 10, 0, 0, tzinfo=UTC), speed=0)
     assert c.now() == datetime(2026, 3, 10, 9, 0, tzinfo=KST) and c.now().tzinfo == KST
 
 

@@ -15,11 +15,11 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from observer_resources.calendar import KST, previous_trading_day, session
-from observer_resources.kis.protocol import H0STASP0_FIELDS, H0STCNT0_FIELDS, H0STCNT0_INDEX, krx_tick_size
 from local_exchange.listings import generate_listings
 from local_exchange.market import Market
 from local_exchange.records import ratio_2dp
+from observer_resources.calendar import KST, previous_trading_day, session
+from observer_resources.kis.protocol import H0STASP0_FIELDS, H0STCNT0_FIELDS, H0STCNT0_INDEX, krx_tick_size
 
 F = H0STCNT0_INDEX
 DAY = date(2026, 3, 10)  # an ordinary Tuesday
@@ -80,13 +80,19 @@ def sample(market: Market) -> list[str]:
     by_activity = sorted((x for x in market.listings if not x.halted), key=lambda x: -x.activity)
     rng = random.Random(11)
     picks = [x.code for x in by_activity[:3]] + rng.sample([x.code for x in by_activity[100:]], 8)
-    for pred in (lambda x: x.preferred, lambda x: x.group == "EF", lambda x: x.etp in (3, 4),
-                 lambda x: x.spac, lambda x: x.liquidation):
+    for pred in (
+        lambda x: x.preferred,
+        lambda x: x.group == "EF",
+        lambda x: x.etp in (3, 4),
+        lambda x: x.spac,
+        lambda x: x.liquidation,
+    ):
         picks.append(next(x.code for x in by_activity if pred(x) and x.code not in picks))
     return picks
 
 
 # --- golden-record arithmetic -------------------------------------------------------------------
+
 
 def test_ratio_formatting_reproduces_the_golden_record() -> None:
     # §8.4 golden record: VWAP, CTTR, PRDY_CTRT and PRDY_SMNS_HOUR_ACML_VOL_RATE from their inputs
@@ -100,6 +106,7 @@ def test_ratio_formatting_reproduces_the_golden_record() -> None:
 
 
 # --- listings -----------------------------------------------------------------------------------
+
 
 def test_listings_mix_is_realistic(market: Market) -> None:
     xs = market.listings
@@ -125,7 +132,7 @@ def test_listings_mix_is_realistic(market: Market) -> None:
     assert len(prefs) >= 50 and any(not x.code[-1].isdigit() for x in prefs)
     for x in prefs:
         parent = market.by_code[x.parent]
-        assert x.code[:5] == parent.code[:5] and x.name.startswith(parent.name) and "우" in x.name[len(parent.name):]
+        assert x.code[:5] == parent.code[:5] and x.name.startswith(parent.name) and "우" in x.name[len(parent.name) :]
     etfs = [x for x in xs if x.group == "EF"]
     assert len(etfs) >= 25 and {x.etp for x in etfs} == {1, 2}
     etns = [x for x in xs if x.etp in (3, 4)]
@@ -161,6 +168,7 @@ def test_55_to_65_percent_of_common_stocks_close_at_or_above_4000(market: Market
 
 # --- daily chain --------------------------------------------------------------------------------
 
+
 def test_close_chain_is_consistent_with_ticks(market: Market, sample: list[str]) -> None:
     days = [date(2018, 1, 2), date(2025, 1, 2), date(2026, 3, 9), DAY, date(2026, 11, 19)]
     for code in sample:
@@ -189,20 +197,33 @@ def test_daily_moves_stay_inside_the_price_limits(market: Market) -> None:
 
 # --- ticks --------------------------------------------------------------------------------------
 
+
 def check_day_arrays(market: Market, code: str, d: date) -> None:
     t = market.day_ticks(code, d)
     s = session(d)
     assert s is not None
     n = len(t)
     assert n >= 2
-    for name in ("sec", "price", "qty", "side", "acml_vol", "acml_value", "buy_cnt", "sell_cnt",
-                 "buy_qty", "sell_qty", "high", "low"):
+    for name in (
+        "sec",
+        "price",
+        "qty",
+        "side",
+        "acml_vol",
+        "acml_value",
+        "buy_cnt",
+        "sell_cnt",
+        "buy_qty",
+        "sell_qty",
+        "high",
+        "low",
+    ):
         assert getattr(t, name).shape == (n,), name
     sec, price, qty = t.sec.astype(np.int64), t.price.astype(np.int64), t.qty.astype(np.int64)
     open_s, close_s = sec_of(s.open), sec_of(s.close)
     assert sec[0] == open_s and sec[-1] == close_s and np.all(np.diff(sec) >= 0)
     # continuous trading stops at close - 10 min; the closing auction prints once at the close
-    assert not np.any((sec[:-1] >= close_s - 600)), "a continuous trade inside the closing auction"
+    assert not np.any(sec[:-1] >= close_s - 600), "a continuous trade inside the closing auction"
     lo, hi = krx_limits(t.prev_close)
     assert np.all((price >= lo) & (price <= hi))
     assert all(on_grid(int(p)) for p in np.unique(price))
@@ -258,8 +279,9 @@ def test_halted_and_holiday_have_no_trades(market: Market) -> None:
     ("d", "open_hm", "close_hm"),
     [(DAY, (9, 0), (15, 30)), (date(2026, 1, 2), (10, 0), (15, 30)), (date(2026, 11, 19), (10, 0), (16, 30))],
 )
-def test_session_shapes(market: Market, sample: list[str], d: date, open_hm: tuple[int, int],
-                        close_hm: tuple[int, int]) -> None:
+def test_session_shapes(
+    market: Market, sample: list[str], d: date, open_hm: tuple[int, int], close_hm: tuple[int, int]
+) -> None:
     first, last = market.session(d)
     assert (first.hour, first.minute) == open_hm and (last.hour, last.minute) == close_hm
     assert first.tzinfo is not None and first.utcoffset() == timedelta(hours=9)
@@ -279,7 +301,11 @@ def test_open_mode_trades_around_the_clock() -> None:
     sunday = date(2026, 3, 8)
     assert m.is_trading_day(sunday) and m.previous_trading_day(sunday) == date(2026, 3, 7)
     first, last = m.session(sunday)
-    assert (first.hour, first.minute, first.second) == (0, 0, 0) and (last.hour, last.minute, last.second) == (23, 59, 59)
+    assert (first.hour, first.minute, first.second) == (0, 0, 0) and (last.hour, last.minute, last.second) == (
+        23,
+        59,
+        59,
+    )
     busy = max(m.listings, key=lambda x: x.activity)
     t = m.day_ticks(busy.code, sunday)
     at3 = kst(sunday, 3)
@@ -294,6 +320,7 @@ def test_open_mode_trades_around_the_clock() -> None:
 
 
 # --- wire records -------------------------------------------------------------------------------
+
 
 def check_record(market: Market, t, i: int, rec: list[str]) -> None:
     lst = market.by_code[t.code]
@@ -366,8 +393,9 @@ def test_trade_records_hold_every_identity(market: Market, sample: list[str]) ->
 def test_consecutive_records_are_continuous(market: Market) -> None:
     busy = max(market.listings, key=lambda x: x.activity)
     t = market.day_ticks(busy.code, DAY)
-    recs = [market.trade_record(t, i) for i in range(0, 3_000)] + [market.trade_record(t, i)
-                                                                     for i in range(len(t) - 500, len(t))]
+    recs = [market.trade_record(t, i) for i in range(0, 3_000)] + [
+        market.trade_record(t, i) for i in range(len(t) - 500, len(t))
+    ]
     for a, b, i in zip(recs, recs[1:], range(len(recs))):
         if i == 2_999:
             continue  # the jump between the two windows
@@ -416,13 +444,16 @@ def test_orderbook_record_matches_the_quote(market: Market, sample: list[str]) -
 
 # --- quotes, bars -------------------------------------------------------------------------------
 
+
 def test_quote_equals_the_tick_state(market: Market, sample: list[str]) -> None:
     rng = random.Random(9)
     for code in sample:
         t = market.day_ticks(code, DAY)
         lo, hi = krx_limits(t.prev_close)
         for _ in range(6):
-            at = kst(DAY, 9) + timedelta(seconds=rng.randrange(0, 6 * 3600 + 31 * 60), microseconds=rng.randrange(10**6))
+            at = kst(DAY, 9) + timedelta(
+                seconds=rng.randrange(0, 6 * 3600 + 31 * 60), microseconds=rng.randrange(10**6)
+            )
             q = market.quote(code, at)
             n = int(np.sum(t.sec <= sec_of(at)))
             assert q.trades == n and q.day == DAY and q.prev_close == t.prev_close
@@ -438,7 +469,10 @@ def test_quote_equals_the_tick_state(market: Market, sample: list[str]) -> None:
             rec = market.trade_record(t, i)
             assert (q.ask1, q.bid1) == (int(rec[F["ASKP1"]]), int(rec[F["BIDP1"]]))
             assert (q.ask_size1, q.bid_size1) == (int(rec[F["ASKP_RSQN1"]]), int(rec[F["BIDP_RSQN1"]]))
-            assert (q.total_ask_size, q.total_bid_size) == (int(rec[F["TOTAL_ASKP_RSQN"]]), int(rec[F["TOTAL_BIDP_RSQN"]]))
+            assert (q.total_ask_size, q.total_bid_size) == (
+                int(rec[F["TOTAL_ASKP_RSQN"]]),
+                int(rec[F["TOTAL_BIDP_RSQN"]]),
+            )
 
 
 def test_minute_bars_aggregate_the_ticks(market: Market, sample: list[str]) -> None:
@@ -450,7 +484,9 @@ def test_minute_bars_aggregate_the_ticks(market: Market, sample: list[str]) -> N
             assert len(bars) == (u - 9 * 3600) // 60 + 1
             mask = t.sec <= u
             assert sum(b.volume for b in bars) == int(t.qty[mask].sum())
-            assert bars[-1].acml_vol == int(t.qty[mask].sum()) and bars[-1].acml_value == int((t.price * t.qty)[mask].sum())
+            assert bars[-1].acml_vol == int(t.qty[mask].sum()) and bars[-1].acml_value == int(
+                (t.price * t.qty)[mask].sum()
+            )
             last_close = t.prev_close
             running = 0
             for b in bars:
@@ -510,6 +546,7 @@ def test_volume_rank(market: Market) -> None:
 
 # --- determinism and budgets --------------------------------------------------------------------
 
+
 def test_same_seed_gives_identical_results_whatever_the_query_order(sample: list[str]) -> None:
     a, b = Market(seed=SEED), Market(seed=SEED)
     days = [DAY, date(2026, 3, 9), date(2025, 1, 2)]
@@ -555,7 +592,9 @@ def test_budgets_time_and_memory() -> None:
     for c in quiet:
         m.day_ticks(c, date(2026, 3, 11))
     t_typical = (time.perf_counter() - t0) / len(quiet)
-    print(f"\nMarket() {t_init:.3f}s; quote x2600 cold {t_cold:.2f}s warm {t_warm:.3f}s; "
-          f"day_ticks typical {t_typical * 1e3:.2f} ms; {trades} trades, {total_bytes / 1e6:.0f} MB")
+    print(
+        f"\nMarket() {t_init:.3f}s; quote x2600 cold {t_cold:.2f}s warm {t_warm:.3f}s; "
+        f"day_ticks typical {t_typical * 1e3:.2f} ms; {trades} trades, {total_bytes / 1e6:.0f} MB"
+    )
     assert total_bytes < 300e6
     assert t_init < 1.0 and t_cold < 6.0 and t_warm < 0.6 and t_typical < 0.010

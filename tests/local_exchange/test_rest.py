@@ -112,7 +112,10 @@ def test_token_rules_by_sim_clock(sim_factory, make_creds):
 
     again = kis.token_response()  # within a minute: refused, KIS's token-endpoint error shape
     assert again.status_code == 403
-    assert again.json() == {"error_code": "EGW00133", "error_description": "접근토큰 발급 잠시 후 다시 시도하세요(1분당 1회)"}
+    assert again.json() == {
+        "error_code": "EGW00133",
+        "error_description": "접근토큰 발급 잠시 후 다시 시도하세요(1분당 1회)",
+    }
 
     sim.admin("clock", {"at": (issued + timedelta(hours=2)).isoformat()})
     assert kis.token_response().json()["access_token"] == tok  # same token within 6 h
@@ -120,7 +123,11 @@ def test_token_rules_by_sim_clock(sim_factory, make_creds):
     r = kis.http.post("/oauth2/revokeP", json={"appkey": kis.key, "appsecret": kis.secret, "token": tok})
     assert r.status_code == 200
     dead = kis.get("inquire-price", "FHKST01010100", P("005930"), token=tok)
-    assert dead.status_code == 500 and dead.json() == {"rt_cd": "1", "msg_cd": "EGW00121", "msg1": "유효하지 않은 token 입니다."}
+    assert dead.status_code == 500 and dead.json() == {
+        "rt_cd": "1",
+        "msg_cd": "EGW00121",
+        "msg1": "유효하지 않은 token 입니다.",
+    }
     assert kis.token_response().json()["error_code"] == "EGW00133"  # still within the minute
 
     sim.admin("clock", {"at": (issued + timedelta(hours=2, seconds=61)).isoformat()})
@@ -139,8 +146,12 @@ def test_token_rules_by_sim_clock(sim_factory, make_creds):
 
 def test_credentials_are_checked(sim, make_creds):
     key, secret = make_creds(2)
-    post = lambda k, s: httpx.post(sim.rest_url + "/oauth2/tokenP",  # noqa: E731
-                                   json={"grant_type": "client_credentials", "appkey": k, "appsecret": s})
+
+    def post(k, s):
+        return httpx.post(
+            sim.rest_url + "/oauth2/tokenP", json={"grant_type": "client_credentials", "appkey": k, "appsecret": s}
+        )
+
     assert post(key, secret).status_code == 200
     wrong = post(key, make_creds(3)[1])  # a different secret than the one that bound the key
     assert wrong.status_code == 403 and wrong.json()["error_code"] == "EGW00105"
@@ -149,8 +160,9 @@ def test_credentials_are_checked(sim, make_creds):
     assert post(make_creds(4)[0], "x" * 10).json()["error_code"] == "EGW00105"
     assert post("", secret).json()["error_code"] == "EGW00102"
     assert key not in wrong.text and secret not in wrong.text
-    approval = httpx.post(sim.rest_url + "/oauth2/Approval",
-                          json={"grant_type": "client_credentials", "appkey": key, "secretkey": secret})
+    approval = httpx.post(
+        sim.rest_url + "/oauth2/Approval", json={"grant_type": "client_credentials", "appkey": key, "secretkey": secret}
+    )
     assert approval.status_code == 200 and len(approval.json()["approval_key"]) == 36
 
 
@@ -179,7 +191,9 @@ def test_uapi_header_checks(sim, creds):
     assert bad_secret.json()["msg_cd"] == "EGW00105"
     bad_tr = kis.http.get(QUOTE + "inquire-price", params=P(code), headers=h | {"tr_id": "FHKST01010400"})
     assert bad_tr.json()["rt_cd"] == "1" and bad_tr.json()["msg_cd"] == "OPSQ0002"
-    lower = kis.http.get(QUOTE + "inquire-price", params={"fid_cond_mrkt_div_code": "J", "fid_input_iscd": code}, headers=h)
+    lower = kis.http.get(
+        QUOTE + "inquire-price", params={"fid_cond_mrkt_div_code": "J", "fid_input_iscd": code}, headers=h
+    )
     assert lower.json()["output"]["stck_shrn_iscd"] == code  # names match case-insensitively
     unknown = kis.get("inquire-price", "FHKST01010100", P("999999"))
     assert unknown.json()["rt_cd"] == "7"
@@ -195,8 +209,11 @@ def test_response_header_bytes(sim, creds):
     code = sim.admin("listings", params={"limit": "1"})["listings"][0]["code"]
     host, port = sim.rest_url.removeprefix("http://").split(":")
     hdrs = kis.headers("FHKST01010100")
-    req = (f"GET {QUOTE}inquire-price?FID_COND_MRKT_DIV_CODE=J&FID_INPUT_ISCD={code} HTTP/1.1\r\nHost: {host}\r\n"
-           + "".join(f"{k}: {v}\r\n" for k, v in hdrs.items()) + "Connection: close\r\n\r\n")
+    req = (
+        f"GET {QUOTE}inquire-price?FID_COND_MRKT_DIV_CODE=J&FID_INPUT_ISCD={code} HTTP/1.1\r\nHost: {host}\r\n"
+        + "".join(f"{k}: {v}\r\n" for k, v in hdrs.items())
+        + "Connection: close\r\n\r\n"
+    )
     with socket.create_connection((host, int(port)), timeout=10) as s:
         s.sendall(req.encode())
         raw = b""
@@ -260,15 +277,18 @@ def test_paper_refuses_real_only_trs(sim_factory, make_creds):
         ("chk-holiday", "VTCA0903R", {"BASS_DT": "20260304", "CTX_AREA_NK": "", "CTX_AREA_FK": ""}),
     ):
         r = kis.get(name, tr, params)
-        assert r.status_code == 500 and r.json()["rt_cd"] == "1" and r.json()["msg1"] == "모의투자 TR 이 아닙니다.", name
+        assert r.status_code == 500 and r.json()["rt_cd"] == "1" and r.json()["msg1"] == "모의투자 TR 이 아닙니다.", (
+            name
+        )
     assert kis.get("inquire-price", "FHKST01010100", P(code)).json()["rt_cd"] == "0"
 
 
 # --- shapes ------------------------------------------------------------------------------------
 def test_every_tr_returns_every_appendix_field_as_strings(sim, creds):
     kis = Kis(sim, creds)
-    code = [r for r in sim.admin("listings", params={"order": "activity", "limit": "20"})["listings"]
-            if r["group"] == "ST"][0]["code"]
+    code = [
+        r for r in sim.admin("listings", params={"order": "activity", "limit": "20"})["listings"] if r["group"] == "ST"
+    ][0]["code"]
     now = datetime.fromisoformat(sim.admin("clock")["now"])
     today = now.strftime("%Y%m%d")
 
@@ -280,18 +300,37 @@ def test_every_tr_returns_every_appendix_field_as_strings(sim, creds):
     assert len(daily["output"]) == 30
     for row in daily["output"]:
         assert_shape(row, APPENDIX["inquire-daily-price"])
-    chart = kis.ok("inquire-daily-itemchartprice", "FHKST03010100",
-                   P(code, FID_INPUT_DATE_1=(now - timedelta(days=20)).strftime("%Y%m%d"), FID_INPUT_DATE_2=today,
-                     FID_PERIOD_DIV_CODE="D", FID_ORG_ADJ_PRC="0"))
+    chart = kis.ok(
+        "inquire-daily-itemchartprice",
+        "FHKST03010100",
+        P(
+            code,
+            FID_INPUT_DATE_1=(now - timedelta(days=20)).strftime("%Y%m%d"),
+            FID_INPUT_DATE_2=today,
+            FID_PERIOD_DIV_CODE="D",
+            FID_ORG_ADJ_PRC="0",
+        ),
+    )
     assert_shape(chart["output1"], APPENDIX["daily-chart-1"])
     assert 1 <= len(chart["output2"]) <= 21
     for row in chart["output2"]:
         assert_shape(row, APPENDIX["daily-chart-2"])
     for name, tr, extra in (
-        ("inquire-time-itemchartprice", "FHKST03010200", {"FID_INPUT_HOUR_1": now.strftime("%H%M%S"),
-                                                          "FID_PW_DATA_INCU_YN": "Y", "FID_ETC_CLS_CODE": ""}),
-        ("inquire-time-dailychartprice", "FHKST03010230", {"FID_INPUT_DATE_1": today, "FID_INPUT_HOUR_1": now.strftime("%H%M%S"),
-                                                           "FID_PW_DATA_INCU_YN": "Y", "FID_FAKE_TICK_INCU_YN": ""}),
+        (
+            "inquire-time-itemchartprice",
+            "FHKST03010200",
+            {"FID_INPUT_HOUR_1": now.strftime("%H%M%S"), "FID_PW_DATA_INCU_YN": "Y", "FID_ETC_CLS_CODE": ""},
+        ),
+        (
+            "inquire-time-dailychartprice",
+            "FHKST03010230",
+            {
+                "FID_INPUT_DATE_1": today,
+                "FID_INPUT_HOUR_1": now.strftime("%H%M%S"),
+                "FID_PW_DATA_INCU_YN": "Y",
+                "FID_FAKE_TICK_INCU_YN": "",
+            },
+        ),
     ):
         body = kis.ok(name, tr, P(code, **extra))
         assert_shape(body["output1"], APPENDIX["time-chart-1"])
@@ -304,15 +343,30 @@ def test_every_tr_returns_every_appendix_field_as_strings(sim, creds):
     assert conc["output2"] and (len(conc["output2"]) == 30 or r.headers["tr_cont"] == "D")
     for row in conc["output2"]:
         assert_shape(row, APPENDIX["conclusion-2"])
-    rank = kis.ok("volume-rank", "FHPST01710000", {
-        "FID_COND_MRKT_DIV_CODE": "J", "FID_COND_SCR_DIV_CODE": "20171", "FID_INPUT_ISCD": "0000", "FID_DIV_CLS_CODE": "0",
-        "FID_BLNG_CLS_CODE": "0", "FID_TRGT_CLS_CODE": "111111111", "FID_TRGT_EXLS_CLS_CODE": "0000000000",
-        "FID_INPUT_PRICE_1": "", "FID_INPUT_PRICE_2": "", "FID_VOL_CNT": "", "FID_INPUT_DATE_1": ""})
+    rank = kis.ok(
+        "volume-rank",
+        "FHPST01710000",
+        {
+            "FID_COND_MRKT_DIV_CODE": "J",
+            "FID_COND_SCR_DIV_CODE": "20171",
+            "FID_INPUT_ISCD": "0000",
+            "FID_DIV_CLS_CODE": "0",
+            "FID_BLNG_CLS_CODE": "0",
+            "FID_TRGT_CLS_CODE": "111111111",
+            "FID_TRGT_EXLS_CLS_CODE": "0000000000",
+            "FID_INPUT_PRICE_1": "",
+            "FID_INPUT_PRICE_2": "",
+            "FID_VOL_CNT": "",
+            "FID_INPUT_DATE_1": "",
+        },
+    )
     assert len(rank["output"]) == 30
     for row in rank["output"]:
         assert_shape(row, APPENDIX["volume-rank"])
     vols = [int(r["acml_vol"]) for r in rank["output"]]
-    assert vols == sorted(vols, reverse=True) and [r["data_rank"] for r in rank["output"]] == [str(i) for i in range(1, 31)]
+    assert vols == sorted(vols, reverse=True) and [r["data_rank"] for r in rank["output"]] == [
+        str(i) for i in range(1, 31)
+    ]
     hol = kis.ok("chk-holiday", "CTCA0903R", {"BASS_DT": today, "CTX_AREA_NK": "", "CTX_AREA_FK": ""})
     for row in hol["output"]:
         assert_shape(row, APPENDIX["chk-holiday"])
@@ -345,8 +399,11 @@ def test_multprice_thirty_pairs_and_refuses_more(sim, creds):
         params[f"FID_INPUT_ISCD_{i}"] = c
     rows = kis.ok("intstock-multprice", "FHKST11300006", params)["output"]
     assert [r["inter_shrn_iscd"] for r in rows] == codes[:30]
-    too_many = kis.get("intstock-multprice", "FHKST11300006",
-                       params | {"FID_COND_MRKT_DIV_CODE_31": "J", "FID_INPUT_ISCD_31": codes[30]}).json()
+    too_many = kis.get(
+        "intstock-multprice",
+        "FHKST11300006",
+        params | {"FID_COND_MRKT_DIV_CODE_31": "J", "FID_INPUT_ISCD_31": codes[30]},
+    ).json()
     assert too_many["rt_cd"] != "0" and "30" in too_many["msg1"]
 
 
@@ -372,7 +429,11 @@ def test_conclusion_paging_covers_every_tick_once(sim_factory, make_creds):
     assert len(seen) == len(truth)  # every tick, exactly once, newest first
     for row, t in zip(seen, reversed(truth)):
         assert (row["stck_cntg_hour"], row["stck_pbpr"], row["cnqn"], row["acml_vol"]) == (
-            t["time"], str(t["price"]), str(t["qty"]), str(t["acml_vol"]))
+            t["time"],
+            str(t["price"]),
+            str(t["qty"]),
+            str(t["acml_vol"]),
+        )
     restart = kis.get("inquire-time-itemconclusion", "FHPST01060000", params).json()["output2"]
     assert restart == seen[:30]  # without tr_cont N a request starts over
 
@@ -383,8 +444,11 @@ def test_minute_bar_paging_backwards(sim_factory, make_creds):
     code = codes_with_ticks(sim, "20260304", 200, 20_000)
     bars, hour = [], "153000"  # a future time is clamped to now (10:30)
     for _ in range(10):
-        body = kis.ok("inquire-time-itemchartprice", "FHKST03010200",
-                      P(code, FID_INPUT_HOUR_1=hour, FID_PW_DATA_INCU_YN="Y", FID_ETC_CLS_CODE=""))
+        body = kis.ok(
+            "inquire-time-itemchartprice",
+            "FHKST03010200",
+            P(code, FID_INPUT_HOUR_1=hour, FID_PW_DATA_INCU_YN="Y", FID_ETC_CLS_CODE=""),
+        )
         page = body["output2"]
         if not page:
             break
@@ -407,27 +471,52 @@ def test_minute_bar_paging_backwards(sim_factory, make_creds):
         prices = by_minute.get(b["stck_cntg_hour"])
         if prices:
             assert (int(b["stck_oprc"]), int(b["stck_hgpr"]), int(b["stck_lwpr"]), int(b["stck_prpr"])) == (
-                prices[0], max(prices), min(prices), prices[-1])
+                prices[0],
+                max(prices),
+                min(prices),
+                prices[-1],
+            )
 
 
 def test_daily_rows_show_today_only_once_the_session_started(sim_factory, make_creds):
     sim = sim_factory(*FROZEN)
     kis = Kis(sim, make_creds(12))
     code = sim.admin("listings", params={"order": "activity", "limit": "1"})["listings"][0]["code"]
-    rows = kis.ok("inquire-daily-price", "FHKST01010400", P(code, FID_PERIOD_DIV_CODE="D", FID_ORG_ADJ_PRC="0"))["output"]
+    rows = kis.ok("inquire-daily-price", "FHKST01010400", P(code, FID_PERIOD_DIV_CODE="D", FID_ORG_ADJ_PRC="0"))[
+        "output"
+    ]
     days = [r["stck_bsop_date"] for r in rows]
     expected = [d.strftime("%Y%m%d") for d in reversed(cal.trading_days(date(2025, 12, 1), date(2026, 3, 4)))][:30]
     assert days == expected  # newest first, today's row during the session
-    assert rows[1]["stck_clpr"] == rows[0]["stck_clpr"] or int(rows[0]["prdy_vrss"]) == int(rows[0]["stck_clpr"]) - int(rows[1]["stck_clpr"])
+    assert rows[1]["stck_clpr"] == rows[0]["stck_clpr"] or int(rows[0]["prdy_vrss"]) == int(rows[0]["stck_clpr"]) - int(
+        rows[1]["stck_clpr"]
+    )
     sim.admin("clock", {"at": "2026-03-04T08:10:00+09:00"})
-    before = kis.ok("inquire-daily-price", "FHKST01010400", P(code, FID_PERIOD_DIV_CODE="D", FID_ORG_ADJ_PRC="0"))["output"]
+    before = kis.ok("inquire-daily-price", "FHKST01010400", P(code, FID_PERIOD_DIV_CODE="D", FID_ORG_ADJ_PRC="0"))[
+        "output"
+    ]
     assert before[0]["stck_bsop_date"] == "20260303"  # before the open row 0 is the previous trading day
-    chart = kis.ok("inquire-daily-itemchartprice", "FHKST03010100",
-                   P(code, FID_INPUT_DATE_1="20250101", FID_INPUT_DATE_2="20260303", FID_PERIOD_DIV_CODE="D", FID_ORG_ADJ_PRC="0"))
+    chart = kis.ok(
+        "inquire-daily-itemchartprice",
+        "FHKST03010100",
+        P(code, FID_INPUT_DATE_1="20250101", FID_INPUT_DATE_2="20260303", FID_PERIOD_DIV_CODE="D", FID_ORG_ADJ_PRC="0"),
+    )
     assert len(chart["output2"]) == 100 and chart["output2"][0]["stck_bsop_date"] == "20260303"
-    weekly = kis.ok("inquire-daily-price", "FHKST01010400", P(code, FID_PERIOD_DIV_CODE="W", FID_ORG_ADJ_PRC="0"))["output"]
-    assert len(weekly) == 30 and len({date.fromisoformat(w["stck_bsop_date"][:4] + "-" + w["stck_bsop_date"][4:6] + "-"
-                                                         + w["stck_bsop_date"][6:]).isocalendar()[:2] for w in weekly}) == 30
+    weekly = kis.ok("inquire-daily-price", "FHKST01010400", P(code, FID_PERIOD_DIV_CODE="W", FID_ORG_ADJ_PRC="0"))[
+        "output"
+    ]
+    assert (
+        len(weekly) == 30
+        and len(
+            {
+                date.fromisoformat(
+                    w["stck_bsop_date"][:4] + "-" + w["stck_bsop_date"][4:6] + "-" + w["stck_bsop_date"][6:]
+                ).isocalendar()[:2]
+                for w in weekly
+            }
+        )
+        == 30
+    )
 
 
 def test_chk_holiday_pages_and_matches_calendar(sim_factory, make_creds):

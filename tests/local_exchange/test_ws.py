@@ -95,8 +95,10 @@ def test_pingpong_is_sent_and_a_silent_client_is_dropped(sim_factory, make_creds
     kis = Kis(sim, make_creds(22))
 
     async def scenario() -> None:
-        async with WsClient(sim.ws_url, kis.approval(), echo=True) as polite, \
-                WsClient(sim.ws_url, kis.approval(), echo=False) as mute:
+        async with (
+            WsClient(sim.ws_url, kis.approval(), echo=True) as polite,
+            WsClient(sim.ws_url, kis.approval(), echo=False) as mute,
+        ):
             await asyncio.gather(polite.collect(2.2), mute.collect(2.2))
             assert len(polite.got.pings) >= 5 and polite.closed_clean is None
             ping = json.loads(polite.got.pings[0])
@@ -142,7 +144,7 @@ def test_data_frames_carry_every_tick_and_match_the_truth(sim_factory, make_cred
     for rec in recs:  # every record is exactly the market's tick
         assert rec == by_vol[int(rec[13])]["record"]
     start = next(i for i, t in enumerate(truth) if t["record"] == recs[0])
-    assert [t["record"] for t in truth[start:start + len(recs)]] == recs  # in order, none missing
+    assert [t["record"] for t in truth[start : start + len(recs)]] == recs  # in order, none missing
     for a, b in zip(recs, recs[1:]):
         assert int(b[13]) == int(a[13]) + int(b[12])  # ACML_VOL(n) = ACML_VOL(n-1) + CNTG_VOL(n)
     sent = sim.admin("truth/sent", params={"appkey": kis.key, "code": code})
@@ -153,8 +155,9 @@ def test_data_frames_carry_every_tick_and_match_the_truth(sim_factory, make_cred
 
 
 def test_orderbook_frames_and_the_47_field_mode(sim_factory, make_creds):
-    sim = sim_factory("--clock", "open", "--listings", "50", "--fields", "47", "--speed", "5",
-                      "--start", "2026-03-04T10:00:00+09:00")
+    sim = sim_factory(
+        "--clock", "open", "--listings", "50", "--fields", "47", "--speed", "5", "--start", "2026-03-04T10:00:00+09:00"
+    )
     kis = Kis(sim, make_creds(24))
     code = busy_codes(sim, 1)[0]
 
@@ -191,7 +194,12 @@ def test_rest_and_stream_agree_at_one_instant(sim_factory, make_creds):
     last = c.got.records("H0STCNT0", code)[-1]
     rest = kis.ok("inquire-price", "FHKST01010100", {"FID_COND_MRKT_DIV_CODE": "J", "FID_INPUT_ISCD": code})["output"]
     assert (rest["stck_prpr"], rest["acml_vol"], rest["stck_oprc"], rest["stck_hgpr"], rest["stck_lwpr"]) == (
-        last[2], last[13], last[7], last[8], last[9])
+        last[2],
+        last[13],
+        last[7],
+        last[8],
+        last[9],
+    )
     assert rest["acml_tr_pbmn"] == last[14] and rest["prdy_vrss"] == last[4] and rest["prdy_ctrt"] == last[5]
     quote = sim.admin("truth/quote", params={"code": code})
     assert (quote["price"], quote["acml_vol"]) == (int(last[2]), int(last[13]))

@@ -64,8 +64,9 @@ def kill_connections(postgres, dbname: str) -> int:
 
 def child(script: str, url: str) -> subprocess.Popen[str]:
     """A Python process given the URL on stdin (never argv: `ps` shows argv to everyone)."""
-    proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     assert proc.stdin is not None
     proc.stdin.write(url + "\n")
     proc.stdin.flush()
@@ -84,8 +85,14 @@ def test_url_is_parsed_and_never_shown_with_its_password() -> None:
     assert parse_url("postgres://u@h/d").port == 5432
     assert parse_url("postgresql://u:pw@h/d?password=other").password == "pw"
     assert "sekret" not in parse_url("postgresql://u@h/d?password=sekret").redacted()
-    for bad in ("", "mysql://u:sekret@h/d", "postgresql://u:sekret@/d", "postgresql://u:sekret@h/",
-                "postgresql://u:sekret@h:notaport/d", "u:sekret@h/d"):
+    for bad in (
+        "",
+        "mysql://u:sekret@h/d",
+        "postgresql://u:sekret@/d",
+        "postgresql://u:sekret@h/",
+        "postgresql://u:sekret@h:notaport/d",
+        "u:sekret@h/d",
+    ):
         with pytest.raises(StateDbUrlError) as err:
             parse_url(bad)
         assert "sekret" not in str(err.value)
@@ -240,8 +247,9 @@ def test_not_before_learned_by_one_process_binds_another(sim, make_creds, db) ->
     assert st["token_refused_total"] == 1 and st["tokens_issued_total"] == 1
 
 
-def test_a_token_never_appears_in_logs_reprs_or_errors(sim, make_creds, postgres, db,
-                                                       caplog: pytest.LogCaptureFixture) -> None:
+def test_a_token_never_appears_in_logs_reprs_or_errors(
+    sim, make_creds, postgres, db, caplog: pytest.LogCaptureFixture
+) -> None:
     url, name = db
     key, secret = creds = make_creds(722)
     store = PostgresTokenStore(url)
@@ -264,7 +272,7 @@ def test_a_token_never_appears_in_logs_reprs_or_errors(sim, make_creds, postgres
     shown = caplog.text + str(err.value) + repr(provider) + repr(store) + repr(store.get(provider.key_id, "access"))
     for s in (key, secret, token, approval, postgres.password):
         assert s not in shown
-        assert not any(s[i:i + 12] in shown for i in range(0, len(s) - 11, 6) if len(set(s[i:i + 12])) > 2)
+        assert not any(s[i : i + 12] in shown for i in range(0, len(s) - 11, 6) if len(set(s[i : i + 12])) > 2)
     for s in (key, secret, token, approval):
         assert s not in server_log
     assert store.get(provider.key_id, "access").value == token  # the database holds it (that is its job)
@@ -343,8 +351,13 @@ def test_processes_share_one_budget_fairly(db) -> None:
     rate, n, procs = 20.0, 12, 4
     children = []
     for _ in range(procs):
-        proc = subprocess.Popen([sys.executable, "-c", ACQUIRER, str(rate), str(n)], cwd=REPO,
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", ACQUIRER, str(rate), str(n)],
+            cwd=REPO,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert proc.stdin is not None
         proc.stdin.write(url + "\n")
         proc.stdin.flush()
@@ -355,8 +368,9 @@ def test_processes_share_one_budget_fairly(db) -> None:
 # --- selection by environment ---------------------------------------------------------------------------
 
 
-def test_state_db_url_selects_postgres_and_its_absence_sqlite(db, tmp_path: Path,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_state_db_url_selects_postgres_and_its_absence_sqlite(
+    db, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     url, _ = db
     tokens, permits = open_token_store(tmp_path / "a", {}), open_permit_store(tmp_path / "a", {})
     assert isinstance(tokens, SqliteTokenStore) and isinstance(permits, SqlitePermitStore)
@@ -423,7 +437,8 @@ out["instance_dir"] = instance.root_directory
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_processes_with_separate_dagster_homes_share_one_token_and_one_budget(
-        sim_factory, make_creds, db, tmp_path: Path, record_property: pytest.RecordProperty) -> None:
+    sim_factory, make_creds, db, tmp_path: Path, record_property: pytest.RecordProperty
+) -> None:
     """The issue's judged line: N processes, each with its own DAGSTER_HOME and state directory (no SQLite
     file shared), all on one app key through one PostgreSQL, firing at once. ~35 s."""
     url, _ = db
@@ -437,13 +452,30 @@ def test_processes_with_separate_dagster_homes_share_one_token_and_one_budget(
         home.mkdir(parents=True)
         (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
         env = {k: v for k, v in os.environ.items() if not k.startswith(("DAGSTER_", "OBSERVER_", "KIS_"))}
-        env.update({
-            "DAGSTER_HOME": str(home), "OBSERVER_DATA_DIR": str(tmp_path / f"host{i}" / "data"),
-            STATE_DB_URL_ENV: url, "KIS_APP_KEY": key, "KIS_APP_SECRET": secret,
-            "KIS_REST_URL": sim.rest_url, "KIS_WS_URL": sim.ws_url, "PGT_N": str(n), "PGT_CODE": code,
-        })
-        children.append(subprocess.Popen([sys.executable, "-c", STEP], cwd=REPO, env=env, stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        env.update(
+            {
+                "DAGSTER_HOME": str(home),
+                "OBSERVER_DATA_DIR": str(tmp_path / f"host{i}" / "data"),
+                STATE_DB_URL_ENV: url,
+                "KIS_APP_KEY": key,
+                "KIS_APP_SECRET": secret,
+                "KIS_REST_URL": sim.rest_url,
+                "KIS_WS_URL": sim.ws_url,
+                "PGT_N": str(n),
+                "PGT_CODE": code,
+            }
+        )
+        children.append(
+            subprocess.Popen(
+                [sys.executable, "-c", STEP],
+                cwd=REPO,
+                env=env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
         homes.append(home)
     try:
         for c in children:
@@ -468,9 +500,13 @@ def test_processes_with_separate_dagster_homes_share_one_token_and_one_budget(
     done = [t for r in results for t in r["done"]]
     elapsed = max(r["finished"] for r in results) - min(r["started"] for r in results)
     numbers = {
-        "processes": procs, "requests": st["requests_total"], "tokens_issued": st["tokens_issued_total"],
-        "egw00201": st["rate_limited_total"], "elapsed_s": round(elapsed, 2),
-        "throughput_per_s": round(procs * n / elapsed, 2), "max_responses_in_1s": max_in_window(done),
+        "processes": procs,
+        "requests": st["requests_total"],
+        "tokens_issued": st["tokens_issued_total"],
+        "egw00201": st["rate_limited_total"],
+        "elapsed_s": round(elapsed, 2),
+        "throughput_per_s": round(procs * n / elapsed, 2),
+        "max_responses_in_1s": max_in_window(done),
         "max_wait_s": max(r["limiter"]["max_wait_seconds"] for r in results),
         "issued_by_process": [r["tokens"]["issued"] for r in results],
     }

@@ -135,6 +135,7 @@ def test_async_and_sync_callers_share_one_budget(tmp_path: Path) -> None:
         async def one() -> None:
             await a.acquire()
             stamps.append(time.monotonic())
+
         await asyncio.gather(*(one() for _ in range(10)))
 
     t0 = time.monotonic()
@@ -176,8 +177,10 @@ def moved_aside(d: Path) -> list[Path]:
 def healthy(path: Path) -> bool:
     conn = sqlite3.connect(path)
     try:
-        return conn.execute("PRAGMA quick_check").fetchone()[0] == "ok" and \
-            conn.execute("SELECT count(*) FROM gcra").fetchone()[0] >= 0
+        return (
+            conn.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+            and conn.execute("SELECT count(*) FROM gcra").fetchone()[0] >= 0
+        )
     finally:
         conn.close()
 
@@ -254,8 +257,16 @@ print(json.dumps({"permits": lim.counters.permits, "ino": os.stat(path).st_ino})
 def test_two_processes_finding_it_corrupt_at_once_recreate_it_once(tmp_path: Path, run: int) -> None:
     path, data, go = tmp_path / "r.sqlite", tmp_path / "data", tmp_path / "go"
     path.write_bytes(b"SQLite format 3\x00" + os.urandom(4096))  # a header, then noise
-    children = [subprocess.Popen([sys.executable, "-c", RECOVERER, str(path), str(data), str(go)], cwd=REPO,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", RECOVERER, str(path), str(data), str(go)],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     time.sleep(0.5)  # both imported and waiting
     go.touch()
     out, errs = [], []
@@ -289,22 +300,32 @@ print(json.dumps({"granted": out, "max_wait": lim.counters.max_wait_seconds}), f
 
 def test_processes_share_one_budget_fairly(tmp_path: Path) -> None:
     path, rate, n, procs = tmp_path / "r.sqlite", 20.0, 12, 4
-    children = [subprocess.Popen([sys.executable, "-c", ACQUIRER, str(path), str(rate), str(n)], cwd=REPO,
-                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(procs)]
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", ACQUIRER, str(path), str(rate), str(n)],
+            cwd=REPO,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(procs)
+    ]
     budget_contract.assert_fair_share(children, rate, n)
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_eight_processes_at_18_per_second_never_hit_egw00201(sim, make_creds, tmp_path: Path,
-                                                             record_property: pytest.RecordProperty) -> None:
+def test_eight_processes_at_18_per_second_never_hit_egw00201(
+    sim, make_creds, tmp_path: Path, record_property: pytest.RecordProperty
+) -> None:
     """The acceptance test: real-mode key (the exchange allows 20 in any sliding second), 8 processes
     x 200 inquire-price calls, each through the shared limiter at 18/s. ~90 s."""
     creds = make_creds(301)
     code = sim.admin("listings", params={"limit": "1"})["listings"][0]["code"]
     procs, n, rate = 8, 200, 18.0
-    results = Workers(procs, "requests", creds=creds, rest_url=sim.rest_url, state=tmp_path, n=n, rate=rate,
-                      code=code).run(timeout=280)
+    results = Workers(
+        procs, "requests", creds=creds, rest_url=sim.rest_url, state=tmp_path, n=n, rate=rate, code=code
+    ).run(timeout=280)
 
     st = sim.admin("stats")["by_appkey"][creds[0]]
     stamps = [t for r in results for t in r["granted"]]
@@ -313,8 +334,11 @@ def test_eight_processes_at_18_per_second_never_hit_egw00201(sim, make_creds, tm
     waits = [r["limiter"]["max_wait_seconds"] for r in results]
     finish = [r["finished"] for r in results]
     numbers = {
-        "requests": st["requests_total"], "rate_limited": st["rate_limited_total"], "elapsed_s": round(elapsed, 2),
-        "throughput_per_s": round(throughput, 2), "max_in_any_second": max_in_window(stamps),
+        "requests": st["requests_total"],
+        "rate_limited": st["rate_limited_total"],
+        "elapsed_s": round(elapsed, 2),
+        "throughput_per_s": round(throughput, 2),
+        "max_in_any_second": max_in_window(stamps),
         "max_wait_s": round(max(waits), 3),
         "mean_wait_s": round(sum(r["limiter"]["wait_seconds"] for r in results) / (procs * n), 3),
         "finish_spread_s": round(max(finish) - min(finish), 2),

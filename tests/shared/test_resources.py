@@ -43,7 +43,7 @@ def kis_env(sim, make_creds, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 def fragments(secret: str, size: int = 16) -> list[str]:
     """Pieces of a secret to look for, so a partial leak (a prefix, a truncated log line) is caught too."""
-    pieces = [secret[i:i + size] for i in range(0, len(secret) - size + 1, size // 2)] + [secret[-size:]]
+    pieces = [secret[i : i + size] for i in range(0, len(secret) - size + 1, size // 2)] + [secret[-size:]]
     return [piece for piece in pieces if len(set(piece)) > 2]  # skip runs like '0000…' in demo keys
 
 
@@ -114,8 +114,10 @@ def test_step_processes_share_one_token(kis_env, sim, tmp_path: Path) -> None:
         result = dg.execute_job(job, instance=instance)
         assert result.success
         pids = {e.pid for e in result.all_events if e.is_step_start}
-        prices = [m.metadata["price"].value for m in
-                  (e.event_specific_data.materialization for e in result.all_events if e.is_step_materialization)]
+        prices = [
+            m.metadata["price"].value
+            for m in (e.event_specific_data.materialization for e in result.all_events if e.is_step_materialization)
+        ]
     assert len(pids) == 3  # three step processes, each with its own KisResource instance
     assert len(prices) == 3 and all(price > 0 for price in prices)
     st = sim.admin("stats")["by_appkey"][key]

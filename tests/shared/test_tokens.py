@@ -60,8 +60,12 @@ def sim_now(sim) -> datetime:
 
 def test_expiry_comes_from_the_kst_string_not_expires_in() -> None:
     issued = datetime(2026, 6, 23, 22, 3, 0, tzinfo=KST)
-    body = {"access_token": "tok", "token_type": "Bearer", "expires_in": 82_000,  # drifted, as mojito reports
-            "access_token_token_expired": "2026-06-24 22:03:52"}
+    body = {
+        "access_token": "tok",
+        "token_type": "Bearer",
+        "expires_in": 82_000,  # drifted, as mojito reports
+        "access_token_token_expired": "2026-06-24 22:03:52",
+    }
     tok = parse_token_body(body, issued)
     assert tok.expires_at == datetime(2026, 6, 24, 22, 3, 52, tzinfo=KST)
     assert tok.expires_at.utcoffset() == timedelta(hours=9)
@@ -83,7 +87,11 @@ def test_expires_in_is_only_a_logged_fallback(caplog: pytest.LogCaptureFixture) 
 @pytest.mark.parametrize(
     ("status", "body", "kind"),
     [
-        (403, {"error_code": "EGW00133", "error_description": p.ERROR_MESSAGES[p.EGW_TOKEN_TOO_OFTEN]}, TokenIssueTooSoonError),
+        (
+            403,
+            {"error_code": "EGW00133", "error_description": p.ERROR_MESSAGES[p.EGW_TOKEN_TOO_OFTEN]},
+            TokenIssueTooSoonError,
+        ),
         (403, {"error_code": "EGW00105", "error_description": "유효하지 않은 AppSecret입니다."}, BadCredentialsError),
         (403, {"error_code": "EGW00103", "error_description": "유효하지 않은 AppKey입니다."}, BadCredentialsError),
         (401, None, BadCredentialsError),
@@ -102,8 +110,12 @@ def test_token_endpoint_errors_are_typed_by_code(status: int, body: dict | None,
 
 def test_error_messages_never_echo_secrets() -> None:
     key, secret = "PS" + "k" * 34, "s" * 180
-    err = token_endpoint_error(403, {"error_code": "EGW00103", "error_description": f"bad key {key} / {secret}"},
-                               what="tokenP", secrets=(key, secret))
+    err = token_endpoint_error(
+        403,
+        {"error_code": "EGW00103", "error_description": f"bad key {key} / {secret}"},
+        what="tokenP",
+        secrets=(key, secret),
+    )
     assert key not in str(err) and secret not in str(err) and "***" in str(err)
 
 
@@ -117,10 +129,17 @@ def test_issue_approval_and_revoke_round_trip(sim, make_creds) -> None:
             tok = await issue_access_token(http, cfg)
             approval = await issue_approval_key(http, cfg)
             await revoke_access_token(http, cfg, tok.access_token)
-            r = await http.get(f"{sim.rest_url}{p.QUOTE_BASE}/inquire-price",
-                               params={"FID_COND_MRKT_DIV_CODE": "J", "FID_INPUT_ISCD": code},
-                               headers={"authorization": f"Bearer {tok.access_token}", "appkey": creds[0],
-                                        "appsecret": creds[1], "tr_id": p.TR_INQUIRE_PRICE, "custtype": "P"})
+            r = await http.get(
+                f"{sim.rest_url}{p.QUOTE_BASE}/inquire-price",
+                params={"FID_COND_MRKT_DIV_CODE": "J", "FID_INPUT_ISCD": code},
+                headers={
+                    "authorization": f"Bearer {tok.access_token}",
+                    "appkey": creds[0],
+                    "appsecret": creds[1],
+                    "tr_id": p.TR_INQUIRE_PRICE,
+                    "custtype": "P",
+                },
+            )
             return tok, approval, r.json()
 
     tok, approval, after_revoke = asyncio.run(go())
@@ -166,11 +185,20 @@ def test_concurrent_coroutines_of_one_process_issue_once(sim, make_creds, tmp_pa
 
 
 @pytest.mark.parametrize("how", ["clock_jump", "expire_fault"])
-def test_expired_token_is_refreshed_once_when_four_processes_see_it(sim_factory, make_creds, tmp_path: Path, how: str) -> None:
+def test_expired_token_is_refreshed_once_when_four_processes_see_it(
+    sim_factory, make_creds, tmp_path: Path, how: str
+) -> None:
     sim = sim_factory(*OWN_SIM)
     creds = make_creds(204)
-    workers = Workers(4, "refresh", creds=creds, rest_url=sim.rest_url, state=tmp_path, code=a_code(sim),
-                      too_soon_wait=FAST.total_seconds())
+    workers = Workers(
+        4,
+        "refresh",
+        creds=creds,
+        rest_url=sim.rest_url,
+        state=tmp_path,
+        code=a_code(sim),
+        too_soon_wait=FAST.total_seconds(),
+    )
     workers.wait_ready()  # each holds the same token now
     assert key_stats(sim, creds[0])["tokens_issued_total"] == 1
     now = sim_now(sim)
@@ -204,8 +232,9 @@ def test_refresh_ahead_of_expiry_but_never_within_six_hours(sim_factory, make_cr
 
     store = SqliteTokenStore(tmp_path / "t.sqlite")
     provider = SharedTokenProvider(config(sim, creds), store, clock=clock, too_soon_wait=FAST)
-    eager = SharedTokenProvider(config(sim, creds), store, clock=clock, too_soon_wait=FAST,
-                                refresh_margin=timedelta(hours=23, minutes=30))
+    eager = SharedTokenProvider(
+        config(sim, creds), store, clock=clock, too_soon_wait=FAST, refresh_margin=timedelta(hours=23, minutes=30)
+    )
     t1 = asyncio.run(provider.access_token())
     # The eager provider finds < 23.5 h left at once, but KIS would hand back the same token within
     # 6 h of issuance, so it does not ask.
@@ -230,8 +259,12 @@ def test_a_refused_refresh_ahead_keeps_the_valid_token_without_waiting(sim_facto
     sim = sim_factory(*OWN_SIM)
     creds = make_creds(214)
     offset = [timedelta(0)]
-    provider = SharedTokenProvider(config(sim, creds), SqliteTokenStore(tmp_path / "t.sqlite"),
-                                   clock=lambda: datetime.now(KST) + offset[0], too_soon_wait=FAST)
+    provider = SharedTokenProvider(
+        config(sim, creds),
+        SqliteTokenStore(tmp_path / "t.sqlite"),
+        clock=lambda: datetime.now(KST) + offset[0],
+        too_soon_wait=FAST,
+    )
     t1 = asyncio.run(provider.access_token())
     time.sleep(FAST.total_seconds())
     offset[0] = timedelta(hours=23, minutes=30)
@@ -303,8 +336,12 @@ def test_egw00133_backoff_is_shared_and_bounded(sim, make_creds, tmp_path: Path)
 def test_issuance_gives_up_after_bounded_refusals(sim, make_creds, tmp_path: Path) -> None:
     creds = make_creds(209)
     sim.admin("faults", json={"kind": "token_refuse", "n": 10, "appkey": creds[0]})
-    provider = SharedTokenProvider(config(sim, creds), SqliteTokenStore(tmp_path / "t.sqlite"),
-                                   too_soon_wait=timedelta(seconds=0.05), max_issue_attempts=3)
+    provider = SharedTokenProvider(
+        config(sim, creds),
+        SqliteTokenStore(tmp_path / "t.sqlite"),
+        too_soon_wait=timedelta(seconds=0.05),
+        max_issue_attempts=3,
+    )
     with pytest.raises(TokenIssueTooSoonError):
         asyncio.run(provider.access_token())
     assert provider.counters.too_soon == 3 and provider.counters.failures == 1
@@ -318,7 +355,11 @@ def test_default_waits_follow_kis_minute(tmp_path: Path) -> None:
     assert provider.too_soon_wait == timedelta(seconds=60)
     assert provider.refresh_margin == timedelta(hours=1)
     # waits of 60, 120, 240 s before giving up: the original design's schedule
-    assert [provider.too_soon_wait.total_seconds() * 2**i for i in range(provider.max_issue_attempts - 1)] == [60, 120, 240]
+    assert [provider.too_soon_wait.total_seconds() * 2**i for i in range(provider.max_issue_attempts - 1)] == [
+        60,
+        120,
+        240,
+    ]
 
 
 # --- failures that must not be retried, or only briefly ------------------------------------------------
@@ -390,8 +431,9 @@ def test_approval_key_is_fresh_per_call_and_recorded(sim, make_creds, tmp_path: 
 # --- secrets ------------------------------------------------------------------------------------------
 
 
-def test_no_secret_in_logs_reprs_or_the_store_file(sim_factory, make_creds, tmp_path: Path,
-                                                     caplog: pytest.LogCaptureFixture) -> None:
+def test_no_secret_in_logs_reprs_or_the_store_file(
+    sim_factory, make_creds, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     sim = sim_factory(*OWN_SIM)
     key, secret = creds = make_creds(213)
     path = tmp_path / "t.sqlite"
@@ -412,7 +454,7 @@ def test_no_secret_in_logs_reprs_or_the_store_file(sim_factory, make_creds, tmp_
     shown = caplog.text + repr(provider) + repr(store.get(provider.key_id, "access")) + repr(provider.config)
     for s in (key, secret, t1, approval):
         assert s not in shown
-        assert not any(s[i:i + 12] in shown for i in range(0, len(s) - 11, 6) if len(set(s[i:i + 12])) > 2)
+        assert not any(s[i : i + 12] in shown for i in range(0, len(s) - 11, 6) if len(set(s[i : i + 12])) > 2)
     raw = b"".join(f.read_bytes() for f in tmp_path.iterdir() if f.name.startswith("t.sqlite"))
     assert t1.encode() in raw  # the store holds the token (0600) ...
     assert key.encode() not in raw and secret.encode() not in raw  # ... but never the key or secret

@@ -19,7 +19,9 @@ class Workers:
         for k, v in opts.items():
             args += [f"--{k.replace('_', '-')}", str(v)]
         self.procs = [
-            subprocess.Popen(args, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            subprocess.Popen(
+                args, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
             for _ in range(count)
         ]
         for proc in self.procs:

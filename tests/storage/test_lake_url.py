@@ -14,9 +14,9 @@ import dagster as dg
 import pytest
 from upath import UPath
 
-from observer_resources.storage import lake
 from observer_assets.orchestration.partitions import calendar, day_key
 from observer_resources.calendar import KST
+from observer_resources.storage import lake
 
 
 def test_lake_paths_from_the_environment(tmp_path):
@@ -25,7 +25,9 @@ def test_lake_paths_from_the_environment(tmp_path):
     url = lake.data_dir({"OBSERVER_DATA_DIR": "memory://x/lake"})
     assert isinstance(url, UPath) and not lake.is_local(url)
     assert lake.local_dir({"OBSERVER_DATA_DIR": str(tmp_path)}) == tmp_path.resolve()
-    assert lake.local_dir({"OBSERVER_DATA_DIR": "memory://x", "OBSERVER_LOCAL_DIR": str(tmp_path)}) == tmp_path.resolve()
+    assert (
+        lake.local_dir({"OBSERVER_DATA_DIR": "memory://x", "OBSERVER_LOCAL_DIR": str(tmp_path)}) == tmp_path.resolve()
+    )
     with pytest.raises(lake.LakeConfigError, match="OBSERVER_LOCAL_DIR"):
         lake.local_dir({"OBSERVER_DATA_DIR": "s3://bucket/lake"})
     with pytest.raises(lake.LakeConfigError, match="must be a local directory"):
@@ -46,16 +48,15 @@ def test_atomic_writes_on_a_url_leave_no_temp_objects():
 
 
 def test_the_daily_assets_run_on_a_url_lake(tmp_path, monkeypatch):
+    from local_exchange.accounts import demo_credentials
+    from local_exchange.server import run_sim_process
     from observer_assets.gaps.assets import gap_report
-    from observer_resources.storage.layout import report_path
     from observer_assets.monitoring.events import system_events
     from observer_assets.track_a.assets import track_a_snapshot
     from observer_assets.universe.assets import universe
-    from observer_resources.storage.layout import universe_path
     from observer_resources.events import events_path
     from observer_resources.resources import KisResource
-    from local_exchange.accounts import demo_credentials
-    from local_exchange.server import run_sim_process
+    from observer_resources.storage.layout import report_path, universe_path
 
     url = f"memory://observer-lake-{uuid.uuid4().hex[:8]}"
     monkeypatch.setenv("OBSERVER_DATA_DIR", url)
@@ -71,18 +72,34 @@ def test_the_daily_assets_run_on_a_url_lake(tmp_path, monkeypatch):
         slot = calendar().slot_at(now)
         with dg.instance_for_test() as inst:
             inst.add_dynamic_partitions("trading_day", [day_key(day)])
-            assert dg.materialize([universe], partition_key=day_key(day), instance=inst, resources={"kis": kis},
-                                  run_config={"ops": {"universe": {"config": {"min_master_codes": 50}}}}).success
+            assert dg.materialize(
+                [universe],
+                partition_key=day_key(day),
+                instance=inst,
+                resources={"kis": kis},
+                run_config={"ops": {"universe": {"config": {"min_master_codes": 50}}}},
+            ).success
             skey = slot.strftime("%Y-%m-%dT%H%M")
             inst.add_dynamic_partitions("track_a_slot", [skey])
-            res = dg.materialize([track_a_snapshot, universe], selection=[track_a_snapshot], partition_key=skey,
-                                 instance=inst, resources={"kis": kis})
+            res = dg.materialize(
+                [track_a_snapshot, universe],
+                selection=[track_a_snapshot],
+                partition_key=skey,
+                instance=inst,
+                resources={"kis": kis},
+            )
             assert res.success
             # a second run of the slot takes the archive path (raw answers re-read from the URL)
-            assert dg.materialize([track_a_snapshot, universe], selection=[track_a_snapshot], partition_key=skey,
-                                  instance=inst, resources={"kis": kis}).success
-            assert dg.materialize([gap_report, universe.to_source_asset()], partition_key=day_key(day),
-                                  instance=inst).success
+            assert dg.materialize(
+                [track_a_snapshot, universe],
+                selection=[track_a_snapshot],
+                partition_key=skey,
+                instance=inst,
+                resources={"kis": kis},
+            ).success
+            assert dg.materialize(
+                [gap_report, universe.to_source_asset()], partition_key=day_key(day), instance=inst
+            ).success
             assert dg.materialize([system_events], partition_key=day_key(day), instance=inst).success
     finally:
         sim.stop()

@@ -12,6 +12,12 @@ key, rest, ws, app_key, app_secret, state = sys.argv[1:7]
 kis = KisResource(app_key=app_key, app_secret=app_secret, rest_url=rest, ws_url=ws, state_dir=state)
 with dg.instance_for_test() as inst:
     inst.add_dynamic_partitions("track_a_slot", [key])
-    res = dg.materialize([track_a_snapshot, universe], selection=[track_a_snapshot], partition_key=key,
-                         instance=inst, resources={"kis": kis}, run_config={"ops": {"track_a_snapshot": {"config": {"refetch": True, "live_window_min": 1440}}}})
+    res = dg.materialize(
+        [track_a_snapshot, universe],
+        selection=[track_a_snapshot],
+        partition_key=key,
+        instance=inst,
+        resources={"kis": kis},
+        run_config={"ops": {"track_a_snapshot": {"config": {"refetch": True, "live_window_min": 1440}}}},
+    )
     sys.exit(0 if res.success else 1)

@@ -17,8 +17,9 @@ def instance():
 
 def tick(instance, name: str, at: datetime):
     sched = defs.get_repository_def().get_schedule_def(name)
-    ctx = dg.build_schedule_context(instance=instance, scheduled_execution_time=at,
-                                    repository_def=defs.get_repository_def())
+    ctx = dg.build_schedule_context(
+        instance=instance, scheduled_execution_time=at, repository_def=defs.get_repository_def()
+    )
     return sched.evaluate_tick(ctx)
 
 
@@ -67,7 +68,10 @@ def test_a_whole_normal_day_requests_exactly_40_slots(instance):
     keys = []
     for h in range(0, 24):
         for m in range(0, 60, 10):
-            keys += [r.partition_key for r in tick(instance, "track_a_every_10_minutes", kst(2026, 11, 24, h, m)).run_requests]
+            keys += [
+                r.partition_key
+                for r in tick(instance, "track_a_every_10_minutes", kst(2026, 11, 24, h, m)).run_requests
+            ]
     assert len(keys) == 40 and keys[0] == "2026-11-24T0900" and keys[-1] == "2026-11-24T1530"
 
 

@@ -12,19 +12,20 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from observer_resources.storage import lake
+from local_exchange.accounts import demo_credentials
 from observer_assets.gaps.report import build_report
 from observer_assets.orchestration.partitions import calendar, slot_key
 from observer_assets.track_a.assets import shard_codes, track_a_snapshot
-from observer_resources.storage.layout import TRACK_A_FAILURES as FAILURES, TRACK_A_RAW as RAW, slot_dir
 from observer_assets.universe.assets import universe
-from observer_resources.storage.layout import universe_path
 from observer_assets.universe.rules import UNIVERSE_SCHEMA
 from observer_resources.calendar import KST
 from observer_resources.events import events_dir
 from observer_resources.kis.config import KisConfig
 from observer_resources.resources import KisKey, KisPool, KisResource, kis_members, kis_pool_from_env
-from local_exchange.accounts import demo_credentials
+from observer_resources.storage import lake
+from observer_resources.storage.layout import TRACK_A_FAILURES as FAILURES
+from observer_resources.storage.layout import TRACK_A_RAW as RAW
+from observer_resources.storage.layout import slot_dir, universe_path
 
 # Runs use live_window_min=1440: the slot stays "current" even if the test crosses a 10-minute boundary.
 N_SYMBOLS = 600  # 20 multi-quote requests: 7 / 7 / 6 over three keys
@@ -34,9 +35,25 @@ def write_universe(sim, n: int) -> tuple[list[str], datetime]:
     """A universe of the exchange's first ``n`` listings for the current slot's day (as bench/track_a.py does)."""
     listings = sim.admin("listings", params={"limit": str(n)})["listings"][:n]
     slot = calendar().slot_at(datetime.now(KST))
-    cols = {f.name: [(l["code"] if f.name == "code" else l["name"] if f.name == "name" else
-                      l["market"] if f.name == "market" else "" if f.type == pa.string() else
-                      False if f.type == pa.bool_() else 0) for l in listings] for f in UNIVERSE_SCHEMA}
+    cols = {
+        f.name: [
+            (
+                l["code"]
+                if f.name == "code"
+                else l["name"]
+                if f.name == "name"
+                else l["market"]
+                if f.name == "market"
+                else ""
+                if f.type == pa.string()
+                else False
+                if f.type == pa.bool_()
+                else 0
+            )
+            for l in listings
+        ]
+        for f in UNIVERSE_SCHEMA
+    }
     table = pa.table(cols, schema=UNIVERSE_SCHEMA).sort_by("code")
     lake.write_table_atomic(universe_path(lake.data_dir(), slot.date()), table)
     return table["code"].to_pylist(), slot
@@ -47,8 +64,14 @@ def materialize(kis: KisResource, slot: datetime, refetch: bool = False) -> dg.E
     config = {"ops": {"track_a_snapshot": {"config": {"live_window_min": 1440, "refetch": refetch}}}}
     with dg.instance_for_test() as inst:
         inst.add_dynamic_partitions("track_a_slot", [key])
-        return dg.materialize([track_a_snapshot, universe], selection=[track_a_snapshot], partition_key=key,
-                              instance=inst, resources={"kis": kis}, run_config=config)
+        return dg.materialize(
+            [track_a_snapshot, universe],
+            selection=[track_a_snapshot],
+            partition_key=key,
+            instance=inst,
+            resources={"kis": kis},
+            run_config=config,
+        )
 
 
 def quote_calls(stats: dict, app_key: str) -> int:
@@ -56,8 +79,11 @@ def quote_calls(stats: dict, app_key: str) -> int:
 
 
 def all_events(data_dir) -> list[dict]:
-    return [json.loads(line) for f in sorted(events_dir(data_dir).glob("*.jsonl"))
-            for line in f.read_text(encoding="utf-8").splitlines()]
+    return [
+        json.loads(line)
+        for f in sorted(events_dir(data_dir).glob("*.jsonl"))
+        for line in f.read_text(encoding="utf-8").splitlines()
+    ]
 
 
 # --- the assignment (pure) -------------------------------------------------------------------------------------
@@ -83,12 +109,20 @@ def test_shards_are_contiguous_whole_batches_of_the_sorted_universe():
 def test_pool_from_env_keeps_names_not_secrets(monkeypatch):
     keys = {n: (f"{n}" * 36)[:36] for n in ("A", "B", "C")}
     secrets = {n: (n.lower() * 180) for n in keys}
-    environ = {"KIS_APP_KEY": keys["A"], "KIS_APP_SECRET": secrets["A"], "KIS_APP_KEY_2": keys["B"],
-               "KIS_APP_SECRET_2": secrets["B"], "KIS_APP_KEY_3": keys["C"], "KIS_APP_SECRET_3": secrets["C"]}
+    environ = {
+        "KIS_APP_KEY": keys["A"],
+        "KIS_APP_SECRET": secrets["A"],
+        "KIS_APP_KEY_2": keys["B"],
+        "KIS_APP_SECRET_2": secrets["B"],
+        "KIS_APP_KEY_3": keys["C"],
+        "KIS_APP_SECRET_3": secrets["C"],
+    }
     pool = kis_pool_from_env(environ)
     assert isinstance(pool, KisPool) and len(pool.more_keys) == 2
     assert [(k.app_key.env_var_name, k.app_secret.env_var_name) for k in pool.more_keys] == [
-        ("KIS_APP_KEY_2", "KIS_APP_SECRET_2"), ("KIS_APP_KEY_3", "KIS_APP_SECRET_3")]  # EnvVar names only
+        ("KIS_APP_KEY_2", "KIS_APP_SECRET_2"),
+        ("KIS_APP_KEY_3", "KIS_APP_SECRET_3"),
+    ]  # EnvVar names only
     text = repr(pool) + str(pool) + repr(pool.more_keys)
     assert not any(v in text for v in [*keys.values(), *secrets.values()])
     # one key: exactly the single-key resource; no key: OBSERVER_DEMO_KEYS demo accounts
@@ -164,13 +198,30 @@ def test_a_key_with_a_wrong_secret_fails_only_its_shard(env, sim_factory, tmp_pa
     good = [demo_credentials(7100 + i) for i in range(3)]
     accounts = tmp_path / "accounts.json"
     accounts.write_text(json.dumps([{"appkey": k, "appsecret": s, "mode": "real"} for k, s in good]))
-    sim = sim_factory("--mode", "real", "--clock", "open", "--seed", "5", "--listings", "600", "--speed", "0",
-                      "--accounts", str(accounts))
+    sim = sim_factory(
+        "--mode",
+        "real",
+        "--clock",
+        "open",
+        "--seed",
+        "5",
+        "--listings",
+        "600",
+        "--speed",
+        "0",
+        "--accounts",
+        str(accounts),
+    )
     codes, slot = write_universe(sim, N_SYMBOLS)
     wrong = demo_credentials(7199)[1]  # KIS's shape, not this key's secret
-    kis = KisPool(app_key=good[0][0], app_secret=good[0][1], rest_url=sim.rest_url, ws_url=sim.ws_url,
-                  state_dir=str(tmp_path / "state"),
-                  more_keys=[KisKey(app_key=good[1][0], app_secret=wrong), KisKey(app_key=good[2][0], app_secret=good[2][1])])
+    kis = KisPool(
+        app_key=good[0][0],
+        app_secret=good[0][1],
+        rest_url=sim.rest_url,
+        ws_url=sim.ws_url,
+        state_dir=str(tmp_path / "state"),
+        more_keys=[KisKey(app_key=good[1][0], app_secret=wrong), KisKey(app_key=good[2][0], app_secret=good[2][1])],
+    )
     bad_id = kis_members(kis)[1].kis_config().key_id
     before = sim.admin("stats")
     res = materialize(kis, slot)
@@ -185,9 +236,12 @@ def test_a_key_with_a_wrong_secret_fails_only_its_shard(env, sim_factory, tmp_pa
     assert set(snap["code"].to_pylist()) == set(codes) - lost
     assert md["rows"].value == N_SYMBOLS - len(lost) and md["failures"].value == len(lost)
     assert md["keys"].value == 3 and md["keys_degraded"].value == 1
-    assert md["degraded"].value.startswith(f"degraded: key {bad_id} (BadCredentialsError EGW00105): "
-                                           f"{len(lost)} of its {len(lost)} symbols")
-    assert f"| {bad_id} |" in md["per_key"].value and "**degraded: BadCredentialsError EGW00105**" in md["per_key"].value
+    assert md["degraded"].value.startswith(
+        f"degraded: key {bad_id} (BadCredentialsError EGW00105): {len(lost)} of its {len(lost)} symbols"
+    )
+    assert (
+        f"| {bad_id} |" in md["per_key"].value and "**degraded: BadCredentialsError EGW00105**" in md["per_key"].value
+    )
     # the bad key sent no quote request (its token was refused); the others did their own shares
     calls = [quote_calls(after, k) - quote_calls(before, k) for k, _ in good]
     assert calls == [7, 0, 6]
@@ -207,7 +261,12 @@ def test_a_key_with_a_wrong_secret_fails_only_its_shard(env, sim_factory, tmp_pa
     assert len(degraded) == 1
     ev = degraded[0]
     assert (ev["key_id"], ev["error"], ev["symbols"], ev["not_collected"], ev["collected"]) == (
-        bad_id, "BadCredentialsError EGW00105", len(lost), len(lost), 0)
+        bad_id,
+        "BadCredentialsError EGW00105",
+        len(lost),
+        len(lost),
+        0,
+    )
     assert (ev["first_code"], ev["last_code"], ev["slot"]) == (min(lost), max(lost), slot_key(slot))
 
     # the gap report lists exactly those symbols as missing, with the key's error
@@ -232,8 +291,14 @@ def test_three_keys_with_their_tokens_and_budgets_in_postgresql(env, sim_factory
     sim = sim_factory("--mode", "real", "--clock", "open", "--seed", "5", "--listings", "600", "--speed", "0")
     codes, slot = write_universe(sim, N_SYMBOLS)
     creds = [demo_credentials(7200 + i) for i in range(3)]
-    kis = KisPool(app_key=creds[0][0], app_secret=creds[0][1], rest_url=sim.rest_url, ws_url=sim.ws_url,
-                  state_dir=str(env / "state"), more_keys=[KisKey(app_key=k, app_secret=s) for k, s in creds[1:]])
+    kis = KisPool(
+        app_key=creds[0][0],
+        app_secret=creds[0][1],
+        rest_url=sim.rest_url,
+        ws_url=sim.ws_url,
+        state_dir=str(env / "state"),
+        more_keys=[KisKey(app_key=k, app_secret=s) for k, s in creds[1:]],
+    )
     assert type(kis_members(kis)[1].token_provider().store).__name__ == "PostgresTokenStore"
     before = sim.admin("stats")
     res = materialize(kis, slot)

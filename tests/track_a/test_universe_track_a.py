@@ -9,16 +9,15 @@ import pandas as pd
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
+from support import kis_for
 
-from observer_resources.storage import lake
 from observer_assets.orchestration.partitions import calendar, day_key, slot_key
 from observer_assets.track_a.assets import track_a_snapshot
-from observer_resources.storage.layout import slot_dir
 from observer_assets.universe.assets import universe
-from observer_resources.storage.layout import inputs_dir, universe_dir, universe_path
 from observer_resources.calendar import KST
 from observer_resources.resources import KisResource
-from support import kis_for
+from observer_resources.storage import lake
+from observer_resources.storage.layout import inputs_dir, slot_dir, universe_dir, universe_path
 
 SMALL = {"min_master_codes": 100}
 # The slot stays "current" for the whole test even if it crosses a 10-minute boundary (else: restore mode).
@@ -56,7 +55,11 @@ def sim_now(sim) -> datetime:
 
 def run(assets, key, kis, instance, selection=None, config=None):
     return dg.materialize(
-        assets, partition_key=key, instance=instance, resources={"kis": kis}, selection=selection,
+        assets,
+        partition_key=key,
+        instance=instance,
+        resources={"kis": kis},
+        selection=selection,
         run_config={"ops": config} if config else None,
     )
 
@@ -83,12 +86,16 @@ def test_universe_then_track_a(env, frozen_sim):
             truth = frozen_sim.admin("truth/quote", params={"code": code, "at": sim_now(frozen_sim).isoformat()})
             assert truth["prev_close"] == int(df.loc[df.code == code, "prev_close"].iloc[0])
         excl = pq.read_table(inputs_dir(lake.data_dir(), today) / "exclusions.parquet").to_pandas()
-        assert len(excl) + len(df) == md["master_rows"].value  # every master row is either a member or excluded with a reason
+        assert (
+            len(excl) + len(df) == md["master_rows"].value
+        )  # every master row is either a member or excluded with a reason
 
         # Fixed for the day: a re-run rebuilds the identical table from the kept inputs, asking KIS nothing.
         before = frozen_sim.admin("stats")["requests_total"]
         res2 = run([universe], day_key(today), kis, inst, config={"universe": {"config": SMALL}})
-        assert res2.asset_materializations_for_node("universe")[0].metadata["source"].value == "rebuilt from kept inputs"
+        assert (
+            res2.asset_materializations_for_node("universe")[0].metadata["source"].value == "rebuilt from kept inputs"
+        )
         assert pq.read_table(path).equals(table)
         assert frozen_sim.admin("stats")["requests_total"] == before
 
@@ -111,7 +118,12 @@ def test_universe_then_track_a(env, frozen_sim):
         for _, row in s.sample(15, random_state=2).iterrows():
             truth = frozen_sim.admin("truth/quote", params={"code": row.code, "at": now})
             assert (row.price, row.volume, row.trade_value, row.high, row.low) == (
-                truth["price"], truth["acml_vol"], truth["acml_value"], truth["high"], truth["low"])
+                truth["price"],
+                truth["acml_vol"],
+                truth["acml_value"],
+                truth["high"],
+                truth["low"],
+            )
 
         # Readable as a hive-partitioned dataset with no project code.
         dataset = ds.dataset(lake.data_dir() / "track_a", format="parquet", partitioning="hive")
@@ -135,7 +147,10 @@ def test_track_a_rebuilds_identically_after_losing_its_table(env, frozen_sim):
         path.unlink()
         before = frozen_sim.admin("stats")["requests_total"]
         res = run([track_a_snapshot, universe], key, kis, inst, selection=[track_a_snapshot], config=LIVE)
-        assert res.asset_materializations_for_node("track_a_snapshot")[0].metadata["mode"].value == "rebuilt from raw archive"
+        assert (
+            res.asset_materializations_for_node("track_a_snapshot")[0].metadata["mode"].value
+            == "rebuilt from raw archive"
+        )
         assert pq.read_table(path).equals(first)
         assert frozen_sim.admin("stats")["requests_total"] == before
 
@@ -153,8 +168,13 @@ def test_universe_falls_back_to_the_previous_day_when_masters_cannot_be_had(env,
         shutil.copy(universe_path(root, today), y)
         shutil.rmtree(universe_dir(root, today))
         shutil.rmtree(inputs_dir(root, today))
-        dead = KisResource(app_key=kis_for(frozen_sim, env, 3).app_key, app_secret=kis_for(frozen_sim, env, 3).app_secret,
-                           rest_url="http://127.0.0.1:9", ws_url="ws://127.0.0.1:9", state_dir=str(tmp_path / "s2"))
+        dead = KisResource(
+            app_key=kis_for(frozen_sim, env, 3).app_key,
+            app_secret=kis_for(frozen_sim, env, 3).app_secret,
+            rest_url="http://127.0.0.1:9",
+            ws_url="ws://127.0.0.1:9",
+            state_dir=str(tmp_path / "s2"),
+        )
         res = run([universe], day_key(today), dead, inst, config={"universe": {"config": SMALL}})
         md = res.asset_materializations_for_node("universe")[0].metadata
         assert md["source"].value == f"fallback: universe of {yesterday}"
@@ -189,8 +209,16 @@ def test_kill_9_mid_write_leaves_no_partial_partition(env, frozen_sim, tmp_path)
     key = slot_key(slot)
     root = lake.data_dir()
     table_dir, raw_dir = slot_dir(root, slot), slot_dir(root, slot, "raw/track_a")
-    args = [sys.executable, os.path.join(os.path.dirname(__file__), "_materialize_slot.py"), key, frozen_sim.rest_url,
-            frozen_sim.ws_url, kis.app_key, kis.app_secret, str(env / "state")]
+    args = [
+        sys.executable,
+        os.path.join(os.path.dirname(__file__), "_materialize_slot.py"),
+        key,
+        frozen_sim.rest_url,
+        frozen_sim.ws_url,
+        kis.app_key,
+        kis.app_secret,
+        str(env / "state"),
+    ]
 
     def tmp_files():
         return [p for d in (table_dir, raw_dir) if d.exists() for p in d.iterdir() if p.name.endswith(".tmp")]

@@ -24,17 +24,35 @@ mode = os.environ.get("FAKE_MODE", "run")
 
 
 def log(level: str, event: str, **kw: object) -> None:
-    print(json.dumps({"at": datetime.now().astimezone().isoformat(), "level": level, "event": event, **kw}),
-          file=sys.stderr, flush=True)
+    print(
+        json.dumps({"at": datetime.now().astimezone().isoformat(), "level": level, "event": event, **kw}),
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def status() -> None:
     path = Path(os.environ["OBSERVER_DATA_DIR"]) / "system" / "capture" / "status.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     now = datetime.now().astimezone().isoformat()
-    body = {"pid": os.getpid(), "run_id": "fake", "state": "recording", "started_at": now, "updated_at": now,
-            "keys": {"key-fake": {"connected": True, "registered": ["005930", "000660"], "desired": ["005930", "000660"],
-                                  "ticks": 7, "reconnects": 0, "disconnected_seconds": 0.0, "mitigation_level": 0}}}
+    body = {
+        "pid": os.getpid(),
+        "run_id": "fake",
+        "state": "recording",
+        "started_at": now,
+        "updated_at": now,
+        "keys": {
+            "key-fake": {
+                "connected": True,
+                "registered": ["005930", "000660"],
+                "desired": ["005930", "000660"],
+                "ticks": 7,
+                "reconnects": 0,
+                "disconnected_seconds": 0.0,
+                "mitigation_level": 0,
+            }
+        },
+    }
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(body))
     os.replace(tmp, path)

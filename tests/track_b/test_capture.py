@@ -30,8 +30,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from local_exchange.accounts import appkey_id
+from local_exchange.server import run_sim_process
 from observer_assets.track_b.capture.logs import JsonLineFormatter
-from observer_resources.storage.layout import anomaly_path, overflow_path, status_path
 from observer_assets.track_b.compaction import compact
 from observer_assets.track_b.journal import read_journal, segments
 from observer_assets.track_b.sysstat import CpuMeter, memory, parse_meminfo, parse_proc_stat, process_age_s
@@ -42,12 +43,23 @@ from observer_resources.kis.frames import Malformed, TradeBatch
 from observer_resources.kis.ws import KisWebSocketClient
 from observer_resources.shared.token_store import SqliteTokenStore
 from observer_resources.shared.tokens import SharedTokenProvider
-from local_exchange.accounts import appkey_id
-from local_exchange.server import run_sim_process
+from observer_resources.storage.layout import anomaly_path, overflow_path, status_path
 
 SPEED = 20  # sim seconds per real second: 41 busy codes give thousands of ticks in seconds
-SIM_ARGS = ("--mode", "real", "--clock", "open", "--seed", "7", "--listings", "300", "--speed", str(SPEED),
-            "--hold-after-disconnect", "0.2")
+SIM_ARGS = (
+    "--mode",
+    "real",
+    "--clock",
+    "open",
+    "--seed",
+    "7",
+    "--listings",
+    "300",
+    "--speed",
+    str(SPEED),
+    "--hold-after-disconnect",
+    "0.2",
+)
 _creds = itertools.count(7100)
 
 
@@ -74,8 +86,13 @@ class CaptureProc:
         self._err = open(log_path, "ab")
         self.spawned_wall = time.time()
         self.spawned = time.monotonic()
-        self.proc = subprocess.Popen([sys.executable, "-m", "observer_assets.track_b.capture", *args], env=env,
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._err)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "observer_assets.track_b.capture", *args],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=self._err,
+        )
 
     @property
     def pid(self) -> int:
@@ -145,11 +162,13 @@ def wait_for(cond, timeout: float, what: str, proc: CaptureProc | None = None):
         if v:
             return v
         if proc is not None and proc.proc.poll() is not None:
-            raise AssertionError(f"capture exited ({proc.proc.returncode}) while waiting for {what}; "
-                                 f"log tail: {proc.logs()[-5:]}")
+            raise AssertionError(
+                f"capture exited ({proc.proc.returncode}) while waiting for {what}; log tail: {proc.logs()[-5:]}"
+            )
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}" +
-                                 (f"; log tail: {proc.logs()[-5:]}" if proc else ""))
+            raise AssertionError(
+                f"timed out after {timeout}s waiting for {what}" + (f"; log tail: {proc.logs()[-5:]}" if proc else "")
+            )
         time.sleep(0.05)
 
 
@@ -182,8 +201,7 @@ def test_ground_truth_41_codes_drops_duplicates_malformed(sim, busy, make_creds,
     data = tmp_path / "data"
     env = capture_env(sim, data, creds, OBSERVER_TRACK_B_EVAL_S="2", OBSERVER_TRACK_B_SAMPLE_S="1")
     (key,) = key_id_of(env)
-    cap = start(captures, env, ["--pins", ",".join(codes), "--status-interval", "0.5", "--until", until(120)],
-                tmp_path)
+    cap = start(captures, env, ["--pins", ",".join(codes), "--status-interval", "0.5", "--until", until(120)], tmp_path)
 
     def reconnects() -> int:
         return sum(1 for e in events(data, "ws_connected") if e.get("reconnect"))
@@ -202,9 +220,17 @@ def test_ground_truth_41_codes_drops_duplicates_malformed(sim, busy, make_creds,
             time.sleep(1.0)
             fault("ws_duplicate", n=6)
             fault("ws_malformed", n=4)  # truncated_json, field_count, non_numeric (record), unknown_tr
-            wait_for(lambda: all(f["status"] == "done" for f in sim.admin("faults")["log"]
-                                 if f["params"].get("appkey") == appkey_id(creds[0])
-                                 and f["kind"] in ("ws_duplicate", "ws_malformed")), 10, "faults used", cap)
+            wait_for(
+                lambda: all(
+                    f["status"] == "done"
+                    for f in sim.admin("faults")["log"]
+                    if f["params"].get("appkey") == appkey_id(creds[0])
+                    and f["kind"] in ("ws_duplicate", "ws_malformed")
+                ),
+                10,
+                "faults used",
+                cap,
+            )
         time.sleep(2.0)
     cap.proc.send_signal(signal.SIGTERM)
     assert cap.wait(30) == 0
@@ -216,8 +242,11 @@ def test_ground_truth_41_codes_drops_duplicates_malformed(sim, busy, make_creds,
     assert lines and all(ln.ok for ln in lines), "no torn or corrupt line after a clean stop"
     frames = [ln for ln in lines if ln.kind == "frame"]
     assert {ln.mitigation_level for ln in frames} == {0}
-    assert sorted(Counter(ln.meta["bad"] for ln in frames if "bad" in ln.meta).elements()) == \
-        ["field_count", "truncated_json", "unknown_tr"]
+    assert sorted(Counter(ln.meta["bad"] for ln in frames if "bad" in ln.meta).elements()) == [
+        "field_count",
+        "truncated_json",
+        "unknown_tr",
+    ]
     assert sum(ln.meta.get("rej", 0) for ln in frames) == 1  # the non-numeric record, its frame kept whole
     assert len({ln.conn for ln in frames}) == 4  # one connection per session: 3 drops, 3 reconnects
     table, stats = compact(lines, day=today(), hour=frames[0].rx.hour)
@@ -232,16 +261,18 @@ def test_ground_truth_41_codes_drops_duplicates_malformed(sim, busy, make_creds,
     windows = [(g.start.timestamp(), g.end.timestamp()) for g in drop_gaps]
 
     got = defaultdict(list)
-    for code, ex, price, qty, acml in zip(*(table[c].to_pylist() for c in
-                                            ("code", "exchange_ts", "price", "qty", "acml_vol"))):
+    for code, ex, price, qty, acml in zip(
+        *(table[c].to_pylist() for c in ("code", "exchange_ts", "price", "qty", "acml_vol"))
+    ):
         got[code].append((ex.strftime("%H%M%S"), price, qty, acml))
     log_faults = {f["id"]: f for f in sim.admin("faults")["log"]}
     ref = log_faults[drops[0]["id"]]
     ref_sim, ref_real = datetime.fromisoformat(ref["start_sim"]), ref["start_real"]
 
     def reveal_real(day: str, hhmmss: str) -> float:  # a tick of second S is revealed when the sim clock reaches S
-        return to_real(datetime.strptime(day + hhmmss, "%Y%m%d%H%M%S").replace(tzinfo=KST).isoformat(),
-                       ref_sim, ref_real)
+        return to_real(
+            datetime.strptime(day + hhmmss, "%Y%m%d%H%M%S").replace(tzinfo=KST).isoformat(), ref_sim, ref_real
+        )
 
     def in_a_gap(t: float, slack: float) -> bool:
         return any(a - slack <= t <= b + slack for a, b in windows)
@@ -266,8 +297,9 @@ def test_ground_truth_41_codes_drops_duplicates_malformed(sim, busy, make_creds,
         for (d0, i0, t0), (d1, i1, t1) in zip(rec, rec[1:]):
             if d0 != d1 or i1 == i0 + 1:
                 continue
-            truth = sim.admin("truth/ticks", params={"code": code, "day": d0, "from": t0, "to": t1,
-                                                     "records": "0"})["ticks"]
+            truth = sim.admin("truth/ticks", params={"code": code, "day": d0, "from": t0, "to": t1, "records": "0"})[
+                "ticks"
+            ]
             for t in truth:
                 if i0 < t["index"] < i1:
                     assert in_a_gap(reveal_real(d0, t["time"]), 0.25), (code, t, [(a, b) for a, b in windows])
@@ -291,12 +323,16 @@ def test_ground_truth_41_codes_drops_duplicates_malformed(sim, busy, make_creds,
         registered_at = max(acks[conn])
         detected = datetime.fromisoformat(g.metadata["detected_at"]).timestamp()
         first_frame = datetime.fromisoformat(g.metadata["first_frame_at"]).timestamp()
-        report.append({"close_frame": f["params"]["close_frame"],
-                       "start-drop": round(g.start.timestamp() - drop_at, 3),
-                       "detected-drop": round(detected - drop_at, 3),
-                       "end-registered": round(g.end.timestamp() - registered_at, 3),
-                       "end-first_frame": round(g.end.timestamp() - first_frame, 3),
-                       "end-drop": round(g.end.timestamp() - drop_at, 3)})
+        report.append(
+            {
+                "close_frame": f["params"]["close_frame"],
+                "start-drop": round(g.start.timestamp() - drop_at, 3),
+                "detected-drop": round(detected - drop_at, 3),
+                "end-registered": round(g.end.timestamp() - registered_at, 3),
+                "end-first_frame": round(g.end.timestamp() - first_frame, 3),
+                "end-drop": round(g.end.timestamp() - drop_at, 3),
+            }
+        )
         assert abs(g.start.timestamp() - drop_at) <= 2.0
         assert g.start.timestamp() <= drop_at + 0.05  # the gap never starts after data stopped
         assert abs(g.end.timestamp() - registered_at) <= 2.0
@@ -324,8 +360,7 @@ def test_kill_9_torn_tail_cut_hole_recorded_and_recording_resumes(sim, busy, mak
     (key,) = key_id_of(env)
     pins = ["--pins", ",".join(busy[:10]), "--status-interval", "0.5"]
     first = start(captures, env, pins + ["--until", until(120)], tmp_path)
-    wait_for(lambda: (s := read_status(data)) and s["keys"][key]["journal_durable_seq"] > 200, 20, "recording",
-             first)
+    wait_for(lambda: (s := read_status(data)) and s["keys"][key]["journal_durable_seq"] > 200, 20, "recording", first)
     time.sleep(1.0)
     killed_at = time.time()
     os.kill(first.pid, signal.SIGKILL)
@@ -358,8 +393,10 @@ def test_kill_9_torn_tail_cut_hole_recorded_and_recording_resumes(sim, busy, mak
     assert first_new - 0.01 <= g.end.timestamp() <= first_new + 5.0  # ... to the slot set registered again
     assert g.end.timestamp() - second.spawned_wall < 8.0
     assert g.metadata["cut_bytes"] == len(torn) and g.metadata["start_basis"] == "last durable frame"
-    print(f"kill->restart: gap {g.start.timestamp() - killed_at:+.3f}s..{g.end.timestamp() - killed_at:+.3f}s "
-          f"around the kill; new process to first frame {startup:.2f}s")
+    print(
+        f"kill->restart: gap {g.start.timestamp() - killed_at:+.3f}s..{g.end.timestamp() - killed_at:+.3f}s "
+        f"around the kill; new process to first frame {startup:.2f}s"
+    )
     assert not [x for x in gaps(data, today()) if x.end is None and x.reason != "manual_stop"]
 
 
@@ -368,9 +405,15 @@ def test_kill_9_torn_tail_cut_hole_recorded_and_recording_resumes(sim, busy, mak
 
 def _snapshot(path: Path, ts: datetime, rows: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tbl = pa.table({"slot_ts": pa.array([ts] * len(rows), pa.timestamp("us", tz="Asia/Seoul")),
-                    "code": [r["code"] for r in rows], "price": [r["price"] for r in rows],
-                    "volume": [r["volume"] for r in rows], "trade_value": [r["trade_value"] for r in rows]})
+    tbl = pa.table(
+        {
+            "slot_ts": pa.array([ts] * len(rows), pa.timestamp("us", tz="Asia/Seoul")),
+            "code": [r["code"] for r in rows],
+            "price": [r["price"] for r in rows],
+            "volume": [r["volume"] for r in rows],
+            "trade_value": [r["trade_value"] for r in rows],
+        }
+    )
     tmp = path.with_name(".tmp.parquet")
     pq.write_table(tbl, tmp)
     os.replace(tmp, path)
@@ -380,19 +423,35 @@ def test_two_keys_disjoint_sessions_bootstrap_overflow_and_mitigation(sim, busy,
     data = tmp_path / "data"
     codes = busy[:90]
     slot = datetime.now(KST).replace(second=0, microsecond=0) - timedelta(minutes=20)
-    rows = [{"code": c, "price": 10_000, "volume": 1_000 * (100 - i), "trade_value": 10_000_000 * (100 - i)}
-            for i, c in enumerate(codes)]
+    rows = [
+        {"code": c, "price": 10_000, "volume": 1_000 * (100 - i), "trade_value": 10_000_000 * (100 - i)}
+        for i, c in enumerate(codes)
+    ]
     base = data / "track_a" / f"date={today().isoformat()}"
     _snapshot(base / f"slot={slot:%H%M}" / "snapshot.parquet", slot, rows)
-    mitigation = {"hold_enter_s": 0, "enter1": {"cpu_pct": 0},
-                  "enter2": {"cpu_pct": 1e9, "mem_pct": 1e9, "write_latency_ms": 1e9, "queue_lag_s": 1e9}}
-    env = capture_env(sim, data, None, OBSERVER_DEMO_KEYS="2", OBSERVER_TRACK_B_EVAL_S="1",
-                      OBSERVER_TRACK_B_SAMPLE_S="1.5", OBSERVER_TRACK_B_MITIGATION=json.dumps(mitigation))
+    mitigation = {
+        "hold_enter_s": 0,
+        "enter1": {"cpu_pct": 0},
+        "enter2": {"cpu_pct": 1e9, "mem_pct": 1e9, "write_latency_ms": 1e9, "queue_lag_s": 1e9},
+    }
+    env = capture_env(
+        sim,
+        data,
+        None,
+        OBSERVER_DEMO_KEYS="2",
+        OBSERVER_TRACK_B_EVAL_S="1",
+        OBSERVER_TRACK_B_SAMPLE_S="1.5",
+        OBSERVER_TRACK_B_MITIGATION=json.dumps(mitigation),
+    )
     keys = key_id_of(env)
     assert len(keys) == 2
     cap = start(captures, env, ["--status-interval", "0.5", "--until", until(12)], tmp_path)
-    st = wait_for(lambda: (s := read_status(data)) and all(len(s["keys"][k]["registered"]) == 41 for k in keys)
-                  and s, 25, "both sessions full", cap)
+    st = wait_for(
+        lambda: (s := read_status(data)) and all(len(s["keys"][k]["registered"]) == 41 for k in keys) and s,
+        25,
+        "both sessions full",
+        cap,
+    )
     a, b = (set(st["keys"][k]["registered"]) for k in keys)
     assert not a & b and a | b == set(codes[:82])  # the 82 highest traded values, split, disjoint
     # a later snapshot: a 10 % jump on a code without a slot -> volatility, refused (dwell) into the ledger
@@ -415,8 +474,12 @@ def test_two_keys_disjoint_sessions_bootstrap_overflow_and_mitigation(sim, busy,
         assert levels == sorted(levels), "the level changed once, 0 -> 1, and every line says which"
     (change,) = events(data, "mitigation_level_change")
     assert change["old"] == 0 and change["new"] == 1 and change["rate_hz"] == 1.0
-    assert "cpu_pct" in change["cause"] and set(change["values"]) == {"cpu_pct", "mem_pct", "write_latency_ms",
-                                                                       "queue_lag_s"}
+    assert "cpu_pct" in change["cause"] and set(change["values"]) == {
+        "cpu_pct",
+        "mem_pct",
+        "write_latency_ms",
+        "queue_lag_s",
+    }
     allocs = [e for e in events(data, "slot_change") if e["action"] == "allocate"]
     assert len(allocs) == 82 and {e["trigger"] for e in allocs} == {"bootstrap"}
     ledger = [json.loads(x) for x in overflow_path(data, today()).read_text().splitlines()]
@@ -435,11 +498,18 @@ def test_failure_rule_critical_gap_anomaly_then_recovery(sim, busy, make_creds, 
     creds = make_creds(next(_creds))
     data = tmp_path / "data"
     sim.admin("faults", {"kind": "ws_key_in_use", "appkey": creds[0], "seconds": 60.0})  # refused until cleared
-    env = capture_env(sim, data, creds, OBSERVER_TRACK_B_FAILURE_S="2", OBSERVER_TRACK_B_BACKOFF="0.3",
-                      OBSERVER_TRACK_B_KEY_IN_USE_BACKOFF_S="0.4")
+    env = capture_env(
+        sim,
+        data,
+        creds,
+        OBSERVER_TRACK_B_FAILURE_S="2",
+        OBSERVER_TRACK_B_BACKOFF="0.3",
+        OBSERVER_TRACK_B_KEY_IN_USE_BACKOFF_S="0.4",
+    )
     (key,) = key_id_of(env)
-    cap = start(captures, env, ["--pins", ",".join(busy[:5]), "--status-interval", "0.5", "--until", until(60)],
-                tmp_path)
+    cap = start(
+        captures, env, ["--pins", ",".join(busy[:5]), "--status-interval", "0.5", "--until", until(60)], tmp_path
+    )
     (crit,) = wait_for(lambda: events(data, "ws_failure_critical"), 30, "the failure rule", cap)
     assert crit["rule"] == "ws_failure_5min" and crit["failing_seconds"] >= 2.0 and crit["threshold_seconds"] == 2.0
     assert "key_in_use" in crit["last_error"] and crit["severity"] == "critical"
@@ -456,8 +526,11 @@ def test_failure_rule_critical_gap_anomaly_then_recovery(sim, busy, make_creds, 
     assert (g.end - g.start).total_seconds() > 2.0
     assert g.start <= datetime.fromisoformat(crit["failing_since"]) + timedelta(milliseconds=1)
     markers = [e for e in events(data, "gap_marker") if e["gap_id"] == g.gap_id]
-    assert [(m["state"], m["severity"]) for m in markers] == [("open", "major"), ("open", "critical"),
-                                                              ("closed", "critical")]
+    assert [(m["state"], m["severity"]) for m in markers] == [
+        ("open", "major"),
+        ("open", "critical"),
+        ("closed", "critical"),
+    ]
     rules = {r["rule"]: r for r in json.loads(anomaly_path(data, today()).read_text())["rules"]}
     assert set(rules) == {"ws_failure_5min", "critical_gap"}
     assert rules["critical_gap"]["values"]["gap_seconds"] == pytest.approx((g.end - g.start).total_seconds(), abs=0.01)
@@ -465,8 +538,10 @@ def test_failure_rule_critical_gap_anomaly_then_recovery(sim, busy, make_creds, 
     assert st["connect_failures"] >= 3, "it kept retrying without spinning"
     failed = [e for e in events(data, "ws_connect_failed") if "key_in_use" in e["reason"]]
     assert len(failed) == st["connect_failures"]
-    gaps_between = [(datetime.fromisoformat(b["timestamp"]) - datetime.fromisoformat(a["timestamp"])).total_seconds()
-                    for a, b in zip(failed, failed[1:])]
+    gaps_between = [
+        (datetime.fromisoformat(b["timestamp"]) - datetime.fromisoformat(a["timestamp"])).total_seconds()
+        for a, b in zip(failed, failed[1:])
+    ]
     assert min(gaps_between) >= 0.3, "backoff floor after OPSP8996"
     # SIGTERM inside the window left a manual_stop gap open; the next start closes it once it is registered
     (stop_gap,) = [g for g in gaps(data, today()) if g.reason == "manual_stop"]
@@ -481,8 +556,15 @@ def test_failure_rule_critical_gap_anomaly_then_recovery(sim, busy, make_creds, 
 
 def test_failure_rule_with_a_dead_exchange_keeps_retrying_until_the_end(tmp_path, captures):
     data = tmp_path / "data"
-    env = capture_env(None, data, None, KIS_REST_URL="http://127.0.0.1:9", KIS_WS_URL="ws://127.0.0.1:9",
-                      OBSERVER_TRACK_B_FAILURE_S="1", OBSERVER_TRACK_B_BACKOFF="0.2,0.4")
+    env = capture_env(
+        None,
+        data,
+        None,
+        KIS_REST_URL="http://127.0.0.1:9",
+        KIS_WS_URL="ws://127.0.0.1:9",
+        OBSERVER_TRACK_B_FAILURE_S="1",
+        OBSERVER_TRACK_B_BACKOFF="0.2,0.4",
+    )
     cap = start(captures, env, ["--until", until(4), "--status-interval", "0.5"], tmp_path)
     assert cap.wait(40) == 0
     (g,) = gaps(data, today())
@@ -510,8 +592,15 @@ def test_ws_on_frame_sees_every_frame_first_malformed_included(sim, busy, make_c
     def on_trades(records, mono, dt):
         order.extend(f"t:{t.code}:{t.acml_vol}" for t in records)
 
-    client = KisWebSocketClient(config, tokens, on_trades=on_trades, on_frame=on_frame, backoff=(0.2,),
-                                key_in_use_backoff=0.3, subscribe_spacing=0.005)
+    client = KisWebSocketClient(
+        config,
+        tokens,
+        on_trades=on_trades,
+        on_frame=on_frame,
+        backoff=(0.2,),
+        key_in_use_backoff=0.3,
+        subscribe_spacing=0.005,
+    )
     box["c"] = client
 
     async def go():
@@ -535,8 +624,11 @@ def test_ws_on_frame_sees_every_frame_first_malformed_included(sim, busy, make_c
     asyncio.run(go())
     tokens.close()
     assert all(isinstance(raw, bytes) for raw, _, _, _ in frames)
-    assert {m.reason for _, _, m, _ in frames if isinstance(m, Malformed)} == {"truncated_json", "field_count",
-                                                                              "unknown_tr"}
+    assert {m.reason for _, _, m, _ in frames if isinstance(m, Malformed)} == {
+        "truncated_json",
+        "field_count",
+        "unknown_tr",
+    }
     conns = [c for *_, c in frames]  # a reconnect refused with OPSP8996 (key still held) is a connection too
     assert conns == sorted(conns) and conns[0] == 1 and max(conns) == client.connection_id >= 2
     assert all(dt.utcoffset() == timedelta(hours=9) for _, dt, _, _ in frames)
@@ -571,6 +663,7 @@ def test_proc_parsers_and_meters():
 
 def test_log_lines_are_json_objects():
     import logging
+
     rec = logging.LogRecord("observer.kis", logging.WARNING, __file__, 1, "kis ws: %s", ("down",), None)
     out = json.loads(JsonLineFormatter().format(rec))
     assert out["level"] == "warning" and out["event"] == "observer.kis" and out["message"] == "kis ws: down"
@@ -587,6 +680,8 @@ def test_token_store_is_the_one_the_dagster_resources_share():
     from observer_resources import resources
     from observer_resources.resources import default_state_dir
 
-    assert capture.open_token_provider is resources.open_token_provider  # SQLite file or OBSERVER_STATE_DB_URL, one rule
+    assert (
+        capture.open_token_provider is resources.open_token_provider
+    )  # SQLite file or OBSERVER_STATE_DB_URL, one rule
     assert default_state_dir({"OBSERVER_DATA_DIR": "/x"}) == Path("/x") / "state"  # what the capture uses
     assert default_state_dir({"OBSERVER_DATA_DIR": "s3://b/lake", "OBSERVER_LOCAL_DIR": "/y"}) == Path("/y") / "state"

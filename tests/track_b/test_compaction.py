@@ -12,13 +12,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from observer_resources.storage.lake import write_table_atomic
+from local_exchange.market import Market
 from observer_assets.track_b.compaction import SAMPLE_SCHEMA, TICK_SCHEMA, compact, sample
 from observer_assets.track_b.journal import Journal
 from observer_assets.track_b.journal_format import segments
 from observer_assets.track_b.journal_read import read_journal
 from observer_resources.calendar import KST
-from local_exchange.market import Market
+from observer_resources.storage.lake import write_table_atomic
 
 DAY = date(2026, 3, 10)
 ELEVEN = 11 * 3600
@@ -71,7 +71,7 @@ def scenario(market: Market, tmp_path_factory: pytest.TempPathFactory) -> dict:
     i = k = 0
     while i < len(a10):  # multi-record frames of 1..19 records
         n = sizes[k % len(sizes)]
-        lines.append((rx, frame(a10[i:i + n]), 1))
+        lines.append((rx, frame(a10[i : i + n]), 1))
         rx += step
         i += n
         k += 1
@@ -84,8 +84,14 @@ def scenario(market: Market, tmp_path_factory: pytest.TempPathFactory) -> dict:
     lines.append((at(10, 59, 59.9), frame(boundary), 1))
     # hour 11: a new connection (reconnect); KIS repeats the last frame of hour 10 first
     lines.append((at(11, 0, 0.2), frame(boundary), 2))
-    lines.append((at(11, 0, 0.3), '{"header":{"tr_id":"H0STCNT0","tr_key":"' + a_code + '","encrypt":"N"},'
-                  '"body":{"rt_cd":"0","msg_cd":"OPSP0000","msg1":"SUBSCRIBE SUCCESS"}}', 2))
+    lines.append(
+        (
+            at(11, 0, 0.3),
+            '{"header":{"tr_id":"H0STCNT0","tr_key":"' + a_code + '","encrypt":"N"},'
+            '"body":{"rt_cd":"0","msg_cd":"OPSP0000","msg1":"SUBSCRIBE SUCCESS"}}',
+            2,
+        )
+    )
     lines.append((at(11, 0, 0.5), frame(a11[:5]), 2))
     lines.append((at(11, 0, 0.5), frame(b11), 2))
     lines.append((at(11, 0, 0.9), frame(a11[5:]), 2))
@@ -95,9 +101,23 @@ def scenario(market: Market, tmp_path_factory: pytest.TempPathFactory) -> dict:
             j.append(r, text, conn=conn, mitigation_level=0)
     t10, s10 = compact(read_journal(segments(data, DAY, 10)), day=DAY, hour=10)
     t11, s11 = compact(read_journal(segments(data, DAY, 11)), day=DAY, hour=11, prev=s10["carry"])
-    return {"data": data, "a": a_code, "b": b_code, "a10": a10, "a11": a11, "b10": b10, "b11": b11,
-            "boundary": boundary, "skipped": skipped, "dup_count": int(dup_text.split("|")[2]), "b5": b[5],
-            "t10": t10, "s10": s10, "t11": t11, "s11": s11}
+    return {
+        "data": data,
+        "a": a_code,
+        "b": b_code,
+        "a10": a10,
+        "a11": a11,
+        "b10": b10,
+        "b11": b11,
+        "boundary": boundary,
+        "skipped": skipped,
+        "dup_count": int(dup_text.split("|")[2]),
+        "b5": b[5],
+        "t10": t10,
+        "s10": s10,
+        "t11": t11,
+        "s11": s11,
+    }
 
 
 def keys(t: pa.Table) -> list[tuple[str, int]]:
@@ -130,7 +150,7 @@ def test_duplicates_are_dropped_and_counted(scenario: dict) -> None:
 
 
 def test_gap_flags_mark_the_tick_after_a_volume_break_and_after_a_reconnect(scenario: dict) -> None:
-    a, b, skipped = scenario["a"], scenario["b"], scenario["skipped"]
+    a, skipped = scenario["a"], scenario["skipped"]
     t10, t11 = scenario["t10"].to_pylist(), scenario["t11"].to_pylist()
     gaps10 = [(r["code"], r["acml_vol"], r["missing_volume"]) for r in t10 if r["quality_flag"] == "gap"]
     after_skip = scenario["a10"][20]  # the tick that follows the lost one
@@ -142,8 +162,11 @@ def test_gap_flags_mark_the_tick_after_a_volume_break_and_after_a_reconnect(scen
     assert gaps11 == {rec_key(scenario["a11"][0]), rec_key(scenario["b11"][0])}
     assert scenario["s11"]["vol_breaks"] == {} and scenario["s11"]["reconnect_flags"] == 2
     assert all(r["missing_volume"] is None for r in t11)
-    assert all(r["quality_flag"] == "ok" for r in t10 + t11 if (r["code"], r["acml_vol"]) not in
-               gaps11 | {(a, int(after_skip[13]))})
+    assert all(
+        r["quality_flag"] == "ok"
+        for r in t10 + t11
+        if (r["code"], r["acml_vol"]) not in gaps11 | {(a, int(after_skip[13]))}
+    )
     assert {r["conn_id"].split("/")[1] for r in t11} == {"2"}
     assert scenario["s11"]["between_connections_s"] == 0.0  # one connection per hour in this record
 
@@ -175,15 +198,23 @@ def test_columns_are_typed_sorted_and_never_zero_for_absent_quotes(scenario: dic
     r0 = scenario["b10"][0]
     row = next(r for r in scenario["t10"].to_pylist() if (r["code"], r["acml_vol"]) == rec_key(r0))
     assert (row["price"], row["qty"], row["acml_value"], row["change"], row["trade_class"]) == (
-        int(r0[2]), int(r0[12]), int(r0[14]), int(r0[4]), r0[21])
+        int(r0[2]),
+        int(r0[12]),
+        int(r0[14]),
+        int(r0[4]),
+        r0[21],
+    )
     assert row["exchange_ts"].utcoffset() == timedelta(hours=9)
-    assert scenario["s10"]["per_code"] == {scenario["a"]: len(scenario["a10"]) + len(scenario["boundary"]),
-                                           scenario["b"]: len(scenario["b10"])}
+    assert scenario["s10"]["per_code"] == {
+        scenario["a"]: len(scenario["a10"]) + len(scenario["boundary"]),
+        scenario["b"]: len(scenario["b10"]),
+    }
 
 
 def test_parquet_round_trip_keeps_types_and_time_zone(scenario: dict, tmp_path: Path) -> None:
-    path = write_table_atomic(tmp_path / "track_b_ticks" / "date=2026-03-10" / "hour=10" / "ticks.parquet",
-                              scenario["t10"])
+    path = write_table_atomic(
+        tmp_path / "track_b_ticks" / "date=2026-03-10" / "hour=10" / "ticks.parquet", scenario["t10"]
+    )
     back = pq.read_table(path)
     assert back.schema.field("exchange_ts").type == pa.timestamp("ms", tz="Asia/Seoul")
     assert back.equals(scenario["t10"])
@@ -222,8 +253,10 @@ def test_sample_keeps_the_last_tick_of_each_bucket_and_the_bucket_totals(busy_ti
         w = width[r["mitigation_level"]]
         groups[(r["code"], w, us // w)].append(r)
     assert out.num_rows == len(groups)
-    got = {(r["code"], int(round(r["bucket_s"] * 1e6)), int(r["bucket_start"].timestamp() * 1e6 + 0.5)): r
-           for r in out.to_pylist()}
+    got = {
+        (r["code"], int(round(r["bucket_s"] * 1e6)), int(r["bucket_start"].timestamp() * 1e6 + 0.5)): r
+        for r in out.to_pylist()
+    }
     for (code, w, bkt), rows in groups.items():
         s = got[(code, w, bkt * w)]
         last = max(rows, key=lambda x: x["acml_vol"])
@@ -275,7 +308,7 @@ def test_a_crash_cut_is_reported_by_the_compaction(market: Market, tmp_path: Pat
     recs = [market.trade_record(t, i) for i in range(40)]
     with Journal(tmp_path, "key-c2", clock=lambda: at(10, 30), run_id="a") as j:
         for k in range(20):
-            j.append(at(10, 0, k), frame(recs[k:k + 1]), conn=1)
+            j.append(at(10, 0, k), frame(recs[k : k + 1]), conn=1)
     (path,) = segments(tmp_path, DAY, 10)
     body = path.read_bytes()
     body = body[: body.rindex(b"\n", 0, len(body) - 1) + 1]  # the writer died before its close line...
@@ -283,7 +316,7 @@ def test_a_crash_cut_is_reported_by_the_compaction(market: Market, tmp_path: Pat
     path.write_bytes(body[: last + 40])  # ...in the middle of its last frame line
     with Journal(tmp_path, "key-c2", clock=lambda: at(10, 31), run_id="b") as j:
         for k in range(20, 40):
-            j.append(at(10, 1, k), frame(recs[k:k + 1]), conn=1)
+            j.append(at(10, 1, k), frame(recs[k : k + 1]), conn=1)
     ticks, s = compact(read_journal([path]), day=DAY, hour=10)
     assert [(r["cut_bytes"], r["bad_lines"]) for r in s["journal_recoveries"]] == [(40, 0)]
     assert ticks.num_rows == 39 and s["bad_lines"] == {}

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 
+from local_exchange.market import Market
 from observer_assets.track_b.journal import Journal, JournalError
 from observer_assets.track_b.journal_format import line_ok, segments
 from observer_assets.track_b.journal_read import read_journal
 from observer_assets.track_b.journal_recovery import recover, segment_closed
-from observer_resources.storage.layout import segment_path
 from observer_resources.calendar import KST
-from local_exchange.market import Market
+from observer_resources.storage.layout import segment_path
 
 ROOT = Path(__file__).resolve().parents[2]
 DAY = date(2026, 3, 10)
@@ -100,9 +100,9 @@ def test_crc_detects_a_changed_byte_that_still_parses(tmp_path: Path) -> None:
     path = segment_path(tmp_path, "key-t2", DAY, 10)
     line = lines_of(path)[1]
     i = line.index(b"|003|") + 6  # a digit inside the first record
-    digit = line[i:i + 1]
+    digit = line[i : i + 1]
     assert digit.isdigit()
-    forged = line[:i] + (b"1" if digit != b"1" else b"2") + line[i + 1:]
+    forged = line[:i] + (b"1" if digit != b"1" else b"2") + line[i + 1 :]
     json.loads(forged)  # still valid JSON: only the CRC can tell
     assert line_ok(line) and not line_ok(forged)
 
@@ -245,15 +245,18 @@ def test_a_restart_recovers_seals_and_appends_after_a_crash(tmp_path: Path) -> N
     got = list(read_journal([path]))
     assert all(ln.ok for ln in got)
     assert [(ln.kind, ln.run) for ln in got] == (
-        [("open", "first")] + [("frame", "first")] * 10
-        + [("close", "second"), ("open", "second"), ("frame", "second"), ("close", "second")])
+        [("open", "first")]
+        + [("frame", "first")] * 10
+        + [("close", "second"), ("open", "second"), ("frame", "second"), ("close", "second")]
+    )
     assert got[11].meta["reason"] == "recovered" and got[11].meta["cut_bytes"] == len(torn)
 
 
 def test_a_restart_reads_only_the_tail_and_verifies_the_rest_in_the_background(tmp_path: Path) -> None:
     batch = 64 << 10
-    with Journal(tmp_path, "key-t10", flush_bytes=batch, max_batch_bytes=batch, clock=Clock(at(10)),
-                 run_id="first") as j:
+    with Journal(
+        tmp_path, "key-t10", flush_bytes=batch, max_batch_bytes=batch, clock=Clock(at(10)), run_id="first"
+    ) as j:
         for i in range(3000):
             j.append(at(10, 0, i * 0.001), f"0|frame {i:05d} " + "x" * 200, conn=1)
     path = segment_path(tmp_path, "key-t10", DAY, 10)
@@ -264,8 +267,15 @@ def test_a_restart_reads_only_the_tail_and_verifies_the_rest_in_the_background(t
     body = bytes(data[: data.rindex(b"\n", 0, len(data) - 1) + 1])  # the writer died: no close line
     path.write_bytes(body + b'{"rx":"2026-03-10T10:00:09')  # and left a torn tail
     events: list[dict] = []
-    with Journal(tmp_path, "key-t10", flush_bytes=batch, max_batch_bytes=batch, clock=Clock(at(10, 1)),
-                 run_id="second", on_event=events.append) as j:
+    with Journal(
+        tmp_path,
+        "key-t10",
+        flush_bytes=batch,
+        max_batch_bytes=batch,
+        clock=Clock(at(10, 1)),
+        run_id="second",
+        on_event=events.append,
+    ) as j:
         j.append(at(10, 1), "0|after", conn=1)
         j.flush()
         j.wait_verified(30)
@@ -319,8 +329,12 @@ def test_kill_9_at_random_moments_loses_nothing_acknowledged(tmp_path: Path) -> 
     cuts = []
     for k in range(5):
         run = f"run{k}"
-        proc = subprocess.Popen([sys.executable, "-c", CHILD, str(tmp_path), run, str(ROOT)], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", CHILD, str(tmp_path), run, str(ROOT)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert proc.stdin and proc.stdout
         proc.stdin.write(frames)
         proc.stdin.close()
@@ -396,8 +410,9 @@ print(json.dumps({"during": during, "still": still, "after": j.stats(), "n": n,
 
 
 def test_a_write_error_keeps_every_line_and_recovers(tmp_path: Path) -> None:
-    out = subprocess.run([sys.executable, "-c", FULL_CHILD, str(tmp_path), str(ROOT)], capture_output=True,
-                         text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", FULL_CHILD, str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stderr
     r = json.loads(out.stdout.strip().splitlines()[-1])
     during, still, after = r["during"], r["still"], r["after"]

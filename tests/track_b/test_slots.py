@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -125,7 +125,9 @@ def test_same_symbol_twice_in_one_batch_uses_the_higher_priority() -> None:
     m = SlotManager(["k1"], capacity=2)
     d = m.offer([cand(1, "volatility", 9.0), cand(1, "volume_surge", 5.5)], T0)
     assert [(s.code, s.trigger) for s in m.slots()] == [(code(1), "volume_surge")]
-    assert [(e.symbol, e.trigger_type, e.reason) for e in d.overflow] == [(code(1), "volatility", "superseded_in_batch")]
+    assert [(e.symbol, e.trigger_type, e.reason) for e in d.overflow] == [
+        (code(1), "volatility", "superseded_in_batch")
+    ]
 
 
 # --- priority order -------------------------------------------------------------------------------------
@@ -332,18 +334,26 @@ def test_sync_with_the_sessions_registered_set() -> None:
 def test_overflow_ledger_contents() -> None:
     m = SlotManager(["k1", "k2"], capacity=1, pins=["005930"])
     state = {"cpu_pct": 41.5, "mem_pct": 63.0, "mitigation_level": 0, "ws": {"k1": "connected", "k2": "connected"}}
-    batch = [cand(1, "volume_surge", 7.5, T0 - 5 * S), cand(2, "velocity", 14.0, T0 - 3 * S),
-             cand(3, "volatility", 6.2, T0 - 2 * S)]
+    batch = [
+        cand(1, "volume_surge", 7.5, T0 - 5 * S),
+        cand(2, "velocity", 14.0, T0 - 3 * S),
+        cand(3, "volatility", 6.2, T0 - 2 * S),
+    ]
     d = m.offer(batch, T0, state)
     rec = d.ledger
     assert rec.timestamp == T0
     assert rec.system_state == state
     assert [(s["key"], s["index"], s["code"], s["trigger"], s["pinned"]) for s in rec.selected] == [
-        ("k1", 0, "005930", "manual", True), ("k2", 0, code(1), "volume_surge", False)]
+        ("k1", 0, "005930", "manual", True),
+        ("k2", 0, code(1), "volume_surge", False),
+    ]
     assert rec.selected[1]["score"] == 7.5 and rec.selected[1]["allocated_at"] == T0
-    assert [(e.symbol, e.trigger_type, e.priority_score, e.detected_at, e.reason, e.timestamp) for e in rec.rejected] == [
+    assert [
+        (e.symbol, e.trigger_type, e.priority_score, e.detected_at, e.reason, e.timestamp) for e in rec.rejected
+    ] == [
         (code(2), "velocity", 14.0, T0 - 3 * S, "lower_priority", T0),
-        (code(3), "volatility", 6.2, T0 - 2 * S, "lower_priority", T0)]
+        (code(3), "volatility", 6.2, T0 - 2 * S, "lower_priority", T0),
+    ]
     assert d.overflow == rec.rejected
     assert rec.occupancy["k1"]["pinned"] == 1 and rec.occupancy["k2"]["held"] == 1
     assert {a["action"] for a in rec.actions} == {"pin", "allocate"}
@@ -351,17 +361,22 @@ def test_overflow_ledger_contents() -> None:
     js = rec.to_json()
     text = json.dumps(js)  # serialisable as it is
     assert "T09:30:00+09:00" in text
-    assert js["rejected"][0] == {"timestamp": "2025-03-04T09:30:00+09:00", "symbol": code(2),
-                                 "trigger_type": "velocity", "priority_score": 14.0,
-                                 "detected_at": "2025-03-04T09:29:57+09:00", "reason": "lower_priority",
-                                 "detail": {"lowest_priority": [3, 7.5]}}
+    assert js["rejected"][0] == {
+        "timestamp": "2025-03-04T09:30:00+09:00",
+        "symbol": code(2),
+        "trigger_type": "velocity",
+        "priority_score": 14.0,
+        "detected_at": "2025-03-04T09:29:57+09:00",
+        "reason": "lower_priority",
+        "detail": {"lowest_priority": [3, 7.5]},
+    }
     assert js["system_state"]["ws"] == {"k1": "connected", "k2": "connected"}
     assert js["selected"][1]["allocated_at"] == "2025-03-04T09:30:00+09:00"
 
 
 def test_ledger_times_are_kst_even_from_utc_input() -> None:
     m = SlotManager(["k1"], capacity=1)
-    now_utc = T0.astimezone(timezone.utc)
+    now_utc = T0.astimezone(UTC)
     m.offer([cand(1)], now_utc)
     d = m.offer([cand(2, at=now_utc)], now_utc)
     assert d.ledger.to_json()["timestamp"] == "2025-03-04T09:30:00+09:00"

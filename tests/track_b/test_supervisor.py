@@ -18,10 +18,10 @@ import pytest
 from observer_assets.orchestration.runs import MAX_RUNTIME_TAG
 from observer_assets.track_b.capture_job import CAPTURE_TAGS, run_tags, track_b_capture_job
 from observer_assets.track_b.supervisor import CaptureSupervisor, RestartPolicy, capture_window, format_line
-from observer_resources.storage.layout import heartbeat_path
 from observer_resources.calendar import KST
 from observer_resources.calendar.market import MarketCalendar
 from observer_resources.events import gaps, read_events
+from observer_resources.storage.layout import heartbeat_path
 
 FAKE = Path(__file__).with_name("fake_capture.py")  # the stand-in capture (see its docstring)
 
@@ -71,8 +71,17 @@ def test_job_restarts_a_killed_child_within_seconds_and_stops_at_the_window_end(
         t0 = time.monotonic()
         res = track_b_capture_job.execute_in_process(
             instance=inst,
-            run_config={"ops": {"track_b_capture": {"config": {
-                "until": until.isoformat(), "command": [sys.executable, str(script)], "pins": ["005930"]}}}},
+            run_config={
+                "ops": {
+                    "track_b_capture": {
+                        "config": {
+                            "until": until.isoformat(),
+                            "command": [sys.executable, str(script)],
+                            "pins": ["005930"],
+                        }
+                    }
+                }
+            },
         )
         took = time.monotonic() - t0
         t.join()
@@ -87,7 +96,7 @@ def test_job_restarts_a_killed_child_within_seconds_and_stops_at_the_window_end(
         assert argv[argv.index("--until") + 1] == until.isoformat() and argv[argv.index("--pins") + 1] == "005930"
 
         logs = [e.user_message for e in inst.all_logs(res.run_id) if e.user_message]
-        assert any("capture_started" in m and f"start=0" in m for m in logs)  # the child's JSON lines, forwarded
+        assert any("capture_started" in m and "start=0" in m for m in logs)  # the child's JSON lines, forwarded
         assert any("capture_started" in m and "start=1" in m for m in logs)
         assert any("a plain line on stdout" in m for m in logs)
         died = [m for m in logs if "died (signal SIGKILL)" in m]
@@ -99,8 +108,11 @@ def test_job_restarts_a_killed_child_within_seconds_and_stops_at_the_window_end(
         assert [e["returncode"] for e in result["exits"]] == [-9, 0]
     beat = json.loads(heartbeat_path(tmp_path / "data").read_text())
     assert beat["run_id"] == res.run_id and beat["state"] == "ended" and beat["restarts"] == 1
-    ev = [e for e in read_events(tmp_path / "data", datetime.now(KST).date())
-          if e["event_type"] == "capture_supervisor_restart"]
+    ev = [
+        e
+        for e in read_events(tmp_path / "data", datetime.now(KST).date())
+        if e["event_type"] == "capture_supervisor_restart"
+    ]
     assert len(ev) == 1 and ev[0]["returncode"] == -9 and ev[0]["run_id"] == res.run_id
 
 
@@ -108,9 +120,13 @@ def test_a_crash_loop_backs_off_but_every_restart_is_within_30_s(fake, tmp_path,
     script, d = fake
     monkeypatch.setenv("FAKE_MODE", "crash")
     logs: list[tuple[str, str]] = []
-    sup = CaptureSupervisor([sys.executable, str(script)], until=datetime.now(KST) + timedelta(seconds=3.5),
-                            on_log=lambda lvl, m: logs.append((lvl, m)), data_dir=tmp_path / "data",
-                            policy=RestartPolicy((0.2, 0.5, 1.0), stable_after_s=30))
+    sup = CaptureSupervisor(
+        [sys.executable, str(script)],
+        until=datetime.now(KST) + timedelta(seconds=3.5),
+        on_log=lambda lvl, m: logs.append((lvl, m)),
+        data_dir=tmp_path / "data",
+        policy=RestartPolicy((0.2, 0.5, 1.0), stable_after_s=30),
+    )
     res = sup.run()
     delays = [e.restart_in_s for e in res.exits]
     assert res.restarts >= 3 and all(e.returncode == 3 for e in res.exits)
@@ -144,9 +160,13 @@ SUPERVISE = textwrap.dedent(r"""
 def _supervise(tmp_path, script, grace="5"):
     runner = tmp_path / "supervise.py"
     runner.write_text(SUPERVISE)
-    return subprocess.Popen([sys.executable, str(runner), str(script), str(tmp_path / "data"), grace],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            cwd=Path(__file__).resolve().parents[2])
+    return subprocess.Popen(
+        [sys.executable, str(runner), str(script), str(tmp_path / "data"), grace],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
 
 
 @pytest.mark.parametrize("mode", ["run", "stubborn"])
@@ -198,8 +218,10 @@ def _alive(pid: int) -> bool:
 
 
 def test_format_line_keeps_levels_and_fields():
-    lvl, msg = format_line('{"at":"2026-03-10T10:00:00+09:00","level":"warning","event":"ws_disconnect",'
-                           '"key_id":"key-1","attempt":2}\n', 42)
+    lvl, msg = format_line(
+        '{"at":"2026-03-10T10:00:00+09:00","level":"warning","event":"ws_disconnect","key_id":"key-1","attempt":2}\n',
+        42,
+    )
     assert lvl == "warning" and msg == '[capture 42 @2026-03-10T10:00:00+09:00] ws_disconnect key_id="key-1" attempt=2'
     assert format_line('{"level":"critical","event":"ws_failure_critical"}', 1)[0] == "critical"
     assert format_line("not json", 7) == ("warning", "[capture 7] not json")
@@ -243,16 +265,40 @@ def test_under_dagster_dev_a_killed_run_worker_is_replaced_within_30_s(tmp_path,
     (home / "dagster.yaml").write_text((root / "dagster.yaml").read_text())
     creds = make_creds(7401)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KIS_", "OBSERVER_", "DAGSTER_"))}
-    env |= {"DAGSTER_HOME": str(home), "OBSERVER_DATA_DIR": str(data), "OBSERVER_CALENDAR": "open",
-            "KIS_REST_URL": sim.rest_url, "KIS_WS_URL": sim.ws_url, "KIS_APP_KEY": creds[0],
-            "KIS_APP_SECRET": creds[1], "OBSERVER_TRACK_B_PINS": ",".join(
-                r["code"] for r in sim.admin("listings", params={"order": "activity", "limit": "3"})["listings"])}
+    env |= {
+        "DAGSTER_HOME": str(home),
+        "OBSERVER_DATA_DIR": str(data),
+        "OBSERVER_CALENDAR": "open",
+        "KIS_REST_URL": sim.rest_url,
+        "KIS_WS_URL": sim.ws_url,
+        "KIS_APP_KEY": creds[0],
+        "KIS_APP_SECRET": creds[1],
+        "OBSERVER_TRACK_B_PINS": ",".join(
+            r["code"] for r in sim.admin("listings", params={"order": "activity", "limit": "3"})["listings"]
+        ),
+    }
     (key,) = [c.key_id for c in configs_from_env(env)]
     log = open(tmp_path / "dev.log", "w")
     port = _free_port()
-    dev = subprocess.Popen([sys.executable, "-m", "dagster", "dev", "-h", "127.0.0.1", "-p", str(port),
-                            "-f", str(Path(__file__).with_name("_capture_defs.py"))], cwd=root, env=env, stdout=log,
-                           stderr=subprocess.STDOUT, start_new_session=True)
+    dev = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "dagster",
+            "dev",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-f",
+            str(Path(__file__).with_name("_capture_defs.py")),
+        ],
+        cwd=root,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
     def status():
         try:
@@ -274,33 +320,47 @@ def test_under_dagster_dev_a_killed_run_worker_is_replaced_within_30_s(tmp_path,
         with dg.DagsterInstance.from_config(str(home)) as inst:
             (rec,) = runs(inst)
             assert rec.dagster_run.status == dg.DagsterRunStatus.STARTED
-            assert rec.dagster_run.tags["observer/kis"] == "ws" and rec.dagster_run.tags["dagster/max_runtime"].isdigit()
+            assert (
+                rec.dagster_run.tags["observer/kis"] == "ws" and rec.dagster_run.tags["dagster/max_runtime"].isdigit()
+            )
             t0, kill_wall = time.monotonic(), time.time()
             os.kill(worker, signal.SIGKILL)
             wait_for(lambda: not _alive(child), timeout=15)
             t_child = time.monotonic() - t0
-            wait_for(lambda: inst.get_run_by_id(rec.dagster_run.run_id).status == dg.DagsterRunStatus.FAILURE,
-                     timeout=30, step=0.1)
+            wait_for(
+                lambda: inst.get_run_by_id(rec.dagster_run.run_id).status == dg.DagsterRunStatus.FAILURE,
+                timeout=30,
+                step=0.1,
+            )
             t_failed = time.monotonic() - t0
-            new = wait_for(lambda: [r for r in runs(inst) if r.dagster_run.run_id != rec.dagster_run.run_id],
-                           timeout=40, step=0.1)
+            new = wait_for(
+                lambda: [r for r in runs(inst) if r.dagster_run.run_id != rec.dagster_run.run_id], timeout=40, step=0.1
+            )
             t_new = time.monotonic() - t0
             back = wait_for(lambda: (s := status()) and s["pid"] != child and s, timeout=40, step=0.1)
             t_back = time.monotonic() - t0
             st = inst.get_run_stats(new[0].dagster_run.run_id)
             nb = json.loads(heartbeat_path(data).read_text())
             rel = lambda ts: ts - kill_wall  # noqa: E731
-            print(f"kill -9 of the run worker: capture child gone {t_child:.1f} s, run FAILURE {t_failed:.1f} s, "
-                  f"new run created {t_new:.1f} s, dequeued/launched {rel(st.launch_time):.1f} s, run worker "
-                  f"started {rel(st.start_time):.1f} s, capture child started "
-                  f"{rel(datetime.fromisoformat(nb['child_started_at']).timestamp()):.1f} s, "
-                  f"new capture registered {t_back:.1f} s")
+            print(
+                f"kill -9 of the run worker: capture child gone {t_child:.1f} s, run FAILURE {t_failed:.1f} s, "
+                f"new run created {t_new:.1f} s, dequeued/launched {rel(st.launch_time):.1f} s, run worker "
+                f"started {rel(st.start_time):.1f} s, capture child started "
+                f"{rel(datetime.fromisoformat(nb['child_started_at']).timestamp()):.1f} s, "
+                f"new capture registered {t_back:.1f} s"
+            )
             assert t_back < 30
             assert len(new) == 1
             assert inst.get_run_by_id(new[0].dagster_run.run_id).status == dg.DagsterRunStatus.STARTED
             # the hole is a gap marker (the capture, SIGTERMed by the kernel, records it as a stop in the window)
-            hole = [g for g in gaps(data, datetime.now(KST).date()) if g.metadata.get("key_id") == key
-                    and g.end is not None and g.start.timestamp() <= kill_wall + 1 and g.end.timestamp() >= kill_wall]
+            hole = [
+                g
+                for g in gaps(data, datetime.now(KST).date())
+                if g.metadata.get("key_id") == key
+                and g.end is not None
+                and g.start.timestamp() <= kill_wall + 1
+                and g.end.timestamp() >= kill_wall
+            ]
             assert len(hole) == 1, gaps(data, datetime.now(KST).date())
             print(f"the hole: {hole[0].reason} gap of {(hole[0].end - hole[0].start).total_seconds():.1f} s")
             new_child = back["pid"]
@@ -309,16 +369,20 @@ def test_under_dagster_dev_a_killed_run_worker_is_replaced_within_30_s(tmp_path,
             import httpx
 
             new_id = new[0].dagster_run.run_id
-            q = 'mutation($id: String!) { terminateRun(runId: $id) { __typename } }'
+            q = "mutation($id: String!) { terminateRun(runId: $id) { __typename } }"
             t0 = time.monotonic()
-            r = httpx.post(f"http://127.0.0.1:{port}/graphql", json={"query": q, "variables": {"id": new_id}},
-                           timeout=30)
+            r = httpx.post(
+                f"http://127.0.0.1:{port}/graphql", json={"query": q, "variables": {"id": new_id}}, timeout=30
+            )
             assert r.json()["data"]["terminateRun"]["__typename"] == "TerminateRunSuccess", r.text
             wait_for(lambda: not _alive(new_child), timeout=30)
             wait_for(lambda: inst.get_run_by_id(new_id).status == dg.DagsterRunStatus.CANCELED, timeout=30)
             print(f"terminate: capture stopped and run CANCELED {time.monotonic() - t0:.1f} s after terminateRun")
-            stopped = [e for e in read_events(data, datetime.now(KST).date())
-                       if e["event_type"] == "capture_stopped" and str(e.get("run_id")).endswith(f".{new_child}")]
+            stopped = [
+                e
+                for e in read_events(data, datetime.now(KST).date())
+                if e["event_type"] == "capture_stopped" and str(e.get("run_id")).endswith(f".{new_child}")
+            ]
             assert stopped, "the capture stopped in order (SIGTERM), it was not killed"
     finally:
         dev.send_signal(signal.SIGINT)  # `dagster dev` stops its processes on SIGINT

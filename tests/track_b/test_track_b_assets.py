@@ -17,20 +17,19 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
+from local_exchange.market import Market
 from observer_assets.orchestration.partitions import PartitionKeyError, hour_key, parse_hour_key
 from observer_assets.track_b import journal as jr
 from observer_assets.track_b.assets import journal_hours, track_b_sampled, track_b_ticks
-from observer_resources.storage.layout import manifest_path, sampled_path, ticks_path
+from observer_assets.track_b.capture_job import track_b_capture_job
 from observer_assets.track_b.checks import track_b_losses_are_explained
 from observer_assets.track_b.compaction import SAMPLE_SCHEMA, TICK_SCHEMA
 from observer_assets.track_b.defs import defs as track_b_defs
-from observer_resources.resources import kis_pool_from_env
-from observer_assets.track_b.capture_job import track_b_capture_job
-from observer_resources.storage.layout import heartbeat_path
 from observer_resources.calendar import KST
 from observer_resources.events import EventLog, gaps
 from observer_resources.kis.config import configs_from_env
-from local_exchange.market import Market
+from observer_resources.resources import kis_pool_from_env
+from observer_resources.storage.layout import heartbeat_path, manifest_path, sampled_path, ticks_path
 
 DAY = date(2026, 3, 10)
 KEY = "key-t1"
@@ -45,8 +44,15 @@ def frame(recs: list[list[str]]) -> str:
 
 
 def ack(code: str, msg_cd: str, msg1: str) -> str:
-    return ('{"header":{"tr_id":"H0STCNT0","tr_key":"' + code + '","encrypt":"N"},"body":{"rt_cd":"0","msg_cd":"'
-            + msg_cd + '","msg1":"' + msg1 + '","output":{"iv":"0123456789abcdef","key":"x"}}}')
+    return (
+        '{"header":{"tr_id":"H0STCNT0","tr_key":"'
+        + code
+        + '","encrypt":"N"},"body":{"rt_cd":"0","msg_cd":"'
+        + msg_cd
+        + '","msg1":"'
+        + msg1
+        + '","output":{"iv":"0123456789abcdef","key":"x"}}}'
+    )
 
 
 SUB = ("OPSP0000", "SUBSCRIBE SUCCESS")
@@ -83,8 +89,12 @@ def scenario(tmp_path_factory):
     while k < len(recs):
         sec, r = recs[k]
         group = [r]
-        while k + len(group) < len(recs) and len(group) < 3 and recs[k + len(group)][0] == sec \
-                and recs[k + len(group)][1][0] == r[0]:
+        while (
+            k + len(group) < len(recs)
+            and len(group) < 3
+            and recs[k + len(group)][0] == sec
+            and recs[k + len(group)][1][0] == r[0]
+        ):
             group.append(recs[k + len(group)][1])
         k += len(group)
         rx = datetime.combine(DAY, datetime.min.time(), KST) + timedelta(seconds=sec + 0.1, microseconds=k)
@@ -109,17 +119,34 @@ def scenario(tmp_path_factory):
     lines.sort(key=lambda x: x[0])
     with jr.Journal(data, KEY, fsync_interval=0.01, clock=lambda: at(12, 0, 30)) as j:
         for rx, text, conn, ml in lines:
-            j.append(rx, text, conn=conn, mitigation_level=ml, **({"bad": "short_record"} if text == bad[1][:60] else {}))
+            j.append(
+                rx, text, conn=conn, mitigation_level=ml, **({"bad": "short_record"} if text == bad[1][:60] else {})
+            )
     # the capture's gap marker for the drop (same fields as EventLog.gap_open/gap_close, stamped on that day)
     ev = EventLog(data, source="track_b.capture")
-    common = dict(gap_id="g1", symbol=None, gap_start_ts=DROP[0], scope="scalp", reason="ws_disconnect",
-                  severity="major", session_id=KEY, metadata={"key_id": KEY})
+    common = dict(
+        gap_id="g1",
+        symbol=None,
+        gap_start_ts=DROP[0],
+        scope="scalp",
+        reason="ws_disconnect",
+        severity="major",
+        session_id=KEY,
+        metadata={"key_id": KEY},
+    )
     ev.emit("gap_marker", at=DROP[0], state="open", gap_end_ts=None, gap_seconds=None, **common)
     ev.emit("gap_marker", at=DROP[1], state="closed", gap_end_ts=DROP[1], gap_seconds=20.0, **common)
     conn1_last = max(rx for rx, t, c, _ in lines if c == 1)
-    return {"data": data, "a": a_code, "b": b_code, "sent": sent, "lost": lost, "conn1_last": conn1_last,
-            "silent": silent[0],
-            "dup_records": int(dup[1].split("|")[2])}
+    return {
+        "data": data,
+        "a": a_code,
+        "b": b_code,
+        "sent": sent,
+        "lost": lost,
+        "conn1_last": conn1_last,
+        "silent": silent[0],
+        "dup_records": int(dup[1].split("|")[2]),
+    }
 
 
 @pytest.fixture
@@ -131,8 +158,9 @@ def lake_env(scenario, monkeypatch):
 def materialize(inst, key, assets=(track_b_ticks, track_b_sampled)):
     inst.add_dynamic_partitions("track_b_hour", [key])
     res = dg.materialize([*assets, track_b_losses_are_explained], partition_key=key, instance=inst)
-    out = {a.key.to_user_string(): res.asset_materializations_for_node(a.key.to_user_string())[0].metadata
-           for a in assets}
+    out = {
+        a.key.to_user_string(): res.asset_materializations_for_node(a.key.to_user_string())[0].metadata for a in assets
+    }
     (check,) = res.get_asset_check_evaluations()
     out["check"] = check
     return out
@@ -145,16 +173,17 @@ def test_hours_compact_to_typed_parquet_with_the_metadata_in_any_order(scenario,
         # hour 11 first: its carry is recomputed from hour 10's journal, as an in-order run would have
         md11_first = materialize(inst, "2026-03-10T11")
         t11_first = pq.read_table(ticks_path(data, at(11)))
-        assert md11_first["track_b_ticks"]["previous_hour"].value == \
-            "recomputed from the journal of 2026-03-10T10"
+        assert md11_first["track_b_ticks"]["previous_hour"].value == "recomputed from the journal of 2026-03-10T10"
         md10 = materialize(inst, "2026-03-10T10")
         md11 = materialize(inst, "2026-03-10T11")
         assert md11["track_b_ticks"]["previous_hour"].value == "stored state of 2026-03-10T10"
         assert md10["track_b_ticks"]["previous_hour"].value.startswith("none")
         t10, t11 = pq.read_table(ticks_path(data, at(10))), pq.read_table(ticks_path(data, at(11)))
         assert t11.equals(t11_first)  # the order hours are compacted in changes nothing
-        assert md11["track_b_ticks"]["record_rate_per_slot"].value == \
-            md11_first["track_b_ticks"]["record_rate_per_slot"].value
+        assert (
+            md11["track_b_ticks"]["record_rate_per_slot"].value
+            == md11_first["track_b_ticks"]["record_rate_per_slot"].value
+        )
 
     m10, m11 = md10["track_b_ticks"], md11["track_b_ticks"]
     # typed, zone-aware, exactly the ticks that were received (each once), in the hour they were received
@@ -173,8 +202,9 @@ def test_hours_compact_to_typed_parquet_with_the_metadata_in_any_order(scenario,
     assert m10["volume_breaks"].value >= 1 and m10["missing_volume"].value == sum(scenario["lost"].values())
     silent = scenario["silent"]
     assert m11["volume_breaks"].value == 1 and m11["missing_volume"].value == int(silent[12])
-    assert m11["volume_breaks_by_code"].value == {a: {"count": 1, "missing_volume": int(silent[12]),
-                                                      "overlap_volume": 0}}
+    assert m11["volume_breaks_by_code"].value == {
+        a: {"count": 1, "missing_volume": int(silent[12]), "overlap_volume": 0}
+    }
     # the check: hour 10's loss is inside the gap marker; hour 11's is not, and says so
     c10, c11 = md10["check"], md11["check"]
     assert c10.passed and c10.metadata["volume_breaks"].value == m10["volume_breaks"].value
@@ -243,8 +273,12 @@ def test_names_are_pinned():
     # the restore needs the KIS resource, which definitions.py gives every domain
     defs = dg.Definitions.merge(track_b_defs, dg.Definitions(resources={"kis": kis_pool_from_env()}))
     graph = defs.resolve_asset_graph()
-    assert sorted(k.to_user_string() for k in graph.get_all_asset_keys()) == \
-        ["track_b_journal", "track_b_restored", "track_b_sampled", "track_b_ticks"]
+    assert sorted(k.to_user_string() for k in graph.get_all_asset_keys()) == [
+        "track_b_journal",
+        "track_b_restored",
+        "track_b_sampled",
+        "track_b_ticks",
+    ]
     for k in graph.get_all_asset_keys():
         pd = graph.get(k).partitions_def
         if k.to_user_string() == "track_b_journal":  # the capture's raw record: external, observed, unpartitioned
@@ -254,16 +288,25 @@ def test_names_are_pinned():
             assert pd.name == "trading_day"
             continue
         assert isinstance(pd, dg.DynamicPartitionsDefinition) and pd.name == "track_b_hour"
-    assert sorted(f"{c.asset_key.to_user_string()}:{c.name}" for c in graph.asset_check_keys) == \
-        ["track_b_ticks:track_b_losses_are_explained"]
+    assert sorted(f"{c.asset_key.to_user_string()}:{c.name}" for c in graph.asset_check_keys) == [
+        "track_b_ticks:track_b_losses_are_explained"
+    ]
     repo = defs.get_repository_def()
-    assert sorted(j.name for j in repo.get_all_jobs() if not j.name.startswith("__")) == \
-        ["track_b_capture_job", "track_b_compaction_job"]
-    assert sorted(s.name for s in repo.sensor_defs) == \
-        ["track_b_capture_sensor", "track_b_compaction_sensor", "track_b_journal_sensor"]
+    assert sorted(j.name for j in repo.get_all_jobs() if not j.name.startswith("__")) == [
+        "track_b_capture_job",
+        "track_b_compaction_job",
+    ]
+    assert sorted(s.name for s in repo.sensor_defs) == [
+        "track_b_capture_sensor",
+        "track_b_compaction_sensor",
+        "track_b_journal_sensor",
+    ]
     assert all(s.default_status == dg.DefaultSensorStatus.RUNNING for s in repo.sensor_defs)
-    assert {s.name: s.minimum_interval_seconds for s in repo.sensor_defs} == \
-        {"track_b_capture_sensor": 15, "track_b_compaction_sensor": 30, "track_b_journal_sensor": 60}
+    assert {s.name: s.minimum_interval_seconds for s in repo.sensor_defs} == {
+        "track_b_capture_sensor": 15,
+        "track_b_compaction_sensor": 30,
+        "track_b_journal_sensor": 60,
+    }
     for spec in defs.resolve_all_asset_specs():
         kinds = {"python", "jsonl"} if spec.key.to_user_string() == "track_b_journal" else {"python", "parquet"}
         if spec.key.to_user_string() == "track_b_restored":  # the gap domain's repair, kept beside what it repairs
@@ -280,8 +323,20 @@ SPEED = 20  # sim seconds per real second: a few busy codes give thousands of ti
 def fast_sim():
     from local_exchange.server import run_sim_process
 
-    proc = run_sim_process("--mode", "real", "--clock", "open", "--seed", "7", "--listings", "300",
-                           "--speed", str(SPEED), "--hold-after-disconnect", "0.2")
+    proc = run_sim_process(
+        "--mode",
+        "real",
+        "--clock",
+        "open",
+        "--seed",
+        "7",
+        "--listings",
+        "300",
+        "--speed",
+        str(SPEED),
+        "--hold-after-disconnect",
+        "0.2",
+    )
     try:
         yield proc
     finally:
@@ -306,15 +361,23 @@ def _wait(pred, timeout: float, what: str):
 
 
 def test_real_capture_under_the_job_survives_kill_9_and_compacts_against_the_exchange_truth(
-        fast_sim, tmp_path, monkeypatch, make_creds):
+    fast_sim, tmp_path, monkeypatch, make_creds
+):
     for k in list(os.environ):
         if k.startswith(("KIS_", "OBSERVER_")):
             monkeypatch.delenv(k)
     data = tmp_path / "data"
     creds = make_creds(7301)
-    env = dict(OBSERVER_DATA_DIR=str(data), OBSERVER_CALENDAR="open", KIS_REST_URL=fast_sim.rest_url,
-               KIS_WS_URL=fast_sim.ws_url, KIS_APP_KEY=creds[0], KIS_APP_SECRET=creds[1],
-               OBSERVER_TRACK_B_EVAL_S="2", OBSERVER_TRACK_B_SAMPLE_S="1")
+    env = dict(
+        OBSERVER_DATA_DIR=str(data),
+        OBSERVER_CALENDAR="open",
+        KIS_REST_URL=fast_sim.rest_url,
+        KIS_WS_URL=fast_sim.ws_url,
+        KIS_APP_KEY=creds[0],
+        KIS_APP_SECRET=creds[1],
+        OBSERVER_TRACK_B_EVAL_S="2",
+        OBSERVER_TRACK_B_SAMPLE_S="1",
+    )
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     (key,) = [c.key_id for c in configs_from_env(env)]
@@ -326,13 +389,29 @@ def test_real_capture_under_the_job_survives_kill_9_and_compacts_against_the_exc
 
     def kill_once() -> None:
         try:
-            first = _wait(lambda: (s := _status(data)) and key in s.get("keys", {})
-                          and len(s["keys"][key]["registered"]) == len(pins) and s, 30, "the pins registered")
+            first = _wait(
+                lambda: (
+                    (s := _status(data))
+                    and key in s.get("keys", {})
+                    and len(s["keys"][key]["registered"]) == len(pins)
+                    and s
+                ),
+                30,
+                "the pins registered",
+            )
             time.sleep(2.0)
             killed["pid"], killed["at"] = first["pid"], time.time()
             os.kill(first["pid"], signal.SIGKILL)
-            back = _wait(lambda: (s := _status(data)) and s["pid"] != first["pid"]
-                         and len(s["keys"][key]["registered"]) == len(pins) and s, 30, "the restarted capture")
+            back = _wait(
+                lambda: (
+                    (s := _status(data))
+                    and s["pid"] != first["pid"]
+                    and len(s["keys"][key]["registered"]) == len(pins)
+                    and s
+                ),
+                30,
+                "the restarted capture",
+            )
             killed["back_at"] = time.time()
             killed["new_pid"] = back["pid"]
         except AssertionError as e:
@@ -342,8 +421,14 @@ def test_real_capture_under_the_job_survives_kill_9_and_compacts_against_the_exc
     t.start()
     with dg.instance_for_test() as inst:
         until = datetime.now(KST) + timedelta(seconds=14)
-        res = track_b_capture_job.execute_in_process(instance=inst, run_config={"ops": {"track_b_capture": {
-            "config": {"until": until.isoformat(), "pins": pins, "status_interval_s": 0.5}}}})
+        res = track_b_capture_job.execute_in_process(
+            instance=inst,
+            run_config={
+                "ops": {
+                    "track_b_capture": {"config": {"until": until.isoformat(), "pins": pins, "status_interval_s": 0.5}}
+                }
+            },
+        )
         t.join()
         assert res.success and "error" not in killed, killed
         logs = [e.user_message for e in inst.all_logs(res.run_id) if e.user_message]
@@ -390,9 +475,11 @@ def test_real_capture_under_the_job_survives_kill_9_and_compacts_against_the_exc
             assert any(a - 0.5 <= at_real <= b + 0.5 for a, b in windows), (k, at_real, windows)
             lost += 1
     assert sent_total > 500 and len(got) == sent_total - lost
-    print(f"real capture: {sent_total} ticks sent, {lost} lost inside the restart gap "
-          f"({(g.end - g.start).total_seconds():.2f} s); registered again {killed['back_at'] - killed['at']:.2f} s "
-          "after the kill")
+    print(
+        f"real capture: {sent_total} ticks sent, {lost} lost inside the restart gap "
+        f"({(g.end - g.start).total_seconds():.2f} s); registered again {killed['back_at'] - killed['at']:.2f} s "
+        "after the kill"
+    )
     assert sum(md["ticks"].value for md in mds) == len(got)
     assert {c for md in mds for c in md["record_rate_per_slot"].value} == set(pins)
     for md in mds:

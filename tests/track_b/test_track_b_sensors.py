@@ -14,9 +14,11 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from observer_assets.definitions import defs as all_defs
+from observer_assets.orchestration.runs import MAX_RUNTIME_TAG
 from observer_assets.track_b import journal as jr
 from observer_assets.track_b.assets import track_b_sampled, track_b_ticks
-from observer_resources.storage.layout import manifest_path
+from observer_assets.track_b.capture_job import track_b_capture_job
 from observer_assets.track_b.sensors import (
     COMPACTION_TAGS,
     GRACE_S,
@@ -24,11 +26,8 @@ from observer_assets.track_b.sensors import (
     build_capture_sensor,
     build_compaction_sensor,
 )
-from observer_assets.definitions import defs as all_defs
-from observer_assets.orchestration.runs import MAX_RUNTIME_TAG
-from observer_assets.track_b.capture_job import track_b_capture_job
-from observer_resources.storage.layout import heartbeat_path
 from observer_resources.calendar import KST
+from observer_resources.storage.layout import heartbeat_path, manifest_path
 
 FAKE = Path(__file__).with_name("fake_capture.py")
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,8 +43,9 @@ ENV = {"OBSERVER_CALENDAR": "krx"}
 def tick(sensor_def, instance, cursor=None):
     # instance_ref (not instance): like the daemon's context, so partitioned requests are resolved against the
     # instance's dynamic partitions plus the tick's own add requests
-    return sensor_def.evaluate_tick(dg.build_sensor_context(instance_ref=instance.get_ref(), cursor=cursor,
-                                                            definitions=all_defs))
+    return sensor_def.evaluate_tick(
+        dg.build_sensor_context(instance_ref=instance.get_ref(), cursor=cursor, definitions=all_defs)
+    )
 
 
 def capture_at(t: datetime, instance, cursor=None):
@@ -68,15 +68,18 @@ def test_launches_one_capture_in_the_window_with_the_right_tags(env):
         assert json.loads(again.cursor)["launches"] == 2
 
 
-@pytest.mark.parametrize("at, why", [
-    (kst(2026, 11, 26, 9, 29), "outside the Track B window of 2026-11-26 (09:30-15:00 KST)"),
-    (kst(2026, 11, 26, 15, 0), "outside the Track B window"),
-    (kst(2026, 11, 26, 20, 0), "outside the Track B window"),
-    (kst(2026, 11, 28, 11, 0), "2026-11-28 is not a trading day"),  # Saturday
-    (kst(2026, 10, 5, 11, 0), "2026-10-05 is not a trading day"),  # Chuseok substitute holiday
-    (kst(2026, 11, 19, 10, 15), "outside the Track B window of 2026-11-19 (10:30-16:00 KST)"),  # CSAT: +1 h
-    (kst(2026, 11, 26, 14, 59, 50), "the window ends in 10 s"),
-])
+@pytest.mark.parametrize(
+    "at, why",
+    [
+        (kst(2026, 11, 26, 9, 29), "outside the Track B window of 2026-11-26 (09:30-15:00 KST)"),
+        (kst(2026, 11, 26, 15, 0), "outside the Track B window"),
+        (kst(2026, 11, 26, 20, 0), "outside the Track B window"),
+        (kst(2026, 11, 28, 11, 0), "2026-11-28 is not a trading day"),  # Saturday
+        (kst(2026, 10, 5, 11, 0), "2026-10-05 is not a trading day"),  # Chuseok substitute holiday
+        (kst(2026, 11, 19, 10, 15), "outside the Track B window of 2026-11-19 (10:30-16:00 KST)"),  # CSAT: +1 h
+        (kst(2026, 11, 26, 14, 59, 50), "the window ends in 10 s"),
+    ],
+)
 def test_nothing_outside_the_window_or_on_holidays(env, at, why):
     with dg.instance_for_test() as inst:
         res = capture_at(at, inst)
@@ -87,7 +90,9 @@ def test_nothing_outside_the_window_or_on_holidays(env, at, why):
 def test_special_days_move_the_window_and_the_open_calendar_runs_any_time(env, monkeypatch):
     with dg.instance_for_test() as inst:
         res = capture_at(kst(2026, 11, 19, 15, 45), inst)  # CSAT day: the window is 10:30-16:00
-        assert res.run_requests[0].run_config["ops"]["track_b_capture"]["config"]["until"] == "2026-11-19T16:00:00+09:00"
+        assert (
+            res.run_requests[0].run_config["ops"]["track_b_capture"]["config"]["until"] == "2026-11-19T16:00:00+09:00"
+        )
         monkeypatch.setenv("OBSERVER_CALENDAR", "open")
         res = capture_at(kst(2026, 11, 28, 3, 0), inst)  # a Saturday night on the demo calendar
         assert len(res.run_requests) == 1
@@ -118,13 +123,19 @@ def test_a_running_capture_is_left_alone_and_a_dead_one_is_replaced(env, monkeyp
     with dg.instance_for_test(temp_dir=str(home)) as inst:
         now = datetime.now(KST)
         monkeypatch.setenv("OBSERVER_CALENDAR", "open")
-        worker = subprocess.Popen([sys.executable, str(runner), str(home), (now + timedelta(minutes=5)).isoformat(),
-                                   str(FAKE)], cwd=ROOT, env=dict(os.environ), stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL)
+        worker = subprocess.Popen(
+            [sys.executable, str(runner), str(home), (now + timedelta(minutes=5)).isoformat(), str(FAKE)],
+            cwd=ROOT,
+            env=dict(os.environ),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
+
             def started():
-                recs = inst.get_run_records(dg.RunsFilter(job_name=track_b_capture_job.name,
-                                                          statuses=[dg.DagsterRunStatus.STARTED]))
+                recs = inst.get_run_records(
+                    dg.RunsFilter(job_name=track_b_capture_job.name, statuses=[dg.DagsterRunStatus.STARTED])
+                )
                 beat = env / "data" / "system" / "capture" / "status.json"
                 return recs if recs and beat.exists() and heartbeat_path(env / "data").exists() else None
 
@@ -156,8 +167,10 @@ def test_a_running_capture_is_left_alone_and_a_dead_one_is_replaced(env, monkeyp
 def test_a_failed_run_is_replaced_on_the_next_tick(env):
     with dg.instance_for_test() as inst:
         res = track_b_capture_job.execute_in_process(
-            instance=inst, raise_on_error=False,
-            run_config={"ops": {"track_b_capture": {"config": {"until": "2026-11-26T15:00:00"}}}})  # no offset
+            instance=inst,
+            raise_on_error=False,
+            run_config={"ops": {"track_b_capture": {"config": {"until": "2026-11-26T15:00:00"}}}},
+        )  # no offset
         assert not res.success
         res = capture_at(kst(2026, 11, 26, 11, 0), inst)
         (req,) = res.run_requests
@@ -236,7 +249,9 @@ def test_compaction_requests_closed_hours_only_and_once(env):
         res = compaction_at(at(11, 0, GRACE_S - 1), inst)  # hour 10 ended, but not its grace
         assert not res.run_requests and "open: 2026-03-10T10, 2026-03-10T11" in res.skip_message
         res = compaction_at(at(11, 0, GRACE_S + 1), inst)
-        assert [(r.partition_key, COMPACTION_TAGS.items() <= r.tags.items()) for r in res.run_requests] == [("2026-03-10T10", True)]
+        assert [(r.partition_key, COMPACTION_TAGS.items() <= r.tags.items()) for r in res.run_requests] == [
+            ("2026-03-10T10", True)
+        ]
         assert res.dynamic_partitions_requests[0].partition_keys == ["2026-03-10T10"]
         # once: the next ticks see it requested (not yet compacted) and ask nothing
         res2 = compaction_at(at(11, 5), inst, res.cursor)

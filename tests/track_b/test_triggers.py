@@ -10,8 +10,8 @@ import pytest
 from observer_assets.track_b.triggers import (
     RANK,
     Candidate,
-    Snapshot,
     SnapRow,
+    Snapshot,
     StreamTriggers,
     TriggerConfig,
     bootstrap_candidates,
@@ -24,8 +24,12 @@ T0 = datetime(2025, 3, 4, 9, 0, tzinfo=KST)
 CFG = TriggerConfig()  # production thresholds: surge 5x, volatility 5 %, velocity 10/s
 
 
-def snaps(series: dict[str, list[tuple[int | None, int | None]]], step_min: int = 10, start: datetime = T0,
-          trade_value: dict[str, int] | None = None) -> list[Snapshot]:
+def snaps(
+    series: dict[str, list[tuple[int | None, int | None]]],
+    step_min: int = 10,
+    start: datetime = T0,
+    trade_value: dict[str, int] | None = None,
+) -> list[Snapshot]:
     """series: code -> [(price, cumulative volume) per snapshot]; None drops the row."""
     n = max(len(v) for v in series.values())
     out = []
@@ -45,10 +49,12 @@ def snaps(series: dict[str, list[tuple[int | None, int | None]]], step_min: int 
 def test_surge_uses_interval_volume_not_cumulative() -> None:
     # Intervals 1000, 1000, 6000: a 6x surge. The cumulative figure (8,000 + opening 100,000) is never
     # compared: a symbol with a huge cumulative but flat intervals must not fire.
-    h = snaps({
-        "005930": [(100, 100_000), (100, 101_000), (100, 102_000), (100, 108_000)],
-        "000660": [(100, 5_000_000), (100, 5_010_000), (100, 5_020_000), (100, 5_030_000)],
-    })
+    h = snaps(
+        {
+            "005930": [(100, 100_000), (100, 101_000), (100, 102_000), (100, 108_000)],
+            "000660": [(100, 5_000_000), (100, 5_010_000), (100, 5_020_000), (100, 5_030_000)],
+        }
+    )
     cands = snapshot_candidates(h, CFG)
     assert [c.code for c in cands] == ["005930"]
     c = cands[0]
@@ -102,8 +108,10 @@ def test_surge_cumulative_drop_is_not_an_interval() -> None:
 
 def test_surge_normalises_a_missed_cycle() -> None:
     # 09:00, 09:10, 09:20, then 09:40 (09:30 missed): 2000 in 20 minutes is the same rate as 1000/10 min.
-    h = [Snapshot(T0 + timedelta(minutes=m), {"005930": SnapRow(100, v, v * 100)})
-         for m, v in ((0, 0), (10, 1000), (20, 2000), (40, 4000))]
+    h = [
+        Snapshot(T0 + timedelta(minutes=m), {"005930": SnapRow(100, v, v * 100)})
+        for m, v in ((0, 0), (10, 1000), (20, 2000), (40, 4000))
+    ]
     assert snapshot_candidates(h, CFG) == []
 
 
@@ -146,19 +154,26 @@ def test_volatility_down_move_and_missing_previous_row() -> None:
 def test_one_candidate_per_symbol_sorted_by_design_order_and_capped() -> None:
     # 005930: surge (6x) and +10 % volatility -> one candidate, the surge (higher class).
     # 000660: velocity is not computable from snapshots; volatility 7 %. 035720: volatility 12 %.
-    h = snaps({
-        "005930": [(100, 0), (100, 1000), (100, 2000), (110, 8000)],
-        "000660": [(100, 0), (100, 1000), (100, 2000), (107, 3000)],
-        "035720": [(100, 0), (100, 1000), (100, 2000), (112, 3000)],
-    })
+    h = snaps(
+        {
+            "005930": [(100, 0), (100, 1000), (100, 2000), (110, 8000)],
+            "000660": [(100, 0), (100, 1000), (100, 2000), (107, 3000)],
+            "035720": [(100, 0), (100, 1000), (100, 2000), (112, 3000)],
+        }
+    )
     c = snapshot_candidates(h, CFG)
-    assert [(x.code, x.trigger) for x in c] == [("005930", "volume_surge"), ("035720", "volatility"),
-                                                ("000660", "volatility")]
+    assert [(x.code, x.trigger) for x in c] == [
+        ("005930", "volume_surge"),
+        ("035720", "volatility"),
+        ("000660", "volatility"),
+    ]
     assert snapshot_candidates(h, TriggerConfig(max_candidates=2)) == c[:2]
     # min_score drops each score below it before the per-symbol choice: a floor of 8 removes the 6x surge
     # (005930 then counts with its 10 % move) and 000660's 7 % move
     assert [(x.code, x.trigger) for x in snapshot_candidates(h, TriggerConfig(min_score=8.0))] == [
-        ("035720", "volatility"), ("005930", "volatility")]
+        ("035720", "volatility"),
+        ("005930", "volatility"),
+    ]
 
 
 def test_snapshot_history_must_be_in_time_order() -> None:
@@ -168,17 +183,22 @@ def test_snapshot_history_must_be_in_time_order() -> None:
 
 
 def test_snapshot_from_rows_and_bootstrap_by_traded_value() -> None:
-    snap = snapshot_from_rows(T0, [
-        {"code": "005930", "price": 70_000, "volume": 1_000, "trade_value": 70_000_000},
-        {"code": "000660", "price": 150_000, "volume": 1_000, "trade_value": 150_000_000},
-        {"code": "035720", "price": 50_000, "volume": 0, "trade_value": 0},  # no trades: not a candidate
-        {"code": "373220", "price": None, "volume": None, "trade_value": None},
-        {"code": "A00002", "price": 1_000, "volume": 150_000, "trade_value": 150_000_000},  # tie -> by code
-    ])
+    snap = snapshot_from_rows(
+        T0,
+        [
+            {"code": "005930", "price": 70_000, "volume": 1_000, "trade_value": 70_000_000},
+            {"code": "000660", "price": 150_000, "volume": 1_000, "trade_value": 150_000_000},
+            {"code": "035720", "price": 50_000, "volume": 0, "trade_value": 0},  # no trades: not a candidate
+            {"code": "373220", "price": None, "volume": None, "trade_value": None},
+            {"code": "A00002", "price": 1_000, "volume": 150_000, "trade_value": 150_000_000},  # tie -> by code
+        ],
+    )
     b = bootstrap_candidates(snap, 41)
     assert [(c.code, c.trigger, c.score) for c in b] == [
-        ("000660", "bootstrap", 150_000_000.0), ("A00002", "bootstrap", 150_000_000.0),
-        ("005930", "bootstrap", 70_000_000.0)]
+        ("000660", "bootstrap", 150_000_000.0),
+        ("A00002", "bootstrap", 150_000_000.0),
+        ("005930", "bootstrap", 70_000_000.0),
+    ]
     assert [c.code for c in bootstrap_candidates(snap, 2)] == ["000660", "A00002"]
     with pytest.raises(ValueError, match="without a code"):
         snapshot_from_rows(T0, [{"price": 1}])
@@ -226,8 +246,11 @@ def test_stream_velocity_from_exchange_time() -> None:
 def test_stream_volatility_one_minute_window() -> None:
     st = StreamTriggers(CFG)
     base = T0.replace(hour=10)
-    feed(st, "035720", [(base, 10_000, 1), (base + timedelta(seconds=20), 10_200, 1),
-                        (base + timedelta(seconds=50), 10_550, 1)])
+    feed(
+        st,
+        "035720",
+        [(base, 10_000, 1), (base + timedelta(seconds=20), 10_200, 1), (base + timedelta(seconds=50), 10_550, 1)],
+    )
     c = st.candidates(base + timedelta(seconds=50))
     assert [(x.code, x.trigger) for x in c] == [("035720", "volatility")]
     assert c[0].score == pytest.approx(5.5)
@@ -245,8 +268,15 @@ def test_stream_surge_per_minute_interval_against_previous_ten() -> None:
     acml = feed(st, "005930", ticks, acml)
     assert st.candidates(base + timedelta(minutes=11, seconds=59)) == []
     # 10:12: 1,000 shares so far -> 10x the mean of 10:02..10:11
-    feed(st, "005930", [(base + timedelta(minutes=12, seconds=5), 20_000, 600),
-                        (base + timedelta(minutes=12, seconds=10), 20_000, 400)], acml)
+    feed(
+        st,
+        "005930",
+        [
+            (base + timedelta(minutes=12, seconds=5), 20_000, 600),
+            (base + timedelta(minutes=12, seconds=10), 20_000, 400),
+        ],
+        acml,
+    )
     c = st.candidates(base + timedelta(minutes=12, seconds=10))
     assert [(x.code, x.trigger) for x in c] == [("005930", "volume_surge")]
     assert c[0].score == pytest.approx(10.0)
@@ -261,9 +291,15 @@ def test_stream_surge_needs_history_and_skips_the_first_minute() -> None:
     st = StreamTriggers(CFG)
     base = T0.replace(hour=10)
     # first minute (partly observed) has a big volume, then one normal minute, then a burst:
-    feed(st, "005930", [(base + timedelta(seconds=50), 20_000, 5_000),
-                        (base + timedelta(minutes=1, seconds=10), 20_000, 100),
-                        (base + timedelta(minutes=2, seconds=10), 20_000, 5_000)])
+    feed(
+        st,
+        "005930",
+        [
+            (base + timedelta(seconds=50), 20_000, 5_000),
+            (base + timedelta(minutes=1, seconds=10), 20_000, 100),
+            (base + timedelta(minutes=2, seconds=10), 20_000, 5_000),
+        ],
+    )
     # only one usable baseline minute (10:01) -> no surge although the ratio would be 50
     assert st.candidates(base + timedelta(minutes=2, seconds=10)) == []
 

@@ -69,8 +69,10 @@ def test_configured_window_and_bad_windows():
     assert (w.start, w.end) == (kst(d, 9, 5), kst(d, 15, 20))
     w = track_b_window(date(2025, 11, 13), KRX, "09:05-15:20")  # CSAT: shifted too
     assert (w.start, w.end) == (kst(date(2025, 11, 13), 10, 5), kst(date(2025, 11, 13), 16, 20))
-    assert parse_window(DEFAULT_WINDOW) == (datetime.min.replace(hour=9, minute=30).time(),
-                                            datetime.min.replace(hour=15).time())
+    assert parse_window(DEFAULT_WINDOW) == (
+        datetime.min.replace(hour=9, minute=30).time(),
+        datetime.min.replace(hour=15).time(),
+    )
     for bad in ("", "9-15", "15:00-09:30", "09:30-09:30", "25:00-26:00", "09:61-10:00"):
         with pytest.raises(ValueError):
             parse_window(bad)
@@ -80,15 +82,24 @@ def _run_capture(args: list[str], **env: str) -> tuple[int, str, float]:
     full = {k: v for k, v in os.environ.items() if not k.startswith(("KIS_", "OBSERVER_"))}
     full.update(env)
     t0 = time.monotonic()
-    p = subprocess.run([sys.executable, "-m", "observer_assets.track_b.capture", *args], env=full,
-                       capture_output=True, text=True, timeout=60)
+    p = subprocess.run(
+        [sys.executable, "-m", "observer_assets.track_b.capture", *args],
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     return p.returncode, p.stderr, time.monotonic() - t0
 
 
 def test_until_in_the_past_exits_at_once_with_0(tmp_path):
-    rc, err, took = _run_capture(["--until", "2020-01-01T10:00:00+09:00"], OBSERVER_DATA_DIR=str(tmp_path),
-                                 OBSERVER_CALENDAR="open", KIS_REST_URL="http://127.0.0.1:9",
-                                 KIS_WS_URL="ws://127.0.0.1:9")
+    rc, err, took = _run_capture(
+        ["--until", "2020-01-01T10:00:00+09:00"],
+        OBSERVER_DATA_DIR=str(tmp_path),
+        OBSERVER_CALENDAR="open",
+        KIS_REST_URL="http://127.0.0.1:9",
+        KIS_WS_URL="ws://127.0.0.1:9",
+    )
     assert rc == 0, err
     assert '"event": "capture_not_started"' in err and "--until is in the past" in err
     assert took < 15
@@ -96,23 +107,27 @@ def test_until_in_the_past_exits_at_once_with_0(tmp_path):
 
 
 def test_bad_configuration_exits_2_with_a_clear_message(tmp_path):
-    rc, err, _ = _run_capture([], OBSERVER_DATA_DIR=str(tmp_path), OBSERVER_CALENDAR="open",
-                              OBSERVER_TRACK_B_WINDOW="15:00-09:00")
+    rc, err, _ = _run_capture(
+        [], OBSERVER_DATA_DIR=str(tmp_path), OBSERVER_CALENDAR="open", OBSERVER_TRACK_B_WINDOW="15:00-09:00"
+    )
     assert rc == 2, err
     assert '"event": "bad_config"' in err and "OBSERVER_TRACK_B_WINDOW" in err
 
 
-@pytest.mark.parametrize("env, args, what", [
-    ({"OBSERVER_CALENDAR": "weekly"}, [], "OBSERVER_CALENDAR"),
-    ({}, ["--until", "tomorrow"], "--until"),
-    ({}, ["--pins", "005930,00-66"], "pins"),
-    ({"OBSERVER_TRACK_B_PINS": ",".join(f"{i:06d}" for i in range(42))}, [], "42 pins"),
-    ({"OBSERVER_TRACK_B_FAILURE_S": "-1"}, [], "OBSERVER_TRACK_B_FAILURE_S"),
-    ({}, ["--eval-interval", "0"], "--eval-interval"),
-    ({"OBSERVER_TRACK_B_BACKOFF": "1,x"}, [], "OBSERVER_TRACK_B_BACKOFF"),
-    ({"OBSERVER_TRACK_B_MITIGATION": '{"enter1": {"disk": 1}}'}, [], "enter1"),
-    ({"KIS_APP_KEY": "short", "KIS_APP_SECRET": "x"}, [], "KIS_APP_KEY"),
-])
+@pytest.mark.parametrize(
+    "env, args, what",
+    [
+        ({"OBSERVER_CALENDAR": "weekly"}, [], "OBSERVER_CALENDAR"),
+        ({}, ["--until", "tomorrow"], "--until"),
+        ({}, ["--pins", "005930,00-66"], "pins"),
+        ({"OBSERVER_TRACK_B_PINS": ",".join(f"{i:06d}" for i in range(42))}, [], "42 pins"),
+        ({"OBSERVER_TRACK_B_FAILURE_S": "-1"}, [], "OBSERVER_TRACK_B_FAILURE_S"),
+        ({}, ["--eval-interval", "0"], "--eval-interval"),
+        ({"OBSERVER_TRACK_B_BACKOFF": "1,x"}, [], "OBSERVER_TRACK_B_BACKOFF"),
+        ({"OBSERVER_TRACK_B_MITIGATION": '{"enter1": {"disk": 1}}'}, [], "enter1"),
+        ({"KIS_APP_KEY": "short", "KIS_APP_SECRET": "x"}, [], "KIS_APP_KEY"),
+    ],
+)
 def test_bad_configuration_is_refused_by_name(tmp_path, env, args, what):
     with pytest.raises(ConfigError, match=re.escape(what)):
         load_settings(args, {"OBSERVER_DATA_DIR": str(tmp_path), "OBSERVER_CALENDAR": "open", **env})
@@ -125,7 +140,9 @@ def test_settings_defaults_follow_the_spec(tmp_path):
     assert s.backoff == (1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0) and s.window == DEFAULT_WINDOW
     assert (s.mitigation_hold_enter, s.mitigation_hold_recover) == (300.0, 600.0)
     assert s.calendar.mode == "krx" and s.until is None and s.pins == ()
-    s, _ = load_settings(["--pins", "005930, 000660,005930", "--until", "2026-03-10T15:00:00"],
-                         {"OBSERVER_DATA_DIR": str(tmp_path), "OBSERVER_TRACK_B_PINS": "035420"})
+    s, _ = load_settings(
+        ["--pins", "005930, 000660,005930", "--until", "2026-03-10T15:00:00"],
+        {"OBSERVER_DATA_DIR": str(tmp_path), "OBSERVER_TRACK_B_PINS": "035420"},
+    )
     assert s.pins == ("005930", "000660")  # the command line wins over the environment; duplicates dropped
     assert s.until == datetime(2026, 3, 10, 15, 0, tzinfo=KST)  # no offset = KST

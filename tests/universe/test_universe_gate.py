@@ -10,16 +10,15 @@ from datetime import datetime
 import dagster as dg
 import pyarrow.parquet as pq
 
-from observer_resources.storage import lake
+from local_exchange.accounts import demo_credentials
 from observer_assets.backup import daysets
 from observer_assets.orchestration.partitions import calendar, day_key, slot_key
 from observer_assets.track_a.assets import track_a_snapshot
-from observer_resources.storage.layout import slot_dir
 from observer_assets.universe.assets import universe
-from observer_resources.storage.layout import rejected_path, rejection_path, universe_path
 from observer_resources.calendar import KST
 from observer_resources.resources import KisResource
-from local_exchange.accounts import demo_credentials
+from observer_resources.storage import lake
+from observer_resources.storage.layout import rejected_path, rejection_path, slot_dir, universe_path
 
 CHECK = dg.AssetCheckKey(dg.AssetKey("universe"), "universe_count")
 SMALL = {"min_master_codes": 100}
@@ -50,8 +49,9 @@ def events_of(root, event_type: str) -> list[dict]:
 
 def test_a_rejected_universe_is_never_read_and_the_override_publishes_it(env, sim):
     key, secret = demo_credentials(71)
-    kis = KisResource(app_key=key, app_secret=secret, rest_url=sim.rest_url, ws_url=sim.ws_url,
-                      state_dir=str(env / "state"))
+    kis = KisResource(
+        app_key=key, app_secret=secret, rest_url=sim.rest_url, ws_url=sim.ws_url, state_dir=str(env / "state")
+    )
     today = datetime.now(KST).date()
     slot = calendar().slot_at(datetime.now(KST))
     root = lake.data_dir()
@@ -60,8 +60,14 @@ def test_a_rejected_universe_is_never_read_and_the_override_publishes_it(env, si
         inst.add_dynamic_partitions("track_a_slot", [slot_key(slot)])
 
         # 1. the check fails before publishing: the run fails, nothing at universe_path, the table set aside
-        res = dg.materialize([universe], partition_key=day_key(today), instance=inst, resources={"kis": kis},
-                             run_config={"ops": {"universe": {"config": SMALL}}}, raise_on_error=False)
+        res = dg.materialize(
+            [universe],
+            partition_key=day_key(today),
+            instance=inst,
+            resources={"kis": kis},
+            run_config={"ops": {"universe": {"config": SMALL}}},
+            raise_on_error=False,
+        )
         assert not res.success
         (ev,) = res.get_asset_check_evaluations()
         count = ev.metadata["count"].value
@@ -85,8 +91,15 @@ def test_a_rejected_universe_is_never_read_and_the_override_publishes_it(env, si
 
         # 2. Track A for a slot of that day fails, naming the rejected universe, and asks the exchange nothing
         before = sim.admin("stats")["requests_total"]
-        res = dg.materialize([track_a_snapshot, universe], selection=[track_a_snapshot], partition_key=slot_key(slot),
-                             instance=inst, resources={"kis": kis}, run_config={"ops": LIVE}, raise_on_error=False)
+        res = dg.materialize(
+            [track_a_snapshot, universe],
+            selection=[track_a_snapshot],
+            partition_key=slot_key(slot),
+            instance=inst,
+            resources={"kis": kis},
+            run_config={"ops": LIVE},
+            raise_on_error=False,
+        )
         assert not res.success
         text = failure_text(res)
         assert f"the universe of {today} was rejected by its check (count {count} < minimum 100000)" in text
@@ -95,8 +108,13 @@ def test_a_rejected_universe_is_never_read_and_the_override_publishes_it(env, si
         assert not (slot_dir(root, slot) / "snapshot.parquet").exists()
 
         # 3. the operator's override publishes it: WARN result, recorded in the metadata and as an event
-        res = dg.materialize([universe], partition_key=day_key(today), instance=inst, resources={"kis": kis},
-                             run_config={"ops": {"universe": {"config": {**SMALL, "accept_anyway": True}}}})
+        res = dg.materialize(
+            [universe],
+            partition_key=day_key(today),
+            instance=inst,
+            resources={"kis": kis},
+            run_config={"ops": {"universe": {"config": {**SMALL, "accept_anyway": True}}}},
+        )
         assert res.success
         md = res.asset_materializations_for_node("universe")[0].metadata
         assert md["accepted_anyway"].value is True and md["source"].value == "rebuilt from kept inputs"
@@ -106,22 +124,34 @@ def test_a_rejected_universe_is_never_read_and_the_override_publishes_it(env, si
         assert pq.read_table(universe_path(root, today)).equals(refused)
         (acc,) = events_of(root, "universe_accepted_anyway")
         assert acc["day"] == day_key(today) and acc["count"] == count
-        res = dg.materialize([track_a_snapshot, universe], selection=[track_a_snapshot], partition_key=slot_key(slot),
-                             instance=inst, resources={"kis": kis}, run_config={"ops": LIVE})
+        res = dg.materialize(
+            [track_a_snapshot, universe],
+            selection=[track_a_snapshot],
+            partition_key=slot_key(slot),
+            instance=inst,
+            resources={"kis": kis},
+            run_config={"ops": LIVE},
+        )
         assert res.asset_materializations_for_node("track_a_snapshot")[0].metadata["rows"].value == count
 
 
 def test_a_universe_within_bounds_is_published_with_a_passing_result(env, sim, monkeypatch):
     monkeypatch.setenv("OBSERVER_UNIVERSE_MIN_COUNT", "100")
     key, secret = demo_credentials(72)
-    kis = KisResource(app_key=key, app_secret=secret, rest_url=sim.rest_url, ws_url=sim.ws_url,
-                      state_dir=str(env / "state"))
+    kis = KisResource(
+        app_key=key, app_secret=secret, rest_url=sim.rest_url, ws_url=sim.ws_url, state_dir=str(env / "state")
+    )
     today = datetime.now(KST).date()
     root = lake.data_dir()
     with dg.instance_for_test() as inst:
         inst.add_dynamic_partitions("trading_day", [day_key(today)])
-        res = dg.materialize([universe], partition_key=day_key(today), instance=inst, resources={"kis": kis},
-                             run_config={"ops": {"universe": {"config": SMALL}}})
+        res = dg.materialize(
+            [universe],
+            partition_key=day_key(today),
+            instance=inst,
+            resources={"kis": kis},
+            run_config={"ops": {"universe": {"config": SMALL}}},
+        )
         (ev,) = res.get_asset_check_evaluations()
         assert ev.passed and ev.partition == day_key(today) and ev.metadata["accepted_anyway"].value is False
         assert universe_path(root, today).exists() and not rejected_path(root, today).exists()

@@ -34,7 +34,6 @@ from observer_resources.storage.layout import overflow_path
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
 
-
 class Capture:
     """Every configured key's session, the one slot manager they share, the load mitigation and the files."""
 
@@ -50,9 +49,11 @@ class Capture:
         self.events = EventLog(self.data_dir, source=SOURCE)
         self.sessions: dict[str, KeySession] = {}
         self.level = 0
-        self.mitigation = Mitigation(hold_enter=timedelta(seconds=settings.mitigation_hold_enter),
-                                     hold_recover=timedelta(seconds=settings.mitigation_hold_recover),
-                                     thresholds=settings.thresholds)
+        self.mitigation = Mitigation(
+            hold_enter=timedelta(seconds=settings.mitigation_hold_enter),
+            hold_recover=timedelta(seconds=settings.mitigation_hold_recover),
+            thresholds=settings.thresholds,
+        )
         self.triggers = StreamTriggers(TriggerConfig())
         self.manager: SlotManager = None  # type: ignore[assignment]  # built in run()
         self.data_now: datetime | None = None  # newest exchange time seen (stream triggers' clock)
@@ -138,9 +139,19 @@ class Capture:
 
     def _system_state(self) -> dict[str, Any]:
         s = self.last_sample or {}
-        return {"cpu_pct": s.get("cpu_pct"), "mem_pct": s.get("mem_pct"), "mitigation_level": self.level,
-                "ws": {k: {"connected": x.client.connected, "registered": len(x.client.registered),
-                           "reconnects": x.client.stats.reconnects} for k, x in self.sessions.items()}}
+        return {
+            "cpu_pct": s.get("cpu_pct"),
+            "mem_pct": s.get("mem_pct"),
+            "mitigation_level": self.level,
+            "ws": {
+                k: {
+                    "connected": x.client.connected,
+                    "registered": len(x.client.registered),
+                    "reconnects": x.client.stats.reconnects,
+                }
+                for k, x in self.sessions.items()
+            },
+        }
 
     def _record(self, d: Decision) -> None:
         rec = d.ledger
@@ -149,14 +160,18 @@ class Capture:
                 append_jsonl(overflow_path(self.data_dir, rec.timestamp.astimezone(KST).date()), rec.to_json())
                 self.overflow_records += 1
             except OSError as exc:
-                log_event(logging.ERROR, "overflow_ledger_write_failed", error=str(exc),
-                          rejected=len(rec.rejected))
+                log_event(logging.ERROR, "overflow_ledger_write_failed", error=str(exc), rejected=len(rec.rejected))
         for a in rec.actions:
             fields = {("slot_" + k if k in ("at", "timestamp", "event_type", "source") else k): v for k, v in a.items()}
             self.events.emit("slot_change", **fields)
         if rec.actions or rec.rejected:
-            log_event(logging.INFO, "slot_evaluation", actions=len(rec.actions), rejected=len(rec.rejected),
-                      occupancy={k: v["held"] for k, v in rec.occupancy.items()})
+            log_event(
+                logging.INFO,
+                "slot_evaluation",
+                actions=len(rec.actions),
+                rejected=len(rec.rejected),
+                occupancy={k: v["held"] for k, v in rec.occupancy.items()},
+            )
         held = {s.code for s in self.manager.slots()}
         for code in self.triggers.codes():
             if code not in held:
@@ -226,11 +241,20 @@ class Capture:
                 means.append(m)
             lags.append(lag_max)
         lag = max(lags, default=0.0)
-        sample = Sample(at=now, cpu_pct=round(cpu, 2), mem_pct=round(mem.percent, 2),
-                        write_latency_ms=round(max(p99s, default=0.0) * 1e3, 3), queue_lag_s=round(lag, 4))
-        self.last_sample = {**sample.values(), "at": iso(now), "mem_known": mem.available,
-                            "write_latency_mean_60s_ms": round(max(means, default=0.0) * 1e3, 3),
-                            "rss_bytes": sysstat.process_rss_bytes()}
+        sample = Sample(
+            at=now,
+            cpu_pct=round(cpu, 2),
+            mem_pct=round(mem.percent, 2),
+            write_latency_ms=round(max(p99s, default=0.0) * 1e3, 3),
+            queue_lag_s=round(lag, 4),
+        )
+        self.last_sample = {
+            **sample.values(),
+            "at": iso(now),
+            "mem_known": mem.available,
+            "write_latency_mean_60s_ms": round(max(means, default=0.0) * 1e3, 3),
+            "rss_bytes": sysstat.process_rss_bytes(),
+        }
         change = self.mitigation.update(sample)
         if change is not None:
             self.level = change.new
@@ -247,12 +271,21 @@ class Capture:
     def status(self) -> dict[str, Any]:
         now = clock.now()
         return {
-            "pid": os.getpid(), "run_id": self.run_id, "state": self.state, "started_at": iso(self.started_at),
-            "updated_at": iso(now), "updated_wall": time.time(),
+            "pid": os.getpid(),
+            "run_id": self.run_id,
+            "state": self.state,
+            "started_at": iso(self.started_at),
+            "updated_at": iso(now),
+            "updated_wall": time.time(),
             "window": self.window.as_dict() if self.window else None,
-            "stop_at": iso(self.stop_at), "stop_reason": self.stop_reason, "mitigation_level": self.level,
-            "load": self.last_sample, "evaluations": self.evaluations, "overflow_records": self.overflow_records,
-            "pins": list(self.settings.pins), "anomalies": self.anomalies,
+            "stop_at": iso(self.stop_at),
+            "stop_reason": self.stop_reason,
+            "mitigation_level": self.level,
+            "load": self.last_sample,
+            "evaluations": self.evaluations,
+            "overflow_records": self.overflow_records,
+            "pins": list(self.settings.pins),
+            "anomalies": self.anomalies,
             "keys": {k: s.status(now) for k, s in self.sessions.items()},
         }
 
@@ -284,15 +317,24 @@ class Capture:
         now = clock.now()
         self.window = track_b_window(now.date(), self.settings.calendar, self.settings.window)
         if self.window is None:
-            log_event(logging.INFO, "capture_not_started", reason="no Track B window today (market closed)",
-                      day=now.date().isoformat(), calendar=self.settings.calendar.mode)
+            log_event(
+                logging.INFO,
+                "capture_not_started",
+                reason="no Track B window today (market closed)",
+                day=now.date().isoformat(),
+                calendar=self.settings.calendar.mode,
+            )
             return EXIT_OK
         self.stop_at = self.window.end if self.settings.until is None else min(self.settings.until, self.window.end)
         if now >= self.stop_at:
-            why = "--until is in the past" if self.settings.until is not None and self.settings.until <= now \
+            why = (
+                "--until is in the past"
+                if self.settings.until is not None and self.settings.until <= now
                 else "today's window is over"
-            log_event(logging.INFO, "capture_not_started", reason=why, stop_at=self.stop_at,
-                      window=self.window.as_dict())
+            )
+            log_event(
+                logging.INFO, "capture_not_started", reason=why, stop_at=self.stop_at, window=self.window.as_dict()
+            )
             return EXIT_OK
         prev_status = read_status(self.data_dir)
         if now < self.window.start:
@@ -310,26 +352,58 @@ class Capture:
         day = self.window.day
         recoveries: dict[str, list[Recovery]] = {}
         store_dir = self.data_dir / "state"
-        ctx = SessionContext(run_id=self.run_id, settings=self.settings, events=self.events, triggers=self.triggers,
-                             recording_from=self.recording_from, t0=self.t0, process_t0=self._proc_t0, host=self)
+        ctx = SessionContext(
+            run_id=self.run_id,
+            settings=self.settings,
+            events=self.events,
+            triggers=self.triggers,
+            recording_from=self.recording_from,
+            t0=self.t0,
+            process_t0=self._proc_t0,
+            host=self,
+        )
         for config in self.configs:
             recoveries[config.key_id] = await asyncio.to_thread(recover_key, self.data_dir, config.key_id, day)
         for config in self.configs:
             key_id = config.key_id
-            journal = Journal(self.data_dir, key_id, run_id=self.run_id,
-                              on_event=lambda ev, k=key_id: self._journal_event(k, ev))
+            journal = Journal(
+                self.data_dir, key_id, run_id=self.run_id, on_event=lambda ev, k=key_id: self._journal_event(k, ev)
+            )
             tokens = open_token_provider(config, store_dir, events=self.events)  # PostgreSQL if OBSERVER_STATE_DB_URL
             self.sessions[key_id] = KeySession(ctx, config, tokens, journal)
         self.manager = SlotManager(list(self.sessions), pins=list(self.settings.pins), now=clock.now())
         self.snapshots = TrackASnapshots(self.settings.lake_dir or self.data_dir, day)
-        self.events.emit("capture_started", run_id=self.run_id, pid=os.getpid(), keys=list(self.sessions),
-                         window=self.window.as_dict(), stop_at=self.stop_at, pins=list(self.settings.pins),
-                         calendar=self.settings.calendar.mode, failure_after_s=self.settings.failure_after)
-        log_event(logging.INFO, "capture_started", run_id=self.run_id, keys=list(self.sessions),
-                  window=self.window.as_dict(), stop_at=self.stop_at, pins=len(self.settings.pins),
-                  setup_s=round(time.monotonic() - self.t0, 3))
-        settle_restart_gaps(self.sessions, self.events, data_dir=self.data_dir, day=day, started_at=self.started_at,
-                            run_id=self.run_id, prev_status=prev_status, recoveries=recoveries)
+        self.events.emit(
+            "capture_started",
+            run_id=self.run_id,
+            pid=os.getpid(),
+            keys=list(self.sessions),
+            window=self.window.as_dict(),
+            stop_at=self.stop_at,
+            pins=list(self.settings.pins),
+            calendar=self.settings.calendar.mode,
+            failure_after_s=self.settings.failure_after,
+        )
+        log_event(
+            logging.INFO,
+            "capture_started",
+            run_id=self.run_id,
+            keys=list(self.sessions),
+            window=self.window.as_dict(),
+            stop_at=self.stop_at,
+            pins=len(self.settings.pins),
+            setup_s=round(time.monotonic() - self.t0, 3),
+        )
+        settle_restart_gaps(
+            self.sessions,
+            self.events,
+            data_dir=self.data_dir,
+            day=day,
+            started_at=self.started_at,
+            run_id=self.run_id,
+            prev_status=prev_status,
+            recoveries=recoveries,
+        )
         self.state = "running"
         try:  # pins, then Track A triggers, then bootstrap; the clients are not running yet
             await self.evaluate(start=True)
@@ -341,8 +415,9 @@ class Capture:
         loops = [
             asyncio.create_task(self._every(self.settings.eval_interval, self.evaluate, "evaluation")),
             asyncio.create_task(self._every(self.settings.sample_interval, self._sample, "load sample")),
-            asyncio.create_task(self._every(min(1.0, self.settings.failure_after / 4), self._check_failures,
-                                            "failure rule")),
+            asyncio.create_task(
+                self._every(min(1.0, self.settings.failure_after / 4), self._check_failures, "failure rule")
+            ),
             asyncio.create_task(self._every(self.settings.status_interval, self._write_status, "status")),
         ]
         await self._write_status()
@@ -353,15 +428,20 @@ class Capture:
         if stopper not in done:  # a session's run() ended by itself: a bug; the supervisor restarts us
             for t in done:
                 exc = t.exception() if not t.cancelled() else None
-                log_event(logging.CRITICAL, "session_ended_unexpectedly", task=t.get_name(),
-                          error=f"{type(exc).__name__}: {exc}" if exc else "returned")
+                log_event(
+                    logging.CRITICAL,
+                    "session_ended_unexpectedly",
+                    task=t.get_name(),
+                    error=f"{type(exc).__name__}: {exc}" if exc else "returned",
+                )
             self.request_stop("session ended unexpectedly")
             code = EXIT_FAILED
         else:
             stopper.result()
             if self.stop_reason is None:
-                self.stop_reason = "until" if self.settings.until is not None and self.stop_at == self.settings.until \
-                    else "window end"
+                self.stop_reason = (
+                    "until" if self.settings.until is not None and self.stop_at == self.settings.until else "window end"
+                )
         stopper.cancel()
         await self._shutdown(loops)
         return code
@@ -394,8 +474,11 @@ class Capture:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
         now = clock.now()
-        mid_window = (self.stop_reason or "").startswith("signal") and self.stop_at is not None \
+        mid_window = (
+            (self.stop_reason or "").startswith("signal")
+            and self.stop_at is not None
             and now < self.stop_at - timedelta(seconds=1)
+        )
         for s in self.sessions.values():
             if s.gap is not None:
                 s.close_gap(now, closed_by="capture_stopped")
@@ -413,6 +496,11 @@ class Capture:
             await self._write_status()
         except OSError as exc:
             log_event(logging.ERROR, "status_write_failed", error=str(exc))
-        self.events.emit("capture_stopped", run_id=self.run_id, reason=self.stop_reason, keys=summary,
-                         ran_s=round(time.monotonic() - self.t0, 3))
+        self.events.emit(
+            "capture_stopped",
+            run_id=self.run_id,
+            reason=self.stop_reason,
+            keys=summary,
+            ran_s=round(time.monotonic() - self.t0, 3),
+        )
         log_event(logging.INFO, "capture_stopped", run_id=self.run_id, reason=self.stop_reason, keys=summary)

@@ -37,4 +37,3 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     except Exception:
         log.exception("capture: unexpected failure")
         return EXIT_FAILED
-

@@ -55,5 +55,8 @@ def setup_logging(stream=None, level: int = logging.INFO) -> logging.Handler:  #
 
 
 def log_event(level: int, event: str, **fields: Any) -> None:
-    log.log(level, event, extra={"event": event, "fields": {k: iso(v) if isinstance(v, datetime) else v
-                                                             for k, v in fields.items()}})
+    log.log(
+        level,
+        event,
+        extra={"event": event, "fields": {k: iso(v) if isinstance(v, datetime) else v for k, v in fields.items()}},
+    )

@@ -43,9 +43,17 @@ def recover_key(data_dir: Path, key_id: str, day: date) -> list[Recovery]:
         os.close(fd)  # releases the lock; the Journal takes it again at once
 
 
-def settle_restart_gaps(sessions: Mapping[str, KeySession], events: EventLog, *, data_dir: Path, day: date,
-                        started_at: datetime, run_id: str, prev_status: dict[str, Any] | None,
-                        recoveries: Mapping[str, list[Recovery]]) -> None:
+def settle_restart_gaps(
+    sessions: Mapping[str, KeySession],
+    events: EventLog,
+    *,
+    data_dir: Path,
+    day: date,
+    started_at: datetime,
+    run_id: str,
+    prev_status: dict[str, Any] | None,
+    recoveries: Mapping[str, list[Recovery]],
+) -> None:
     """Record the hole a dead predecessor left (package doc, "restart"), and settle gaps it left open."""
     try:
         stale = [g for g in gaps(data_dir, day) if g.end is None]
@@ -59,7 +67,7 @@ def settle_restart_gaps(sessions: Mapping[str, KeySession], events: EventLog, *,
             start = max((r.last_rx for r in recs if r.last_rx is not None), default=None)
             basis = "last durable frame"
             if start is None and prev_status:
-                st = ((prev_status.get("keys") or {}).get(key_id) or {})
+                st = (prev_status.get("keys") or {}).get(key_id) or {}
                 cand = st.get("journal_durable_upto") or st.get("last_rx") or prev_status.get("updated_at")
                 if cand:
                     start, basis = datetime.fromisoformat(cand), "previous status file"
@@ -70,26 +78,62 @@ def settle_restart_gaps(sessions: Mapping[str, KeySession], events: EventLog, *,
             cut = sum(r.cut_bytes for r in recs)
             for g in mine:  # the dead process's open gap ends where the restart hole begins
                 end = max(g.start, start)
-                events.gap_close(g.gap_id, scope=g.scope,  # type: ignore[arg-type]
-                                 reason=g.reason, severity=g.severity,  # type: ignore[arg-type]
-                                 start=g.start, end=end, session_id=str(g.metadata.get("run", "?")),
-                                 symbol=g.symbol, **{**dict(g.metadata), "closed_by": "restart",
-                                                     "closed_by_run": run_id})
+                events.gap_close(
+                    g.gap_id,
+                    scope=g.scope,  # type: ignore[arg-type]
+                    reason=g.reason,
+                    severity=g.severity,  # type: ignore[arg-type]
+                    start=g.start,
+                    end=end,
+                    session_id=str(g.metadata.get("run", "?")),
+                    symbol=g.symbol,
+                    **{**dict(g.metadata), "closed_by": "restart", "closed_by_run": run_id},
+                )
             detail = [r.as_dict() for r in recs]
-            s.open_gap(start, "system_error", "major", kind="restart", start_basis=basis, cut_bytes=cut,
-                       segments=[str(r.path) for r in recs], previous_pid=(prev_status or {}).get("pid"),
-                       previous_run=(prev_status or {}).get("run_id"))
-            events.emit("capture_recovered", key_id=key_id, run_id=run_id, segments=detail,
-                        cut_bytes=cut, last_durable_rx=start, start_basis=basis, gap_id=s.gap.gap_id)
-            log_event(logging.WARNING, "capture_recovered", key_id=key_id, cut_bytes=cut, last_durable_rx=start,
-                      start_basis=basis, segments=len(recs), gap_id=s.gap.gap_id)
+            s.open_gap(
+                start,
+                "system_error",
+                "major",
+                kind="restart",
+                start_basis=basis,
+                cut_bytes=cut,
+                segments=[str(r.path) for r in recs],
+                previous_pid=(prev_status or {}).get("pid"),
+                previous_run=(prev_status or {}).get("run_id"),
+            )
+            events.emit(
+                "capture_recovered",
+                key_id=key_id,
+                run_id=run_id,
+                segments=detail,
+                cut_bytes=cut,
+                last_durable_rx=start,
+                start_basis=basis,
+                gap_id=s.gap.gap_id,
+            )
+            log_event(
+                logging.WARNING,
+                "capture_recovered",
+                key_id=key_id,
+                cut_bytes=cut,
+                last_durable_rx=start,
+                start_basis=basis,
+                segments=len(recs),
+                gap_id=s.gap.gap_id,
+            )
         elif mine:  # a clean stop left its gap open (manual_stop): it ends when this session is registered
             g = mine[-1]
             s.adopt_gap(OpenGap(g.gap_id, g.start, g.reason, g.severity, run_id, dict(g.metadata)))
             for other in mine[:-1]:
-                events.gap_close(other.gap_id, scope=other.scope,  # type: ignore[arg-type]
-                                 reason=other.reason,
-                                 severity=other.severity, start=other.start, end=max(other.start, g.start),
-                                 session_id=run_id, symbol=other.symbol,
-                                 **{**dict(other.metadata), "closed_by": "restart"})
+                events.gap_close(
+                    other.gap_id,
+                    scope=other.scope,  # type: ignore[arg-type]
+                    reason=other.reason,
+                    severity=other.severity,
+                    start=other.start,
+                    end=max(other.start, g.start),
+                    session_id=run_id,
+                    symbol=other.symbol,
+                    **{**dict(other.metadata), "closed_by": "restart"},
+                )
             log_event(logging.INFO, "gap_adopted", key_id=key_id, gap_id=g.gap_id, reason=g.reason, start=g.start)

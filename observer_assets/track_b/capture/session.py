@@ -106,8 +106,13 @@ class KeySession:
         self.tokens = tokens
         self.journal = journal
         self.client = KisWebSocketClient(
-            config, tokens, on_trades=self._on_trades, on_event=self._on_event, on_frame=self._on_frame,
-            backoff=s.backoff, key_in_use_backoff=s.key_in_use_backoff,
+            config,
+            tokens,
+            on_trades=self._on_trades,
+            on_event=self._on_event,
+            on_frame=self._on_frame,
+            backoff=s.backoff,
+            key_in_use_backoff=s.key_in_use_backoff,
         )
         self.task: asyncio.Task | None = None
         self.apply_lock = asyncio.Lock()
@@ -150,8 +155,13 @@ class KeySession:
         except Exception as exc:
             self.not_recorded += 1
             if self.not_recorded <= _LOG_FIRST_BAD or self.not_recorded % 1000 == 0:
-                log_event(logging.CRITICAL, "frame_not_recorded", key_id=self.key_id, count=self.not_recorded,
-                          error=f"{type(exc).__name__}: {exc}"[:300])
+                log_event(
+                    logging.CRITICAL,
+                    "frame_not_recorded",
+                    key_id=self.key_id,
+                    count=self.not_recorded,
+                    error=f"{type(exc).__name__}: {exc}"[:300],
+                )
         self.frames += 1
         self.last_rx = rx
         if conn != self._conn:
@@ -160,16 +170,28 @@ class KeySession:
         if self.first_frame_at is None:
             self.first_frame_at = rx
             mono, p0 = time.monotonic(), self.ctx.process_t0
-            log_event(logging.INFO, "first_frame", key_id=self.key_id, rx=rx,
-                      since_start_s=round(mono - self.ctx.t0, 3),
-                      since_process_start_s=round(mono - p0, 3) if p0 is not None else None)
+            log_event(
+                logging.INFO,
+                "first_frame",
+                key_id=self.key_id,
+                rx=rx,
+                since_start_s=round(mono - self.ctx.t0, 3),
+                since_process_start_s=round(mono - p0, 3) if p0 is not None else None,
+            )
         if meta:
             if "bad" in meta:
                 self.bad_frames += 1
                 n = self.bad_frames
                 if n <= _LOG_FIRST_BAD or n % 1000 == 0:
-                    log_event(logging.WARNING, "malformed_frame", key_id=self.key_id, count=n, reason=meta["bad"],
-                              excerpt=getattr(msg, "raw_excerpt", "")[:200], conn=conn)
+                    log_event(
+                        logging.WARNING,
+                        "malformed_frame",
+                        key_id=self.key_id,
+                        count=n,
+                        reason=meta["bad"],
+                        excerpt=getattr(msg, "raw_excerpt", "")[:200],
+                        conn=conn,
+                    )
             else:
                 self.rejected_records += meta["rej"]
 
@@ -186,8 +208,13 @@ class KeySession:
             except ValueError as exc:
                 self.bad_trades += 1
                 if self.bad_trades <= _LOG_FIRST_BAD:
-                    log_event(logging.WARNING, "trade_not_usable_for_triggers", key_id=self.key_id, code=t.code,
-                              error=str(exc)[:200])
+                    log_event(
+                        logging.WARNING,
+                        "trade_not_usable_for_triggers",
+                        key_id=self.key_id,
+                        code=t.code,
+                        error=str(exc)[:200],
+                    )
             if latest is None or t.exchange_dt > latest:
                 latest = t.exchange_dt
         if latest is not None:
@@ -221,15 +248,26 @@ class KeySession:
         at = datetime.fromisoformat(ev["at"])
         self.ever_connected = True
         self.host.slots_reconnected(self.key_id, self.client.registered, at)
-        fields = {"key_id": self.key_id, "session_id": self.session_id, "reconnect": ev.get("reconnect"),
-                  "outage_seconds": ev.get("outage_seconds"), "registered": ev.get("registered"),
-                  "desired": ev.get("desired"), "reconnects": self.client.stats.reconnects}
+        fields = {
+            "key_id": self.key_id,
+            "session_id": self.session_id,
+            "reconnect": ev.get("reconnect"),
+            "outage_seconds": ev.get("outage_seconds"),
+            "registered": ev.get("registered"),
+            "desired": ev.get("desired"),
+            "reconnects": self.client.stats.reconnects,
+        }
         self.events.emit("ws_connected", **fields)
         log_event(logging.INFO, "ws_connected", **fields)
         if self.gap is not None:
             first = self.conn_first_frame if self._conn == self.client.connection_id else None
-            self.close_gap(at, first_frame_at=first, resubscribed_at=at, registered=ev.get("registered"),
-                           reconnect_attempts=self.connect_failures)
+            self.close_gap(
+                at,
+                first_frame_at=first,
+                resubscribed_at=at,
+                registered=ev.get("registered"),
+                reconnect_attempts=self.connect_failures,
+            )
         self.connect_failures = 0
         self.host.schedule_apply(self.key_id)
 
@@ -237,12 +275,24 @@ class KeySession:
         at = datetime.fromisoformat(ev["at"])
         last = datetime.fromisoformat(ev["last_rx_at"]) if ev.get("last_rx_at") else None
         self.last_error = ev.get("reason")
-        fields = {"key_id": self.key_id, "reason": ev.get("reason"), "attempt": ev.get("attempt"),
-                  "retry_in_seconds": ev.get("retry_in_seconds"), "last_rx_at": iso(last),
-                  "session_id": self.session_id}
+        fields = {
+            "key_id": self.key_id,
+            "reason": ev.get("reason"),
+            "attempt": ev.get("attempt"),
+            "retry_in_seconds": ev.get("retry_in_seconds"),
+            "last_rx_at": iso(last),
+            "session_id": self.session_id,
+        }
         if self.gap is None:
-            self.open_gap(last or at, "ws_disconnect", "major", kind="disconnect", detected_at=at, last_rx_at=last,
-                          ws_reason=ev.get("reason"))
+            self.open_gap(
+                last or at,
+                "ws_disconnect",
+                "major",
+                kind="disconnect",
+                detected_at=at,
+                last_rx_at=last,
+                ws_reason=ev.get("reason"),
+            )
         fields["gap_id"] = self.gap.gap_id if self.gap else None
         self.events.emit("ws_disconnect", **fields)
         log_event(logging.WARNING, "ws_disconnect", **fields)
@@ -251,11 +301,21 @@ class KeySession:
         self.connect_failures += 1
         self.last_error = ev.get("reason")
         if self.gap is None:  # failing from the start: nothing has been recorded since the process began
-            self.open_gap(self.ctx.recording_from, "ws_disconnect", "major", kind="never_connected",
-                          detected_at=datetime.fromisoformat(ev["at"]), ws_reason=ev.get("reason"))
-        fields = {"key_id": self.key_id, "reason": ev.get("reason"), "attempt": ev.get("attempt"),
-                  "retry_in_seconds": ev.get("retry_in_seconds"),
-                  "gap_id": self.gap.gap_id if self.gap else None}
+            self.open_gap(
+                self.ctx.recording_from,
+                "ws_disconnect",
+                "major",
+                kind="never_connected",
+                detected_at=datetime.fromisoformat(ev["at"]),
+                ws_reason=ev.get("reason"),
+            )
+        fields = {
+            "key_id": self.key_id,
+            "reason": ev.get("reason"),
+            "attempt": ev.get("attempt"),
+            "retry_in_seconds": ev.get("retry_in_seconds"),
+            "gap_id": self.gap.gap_id if self.gap else None,
+        }
         self.events.emit("ws_connect_failed", **fields)
         log_event(logging.WARNING, "ws_connect_failed", **fields)
 
@@ -264,11 +324,26 @@ class KeySession:
     def open_gap(self, start: datetime, reason: str, severity: str, **metadata: Any) -> OpenGap:
         meta = {"key_id": self.key_id, "provider": "kis", "market": "krx", "run": self.ctx.run_id, **metadata}
         meta = {k: iso(v) if isinstance(v, datetime) else v for k, v in meta.items()}
-        gid = self.events.gap_open(scope="scalp", reason=reason, severity=severity,  # type: ignore[arg-type]
-                                   start=start, session_id=self.session_id, symbol=None, **meta)
+        gid = self.events.gap_open(
+            scope="scalp",
+            reason=reason,
+            severity=severity,  # type: ignore[arg-type]
+            start=start,
+            session_id=self.session_id,
+            symbol=None,
+            **meta,
+        )
         self.gap = OpenGap(gid, start, reason, severity, self.session_id, meta)
-        log_event(logging.WARNING, "gap_open", key_id=self.key_id, gap_id=gid, reason=reason, severity=severity,
-                  start=start, kind=meta.get("kind"))
+        log_event(
+            logging.WARNING,
+            "gap_open",
+            key_id=self.key_id,
+            gap_id=gid,
+            reason=reason,
+            severity=severity,
+            start=start,
+            kind=meta.get("kind"),
+        )
         return self.gap
 
     def close_gap(self, end: datetime, **metadata: Any) -> None:
@@ -280,18 +355,43 @@ class KeySession:
         secs = (end - g.start).total_seconds()
         severity = "critical" if (g.escalated or secs > self.ctx.settings.failure_after) else g.severity
         meta = {**g.metadata, **{k: iso(v) if isinstance(v, datetime) else v for k, v in metadata.items()}}
-        self.events.gap_close(g.gap_id, scope="scalp", reason=g.reason, severity=severity,  # type: ignore[arg-type]
-                              start=g.start, end=end, session_id=g.session_id, symbol=None, **meta)
+        self.events.gap_close(
+            g.gap_id,
+            scope="scalp",
+            reason=g.reason,
+            severity=severity,  # type: ignore[arg-type]
+            start=g.start,
+            end=end,
+            session_id=g.session_id,
+            symbol=None,
+            **meta,
+        )
         if g.reason == "ws_disconnect":
             self.gap_seconds += secs
-        log_event(logging.WARNING if severity != "critical" else logging.ERROR, "gap_close", key_id=self.key_id,
-                  gap_id=g.gap_id, reason=g.reason, severity=severity, start=g.start, end=end,
-                  seconds=round(secs, 3))
+        log_event(
+            logging.WARNING if severity != "critical" else logging.ERROR,
+            "gap_close",
+            key_id=self.key_id,
+            gap_id=g.gap_id,
+            reason=g.reason,
+            severity=severity,
+            start=g.start,
+            end=end,
+            seconds=round(secs, 3),
+        )
         if severity == "critical":
-            self.host.anomaly("critical_gap", {"key_id": self.key_id, "gap_id": g.gap_id, "reason": g.reason,
-                                               "gap_start": iso(g.start), "gap_end": iso(end),
-                                               "gap_seconds": round(secs, 3),
-                                               "threshold_seconds": self.ctx.settings.failure_after})
+            self.host.anomaly(
+                "critical_gap",
+                {
+                    "key_id": self.key_id,
+                    "gap_id": g.gap_id,
+                    "reason": g.reason,
+                    "gap_start": iso(g.start),
+                    "gap_end": iso(end),
+                    "gap_seconds": round(secs, 3),
+                    "threshold_seconds": self.ctx.settings.failure_after,
+                },
+            )
 
     def adopt_gap(self, g: OpenGap) -> None:
         self.gap = g
@@ -306,13 +406,29 @@ class KeySession:
             return
         g.escalated = True
         failure_after = self.ctx.settings.failure_after
-        values = {"key_id": self.key_id, "failing_since": iso(g.start), "failing_seconds": round(secs, 3),
-                  "threshold_seconds": failure_after, "connect_failures": self.connect_failures,
-                  "last_error": self.last_error, "gap_id": g.gap_id}
-        self.events.emit("gap_marker", gap_id=g.gap_id, state="open", symbol=None, gap_start_ts=g.start,
-                         gap_end_ts=None, gap_seconds=None, scope="scalp", reason=g.reason, severity="critical",
-                         session_id=g.session_id, metadata={**g.metadata, "escalated_at": iso(now),
-                                                            "escalation": "5-minute failure rule"})
+        values = {
+            "key_id": self.key_id,
+            "failing_since": iso(g.start),
+            "failing_seconds": round(secs, 3),
+            "threshold_seconds": failure_after,
+            "connect_failures": self.connect_failures,
+            "last_error": self.last_error,
+            "gap_id": g.gap_id,
+        }
+        self.events.emit(
+            "gap_marker",
+            gap_id=g.gap_id,
+            state="open",
+            symbol=None,
+            gap_start_ts=g.start,
+            gap_end_ts=None,
+            gap_seconds=None,
+            scope="scalp",
+            reason=g.reason,
+            severity="critical",
+            session_id=g.session_id,
+            metadata={**g.metadata, "escalated_at": iso(now), "escalation": "5-minute failure rule"},
+        )
         self.host.anomaly("ws_failure_5min", values)  # on disk before the event that announces it
         self.events.emit("ws_failure_critical", rule="ws_failure_5min", severity="critical", **values)
         log_event(logging.CRITICAL, "ws_failure_critical", **values)
@@ -326,10 +442,16 @@ class KeySession:
 
     def summary(self, now: datetime) -> dict[str, Any]:
         """The session's totals for the ``capture_stopped`` event."""
-        return {"frames": self.frames, "ticks": self.ticks, "bad_frames": self.bad_frames,
-                "frames_not_recorded": self.not_recorded, "reconnects": self.client.stats.reconnects,
-                "disconnected_seconds": self.outage_seconds(now), "journal_lines": self.journal.lines,
-                "journal_durable_seq": self.journal.durable_seq}
+        return {
+            "frames": self.frames,
+            "ticks": self.ticks,
+            "bad_frames": self.bad_frames,
+            "frames_not_recorded": self.not_recorded,
+            "reconnects": self.client.stats.reconnects,
+            "disconnected_seconds": self.outage_seconds(now),
+            "journal_lines": self.journal.lines,
+            "journal_durable_seq": self.journal.durable_seq,
+        }
 
     def outage_seconds(self, now: datetime) -> float:
         cur = (now - self.gap.start).total_seconds() if self.gap and self.gap.reason == "ws_disconnect" else 0.0
@@ -339,18 +461,34 @@ class KeySession:
         j = self.journal
         c = self.client
         return {
-            "connected": c.connected, "connection_id": c.connection_id,
-            "registered": sorted(c.registered), "desired": list(c.desired),
-            "last_rx": iso(self.last_rx), "first_frame_at": iso(self.first_frame_at),
-            "frames": self.frames, "ticks": self.ticks, "bad_frames": self.bad_frames,
-            "rejected_records": self.rejected_records, "frames_not_recorded": self.not_recorded,
-            "reconnects": c.stats.reconnects, "disconnects": c.stats.disconnects,
+            "connected": c.connected,
+            "connection_id": c.connection_id,
+            "registered": sorted(c.registered),
+            "desired": list(c.desired),
+            "last_rx": iso(self.last_rx),
+            "first_frame_at": iso(self.first_frame_at),
+            "frames": self.frames,
+            "ticks": self.ticks,
+            "bad_frames": self.bad_frames,
+            "rejected_records": self.rejected_records,
+            "frames_not_recorded": self.not_recorded,
+            "reconnects": c.stats.reconnects,
+            "disconnects": c.stats.disconnects,
             "connect_failures": c.stats.connect_failures,
             "disconnected_seconds": self.outage_seconds(now),
             "mitigation_level": self.host.level,
-            "journal_durable_upto": iso(j.durable_upto), "journal_durable_seq": j.durable_seq,
-            "journal_error": j.error, "journal_queue": j.queue_depth,
-            "open_gap": ({"gap_id": self.gap.gap_id, "reason": self.gap.reason, "start": iso(self.gap.start),
-                          "severity": "critical" if self.gap.escalated else self.gap.severity}
-                         if self.gap else None),
+            "journal_durable_upto": iso(j.durable_upto),
+            "journal_durable_seq": j.durable_seq,
+            "journal_error": j.error,
+            "journal_queue": j.queue_depth,
+            "open_gap": (
+                {
+                    "gap_id": self.gap.gap_id,
+                    "reason": self.gap.reason,
+                    "start": iso(self.gap.start),
+                    "severity": "critical" if self.gap.escalated else self.gap.severity,
+                }
+                if self.gap
+                else None
+            ),
         }

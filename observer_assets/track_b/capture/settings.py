@@ -12,6 +12,7 @@ from typing import Any
 
 from observer_assets.track_b.mitigation import METRICS, Thresholds
 from observer_assets.track_b.window import ENV_WINDOW, parse_window
+from observer_resources import settings as settings_mod
 from observer_resources.calendar import KST
 from observer_resources.calendar.market import MarketCalendar, calendar_from_env
 from observer_resources.dates import parse_iso_datetime
@@ -19,7 +20,6 @@ from observer_resources.kis.config import KisConfig, configs_from_env
 from observer_resources.kis.errors import KisConfigError
 from observer_resources.kis.protocol import WS_MAX_REGISTRATIONS
 from observer_resources.kis.ws import DEFAULT_BACKOFF
-from observer_resources import settings as settings_mod
 from observer_resources.storage import lake
 
 
@@ -69,8 +69,9 @@ def parse_until(text: str) -> datetime:
     try:
         dt = parse_iso_datetime(text.strip(), "--until")
     except ValueError:
-        raise ConfigError(f"--until must be an ISO 8601 instant (e.g. 2026-03-10T15:00:00+09:00), "
-                          f"got {text!r}") from None
+        raise ConfigError(
+            f"--until must be an ISO 8601 instant (e.g. 2026-03-10T15:00:00+09:00), got {text!r}"
+        ) from None
     return dt.replace(tzinfo=KST) if dt.tzinfo is None else dt.astimezone(KST)
 
 
@@ -88,8 +89,10 @@ def _thresholds(spec: Mapping[str, Any]) -> Thresholds:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m observer_assets.track_b.capture",
-                                 description="Track B capture: one KIS WebSocket session per app key.")
+    ap = argparse.ArgumentParser(
+        prog="python -m observer_assets.track_b.capture",
+        description="Track B capture: one KIS WebSocket session per app key.",
+    )
     ap.add_argument("--until", help="stop at this instant (ISO 8601; no offset = KST); default: the window's end")
     ap.add_argument("--pins", help="comma-separated codes that always hold a slot (default OBSERVER_TRACK_B_PINS)")
     ap.add_argument("--status-interval", type=float, default=2.0, help="seconds between status file writes")
@@ -107,6 +110,7 @@ def load_settings(argv: Sequence[str] | None, environ: Mapping[str, str]) -> tup
         cal = calendar_from_env(dict(environ))
     except (KisConfigError, ValueError) as exc:
         raise ConfigError(str(exc)) from None
+
     def setting(name: str):  # noqa: ANN202 - the declared type
         return settings_mod.get(name, environ, error=ConfigError)
 
@@ -115,11 +119,12 @@ def load_settings(argv: Sequence[str] | None, environ: Mapping[str, str]) -> tup
         parse_window(window)
     except ValueError as exc:
         raise ConfigError(f"{ENV_WINDOW}: {exc}") from None
-    pins = (_codes(args.pins, "pins") if args.pins is not None
-            else tuple(setting("OBSERVER_TRACK_B_PINS") or ()))
+    pins = _codes(args.pins, "pins") if args.pins is not None else tuple(setting("OBSERVER_TRACK_B_PINS") or ())
     if len(pins) > WS_MAX_REGISTRATIONS * len(configs):
-        raise ConfigError(f"{len(pins)} pins but {len(configs)} key(s) x {WS_MAX_REGISTRATIONS} slots hold "
-                          f"{WS_MAX_REGISTRATIONS * len(configs)}")
+        raise ConfigError(
+            f"{len(pins)} pins but {len(configs)} key(s) x {WS_MAX_REGISTRATIONS} slots hold "
+            f"{WS_MAX_REGISTRATIONS * len(configs)}"
+        )
     until = parse_until(args.until) if args.until else None
 
     def num(flag: float | None, env: str, opt: str) -> float:
@@ -150,4 +155,3 @@ def load_settings(argv: Sequence[str] | None, environ: Mapping[str, str]) -> tup
         thresholds=thresholds,
     )
     return settings, configs
-

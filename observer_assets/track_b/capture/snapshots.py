@@ -41,8 +41,7 @@ class TrackASnapshots:
                 continue
             label = path.parent.name[5:]
             try:
-                ts = datetime(self.day.year, self.day.month, self.day.day, int(label[:2]), int(label[2:4]),
-                              tzinfo=KST)
+                ts = datetime(self.day.year, self.day.month, self.day.day, int(label[:2]), int(label[2:4]), tzinfo=KST)
                 rows = lake.read_table(path, columns=self.COLUMNS).to_pylist()
                 snap = snapshot_from_rows(ts, rows)
             except Exception as exc:  # a bad file must not stop the capture; it is reported and retried
@@ -52,7 +51,7 @@ class TrackASnapshots:
             self._seen[path] = mtime
             self.history[ts] = snap
             new.append(snap)
-        for ts in sorted(self.history)[:-self.keep]:
+        for ts in sorted(self.history)[: -self.keep]:
             del self.history[ts]
         return sorted(new, key=lambda s: s.ts)
 
