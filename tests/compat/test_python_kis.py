@@ -1,6 +1,6 @@
 """python-kis 2.1.6 against ``observer-sim`` with only its base URLs changed (docs/compat-python-kis.md).
 
-The issue's claim, checked end to end: a widely used third-party KIS client obtains a token, a quote
+The local exchange's claim, checked end to end: a widely used third-party KIS client obtains a token, a quote
 and live ticks from the local exchange. Nothing in pykis is patched except the eight module-level
 names that hold its four base URLs; every value pykis reports is compared with the sim's ground
 truth (``/__sim__/truth/...``), not with constants.

@@ -70,7 +70,7 @@ def test_stats_clock_and_truth_routes(sim_factory, make_creds):
     kis.ok("inquire-price", "FHKST01010100", P(code))
     stats = sim.admin("stats", params={"appkey": kis.key})
     assert stats["requests_total"] == 1 and stats["tokens_issued_total"] == 1
-    assert stats["by_appkey"][kis.key]["requests_total"] == 1  # per app key, as the admin API asks
+    assert stats["by_appkey"][kis.key]["requests_total"] == 1  # per app key, as the admin API promises
     assert kis.secret not in str(stats) and "access_token" not in str(stats)  # never a secret or a token
     assert stats["for_appkey"]["requests_total"] == 1
     sim.admin("reset-stats", {})

@@ -439,7 +439,7 @@ out["instance_dir"] = instance.root_directory
 def test_processes_with_separate_dagster_homes_share_one_token_and_one_budget(
     sim_factory, make_creds, db, tmp_path: Path, record_property: pytest.RecordProperty
 ) -> None:
-    """The issue's judged line: N processes, each with its own DAGSTER_HOME and state directory (no SQLite
+    """The shared state's promise: N processes, each with its own DAGSTER_HOME and state directory (no SQLite
     file shared), all on one app key through one PostgreSQL, firing at once. ~35 s."""
     url, _ = db
     sim = sim_factory("--mode", "real", "--clock", "open", "--seed", "7", "--listings", "600")
