@@ -26,8 +26,8 @@ marker does not name its manifest: never a marker over unverified bytes. A packa
 manifest holds that is gone locally (retention deleted it) is carried over.
 
 Beside this module: ``manifest`` (the manifest model and what it may say; a restore validates the whole manifest
-before it places anything) and ``stored`` (stored objects: codec, copy, hash, check). Their names used with
-``package.`` elsewhere are re-exported here.
+before it places anything), ``stored`` (stored objects: codec, copy, hash, check) and ``restore`` (the restore path,
+``restore`` and ``RestoreError``). Their names used with ``package.`` elsewhere are re-exported here.
 """
 
 from __future__ import annotations
@@ -54,10 +54,9 @@ from observer_assets.backup.manifest import (
     Entry,
     Manifest,
     PackageState,
-    _inside,
-    _int,
     check_manifest,
 )
+from observer_assets.backup.restore import RestoreError, restore  # noqa: F401 (re-exported: package.restore)
 from observer_assets.backup.settings import local_path
 from observer_assets.backup.stored import _check_stored, _codec_for, _copy_out, hash_file, stored_name
 from observer_resources import clock
@@ -69,14 +68,6 @@ MARKER = "SUCCESS.marker"
 
 class BackupError(RuntimeError):
     """A package could not be written or verified; `problems` names every file and why."""
-
-    def __init__(self, message: str, problems: Sequence[tuple[str, str]] = ()):
-        super().__init__(message)
-        self.problems = list(problems)
-
-
-class RestoreError(RuntimeError):
-    """A restore refused: nothing was placed; `problems` names every file and why."""
 
     def __init__(self, message: str, problems: Sequence[tuple[str, str]] = ()):
         super().__init__(message)
@@ -459,132 +450,3 @@ def _rows(path: Path, rel: str, lines: int) -> int | None:
     if rel.endswith(".jsonl"):
         return lines
     return None
-
-
-def restore(
-    dest: UPath,
-    day: date,
-    root: Path,
-    *,
-    overwrite: bool = False,
-    only: Callable[[str], bool] | None = None,
-    version: int | None = None,
-) -> dict[str, Any]:
-    """Bring a verified package back, byte for byte, atomically per file; all or nothing.
-
-    The whole manifest is checked first (paths, types, hashes' shape), then every file is streamed to a temp file
-    beside its target and hashed; only when every file matched its manifest entry are the temps renamed into place
-    (mtime set back to the original, so the next backup's quick check sees the day unchanged). A local file that
-    already holds the same bytes is left alone; one with other bytes is a conflict, refused unless `overwrite`.
-    `version` picks the package as that write left it (1: as first packaged; a version is one write that changed
-    something); default the newest."""
-    st = read_state(dest, day)
-    where = package_dir(dest, day)
-    if st.manifest is None:
-        raise RestoreError(f"no backup of {day} at {where} ({st.error or 'no manifest.json'})", [(MANIFEST, "missing")])
-    if not st.committed:
-        why = (
-            "no SUCCESS.marker: the package was never verified"
-            if st.marker is None
-            else "SUCCESS.marker does not name this manifest.json (the manifest changed after verification)"
-        )
-        raise RestoreError(f"refusing to restore {day}: {why}", [(MARKER, why)])
-    problems = check_manifest(st.manifest)
-    picked: list[Entry] = []
-    root = Path(root)
-    if not problems and version is not None and (not _int(version, 1) or version > st.manifest.max_version):
-        problems.append(("(version)", f"version must be 1..{st.manifest.max_version}, got {version!r}"))
-    if not problems:
-        chosen = st.manifest.by_path() if version is None else st.manifest.as_of(version)
-        picked = [e for p, e in sorted(chosen.items()) if only is None or only(p)]
-        for e in picked:
-            why = _inside(root, e.path)
-            if why:
-                problems.append((e.path, why))
-    if problems:
-        raise RestoreError(
-            f"refusing to restore {day}: the manifest holds {len(problems)} entr(y/ies) that could "
-            "write outside the target or cannot be trusted; nothing was placed: "
-            + "; ".join(f"{p}: {w}" for p, w in problems[:5]),
-            problems,
-        )
-    temps: list[tuple[Path, Path, Entry]] = []
-    made: list[Path] = []  # directories this restore created: removed again when it refuses
-    skipped = 0
-    placed = False
-    try:
-        for e in picked:
-            target = root / e.path
-            if target.exists() or target.is_symlink():
-                if target.is_file() and not target.is_symlink():
-                    n, sha = hash_file(target)  # type: ignore[misc]
-                    if n == e.size and sha == e.sha256:
-                        skipped += 1
-                        continue
-                if not overwrite or not target.is_file() or target.is_symlink():
-                    problems.append(
-                        (
-                            e.path,
-                            "a different local file is in the way (use overwrite to replace it)"
-                            if target.is_file() and not target.is_symlink()
-                            else "something that is not a regular file is in the way",
-                        )
-                    )
-                    continue
-            try:
-                made.extend(_mkdirs(target.parent))
-            except OSError as ex:
-                problems.append((e.path, f"cannot create its directory ({type(ex).__name__}: {ex})"))
-                continue
-            tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-            temps.append((tmp, target, e))
-            with open(tmp, "wb") as out:
-                _, why = _check_stored(where, e, out)
-                out.flush()
-                os.fsync(out.fileno())
-            if why:
-                problems.append((e.label, why))
-        if problems:
-            raise RestoreError(
-                f"refusing to restore {day}: {len(problems)} file(s) failed: "
-                + "; ".join(f"{p}: {w}" for p, w in problems[:5]),
-                problems,
-            )
-        dirs = set()
-        for tmp, target, e in temps:
-            os.replace(tmp, target)
-            os.utime(target, ns=(e.mtime_ns, e.mtime_ns))
-            dirs.add(target.parent)
-        placed = True
-        for d in dirs:
-            lake.fsync_dir(d)
-    finally:
-        for tmp, _, _ in temps:
-            tmp.unlink(missing_ok=True)
-        if not placed:
-            for d in reversed(made):
-                try:
-                    d.rmdir()
-                except OSError:
-                    pass
-    return {
-        "day": day.isoformat(),
-        "restored": len(temps),
-        "already_present": skipped,
-        "bytes": sum(e.size for _, _, e in temps),
-        "files": [e.path for _, _, e in temps],
-        "version": version if version is not None else st.manifest.max_version,
-    }
-
-
-def _mkdirs(d: Path) -> list[Path]:
-    """mkdir -p that returns the directories it created, outermost first."""
-    missing = []
-    while not d.exists():
-        missing.append(d)
-        d = d.parent
-    out = []
-    for m in reversed(missing):
-        m.mkdir()
-        out.append(m)
-    return out

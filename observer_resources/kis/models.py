@@ -296,7 +296,7 @@ class RestStats:
     rate_limit_waits: int = 0
     rate_limit_wait_seconds: float = 0.0
     limiter_wait_seconds: float = 0.0
-    limiter_waits: int = 0  # requests whose permit took longer than rest.LIMITER_WAIT_EPS
+    limiter_waits: int = 0  # requests whose permit took longer than rest_transport.LIMITER_WAIT_EPS
     limiter_max_wait_seconds: float = 0.0
 
     def as_dict(self) -> dict:
