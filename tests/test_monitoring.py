@@ -385,7 +385,8 @@ def test_prometheus_scrapes_the_exporter_after_a_real_day(tmp_path, monkeypatch,
     from local_exchange.accounts import demo_credentials
     from observer_assets.orchestration.partitions import day_key
     from observer_assets.track_a.assets import track_a_snapshot
-    from observer_assets.universe.assets import read_universe, universe
+    from observer_assets.universe.assets import universe
+    from observer_assets.universe.dataset import read_universe
     from observer_resources.calendar import KST
     from observer_resources.calendar.market import MarketCalendar
     from observer_resources.resources import KisResource

@@ -12,11 +12,8 @@ import dagster as dg
 from observer_assets import catalog
 from observer_assets.backup import backup, package, retention
 from observer_assets.backup.settings import RetentionPolicy, SettingsError, backup_dest, redact_url
-from observer_assets.gaps.assets import gap_report
-from observer_assets.monitoring.events import system_events
 from observer_assets.orchestration.partitions import PartitionKeyError, calendar, parse_day_key, trading_day_partitions
 from observer_assets.orchestration.runs import BACKUP_POOL, max_runtime
-from observer_assets.universe.assets import universe
 from observer_resources import clock
 from observer_resources.dates import DateFormatError, parse_iso_date
 from observer_resources.events import EventLog
@@ -53,7 +50,7 @@ def _by_dataset(m: package.Manifest) -> str:
 
 @dg.asset(
     partitions_def=trading_day_partitions,
-    deps=[universe, gap_report, system_events],
+    deps=[dg.AssetKey("universe"), dg.AssetKey("gap_report"), dg.AssetKey("system_events")],
     group_name="ops",
     pool=BACKUP_POOL,
     kinds={"python", "file"},

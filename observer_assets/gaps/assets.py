@@ -14,7 +14,6 @@ from observer_assets import catalog
 from observer_assets.gaps.detect import GAP_SCHEMA, Report
 from observer_assets.gaps.report import build_report
 from observer_assets.orchestration.partitions import calendar, parse_day_key, trading_day_partitions
-from observer_assets.universe.assets import universe
 from observer_resources import clock
 from observer_resources.dates import DateFormatError, parse_iso_datetime
 from observer_resources.storage import lake
@@ -108,7 +107,7 @@ def markdown(rep: Report) -> str:
     # what the report reads, so the lineage view shows how data flows into it (a day reads all of its slots and
     # hours: the dynamic keys have no day mapping Dagster could serialize, so the whole upstream is named)
     deps=[
-        universe,
+        dg.AssetKey("universe"),
         *(dg.AssetDep(k, partition_mapping=dg.AllPartitionMapping()) for k in ("track_a_snapshot", "track_b_ticks")),
         "track_b_restored",
     ],

@@ -24,10 +24,8 @@ from observer_assets.orchestration.partitions import (
     track_a_slot_partitions,
     track_b_hour_partitions,
 )
-from observer_assets.track_a.assets import track_a_snapshot
 from observer_assets.track_a.snapshot import SNAPSHOT_SCHEMA
-from observer_assets.track_b.assets import track_b_ticks
-from observer_assets.universe.assets import latest_universe_before, read_universe
+from observer_assets.universe.dataset import latest_universe_before, read_universe
 from observer_resources import settings
 from observer_resources.storage import lake
 from observer_resources.storage.layout import slot_dir, ticks_path
@@ -121,7 +119,7 @@ def _partition(context: dg.AssetCheckExecutionContext) -> str | None:
 
 
 @dg.asset_check(
-    asset=track_a_snapshot,
+    asset=dg.AssetKey("track_a_snapshot"),
     partitions_def=track_a_slot_partitions,
     description="Coverage of the snapshot (live + restored rows) against the universe >= 99.5 % "
     "(OBSERVER_TRACK_A_MIN_COVERAGE).",
@@ -165,7 +163,7 @@ def track_a_coverage(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckRes
 
 
 @dg.asset_check(
-    asset=track_a_snapshot,
+    asset=dg.AssetKey("track_a_snapshot"),
     partitions_def=track_a_slot_partitions,
     description="Snapshot columns and Arrow types equal SNAPSHOT_SCHEMA; source is live|restored, restored rows "
     "name their endpoint, one row per code.",
@@ -187,7 +185,7 @@ def track_a_schema(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResul
 
 
 @dg.asset_check(
-    asset=track_b_ticks,
+    asset=dg.AssetKey("track_b_ticks"),
     partitions_def=track_b_hour_partitions,
     description="Record rate per exchange minute >= 97 % (OBSERVER_TRACK_B_MIN_RECORD_RATE): recorded trades / "
     "(recorded + trades proven lost by the cumulative volume).",

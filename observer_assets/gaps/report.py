@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from observer_assets.gaps.detect import DayInputs, Report, Thresholds, detect
 from observer_assets.orchestration.partitions import calendar
-from observer_assets.universe.assets import latest_universe_before, read_universe
+from observer_assets.universe.dataset import latest_universe_before, read_universe
 from observer_resources import clock, events
 from observer_resources.calendar import KST
 from observer_resources.storage import lake

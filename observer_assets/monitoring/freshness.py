@@ -25,13 +25,13 @@ import dagster as dg
 
 from observer_assets.orchestration.partitions import calendar, slot_key
 from observer_assets.orchestration.runs import max_runtime
-from observer_assets.track_a.assets import track_a_snapshot
+from observer_resources import clock
 from observer_resources.calendar import KST
 from observer_resources.calendar.market import MarketCalendar
 from observer_resources.dates import DateFormatError, parse_iso_datetime
-from observer_resources import clock
 
 CHECK_NAME = "track_a_current_slot_fresh"
+TRACK_A_SNAPSHOT = dg.AssetKey("track_a_snapshot")  # named by key: monitoring does not import Track A's assets
 GRACE = timedelta(minutes=5)  # a slot's run fetches for up to a few minutes; judge it after that
 INTERVAL = timedelta(minutes=10)
 SENSOR_INTERVAL_S = 300
@@ -66,13 +66,18 @@ class Judgment:
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def result(self) -> dg.AssetCheckResult:
-        return dg.AssetCheckResult(passed=self.passed, severity=dg.AssetCheckSeverity.ERROR,
-                                   description=self.description, metadata=self.metadata)
+        return dg.AssetCheckResult(
+            passed=self.passed,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=self.description,
+            metadata=self.metadata,
+        )
 
 
 def _latest(instance: dg.DagsterInstance, partition: str | None) -> dg.EventLogRecord | None:
-    flt = dg.AssetRecordsFilter(asset_key=track_a_snapshot.key,
-                                asset_partitions=[partition] if partition is not None else None)
+    flt = dg.AssetRecordsFilter(
+        asset_key=TRACK_A_SNAPSHOT, asset_partitions=[partition] if partition is not None else None
+    )
     recs = instance.fetch_materializations(flt, limit=1).records
     return recs[0] if recs else None
 
@@ -86,9 +91,14 @@ def judge(instance: dg.DagsterInstance, cal: MarketCalendar, at: datetime) -> Ju
     slot = due_slot(cal, at)
     if slot is None:
         slots = cal.track_a_slots(at.date())
-        return Judgment(True, f"outside the session at {at:%H:%M} (slots {slots[0]:%H:%M}..{slots[-1]:%H:%M}, "
-                              f"each due {GRACE.total_seconds() / 60:g} min after its instant): no slot is due "
-                              "(passes trivially)", None, md)
+        return Judgment(
+            True,
+            f"outside the session at {at:%H:%M} (slots {slots[0]:%H:%M}..{slots[-1]:%H:%M}, "
+            f"each due {GRACE.total_seconds() / 60:g} min after its instant): no slot is due "
+            "(passes trivially)",
+            None,
+            md,
+        )
     key = slot_key(slot)
     md.update(slot=key, due_since=(slot + GRACE).isoformat(timespec="seconds"))
     rec = _latest(instance, key)
@@ -96,22 +106,46 @@ def judge(instance: dg.DagsterInstance, cal: MarketCalendar, at: datetime) -> Ju
         done = datetime.fromtimestamp(rec.timestamp, KST)
         md.update(materialized_at=done.isoformat(timespec="seconds"), run_id=rec.run_id or "")
         return Judgment(True, f"slot {key} materialized at {done:%H:%M:%S}", slot, md)
-    running = instance.get_run_records(dg.RunsFilter(
-        tags={"dagster/partition": key}, statuses=[dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
-                                                  dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]), limit=1)
+    running = instance.get_run_records(
+        dg.RunsFilter(
+            tags={"dagster/partition": key},
+            statuses=[
+                dg.DagsterRunStatus.QUEUED,
+                dg.DagsterRunStatus.NOT_STARTED,
+                dg.DagsterRunStatus.STARTING,
+                dg.DagsterRunStatus.STARTED,
+            ],
+        ),
+        limit=1,
+    )
     if running:  # late but being collected: a failure or a hang (max runtime) is the run-failure alert's to say
         md.update(in_progress_run=running[0].dagster_run.run_id)
-        return Judgment(True, f"slot {key} is being collected (run {running[0].dagster_run.run_id[:8]} "
-                              f"{running[0].dagster_run.status.value.lower()}), "
-                              f"{int((at - slot).total_seconds() // 60)} min after its instant", slot, md)
+        return Judgment(
+            True,
+            f"slot {key} is being collected (run {running[0].dagster_run.run_id[:8]} "
+            f"{running[0].dagster_run.status.value.lower()}), "
+            f"{int((at - slot).total_seconds() // 60)} min after its instant",
+            slot,
+            md,
+        )
     newest = _latest(instance, None)
     if newest is not None:
-        md.update(latest_materialized_partition=newest.partition_key or "",
-                  latest_materialized_at=datetime.fromtimestamp(newest.timestamp, KST).isoformat(timespec="seconds"))
-    other = (f"; the newest materialization is of {newest.partition_key}" if newest is not None else
-             "; track_a_snapshot was never materialized")
-    return Judgment(False, f"slot {key} is missing: not materialized {int((at - slot).total_seconds() // 60)} min "
-                           f"after its instant{other}", slot, md)
+        md.update(
+            latest_materialized_partition=newest.partition_key or "",
+            latest_materialized_at=datetime.fromtimestamp(newest.timestamp, KST).isoformat(timespec="seconds"),
+        )
+    other = (
+        f"; the newest materialization is of {newest.partition_key}"
+        if newest is not None
+        else "; track_a_snapshot was never materialized"
+    )
+    return Judgment(
+        False,
+        f"slot {key} is missing: not materialized {int((at - slot).total_seconds() // 60)} min "
+        f"after its instant{other}",
+        slot,
+        md,
+    )
 
 
 class FreshnessConfig(dg.Config):
@@ -119,14 +153,13 @@ class FreshnessConfig(dg.Config):
 
 
 @dg.asset_check(
-    asset=track_a_snapshot,
+    asset=TRACK_A_SNAPSHOT,
     name=CHECK_NAME,
     description="The latest Track A slot that should exist by now (slot + 5 min, per the KRX calendar) has a "
     "materialization of its own partition. Passes trivially outside the session and on non-trading days; a "
     "backfill of an older slot does not count. Evaluated every 5 minutes by track_a_freshness_sensor.",
 )
-def track_a_current_slot_fresh(context: dg.AssetCheckExecutionContext,
-                               config: FreshnessConfig) -> dg.AssetCheckResult:
+def track_a_current_slot_fresh(context: dg.AssetCheckExecutionContext, config: FreshnessConfig) -> dg.AssetCheckResult:
     if config.at:
         try:
             at = parse_iso_datetime(config.at, "at")
@@ -153,9 +186,11 @@ def freshness_request(instance: dg.DagsterInstance, at: datetime) -> dg.RunReque
     if j.slot is None:
         return dg.SkipReason(j.description)
     outcome = "pass" if j.passed else "fail"
-    return dg.RunRequest(run_key=f"track_a_fresh:{slot_key(j.slot)}:{outcome}",
-                         asset_check_keys=[track_a_current_slot_fresh.check_key],
-                         tags={"observer/kind": "freshness"})
+    return dg.RunRequest(
+        run_key=f"track_a_fresh:{slot_key(j.slot)}:{outcome}",
+        asset_check_keys=[track_a_current_slot_fresh.check_key],
+        tags={"observer/kind": "freshness"},
+    )
 
 
 def build_freshness_sensor(clock: Clock | None = None, name: str = "track_a_freshness_sensor") -> dg.SensorDefinition:
@@ -177,4 +212,3 @@ def build_freshness_sensor(clock: Clock | None = None, name: str = "track_a_fres
 
 
 track_a_freshness_sensor = build_freshness_sensor()
-

@@ -12,7 +12,6 @@ metadata and as a ``universe_accepted_anyway`` event.
 """
 
 import asyncio
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
@@ -26,6 +25,7 @@ from observer_assets import catalog
 from observer_assets.orchestration.partitions import calendar, parse_day_key, trading_day_partitions
 from observer_assets.orchestration.runs import KIS_REST_POOL
 from observer_assets.universe import checks, rules
+from observer_assets.universe.dataset import FALLBACK_DAYS, latest_universe_before, read_universe
 from observer_resources import clock, settings
 from observer_resources.events import record
 from observer_resources.kis import masters
@@ -34,8 +34,6 @@ from observer_resources.kis.errors import KisError
 from observer_resources.resources import KisResource
 from observer_resources.storage import lake
 from observer_resources.storage.layout import inputs_dir, rejected_path, rejection_path, universe_path
-
-FALLBACK_DAYS = 14
 
 
 class UniverseConfig(dg.Config):
@@ -49,33 +47,6 @@ class UniverseConfig(dg.Config):
 
 def min_master_codes_from_env() -> int:
     return settings.get("OBSERVER_UNIVERSE_MIN_MASTER_CODES", error=dg.Failure)
-
-
-def read_rejection(root: Path, d: date) -> dict[str, Any] | None:
-    """Why the day's universe was refused, when it was refused and has not been published since (else None)."""
-    if universe_path(root, d).exists() or not rejected_path(root, d).exists():
-        return None
-    try:
-        return json.loads(rejection_path(root, d).read_text(encoding="utf-8"))
-    except (FileNotFoundError, ValueError):
-        return {"problems": ["(rejection.json unreadable)"]}
-
-
-def read_universe(root: Path, d: date) -> pa.Table | None:
-    path = universe_path(root, d)
-    return lake.read_table(path) if path.exists() else None
-
-
-def latest_universe_before(root: Path, d: date, max_days: int = FALLBACK_DAYS) -> tuple[date, pa.Table] | None:
-    """The newest stored universe strictly before `d`, at most `max_days` trading days back."""
-    cal = calendar()
-    day = d
-    for _ in range(max_days):
-        day = cal.previous_trading_day(day)
-        t = read_universe(root, day)
-        if t is not None:
-            return day, t
-    return None
 
 
 async def _fetch_prev_closes(

@@ -23,7 +23,8 @@ from observer_assets.track_a.assets import track_a_snapshot
 from observer_assets.track_a.snapshot import FAILURE_SCHEMA, TS
 from observer_assets.track_b.compaction import compact
 from observer_assets.track_b.journal import Journal, read_journal, segments
-from observer_assets.universe.assets import read_universe, universe
+from observer_assets.universe.assets import universe
+from observer_assets.universe.dataset import read_universe
 from observer_resources.calendar import KST
 from observer_resources.events import EventLog
 from observer_resources.resources import KisResource

@@ -15,7 +15,8 @@ import pytest
 from local_exchange.accounts import demo_credentials
 from observer_assets.gaps.report import build_report
 from observer_assets.orchestration.partitions import calendar, slot_key
-from observer_assets.track_a.assets import shard_codes, track_a_snapshot
+from observer_assets.track_a.assets import track_a_snapshot
+from observer_assets.track_a.fetch import shard_codes
 from observer_assets.universe.assets import universe
 from observer_assets.universe.rules import UNIVERSE_SCHEMA
 from observer_resources.calendar import KST
