@@ -121,8 +121,9 @@ def _log_alert(text: str, env: Mapping[str, str], lg: logging.Logger) -> str:
     return text
 
 
-def _deliver(text: str, env: Mapping[str, str], lg: logging.Logger, deadline_s: float,
-             budget: Budget | None) -> Delivery:
+def _deliver(
+    text: str, env: Mapping[str, str], lg: logging.Logger, deadline_s: float, budget: Budget | None
+) -> Delivery:
     """Post an already logged and scrubbed alert when a webhook is configured, within the deadline and budget."""
     d = Delivery(text=text)
     url = settings.get(WEBHOOK_ENV, env)
@@ -151,8 +152,14 @@ def _deliver(text: str, env: Mapping[str, str], lg: logging.Logger, deadline_s: 
     return d
 
 
-def send(text: str, *, environ: Mapping[str, str] | None = None, logger: logging.Logger | None = None,
-         timeout_s: float | None = None, budget: Budget | None = None) -> Delivery:
+def send(
+    text: str,
+    *,
+    environ: Mapping[str, str] | None = None,
+    logger: logging.Logger | None = None,
+    timeout_s: float | None = None,
+    budget: Budget | None = None,
+) -> Delivery:
     """Log the alert, then post it when a webhook is configured (within ``timeout_s``, default POST_DEADLINE_S,
     and what is left of ``budget``). Returns what happened (for metadata and tests)."""
     env = os.environ if environ is None else environ
@@ -160,9 +167,14 @@ def send(text: str, *, environ: Mapping[str, str] | None = None, logger: logging
     return _deliver(_log_alert(text, env, lg), env, lg, POST_DEADLINE_S if timeout_s is None else timeout_s, budget)
 
 
-def send_all(texts: Iterable[str], *, environ: Mapping[str, str] | None = None,
-             logger: logging.Logger | None = None, budget_s: float | None = None,
-             timeout_s: float | None = None) -> list[Delivery]:
+def send_all(
+    texts: Iterable[str],
+    *,
+    environ: Mapping[str, str] | None = None,
+    logger: logging.Logger | None = None,
+    budget_s: float | None = None,
+    timeout_s: float | None = None,
+) -> list[Delivery]:
     """A tick's alerts: every one logged first, then posted in order while the ``budget_s`` lasts. Those left over
     are reported in one log line (they are in the log already, and counted as not delivered)."""
     env = os.environ if environ is None else environ
@@ -173,6 +185,10 @@ def send_all(texts: Iterable[str], *, environ: Mapping[str, str] | None = None,
     out = [_deliver(t, env, lg, deadline, budget) for t in logged]
     over = sum(1 for d in out if d.error == BUDGET_SPENT)
     if over:
-        lg.error("%d of %d alert(s) not posted: this tick's %g s alert budget ran out (each is logged above)",
-                 over, len(out), budget.seconds)
+        lg.error(
+            "%d of %d alert(s) not posted: this tick's %g s alert budget ran out (each is logged above)",
+            over,
+            len(out),
+            budget.seconds,
+        )
     return out

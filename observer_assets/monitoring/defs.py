@@ -6,7 +6,11 @@ The Prometheus exporter (metrics.py) runs as its own process (``observer metrics
 import dagster as dg
 
 from observer_assets.monitoring.events import system_events
-from observer_assets.monitoring.freshness import track_a_current_slot_fresh, track_a_freshness_job, track_a_freshness_sensor
+from observer_assets.monitoring.freshness import (
+    track_a_current_slot_fresh,
+    track_a_freshness_job,
+    track_a_freshness_sensor,
+)
 from observer_assets.monitoring.schedules import system_events_daily, system_events_job
 from observer_assets.monitoring.sensors import check_failure_alerts, run_failure_alerts
 

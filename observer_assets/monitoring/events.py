@@ -61,13 +61,21 @@ def read_day(data_dir: Path | str, day: date) -> pd.DataFrame:
     ``torn_count`` / ``bad_count``; a day without files gives an empty frame.
     """
     d = load_day(data_dir, day)
-    df = pd.DataFrame.from_records(d.records) if d.records else pd.DataFrame(columns=["event_type", "timestamp",
-                                                                                       "source"])
+    df = (
+        pd.DataFrame.from_records(d.records)
+        if d.records
+        else pd.DataFrame(columns=["event_type", "timestamp", "source"])
+    )
     if len(df):
         df["timestamp"] = pd.to_datetime(df["timestamp"], format="ISO8601", utc=True).dt.tz_convert(KST)
-    df.attrs.update(files=[str(p) for p in d.files], exists=d.exists, torn_lines=dict(d.torn_lines),
-                    bad_lines={k: list(v) for k, v in d.bad_lines.items()}, torn_count=d.torn_count,
-                    bad_count=d.bad_count)
+    df.attrs.update(
+        files=[str(p) for p in d.files],
+        exists=d.exists,
+        torn_lines=dict(d.torn_lines),
+        bad_lines={k: list(v) for k, v in d.bad_lines.items()},
+        torn_count=d.torn_count,
+        bad_count=d.bad_count,
+    )
     return df
 
 
@@ -109,9 +117,12 @@ def _overflow_ledger(root: Path, day: date) -> dict[str, int]:
         "system/events/YYYYMMDD.<host>.jsonl (every host's file); a day without events is an empty summary."
     ),
     # one JSON document per day: its column schema is the document's top-level members, its row count 1
-    metadata=catalog.definition_metadata(catalog.SYSTEM_EVENTS_SCHEMA, catalog.SYSTEM_EVENTS_COLUMNS,
-                                         "system_events/date=YYYY-MM-DD/summary.json",
-                                         source="system/events/YYYYMMDD.<host>.jsonl"),
+    metadata=catalog.definition_metadata(
+        catalog.SYSTEM_EVENTS_SCHEMA,
+        catalog.SYSTEM_EVENTS_COLUMNS,
+        "system_events/date=YYYY-MM-DD/summary.json",
+        source="system/events/YYYYMMDD.<host>.jsonl",
+    ),
     owners=catalog.OWNERS,
 )
 def system_events(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
@@ -122,25 +133,37 @@ def system_events(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     s["slots"].update(_overflow_ledger(local, day))
     note = None
     if not d.exists:
-        note = (f"No events file for {day.isoformat()} in {d.directory}: nothing was recorded that day; "
-                "an empty summary.")
+        note = (
+            f"No events file for {day.isoformat()} in {d.directory}: nothing was recorded that day; an empty summary."
+        )
     elif d.torn_count or d.bad_count:
-        note = (f"{d.torn_count} torn last line(s) and {d.bad_count} unreadable line(s) were not counted "
-                f"({', '.join(d.problems(MAX_LISTED))}).")
+        note = (
+            f"{d.torn_count} torn last line(s) and {d.bad_count} unreadable line(s) were not counted "
+            f"({', '.join(d.problems(MAX_LISTED))})."
+        )
         context.log.warning(f"system_events {day}: {note}")
-    doc = {"day": day.isoformat(), "generated_at": clock.now().isoformat(),
-           "events_files": [str(p) for p in d.files], "events_file_exists": d.exists,
-           "torn_lines": d.torn_count, "bad_lines": d.bad_count,
-           "bad_line_numbers": {k: v[:MAX_LISTED] for k, v in d.bad_lines.items()}, "note": note, **s}
-    path = lake.write_bytes_atomic(summary_path(root, day),
-                                   json.dumps(doc, ensure_ascii=False, indent=1, default=str).encode("utf-8"))
+    doc = {
+        "day": day.isoformat(),
+        "generated_at": clock.now().isoformat(),
+        "events_files": [str(p) for p in d.files],
+        "events_file_exists": d.exists,
+        "torn_lines": d.torn_count,
+        "bad_lines": d.bad_count,
+        "bad_line_numbers": {k: v[:MAX_LISTED] for k, v in d.bad_lines.items()},
+        "note": note,
+        **s,
+    }
+    path = lake.write_bytes_atomic(
+        summary_path(root, day), json.dumps(doc, ensure_ascii=False, indent=1, default=str).encode("utf-8")
+    )
     md: dict[str, Any] = {
         **key_numbers(s),
         "slot_overflow_candidates": s["slots"]["overflow_ledger_rejected"],
         "torn_lines": d.torn_count,
         "bad_lines": d.bad_count,
-        "events_files": (dg.MetadataValue.json([str(p) for p in d.files]) if d.exists
-                         else "none: no events recorded this day"),
+        "events_files": (
+            dg.MetadataValue.json([str(p) for p in d.files]) if d.exists else "none: no events recorded this day"
+        ),
         "summary": dg.MetadataValue.md(markdown(s, day, note=note)),
         "by_type": dg.MetadataValue.json(s["by_type"]),
         **catalog.materialized(1, path),

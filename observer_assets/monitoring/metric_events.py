@@ -48,8 +48,13 @@ class Tail:
     complete line into ``state``. A replaced or truncated file starts over; a line ``parse`` calls bad is counted in
     ``bad`` (and logged), never fatal. The last line waits for its newline: its writer may be writing it now."""
 
-    def __init__(self, path: Path, new_state: Callable[[], Any], feed: Callable[[Any, dict], None],
-                 parse: LineParser = parse_line):
+    def __init__(
+        self,
+        path: Path,
+        new_state: Callable[[], Any],
+        feed: Callable[[Any, dict], None],
+        parse: LineParser = parse_line,
+    ):
         self.path, self._new, self._feed, self._parse = path, new_state, feed, parse
         self.ident: tuple[int, int] | None = None
         self.offset = 0

@@ -102,8 +102,14 @@ class Sources:
     """The (S) and (C) readers of one exporter, each ``reader(now) -> families``. ``errors`` is the collector's
     per-source error count (the Dagster and multiprocess readers count their own partial failures in it)."""
 
-    def __init__(self, env: Mapping[str, str], errors: Counter, *, compact_every_s: float = 60.0,
-                 compact_min_idle_s: float = 600.0):
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        errors: Counter,
+        *,
+        compact_every_s: float = 60.0,
+        compact_min_idle_s: float = 600.0,
+    ):
         self.env = env
         self.errors = errors
         self.compact_every_s, self.compact_min_idle_s = compact_every_s, compact_min_idle_s
@@ -135,8 +141,13 @@ class Sources:
         self._token_store = self._instance = None
 
     # -- helpers ---------------------------------------------------------------------------------------------
-    def _tail(self, path: Path, new_state: Callable[[], Any], feed: Callable[[Any, dict], None],
-              parse: LineParser = parse_line) -> Any:
+    def _tail(
+        self,
+        path: Path,
+        new_state: Callable[[], Any],
+        feed: Callable[[Any, dict], None],
+        parse: LineParser = parse_line,
+    ) -> Any:
         t = self._tails.get(path)
         if t is None:
             t = self._tails[path] = Tail(path, new_state, feed, parse)
@@ -184,10 +195,12 @@ class Sources:
         s = cal.session(today)
         slots = cal.track_a_slots(today)
         w = track_b_window(today, cal, window_text_from_env(self.env))
-        return (one("observer_trading_day", cal.is_trading_day(today))
-                + one("observer_market_open", bool(s and s.open <= now <= s.close))
-                + one("observer_track_a_window_open", bool(slots and slots[0] <= now <= slots[-1] + TRACK_A_GRACE))
-                + one("observer_track_b_window_open", bool(w and w.contains(now))))
+        return (
+            one("observer_trading_day", cal.is_trading_day(today))
+            + one("observer_market_open", bool(s and s.open <= now <= s.close))
+            + one("observer_track_a_window_open", bool(slots and slots[0] <= now <= slots[-1] + TRACK_A_GRACE))
+            + one("observer_track_b_window_open", bool(w and w.contains(now)))
+        )
 
     def universe(self, now: datetime) -> list[Metric]:
         root, today = self.root(), now.date()
@@ -195,8 +208,11 @@ class Sources:
         size = self._num_rows(universe_path(root, today), "code", len)
         prev_size = self._num_rows(universe_path(root, prev), "code", len)
         built = _mtime(universe_path(root, today))
-        return (one("observer_universe_size", size or 0) + one("observer_universe_previous_size", prev_size or 0)
-                + one("observer_universe_built_timestamp_seconds", built or 0))
+        return (
+            one("observer_universe_size", size or 0)
+            + one("observer_universe_previous_size", prev_size or 0)
+            + one("observer_universe_built_timestamp_seconds", built or 0)
+        )
 
     def track_a(self, now: datetime) -> list[Metric]:
         import pyarrow.compute as pc  # noqa: PLC0415
@@ -213,19 +229,26 @@ class Sources:
                     slots.append((datetime.combine(today, dtime(int(mm[1]), int(mm[2])), KST), f))
         out = one("observer_track_a_slots_expected", expected) + one("observer_track_a_slots_written", len(slots))
         if not slots:
-            return (out + one("observer_track_a_last_slot_timestamp_seconds", 0)
-                    + one("observer_track_a_last_slot_coverage_ratio", None)
-                    + one("observer_track_a_slot_lateness_seconds", None))
+            return (
+                out
+                + one("observer_track_a_last_slot_timestamp_seconds", 0)
+                + one("observer_track_a_last_slot_coverage_ratio", None)
+                + one("observer_track_a_slot_lateness_seconds", None)
+            )
         slot_ts, f = max(slots, key=lambda x: x[0])
         priced = self._num_rows(f, "price", lambda t: int(pc.sum(pc.greater(t["price"], 0)).as_py() or 0))
         size = self._num_rows(universe_path(root, today), "code", len)
         if not size:  # the slot ran on the fallback universe (none built today): the previous day's is the base
             size = self._num_rows(universe_path(root, self.calendar().previous_trading_day(today)), "code", len)
         written = _mtime(f)
-        return (out + one("observer_track_a_last_slot_timestamp_seconds", slot_ts.timestamp())
-                + one("observer_track_a_last_slot_coverage_ratio", (priced or 0) / size if size else 0.0)
-                + one("observer_track_a_slot_lateness_seconds",
-                      written - slot_ts.timestamp() if written is not None else None))
+        return (
+            out
+            + one("observer_track_a_last_slot_timestamp_seconds", slot_ts.timestamp())
+            + one("observer_track_a_last_slot_coverage_ratio", (priced or 0) / size if size else 0.0)
+            + one(
+                "observer_track_a_slot_lateness_seconds", written - slot_ts.timestamp() if written is not None else None
+            )
+        )
 
     def track_b(self, now: datetime) -> list[Metric]:
         from observer_assets.track_b.capture import read_status  # noqa: PLC0415
@@ -239,9 +262,17 @@ class Sources:
         for t in sorted(set(TRIGGERS) | set(counts)):
             trig.add_metric([t], float(counts[t]))
         out = [trig] + one("observer_track_b_overflows", ledger.overflows)
-        per_key = {n: family(n) for n in ("observer_track_b_slots_capacity", "observer_track_b_slots_allocated",
-                                          "observer_ws_connected", "observer_ws_reconnects",
-                                          "observer_ws_disconnected_seconds", "observer_track_b_ticks")}
+        per_key = {
+            n: family(n)
+            for n in (
+                "observer_track_b_slots_capacity",
+                "observer_track_b_slots_allocated",
+                "observer_ws_connected",
+                "observer_ws_reconnects",
+                "observer_ws_disconnected_seconds",
+                "observer_track_b_ticks",
+            )
+        }
         st = read_status(local) if status_path(local).exists() else None
         if status_path(local).exists() and st is None:
             raise ValueError(f"{status_path(local)} is not a JSON object")
@@ -308,10 +339,12 @@ class Sources:
             counts = self._rows[k]
         gaps = family("observer_gaps")
         pairs = {(sv, stt) for sv in SEVERITIES for stt in GAP_STATUSES} | {
-            (safe_label(sv), safe_label(stt)) for sv, stt in counts}
+            (safe_label(sv), safe_label(stt)) for sv, stt in counts
+        }
         for sv, stt in sorted(pairs):
-            gaps.add_metric([sv, stt], float(sum(n for (a, b), n in counts.items()
-                                                 if safe_label(a) == sv and safe_label(b) == stt)))
+            gaps.add_metric(
+                [sv, stt], float(sum(n for (a, b), n in counts.items() if safe_label(a) == sv and safe_label(b) == stt))
+            )
         anomaly = anomaly_path(self.local(), today).exists()
         vp = verdict_path(root, today)
         if not anomaly and vp.exists():
@@ -324,8 +357,10 @@ class Sources:
         from observer_assets.backup.settings import backup_dest  # noqa: PLC0415
 
         dest, cal, today = backup_dest(self.env), self.calendar(), now.date()
-        days = sorted((date.fromisoformat(p.name) for p in (dest.iterdir() if dest.exists() else [])
-                       if _DAY_DIR.match(p.name)), reverse=True)
+        days = sorted(
+            (date.fromisoformat(p.name) for p in (dest.iterdir() if dest.exists() else []) if _DAY_DIR.match(p.name)),
+            reverse=True,
+        )
         last_success = 0.0
         for d in days[:10]:  # a marker is rewritten only for recent days; older ones cannot be the newest
             k = package.package_dir(dest, d) / package.MARKER
@@ -349,10 +384,11 @@ class Sources:
         # a manifest read: this runs on every scrape over every day the destination holds
         unmarked = {d for d in days if d < today and not (package.package_dir(dest, d) / package.MARKER).exists()}
         unverified = len({d for d in local_days if d < today and not is_committed(d)} | unmarked)
-        return (one("observer_backup_last_success_timestamp_seconds", last_success)
-                + one("observer_backup_last_verified_day_timestamp_seconds",
-                      _kst_midnight(last_day) if last_day else 0)
-                + one("observer_backup_unverified_days", unverified))
+        return (
+            one("observer_backup_last_success_timestamp_seconds", last_success)
+            + one("observer_backup_last_verified_day_timestamp_seconds", _kst_midnight(last_day) if last_day else 0)
+            + one("observer_backup_unverified_days", unverified)
+        )
 
     def retention(self, now: datetime) -> list[Metric]:
         today = now.date()
@@ -369,8 +405,11 @@ class Sources:
         if recent:
             last = max(e[0] for e in recent)
             blocked = len({d for at, t, d in recent if t == "retention_blocked" and at >= last - 600})
-        return (one("observer_retention_deleted_files", files) + one("observer_retention_deleted_bytes", bytes_)
-                + one("observer_retention_blocked_days", blocked))
+        return (
+            one("observer_retention_deleted_files", files)
+            + one("observer_retention_deleted_bytes", bytes_)
+            + one("observer_retention_blocked_days", blocked)
+        )
 
     def dagster(self, now: datetime) -> list[Metric]:
         home = settings.get("DAGSTER_HOME", self.env) or ""
@@ -381,13 +420,13 @@ class Sources:
         try:
             if self._instance is None:
                 self._instance = dg.DagsterInstance.from_config(home)
-            recs = self._instance.get_run_records(filters=dg.RunsFilter(updated_after=now - timedelta(hours=24)),
-                                                  limit=10_000)
+            recs = self._instance.get_run_records(
+                filters=dg.RunsFilter(updated_after=now - timedelta(hours=24)), limit=10_000
+            )
         except Exception as exc:  # noqa: BLE001 - counted and logged; instance_up 0 says it
             self._instance = None
             self.errors["dagster"] += 1
-            log.error("metrics source dagster failed: %s: %s", type(exc).__name__,
-                      scrub(str(exc), self.secrets)[:300])
+            log.error("metrics source dagster failed: %s: %s", type(exc).__name__, scrub(str(exc), self.secrets)[:300])
             return [family("observer_dagster_runs_failed")] + one("observer_dagster_instance_up", 0)
         failed: Counter = Counter()
         for r in recs:
@@ -426,12 +465,12 @@ class Sources:
             except Exception:  # noqa: BLE001 - find the bad file, leave it out, count it
                 good = [f for f in files if m_metrics.readable(Path(f))]
                 self.errors["multiprocess"] += 1
-                log.error("metrics: unreadable metrics file(s) left out of this scrape: %s",
-                          sorted(set(files) - set(good)))
+                log.error(
+                    "metrics: unreadable metrics file(s) left out of this scrape: %s", sorted(set(files) - set(good))
+                )
                 merged = list(MultiProcessCollector.merge(good, accumulate=True))
         names = {f.name for f in merged}
         for s in m_metrics.M_SPECS:  # documented from the start, before any process recorded a value
             if s.name not in names:
                 merged.append(Metric(s.name, s.help, s.type))
         return merged
-

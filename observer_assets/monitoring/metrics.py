@@ -72,23 +72,42 @@ from observer_resources.metrics import safe_label
 log = logging.getLogger("observer.metrics")
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 9108
-SOURCES = ("calendar", "universe", "track_a", "track_b", "tokens", "gaps", "backup", "retention", "dagster", "disk",
-           "multiprocess")
+SOURCES = (
+    "calendar",
+    "universe",
+    "track_a",
+    "track_b",
+    "tokens",
+    "gaps",
+    "backup",
+    "retention",
+    "dagster",
+    "disk",
+    "multiprocess",
+)
 
 
 class ObserverCollector:
     """A prometheus_client collector for every (S), (C) and (M) metric. ``environ`` defaults to the process
     environment; ``now`` (a tz-aware datetime, or a callable returning one) fixes the clock for tests."""
 
-    def __init__(self, environ: Mapping[str, str] | None = None, *,
-                 now: datetime | Callable[[], datetime] | None = None, cache_seconds: float = 5.0,
-                 slow_cache_seconds: float = 30.0, compact_every_s: float = 60.0, compact_min_idle_s: float = 600.0):
+    def __init__(
+        self,
+        environ: Mapping[str, str] | None = None,
+        *,
+        now: datetime | Callable[[], datetime] | None = None,
+        cache_seconds: float = 5.0,
+        slow_cache_seconds: float = 30.0,
+        compact_every_s: float = 60.0,
+        compact_min_idle_s: float = 600.0,
+    ):
         self.env = dict(os.environ if environ is None else environ)
         self._now = now
         self.cache_seconds, self.slow_cache_seconds = cache_seconds, slow_cache_seconds
         self.errors: Counter = Counter({s: 0 for s in SOURCES})
-        self.sources = Sources(self.env, self.errors, compact_every_s=compact_every_s,
-                               compact_min_idle_s=compact_min_idle_s)
+        self.sources = Sources(
+            self.env, self.errors, compact_every_s=compact_every_s, compact_min_idle_s=compact_min_idle_s
+        )
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[float, list[Metric]]] = {}
         self.version = _version()
@@ -118,11 +137,19 @@ class ObserverCollector:
     def _sources(self) -> list[tuple[str, Callable[[datetime], list[Metric]], float]]:
         """Each source's reader and how long its figures are reused."""
         src, fast, slow = self.sources, self.cache_seconds, self.slow_cache_seconds
-        return [("calendar", src.calendar_gates, 0.0), ("universe", src.universe, fast),
-                ("track_a", src.track_a, fast), ("track_b", src.track_b, min(fast, 2.0)),
-                ("tokens", src.tokens, fast), ("gaps", src.gaps, fast), ("backup", src.backup, slow),
-                ("retention", src.retention, fast), ("dagster", src.dagster, fast), ("disk", src.disk, fast),
-                ("multiprocess", src.multiprocess, min(fast, 2.0))]
+        return [
+            ("calendar", src.calendar_gates, 0.0),
+            ("universe", src.universe, fast),
+            ("track_a", src.track_a, fast),
+            ("track_b", src.track_b, min(fast, 2.0)),
+            ("tokens", src.tokens, fast),
+            ("gaps", src.gaps, fast),
+            ("backup", src.backup, slow),
+            ("retention", src.retention, fast),
+            ("dagster", src.dagster, fast),
+            ("disk", src.disk, fast),
+            ("multiprocess", src.multiprocess, min(fast, 2.0)),
+        ]
 
     def _cached(self, name: str, fn: Callable[[datetime], list[Metric]], now: datetime, ttl: float) -> list[Metric]:
         hit = self._cache.get(name)
@@ -133,8 +160,12 @@ class ObserverCollector:
             fams = fn(now)
         except Exception as exc:  # noqa: BLE001 - one broken source never fails the scrape
             self.errors[name] += 1
-            log.error("metrics source %s failed: %s: %s", name, type(exc).__name__,
-                      scrub(str(exc), self.sources.secrets)[:300])
+            log.error(
+                "metrics source %s failed: %s: %s",
+                name,
+                type(exc).__name__,
+                scrub(str(exc), self.sources.secrets)[:300],
+            )
             fams = []
         self._cache[name] = (t, fams)
         return fams
@@ -161,13 +192,15 @@ def registry(collector: ObserverCollector) -> CollectorRegistry:
     return reg
 
 
-def collect_text(environ: Mapping[str, str] | None = None, *, now: datetime | None = None,
-                 collector: ObserverCollector | None = None) -> str:
+def collect_text(
+    environ: Mapping[str, str] | None = None, *, now: datetime | None = None, collector: ObserverCollector | None = None
+) -> str:
     """The exposition text one scrape would return (Prometheus text format 0.0.4)."""
     from prometheus_client.exposition import generate_latest  # noqa: PLC0415
 
-    c = collector or ObserverCollector(environ, now=now, cache_seconds=0.0, slow_cache_seconds=0.0,
-                                       compact_every_s=math.inf)
+    c = collector or ObserverCollector(
+        environ, now=now, cache_seconds=0.0, slow_cache_seconds=0.0, compact_every_s=math.inf
+    )
     try:
         return generate_latest(registry(c)).decode("utf-8")
     finally:
@@ -213,8 +246,13 @@ def make_server(host: str, port: int, collector: ObserverCollector):  # noqa: AN
     return _make(host, port, make_app(collector), server_class=Server, handler_class=Quiet)
 
 
-def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, environ: Mapping[str, str] | None = None,
-          ready: Callable[[str], None] | None = None) -> int:
+def serve(
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    *,
+    environ: Mapping[str, str] | None = None,
+    ready: Callable[[str], None] | None = None,
+) -> int:
     """Serve /metrics until SIGTERM or SIGINT; ``ready`` gets the URL (the real port when ``port`` is 0)."""
     import signal  # noqa: PLC0415
 
@@ -239,4 +277,3 @@ def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, environ: Mappin
         server.server_close()
         collector.close()
     return 0
-

@@ -8,8 +8,9 @@ from observer_assets.monitoring.events import system_events
 from observer_assets.orchestration.partitions import trading_day_request
 from observer_assets.orchestration.runs import max_runtime
 
-system_events_job = dg.define_asset_job("system_events_job", selection=dg.AssetSelection.assets(system_events),
-                                        tags=max_runtime("system_events_job"))
+system_events_job = dg.define_asset_job(
+    "system_events_job", selection=dg.AssetSelection.assets(system_events), tags=max_runtime("system_events_job")
+)
 
 
 @dg.schedule(

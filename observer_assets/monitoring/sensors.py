@@ -20,8 +20,10 @@ PROCESS_LIMIT_ENV = "DAGSTER_RUN_STATUS_SENSOR_PROCESS_LIMIT"
 
 def run_failure_text(run: dg.DagsterRun, message: str) -> str:
     part = run.tags.get("dagster/partition", "-")
-    return (f"[Observer] run FAILED: job {run.job_name}, partition {part}, run {run.run_id[:8]}"
-            f" at {clock.now().isoformat(timespec='seconds')}: {message}")
+    return (
+        f"[Observer] run FAILED: job {run.job_name}, partition {part}, run {run.run_id[:8]}"
+        f" at {clock.now().isoformat(timespec='seconds')}: {message}"
+    )
 
 
 @dg.run_failure_sensor(
@@ -49,8 +51,10 @@ def check_failure_text(ev, partition: str | None) -> str:
     md = {k: getattr(v, "value", v) for k, v in (ev.metadata or {}).items()}
     brief = ", ".join(f"{k}={v}" for k, v in md.items() if isinstance(v, (int, float, str)) and len(str(v)) < 80)
     sev = getattr(getattr(ev, "severity", None), "value", "ERROR")
-    return (f"[Observer] check FAILED ({sev}): {ev.asset_key.to_user_string()} / {ev.check_name}, partition "
-            f"{partition or '-'}: {ev.description or ''} {('(' + brief + ')') if brief else ''}").strip()
+    return (
+        f"[Observer] check FAILED ({sev}): {ev.asset_key.to_user_string()} / {ev.check_name}, partition "
+        f"{partition or '-'}: {ev.description or ''} {('(' + brief + ')') if brief else ''}"
+    ).strip()
 
 
 def _check_keys(context: dg.SensorEvaluationContext) -> list[dg.AssetCheckKey]:
@@ -95,8 +99,10 @@ def check_failure_alerts(context: dg.SensorEvaluationContext) -> dg.SkipReason:
             if ev is not None and hasattr(ev, "passed"):
                 text = check_failure_text(ev, rec.partition or _run_partition(context, rec.run_id))
             else:
-                text = (f"[Observer] check {status}: {name}, partition "
-                        f"{rec.partition or _run_partition(context, rec.run_id) or '-'} (run {rec.run_id[:8]})")
+                text = (
+                    f"[Observer] check {status}: {name}, partition "
+                    f"{rec.partition or _run_partition(context, rec.run_id) or '-'} (run {rec.run_id[:8]})"
+                )
             texts.append(text)
     # the cursor moves past everything read before any post: a slow webhook can cost alerts' delivery (they are
     # logged), never the sensor's progress
@@ -106,13 +112,13 @@ def check_failure_alerts(context: dg.SensorEvaluationContext) -> dg.SkipReason:
     out = alerts.send_all(texts)
     posted = sum(d.posted for d in out)
     if len(out) - posted and settings.is_set(alerts.WEBHOOK_ENV):
-        context.log.warning(f"{len(out) - posted} of {len(out)} check alert(s) not delivered to the webhook "
-                            "(all are in the observer.alerts log)")
+        context.log.warning(
+            f"{len(out) - posted} of {len(out)} check alert(s) not delivered to the webhook "
+            "(all are in the observer.alerts log)"
+        )
     return dg.SkipReason(f"{seen} check evaluations, {len(texts)} failed (alerted; {posted} posted)")
 
 
 def _run_partition(context: dg.SensorEvaluationContext, run_id: str | None) -> str | None:
     run = context.instance.get_run_by_id(run_id) if run_id else None
     return run.tags.get("dagster/partition") if run else None
-
-

@@ -96,13 +96,18 @@ class _Day:
 
     def __init__(self, events: Iterable[Event]):
         never = datetime.min.replace(tzinfo=KST)
-        self.evs = sorted((e for e in events if isinstance(_v(e.get("event_type")), str)),
-                          key=lambda e: (_ts(e.get("timestamp")) is None, _ts(e.get("timestamp")) or never))
+        self.evs = sorted(
+            (e for e in events if isinstance(_v(e.get("event_type")), str)),
+            key=lambda e: (_ts(e.get("timestamp")) is None, _ts(e.get("timestamp")) or never),
+        )
         self.by_type = Counter(e["event_type"] for e in self.evs)
         self.stamps = [t for t in (_ts(e.get("timestamp")) for e in self.evs) if t is not None]
         self.last_at = max(self.stamps) if self.stamps else None
-        capture = [t for t in (_ts(e.get("timestamp")) for e in self.evs
-                               if e["event_type"].startswith(CAPTURE_PREFIXES)) if t is not None]
+        capture = [
+            t
+            for t in (_ts(e.get("timestamp")) for e in self.evs if e["event_type"].startswith(CAPTURE_PREFIXES))
+            if t is not None
+        ]
         self.capture_last = max(capture) if capture else self.last_at
         self.gaps = merge_gaps(_as_logged(e) for e in self.of("gap_marker"))
 
@@ -136,17 +141,27 @@ def gaps_section(day: _Day) -> dict[str, Any]:
         "by_severity": dict(Counter(m.gap.severity or "?" for m in gs)),
         "critical": sum(m.gap.severity == "critical" for m in gs),
         "major_or_worse": sum(m.gap.severity in ("major", "critical") for m in gs),
-        "open_gaps": [{"gap_id": str(m.gap.gap_id), "reason": m.gap.reason, "severity": m.gap.severity,
-                       "scope": m.gap.scope, "symbol": _v(m.gap.symbol), "key_id": _key(m.gap.metadata),
-                       "start": _iso(_ts(m.gap.start))} for m in still_open][:MAX_LISTED],
+        "open_gaps": [
+            {
+                "gap_id": str(m.gap.gap_id),
+                "reason": m.gap.reason,
+                "severity": m.gap.severity,
+                "scope": m.gap.scope,
+                "symbol": _v(m.gap.symbol),
+                "key_id": _key(m.gap.metadata),
+                "start": _iso(_ts(m.gap.start)),
+            }
+            for m in still_open
+        ][:MAX_LISTED],
     }
 
 
 def websocket_section(day: _Day) -> dict[str, Any]:
     """Connects/disconnects from the client's events; down time from the ws_disconnect gaps (they start at the last
     frame received, so they measure what was not recorded), else from ws_connected outages."""
-    ws_keys: dict[str, dict[str, Any]] = defaultdict(lambda: {"connects": 0, "reconnects": 0, "disconnects": 0,
-                                                               "connect_failures": 0, "disconnected_seconds": 0.0})
+    ws_keys: dict[str, dict[str, Any]] = defaultdict(
+        lambda: {"connects": 0, "reconnects": 0, "disconnects": 0, "connect_failures": 0, "disconnected_seconds": 0.0}
+    )
     outage = 0.0
     for e in day.of(*WS_TYPES):
         k = ws_keys[_key(e)]
@@ -170,8 +185,14 @@ def websocket_section(day: _Day) -> dict[str, Any]:
             else:
                 last = day.capture_last
                 secs = max((last - start).total_seconds(), 0.0) if (last and start) else 0.0
-                still_down.append({"key_id": key, "since": _iso(start), "gap_id": str(m.gap.gap_id),
-                                   "seconds_until_last_capture_event": _r(secs)})
+                still_down.append(
+                    {
+                        "key_id": key,
+                        "since": _iso(start),
+                        "gap_id": str(m.gap.gap_id),
+                        "seconds_until_last_capture_event": _r(secs),
+                    }
+                )
             ws_keys[key]["disconnected_seconds"] += secs
         down = sum(k["disconnected_seconds"] for k in ws_keys.values())
     else:
@@ -184,11 +205,16 @@ def websocket_section(day: _Day) -> dict[str, Any]:
         return sum(k[name] for k in ws_keys.values())
 
     return {
-        "connects": tot("connects"), "reconnects": tot("reconnects"), "disconnects": tot("disconnects"),
+        "connects": tot("connects"),
+        "reconnects": tot("reconnects"),
+        "disconnects": tot("disconnects"),
         "connect_failures": tot("connect_failures"),
         "reconnect_attempts": tot("reconnects") + tot("connect_failures"),
-        "disconnected_seconds": _r(down), "disconnected_basis": basis, "still_disconnected": still_down[:MAX_LISTED],
-        "outage_seconds_reported": _r(outage), "max_over": day.count("ws_max_over"),
+        "disconnected_seconds": _r(down),
+        "disconnected_basis": basis,
+        "still_disconnected": still_down[:MAX_LISTED],
+        "outage_seconds_reported": _r(outage),
+        "max_over": day.count("ws_max_over"),
         "failure_critical": day.count("ws_failure_critical"),
         "by_key": {k: v for k, v in sorted(ws_keys.items())},
     }
@@ -196,17 +222,30 @@ def websocket_section(day: _Day) -> dict[str, Any]:
 
 def slots_section(day: _Day) -> dict[str, Any]:
     actions = Counter(str(_v(e.get("action")) or "?") for e in day.of("slot_change"))
-    return {"changes": sum(actions.values()), "by_action": dict(actions), "replacements": actions.get("replace", 0),
-            "overflows": day.count("ws_max_over")}
+    return {
+        "changes": sum(actions.values()),
+        "by_action": dict(actions),
+        "replacements": actions.get("replace", 0),
+        "overflows": day.count("ws_max_over"),
+    }
 
 
 def mitigation_section(day: _Day) -> dict[str, Any]:
     mit = day.of("mitigation_level_change")
     levels = [int(_num(e.get("new"))) for e in mit]
     return {
-        "changes": len(mit), "max_level": max(levels, default=0), "last_level": levels[-1] if levels else None,
-        "history": [{"at": _iso(_ts(e.get("timestamp"))), "old": _v(e.get("old")), "new": _v(e.get("new")),
-                     "cause": _v(e.get("cause"))} for e in mit][:MAX_LISTED],
+        "changes": len(mit),
+        "max_level": max(levels, default=0),
+        "last_level": levels[-1] if levels else None,
+        "history": [
+            {
+                "at": _iso(_ts(e.get("timestamp"))),
+                "old": _v(e.get("old")),
+                "new": _v(e.get("new")),
+                "cause": _v(e.get("cause")),
+            }
+            for e in mit
+        ][:MAX_LISTED],
     }
 
 
@@ -224,9 +263,17 @@ def tokens_section(day: _Day) -> dict[str, Any]:
         "approval_keys": day.count("approval_key_issued"),
         "approval_key_failures": day.count("approval_key_failed"),
         "latest_expiry": {k: v for k, v in sorted({_key(e): _v(e.get("expires_at")) for e in issued}.items())},
-        "failure_list": [{"at": _iso(_ts(e.get("timestamp"))), "event": e["event_type"], "key_id": _key(e),
-                          "error": _v(e.get("error")), "code": _v(e.get("code")), "message": _v(e.get("message"))}
-                         for e in failures][:MAX_LISTED],
+        "failure_list": [
+            {
+                "at": _iso(_ts(e.get("timestamp"))),
+                "event": e["event_type"],
+                "key_id": _key(e),
+                "error": _v(e.get("error")),
+                "code": _v(e.get("code")),
+                "message": _v(e.get("message")),
+            }
+            for e in failures
+        ][:MAX_LISTED],
     }
 
 
@@ -251,16 +298,24 @@ def etl_section(day: _Day) -> dict[str, Any]:
     uni, uni_failed = day.of("universe_built"), day.of("universe_build_failed")
     ta, ta_failed = day.of("track_a_slot"), day.of("track_a_slot_failed")
     out = {
-        "universe_built": len(uni), "universe_failed": len(uni_failed),
+        "universe_built": len(uni),
+        "universe_failed": len(uni_failed),
         "universe_fallbacks": sum(bool(_v(e.get("fallback"))) for e in uni),
         "universe_count": _v(uni[-1].get("count")) if uni else None,
-        "track_a_slots": len(ta), "track_a_slots_failed": len(ta_failed),
+        "track_a_slots": len(ta),
+        "track_a_slots_failed": len(ta_failed),
         "track_a_symbols_ok": int(sum(_num(e.get("ok")) for e in ta)),
         "track_a_symbols_failed": int(sum(_num(e.get("failed")) for e in ta)),
         "track_a_by_mode": dict(Counter(str(_v(e.get("mode")) or "?") for e in ta)),
-        "failure_list": [{"at": _iso(_ts(e.get("timestamp"))), "event": e["event_type"],
-                          "what": _v(e.get("slot")) or _v(e.get("day")), "error": _v(e.get("error"))}
-                         for e in (uni_failed + ta_failed)][:MAX_LISTED],
+        "failure_list": [
+            {
+                "at": _iso(_ts(e.get("timestamp"))),
+                "event": e["event_type"],
+                "what": _v(e.get("slot")) or _v(e.get("day")),
+                "error": _v(e.get("error")),
+            }
+            for e in (uni_failed + ta_failed)
+        ][:MAX_LISTED],
     }
     out["failures"] = out["universe_failed"] + out["track_a_slots_failed"]
     return out
@@ -303,9 +358,12 @@ def summarize(events: Iterable[Event]) -> dict[str, Any]:
         "backup": backup_section(day),
         "retention": retention_section(day),
         "anomalies": sorted({str(_v(e.get("rule"))) for e in day.of("anomaly_day")}),
-        "capture": {"started": day.count("capture_started"), "stopped": day.count("capture_stopped"),
-                    "recovered": day.count("capture_recovered"),
-                    "supervisor_restarts": day.count("capture_supervisor_restart")},
+        "capture": {
+            "started": day.count("capture_started"),
+            "stopped": day.count("capture_stopped"),
+            "recovered": day.count("capture_recovered"),
+            "supervisor_restarts": day.count("capture_supervisor_restart"),
+        },
     }
 
 
@@ -317,19 +375,30 @@ def key_numbers(s: Mapping[str, Any]) -> dict[str, int | float]:
     ws, g, t, rl, etl = s["websocket"], s["gaps"], s["tokens"], s["rate_limit"], s["etl"]
     return {
         "events": s["events"],
-        "ws_connects": ws["connects"], "ws_disconnects": ws["disconnects"],
-        "ws_reconnect_attempts": ws["reconnect_attempts"], "ws_disconnected_seconds": float(ws["disconnected_seconds"]),
-        "slot_changes": s["slots"]["changes"], "slot_overflows": s["slots"]["overflows"],
-        "mitigation_changes": s["mitigation"]["changes"], "mitigation_max_level": s["mitigation"]["max_level"],
-        "gaps_opened": g["opened"], "gaps_closed": g["closed"], "gaps_still_open": g["still_open"],
-        "gap_seconds_closed": float(g["closed_seconds"]), "gaps_critical": g["critical"],
-        "tokens_issued_by_kis": t["issued_by_kis"], "token_refreshes": t["refreshes"],
+        "ws_connects": ws["connects"],
+        "ws_disconnects": ws["disconnects"],
+        "ws_reconnect_attempts": ws["reconnect_attempts"],
+        "ws_disconnected_seconds": float(ws["disconnected_seconds"]),
+        "slot_changes": s["slots"]["changes"],
+        "slot_overflows": s["slots"]["overflows"],
+        "mitigation_changes": s["mitigation"]["changes"],
+        "mitigation_max_level": s["mitigation"]["max_level"],
+        "gaps_opened": g["opened"],
+        "gaps_closed": g["closed"],
+        "gaps_still_open": g["still_open"],
+        "gap_seconds_closed": float(g["closed_seconds"]),
+        "gaps_critical": g["critical"],
+        "tokens_issued_by_kis": t["issued_by_kis"],
+        "token_refreshes": t["refreshes"],
         "token_failures": t["failures"] + t["approval_key_failures"],
-        "rate_limit_rejections": rl["rejections"], "rate_limit_wait_seconds": float(rl["total_wait_seconds"]),
+        "rate_limit_rejections": rl["rejections"],
+        "rate_limit_wait_seconds": float(rl["total_wait_seconds"]),
         "etl_failures": etl["failures"],
-        "backups_succeeded": s["backup"]["succeeded"], "backups_failed": s["backup"]["failed"],
+        "backups_succeeded": s["backup"]["succeeded"],
+        "backups_failed": s["backup"]["failed"],
         "backups_verify_failed": s["backup"]["verify_failed"],
-        "retention_deleted": s["retention"]["deleted"], "retention_blocked": s["retention"]["blocked"],
+        "retention_deleted": s["retention"]["deleted"],
+        "retention_blocked": s["retention"]["blocked"],
     }
 
 
@@ -338,12 +407,18 @@ def _rows(s: Mapping[str, Any]) -> list[tuple[str, str, Any]]:
     ws, g, t, rl, etl, m = s["websocket"], s["gaps"], s["tokens"], s["rate_limit"], s["etl"], s["mitigation"]
     b, r = s["backup"], s["retention"]
     return [
-        ("WebSocket", "connects / reconnects / disconnects",
-         f"{ws['connects']} / {ws['reconnects']} / {ws['disconnects']}"),
+        (
+            "WebSocket",
+            "connects / reconnects / disconnects",
+            f"{ws['connects']} / {ws['reconnects']} / {ws['disconnects']}",
+        ),
         ("WebSocket", "failed connect attempts", ws["connect_failures"]),
         ("WebSocket", "disconnected (s)", f"{ws['disconnected_seconds']} ({ws['disconnected_basis']})"),
-        ("WebSocket", "still disconnected",
-         ", ".join(f"{d['key_id']} since {d['since']}" for d in ws["still_disconnected"]) or "no"),
+        (
+            "WebSocket",
+            "still disconnected",
+            ", ".join(f"{d['key_id']} since {d['since']}" for d in ws["still_disconnected"]) or "no",
+        ),
         ("Slots", "changes (replacements)", f"{s['slots']['changes']} ({s['slots']['replacements']})"),
         ("Slots", "subscription overflows (MAX SUBSCRIBE OVER)", s["slots"]["overflows"]),
         ("Slots", "overflow ledger (rejected candidates)", s["slots"].get("overflow_ledger_rejected", "—")),
@@ -352,17 +427,26 @@ def _rows(s: Mapping[str, Any]) -> list[tuple[str, str, Any]]:
         ("Gaps", "closed gap time (s)", g["closed_seconds"]),
         ("Gaps", "critical / major or worse", f"{g['critical']} / {g['major_or_worse']}"),
         ("Tokens", "issued by KIS / adopted from store", f"{t['issued_by_kis']} / {t['adopted_from_store']}"),
-        ("Tokens", "refreshes / EGW00133 refusals / deferred",
-         f"{t['refreshes']} / {t['refused_egw00133']} / {t['refresh_deferred']}"),
+        (
+            "Tokens",
+            "refreshes / EGW00133 refusals / deferred",
+            f"{t['refreshes']} / {t['refused_egw00133']} / {t['refresh_deferred']}",
+        ),
         ("Tokens", "failures (token / approval key)", f"{t['failures']} / {t['approval_key_failures']}"),
         ("Tokens", "approval keys", t["approval_keys"]),
         ("Rate limit", "EGW00201 rejections (gave up)", f"{rl['rejections']} ({rl['gave_up']})"),
         ("Rate limit", "wait: retries / limiter (s)", f"{rl['retry_wait_seconds']} / {rl['limiter_wait_seconds']}"),
-        ("ETL", "universe built / failed / fallback",
-         f"{etl['universe_built']} / {etl['universe_failed']} / {etl['universe_fallbacks']}"),
+        (
+            "ETL",
+            "universe built / failed / fallback",
+            f"{etl['universe_built']} / {etl['universe_failed']} / {etl['universe_fallbacks']}",
+        ),
         ("ETL", "Track A slots ok / failed", f"{etl['track_a_slots']} / {etl['track_a_slots_failed']}"),
-        ("Backup", "succeeded / failed / verified / verify failed",
-         f"{b['succeeded']} / {b['failed']} / {b['verified']} / {b['verify_failed']}"),
+        (
+            "Backup",
+            "succeeded / failed / verified / verify failed",
+            f"{b['succeeded']} / {b['failed']} / {b['verified']} / {b['verify_failed']}",
+        ),
         ("Backup", "failed days", ", ".join(sorted({*b["days"]["failed"], *b["days"]["verify_failed"]})) or "none"),
         ("Retention", "deleted / kept / blocked", f"{r['deleted']} / {r['kept']} / {r['blocked']}"),
         ("Retention", "files / bytes deleted", f"{r['deleted_files']} / {r['deleted_bytes']}"),
@@ -377,8 +461,12 @@ def markdown(s: Mapping[str, Any], day: date, *, note: str | None = None) -> str
     lines = [f"### System events of {day.isoformat()}", ""]
     if note:
         lines += [f"**{note}**", ""]
-    lines += [f"{s['events']} events, {s['first_at'] or '—'} .. {s['last_at'] or '—'}", "",
-              "| area | what | value |", "|---|---|---|"]
+    lines += [
+        f"{s['events']} events, {s['first_at'] or '—'} .. {s['last_at'] or '—'}",
+        "",
+        "| area | what | value |",
+        "|---|---|---|",
+    ]
     lines += [f"| {a} | {w} | {str(v).replace('|', '/')} |" for a, w, v in _rows(s)]
     if s["by_type"]:
         lines += ["", "| event type | count |", "|---|---|"] + [f"| {k} | {n} |" for k, n in s["by_type"].items()]
@@ -390,6 +478,8 @@ def markdown(s: Mapping[str, Any], day: date, *, note: str | None = None) -> str
             lines.append(f"| {p['at']} | {p['event']} | {detail.replace('|', '/')} |")
     if g["open_gaps"]:
         lines += ["", "| open gap | reason | severity | key | since |", "|---|---|---|---|---|"]
-        lines += [f"| {x['gap_id']} | {x['reason']} | {x['severity']} | {x['key_id']} | {x['start']} |"
-                  for x in g["open_gaps"]]
+        lines += [
+            f"| {x['gap_id']} | {x['reason']} | {x['severity']} | {x['key_id']} | {x['start']} |"
+            for x in g["open_gaps"]
+        ]
     return "\n".join(lines)

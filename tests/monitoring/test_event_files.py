@@ -15,10 +15,10 @@ from pathlib import Path
 import dagster as dg
 import pyarrow.parquet as pq
 
-from observer_assets.gaps.assets import gap_report
-from observer_resources.storage.layout import report_path
 from observer_assets.backup.daysets import file_day
-from observer_assets.monitoring.events import load_day as ops_load_day, read_day, system_events
+from observer_assets.gaps.assets import gap_report
+from observer_assets.monitoring.events import load_day as ops_load_day
+from observer_assets.monitoring.events import read_day, system_events
 from observer_assets.orchestration.partitions import day_key
 from observer_assets.universe.assets import universe
 from observer_resources.calendar import KST
@@ -34,6 +34,7 @@ from observer_resources.events import (
     load_day,
     read_events,
 )
+from observer_resources.storage.layout import report_path
 
 DAY = date(2026, 3, 10)  # a KRX trading day (Tuesday)
 N = 200  # events per host
@@ -69,8 +70,14 @@ def write_concurrently(data: Path, tmp_path: Path) -> None:
     procs = []
     for host, offset in (("alpha", 0), ("beta", 1)):
         env = {**os.environ, HOST_ID_ENV: host}
-        procs.append(subprocess.Popen([sys.executable, "-c", WRITER, str(data), str(N), str(offset), str(go)],
-                                      env=env, stderr=subprocess.PIPE, text=True))
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-c", WRITER, str(data), str(N), str(offset), str(go)],
+                env=env,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     time.sleep(0.5)  # both imported and waiting
     go.touch()
     for p in procs:
@@ -113,7 +120,7 @@ def test_garbage_in_the_middle_of_one_hosts_file_is_counted_and_the_day_still_re
     write_concurrently(data, tmp_path)
     alpha = events_path(data, DAY, "alpha")
     lines = alpha.read_bytes().split(b"\n")[:-1]
-    garbage = b"\x00\xff\xfe garbage {\"event_type\": \"host_no"
+    garbage = b'\x00\xff\xfe garbage {"event_type": "host_no'
     glued = b'{"event_type": "host_note", "timest' + lines[10]  # a torn fragment, then a whole event: kept
     alpha.write_bytes(b"\n".join(lines[:10] + [garbage, glued] + lines[11:]) + b"\n")
 
@@ -149,9 +156,11 @@ def test_legacy_day_file_torn_tail_and_bad_shapes_never_raise(tmp_path, monkeypa
     monkeypatch.setenv(HOST_ID_ENV, "gamma")
     legacy = legacy_events_path(data, DAY)
     legacy.parent.mkdir(parents=True)
-    legacy.write_bytes(b'{"event_type": "old", "timestamp": "2026-03-10T12:00:00+09:00"}\n'
-                       b"[1, 2]\n{\"no_type\": 1}\n\xff\xfe\n\n"
-                       b'{"event_type": "old_torn", "timestamp": "2026-03')  # torn last line of an old file
+    legacy.write_bytes(
+        b'{"event_type": "old", "timestamp": "2026-03-10T12:00:00+09:00"}\n'
+        b'[1, 2]\n{"no_type": 1}\n\xff\xfe\n\n'
+        b'{"event_type": "old_torn", "timestamp": "2026-03'
+    )  # torn last line of an old file
     log = EventLog(data)
     log.emit("first", at=datetime(2026, 3, 10, 8, 0, tzinfo=KST))
     mine = events_path(data, DAY)
@@ -188,13 +197,19 @@ def test_the_exporter_adds_up_every_hosts_file(tmp_path, monkeypatch):
             log.emit("rate_limit_rejected", at=now, key_id="key-x", tr_id="FHKST01010100")
         log.emit("retention_deleted", at=now, day="2026-01-05", files=n, bytes=100 * n)
     legacy = legacy_events_path(data, now.date())  # an older version's file of the same day counts too
-    legacy.write_text(json.dumps({"event_type": "rate_limit_rejected", "timestamp": now.isoformat(),
-                                  "key_id": "key-x"}) + "\nnot json\n")
+    legacy.write_text(
+        json.dumps({"event_type": "rate_limit_rejected", "timestamp": now.isoformat(), "key_id": "key-x"})
+        + "\nnot json\n"
+    )
     env = {"OBSERVER_DATA_DIR": str(data), "OBSERVER_CALENDAR": "open"}
     c = ObserverCollector(env, now=now, cache_seconds=0, slow_cache_seconds=0)
     try:
-        samples = {s.name: s.value for f in text_string_to_metric_families(collect_text(env, collector=c))
-                   for s in f.samples if s.labels.get("key_id") in (None, "key-x")}
+        samples = {
+            s.name: s.value
+            for f in text_string_to_metric_families(collect_text(env, collector=c))
+            for s in f.samples
+            if s.labels.get("key_id") in (None, "key-x")
+        }
     finally:
         c.close()
     assert samples["observer_rate_limit_rejections_total"] == 6
@@ -212,14 +227,19 @@ def test_the_exporter_follows_a_file_by_the_event_logs_line_policy(tmp_path):
     path.parent.mkdir(parents=True)
 
     def rejected(n: int) -> bytes:
-        return json.dumps({"event_type": "rate_limit_rejected", "timestamp": f"2026-03-10T09:00:0{n}+09:00",
-                           "key_id": "k"}).encode()
+        return json.dumps(
+            {"event_type": "rate_limit_rejected", "timestamp": f"2026-03-10T09:00:0{n}+09:00", "key_id": "k"}
+        ).encode()
 
     tail = Tail(path, EventFigures, feed_event)
     whole = rejected(3)
     garbage = b'not json\n[1, 2]\n{"no_type": 1}\n\xff\xfe\n\n'
-    for chunk in (rejected(1) + b"\n", garbage + whole[:20], whole[20:] + b"\n",
-                  b'{"event_type": "rate_limit_rej' + rejected(4) + b"\n"):
+    for chunk in (
+        rejected(1) + b"\n",
+        garbage + whole[:20],
+        whole[20:] + b"\n",
+        b'{"event_type": "rate_limit_rej' + rejected(4) + b"\n",
+    ):
         with open(path, "ab") as f:
             f.write(chunk)
         tail.read()
@@ -239,9 +259,21 @@ def test_the_summary_and_the_gap_report_merge_markers_alike(tmp_path):
     def marker(gap_id: str, hh: int, mm: int, end: tuple[int, int] | None, severity: str, written: datetime) -> None:
         start = datetime(2026, 3, 10, hh, mm, tzinfo=KST)
         stop = datetime(2026, 3, 10, *end, tzinfo=KST) if end else None
-        log.emit("gap_marker", at=written, gap_id=gap_id, state="closed" if stop else "open", symbol=None,
-                 gap_start_ts=start, gap_end_ts=stop, gap_seconds=(stop - start).total_seconds() if stop else None,
-                 scope="scalp", reason="ws_disconnect", severity=severity, session_id="s", metadata={"key_id": "k1"})
+        log.emit(
+            "gap_marker",
+            at=written,
+            gap_id=gap_id,
+            state="closed" if stop else "open",
+            symbol=None,
+            gap_start_ts=start,
+            gap_end_ts=stop,
+            gap_seconds=(stop - start).total_seconds() if stop else None,
+            scope="scalp",
+            reason="ws_disconnect",
+            severity=severity,
+            session_id="s",
+            metadata={"key_id": "k1"},
+        )
 
     def at(hh: int, mm: int) -> datetime:
         return datetime(2026, 3, 10, hh, mm, tzinfo=KST)
@@ -255,7 +287,10 @@ def test_the_summary_and_the_gap_report_merge_markers_alike(tmp_path):
     records = load_day(tmp_path / "data", DAY).records
     merged = {m.gap.gap_id: m for m in merge_gaps(records)}
     assert [(m.gap.severity, m.gap.end is None, m.opened, m.seconds) for m in merged.values()] == [
-        ("minor", False, False, 600.0), ("critical", True, True, None), ("major", False, True, 120.0)]
+        ("minor", False, False, 600.0),
+        ("critical", True, True, None),
+        ("major", False, True, 120.0),
+    ]
     assert [g.gap_id for g in gaps_from(records)] == ["b", "a", "c"]  # by start
     g = summarize(records)["gaps"]
     assert (g["opened"], g["closed"], g["still_open"], g["closed_without_open_marker"]) == (2, 2, 1, 1)

@@ -12,7 +12,6 @@ import dagster as dg
 import pytest
 
 from observer_assets.monitoring.events import load_day, read_day, summarize, system_events
-from observer_resources.storage.layout import events_summary_path as summary_path
 from observer_assets.orchestration.partitions import calendar, day_key, slot_key
 from observer_assets.track_a.assets import track_a_snapshot
 from observer_assets.universe.assets import universe
@@ -25,6 +24,7 @@ from observer_resources.resources import KisResource
 from observer_resources.shared.rate_limit import SharedRateLimiter
 from observer_resources.shared.token_store import TOKEN_STORE_FILE, SqliteTokenStore
 from observer_resources.shared.tokens import SharedTokenProvider
+from observer_resources.storage.layout import events_summary_path as summary_path
 
 FAST = timedelta(seconds=0.2)  # stands in for KIS's minute between token issuances
 
@@ -61,8 +61,9 @@ def test_token_issue_through_the_resource_is_an_event_without_the_token(sim, cre
     key, secret = creds
 
     def resource() -> KisResource:
-        return KisResource(app_key=key, app_secret=secret, rest_url=sim.rest_url, ws_url=sim.ws_url,
-                           state_dir=str(tmp_path / "state"))
+        return KisResource(
+            app_key=key, app_secret=secret, rest_url=sim.rest_url, ws_url=sim.ws_url, state_dir=str(tmp_path / "state")
+        )
 
     first, second = resource(), resource()  # two resource instances = two step processes sharing the store
     code = a_code(sim)
@@ -83,8 +84,10 @@ def test_token_issue_through_the_resource_is_an_event_without_the_token(sim, cre
     token = SqliteTokenStore(tmp_path / "state" / TOKEN_STORE_FILE).get(key_id, "access").value
     evs = all_events(data)
     issued = [e for e in evs if e["event_type"] == "token_issued"]
-    assert [(e["issued_by"], e["reason"]) for e in issued] == [("this_process", "missing"),
-                                                               ("shared_store", "valid in the shared store")]
+    assert [(e["issued_by"], e["reason"]) for e in issued] == [
+        ("this_process", "missing"),
+        ("shared_store", "valid in the shared store"),
+    ]
     for e in issued:
         assert e["key_id"] == key_id and e["source"] == "kis"
         exp = datetime.fromisoformat(e["expires_at"])
@@ -139,8 +142,11 @@ def test_refresh_after_rejection_and_failures_are_events(sim, make_creds, tmp_pa
     kinds = [e["event_type"] for e in evs if e["event_type"].startswith(("token_", "approval_"))]
     assert kinds == ["token_issued", "token_refreshed", "token_issue_failed", "approval_key_failed"]
     refreshed = next(e for e in evs if e["event_type"] == "token_refreshed")
-    assert (refreshed["reason"], refreshed["issued_by"], refreshed["same_as_replaced"]) == \
-        ("rejected by KIS", "this_process", False)
+    assert (refreshed["reason"], refreshed["issued_by"], refreshed["same_as_replaced"]) == (
+        "rejected by KIS",
+        "this_process",
+        False,
+    )
     failed = next(e for e in evs if e["event_type"] == "token_issue_failed")
     assert failed["error"] == "BadCredentialsError" and failed["code"] == exc.value.code and failed["message"]
     assert failed["reason"] == "missing"
@@ -156,9 +162,12 @@ def test_egw00133_refusals_are_events(sim, make_creds, tmp_path):
     data = tmp_path / "data"
     key, secret = make_creds(9103)
     sim.admin("faults", {"kind": "token_refuse", "n": 1, "appkey": key})
-    provider = SharedTokenProvider(KisConfig(key, secret, "real", sim.rest_url, sim.ws_url),
-                                   SqliteTokenStore(tmp_path / "t.sqlite"), too_soon_wait=FAST,
-                                   events=EventLog(data))
+    provider = SharedTokenProvider(
+        KisConfig(key, secret, "real", sim.rest_url, sim.ws_url),
+        SqliteTokenStore(tmp_path / "t.sqlite"),
+        too_soon_wait=FAST,
+        events=EventLog(data),
+    )
     assert asyncio.run(provider.access_token())
     provider.close()
     evs = [e for e in all_events(data) if e["event_type"].startswith("token_")]
@@ -193,8 +202,14 @@ def test_egw00201_burst_gives_rate_limit_events_and_a_wait_summary(sim, make_cre
     tokens.close()
     evs = all_events(data)
     rej = [e for e in evs if e["event_type"] == "rate_limit_rejected"]
-    assert [(e["retry"], e["gave_up"]) for e in rej] == [(1, False), (2, False), (1, False), (2, False), (3, False),
-                                                          (None, True)]
+    assert [(e["retry"], e["gave_up"]) for e in rej] == [
+        (1, False),
+        (2, False),
+        (1, False),
+        (2, False),
+        (3, False),
+        (None, True),
+    ]
     assert all(e["key_id"] == cfg.key_id and e["tr_id"] == "FHKST01010100" and e["code"] == "EGW00201" for e in rej)
     assert all(0.1 <= e["wait_seconds"] <= 1.0 for e in rej if not e["gave_up"])
     assert sim.admin("stats")["by_appkey"][key]["rate_limited_total"] == 6  # the exchange sent exactly these
@@ -220,13 +235,33 @@ def at(hh: int, mm: int, ss: float = 0) -> datetime:
     return datetime(DAY.year, DAY.month, DAY.day, hh, mm, tzinfo=KST) + timedelta(seconds=ss)
 
 
-def marker(log: EventLog, gap_id: str, start: datetime, end: datetime | None, reason: str, severity: str,
-           key_id: str, symbol: str | None = None, written: datetime | None = None) -> str:
+def marker(
+    log: EventLog,
+    gap_id: str,
+    start: datetime,
+    end: datetime | None,
+    reason: str,
+    severity: str,
+    key_id: str,
+    symbol: str | None = None,
+    written: datetime | None = None,
+) -> str:
     """A gap marker as EventLog.gap_open/gap_close write it (§8.2), stamped at a chosen instant of DAY."""
-    log.emit("gap_marker", at=written or end or start, gap_id=gap_id, state="closed" if end else "open",
-             symbol=symbol, gap_start_ts=start, gap_end_ts=end,
-             gap_seconds=round((end - start).total_seconds(), 3) if end else None, scope="scalp", reason=reason,
-             severity=severity, session_id="s", metadata={"key_id": key_id, "provider": "kis", "market": "krx"})
+    log.emit(
+        "gap_marker",
+        at=written or end or start,
+        gap_id=gap_id,
+        state="closed" if end else "open",
+        symbol=symbol,
+        gap_start_ts=start,
+        gap_end_ts=end,
+        gap_seconds=round((end - start).total_seconds(), 3) if end else None,
+        scope="scalp",
+        reason=reason,
+        severity=severity,
+        session_id="s",
+        metadata={"key_id": key_id, "provider": "kis", "market": "krx"},
+    )
     return gap_id
 
 
@@ -257,19 +292,61 @@ def write_day(data: Path) -> None:
     for t, (old, new) in zip((at(11, 0), at(11, 10), at(11, 30)), [(0, 1), (1, 2), (2, 1)]):
         log.emit("mitigation_level_change", at=t, old=old, new=new, cause=f"cpu_pct={80 + new}")
     kis = EventLog(data, source="kis")
-    kis.emit("token_issued", at=at(8, 31), key_id="k1", reason="missing", issued_by="this_process",
-             expires_at=at(8, 31) + timedelta(days=1), issued_at=at(8, 31))
-    kis.emit("token_issued", at=at(9, 0), key_id="k1", reason="valid in the shared store", issued_by="shared_store",
-             expires_at=at(8, 31) + timedelta(days=1), issued_at=at(8, 31))
-    kis.emit("token_issue_failed", at=at(9, 1), key_id="k2", reason="missing", error="BadCredentialsError",
-             code="EGW00105", message="invalid secret")
+    kis.emit(
+        "token_issued",
+        at=at(8, 31),
+        key_id="k1",
+        reason="missing",
+        issued_by="this_process",
+        expires_at=at(8, 31) + timedelta(days=1),
+        issued_at=at(8, 31),
+    )
+    kis.emit(
+        "token_issued",
+        at=at(9, 0),
+        key_id="k1",
+        reason="valid in the shared store",
+        issued_by="shared_store",
+        expires_at=at(8, 31) + timedelta(days=1),
+        issued_at=at(8, 31),
+    )
+    kis.emit(
+        "token_issue_failed",
+        at=at(9, 1),
+        key_id="k2",
+        reason="missing",
+        error="BadCredentialsError",
+        code="EGW00105",
+        message="invalid secret",
+    )
     for r, w in ((1, 0.1), (2, 0.25)):
-        kis.emit("rate_limit_rejected", at=at(9, 2), key_id="k1", tr_id="FHKST11300006", retry=r, wait_seconds=w,
-                 gave_up=False)
-    kis.emit("rate_limit_waits", at=at(9, 3), key_id="k1", requests=90, waited_requests=40, wait_seconds=3.5,
-             max_wait_seconds=0.4)
-    kis.emit("rate_limit_waits", at=at(9, 13), key_id="k1", requests=90, waited_requests=10, wait_seconds=1.0,
-             max_wait_seconds=0.6)
+        kis.emit(
+            "rate_limit_rejected",
+            at=at(9, 2),
+            key_id="k1",
+            tr_id="FHKST11300006",
+            retry=r,
+            wait_seconds=w,
+            gave_up=False,
+        )
+    kis.emit(
+        "rate_limit_waits",
+        at=at(9, 3),
+        key_id="k1",
+        requests=90,
+        waited_requests=40,
+        wait_seconds=3.5,
+        max_wait_seconds=0.4,
+    )
+    kis.emit(
+        "rate_limit_waits",
+        at=at(9, 13),
+        key_id="k1",
+        requests=90,
+        waited_requests=10,
+        wait_seconds=1.0,
+        max_wait_seconds=0.6,
+    )
     etl = EventLog(data, source="dagster")
     etl.emit("universe_built", at=at(8, 30), day=DAY.isoformat(), count=2480, fallback=False)
     etl.emit("track_a_slot", at=at(9, 0, 5), slot="2026-03-10T0900", mode="live", ok=2470, failed=10)
@@ -311,8 +388,12 @@ def test_summary_of_a_synthetic_day(tmp_path):
     assert ws["disconnected_basis"] == "ws_disconnect gap markers"
     assert [(x["key_id"], x["seconds_until_last_capture_event"]) for x in ws["still_disconnected"]] == [("k2", 610.0)]
     assert ws["outage_seconds_reported"] == 30.0 and ws["max_over"] == 1 and ws["failure_critical"] == 0
-    assert s["slots"] == {"changes": 4, "by_action": {"allocate": 2, "replace": 1, "release": 1}, "replacements": 1,
-                          "overflows": 1}
+    assert s["slots"] == {
+        "changes": 4,
+        "by_action": {"allocate": 2, "replace": 1, "release": 1},
+        "replacements": 1,
+        "overflows": 1,
+    }
     m = s["mitigation"]
     assert (m["changes"], m["max_level"], m["last_level"]) == (3, 2, 1)
     assert m["history"][0] == {"at": at(11, 0).isoformat(), "old": 0, "new": 1, "cause": "cpu_pct=81"}
@@ -326,8 +407,12 @@ def test_summary_of_a_synthetic_day(tmp_path):
     assert (t["issued_by_kis"], t["adopted_from_store"], t["failures"]) == (1, 1, 1)
     assert t["failure_list"][0]["code"] == "EGW00105"
     rl = s["rate_limit"]
-    assert (rl["rejections"], rl["retry_wait_seconds"], rl["limiter_requests"], rl["limiter_waited_requests"]) == \
-        (2, 0.35, 180, 50)
+    assert (rl["rejections"], rl["retry_wait_seconds"], rl["limiter_requests"], rl["limiter_waited_requests"]) == (
+        2,
+        0.35,
+        180,
+        50,
+    )
     assert (rl["limiter_wait_seconds"], rl["limiter_max_wait_seconds"], rl["total_wait_seconds"]) == (4.5, 0.6, 4.85)
     e = s["etl"]
     assert (e["universe_built"], e["universe_count"], e["track_a_slots"], e["track_a_slots_failed"]) == (1, 2480, 2, 1)
@@ -369,8 +454,12 @@ def test_system_events_asset_materializes_the_summary(tmp_path, monkeypatch):
     write_day(data)
     overflow = data / "system" / "overflow" / f"{DAY:%Y%m%d}.jsonl"
     overflow.parent.mkdir(parents=True)
-    overflow.write_text(json.dumps({"rejected": [{"symbol": "a"}, {"symbol": "b"}, {"symbol": "c"}]}) + "\n"
-                        + json.dumps({"rejected": [{"symbol": "d"}]}) + "\n")
+    overflow.write_text(
+        json.dumps({"rejected": [{"symbol": "a"}, {"symbol": "b"}, {"symbol": "c"}]})
+        + "\n"
+        + json.dumps({"rejected": [{"symbol": "d"}]})
+        + "\n"
+    )
     empty_day = date(2026, 3, 11)
     with dg.instance_for_test() as inst:
         inst.add_dynamic_partitions("trading_day", [day_key(DAY), day_key(empty_day)])
@@ -416,8 +505,9 @@ def test_universe_and_track_a_results_are_events(sim, creds, tmp_path, monkeypat
     monkeypatch.setenv("OBSERVER_CALENDAR", "open")
     monkeypatch.setenv("OBSERVER_UNIVERSE_MIN_COUNT", "100")  # the 600-listing exchange's universe is published
     key, secret = creds
-    kis = KisResource(app_key=key, app_secret=secret, rest_url=sim.rest_url, ws_url=sim.ws_url,
-                      state_dir=str(tmp_path / "state"))
+    kis = KisResource(
+        app_key=key, app_secret=secret, rest_url=sim.rest_url, ws_url=sim.ws_url, state_dir=str(tmp_path / "state")
+    )
     today = datetime.now(KST).date()
     past = today - timedelta(days=3)
     slot = calendar().slot_at(datetime.now(KST))
@@ -426,19 +516,35 @@ def test_universe_and_track_a_results_are_events(sim, creds, tmp_path, monkeypat
         inst.add_dynamic_partitions("trading_day", [day_key(today), day_key(past)])
         inst.add_dynamic_partitions("track_a_slot", [slot_key(slot), slot_key(past_slot)])
         # failures first: a past day has no masters and no earlier universe; its slot has no universe at all
-        bad = dg.materialize([universe], partition_key=day_key(past), instance=inst, resources={"kis": kis},
-                             raise_on_error=False)
+        bad = dg.materialize(
+            [universe], partition_key=day_key(past), instance=inst, resources={"kis": kis}, raise_on_error=False
+        )
         assert not bad.success
-        bad_a = dg.materialize([track_a_snapshot, universe], selection=[track_a_snapshot],
-                               partition_key=slot_key(past_slot), instance=inst, resources={"kis": kis},
-                               raise_on_error=False)
+        bad_a = dg.materialize(
+            [track_a_snapshot, universe],
+            selection=[track_a_snapshot],
+            partition_key=slot_key(past_slot),
+            instance=inst,
+            resources={"kis": kis},
+            raise_on_error=False,
+        )
         assert not bad_a.success
-        ok = dg.materialize([universe], partition_key=day_key(today), instance=inst, resources={"kis": kis},
-                            run_config={"ops": {"universe": {"config": {"min_master_codes": 100}}}})
+        ok = dg.materialize(
+            [universe],
+            partition_key=day_key(today),
+            instance=inst,
+            resources={"kis": kis},
+            run_config={"ops": {"universe": {"config": {"min_master_codes": 100}}}},
+        )
         count = ok.asset_materializations_for_node("universe")[0].metadata["count"].value
-        ok_a = dg.materialize([track_a_snapshot, universe], selection=[track_a_snapshot],
-                              partition_key=slot_key(slot), instance=inst, resources={"kis": kis},
-                              run_config={"ops": {"track_a_snapshot": {"config": {"live_window_min": 1440}}}})
+        ok_a = dg.materialize(
+            [track_a_snapshot, universe],
+            selection=[track_a_snapshot],
+            partition_key=slot_key(slot),
+            instance=inst,
+            resources={"kis": kis},
+            run_config={"ops": {"track_a_snapshot": {"config": {"live_window_min": 1440}}}},
+        )
         rows = ok_a.asset_materializations_for_node("track_a_snapshot")[0].metadata["rows"].value
 
     evs = all_events(data)

@@ -95,10 +95,12 @@ def test_a_slot_whose_run_is_still_collecting_is_not_called_stale(krx):
 
 def test_holiday_and_outside_the_session_pass_trivially(krx):
     with dg.instance_for_test() as inst:
-        for when, words in ((at(HOLIDAY, 11, 0), "2026-10-05 is not a trading day"),
-                            (at(NORMAL, 8, 30), "outside the session at 08:30"),
-                            (at(NORMAL, 16, 0), "outside the session at 16:00"),
-                            (at(CSAT, 9, 30), "outside the session at 09:30 (slots 10:00..16:30")):
+        for when, words in (
+            (at(HOLIDAY, 11, 0), "2026-10-05 is not a trading day"),
+            (at(NORMAL, 8, 30), "outside the session at 08:30"),
+            (at(NORMAL, 16, 0), "outside the session at 16:00"),
+            (at(CSAT, 9, 30), "outside the session at 09:30 (slots 10:00..16:30"),
+        ):
             j = freshness.judge(inst, krx, when)
             assert j.passed and j.slot is None and words in j.description and "passes trivially" in j.description
         ev = run_check(inst, at(HOLIDAY, 11, 0))
@@ -107,6 +109,7 @@ def test_holiday_and_outside_the_session_pass_trivially(krx):
 
 def test_the_sensor_requests_one_run_per_slot_and_outcome(krx):
     with dg.instance_for_test() as inst:
+
         def tick(when: datetime):
             sensor = freshness.build_freshness_sensor(lambda: when)
             return sensor.evaluate_tick(dg.build_sensor_context(instance=inst))

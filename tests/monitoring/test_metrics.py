@@ -32,22 +32,51 @@ ROOT = Path(__file__).resolve().parents[2]
 #: the contract (docs/metrics_catalogue.md): every name below must have samples in a real day's scrape.
 #: docs/metrics_catalogue.md (the contract the rules and the dashboard were written against) must list exactly these.
 CATALOGUE_NAMES = {
-    "observer_trading_day", "observer_market_open", "observer_track_a_window_open", "observer_track_b_window_open",
-    "observer_universe_size", "observer_universe_previous_size", "observer_universe_built_timestamp_seconds",
-    "observer_track_a_last_slot_timestamp_seconds", "observer_track_a_last_slot_coverage_ratio",
-    "observer_track_a_slots_expected", "observer_track_a_slots_written", "observer_track_a_slot_duration_seconds",
-    "observer_track_a_slot_lateness_seconds", "observer_track_b_slots_capacity", "observer_track_b_slots_allocated",
-    "observer_ws_connected", "observer_ws_reconnects_total", "observer_ws_disconnected_seconds_total",
-    "observer_track_b_ticks_total", "observer_track_b_triggers_total", "observer_track_b_overflows_total",
-    "observer_track_b_mitigation_level", "observer_track_b_capture_up", "observer_track_b_status_age_seconds",
-    "observer_token_validity_seconds", "observer_token_refreshes_total", "observer_rate_limit_rejections_total",
-    "observer_rate_limit_wait_seconds", "observer_api_requests_total", "observer_api_errors_total",
-    "observer_api_request_duration_seconds", "observer_gaps", "observer_gap_report_timestamp_seconds",
-    "observer_anomaly_day", "observer_backup_last_success_timestamp_seconds",
-    "observer_backup_last_verified_day_timestamp_seconds", "observer_backup_unverified_days",
-    "observer_retention_deleted_files_total", "observer_retention_deleted_bytes_total",
-    "observer_retention_blocked_days", "observer_dagster_runs_failed", "observer_dagster_instance_up",
-    "observer_disk_used_ratio", "observer_exporter_scrape_errors_total", "observer_build_info",
+    "observer_trading_day",
+    "observer_market_open",
+    "observer_track_a_window_open",
+    "observer_track_b_window_open",
+    "observer_universe_size",
+    "observer_universe_previous_size",
+    "observer_universe_built_timestamp_seconds",
+    "observer_track_a_last_slot_timestamp_seconds",
+    "observer_track_a_last_slot_coverage_ratio",
+    "observer_track_a_slots_expected",
+    "observer_track_a_slots_written",
+    "observer_track_a_slot_duration_seconds",
+    "observer_track_a_slot_lateness_seconds",
+    "observer_track_b_slots_capacity",
+    "observer_track_b_slots_allocated",
+    "observer_ws_connected",
+    "observer_ws_reconnects_total",
+    "observer_ws_disconnected_seconds_total",
+    "observer_track_b_ticks_total",
+    "observer_track_b_triggers_total",
+    "observer_track_b_overflows_total",
+    "observer_track_b_mitigation_level",
+    "observer_track_b_capture_up",
+    "observer_track_b_status_age_seconds",
+    "observer_token_validity_seconds",
+    "observer_token_refreshes_total",
+    "observer_rate_limit_rejections_total",
+    "observer_rate_limit_wait_seconds",
+    "observer_api_requests_total",
+    "observer_api_errors_total",
+    "observer_api_request_duration_seconds",
+    "observer_gaps",
+    "observer_gap_report_timestamp_seconds",
+    "observer_anomaly_day",
+    "observer_backup_last_success_timestamp_seconds",
+    "observer_backup_last_verified_day_timestamp_seconds",
+    "observer_backup_unverified_days",
+    "observer_retention_deleted_files_total",
+    "observer_retention_deleted_bytes_total",
+    "observer_retention_blocked_days",
+    "observer_dagster_runs_failed",
+    "observer_dagster_instance_up",
+    "observer_disk_used_ratio",
+    "observer_exporter_scrape_errors_total",
+    "observer_build_info",
 }
 CATALOGUE_FILES = (ROOT / "docs" / "metrics_catalogue.md",)
 PINS = 3
@@ -74,24 +103,38 @@ def _child_build() -> None:
     now = datetime.now(KST)
     day = now.date()
     inst.add_dynamic_partitions("trading_day", [day_key(day)])
-    assert dg.materialize([universe], partition_key=day_key(day), instance=inst, resources={"kis": kis},
-                          run_config={"ops": {"universe": {"config": {"min_master_codes": 50}}}}).success
+    assert dg.materialize(
+        [universe],
+        partition_key=day_key(day),
+        instance=inst,
+        resources={"kis": kis},
+        run_config={"ops": {"universe": {"config": {"min_master_codes": 50}}}},
+    ).success
     slot = slot_key(MarketCalendar("open").slot_at(now))
     inst.add_dynamic_partitions("track_a_slot", [slot])
-    assert dg.materialize([track_a_snapshot, universe], selection=[track_a_snapshot], partition_key=slot,
-                          instance=inst, resources={"kis": kis},
-                          run_config={"ops": {"track_a_snapshot": {"config": {"live_window_min": 1440}}}}).success
+    assert dg.materialize(
+        [track_a_snapshot, universe],
+        selection=[track_a_snapshot],
+        partition_key=slot,
+        instance=inst,
+        resources={"kis": kis},
+        run_config={"ops": {"track_a_snapshot": {"config": {"live_window_min": 1440}}}},
+    ).success
     assert dg.materialize([gap_report, universe.to_source_asset()], partition_key=day_key(day), instance=inst).success
-    bad = dg.materialize([gap_report, universe.to_source_asset()], partition_key=day_key(day), instance=inst,
-                         run_config={"ops": {"gap_report": {"config": {"as_of": "2020-01-01T00:00:00"}}}},
-                         raise_on_error=False)
+    bad = dg.materialize(
+        [gap_report, universe.to_source_asset()],
+        partition_key=day_key(day),
+        instance=inst,
+        run_config={"ops": {"gap_report": {"config": {"as_of": "2020-01-01T00:00:00"}}}},
+        raise_on_error=False,
+    )
     assert not bad.success  # a naive as_of is refused: one failed run for observer_dagster_runs_failed
     print(json.dumps({"pid": os.getpid(), "slot": slot}), flush=True)
 
 
 # --- parsing the exposition ------------------------------------------------------------------------------------
 
-_SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$')
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$")
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 
@@ -138,12 +181,23 @@ class Day:
 
 
 def _env(tmp: Path, sim, key: tuple[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("KIS_", "OBSERVER_", "DAGSTER_")) and k.upper() != "PROMETHEUS_MULTIPROC_DIR"}
-    env.update(OBSERVER_DATA_DIR=str(tmp / "data"), OBSERVER_BACKUP_URL=str(tmp / "backups"),
-               OBSERVER_CALENDAR="open", OBSERVER_UNIVERSE_MIN_COUNT="20", DAGSTER_HOME=str(tmp / "dagster_home"),
-               KIS_APP_KEY=key[0], KIS_APP_SECRET=key[1], KIS_REST_URL=sim.rest_url, KIS_WS_URL=sim.ws_url,
-               PYTHONUNBUFFERED="1")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("KIS_", "OBSERVER_", "DAGSTER_")) and k.upper() != "PROMETHEUS_MULTIPROC_DIR"
+    }
+    env.update(
+        OBSERVER_DATA_DIR=str(tmp / "data"),
+        OBSERVER_BACKUP_URL=str(tmp / "backups"),
+        OBSERVER_CALENDAR="open",
+        OBSERVER_UNIVERSE_MIN_COUNT="20",
+        DAGSTER_HOME=str(tmp / "dagster_home"),
+        KIS_APP_KEY=key[0],
+        KIS_APP_SECRET=key[1],
+        KIS_REST_URL=sim.rest_url,
+        KIS_WS_URL=sim.ws_url,
+        PYTHONUNBUFFERED="1",
+    )
     return env
 
 
@@ -160,16 +214,16 @@ def _wait(cond, timeout: float, what: str):  # noqa: ANN001, ANN202
 
 @pytest.fixture(scope="module")
 def day(tmp_path_factory):
-    from observer_resources.storage import lake
+    from local_exchange.accounts import demo_credentials
+    from local_exchange.server import run_sim_process
     from observer_assets.backup import backup
     from observer_assets.backup.settings import backup_dest
-    from observer_resources.storage.layout import status_path
     from observer_resources.calendar import KST
     from observer_resources.calendar.market import MarketCalendar
     from observer_resources.events import EventLog
     from observer_resources.kis.config import configs_from_env
-    from local_exchange.accounts import demo_credentials
-    from local_exchange.server import run_sim_process
+    from observer_resources.storage import lake
+    from observer_resources.storage.layout import status_path
 
     tmp = tmp_path_factory.mktemp("metrics")
     sim = run_sim_process("--mode", "real", "--clock", "open", "--seed", "13", "--listings", "120")
@@ -182,8 +236,9 @@ def day(tmp_path_factory):
         sim.admin("faults", json={"kind": "rest_rate_limit", "n": 1, "appkey": key[0]})
         logs = [tmp / "child.log", tmp / "capture.log"]
         with open(logs[0], "wb") as err:
-            out = subprocess.run([sys.executable, __file__, "build"], env=env, stdout=subprocess.PIPE, stderr=err,
-                                 timeout=180, cwd=tmp)
+            out = subprocess.run(
+                [sys.executable, __file__, "build"], env=env, stdout=subprocess.PIPE, stderr=err, timeout=180, cwd=tmp
+            )
         assert out.returncode == 0, logs[0].read_text(errors="replace")[-3000:]
         built = json.loads(out.stdout.decode().strip().splitlines()[-1])
         data = tmp / "data"
@@ -191,19 +246,52 @@ def day(tmp_path_factory):
         today = now.date()
         # a backup of today through the real backup code, and a dated file of yesterday with no package
         ev = EventLog(data, source="test")
-        ev.emit("retention_deleted", at=now - timedelta(days=1), day=(today - timedelta(days=8)).isoformat(),
-                universe=False, files=3, bytes=4096, paths=["a", "b", "c"], reason="age", backup="(test)")
-        ev.emit("retention_blocked", at=now - timedelta(minutes=1), day=(today - timedelta(days=11)).isoformat(),
-                reason="no verified backup", files=2, bytes=10, severity="critical")
+        ev.emit(
+            "retention_deleted",
+            at=now - timedelta(days=1),
+            day=(today - timedelta(days=8)).isoformat(),
+            universe=False,
+            files=3,
+            bytes=4096,
+            paths=["a", "b", "c"],
+            reason="age",
+            backup="(test)",
+        )
+        ev.emit(
+            "retention_blocked",
+            at=now - timedelta(minutes=1),
+            day=(today - timedelta(days=11)).isoformat(),
+            reason="no verified backup",
+            files=2,
+            bytes=10,
+            severity="critical",
+        )
         backup.run(lake.local_dir(env), backup_dest(env), MarketCalendar("open"), today, events=ev, environ=env)
         # the Track B capture, for real, pinned to a few busy codes
-        codes = [r["code"] for r in sim.admin("listings", params={"order": "activity", "limit": "20"})["listings"]
-                 if not r["halted"]][:PINS]
+        codes = [
+            r["code"]
+            for r in sim.admin("listings", params={"order": "activity", "limit": "20"})["listings"]
+            if not r["halted"]
+        ][:PINS]
         with open(logs[1], "wb") as err:
             capture = subprocess.Popen(
-                [sys.executable, "-m", "observer_assets.track_b.capture", "--pins", ",".join(codes),
-                 "--status-interval", "0.5", "--until", (now + timedelta(minutes=5)).isoformat()],
-                env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, cwd=tmp)
+                [
+                    sys.executable,
+                    "-m",
+                    "observer_assets.track_b.capture",
+                    "--pins",
+                    ",".join(codes),
+                    "--status-interval",
+                    "0.5",
+                    "--until",
+                    (now + timedelta(minutes=5)).isoformat(),
+                ],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                cwd=tmp,
+            )
         key_id = configs_from_env(env)[0].key_id
 
         def registered() -> bool:
@@ -242,14 +330,12 @@ def test_a_real_day_shows_what_its_files_say(day):
     import pandas as pd
     import pyarrow.parquet as pq
 
-    from observer_resources.storage import lake
-    from observer_resources.storage.layout import report_path
     from observer_assets.backup import package
-    from observer_resources.storage.layout import slot_dir
-    from observer_resources.storage.layout import universe_path
     from observer_resources.calendar import KST
     from observer_resources.events import read_events
     from observer_resources.shared.token_store import SqliteTokenStore
+    from observer_resources.storage import lake
+    from observer_resources.storage.layout import report_path, slot_dir, universe_path
 
     _, s = scrape(day)
     root = lake.data_dir(day.env)
@@ -263,10 +349,12 @@ def test_a_real_day_shows_what_its_files_say(day):
     assert value(s, "observer_track_a_slots_written") == 1
     assert value(s, "observer_track_a_last_slot_timestamp_seconds") == day.slot.timestamp()
     assert value(s, "observer_track_a_last_slot_coverage_ratio") == pytest.approx(
-        (snap["price"] > 0).sum() / uni.num_rows)
+        (snap["price"] > 0).sum() / uni.num_rows
+    )
     assert value(s, "observer_track_a_last_slot_coverage_ratio") > 0.9
     assert value(s, "observer_track_a_slot_lateness_seconds") == pytest.approx(
-        snap_path.stat().st_mtime - day.slot.timestamp())
+        snap_path.stat().st_mtime - day.slot.timestamp()
+    )
 
     rep = pd.read_parquet(report_path(root, day.day), columns=["severity", "status"])
     for (sev, st), n in rep.value_counts().items():
@@ -276,9 +364,12 @@ def test_a_real_day_shows_what_its_files_say(day):
 
     marker = json.loads((day.backups / day.day.isoformat() / package.MARKER).read_text())
     assert value(s, "observer_backup_last_success_timestamp_seconds") == pytest.approx(
-        datetime.fromisoformat(marker["verified_at"]).timestamp())
-    assert value(s, "observer_backup_last_verified_day_timestamp_seconds") == \
-        datetime.combine(day.day, datetime.min.time(), KST).timestamp()
+        datetime.fromisoformat(marker["verified_at"]).timestamp()
+    )
+    assert (
+        value(s, "observer_backup_last_verified_day_timestamp_seconds")
+        == datetime.combine(day.day, datetime.min.time(), KST).timestamp()
+    )
     assert value(s, "observer_backup_unverified_days") == 1  # yesterday's event file, never packaged
     assert value(s, "observer_retention_deleted_files_total") == 3
     assert value(s, "observer_retention_deleted_bytes_total") == 4096
@@ -314,13 +405,16 @@ def test_a_real_day_shows_what_its_files_say(day):
 
 
 def test_the_capture_status_is_exposed_per_key(day):
-    from observer_resources.storage.layout import status_path
     from observer_resources.events import read_events
+    from observer_resources.storage.layout import status_path
 
     st = json.loads(status_path(day.data).read_text())["keys"][day.key_id]
     _, s = scrape(day)
-    slot_events = [e for e in read_events(day.data, day.day)
-                   if e["event_type"] == "slot_change" and e.get("action") in ("allocate", "replace")]
+    slot_events = [
+        e
+        for e in read_events(day.data, day.day)
+        if e["event_type"] == "slot_change" and e.get("action") in ("allocate", "replace")
+    ]
     k = {"key_id": day.key_id}
     assert value(s, "observer_track_b_slots_capacity", **k) == 41
     assert value(s, "observer_track_b_slots_allocated", **k) == len(st["registered"]) >= PINS
@@ -392,9 +486,8 @@ def test_a_broken_source_costs_only_its_own_metrics(day, tmp_path):
     errors are counted by source."""
     import shutil
 
-    from observer_resources.storage.layout import report_path
     from observer_assets.monitoring.metrics import ObserverCollector, collect_text
-    from observer_resources.storage.layout import status_path
+    from observer_resources.storage.layout import report_path, status_path
 
     data = tmp_path / "data"
     shutil.copytree(day.data / "universe", data / "universe")
@@ -427,25 +520,62 @@ def test_calendar_gates_at_fixed_instants(tmp_path):
 
     def gates(at: str) -> dict[str, float]:
         s = parse(collect_text(env, now=datetime.fromisoformat(at)))
-        return {n.removeprefix("observer_"): value(s, n) for n in (
-            "observer_trading_day", "observer_market_open", "observer_track_a_window_open",
-            "observer_track_b_window_open", "observer_track_a_slots_expected")}
+        return {
+            n.removeprefix("observer_"): value(s, n)
+            for n in (
+                "observer_trading_day",
+                "observer_market_open",
+                "observer_track_a_window_open",
+                "observer_track_b_window_open",
+                "observer_track_a_slots_expected",
+            )
+        }
 
     assert session(date(2025, 10, 6)) is None  # Chuseok
-    assert gates("2025-10-06T11:00:00+09:00") == {"trading_day": 0, "market_open": 0, "track_a_window_open": 0,
-                                                  "track_b_window_open": 0, "track_a_slots_expected": 0}
-    assert gates("2025-11-14T02:00:00+09:00") == {"trading_day": 1, "market_open": 0, "track_a_window_open": 0,
-                                                  "track_b_window_open": 0, "track_a_slots_expected": 0}
-    assert gates("2025-11-14T10:00:00+09:00") == {"trading_day": 1, "market_open": 1, "track_a_window_open": 1,
-                                                  "track_b_window_open": 1, "track_a_slots_expected": 7}
-    assert gates("2025-11-14T15:35:00+09:00") == {"trading_day": 1, "market_open": 0, "track_a_window_open": 1,
-                                                  "track_b_window_open": 0, "track_a_slots_expected": 40}
+    assert gates("2025-10-06T11:00:00+09:00") == {
+        "trading_day": 0,
+        "market_open": 0,
+        "track_a_window_open": 0,
+        "track_b_window_open": 0,
+        "track_a_slots_expected": 0,
+    }
+    assert gates("2025-11-14T02:00:00+09:00") == {
+        "trading_day": 1,
+        "market_open": 0,
+        "track_a_window_open": 0,
+        "track_b_window_open": 0,
+        "track_a_slots_expected": 0,
+    }
+    assert gates("2025-11-14T10:00:00+09:00") == {
+        "trading_day": 1,
+        "market_open": 1,
+        "track_a_window_open": 1,
+        "track_b_window_open": 1,
+        "track_a_slots_expected": 7,
+    }
+    assert gates("2025-11-14T15:35:00+09:00") == {
+        "trading_day": 1,
+        "market_open": 0,
+        "track_a_window_open": 1,
+        "track_b_window_open": 0,
+        "track_a_slots_expected": 40,
+    }
     assert gates("2025-11-14T15:41:00+09:00")["track_a_window_open"] == 0  # last slot 15:30 + 10 min grace
     assert session(date(2025, 1, 2)).open.hour == 10  # the year's first trading day opens at 10:00
-    assert gates("2025-01-02T09:45:00+09:00") == {"trading_day": 1, "market_open": 0, "track_a_window_open": 0,
-                                                  "track_b_window_open": 0, "track_a_slots_expected": 0}
-    assert gates("2025-11-13T16:10:00+09:00") == {"trading_day": 1, "market_open": 1, "track_a_window_open": 1,
-                                                  "track_b_window_open": 0, "track_a_slots_expected": 38}
+    assert gates("2025-01-02T09:45:00+09:00") == {
+        "trading_day": 1,
+        "market_open": 0,
+        "track_a_window_open": 0,
+        "track_b_window_open": 0,
+        "track_a_slots_expected": 0,
+    }
+    assert gates("2025-11-13T16:10:00+09:00") == {
+        "trading_day": 1,
+        "market_open": 1,
+        "track_a_window_open": 1,
+        "track_b_window_open": 0,
+        "track_a_slots_expected": 38,
+    }
     # a wall clock in another zone is the same instant
     assert gates("2025-11-14T01:00:00+00:00")["market_open"] == 1
 
@@ -461,17 +591,22 @@ def test_folding_finished_processes_keeps_every_count(tmp_path):
     d.mkdir()
     env = {k: v for k, v in os.environ.items() if k.upper() != "PROMETHEUS_MULTIPROC_DIR"}
     env["PROMETHEUS_MULTIPROC_DIR"] = str(d)
-    code = ("import sys\nfrom observer_resources import metrics as m\n"
-            "for i in range(int(sys.argv[1])): m.observe_request('FHKST01010100', 'ok', 0.03 * i)\n"
-            "m.observe_request('FHKST01010100', 'error', 0.2, 'EGW00123')\nm.observe_limiter_wait('key-x', 0.3)\n"
-            "m.observe_track_a_slot(12.5)\n")
+    code = (
+        "import sys\nfrom observer_resources import metrics as m\n"
+        "for i in range(int(sys.argv[1])): m.observe_request('FHKST01010100', 'ok', 0.03 * i)\n"
+        "m.observe_request('FHKST01010100', 'error', 0.2, 'EGW00123')\nm.observe_limiter_wait('key-x', 0.3)\n"
+        "m.observe_track_a_slot(12.5)\n"
+    )
 
     def run(n: int) -> None:
         subprocess.run([sys.executable, "-c", code, str(n)], env=env, check=True, timeout=60)
 
     def totals() -> dict:
-        return {(s.name, tuple(sorted(s.labels.items()))): s.value
-                for f in MultiProcessCollector.merge(om.db_files(d)) for s in f.samples}
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for f in MultiProcessCollector.merge(om.db_files(d))
+            for s in f.samples
+        }
 
     run(3), run(4)
     before = totals()
@@ -500,8 +635,14 @@ def test_folding_finished_processes_keeps_every_count(tmp_path):
 def test_observer_metrics_command_serves_http(day):
     import httpx
 
-    proc = subprocess.Popen([sys.executable, "-m", "observer_assets.cli", "metrics", "--port", "0"], env=day.env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "observer_assets.cli", "metrics", "--port", "0"],
+        env=day.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
     try:
         line = proc.stdout.readline().rstrip("\n")
         m = re.fullmatch(r"observer metrics on http://127\.0\.0\.1:(\d+)/metrics", line)
@@ -537,17 +678,14 @@ def test_scrape_is_fast_on_a_full_day(tmp_path):
     import numpy as np
     import pyarrow as pa
 
-    from observer_resources.storage import lake
-    from observer_resources.storage.layout import report_path
     from observer_assets.gaps.detect import GAP_SCHEMA
     from observer_assets.monitoring.metrics import ObserverCollector, collect_text
-    from observer_resources.storage.layout import slot_dir
     from observer_assets.track_a.snapshot import SNAPSHOT_SCHEMA
-    from observer_resources.storage.layout import overflow_path
-    from observer_resources.storage.layout import universe_path
     from observer_resources.calendar import KST
     from observer_resources.calendar.market import MarketCalendar
     from observer_resources.events import events_path
+    from observer_resources.storage import lake
+    from observer_resources.storage.layout import overflow_path, report_path, slot_dir, universe_path
 
     root = tmp_path / "data"
     now = datetime(2025, 11, 14, 15, 35, tzinfo=KST)
@@ -563,14 +701,39 @@ def test_scrape_is_fast_on_a_full_day(tmp_path):
     lake.write_table_atomic(report_path(root, d), pa.table(rows, schema=GAP_SCHEMA))
     ep = events_path(root, d)
     ep.parent.mkdir(parents=True)
-    ep.write_text("".join(json.dumps({"event_type": "slot_change", "timestamp": now.isoformat(), "action": "allocate",
-                                      "trigger": "velocity", "key_id": "k", "code": c}) + "\n"
-                          for c in codes * 8))
+    ep.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "event_type": "slot_change",
+                    "timestamp": now.isoformat(),
+                    "action": "allocate",
+                    "trigger": "velocity",
+                    "key_id": "k",
+                    "code": c,
+                }
+            )
+            + "\n"
+            for c in codes * 8
+        )
+    )
     op = overflow_path(root, d)
     op.parent.mkdir(parents=True)
-    op.write_text("".join(json.dumps({"timestamp": now.isoformat(), "rejected": [
-        {"symbol": c, "trigger_type": "volume_surge", "reason": "lower_priority"} for c in codes[:5]],
-        "selected": [{"code": c} for c in codes[:41]]}) + "\n" for _ in range(2000)))
+    op.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "timestamp": now.isoformat(),
+                    "rejected": [
+                        {"symbol": c, "trigger_type": "volume_surge", "reason": "lower_priority"} for c in codes[:5]
+                    ],
+                    "selected": [{"code": c} for c in codes[:41]],
+                }
+            )
+            + "\n"
+            for _ in range(2000)
+        )
+    )
     env = {"OBSERVER_DATA_DIR": str(root), "OBSERVER_CALENDAR": "krx"}
     collect_text(env, now=now)  # imports and first-use costs out of the way
     c = ObserverCollector(env, now=now, cache_seconds=0, slow_cache_seconds=0)
