@@ -1,4 +1,5 @@
-"""Has a partition already been asked for? Shared by the catch-up sensors."""
+"""Has a partition already been asked for, and is it still being worked on? Shared by the schedules and the
+catch-up sensors."""
 
 from __future__ import annotations
 
@@ -12,3 +13,22 @@ def has_run(instance: dg.DagsterInstance, job_name: str, partition_key: str) -> 
         dg.RunsFilter(job_name=job_name, tags={"dagster/partition": partition_key}), limit=1
     )
     return bool(records)
+
+
+#: a run that may still produce its partition
+IN_FLIGHT = frozenset(
+    {
+        dg.DagsterRunStatus.QUEUED,
+        dg.DagsterRunStatus.NOT_STARTED,
+        dg.DagsterRunStatus.STARTING,
+        dg.DagsterRunStatus.STARTED,
+    }
+)
+
+
+def latest_run_status(instance: dg.DagsterInstance, job_name: str, partition_key: str) -> dg.DagsterRunStatus | None:
+    """The status of the newest run of `job_name` for the partition, None when there is none."""
+    records = instance.get_run_records(
+        dg.RunsFilter(job_name=job_name, tags={"dagster/partition": partition_key}), limit=1
+    )
+    return records[0].dagster_run.status if records else None

@@ -10,10 +10,8 @@ import dagster as dg
 from observer_assets.orchestration.catch_up import has_run
 from observer_assets.orchestration.partitions import calendar, slot_key, track_a_slot_partitions
 from observer_assets.orchestration.runs import KIS_REST_TAGS, LATE_TAG
-from observer_assets.track_a.schedules import track_a_job
+from observer_assets.track_a.schedules import track_a_job, universe_wait
 from observer_resources import clock
-from observer_resources.storage import lake
-from observer_resources.storage.layout import universe_path
 
 SCHEDULE_GRACE_S = 60  # leave the slot's first minute to the schedule
 
@@ -22,8 +20,8 @@ SCHEDULE_GRACE_S = 60  # leave the slot's first minute to the schedule
     job=track_a_job,
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Requests the current Track A slot when no run exists for it (late start, missed tick), once the "
-    "day's universe is built.",
+    description="Requests the current Track A slot when no run exists for it (late start, missed tick, or a tick "
+    "that waited for the universe), once the day's universe run has ended (without a universe: the latest before).",
 )
 def track_a_catch_up(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
     now = clock.now()
@@ -32,8 +30,9 @@ def track_a_catch_up(context: dg.SensorEvaluationContext) -> dg.SensorResult | d
         return dg.SkipReason("outside the session")
     if (now - slot).total_seconds() < SCHEDULE_GRACE_S:
         return dg.SkipReason(f"slot {slot:%H:%M} belongs to the schedule for its first minute")
-    if not universe_path(lake.data_dir(), slot.date()).exists():
-        return dg.SkipReason(f"universe of {slot.date()} not built yet")
+    wait = universe_wait(context.instance, slot.date(), unrequested=True)
+    if wait is not None:
+        return dg.SkipReason(wait)
     key = slot_key(slot)
     if has_run(context.instance, track_a_job.name, key):
         return dg.SkipReason(f"slot {key} already requested")

@@ -82,3 +82,47 @@ def test_universe_schedule(instance):
     for holiday in (kst(2026, 11, 29, 5, 0), kst(2026, 2, 17, 5, 0)):
         res = tick(instance, "universe_before_open", holiday)
         assert not res.run_requests and "not a trading day" in res.skip_message
+
+
+# --- a slot never races the day's universe --------------------------------------------------------------------------
+
+
+@pytest.mark.env(OBSERVER_CALENDAR="krx")
+def test_a_slot_waits_while_the_universe_is_built_and_the_catch_up_takes_it_when_the_run_ends(env, monkeypatch):
+    """The schedule's 10:40 tick while today's universe run is still going skips (the snapshot would fail for want of
+    a universe, or take yesterday's); the catch-up sensor waits too, then requests the slot as soon as the universe
+    run has ended, also when it ended without a universe (the gate refused it or it failed: the snapshot falls back
+    to the latest universe before and says so)."""
+    from observer_resources import clock
+
+    clock_file = env / "clock.json"
+    monkeypatch.setenv("OBSERVER_CLOCK_FILE", str(clock_file))
+    repo = defs.get_repository_def()
+    catch_up = repo.get_sensor_def("track_a_catch_up")
+    with dg.instance_for_test() as inst:
+
+        def sensor_at(at: datetime):
+            clock.write_sim(clock_file, at)
+            # instance_ref, as the daemon gives it: the request adds its partition key in the same tick
+            return catch_up.evaluate_tick(dg.build_sensor_context(instance_ref=inst.get_ref(), repository_def=repo))
+
+        first = sensor_at(kst(2026, 11, 26, 10, 41, 30))
+        assert not first.run_requests and "not requested yet" in first.skip_message
+
+        run = inst.create_run_for_job(
+            defs.resolve_job_def("universe_job"),
+            tags={"dagster/partition": "2026-11-26"},
+            status=dg.DagsterRunStatus.STARTED,
+        )
+        slot = tick(inst, "track_a_every_10_minutes", kst(2026, 11, 26, 10, 40))
+        assert not slot.run_requests and "being built" in slot.skip_message
+        assert "being built" in sensor_at(kst(2026, 11, 26, 10, 41, 30)).skip_message
+
+        inst.report_run_failed(run)  # ended without a universe file
+        done = sensor_at(kst(2026, 11, 26, 10, 42))
+        assert [r.partition_key for r in done.run_requests] == ["2026-11-26T1040"]
+        assert done.run_requests[0].tags["observer/late"] == "true"
+        # and the next tick of the schedule no longer waits
+        assert [
+            r.partition_key for r in tick(inst, "track_a_every_10_minutes", kst(2026, 11, 26, 10, 50)).run_requests
+        ] == ["2026-11-26T1050"]
