@@ -20,7 +20,6 @@ from observer_resources.calendar import KST, CalendarRangeError
 from observer_resources.kis import protocol as p
 
 if TYPE_CHECKING:
-    from local_exchange.rest import RestApi
     from local_exchange.state import SimState
 
 PREFIX = "/__sim__"
@@ -106,7 +105,7 @@ def quote_json(q: Any) -> dict[str, Any]:
     return {f: getattr(q, f, None) for f in fields}
 
 
-def add_routes(app: web.Application, state: SimState, api: RestApi) -> None:
+def add_routes(app: web.Application, state: SimState) -> None:
     def guarded(fn):  # noqa: ANN001, ANN202
         async def wrapper(request: web.Request) -> web.Response:
             try:

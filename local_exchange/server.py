@@ -110,8 +110,7 @@ class SimServer:
     async def start(
         self, host: str = "127.0.0.1", rest_port: int = DEFAULT_REST_PORT, ws_port: int = DEFAULT_WS_PORT
     ) -> None:
-        from local_exchange.rest import make_rest_app
-        from local_exchange.ws import make_ws_app
+        from local_exchange.app import make_rest_app, make_ws_app
 
         # Generate today's trades before listening: a cold quote of the whole universe costs 1-2.5 s of CPU, and a
         # server busy with that answers queued requests in a burst, compressing them into its 1 s rate window

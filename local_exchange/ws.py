@@ -629,12 +629,6 @@ def register_ws_routes(app: web.Application, hub: WsHub) -> None:
     app.router.add_get("/tryitout/{tr}", hub.handle)
 
 
-def make_ws_app(hub: WsHub) -> web.Application:
-    app = web.Application()
-    register_ws_routes(app, hub)
-    return app
-
-
 def truth_sent_json(hub: WsHub, appkey: str, code: str) -> dict[str, Any]:
     """``GET /__sim__/truth/sent``: what the stream did with each tick of ``code`` for ``appkey``."""
     entries = []
@@ -668,7 +662,7 @@ __all__ = [
     "WsHub",
     "WsSession",
     "SentLog",
-    "make_ws_app",
+    "register_ws_routes",
     "truth_sent_json",
     "control_frame",
     "data_frame",

@@ -1,0 +1,147 @@
+"""Traits handed out across the whole generated universe at once: price levels, status flags and trade rates.
+
+Assigned after every row exists, by quantile or by count rather than drawn per listing, so the proportions the
+collector's universe rules are tested against (the share at or above 4,000 KRW, halted and administrative names,
+a busy head) come out exact rather than subject to sampling noise.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+# Activity (mean trades/s in continuous trading). The top TOP_BUSY listings are busy (>= 3/s), a
+# short second tier follows, the rest are quiet; chosen so that one day of all tick tables stays
+# well under 300 MB (about 3.4 M trades).
+TOP_BUSY = 40
+SECOND_TIER = 20
+
+
+def assign_common_levels(rng: np.random.Generator, commons: list[dict]) -> None:
+    """Spread common-share price levels by quantile so ~60 % sit at or above 4,000 KRW.
+
+    Quantiles of a log-normal (median 5,200 KRW, sd 0.5 decades) are handed out in random order:
+    the cross-section is then exact rather than subject to sampling noise, and the daily chain's
+    mean reversion keeps the share >= 4,000 inside 55-65 % on every day.
+    """
+    m = len(commons)
+    if m == 0:
+        return
+    q = (np.arange(m) + 0.5) / m
+    z = _norm_ppf(q)
+    levels = 10 ** (np.log10(5_200) + 0.5 * z)
+    levels = np.clip(levels, 300, 1_500_000)
+    perm = rng.permutation(m)
+    for r, lvl in zip(commons, levels[perm]):
+        r["base_level"] = float(lvl)
+
+
+def _norm_ppf(q: np.ndarray) -> np.ndarray:
+    """Inverse standard normal CDF (Acklam's rational approximation; |error| < 1.2e-9)."""
+    a = (
+        -3.969683028665376e01,
+        2.209460984245205e02,
+        -2.759285104469687e02,
+        1.383577518672690e02,
+        -3.066479806614716e01,
+        2.506628277459239e00,
+    )
+    b = (
+        -5.447609879822406e01,
+        1.615858368580409e02,
+        -1.556989798598866e02,
+        6.680131188771972e01,
+        -1.328068155288572e01,
+    )
+    c = (
+        -7.784894002430293e-03,
+        -3.223964580411365e-01,
+        -2.400758277161838e00,
+        -2.549732539343734e00,
+        4.374664141464968e00,
+        2.938163982698783e00,
+    )
+    d = (7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e00, 3.754408661907416e00)
+    q = np.asarray(q, dtype=float)
+    out = np.empty_like(q)
+    lo, hi = q < 0.02425, q > 1 - 0.02425
+    mid = ~(lo | hi)
+    t = np.sqrt(-2 * np.log(q[lo]))
+    out[lo] = (((((c[0] * t + c[1]) * t + c[2]) * t + c[3]) * t + c[4]) * t + c[5]) / (
+        (((d[0] * t + d[1]) * t + d[2]) * t + d[3]) * t + 1
+    )
+    t = np.sqrt(-2 * np.log(1 - q[hi]))
+    out[hi] = -(((((c[0] * t + c[1]) * t + c[2]) * t + c[3]) * t + c[4]) * t + c[5]) / (
+        (((d[0] * t + d[1]) * t + d[2]) * t + d[3]) * t + 1
+    )
+    s = q[mid] - 0.5
+    r = s * s
+    out[mid] = (
+        (((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5])
+        * s
+        / (((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1)
+    )
+    return out
+
+
+def assign_flags(rng: np.random.Generator, rows: list[dict]) -> None:
+    """Halted, delisting-pending, administrative and market-alarm names, at least two of each."""
+    for r in rows:
+        r.update(halted=False, liquidation=False, administrative=False, alarm="00")
+    commons = [r for r in rows if r["cat"] == "common"]
+    m = len(commons)
+    if m == 0:
+        return
+
+    def pick(frac: float, minimum: int) -> list[dict]:
+        k = min(m, max(minimum if m >= 50 else 0, int(round(frac * m))))
+        return [commons[int(i)] for i in rng.choice(m, size=k, replace=False)]
+
+    for r in pick(0.010, 2):
+        r["halted"] = True
+    for r in pick(0.020, 2):
+        r["administrative"] = True
+    for r in pick(0.003, 2):
+        r["liquidation"] = True
+        r["administrative"] = True  # delisting-pending names are designated administrative first
+        r["base_level"] = r["base_level"] * 0.3
+    for code, frac in (("01", 0.02), ("02", 0.005), ("03", 0.002)):
+        for r in pick(frac, 1):
+            if r["alarm"] == "00":
+                r["alarm"] = code
+    etns = [r for r in rows if r["cat"] == "etn"]
+    if len(etns) >= 10:
+        etns[int(rng.integers(len(etns)))]["halted"] = True
+
+
+def assign_activity(rng: np.random.Generator, rows: list[dict]) -> None:
+    """Heavy-tailed trade rates: a busy head (>= 3 trades/s), a short second tier, a quiet tail."""
+    median = {"common": 0.0015, "preferred": 0.0005, "spac": 0.0008, "etf": 0.003, "etn": 0.001}
+    for r in rows:
+        med = median.get(r["cat"], 0.0006)
+        r["activity"] = min(0.2, max(0.0002, med * math.exp(float(rng.normal(0.0, 1.4)))))
+    candidates = [
+        i for i, r in enumerate(rows) if not r["halted"] and not r["liquidation"] and r["cat"] in ("common", "etf")
+    ]
+    n_head = min(len(candidates), TOP_BUSY + SECOND_TIER, max(3, len(rows) // 40))
+    if not candidates:
+        return
+    # mostly large common shares, a few leveraged/inverse-style ETFs, as on KRX; a common share
+    # always leads, so even a tiny sim has a busy stock to stream
+    weights = np.array([4.0 if rows[i]["cat"] == "common" else 1.0 for i in candidates])
+    head = rng.choice(np.array(candidates), size=n_head, replace=False, p=weights / weights.sum()).tolist()
+    first_common = next((k for k, i in enumerate(head) if rows[i]["cat"] == "common"), 0)
+    head.insert(0, head.pop(first_common))
+    for rank, i in enumerate(head):
+        r = rows[int(i)]
+        if rank < TOP_BUSY:
+            r["activity"] = float(3.0 * (4.0 / 3.0) ** ((TOP_BUSY - 1 - rank) / max(TOP_BUSY - 1, 1)))
+            if r["cat"] == "common":  # busy names are large caps: 2-40 trillion KRW
+                r["listed_shares"] = int(min(6e9, float(rng.uniform(2e12, 4e13)) / max(r["base_level"], 1.0)))
+        else:
+            k = rank - TOP_BUSY
+            r["activity"] = float(0.8 * (0.2 / 0.8) ** (k / max(SECOND_TIER - 1, 1)))
+    for r in rows:
+        if r["halted"]:
+            r["activity"] = 0.0

@@ -1,0 +1,103 @@
+"""The chart TRs: daily, weekly, monthly and yearly bars, and minute bars of today or a past day.
+
+Clients page them by time, not by tr_cont, so unlike trades by time they keep no paging state.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, time, timedelta
+
+from aiohttp import web
+
+from local_exchange import rest_outputs as out
+from local_exchange.accounts import Token
+from local_exchange.rest_context import TrContext
+from local_exchange.rest_wire import InputError, check_market_div, kis_ok, need, parse_hms, parse_ymd
+from observer_resources.calendar import KST
+from observer_resources.kis import protocol as p
+
+MINUTE_HISTORY_DAYS = 366
+
+
+def daily_price(ctx: TrContext, params: dict[str, str], tok: Token, tr_cont: str) -> web.Response:
+    check_market_div(params)
+    li = ctx.listing(need(params, "FID_INPUT_ISCD"))
+    period = (params.get("FID_PERIOD_DIV_CODE") or "D").upper()
+    if period not in ("D", "W", "M"):
+        raise InputError("ERROR INVALID FID_PERIOD_DIV_CODE")
+    now = ctx.s.clock.now()
+    span = {"D": 1, "W": 5, "M": 23}[period] * (p.DAILY_PRICE_ROWS + 1) + 10
+    bars = ctx.s.market.daily_bars(li.code, now.date(), span, as_of=now)
+    agg = out.aggregate_bars(bars, period)
+    rows = []
+    for i, b in enumerate(agg[: p.DAILY_PRICE_ROWS]):
+        prev_vol = agg[i + 1].volume if i + 1 < len(agg) else 0
+        rows.append(out.daily_price_row(li, b, prev_vol))
+    return kis_ok(p.TR_DAILY_PRICE, output=rows)
+
+
+def daily_itemchart(ctx: TrContext, params: dict[str, str], tok: Token, tr_cont: str) -> web.Response:
+    check_market_div(params)
+    li = ctx.listing(need(params, "FID_INPUT_ISCD"))
+    d1 = parse_ymd(need(params, "FID_INPUT_DATE_1"), "FID_INPUT_DATE_1")
+    d2 = parse_ymd(need(params, "FID_INPUT_DATE_2"), "FID_INPUT_DATE_2")
+    period = (params.get("FID_PERIOD_DIV_CODE") or "D").upper()
+    if period not in ("D", "W", "M", "Y"):
+        raise InputError("ERROR INVALID FID_PERIOD_DIV_CODE")
+    now = ctx.s.clock.now()
+    q = ctx.s.market.quote(li.code, now)
+    hist = ctx.recent(li.code, q.day)
+    output1 = out.daily_chart_output1(li, q, hist[0] if hist else None)
+    end = min(d2, now.date())
+    rows: list[dict[str, str]] = []
+    if d1 <= end:
+        per_row = {"D": 1, "W": 5, "M": 23, "Y": 250}[period]
+        calendar_days = (end - d1).days + 1
+        n = min(calendar_days, per_row * (p.DAILY_ITEMCHART_ROWS + 1), 2600)
+        bars = [b for b in ctx.s.market.daily_bars(li.code, end, n, as_of=now) if b.day >= d1]
+        rows = [out.daily_chart_row(b) for b in out.aggregate_bars(bars, period)[: p.DAILY_ITEMCHART_ROWS]]
+    return kis_ok(p.TR_DAILY_ITEMCHART, output1=output1, output2=rows)
+
+
+def time_itemchart(ctx: TrContext, params: dict[str, str], tok: Token, tr_cont: str) -> web.Response:
+    check_market_div(params)
+    li = ctx.listing(need(params, "FID_INPUT_ISCD"))
+    hour = parse_hms(need(params, "FID_INPUT_HOUR_1"), "FID_INPUT_HOUR_1")
+    now = ctx.s.clock.now()
+    q = ctx.s.market.quote(li.code, now)
+    # HOUR_1 names a minute bar: the whole minute is included (clients page by "earliest - 1 min")
+    until = datetime.combine(q.day, hour.replace(second=59), KST)
+    if until > now:
+        until = now  # a future time is clamped to now
+    bars = ctx.s.market.minute_bars(li.code, q.day, until) if ctx.session_of(q.day) else []
+    rows = [out.minute_row(b) for b in reversed(bars[-p.TIME_ITEMCHART_ROWS :])]
+    return kis_ok(p.TR_TIME_ITEMCHART, output1=out.chart_output1(li, q), output2=rows)
+
+
+def time_dailychart(ctx: TrContext, params: dict[str, str], tok: Token, tr_cont: str) -> web.Response:
+    check_market_div(params)
+    li = ctx.listing(need(params, "FID_INPUT_ISCD"))
+    m = ctx.s.market
+    now = ctx.s.clock.now()
+    q = m.quote(li.code, now)
+    d = parse_ymd(need(params, "FID_INPUT_DATE_1"), "FID_INPUT_DATE_1")
+    hour = parse_hms(params.get("FID_INPUT_HOUR_1") or "235959", "FID_INPUT_HOUR_1")
+    until = datetime.combine(d, hour.replace(second=59), KST)
+    if until > now:
+        until = now
+        d = q.day if q.day <= now.date() else now.date()
+        until = min(until, datetime.combine(d, time(23, 59, 59), KST))
+    oldest = now.date() - timedelta(days=MINUTE_HISTORY_DAYS)
+    rows: list[dict[str, str]] = []
+    guard = 0
+    while len(rows) < p.TIME_DAILYCHART_ROWS and d >= oldest and guard < 30:
+        guard += 1
+        if ctx.session_of(d):
+            bars = m.minute_bars(li.code, d, until)
+            for b in reversed(bars):
+                rows.append(out.minute_row(b))
+                if len(rows) >= p.TIME_DAILYCHART_ROWS:
+                    break
+        d = m.previous_trading_day(d)
+        until = datetime.combine(d, time(23, 59, 59), KST)
+    return kis_ok(p.TR_TIME_DAILYCHART, output1=out.chart_output1(li, q), output2=rows)
