@@ -150,7 +150,7 @@ def _verify(args: argparse.Namespace) -> int:
 def _restore(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from observer_assets.backup import package
+    from observer_assets.backup import restore as restoring
     from observer_assets.backup.settings import redact_url
 
     ctx = _ops_context("restore")
@@ -160,8 +160,8 @@ def _restore(args: argparse.Namespace) -> int:
     root, dest, _, ev = ctx
     target = Path(args.to).resolve() if args.to else root
     try:
-        out = package.restore(dest, d, target, overwrite=args.overwrite, version=args.version)
-    except package.RestoreError as e:
+        out = restoring.restore(dest, d, target, overwrite=args.overwrite, version=args.version)
+    except restoring.RestoreError as e:
         print(f"observer restore: {e}", file=sys.stderr)
         for p, w in e.problems:
             print(f"  {p}: {w}", file=sys.stderr)

@@ -11,6 +11,7 @@ import dagster as dg
 
 from observer_assets import catalog
 from observer_assets.backup import backup, package, retention
+from observer_assets.backup import restore as restoring
 from observer_assets.backup.settings import RetentionPolicy, SettingsError, backup_dest, redact_url
 from observer_assets.orchestration.partitions import PartitionKeyError, calendar, parse_day_key, trading_day_partitions
 from observer_assets.orchestration.runs import BACKUP_POOL, max_runtime
@@ -122,8 +123,8 @@ def restore_day(context: dg.OpExecutionContext, config: RestoreConfig) -> dict:
         raise dg.Failure(description=f"restore: {e}") from None
     root, dest = _local(), _dest()
     try:
-        out = package.restore(dest, day, root, overwrite=config.overwrite, version=config.version or None)
-    except package.RestoreError as e:
+        out = restoring.restore(dest, day, root, overwrite=config.overwrite, version=config.version or None)
+    except restoring.RestoreError as e:
         raise dg.Failure(
             description=str(e),
             metadata={"problems": dg.MetadataValue.md("\n".join(f"- `{p}`: {w}" for p, w in e.problems[:50]))},

@@ -27,7 +27,7 @@ manifest holds that is gone locally (retention deleted it) is carried over.
 
 Beside this module: ``manifest`` (the manifest model and what it may say; a restore validates the whole manifest
 before it places anything), ``stored`` (stored objects: codec, copy, hash, check) and ``restore`` (the restore path,
-``restore`` and ``RestoreError``). Their names used with ``package.`` elsewhere are re-exported here.
+``restore`` and ``RestoreError``), which imports this module, never the reverse.
 """
 
 from __future__ import annotations
@@ -56,7 +56,6 @@ from observer_assets.backup.manifest import (
     PackageState,
     check_manifest,
 )
-from observer_assets.backup.restore import RestoreError, restore  # noqa: F401 (re-exported: package.restore)
 from observer_assets.backup.settings import local_path
 from observer_assets.backup.stored import _check_stored, _codec_for, _copy_out, hash_file, stored_name
 from observer_resources import clock

@@ -2,7 +2,7 @@
 
 A refusal (an uncommitted package, a manifest entry that cannot be trusted or would land outside the target, a
 conflicting local file, a stored object that does not match) places nothing and removes the directories it made.
-``package`` re-exports ``restore`` and ``RestoreError``; the package's state is read through ``package``.
+The package's state is read through ``package`` (this module imports it; it never imports this one).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 
 from upath import UPath
 
+from observer_assets.backup import package
 from observer_assets.backup.manifest import Entry, _inside, _int, check_manifest
 from observer_assets.backup.stored import _check_stored, hash_file
 from observer_resources.storage import lake
@@ -46,7 +47,6 @@ def restore(
     already holds the same bytes is left alone; one with other bytes is a conflict, refused unless `overwrite`.
     `version` picks the package as that write left it (1: as first packaged; a version is one write that changed
     something); default the newest."""
-    from observer_assets.backup import package  # package re-exports this module: imported on use
 
     st = package.read_state(dest, day)
     where = package.package_dir(dest, day)

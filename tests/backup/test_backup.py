@@ -28,6 +28,7 @@ from fsspec.implementations.local import LocalFileSystem
 from upath import UPath
 
 from observer_assets.backup import backup, package
+from observer_assets.backup import restore as restoring
 from observer_assets.backup.assets import daily_backup, restore_job
 from observer_assets.backup.daysets import by_package, covered_days, scan
 from observer_assets.orchestration.partitions import day_key
@@ -227,8 +228,8 @@ def test_a_flipped_byte_fails_verification_withdraws_the_marker_and_the_day_is_k
     v = package.verify(dest, day)
     assert not v.ok and [p for p, _ in v.problems] == [f"track_a/date={day}/slot=0910/snapshot.parquet"]
     # the restore refuses and names the file; nothing is placed
-    with pytest.raises(package.RestoreError, match="slot=0910/snapshot.parquet"):
-        package.restore(dest, day, tmp_path / "elsewhere")
+    with pytest.raises(restoring.RestoreError, match="slot=0910/snapshot.parquet"):
+        restoring.restore(dest, day, tmp_path / "elsewhere")
     assert not (tmp_path / "elsewhere").exists() or not any((tmp_path / "elsewhere").rglob("*.parquet"))
     # retention, days later, re-reads the package before deleting: it fails, so the day stays
     today = day + timedelta(days=5)
@@ -303,7 +304,7 @@ def test_any_fsspec_destination_works_in_memory(tmp_path):
     assert r.action == "written" and r.files == len(before)
     assert r.stored_bytes < r.bytes  # JSON lines travel zstd-compressed
     assert package.verify(dest, day).ok
-    out = package.restore(dest, day, tmp_path / "copy")
+    out = restoring.restore(dest, day, tmp_path / "copy")
     assert out["restored"] == len(before)
     assert day_hashes(tmp_path / "copy", day) == before
 
@@ -385,14 +386,14 @@ def test_kill_9_during_a_backup_leaves_no_marker_and_the_next_run_completes_it(t
     assert not (pkg / "SUCCESS.marker").exists(), "killed before the end, yet committed"
     assert not package.read_state(UPath(dest), day).committed
     assert backup.pending(root, UPath(dest), OPEN, datetime(2026, 3, 11, tzinfo=KST))[0].reason == "no SUCCESS.marker"
-    with pytest.raises(package.RestoreError, match="no backup|SUCCESS"):
-        package.restore(UPath(dest), day, tmp_path / "copy")
+    with pytest.raises(restoring.RestoreError, match="no backup|SUCCESS"):
+        restoring.restore(UPath(dest), day, tmp_path / "copy")
     # the next run completes it
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout.splitlines()[-1])["action"] == "written"
     assert package.verify(UPath(dest), day).ok
-    package.restore(UPath(dest), day, tmp_path / "copy")
+    restoring.restore(UPath(dest), day, tmp_path / "copy")
     assert day_hashes(tmp_path / "copy", day) == before
 
 

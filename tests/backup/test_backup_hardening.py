@@ -25,6 +25,7 @@ import pytest
 from upath import UPath
 
 from observer_assets.backup import backup, package, retention
+from observer_assets.backup import restore as restoring
 from observer_assets.backup.settings import RetentionPolicy
 from observer_resources.calendar import KST
 from observer_resources.calendar.market import MarketCalendar
@@ -142,7 +143,7 @@ def test_restore_fuzzer_nothing_outside_the_target_and_nothing_unless_everything
     assert backup.run(root, UPath(dest), OPEN, day, events=EventLog(root)).action == "written"
     good = json.loads((dest / day.isoformat() / "manifest.json").read_text())
     # control: the untouched package restores, so a refusal below is the mutation's doing
-    assert package.restore(UPath(dest), day, tmp_path / "control")["restored"] == len(good["files"])
+    assert restoring.restore(UPath(dest), day, tmp_path / "control")["restored"] == len(good["files"])
 
     sandbox = tmp_path / "sandbox"
     outside = sandbox / "outside"
@@ -189,8 +190,8 @@ def test_restore_fuzzer_nothing_outside_the_target_and_nothing_unless_everything
         try:
             _commit(pkg, doc)
             before = tree(sandbox)
-            with pytest.raises(package.RestoreError):
-                package.restore(UPath(case_dest), day, target)
+            with pytest.raises(restoring.RestoreError):
+                restoring.restore(UPath(case_dest), day, target)
             refused += 1
             assert tree(sandbox) == before, f"case {name!r}: the restore changed files"
             assert not Path("/tmp/evil-abs.txt").exists()
@@ -245,13 +246,13 @@ def test_a_file_changed_after_retention_becomes_a_new_version_and_the_original_s
     assert versioned and versioned[-1]["path"] == rel and versioned[-1]["previous_sha256"] == before[rel]
     # a restore places the newest; --version 1 gives the day as first packaged
     (root / rel).unlink()
-    newest = package.restore(dest, day, tmp_path / "newest")
+    newest = restoring.restore(dest, day, tmp_path / "newest")
     assert newest["version"] == 2
     assert hashlib.sha256((tmp_path / "newest" / rel).read_bytes()).hexdigest() != before[rel]
-    package.restore(dest, day, tmp_path / "v1", version=1)
+    restoring.restore(dest, day, tmp_path / "v1", version=1)
     assert day_hashes(tmp_path / "v1", day) == before
-    with pytest.raises(package.RestoreError, match="version must be 1..2"):
-        package.restore(dest, day, tmp_path / "v9", version=9)
+    with pytest.raises(restoring.RestoreError, match="version must be 1..2"):
+        restoring.restore(dest, day, tmp_path / "v9", version=9)
     # and through the CLI
     env = {
         **os.environ,
@@ -294,7 +295,7 @@ def test_an_append_only_file_that_grew_is_kept_in_both_states(tmp_path):
     assert [(v["path"], v["kind"]) for v in r.versioned] == [(rel, "appended")]
     # unchanged files were not copied again: only the grown file's new version was written
     assert r.changed == [rel]
-    package.restore(dest, day, tmp_path / "v1", version=1)
+    restoring.restore(dest, day, tmp_path / "v1", version=1)
     assert day_hashes(tmp_path / "v1", day) == before
 
 
@@ -361,7 +362,7 @@ def test_a_damaged_manifest_with_local_files_is_set_aside_and_rebuilt(tmp_path, 
     aside = [p.name for p in (tmp_path / "backups").iterdir() if p.name.startswith(f"{day}.damaged-")]
     assert len(aside) == 1 and (tmp_path / "backups" / aside[0] / "files").exists()
     assert backup.package_days(dest) == [day]  # the set-aside copy is not a day
-    package.restore(dest, day, tmp_path / "copy")
+    restoring.restore(dest, day, tmp_path / "copy")
     assert before.items() <= day_hashes(tmp_path / "copy", day).items()
 
 
@@ -482,8 +483,8 @@ def test_kill_9_at_every_step_never_commits_unverified_bytes_nor_loses_a_committ
             outcomes.add("committed")
         else:
             outcomes.add("uncommitted")
-            with pytest.raises(package.RestoreError):
-                package.restore(UPath(dest), day, tmp_path / f"refused{step}")
+            with pytest.raises(restoring.RestoreError):
+                restoring.restore(UPath(dest), day, tmp_path / f"refused{step}")
         if committed_before is not None:
             assert _stored_ok(dest, day, committed_before), f"step {step}: a committed version was harmed"
         if reached < step:  # the run ended before the tripwire: every step was tried
@@ -493,10 +494,10 @@ def test_kill_9_at_every_step_never_commits_unverified_bytes_nor_loses_a_committ
     # the next run completes whatever a kill left; the newest bytes restore, and (rewrite) the first as version 1
     backup.run(root, UPath(dest), OPEN, day, events=EventLog(root))
     assert package.verify(UPath(dest), day).ok
-    package.restore(UPath(dest), day, tmp_path / "newest")
+    restoring.restore(UPath(dest), day, tmp_path / "newest")
     assert day_hashes(tmp_path / "newest", day) == final
     if scenario == "rewrite":
-        package.restore(UPath(dest), day, tmp_path / "v1", version=1)
+        restoring.restore(UPath(dest), day, tmp_path / "v1", version=1)
         assert day_hashes(tmp_path / "v1", day) == first
 
 

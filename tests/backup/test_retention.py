@@ -25,6 +25,7 @@ from fsspec.implementations.local import LocalFileOpener, LocalFileSystem
 from upath import UPath
 
 from observer_assets.backup import backup, package, retention
+from observer_assets.backup import restore as restoring
 from observer_assets.backup.retention import DayState, Decision
 from observer_assets.backup.settings import _RETENTION_ENV, RetentionPolicy, SettingsError
 from observer_assets.track_b.capture import write_anomaly
@@ -293,7 +294,7 @@ def ops_events(root: Path, kinds: tuple[str, ...]) -> list[dict]:
 
 def assert_restorable(dest: UPath, d: date, into: Path, expected: dict[str, bytes]) -> None:
     """The day's package restores into an empty directory, and every file in `expected` comes back byte for byte."""
-    out = package.restore(dest, d, into)
+    out = restoring.restore(dest, d, into)
     assert out["already_present"] == 0
     assert set(expected) <= set(out["files"])
     for rel, raw in expected.items():
