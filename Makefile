@@ -26,12 +26,13 @@ run: $(STAMP)
 
 ## the whole test suite (what CI runs): the bulk on two workers; then the two rate-limit acceptance tests (SQLite,
 ## PostgreSQL) alone, on a machine nothing else is using; then the end-to-end runs, which mostly wait on servers
-## they start (dagster dev, Prometheus), three at a time
+## they start (dagster dev, Prometheus), three at a time, handed out one by one so the longest (the day in the life,
+## collected first) has a worker to itself while the other two share the rest
 RATE_TESTS := tests/shared/test_rate_limit.py tests/shared/test_pg_stores.py
 test: $(STAMP) deps lint
 	$(BIN)/pytest -q -p no:cacheprovider -n 2 -m "not slow" --durations=15
 	$(BIN)/pytest -q -p no:cacheprovider -m slow $(RATE_TESTS)
-	$(BIN)/pytest -q -p no:cacheprovider -n 3 -m slow --durations=8 $(addprefix --ignore=,$(RATE_TESTS))
+	$(BIN)/pytest -q -p no:cacheprovider -n 3 --maxschedchunk=1 -m slow --durations=8 $(addprefix --ignore=,$(RATE_TESTS))
 
 ## lint, format and the lock file checked, and every Dagster definition loaded the way the code server loads it
 ## (`dagster definitions validate`; its successor `dg check defs` needs the dg project layout)

@@ -41,3 +41,11 @@ def parse_iso_datetime(text: str, what: str = "time") -> datetime:
         return datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError as e:
         raise DateFormatError(f"{what} {text!r} is not an ISO 8601 time: {e}") from None
+
+
+def parse_aware_datetime(text: str, what: str = "time") -> datetime:
+    """An instant with its UTC offset; a naive one is refused, since nothing says which zone it meant."""
+    at = parse_iso_datetime(text, what)
+    if at.tzinfo is None:
+        raise DateFormatError(f"{what} {text!r} needs an explicit UTC offset (e.g. +09:00)")
+    return at

@@ -182,7 +182,7 @@ def test_the_local_exchange_refuses_bad_arguments_in_one_line(args, words):
 def test_strict_date_parser():
     from datetime import date, datetime
 
-    from observer_resources.dates import DateFormatError, parse_iso_date, parse_iso_datetime
+    from observer_resources.dates import DateFormatError, parse_aware_datetime, parse_iso_date, parse_iso_datetime
 
     assert parse_iso_date("2026-12-03") == date(2026, 12, 3)
     for bad in (
@@ -204,3 +204,7 @@ def test_strict_date_parser():
     for bad in ("2026-12-03", "20261203T0900", "2026-W01-1T09:00", "2026-12-03T9:00", "2026-12-03T09:00+0900"):
         with pytest.raises(DateFormatError, match="is not an ISO 8601 time"):
             parse_iso_datetime(bad)
+    # an instant a job is configured with must say its zone (the freshness check's `at`, the capture's `until`)
+    assert parse_aware_datetime("2026-12-03T09:00+09:00", "until").utcoffset().total_seconds() == 9 * 3600
+    with pytest.raises(DateFormatError, match="until '2026-12-03T09:00' needs an explicit UTC offset"):
+        parse_aware_datetime("2026-12-03T09:00", "until")

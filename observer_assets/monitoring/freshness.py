@@ -28,7 +28,7 @@ from observer_assets.orchestration.runs import max_runtime
 from observer_resources import clock
 from observer_resources.calendar import KST
 from observer_resources.calendar.market import MarketCalendar
-from observer_resources.dates import DateFormatError, parse_iso_datetime
+from observer_resources.dates import DateFormatError, parse_aware_datetime
 
 CHECK_NAME = "track_a_current_slot_fresh"
 TRACK_A_SNAPSHOT = dg.AssetKey("track_a_snapshot")  # named by key: monitoring does not import Track A's assets
@@ -162,11 +162,9 @@ class FreshnessConfig(dg.Config):
 def track_a_current_slot_fresh(context: dg.AssetCheckExecutionContext, config: FreshnessConfig) -> dg.AssetCheckResult:
     if config.at:
         try:
-            at = parse_iso_datetime(config.at, "at")
+            at = parse_aware_datetime(config.at, "at")
         except DateFormatError as e:
             raise dg.Failure(str(e)) from None
-        if at.tzinfo is None:
-            raise dg.Failure(f"at {config.at!r} needs an explicit offset (e.g. +09:00)")
     else:
         at = now()
     return judge(context.instance, calendar(), at).result()

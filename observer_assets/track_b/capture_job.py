@@ -16,7 +16,7 @@ from observer_assets.track_b.window import parse_window
 from observer_resources.calendar import KST
 from observer_resources.calendar.market import MarketCalendar, calendar_from_env
 from observer_resources.clock import now as clock_now
-from observer_resources.dates import DateFormatError, parse_iso_datetime
+from observer_resources.dates import DateFormatError, parse_aware_datetime
 from observer_resources.storage import lake
 
 CAPTURE_MODULE = "observer_assets.track_b.capture"
@@ -71,11 +71,9 @@ def track_b_capture(context: dg.OpExecutionContext, config: CaptureConfig) -> No
     now = clock_now()
     if config.until:
         try:
-            until = parse_iso_datetime(config.until, "until")
+            until = parse_aware_datetime(config.until, "until")
         except DateFormatError as e:
             raise dg.Failure(str(e)) from None
-        if until.tzinfo is None:
-            raise dg.Failure(f"until {config.until!r} needs an explicit UTC offset (e.g. +09:00)")
     else:
         cal = calendar_from_env()
         w = window_now(cal, now)
