@@ -9,12 +9,14 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
 .PHONY: run test lint format deps install sim calendar settings bench clean
 
-## the exact versions in uv.lock (`uv lock` after editing pyproject.toml's dependencies); pip only brings in uv
+## the exact versions in uv.lock (`uv lock` after editing pyproject.toml's dependencies); pip only brings in uv.
+## --compile-bytecode as pip does: else the first import of each library compiles it, and in a fresh checkout the
+## processes of the rate-limit acceptance tests did that mid-test, stalled, and sent late permits in a burst (EGW00201)
 UV_VERSION := 0.13.9
 $(STAMP): pyproject.toml uv.lock
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q "uv==$(UV_VERSION)"
-	$(BIN)/uv sync -q --frozen --inexact --extra test --system-certs
+	$(BIN)/uv sync -q --frozen --inexact --extra test --compile-bytecode --system-certs
 	touch $(STAMP)
 
 install: $(STAMP)
