@@ -187,7 +187,7 @@ def instruments(environ: Mapping[str, str] | None = None) -> Instruments:
                 if not os.access(directory, os.W_OK):
                     raise PermissionError(f"{directory} is not writable")
                 if not settings.is_set(MULTIPROC_ENV):  # prometheus_client finds its directory there
-                    os.environ.update({MULTIPROC_ENV: str(directory)})
+                    os.environ[MULTIPROC_ENV] = str(directory)
                 directory = Path(settings.get(MULTIPROC_ENV))
             except Exception as exc:  # noqa: BLE001 - reported; metrics must not stop a request
                 log.error(

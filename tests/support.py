@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
 import dagster as dg
 import pyarrow.parquet as pq
 
@@ -42,3 +47,17 @@ def build_universe(inst, kis, day, n_codes: int = 40) -> list[str]:
     t = pq.read_table(path).slice(0, n_codes)
     lake.write_table_atomic(path, t)
     return t["code"].to_pylist()
+
+
+def start_dagster_dev(defs_file: Path, port: int, env: Mapping[str, str], cwd: Path, log: Path) -> subprocess.Popen:
+    """``dagster dev`` (webserver and daemon) on 127.0.0.1 serving ``defs_file``, its output in ``log``, in its own
+    session so the test can stop the whole process group."""
+    with log.open("w") as out:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "dagster", "dev", "-h", "127.0.0.1", "-p", str(port), "-f", str(defs_file)],
+            cwd=cwd,
+            env=dict(env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )

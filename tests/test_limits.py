@@ -25,7 +25,7 @@ import yaml
 from dagster._core.instance.config import PoolGranularity
 from dagster._core.instance.ref import InstanceRef
 from gaps.test_backfill import LAUNCH as LAUNCH_BACKFILL  # the UI's own mutation, written once
-from support import build_universe, kis_for
+from support import build_universe, kis_for, start_dagster_dev
 
 from observer_assets import run_local
 from observer_assets.definitions import defs
@@ -300,26 +300,7 @@ def test_ui_launches_without_tags_are_held_to_the_pool_and_a_live_run_still_gets
         "KIS_WS_URL": small_sim.ws_url,
         "PYTHONPATH": str(ROOT),
     }
-    log = open(tmp_path / "dev.log", "w")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "dagster",
-            "dev",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "-f",
-            str(Path(__file__).with_name("_limits_defs.py")),
-        ],
-        cwd=ROOT,
-        env=penv,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    proc = start_dagster_dev(Path(__file__).with_name("_limits_defs.py"), port, penv, ROOT, tmp_path / "dev.log")
     url = f"http://127.0.0.1:{port}/graphql"
 
     def gql(query: str, variables: dict | None = None) -> dict:

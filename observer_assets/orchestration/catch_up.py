@@ -9,10 +9,7 @@ import dagster as dg
 def has_run(instance: dg.DagsterInstance, job_name: str, partition_key: str) -> bool:
     """True when any run (queued, running, done or failed) of `job_name` targets the partition: catch-up never
     doubles a schedule's run, and a failed slot is left to the gap report and backfill, not retried blindly."""
-    records = instance.get_run_records(
-        dg.RunsFilter(job_name=job_name, tags={"dagster/partition": partition_key}), limit=1
-    )
-    return bool(records)
+    return latest_run_status(instance, job_name, partition_key) is not None
 
 
 #: a run that may still produce its partition

@@ -11,7 +11,7 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from support import build_universe, kis_for
+from support import build_universe, kis_for, start_dagster_dev
 
 from observer_assets.gaps import sensors
 from observer_assets.gaps.assets import gap_report
@@ -266,7 +266,6 @@ def test_ui_path_launch_partition_backfill_over_graphql(env, small_sim, tmp_path
     import signal
     import socket
     import subprocess
-    import sys
     import time
     from pathlib import Path
 
@@ -303,26 +302,7 @@ def test_ui_path_launch_partition_backfill_over_graphql(env, small_sim, tmp_path
         "KIS_WS_URL": small_sim.ws_url,
         "PYTHONPATH": str(main),
     }
-    log = open(tmp_path / "dev.log", "w")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "dagster",
-            "dev",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "-f",
-            str(Path(__file__).with_name("_ui_defs.py")),
-        ],
-        cwd=main,
-        env=penv,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    proc = start_dagster_dev(Path(__file__).with_name("_ui_defs.py"), port, penv, main, tmp_path / "dev.log")
     url = f"http://127.0.0.1:{port}/graphql"
 
     def gql(query, variables):

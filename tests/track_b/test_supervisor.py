@@ -14,6 +14,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from support import start_dagster_dev
 
 from observer_assets.orchestration.runs import MAX_RUNTIME_TAG
 from observer_assets.track_b.capture_job import CAPTURE_TAGS, run_tags, track_b_capture_job
@@ -278,27 +279,8 @@ def test_under_dagster_dev_a_killed_run_worker_is_replaced_within_30_s(tmp_path,
         ),
     }
     (key,) = [c.key_id for c in configs_from_env(env)]
-    log = open(tmp_path / "dev.log", "w")
     port = _free_port()
-    dev = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "dagster",
-            "dev",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "-f",
-            str(Path(__file__).with_name("_capture_defs.py")),
-        ],
-        cwd=root,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    dev = start_dagster_dev(Path(__file__).with_name("_capture_defs.py"), port, env, root, tmp_path / "dev.log")
 
     def status():
         try:
@@ -393,7 +375,6 @@ def test_under_dagster_dev_a_killed_run_worker_is_replaced_within_30_s(tmp_path,
                 os.killpg(dev.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-            log.close()
             sim.stop()
     # no capture outlives the deployment (the sensor may have started another after the termination)
     last = json.loads((data / "system" / "capture" / "status.json").read_text())
