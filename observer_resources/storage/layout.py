@@ -2,8 +2,17 @@
 
 The writers (the asset modules, the capture) and the readers (the gap report, metrics, backups, retention) take
 their paths from here, so a reader never imports another domain's asset module to find a file. Pure functions of
-a root and a day, slot or hour; no I/O. Tables are Hive-style (``<dataset>/date=YYYY-MM-DD[/slot=HHMM|/hour=HH]``);
-the small files of the running system live under ``system/`` on the local directory (``lake.local_dir``).
+a root and a day, slot or hour; no I/O. The layout is docs/data.md's:
+
+- Tables are Hive-style, ``<dataset>/date=YYYY-MM-DD[/slot=THHMM|/hour=THH]/<name>.parquet``. A slot is spelt
+  ``T0150`` everywhere (lake, events, docs; the Dagster key is the day and the slot, ``2026-12-04T0150``): an ISO
+  8601 basic time no reader mistakes for an integer. A bare ``0150`` read as the integer 150 in pandas, pyarrow and
+  polars and as a string in DuckDB; an hour ``T09`` likewise.
+- A dataset directory holds Parquet and nothing else: polars and DuckDB refuse a directory with other files in it,
+  even ``_``-prefixed ones. The JSON the writers keep beside a table (compaction manifests and carries, the
+  verdict, the event summary, a refusal) lives under ``_meta/<dataset>/`` with the same partition path; the raw
+  inputs (master zips) under ``raw/``.
+- The small files of the running system live under ``system/`` on the local directory (``lake.local_dir``).
 """
 
 from __future__ import annotations
@@ -17,12 +26,14 @@ from observer_resources.storage.lake import LakePath, partition_dir
 
 # --- dataset names -------------------------------------------------------------------------------------------------
 UNIVERSE = "universe"
-UNIVERSE_INPUTS = (
-    "universe_inputs"  # master zips, previous closes, exclusions: kept apart so `universe/` is one clean dataset
-)
+UNIVERSE_EXCLUSIONS = "universe_exclusions"  # every master row left out, with its reason: one table per day
+UNIVERSE_PREV_CLOSE = "universe_prev_close"  # the previous closes the day's universe was built from
+UNIVERSE_RAW = "raw/universe"  # the day's master zips and a fallback marker, as downloaded
+UNIVERSE_INPUTS_OLD = "universe_inputs"  # the layout before docs/data.md's: read by `observer lake migrate` only
 UNIVERSE_REJECTED = "universe_rejected"  # universes the count check refused: evidence only, read by nothing
 TRACK_A = "track_a"
-TRACK_A_FAILURES = "track_a_failures"
+TRACK_A_FAILURES = "track_a_failures"  # written only for a slot with failures
+TRACK_A_DAILY = "track_a_daily"  # the day's slots in one file, sorted by code (built after the day)
 TRACK_A_RAW = "raw/track_a"  # the archive the tables derive from (JSON lines, uncompressed)
 TRACK_B = "track_b"
 TRACK_B_SAMPLED = "track_b_sampled"
@@ -30,16 +41,33 @@ TRACK_B_RESTORED = "track_b_restored"
 TRACK_B_JOURNAL = ("raw", "track_b")  # the capture's durable journal (JSON lines per key and hour)
 GAPS = "gaps"
 GAP_REPORT_NAME = "gap_report.parquet"
+GAP_VERDICT = "gap_verdict"  # the anomaly-day verdict, one row per rule
+GAP_COVERAGE = "gap_coverage"  # per slot: symbols expected, live, restored, missing
+META = "_meta"  # JSON kept beside tables, out of the Parquet directories
 SYSTEM_EVENTS = "system_events"  # the day's event summary (derived from system/events)
 
 
 # --- universe --------------------------------------------------------------------------------------------------------
+def meta_dir(root: LakePath, dataset: str, d: date) -> LakePath:
+    """``_meta/<dataset>/date=D``: where a dataset's JSON sidecars live."""
+    return partition_dir(root / META, dataset, d)
+
+
 def universe_dir(root: LakePath, d: date) -> LakePath:
     return partition_dir(root, UNIVERSE, d)
 
 
-def inputs_dir(root: LakePath, d: date) -> LakePath:
-    return partition_dir(root, UNIVERSE_INPUTS, d)
+def exclusions_path(root: LakePath, d: date) -> LakePath:
+    return partition_dir(root, UNIVERSE_EXCLUSIONS, d) / "exclusions.parquet"
+
+
+def prev_close_path(root: LakePath, d: date) -> LakePath:
+    return partition_dir(root, UNIVERSE_PREV_CLOSE, d) / "prev_close.parquet"
+
+
+def universe_raw_dir(root: LakePath, d: date) -> LakePath:
+    """``raw/universe/date=D``: ``masters/<market>_code.mst.zip`` and ``fallback.json``."""
+    return partition_dir(root, UNIVERSE_RAW, d)
 
 
 def universe_path(root: LakePath, d: date) -> LakePath:
@@ -51,22 +79,31 @@ def rejected_path(root: LakePath, d: date) -> LakePath:
 
 
 def rejection_path(root: LakePath, d: date) -> LakePath:
-    return partition_dir(root, UNIVERSE_REJECTED, d) / "rejection.json"
+    return meta_dir(root, UNIVERSE_REJECTED, d) / "rejection.json"
 
 
 # --- Track A ---------------------------------------------------------------------------------------------------------
 def slot_label(t: datetime) -> str:
-    """``HHMM`` of a slot instant in KST: the ``slot=`` directory and the key's suffix."""
-    return t.astimezone(KST).strftime("%H%M")
+    """``THHMM`` of a slot instant in KST: the ``slot=`` directory, the events' ``slot`` and the key's suffix."""
+    return t.astimezone(KST).strftime("T%H%M")
 
 
 def slot_dir(root: LakePath, slot_ts: datetime, dataset: str = TRACK_A) -> LakePath:
     return partition_dir(root, dataset, slot_ts.astimezone(KST).date(), slot_label(slot_ts))
 
 
+def daily_path(root: LakePath, d: date) -> LakePath:
+    return partition_dir(root, TRACK_A_DAILY, d) / "track_a.parquet"
+
+
 # --- Track B ---------------------------------------------------------------------------------------------------------
+def hour_label(hour: int) -> str:
+    """``THH``: the ``hour=`` directory and the hour key's suffix (``2026-12-04T09``)."""
+    return f"T{hour:02d}"
+
+
 def hour_dir(root: LakePath, start: datetime, dataset: str = TRACK_B) -> LakePath:
-    return root / dataset / f"date={start.date().isoformat()}" / f"hour={start.hour:02d}"
+    return root / dataset / f"date={start.date().isoformat()}" / f"hour={hour_label(start.hour)}"
 
 
 def ticks_path(root: LakePath, start: datetime) -> LakePath:
@@ -78,15 +115,15 @@ def sampled_path(root: LakePath, start: datetime) -> LakePath:
 
 
 def manifest_path(root: LakePath, start: datetime) -> LakePath:
-    return hour_dir(root, start) / "_manifest.json"
+    return hour_dir(root / META, start) / "manifest.json"
 
 
 def state_path(root: LakePath, start: datetime) -> LakePath:
-    return hour_dir(root, start) / "_state.json"
+    return hour_dir(root / META, start) / "state.json"
 
 
 def tick_files(root: Path, day: date) -> list[Path]:
-    return sorted((root / TRACK_B / f"date={day.isoformat()}").glob("hour=*/ticks.parquet"))
+    return sorted((root / TRACK_B / f"date={day.isoformat()}").glob("hour=T*/ticks.parquet"))
 
 
 def restored_path(root: LakePath, day: date) -> LakePath:
@@ -135,8 +172,21 @@ def report_path(root: LakePath, day: date) -> LakePath:
 
 
 def verdict_path(root: LakePath, day: date) -> LakePath:
-    return report_dir(root, day) / "verdict.json"
+    """The verdict as the report wrote it (JSON, nested); ``verdict_table_path`` is the same as a table."""
+    return meta_dir(root, GAPS, day) / "verdict.json"
+
+
+def report_summary_path(root: LakePath, day: date) -> LakePath:
+    return meta_dir(root, GAPS, day) / "summary.json"
+
+
+def verdict_table_path(root: LakePath, day: date) -> LakePath:
+    return partition_dir(root, GAP_VERDICT, day) / "verdict.parquet"
+
+
+def coverage_path(root: LakePath, day: date) -> LakePath:
+    return partition_dir(root, GAP_COVERAGE, day) / "coverage.parquet"
 
 
 def events_summary_path(root: LakePath, day: date) -> LakePath:
-    return partition_dir(root, SYSTEM_EVENTS, day) / "summary.json"
+    return meta_dir(root, SYSTEM_EVENTS, day) / "summary.json"
