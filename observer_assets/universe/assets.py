@@ -33,7 +33,14 @@ from observer_resources.kis import protocol as p
 from observer_resources.kis.errors import KisError
 from observer_resources.resources import KisResource
 from observer_resources.storage import lake
-from observer_resources.storage.layout import inputs_dir, rejected_path, rejection_path, universe_path
+from observer_resources.storage.layout import (
+    exclusions_path,
+    prev_close_path,
+    rejected_path,
+    rejection_path,
+    universe_path,
+    universe_raw_dir,
+)
 
 
 class UniverseConfig(dg.Config):
@@ -249,8 +256,8 @@ def _build(context: dg.AssetExecutionContext, config: UniverseConfig, kis: KisRe
     day = parse_day_key(context.partition_key, cal)
     prev_day = cal.previous_trading_day(day)
     root = lake.data_dir()
-    ddir = inputs_dir(root, day)
-    inputs_path = ddir / "prev_close.parquet"
+    ddir = universe_raw_dir(root, day)
+    inputs_path = prev_close_path(root, day)
     master_paths = {w: ddir / "masters" / f"{w}_code.mst.zip" for w in ("kospi", "kosdaq")}
     source = "built"
     requests_used = 0
@@ -281,7 +288,7 @@ def _build(context: dg.AssetExecutionContext, config: UniverseConfig, kis: KisRe
                 ) from e
             fb_day, table = fb
             lake.write_json_atomic(
-                ddir / "FALLBACK.json",
+                ddir / "fallback.json",
                 {"reason": str(e), "used_universe_of": fb_day.isoformat(), "at": clock.now().isoformat()},
             )
             context.log.error(f"universe {day}: master files unavailable ({e}); using the universe of {fb_day}")
@@ -321,7 +328,7 @@ def _build(context: dg.AssetExecutionContext, config: UniverseConfig, kis: KisRe
         key = f"previous close < {config.min_prev_close}" if ex.reason.startswith("previous close ") else ex.reason
         reasons[key] = reasons.get(key, 0) + 1
     lake.write_table_atomic(
-        ddir / "exclusions.parquet",
+        exclusions_path(root, day),
         pa.table(
             {
                 "code": [e.code for e in excluded],

@@ -17,7 +17,7 @@ from observer_assets.universe.assets import universe
 from observer_resources.calendar import KST
 from observer_resources.resources import KisResource
 from observer_resources.storage import lake
-from observer_resources.storage.layout import inputs_dir, slot_dir, universe_dir, universe_path
+from observer_resources.storage.layout import exclusions_path, slot_dir, universe_dir, universe_path, universe_raw_dir
 
 SMALL = {"min_master_codes": 100}
 # The slot stays "current" for the whole test even if it crosses a 10-minute boundary (else: restore mode).
@@ -85,7 +85,7 @@ def test_universe_then_track_a(env, frozen_sim):
         for code in df["code"].sample(10, random_state=1):
             truth = frozen_sim.admin("truth/quote", params={"code": code, "at": sim_now(frozen_sim).isoformat()})
             assert truth["prev_close"] == int(df.loc[df.code == code, "prev_close"].iloc[0])
-        excl = pq.read_table(inputs_dir(lake.data_dir(), today) / "exclusions.parquet").to_pandas()
+        excl = pq.read_table(exclusions_path(lake.data_dir(), today)).to_pandas()
         assert (
             len(excl) + len(df) == md["master_rows"].value
         )  # every master row is either a member or excluded with a reason
@@ -167,7 +167,7 @@ def test_universe_falls_back_to_the_previous_day_when_masters_cannot_be_had(env,
         y.parent.mkdir(parents=True)
         shutil.copy(universe_path(root, today), y)
         shutil.rmtree(universe_dir(root, today))
-        shutil.rmtree(inputs_dir(root, today))
+        shutil.rmtree(universe_raw_dir(root, today))
         dead = KisResource(
             app_key=kis_for(frozen_sim, env, 3).app_key,
             app_secret=kis_for(frozen_sim, env, 3).app_secret,
@@ -179,7 +179,7 @@ def test_universe_falls_back_to_the_previous_day_when_masters_cannot_be_had(env,
         md = res.asset_materializations_for_node("universe")[0].metadata
         assert md["source"].value == f"fallback: universe of {yesterday}"
         assert pq.read_table(universe_path(root, today)).equals(pq.read_table(y))
-        assert (inputs_dir(root, today) / "FALLBACK.json").exists()
+        assert (universe_raw_dir(root, today) / "fallback.json").exists()
 
 
 def test_bad_partition_keys_are_refused_clearly(env, frozen_sim):
