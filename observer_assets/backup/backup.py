@@ -29,7 +29,7 @@ from observer_resources import clock
 from observer_resources.calendar import KST
 from observer_resources.calendar.market import MarketCalendar
 from observer_resources.events import EventLog
-from observer_resources.storage.layout import anomaly_path
+from observer_resources.storage.layout import anomaly_path, verdict_path
 
 _DAY_DIR = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 BACKUP_AT = time(21, 0)  # docs/collector-rules.md §12: daily at 21:00 KST, after the session and the evening compaction
@@ -85,7 +85,7 @@ def fingerprint(files: list[LocalFile]) -> str:
 
 def anomaly_rules(root: Path, days: list[date]) -> list[str]:
     """Rules that made any covered day an anomaly day: the marker file and the gap report's verdict.
-    (The verdict's path is spelled here, not imported from gaps.assets, so the CLI does not load Dagster.)"""
+    (The verdict's path comes from the storage layout, not gaps.assets, so the CLI does not load Dagster.)"""
     rules: set[str] = set()
     for d in days:
         ap = anomaly_path(root, d)
@@ -95,7 +95,7 @@ def anomaly_rules(root: Path, days: list[date]) -> list[str]:
                 rules |= {str(r.get("rule")) for r in doc.get("rules", []) if isinstance(r, dict)} or {"marker"}
             except (OSError, ValueError):
                 rules.add("marker_unreadable")
-        vp = root / "gaps" / f"date={d.isoformat()}" / "verdict.json"
+        vp = verdict_path(root, d)
         if vp.exists():
             try:
                 v = json.loads(vp.read_text(encoding="utf-8"))

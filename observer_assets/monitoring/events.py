@@ -12,7 +12,7 @@ one file per host and day). Here:
   changes, gaps opened/closed/still open, token issues and failures, rate-limit rejections and waits, ETL, backup
   and retention results.
 * the ``system_events`` asset (partitioned by trading day) materializes the summary as UI metadata — a Markdown
-  table and numeric values Dagster can plot — and writes ``system_events/date=YYYY-MM-DD/summary.json`` atomically.
+  table and numeric values Dagster can plot — and writes ``_meta/system_events/date=YYYY-MM-DD/summary.json`` atomically.
 * ``observer_resources.events.record`` is how assets emit their own result events without letting a full disk
   hide the real error.
 """
@@ -120,7 +120,7 @@ def _overflow_ledger(root: Path, day: date) -> dict[str, int]:
     metadata=catalog.definition_metadata(
         catalog.SYSTEM_EVENTS_SCHEMA,
         catalog.SYSTEM_EVENTS_COLUMNS,
-        "system_events/date=YYYY-MM-DD/summary.json",
+        "_meta/system_events/date=YYYY-MM-DD/summary.json",
         source="system/events/YYYYMMDD.<host>.jsonl",
     ),
     owners=catalog.OWNERS,

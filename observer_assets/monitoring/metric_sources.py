@@ -66,7 +66,7 @@ TRIGGERS = ("manual", "volume_surge", "velocity", "volatility", "bootstrap")
 SEVERITIES = ("minor", "major", "critical")
 GAP_STATUSES = ("open", "restored", "unrecoverable", "info")
 _DAY_DIR = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_SLOT_DIR = re.compile(r"^slot=(\d{2})(\d{2})$")
+_SLOT_DIR = re.compile(r"^slot=T(\d{2})(\d{2})$")  # layout.slot_label
 
 
 # --- secrets never leave: what the log may show (the one list: observer_resources/secrets.py) -----------------

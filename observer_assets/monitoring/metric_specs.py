@@ -68,7 +68,7 @@ SPECS: tuple[Spec, ...] = (
         "observer_track_a_last_slot_timestamp_seconds",
         "gauge",
         (),
-        "S: track_a/date=today/slot=*/",
+        "S: track_a/date=today/slot=T*/",
         "Slot time of today's newest Track A snapshot (Unix time; 0 when there is none today).",
     ),
     Spec(

@@ -1,7 +1,7 @@
 """The Parquet data lake under OBSERVER_DATA_DIR: Hive-style paths, atomic writes.
 
-Paths are ``<root>/<dataset>/date=YYYY-MM-DD[/slot=HHMM]/<name>.parquet`` (no colons), readable by pandas,
-pyarrow and DuckDB as a hive-partitioned dataset with no project code. A partition is written to a temp file in
+Paths are ``<root>/<dataset>/date=YYYY-MM-DD[/slot=THHMM]/<name>.parquet`` (no colons; ``storage/layout.py`` names
+them all), readable by pandas, pyarrow, polars and DuckDB as a hive-partitioned dataset with no project code. A partition is written to a temp file in
 the same directory, fsynced, then renamed over the target: a crash leaves either the old file or the new one,
 never a half-written partition, and re-running a partition replaces it (idempotent).
 

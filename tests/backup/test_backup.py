@@ -142,7 +142,17 @@ def test_round_trip_backup_delete_restore_is_byte_identical_and_readable(env, bs
         (root / "state" / "not-for-backup.txt").write_text("SECRET-TOKEN-VALUE")
         before = day_hashes(root, day)
         datasets = {rel.split("/")[0] for rel in before}
-        assert {"universe", "universe_inputs", "track_a", "raw", "track_b", "gaps", "system"} <= datasets, datasets
+        assert {
+            "universe",
+            "universe_exclusions",
+            "universe_prev_close",
+            "track_a",
+            "raw",
+            "track_b",
+            "gaps",
+            "_meta",
+            "system",
+        } <= datasets, datasets
         res = dg.materialize([daily_backup], partition_key=day_key(day), instance=inst)
         assert res.success
         md = res.asset_materializations_for_node("daily_backup")[0].metadata

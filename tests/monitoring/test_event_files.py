@@ -34,7 +34,7 @@ from observer_resources.events import (
     load_day,
     read_events,
 )
-from observer_resources.storage.layout import report_path
+from observer_resources.storage.layout import report_path, report_summary_path
 
 DAY = date(2026, 3, 10)  # a KRX trading day (Tuesday)
 N = 200  # events per host
@@ -141,7 +141,7 @@ def test_garbage_in_the_middle_of_one_hosts_file_is_counted_and_the_day_still_re
         emd = ev.asset_materializations_for_node("system_events")[0].metadata
     assert (md["events_bad_lines"].value, md["events_torn_lines"].value) == (2, 0)
     assert "2 unreadable and 0 torn line(s) skipped" in md["summary"].value
-    summary = json.loads((report_path(data, DAY).parent / "summary.json").read_text())
+    summary = json.loads(report_summary_path(data, DAY).read_text())
     assert summary["events_bad_lines"] == 2 and summary["events_unreadable_where"] == d.problems()
     rows = pq.read_table(report_path(data, DAY)).to_pylist()
     disc = [r for r in rows if r["kind"] == "ws_disconnect"]

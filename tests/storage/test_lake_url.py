@@ -56,7 +56,7 @@ def test_the_daily_assets_run_on_a_url_lake(tmp_path, monkeypatch):
     from observer_assets.universe.assets import universe
     from observer_resources.events import events_path
     from observer_resources.resources import KisResource
-    from observer_resources.storage.layout import report_path, universe_path
+    from observer_resources.storage.layout import events_summary_path, report_path, slot_dir, universe_path
 
     url = f"memory://observer-lake-{uuid.uuid4().hex[:8]}"
     monkeypatch.setenv("OBSERVER_DATA_DIR", url)
@@ -105,10 +105,10 @@ def test_the_daily_assets_run_on_a_url_lake(tmp_path, monkeypatch):
         sim.stop()
     root = UPath(url)
     n_uni = lake.read_table(universe_path(root, day)).num_rows
-    snap = lake.read_table(root / "track_a" / f"date={day}" / f"slot={slot:%H%M}" / "snapshot.parquet")
+    snap = lake.read_table(slot_dir(root, slot) / "snapshot.parquet")
     assert n_uni > 20 and snap.num_rows == n_uni
     assert lake.read_table(report_path(root, day)).num_rows >= 0
-    assert (root / "system_events" / f"date={day}" / "summary.json").exists()
+    assert events_summary_path(root, day).exists()
     # what needs appends stayed local: the event log, the token cache; nothing of the lake leaked to local disk
     local = {str(p.relative_to(tmp_path / "local")) for p in (tmp_path / "local").rglob("*") if p.is_file()}
     assert events_path(tmp_path / "local", day).relative_to(tmp_path / "local").as_posix() in local
