@@ -134,26 +134,112 @@ for _m, _cols in COLUMNS.items():
     assert sum(w for _, w in _cols) == MASTER_TAIL_LEN[_m], _m
 assert len(COLUMNS["kospi"]) == 70 and len(COLUMNS["kosdaq"]) == 64
 
-_MEDIUM_SECTORS = (
-    "0005",
-    "0008",
-    "0009",
-    "0010",
-    "0011",
-    "0012",
-    "0013",
-    "0015",
-    "0016",
-    "0017",
-    "0018",
-    "0019",
-    "0020",
-    "0021",
-    "0022",
-    "0024",
-    "0025",
-    "0026",
+# Index sectors. A company's industry comes from the first word of its name found here (a preferred share's name
+# starts with its common share's, so both sit in one industry), else from a hash of its code; KOSPI industries are
+# KRX's classic KOSPI industry-index codes (0005 food ... 0026 services; a manufacturing industry sits under 0027
+# manufacturing as the large division). KOSDAQ's 10xx codes here are plausible stand-ins, not KRX's table.
+_INDUSTRY_WORDS: tuple[tuple[str, str], ...] = (
+    ("반도체", "0013"),
+    ("디스플레이", "0013"),
+    ("이노텍", "0013"),
+    ("전자", "0013"),
+    ("전선", "0013"),
+    ("금융지주", "0021"),
+    ("증권", "0024"),
+    ("인베스트", "0024"),
+    ("보험", "0025"),
+    ("화재", "0025"),
+    ("생명과학", "0009"),
+    ("바이오", "0009"),
+    ("제약", "0009"),
+    ("파마", "0009"),
+    ("헬스케어", "0009"),
+    ("랩스", "0009"),
+    ("메디칼", "0014"),
+    ("정밀", "0014"),
+    ("케미칼", "0008"),
+    ("화학", "0008"),
+    ("머티리얼즈", "0008"),
+    ("소재", "0008"),
+    ("에너지", "0008"),
+    ("스틸", "0011"),
+    ("금속", "0011"),
+    ("중공업", "0015"),
+    ("모터스", "0015"),
+    ("오토", "0015"),
+    ("로보틱스", "0012"),
+    ("기계", "0012"),
+    ("식품", "0005"),
+    ("섬유", "0006"),
+    ("제지", "0007"),
+    ("건설", "0018"),
+    ("해운", "0019"),
+    ("항공", "0019"),
+    ("통신", "0020"),
+    ("네트웍스", "0020"),
+    ("전기", "0017"),
+    ("리테일", "0016"),
+    ("유통", "0016"),
+    ("물산", "0016"),
+    ("엔터", "0026"),
+    ("미디어", "0026"),
+    ("게임즈", "0026"),
+    ("소프트", "0026"),
 )
+_INDUSTRY_FALLBACK = ("0008", "0009", "0010", "0012", "0013", "0013", "0015", "0016", "0026")
+_MANUFACTURING = frozenset(f"{i:04d}" for i in range(5, 16))
+_KOSDAQ_INDUSTRY = {
+    **{f"{i:04d}": f"{1019 + i:04d}" for i in range(5, 16)},  # 0005 -> 1024 ... 0015 -> 1034
+    "0016": "1011",
+    "0017": "1003",
+    "0018": "1010",
+    "0019": "1015",
+    "0020": "1020",
+    "0021": "1014",
+    "0024": "1014",
+    "0025": "1014",
+    "0026": "1003",
+}
+KOSPI200_SECTORS = "12345678"  # the C header's codes: 1 construction/machinery ... 8 consumer discretionary
+# index -> constituents per market at the default listing mix (767 KOSPI, 1,574 KOSDAQ common shares); a smaller
+# sim scales them down so membership stays a minority there too
+_INDEX_SIZES = {
+    "kospi": {"kospi200": 200, "kospi100": 100, "kospi50": 50, "krx100": 80, "krx300": 230, "kosdaq150": 0},
+    "kosdaq": {"kospi200": 0, "kospi100": 0, "kospi50": 0, "krx100": 20, "krx300": 70, "kosdaq150": 150},
+}
+_DEFAULT_COMMONS = {"kospi": 767, "kosdaq": 1574}
+
+
+def _industry(x: Listing, h: int) -> str:
+    for word, code in _INDUSTRY_WORDS:
+        if word in x.name:
+            return code
+    return _INDUSTRY_FALLBACK[h % len(_INDUSTRY_FALLBACK)]
+
+
+def _sectors(x: Listing, h: int) -> tuple[str, str, str]:
+    """(large, medium, small) index-sector codes of a stock; '0000' throughout for anything else."""
+    if not x.is_stock:
+        return "0000", "0000", "0000"
+    if x.spac:
+        return ("1014" if x.market == "kosdaq" else "0021"), "0000", "0000"
+    ind = _industry(x, h)
+    if x.market == "kosdaq":
+        k = _KOSDAQ_INDUSTRY[ind]
+        return ("1009", k, "0000") if ind in _MANUFACTURING else (k, "0000", "0000")
+    if ind in _MANUFACTURING:
+        return "0027", ind, "0000"
+    if ind in ("0024", "0025"):
+        return "0021", ind, "0000"
+    return ind, "0000", "0000"
+
+
+def index_cuts(market: str, commons: int) -> dict[str, int]:
+    """How many of a market's largest common shares are in each index, for a sim with `commons` of them."""
+    scale = min(1.0, commons / _DEFAULT_COMMONS[market])
+    return {k: round(n * scale) for k, n in _INDEX_SIZES[market].items()}
+
+
 # name fragment -> KRX sector flag it sets
 _SECTOR_WORDS = {
     "krx_car_yn": ("모터스", "오토"),
@@ -200,10 +286,19 @@ def _prst_code(x: Listing) -> str:
 
 
 def _tail_values(
-    market: Market, x: Listing, day: date, *, sdpr: int, prdy_vol: int, size_rank: int, seed: int
+    market: Market,
+    x: Listing,
+    day: date,
+    *,
+    sdpr: int,
+    prdy_vol: int,
+    size_rank: int,
+    seed: int,
+    cuts: dict[str, int],
 ) -> dict[str, str]:
     """Every tail column's text for one listing (before width checks)."""
     h = _hash(seed, _code_key(x.code))
+    h2 = _hash(seed, _code_key(x.code), 1)  # the caution and overheat flags: independent of h's uses
     stock = x.is_stock
     common = stock and not x.preferred and not x.spac
     kospi = x.market == "kospi"
@@ -218,8 +313,13 @@ def _tail_values(
     else:
         scale = "0"
     sector_flags = {key: _yn(common and any(w in x.name for w in words)) for key, words in _SECTOR_WORDS.items()}
-    manufacturing = common and sector_flags["krx_scrt_yn"] == "N" and sector_flags["krx_bank_yn"] == "N"
+    large, medium, small = _sectors(x, _hash(seed, _code_key(x.parent or x.code)))
+    manufacturing = large in ("0027", "1009")
     risky = x.halted or x.administrative or x.liquidation or x.alarm != "00"
+    # caution and overheat designations: a few stocks each, deterministic per (seed, code)
+    flagged = stock and not x.spac
+    overheat = h2 % 1000
+    short_over = ("2" if overheat < 6 else "1" if overheat < 9 else "3" if overheat < 11 else "0") if flagged else "0"
     sales = (mcap_100m * (2 + h % 15)) // 10 if common else 0
     op_profit = sales * ((h >> 8) % 25 - 5) // 100
     net = op_profit * 7 // 10
@@ -227,26 +327,28 @@ def _tail_values(
     values = {
         "scrt_grp_cls_code": x.group,
         "avls_scal_cls_code": scale,
-        "bstp_larg_div_code": "0027" if manufacturing else "0000",
-        "bstp_medm_div_code": _MEDIUM_SECTORS[(h >> 24) % len(_MEDIUM_SECTORS)] if common else "0000",
-        "bstp_smal_div_code": "0000",
+        "bstp_larg_div_code": large,
+        "bstp_medm_div_code": medium,
+        "bstp_smal_div_code": small,
         "mnin_cls_code_yn": _yn(manufacturing),
-        "low_current_yn": "N",
+        "low_current_yn": _yn(flagged and (h2 >> 56) % 50 == 0),
         "sprn_strr_nmix_issu_yn": "N",
-        "kospi200_apnt_cls_code": "123456789AB"[(h >> 32) % 11] if kospi and rank < 200 else "0",
-        "kospi100_issu_yn": _yn(kospi and rank < 100),
-        "kospi50_issu_yn": _yn(kospi and rank < 50),
+        "kospi200_apnt_cls_code": KOSPI200_SECTORS[(h >> 32) % len(KOSPI200_SECTORS)]
+        if rank < cuts["kospi200"]
+        else "0",
+        "kospi100_issu_yn": _yn(rank < cuts["kospi100"]),
+        "kospi50_issu_yn": _yn(rank < cuts["kospi50"]),
         "krx_issu_yn": _yn(rank < 150),
         "etp_prod_cls_code": str(x.etp),
         "elw_pblc_yn": _yn(rank < 100),
-        "krx100_issu_yn": _yn(rank < 50),
+        "krx100_issu_yn": _yn(rank < cuts["krx100"]),
         "etpr_undt_objt_co_yn": _yn(x.spac),
-        "short_over_cls_code": "0",
+        "short_over_cls_code": short_over,
         "krx_fnnc_svc_yn": "N",
         "sri_nmix_yn": "N",
         "vntr_issu_yn": _yn(common and not kospi and (h >> 40) % 5 == 0),
-        "invt_alrm_yn": _yn(common and not kospi and x.administrative),
-        "ksq150_nmix_yn": _yn(not kospi and rank < 150),
+        "invt_alrm_yn": _yn(flagged and not kospi and not x.administrative and (h2 >> 48) % 100 == 0),
+        "ksq150_nmix_yn": _yn(rank < cuts["kosdaq150"]),
         **sector_flags,
         "stck_sdpr": str(sdpr),
         "frml_mrkt_deal_qty_unit": "1",
@@ -255,8 +357,8 @@ def _tail_values(
         "sltr_yn": _yn(x.liquidation),
         "mang_issu_yn": _yn(x.administrative),
         "mrkt_alrm_cls_code": x.alarm,
-        "mrkt_alrm_risk_adnt_yn": "N",
-        "insn_pbnt_yn": "N",
+        "mrkt_alrm_risk_adnt_yn": _yn(x.alarm in ("01", "02") and (h2 >> 40) % 2 == 0),
+        "insn_pbnt_yn": _yn(flagged and (h2 >> 30) % 1000 < (300 if x.administrative else 5)),
         "byps_lstn_yn": "N",
         "flng_cls_code": "00",
         "fcam_mod_cls_code": "00",
@@ -272,9 +374,9 @@ def _tail_values(
         "stac_month": "12",
         "po_prc": "2000" if x.spac else "0",
         "prst_cls_code": _prst_code(x),
-        "ssts_hot_yn": "N",
-        "stange_runup_yn": "N",
-        "krx300_issu_yn": _yn(rank < 300),
+        "ssts_hot_yn": _yn(flagged and (h2 >> 10) % 1000 < 8),
+        "stange_runup_yn": _yn(flagged and (h2 >> 20) % 1000 < 5),
+        "krx300_issu_yn": _yn(rank < cuts["krx300"]),
         "kospi_issu_yn": _yn(kospi and stock),
         "sale_account": str(sales),
         "bsop_prfi": str(op_profit),
@@ -343,6 +445,7 @@ def master_lines(market: Market, which: Literal["kospi", "kosdaq"], day: date) -
         key=lambda x: (-sdpr[x.code] * x.listed_shares, x.code),
     )
     size_rank = {x.code: i for i, x in enumerate(commons)}
+    cuts = index_cuts(which, len(commons))
     lines = []
     for x in rows:
         values = _tail_values(
@@ -353,6 +456,7 @@ def master_lines(market: Market, which: Literal["kospi", "kosdaq"], day: date) -
             prdy_vol=prdy_vol[x.code],
             size_rank=size_rank.get(x.code, 10**9),
             seed=market.seed,
+            cuts=cuts,
         )
         tail = _render(values, cols)
         name = x.name.encode(MASTER_ENCODING)

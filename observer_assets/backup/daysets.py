@@ -23,10 +23,25 @@ from pathlib import Path
 
 from observer_resources.calendar import CalendarRangeError
 from observer_resources.calendar.market import MarketCalendar
+from observer_resources.storage import layout
 
 EXCLUDED_TOP = ("state",)
 EXCLUDED_PREFIXES = (("system", "capture"),)
-UNIVERSE_DATASETS = frozenset({"universe", "universe_inputs"})
+# The universe and everything it was built from or set aside, kept ``universe_days`` rather than a day's usual
+# span (docs/backup.md). Named by path prefix, not by first part alone: the master zips sit under ``raw/``, beside
+# raw datasets that follow the ordinary rule, and a refused universe's note under ``_meta/``.
+UNIVERSE_DATASETS = frozenset(
+    {
+        layout.UNIVERSE,
+        layout.UNIVERSE_EXCLUSIONS,
+        layout.UNIVERSE_PREV_CLOSE,
+        layout.UNIVERSE_RAW,
+        layout.UNIVERSE_REJECTED,
+        f"{layout.META}/{layout.UNIVERSE_REJECTED}",
+        layout.UNIVERSE_INPUTS_OLD,  # a lake not yet migrated
+    }
+)
+_UNIVERSE_PREFIXES = tuple(sorted(f"{d}/" for d in UNIVERSE_DATASETS))
 _DATE_PART = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
 _DATE_NAME = re.compile(r"^(\d{8})")
 
@@ -44,7 +59,7 @@ class LocalFile:
 
     @property
     def is_universe(self) -> bool:
-        return self.dataset in UNIVERSE_DATASETS
+        return self.rel.startswith(_UNIVERSE_PREFIXES)
 
 
 def file_day(parts: tuple[str, ...]) -> date | None:

@@ -127,7 +127,10 @@ async def _download_masters(kis: KisResource) -> dict[str, bytes]:
         rules.UNIVERSE_SCHEMA,
         catalog.UNIVERSE_COLUMNS,
         "universe/date=YYYY-MM-DD/universe.parquet",
-        inputs="universe_inputs/date=YYYY-MM-DD/",
+        exclusions="universe_exclusions/date=YYYY-MM-DD/exclusions.parquet",
+        exclusions_schema=catalog.table_schema(rules.EXCLUSION_SCHEMA, catalog.EXCLUSION_COLUMNS),
+        prev_close="universe_prev_close/date=YYYY-MM-DD/prev_close.parquet",
+        masters="raw/universe/date=YYYY-MM-DD/masters/",
         rejected="universe_rejected/date=YYYY-MM-DD/universe.parquet",
     ),
     owners=catalog.OWNERS,
@@ -287,6 +290,7 @@ def _build(context: dg.AssetExecutionContext, config: UniverseConfig, kis: KisRe
                     f"master files unavailable ({e}) and no earlier universe within {FALLBACK_DAYS} trading days"
                 ) from e
             fb_day, table = fb
+            table = rules.upgrade_universe_table(table)  # an earlier day may predate the current columns
             lake.write_json_atomic(
                 ddir / "fallback.json",
                 {"reason": str(e), "used_universe_of": fb_day.isoformat(), "at": clock.now().isoformat()},
@@ -323,19 +327,7 @@ def _build(context: dg.AssetExecutionContext, config: UniverseConfig, kis: KisRe
 
     rows = [r for w in ("kospi", "kosdaq") for r in masters.parse_master_zip(zips[w], w)]  # type: ignore[arg-type]
     table, excluded = rules.select(rows, closes, config.min_prev_close)
-    reasons: dict[str, int] = {}
-    for ex in excluded:
-        key = f"previous close < {config.min_prev_close}" if ex.reason.startswith("previous close ") else ex.reason
-        reasons[key] = reasons.get(key, 0) + 1
-    lake.write_table_atomic(
-        exclusions_path(root, day),
-        pa.table(
-            {
-                "code": [e.code for e in excluded],
-                "reason": [e.reason for e in excluded],
-            }
-        ),
-    )
+    lake.write_table_atomic(exclusions_path(root, day), rules.exclusions_table(excluded))
     prev = read_universe(root, prev_day)
     added, removed = rules.diff(table["code"].to_pylist(), prev["code"].to_pylist() if prev is not None else [])
     md = {
@@ -348,7 +340,7 @@ def _build(context: dg.AssetExecutionContext, config: UniverseConfig, kis: KisRe
         "added_codes": dg.MetadataValue.json(added[:200]) if prev is not None else None,
         "removed_codes": dg.MetadataValue.json(removed[:200]) if prev is not None else None,
         "master_rows": len(rows),
-        "excluded_by_reason": dg.MetadataValue.json(reasons),
+        "excluded_by_reason": dg.MetadataValue.json(rules.count_by_category(excluded)),
         "quote_failures": len(quote_failures),
         "requests_used": requests_used,
         "min_prev_close": config.min_prev_close,

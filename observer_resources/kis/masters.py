@@ -116,7 +116,7 @@ _KOSDAQ_COLUMNS: tuple[tuple[str, int], ...] = (
     ("short_overheat_code", 1),
     ("krx_media", 1),
     ("krx_construction", 1),
-    ("investment_caution", 1),
+    ("investment_attention", 1),
     ("krx_securities", 1),
     ("krx_ship", 1),
     ("krx_insurance", 1),
@@ -172,6 +172,9 @@ class MasterFormatError(KisError):
 
 @dataclass(frozen=True, slots=True)
 class MasterRow:
+    """One master line, decoded. Code values are as the official C headers list them (docs/kis-protocol.md §7.2);
+    a blank one-character flag means "no", as real files leave many of them blank."""
+
     market: Which
     code: str
     isin: str
@@ -183,13 +186,35 @@ class MasterRow:
     halted: bool
     liquidation: bool
     administrative: bool
-    market_warning: str
+    market_warning: str  # '00' none, '01' caution, '02' warning, '03' risk
     preferred: bool
     prev_volume: int
     listed_shares: int
     listing_date: date | None
     market_cap_100m: int
+    sector_large: str | None  # index-sector codes (bstp_*_div_code); None for '0000' or blank
+    sector_medium: str | None
+    sector_small: str | None
+    kospi200_sector: str | None  # KOSPI 200 sector code ('1'..); None when '0' (unclassified) or blank
+    kospi100: bool
+    kospi50: bool
+    krx100: bool
+    kosdaq150: bool  # KOSDAQ master only; False on KOSPI
+    krx300: bool
+    lot: int | None  # regular-session trading unit in shares; None when the field is 0 or blank
+    low_liquidity: bool
+    warning_notice: bool  # mrkt_alrm_risk_adnt_yn: notice that a warning/risk designation may follow
+    unfaithful_disclosure: bool
+    investment_attention: bool  # KOSDAQ's investment-attention issue (투자주의환기종목); False on KOSPI
+    short_term_overheat: str  # '0' none, '1' notice, '2' designated, '3' designation extended
+    short_sale_overheat: bool
+    abnormal_surge: bool
     fields: dict[str, str]  # every tail column, raw, for whoever needs more
+
+    @property
+    def kospi200(self) -> bool:
+        """A KOSPI 200 constituent: only constituents carry a KOSPI 200 sector."""
+        return self.kospi200_sector is not None
 
 
 def _int(s: str) -> int:
@@ -205,6 +230,16 @@ def _date(s: str) -> date | None:
         except ValueError:
             return None
     return None
+
+
+def _yes(f: dict[str, str], name: str) -> bool:
+    """A Y/N flag; absent from this market's layout, blank or anything but 'Y' is no."""
+    return f.get(name, "") == "Y"
+
+
+def _code(s: str, none: tuple[str, ...]) -> str | None:
+    s = s.strip()
+    return None if s in none else s
 
 
 def parse_mst(text: str, which: Which) -> list[MasterRow]:
@@ -247,6 +282,23 @@ def parse_mst(text: str, which: Which) -> list[MasterRow]:
                 listed_shares=_int(f["listed_shares_k"]) * 1000,
                 listing_date=_date(f["listing_date"]),
                 market_cap_100m=_int(f["market_cap_100m"]),
+                sector_large=_code(f["sector_l"], ("", "0000")),
+                sector_medium=_code(f["sector_m"], ("", "0000")),
+                sector_small=_code(f["sector_s"], ("", "0000")),
+                kospi200_sector=_code(f.get("k200_sector", ""), ("", "0")),
+                kospi100=_yes(f, "kospi100"),
+                kospi50=_yes(f, "kospi50"),
+                krx100=_yes(f, "krx100"),
+                kosdaq150=_yes(f, "kosdaq150"),
+                krx300=_yes(f, "krx300"),
+                lot=_int(f["lot"]) or None,
+                low_liquidity=_yes(f, "low_liquidity"),
+                warning_notice=_yes(f, "warning_notice"),
+                unfaithful_disclosure=_yes(f, "unfaithful_disclosure"),
+                investment_attention=_yes(f, "investment_attention"),
+                short_term_overheat=f["short_overheat_code"].strip() or "0",
+                short_sale_overheat=_yes(f, "short_sale_overheat"),
+                abnormal_surge=_yes(f, "abnormal_surge"),
                 fields=f,
             )
         )

@@ -18,6 +18,7 @@ import pytest
 from local_exchange.market import Market
 from local_exchange.master import build_master_zip
 from observer_resources.calendar import previous_trading_day
+from observer_resources.kis.masters import parse_master_zip
 
 DAY = date(2026, 3, 10)
 
@@ -380,6 +381,19 @@ def test_the_official_parser_runs_unchanged(masters: dict[str, bytes], market: M
     assert pd.api.types.is_integer_dtype(df[k["sdpr"]]) and pd.api.types.is_integer_dtype(df[k["shares"]])
 
 
+@pytest.mark.parametrize("which", ["kospi", "kosdaq"])
+def test_the_collectors_parser_reads_what_the_official_parser_reads(masters: dict[str, bytes], which: str) -> None:
+    """observer_resources.kis.masters slices the tail itself: every raw column equals the official parser's."""
+    df = official_parse(unzip(masters[which], which), which)
+    rows = parse_master_zip(masters[which], which)
+    names = SPEC[which][1]
+    assert len(rows) == len(df)
+    for row, rec in zip(rows, df.to_dict("records")):
+        assert (row.code, row.isin, row.name) == (rec["code"], rec["isin"], rec["name"])
+        assert [v.strip() for v in row.fields.values()] == ["" if pd.isna(rec[n]) else rec[n] for n in names]
+        assert row.kospi200 == (rec.get("KOSPI200섹터업종", "0") != "0")
+
+
 def test_masters_cover_the_cases_a_universe_filter_needs(masters: dict[str, bytes], market: Market) -> None:
     kospi = official_parse(unzip(masters["kospi"], "kospi"), "kospi")
     kosdaq = official_parse(unzip(masters["kosdaq"], "kosdaq"), "kosdaq")
@@ -393,6 +407,37 @@ def test_masters_cover_the_cases_a_universe_filter_needs(masters: dict[str, byte
     assert kospi["code"].str.match(r"^\d{5}[A-Z]$").any()  # alphanumeric preferred codes
     stocks = pd.concat([kospi[kospi["그룹코드"] == "ST"]["code"], kosdaq[kosdaq["증권그룹구분코드"] == "ST"]["code"]])
     assert len(stocks) >= 2_500  # the collector refuses masters with fewer stock codes
+
+
+def test_masters_carry_index_membership_sectors_and_cautions(masters: dict[str, bytes], market: Market) -> None:
+    """The tail columns the universe reads beyond its filter: some constituents of each index, varied sectors
+    (a preferred share in its common share's), lot 1, and a few of every caution and overheat flag."""
+    kospi = official_parse(unzip(masters["kospi"], "kospi"), "kospi")
+    kosdaq = official_parse(unzip(masters["kosdaq"], "kosdaq"), "kosdaq")
+    k200 = kospi["KOSPI200섹터업종"]
+    assert set(k200) <= set("012345678") and len(set(k200) - {"0"}) == 8
+    assert (k200 != "0").sum() == 200 and (kospi["KOSPI100"] == "Y").sum() == 100 and (kospi["KOSPI50"] == "Y").sum()
+    assert set(kospi.loc[kospi["KOSPI100"] == "Y", "code"]) <= set(kospi.loc[k200 != "0", "code"])
+    assert (kosdaq["KOSDAQ150지수여부 (Y,N)"] == "Y").sum() == 150
+    assert (kospi["KRX300"] == "Y").sum() + (kosdaq["KRX300 종목 여부 (Y/N)"] == "Y").sum() == 300
+    assert (kospi["KRX100"] == "Y").sum() + (kosdaq["KRX100 종목 여부 (Y/N)"] == "Y").sum() == 100
+    stocks = kospi[kospi["그룹코드"] == "ST"]
+    assert stocks["지수업종중분류"].nunique() >= 8 and {"0027", "0021"} <= set(stocks["지수업종대분류"])
+    assert set(kospi.loc[kospi["그룹코드"] != "ST", "지수업종대분류"]) == {"0000"}
+    by_code = kospi.set_index("code")
+    for x in (x for x in market.listings if x.preferred and x.market == "kospi"):
+        cols = ["지수업종대분류", "지수업종중분류"]
+        assert list(by_code.loc[x.code, cols]) == list(by_code.loc[x.parent, cols]), x.code
+    assert set(kospi["매매수량단위"]) == set(kosdaq["정규 시장 매매 수량 단위"]) == {"00001"}
+    for df, cols in (
+        (kospi, ("경고예고", "불성실공시", "공매도과열", "이상급등", "저유동성")),
+        (kosdaq, ("시장 경고위험 예고 여부", "불성실 공시 여부", "공매도과열종목여부", "이상급등종목여부")),
+        (kosdaq, ("(코스닥)투자주의환기종목여부", "저유동성종목 여부")),
+    ):
+        for c in cols:
+            assert 0 < (df[c] == "Y").sum() < len(df) * 0.05, c
+    overheat = pd.concat([kospi["단기과열"], kosdaq["단기과열종목구분코드"]])
+    assert set(overheat) == {"0", "1", "2", "3"} and (overheat != "0").sum() < len(overheat) * 0.05
 
 
 def test_master_bytes_are_deterministic() -> None:
