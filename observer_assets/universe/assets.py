@@ -318,10 +318,8 @@ def _build(context: dg.AssetExecutionContext, config: UniverseConfig, kis: KisRe
         lake.write_table_atomic(
             inputs_path,
             pa.table(
-                {
-                    "code": pa.array(sorted(closes), pa.string()),
-                    "prev_close": pa.array([closes[c] for c in sorted(closes)], pa.int64()),
-                }
+                {"code": sorted(closes), "prev_close": [closes[c] for c in sorted(closes)]},
+                schema=rules.PREV_CLOSE_SCHEMA,
             ),
         )
 

@@ -119,6 +119,8 @@ UNIVERSE_SCHEMA = pa.schema(
 )
 _UNIVERSE_V1 = UNIVERSE_SCHEMA.names[: UNIVERSE_SCHEMA.get_field_index("market_cap_100m") + 1]
 
+PREV_CLOSE_SCHEMA = pa.schema([("code", pa.string()), ("prev_close", pa.int64())])
+
 EXCLUSION_SCHEMA = pa.schema(
     [
         ("code", pa.string()),
