@@ -248,10 +248,19 @@ def frame_bounds(rng: np.random.Generator, n: int) -> np.ndarray:
     return np.concatenate([[0], ends, [n]]).astype(np.int64)
 
 
-def tick_table(t: dict[str, np.ndarray], sel: np.ndarray, rx_us: np.ndarray, seq: np.ndarray, conn_id: str) -> pa.Table:
+def tick_table(
+    t: dict[str, np.ndarray],
+    sel: np.ndarray,
+    rx_us: np.ndarray,
+    seq: np.ndarray,
+    conn_id: str,
+    seq_start: dict[str, int] | None = None,
+) -> pa.Table:
     """The compacted hour as ``compact`` makes it from these ticks' journal lines: typed, sorted by
-    (code, acml_vol), quality 'ok' (an unbroken volume chain)."""
+    (code, acml_vol), numbered from ``seq_start`` (the earlier hours' last ``seq`` per code), quality 'ok' (an
+    unbroken volume chain on one connection; ``after_reconnect`` unknown on a code's first tick of the day)."""
     from observer_assets.track_b.compaction import TICK_SCHEMA
+    from observer_assets.track_b.compaction_ticks import code_groups
     from observer_resources.calendar import KST
 
     midnight = int(datetime(DAY.year, DAY.month, DAY.day, tzinfo=KST).timestamp())
@@ -265,9 +274,9 @@ def tick_table(t: dict[str, np.ndarray], sel: np.ndarray, rx_us: np.ndarray, seq
         "qty": g["qty"],
         "acml_vol": g["acml_vol"],
         "acml_value": g["acml_value"],
-        "open": g["open"],
-        "high": g["high"],
-        "low": g["low"],
+        "day_open": g["open"],
+        "day_high": g["high"],
+        "day_low": g["low"],
         "change": g["price"] - g["prev"],
         "change_sign": _sign(g["price"], g["prev"]),
         "change_rate": _pct100(g["price"] - g["prev"], g["prev"]) / 100,
@@ -286,7 +295,9 @@ def tick_table(t: dict[str, np.ndarray], sel: np.ndarray, rx_us: np.ndarray, seq
         "trade_class": g["side"].astype(str),
         "session_code": np.full(n, "20"),
         "hour_cls_code": np.full(n, "0"),
+        "market_cls_code": None,
         "halted": np.zeros(n, bool),
+        "vi_active": np.zeros(n, bool),
         "vi_standard_price": g["open"],
         "key_id": np.full(n, KEY_ID),
         "conn_id": np.full(n, conn_id),
@@ -294,6 +305,8 @@ def tick_table(t: dict[str, np.ndarray], sel: np.ndarray, rx_us: np.ndarray, seq
         "mitigation_level": np.zeros(n, np.int8),
         "quality_flag": np.full(n, "ok"),
         "missing_volume": None,
+        "seq": np.zeros(n, np.int64),  # numbered below, once sorted
+        "after_reconnect": np.zeros(n, bool),
     }
     arrays = []
     for f in TICK_SCHEMA:
@@ -305,20 +318,28 @@ def tick_table(t: dict[str, np.ndarray], sel: np.ndarray, rx_us: np.ndarray, seq
         else:
             arrays.append(pa.array(v, f.type))
     table = pa.Table.from_arrays(arrays, schema=TICK_SCHEMA)
-    return table.take(pc.sort_indices(table, [("code", "ascending"), ("acml_vol", "ascending")]))
+    table = table.take(pc.sort_indices(table, [("code", "ascending"), ("acml_vol", "ascending")]))
+    first, seq_no = code_groups(table["code"], seq_start)
+    day_first = first & np.array([c not in (seq_start or {}) for c in table["code"].to_pylist()])
+    for name, arr in (
+        ("seq", pa.array(seq_no, pa.int64())),
+        ("after_reconnect", pa.array(np.zeros(n, bool), pa.bool_(), mask=day_first)),
+    ):
+        table = table.set_column(table.schema.get_field_index(name), name, arr)
+    return table
 
 
 def build_track_b(
     root: Path, rng: np.random.Generator, codes: list[str], n_ticks: int, check_frames: int = 1500
 ) -> dict:
     """Raw journal segments (the real Journal), compacted hours and 2 Hz samples; returns counts."""
-    from observer_assets.track_b.compaction import compact, sample
+    from observer_assets.track_b.compaction import compact, sample, seq_end
     from observer_assets.track_b.journal import Journal
     from observer_assets.track_b.journal_format import segments
     from observer_assets.track_b.journal_read import read_journal
     from observer_resources.calendar import KST
     from observer_resources.storage import lake
-    from observer_resources.storage.layout import hour_dir, sampled_path, ticks_path
+    from observer_resources.storage.layout import manifest_path, sampled_path, ticks_path
 
     t = day_ticks(rng, n_ticks, codes)
     n = len(t["price"])
@@ -350,13 +371,17 @@ def build_track_b(
             j.flush(timeout=60)
     hours = {}
     tick_hour = frame_hour[frame_of_tick]
+    seq_start: dict[str, int] = {}
     for h in np.unique(tick_hour):
         start = midnight + timedelta(hours=int(h))
-        table = tick_table(t, np.flatnonzero(tick_hour == h), rx_us, frame_of_tick, conn_id)
+        table = tick_table(t, np.flatnonzero(tick_hour == h), rx_us, frame_of_tick, conn_id, seq_start)
+        seq_start.update(seq_end(table))
         lake.write_table_atomic(ticks_path(root, start), table)
         lake.write_table_atomic(sampled_path(root, start), sample(table))
         hours[int(h)] = table.num_rows
-        (hour_dir(root, start) / "_manifest.json").write_text(
+        man = manifest_path(root, start)
+        man.parent.mkdir(parents=True, exist_ok=True)
+        man.write_text(
             json.dumps({"hour": start.isoformat(), "ticks": table.num_rows, "symbols": len(codes)}, indent=1)
         )
     # fidelity: compaction of the first journal lines gives exactly the rows written for them

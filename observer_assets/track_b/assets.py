@@ -3,12 +3,12 @@
 Partition key ``YYYY-MM-DDTHH`` = the KST hour of *receipt* (the journal segment a frame was written to; see
 compaction.py for why). One partition gathers the segments of every app key for that hour.
 
-Files (hive layout, readable with no project code; ``_``-prefixed files are ignored by pyarrow/pandas)::
+Files (hive layout, readable with no project code; paths from ``storage.layout``)::
 
-    track_b/date=D/hour=HH/ticks.parquet          every trade, de-duplicated, gap-flagged (TICK_SCHEMA)
-    track_b/date=D/hour=HH/_state.json            carry for hour HH+1: last ticks per code, slots held at the end
-    track_b/date=D/hour=HH/_manifest.json         journal fingerprint compacted + summary (the sensor reads it)
-    track_b_sampled/date=D/hour=HH/sampled.parquet  2 Hz per slot (1 Hz / 0.5 Hz where mitigation was on)
+    track_b/date=D/hour=THH/ticks.parquet             every trade, de-duplicated, numbered, gap-flagged (TICK_SCHEMA)
+    track_b_sampled/date=D/hour=THH/sampled.parquet   2 Hz per slot (1 Hz / 0.5 Hz where mitigation was on)
+    _meta/track_b/date=D/hour=THH/state.json          carry for the next hour: last tick and seq per code, slots held
+    _meta/track_b/date=D/hour=THH/manifest.json       journal fingerprint compacted + summary (the sensor reads it)
 
 Idempotent: the same journal gives the same files (written atomically, the manifest last). The result of an
 hour does not depend on the order hours are compacted in: the previous hour's carry is read from its stored
@@ -17,11 +17,12 @@ earlier hours, exactly as an in-order run would have.
 
 **Record rate per slot** = ticks of a symbol ÷ the minutes it held a slot in the hour. Slot time comes from the
 exchange's subscription acks kept in the journal (subscribe/already → unsubscribe, or the connection's end),
-carried across hours in ``_state.json``; a symbol with ticks but no ack in view (e.g. the journal started
+carried across hours in ``state.json``; a symbol with ticks but no ack in view (e.g. the journal started
 mid-subscription) counts from its first tick, and is listed as ``approx``.
 
 **Disconnected seconds** = seconds of the hour covered by session-wide gap markers (``symbol`` null) in the
-day's event log, per key and as a union over keys (a marker still open counts up to the hour end or now).
+day's event log, per key and as a union over keys (a marker still open counts up to the hour end or now). The same
+markers go to the compaction as outages: the first tick of a code after one is flagged ``after_reconnect``.
 """
 
 import hashlib
@@ -39,7 +40,7 @@ from observer_assets import catalog
 from observer_assets.orchestration.partitions import hour_key, parse_hour_key, track_b_hour_partitions
 from observer_assets.orchestration.runs import COMPACTION_POOL
 from observer_assets.track_b import journal as jr
-from observer_assets.track_b.compaction import DEFAULT_BUCKETS, SAMPLE_SCHEMA, TICK_SCHEMA, compact, sample
+from observer_assets.track_b.compaction import DEFAULT_BUCKETS, SAMPLE_SCHEMA, TICK_SCHEMA, Outage, compact, sample
 from observer_resources import clock, events
 from observer_resources.calendar import KST
 from observer_resources.intervals import union_length
@@ -268,22 +269,45 @@ def disconnected_seconds(
 # --- compaction of one hour ------------------------------------------------------------------------------
 
 
+def outages_of(gaps: Iterable[events.Gap]) -> list[Outage]:
+    """The capture's session-wide Track B gap markers as compaction outages (key or None, start in µs)."""
+    out: list[Outage] = []
+    for g in gaps:
+        if g.symbol or g.scope not in ("scalp", "all"):
+            continue
+        key = g.metadata.get("key_id") or g.metadata.get("key")
+        out.append((str(key) if key else None, int(g.start.timestamp()) * 1_000_000 + g.start.microsecond))
+    return out
+
+
 def compact_hour(
-    root: Path, start: datetime, prev_carry: dict | None, prev_slots: dict[str, list[str]] | None
+    root: Path,
+    start: datetime,
+    prev_carry: dict | None,
+    prev_slots: dict[str, list[str]] | None,
+    outages: list[Outage] | None = None,
 ) -> tuple[pa.Table, dict, dict[str, float], dict]:
-    """(ticks, compaction stats, slot seconds per symbol, state for the next hour) of one hour's journal."""
+    """(ticks, compaction stats, slot seconds per symbol, state for the next hour) of one hour's journal;
+    ``outages`` default to the day's gap markers in ``root``'s event log."""
     end = start + timedelta(hours=1)
+    if outages is None:
+        outages = outages_of(events.gaps(root, start.date()))
     st = SlotTime(start, end, prev_slots)
     lines = st.feed(jr.read_journal(hour_segments(root, start)))
-    table, stats = compact(lines, day=start.date(), hour=start.hour, prev=prev_carry)
+    table, stats = compact(lines, day=start.date(), hour=start.hour, prev=prev_carry, outages=outages)
     slot_s, at_end = st.finish()
     state = {"hour": hour_key(start), "carry": stats["carry"], "open_slots": at_end, "acks": st.acks}
     return table, stats, slot_s, state
 
 
-def previous_state(root: Path, start: datetime, local: Path | None = None) -> tuple[dict | None, dict | None, str]:
-    """The carry and slots of the hour before ``start`` (same day), and how they were obtained."""
+def previous_state(
+    root: Path, start: datetime, local: Path | None = None, outages: list[Outage] | None = None
+) -> tuple[dict | None, dict | None, str]:
+    """The carry and slots of the hour before ``start`` (same day), and how they were obtained. A stored state
+    from before ``seq`` was carried is recomputed, so the sequence continues across hours."""
     local = local or root
+    if outages is None:
+        outages = outages_of(events.gaps(local, start.date()))
     earlier = [h for h in journal_hours(local, start) if h.date() == start.date() and h < start]
     chain: list[datetime] = []
     carry: dict | None = None
@@ -292,13 +316,14 @@ def previous_state(root: Path, start: datetime, local: Path | None = None) -> tu
         if is_current(root, h, local):
             try:
                 s = json.loads(state_path(root, h).read_text(encoding="utf-8"))
-                carry, slots = s["carry"], s["open_slots"]
-                break
-            except (FileNotFoundError, ValueError, KeyError):
+                if all("seq" in c for c in s["carry"].values()):
+                    carry, slots = s["carry"], s["open_slots"]
+                    break
+            except (FileNotFoundError, ValueError, KeyError, AttributeError):
                 pass
         chain.append(h)
     for h in reversed(chain):  # oldest first, as an in-order run would have
-        _, _, _, s = compact_hour(local, h, carry, slots)
+        _, _, _, s = compact_hour(local, h, carry, slots, outages)
         carry, slots = s["carry"], s["open_slots"]
     if not earlier:
         how = "none (first hour of the day with journal data)"
@@ -323,14 +348,16 @@ def _first_rx(table: pa.Table) -> dict[str, datetime]:
     kinds={"python", "parquet"},
     description=(
         "Every trade Track B received in one KST hour (all app keys), from the raw journal: typed H0STCNT0 "
-        "fields, receive and exchange time with zone, de-duplicated, each tick after a cumulative-volume break or "
-        "a reconnect flagged 'gap' with the missing volume. Metadata: ticks, symbols, duplicates dropped, malformed "
-        "frames, volume breaks, record rate per slot, disconnected seconds. Partition key YYYY-MM-DDTHH (KST)."
+        "fields, receive and exchange time with zone, de-duplicated, numbered per code and day (order by code, "
+        "seq), the tick after a cumulative-volume break flagged 'gap' with the missing volume, the first tick "
+        "after a reconnect or recorded outage flagged after_reconnect. day_open/day_high/day_low are the day's "
+        "running values, not the trade's. Metadata: ticks, symbols, duplicates dropped, malformed frames, volume "
+        "breaks, record rate per slot, disconnected seconds. Partition key YYYY-MM-DDTHH (KST)."
     ),
     metadata=catalog.definition_metadata(
         TICK_SCHEMA,
         catalog.TICK_COLUMNS,
-        "track_b/date=YYYY-MM-DD/hour=HH/ticks.parquet",
+        "track_b/date=YYYY-MM-DD/hour=THH/ticks.parquet",
         source="raw/track_b/date=*/key=*/HH.jsonl",
     ),
     owners=catalog.OWNERS,
@@ -348,15 +375,17 @@ def track_b_ticks(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         )
     fp = journal_fingerprint(segs)  # before reading: a later append makes the sensor ask again
     unsealed = [str(s) for s in segs if not jr.segment_closed(s)]
-    carry, slots, prev_how = previous_state(root, start, local)
-    table, stats, slot_s, state = compact_hour(local, start, carry, slots)
+    day_gaps = events.gaps(local, start.date())
+    outages = outages_of(day_gaps)
+    carry, slots, prev_how = previous_state(root, start, local, outages)
+    table, stats, slot_s, state = compact_hour(local, start, carry, slots, outages)
 
     out = ticks_path(root, start)
     lake.write_table_atomic(out, table)
     lake.write_json_atomic(state_path(root, start), state, compact=True)
 
     now = clock.now()
-    disc, disc_by_key, n_markers = disconnected_seconds(events.gaps(local, start.date()), start, end, now)
+    disc, disc_by_key, n_markers = disconnected_seconds(day_gaps, start, end, now)
     rates = record_rates(stats["per_code"], _first_rx(table), slot_s, end)
     tpm = [r["ticks_per_minute"] for r in rates.values() if r["ticks_per_minute"] is not None]
     vol_breaks = stats["vol_breaks"]
@@ -449,7 +478,7 @@ def track_b_ticks(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         "0.5 Hz where the journal says mitigation level 1 or 2 was on. Partition key YYYY-MM-DDTHH (KST)."
     ),
     metadata=catalog.definition_metadata(
-        SAMPLE_SCHEMA, catalog.SAMPLE_COLUMNS, "track_b_sampled/date=YYYY-MM-DD/hour=HH/sampled.parquet"
+        SAMPLE_SCHEMA, catalog.SAMPLE_COLUMNS, "track_b_sampled/date=YYYY-MM-DD/hour=THH/sampled.parquet"
     ),
     owners=catalog.OWNERS,
 )

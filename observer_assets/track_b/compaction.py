@@ -10,8 +10,9 @@ tick is never in two partitions nor in none — including the tick received at 1
 hour's segment before an hour could be closed, and would still have to place ticks by receipt when the
 exchange clock is wrong. Consumers that want exchange-time windows filter on ``exchange_ts``.
 
-**Gap flags** (docs/collector-rules.md §8.4) need the previous tick of each code, which for the first tick of an hour is
-in the previous partition: ``stats['carry']`` (last tick per code, JSON-able) of hour H is ``prev=`` for H+1.
+**Gap flags** (docs/collector-rules.md §8.4), **reconnect flags** and the per-code **sequence** need the previous tick
+of each code, which for the first tick of an hour is in the previous partition: ``stats['carry']`` (last tick per
+code, JSON-able: cumulative volume, ``seq``, connection, receive time) of hour H is ``prev=`` for H+1.
 
 **Sampling** buckets by receive time: KIS's exchange time has 1-second resolution, so 0.5 s buckets cannot be
 formed from it; receive time (µs) is also what the earlier live recorder sampled on. See ``sample``.
@@ -24,20 +25,30 @@ and where the asset, the tests and the benchmarks import all of it from.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime, timedelta
 
 import pyarrow as pa
 
-from observer_assets.track_b.compaction_quality import dedupe_and_flag
-from observer_assets.track_b.compaction_sampling import DEFAULT_BUCKETS, SAMPLE_SCHEMA, sample
-from observer_assets.track_b.compaction_ticks import TICK_SCHEMA, TickBuilder, rx_us
+from observer_assets.track_b.compaction_quality import Outage, dedupe_and_flag
+from observer_assets.track_b.compaction_sampling import DEFAULT_BUCKETS, SAMPLE_SCHEMA, sample, upgrade_sampled_table
+from observer_assets.track_b.compaction_ticks import TICK_SCHEMA, TickBuilder, rx_us, seq_end, upgrade_ticks_table
 from observer_assets.track_b.journal_read import JournalLine
 from observer_resources.calendar import KST
 from observer_resources.kis import protocol as p
 from observer_resources.kis.frames import Malformed, ParseStats, TradeBatch, parse_message
 
-__all__ = ["DEFAULT_BUCKETS", "SAMPLE_SCHEMA", "TICK_SCHEMA", "compact", "sample"]
+__all__ = [
+    "DEFAULT_BUCKETS",
+    "SAMPLE_SCHEMA",
+    "TICK_SCHEMA",
+    "Outage",
+    "compact",
+    "sample",
+    "seq_end",
+    "upgrade_sampled_table",
+    "upgrade_ticks_table",
+]
 
 SAMPLE_LIMIT = 100  # malformed / bad-line samples kept in stats (all are counted)
 
@@ -48,13 +59,16 @@ def compact(
     day: date,
     hour: int,
     prev: Mapping[str, Mapping] | None = None,
+    outages: Sequence[Outage] = (),
 ) -> tuple[pa.Table, dict]:
     """Every valid ``H0STCNT0`` record of the given journal lines, typed, de-duplicated, gap-flagged.
 
     ``lines`` are the lines of the hour's segment(s) (one per app key), as ``read_journal`` yields them; every
     tick of every line is kept whatever its receive time (lines received outside the hour — a clock step — are
     counted in ``rx_outside_hour``). Exact duplicates (same code, same ACML_VOL, same fields: a duplicated
-    frame) are dropped and counted. ``prev`` is the previous hour's ``stats['carry']``.
+    frame) are dropped and counted. ``prev`` is the previous hour's ``stats['carry']``; ``outages`` the capture's
+    recorded outages (session-wide gap markers) of the day, so that a tick after one is flagged ``after_reconnect``
+    even when its connection id did not change.
 
     Returns the table sorted by (code, acml_vol) and stats: ticks, symbols, per_code, duplicates_dropped,
     acml_conflicts, vol_breaks {code: {count, missing_volume}}, gap_ticks, reconnect_flags, malformed frames
@@ -162,7 +176,7 @@ def compact(
             messages[f"{kind.__name__}:{tr}" if tr else kind.__name__] += 1
 
     table, fp = acc.table()
-    table, fp, stats = dedupe_and_flag(table, fp, prev or {})
+    table, fp, stats = dedupe_and_flag(table, fp, prev or {}, outages)
     stats.update(
         {
             "day": day.isoformat(),

@@ -8,7 +8,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from observer_assets.track_b.compaction_ticks import TICK_SCHEMA, TZ
+from observer_assets.track_b.compaction_ticks import (
+    RENAMED,
+    TICK_SCHEMA,
+    TZ,
+    assemble,
+    code_groups,
+    upgrade_ticks_table,
+    vi_column,
+)
 
 SAMPLE_EXTRA = [
     ("bucket_start", pa.timestamp("us", tz=TZ)),
@@ -29,7 +37,9 @@ def sample(ticks: pa.Table, *, bucket_s_by_level: Mapping[int, float] = DEFAULT_
     The bucket width comes from the mitigation level each tick was recorded under (null = level 0): 0.5 s /
     1 s / 2 s. Buckets are aligned to whole KST seconds (``floor(receive_ts / width)``) and keyed by (code, width),
     so each tick is in exactly one bucket even across a level change. A bucket holding any ``gap`` tick is
-    flagged ``gap``; its ``missing_volume`` is the sum of its ticks' missing volume.
+    flagged ``gap`` (its ``missing_volume`` is the sum of its ticks' missing volume), else ``after_reconnect`` if
+    any tick is; ``after_reconnect`` is true if any tick's is, null if none is true and one is unknown. The other
+    columns, ``seq`` included, are the bucket's last tick's.
     """
     n = ticks.num_rows
     if n == 0:
@@ -57,19 +67,24 @@ def sample(ticks: pa.Table, *, bucket_s_by_level: Mapping[int, float] = DEFAULT_
     lasts = np.append(starts[1:] - 1, n - 1)
     qty = ticks["qty"].to_numpy()[order]
     price = ticks["price"].to_numpy()[order]
-    gap = (ticks["quality_flag"].to_numpy(zero_copy_only=False) == "gap")[order]
+    flag = ticks["quality_flag"].to_numpy(zero_copy_only=False)[order]
     miss = ticks["missing_volume"].fill_null(0).to_numpy()[order]
+    ar = ticks["after_reconnect"]
+    ar_true = pc.fill_null(ar, False).to_numpy(zero_copy_only=False)[order]
+    ar_null = ar.is_null().to_numpy(zero_copy_only=False)[order]
     out = ticks.take(pa.array(order[lasts]))
-    any_gap = np.maximum.reduceat(gap.astype(np.int8), starts).astype(bool)
-    miss_sum = np.add.reduceat(miss, starts)
-    out = out.set_column(
-        out.schema.get_field_index("quality_flag"),
-        "quality_flag",
-        pa.array(np.where(any_gap, "gap", "ok"), pa.string()),
-    )
-    out = out.set_column(
-        out.schema.get_field_index("missing_volume"), "missing_volume", pa.array(miss_sum, pa.int64(), mask=~any_gap)
-    )
+
+    def anyof(x: np.ndarray) -> np.ndarray:
+        return np.maximum.reduceat(x.astype(np.int8), starts).astype(bool)
+
+    any_gap, any_after = anyof(flag == "gap"), anyof(ar_true)
+    derived = {
+        "quality_flag": pa.array(np.where(any_gap, "gap", np.where(any_after, "after_reconnect", "ok")), pa.string()),
+        "missing_volume": pa.array(np.add.reduceat(miss, starts), pa.int64(), mask=~any_gap),
+        "after_reconnect": pa.array(any_after, pa.bool_(), mask=~any_after & anyof(ar_null)),
+    }
+    for name, arr in derived.items():
+        out = out.set_column(out.schema.get_field_index(name), name, arr)
     extra = {
         "bucket_start": pa.array(b[starts] * w[starts], pa.int64()).cast(pa.timestamp("us", tz=TZ)),
         "bucket_s": pa.array(w[starts] / 1e6, pa.float32()),
@@ -82,3 +97,55 @@ def sample(ticks: pa.Table, *, bucket_s_by_level: Mapping[int, float] = DEFAULT_
         out = out.append_column(pa.field(name, arr.type), arr)
     out = out.sort_by([("code", "ascending"), ("bucket_start", "ascending"), ("bucket_s", "ascending")])
     return out.cast(SAMPLE_SCHEMA)
+
+
+def upgrade_sampled_table(
+    t: pa.Table, ticks: pa.Table | None = None, seq_start: Mapping[str, int] | None = None
+) -> pa.Table:
+    """A sampled table written under the earlier schema, in ``SAMPLE_SCHEMA``; a current table comes back as it is.
+
+    With the hour's ``ticks`` (old or current schema) it is rebuilt from them exactly as the asset builds it
+    (``sample`` with the default widths, the only ones the asset has used), ``seq_start`` going to
+    ``upgrade_ticks_table``. Without them the columns are upgraded in place, rows in their order: renames and
+    ``vi_active`` as for ticks, ``market_cls_code`` null, ``seq`` = ``seq_start[code]`` + the running sum of
+    ``bucket_trades`` in cumulative-volume order (exact unless frames arrived out of cumulative-volume order
+    across buckets), ``after_reconnect`` true where the earlier flag was ``gap`` with no missing volume (a
+    reconnect) or the last tick's connection differs from the code's previous bucket's, null on other first
+    buckets of a code.
+    """
+    if set(t.column_names) >= set(SAMPLE_SCHEMA.names):
+        return t.select(SAMPLE_SCHEMA.names).cast(SAMPLE_SCHEMA)
+    if ticks is not None:
+        return sample(upgrade_ticks_table(ticks, seq_start))
+    t = t.rename_columns([RENAMED.get(c, c) for c in t.column_names])
+    n = t.num_rows
+    order = pc.sort_indices(t, [("code", "ascending"), ("acml_vol", "ascending")]).to_numpy()
+    codes = t["code"].take(order)
+    first, _ = code_groups(codes, None)
+    starts = np.flatnonzero(first)
+    lengths = np.diff(np.append(starts, n))
+    trades = t["bucket_trades"].take(order).to_numpy()
+    run = np.cumsum(trades)
+    base = np.array([int((seq_start or {}).get(c, 0)) for c in codes.take(starts).to_pylist()], dtype=np.int64)
+    seq = run - np.repeat(run[starts] - trades[starts] - base, lengths)
+    conn = pc.dictionary_encode(t["conn_id"].take(order).fill_null("")).combine_chunks().indices.to_numpy()
+    moved = np.zeros(n, dtype=bool)
+    moved[1:] = conn[1:] != conn[:-1]
+    old_gap = t["quality_flag"].take(order).to_numpy(zero_copy_only=False) == "gap"
+    miss = t["missing_volume"].take(order).fill_null(0).to_numpy()
+    brk = old_gap & (miss != 0)
+    after = (~first & moved) | (old_gap & (miss == 0))
+    back = np.empty(n, dtype=np.int64)
+    back[order] = np.arange(n)  # row -> its place in the sorted order
+
+    def scatter(v: np.ndarray) -> np.ndarray:
+        return v[back]
+
+    derived = {
+        "seq": pa.array(scatter(seq), pa.int64()),
+        "after_reconnect": pa.array(scatter(after), pa.bool_(), mask=scatter(first & ~after)),
+        "quality_flag": pa.array(scatter(np.where(brk, "gap", np.where(after, "after_reconnect", "ok"))), pa.string()),
+        "missing_volume": pa.array(scatter(miss), pa.int64(), mask=~scatter(brk)),
+        "vi_active": vi_column(t["hour_cls_code"]),
+    }
+    return assemble(SAMPLE_SCHEMA, t, derived)

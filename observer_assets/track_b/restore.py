@@ -34,7 +34,7 @@ from observer_resources.kis.models import Conclusion
 from observer_resources.kis.rows import conclusion_from
 from observer_resources.resources import KisResource
 from observer_resources.storage import lake
-from observer_resources.storage.layout import restored_path
+from observer_resources.storage.layout import restored_path, tick_files
 
 ENDPOINT = "inquire-time-itemconclusion"
 TS_MS = pa.timestamp("ms", tz="Asia/Seoul")
@@ -75,6 +75,12 @@ class Hole:
     @property
     def missing(self) -> int:
         return self.hi - self.lo
+
+
+def upgrade_restored_table(t: pa.Table) -> pa.Table:
+    """A restored table in ``RESTORED_SCHEMA``: the schema has not changed since the first release, so this only
+    orders the columns and checks the types (idempotent); a migration can call it like the other upgrades."""
+    return t.select(RESTORED_SCHEMA.names).cast(RESTORED_SCHEMA)
 
 
 def read_restored(root: Path, day: date) -> pa.Table | None:
@@ -205,7 +211,7 @@ async def restore_holes(kis, holes: Sequence[Hole], day: date, concurrency: int 
 
 def day_ticks(root: Path, day: date) -> pa.Table | None:
     """Every compacted live tick of the day (all hours), or None."""
-    files = sorted((root / "track_b" / f"date={day.isoformat()}").glob("hour=*/ticks.parquet"))
+    files = tick_files(root, day)
     if not files:
         return None
     cols = ["code", "exchange_ts", "acml_vol", "qty", "missing_volume"]

@@ -389,7 +389,7 @@ def _trade(f: tuple[str, ...], width: int) -> Trade:
         market_cls = None
     else:
         extra = f[46:]
-        market_cls = extra[0]
+        market_cls = extra[0] or None  # MARKET_CLS_CODE (§8.6); empty = not sent
     im = _IM
     dt = _DT_CACHE.get(day + hhmmss) or _exchange_dt(day, hhmmss)
     return Trade(

@@ -43,7 +43,7 @@ from observer_resources.kis.frames import Malformed, TradeBatch
 from observer_resources.kis.ws import KisWebSocketClient
 from observer_resources.shared.token_store import SqliteTokenStore
 from observer_resources.shared.tokens import SharedTokenProvider
-from observer_resources.storage.layout import anomaly_path, overflow_path, status_path
+from observer_resources.storage.layout import anomaly_path, overflow_path, slot_label, status_path
 
 SPEED = 20  # sim seconds per real second: 41 busy codes give thousands of ticks in seconds
 SIM_ARGS = (
@@ -428,7 +428,7 @@ def test_two_keys_disjoint_sessions_bootstrap_overflow_and_mitigation(sim, busy,
         for i, c in enumerate(codes)
     ]
     base = data / "track_a" / f"date={today().isoformat()}"
-    _snapshot(base / f"slot={slot:%H%M}" / "snapshot.parquet", slot, rows)
+    _snapshot(base / f"slot={slot_label(slot)}" / "snapshot.parquet", slot, rows)
     mitigation = {
         "hold_enter_s": 0,
         "enter1": {"cpu_pct": 0},
@@ -458,7 +458,7 @@ def test_two_keys_disjoint_sessions_bootstrap_overflow_and_mitigation(sim, busy,
     later = slot + timedelta(minutes=10)
     jump = codes[85]
     rows2 = [dict(r, price=11_000 if r["code"] == jump else r["price"], volume=r["volume"] + 10) for r in rows]
-    _snapshot(base / f"slot={later:%H%M}" / "snapshot.parquet", later, rows2)
+    _snapshot(base / f"slot={slot_label(later)}" / "snapshot.parquet", later, rows2)
     assert cap.wait(40) == 0
     logs = cap.logs()
     assert logs[-1]["event"] == "capture_stopped" and logs[-1]["reason"] == "until"

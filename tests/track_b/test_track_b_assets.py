@@ -13,6 +13,7 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
@@ -20,7 +21,7 @@ import pytest
 from local_exchange.market import Market
 from observer_assets.orchestration.partitions import PartitionKeyError, hour_key, parse_hour_key
 from observer_assets.track_b import journal as jr
-from observer_assets.track_b.assets import journal_hours, track_b_sampled, track_b_ticks
+from observer_assets.track_b.assets import journal_hours, previous_state, track_b_sampled, track_b_ticks
 from observer_assets.track_b.capture_job import track_b_capture_job
 from observer_assets.track_b.checks import track_b_losses_are_explained
 from observer_assets.track_b.compaction import SAMPLE_SCHEMA, TICK_SCHEMA
@@ -29,7 +30,7 @@ from observer_resources.calendar import KST
 from observer_resources.events import EventLog, gaps
 from observer_resources.kis.config import configs_from_env
 from observer_resources.resources import kis_pool_from_env
-from observer_resources.storage.layout import heartbeat_path, manifest_path, sampled_path, ticks_path
+from observer_resources.storage.layout import heartbeat_path, manifest_path, sampled_path, state_path, ticks_path
 
 DAY = date(2026, 3, 10)
 KEY = "key-t1"
@@ -212,6 +213,29 @@ def test_hours_compact_to_typed_parquet_with_the_metadata_in_any_order(scenario,
     (bad,) = c11.metadata["unexplained_breaks"].value
     assert (bad["code"], bad["missing_volume"]) == (a, int(silent[12]))
     assert m10["reconnect_flags"].value == 2 and m11["reconnect_flags"].value == 0  # carried across the hour
+    # the first tick of each code after the drop (new connection, gap marker) is flagged, lost volume or not
+    after = t10.filter(pc.fill_null(t10["after_reconnect"], False))
+    assert sorted(after["code"].to_pylist()) == sorted([a, b])
+    assert all(rx >= DROP[1] for rx in after["receive_ts"].to_pylist())
+    # order by (code, seq): each code numbered from 1 over both hours, hour 11 continuing from state.json
+    both = pa.concat_tables([t10, t11])
+    for code in (a, b):
+        mine = both.filter(pc.equal(both["code"], code))
+        assert mine["seq"].to_pylist() == list(range(1, mine.num_rows + 1))
+        assert mine["acml_vol"].to_pylist() == sorted(mine["acml_vol"].to_pylist())
+    # a state written before seq was carried is not trusted: the carry is recomputed from the journal
+    st = state_path(data, at(10))
+    saved = st.read_text()
+    old = json.loads(saved)
+    for c in old["carry"].values():
+        c.pop("seq")
+    st.write_text(json.dumps(old))
+    try:
+        carry, _, how = previous_state(data, at(11))
+        assert how == "recomputed from the journal of 2026-03-10T10"
+        assert carry[a]["seq"] == max(t10.filter(pc.equal(t10["code"], a))["seq"].to_pylist())
+    finally:
+        st.write_text(saved)
     assert m11["unchecked_first_ticks"].value == 0
     # disconnected seconds from the gap marker; record rate per slot from the subscription acks
     assert m10["disconnected_seconds"].value == 20.0 and m11["disconnected_seconds"].value == 0.0
@@ -238,7 +262,7 @@ def test_hours_compact_to_typed_parquet_with_the_metadata_in_any_order(scenario,
             per_sec[(c, bs.replace(microsecond=0))] = per_sec.get((c, bs.replace(microsecond=0)), 0) + 1
     assert max(per_sec.values()) <= 2  # 2 Hz at most
 
-    # readable as a hive dataset with no project code (the _manifest/_state files are ignored)
+    # readable as a hive dataset with no project code (the manifest and state live under _meta/)
     dset = ds.dataset(data / "track_b", format="parquet", partitioning="hive")
     assert dset.to_table().num_rows == t10.num_rows + t11.num_rows
     man = json.loads(manifest_path(data, at(10)).read_text())
