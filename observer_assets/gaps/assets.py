@@ -1,23 +1,35 @@
-"""The daily gap report asset: every gap of a trading day as Parquet, a verdict file, a readable summary.
+"""The daily gap report asset: every gap of a trading day, each slot's coverage and the verdict as tables, with the
+verdict and a summary as JSON.
 
-``gaps/date=D/gap_report.parquet`` (one row per gap, ``detect.GAP_SCHEMA``), ``gaps/date=D/verdict.json``
-(anomaly-day verdict, rules fired, measured values) and ``gaps/date=D/summary.json`` (counts, coverage per slot),
-all written atomically. Re-materializing a day after a backfill shows restored gaps as ``restored`` with their
-provenance; what history could not give stays listed.
+Three tables, each in its own dataset so a directory read finds only its Parquet: ``gaps/date=D/gap_report.parquet``
+(one row per gap, ``GAP_SCHEMA``), ``gap_coverage/date=D/coverage.parquet`` (one row per slot, ``COVERAGE_SCHEMA``)
+and ``gap_verdict/date=D/verdict.parquet`` (one row per anomaly-day rule, ``VERDICT_SCHEMA``); the verdict as
+written (JSON, read by the metrics exporter and the backup) and the summary under ``_meta/gaps/date=D/``. Paths come
+from the storage layout; every file is written atomically and a re-run rewrites them all (idempotent).
+Re-materializing a day after a backfill shows restored gaps as ``restored`` with their provenance; what history
+could not give stays listed.
 """
 
 import json
+from datetime import date
 
 import dagster as dg
 
 from observer_assets import catalog
-from observer_assets.gaps.detect import GAP_SCHEMA, Report
+from observer_assets.gaps.detect import COVERAGE_SCHEMA, GAP_SCHEMA, VERDICT_SCHEMA, Report
 from observer_assets.gaps.report import build_report
 from observer_assets.orchestration.partitions import calendar, parse_day_key, trading_day_partitions
 from observer_resources import clock
 from observer_resources.dates import DateFormatError, parse_iso_datetime
 from observer_resources.storage import lake
-from observer_resources.storage.layout import report_dir, report_path, verdict_path
+from observer_resources.storage.lake import LakePath
+from observer_resources.storage.layout import (
+    coverage_path,
+    report_path,
+    report_summary_path,
+    verdict_path,
+    verdict_table_path,
+)
 
 
 class GapReportConfig(dg.Config):
@@ -76,13 +88,21 @@ def markdown(rep: Report) -> str:
         if len(lost) > 15:
             lines.append(f"| … {len(lost) - 15} more in the Parquet file | | | | | | |")
         lines.append("")
-    cov = s["coverage"]
+    cov = rep.coverage.to_pylist()
     if cov:
-        lines += ["| slot | state | coverage % | missing | restored | late s |", "|---|---|---|---|---|---|"]
-        for label, c in cov.items():
+        lines += [
+            "| slot | state | coverage | live | restored | missing | late s | reason |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+
+        def cell(v: object) -> str:
+            return "" if v is None else str(v)
+
+        for c in cov:
+            ratio = f"{100 * c['coverage_ratio']:.1f} %" if c["coverage_ratio"] is not None else ""
             lines.append(
-                f"| {label} | {c.get('state')} | {c.get('coverage_pct', '')} | {c.get('missing', '')} | "
-                f"{c.get('restored', '')} | {c.get('lateness_seconds', '')} |"
+                f"| {c['slot']} | {c['state']} | {ratio} | {c['live']} | {c['restored']} | {cell(c['missing'])} | "
+                f"{cell(c['late_seconds'])} | {cell(c['reason'])} |"
             )
     tb = s["track_b"]
     lines += [
@@ -98,6 +118,20 @@ def markdown(rep: Report) -> str:
             "not in this report.",
         ]
     return "\n".join(lines)
+
+
+def write_report(root: LakePath, day: date, rep: Report) -> tuple[LakePath, LakePath, LakePath]:
+    """Every file of the day's report, each atomically: the three tables, then the JSON verdict and summary (what
+    the same report writes is byte for byte what it wrote before). Returns the tables' paths."""
+    paths = (report_path(root, day), coverage_path(root, day), verdict_table_path(root, day))
+    for p, t in zip(paths, (rep.rows, rep.coverage, rep.verdict_table), strict=True):
+        lake.write_table_atomic(p, t)
+    lake.write_bytes_atomic(verdict_path(root, day), json.dumps(rep.verdict, ensure_ascii=False, indent=1).encode())
+    lake.write_bytes_atomic(
+        report_summary_path(root, day),
+        json.dumps(rep.summary, ensure_ascii=False, indent=1, default=str).encode(),
+    )
+    return paths
 
 
 @dg.asset(
@@ -116,7 +150,16 @@ def markdown(rep: Report) -> str:
         "missing/late slots, missing symbols per slot, Track B volume-continuity losses, silences (not losses), "
         "WebSocket disconnects, rate limits, restored/unrecoverable status, and the anomaly-day verdict."
     ),
-    metadata=catalog.definition_metadata(GAP_SCHEMA, catalog.GAP_COLUMNS, "gaps/date=YYYY-MM-DD/gap_report.parquet"),
+    metadata=catalog.definition_metadata(
+        GAP_SCHEMA,
+        catalog.GAP_COLUMNS,
+        "gaps/date=YYYY-MM-DD/gap_report.parquet",
+        coverage_path="gap_coverage/date=YYYY-MM-DD/coverage.parquet",
+        coverage_schema=catalog.table_schema(COVERAGE_SCHEMA, catalog.COVERAGE_COLUMNS),
+        verdict_path="gap_verdict/date=YYYY-MM-DD/verdict.parquet",
+        verdict_schema=catalog.table_schema(VERDICT_SCHEMA, catalog.VERDICT_COLUMNS),
+        json_paths="_meta/gaps/date=YYYY-MM-DD/verdict.json, _meta/gaps/date=YYYY-MM-DD/summary.json",
+    ),
     owners=catalog.OWNERS,
 )
 def gap_report(context: dg.AssetExecutionContext, config: GapReportConfig) -> dg.MaterializeResult:
@@ -128,13 +171,8 @@ def gap_report(context: dg.AssetExecutionContext, config: GapReportConfig) -> dg
         raise dg.Failure(str(e)) from None
     if as_of is not None and as_of.tzinfo is None:
         raise dg.Failure(f"as_of {config.as_of!r} needs an explicit offset (e.g. +09:00)")
-    rep = build_report(root, day, as_of)
-    path = lake.write_table_atomic(report_path(root, day), rep.rows)
-    lake.write_bytes_atomic(verdict_path(root, day), json.dumps(rep.verdict, ensure_ascii=False, indent=1).encode())
-    lake.write_bytes_atomic(
-        report_dir(root, day) / "summary.json",
-        json.dumps(rep.summary, ensure_ascii=False, indent=1, default=str).encode(),
-    )
+    rep = build_report(root, day, as_of, instance=context.instance)
+    path, cov_path, ver_path = write_report(root, day, rep)
     if rep.verdict["anomaly_day"]:
         context.log.warning(f"gap_report {day}: anomaly day: {[r['rule'] for r in rep.verdict['rules_fired']]}")
     s = rep.summary
@@ -157,6 +195,11 @@ def gap_report(context: dg.AssetExecutionContext, config: GapReportConfig) -> dg
             "anomaly_day": rep.verdict["anomaly_day"],
             "as_of": rep.verdict["as_of"],
             "by_kind": dg.MetadataValue.json(s["by_kind"]),
+            "by_reason": dg.MetadataValue.json(s["by_reason"]),
+            "slots_by_state": dg.MetadataValue.json(s["slots_by_state"]),
+            "coverage_rows": rep.coverage.num_rows,
+            "coverage_path": dg.MetadataValue.path(str(cov_path)),
+            "verdict_table_path": dg.MetadataValue.path(str(ver_path)),
             "verdict": dg.MetadataValue.json(rep.verdict),
             "summary": dg.MetadataValue.md(markdown(rep)),
             **catalog.materialized(rep.rows.num_rows, path),

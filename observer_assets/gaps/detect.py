@@ -15,8 +15,13 @@ What counts (docs/collector-rules.md §8, §9):
 * **Rate limits**: EGW00201 / RateLimitedError in a slot's failures, rate-limit events and markers.
 * **Anomaly verdict**: the §9 rules the stored data can decide.
 
-Rows that are not data losses (silences, late snapshots, rate-limit notices) carry ``data_lost = False`` and
-status ``info``; backfill targets are rows with ``restorable`` and status ``open``.
+Rows that are not data losses (silences, late snapshots, rate-limit notices, a window while nothing was
+subscribed or across which every subscribed code's trades are complete) carry ``data_lost = False`` and status
+``info``; backfill targets are rows with ``restorable`` and status ``open``. A row's ``reason`` is one of
+``REASONS``, each given only on its evidence (``detect_track_a`` for slots, the markers for windows).
+
+Besides the rows: one coverage row per slot (``COVERAGE_SCHEMA``) and one verdict row per rule
+(``VERDICT_SCHEMA``), with the verdict and a summary as JSON.
 
 Each track's rules are their own module (``detect_track_a``, ``detect_track_b``): they share only the inputs and
 row schema (``detect_common``). This module keeps what spans both: rate-limit events, the verdict and ``detect``.
@@ -24,6 +29,7 @@ row schema (``detect_common``). This module keeps what spans both: rate-limit ev
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,31 +38,53 @@ from typing import Any
 import pyarrow as pa
 
 from observer_assets.gaps.detect_common import (
+    COVERAGE_SCHEMA,
     GAP_SCHEMA,
+    KINDS,
     LOSS_KINDS,
+    REASONS,
     TS,
+    VERDICT_SCHEMA,
     DayInputs,
+    SlotRun,
     Thresholds,
     as_kst,
     make_id,
     make_row,
 )
 from observer_assets.gaps.detect_track_a import track_a_rows
-from observer_assets.gaps.detect_track_b import Window, connection_windows, track_b_rows
+from observer_assets.gaps.detect_track_b import Window, connection_windows, judge_windows, track_b_rows
 from observer_resources.calendar import KST
 from observer_resources.intervals import union_length
 
-__all__ = ["GAP_SCHEMA", "LOSS_KINDS", "TS", "DayInputs", "Report", "Thresholds", "detect"]
+__all__ = [
+    "COVERAGE_SCHEMA",
+    "GAP_SCHEMA",
+    "KINDS",
+    "LOSS_KINDS",
+    "REASONS",
+    "TS",
+    "VERDICT_SCHEMA",
+    "DayInputs",
+    "Report",
+    "SlotRun",
+    "Thresholds",
+    "detect",
+]
 
 
 @dataclass
 class Report:
-    rows: pa.Table
+    rows: pa.Table  # GAP_SCHEMA
+    coverage: pa.Table  # COVERAGE_SCHEMA
     verdict: dict[str, Any]
+    verdict_table: pa.Table  # VERDICT_SCHEMA
     summary: dict[str, Any]
 
 
 def _rate_limit_events(inp: DayInputs) -> list[dict]:
+    """One notice per rejection on record: a ``rate_limit_rejected`` event, or any event carrying EGW00201 or the
+    rate_limit reason. Events merely named after the limiter (its waits summary, its store recreated) are not."""
     rows = []
     files = list(inp.files.get("events", ()))
     as_of = as_kst(inp.as_of)
@@ -64,9 +92,7 @@ def _rate_limit_events(inp: DayInputs) -> list[dict]:
         et = str(e.get("event_type", ""))
         if et == "gap_marker":
             continue
-        if "rate_limit" not in et and e.get("reason") != "rate_limit" and e.get("code") != "EGW00201":
-            continue
-        if et == "rate_limit_waits":  # a client's summary of its own limiter waits, not a rejection
+        if et != "rate_limit_rejected" and e.get("reason") != "rate_limit" and e.get("code") != "EGW00201":
             continue
         at = datetime.fromisoformat(e["timestamp"]).astimezone(KST)
         if at > as_of:
@@ -93,85 +119,158 @@ def _rate_limit_events(inp: DayInputs) -> list[dict]:
 
 
 # --- verdict ------------------------------------------------------------------------------------------------------
+NOT_DECIDED_HERE = ("track_b_record_rate", "cpu", "disk_usage", "etl_failure", "backup_failure")
 
 
-def _verdict(inp: DayInputs, rows: list[dict], wins: list[Window], th: Thresholds) -> dict[str, Any]:
-    fired: list[dict] = []
+def _rules(inp: DayInputs, rows: list[dict], wins: list[Window], th: Thresholds) -> list[dict[str, Any]]:
+    """Every anomaly-day rule the stored data decides, fired or not: rule, value, threshold, unit, fired, detail."""
     disc = [w for w in wins if w.row["kind"] == "ws_disconnect"]
     reconnect_events = sum(1 for e in inp.events if e.get("event_type") == "ws_connected" and e.get("reconnect"))
     reconnects = max(reconnect_events, len(disc))
-    if reconnects >= th.anomaly_reconnects:
-        fired.append({"rule": "ws_reconnects", "value": reconnects, "threshold": th.anomaly_reconnects})
     down = union_length([(w.a, w.b) for w in wins], 0) / 1e6
-    if down >= th.anomaly_disconnect_s:
-        fired.append(
-            {"rule": "ws_disconnection_seconds", "value": round(down, 3), "threshold": th.anomaly_disconnect_s}
-        )
     long_gaps = [
         r["gap_id"]
         for r in rows
         if r["data_lost"] and (r["seconds"] or 0) >= th.anomaly_long_gap_s and r["kind"] != "track_a_missing_symbol"
     ]
-    if len(long_gaps) >= th.anomaly_long_gaps:
-        fired.append({"rule": "gaps_of_60s", "value": len(long_gaps), "threshold": th.anomaly_long_gaps})
     crit = [r["gap_id"] for r in rows if r["severity"] == "critical" and r["kind"] != "track_b_silence"]
-    if crit:
-        fired.append({"rule": "critical_gap", "value": len(crit), "threshold": 1, "gap_ids": crit[:20]})
-    if inp.anomaly:
-        fired.append(
-            {
-                "rule": "anomaly_marker",
-                "value": [r.get("rule") for r in inp.anomaly.get("rules", [])]
-                if isinstance(inp.anomaly.get("rules"), list)
-                else True,
-                "threshold": "present",
-            }
-        )
+    marker = inp.anomaly or {}
+    marker_rules = [r.get("rule") for r in marker.get("rules", [])] if isinstance(marker.get("rules"), list) else []
+    return [
+        {"rule": "ws_reconnects", "value": reconnects, "threshold": th.anomaly_reconnects, "unit": "count"},
+        {
+            "rule": "ws_disconnection_seconds",
+            "value": round(down, 3),
+            "threshold": th.anomaly_disconnect_s,
+            "unit": "seconds",
+        },
+        {
+            "rule": "gaps_of_60s",
+            "value": len(long_gaps),
+            "threshold": th.anomaly_long_gaps,
+            "unit": "count",
+            "gap_ids": long_gaps[:20],
+        },
+        {"rule": "critical_gap", "value": len(crit), "threshold": 1, "unit": "count", "gap_ids": crit[:20]},
+        {
+            "rule": "anomaly_marker",
+            "value": 1 if inp.anomaly else 0,
+            "threshold": 1,
+            "unit": "marker present",
+            "marker_rules": marker_rules,
+        },
+    ]
+
+
+def _verdict(inp: DayInputs, rules: list[dict[str, Any]]) -> dict[str, Any]:
+    """The verdict as JSON (what the metrics exporter and the backup read): the rules fired, the measured values."""
+    fired = []
+    for r in rules:
+        if r["value"] < r["threshold"]:
+            continue
+        f = {k: r[k] for k in ("rule", "value", "threshold")}
+        if r["rule"] == "anomaly_marker":
+            f.update(value=r["marker_rules"] or True, threshold="present")
+        elif r["rule"] == "critical_gap":
+            f["gap_ids"] = r["gap_ids"]
+        fired.append(f)
+    m = {r["rule"]: r["value"] for r in rules}
     return {
         "day": inp.day.isoformat(),
         "as_of": as_kst(inp.as_of).isoformat(),
         "anomaly_day": bool(fired),
         "rules_fired": fired,
         "measured": {
-            "reconnects": reconnects,
-            "disconnected_seconds": round(down, 3),
-            "gaps_of_60s": len(long_gaps),
-            "critical_gaps": len(crit),
+            "reconnects": m["ws_reconnects"],
+            "disconnected_seconds": m["ws_disconnection_seconds"],
+            "gaps_of_60s": m["gaps_of_60s"],
+            "critical_gaps": m["critical_gap"],
         },
-        "not_decided_here": ["track_b_record_rate", "cpu", "disk_usage", "etl_failure", "backup_failure"],
+        "not_decided_here": list(NOT_DECIDED_HERE),
     }
+
+
+def _verdict_table(inp: DayInputs, rules: list[dict[str, Any]], anomaly_day: bool) -> pa.Table:
+    as_of = as_kst(inp.as_of)
+    rows = [
+        {
+            "rule": r["rule"],
+            "decided": True,
+            "fired": r["value"] >= r["threshold"],
+            "value": float(r["value"]),
+            "threshold": float(r["threshold"]),
+            "unit": r["unit"],
+            "detail": json.dumps({k: v for k, v in r.items() if k not in ("rule", "value", "threshold", "unit")})
+            if len(r) > 4
+            else None,
+            "anomaly_day": anomaly_day,
+            "as_of": as_of,
+        }
+        for r in rules
+    ]
+    rows += [
+        {
+            "rule": name,
+            "decided": False,
+            "fired": None,
+            "value": None,
+            "threshold": None,
+            "unit": None,
+            "detail": json.dumps({"note": "decided outside the gap report (a data check, monitoring, the backup)"}),
+            "anomaly_day": anomaly_day,
+            "as_of": as_of,
+        }
+        for name in NOT_DECIDED_HERE
+    ]
+    return pa.Table.from_pylist(rows, schema=VERDICT_SCHEMA)
 
 
 # --- entry point ----------------------------------------------------------------------------------------------
 
 
 def detect(inp: DayInputs, th: Thresholds = Thresholds()) -> Report:
-    """Every gap of the day up to ``inp.as_of``, one row each (``GAP_SCHEMA``), plus verdict and summary."""
+    """Every gap of the day up to ``inp.as_of``, one row each (``GAP_SCHEMA``), plus coverage, verdict and summary."""
     a_rows, coverage = track_a_rows(inp, th)
     wins, marker_rows, ignored = connection_windows(inp, th)
-    b_rows, b_stats = track_b_rows(inp, wins, th)
+    b_rows, b_stats, continuity = track_b_rows(inp, wins, th)
+    judge_windows(wins, continuity, inp.today)
     for w in wins:
         if w.row["status"] is None:
             w.row["status"] = "open" if inp.today else "unrecoverable"
     rows = a_rows + marker_rows + [w.row for w in wins] + b_rows + _rate_limit_events(inp)
     rows.sort(key=lambda r: (r["start"] or r["slot_ts"], r["kind"], r["symbol"] or ""))
     table = pa.Table.from_pylist(rows, schema=GAP_SCHEMA)
-    verdict = _verdict(inp, rows, wins, th)
+    rules = _rules(inp, rows, wins, th)
+    verdict = _verdict(inp, rules)
     kinds = Counter(r["kind"] for r in rows)
+    states = Counter(c["state"] for c in coverage)
     summary = {
         "rows": len(rows),
         "by_kind": dict(sorted(kinds.items())),
+        "by_reason": dict(sorted(Counter(r["reason"] for r in rows).items())),
         "by_severity": dict(Counter(r["severity"] for r in rows if r["kind"] != "track_b_silence")),
         "by_status": dict(Counter(r["status"] for r in rows)),
         "data_lost_rows": sum(1 for r in rows if r["data_lost"]),
         "backfill_targets": sum(1 for r in rows if r["restorable"] and r["status"] == "open"),
-        "coverage": coverage,
+        "slots": len(coverage),
+        "slots_by_state": dict(sorted(states.items())),
+        "symbols_expected": sum(c["expected"] for c in coverage if c["state"] != "pending"),
+        "symbols_live": sum(c["live"] for c in coverage),
+        "symbols_restored": sum(c["restored"] for c in coverage),
+        "symbols_missing": sum(c["missing"] or 0 for c in coverage),
         "track_b": b_stats,
         "markers_ignored": dict(ignored),
         "universe_size": len(set(inp.universe or ())),
+        "runs_looked_up": inp.runs is not None,
         # the report is built without these lines: say so, so a gap they held is not silently missing
         "events_bad_lines": int(inp.events_unreadable.get("bad_lines", 0)),
         "events_torn_lines": int(inp.events_unreadable.get("torn_lines", 0)),
         "events_unreadable_where": list(inp.events_unreadable.get("where", ())),
     }
-    return Report(table, verdict, summary)
+    return Report(
+        table,
+        pa.Table.from_pylist(coverage, schema=COVERAGE_SCHEMA),
+        verdict,
+        _verdict_table(inp, rules, verdict["anomaly_day"]),
+        summary,
+    )

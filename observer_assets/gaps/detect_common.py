@@ -1,4 +1,5 @@
-"""What every part of the gap report shares: the day's inputs, the thresholds and the gap row schema.
+"""What every part of the gap report shares: the day's inputs, the thresholds, the schemas of its three tables
+(gap rows, per-slot coverage, verdict rules) and the reason codes.
 
 Its own module so the per-track rule modules and ``detect`` (which runs them and judges the day) all depend on it,
 never on each other; importers use ``detect``, which re-exports these names.
@@ -22,17 +23,18 @@ TS = pa.timestamp("us", tz="Asia/Seoul")
 GAP_SCHEMA = pa.schema(
     [
         ("gap_id", pa.string()),
-        ("kind", pa.string()),  # track_a_missing_slot | track_a_missing_symbol | track_a_late | track_b_loss |
-        #                         track_b_silence | ws_disconnect | capture_restart | manual_stop | rate_limit | ...
+        ("kind", pa.string()),  # KINDS
         ("scope", pa.string()),  # swing | scalp | all
         ("symbol", pa.string()),  # null for slot- or connection-wide gaps
+        ("key_id", pa.string()),  # the app key's session of a Track B row, when known
         ("slot_ts", TS),  # Track A slot the row is about
         ("start", TS),
         ("end", TS),  # null while a marker is still open
         ("seconds", pa.float64()),
         ("severity", pa.string()),  # minor | major | critical
-        ("reason", pa.string()),  # docs/collector-rules.md §8.3 code
+        ("reason", pa.string()),  # REASONS
         ("data_lost", pa.bool_()),
+        ("subscribed_codes", pa.int64()),  # Track B windows: codes held on the session then; null when not known
         ("missing_volume", pa.int64()),
         ("missing_trades", pa.int64()),
         ("error_code", pa.string()),
@@ -44,6 +46,72 @@ GAP_SCHEMA = pa.schema(
         ("source_files", pa.string()),  # JSON list
     ]
 )
+
+#: per Track A slot of the day up to the report's as-of time (``gap_coverage/date=D/coverage.parquet``)
+COVERAGE_SCHEMA = pa.schema(
+    [
+        ("slot", pa.string()),  # T0910
+        ("slot_ts", TS),
+        ("state", pa.string()),  # live | restored | missing | pending
+        ("expected", pa.int64()),
+        ("live", pa.int64()),
+        ("restored", pa.int64()),
+        ("missing", pa.int64()),
+        ("coverage_ratio", pa.float64()),
+        ("live_ratio", pa.float64()),
+        ("failures", pa.int64()),
+        ("first_fetched_at", TS),
+        ("late_seconds", pa.float64()),
+        ("reason", pa.string()),
+        ("restored_from", pa.string()),
+    ]
+)
+
+#: one row per anomaly-day rule (``gap_verdict/date=D/verdict.parquet``)
+VERDICT_SCHEMA = pa.schema(
+    [
+        ("rule", pa.string()),
+        ("decided", pa.bool_()),
+        ("fired", pa.bool_()),
+        ("value", pa.float64()),
+        ("threshold", pa.float64()),
+        ("unit", pa.string()),
+        ("detail", pa.string()),  # JSON
+        ("anomaly_day", pa.bool_()),
+        ("as_of", TS),
+    ]
+)
+
+KINDS = (
+    "track_a_missing_slot",
+    "track_a_missing_symbol",
+    "track_a_late",
+    "track_b_loss",
+    "track_b_silence",
+    "ws_disconnect",
+    "capture_restart",
+    "manual_stop",
+    "rate_limit",
+)
+
+#: every ``reason`` the report writes, and the evidence it rests on (the catalog and docs/data.md say the same)
+REASONS = {
+    "rate_limit": "KIS answered EGW00201: the slot's failures, or rejections recorded while the run fetched",
+    "api_error": "KIS answered another error (a failure's error text, a run that failed on a KIS error)",
+    "no_data_received": "asked and answered without it (missing from the multi-quote answer); Track B: trades "
+    "that never arrived (a cumulative-volume break) or a silence",
+    "deadline": "the slot's run reached the next slot before asking for it (its failures say deadline)",
+    "system_error": "Observer failed: the slot's run failed on a non-KIS error; the capture died (restart)",
+    "launched_late": "the slot's run was created after the grace: nothing launched it at the slot, the catch-up "
+    "sensor or a person did later (the run's record)",
+    "started_late": "the slot's run was created in time but began after the grace (queued, or its process slow "
+    "to start: the run's record)",
+    "not_run": "no run of the slot exists in the Dagster instance",
+    "ws_disconnect": "the capture's gap marker: the WebSocket dropped or never connected",
+    "ws_timeout": "the capture's gap marker: no traffic within the watchdog timeout",
+    "manual_stop": "the capture's gap marker: stopped inside its window",
+    "unknown": "late or missing, and nothing on record says why",
+}
 
 LOSS_KINDS = frozenset(
     {
@@ -70,6 +138,19 @@ class Thresholds:
     anomaly_long_gaps: int = 2
 
 
+@dataclass(frozen=True)
+class SlotRun:
+    """One Dagster run of a Track A slot as the instance recorded it: the evidence of why a slot was late or absent
+    (when the run was created, when it began, how it was launched)."""
+
+    run_id: str
+    status: str  # DagsterRunStatus name
+    created: datetime
+    started: datetime | None = None
+    ended: datetime | None = None
+    launched_by: str = "manual"  # schedule | catch_up | backfill | manual
+
+
 @dataclass
 class DayInputs:
     """Everything the report needs for one day, already read. Tables may be missing (None/empty).
@@ -79,7 +160,9 @@ class DayInputs:
     ``receive_ts``, ``acml_vol``, ``qty`` and optionally ``buy_cnt``, ``sell_cnt``, ``key_id``, ``source``,
     ``restored_from`` (restored ticks carry ``source = restored``); ``restored_ticks`` are the restore asset's rows
     (``code``, ``acml_vol``, ``qty``, ``restored_from``), judged whatever their time. ``today`` says whether KIS
-    still serves the day's intraday endpoints (today's minute bars, conclusions)."""
+    still serves the day's intraday endpoints (today's minute bars, conclusions). ``runs`` are the Track A runs per
+    slot from the Dagster instance; None when they were not looked up (the reasons they alone prove are then not
+    given)."""
 
     day: date
     as_of: datetime
@@ -93,7 +176,8 @@ class DayInputs:
     events: Sequence[Mapping[str, Any]] = ()
     anomaly: Mapping[str, Any] | None = None
     today: bool = False
-    files: Mapping[str, Sequence[str]] = field(default_factory=dict)  # "slot:HHMM", "track_b", "events", ...
+    runs: Mapping[datetime, Sequence[SlotRun]] | None = None
+    files: Mapping[str, Sequence[str]] = field(default_factory=dict)  # "slot:T0910", "track_b", "events", ...
     #: lines of the day's event files that could not be read: {"bad_lines": n, "torn_lines": n, "where": [...]}
     events_unreadable: Mapping[str, Any] = field(default_factory=dict)
 
@@ -116,3 +200,13 @@ def as_kst(t: datetime) -> datetime:
     if t.tzinfo is None:
         raise ValueError(f"naive datetime {t!r}: every time in the gap report carries its zone")
     return t.astimezone(KST)
+
+
+def upgrade_gap_report_table(t: pa.Table) -> pa.Table:
+    """A gap report in ``GAP_SCHEMA``'s columns and order: columns added since it was written come back null (a
+    row's evidence cannot be re-judged from the table: re-materialize the day for that); a current table is
+    returned equal. Columns the schema does not know are kept at the end, so nothing is lost."""
+    cols = [t[f.name].cast(f.type) if f.name in t.column_names else pa.nulls(t.num_rows, f.type) for f in GAP_SCHEMA]
+    extra = [n for n in t.column_names if n not in GAP_SCHEMA.names]
+    schema = pa.schema(list(GAP_SCHEMA) + [t.schema.field(n) for n in extra])
+    return pa.Table.from_arrays(cols + [t[n] for n in extra], schema=schema)

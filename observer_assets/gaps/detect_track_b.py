@@ -2,6 +2,11 @@
 
 The windows and the tick checks are one unit: a loss inside a window is attributed to it and silences are cut by
 it, so both live here. ``detect`` only reads the windows back for the verdict's disconnect rules.
+
+A window's ``data_lost`` is judged on evidence (``judge_windows``): true when ticks prove trades lost inside it, or
+when codes were held then (``detect_held``) and the ticks cannot show each of them continuous across it; false
+when nothing was held (before the first slot, after the capture's window) or every held code's cumulative volume
+runs on unbroken across it.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from observer_assets.gaps.detect_common import TS, DayInputs, Thresholds, as_kst, make_id, make_row
+from observer_assets.gaps.detect_held import Held, Holdings
 from observer_resources.calendar import KST
 
 _WINDOW_KIND = {
@@ -30,13 +36,16 @@ _WINDOW_KIND = {
 
 @dataclass
 class Window:
-    """A connection-wide gap (its row, µs span, key); ``losses`` collects the breaks attributed to it."""
+    """A connection-wide gap (its row, µs span inside the capture's window, key); ``losses`` collects the breaks
+    attributed to it, ``held`` the codes subscribed then, ``outside`` whether it lies wholly outside the window."""
 
     row: dict
     a: int  # µs since epoch
     b: int
     key: str | None
     losses: dict[str, dict] = field(default_factory=dict)
+    held: Held | None = None
+    outside: bool = False
 
 
 def _us(t: datetime) -> int:
@@ -55,6 +64,8 @@ def connection_windows(inp: DayInputs, th: Thresholds) -> tuple[list[Window], li
     rows: list[dict] = []
     ignored: Counter = Counter()
     files = list(inp.files.get("events", ()))
+    holdings = Holdings(inp.events)
+    span = holdings.span()
     for g in inp.gap_markers:
         start = as_kst(g.start)
         if start > as_of:
@@ -85,29 +96,36 @@ def connection_windows(inp: DayInputs, th: Thresholds) -> tuple[list[Window], li
             ignored[f"{g.scope}:{g.reason}:{'symbol' if g.symbol else 'session'}"] += 1
             continue
         end = as_kst(g.end) if g.end is not None else None
-        eff_end = min(end, as_of) if end is not None else as_of
-        secs = (eff_end - start).total_seconds()
+        a, b = _us(start), _us(min(end, as_of) if end is not None else as_of)
+        ev: dict[str, Any] = {"marker": dict(g.metadata), "open": end is None}
+        outside = False
+        if span is not None:  # nothing is subscribed outside the capture's window: that time is not a gap
+            a2 = max(a, span[0])
+            b2 = max(min(b, span[1]), a2)
+            outside = b2 <= a2 and b > a
+            if (a2, b2) != (a, b):
+                ev["counted"] = {"from": _from_us(a2).isoformat(), "until": _from_us(b2).isoformat()}
+            a, b = a2, b2
+        secs = (b - a) / 1e6
         sev = g.severity if g.severity in ("major", "critical") else "major"
         if secs > th.window_critical_s:
             sev = "critical"
-        meta = dict(g.metadata)
+        key = g.metadata.get("key_id") or g.metadata.get("key")
+        key = str(key) if key else None
         row = make_row(
             gap_id=g.gap_id,
             kind=kind,
             scope=g.scope,
+            key_id=key,
             start=start,
             end=end,
             seconds=round(secs, 3),
             severity=sev,
             reason=g.reason,
-            data_lost=True,
-            evidence={"marker": meta, "open": end is None},
-            restorable=inp.today,
-            restore_how="conclusions" if inp.today else None,
+            evidence=ev,
             source_files=files,
         )
-        key = meta.get("key_id") or meta.get("key")
-        wins.append(Window(row, _us(start), _us(eff_end), str(key) if key else None))
+        wins.append(Window(row, a, b, key, held=holdings.during(key, a, b), outside=outside))
     return wins, rows, ignored
 
 
@@ -141,8 +159,11 @@ def _severity_silence(s: float, th: Thresholds) -> str:
     return "critical" if s >= th.silence_s[2] else "major" if s >= th.silence_s[1] else "minor"
 
 
-def track_b_rows(inp: DayInputs, wins: list[Window], th: Thresholds) -> tuple[list[dict], dict[str, Any]]:
-    """Loss and silence rows plus tick stats; a loss inside a window goes into that window's row instead."""
+def track_b_rows(
+    inp: DayInputs, wins: list[Window], th: Thresholds
+) -> tuple[list[dict], dict[str, Any], Continuity | None]:
+    """Loss and silence rows, tick stats and the ticks' continuity (None without live ticks); a loss inside a window
+    goes into that window's row instead."""
     t = inp.ticks
     stats: dict[str, Any] = {
         "ticks": 0,
@@ -154,7 +175,7 @@ def track_b_rows(inp: DayInputs, wins: list[Window], th: Thresholds) -> tuple[li
         "restored_ticks": 0,
     }
     if t is None or t.num_rows == 0:
-        return [], stats
+        return [], stats, None
     as_of_us = _us(as_kst(inp.as_of))
     rx_all = t["receive_ts"].cast(pa.int64()).to_numpy()
     if t.schema.field("receive_ts").type.unit != "us":
@@ -192,7 +213,7 @@ def track_b_rows(inp: DayInputs, wins: list[Window], th: Thresholds) -> tuple[li
     n = t.num_rows
     stats["ticks"] = n
     if n == 0:
-        return [], stats
+        return [], stats, None
     code_i, names = _encode(t["code"])
     acml = t["acml_vol"].to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
     qty = t["qty"].to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
@@ -214,7 +235,7 @@ def track_b_rows(inp: DayInputs, wins: list[Window], th: Thresholds) -> tuple[li
     dt = rx[1:] - rx[:-1]
     stats["overlaps"] = int((same & (missing < 0)).sum())
     unhold = _unholds(inp)
-    win_arr = sorted(wins, key=lambda w: w.a)
+    win_arr = sorted((w for w in wins if w.b > w.a), key=lambda w: w.a)  # an empty span covers nothing
 
     def key_of(j: int) -> str | None:
         if keys is None:
@@ -269,6 +290,7 @@ def track_b_rows(inp: DayInputs, wins: list[Window], th: Thresholds) -> tuple[li
                 kind="track_b_loss",
                 scope="scalp",
                 symbol=code,
+                key_id=key_of(i1),
                 start=_from_us(a),
                 end=_from_us(b),
                 seconds=round(secs, 6),
@@ -316,6 +338,7 @@ def track_b_rows(inp: DayInputs, wins: list[Window], th: Thresholds) -> tuple[li
                     kind="track_b_silence",
                     scope="scalp",
                     symbol=code,
+                    key_id=key_of(i1),
                     start=_from_us(pa_),
                     end=_from_us(pb_),
                     seconds=round(s, 6),
@@ -332,21 +355,67 @@ def track_b_rows(inp: DayInputs, wins: list[Window], th: Thresholds) -> tuple[li
                     source_files=tb_files,
                 )
             )
-    # the windows now know what they cost
+    return rows, stats, Continuity(code_i, names, acml, qty, rx)
+
+
+class Continuity:
+    """The live ticks in (code, cumulative volume, receipt) order: can a code's trades be shown complete across an
+    interval?"""
+
+    def __init__(self, code_i: np.ndarray, names: list, acml: np.ndarray, qty: np.ndarray, rx: np.ndarray):
+        self.code_i, self.acml, self.qty, self.rx = code_i, acml, qty, rx
+        self.index = {str(x): i for i, x in enumerate(names)}
+
+    def continuous(self, code: str, a: int, b: int) -> bool:
+        """True when consecutive ticks of ``code`` received at or before ``a`` and at or after ``b`` have unbroken
+        cumulative volume, or its first tick after ``b`` is its first trade of the day: nothing traded was lost."""
+        i = self.index.get(code)
+        if i is None:
+            return False
+        lo = int(np.searchsorted(self.code_i, i, side="left"))
+        hi = int(np.searchsorted(self.code_i, i, side="right"))
+        if hi <= lo:
+            return False
+        rx, acml, qty = self.rx[lo:hi], self.acml[lo:hi], self.qty[lo:hi]
+        if rx[0] >= b and acml[0] - qty[0] == 0:
+            return True
+        ok = (rx[:-1] <= a) & (rx[1:] >= b) & (acml[1:] - qty[1:] == acml[:-1])
+        return bool(ok.any())
+
+
+def judge_windows(wins: list[Window], cont: Continuity | None, today: bool) -> None:
+    """Each window's ``data_lost``, what it cost, and whether a restore has work: from its losses, the codes held
+    then and their continuity across it (module doc)."""
     for w in wins:
+        ev = json.loads(w.row["evidence"])
+        held = w.held or Held(False, frozenset(), "not replayed")
+        ev["subscribed"] = held.as_dict()
+        w.row["subscribed_codes"] = len(held.codes) if held.known else None
         if w.losses:
+            lost, why = True, "trades lost inside it (cumulative-volume breaks)"
+            ev["losses"] = w.losses
             w.row["missing_volume"] = sum(x["missing_volume"] for x in w.losses.values())
             w.row["missing_trades"] = sum(x["missing_trades"] for x in w.losses.values())
-            ev = json.loads(w.row["evidence"])
-            ev["losses"] = w.losses
-            w.row["evidence"] = json.dumps(ev, ensure_ascii=False, sort_keys=True, default=str)
-            if all(x["restored"] for x in w.losses.values()):
-                w.row["status"] = "restored"
-                w.row["restored_from"] = (
-                    ",".join(sorted({x for v in w.losses.values() for x in v.get("restored_from", [])}))
-                    or "conclusions"
-                )
-    return rows, stats
+        elif w.outside:
+            lost, why = False, "outside the capture's window: nothing subscribed"
+        elif held.known and not held.codes:
+            lost, why = False, "nothing subscribed on the session then"
+        elif held.known and cont is not None and all(cont.continuous(c, w.a, w.b) for c in held.codes):
+            lost, why = False, "every subscribed code's cumulative volume is unbroken across it"
+        else:
+            lost, why = True, "codes were (or may have been) subscribed and no tick shows them complete across it"
+        ev["data_lost_because"] = why
+        w.row["evidence"] = json.dumps(ev, ensure_ascii=False, sort_keys=True, default=str)
+        w.row["data_lost"] = lost
+        if not lost:
+            w.row.update(missing_volume=0, missing_trades=0, restorable=False, restore_how=None, status="info")
+            continue
+        w.row.update(restorable=today, restore_how="conclusions" if today else None)
+        if w.losses and all(x["restored"] for x in w.losses.values()):
+            w.row["status"] = "restored"
+            w.row["restored_from"] = (
+                ",".join(sorted({x for v in w.losses.values() for x in v.get("restored_from", [])})) or "conclusions"
+            )
 
 
 def _encode(col: pa.ChunkedArray) -> tuple[np.ndarray, list]:

@@ -1,30 +1,40 @@
-"""Read one day of the lake and the event log into the inputs `detect` needs (I/O only, no rules).
+"""Read one day of the lake, the event log and the Track A runs into the inputs `detect` needs (I/O only, no rules).
 
 Only the columns the rules use are read, so a full day (2,500 symbols x 40 slots, 41 streams) stays well under
-the 2-second budget. Paths follow the assets that write them: ``track_a/date=D/slot=HHMM/snapshot.parquet``,
-``track_a_failures/.../failures.parquet``, ``track_b/date=D/hour=HH/ticks.parquet``,
-``track_b_restored/date=D/restored.parquet``, ``system/events/YYYYMMDD.<host>.jsonl`` (every host's file, through
-the tolerant reader: unreadable lines are counted in the summary, never fatal), ``system/anomaly/YYYYMMDD.json``.
+the 2-second budget, and columns other writers add or rename never matter. Paths come from the storage layout:
+the slots' snapshots, their failures (a slot without failures has no failures file: zero failures), the Track B
+hours' ticks, the restored trades, every host's event file (through the tolerant reader: unreadable lines are
+counted in the summary, never fatal) and the anomaly marker. The Track A runs come from the Dagster instance when
+one is given: when each slot's run was created and began is the evidence of a late launch.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import date, datetime, time
 from pathlib import Path
 
+import dagster as dg
 import pyarrow as pa
 
-from observer_assets.gaps.detect import DayInputs, Report, Thresholds, detect
-from observer_assets.orchestration.partitions import calendar
+from observer_assets.gaps.detect import DayInputs, Report, SlotRun, Thresholds, detect
+from observer_assets.gaps.detect_common import COVERAGE_SCHEMA as COVERAGE_SCHEMA
+from observer_assets.gaps.detect_common import GAP_SCHEMA as GAP_SCHEMA
+from observer_assets.gaps.detect_common import VERDICT_SCHEMA as VERDICT_SCHEMA
+from observer_assets.gaps.detect_common import upgrade_gap_report_table as upgrade_gap_report_table
+from observer_assets.orchestration.partitions import calendar, slot_key
+from observer_assets.orchestration.runs import BACKFILL_TAGS, LATE_TAG
 from observer_assets.universe.dataset import latest_universe_before, read_universe
 from observer_resources import clock, events
 from observer_resources.calendar import KST
 from observer_resources.storage import lake
 from observer_resources.storage.layout import TRACK_A as TRACK_A
 from observer_resources.storage.layout import TRACK_A_FAILURES as FAILURES
-from observer_resources.storage.layout import anomaly_path, restored_path, slot_dir, tick_files
+from observer_resources.storage.layout import anomaly_path, restored_path, slot_dir, slot_label, tick_files
 
+TRACK_A_ASSET = dg.AssetKey("track_a_snapshot")
+TRACK_A_JOB = "track_a_job"
 SNAP_COLS = ["code", "source", "restored_from", "fetched_at"]
 TICK_COLS = ["code", "receive_ts", "acml_vol", "qty", "buy_cnt", "sell_cnt", "key_id"]
 OPTIONAL_TICK_COLS = ["source", "restored_from"]
@@ -70,11 +80,59 @@ def read_ticks(paths: list[Path]) -> pa.Table | None:
     return pa.concat_tables(tables)
 
 
+def launched_by(tags: dict[str, str]) -> str:
+    """How a Track A run came to be, from its tags: backfill, catch_up (the late-start sensor), schedule or manual."""
+    if tags.get("observer/kind") == BACKFILL_TAGS["observer/kind"] or "dagster/backfill" in tags:
+        return "backfill"
+    if tags.get(LATE_TAG) == "true":
+        return "catch_up"
+    if "dagster/schedule_name" in tags:
+        return "schedule"
+    return "manual"
+
+
+def slot_runs(instance: dg.DagsterInstance, slots: Sequence[datetime]) -> dict[datetime, list[SlotRun]]:
+    """The Track A runs of each slot (one query): every run of the slot's partition that materializes the snapshot."""
+    keys = {slot_key(s): s for s in slots}
+    out: dict[datetime, list[SlotRun]] = {s: [] for s in slots}
+    if not keys:
+        return out
+    for rec in instance.get_run_records(dg.RunsFilter(tags={"dagster/partition": list(keys)})):
+        run = rec.dagster_run
+        # slot keys belong to Track A alone; a run that names assets without the snapshot, or only checks, collected
+        # nothing (an empty selection is the whole job)
+        if run.asset_selection and TRACK_A_ASSET not in run.asset_selection:
+            continue
+        if not run.asset_selection and run.asset_check_selection and run.job_name != TRACK_A_JOB:
+            continue
+        slot = keys.get(run.tags.get("dagster/partition", ""))
+        if slot is None:
+            continue
+        out[slot].append(
+            SlotRun(
+                run_id=run.run_id,
+                status=run.status.value,
+                created=rec.create_timestamp.astimezone(KST),
+                started=datetime.fromtimestamp(rec.start_time, KST) if rec.start_time else None,
+                ended=datetime.fromtimestamp(rec.end_time, KST) if rec.end_time else None,
+                launched_by=launched_by(dict(run.tags)),
+            )
+        )
+    return out
+
+
 def load_day(
-    root: Path, day: date, as_of: datetime | None = None, *, now: datetime | None = None, local: Path | None = None
+    root: Path,
+    day: date,
+    as_of: datetime | None = None,
+    *,
+    now: datetime | None = None,
+    local: Path | None = None,
+    instance: dg.DagsterInstance | None = None,
 ) -> DayInputs:
     """`root` is the lake (a Path or a URL's UPath); `local` the directory of the event log and anomaly markers
-    (default: the lake itself when it is local, else OBSERVER_LOCAL_DIR)."""
+    (default: the lake itself when it is local, else OBSERVER_LOCAL_DIR); `instance` the Dagster instance whose
+    Track A runs are evidence (None: not looked up)."""
     now = (now or clock.now()).astimezone(KST)
     local = local or (root if lake.is_local(root) else lake.local_dir())
     as_of = (as_of or default_as_of(day, now)).astimezone(KST)
@@ -89,7 +147,7 @@ def load_day(
     snaps: dict[datetime, pa.Table] = {}
     fails: dict[datetime, pa.Table] = {}
     for s in slots:
-        label = s.strftime("%H%M")
+        label = slot_label(s)
         sp = slot_dir(root, s, TRACK_A) / "snapshot.parquet"
         fp = slot_dir(root, s, FAILURES) / "failures.parquet"
         have = []
@@ -127,6 +185,7 @@ def load_day(
         events=ev.records,
         anomaly=anomaly,
         today=(day == now.date()),
+        runs=slot_runs(instance, slots) if instance is not None else None,
         files={**files, "universe": [uni_note]},
         events_unreadable={"bad_lines": ev.bad_count, "torn_lines": ev.torn_count, "where": ev.problems(20)},
     )
@@ -139,9 +198,10 @@ def build_report(
     *,
     now: datetime | None = None,
     thresholds: Thresholds = Thresholds(),
+    instance: dg.DagsterInstance | None = None,
 ) -> Report:
-    """The day's gap report from what is on disk (see `detect` for the rules)."""
-    inp = load_day(root, day, as_of, now=now)
+    """The day's gap report from what is on disk and, with `instance`, the Track A runs (see `detect`)."""
+    inp = load_day(root, day, as_of, now=now, instance=instance)
     rep = detect(inp, thresholds)
     rep.summary["universe_source"] = inp.files["universe"][0]
     return rep

@@ -29,9 +29,10 @@ from observer_assets.track_a.schedules import track_a_job
 from observer_resources import clock
 from observer_resources.calendar import KST
 from observer_resources.storage import lake
+from observer_resources.storage.layout import GAP_REPORT_NAME as REPORT_NAME
+from observer_resources.storage.layout import GAPS as REPORT_DATASET
+from observer_resources.storage.layout import report_path
 
-REPORT_DATASET = "gaps"
-REPORT_NAME = "gap_report.parquet"
 REPORT_DAYS = 5  # the newest reports read per tick; older gaps are the UI path's business
 TRACK_A_PREFIX = "track_a"  # report kinds of Track A gaps start with this
 LIVE_WINDOW = timedelta(minutes=10)  # a slot's live run collects until the next slot: never race it
@@ -176,7 +177,7 @@ def restorable_track_b(report: pa.Table) -> str | None:
 )
 def track_b_restore_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
     today = clock.now().date()
-    path = lake.data_dir() / REPORT_DATASET / f"date={today.isoformat()}" / REPORT_NAME
+    path = report_path(lake.data_dir(), today)
     if not path.exists():
         return dg.SkipReason(f"no gap report for {today}")
     sig = _signature(path)

@@ -93,7 +93,9 @@ def test_clean_day_has_no_gaps() -> None:
     rep = detect(inputs(ticks=ticks(busy("000010", at(9, 30), 600))))
     assert rep.rows.num_rows == 0 and rep.rows.schema == GAP_SCHEMA
     assert rep.verdict["anomaly_day"] is False and rep.verdict["rules_fired"] == []
-    assert all(c["coverage_pct"] == 100.0 for c in rep.summary["coverage"].values())
+    cov = rep.coverage.to_pylist()
+    assert [c["slot"] for c in cov] == [f"T{s:%H%M}" for s in SLOTS]
+    assert all((c["state"], c["coverage_ratio"], c["missing"]) == ("live", 1.0, 0) for c in cov)
     assert rep.summary["track_b"]["ticks"] == 600 and rep.summary["track_b"]["losses"] == 0
 
 
@@ -120,14 +122,18 @@ def test_track_a_faults_exactly() -> None:
     )
     ms = rows[("track_a_missing_slot", None, at(9, 20))]
     assert ms["severity"] == "critical" and ms["status"] == "open" and ms["restore_how"] == "minute_bars_past"
-    assert ms["reason"] == "system_error"  # no failure recorded: the run never answered
+    assert ms["reason"] == "unknown"  # no failure, no event, runs not looked up: nothing says why
     assert rows[("track_a_missing_symbol", "000030", at(9, 30))]["reason"] == "rate_limit"
     assert rows[("track_a_missing_symbol", "000030", at(9, 30))]["error_code"] == "EGW00201"
-    assert rows[("track_a_missing_symbol", "000040", at(9, 30))]["reason"] == "no_data_received"
+    assert rows[("track_a_missing_symbol", "000040", at(9, 30))]["reason"] == "unknown"  # absent, nothing recorded
     assert rows[("track_a_late", None, at(9, 40))]["severity"] == "major"
     assert rows[("track_a_late", None, at(9, 50))]["severity"] == "critical"
-    assert rep.summary["coverage"]["0930"]["coverage_pct"] == 50.0
-    assert rep.summary["coverage"]["1000"]["state"] == "pending"
+    assert {r["reason"] for k, r in rows.items() if k[0] == "track_a_late"} == {"unknown"}  # never api_error
+    cov = {c["slot"]: c for c in rep.coverage.to_pylist()}
+    assert (cov["T0930"]["coverage_ratio"], cov["T0930"]["missing"], cov["T0930"]["failures"]) == (0.5, 2, 1)
+    assert (cov["T0920"]["state"], cov["T0920"]["reason"]) == ("missing", "unknown")
+    assert (cov["T0950"]["late_seconds"], cov["T0950"]["reason"]) == (700.0, "unknown")
+    assert (cov["T1000"]["state"], cov["T1000"]["missing"]) == ("pending", None)
     assert "critical_gap" in [r["rule"] for r in rep.verdict["rules_fired"]]
 
 
