@@ -54,90 +54,276 @@ def materialized(rows: int, path: Any) -> dict[str, Any]:
 
 # --- column descriptions (the catalog's words; the types come from the schemas) -------------------------------------
 UNIVERSE_COLUMNS = {
-    "code": "6-character KRX short code",
+    "code": "6-character KRX short code (alphanumeric for new-style preferred shares, e.g. 00088K)",
     "name": "Korean name from the master file",
-    "market": "KOSPI or KOSDAQ",
+    "market": "kospi or kosdaq: the master file the row came from",
     "isin": "12-character ISIN",
-    "prev_close": "previous trading day's close, KRW (membership requires >= 4,000)",
-    "base_price": "the master's base price, KRW",
-    "preferred": "preferred share",
-    "administrative": "designated an administrative issue",
-    "market_warning": "market warning code from the master",
-    "listed_shares": "listed shares",
-    "market_cap_100m": "market capitalization, 100 million KRW",
+    "prev_close": "previous trading day's close, KRW, from the exchange (membership requires >= 4,000)",
+    "base_price": "the master's base price (stck_sdpr), KRW: the previous close adjusted for corporate actions",
+    "preferred": "preferred share (false: common share)",
+    "administrative": "designated an administrative issue (관리종목)",
+    "market_warning": "market warning code: 00 none, 01 investment caution, 02 investment warning, 03 investment risk",
+    "listed_shares": "listed shares (the master counts thousands: a multiple of 1,000)",
+    "market_cap_100m": "previous day's market capitalization, 100 million KRW (억원)",
+    "sector_large": "index-sector code, large division (4 characters, e.g. 0027 manufacturing); null when unclassified",
+    "sector_medium": "index-sector code, medium division (e.g. 0013 electrical and electronics); null when unclassified",
+    "sector_small": "index-sector code, small division; null when unclassified",
+    "kospi200_sector": "KOSPI 200 sector code (1 construction and machinery ... 8 consumer discretionary); "
+    "null when not a KOSPI 200 constituent",
+    "in_kospi200": "KOSPI 200 constituent (the master gives it a KOSPI 200 sector); false on KOSDAQ",
+    "in_kospi100": "KOSPI 100 constituent; false on KOSDAQ (its master has no such column)",
+    "in_kospi50": "KOSPI 50 constituent; false on KOSDAQ (its master has no such column)",
+    "in_krx100": "KRX 100 constituent",
+    "in_kosdaq150": "KOSDAQ 150 constituent; false on KOSPI (its master has no such column)",
+    "in_krx300": "KRX 300 constituent",
+    "listing_date": "date the share was listed; null when the master leaves it blank",
+    "lot_size": "regular-session trading unit, shares (1 for every stock today)",
+    "market_warning_level": "market_warning decoded: none, caution, warning or risk; null for a code not listed",
+    "warning_notice": "notice that a market warning (02) or risk (03) designation may follow (시장경고 위험예고)",
+    "investment_attention": "KOSDAQ investment-attention issue (투자주의환기종목: weak fundamentals or "
+    "governance); false on KOSPI (its master has no such column)",
+    "short_term_overheat": "short-term overheating code: 0 none, 1 designation notice, 2 designated, "
+    "3 designation extended (단기과열종목)",
+    "short_sale_overheat": "designated a short-selling overheated issue (공매도과열종목): short sales banned the "
+    "next trading day",
+    "abnormal_surge": "flagged an abnormal price surge (이상급등종목)",
+    "unfaithful_disclosure": "designated an unfaithful-disclosure corporation (불성실공시법인)",
+    "low_liquidity": "designated a low-liquidity issue (저유동성종목)",
+}
+
+EXCLUSION_COLUMNS = {
+    "code": "short code of the master row left out",
+    "market": "kospi or kosdaq: the master file the row came from; null in a table migrated from free-text reasons",
+    "name": "Korean name from the master; null in a migrated table",
+    "category": "why: duplicate_code, not_stock_group, etp, etn_code, spac, halted, liquidation, no_prev_close or "
+    "below_min_prev_close",
+    "detail": "non-numeric detail: the security group code (not_stock_group, e.g. EF) or the ETP class (etp, "
+    "3/4 ETN, 5 listed trust); null otherwise",
+    "prev_close": "previous close, KRW, for below_min_prev_close; null otherwise (not fetched or not had)",
+    "min_prev_close": "the previous-close floor, KRW, a below_min_prev_close row missed; null otherwise",
 }
 
 SNAPSHOT_COLUMNS = {
-    "slot_ts": "the 10-minute slot instant (KST) this row belongs to",
+    "slot_ts": "the 10-minute slot instant (KST) the row belongs to; the row describes the market at fetched_at",
     "code": "6-character KRX short code",
-    "name": "Korean name (from the day's universe)",
-    "price": "current price at fetch time, KRW",
-    "change": "change against the previous close, KRW",
-    "change_rate": "change against the previous close, %",
-    "prev_close": "previous close, KRW",
-    "volume": "cumulative day volume (not per interval)",
+    "name": "Korean name (the multi-quote's, else the day's universe)",
+    "price": "last trade price at fetch time, KRW",
+    "change": "change as KIS sends it: price minus the day's base price (the previous close unless a corporate "
+    "action adjusted it), KRW",
+    "change_rate": "change against the base price, % (2 decimals, as KIS sends it)",
+    "open": "the day's opening price, KRW; null on restored rows",
+    "high": "the day's high so far, KRW; null on restored rows",
+    "low": "the day's low so far, KRW; null on restored rows",
+    "prev_close": "previous trading day's close, KRW",
+    "volume": "cumulative day volume, shares (not per interval)",
     "trade_value": "cumulative traded value, KRW",
     "bid": "best bid, KRW; null where the source has none (never 0)",
-    "ask": "best ask, KRW; null where the source has none",
+    "ask": "best ask, KRW; null where the source has none (never 0)",
+    "bid_size": "quantity resting at the best bid, shares; null where the source has none",
+    "ask_size": "quantity resting at the best ask, shares; null where the source has none",
+    "upper_limit": "the day's upper price limit, KRW; null on restored rows",
+    "lower_limit": "the day's lower price limit, KRW; null on restored rows",
     "source": "live (fetched in the slot) or restored (rebuilt from minute bars)",
     "restored_from": "KIS endpoint a restored row came from; null when live",
-    "tr_id": "KIS transaction id of the answer",
-    "fetched_at": "when the answer was received (KST)",
+    "tr_id": "KIS transaction id of the answer: FHKST11300006 multi-quote, FHKST01010100 inquire-price, "
+    "FHKST03010200/FHKST03010230 minute bars (restored)",
+    "fetched_at": "when the answer was received (KST, µs); for restored rows, when the bars were fetched",
+    "total_ask_size": "quantity resting on the whole ask side of the book, shares; multi-quote only, else null",
+    "total_bid_size": "quantity resting on the whole bid side of the book, shares; multi-quote only, else null",
+    "change_sign": "direction of change: 1 upper limit, 2 up, 3 flat, 4 lower limit, 5 down; null on restored rows",
+    "session_phase": "KIS's market-phase name as sent (mrkt_trtm_cls_name, Korean text); multi-quote only, else null",
+    "hour_cls_code": "KIS's hour class as sent: 0 regular, A after-close expected, B pre-open expected, C expected "
+    "in session (VI), D after-hours single-price expected; multi-quote only, else null",
+    "expected_price": "expected auction cross price, KRW; null when there is no expected cross (expected volume 0) "
+    "or the source has none",
+    "expected_volume": "expected auction cross volume, shares; null when there is none",
+    "halted": "trading halted (temp_stop_yn); inquire-price only, null on multi-quote and restored rows",
+    "vi_code": "volatility-interruption class as sent (vi_cls_code; N = none); inquire-price only, else null",
+    "status_code": "issue status class as sent (iscd_stat_cls_code, e.g. 51 administrative, 55 normal, 58 halted); "
+    "inquire-price only, else null",
+    "key_id": "the app key that fetched the row (key-<hash>, never the key); null in rows from archives before it",
+    "late_s": "fetched_at - slot_ts, seconds; for restored rows how long after the slot the bars were fetched",
+}
+
+FAILURE_COLUMNS = {
+    "code": "6-character KRX short code not collected in the slot's live fetch",
+    "error": "why: the KIS error class and code, 'deadline: next slot', 'missing from multi-quote answer', or "
+    "'key <id> degraded: …'",
+    "at": "when the slot's fetch started (KST)",
+    "key_id": "the app key whose shard held the code",
+}
+
+DAILY_COLUMNS = {
+    **SNAPSHOT_COLUMNS,
+    "slot": "the slot as a string, THHMM (KST), the same as the per-slot files' slot= directory",
+    "interval_volume": "volume minus the same code's at the previous slot, shares: what traded between the two "
+    "fetches; null for the code's first slot of the day or when the previous slot has no row for it",
+    "interval_trade_value": "trade_value minus the same code's at the previous slot, KRW; null as interval_volume",
 }
 
 TICK_COLUMNS = {
-    "code": "6-character KRX short code",
-    "exchange_ts": "trade time from the exchange (1 s resolution, KST)",
-    "receive_ts": "when the frame was received (µs, KST)",
-    "price": "trade price, KRW",
-    "qty": "trade size (CNTG_VOL)",
-    "acml_vol": "cumulative day volume after this trade",
+    "code": "6-character KRX short code (MKSC_SHRN_ISCD)",
+    "seq": "1-based number of the trade per code and day in cumulative-volume order, continuing across hours; "
+    "order a day's trades by (code, seq): exchange_ts alone cannot (1 s resolution, many trades per second)",
+    "exchange_ts": "trade time from the exchange, KST (BSOP_DATE + STCK_CNTG_HOUR: 1 s resolution)",
+    "receive_ts": "when the frame was received, KST (µs); every record of a frame shares it",
+    "price": "this trade's price, KRW (STCK_PRPR)",
+    "qty": "this trade's size, shares (CNTG_VOL)",
+    "acml_vol": "cumulative day volume after this trade, shares (ACML_VOL)",
+    "acml_value": "cumulative day traded value after this trade, KRW (ACML_TR_PBMN)",
+    "day_open": "the day's opening price so far, KRW (STCK_OPRC): the same on every row, not this trade's",
+    "day_high": "the day's running high up to this trade, KRW (STCK_HGPR): not this trade's price nor a bar high",
+    "day_low": "the day's running low up to this trade, KRW (STCK_LWPR): not this trade's price nor a bar low",
+    "change": "price minus the previous close, KRW, signed (PRDY_VRSS)",
+    "change_sign": "PRDY_VRSS_SIGN: 1 upper limit, 2 up, 3 unchanged, 4 lower limit, 5 down",
+    "change_rate": "change against the previous close, percent, 2 decimals (PRDY_CTRT)",
+    "vwap": "the day's volume-weighted average price so far, KRW (WGHN_AVRG_STCK_PRC = acml_value / acml_vol)",
+    "ask1": "best ask after the trade, KRW (ASKP1); null when absent, never 0",
+    "bid1": "best bid after the trade, KRW (BIDP1); null when absent, never 0",
+    "ask_size1": "shares offered at the best ask (ASKP_RSQN1)",
+    "bid_size1": "shares bid at the best bid (BIDP_RSQN1)",
+    "total_ask_size": "shares offered over the whole book (TOTAL_ASKP_RSQN)",
+    "total_bid_size": "shares bid over the whole book (TOTAL_BIDP_RSQN)",
+    "sell_cnt": "the day's count of sell-initiated trades so far (SELN_CNTG_CSNU)",
+    "buy_cnt": "the day's count of buy-initiated trades so far (SHNU_CNTG_CSNU)",
+    "sell_qty": "the day's sell-initiated volume so far, shares (SELN_CNTG_SMTN)",
+    "buy_qty": "the day's buy-initiated volume so far, shares (SHNU_CNTG_SMTN)",
+    "strength": "buy_qty / sell_qty x 100, percent (CTTR, 'trade strength')",
+    "trade_class": "CCLD_DVSN: 1 buy-initiated, 3 pre-open, 5 sell-initiated",
+    "session_code": "NEW_MKOP_CLS_CODE, 2 characters: first 1 pre-open, 2 regular, 3 post-close, 4 after-hours "
+    "single price, 7/8 buy-in; second 0 normal, 1 closing price, 2 block, 3 basket, 7 liquidation, 8 buy-in",
+    "hour_cls_code": "HOUR_CLS_CODE: 0 continuous trading, A closing auction (expected price), B pre-open "
+    "(expected price), C single price after 09:00 (a VI), D after-hours single price (expected price)",
+    "market_cls_code": "MARKET_CLS_CODE, the 47th field KIS announced: 1 pre, 2 regular, 3 after, 5 closing "
+    "price; null when the frame had 46 fields",
+    "halted": "trading halted (TRHT_YN = Y)",
+    "vi_active": "the record was sent during a volatility interruption (hour_cls_code C); false in continuous "
+    "trading (0); null in the scheduled auctions (A, B, D) and for other codes, where the frame cannot tell",
+    "vi_standard_price": "VI_STND_PRC, the static-VI reference price, KRW: sent on every row, so not a VI flag "
+    "(use vi_active); null when 0 or empty",
     "key_id": "app key whose session received the frame",
-    "conn_id": "<run>/<connection> that received it",
-    "frame_seq": "journal line counter of the frame (provenance)",
-    "mitigation_level": "load mitigation level when received; null when unknown",
-    "quality_flag": "ok, or gap on the first tick after a cumulative-volume break or reconnect",
-    "missing_volume": "on a break: volume lost before this tick",
+    "conn_id": "<run>/<connection> that received it: a new value on every reconnect or capture restart",
+    "frame_seq": "journal line counter of the frame (provenance, not an order of trades)",
+    "mitigation_level": "load mitigation level when received (0, 1, 2); null when unknown",
+    "quality_flag": "gap: the cumulative volume broke before this trade (missing_volume says by how much); "
+    "after_reconnect: the first trade of the code after a reconnect or a recorded outage, volume intact; ok",
+    "missing_volume": "on a gap: shares traded between the previous trade in view and this one that never "
+    "arrived (negative: overlap); null otherwise",
+    "after_reconnect": "first trade of the code over a new connection (reconnect, restart, another app key) or "
+    "after a recorded outage of its key, even when no volume is missing; null for the code's first trade "
+    "of the day in view",
 }
 
 SAMPLE_COLUMNS = {
     **TICK_COLUMNS,
-    "bucket_start": "start of the receive-time bucket (KST)",
+    "seq": "seq of the bucket's last trade (see track_b ticks)",
+    "price": "the bucket's last trade price, KRW (use bucket_high/bucket_low for its range)",
+    "qty": "the bucket's last trade size, shares (use bucket_volume for the bucket's volume)",
+    "quality_flag": "gap if any trade of the bucket is gap, else after_reconnect if any is, else ok",
+    "missing_volume": "on a gap bucket: the summed missing volume of its trades; null otherwise",
+    "after_reconnect": "true if any trade of the bucket is after_reconnect; null if none is and one is unknown",
+    "bucket_start": "start of the receive-time bucket, KST",
     "bucket_s": "bucket width, seconds (0.5; 1 or 2 under mitigation)",
     "bucket_trades": "trades in the bucket",
-    "bucket_volume": "summed trade size of the bucket",
+    "bucket_volume": "summed trade size of the bucket, shares",
     "bucket_high": "highest trade price in the bucket, KRW",
     "bucket_low": "lowest trade price in the bucket, KRW",
 }
 
 RESTORED_COLUMNS = {
     "code": "6-character KRX short code",
-    "exchange_ts": "the restored trade's time (1 s resolution, KST)",
-    "price": "trade price, KRW",
-    "qty": "trade size",
-    "acml_vol": "cumulative day volume after this trade",
+    "exchange_ts": "the restored trade's time, KST (1 s resolution)",
+    "price": "trade price, KRW (stck_pbpr)",
+    "qty": "trade size, shares (cnqn)",
+    "acml_vol": "cumulative day volume after this trade, shares; order restored trades by (code, acml_vol)",
+    "change": "price minus the previous close, KRW, signed",
+    "change_sign": "1 upper limit, 2 up, 3 unchanged, 4 lower limit, 5 down",
+    "change_rate": "change against the previous close, percent",
+    "ask1": "best ask at the trade, KRW; null when absent",
+    "bid1": "best bid at the trade, KRW; null when absent",
+    "strength": "trade strength at the trade, percent (tday_rltv)",
     "source": "always restored",
     "restored_from": "the KIS endpoint it came from",
     "hole_lo": "the hole (lo, hi] of cumulative volume this trade fills: lo",
     "hole_hi": "the hole's hi",
     "gap_id": "the gap marker overlapping the hole, if any",
-    "fetched_at": "when it was fetched (KST)",
+    "fetched_at": "when it was fetched, KST",
 }
 
 GAP_COLUMNS = {
-    "gap_id": "stable id of the gap",
-    "kind": "track_a_missing_slot, track_a_missing_symbol, track_a_late, track_b_loss, track_b_silence, "
-    "ws_disconnect, capture_restart, manual_stop, rate_limit, ...",
-    "scope": "swing, scalp or all",
-    "symbol": "null for slot- or connection-wide gaps",
-    "slot_ts": "Track A slot the row is about",
-    "end": "null while a marker is still open",
+    "gap_id": "stable id of the gap: the capture's gap_id for a marker window, else a hash of kind, time and symbol "
+    "(the same gap keeps its id when the report is re-run)",
+    "kind": "track_a_missing_slot (no live rows past the 2-minute grace), track_a_missing_symbol (a universe "
+    "symbol absent from a slot's live rows), track_a_late (live rows, first fetched after the grace), track_b_loss "
+    "(trades proven lost by a cumulative-volume break outside any window), track_b_silence (no trade for >= 10 s "
+    "while connected: not a loss), ws_disconnect, capture_restart, manual_stop (connection-wide windows from the "
+    "capture's gap markers), rate_limit (EGW00201 rejections: a notice)",
+    "scope": "swing (Track A), scalp (Track B) or all",
+    "symbol": "the symbol of a per-symbol row; null for slot- or connection-wide rows",
+    "key_id": "the app key whose session a Track B row is about (from the marker or the ticks); null otherwise or "
+    "when not recorded",
+    "slot_ts": "the Track A slot instant (KST) a Track A row is about; null for Track B rows",
+    "start": "when the gap began (KST): the slot, the slot plus the grace for a late one, the last tick before a "
+    "loss or silence, the marker's start",
+    "end": "when it ended (KST); null while a marker is still open",
+    "seconds": "its length in seconds; a window's length counts only time inside the capture's window and up to "
+    "the report's as-of time",
     "severity": "minor, major or critical",
-    "data_lost": "data was lost (not a silence)",
-    "restorable": "the backfill can restore it",
-    "status": "open, restored, unrecoverable or info",
-    "evidence": "JSON",
+    "reason": "why, on evidence only: rate_limit (KIS answered EGW00201), api_error (another KIS error), "
+    "no_data_received (answered without it; Track B trades that never arrived, silences), deadline (the run reached "
+    "the next slot first), system_error (Observer's run failed on a non-KIS error; the capture died), "
+    "launched_late (the slot's run was created after the grace: nothing launched it at the slot), started_late "
+    "(created in time, began after the grace), not_run (no run of the slot exists), ws_disconnect, ws_timeout, "
+    "manual_stop (the capture's marker reason), unknown (nothing on record says why)",
+    "data_lost": "data could have been or was lost: a missing slot or symbol; a proven Track B loss; a window while "
+    "codes were subscribed and no tick shows them complete across it. False for lateness, silences, rate-limit "
+    "notices and windows with nothing subscribed or every subscribed code's volume unbroken",
+    "subscribed_codes": "for a window: codes the session held then (slot_change events since the capture started); "
+    "null when the events cannot tell",
+    "missing_volume": "shares proven lost (cumulative-volume breaks; for a window, the sum inside it); 0 when "
+    "nothing was lost; null when not measured",
+    "missing_trades": "trades proven lost, from the cumulative buy/sell counts; null when not measured",
+    "error_code": "the KIS error code behind the reason (EGW00201 for rate limits); null otherwise",
+    "evidence": "JSON: what the row rests on (failures, the slot's runs, rate-limit rejections, the marker, the "
+    "codes subscribed, the losses and why data_lost is what it is)",
+    "restorable": "a backfill can still fill it (Track A from minute bars; Track B from today's conclusions only)",
+    "restore_how": "minute_bars_today, minute_bars_past or conclusions; null when not restorable",
+    "status": "open (may still be filled), restored (a backfill filled it), unrecoverable (it cannot be) or info "
+    "(not a loss)",
+    "restored_from": "the KIS endpoint(s) the restoring rows came from; null unless restored",
     "source_files": "JSON list of the files the row was derived from",
+}
+
+COVERAGE_COLUMNS = {
+    "slot": "the slot, spelt T0910",
+    "slot_ts": "the slot instant (KST)",
+    "state": "live (a live snapshot exists), restored (no live rows, a backfill gave some), missing (nothing) or "
+    "pending (still inside its 2-minute grace when the report ran)",
+    "expected": "universe symbols the slot should hold",
+    "live": "universe symbols with a live row",
+    "restored": "universe symbols without a live row that a backfill restored",
+    "missing": "universe symbols with neither (expected - live - restored); null while pending",
+    "coverage_ratio": "(live + restored) / expected; null while pending or without a universe",
+    "live_ratio": "live / expected; null while pending or without a universe",
+    "failures": "rows of the slot's failures file (0: no file, no failures)",
+    "first_fetched_at": "when the first live row was fetched (KST); null without live rows",
+    "late_seconds": "first_fetched_at - slot_ts, seconds; null without live rows",
+    "reason": "the gap report's reason for a missing or late slot; null when it was neither",
+    "restored_from": "the KIS endpoint(s) its restored rows came from",
+}
+
+VERDICT_COLUMNS = {
+    "rule": "the anomaly-day rule: ws_reconnects, ws_disconnection_seconds, gaps_of_60s, critical_gap, "
+    "anomaly_marker; or a rule decided elsewhere (track_b_record_rate, cpu, disk_usage, etl_failure, backup_failure)",
+    "decided": "the gap report decides this rule (false: decided elsewhere, value and fired null)",
+    "fired": "value >= threshold",
+    "value": "what was measured: reconnects, disconnected seconds, data-loss gaps >= 60 s, critical gaps, 1 when the "
+    "capture wrote an anomaly marker",
+    "threshold": "the value at which the rule fires",
+    "unit": "count, seconds or marker present",
+    "detail": "JSON: the gap_ids behind a count, the marker's rules",
+    "anomaly_day": "any rule fired: the day is an anomaly day (the same on every row)",
+    "as_of": "the report's as-of time (KST): nothing after it was judged",
 }
 
 # system_events writes one JSON document per day; this is the shape of its top-level members

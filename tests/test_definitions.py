@@ -19,6 +19,7 @@ def test_asset_keys_are_pinned():
         "daily_backup",
         "gap_report",
         "system_events",
+        "track_a_daily",
         "track_a_snapshot",
         "track_b_journal",
         "track_b_restored",
@@ -34,7 +35,7 @@ def test_partitions_are_pinned():
     assert isinstance(parts["universe"], dg.DynamicPartitionsDefinition) and parts["universe"].name == "trading_day"
     assert isinstance(parts["track_a_snapshot"], dg.DynamicPartitionsDefinition)
     assert parts["track_a_snapshot"].name == "track_a_slot"
-    for k in ("gap_report", "track_b_restored", "daily_backup", "system_events"):
+    for k in ("gap_report", "track_b_restored", "daily_backup", "system_events", "track_a_daily"):
         assert isinstance(parts[k], dg.DynamicPartitionsDefinition) and parts[k].name == "trading_day"
     for k in ("track_b_ticks", "track_b_sampled"):
         assert isinstance(parts[k], dg.DynamicPartitionsDefinition) and parts[k].name == "track_b_hour"
@@ -58,6 +59,7 @@ def test_checks_jobs_schedules_sensors_are_pinned():
         "restore_job",
         "retention_job",
         "system_events_job",
+        "track_a_daily_job",
         "track_a_freshness_job",
         "track_a_job",
         "track_b_capture_job",
@@ -84,6 +86,7 @@ def test_checks_jobs_schedules_sensors_are_pinned():
         "partition_registrar",
         "pool_limits",
         "track_a_catch_up",
+        "track_a_daily_sensor",
         "track_a_freshness_sensor",
         "track_b_capture_sensor",
         "track_b_compaction_sensor",
@@ -142,6 +145,7 @@ def test_checks_of_partitioned_assets_report_per_partition():
 TABLE_ASSETS = (
     "universe",
     "track_a_snapshot",
+    "track_a_daily",
     "track_b_ticks",
     "track_b_sampled",
     "track_b_restored",

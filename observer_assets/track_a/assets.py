@@ -2,7 +2,8 @@
 
 Real keys ask the 30-symbol multi-quote (≈ universe/30 requests, a few seconds at 18 req/s); paper keys have no
 multi-quote and 2 req/s, so they ask per symbol until the next slot begins and report the coverage they reached.
-A per-symbol failure is recorded (failures.parquet, metadata), never fatal.
+A per-symbol failure is recorded (failures.parquet, metadata), never fatal; a slot without failures has no
+failures file (a live re-run that has none removes the earlier run's).
 With several app keys (``KisPool``) the sorted universe is cut into one contiguous block of whole requests per key,
 fetched at once, each through its own key's token and budget; a key that fails (credentials, token, EGW answers)
 costs only its block, recorded per symbol with the key id, in the metadata ("degraded: key …") and as a
@@ -47,6 +48,22 @@ class TrackAConfig(dg.Config):
     live_window_min: float = 10.0  # after slot + this, a run restores from minute bars instead of a live snapshot
 
 
+def lateness_metadata(table: pa.Table) -> dict[str, float]:
+    """The slot's lateness from its live rows' ``late_s`` (first, median and last answer after the slot instant);
+    nothing when it has no live rows. Restored rows are left out: their lateness is when the bars were fetched."""
+    if "late_s" not in table.column_names:
+        table = snapshot.upgrade_snapshot_table(table)
+    late = table.filter(pc.equal(table["source"], "live"))["late_s"].drop_null()
+    if len(late) == 0:
+        return {}
+    q = pc.quantile(late, q=[0.5]).to_pylist()[0]
+    return {
+        "late_s_min": round(pc.min(late).as_py(), 3),
+        "late_s_median": round(q, 3),
+        "late_s_max": round(pc.max(late).as_py(), 3),
+    }
+
+
 def _per_key_markdown(shards: list[KeyShard]) -> str:
     rows = ["| key | shard | symbols | collected | failed | requests | state |", "|---|---|---|---|---|---|---|"]
     for s in shards:
@@ -75,11 +92,16 @@ def _degraded_line(s: KeyShard) -> str:
     deps=[dg.AssetDep(dg.AssetKey("universe"), partition_mapping=dg.AllPartitionMapping())],
     description=(
         "A REST snapshot of every universe symbol at one 10-minute slot (prices as integer KRW, cumulative volume "
-        "and traded value, best bid/ask, timestamps with zone; source = live or restored). Partition key "
-        "YYYY-MM-DDTHHMM (KST)."
+        "and traded value, best bid/ask and book totals, change sign, session phase, expected auction, halt/VI "
+        "status where the TR has them, the app key and the lateness; timestamps with zone; source = live or "
+        "restored). Partition key YYYY-MM-DDTHHMM (KST)."
     ),
     metadata=catalog.definition_metadata(
-        snapshot.SNAPSHOT_SCHEMA, catalog.SNAPSHOT_COLUMNS, "track_a/date=YYYY-MM-DD/slot=HHMM/snapshot.parquet"
+        snapshot.SNAPSHOT_SCHEMA,
+        catalog.SNAPSHOT_COLUMNS,
+        "track_a/date=YYYY-MM-DD/slot=THHMM/snapshot.parquet",
+        failures_path="track_a_failures/date=YYYY-MM-DD/slot=THHMM/failures.parquet (only when a symbol failed)",
+        failures_schema=catalog.table_schema(FAILURE_SCHEMA, catalog.FAILURE_COLUMNS),
     ),
     owners=catalog.OWNERS,
 )
@@ -180,18 +202,23 @@ def _snapshot(context: dg.AssetExecutionContext, config: TrackAConfig, kis: KisR
         key_of = {c: s.key_id for s in shards for c in s.failures}
         requests_used = sum(s.requests for s in shards)
         order = sorted(failures)
-        lake.write_table_atomic(
-            fail_path,
-            pa.table(
-                {
-                    "code": order,
-                    "error": [failures[c] for c in order],
-                    "at": pa.array([started] * len(failures), snapshot.TS),
-                    "key_id": [key_of[c] for c in order],
-                },
-                schema=FAILURE_SCHEMA,
-            ),
-        )
+        if failures:
+            lake.write_table_atomic(
+                fail_path,
+                pa.table(
+                    {
+                        "code": order,
+                        "error": [failures[c] for c in order],
+                        "at": pa.array([started] * len(failures), snapshot.TS),
+                        "key_id": [key_of[c] for c in order],
+                    },
+                    schema=FAILURE_SCHEMA,
+                ),
+            )
+        elif fail_path.exists():  # an earlier run's failures no longer describe this slot
+            fail_path.unlink()
+            if lake.is_local(fail_path) and not any(fail_path.parent.iterdir()):
+                fail_path.parent.rmdir()  # an empty slot= directory would read as a partition without a file
         lake.write_bytes_atomic(raw_path, ("\n".join(lines) + ("\n" if lines else "")).encode("utf-8"))
         mode = "live"
         for sh in shards:
@@ -236,6 +263,7 @@ def _snapshot(context: dg.AssetExecutionContext, config: TrackAConfig, kis: KisR
         "requests_used": requests_used,
         "fetch_seconds": round(fetch_s, 3),
         "lateness_seconds": round(lateness, 1) if mode == "live" else None,
+        **lateness_metadata(table),
         "mode": mode,
         "key_env": kis.env,
         "universe": universe_note,
@@ -325,6 +353,7 @@ def _restore(
         "mode": "restored" if missing else "complete: nothing to restore",
         "key_env": kis.env,
         "universe": universe_note,
+        **(lateness_metadata(table) if table is not None else {}),
         **catalog.materialized(rows, table_path),
     }
     return dg.MaterializeResult(metadata=md)

@@ -171,7 +171,7 @@ async def _fetch_shard(
                 got = {r.code: r for r in rows}
                 for c in batch:
                     if c in got:
-                        lines.append(snapshot.raw_line(p.TR_MULTPRICE, c, got[c].raw, now))
+                        lines.append(snapshot.raw_line(p.TR_MULTPRICE, c, got[c].raw, now, shard.key_id))
                         collected.add(c)
                     else:
                         failures[c] = "missing from multi-quote answer"
@@ -192,7 +192,7 @@ async def _fetch_shard(
                 except KisError as e:
                     failed(batch, e)
                     return
-                lines.append(snapshot.raw_line(p.TR_INQUIRE_PRICE, c, q.raw, clock.now()))
+                lines.append(snapshot.raw_line(p.TR_INQUIRE_PRICE, c, q.raw, clock.now(), shard.key_id))
                 collected.add(c)
 
     tasks = [asyncio.create_task(one(b)) for b in batches]

@@ -6,7 +6,10 @@ call) and earlier days' (`inquire-time-dailychartprice`, 120 a call). A bar stam
 (start < slot): price = the close of the last such bar, cumulative value = its `acml_tr_pbmn`, cumulative volume =
 the sum of their `cntg_vol`. Bars are whole minutes, so only the trades stamped within the slot's own first second
 (HH:MM:00) are not in the restored row; everything else equals the exchange's state at the slot. Bid/ask do not exist
-in bars and stay null. Rows say so: `source = "restored"`, `restored_from` = the endpoint.
+in bars and stay null. Rows say so: `source = "restored"`, `restored_from` = the endpoint. Of the columns the
+quotes carry and bars do not (book totals, change sign, session phase, expected auction, halt/VI/status, limits,
+open/high/low) none is guessed: they are null. `key_id` is the key that fetched the bars; `late_s` is how long after
+the slot the bars were fetched, not how stale the values are (they describe the slot instant).
 
 Cumulative volume needs every bar of the day before the slot or, equivalently, the chart's current total
 (`output1.acml_vol`) minus the bars since the slot. For today the second is cheaper (a backfill usually runs soon
@@ -21,7 +24,7 @@ from datetime import datetime, timedelta
 
 import pyarrow as pa
 
-from observer_assets.track_a.snapshot import SNAPSHOT_SCHEMA
+from observer_assets.track_a.snapshot import snapshot_table, upgrade_snapshot_table
 from observer_resources import clock
 from observer_resources.kis import protocol as p
 from observer_resources.kis.errors import KisError
@@ -46,6 +49,7 @@ def restored_row(
     prev_close: int | None,
     endpoint: str,
     fetched_at: datetime,
+    key_id: str | None = None,
 ) -> dict:
     """One snapshot row at `slot_ts` from the bars (any order) and the cumulative volume at the slot (pure)."""
     before = sorted((b for b in bars if b.at < slot_ts and b.at.date() == slot_ts.date()), key=lambda b: b.at)
@@ -79,6 +83,7 @@ def restored_row(
         "restored_from": endpoint,
         "tr_id": TR_OF[endpoint],
         "fetched_at": fetched_at,
+        "key_id": key_id,
     }
 
 
@@ -93,18 +98,19 @@ def volume_at_slot_from_open(bars: Sequence[MinuteBar], slot_ts: datetime) -> in
 
 
 def rows_table(rows: Sequence[Mapping]) -> pa.Table:
-    cols = {f.name: [r.get(f.name) for r in rows] for f in SNAPSHOT_SCHEMA}
-    return pa.table(cols, schema=SNAPSHOT_SCHEMA)
+    return snapshot_table(rows)
 
 
 def merge(live: pa.Table | None, restored: pa.Table) -> pa.Table:
-    """Live rows win: restored rows only for codes the live table lacks; sorted by code."""
+    """Live rows win: restored rows only for codes the live table lacks; sorted by code. Either side may be a table
+    written with an earlier schema: the result has the current one."""
+    restored = upgrade_snapshot_table(restored)
     if live is None or live.num_rows == 0:
         merged = restored
     else:
         have = set(live["code"].to_pylist())
         keep = [c not in have for c in restored["code"].to_pylist()]
-        merged = pa.concat_tables([live.cast(SNAPSHOT_SCHEMA), restored.filter(pa.array(keep, pa.bool_()))])
+        merged = pa.concat_tables([upgrade_snapshot_table(live), restored.filter(pa.array(keep, pa.bool_()))])
     return merged.sort_by("code")
 
 
@@ -206,5 +212,8 @@ async def restore_slot(
                     failures[code] = f"{type(e).__name__} {getattr(e, 'code', '')}".strip()
 
         await asyncio.gather(*(one(c) for c in codes))
+    key_id = kis.kis_config().key_id  # rest_client() is this resource's own key (a pool's first)
+    for r in rows:
+        r["key_id"] = key_id
     rows.sort(key=lambda r: r["code"])
     return rows_table(rows), failures

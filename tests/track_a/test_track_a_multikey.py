@@ -172,6 +172,9 @@ def test_three_keys_share_the_universe(env, sim_factory, monkeypatch):
     # each key asked for its own contiguous third, through its own token and budget
     calls = [quote_calls(after, m.app_key) - quote_calls(before, m.app_key) for m in members]
     assert calls == [7, 7, 6]
+    # and every row says which key fetched it: its shard's
+    key_of = {c: m.kis_config().key_id for m, s in zip(members, shard_codes(codes, 3, 30), strict=True) for c in s}
+    assert dict(zip(snap["code"].to_pylist(), snap["key_id"].to_pylist())) == key_of
     assert after["rate_limited_total"] == before["rate_limited_total"]  # no EGW00201
     assert after["tokens_issued_total"] - before["tokens_issued_total"] == 3  # one token per key
     table = md["per_key"].value

@@ -6,6 +6,7 @@ from datetime import datetime
 
 import dagster as dg
 import pandas as pd
+import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
@@ -13,11 +14,20 @@ from support import kis_for
 
 from observer_assets.orchestration.partitions import calendar, day_key, slot_key
 from observer_assets.track_a.assets import track_a_snapshot
+from observer_assets.universe import rules
 from observer_assets.universe.assets import universe
 from observer_resources.calendar import KST
 from observer_resources.resources import KisResource
 from observer_resources.storage import lake
-from observer_resources.storage.layout import exclusions_path, slot_dir, universe_dir, universe_path, universe_raw_dir
+from observer_resources.storage.layout import (
+    TRACK_A_FAILURES,
+    exclusions_path,
+    slot_dir,
+    slot_label,
+    universe_dir,
+    universe_path,
+    universe_raw_dir,
+)
 
 SMALL = {"min_master_codes": 100}
 # The slot stays "current" for the whole test even if it crosses a 10-minute boundary (else: restore mode).
@@ -85,10 +95,17 @@ def test_universe_then_track_a(env, frozen_sim):
         for code in df["code"].sample(10, random_state=1):
             truth = frozen_sim.admin("truth/quote", params={"code": code, "at": sim_now(frozen_sim).isoformat()})
             assert truth["prev_close"] == int(df.loc[df.code == code, "prev_close"].iloc[0])
-        excl = pq.read_table(exclusions_path(lake.data_dir(), today)).to_pandas()
-        assert (
-            len(excl) + len(df) == md["master_rows"].value
-        )  # every master row is either a member or excluded with a reason
+        assert table.schema.equals(rules.UNIVERSE_SCHEMA)
+        assert df["in_kospi200"].any() and df["in_kosdaq150"].any() and (df["lot_size"] == 1).all()
+        excl = pq.read_table(exclusions_path(lake.data_dir(), today))
+        assert excl.schema.equals(rules.EXCLUSION_SCHEMA)
+        excl = excl.to_pandas()
+        # every master row is either a member or excluded, in one category; the metadata counts them by category
+        assert len(excl) + len(df) == md["master_rows"].value
+        by_cat = excl["category"].value_counts().to_dict()
+        assert {k: v for k, v in md["excluded_by_reason"].value.items() if v} == by_cat
+        below = excl[excl.category == "below_min_prev_close"]
+        assert len(below) and (below.prev_close < below.min_prev_close).all() and (below.min_prev_close == 4000).all()
 
         # Fixed for the day: a re-run rebuilds the identical table from the kept inputs, asking KIS nothing.
         before = frozen_sim.admin("stats")["requests_total"]
@@ -103,10 +120,14 @@ def test_universe_then_track_a(env, frozen_sim):
         slot = calendar().slot_at(datetime.now(KST))
         key = slot_key(slot)
         inst.add_dynamic_partitions("track_a_slot", [key])
+        # an earlier run's failures (as a run that lost symbols leaves them): a run without failures removes them
+        stale = slot_dir(lake.data_dir(), slot, TRACK_A_FAILURES) / "failures.parquet"
+        lake.write_table_atomic(stale, pa.table({"code": ["000020"], "error": ["deadline: next slot"]}))
         res = run([track_a_snapshot, universe], key, kis, inst, selection=[track_a_snapshot], config=LIVE)
         md = res.asset_materializations_for_node("track_a_snapshot")[0].metadata
         snap = pq.read_table(slot_dir(lake.data_dir(), slot) / "snapshot.parquet")
         assert md["coverage_pct"].value == 100.0 and md["failures"].value == 0
+        assert not stale.parent.exists()  # no failures: no file, no empty slot directory
         assert md["requests_used"].value == math.ceil(table.num_rows / 30)
         assert snap.num_rows == table.num_rows
         assert str(snap.schema.field("slot_ts").type) == "timestamp[us, tz=Asia/Seoul]"
@@ -124,10 +145,23 @@ def test_universe_then_track_a(env, frozen_sim):
                 truth["high"],
                 truth["low"],
             )
+            assert (row.total_ask_size, row.total_bid_size) == (truth["total_ask_size"], truth["total_bid_size"])
+            up, down = row.price > row.prev_close, row.price < row.prev_close
+            limit = row.price >= row.upper_limit and up or row.price <= row.lower_limit and down
+            assert row.change_sign == (1 if up else 4 if down else 3) if limit else (2 if up else 5 if down else 3)
+        # the multi-quote's session phase (the open clock: in session), no expected cross in the continuous session,
+        # no halt/VI/status in this TR; the key that asked; lateness per row and for the slot
+        assert (s["session_phase"] == "장중").all() and (s["hour_cls_code"] == "0").all()
+        assert s[["expected_price", "expected_volume", "halted", "vi_code", "status_code"]].isna().all().all()
+        assert (s["key_id"] == kis.kis_config().key_id).all()
+        assert (s["late_s"] == (s["fetched_at"] - s["slot_ts"]).dt.total_seconds()).all()
+        assert (
+            md["late_s_min"].value == round(s["late_s"].min(), 3) and md["late_s_max"].value >= md["late_s_min"].value
+        )
 
         # Readable as a hive-partitioned dataset with no project code.
         dataset = ds.dataset(lake.data_dir() / "track_a", format="parquet", partitioning="hive")
-        assert dataset.to_table(filter=ds.field("slot") == int(key[-4:])).num_rows == snap.num_rows
+        assert dataset.to_table(filter=ds.field("slot") == slot_label(slot)).num_rows == snap.num_rows
         assert len(pd.read_parquet(lake.data_dir() / "universe")) == table.num_rows
 
 
@@ -251,7 +285,33 @@ def test_kill_9_mid_write_leaves_no_partial_partition(env, frozen_sim, tmp_path)
 
     # The re-run completes and gives the same data as an uninterrupted run.
     assert subprocess.run(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
-    after_kill = pq.read_table(table_dir / "snapshot.parquet").drop(["fetched_at"])
+    timing = ["fetched_at", "late_s"]  # when it was fetched, and so how late: the only columns a re-run changes
+    after_kill = pq.read_table(table_dir / "snapshot.parquet").drop(timing)
     assert subprocess.run(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
-    clean = pq.read_table(table_dir / "snapshot.parquet").drop(["fetched_at"])
+    clean = pq.read_table(table_dir / "snapshot.parquet").drop(timing)
     assert after_kill.equals(clean) and after_kill.num_rows > 100
+
+
+def test_inquire_price_rows_carry_halt_vi_and_issue_status(env, frozen_sim):
+    """The per-symbol TR (paper keys' snapshot) has the halt, VI and issue status the multi-quote lacks, and none of
+    the multi-quote's book totals, session phase or expected auction: those stay null, never guessed."""
+    import asyncio
+
+    from observer_assets.track_a.snapshot import row_from_inquire_price
+
+    kis = kis_for(frozen_sim, env, 6)
+    listings = frozen_sim.admin("listings")["listings"]
+    halted = next(li for li in listings if li["halted"])
+    normal = next(li for li in listings if not (li["halted"] or li["administrative"]) and li["alarm"] == "00")
+
+    async def ask() -> list:
+        async with kis.rest_client() as client:
+            return [await client.inquire_price(li["code"]) for li in (halted, normal)]
+
+    h, n = (row_from_inquire_price(q.raw) for q in asyncio.run(ask()))
+    assert (h["halted"], h["status_code"], n["halted"], n["status_code"]) == (True, "58", False, "55")
+    assert h["vi_code"] == n["vi_code"] == "N"
+    up, down = n["price"] > n["prev_close"], n["price"] < n["prev_close"]
+    assert n["change_sign"] in ((1, 2) if up else (4, 5) if down else (3,))
+    for col in ("total_ask_size", "total_bid_size", "session_phase", "hour_cls_code", "expected_price"):
+        assert h[col] is None and n[col] is None, col

@@ -10,12 +10,13 @@ from observer_assets.track_b.capture.logs import log_event
 from observer_assets.track_b.triggers import Snapshot, snapshot_from_rows
 from observer_resources.calendar import KST
 from observer_resources.storage import lake
+from observer_resources.storage.layout import slot_label
 
 SNAPSHOT_HISTORY = 12  # Track A snapshots kept for the triggers (2 h at 10 min)
 
 
 class TrackASnapshots:
-    """Today's Track A snapshots (``track_a/date=D/slot=HHMM/snapshot.parquet``), read once each (again if
+    """Today's Track A snapshots (``track_a/date=D/slot=THHMM/snapshot.parquet``), read once each (again if
     rewritten). A file that cannot be read is logged and retried at the next poll."""
 
     COLUMNS = ["code", "price", "volume", "trade_value"]
@@ -31,7 +32,7 @@ class TrackASnapshots:
     def poll(self) -> list[Snapshot]:
         """New or rewritten snapshots since the last poll, oldest first."""
         new: list[Snapshot] = []
-        for path in sorted(self.dir.glob("slot=*/snapshot.parquet")):
+        for path in sorted(self.dir.glob("slot=T*/snapshot.parquet")):  # slot=THHMM (storage/layout.py)
             try:
                 st = path.stat()
                 mtime = getattr(st, "st_mtime_ns", None) or (st.st_mtime, st.st_size)
@@ -39,9 +40,15 @@ class TrackASnapshots:
                 continue
             if self._seen.get(path) == mtime:
                 continue
-            label = path.parent.name[5:]
+            label = path.parent.name.removeprefix("slot=")
             try:
-                ts = datetime(self.day.year, self.day.month, self.day.day, int(label[:2]), int(label[2:4]), tzinfo=KST)
+                hhmm = datetime.strptime(label, "T%H%M")
+            except ValueError:
+                continue  # not a slot directory
+            ts = datetime(self.day.year, self.day.month, self.day.day, hhmm.hour, hhmm.minute, tzinfo=KST)
+            if slot_label(ts) != label:
+                continue  # e.g. T930: not how a slot is spelt
+            try:
                 rows = lake.read_table(path, columns=self.COLUMNS).to_pylist()
                 snap = snapshot_from_rows(ts, rows)
             except Exception as exc:  # a bad file must not stop the capture; it is reported and retried
