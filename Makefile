@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export OBSERVER_DATA_DIR ?= $(CURDIR)/data
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: run test lint format deps install sim calendar settings bench clean
+.PHONY: run test lint format deps install sim calendar settings datadoc bench clean
 
 ## the exact versions in uv.lock (`uv lock` after editing pyproject.toml's dependencies); pip only brings in uv.
 ## --compile-bytecode as pip does: else the first import of each library compiles it, and in a fresh checkout the
@@ -61,6 +61,10 @@ sim: $(STAMP)
 ## regenerate the KRX calendar after editing observer_resources/calendar/overrides.toml
 calendar: $(STAMP)
 	$(BIN)/python -m observer_resources.calendar.build
+
+## rewrite docs/data.md's column tables from the schemas and observer_assets/catalog.py after changing a dataset
+datadoc: $(STAMP)
+	$(BIN)/python -m observer_assets.datadoc --write docs/data.md
 
 ## rewrite README.md's settings table from observer_resources/settings.py after adding or changing a setting
 settings: $(STAMP)

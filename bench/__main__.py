@@ -21,6 +21,7 @@ ALL = [
     "backup",
     "track_a_multikey",
     "partition_registrar",
+    "track_a_scan",
 ]
 
 

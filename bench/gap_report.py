@@ -41,8 +41,10 @@ def _snapshot(codes: list[str], slot: datetime, late_s: float, schema: pa.Schema
             cols[f.name] = pa.array(["FHKST11300006"] * n, f.type)
         elif pa.types.is_floating(f.type):
             cols[f.name] = pa.array(np.random.default_rng(len(cols)).random(n), f.type)
-        else:
+        elif pa.types.is_int64(f.type):
             cols[f.name] = pa.array(np.random.default_rng(len(cols)).integers(1_000, 100_000, n), f.type)
+        else:  # codes, flags and small enums the report never reads
+            cols[f.name] = pa.nulls(n, f.type)
     return pa.table(cols, schema=schema)
 
 

@@ -91,6 +91,11 @@ UNIVERSE_COLUMNS = {
     "low_liquidity": "designated a low-liquidity issue (저유동성종목)",
 }
 
+PREV_CLOSE_COLUMNS = {
+    "code": "6-character KRX short code of a candidate the exchange answered for",
+    "prev_close": "its previous trading day's close, KRW, as the universe was built from it",
+}
+
 EXCLUSION_COLUMNS = {
     "code": "short code of the master row left out",
     "market": "kospi or kosdaq: the master file the row came from; null in a table migrated from free-text reasons",

@@ -177,6 +177,14 @@ def _restore(args: argparse.Namespace) -> int:
             destination=redact_url(str(dest)),
         )
     print(json.dumps({k: v for k, v in out.items() if k != "files"}))
+    from observer_assets.lake_migration import needs_migration
+
+    if needs_migration(target):  # restored byte for byte; bringing it to the current layout is a separate step
+        print(
+            f"observer restore: {target} holds the earlier lake layout: "
+            f"run `OBSERVER_DATA_DIR={target} observer lake migrate`",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -231,6 +239,28 @@ def _metrics(args: argparse.Namespace) -> int:
         return 1
 
 
+def _lake_migrate(args: argparse.Namespace) -> int:
+    from observer_assets.lake_migration import MigrationError, migrate
+    from observer_resources.storage import lake
+
+    root = lake.data_dir()
+    try:
+        rep = migrate(root, dry_run=args.dry_run)
+    except MigrationError as e:
+        print(f"observer lake migrate: {e}", file=sys.stderr)
+        return 2
+    for old, new in rep.moved:
+        print(f"{'would move' if args.dry_run else 'moved'}\t{old}\t{new}")
+    for rel in rep.rewritten:
+        print(f"rewrote\t{rel}")
+    for rel in rep.removed:
+        print(f"removed empty\t{rel}")
+    for old, new in rep.conflicts:
+        print(f"conflict\t{old}\t{new} exists: left both in place", file=sys.stderr)
+    print(json.dumps(rep.summary(), ensure_ascii=False))
+    return 1 if rep.conflicts else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = _Parser(prog="observer", description="Observer operator commands")
     sub = ap.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -263,6 +293,13 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this host only)")
     m.add_argument("--port", type=int, default=9108, help="TCP port (default 9108; 0 = any free port)")
     m.set_defaults(func=_metrics)
+    lk = sub.add_parser("lake", help="the lake's own maintenance")
+    lk_sub = lk.add_subparsers(dest="lake_command", required=True, parser_class=_Parser)
+    mg = lk_sub.add_parser(
+        "migrate", help="bring a lake of the earlier layout to docs/data.md's (moves and upgrades; idempotent)"
+    )
+    mg.add_argument("--dry-run", action="store_true", help="print the moves, change nothing")
+    mg.set_defaults(func=_lake_migrate)
     args = ap.parse_args(argv)
     try:
         return args.func(args)

@@ -83,6 +83,17 @@ def apply_pool_limits(home: Path, env: dict[str, str]) -> dict[str, int]:
                 os.environ[k] = v
 
 
+def migrate_old_layout(data: Path) -> None:
+    """A lake of the earlier layout is migrated before anything writes the new one beside it (docs/data.md)."""
+    from observer_assets.lake_migration import migrate, needs_migration
+
+    if needs_migration(data):
+        rep = migrate(data)
+        print(f"observer: lake migrated to the current layout: {rep.summary()}", flush=True)
+        if rep.conflicts:
+            print("observer: some old files were left in place: run `observer lake migrate`", file=sys.stderr)
+
+
 def _default_sigint() -> None:
     # A shell that starts us in the background leaves SIGINT ignored, and ignored signals survive exec.
     signal.signal(signal.SIGINT, signal.SIG_DFL)
@@ -100,7 +111,9 @@ def main() -> int:
         print(f"observer: {e}", file=sys.stderr)
         return 2
     home.mkdir(parents=True, exist_ok=True)
-    Path(settings.get("OBSERVER_DATA_DIR", env)).mkdir(parents=True, exist_ok=True)
+    data = Path(settings.get("OBSERVER_DATA_DIR", env))
+    data.mkdir(parents=True, exist_ok=True)
+    migrate_old_layout(data)
     install_profile(profile, home)
     print(f"observer: Dagster instance profile {profile.relative_to(ROOT)}", flush=True)
     try:

@@ -42,6 +42,7 @@ RUN_BUDGET_S: Mapping[str, int] = {
     "universe_job": 900,
     "gap_report_job": 600,
     "track_a_freshness_job": 300,
+    "track_a_daily_job": 600,  # reads and writes one day (~100,000 rows) in seconds: frees a stuck run's slot
     "system_events_job": 600,
     "track_b_compaction_job": 900,
     "track_b_restore_job": 1800,

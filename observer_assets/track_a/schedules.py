@@ -11,7 +11,7 @@ import dagster as dg
 
 from observer_assets.orchestration.catch_up import IN_FLIGHT, latest_run_status
 from observer_assets.orchestration.partitions import calendar, day_key, slot_key, track_a_slot_partitions
-from observer_assets.orchestration.runs import KIS_REST_TAGS, MAX_RUNTIME_TAG, max_runtime
+from observer_assets.orchestration.runs import KIS_REST_TAGS, max_runtime
 from observer_assets.track_a.assets import track_a_snapshot
 from observer_assets.track_a.daily import track_a_daily
 from observer_resources.calendar import KST
@@ -29,13 +29,11 @@ track_a_job = dg.define_asset_job(
     tags={**KIS_REST_TAGS, **max_runtime("track_a_job")},
 )
 
-#: the compaction reads and writes one day (~100,000 rows): seconds; the budget only frees a stuck run's slot
-DAILY_BUDGET_S = 600
 DAILY_TAGS = {"observer/kind": "track_a_daily"}
 track_a_daily_job = dg.define_asset_job(
     "track_a_daily_job",
     selection=dg.AssetSelection.assets(track_a_daily),
-    tags={**DAILY_TAGS, MAX_RUNTIME_TAG: str(DAILY_BUDGET_S)},
+    tags={**DAILY_TAGS, **max_runtime("track_a_daily_job")},
     description="Compact a trading day's Track A slot files into track_a_daily (sorted by code, one file).",
 )
 

@@ -24,6 +24,7 @@ import pytest
 from local_exchange.server import run_sim_process
 from observer_resources.calendar import KST
 from observer_resources.clock import write_sim
+from observer_resources.storage.layout import events_summary_path, verdict_path
 
 ROOT = Path(__file__).resolve().parents[2]
 DAY = date(2026, 11, 26)  # a Thursday: a normal KRX day, 09:00-15:30
@@ -162,7 +163,7 @@ def check_the_final_gap_report_shows_every_loss_restored(day):
     assert drop[0]["status"] == "restored" and drop[0]["restored_from"] == "inquire-time-itemconclusion"
     still_open = [(r["kind"], r["symbol"], r["start"]) for r in losses if r["status"] == "open"]
     assert not still_open, still_open
-    verdict = json.loads((gaps / "verdict.json").read_text())
+    verdict = json.loads(verdict_path(day["data"], DAY).read_text())
     # the final report (20:40), or a later one a repair asked for
     assert datetime.fromisoformat(verdict["as_of"]) >= datetime.combine(DAY, time(20, 40), KST)
     assert verdict["measured"]["reconnects"] >= 1
@@ -182,7 +183,7 @@ def check_track_b_was_captured_compacted_and_restored(day):
 
 def check_the_evening_events_backup_and_retention(day):
     inst = day["instance"]
-    assert (day["data"] / "system_events" / f"date={DAY.isoformat()}").is_dir()
+    assert events_summary_path(day["data"], DAY).is_file()
     pkg = day["backup"] / DAY.isoformat()
     assert (pkg / "SUCCESS.marker").is_file()
     backup_runs = runs(inst, job_name="backup_job")
@@ -201,6 +202,32 @@ def check_checks_were_evaluated_per_partition_and_the_current_slot_was_always_fr
     assert len(fresh) >= 30  # every 5 simulated minutes while the daemon ran
     verdicts = [r.event.dagster_event.asset_check_evaluation_data for r in fresh if r.event]
     assert verdicts and all(v.passed for v in verdicts), [v.description for v in verdicts if not v.passed]
+
+
+def check_the_lake_reads_in_every_tool_and_the_docs_recipes_run(day):
+    """The lake the automation wrote, read as docs/data.md says, with no Observer code: every dataset in the four
+    tools (same rows, the documented key types), the documented filters, and every recipe."""
+    import lake_reading as rd
+
+    root, d = day["data"], DAY.isoformat()
+    with rd.as_data(root, day["out"]):
+        found = rd.datasets(root)
+        assert {"universe", "track_a", "track_a_daily", "track_b", "gaps", "gap_coverage", "gap_verdict"} <= set(found)
+        for ds in found:
+            got = rd.read_all(ds)
+            assert len({n for n, _ in got.values()}) == 1, (ds, got)
+            for tool, (_, types) in got.items():
+                assert types == {k: rd.KEY_TYPES[tool][k] for k in types}, (ds, tool, types)
+            counts = rd.filtered_counts(ds, d, "T1000" if ds in ("track_a", "track_a_failures") else None)
+            assert len(set(counts.values())) == 1, (ds, counts)
+        code = pq.read_table(root / "track_b", columns=["code"])["code"][0].as_py()
+        results = {name: rd.run_recipe(src, d, code, "T1000") for name, src in rd.recipes().items()}
+    assert set(results) == {"path", "top_value", "bars", "join", "gaps"}
+    assert len(results["path"]) >= 30 and results["path"]["slot_ts"].is_monotonic_increasing
+    assert 0 < len(results["top_value"]) <= 10
+    bars = results["bars"]
+    assert len(bars) > 60 and (bars["high"] >= bars["low"]).all()
+    assert len(results["join"]) > 0 and len(results["gaps"]) >= 30
 
 
 CHECKS = [v for k, v in dict(globals()).items() if k.startswith("check_")]
