@@ -220,13 +220,17 @@ def check_the_lake_reads_in_every_tool_and_the_docs_recipes_run(day):
                 assert types == {k: rd.KEY_TYPES[tool][k] for k in types}, (ds, tool, types)
             counts = rd.filtered_counts(ds, d, "T1000" if ds in ("track_a", "track_a_failures") else None)
             assert len(set(counts.values())) == 1, (ds, counts)
-        code = pq.read_table(root / "track_b", columns=["code"])["code"][0].as_py()
+        ticks = pq.read_table(root / "track_b", columns=["code", "qty"], partitioning=None)
+        per_code = (
+            ticks.group_by("code").aggregate([("qty", "sum"), ("qty", "count")]).sort_by([("qty_count", "descending")])
+        )
+        code, qty, n = (per_code[c][0].as_py() for c in ("code", "qty_sum", "qty_count"))  # the busiest streamed code
         results = {name: rd.run_recipe(src, d, code, "T1000") for name, src in rd.recipes().items()}
     assert set(results) == {"path", "top_value", "bars", "join", "gaps"}
     assert len(results["path"]) >= 30 and results["path"]["slot_ts"].is_monotonic_increasing
     assert 0 < len(results["top_value"]) <= 10
     bars = results["bars"]
-    assert len(bars) > 60 and (bars["high"] >= bars["low"]).all()
+    assert (int(bars["volume"].sum()), int(bars["trades"].sum())) == (qty, n) and (bars["high"] >= bars["low"]).all()
     assert len(results["join"]) > 0 and len(results["gaps"]) >= 30
 
 
