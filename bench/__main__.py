@@ -22,6 +22,7 @@ ALL = [
     "track_a_multikey",
     "partition_registrar",
     "track_a_scan",
+    "exchange_day",
 ]
 
 
