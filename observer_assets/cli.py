@@ -10,10 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import date
+from datetime import date, datetime
 
 from observer_resources import clock
-from observer_resources.calendar import CalendarDataError, CalendarRangeError
+from observer_resources.calendar import CalendarDataError, CalendarRangeError, PhaseDataError
 from observer_resources.calendar.market import CalendarConfigError, MarketCalendar, calendar_from_env
 from observer_resources.dates import DateFormatError, parse_iso_date
 from observer_resources.kis.errors import KisConfigError
@@ -34,8 +34,14 @@ def _calendar(args: argparse.Namespace) -> int:
     try:
         s = cal.session(d)
         slots = cal.track_a_slots(d)
+        venues = cal.venues(d)
+        breaks = cal.breaks(d)
     except CalendarRangeError as e:
         print(f"observer calendar: {e}", file=sys.stderr)
+        return 2
+    except PhaseDataError as e:  # every problem of the phases file, one line each
+        for p in e.problems:
+            print(f"observer calendar: {e.path}: {p}", file=sys.stderr)
         return 2
     out = {
         "date": d.isoformat(),
@@ -45,9 +51,31 @@ def _calendar(args: argparse.Namespace) -> int:
         "close": s.close.isoformat() if s else None,
         "note": s.note if s else None,
         "track_a_slots": [t.strftime("%H:%M") for t in slots],
+        "venues": {
+            name: {
+                "schedule": v.effective.isoformat(),
+                "confirmed": v.confirmed,
+                "special_day": v.special,
+                "window": {"start": _hms(v.window[0]), "end": _hms(v.window[1])},
+                "phases": [
+                    {"name": p.name, "kind": p.kind, "start": _hms(p.start), "end": _hms(p.end)} for p in v.phases
+                ],
+                "sources": list(v.sources),
+            }
+            for name, v in venues.items()
+        },
+        "breaks": [
+            {"venue": b.venue, "after": b.after, "before": b.before, "start": _hms(b.start), "end": _hms(b.end)}
+            for b in breaks
+        ],
     }
     print(json.dumps(out, ensure_ascii=False))
     return 0
+
+
+def _hms(t: datetime) -> str:
+    """HH:MM, with :SS only when the seconds matter (NXT's main market opens at 09:00:30)."""
+    return t.strftime("%H:%M:%S" if t.second else "%H:%M")
 
 
 def _day(s: str, prog: str) -> date | None:
@@ -264,7 +292,9 @@ def _lake_migrate(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     ap = _Parser(prog="observer", description="Observer operator commands")
     sub = ap.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    c = sub.add_parser("calendar", help="the KRX session and Track A slots of a day, as JSON")
+    c = sub.add_parser(
+        "calendar", help="a day's KRX session, Track A slots and each venue's (KRX, NXT) phases and breaks, as JSON"
+    )
     c.add_argument("day", help="YYYY-MM-DD")
     c.add_argument("--calendar", choices=("krx", "open"), help="default: $OBSERVER_CALENDAR or krx")
     c.set_defaults(func=_calendar)

@@ -190,3 +190,142 @@ def test_a_bad_sessions_file_fails_with_its_name_and_the_fix(tmp_path, damage, e
     assert str(bad) in str(e.value) and expected in str(e.value) and "make calendar" in str(e.value)
     with pytest.raises(cal.CalendarDataError, match="cannot be read"):
         cal.krx.load_sessions(tmp_path / "missing.json")
+
+
+# --- `observer calendar DATE`: the venues' phases and breaks beside the existing keys -------------------------
+
+
+def observer_calendar(capsys, monkeypatch, day: str, *extra: str) -> dict:
+    from observer_assets import cli
+
+    monkeypatch.setenv("OBSERVER_CALENDAR", "krx")
+    assert cli.main(["calendar", day, *extra]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+EXISTING_KEYS = ["date", "calendar", "trading_day", "open", "close", "note", "track_a_slots"]
+
+
+def test_cli_ordinary_day_lists_both_venues_phases_and_breaks(capsys, monkeypatch):
+    out = observer_calendar(capsys, monkeypatch, "2026-03-10")
+    assert list(out) == [*EXISTING_KEYS, "venues", "breaks"]
+    assert (out["open"], out["close"], len(out["track_a_slots"])) == (
+        "2026-03-10T09:00:00+09:00",
+        "2026-03-10T15:30:00+09:00",
+        40,
+    )
+    krx, nxt = out["venues"]["KRX"], out["venues"]["NXT"]
+    assert {k: krx[k] for k in ("schedule", "confirmed", "special_day", "window")} == {
+        "schedule": "2016-08-01",
+        "confirmed": True,
+        "special_day": None,
+        "window": {"start": "08:30", "end": "18:00"},
+    }
+    assert [(p["name"], p["kind"], p["start"], p["end"]) for p in krx["phases"]] == [
+        ("opening_auction", "auction", "08:30", "09:00"),
+        ("regular", "continuous", "09:00", "15:20"),
+        ("closing_auction", "auction", "15:20", "15:30"),
+        ("closing_price", "closing_price", "15:40", "16:00"),
+        ("after_hours_single", "periodic_auction", "16:00", "18:00"),
+    ]
+    assert [(p["name"], p["kind"], p["start"], p["end"]) for p in nxt["phases"]] == [
+        ("pre_market", "continuous", "08:00", "08:50"),
+        ("main", "continuous", "09:00:30", "15:20"),
+        ("after_market_orders", "auction", "15:30", "15:40"),
+        ("after_market", "continuous", "15:40", "20:00"),
+    ]
+    assert nxt["window"] == {"start": "08:00", "end": "20:00"} and nxt["sources"]
+    assert out["breaks"] == [
+        {"venue": "NXT", "after": "pre_market", "before": "main", "start": "08:50", "end": "09:00:30"},
+        {"venue": "NXT", "after": "main", "before": "after_market_orders", "start": "15:20", "end": "15:30"},
+        {"venue": "KRX", "after": "closing_auction", "before": "closing_price", "start": "15:30", "end": "15:40"},
+    ]
+
+
+def test_cli_a_day_of_krx_unconfirmed_extended_hours(capsys, monkeypatch):
+    out = observer_calendar(capsys, monkeypatch, "2026-12-04")
+    assert (out["open"], out["close"]) == ("2026-12-04T09:00:00+09:00", "2026-12-04T15:30:00+09:00")
+    krx = out["venues"]["KRX"]
+    assert (krx["schedule"], krx["confirmed"], krx["window"]) == (
+        "2026-06-29",
+        False,
+        {"start": "07:00", "end": "20:00"},
+    )
+    assert [p["name"] for p in krx["phases"]] == [
+        "pre_market",
+        "opening_auction",
+        "regular",
+        "closing_auction",
+        "closing_price",
+        "after_market",
+    ]
+    assert out["venues"]["NXT"]["confirmed"] is True
+    assert {
+        "venue": "KRX",
+        "after": "pre_market",
+        "before": "opening_auction",
+        "start": "08:00",
+        "end": "08:30",
+    } in out["breaks"]
+
+
+def test_cli_first_trading_day_of_2027(capsys, monkeypatch):
+    out = observer_calendar(capsys, monkeypatch, "2027-01-04")
+    assert out["open"] == "2027-01-04T10:00:00+09:00" and out["track_a_slots"][0] == "10:00"
+    krx, nxt = out["venues"]["KRX"], out["venues"]["NXT"]
+    assert krx["special_day"] == nxt["special_day"] == "first_day_of_year"
+    assert krx["phases"][0] == {"name": "opening_auction", "kind": "auction", "start": "09:30", "end": "10:00"}
+    assert [(p["name"], p["start"]) for p in nxt["phases"]] == [
+        ("main", "10:00:30"),
+        ("after_market_orders", "15:30"),
+        ("after_market", "15:40"),
+    ]
+    assert krx["confirmed"] is False and nxt["confirmed"] is True  # KRX's 2026-06-29 schedule, not yet confirmed
+
+
+def test_cli_csat_day(capsys, monkeypatch):
+    out = observer_calendar(capsys, monkeypatch, "2026-11-19")
+    assert (out["open"], out["close"]) == ("2026-11-19T10:00:00+09:00", "2026-11-19T16:30:00+09:00")
+    krx, nxt = out["venues"]["KRX"], out["venues"]["NXT"]
+    assert (krx["window"], nxt["window"]) == ({"start": "09:30", "end": "20:00"}, {"start": "10:00:30", "end": "20:00"})
+    assert [(p["name"], p["start"], p["end"]) for p in nxt["phases"]] == [
+        ("main", "10:00:30", "16:20"),
+        ("after_market_orders", "16:30", "16:40"),
+        ("after_market", "16:40", "20:00"),
+    ]
+    regular = next(p for p in krx["phases"] if p["name"] == "regular")
+    assert (regular["start"], regular["end"]) == ("10:00", "16:20")
+
+
+def test_cli_closed_day(capsys, monkeypatch):
+    out = observer_calendar(capsys, monkeypatch, "2026-12-25")
+    assert out == {**out, "trading_day": False, "open": None, "track_a_slots": [], "venues": {}, "breaks": []}
+
+
+def test_cli_demo_calendar_has_phases_at_any_hour(capsys, monkeypatch):
+    out = observer_calendar(capsys, monkeypatch, "2026-11-28", "--calendar", "open")  # a Saturday
+    assert out["calendar"] == "open" and out["trading_day"] is True and set(out["venues"]) == {"KRX", "NXT"}
+    assert out["venues"]["KRX"]["window"]["start"] == "00:00"
+    assert max(v["window"]["end"] for v in out["venues"].values()) == "23:59:59"
+
+
+def test_cli_refuses_a_bad_phases_file_naming_it(capsys, monkeypatch, tmp_path):
+    from observer_assets import cli
+    from observer_resources.calendar import phases
+
+    bad = tmp_path / "phases.toml"
+    bad.write_text(
+        phases.PHASES_FILE.read_text(encoding="utf-8").replace(
+            'kind = "continuous", start = "15:40"', 'kind = "x", start = "15:40"'
+        ),
+        encoding="utf-8",
+    )
+    monkeypatch.setattr(phases, "PHASES_FILE", bad)  # the shipped file's path, pointed at a bad copy
+    monkeypatch.setenv("OBSERVER_CALENDAR", "krx")
+    assert cli.main(["calendar", "2026-12-04"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.splitlines() == [
+        f"observer calendar: {bad}: [[schedule]] #3 (NXT 2025-03-04) phase #4 (after_market): unknown kind 'x' "
+        "(allowed: continuous, auction, periodic_auction, closing_price)"
+    ]

@@ -1,11 +1,12 @@
-"""Regenerate sessions.json from exchange_calendars' XKRX plus overrides.toml.
+"""Regenerate sessions.json from exchange_calendars' XKRX plus overrides.toml, and check phases.toml.
 
 Run through ``make calendar``. Kept out of the import path: XKRX takes ~3 s to build.
 
 The override file is validated whole before anything is built or written, because a bad entry written into
 sessions.json makes every process fail at import: each problem is one line on stderr naming the entry, the exit
-code is 2, and the output file is left untouched. ``--overrides`` / ``--out`` point at other files (tests run the
-build on copies).
+code is 2, and the output file is left untouched. The venues' phases file (phases.toml, read as it is, nothing
+generated from it) is checked the same way here, so an edit to it is checked where the calendar is rebuilt.
+``--overrides`` / ``--phases`` / ``--out`` point at other files (tests run the build on copies).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import tomllib
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
+
+from observer_resources.calendar.phases import PHASES_FILE, PhaseDataError, load_phases
 
 HERE = Path(__file__).parent
 OVERRIDES = HERE / "overrides.toml"
@@ -149,14 +152,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--check", action="store_true", help="exit 1 if the output file is stale")
     ap.add_argument("--overrides", type=Path, default=OVERRIDES, help="override file (default: %(default)s)")
     ap.add_argument("--out", type=Path, default=SESSIONS, help="sessions file to write (default: %(default)s)")
+    ap.add_argument("--phases", type=Path, default=PHASES_FILE, help="venues' phases file (default: %(default)s)")
     args = ap.parse_args(argv)
-    try:
-        data = build(overrides=args.overrides)
-    except OverridesError as e:
+    refused: list[OverridesError | PhaseDataError] = []
+    for check in (lambda: load_overrides(args.overrides), lambda: load_phases(args.phases)):
+        try:  # both files, before XKRX: every problem of both in milliseconds
+            check()
+        except (OverridesError, PhaseDataError) as e:
+            refused.append(e)
+    for e in refused:
         for p in e.problems:
             print(f"{e.path}: {p}", file=sys.stderr)
         print(f"{e.path}: {len(e.problems)} problem(s); {args.out} left unchanged", file=sys.stderr)
+    if refused:
         return 2
+    data = build(overrides=args.overrides)
     text = json.dumps(data, indent=0, ensure_ascii=False) + "\n"
     target = args.out
     if args.check:
@@ -172,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(target)
     print(f"wrote {target}: {len(data['trading_days'])} trading days, {len(data['special_sessions'])} special")
+    print(f"checked {args.phases}")
     return 0
 
 

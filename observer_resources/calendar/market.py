@@ -3,6 +3,9 @@
 ``krx`` is the real one. ``open`` matches the local exchange's ``--clock open`` mode: every calendar day is a
 trading day with one continuous session 00:00-23:59:59 KST, so `make run` shows data at any hour through the same
 code paths (schedules, partitions, assets) that run live. Chosen by ``OBSERVER_CALENDAR`` (default ``krx``).
+
+Besides KRX's regular session (:meth:`MarketCalendar.session`, what Track A's slots follow), a day has the phases
+of both venues, KRX and NXT (:meth:`MarketCalendar.phases`), from ``phases.toml``; docs/sessions.md describes them.
 """
 
 from __future__ import annotations
@@ -10,10 +13,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+from pathlib import Path
 from typing import Literal
 
 from observer_resources import settings
 from observer_resources.calendar import krx
+from observer_resources.calendar import phases as phase_data
+from observer_resources.calendar.phases import Break, Phase, VenueDay
 
 Mode = Literal["krx", "open"]
 TRACK_A_INTERVAL_MIN = 10
@@ -26,6 +32,8 @@ class CalendarConfigError(ValueError):
 @dataclass(frozen=True)
 class MarketCalendar:
     mode: Mode = "krx"
+    #: the phases file (default: the shipped ``phases.toml``); read once per process, on first use
+    phases_file: Path | None = None
 
     def session(self, d: date) -> krx.Session | None:
         if self.mode == "krx":
@@ -69,6 +77,39 @@ class MarketCalendar:
         now = now.astimezone(krx.KST)
         slots = [t for t in self.track_a_slots(now.date(), interval_min) if t <= now]
         return slots[-1] if slots else None
+
+    def venues(self, d: date) -> dict[str, VenueDay]:
+        """Each venue trading on ``d``: its phases, the schedule they come from, whether it is confirmed.
+
+        ``krx``: empty on the KRX calendar's closed days (NXT closes with KRX); on its special days KRX's phases
+        follow the day's session and the file's special-day rules apply. ``open``: the day's ordinary two-venue
+        pattern stretched over 00:00-23:59:59, so the demo shows every phase at some hour of any day."""
+        book = phase_data.book(self.phases_file or phase_data.PHASES_FILE)
+        if self.mode != "krx":
+            return book.demo_venue_days(d)
+        s = krx.session(d)
+        return book.venue_days(d, (s.open.time(), s.close.time()) if s else None)
+
+    def phases(self, d: date) -> list[Phase]:
+        """Every venue's phases on ``d``, by start (KRX before NXT at the same instant); empty on a closed day."""
+        out = [p for v in self.venues(d).values() for p in v.phases]
+        return sorted(out, key=lambda p: (p.start, phase_data.VENUES.index(p.venue), p.end))
+
+    def breaks(self, d: date) -> list[Break]:
+        """The pauses between consecutive phases of each venue on ``d``, by start."""
+        out = [b for v in self.venues(d).values() for b in v.breaks()]
+        return sorted(out, key=lambda b: (b.start, phase_data.VENUES.index(b.venue)))
+
+    def venue_window(self, d: date, venue: str) -> tuple[datetime, datetime] | None:
+        """From the venue's first phase start to its last phase end on ``d``; None when it does not trade."""
+        v = self.venues(d).get(venue)
+        return v.window if v else None
+
+    def phase_at(self, t: datetime, venue: str) -> Phase | None:
+        """The venue's phase running at ``t`` (tz-aware), or None: closed, or in a break."""
+        t = t.astimezone(krx.KST)
+        v = self.venues(t.date()).get(venue)
+        return next((p for p in v.phases if p.contains(t)), None) if v else None
 
 
 def calendar_from_env(environ: Mapping[str, str] | None = None) -> MarketCalendar:
