@@ -58,7 +58,8 @@ deps:
 sim: $(STAMP)
 	$(BIN)/observer-sim --clock open
 
-## regenerate the KRX calendar after editing observer_resources/calendar/overrides.toml
+## regenerate the KRX calendar (and check the venues' phases) after editing observer_resources/calendar/overrides.toml
+## or phases.toml
 calendar: $(STAMP)
 	$(BIN)/python -m observer_resources.calendar.build
 
