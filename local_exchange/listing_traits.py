@@ -16,19 +16,28 @@ import numpy as np
 # well under 300 MB (about 3.4 M trades).
 TOP_BUSY = 40
 SECOND_TIER = 20
+# The real listings (rows marked "known") keep at least this rate when a small sim has no busy slot for them.
+KNOWN_MIN_ACTIVITY = 0.1
+
+# Generated listings' market caps (KRW at their price level) above the knee are compressed by a power and capped,
+# so the real listings (about 10 trillion KRW and up) stay the largest even after years of each chain's drift.
+GENERATED_CAP_KNEE = 5e11
+GENERATED_CAP_MAX = 2e12
+_CAP_POWER = 0.3
 
 
-def assign_common_levels(rng: np.random.Generator, commons: list[dict]) -> None:
-    """Spread common-share price levels by quantile so ~60 % sit at or above 4,000 KRW.
+def assign_common_levels(rng: np.random.Generator, commons: list[dict], top: int = 0) -> None:
+    """Spread generated common-share price levels by quantile so ~60 % of all common shares sit at or above 4,000 KRW.
 
     Quantiles of a log-normal (median 5,200 KRW, sd 0.5 decades) are handed out in random order:
     the cross-section is then exact rather than subject to sampling noise, and the daily chain's
-    mean reversion keeps the share >= 4,000 inside 55-65 % on every day.
+    mean reversion keeps the share >= 4,000 inside 55-65 % on every day. The `top` highest quantiles are
+    left to the real listings, whose own levels are all far above 4,000 KRW, so the share holds with them.
     """
     m = len(commons)
     if m == 0:
         return
-    q = (np.arange(m) + 0.5) / m
+    q = (np.arange(m) + 0.5) / (m + top)
     z = _norm_ppf(q)
     levels = 10 ** (np.log10(5_200) + 0.5 * z)
     levels = np.clip(levels, 300, 1_500_000)
@@ -89,7 +98,7 @@ def assign_flags(rng: np.random.Generator, rows: list[dict]) -> None:
     """Halted, delisting-pending, administrative and market-alarm names, at least two of each."""
     for r in rows:
         r.update(halted=False, liquidation=False, administrative=False, alarm="00")
-    commons = [r for r in rows if r["cat"] == "common"]
+    commons = [r for r in rows if r["cat"] == "common" and not r.get("known")]  # real large caps keep a clean record
     m = len(commons)
     if m == 0:
         return
@@ -116,32 +125,59 @@ def assign_flags(rng: np.random.Generator, rows: list[dict]) -> None:
 
 
 def assign_activity(rng: np.random.Generator, rows: list[dict]) -> None:
-    """Heavy-tailed trade rates: a busy head (>= 3 trades/s), a short second tier, a quiet tail."""
+    """Heavy-tailed trade rates: a busy head (>= 3 trades/s), a short second tier, a quiet tail.
+
+    The real common shares lead the head, largest first; the rest of it is drawn from the generated ones.
+    """
     median = {"common": 0.0015, "preferred": 0.0005, "spac": 0.0008, "etf": 0.003, "etn": 0.001}
     for r in rows:
         med = median.get(r["cat"], 0.0006)
         r["activity"] = min(0.2, max(0.0002, med * math.exp(float(rng.normal(0.0, 1.4)))))
+    known = [i for i, r in enumerate(rows) if r.get("known") and r["cat"] == "common"]
     candidates = [
-        i for i, r in enumerate(rows) if not r["halted"] and not r["liquidation"] and r["cat"] in ("common", "etf")
+        i
+        for i, r in enumerate(rows)
+        if not r.get("known") and not r["halted"] and not r["liquidation"] and r["cat"] in ("common", "etf")
     ]
-    n_head = min(len(candidates), TOP_BUSY + SECOND_TIER, max(3, len(rows) // 40))
-    if not candidates:
-        return
-    # mostly large common shares, a few leveraged/inverse-style ETFs, as on KRX; a common share
-    # always leads, so even a tiny sim has a busy stock to stream
-    weights = np.array([4.0 if rows[i]["cat"] == "common" else 1.0 for i in candidates])
-    head = rng.choice(np.array(candidates), size=n_head, replace=False, p=weights / weights.sum()).tolist()
-    first_common = next((k for k, i in enumerate(head) if rows[i]["cat"] == "common"), 0)
-    head.insert(0, head.pop(first_common))
+    n_head = min(len(known) + len(candidates), TOP_BUSY + SECOND_TIER, max(3, len(rows) // 40))
+    head = known[:n_head]
+    k = n_head - len(head)
+    if k > 0:
+        # mostly large common shares, a few leveraged/inverse-style ETFs, as on KRX; a common share
+        # always leads, so even a tiny sim has a busy stock to stream
+        weights = np.array([4.0 if rows[i]["cat"] == "common" else 1.0 for i in candidates])
+        drawn = rng.choice(np.array(candidates), size=k, replace=False, p=weights / weights.sum()).tolist()
+        if not head:
+            first_common = next((j for j, i in enumerate(drawn) if rows[i]["cat"] == "common"), 0)
+            drawn.insert(0, drawn.pop(first_common))
+        head += drawn
     for rank, i in enumerate(head):
         r = rows[int(i)]
         if rank < TOP_BUSY:
             r["activity"] = float(3.0 * (4.0 / 3.0) ** ((TOP_BUSY - 1 - rank) / max(TOP_BUSY - 1, 1)))
-            if r["cat"] == "common":  # busy names are large caps: 2-40 trillion KRW
+            if r["cat"] == "common" and not r.get("known"):  # busy names are large caps (compress_generated_caps)
                 r["listed_shares"] = int(min(6e9, float(rng.uniform(2e12, 4e13)) / max(r["base_level"], 1.0)))
         else:
-            k = rank - TOP_BUSY
-            r["activity"] = float(0.8 * (0.2 / 0.8) ** (k / max(SECOND_TIER - 1, 1)))
+            j = rank - TOP_BUSY
+            r["activity"] = float(0.8 * (0.2 / 0.8) ** (j / max(SECOND_TIER - 1, 1)))
     for r in rows:
+        if r.get("known"):
+            r["activity"] = max(r["activity"], KNOWN_MIN_ACTIVITY)
         if r["halted"]:
             r["activity"] = 0.0
+
+
+def compress_generated_caps(rows: list[dict]) -> None:
+    """Shrink each generated listing's share count so its market cap at its price level stays under the real ones.
+
+    Above GENERATED_CAP_KNEE a cap c becomes knee * (c / knee) ** 0.3, at most GENERATED_CAP_MAX: the order of
+    the generated listings is kept, and their largest sit five times below the smallest real listing.
+    """
+    for r in rows:
+        if r.get("known"):
+            continue
+        level = max(float(r["base_level"]), 1.0)
+        cap = level * r["listed_shares"]
+        if cap > GENERATED_CAP_KNEE:
+            target = min(GENERATED_CAP_MAX, GENERATED_CAP_KNEE * (cap / GENERATED_CAP_KNEE) ** _CAP_POWER)
+            r["listed_shares"] = max(1, int(target / level))

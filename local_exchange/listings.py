@@ -5,6 +5,9 @@ The collector's universe rules (stock group, halted / delisting / administrative
 tested against a universe that has all of those cases in realistic proportions, so this module
 builds one from a seed: 950 KOSPI and 1,650 KOSDAQ listings at the default n = 2600, mostly
 stocks, plus ETFs, ETNs, SPACs, REITs, funds, depositary receipts and foreign shares.
+
+The largest listings are real KRX names under their real codes (`KNOWN_LISTINGS`), because the codes people
+try first (005930 in every KIS example) must answer; everything below them is generated.
 """
 
 from __future__ import annotations
@@ -15,7 +18,12 @@ from typing import Literal
 
 import numpy as np
 
-from local_exchange.listing_traits import assign_activity, assign_common_levels, assign_flags
+from local_exchange.listing_traits import (
+    assign_activity,
+    assign_common_levels,
+    assign_flags,
+    compress_generated_caps,
+)
 from observer_resources.kis.protocol import MASTER_ENCODING
 
 NAME_MAX_BYTES = 40  # SZ_KORNAME of the master's C header
@@ -43,6 +51,11 @@ _MIX: tuple[tuple[str, str, int], ...] = (
     ("dr", "kosdaq", 3),
 )
 _MIX_TOTAL = sum(c for _, _, c in _MIX)
+_MIX_INDEX = {(cat, market): i for i, (cat, market, _) in enumerate(_MIX)}
+
+# Every listing predates the sim's calendar (2018 on), so its whole price history is "listed"; a real listing
+# date after this is pulled back to it.
+_LATEST_LISTING = date(2017, 12, 28)
 
 _GROUP = {
     "common": "ST",
@@ -119,6 +132,54 @@ class Listing:
         return self.group == "ST" and self.etp == 0
 
 
+@dataclass(frozen=True)
+class KnownListing:
+    """A real KRX listing the sim carries under its real code and name; sizes are plausible, not live."""
+
+    code: str
+    name: str
+    market: Literal["kospi", "kosdaq"]
+    level: float  # long-run price level, KRW
+    shares: int
+    par: int
+    listed: date
+    parent: str = ""  # a preferred share's common share
+
+
+# The largest KRX listings, largest first, each market cap (level x shares) well above anything generated
+# (listing_traits.GENERATED_CAP_MAX) so they stay the largest on every day of the calendar.
+KNOWN_LISTINGS: tuple[KnownListing, ...] = (
+    KnownListing("005930", "삼성전자", "kospi", 65_000, 5_969_782_550, 100, date(1975, 6, 11)),
+    KnownListing("005935", "삼성전자우", "kospi", 55_000, 822_886_700, 100, date(1989, 9, 25), parent="005930"),
+    KnownListing("000660", "SK하이닉스", "kospi", 170_000, 728_002_365, 5_000, date(1996, 12, 26)),
+    KnownListing("373220", "LG에너지솔루션", "kospi", 390_000, 234_000_000, 500, date(2022, 1, 27)),
+    KnownListing("207940", "삼성바이오로직스", "kospi", 900_000, 71_174_000, 2_500, date(2016, 11, 10)),
+    KnownListing("005380", "현대차", "kospi", 210_000, 209_416_191, 5_000, date(1974, 6, 28)),
+    KnownListing("000270", "기아", "kospi", 95_000, 397_672_632, 5_000, date(1973, 7, 21)),
+    KnownListing("068270", "셀트리온", "kospi", 170_000, 216_963_000, 1_000, date(2005, 7, 19)),
+    KnownListing("035420", "NAVER", "kospi", 190_000, 158_437_008, 100, date(2002, 10, 29)),
+    KnownListing("035720", "카카오", "kospi", 50_000, 444_000_000, 100, date(1999, 11, 11)),
+    KnownListing("051910", "LG화학", "kospi", 330_000, 70_592_343, 5_000, date(2001, 4, 25)),
+    KnownListing("006400", "삼성SDI", "kospi", 320_000, 68_764_530, 5_000, date(1979, 2, 27)),
+    KnownListing("005490", "POSCO홀딩스", "kospi", 260_000, 84_571_230, 5_000, date(1988, 6, 10)),
+    KnownListing("105560", "KB금융", "kospi", 55_000, 403_511_072, 5_000, date(2008, 10, 10)),
+    KnownListing("055550", "신한지주", "kospi", 40_000, 509_000_000, 5_000, date(2001, 9, 10)),
+    KnownListing("012330", "현대모비스", "kospi", 220_000, 94_000_000, 5_000, date(1989, 9, 5)),
+    KnownListing("066570", "LG전자", "kospi", 90_000, 163_647_814, 5_000, date(2002, 4, 22)),
+    KnownListing("017670", "SK텔레콤", "kospi", 50_000, 214_790_053, 100, date(1989, 11, 7)),
+    KnownListing("030200", "KT", "kospi", 38_000, 258_000_000, 5_000, date(1998, 12, 23)),
+    KnownListing("015760", "한국전력", "kospi", 20_000, 641_964_077, 5_000, date(1989, 8, 10)),
+    KnownListing("247540", "에코프로비엠", "kosdaq", 230_000, 97_801_344, 500, date(2019, 3, 5)),
+    KnownListing("086520", "에코프로", "kosdaq", 90_000, 133_138_340, 100, date(2007, 7, 20)),
+    KnownListing("196170", "알테오젠", "kosdaq", 200_000, 53_400_000, 500, date(2014, 12, 12)),
+    KnownListing("028300", "HLB", "kosdaq", 75_000, 131_000_000, 500, date(1996, 11, 6)),
+)
+KNOWN_CODES = frozenset(k.code for k in KNOWN_LISTINGS)
+# generated codes never share a known code's first five digits, so no generated common or preferred share
+# (a preferred derives its code from its common share's) can take a real code
+_RESERVED_PREFIXES = np.array(sorted({int(k.code[:5]) for k in KNOWN_LISTINGS}))
+
+
 def isin_check_digit(body: str) -> int:
     """ISIN (ISO 6166) check digit of the first 11 characters: letters as 10..35, then Luhn."""
     digits = "".join(str(int(c, 36)) for c in body.upper())
@@ -180,16 +241,56 @@ def _pick_combos(rng: np.random.Generator, sizes: tuple[int, ...], k: int) -> li
     return out
 
 
+def _known_rows(counts: list[int]) -> list[dict]:
+    """Rows of the real listings that fit the mix at this size, largest first; each takes its category's slot.
+
+    A small sim keeps the head of the table (those are the codes people try), and a preferred share comes only
+    with its common share.
+    """
+    rows: list[dict] = []
+    for k in KNOWN_LISTINGS:
+        cat = "preferred" if k.parent else "common"
+        i = _MIX_INDEX[(cat, k.market)]
+        if counts[i] == 0 or (k.parent and not any(r["code"] == k.parent for r in rows)):
+            continue
+        counts[i] -= 1
+        rows.append(
+            {
+                "market": k.market,
+                "group": "ST",
+                "etp": 0,
+                "spac": False,
+                "preferred": bool(k.parent),
+                "par_value": k.par,
+                "cat": cat,
+                "parent": k.parent,
+                "code": k.code,
+                "name": k.name,
+                "base_level": float(k.level),
+                "listed_shares": k.shares,
+                "listing_date": min(k.listed, _LATEST_LISTING),
+                # large caps move less than the generated median; KOSDAQ's growth names more than KOSPI's
+                "volatility": 0.015 if k.parent else (0.016 if k.market == "kospi" else 0.022),
+                "known": True,
+            }
+        )
+    return rows
+
+
 def generate_listings(seed: int, n: int = 2600) -> list[Listing]:
     """The sim's securities for `seed`, sorted by code; same (seed, n) gives the same list."""
     rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, 0x4C495354])))
     counts = _counts(n)
+    known_rows = _known_rows(counts)  # takes its slots out of `counts`
     names = _Names()
+    names.used.update(k.name for k in KNOWN_LISTINGS)
 
     # Six-digit code pools: stocks/SPACs/REITs/funds end in 0 (preferred derive 5/7/K/L from them);
-    # ETFs and other products end in 1-4, 6, 8 or 9, so the pools cannot collide.
+    # ETFs and other products end in 1-4, 6, 8 or 9, so the pools cannot collide. Real codes' prefixes are
+    # reserved.
     n_zero = sum(c for (cat, _, _), c in zip(_MIX, counts) if cat not in ("preferred", "etf", "etn"))
-    zero_codes = [f"{int(k):05d}0" for k in rng.choice(np.arange(1, 50_000), size=n_zero, replace=False)]
+    zero_pool = np.setdiff1d(np.arange(1, 50_000), _RESERVED_PREFIXES)
+    zero_codes = [f"{int(k):05d}0" for k in rng.choice(zero_pool, size=n_zero, replace=False)]
     n_etf = sum(c for (cat, _, _), c in zip(_MIX, counts) if cat == "etf")
     etf_pool = np.arange(100_001, 500_000)
     etf_pool = etf_pool[~np.isin(etf_pool % 10, (0, 5, 7))]
@@ -205,10 +306,10 @@ def generate_listings(seed: int, n: int = 2600) -> list[Listing]:
         p, s = next(company)
         return _PREFIXES[p] + (suffix if suffix is not None else _SUFFIXES[s])
 
-    rows: list[dict] = []
-    commons: dict[str, list[dict]] = {"kospi": [], "kosdaq": []}
+    rows: list[dict] = list(known_rows)
+    commons: dict[str, list[dict]] = {"kospi": [], "kosdaq": []}  # generated ones: parents of generated preferreds
     zi = ei = ni = n_spac = 0
-    early, late = date(1956, 3, 3).toordinal(), date(2017, 12, 28).toordinal()
+    early, late = date(1956, 3, 3).toordinal(), _LATEST_LISTING.toordinal()
 
     def listing_day(lo: date | None = None) -> date:
         a = lo.toordinal() if lo else early
@@ -337,12 +438,17 @@ def generate_listings(seed: int, n: int = 2600) -> list[Listing]:
                     row["par_value"] = 0
             rows.append(row)
 
-    assign_common_levels(rng, [r for r in rows if r["cat"] == "common"])
+    assign_common_levels(
+        rng,
+        [r for r in rows if r["cat"] == "common" and not r.get("known")],
+        top=sum(r["cat"] == "common" for r in known_rows),
+    )
     for r in rows:
-        if r["cat"] == "preferred":
+        if r["cat"] == "preferred" and not r.get("known"):
             r["base_level"] = r.pop("_parent_row")["base_level"] * float(rng.uniform(0.45, 0.95))
     assign_flags(rng, rows)
     assign_activity(rng, rows)
+    compress_generated_caps(rows)
 
     out = [
         Listing(

@@ -13,7 +13,7 @@ import zipfile
 from datetime import date
 from typing import TYPE_CHECKING, Literal
 
-from local_exchange.listings import NAME_MAX_BYTES, Listing
+from local_exchange.listings import KNOWN_CODES, NAME_MAX_BYTES, Listing
 from local_exchange.records import _mix
 from observer_resources.calendar import CalendarRangeError
 from observer_resources.kis.protocol import MASTER_ENCODING, MASTER_TAIL_LEN
@@ -134,10 +134,11 @@ for _m, _cols in COLUMNS.items():
     assert sum(w for _, w in _cols) == MASTER_TAIL_LEN[_m], _m
 assert len(COLUMNS["kospi"]) == 70 and len(COLUMNS["kosdaq"]) == 64
 
-# Index sectors. A company's industry comes from the first word of its name found here (a preferred share's name
-# starts with its common share's, so both sit in one industry), else from a hash of its code; KOSPI industries are
-# KRX's classic KOSPI industry-index codes (0005 food ... 0026 services; a manufacturing industry sits under 0027
-# manufacturing as the large division). KOSDAQ's 10xx codes here are plausible stand-ins, not KRX's table.
+# Index sectors. A real listing's industry is listed in _KNOWN_INDUSTRY below; any other company's comes from the
+# first word of its name found here (a preferred share's name starts with its common share's, so both sit in one
+# industry), else from a hash of its code. KOSPI industries are KRX's classic KOSPI industry-index codes (0005 food
+# ... 0026 services; a manufacturing industry sits under 0027 manufacturing as the large division). KOSDAQ's 10xx
+# codes here are plausible stand-ins, not KRX's table.
 _INDUSTRY_WORDS: tuple[tuple[str, str], ...] = (
     ("반도체", "0013"),
     ("디스플레이", "0013"),
@@ -209,8 +210,40 @@ _INDEX_SIZES = {
 }
 _DEFAULT_COMMONS = {"kospi": 767, "kosdaq": 1574}
 
+# The real listings' industries (KOSPI industry-index codes, mapped for KOSDAQ as above) and KRX sector-index
+# flags, which their names do not spell; a preferred share takes its common share's.
+_KNOWN_INDUSTRY: dict[str, tuple[str, tuple[str, ...]]] = {
+    "005930": ("0013", ("krx_smcn_yn",)),
+    "000660": ("0013", ("krx_smcn_yn",)),
+    "373220": ("0013", ()),
+    "207940": ("0009", ("krx_bio_yn",)),
+    "005380": ("0015", ("krx_car_yn",)),
+    "000270": ("0015", ("krx_car_yn",)),
+    "068270": ("0009", ("krx_bio_yn",)),
+    "035420": ("0026", ("krx_medi_cmnc_yn",)),
+    "035720": ("0026", ("krx_medi_cmnc_yn",)),
+    "051910": ("0008", ("krx_enrg_chms_yn",)),
+    "006400": ("0013", ()),
+    "005490": ("0011", ("krx_stel_yn",)),
+    "105560": ("0021", ("krx_bank_yn",)),
+    "055550": ("0021", ("krx_bank_yn",)),
+    "012330": ("0015", ("krx_car_yn",)),
+    "066570": ("0013", ()),
+    "017670": ("0020", ("krx_medi_cmnc_yn",)),
+    "030200": ("0020", ("krx_medi_cmnc_yn",)),
+    "015760": ("0017", ()),
+    "247540": ("0013", ()),
+    "086520": ("0008", ("krx_enrg_chms_yn",)),
+    "196170": ("0009", ("krx_bio_yn",)),
+    "028300": ("0009", ("krx_bio_yn",)),
+}
+assert {c for c in KNOWN_CODES if c[-1] == "0"} == set(_KNOWN_INDUSTRY)
+
 
 def _industry(x: Listing, h: int) -> str:
+    known = _KNOWN_INDUSTRY.get(x.parent or x.code)
+    if known is not None:
+        return known[0]
     for word, code in _INDUSTRY_WORDS:
         if word in x.name:
             return code
@@ -235,7 +268,10 @@ def _sectors(x: Listing, h: int) -> tuple[str, str, str]:
 
 
 def index_cuts(market: str, commons: int) -> dict[str, int]:
-    """How many of a market's largest common shares are in each index, for a sim with `commons` of them."""
+    """How many of a market's largest common shares are in each index, for a sim with `commons` of them.
+
+    The real common shares are KOSPI200 / KOSDAQ150 members even where a tiny sim's cut is shorter than they are.
+    """
     scale = min(1.0, commons / _DEFAULT_COMMONS[market])
     return {k: round(n * scale) for k, n in _INDEX_SIZES[market].items()}
 
@@ -312,12 +348,16 @@ def _tail_values(
         )
     else:
         scale = "0"
-    sector_flags = {key: _yn(common and any(w in x.name for w in words)) for key, words in _SECTOR_WORDS.items()}
+    known = _KNOWN_INDUSTRY.get(x.code)
+    if known is not None:
+        sector_flags = {key: _yn(key in known[1]) for key in _SECTOR_WORDS}
+    else:
+        sector_flags = {key: _yn(common and any(w in x.name for w in words)) for key, words in _SECTOR_WORDS.items()}
     large, medium, small = _sectors(x, _hash(seed, _code_key(x.parent or x.code)))
     manufacturing = large in ("0027", "1009")
     risky = x.halted or x.administrative or x.liquidation or x.alarm != "00"
-    # caution and overheat designations: a few stocks each, deterministic per (seed, code)
-    flagged = stock and not x.spac
+    # caution and overheat designations: a few stocks each, deterministic per (seed, code); never a real listing
+    flagged = stock and not x.spac and x.code not in KNOWN_CODES
     overheat = h2 % 1000
     short_over = ("2" if overheat < 6 else "1" if overheat < 9 else "3" if overheat < 11 else "0") if flagged else "0"
     sales = (mcap_100m * (2 + h % 15)) // 10 if common else 0
@@ -334,7 +374,7 @@ def _tail_values(
         "low_current_yn": _yn(flagged and (h2 >> 56) % 50 == 0),
         "sprn_strr_nmix_issu_yn": "N",
         "kospi200_apnt_cls_code": KOSPI200_SECTORS[(h >> 32) % len(KOSPI200_SECTORS)]
-        if rank < cuts["kospi200"]
+        if rank < cuts["kospi200"] or (kospi and common and x.code in KNOWN_CODES)
         else "0",
         "kospi100_issu_yn": _yn(rank < cuts["kospi100"]),
         "kospi50_issu_yn": _yn(rank < cuts["kospi50"]),
@@ -346,9 +386,9 @@ def _tail_values(
         "short_over_cls_code": short_over,
         "krx_fnnc_svc_yn": "N",
         "sri_nmix_yn": "N",
-        "vntr_issu_yn": _yn(common and not kospi and (h >> 40) % 5 == 0),
+        "vntr_issu_yn": _yn(common and not kospi and x.code not in KNOWN_CODES and (h >> 40) % 5 == 0),
         "invt_alrm_yn": _yn(flagged and not kospi and not x.administrative and (h2 >> 48) % 100 == 0),
-        "ksq150_nmix_yn": _yn(rank < cuts["kosdaq150"]),
+        "ksq150_nmix_yn": _yn(rank < cuts["kosdaq150"] or (not kospi and common and x.code in KNOWN_CODES)),
         **sector_flags,
         "stck_sdpr": str(sdpr),
         "frml_mrkt_deal_qty_unit": "1",

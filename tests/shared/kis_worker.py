@@ -99,7 +99,7 @@ def main() -> None:
     ap.add_argument("--state", required=True, help="directory of tokens.sqlite and ratelimit.sqlite")
     ap.add_argument("--rate", type=float, default=18.0)
     ap.add_argument("--n", type=int, default=1)
-    ap.add_argument("--code", default="000310")
+    ap.add_argument("--code", default="005930")
     ap.add_argument("--too-soon-wait", type=float, default=60.0)
     args = ap.parse_args()
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(process)d %(levelname)s %(name)s: %(message)s")
