@@ -7,6 +7,7 @@ Routes are listed in docs/local-exchange.md.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import date, datetime, time
 from typing import TYPE_CHECKING, Any
@@ -15,6 +16,7 @@ from aiohttp import web
 
 from local_exchange.accounts import appkey_id
 from local_exchange.faults import FaultError
+from local_exchange.venues import NXT_LAUNCH, venues_for
 from local_exchange.ws import truth_sent_json
 from observer_resources.calendar import KST, CalendarRangeError
 from observer_resources.kis import protocol as p
@@ -53,6 +55,10 @@ def _parse_day(v: str | None, default: date) -> date:
         return date.fromisoformat(v) if "-" in v else datetime.strptime(v, "%Y%m%d").date()
     except ValueError:
         raise BadRequest(f"day must be YYYYMMDD or YYYY-MM-DD, got {v!r}") from None
+
+
+def _ymd(d: date) -> str:
+    return d.strftime("%Y%m%d")
 
 
 def _parse_hms(v: str | None, default: int) -> int:
@@ -237,6 +243,49 @@ def add_routes(app: web.Application, state: SimState) -> None:
         at = _parse_at(request.query.get("at"), state.clock.now())
         return _json(quote_json(state.market.quote(code, at)))
 
+    async def truth_nxt(request: web.Request) -> web.Response:
+        """The NXT list of a day (default: the sim's date) and its period's mid-quarter cut, as search-stock-info
+        reports them."""
+        day = _parse_day(request.query.get("day"), state.clock.now().date())
+        # the first ask of a period ranks every listing's cap: off the event loop, as the REST handlers do
+        period = await asyncio.to_thread(venues_for(state.market).period, day)
+        if period is None:
+            return _json(
+                {
+                    "venue": "NXT",
+                    "day": _ymd(day),
+                    "launch": _ymd(NXT_LAUNCH),
+                    "period": None,
+                    "count": 0,
+                    "members": [],
+                    "halted": [],
+                    "dropped": [],
+                }
+            )
+        members = sorted(period.members(day))
+        return _json(
+            {
+                "venue": "NXT",
+                "day": _ymd(day),
+                "launch": _ymd(NXT_LAUNCH),
+                "period": {
+                    "start": _ymd(period.start),
+                    "end": _ymd(period.end),
+                    "selected": len(period.selected),
+                    "index_members": len(period.index_members & set(period.selected)),
+                    "drop_day": _ymd(period.drop_day) if period.drop_day else None,
+                },
+                "count": len(members),
+                "members": members,
+                "halted": sorted(period.halted),
+                "dropped": [
+                    {"code": c, "day": _ymd(period.drop_day), "dropped": day >= period.drop_day}
+                    for c in period.dropped
+                    if period.drop_day is not None
+                ],
+            }
+        )
+
     async def listings(request: web.Request) -> web.Response:
         mkt = request.query.get("market")
         limit = int(request.query.get("limit", "0") or 0)
@@ -300,6 +349,7 @@ def add_routes(app: web.Application, state: SimState) -> None:
     r.add_get(PREFIX + "/truth/ticks", guarded(truth_ticks))
     r.add_get(PREFIX + "/truth/sent", guarded(truth_sent))
     r.add_get(PREFIX + "/truth/quote", guarded(truth_quote))
+    r.add_get(PREFIX + "/truth/nxt", guarded(truth_nxt))
     r.add_get(PREFIX + "/listings", guarded(listings))
     r.add_get(PREFIX + "/faults", guarded(faults_get))
     r.add_post(PREFIX + "/faults", guarded(faults_post))

@@ -52,6 +52,7 @@ HANDLERS: dict[str, Handler] = {
     "volume-rank": rest_quotes.volume_rank,
     "chk-holiday": rest_reference.chk_holiday,
     "search-info": rest_reference.search_info,
+    "search-stock-info": rest_reference.search_stock_info,
 }
 
 

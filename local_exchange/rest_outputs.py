@@ -38,6 +38,22 @@ SEARCH_INFO_FIELDS = tuple(
     "prdt_eng_name120, prdt_eng_abrv_name, prdt_sale_stat_cd, prdt_risk_grad_cd, prdt_clsf_cd, prdt_clsf_name, "
     "sale_strt_dt, sale_end_dt, wrap_asst_type_cd, ivst_prdt_type_cd, ivst_prdt_type_cd_name, frst_erlm_dt".split(", ")
 )
+# CTPF1002R: the 67 fields KIS documents, in its order; the last two are the NXT flags (docs/kis-protocol.md §6.10)
+SEARCH_STOCK_INFO_FIELDS = tuple(
+    "pdno, prdt_type_cd, mket_id_cd, scty_grp_id_cd, excg_dvsn_cd, setl_mmdd, lstg_stqt, lstg_cptl_amt, cpta, papr, "
+    "issu_pric, kospi200_item_yn, scts_mket_lstg_dt, scts_mket_lstg_abol_dt, kosdaq_mket_lstg_dt, "
+    "kosdaq_mket_lstg_abol_dt, frbd_mket_lstg_dt, frbd_mket_lstg_abol_dt, reits_kind_cd, etf_dvsn_cd, oilf_fund_yn, "
+    "idx_bztp_lcls_cd, idx_bztp_mcls_cd, idx_bztp_scls_cd, stck_kind_cd, mfnd_opng_dt, mfnd_end_dt, "
+    "dpsi_erlm_cncl_dt, etf_cu_qty, prdt_name, prdt_name120, prdt_abrv_name, std_pdno, prdt_eng_name, "
+    "prdt_eng_name120, prdt_eng_abrv_name, dpsi_aptm_erlm_yn, etf_txtn_type_cd, etf_type_cd, lstg_abol_dt, "
+    "nwst_odst_dvsn_cd, sbst_pric, thco_sbst_pric, thco_sbst_pric_chng_dt, tr_stop_yn, admn_item_yn, thdt_clpr, "
+    "bfdy_clpr, clpr_chng_dt, std_idst_clsf_cd, std_idst_clsf_cd_name, idx_bztp_lcls_cd_name, "
+    "idx_bztp_mcls_cd_name, idx_bztp_scls_cd_name, ocr_no, crfd_item_yn, elec_scty_yn, issu_istt_cd, "
+    "etf_chas_erng_rt_dbnb, etf_etn_ivst_heed_item_yn, stln_int_rt_dvsn_cd, frnr_psnl_lmt_rt, "
+    "lstg_rqsr_issu_istt_cd, lstg_rqsr_item_cd, trst_istt_issu_istt_cd, cptt_trad_tr_psbl_yn, nxt_tr_stop_yn".split(
+        ", "
+    )
+)
 MULTPRICE_FIELDS = tuple(
     "kospi_kosdaq_cls_name, mrkt_trtm_cls_name, hour_cls_code, inter_shrn_iscd, inter_kor_isnm, inter2_prpr, "
     "inter2_prdy_vrss, prdy_vrss_sign, prdy_ctrt, acml_vol, inter2_oprc, inter2_hgpr, inter2_lwpr, inter2_llam, "
@@ -588,6 +604,109 @@ def search_info(li: Any) -> dict[str, str]:
         "frst_erlm_dt": ymd(li.listing_date),
     }
     return _ordered(out, SEARCH_INFO_FIELDS)
+
+
+def kis_pdno(code: str) -> str:
+    """The 12-character product number KIS echoes: '00000A' + a stock's short code ('00000A000660' in KIS's
+    example); an ETN's Q code is zero-filled the same way (an assumption)."""
+    return (code if code.startswith("Q") else "A" + code).rjust(12, "0")
+
+
+def _stock_kind(li: Any) -> str:
+    """stck_kind_cd: 101 common, 201/202 first/second preferred, 000 anything that is not a share."""
+    if not li.is_stock or li.spac:
+        return "000"
+    if not li.preferred:
+        return "101"
+    return "202" if li.code[-1] in "7L" else "201"
+
+
+def search_stock_info(
+    li: Any,
+    *,
+    kospi200: bool,
+    last_close: tuple[date, int, int] | None,
+    nxt: tuple[bool, bool],
+) -> dict[str, str]:
+    """CTPF1002R ``output``. ``last_close``: (day, close, the close before it) of the latest finished session;
+    ``nxt``: (trades on NXT, halted on NXT) from venues.py. Codes the sim does not model stay empty, as KIS
+    leaves its own unknowns."""
+    kospi = li.market == "kospi"
+    group = "EN" if li.etp in (3, 4) else li.group
+    common = li.is_stock and not li.preferred and not li.spac
+    eng = f"SIM {li.code} {'PREF' if li.preferred else 'CO'}"
+    listed = ymd(li.listing_date)
+    close_day, close, before = last_close if last_close is not None else (None, None, None)
+    out = {
+        "pdno": kis_pdno(li.code),
+        "prdt_type_cd": "300",
+        "mket_id_cd": "STK" if kospi else "KSQ",
+        "scty_grp_id_cd": group,
+        "excg_dvsn_cd": "02" if kospi else "03",
+        "setl_mmdd": "12",
+        "lstg_stqt": num(li.listed_shares),
+        "lstg_cptl_amt": "0",
+        "cpta": num(li.listed_shares * li.par_value),
+        "papr": num(li.par_value),
+        "issu_pric": num(li.par_value),
+        "kospi200_item_yn": yn(kospi200),
+        "scts_mket_lstg_dt": listed if kospi else "",
+        "scts_mket_lstg_abol_dt": "",
+        "kosdaq_mket_lstg_dt": "" if kospi else listed,
+        "kosdaq_mket_lstg_abol_dt": "",
+        "frbd_mket_lstg_dt": "",
+        "frbd_mket_lstg_abol_dt": "",
+        "reits_kind_cd": "",
+        "etf_dvsn_cd": "" if li.group == "EF" else "0",
+        "oilf_fund_yn": "N",
+        "idx_bztp_lcls_cd": "",
+        "idx_bztp_mcls_cd": "",
+        "idx_bztp_scls_cd": "",
+        "stck_kind_cd": _stock_kind(li),
+        "mfnd_opng_dt": "",
+        "mfnd_end_dt": "",
+        "dpsi_erlm_cncl_dt": "",
+        "etf_cu_qty": "0",
+        "prdt_name": li.name + "보통주" if common else li.name,
+        "prdt_name120": li.name + "보통주" if common else li.name,
+        "prdt_abrv_name": li.name,
+        "std_pdno": li.isin,
+        "prdt_eng_name": eng,
+        "prdt_eng_name120": eng,
+        "prdt_eng_abrv_name": eng,
+        "dpsi_aptm_erlm_yn": "Y",
+        "etf_txtn_type_cd": "00",
+        "etf_type_cd": "",
+        "lstg_abol_dt": "",
+        "nwst_odst_dvsn_cd": "1",
+        "sbst_pric": "",
+        "thco_sbst_pric": "",
+        "thco_sbst_pric_chng_dt": "",
+        "tr_stop_yn": yn(li.halted),
+        "admn_item_yn": yn(li.administrative),
+        "thdt_clpr": num(close),
+        "bfdy_clpr": num(before),
+        "clpr_chng_dt": ymd(close_day),
+        "std_idst_clsf_cd": "",
+        "std_idst_clsf_cd_name": "",
+        "idx_bztp_lcls_cd_name": "",
+        "idx_bztp_mcls_cd_name": "",
+        "idx_bztp_scls_cd_name": "",
+        "ocr_no": "",
+        "crfd_item_yn": "N",
+        "elec_scty_yn": "Y",
+        "issu_istt_cd": "",
+        "etf_chas_erng_rt_dbnb": "",
+        "etf_etn_ivst_heed_item_yn": "N",
+        "stln_int_rt_dvsn_cd": "",
+        "frnr_psnl_lmt_rt": "",
+        "lstg_rqsr_issu_istt_cd": "",
+        "lstg_rqsr_item_cd": "",
+        "trst_istt_issu_istt_cd": "",
+        "cptt_trad_tr_psbl_yn": yn(nxt[0]),
+        "nxt_tr_stop_yn": yn(nxt[0] and nxt[1]),
+    }
+    return _ordered(out, SEARCH_STOCK_INFO_FIELDS)
 
 
 def aggregate_bars(bars_newest_first: Sequence[Any], period: str) -> list[Any]:

@@ -282,6 +282,31 @@ class ProductInfo:
     raw: Mapping[str, str] = field(repr=False, compare=False)
 
 
+@dataclass(frozen=True, slots=True)
+class StockInfo:
+    """``search-stock-info`` (CTPF1002R): a stock's reference data and, the reason to ask, its NXT status.
+
+    The master files carry no NXT flag (docs/kis-protocol.md §6.10), so this is where a collector learns which
+    codes also trade on Nextrade. ``nxt_halted`` is only ever true for a code with ``nxt_tradable``.
+    """
+
+    code: str  # short code, from pdno ('00000A005930' -> '005930')
+    name: str  # prdt_abrv_name, the name the master files carry
+    full_name: str  # prdt_name ('삼성전자보통주')
+    isin: str  # std_pdno
+    market_id: str  # mket_id_cd: STK (KOSPI), KSQ (KOSDAQ), KNX (KONEX)
+    group: str  # scty_grp_id_cd: ST, EF, EN, ...
+    listed_shares: int  # lstg_stqt
+    par_value: int  # papr
+    kospi200: bool  # kospi200_item_yn
+    listed: date | None  # scts_mket_lstg_dt or kosdaq_mket_lstg_dt
+    halted: bool  # tr_stop_yn: trading halted on KRX
+    administrative: bool  # admn_item_yn
+    nxt_tradable: bool  # cptt_trad_tr_psbl_yn
+    nxt_halted: bool  # nxt_tr_stop_yn
+    raw: Mapping[str, str] = field(repr=False, compare=False)
+
+
 # --- REST transport --------------------------------------------------------------------------------
 
 

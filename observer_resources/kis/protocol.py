@@ -41,6 +41,7 @@ TR_TIME_CONCLUSION: Final = "FHPST01060000"
 TR_VOLUME_RANK: Final = "FHPST01710000"
 TR_CHK_HOLIDAY: Final = "CTCA0903R"
 TR_SEARCH_INFO: Final = "CTPF1604R"
+TR_SEARCH_STOCK_INFO: Final = "CTPF1002R"  # stock info, the only place KIS tells whether a stock trades on NXT (§6.10)
 
 #: path suffix -> tr_id the local exchange expects on it
 QUOTE_PATHS: Final[dict[str, str]] = {
@@ -54,10 +55,11 @@ QUOTE_PATHS: Final[dict[str, str]] = {
     "volume-rank": TR_VOLUME_RANK,
     "chk-holiday": TR_CHK_HOLIDAY,
     "search-info": TR_SEARCH_INFO,
+    "search-stock-info": TR_SEARCH_STOCK_INFO,
 }
 
 #: TRs KIS does not offer on the paper (VTS) host (§5.1, §10.2)
-PAPER_REFUSED_TRS: Final = frozenset({TR_MULTPRICE, TR_VOLUME_RANK, TR_CHK_HOLIDAY})
+PAPER_REFUSED_TRS: Final = frozenset({TR_MULTPRICE, TR_VOLUME_RANK, TR_CHK_HOLIDAY, TR_SEARCH_STOCK_INFO})
 
 MULTPRICE_MAX: Final = 30
 TIME_ITEMCHART_ROWS: Final = 30
@@ -68,6 +70,9 @@ DAILY_ITEMCHART_ROWS: Final = 100
 # --- envelope and errors (§3.4, §4) -----------------------------------------------------------
 OK_MSG_CD: Final = "MCA00000"
 OK_MSG1: Final = "정상처리 되었습니다."
+#: search-stock-info's success envelope in KIS's own example: another code, msg1 space-padded to 80 CP949 bytes (§6.10)
+LOOKUP_OK_MSG_CD: Final = "KIOK0530"
+LOOKUP_OK_MSG1: Final = "조회되었습니다" + " " * 66
 
 EGW_RATE: Final = "EGW00201"
 EGW_EXPIRED: Final = "EGW00123"

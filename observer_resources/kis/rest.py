@@ -29,6 +29,7 @@ from observer_resources.kis.models import (
     ProductInfo,
     Quote,
     RestStats,
+    StockInfo,
     VolumeRankRow,
 )
 from observer_resources.kis.rest_transport import RestTransport
@@ -44,6 +45,7 @@ from observer_resources.kis.rows import (
     output_rows,
     product_info_from,
     quote_from,
+    stock_info_from,
     typed_row,
     volume_rank_from,
     yyyymmdd,
@@ -294,6 +296,12 @@ class KisRestClient(RestTransport):
     async def search_info(self, code: str, product_type: str = "300") -> ProductInfo:
         page = await self.request("search-info", p.TR_SEARCH_INFO, {"PDNO": code, "PRDT_TYPE_CD": product_type})
         return typed_row(p.TR_SEARCH_INFO, product_info_from, page.body.get("output"))
+
+    async def search_stock_info(self, code: str) -> StockInfo:
+        """A stock's reference data and NXT status as of today (real keys only; one call per code, so a universe
+        refresh costs one call per stock). An unknown code raises ``NoDataError``."""
+        page = await self.request("search-stock-info", p.TR_SEARCH_STOCK_INFO, {"PRDT_TYPE_CD": "300", "PDNO": code})
+        return typed_row(p.TR_SEARCH_STOCK_INFO, stock_info_from, page.body.get("output"))
 
 
 __all__ = ["KisRestClient", "KisResponseError", "Page", "RestStats", "CREDENTIAL_CODES"]

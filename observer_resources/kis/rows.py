@@ -22,6 +22,7 @@ from observer_resources.kis.models import (
     MultiQuote,
     ProductInfo,
     Quote,
+    StockInfo,
     VolumeRankRow,
 )
 
@@ -292,6 +293,38 @@ def product_info_from(o: Mapping[str, Any]) -> ProductInfo:
         eng_name=o.get("prdt_eng_name", ""),
         classification=o.get("prdt_clsf_name", ""),
         first_listed=_date(o.get("frst_erlm_dt")),
+        raw=dict(o),
+    )
+
+
+def short_code(pdno: str) -> str:
+    """KIS's 12-character product number -> the short code: '00000A005930' -> '005930', '00000Q500001' ->
+    'Q500001'; anything else is returned as sent."""
+    s = pdno.strip()
+    if len(s) == 12 and s[:5] == "00000" and s[5] in "AQ":
+        return s[6:] if s[5] == "A" else s[5:]
+    return s
+
+
+def stock_info_from(o: Mapping[str, Any]) -> StockInfo:
+    """The NXT flag is required: an answer without it cannot say what the call was made for, so it fails
+    (``typed_row`` turns the KeyError into a KisResponseError) rather than reading as "not on NXT"."""
+    nxt = _yn(o["cptt_trad_tr_psbl_yn"])
+    return StockInfo(
+        code=short_code(o["pdno"]),
+        name=o.get("prdt_abrv_name", ""),
+        full_name=o.get("prdt_name", ""),
+        isin=o.get("std_pdno", ""),
+        market_id=o.get("mket_id_cd", ""),
+        group=o.get("scty_grp_id_cd", ""),
+        listed_shares=_int(o.get("lstg_stqt")),
+        par_value=_int(o.get("papr")),
+        kospi200=_yn(o.get("kospi200_item_yn")),
+        listed=_date(o.get("scts_mket_lstg_dt")) or _date(o.get("kosdaq_mket_lstg_dt")),
+        halted=_yn(o.get("tr_stop_yn")),
+        administrative=_yn(o.get("admn_item_yn")),
+        nxt_tradable=nxt,
+        nxt_halted=nxt and _yn(o.get("nxt_tr_stop_yn")),
         raw=dict(o),
     )
 
