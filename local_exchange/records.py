@@ -109,3 +109,89 @@ def make_book(
     ask_sizes = tuple(s if px else 0 for s, px in zip(sizes[:BOOK_LEVELS], asks))
     bid_sizes = tuple(s if px else 0 for s, px in zip(sizes[BOOK_LEVELS:], bids))
     return Book(tuple(asks), tuple(bids), ask_sizes, bid_sizes)
+
+
+# --- market status and expected price (docs/local-exchange.md "WebSocket") -----------------------------------------
+#: MKOP_CLS_CODE / ANTC_MKOP_CLS_CODE per phase name. KIS documents no values for the status feeds, so these are
+#: the sim's own: the first digit says before (1), during (2) or after (3, 4) the regular session, like the
+#: first digit of H0STCNT0's NEW_MKOP_CLS_CODE; "00" means the venue runs no phase (closed or a break).
+PHASE_CODES: dict[str | None, str] = {
+    None: "00",
+    "pre_market": "11",
+    "opening_auction": "12",
+    "regular": "20",
+    "main": "20",
+    "closing_auction": "22",
+    "closing_price": "31",
+    "after_market_orders": "32",
+    "after_market": "33",
+    "after_hours_single": "41",
+}
+#: MRKT_TRTM_CLS_CODE per phase kind (the sim's own values): how the running phase matches orders
+KIND_CODES: dict[str | None, str] = {
+    None: "0",
+    "continuous": "1",
+    "auction": "2",
+    "periodic_auction": "3",
+    "closing_price": "4",
+}
+#: EXCH_CLS_CODE (the sim's own values): the venue whose phase a status record reports
+EXCH_CODES: dict[str, str] = {"KRX": "1", "NXT": "2"}
+
+
+def status_record(
+    code: str, *, venue: str, phase: str | None, kind: str | None, next_phase: str | None, halted: bool, width: int
+) -> list[str]:
+    """One market-status record (11 fields; 10 for the unified feed, which drops the code)."""
+    rec = [
+        code,
+        "Y" if halted else "N",
+        "",
+        PHASE_CODES.get(phase, "99"),
+        PHASE_CODES.get(next_phase, "99"),
+        KIND_CODES.get(kind, "9"),
+        "0",
+        "00",
+        "N",
+        "N",
+        EXCH_CODES.get(venue, "0"),
+    ]
+    return rec[len(rec) - width :]
+
+
+def expected_record(
+    code: str,
+    *,
+    day_yyyymmdd: str,
+    sec: int,
+    price: int,
+    prev_close: int,
+    volume: int,
+    phase: str,
+    halted: bool,
+    width: int,
+) -> list[str]:
+    """One expected-price record in the trade layout (45 fields on KRX, 46 with VI_STND_PRC elsewhere).
+
+    The sim's auction has no order book of its own: the expected price is the last trade price (the previous
+    close before the day's first trade) and the expected volume is the day's volume so far; fields an auction
+    has no value for are zero."""
+    diff = price - prev_close
+    rec = ["0"] * 46
+    rec[0] = code
+    rec[1] = hhmmss(sec)
+    rec[2] = str(price)
+    rec[3] = change_sign(price, prev_close)
+    rec[4] = str(diff)
+    rec[5] = ratio_2dp(diff, prev_close, 100)
+    rec[6] = str(price)
+    rec[12] = str(volume)
+    rec[13] = str(volume)
+    for i in (18, 22, 23, 40, 42):
+        rec[i] = "0.00"
+    rec[33] = day_yyyymmdd
+    rec[34] = PHASE_CODES.get(phase, "99")
+    rec[35] = "Y" if halted else "N"
+    rec[44] = KIND_CODES["auction"]
+    rec[45] = str(prev_close)
+    return rec[:width]

@@ -6,12 +6,16 @@ hold one session at a time (a second gets OPSP8996 and is closed) and keeps the 
 loop (every ~50 ms real time) that sends, per ``H0STCNT0`` registration, every market tick the sim
 clock has revealed since the subscription instant, in order, all new ticks of one symbol in one
 frame (chunked at 99 records); ``H0STASP0`` registrations get one order-book record about every
-simulated second while the symbol trades. JSON PINGPONG heartbeats go out every
+simulated second while the symbol trades. Market-status registrations (``H0STMKO0`` / ``H0NXMKO0`` /
+``H0UNMKO0``) get the venue's current phase when they start and one record at each phase change;
+expected-price ones (``H0STANC0`` / ``H0NXANC0`` / ``H0UNANC0``) one record per simulated second while
+the venue runs an auction. The NXT and unified trade and book TRs are accepted but not yet streamed. JSON PINGPONG heartbeats go out every
 ``ping_interval`` real seconds; a client that neither echoes one nor pongs within ``ping_grace``
 is dropped.
 
 Everything the stream sends (or withholds because of an injected fault) is recorded per (app key,
-symbol) in :class:`SentLog`, so tests can compare what their client received with the truth.
+symbol) in :class:`SentLog`, so tests can compare what their client received with the truth; the
+status and expected-price records sent are kept in :class:`FeedLog`.
 """
 
 from __future__ import annotations
@@ -35,7 +39,10 @@ from aiohttp import WSMsgType, web
 
 from local_exchange.accounts import appkey_id
 from local_exchange.faults import MALFORMED_VARIANTS, Fault
-from observer_resources.calendar import KST, CalendarRangeError
+from local_exchange.records import expected_record, status_record
+from local_exchange.venues import venues_for
+from observer_resources.calendar import KST, CalendarRangeError, Phase
+from observer_resources.calendar.market import MarketCalendar
 from observer_resources.kis import protocol as p
 
 if TYPE_CHECKING:
@@ -45,7 +52,12 @@ log = logging.getLogger("observer.sim.ws")
 
 MAX_RECORDS_PER_FRAME = 99
 ORDERBOOK_EVERY_S = 1.0
-SUPPORTED_TRS = (p.TR_WS_TRADE, p.TR_WS_ORDERBOOK)
+EXPECTED_EVERY_S = 1.0
+SUPPORTED_TRS = p.WS_REALTIME_TRS
+#: the venue each status / expected-price TR reports ("UN": KRX's phase when it runs one, else NXT's)
+STATUS_TRS: dict[str, str] = {p.TR_WS_STATUS: "KRX", p.TR_WS_STATUS_NXT: "NXT", p.TR_WS_STATUS_UN: "UN"}
+EXPECTED_TRS: dict[str, str] = {p.TR_WS_EXPECTED: "KRX", p.TR_WS_EXPECTED_NXT: "NXT", p.TR_WS_EXPECTED_UN: "UN"}
+_UNSET = object()
 
 # Control answers whose exact KIS text is undocumented (sim's choice; docs/local-exchange.md).
 OPSP_INVALID_APPROVAL = ("1", "OPSP0011", "invalid approval : NOT FOUND")
@@ -148,6 +160,30 @@ class SentLog:
         self._d.clear()
 
 
+class FeedLog:
+    """Per (app key, TR, code): the status and expected-price records sent, with frame number and sim time.
+
+    Bounded per key (the newest ``keep`` records), since an expected-price feed sends one record a second."""
+
+    def __init__(self, keep: int = 20_000) -> None:
+        self.keep = keep
+        self._d: dict[tuple[str, str, str], list[tuple[int, int, datetime, tuple[str, ...]]]] = {}
+
+    def add(
+        self, appkey: str, tr_id: str, code: str, *, frame: int, session: int, at: datetime, record: list[str]
+    ) -> None:
+        rows = self._d.setdefault((appkey, tr_id, code), [])
+        rows.append((frame, session, at, tuple(record)))
+        if len(rows) > self.keep:
+            del rows[: len(rows) - self.keep]
+
+    def rows(self, appkey: str, tr_id: str, code: str) -> list[tuple[int, int, datetime, tuple[str, ...]]]:
+        return list(self._d.get((appkey, tr_id, code), ()))
+
+    def clear(self) -> None:
+        self._d.clear()
+
+
 @dataclass
 class Registration:
     tr_id: str
@@ -160,6 +196,7 @@ class Registration:
     stalled_until: float = 0.0  # monotonic; math.inf = until re-registered
     last_ob_sec: int = -1
     last_ob_day: date | None = None
+    status_key: Any = _UNSET  # (day, venue, phase name, halted) of the last status record sent
 
 
 class WsSession:
@@ -235,6 +272,10 @@ class WsHub:
         self.by_appkey: dict[str, WsSession] = {}
         self.held_until: dict[str, float] = {}
         self.sent = SentLog()
+        self.feeds = FeedLog()
+        self.calendar = MarketCalendar(mode="open" if state.clock_mode == "open" else "krx")
+        self._phases: dict[date, dict[str, tuple[Phase, ...]]] = {}
+        self._nxt_members: tuple[date | None, frozenset[str]] = (None, frozenset())
 
     # --- stats --------------------------------------------------------------------------
     def active_counts(self) -> tuple[int, dict[str, int]]:
@@ -251,6 +292,40 @@ class WsHub:
             return m.day_ticks(code, day) if m.is_trading_day(day) else None
         except CalendarRangeError:
             return None
+
+    def venue_phases(self, day: date) -> dict[str, tuple[Phase, ...]]:
+        """Each venue's phases on ``day`` (empty on a closed day), cached for the few latest days asked."""
+        hit = self._phases.get(day)
+        if hit is None:
+            try:
+                hit = {v: vd.phases for v, vd in self.calendar.venues(day).items()}
+            except CalendarRangeError:
+                hit = {}
+            self._phases[day] = hit
+            while len(self._phases) > 4:
+                self._phases.pop(next(iter(self._phases)))
+        return hit
+
+    def phase_at(self, now: datetime, venue: str) -> tuple[str, Phase | None, Phase | None]:
+        """(venue reported, running phase or None, the venue's next phase or None); "UN" prefers KRX's phase."""
+        days = self.venue_phases(now.date())
+        for v in ("KRX", "NXT") if venue == "UN" else (venue,):
+            phases = days.get(v, ())
+            cur = next((ph for ph in phases if ph.start <= now < ph.end), None)
+            if cur is not None or venue != "UN" or v == "NXT":
+                nxt = next((ph for ph in phases if ph.start > now), None)
+                return v, cur, nxt
+        return venue, None, None  # unreachable: the loop returns on its last venue
+
+    def listed_on(self, code: str, venue: str, day: date) -> bool:
+        """Whether ``code`` is a listing the venue's feeds report: any listing on KRX and unified, members on NXT."""
+        if code not in self.state.market.by_code:
+            return False
+        if venue != "NXT":
+            return True
+        if self._nxt_members[0] != day:
+            self._nxt_members = (day, venues_for(self.state.market).members(day))
+        return code in self._nxt_members[1]
 
     # --- connection handling ------------------------------------------------------------
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -380,6 +455,8 @@ class WsHub:
         reg.cursor = reg.ticks.index_at(_sec(now)) if reg.ticks is not None else 0
         session.regs[k] = reg
         await self._ack(session, tr_id, tr_key, p.OPSP_SUBSCRIBED, reg)
+        if tr_id in STATUS_TRS:
+            await self._emit_status(session, reg, now)
 
     async def _unregister(self, session: WsSession, tr_id: str, tr_key: str) -> None:
         reg = session.regs.pop((tr_id, tr_key), None)
@@ -466,6 +543,10 @@ class WsHub:
                 await self._emit_trades(session, reg, now, now_mono)
             elif reg.tr_id == p.TR_WS_ORDERBOOK:
                 await self._emit_orderbook(session, reg, now, now_mono)
+            elif reg.tr_id in STATUS_TRS:
+                await self._emit_status(session, reg, now)
+            elif reg.tr_id in EXPECTED_TRS and reg.stalled_until <= now_mono:
+                await self._emit_expected(session, reg, now)
 
     def _roll_day(self, reg: Registration, now: datetime) -> list[tuple[Any, int, int]]:
         """Move a trade registration to ``now``'s day; returns leftover (ticks, lo, hi) of the old day."""
@@ -586,6 +667,68 @@ class WsHub:
         if await session.send(frame, data=True) is not None:
             self.state.stats.inc("ws_orderbook_frames_total", session.appkey)
 
+    async def _send_feed(self, session: WsSession, reg: Registration, record: list[str], now: datetime) -> int | None:
+        frame_no = await session.send(data_frame(reg.tr_id, [record]), data=True)
+        if frame_no is not None and session.appkey is not None:
+            self.feeds.add(
+                session.appkey, reg.tr_id, reg.tr_key, frame=frame_no, session=session.id, at=now, record=record
+            )
+        return frame_no
+
+    async def _emit_status(self, session: WsSession, reg: Registration, now: datetime) -> None:
+        """The venue's phase, once at registration and again whenever it, the day or the halt changes (never stalled)."""
+        venue = STATUS_TRS[reg.tr_id]
+        if not self.listed_on(reg.tr_key, venue, now.date()):
+            return
+        shown, cur, nxt = self.phase_at(now, venue)
+        halted = bool(self.state.market.by_code[reg.tr_key].halted)
+        if shown == "NXT" and not halted:
+            halted = venues_for(self.state.market).status(reg.tr_key, now.date())[1]
+        key = (now.date(), shown, cur.name if cur else None, halted)
+        if key == reg.status_key:
+            return
+        reg.status_key = key
+        record = status_record(
+            reg.tr_key,
+            venue=shown,
+            phase=cur.name if cur else None,
+            kind=cur.kind if cur else None,
+            next_phase=nxt.name if nxt else None,
+            halted=halted,
+            width=p.WS_FEED_WIDTHS[reg.tr_id],
+        )
+        await self._send_feed(session, reg, record, now)
+
+    async def _emit_expected(self, session: WsSession, reg: Registration, now: datetime) -> None:
+        """About one expected-price record per simulated second while the venue runs an auction phase."""
+        venue = EXPECTED_TRS[reg.tr_id]
+        day = now.date()
+        if not self.listed_on(reg.tr_key, venue, day):
+            return
+        _, cur, _ = self.phase_at(now, venue)
+        if cur is None or cur.kind != "auction" or self.state.market.by_code[reg.tr_key].halted:
+            return
+        sec = _sec(now)
+        if reg.last_ob_day == day and sec - reg.last_ob_sec < EXPECTED_EVERY_S:
+            return
+        ticks = self.day_ticks(reg.tr_key, day)
+        if ticks is None:
+            return
+        reg.last_ob_day, reg.last_ob_sec = day, sec
+        n = ticks.index_at(sec)
+        record = expected_record(
+            reg.tr_key,
+            day_yyyymmdd=day.strftime("%Y%m%d"),
+            sec=sec,
+            price=int(ticks.price[n - 1]) if n else int(ticks.prev_close),
+            prev_close=int(ticks.prev_close),
+            volume=int(ticks.acml_vol[n - 1]) if n else 0,
+            phase=cur.name,
+            halted=False,
+            width=p.WS_FEED_WIDTHS[reg.tr_id],
+        )
+        await self._send_feed(session, reg, record, now)
+
     async def _inject(self, session: WsSession, now: datetime) -> None:
         """Send pending malformed / encrypted frames to this (bound) session."""
         faults = self.state.faults
@@ -629,6 +772,15 @@ def register_ws_routes(app: web.Application, hub: WsHub) -> None:
     app.router.add_get("/tryitout/{tr}", hub.handle)
 
 
+def truth_feed_json(hub: WsHub, appkey: str, tr_id: str, code: str) -> dict[str, Any]:
+    """What the status / expected-price stream sent ``appkey`` for (``tr_id``, ``code``), record by record."""
+    entries = [
+        {"frame": frame, "session": session, "sent_at_sim": at.isoformat(timespec="milliseconds"), "record": list(rec)}
+        for frame, session, at, rec in hub.feeds.rows(appkey, tr_id, code)
+    ]
+    return {"appkey": appkey_id(appkey), "tr_id": tr_id, "code": code, "count": len(entries), "entries": entries}
+
+
 def truth_sent_json(hub: WsHub, appkey: str, code: str) -> dict[str, Any]:
     """``GET /__sim__/truth/sent``: what the stream did with each tick of ``code`` for ``appkey``."""
     entries = []
@@ -662,8 +814,10 @@ __all__ = [
     "WsHub",
     "WsSession",
     "SentLog",
+    "FeedLog",
     "register_ws_routes",
     "truth_sent_json",
+    "truth_feed_json",
     "control_frame",
     "data_frame",
     "pingpong_frame",

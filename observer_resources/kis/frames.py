@@ -27,10 +27,11 @@ from observer_resources.kis import protocol as p
 from observer_resources.kis.models import OrderBook, Trade
 
 #: tick TRs sharing the 46-field H0STCNT0 layout (KRX, NXT, combined) (§8.5)
-TRADE_TRS = frozenset({p.TR_WS_TRADE, "H0NXCNT0", "H0UNCNT0"})
-ORDERBOOK_TRS = frozenset({p.TR_WS_ORDERBOOK})
-_TRADE_WIDTH = len(p.H0STCNT0_FIELDS)
-_BOOK_WIDTH = len(p.H0STASP0_FIELDS)
+TRADE_TRS = frozenset({p.TR_WS_TRADE, p.TR_WS_TRADE_NXT, p.TR_WS_TRADE_UN})
+#: book TRs: the NXT and unified ones add six midpoint fields after the H0STASP0 layout
+ORDERBOOK_TRS = frozenset({p.TR_WS_ORDERBOOK, p.TR_WS_ORDERBOOK_NXT, p.TR_WS_ORDERBOOK_UN})
+#: the fewest fields a record of each parsed TR may have (more are tolerated, as a 47th trade field is)
+_MIN_WIDTH = {tr: p.WS_FEED_WIDTHS[tr] for tr in TRADE_TRS | ORDERBOOK_TRS}
 EXCERPT_LEN = 200
 
 AckKind = Literal["subscribed", "unsubscribed", "already", "not_registered", "max_over", "key_in_use", "error"]
@@ -269,7 +270,7 @@ def _parse_data(text: str) -> Message:
     if n % count:
         return Malformed("field_count", _excerpt(f"{n} fields for {count} records: {text}"), tr_id)
     width = n // count
-    if width < (_TRADE_WIDTH if is_trade else _BOOK_WIDTH):
+    if width < _MIN_WIDTH[tr_id]:
         return Malformed("short_record", _excerpt(f"{width} fields per record: {text}"), tr_id)
     fields = tuple(fields)  # slices are then the records' raw tuples, no extra copy
     make = _trade if is_trade else _book

@@ -204,6 +204,84 @@ H0STASP0_FIELDS: Final = (
 )
 assert len(H0STCNT0_FIELDS) == 46 and len(H0STASP0_FIELDS) == 59
 
+# --- the per-venue feeds (§8.7): KRX ``ST``, NXT ``NX``, unified ``UN`` -------------------------
+TR_WS_TRADE_NXT: Final = "H0NXCNT0"
+TR_WS_TRADE_UN: Final = "H0UNCNT0"
+TR_WS_ORDERBOOK_NXT: Final = "H0NXASP0"
+TR_WS_ORDERBOOK_UN: Final = "H0UNASP0"
+TR_WS_EXPECTED: Final = "H0STANC0"
+TR_WS_EXPECTED_NXT: Final = "H0NXANC0"
+TR_WS_EXPECTED_UN: Final = "H0UNANC0"
+TR_WS_STATUS: Final = "H0STMKO0"
+TR_WS_STATUS_NXT: Final = "H0NXMKO0"
+TR_WS_STATUS_UN: Final = "H0UNMKO0"
+
+#: NXT and unified trades: the H0STCNT0 layout, field 22 named CNTG_CLS_CODE; the unified one names no venue
+H0NXCNT0_FIELDS: Final = tuple("CNTG_CLS_CODE" if n == "CCLD_DVSN" else n for n in H0STCNT0_FIELDS)
+H0UNCNT0_FIELDS: Final = H0NXCNT0_FIELDS
+#: NXT and unified books add the KRX and NXT midpoint quotes
+H0NXASP0_FIELDS: Final = H0STASP0_FIELDS + (
+    "KMID_PRC",
+    "KMID_TOTAL_RSQN",
+    "KMID_CLS_CODE",
+    "NMID_PRC",
+    "NMID_TOTAL_RSQN",
+    "NMID_CLS_CODE",
+)
+H0UNASP0_FIELDS: Final = H0NXASP0_FIELDS
+#: expected (auction) price: the trade layout without VI_STND_PRC on KRX, with it on NXT and unified
+H0STANC0_FIELDS: Final = H0NXCNT0_FIELDS[:45]
+H0NXANC0_FIELDS: Final = H0NXCNT0_FIELDS
+H0UNANC0_FIELDS: Final = H0NXCNT0_FIELDS
+#: market status (장운영); the unified feed has no code field
+H0STMKO0_FIELDS: Final = (
+    "MKSC_SHRN_ISCD",
+    "TRHT_YN",
+    "TR_SUSP_REAS_CNTT",
+    "MKOP_CLS_CODE",
+    "ANTC_MKOP_CLS_CODE",
+    "MRKT_TRTM_CLS_CODE",
+    "DIVI_APP_CLS_CODE",
+    "ISCD_STAT_CLS_CODE",
+    "VI_CLS_CODE",
+    "OVTM_VI_CLS_CODE",
+    "EXCH_CLS_CODE",
+)
+H0NXMKO0_FIELDS: Final = H0STMKO0_FIELDS
+H0UNMKO0_FIELDS: Final = H0STMKO0_FIELDS[1:]
+
+#: every real-time data TR the client may register, with its record width
+WS_FEED_FIELDS: Final[dict[str, tuple[str, ...]]] = {
+    TR_WS_TRADE: H0STCNT0_FIELDS,
+    TR_WS_TRADE_NXT: H0NXCNT0_FIELDS,
+    TR_WS_TRADE_UN: H0UNCNT0_FIELDS,
+    TR_WS_ORDERBOOK: H0STASP0_FIELDS,
+    TR_WS_ORDERBOOK_NXT: H0NXASP0_FIELDS,
+    TR_WS_ORDERBOOK_UN: H0UNASP0_FIELDS,
+    TR_WS_EXPECTED: H0STANC0_FIELDS,
+    TR_WS_EXPECTED_NXT: H0NXANC0_FIELDS,
+    TR_WS_EXPECTED_UN: H0UNANC0_FIELDS,
+    TR_WS_STATUS: H0STMKO0_FIELDS,
+    TR_WS_STATUS_NXT: H0NXMKO0_FIELDS,
+    TR_WS_STATUS_UN: H0UNMKO0_FIELDS,
+}
+WS_FEED_WIDTHS: Final[dict[str, int]] = {tr: len(f) for tr, f in WS_FEED_FIELDS.items()}
+WS_REALTIME_TRS: Final = frozenset(WS_FEED_FIELDS)
+assert WS_FEED_WIDTHS == {
+    "H0STCNT0": 46,
+    "H0NXCNT0": 46,
+    "H0UNCNT0": 46,
+    "H0STASP0": 59,
+    "H0NXASP0": 65,
+    "H0UNASP0": 65,
+    "H0STANC0": 45,
+    "H0NXANC0": 46,
+    "H0UNANC0": 46,
+    "H0STMKO0": 11,
+    "H0NXMKO0": 11,
+    "H0UNMKO0": 10,
+}
+
 # --- master files (§7) ------------------------------------------------------------------------
 MASTER_PATHS: Final[dict[str, str]] = {
     "kospi": "/common/master/kospi_code.mst.zip",

@@ -186,6 +186,39 @@ def test_order_book_frame():
     )
 
 
+def test_feed_field_lists_have_the_documented_widths():
+    assert p.WS_REALTIME_TRS == set(p.WS_FEED_WIDTHS)
+    assert p.H0NXCNT0_FIELDS[21] == "CNTG_CLS_CODE" and p.H0STCNT0_FIELDS[21] == "CCLD_DVSN"
+    assert p.H0NXASP0_FIELDS[:59] == p.H0STASP0_FIELDS and p.H0UNASP0_FIELDS[-1] == "NMID_CLS_CODE"
+    assert p.H0STANC0_FIELDS == p.H0NXANC0_FIELDS[:45] and p.H0NXANC0_FIELDS[-1] == "VI_STND_PRC"
+    assert "MKSC_SHRN_ISCD" not in p.H0UNMKO0_FIELDS and p.H0UNMKO0_FIELDS == p.H0STMKO0_FIELDS[1:]
+
+
+@pytest.mark.parametrize("tr_id", ["H0NXCNT0", "H0UNCNT0"])
+def test_nxt_and_unified_trades_parse_like_krx_ones(tr_id):
+    msg = parse_message(f"0|{tr_id}|002|{GOLDEN}^{GOLDEN}")
+    assert isinstance(msg, TradeBatch) and msg.tr_id == tr_id and len(msg.records) == 2 and not msg.rejected
+
+
+@pytest.mark.parametrize("tr_id", ["H0NXASP0", "H0UNASP0"])
+def test_nxt_and_unified_books_need_their_65_fields(tr_id):
+    fields = (
+        ["005930", "093354", "0"]
+        + [str(72000 + 100 * i) for i in range(10)]
+        + [str(71900 - 100 * i) for i in range(10)]
+        + [str(10 + i) for i in range(20)]
+        + ["1000", "2000", "0", "0", "71950", "15", "300", "50", "2", "0.07", "3052507", "5", "-3", "0", "0", "0"]
+        + ["71950", "40", "1", "71950", "30", "2"]
+    )
+    assert len(fields) == 65
+    msg = parse_message(f"0|{tr_id}|001|{'^'.join(fields)}")
+    assert isinstance(msg, OrderBookFrame) and msg.width == 65
+    (b,) = msg.records
+    assert b.asks[0] == 72000 and b.acml_vol == 3052507
+    short = parse_message(f"0|{tr_id}|001|{'^'.join(fields[:59])}")
+    assert isinstance(short, Malformed) and short.reason == "short_record"
+
+
 def test_cp949_bytes_do_not_crash_the_parser():
     recs = consistent_records(2)
     recs[0][I["MRKT_TRTM_CLS_CODE"]] = "정상"
