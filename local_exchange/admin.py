@@ -198,7 +198,13 @@ def add_routes(app: web.Application, state: SimState) -> None:
         hi_s = _parse_hms(request.query.get("to"), 86_399)
         with_records = request.query.get("records", "1") not in ("0", "false", "no")
         revealed = request.query.get("revealed", "0") in ("1", "true", "yes")
+        venue = request.query.get("venue", "KRX").upper()
+        if venue not in ("KRX", "NXT", "UN"):
+            raise BadRequest("venue must be KRX, NXT or UN")
         ticks = state.hub.day_ticks(code, day)
+        if ticks is not None and venue != "KRX":
+            ticks = state.market.venue_ticks(code, day, venue)
+            with_records = False  # H0STCNT0 records are KRX's; NXT and UN are served as plain trades
         out: list[dict[str, Any]] = []
         if ticks is not None:
             if revealed and day == now.date():
@@ -222,6 +228,7 @@ def add_routes(app: web.Application, state: SimState) -> None:
         return _json(
             {
                 "code": code,
+                "venue": venue,
                 "day": day.strftime("%Y%m%d"),
                 "trading_day": ticks is not None,
                 "total_ticks_in_day": len(ticks) if ticks is not None else 0,

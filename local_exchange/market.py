@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import bisect
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
 from typing import Literal
 
 import numpy as np
 
+from local_exchange import nxt
 from local_exchange.listings import Listing
 from local_exchange.price_model import PriceModel, Quote, sec_of, to_kst
 from local_exchange.records import change_sign, hhmmss, ratio_2dp
@@ -25,6 +26,8 @@ from observer_resources.kis.protocol import H0STASP0_FIELDS, H0STCNT0_FIELDS
 __all__ = ["Bar", "DailyBar", "DayTicks", "Listing", "Market", "Quote"]
 
 _SUMMARY_CACHE_MAX = 500_000
+_NXT_CACHE_MAX = 256  # NXT days kept; only NX/UN requests generate them
+VENUES = ("KRX", "NXT", "UN")
 
 
 @dataclass(frozen=True)
@@ -80,10 +83,12 @@ class Market(PriceModel):
         super().__init__(seed=seed, listings=listings, clock_mode=clock_mode, cache_mb=cache_mb)
         self.fields47 = bool(fields47)
         self._summaries: OrderedDict[tuple[int, int], _Summary] = OrderedDict()
+        self._nxt: OrderedDict[tuple[int, int], DayTicks] = OrderedDict()
 
     def clear_cache(self) -> None:
         with self._lock:
             self._summaries.clear()
+            self._nxt.clear()
         super().clear_cache()
 
     # --- day summaries ----------------------------------------------------------------------------
@@ -328,6 +333,86 @@ class Market(PriceModel):
         )
         assert len(rec) == len(H0STASP0_FIELDS)
         return rec
+
+    # --- NXT and the unified view ------------------------------------------------------------------
+    def nxt_ticks(self, code: str, d: date) -> DayTicks:
+        """The member's NXT trades of day d (empty for a non-member); generated on first ask, LRU-kept."""
+        key = (self._idx(code), d.toordinal())
+        with self._lock:
+            t = self._nxt.get(key)
+            if t is not None:
+                self._nxt.move_to_end(key)
+                return t
+        t = nxt.generate_nxt_day(self, code, d)
+        with self._lock:
+            self._nxt[key] = t
+            while len(self._nxt) > _NXT_CACHE_MAX:
+                self._nxt.popitem(last=False)
+        return t
+
+    def venue_ticks(self, code: str, d: date, venue: str) -> DayTicks:
+        """One venue's trades of day d: KRX (the market's own ticks), NXT, or UN (both merged by time,
+        KRX first within a second, with cumulative volume and value over both)."""
+        if venue == "KRX":
+            return self.day_ticks(code, d)
+        b = self.nxt_ticks(code, d)
+        if venue == "NXT":
+            return b
+        if venue != "UN":
+            raise ValueError(f"venue must be one of {VENUES}, got {venue!r}")
+        a = self.day_ticks(code, d)
+        if not len(b):
+            return a
+        order = np.argsort(np.concatenate([a.sec, b.sec]), kind="stable")
+
+        def cat(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+            return np.concatenate([x, y])[order]
+
+        price, qty, side = cat(a.price, b.price), cat(a.qty, b.qty), cat(a.side, b.side)
+        buy = side == 1
+        return DayTicks(
+            code,
+            d,
+            a.prev_close,
+            cat(a.sec, b.sec),
+            price,
+            qty,
+            side,
+            np.cumsum(qty),
+            np.cumsum(price * qty),
+            np.cumsum(buy).astype(np.int32),
+            np.cumsum(~buy).astype(np.int32),
+            np.cumsum(np.where(buy, qty, 0)),
+            np.cumsum(np.where(buy, 0, qty)),
+            np.maximum.accumulate(price).astype(np.int32),
+            np.minimum.accumulate(price).astype(np.int32),
+        )
+
+    def venue_quote(self, code: str, at: datetime, venue: str) -> Quote:
+        """The quote on one venue at `at`; KRX is `quote` itself. The book fields stay KRX's (the exchange
+        models one book per listing)."""
+        q = self.quote(code, at)
+        if venue == "KRX":
+            return q
+        t = self.venue_ticks(code, q.day, venue)
+        at_k = to_kst(at)
+        n = t.index_at(sec_of(at_k)) if at_k.date() == q.day else len(t)
+        if n == 0:
+            return replace(
+                q, price=q.prev_close, open=0, high=0, low=0, acml_vol=0, acml_value=0, trades=0, last_trade_at=None
+            )
+        i = n - 1
+        return replace(
+            q,
+            price=int(t.price[i]),
+            open=int(t.price[0]),
+            high=int(t.high[i]),
+            low=int(t.low[i]),
+            acml_vol=int(t.acml_vol[i]),
+            acml_value=int(t.acml_value[i]),
+            trades=n,
+            last_trade_at=datetime.combine(t.day, time(0), at_k.tzinfo) + timedelta(seconds=int(t.sec[i])),
+        )
 
     # --- rankings ---------------------------------------------------------------------------------
     def volume_rank(self, at: datetime, *, market: str | None = None, n: int = 30) -> list[Quote]:

@@ -11,8 +11,9 @@ from aiohttp import web
 
 from local_exchange import rest_outputs as out
 from local_exchange.accounts import Token
+from local_exchange.nxt import is_trading
 from local_exchange.rest_context import TrContext
-from local_exchange.rest_wire import InputError, check_market_div, kis_ok, need, parse_hms, sec_of
+from local_exchange.rest_wire import InputError, NoData, check_market_div, kis_ok, need, parse_hms, sec_of
 from observer_resources.kis import protocol as p
 
 CONCLUSION_ROWS = 30
@@ -20,9 +21,12 @@ VOLUME_RANK_ROWS = 30
 
 
 def inquire_price(ctx: TrContext, params: dict[str, str], tok: Token, tr_cont: str) -> web.Response:
-    check_market_div(params)
+    venue = check_market_div(params)
     li = ctx.listing(need(params, "FID_INPUT_ISCD"))
-    q = ctx.s.market.quote(li.code, ctx.s.clock.now())
+    now = ctx.s.clock.now()
+    q = ctx.s.market.venue_quote(li.code, now, venue)
+    if venue == "NXT" and not is_trading(ctx.s.market, li.code, q.day):
+        raise NoData()  # KIS has no NXT data for a code that does not trade there
     recent = ctx.recent(li.code, q.day)
     output = out.inquire_price(li, q, recent[0] if recent else None, ctx.past_extremes(li.code, q.day))
     return kis_ok(p.TR_INQUIRE_PRICE, output=output)

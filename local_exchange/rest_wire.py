@@ -106,9 +106,15 @@ def parse_hms(value: str, name: str) -> time:
         raise InputError(f"ERROR INVALID {name}") from None
 
 
-def check_market_div(params: dict[str, str], name: str = "FID_COND_MRKT_DIV_CODE") -> None:
-    if need(params, name).upper() not in ("J", "NX", "UN"):
+VENUE_OF_DIV = {"J": "KRX", "NX": "NXT", "UN": "UN"}
+
+
+def check_market_div(params: dict[str, str], name: str = "FID_COND_MRKT_DIV_CODE") -> str:
+    """The venue the market code names: KRX (J), NXT (NX) or UN (both venues combined)."""
+    v = VENUE_OF_DIV.get(need(params, name).upper())
+    if v is None:
         raise InputError(f"ERROR INVALID {name}")
+    return v
 
 
 def sec_of(t: datetime | time) -> int:
