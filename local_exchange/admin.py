@@ -17,7 +17,7 @@ from aiohttp import web
 from local_exchange.accounts import appkey_id
 from local_exchange.faults import FaultError
 from local_exchange.venues import NXT_LAUNCH, venues_for
-from local_exchange.ws import truth_sent_json
+from local_exchange.ws import TRADE_TRS, truth_feed_builder, truth_sent_json
 from observer_resources.calendar import KST, CalendarRangeError
 from observer_resources.kis import protocol as p
 
@@ -243,7 +243,23 @@ def add_routes(app: web.Application, state: SimState) -> None:
         if not key:
             raise BadRequest("appkey is required")
         code = _code(request)
-        return _json(truth_sent_json(state.hub, key, code))
+        tr_id = request.query.get("tr_id", p.TR_WS_TRADE)
+        if tr_id not in TRADE_TRS:
+            raise BadRequest(f"tr_id must be one of {', '.join(TRADE_TRS)}, got {tr_id!r}")
+        return _json(truth_sent_json(state.hub, key, code, tr_id))
+
+    async def truth_feed(request: web.Request) -> web.Response:
+        """What one feed sent one app key for one code, record by record (trade feeds: withheld ticks too)."""
+        key = request.query.get("appkey", "")
+        if not key:
+            raise BadRequest("appkey is required")
+        tr_id = request.query.get("tr_id", "")
+        if tr_id not in p.WS_REALTIME_TRS:
+            raise BadRequest(f"tr_id must be one of {', '.join(sorted(p.WS_REALTIME_TRS))}, got {tr_id!r}")
+        code = _code(request)
+        # the logs are read here, on the event loop that appends to them; rebuilding many trade records takes a
+        # while, so that runs in a thread and the stream keeps flowing
+        return _json(await asyncio.to_thread(truth_feed_builder(state.hub, key, tr_id, code)))
 
     async def truth_quote(request: web.Request) -> web.Response:
         code = _code(request)
@@ -355,6 +371,7 @@ def add_routes(app: web.Application, state: SimState) -> None:
     r.add_post(PREFIX + "/clock", guarded(clock_post))
     r.add_get(PREFIX + "/truth/ticks", guarded(truth_ticks))
     r.add_get(PREFIX + "/truth/sent", guarded(truth_sent))
+    r.add_get(PREFIX + "/truth/feed", guarded(truth_feed))
     r.add_get(PREFIX + "/truth/quote", guarded(truth_quote))
     r.add_get(PREFIX + "/truth/nxt", guarded(truth_nxt))
     r.add_get(PREFIX + "/listings", guarded(listings))

@@ -19,6 +19,9 @@ from typing import Any
 from local_exchange.accounts import appkey_id
 
 MALFORMED_VARIANTS = ("truncated_json", "field_count", "non_numeric", "unknown_tr")
+#: trade-feed faults an optional ``tr_id`` confines to one trade TR (without it they act on every trade TR)
+_TR_KINDS = ("ws_skip", "ws_burst", "ws_duplicate")
+_TRADE_TRS = ("H0STCNT0", "H0NXCNT0", "H0UNCNT0")
 
 
 @dataclass(frozen=True)
@@ -154,6 +157,9 @@ class FaultBook:
                     fault.until_mono = now_mono + float(seconds)
                     fault.ends_real = now_real + float(seconds)
                     fault.ends_sim = now_sim + timedelta(seconds=float(seconds) * self._speed())
+        tr_id = body.get("tr_id")
+        if tr_id is not None and (kind not in _TR_KINDS or tr_id not in _TRADE_TRS):
+            raise FaultError(f"tr_id confines {', '.join(_TR_KINDS)} to one of {', '.join(_TRADE_TRS)}")
         if kind == "ws_drop":
             cf = body.get("close_frame", True)
             if not isinstance(cf, bool):

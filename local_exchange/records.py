@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from local_exchange.ticks import grid_above, grid_below
+from local_exchange.ticks import DayTicks, grid_above, grid_below, price_limits
 
 _M64 = (1 << 64) - 1
 BOOK_LEVELS = 10
@@ -195,3 +195,100 @@ def expected_record(
     rec[44] = KIND_CODES["auction"]
     rec[45] = str(prev_close)
     return rec[:width]
+
+
+# --- trade and book layouts shared by every venue (docs/local-exchange.md "WebSocket") ----------------------------
+def trade_fields(
+    ticks: DayTicks, i: int, *, book: Book, listed_shares: int, prdy_vol: int, prdy_same: int
+) -> list[str]:
+    """The 46 fields of the H0STCNT0 layout for tick i of one venue's tape, from that tape and that venue's book.
+
+    The same arithmetic as ``Market.trade_record`` (a test pins them equal on KRX's tape), so the NXT and unified
+    feeds keep every §8.4 identity over their own cumulative volume, value, counts and OHLC."""
+    prev = ticks.prev_close
+    lower, upper = price_limits(prev)
+    price = int(ticks.price[i])
+    opn, high, low = int(ticks.price[0]), int(ticks.high[i]), int(ticks.low[i])
+    vol, value = int(ticks.acml_vol[i]), int(ticks.acml_value[i])
+    buy_cnt, sell_cnt = int(ticks.buy_cnt[i]), int(ticks.sell_cnt[i])
+    buy_qty, sell_qty = int(ticks.buy_qty[i]), int(ticks.sell_qty[i])
+    return [
+        ticks.code,
+        hhmmss(int(ticks.sec[i])),
+        str(price),
+        change_sign(price, prev, lower, upper),
+        str(price - prev),
+        ratio_2dp(price - prev, prev, 100),
+        ratio_2dp(value, vol),
+        str(opn),
+        str(high),
+        str(low),
+        str(book.ask_prices[0]),
+        str(book.bid_prices[0]),
+        str(int(ticks.qty[i])),
+        str(vol),
+        str(value),
+        str(sell_cnt),
+        str(buy_cnt),
+        str(buy_cnt - sell_cnt),
+        ratio_2dp(buy_qty, sell_qty, 100),
+        str(sell_qty),
+        str(buy_qty),
+        str(int(ticks.side[i])),
+        ratio_2dp(buy_qty, buy_qty + sell_qty, 100),
+        ratio_2dp(vol, prdy_vol, 100),
+        hhmmss(int(ticks.sec[0])),
+        change_sign(price, opn),
+        str(price - opn),
+        hhmmss(int(ticks.sec[ticks.high_index(i)])),
+        change_sign(price, high),
+        str(price - high),
+        hhmmss(int(ticks.sec[ticks.low_index(i)])),
+        change_sign(price, low),
+        str(price - low),
+        ticks.day.strftime("%Y%m%d"),
+        "20",
+        "N",
+        str(book.ask_sizes[0]),
+        str(book.bid_sizes[0]),
+        str(book.total_ask),
+        str(book.total_bid),
+        ratio_2dp(vol, listed_shares, 100),
+        str(prdy_same),
+        ratio_2dp(vol, prdy_same, 100),
+        "0",
+        "",
+        str(opn),
+    ]
+
+
+def orderbook_fields(code: str, sec: int, book: Book, before: Book, acml_vol: int) -> list[str]:
+    """The 59 fields of the H0STASP0 layout (the same as ``Market.orderbook_record``): the book, its totals, the
+    venue's cumulative volume and the change of the totals since the book before the last trade."""
+    return (
+        [code, hhmmss(sec), "0"]
+        + [str(x) for x in book.ask_prices]
+        + [str(x) for x in book.bid_prices]
+        + [str(x) for x in book.ask_sizes]
+        + [str(x) for x in book.bid_sizes]
+        + [str(book.total_ask), str(book.total_bid), "0", "0"]
+        + ["0", "0", "0", "0", "3", "0.00"]
+        + [str(acml_vol)]
+        + [str(book.total_ask - before.total_ask), str(book.total_bid - before.total_bid), "0", "0"]
+        + ["0"]
+    )
+
+
+def midpoint_price(book: Book | None) -> int:
+    """(best ask + best bid) / 2 in whole won, rounded down (the sim's choice); 0 without a live two-sided book."""
+    if book is None or not book.ask_prices[0] or not book.bid_prices[0]:
+        return 0
+    return (book.ask_prices[0] + book.bid_prices[0]) // 2
+
+
+def midpoint_fields(krx: Book | None, nxt: Book | None) -> list[str]:
+    """KMID_PRC, KMID_TOTAL_RSQN, KMID_CLS_CODE, NMID_PRC, NMID_TOTAL_RSQN, NMID_CLS_CODE.
+
+    KIS documents no semantics; the sim's: the midpoint of KRX's and of NXT's live book (``None`` = that venue is
+    not trading the code now), no resting midpoint orders (quantity 0, class code "0")."""
+    return [str(midpoint_price(krx)), "0", "0", str(midpoint_price(nxt)), "0", "0"]

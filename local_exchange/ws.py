@@ -3,19 +3,19 @@
 One connection is a *session* once its first message names an approval key; the key's app key may
 hold one session at a time (a second gets OPSP8996 and is closed) and keeps the slot for
 ``hold_after_disconnect`` seconds after a disconnect, as KIS does. Each session has its own emit
-loop (every ~50 ms real time) that sends, per ``H0STCNT0`` registration, every market tick the sim
-clock has revealed since the subscription instant, in order, all new ticks of one symbol in one
-frame (chunked at 99 records); ``H0STASP0`` registrations get one order-book record about every
-simulated second while the symbol trades. Market-status registrations (``H0STMKO0`` / ``H0NXMKO0`` /
-``H0UNMKO0``) get the venue's current phase when they start and one record at each phase change;
-expected-price ones (``H0STANC0`` / ``H0NXANC0`` / ``H0UNANC0``) one record per simulated second while
-the venue runs an auction. The NXT and unified trade and book TRs are accepted but not yet streamed. JSON PINGPONG heartbeats go out every
-``ping_interval`` real seconds; a client that neither echoes one nor pongs within ``ping_grace``
-is dropped.
+loop (every ~50 ms real time) that sends, per trade registration (``H0STCNT0`` KRX, ``H0NXCNT0`` NXT,
+``H0UNCNT0`` the unified tape), every trade of that venue the sim clock has revealed since the
+subscription instant, in order, all new ticks of one symbol in one frame (chunked at 99 records);
+book registrations (``H0STASP0``, ``H0NXASP0``, ``H0UNASP0``) get one record of that venue's book about
+every simulated second while the venue trades the symbol. Market-status registrations (``H0STMKO0`` /
+``H0NXMKO0`` / ``H0UNMKO0``) get the venue's current phase when they start and one record at each phase
+change; expected-price ones (``H0STANC0`` / ``H0NXANC0`` / ``H0UNANC0``) one record per simulated second
+while the venue runs an auction. JSON PINGPONG heartbeats go out every ``ping_interval`` real seconds; a
+client that neither echoes one nor pongs within ``ping_grace`` is dropped.
 
-Everything the stream sends (or withholds because of an injected fault) is recorded per (app key,
-symbol) in :class:`SentLog`, so tests can compare what their client received with the truth; the
-status and expected-price records sent are kept in :class:`FeedLog`.
+Everything the trade feeds send (or withhold because of an injected fault) is recorded per (app key,
+TR, symbol) in :class:`SentLog`, so tests can compare what their client received with the truth; the
+records every other feed sends are kept in :class:`FeedLog` (both served by ``truth_feed_json``).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import secrets
 import string
 import time
 from array import array
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
@@ -39,7 +39,10 @@ from aiohttp import WSMsgType, web
 
 from local_exchange.accounts import appkey_id
 from local_exchange.faults import MALFORMED_VARIANTS, Fault
+from local_exchange.nxt import is_trading as nxt_is_trading
 from local_exchange.records import expected_record, status_record
+from local_exchange.venue_book import venue_orderbook_record
+from local_exchange.venue_records import venue_trade_records
 from local_exchange.venues import venues_for
 from observer_resources.calendar import KST, CalendarRangeError, Phase
 from observer_resources.calendar.market import MarketCalendar
@@ -57,6 +60,10 @@ SUPPORTED_TRS = p.WS_REALTIME_TRS
 #: the venue each status / expected-price TR reports ("UN": KRX's phase when it runs one, else NXT's)
 STATUS_TRS: dict[str, str] = {p.TR_WS_STATUS: "KRX", p.TR_WS_STATUS_NXT: "NXT", p.TR_WS_STATUS_UN: "UN"}
 EXPECTED_TRS: dict[str, str] = {p.TR_WS_EXPECTED: "KRX", p.TR_WS_EXPECTED_NXT: "NXT", p.TR_WS_EXPECTED_UN: "UN"}
+#: the tape each trade TR streams and the book each book TR sends ("UN": KRX and NXT merged by time)
+TRADE_TRS: dict[str, str] = {p.TR_WS_TRADE: "KRX", p.TR_WS_TRADE_NXT: "NXT", p.TR_WS_TRADE_UN: "UN"}
+BOOK_TRS: dict[str, str] = {p.TR_WS_ORDERBOOK: "KRX", p.TR_WS_ORDERBOOK_NXT: "NXT", p.TR_WS_ORDERBOOK_UN: "UN"}
+_VENUE_DAYS_MAX = 64  # unified tapes kept (merging a busy day costs milliseconds; every session shares them)
 _UNSET = object()
 
 # Control answers whose exact KIS text is undocumented (sim's choice; docs/local-exchange.md).
@@ -101,7 +108,9 @@ def data_frame(tr_id: str, records: list[list[str]]) -> str:
 
 
 class SentLog:
-    """Per (app key, code): every tick the stream sent or withheld, compactly (arrays, not dicts)."""
+    """Per (app key, trade TR, code): every tick the stream sent or withheld, compactly (arrays, not dicts).
+
+    ``index`` is the tick's position in that TR's tape of ``day`` (KRX's, NXT's or the unified one)."""
 
     @dataclass
     class _Cols:
@@ -113,13 +122,14 @@ class SentLog:
         status: array = field(default_factory=lambda: array("b"))
 
     def __init__(self) -> None:
-        self._d: dict[tuple[str, str], SentLog._Cols] = {}
+        self._d: dict[tuple[str, str, str], SentLog._Cols] = {}
 
     def add(
         self,
         appkey: str,
         code: str,
         *,
+        tr_id: str = p.TR_WS_TRADE,
         frame: int,
         session: int,
         day: date,
@@ -127,9 +137,9 @@ class SentLog:
         at: datetime,
         status: int,
     ) -> None:
-        cols = self._d.get((appkey, code))
+        cols = self._d.get((appkey, tr_id, code))
         if cols is None:
-            cols = self._d[(appkey, code)] = SentLog._Cols()
+            cols = self._d[(appkey, tr_id, code)] = SentLog._Cols()
         ms = int(at.timestamp() * 1000)
         dord = day.toordinal()
         for i in indices:
@@ -140,8 +150,10 @@ class SentLog:
             cols.sent_ms.append(ms)
             cols.status.append(status)
 
-    def rows(self, appkey: str, code: str) -> list[tuple[int, int, date, int, datetime, str]]:
-        cols = self._d.get((appkey, code))
+    def rows(
+        self, appkey: str, code: str, tr_id: str = p.TR_WS_TRADE
+    ) -> list[tuple[int, int, date, int, datetime, str]]:
+        cols = self._d.get((appkey, tr_id, code))
         if cols is None:
             return []
         return [
@@ -161,9 +173,10 @@ class SentLog:
 
 
 class FeedLog:
-    """Per (app key, TR, code): the status and expected-price records sent, with frame number and sim time.
+    """Per (app key, TR, code): the records the non-trade feeds sent (book, status, expected price), with frame
+    number and sim time.
 
-    Bounded per key (the newest ``keep`` records), since an expected-price feed sends one record a second."""
+    Bounded per key (the newest ``keep`` records), since a book feed sends one record a second."""
 
     def __init__(self, keep: int = 20_000) -> None:
         self.keep = keep
@@ -276,6 +289,7 @@ class WsHub:
         self.calendar = MarketCalendar(mode="open" if state.clock_mode == "open" else "krx")
         self._phases: dict[date, dict[str, tuple[Phase, ...]]] = {}
         self._nxt_members: tuple[date | None, frozenset[str]] = (None, frozenset())
+        self._venue_days: dict[tuple[str, date, str], Any] = {}
 
     # --- stats --------------------------------------------------------------------------
     def active_counts(self) -> tuple[int, dict[str, int]]:
@@ -292,6 +306,20 @@ class WsHub:
             return m.day_ticks(code, day) if m.is_trading_day(day) else None
         except CalendarRangeError:
             return None
+
+    def venue_day(self, code: str, day: date, venue: str) -> Any:
+        """One venue's tape of the day (``Market.venue_ticks``; an empty one on NXT for a code NXT does not trade
+        that day), or None for an unknown code or a closed day. Unified tapes are merged once and shared."""
+        krx = self.day_ticks(code, day)
+        if krx is None or venue == "KRX":
+            return krx
+        key = (code, day, venue)
+        hit = self._venue_days.get(key)
+        if hit is None:
+            hit = self._venue_days[key] = self.state.market.venue_ticks(code, day, venue)
+            while len(self._venue_days) > _VENUE_DAYS_MAX:
+                self._venue_days.pop(next(iter(self._venue_days)))
+        return hit
 
     def venue_phases(self, day: date) -> dict[str, tuple[Phase, ...]]:
         """Each venue's phases on ``day`` (empty on a closed day), cached for the few latest days asked."""
@@ -451,7 +479,7 @@ class WsHub:
         reg = Registration(tr_id, tr_key)
         now = self.state.clock.now()
         reg.day = now.date()
-        reg.ticks = self.day_ticks(tr_key, reg.day) if tr_id == p.TR_WS_TRADE else None
+        reg.ticks = self.venue_day(tr_key, reg.day, TRADE_TRS[tr_id]) if tr_id in TRADE_TRS else None
         reg.cursor = reg.ticks.index_at(_sec(now)) if reg.ticks is not None else 0
         session.regs[k] = reg
         await self._ack(session, tr_id, tr_key, p.OPSP_SUBSCRIBED, reg)
@@ -539,10 +567,12 @@ class WsHub:
         for reg in list(session.regs.values()):
             if session.closed:
                 return
-            if reg.tr_id == p.TR_WS_TRADE:
+            if reg.tr_id in TRADE_TRS:
                 await self._emit_trades(session, reg, now, now_mono)
             elif reg.tr_id == p.TR_WS_ORDERBOOK:
                 await self._emit_orderbook(session, reg, now, now_mono)
+            elif reg.tr_id in BOOK_TRS:
+                await self._emit_venue_book(session, reg, now, now_mono)
             elif reg.tr_id in STATUS_TRS:
                 await self._emit_status(session, reg, now)
             elif reg.tr_id in EXPECTED_TRS and reg.stalled_until <= now_mono:
@@ -559,7 +589,7 @@ class WsHub:
             leftover.append((reg.ticks, reg.cursor, len(reg.ticks)))
         old_day = reg.day
         reg.day = day
-        reg.ticks = self.day_ticks(reg.tr_key, day)
+        reg.ticks = self.venue_day(reg.tr_key, day, TRADE_TRS[reg.tr_id])
         reg.cursor = 0 if forward else (reg.ticks.index_at(_sec(now)) if reg.ticks is not None else 0)
         if old_day is not None and forward and (day - old_day).days > 1:
             log.info("clock moved %s -> %s: ticks of the days between are not streamed", old_day, day)
@@ -567,27 +597,50 @@ class WsHub:
 
     def _withhold_all(self, session: WsSession, now: datetime, status: int) -> None:
         for reg in session.regs.values():
-            if reg.tr_id != p.TR_WS_TRADE:
+            if reg.tr_id not in TRADE_TRS:
                 continue
             for ticks, lo, hi in self._roll_day(reg, now):
-                self._log(session, reg.tr_key, ticks, range(lo, hi), now, status)
+                self._log(session, reg, ticks, range(lo, hi), now, status)
             if reg.ticks is None:
                 continue
             end = reg.ticks.index_at(_sec(now))
             if end > reg.cursor:
-                self._log(session, reg.tr_key, reg.ticks, range(reg.cursor, end), now, status)
+                self._log(session, reg, reg.ticks, range(reg.cursor, end), now, status)
                 reg.cursor = end
 
     def _log(
-        self, session: WsSession, code: str, ticks: Any, indices: range, now: datetime, status: int, frame: int = 0
+        self,
+        session: WsSession,
+        reg: Registration,
+        ticks: Any,
+        indices: range,
+        now: datetime,
+        status: int,
+        frame: int = 0,
     ) -> None:
         assert session.appkey is not None
         self.sent.add(
-            session.appkey, code, frame=frame, session=session.id, day=ticks.day, indices=indices, at=now, status=status
+            session.appkey,
+            reg.tr_key,
+            tr_id=reg.tr_id,
+            frame=frame,
+            session=session.id,
+            day=ticks.day,
+            indices=indices,
+            at=now,
+            status=status,
         )
 
+    def _fault(self, kind: str, session: WsSession, code: str | None, tr_id: str) -> Fault | None:
+        """The first active fault of ``kind`` for this session's ``code`` on ``tr_id`` (a fault without a
+        ``tr_id`` param applies to every trade TR)."""
+        for f in self.state.faults.active(kind, appkey=session.appkey, code=code):
+            if f.params.get("tr_id") in (None, tr_id):
+                return f
+        return None
+
     async def _emit_trades(self, session: WsSession, reg: Registration, now: datetime, now_mono: float) -> None:
-        code = reg.tr_key
+        code, tr_id = reg.tr_key, reg.tr_id
         batches = self._roll_day(reg, now)
         if reg.ticks is not None:
             end = reg.ticks.index_at(_sec(now))
@@ -597,49 +650,64 @@ class WsHub:
         faults = self.state.faults
         for ticks, lo, hi in batches:
             if reg.stalled_until > now_mono:
-                self._log(session, code, ticks, range(lo, hi), now, LOST_STALL)
+                self._log(session, reg, ticks, range(lo, hi), now, LOST_STALL)
                 continue
-            while lo < hi and (f := faults.first("ws_skip", appkey=session.appkey, code=code)) is not None:
+            while lo < hi and (f := self._fault("ws_skip", session, code, tr_id)) is not None:
                 k = min(f.remaining or 0, hi - lo)
-                self._log(session, code, ticks, range(lo, lo + k), now, SKIPPED)
-                faults.use(f, {"session": session.id, "skipped": [lo, lo + k]}, n=k)
+                self._log(session, reg, ticks, range(lo, lo + k), now, SKIPPED)
+                faults.use(f, {"session": session.id, "tr_id": tr_id, "skipped": [lo, lo + k]}, n=k)
                 lo += k
-            burst = faults.first("ws_burst", appkey=session.appkey, code=code)
+            burst = self._fault("ws_burst", session, code, tr_id)
             if burst is not None and lo < hi:
                 n = int(burst.params["records"])
                 if hi - lo >= n:
-                    frame_no = await self._send_trades(session, code, ticks, lo, lo + n, now)
+                    frame_no = await self._send_trades(session, reg, ticks, lo, lo + n, now)
                     if frame_no is None:
                         return
-                    faults.use(burst, {"session": session.id, "frame": frame_no, "records": n})
+                    faults.use(burst, {"session": session.id, "tr_id": tr_id, "frame": frame_no, "records": n})
                     faults.finish(burst)
                     lo += n
                 elif ticks is reg.ticks:
                     reg.cursor = lo  # hold: the ticks stay pending until n have accumulated
                     return
             for a in range(lo, hi, MAX_RECORDS_PER_FRAME):
-                if await self._send_trades(session, code, ticks, a, min(hi, a + MAX_RECORDS_PER_FRAME), now) is None:
+                if await self._send_trades(session, reg, ticks, a, min(hi, a + MAX_RECORDS_PER_FRAME), now) is None:
                     return
 
-    async def _send_trades(
-        self, session: WsSession, code: str, ticks: Any, lo: int, hi: int, now: datetime
-    ) -> int | None:
+    def trade_records(self, tr_id: str, ticks: Any, lo: int, hi: int) -> list[list[str]]:
+        """The records of ticks [lo, hi) of ``tr_id``'s tape: KRX's are ``Market.trade_record`` itself."""
         m = self.state.market
-        records = [m.trade_record(ticks, i) for i in range(lo, hi)]
-        frame = data_frame(p.TR_WS_TRADE, records)
+        venue = TRADE_TRS[tr_id]
+        if venue == "KRX":
+            return [m.trade_record(ticks, i) for i in range(lo, hi)]
+        return venue_trade_records(m, ticks, lo, hi, venue)
+
+    async def _send_trades(
+        self, session: WsSession, reg: Registration, ticks: Any, lo: int, hi: int, now: datetime
+    ) -> int | None:
+        frame = data_frame(reg.tr_id, self.trade_records(reg.tr_id, ticks, lo, hi))
         frame_no = await session.send(frame, data=True)
         if frame_no is None:
             return None
         stats = self.state.stats
         stats.inc("ws_ticks_sent_total", session.appkey, hi - lo)
-        self._log(session, code, ticks, range(lo, hi), now, SENT, frame_no)
-        dup = self.state.faults.first("ws_duplicate", appkey=session.appkey)
+        self._log(session, reg, ticks, range(lo, hi), now, SENT, frame_no)
+        dup = self._fault("ws_duplicate", session, None, reg.tr_id)
         if dup is not None:
             dup_no = await session.send(frame, data=True)
             if dup_no is not None:
                 stats.inc("ws_ticks_sent_total", session.appkey, hi - lo)
-                self._log(session, code, ticks, range(lo, hi), now, DUPLICATE, dup_no)
-                self.state.faults.use(dup, {"session": session.id, "frame": dup_no, "of_frame": frame_no, "code": code})
+                self._log(session, reg, ticks, range(lo, hi), now, DUPLICATE, dup_no)
+                self.state.faults.use(
+                    dup,
+                    {
+                        "session": session.id,
+                        "frame": dup_no,
+                        "of_frame": frame_no,
+                        "tr_id": reg.tr_id,
+                        "code": reg.tr_key,
+                    },
+                )
         return frame_no
 
     async def _emit_orderbook(self, session: WsSession, reg: Registration, now: datetime, now_mono: float) -> None:
@@ -663,8 +731,47 @@ class WsHub:
         if reg.last_ob_day == day and sec - reg.last_ob_sec < ORDERBOOK_EVERY_S:
             return
         reg.last_ob_day, reg.last_ob_sec = day, sec
-        frame = data_frame(p.TR_WS_ORDERBOOK, [m.orderbook_record(reg.tr_key, now)])
-        if await session.send(frame, data=True) is not None:
+        if await self._send_feed(session, reg, m.orderbook_record(reg.tr_key, now), now) is not None:
+            self.state.stats.inc("ws_orderbook_frames_total", session.appkey)
+
+    def krx_live(self, code: str, now: datetime) -> bool:
+        """Whether KRX's book of ``code`` is live at ``now``: its session (first trade .. closing print), no halt."""
+        m = self.state.market
+        li = m.by_code.get(code)
+        if li is None or li.halted:
+            return False
+        try:
+            sess = m.session(now.date())
+        except CalendarRangeError:
+            return False
+        return sess is not None and sess[0] <= now <= sess[1]
+
+    def nxt_live(self, code: str, now: datetime) -> bool:
+        """Whether NXT trades ``code`` at ``now``: one of NXT's continuous phases, for a member NXT trades today."""
+        _, cur, _ = self.phase_at(now, "NXT")
+        if cur is None or cur.kind != "continuous" or code not in self.state.market.by_code:
+            return False
+        return nxt_is_trading(self.state.market, code, now.date())
+
+    async def _emit_venue_book(self, session: WsSession, reg: Registration, now: datetime, now_mono: float) -> None:
+        """H0NXASP0 / H0UNASP0: about one record a simulated second while that venue trades the code (the unified
+        book while KRX or NXT does)."""
+        if reg.stalled_until > now_mono:
+            return
+        venue = BOOK_TRS[reg.tr_id]
+        code, day = reg.tr_key, now.date()
+        krx_live, nxt_live = self.krx_live(code, now), self.nxt_live(code, now)
+        if not (nxt_live if venue == "NXT" else krx_live or nxt_live):
+            return
+        sec = _sec(now)
+        if reg.last_ob_day == day and sec - reg.last_ob_sec < ORDERBOOK_EVERY_S:
+            return
+        ticks = self.venue_day(code, day, venue)
+        if ticks is None:
+            return
+        reg.last_ob_day, reg.last_ob_sec = day, sec
+        record = venue_orderbook_record(self.state.market, ticks, now, venue, krx_live=krx_live, nxt_live=nxt_live)
+        if await self._send_feed(session, reg, record, now) is not None:
             self.state.stats.inc("ws_orderbook_frames_total", session.appkey)
 
     async def _send_feed(self, session: WsSession, reg: Registration, record: list[str], now: datetime) -> int | None:
@@ -750,7 +857,7 @@ class WsHub:
             f = faults.first("ws_encrypted", appkey=session.appkey)
 
     def _malformed(self, session: WsSession, variant: str, now: datetime) -> str:
-        code = next((k for (t, k) in session.regs if t == p.TR_WS_TRADE), "005930")
+        code = next((k for (t, k) in session.regs if t in TRADE_TRS), "005930")
         width = 47 if self.state.fields47 else len(p.H0STCNT0_FIELDS)
         fields = [code, now.strftime("%H%M%S")] + ["0"] * (width - 2)
         if variant == "truncated_json":
@@ -773,22 +880,83 @@ def register_ws_routes(app: web.Application, hub: WsHub) -> None:
 
 
 def truth_feed_json(hub: WsHub, appkey: str, tr_id: str, code: str) -> dict[str, Any]:
-    """What the status / expected-price stream sent ``appkey`` for (``tr_id``, ``code``), record by record."""
-    entries = [
-        {"frame": frame, "session": session, "sent_at_sim": at.isoformat(timespec="milliseconds"), "record": list(rec)}
-        for frame, session, at, rec in hub.feeds.rows(appkey, tr_id, code)
-    ]
-    return {"appkey": appkey_id(appkey), "tr_id": tr_id, "code": code, "count": len(entries), "entries": entries}
+    """``GET /__sim__/truth/feed``: what the ``tr_id`` stream sent ``appkey`` for ``code``, record by record.
+
+    Trade TRs list every tick the stream handled (``status`` as in ``truth/sent``; a withheld tick carries the
+    record it would have had); the other feeds list the records sent."""
+    return truth_feed_builder(hub, appkey, tr_id, code)()
 
 
-def truth_sent_json(hub: WsHub, appkey: str, code: str) -> dict[str, Any]:
-    """``GET /__sim__/truth/sent``: what the stream did with each tick of ``code`` for ``appkey``."""
+def truth_feed_builder(hub: WsHub, appkey: str, tr_id: str, code: str) -> Callable[[], dict[str, Any]]:
+    """Read the logs and tapes now (on the event loop, which appends to them) and return the function that
+    rebuilds the trade records, which is slow and may run in a worker thread."""
+    if tr_id not in SUPPORTED_TRS:
+        raise ValueError(f"tr_id must be one of {', '.join(sorted(SUPPORTED_TRS))}, got {tr_id!r}")
+    out: dict[str, Any] = {"appkey": appkey_id(appkey), "tr_id": tr_id, "code": code}
+    if tr_id not in TRADE_TRS:
+        feed_rows = hub.feeds.rows(appkey, tr_id, code)
+
+        def build_feed() -> dict[str, Any]:
+            entries = [
+                {
+                    "frame": frame,
+                    "session": session,
+                    "status": STATUS_NAMES[SENT],
+                    "sent_at_sim": at.isoformat(timespec="milliseconds"),
+                    "record": list(rec),
+                }
+                for frame, session, at, rec in feed_rows
+            ]
+            return out | {"count": len(entries), "by_status": _by_status(entries), "entries": entries}
+
+        return build_feed
+    rows = hub.sent.rows(appkey, code, tr_id)
+    tapes = {day: hub.venue_day(code, day, TRADE_TRS[tr_id]) for day in {r[2] for r in rows}}
+
+    def build_trades() -> dict[str, Any]:
+        records: dict[tuple[date, int], list[str]] = {}
+        for day, ticks in tapes.items():
+            run: list[int] = []  # consecutive ticks in one call: the previous day is looked up once per call
+            for i in [*sorted({r[3] for r in rows if r[2] == day}), -1]:
+                if run and i != run[-1] + 1:
+                    for k, rec in zip(run, hub.trade_records(tr_id, ticks, run[0], run[-1] + 1), strict=True):
+                        records[(day, k)] = rec
+                    run = []
+                run.append(i)
+        entries = [
+            {
+                "frame": frame or None,
+                "session": session,
+                "status": status,
+                "day": day.strftime("%Y%m%d"),
+                "index": idx,
+                "sent_at_sim": at.isoformat(timespec="milliseconds"),
+                "record": records[(day, idx)],
+            }
+            for frame, session, day, idx, at, status in rows
+        ]
+        return out | {"count": len(entries), "by_status": _by_status(entries), "entries": entries}
+
+    return build_trades
+
+
+def _by_status(entries: list[dict[str, Any]]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for e in entries:
+        counts[e["status"]] = counts.get(e["status"], 0) + 1
+    return counts
+
+
+def truth_sent_json(hub: WsHub, appkey: str, code: str, tr_id: str = p.TR_WS_TRADE) -> dict[str, Any]:
+    """``GET /__sim__/truth/sent``: what the ``tr_id`` trade stream (default H0STCNT0) did with each tick of
+    ``code`` for ``appkey``; ``index`` is the tick's position in that TR's tape."""
     entries = []
     cache: dict[date, Any] = {}
-    for frame, session, day, idx, at, status in hub.sent.rows(appkey, code):
+    venue = TRADE_TRS[tr_id]
+    for frame, session, day, idx, at, status in hub.sent.rows(appkey, code, tr_id):
         ticks = cache.get(day)
         if ticks is None:
-            ticks = cache[day] = hub.day_ticks(code, day)
+            ticks = cache[day] = hub.venue_day(code, day, venue)
         sec = int(ticks.sec[idx])
         entries.append(
             {
@@ -804,10 +972,10 @@ def truth_sent_json(hub: WsHub, appkey: str, code: str) -> dict[str, Any]:
                 "sent_at_sim": at.isoformat(timespec="milliseconds"),
             }
         )
-    counts: dict[str, int] = {}
-    for e in entries:
-        counts[e["status"]] = counts.get(e["status"], 0) + 1
-    return {"appkey": appkey_id(appkey), "code": code, "count": len(entries), "by_status": counts, "entries": entries}
+    out = {"appkey": appkey_id(appkey), "code": code, "count": len(entries), "by_status": _by_status(entries)}
+    if tr_id != p.TR_WS_TRADE:
+        out["tr_id"] = tr_id
+    return out | {"entries": entries}
 
 
 __all__ = [
@@ -818,6 +986,7 @@ __all__ = [
     "register_ws_routes",
     "truth_sent_json",
     "truth_feed_json",
+    "truth_feed_builder",
     "control_frame",
     "data_frame",
     "pingpong_frame",
