@@ -1,6 +1,6 @@
 """A whole simulated day on both venues, 07:30 to 20:30 at 900x, as a KIS client sees it over loopback: every
 phase announced by the market-status feeds at its change, expected prices through both KRX auctions and only
-then, the opening and closing crosses on the KRX tape, and NXT's trades only inside NXT's phases
+then, the opening and closing crosses on the KRX tape, the unified tape from 08:00 to 20:00, and NXT's trades only inside NXT's phases
 (docs/sessions.md, docs/local-exchange.md "WebSocket")."""
 
 from __future__ import annotations
@@ -47,13 +47,22 @@ def _hms(rec: list[str]) -> str:
 def test_a_whole_day_every_phase_with_its_auctions_and_status_frames(sim_factory, creds):
     sim = sim_factory("--clock", "krx", "--listings", "300", "--speed", "0", "--start", f"{DAY}T07:30:00+09:00")
     kis = Kis(sim, creds)
-    assert CODE in sim.admin("truth/nxt")["members"]
-    feeds = ("H0STMKO0", "H0NXMKO0", "H0UNMKO0", "H0STANC0", "H0UNANC0", "H0STCNT0")
+    members = sim.admin("truth/nxt")["members"]
+    assert CODE in members
+    # the tapes of an ordinary member (005930 prints ~10 trades/s: at 900x more than a test client parses)
+    busy = {r["code"] for r in sim.admin("listings", params={"order": "activity", "limit": "60"})["listings"]}
+    tape = next(c for c in reversed(members) if c not in busy)
+    subscriptions = [(tr, CODE) for tr in ("H0STMKO0", "H0NXMKO0", "H0UNMKO0", "H0STANC0", "H0UNANC0")]
+    subscriptions += [("H0STCNT0", tape), ("H0UNCNT0", tape)]
+
+    def nxt_total_volume() -> int:
+        nxt = sim.admin("truth/ticks", params={"code": tape, "day": DAY.replace("-", ""), "venue": "NXT"})
+        return nxt["ticks"][-1]["acml_vol"]
 
     async def scenario() -> None:
         async with WsClient(sim.ws_url, kis.approval()) as c:
-            for tr in feeds:
-                await c.send(tr, CODE)
+            for tr, code in subscriptions:
+                await c.send(tr, code)
                 assert (await c.control())["body"]["msg_cd"] == "OPSP0000"
             sim.admin("clock", {"speed": 900})
             done = await c.until(lambda g: len(g.records("H0STMKO0")) >= len(KRX_DAY), timeout=120)
@@ -89,8 +98,15 @@ def test_a_whole_day_every_phase_with_its_auctions_and_status_frames(sim_factory
             assert trades and _hms(trades[0]) == "090000" and _hms(trades[-1]) == "153000"
             vols = [int(r[13]) for r in trades]
             assert vols == sorted(vols) and len(set(vols)) == len(vols)
-            truth = sim.admin("truth/ticks", params={"code": CODE, "day": DAY.replace("-", ""), "records": "0"})
+            truth = sim.admin("truth/ticks", params={"code": tape, "day": DAY.replace("-", ""), "records": "0"})
             assert len(trades) == truth["total_ticks_in_day"]
+            # the unified tape: NXT's pre-market before the cross, NXT's after-market after it, KRX + NXT volume
+            unified_trades = c.got.records("H0UNCNT0")
+            assert _hms(unified_trades[0]) < "085000" and _hms(unified_trades[-1]) >= "154000"
+            uvols = [int(r[13]) for r in unified_trades]
+            assert uvols == sorted(uvols) and uvols[-1] == vols[-1] + nxt_total_volume()
+            un_truth = sim.admin("truth/ticks", params={"code": tape, "day": DAY.replace("-", ""), "venue": "UN"})
+            assert len(unified_trades) == un_truth["total_ticks_in_day"]
             for text in c.got.data:
                 _, tr, records = parse_data_frame(text)
                 assert all(len(r) == p.WS_FEED_WIDTHS[tr] for r in records)
