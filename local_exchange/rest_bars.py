@@ -13,6 +13,7 @@ from local_exchange import rest_outputs as out
 from local_exchange.accounts import Token
 from local_exchange.rest_context import TrContext
 from local_exchange.rest_wire import InputError, check_market_div, kis_ok, need, parse_hms, parse_ymd
+from local_exchange.venue_bars import day_venue, venue_daily_bars, venue_minute_bars
 from observer_resources.calendar import KST
 from observer_resources.kis import protocol as p
 
@@ -20,14 +21,14 @@ MINUTE_HISTORY_DAYS = 366
 
 
 def daily_price(ctx: TrContext, params: dict[str, str], tok: Token, tr_cont: str) -> web.Response:
-    check_market_div(params)
-    li = ctx.listing(need(params, "FID_INPUT_ISCD"))
+    li, _, _ = ctx.venue_quote(params)  # NX without NXT data today: rt_cd 7
+    venue = check_market_div(params)  # per day: a past day may have NXT trades when today has none
     period = (params.get("FID_PERIOD_DIV_CODE") or "D").upper()
     if period not in ("D", "W", "M"):
         raise InputError("ERROR INVALID FID_PERIOD_DIV_CODE")
     now = ctx.s.clock.now()
     span = {"D": 1, "W": 5, "M": 23}[period] * (p.DAILY_PRICE_ROWS + 1) + 10
-    bars = ctx.s.market.daily_bars(li.code, now.date(), span, as_of=now)
+    bars = venue_daily_bars(ctx.s.market, li.code, now.date(), span, as_of=now, venue=venue)
     agg = out.aggregate_bars(bars, period)
     rows = []
     for i, b in enumerate(agg[: p.DAILY_PRICE_ROWS]):
@@ -37,16 +38,19 @@ def daily_price(ctx: TrContext, params: dict[str, str], tok: Token, tr_cont: str
 
 
 def daily_itemchart(ctx: TrContext, params: dict[str, str], tok: Token, tr_cont: str) -> web.Response:
-    check_market_div(params)
-    li = ctx.listing(need(params, "FID_INPUT_ISCD"))
+    li, venue, q = ctx.venue_quote(params)
+    m = ctx.s.market
     d1 = parse_ymd(need(params, "FID_INPUT_DATE_1"), "FID_INPUT_DATE_1")
     d2 = parse_ymd(need(params, "FID_INPUT_DATE_2"), "FID_INPUT_DATE_2")
     period = (params.get("FID_PERIOD_DIV_CODE") or "D").upper()
     if period not in ("D", "W", "M", "Y"):
         raise InputError("ERROR INVALID FID_PERIOD_DIV_CODE")
     now = ctx.s.clock.now()
-    q = ctx.s.market.quote(li.code, now)
-    hist = ctx.recent(li.code, q.day)
+    if venue == "KRX":
+        hist = ctx.recent(li.code, q.day)
+    else:
+        pday = m._prev_day(q.day)
+        hist = venue_daily_bars(m, li.code, pday, 1, as_of=now, venue=venue) if pday is not None else []
     output1 = out.daily_chart_output1(li, q, hist[0] if hist else None)
     end = min(d2, now.date())
     rows: list[dict[str, str]] = []
@@ -54,32 +58,30 @@ def daily_itemchart(ctx: TrContext, params: dict[str, str], tok: Token, tr_cont:
         per_row = {"D": 1, "W": 5, "M": 23, "Y": 250}[period]
         calendar_days = (end - d1).days + 1
         n = min(calendar_days, per_row * (p.DAILY_ITEMCHART_ROWS + 1), 2600)
-        bars = [b for b in ctx.s.market.daily_bars(li.code, end, n, as_of=now) if b.day >= d1]
+        asked = check_market_div(params)  # per day: a past day may have NXT trades when today has none
+        bars = [b for b in venue_daily_bars(m, li.code, end, n, as_of=now, venue=asked) if b.day >= d1]
         rows = [out.daily_chart_row(b) for b in out.aggregate_bars(bars, period)[: p.DAILY_ITEMCHART_ROWS]]
     return kis_ok(p.TR_DAILY_ITEMCHART, output1=output1, output2=rows)
 
 
 def time_itemchart(ctx: TrContext, params: dict[str, str], tok: Token, tr_cont: str) -> web.Response:
-    check_market_div(params)
-    li = ctx.listing(need(params, "FID_INPUT_ISCD"))
+    li, venue, q = ctx.venue_quote(params)
     hour = parse_hms(need(params, "FID_INPUT_HOUR_1"), "FID_INPUT_HOUR_1")
     now = ctx.s.clock.now()
-    q = ctx.s.market.quote(li.code, now)
     # HOUR_1 names a minute bar: the whole minute is included (clients page by "earliest - 1 min")
     until = datetime.combine(q.day, hour.replace(second=59), KST)
     if until > now:
         until = now  # a future time is clamped to now
-    bars = ctx.s.market.minute_bars(li.code, q.day, until) if ctx.session_of(q.day) else []
+    bars = venue_minute_bars(ctx.s.market, li.code, q.day, until, venue) if ctx.session_of(q.day) else []
     rows = [out.minute_row(b) for b in reversed(bars[-p.TIME_ITEMCHART_ROWS :])]
     return kis_ok(p.TR_TIME_ITEMCHART, output1=out.chart_output1(li, q), output2=rows)
 
 
 def time_dailychart(ctx: TrContext, params: dict[str, str], tok: Token, tr_cont: str) -> web.Response:
-    check_market_div(params)
-    li = ctx.listing(need(params, "FID_INPUT_ISCD"))
+    li, _, q = ctx.venue_quote(params)
+    asked = check_market_div(params)  # mapped per day below: NXT may trade the code on some days only
     m = ctx.s.market
     now = ctx.s.clock.now()
-    q = m.quote(li.code, now)
     d = parse_ymd(need(params, "FID_INPUT_DATE_1"), "FID_INPUT_DATE_1")
     hour = parse_hms(params.get("FID_INPUT_HOUR_1") or "235959", "FID_INPUT_HOUR_1")
     until = datetime.combine(d, hour.replace(second=59), KST)
@@ -92,8 +94,9 @@ def time_dailychart(ctx: TrContext, params: dict[str, str], tok: Token, tr_cont:
     guard = 0
     while len(rows) < p.TIME_DAILYCHART_ROWS and d >= oldest and guard < 30:
         guard += 1
-        if ctx.session_of(d):
-            bars = m.minute_bars(li.code, d, until)
+        v = day_venue(m, li.code, d, asked) if ctx.session_of(d) else None
+        if v is not None:
+            bars = venue_minute_bars(m, li.code, d, until, v)
             for b in reversed(bars):
                 rows.append(out.minute_row(b))
                 if len(rows) >= p.TIME_DAILYCHART_ROWS:

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from local_exchange.accounts import Token
-from local_exchange.rest_wire import NoData
+from local_exchange.rest_wire import NoData, check_market_div, need
+from local_exchange.venue_bars import day_venue
 from observer_resources.calendar import KST, CalendarRangeError
 
 if TYPE_CHECKING:
@@ -117,6 +118,20 @@ class TrContext:
             return rows
 
         return self._cached(("extremes", code, day), compute)
+
+    def venue_quote(self, params: dict[str, str]) -> tuple[Any, str, Any]:
+        """(listing, venue, quote) of a TR's FID_COND_MRKT_DIV_CODE / FID_INPUT_ISCD at the clock's instant.
+
+        NX for a code NXT does not trade that day has no data (rt_cd 7), as in ``inquire-price``; UN for such a
+        code answers as KRX, since the unified tape is then KRX's alone."""
+        venue = check_market_div(params)
+        li = self.listing(need(params, "FID_INPUT_ISCD"))
+        m = self.s.market
+        q = m.venue_quote(li.code, self.s.clock.now(), venue)
+        v = day_venue(m, li.code, q.day, venue)
+        if v is None:
+            raise NoData()
+        return li, v, q
 
     def session_of(self, d: date) -> tuple[datetime, datetime] | None:
         try:

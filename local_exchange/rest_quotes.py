@@ -14,6 +14,8 @@ from local_exchange.accounts import Token
 from local_exchange.nxt import is_trading
 from local_exchange.rest_context import TrContext
 from local_exchange.rest_wire import InputError, NoData, check_market_div, kis_ok, need, parse_hms, sec_of
+from local_exchange.venue_bars import venue_prev_volume, venue_session
+from local_exchange.venue_records import venue_trade_records
 from observer_resources.kis import protocol as p
 
 CONCLUSION_ROWS = 30
@@ -51,46 +53,56 @@ def multprice(ctx: TrContext, params: dict[str, str], tok: Token, tr_cont: str) 
     if not any(n == 1 for n, _ in pairs):
         raise InputError("ERROR INPUT FIELD NOT FOUND [FID_INPUT_ISCD_1]", rt_cd="1")
     now = ctx.s.clock.now()
+    m = ctx.s.market
     rows = []
     for n, code in sorted(pairs):
-        check_market_div(params, f"FID_COND_MRKT_DIV_CODE_{n}")
-        li = ctx.s.market.by_code.get(code)
+        venue = check_market_div(params, f"FID_COND_MRKT_DIV_CODE_{n}")
+        li = m.by_code.get(code)
         if li is None:
             continue  # KIS leaves unknown codes out of the list
-        q = ctx.s.market.quote(li.code, now)
-        trtm, hour = out.session_codes(q, now, ctx.session_of(q.day))
+        q = m.venue_quote(li.code, now, venue)
+        if venue == "NXT" and not is_trading(m, li.code, q.day):
+            continue  # no NXT data for this code: left out like an unknown code
+        session = ctx.session_of(q.day) if venue == "KRX" else venue_session(m, q.day, venue)
+        trtm, hour = out.session_codes(q, now, session)
         rows.append(out.multprice_row(li, q, mrkt_trtm=trtm, hour_cls=hour))
     return kis_ok(p.TR_MULTPRICE, output=rows)
 
 
 def conclusion(ctx: TrContext, params: dict[str, str], tok: Token, tr_cont: str) -> web.Response:
-    check_market_div(params)
-    li = ctx.listing(need(params, "FID_INPUT_ISCD"))
+    li, venue, q = ctx.venue_quote(params)
     m = ctx.s.market
     now = ctx.s.clock.now()
-    q = m.quote(li.code, now)
     key = (tok.value, p.TR_TIME_CONCLUSION, tuple(sorted(params.items())))
     state = ctx.conts.get(key) if tr_cont == "N" else None
     if state is None:
         raw_hour = params.get("FID_INPUT_HOUR_1") or ""
         limit = sec_of(parse_hms(raw_hour, "FID_INPUT_HOUR_1")) if raw_hour.strip() else 86_399
-        ticks = m.day_ticks(li.code, q.day) if ctx.session_of(q.day) else None
+        ticks = m.venue_ticks(li.code, q.day, venue) if ctx.session_of(q.day) else None
         if ticks is not None and q.day == now.date():
             limit = min(limit, sec_of(now))
         anchor = ticks.index_at(limit) if ticks is not None else 0
         state = {"day": q.day, "anchor": anchor, "served": 0}
-    ticks = m.day_ticks(li.code, state["day"]) if state["anchor"] else None
+    ticks = m.venue_ticks(li.code, state["day"], venue) if state["anchor"] else None
     hi = state["anchor"] - state["served"]
     lo = max(0, hi - CONCLUSION_ROWS)
-    rows = [out.conclusion_row(m.trade_record(ticks, i), p.H0STCNT0_INDEX) for i in range(hi - 1, lo - 1, -1)]
+    if venue == "KRX":
+        records = [m.trade_record(ticks, i) for i in range(hi - 1, lo - 1, -1)]
+    else:  # the H0NXCNT0 / H0UNCNT0 records of the same ticks, so REST equals that venue's stream
+        records = venue_trade_records(m, ticks, lo, hi, venue)[::-1] if hi > lo else []
+    rows = [out.conclusion_row(r, p.H0STCNT0_INDEX) for r in records]
     state["served"] += hi - lo
     more = lo > 0
     if more:
         ctx.conts.put(key, state)
     else:
         ctx.conts.drop(key)
-    hist = ctx.recent(li.code, q.day)
-    output1 = out.conclusion_output1(li, q, hist[0].volume if hist else 0)
+    if venue == "KRX":
+        hist = ctx.recent(li.code, q.day)
+        prev_volume = hist[0].volume if hist else 0
+    else:
+        prev_volume = venue_prev_volume(m, li.code, q.day, venue)
+    output1 = out.conclusion_output1(li, q, prev_volume)
     return kis_ok(p.TR_TIME_CONCLUSION, "M" if more else "D", output1=output1, output2=rows)
 
 
