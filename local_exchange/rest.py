@@ -44,6 +44,7 @@ log = logging.getLogger("observer.sim.rest")
 HANDLERS: dict[str, Handler] = {
     "inquire-price": rest_quotes.inquire_price,
     "intstock-multprice": rest_quotes.multprice,
+    "inquire-ccnl": rest_quotes.ccnl,
     "inquire-daily-price": rest_bars.daily_price,
     "inquire-daily-itemchartprice": rest_bars.daily_itemchart,
     "inquire-time-itemchartprice": rest_bars.time_itemchart,

@@ -509,6 +509,15 @@ def conclusion_output1(li: Any, q: Any, prev_volume: int) -> dict[str, str]:
     return _ordered(out, CONCLUSION_OUTPUT1_FIELDS)
 
 
+CCNL_FIELDS = ("stck_cntg_hour", "stck_prpr", "prdy_vrss", "prdy_vrss_sign", "cntg_vol", "tday_rltv", "prdy_ctrt")
+
+
+def ccnl_row(record: Sequence[str], index: dict[str, int]) -> dict[str, str]:
+    """One FHKST01010300 row from the trade's stream record: the seven fields KIS answers, in its order."""
+    names = ("STCK_CNTG_HOUR", "STCK_PRPR", "PRDY_VRSS", "PRDY_VRSS_SIGN", "CNTG_VOL", "CTTR", "PRDY_CTRT")
+    return {k: record[index[n]] for k, n in zip(CCNL_FIELDS, names)}
+
+
 def conclusion_row(record: Sequence[str], index: dict[str, int]) -> dict[str, str]:
     """One FHPST01060000 row from an H0STCNT0 record of the same tick (so REST equals the stream)."""
     r = lambda name: record[index[name]]  # noqa: E731

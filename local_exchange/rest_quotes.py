@@ -69,6 +69,23 @@ def multprice(ctx: TrContext, params: dict[str, str], tok: Token, tr_cont: str) 
     return kis_ok(p.TR_MULTPRICE, output=rows)
 
 
+def ccnl(ctx: TrContext, params: dict[str, str], tok: Token, tr_cont: str) -> web.Response:
+    """The venue's latest trades as of the clock, newest first; after the close, the day's last ones."""
+    li, venue, q = ctx.venue_quote(params)
+    m = ctx.s.market
+    now = ctx.s.clock.now()
+    ticks = m.venue_ticks(li.code, q.day, venue) if ctx.session_of(q.day) else None
+    if ticks is None:
+        return kis_ok(p.TR_CCNL, output=[])
+    hi = ticks.index_at(sec_of(now)) if q.day == now.date() else len(ticks)
+    lo = max(0, hi - p.CCNL_ROWS)
+    if venue == "KRX":
+        records = [m.trade_record(ticks, i) for i in range(hi - 1, lo - 1, -1)]
+    else:
+        records = venue_trade_records(m, ticks, lo, hi, venue)[::-1] if hi > lo else []
+    return kis_ok(p.TR_CCNL, output=[out.ccnl_row(r, p.H0STCNT0_INDEX) for r in records])
+
+
 def conclusion(ctx: TrContext, params: dict[str, str], tok: Token, tr_cont: str) -> web.Response:
     li, venue, q = ctx.venue_quote(params)
     m = ctx.s.market

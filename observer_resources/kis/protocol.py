@@ -33,6 +33,7 @@ QUOTE_BASE: Final = "/uapi/domestic-stock/v1/quotations"
 
 TR_INQUIRE_PRICE: Final = "FHKST01010100"
 TR_MULTPRICE: Final = "FHKST11300006"
+TR_CCNL: Final = "FHKST01010300"  # the latest 30 trades, newest first (§6.2a)
 TR_DAILY_PRICE: Final = "FHKST01010400"
 TR_DAILY_ITEMCHART: Final = "FHKST03010100"
 TR_TIME_ITEMCHART: Final = "FHKST03010200"
@@ -47,6 +48,7 @@ TR_SEARCH_STOCK_INFO: Final = "CTPF1002R"  # stock info, the only place KIS tell
 QUOTE_PATHS: Final[dict[str, str]] = {
     "inquire-price": TR_INQUIRE_PRICE,
     "intstock-multprice": TR_MULTPRICE,
+    "inquire-ccnl": TR_CCNL,
     "inquire-daily-price": TR_DAILY_PRICE,
     "inquire-daily-itemchartprice": TR_DAILY_ITEMCHART,
     "inquire-time-itemchartprice": TR_TIME_ITEMCHART,
@@ -62,6 +64,7 @@ QUOTE_PATHS: Final[dict[str, str]] = {
 PAPER_REFUSED_TRS: Final = frozenset({TR_MULTPRICE, TR_VOLUME_RANK, TR_CHK_HOLIDAY, TR_SEARCH_STOCK_INFO})
 
 MULTPRICE_MAX: Final = 30
+CCNL_ROWS: Final = 30
 TIME_ITEMCHART_ROWS: Final = 30
 TIME_DAILYCHART_ROWS: Final = 120
 DAILY_PRICE_ROWS: Final = 30

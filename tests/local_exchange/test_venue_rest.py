@@ -245,3 +245,27 @@ def test_nx_outside_nxt_hours(kis: Kis) -> None:
     body = _ok(_conclusion(kis, "NX", "073000"))
     assert body["output2"] == [] and body["output1"]["acml_vol"] == "0"
     assert _ok(_minutes(kis, "NX", "073000"))["output2"] == []
+
+
+def test_inquire_ccnl_is_the_latest_30_trades_of_each_venue(kis: Kis) -> None:
+    """FHKST01010300 as KIS samples call it: seven fields, newest first, each venue's own trades."""
+    for div in DIVS:
+        body = _ok(kis.get("inquire-ccnl", "FHKST01010300", {"FID_COND_MRKT_DIV_CODE": div, "FID_INPUT_ISCD": CODE}))
+        rows = body["output"]
+        truth = _truth(kis, VENUE[div], to="110000")[-30:][::-1]
+        assert len(rows) == 30 and list(rows[0]) == [
+            "stck_cntg_hour",
+            "stck_prpr",
+            "prdy_vrss",
+            "prdy_vrss_sign",
+            "cntg_vol",
+            "tday_rltv",
+            "prdy_ctrt",
+        ]
+        assert [(r["stck_cntg_hour"], int(r["stck_prpr"]), int(r["cntg_vol"])) for r in rows] == [
+            (t["time"], t["price"], t["qty"]) for t in truth
+        ]
+        assert all(float(r["tday_rltv"]) > 0 for r in rows)
+    _at(kis, f"{DAY}T07:30")  # before NXT's pre-market: no NXT trade yet today, an empty answer
+    body = _ok(kis.get("inquire-ccnl", "FHKST01010300", {"FID_COND_MRKT_DIV_CODE": "NX", "FID_INPUT_ISCD": CODE}))
+    assert body["output"] == []
