@@ -11,13 +11,23 @@ import math
 
 import numpy as np
 
-# Activity (mean trades/s in continuous trading). The top TOP_BUSY listings are busy (>= 3/s), a
-# short second tier follows, the rest are quiet; chosen so that one day of all tick tables stays
-# well under 300 MB (about 3.4 M trades).
+# Activity (mean trades/s of continuous trading, 09:00-15:20), anchored on KRX: the whole market prints millions
+# of trades a day, an ordinary common share trades every few seconds to a minute, the largest caps several times a
+# second. The top TOP_BUSY listings run from HEAD_MAX down to HEAD_MIN trades/s, a second tier of SECOND_TIER from
+# SECOND_MAX down to SECOND_MIN; the rest are log-normal around a median per kind (COMMON_MEDIAN for a common
+# share: one trade every ~14 s), and a QUIET_SHARE of the generated common shares, ETNs and SPACs is deliberately
+# thin (one trade every 8-30 minutes). About 12 M trades on a default 2,600-listing KRX day.
 TOP_BUSY = 40
 SECOND_TIER = 20
-# The real listings (rows marked "known") keep at least this rate when a small sim has no busy slot for them.
-KNOWN_MIN_ACTIVITY = 0.1
+HEAD_MAX, HEAD_MIN = 12.0, 3.0
+SECOND_MAX, SECOND_MIN = 2.5, 0.8
+COMMON_MEDIAN = 0.07
+TAIL_MAX = 1.5  # the log-normal tail stays below the second tier
+QUIET_SHARE = 0.03
+QUIET_RANGE = (0.0005, 0.002)
+# The real listings (rows marked "known") trade at this rate when a small sim has no busy slot for them: a fixed
+# rate, not a draw, so the real names are the same listings under every seed.
+KNOWN_MIN_ACTIVITY = 0.5
 
 # Generated listings' market caps (KRW at their price level) above the knee are compressed by a power and capped,
 # so the real listings (about 10 trillion KRW and up) stay the largest even after years of each chain's drift.
@@ -125,14 +135,15 @@ def assign_flags(rng: np.random.Generator, rows: list[dict]) -> None:
 
 
 def assign_activity(rng: np.random.Generator, rows: list[dict]) -> None:
-    """Heavy-tailed trade rates: a busy head (>= 3 trades/s), a short second tier, a quiet tail.
+    """Heavy-tailed trade rates: a busy head (3-12 trades/s), a second tier, a log-normal body, a quiet few.
 
     The real common shares lead the head, largest first; the rest of it is drawn from the generated ones.
+    Preferred shares, SPACs, ETNs and most ETFs trade less than common shares, as on KRX.
     """
-    median = {"common": 0.0015, "preferred": 0.0005, "spac": 0.0008, "etf": 0.003, "etn": 0.001}
+    median = {"common": COMMON_MEDIAN, "preferred": 0.01, "spac": 0.006, "etf": 0.02, "etn": 0.006}
     for r in rows:
-        med = median.get(r["cat"], 0.0006)
-        r["activity"] = min(0.2, max(0.0002, med * math.exp(float(rng.normal(0.0, 1.4)))))
+        med = median.get(r["cat"], 0.008)
+        r["activity"] = min(TAIL_MAX, max(0.001, med * math.exp(float(rng.normal(0.0, 0.9)))))
     known = [i for i, r in enumerate(rows) if r.get("known") and r["cat"] == "common"]
     candidates = [
         i
@@ -154,15 +165,27 @@ def assign_activity(rng: np.random.Generator, rows: list[dict]) -> None:
     for rank, i in enumerate(head):
         r = rows[int(i)]
         if rank < TOP_BUSY:
-            r["activity"] = float(3.0 * (4.0 / 3.0) ** ((TOP_BUSY - 1 - rank) / max(TOP_BUSY - 1, 1)))
+            r["activity"] = float(HEAD_MIN * (HEAD_MAX / HEAD_MIN) ** ((TOP_BUSY - 1 - rank) / max(TOP_BUSY - 1, 1)))
             if r["cat"] == "common" and not r.get("known"):  # busy names are large caps (compress_generated_caps)
                 r["listed_shares"] = int(min(6e9, float(rng.uniform(2e12, 4e13)) / max(r["base_level"], 1.0)))
         else:
             j = rank - TOP_BUSY
-            r["activity"] = float(0.8 * (0.2 / 0.8) ** (j / max(SECOND_TIER - 1, 1)))
-    for r in rows:
-        if r.get("known"):
-            r["activity"] = max(r["activity"], KNOWN_MIN_ACTIVITY)
+            r["activity"] = float(SECOND_MAX * (SECOND_MIN / SECOND_MAX) ** (j / max(SECOND_TIER - 1, 1)))
+    # the deliberately quiet few, drawn last so the draws above (and so the head) do not depend on them
+    in_head = {int(i) for i in head}
+    thin = [
+        i
+        for i, r in enumerate(rows)
+        if i not in in_head and not r.get("known") and not r["halted"] and r["cat"] in ("common", "etn", "spac")
+    ]
+    n_quiet = min(len(thin), int(round(QUIET_SHARE * len(thin))))
+    if n_quiet:
+        lo, hi = QUIET_RANGE
+        for i, u in zip(rng.choice(len(thin), size=n_quiet, replace=False).tolist(), rng.random(n_quiet).tolist()):
+            rows[thin[i]]["activity"] = lo * (hi / lo) ** u
+    for i, r in enumerate(rows):
+        if r.get("known") and i not in in_head:
+            r["activity"] = KNOWN_MIN_ACTIVITY
         if r["halted"]:
             r["activity"] = 0.0
 

@@ -28,6 +28,11 @@ OPEN_MODE_RATE_SCALE = 22_800 / 86_399  # open mode: same trades per day as a KR
 _BURSTS_PER_KRX_DAY = 4.0
 _BURST_LEN = (60, 300)  # seconds, uniform
 _BURST_EXTRA = 9.0  # a burst runs at 10x the base intensity
+# The auction rushes on top of the U-shaped day, in units of the quiet midday intensity, decaying over _RUSH_S
+# seconds: the first minute after 09:00 runs at ~5x the day's mean rate, the last minute before 15:20 at ~3.5x.
+_OPEN_RUSH = 5.0
+_CLOSE_RUSH = 3.0
+_RUSH_S = 180.0
 _TYPICAL_TRADE_KRW = 1_200_000.0
 _DENSE_MIN_TRADES = 2_000  # above this many expected trades, draw per-second Poisson counts
 
@@ -178,8 +183,11 @@ def _profile(shape: Shape) -> tuple[np.ndarray, np.ndarray]:
     if shape.flat:
         w = np.ones(n)
     else:
-        x = (np.arange(n) + 0.5) / n
+        t = np.arange(n) + 0.5
+        x = t / n
         w = 1.0 + 2.0 * np.exp(-x / 0.06) + 1.2 * np.exp(-(1.0 - x) / 0.08)  # U-shaped day
+        # the rush right after the opening cross and before the closing auction: minutes, not the hour-long U
+        w += _OPEN_RUSH * np.exp(-t / _RUSH_S) + _CLOSE_RUSH * np.exp(-(n - t) / _RUSH_S)
     w = w * (n / w.sum())
     cdf = np.cumsum(w)
     cdf /= cdf[-1]
@@ -201,7 +209,8 @@ def generate_day(
 ) -> DayTicks:
     """Trades of one day: opening print, Poisson continuous trading, closing print at `close`.
 
-    Trade times: per-second Poisson with a U-shaped profile plus a few 1-5 minute bursts at 10x.
+    Trade times: per-second Poisson with a U-shaped profile, a rush of a few minutes after the opening cross and
+    before the closing auction, plus a few 1-5 minute bursts at 10x.
     Prices: a Brownian bridge (in log price, over trade index) from the open (previous close times
     a small gap) to the chain's close; each trade prints at the ask (buy-initiated) or the bid
     (sell-initiated) around that path, on the KRX grid, inside the day's limits.

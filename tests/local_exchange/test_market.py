@@ -148,7 +148,10 @@ def test_listings_mix_is_realistic(market: Market) -> None:
     assert sum(x.liquidation for x in xs) >= 2 and sum(x.administrative for x in xs) >= 10
     assert {x.alarm for x in xs} == {"00", "01", "02", "03"}
     acts = sorted((x.activity for x in xs), reverse=True)
-    assert acts[39] >= 3.0 and sum(a < 0.01 for a in acts) > len(xs) / 2
+    assert acts[39] >= 3.0 and acts[0] <= 15.0
+    commons = sorted(x.activity for x in xs if x.group == "ST" and x.etp == 0 and not (x.preferred or x.spac))
+    assert 0.05 <= commons[len(commons) // 2] <= 0.1  # the median common share trades every 10-20 s
+    assert sum(0 < a < 0.002 for a in acts) >= len(xs) // 50  # and a deliberately quiet few remain
     assert all(x.activity == 0 for x in xs if x.halted)
 
 
@@ -570,8 +573,10 @@ def test_same_seed_gives_identical_results_whatever_the_query_order(sample: list
 
 
 def test_budgets_time_and_memory() -> None:
-    """Market() fast; day_ticks a few ms; the whole market's day fits the memory budget.
+    """Market() fast; day_ticks a few ms; the whole market's day costs at most 69 bytes a trade, the cache holds its bound.
 
+    A KRX day of the whole market (~12 M trades, ~800 MB of tick arrays) is larger than the LRU bound, so a
+    repeated sweep of every listing regenerates the days it evicted; the days the cache still holds answer warm.
     Timing bounds carry a 2-3x margin over the targets so a loaded CI box does not flake; the
     measured numbers are printed for the record.
     """
@@ -582,8 +587,10 @@ def test_budgets_time_and_memory() -> None:
     t0 = time.perf_counter()
     quotes = [m.quote(x.code, at) for x in m.listings]
     t_cold = time.perf_counter() - t0
+    held = [x.code for x in m.listings if m._cached(m._idx(x.code), DAY) is not None]
+    cache_bytes = m.cache_bytes
     t0 = time.perf_counter()
-    [m.quote(x.code, at) for x in m.listings]
+    [m.quote(c, at) for c in held]
     t_warm = time.perf_counter() - t0
     total_bytes = sum(m.day_ticks(x.code, DAY).nbytes for x in m.listings)
     trades = sum(q.trades for q in quotes)
@@ -593,8 +600,9 @@ def test_budgets_time_and_memory() -> None:
         m.day_ticks(c, date(2026, 3, 11))
     t_typical = (time.perf_counter() - t0) / len(quiet)
     print(
-        f"\nMarket() {t_init:.3f}s; quote x2600 cold {t_cold:.2f}s warm {t_warm:.3f}s; "
+        f"\nMarket() {t_init:.3f}s; quote x2600 cold {t_cold:.2f}s warm x{len(held)} {t_warm:.3f}s; "
         f"day_ticks typical {t_typical * 1e3:.2f} ms; {trades} trades, {total_bytes / 1e6:.0f} MB"
     )
-    assert total_bytes < 300e6
+    assert total_bytes <= 69 * trades and total_bytes < 1_000e6
+    assert cache_bytes <= 400 * 2**20 and len(held) >= len(m.listings) // 2
     assert t_init < 1.0 and t_cold < 6.0 and t_warm < 0.6 and t_typical < 0.010
