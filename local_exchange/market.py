@@ -18,7 +18,7 @@ import numpy as np
 from local_exchange import nxt
 from local_exchange.listings import Listing
 from local_exchange.price_model import PriceModel, Quote, sec_of, to_kst
-from local_exchange.records import change_sign, hhmmss, ratio_2dp
+from local_exchange.records import orderbook_fields, trade_fields
 from local_exchange.ticks import DayTicks, price_limits
 from observer_resources.calendar import CalendarRangeError
 from observer_resources.kis.protocol import H0STASP0_FIELDS, H0STCNT0_FIELDS
@@ -241,14 +241,7 @@ class Market(PriceModel):
             raise IndexError(f"tick {i} out of range for {ticks.code} on {ticks.day} ({n} ticks)")
         code, d = ticks.code, ticks.day
         idx = self._idx(code)
-        lst = self.listings[idx]
-        prev = ticks.prev_close
-        lower, upper = price_limits(prev)
-        price = int(ticks.price[i])
-        opn, high, low = int(ticks.price[0]), int(ticks.high[i]), int(ticks.low[i])
-        vol, value = int(ticks.acml_vol[i]), int(ticks.acml_value[i])
-        buy_cnt, sell_cnt = int(ticks.buy_cnt[i]), int(ticks.sell_cnt[i])
-        buy_qty, sell_qty = int(ticks.buy_qty[i]), int(ticks.sell_qty[i])
+        lower, upper = price_limits(ticks.prev_close)
         sec = int(ticks.sec[i])
         book = self._book(idx, ticks, i + 1, lower, upper)
         pday = self._prev_day(d)
@@ -259,54 +252,9 @@ class Market(PriceModel):
             prdy_same = int(pt.acml_vol[k - 1]) if k else 0
         else:
             prdy_vol = prdy_same = 0
-        rec = [
-            code,
-            hhmmss(sec),
-            str(price),
-            change_sign(price, prev, lower, upper),
-            str(price - prev),
-            ratio_2dp(price - prev, prev, 100),
-            ratio_2dp(value, vol),
-            str(opn),
-            str(high),
-            str(low),
-            str(book.ask_prices[0]),
-            str(book.bid_prices[0]),
-            str(int(ticks.qty[i])),
-            str(vol),
-            str(value),
-            str(sell_cnt),
-            str(buy_cnt),
-            str(buy_cnt - sell_cnt),
-            ratio_2dp(buy_qty, sell_qty, 100),
-            str(sell_qty),
-            str(buy_qty),
-            str(int(ticks.side[i])),
-            ratio_2dp(buy_qty, buy_qty + sell_qty, 100),
-            ratio_2dp(vol, prdy_vol, 100),
-            hhmmss(int(ticks.sec[0])),
-            change_sign(price, opn),
-            str(price - opn),
-            hhmmss(int(ticks.sec[ticks.high_index(i)])),
-            change_sign(price, high),
-            str(price - high),
-            hhmmss(int(ticks.sec[ticks.low_index(i)])),
-            change_sign(price, low),
-            str(price - low),
-            d.strftime("%Y%m%d"),
-            "20",
-            "N",
-            str(book.ask_sizes[0]),
-            str(book.bid_sizes[0]),
-            str(book.total_ask),
-            str(book.total_bid),
-            ratio_2dp(vol, lst.listed_shares, 100),
-            str(prdy_same),
-            ratio_2dp(vol, prdy_same, 100),
-            "0",
-            "",
-            str(opn),
-        ]
+        rec = trade_fields(
+            ticks, i, book=book, listed_shares=self.listings[idx].listed_shares, prdy_vol=prdy_vol, prdy_same=prdy_same
+        )
         assert len(rec) == len(H0STCNT0_FIELDS)
         if self.fields47:
             rec.append("2")
@@ -319,18 +267,7 @@ class Market(PriceModel):
         book = self._book(idx, t, n, lower, upper)
         before = self._book(idx, t, n - 1, lower, upper) if n > 0 else book
         vol = int(t.acml_vol[n - 1]) if n else 0
-        rec = (
-            [code, hhmmss(sec_of(at_k)), "0"]
-            + [str(p) for p in book.ask_prices]
-            + [str(p) for p in book.bid_prices]
-            + [str(s) for s in book.ask_sizes]
-            + [str(s) for s in book.bid_sizes]
-            + [str(book.total_ask), str(book.total_bid), "0", "0"]
-            + ["0", "0", "0", "0", "3", "0.00"]
-            + [str(vol)]
-            + [str(book.total_ask - before.total_ask), str(book.total_bid - before.total_bid), "0", "0"]
-            + ["0"]
-        )
+        rec = orderbook_fields(code, sec_of(at_k), book, before, vol)
         assert len(rec) == len(H0STASP0_FIELDS)
         return rec
 

@@ -203,8 +203,8 @@ def trade_fields(
 ) -> list[str]:
     """The 46 fields of the H0STCNT0 layout for tick i of one venue's tape, from that tape and that venue's book.
 
-    The same arithmetic as ``Market.trade_record`` (a test pins them equal on KRX's tape), so the NXT and unified
-    feeds keep every §8.4 identity over their own cumulative volume, value, counts and OHLC."""
+    ``Market.trade_record`` builds KRX's records with it too, so the NXT and unified feeds keep every §8.4 identity
+    over their own cumulative volume, value, counts and OHLC exactly as H0STCNT0 does."""
     prev = ticks.prev_close
     lower, upper = price_limits(prev)
     price = int(ticks.price[i])
@@ -263,7 +263,7 @@ def trade_fields(
 
 
 def orderbook_fields(code: str, sec: int, book: Book, before: Book, acml_vol: int) -> list[str]:
-    """The 59 fields of the H0STASP0 layout (the same as ``Market.orderbook_record``): the book, its totals, the
+    """The 59 fields of the H0STASP0 layout (``Market.orderbook_record`` builds KRX's with it): the book, its totals, the
     venue's cumulative volume and the change of the totals since the book before the last trade."""
     return (
         [code, hhmmss(sec), "0"]

@@ -233,8 +233,8 @@ def test_faults_on_the_venue_trade_feeds_are_recorded(sim: Any, creds: tuple[str
 
 
 def test_the_shared_layouts_reproduce_krx_records_exactly() -> None:
-    """records.trade_fields / orderbook_fields, which the NXT and unified feeds use, build KRX's records byte for
-    byte from KRX's tape and book, so the venue feeds cannot drift from H0STCNT0 / H0STASP0's arithmetic."""
+    """The venue feeds' book derivation (venue_book.krx_book) gives KRX's own book, so fed KRX's tape the shared
+    layouts rebuild KRX's records byte for byte: the venue feeds cannot drift from H0STCNT0 / H0STASP0."""
     from datetime import date, datetime
 
     from local_exchange.market import Market
