@@ -68,6 +68,48 @@ class _Summary:
     trades: int
 
 
+def minute_bars_of(ticks: DayTicks, minutes: np.ndarray, n: int) -> list[Bar]:
+    """One bar per minute start in ``minutes`` (seconds of the day, ascending) over the first n ticks; an empty
+    minute carries the last close, or the previous close before the first trade. Shared by every venue's charts."""
+    sec = ticks.sec[:n]
+    price = ticks.price[:n]
+    prev = ticks.prev_close
+    lo = np.searchsorted(sec, minutes, side="left")
+    hi = np.searchsorted(sec, minutes + 60, side="left")
+    acml_end = np.where(hi > 0, ticks.acml_vol[np.maximum(hi - 1, 0)] if n else 0, 0)
+    acml_start = np.where(lo > 0, ticks.acml_vol[np.maximum(lo - 1, 0)] if n else 0, 0)
+    value_end = np.where(hi > 0, ticks.acml_value[np.maximum(hi - 1, 0)] if n else 0, 0)
+    close = np.where(hi > 0, price[np.maximum(hi - 1, 0)] if n else prev, prev)
+    nonempty = hi > lo
+    opn, high, low = close.copy(), close.copy(), close.copy()
+    if nonempty.any():
+        starts = lo[nonempty]
+        if len(minutes) < 2 or bool((np.diff(minutes) == 60).all()):
+            # contiguous minutes: each nonempty minute's trades run to the next one's first trade
+            opn[nonempty] = price[starts]
+            high[nonempty] = np.maximum.reduceat(price, starts)
+            low[nonempty] = np.minimum.reduceat(price, starts)
+        else:  # the minutes skip a break: bound each minute by its own end
+            for j in np.flatnonzero(nonempty).tolist():
+                seg = price[int(lo[j]) : int(hi[j])]
+                opn[j], high[j], low[j] = seg[0], seg.max(), seg.min()
+    d = ticks.day
+    return [
+        Bar(
+            d,
+            time(m // 3600, m % 3600 // 60),
+            int(opn[j]),
+            int(high[j]),
+            int(low[j]),
+            int(close[j]),
+            int(acml_end[j] - acml_start[j]),
+            int(acml_end[j]),
+            int(value_end[j]),
+        )
+        for j, m in enumerate(minutes.tolist())
+    ]
+
+
 class Market(PriceModel):
     """Deterministic synthetic KRX market: the price model plus bars, day summaries, wire records and rankings."""
 
@@ -143,40 +185,8 @@ class Market(PriceModel):
         if u_s < start_s:
             return []
         t = self.day_ticks(code, d)
-        n = t.index_at(u_s)
         minutes = np.arange(start_s // 60 * 60, u_s // 60 * 60 + 1, 60, dtype=np.int64)
-        sec = t.sec[:n]
-        lo = np.searchsorted(sec, minutes, side="left")
-        hi = np.searchsorted(sec, minutes + 60, side="left")
-        price = t.price[:n]
-        prev = t.prev_close
-        acml_end = np.where(hi > 0, t.acml_vol[np.maximum(hi - 1, 0)] if n else 0, 0)
-        acml_start = np.where(lo > 0, t.acml_vol[np.maximum(lo - 1, 0)] if n else 0, 0)
-        value_end = np.where(hi > 0, t.acml_value[np.maximum(hi - 1, 0)] if n else 0, 0)
-        close = np.where(hi > 0, price[np.maximum(hi - 1, 0)] if n else prev, prev)
-        nonempty = hi > lo
-        opn, high, low = close.copy(), close.copy(), close.copy()
-        if nonempty.any():
-            starts = lo[nonempty]
-            opn[nonempty] = price[starts]
-            high[nonempty] = np.maximum.reduceat(price, starts)
-            low[nonempty] = np.minimum.reduceat(price, starts)
-        out = []
-        for j, m in enumerate(minutes.tolist()):
-            out.append(
-                Bar(
-                    d,
-                    time(m // 3600, m % 3600 // 60),
-                    int(opn[j]),
-                    int(high[j]),
-                    int(low[j]),
-                    int(close[j]),
-                    int(acml_end[j] - acml_start[j]),
-                    int(acml_end[j]),
-                    int(value_end[j]),
-                )
-            )
-        return out
+        return minute_bars_of(t, minutes, t.index_at(u_s))
 
     def _trading_days_upto(self, end: date, n: int) -> list[date]:
         """The last n trading days <= end, newest first."""

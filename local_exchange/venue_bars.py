@@ -14,10 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from local_exchange.market import Bar, DailyBar
+from local_exchange.market import Bar, DailyBar, minute_bars_of
 from local_exchange.nxt import is_trading
 from local_exchange.price_model import sec_of, to_kst
-from local_exchange.ticks import DayTicks
 from local_exchange.venues import NXT_LAUNCH
 from observer_resources.calendar import KST
 from observer_resources.calendar.market import MarketCalendar
@@ -79,42 +78,6 @@ def day_venue(market: Any, code: str, d: date, venue: str) -> str | None:
     return venue
 
 
-def _bars(ticks: DayTicks, minutes: np.ndarray, n: int) -> list[Bar]:
-    """One bar per minute start in ``minutes`` over the first n ticks (``Market.minute_bars``'s arithmetic):
-    empty minutes carry the last close, or the previous close before the first trade."""
-    sec = ticks.sec[:n]
-    price = ticks.price[:n]
-    prev = ticks.prev_close
-    lo = np.searchsorted(sec, minutes, side="left")
-    hi = np.searchsorted(sec, minutes + 60, side="left")
-    acml_end = np.where(hi > 0, ticks.acml_vol[np.maximum(hi - 1, 0)] if n else 0, 0)
-    acml_start = np.where(lo > 0, ticks.acml_vol[np.maximum(lo - 1, 0)] if n else 0, 0)
-    value_end = np.where(hi > 0, ticks.acml_value[np.maximum(hi - 1, 0)] if n else 0, 0)
-    close = np.where(hi > 0, price[np.maximum(hi - 1, 0)] if n else prev, prev)
-    nonempty = hi > lo
-    opn, high, low = close.copy(), close.copy(), close.copy()
-    if nonempty.any():
-        # per minute, not reduceat: the minutes may skip a break, so one minute's trades do not run to the next's
-        for j in np.flatnonzero(nonempty).tolist():
-            seg = price[int(lo[j]) : int(hi[j])]
-            opn[j], high[j], low[j] = seg[0], seg.max(), seg.min()
-    d = ticks.day
-    return [
-        Bar(
-            d,
-            time(m // 3600, m % 3600 // 60),
-            int(opn[j]),
-            int(high[j]),
-            int(low[j]),
-            int(close[j]),
-            int(acml_end[j] - acml_start[j]),
-            int(acml_end[j]),
-            int(value_end[j]),
-        )
-        for j, m in enumerate(minutes.tolist())
-    ]
-
-
 def venue_minute_bars(market: Any, code: str, d: date, until: datetime, venue: str) -> list[Bar]:
     """Oldest first, one bar per minute of ``venue``'s windows on day d through the minute containing ``until``.
 
@@ -135,7 +98,7 @@ def venue_minute_bars(market: Any, code: str, d: date, until: datetime, venue: s
     for s, e in windows:
         inside |= (minutes < e) & (minutes + 60 > s)
     t = market.venue_ticks(code, d, venue)
-    return _bars(t, minutes[inside], t.index_at(u_s))
+    return minute_bars_of(t, minutes[inside], t.index_at(u_s))
 
 
 def venue_daily_bars(market: Any, code: str, end: date, n: int, *, as_of: datetime, venue: str) -> list[DailyBar]:
