@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+from support import warm_quote
 
 from observer_resources.calendar import KST
 from observer_resources.kis.config import KisConfig
@@ -445,6 +446,7 @@ def test_processes_with_separate_dagster_homes_share_one_token_and_one_budget(
     sim = sim_factory("--mode", "real", "--clock", "open", "--seed", "7", "--listings", "600")
     key, secret = make_creds(731)
     code = sim.admin("listings", params={"limit": "1"})["listings"][0]["code"]
+    warm_quote(sim, code)
     procs, n, rate = 5, 60, 18.0
     children, homes = [], []
     for i in range(procs):

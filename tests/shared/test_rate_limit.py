@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from support import warm_quote
 
 from observer_resources.shared.rate_limit import (
     DEFAULT_RATE_PER_S,
@@ -322,6 +323,7 @@ def test_eight_processes_at_18_per_second_never_hit_egw00201(
     x 200 inquire-price calls, each through the shared limiter at 18/s. ~90 s."""
     creds = make_creds(301)
     code = sim.admin("listings", params={"limit": "1"})["listings"][0]["code"]
+    warm_quote(sim, code)
     procs, n, rate = 8, 200, 18.0
     results = Workers(
         procs, "requests", creds=creds, rest_url=sim.rest_url, state=tmp_path, n=n, rate=rate, code=code
