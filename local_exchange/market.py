@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
 from typing import Literal
@@ -19,14 +20,14 @@ from local_exchange import nxt
 from local_exchange.listings import Listing
 from local_exchange.price_model import PriceModel, Quote, sec_of, to_kst
 from local_exchange.records import orderbook_fields, trade_fields
-from local_exchange.ticks import DayTicks, price_limits
+from local_exchange.ticks import DayTicks, day_from_trades, price_limits
 from observer_resources.calendar import CalendarRangeError
 from observer_resources.kis.protocol import H0STASP0_FIELDS, H0STCNT0_FIELDS
 
 __all__ = ["Bar", "DailyBar", "DayTicks", "Listing", "Market", "Quote"]
 
 _SUMMARY_CACHE_MAX = 500_000
-_NXT_CACHE_MAX = 256  # NXT days kept; only NX/UN requests generate them
+_VENUE_CACHE_MAX = 256  # NXT days and unified merges kept; only NX/UN requests and feeds make them
 VENUES = ("KRX", "NXT", "UN")
 
 
@@ -66,6 +67,20 @@ class _Summary:
     volume: int
     value: int
     trades: int
+
+
+def daily_bar_of(ticks: DayTicks, i: int, prev_close: int) -> DailyBar:
+    """The day's bar as of tick i of a tape: open, running extremes, last price and cumulative volume and value."""
+    return DailyBar(
+        ticks.day,
+        int(ticks.price[0]),
+        int(ticks.high[i]),
+        int(ticks.low[i]),
+        int(ticks.price[i]),
+        int(ticks.acml_vol[i]),
+        int(ticks.acml_value[i]),
+        prev_close,
+    )
 
 
 def minute_bars_of(ticks: DayTicks, minutes: np.ndarray, n: int) -> list[Bar]:
@@ -110,6 +125,18 @@ def minute_bars_of(ticks: DayTicks, minutes: np.ndarray, n: int) -> list[Bar]:
     ]
 
 
+def _merge(a: DayTicks, b: DayTicks) -> DayTicks:
+    """Two venues' tapes of one day as one, by time, ``a``'s trade first within a second."""
+    order = np.argsort(np.concatenate([a.sec, b.sec]), kind="stable")
+
+    def cat(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return np.concatenate([x, y])[order]
+
+    return day_from_trades(
+        a.code, a.day, a.prev_close, cat(a.sec, b.sec), cat(a.price, b.price), cat(a.qty, b.qty), cat(a.side, b.side)
+    )
+
+
 class Market(PriceModel):
     """Deterministic synthetic KRX market: the price model plus bars, day summaries, wire records and rankings."""
 
@@ -125,12 +152,12 @@ class Market(PriceModel):
         super().__init__(seed=seed, listings=listings, clock_mode=clock_mode, cache_mb=cache_mb)
         self.fields47 = bool(fields47)
         self._summaries: OrderedDict[tuple[int, int], _Summary] = OrderedDict()
-        self._nxt: OrderedDict[tuple[int, int], DayTicks] = OrderedDict()
+        self._venues: OrderedDict[tuple[str, int, int], DayTicks] = OrderedDict()  # (venue, listing, day)
 
     def clear_cache(self) -> None:
         with self._lock:
             self._summaries.clear()
-            self._nxt.clear()
+            self._venues.clear()
         super().clear_cache()
 
     # --- day summaries ----------------------------------------------------------------------------
@@ -217,19 +244,7 @@ class Market(PriceModel):
                 if k == 0:
                     out.append(DailyBar(d, prev, prev, prev, prev, 0, 0, prev))
                 else:
-                    i = k - 1
-                    out.append(
-                        DailyBar(
-                            d,
-                            int(t.price[0]),
-                            int(t.high[i]),
-                            int(t.low[i]),
-                            int(t.price[i]),
-                            int(t.acml_vol[i]),
-                            int(t.acml_value[i]),
-                            prev,
-                        )
-                    )
+                    out.append(daily_bar_of(t, k - 1, prev))
             else:
                 s = self._summary(idx, d)
                 out.append(DailyBar(d, s.open, s.high, s.low, s.close, s.volume, s.value, prev))
@@ -282,58 +297,38 @@ class Market(PriceModel):
         return rec
 
     # --- NXT and the unified view ------------------------------------------------------------------
+    def _venue_cached(self, venue: str, code: str, d: date, make: Callable[[], DayTicks]) -> DayTicks:
+        key = (venue, self._idx(code), d.toordinal())
+        with self._lock:
+            t = self._venues.get(key)
+            if t is not None:
+                self._venues.move_to_end(key)
+                return t
+        t = make()
+        with self._lock:
+            self._venues[key] = t
+            while len(self._venues) > _VENUE_CACHE_MAX:
+                self._venues.popitem(last=False)
+        return t
+
     def nxt_ticks(self, code: str, d: date) -> DayTicks:
         """The member's NXT trades of day d (empty for a non-member); generated on first ask, LRU-kept."""
-        key = (self._idx(code), d.toordinal())
-        with self._lock:
-            t = self._nxt.get(key)
-            if t is not None:
-                self._nxt.move_to_end(key)
-                return t
-        t = nxt.generate_nxt_day(self, code, d)
-        with self._lock:
-            self._nxt[key] = t
-            while len(self._nxt) > _NXT_CACHE_MAX:
-                self._nxt.popitem(last=False)
-        return t
+        return self._venue_cached("NXT", code, d, lambda: nxt.generate_nxt_day(self, code, d))
 
     def venue_ticks(self, code: str, d: date, venue: str) -> DayTicks:
         """One venue's trades of day d: KRX (the market's own ticks), NXT, or UN (both merged by time,
-        KRX first within a second, with cumulative volume and value over both)."""
+        KRX first within a second, with cumulative volume and value over both; merged once, LRU-kept)."""
         if venue == "KRX":
             return self.day_ticks(code, d)
-        b = self.nxt_ticks(code, d)
         if venue == "NXT":
-            return b
+            return self.nxt_ticks(code, d)
         if venue != "UN":
             raise ValueError(f"venue must be one of {VENUES}, got {venue!r}")
+        b = self.nxt_ticks(code, d)
         a = self.day_ticks(code, d)
         if not len(b):
             return a
-        order = np.argsort(np.concatenate([a.sec, b.sec]), kind="stable")
-
-        def cat(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-            return np.concatenate([x, y])[order]
-
-        price, qty, side = cat(a.price, b.price), cat(a.qty, b.qty), cat(a.side, b.side)
-        buy = side == 1
-        return DayTicks(
-            code,
-            d,
-            a.prev_close,
-            cat(a.sec, b.sec),
-            price,
-            qty,
-            side,
-            np.cumsum(qty),
-            np.cumsum(price * qty),
-            np.cumsum(buy).astype(np.int32),
-            np.cumsum(~buy).astype(np.int32),
-            np.cumsum(np.where(buy, qty, 0)),
-            np.cumsum(np.where(buy, 0, qty)),
-            np.maximum.accumulate(price).astype(np.int32),
-            np.minimum.accumulate(price).astype(np.int32),
-        )
+        return self._venue_cached("UN", code, d, lambda: _merge(a, b))
 
     def venue_quote(self, code: str, at: datetime, venue: str) -> Quote:
         """The quote on one venue at `at`; KRX is `quote` itself. The book fields stay KRX's (the exchange

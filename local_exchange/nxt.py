@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from local_exchange.ticks import DayTicks, empty_day, price_limits, round_to_grid_array, tick_sizes
+from local_exchange.ticks import DayTicks, day_from_trades, empty_day, price_limits, round_to_grid_array, tick_sizes
 from local_exchange.venues import venues_for
 from observer_resources.calendar.market import MarketCalendar
 
@@ -79,22 +79,4 @@ def generate_nxt_day(market: Any, code: str, d: date) -> DayTicks:
     price = np.clip(price, lower, upper).astype(np.int64)
     qty = rng.choice(krx.qty, size=n).astype(np.int64)
     side = np.where(rng.random(n) < 0.5, 1, 5).astype(np.int8)
-    buy = side == 1
-    value = price * qty
-    return DayTicks(
-        code,
-        d,
-        prev,
-        sec,
-        price,
-        qty,
-        side,
-        np.cumsum(qty),
-        np.cumsum(value),
-        np.cumsum(buy).astype(np.int32),
-        np.cumsum(~buy).astype(np.int32),
-        np.cumsum(np.where(buy, qty, 0)),
-        np.cumsum(np.where(buy, 0, qty)),
-        np.maximum.accumulate(price).astype(np.int32),
-        np.minimum.accumulate(price).astype(np.int32),
-    )
+    return day_from_trades(code, d, prev, sec, price, qty, side)

@@ -234,22 +234,8 @@ class PriceModel:
         hit = self._books.get(idx)
         if hit is not None and hit[0] == key:
             return hit[1]
-        if n == 0:
-            last, side = t.prev_close, 5
-        else:
-            last, side = int(t.price[n - 1]), int(t.side[n - 1])
         unit = max(1, _TYPICAL_TRADE_KRW // max(t.prev_close, 1)) * 8
-        book = make_book(
-            seed=self.seed,
-            index=idx,
-            ordinal=key[0],
-            n=n,
-            last_price=last,
-            last_side=side,
-            lower=lower,
-            upper=upper,
-            unit=unit,
-        )
+        book = make_book(seed=self.seed, index=idx, ticks=t, n=n, lower=lower, upper=upper, unit=unit)
         self._books[idx] = (key, book)  # the latest book per symbol: repeated polls of one instant
         return book
 

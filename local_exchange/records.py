@@ -76,15 +76,18 @@ class Book:
 EMPTY_BOOK = Book((0,) * BOOK_LEVELS, (0,) * BOOK_LEVELS, (0,) * BOOK_LEVELS, (0,) * BOOK_LEVELS)
 
 
-def make_book(
-    *, seed: int, index: int, ordinal: int, n: int, last_price: int, last_side: int, lower: int, upper: int, unit: int
-) -> Book:
-    """The book after the n-th trade of a day (n = 0: before any trade, around `last_price`).
+def make_book(*, seed: int, index: int, ticks: DayTicks, n: int, lower: int, upper: int, unit: int) -> Book:
+    """The book after the n-th trade of a tape's day (n = 0: before any trade, around the previous close).
 
     Best prices follow the last trade: a buy-initiated trade lifted the ask (ask1 = price), a
     sell-initiated one hit the bid (bid1 = price). Sizes are a hash of (seed, symbol, day, n,
     level), so every reader of the same instant sees the same book.
     """
+    if n == 0:
+        last_price, last_side = ticks.prev_close, 5
+    else:
+        last_price, last_side = int(ticks.price[n - 1]), int(ticks.side[n - 1])
+    ordinal = ticks.day.toordinal()
     if last_side == 1:
         ask1, bid1 = last_price, grid_below(last_price)
     else:

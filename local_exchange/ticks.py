@@ -157,6 +157,31 @@ class DayTicks:
         return n - int(np.searchsorted(self.low[::-1], self.low[i], side="right"))
 
 
+def day_from_trades(
+    code: str, day: date, prev_close: int, sec: np.ndarray, price: np.ndarray, qty: np.ndarray, side: np.ndarray
+) -> DayTicks:
+    """A DayTicks from its trades in time order (price and qty int64, side 1 buy- / 5 sell-initiated): the running
+    totals, counts and extremes derived, as every tape (NXT's, the unified merge) needs them."""
+    buy = side == 1
+    return DayTicks(
+        code,
+        day,
+        prev_close,
+        sec,
+        price,
+        qty,
+        side,
+        np.cumsum(qty),
+        np.cumsum(price * qty),
+        np.cumsum(buy).astype(np.int32),
+        np.cumsum(~buy).astype(np.int32),
+        np.cumsum(np.where(buy, qty, 0)),
+        np.cumsum(np.where(buy, 0, qty)),
+        np.maximum.accumulate(price).astype(np.int32),
+        np.minimum.accumulate(price).astype(np.int32),
+    )
+
+
 def empty_day(code: str, day: date, prev_close: int) -> DayTicks:
     i32, i64 = np.zeros(0, np.int32), np.zeros(0, np.int64)
     return DayTicks(code, day, prev_close, i32, i64, i64, np.zeros(0, np.int8), i64, i64, i32, i32, i64, i64, i32, i32)

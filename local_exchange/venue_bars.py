@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from local_exchange.market import Bar, DailyBar, minute_bars_of
+from local_exchange.market import Bar, DailyBar, daily_bar_of, minute_bars_of
 from local_exchange.nxt import is_trading
 from local_exchange.price_model import sec_of, to_kst
 from local_exchange.venues import NXT_LAUNCH
@@ -126,19 +126,7 @@ def venue_daily_bars(market: Any, code: str, end: date, n: int, *, as_of: dateti
             if venue == "UN" and b is not synthetic:
                 out.append(b)  # no NXT trades (yet): the unified bar is KRX's
             continue
-        i = k - 1
-        out.append(
-            DailyBar(
-                b.day,
-                int(t.price[0]),
-                int(t.high[i]),
-                int(t.low[i]),
-                int(t.price[i]),
-                int(t.acml_vol[i]),
-                int(t.acml_value[i]),
-                b.prev_close,
-            )
-        )
+        out.append(daily_bar_of(t, k - 1, b.prev_close))
     return out
 
 

@@ -45,21 +45,9 @@ def venue_book(market: Any, ticks: DayTicks, n: int, venue: str, *, nxt_trading:
         return EMPTY_BOOK
     prev = ticks.prev_close
     lower, upper = price_limits(prev)
-    if n == 0:
-        last, side = prev, 5
-    else:
-        last, side = int(ticks.price[n - 1]), int(ticks.side[n - 1])
     unit = max(1, int(max(1, _TYPICAL_TRADE_KRW // max(prev, 1)) * 8 * _UNIT_SCALE[venue] + 0.5))
     return make_book(
-        seed=market.seed ^ _VENUE_SALT[venue],
-        index=idx,
-        ordinal=ticks.day.toordinal(),
-        n=n,
-        last_price=last,
-        last_side=side,
-        lower=lower,
-        upper=upper,
-        unit=unit,
+        seed=market.seed ^ _VENUE_SALT[venue], index=idx, ticks=ticks, n=n, lower=lower, upper=upper, unit=unit
     )
 
 

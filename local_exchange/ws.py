@@ -63,7 +63,6 @@ EXPECTED_TRS: dict[str, str] = {p.TR_WS_EXPECTED: "KRX", p.TR_WS_EXPECTED_NXT: "
 #: the tape each trade TR streams and the book each book TR sends ("UN": KRX and NXT merged by time)
 TRADE_TRS: dict[str, str] = {p.TR_WS_TRADE: "KRX", p.TR_WS_TRADE_NXT: "NXT", p.TR_WS_TRADE_UN: "UN"}
 BOOK_TRS: dict[str, str] = {p.TR_WS_ORDERBOOK: "KRX", p.TR_WS_ORDERBOOK_NXT: "NXT", p.TR_WS_ORDERBOOK_UN: "UN"}
-_VENUE_DAYS_MAX = 64  # unified tapes kept (merging a busy day costs milliseconds; every session shares them)
 _UNSET = object()
 
 # Control answers whose exact KIS text is undocumented (sim's choice; docs/local-exchange.md).
@@ -289,7 +288,6 @@ class WsHub:
         self.calendar = MarketCalendar(mode="open" if state.clock_mode == "open" else "krx")
         self._phases: dict[date, dict[str, tuple[Phase, ...]]] = {}
         self._nxt_members: tuple[date | None, frozenset[str]] = (None, frozenset())
-        self._venue_days: dict[tuple[str, date, str], Any] = {}
 
     # --- stats --------------------------------------------------------------------------
     def active_counts(self) -> tuple[int, dict[str, int]]:
@@ -308,18 +306,12 @@ class WsHub:
             return None
 
     def venue_day(self, code: str, day: date, venue: str) -> Any:
-        """One venue's tape of the day (``Market.venue_ticks``; an empty one on NXT for a code NXT does not trade
-        that day), or None for an unknown code or a closed day. Unified tapes are merged once and shared."""
+        """One venue's tape of the day (``Market.venue_ticks``, which keeps the merges; an empty one on NXT for a
+        code NXT does not trade that day), or None for an unknown code or a closed day."""
         krx = self.day_ticks(code, day)
         if krx is None or venue == "KRX":
             return krx
-        key = (code, day, venue)
-        hit = self._venue_days.get(key)
-        if hit is None:
-            hit = self._venue_days[key] = self.state.market.venue_ticks(code, day, venue)
-            while len(self._venue_days) > _VENUE_DAYS_MAX:
-                self._venue_days.pop(next(iter(self._venue_days)))
-        return hit
+        return self.state.market.venue_ticks(code, day, venue)
 
     def venue_phases(self, day: date) -> dict[str, tuple[Phase, ...]]:
         """Each venue's phases on ``day`` (empty on a closed day), cached for the few latest days asked."""
