@@ -80,6 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--seed", type=int, default=0, help="market seed (same seed, same market)")
     ap.add_argument("--listings", type=_positive(int), default=2600, help="number of securities")
     ap.add_argument(
+        "--activity",
+        type=_positive(float),
+        default=1.0,
+        help="every listing's trade rate times this (default 1: as busy as KRX; below 1 a quieter market for slow "
+        "machines and long end-to-end runs)",
+    )
+    ap.add_argument(
         "--clock",
         choices=("krx", "open"),
         default="krx",
@@ -125,6 +132,7 @@ async def serve(args: argparse.Namespace) -> int:
         mode=args.mode,
         seed=args.seed,
         listings=args.listings,
+        activity=args.activity,
         clock_mode=args.clock,
         speed=args.speed,
         start=args.start,
@@ -160,6 +168,8 @@ async def serve(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     ap = build_parser()
     args = ap.parse_args(argv)
+    if args.activity <= 0:
+        ap.error(f"argument --activity: must be > 0, got {args.activity}")
     level = logging.getLevelName(args.log_level.upper())
     if not isinstance(level, int):
         ap.error(f"argument --log-level: must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {args.log_level!r}")

@@ -148,8 +148,9 @@ class Market(PriceModel):
         clock_mode: Literal["krx", "open"] = "krx",
         fields47: bool = False,
         cache_mb: int = 400,
+        activity: float = 1.0,
     ) -> None:
-        super().__init__(seed=seed, listings=listings, clock_mode=clock_mode, cache_mb=cache_mb)
+        super().__init__(seed=seed, listings=listings, clock_mode=clock_mode, cache_mb=cache_mb, activity=activity)
         self.fields47 = bool(fields47)
         self._summaries: OrderedDict[tuple[int, int], _Summary] = OrderedDict()
         self._venues: OrderedDict[tuple[str, int, int], DayTicks] = OrderedDict()  # (venue, listing, day)

@@ -74,9 +74,13 @@ class PriceModel:
         listings: int = 2600,
         clock_mode: Literal["krx", "open"] = "krx",
         cache_mb: int = 400,
+        activity: float = 1.0,
     ) -> None:
         if clock_mode not in ("krx", "open"):
             raise ValueError(f"clock_mode must be 'krx' or 'open', got {clock_mode!r}")
+        if not activity > 0:
+            raise ValueError(f"activity must be > 0, got {activity!r}")
+        self.activity = float(activity)  # every listing's trade rate times this (1: the KRX-like market)
         self.seed = int(seed)
         self.clock_mode = clock_mode
         self.listings: list[Listing] = generate_listings(self.seed, listings)
@@ -184,7 +188,7 @@ class PriceModel:
             shape=shape,
             prev_close=prev,
             close=int(chain[pos + 1]),
-            activity=lst.activity,
+            activity=lst.activity * self.activity,
             volatility=lst.volatility,
         )
 

@@ -48,6 +48,7 @@ class SimServer:
         mode: str = "real",
         seed: int = 0,
         listings: int = 2600,
+        activity: float = 1.0,
         clock_mode: str = "krx",
         speed: float = 1.0,
         start: datetime | None = None,
@@ -70,7 +71,7 @@ class SimServer:
         if fields not in (46, 47):
             raise ValueError(f"fields must be 46 or 47, got {fields!r}")
         clock = SimClock(start=start, speed=speed)
-        market = Market(seed=seed, listings=listings, clock_mode=clock_mode, fields47=fields == 47)
+        market = Market(seed=seed, listings=listings, clock_mode=clock_mode, fields47=fields == 47, activity=activity)
         self.state = SimState(
             market=market,
             clock=clock,

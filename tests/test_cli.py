@@ -168,6 +168,8 @@ def test_argument_errors_are_one_line_too(good_env):
         (("--start", "2026-W01-1T09:00"), ["--start", "'2026-W01-1T09:00'"]),
         (("--rest-port", "70000"), ["--rest-port", "0..65535"]),
         (("--log-level", "loud"), ["--log-level", "'loud'"]),
+        (("--activity", "0"), ["--activity", "must be > 0"]),
+        (("--activity", "busy"), ["--activity", "'busy'"]),
         (("--accounts", "/nonexistent/accounts.json"), ["accounts file", "/nonexistent/accounts.json"]),
     ],
 )
