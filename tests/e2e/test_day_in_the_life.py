@@ -30,7 +30,8 @@ ROOT = Path(__file__).resolve().parents[2]
 DAY = date(2026, 11, 26)  # a Thursday: a normal KRX day, 09:00-15:30
 SCRIPT = Path(__file__).with_name("day_in_the_life.py")
 
-pytestmark = pytest.mark.slow
+# its own timeout: the day shares two cores with the other end-to-end runs, which can double its time
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 def play_the_day(base: Path) -> dict:
@@ -54,10 +55,12 @@ def play_the_day(base: Path) -> dict:
         "5",
         "--listings",
         "300",
-        # A quarter of KRX's activity: the day checks the automation; at full activity its session took 390 s
-        # (416 s in all), at 0.35 204 s (229 s), measured alone: past the suite's time budget under CI load.
+        # A tenth of KRX's activity: the day checks the automation, not the capture's throughput (bench/). Measured
+        # alone, its session took 390 s at full activity (416 s in all), 145 s at 0.25 (163-187 s) and 135 s at 0.1
+        # (151 s): the rest is the runs themselves. Beside the other end-to-end tests on two cores it takes about
+        # twice as long.
         "--activity",
-        "0.25",
+        "0.1",
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KIS_", "OBSERVER_", "DAGSTER_"))}
     env.update(
@@ -79,7 +82,7 @@ def play_the_day(base: Path) -> dict:
             cwd=ROOT,
             capture_output=True,
             text=True,
-            timeout=900,
+            timeout=570,
         )
     finally:
         sim.stop()
