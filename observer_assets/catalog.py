@@ -89,11 +89,21 @@ UNIVERSE_COLUMNS = {
     "abnormal_surge": "flagged an abnormal price surge (이상급등종목)",
     "unfaithful_disclosure": "designated an unfaithful-disclosure corporation (불성실공시법인)",
     "low_liquidity": "designated a low-liquidity issue (저유동성종목)",
+    "nxt_tradable": "also trades on Nextrade (NXT) that day, from search-stock-info; null when not known (paper keys, "
+    "a day built before, a failed call)",
+    "nxt_halted": "NXT halted it that day (only ever true with nxt_tradable); null when not known",
 }
 
 PREV_CLOSE_COLUMNS = {
     "code": "6-character KRX short code of a candidate the exchange answered for",
     "prev_close": "its previous trading day's close, KRW, as the universe was built from it",
+}
+
+NXT_STATUS_COLUMNS = {
+    "code": "6-character KRX short code of a member",
+    "nxt_tradable": "search-stock-info's cptt_trad_tr_psbl_yn: the stock trades on NXT that day; null if the call failed",
+    "nxt_halted": "its nxt_tr_stop_yn: NXT halted the stock that day; null if the call failed",
+    "error": "why the flags are null (the error of the call); null when it answered",
 }
 
 EXCLUSION_COLUMNS = {

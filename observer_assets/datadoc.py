@@ -54,6 +54,12 @@ DATASETS: tuple[Dataset, ...] = (
         "observer_assets.catalog:PREV_CLOSE_COLUMNS",
     ),
     Dataset(
+        "universe_nxt",
+        "universe_nxt/date=YYYY-MM-DD/nxt_status.parquet",
+        "observer_assets.universe.rules:NXT_STATUS_SCHEMA",
+        "observer_assets.catalog:NXT_STATUS_COLUMNS",
+    ),
+    Dataset(
         "track_a",
         "track_a/date=YYYY-MM-DD/slot=THHMM/snapshot.parquet",
         "observer_assets.track_a.snapshot:SNAPSHOT_SCHEMA",

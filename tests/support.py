@@ -41,7 +41,7 @@ def build_universe(inst, kis, day, n_codes: int = 40) -> list[str]:
         partition_key=day_key(day),
         instance=inst,
         resources={"kis": kis},
-        run_config={"ops": {"universe": {"config": {"min_master_codes": 100}}}},
+        run_config={"ops": {"universe": {"config": {"min_master_codes": 100, "nxt_status": False}}}},
     )
     assert res.success
     path = universe_path(lake.data_dir(), day)

@@ -72,7 +72,7 @@ def test_a_real_day_is_catalogued(tmp_path, monkeypatch, sim):
             partition_key=day_key(day),
             instance=inst,
             resources={"kis": kis},
-            run_config={"ops": {"universe": {"config": {"min_master_codes": 100}}}},
+            run_config={"ops": {"universe": {"config": {"min_master_codes": 100, "nxt_status": False}}}},
         )
         uni = pq.read_table(universe_path(root, day))
         assert_catalogued(res, "universe", universe_path(root, day), uni.num_rows)

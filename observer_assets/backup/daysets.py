@@ -35,6 +35,7 @@ UNIVERSE_DATASETS = frozenset(
         layout.UNIVERSE,
         layout.UNIVERSE_EXCLUSIONS,
         layout.UNIVERSE_PREV_CLOSE,
+        layout.UNIVERSE_NXT,
         layout.UNIVERSE_RAW,
         layout.UNIVERSE_REJECTED,
         f"{layout.META}/{layout.UNIVERSE_REJECTED}",

@@ -20,6 +20,7 @@ from typing import Any
 
 import dagster as dg
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from observer_assets import catalog
 from observer_assets.orchestration.partitions import calendar, parse_day_key, trading_day_partitions
@@ -35,6 +36,7 @@ from observer_resources.resources import KisResource
 from observer_resources.storage import lake
 from observer_resources.storage.layout import (
     exclusions_path,
+    nxt_status_path,
     prev_close_path,
     rejected_path,
     rejection_path,
@@ -49,6 +51,8 @@ class UniverseConfig(dg.Config):
     # OBSERVER_UNIVERSE_MIN_MASTER_CODES setting, default 2,500 (a local exchange with fewer listings lowers it)
     min_master_codes: int | None = None
     quote_concurrency: int = 8
+    # ask search-stock-info for each member's NXT status (real keys only: one call per member, docs/data.md)
+    nxt_status: bool = True
     accept_anyway: bool = False  # operator override: publish a universe the count check refuses (recorded)
 
 
@@ -102,6 +106,25 @@ async def _fetch_prev_closes(
 
             await asyncio.gather(*(one(c) for c in codes))
         return closes, failures, client.stats.requests
+
+
+async def _fetch_nxt_status(kis: KisResource, codes: list[str], concurrency: int) -> tuple[dict[str, Any], int]:
+    """Each code's NXT flags from search-stock-info, or the error that left them unknown; and requests used."""
+    status: dict[str, tuple[bool, bool] | str] = {}
+    sem = asyncio.Semaphore(concurrency)
+    async with kis.rest_client() as client:
+
+        async def one(code: str) -> None:
+            async with sem:
+                try:
+                    info = await client.search_stock_info(code)
+                except KisError as e:
+                    status[code] = f"{type(e).__name__}: {getattr(e, 'code', '') or e}"
+                    return
+                status[code] = (info.nxt_tradable, info.nxt_halted)
+
+        await asyncio.gather(*(one(c) for c in codes))
+        return status, client.stats.requests
 
 
 async def _download_masters(kis: KisResource) -> dict[str, bytes]:
@@ -255,6 +278,61 @@ def _reject(root: Path, day: date, table: pa.Table, verdict: checks.CountVerdict
 
 def _build(context: dg.AssetExecutionContext, config: UniverseConfig, kis: KisResource) -> _Built:
     """The day's table and its metadata; publishing is the caller's decision (the count check's)."""
+    return _with_nxt_status(context, config, kis, _build_members(context, config, kis))
+
+
+def _with_nxt_status(
+    context: dg.AssetExecutionContext, config: UniverseConfig, kis: KisResource, built: _Built
+) -> _Built:
+    """The members' NXT flags, fixed for the day like the rest: from the kept answers when the day has them, else
+    asked now (real keys; a fallback universe is asked too, its flags would be another day's) and kept."""
+    kept = nxt_status_path(built.root, built.day)
+    requests = 0
+    if kept.exists():
+        status, source = lake.read_table(kept), "kept"
+    elif not config.nxt_status or kis.env != "real" or built.metadata.get("source") == "rebuilt from kept inputs":
+        # paper keys have no search-stock-info; a day rebuilt from inputs kept before this column existed stays as
+        # it was (asking today would give today's answer)
+        why = (
+            "not asked (config)"
+            if not config.nxt_status
+            else "paper keys: search-stock-info is real-only"
+            if kis.env != "real"
+            else "day built before NXT status was kept"
+        )
+        status, source = None, f"unknown: {why}"
+    else:
+        answers, requests = asyncio.run(
+            _fetch_nxt_status(kis, built.table["code"].to_pylist(), config.quote_concurrency)
+        )
+        status = rules.nxt_status_table(answers)
+        lake.write_table_atomic(kept, status)
+        source = "asked"
+    table = rules.with_nxt_status(built.table, status)
+    failures = (
+        {}
+        if status is None
+        else {c: e for c, e in zip(status["code"].to_pylist(), status["error"].to_pylist(), strict=True) if e}
+    )
+    if failures:
+        context.log.warning(
+            f"universe {built.day}: NXT status unknown for {len(failures)} members (null, not false): "
+            + ", ".join(f"{c} ({e})" for c, e in sorted(failures.items())[:20])
+        )
+    md: dict[str, Any] = {"nxt_status": source}
+    if status is not None:
+        md |= {
+            "nxt_tradable": pc.sum(table["nxt_tradable"]).as_py() or 0,
+            "nxt_halted": pc.sum(table["nxt_halted"]).as_py() or 0,
+            "nxt_status_failures": len(failures),
+        }
+    if requests:
+        md["requests_used"] = int(built.metadata.get("requests_used", 0)) + requests
+    return _Built(built.root, built.day, built.previous_day, built.previous_count, table, {**built.metadata, **md})
+
+
+def _build_members(context: dg.AssetExecutionContext, config: UniverseConfig, kis: KisResource) -> _Built:
+    """The members from the masters and previous closes (or an earlier day's universe when the masters fail)."""
     cal = calendar()
     day = parse_day_key(context.partition_key, cal)
     prev_day = cal.previous_trading_day(day)

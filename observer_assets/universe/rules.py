@@ -115,11 +115,21 @@ UNIVERSE_SCHEMA = pa.schema(
         ("abnormal_surge", pa.bool_()),
         ("unfaithful_disclosure", pa.bool_()),
         ("low_liquidity", pa.bool_()),
+        # from here on: from search-stock-info, not the masters; null where it was not asked (paper keys, a day built
+        # before, a failed call: docs/data.md)
+        ("nxt_tradable", pa.bool_()),
+        ("nxt_halted", pa.bool_()),
     ]
 )
+NXT_COLUMNS = ("nxt_tradable", "nxt_halted")
 _UNIVERSE_V1 = UNIVERSE_SCHEMA.names[: UNIVERSE_SCHEMA.get_field_index("market_cap_100m") + 1]
 
 PREV_CLOSE_SCHEMA = pa.schema([("code", pa.string()), ("prev_close", pa.int64())])
+
+# the kept answer of search-stock-info per member: the flags, or why there are none (``error``, flags null)
+NXT_STATUS_SCHEMA = pa.schema(
+    [("code", pa.string()), ("nxt_tradable", pa.bool_()), ("nxt_halted", pa.bool_()), ("error", pa.string())]
+)
 
 EXCLUSION_SCHEMA = pa.schema(
     [
@@ -167,7 +177,7 @@ _MEMBER_COLUMNS: dict[str, Callable[[MasterRow, int], Any]] = {
     "unfaithful_disclosure": lambda r, _: r.unfaithful_disclosure,
     "low_liquidity": lambda r, _: r.low_liquidity,
 }
-assert list(_MEMBER_COLUMNS) == UNIVERSE_SCHEMA.names
+assert [*_MEMBER_COLUMNS, *NXT_COLUMNS] == UNIVERSE_SCHEMA.names
 
 
 def select(
@@ -189,8 +199,46 @@ def select(
         else:
             members.append((r, close))
     members.sort(key=lambda m: m[0].code)
-    cols = {name: [get(r, close) for r, close in members] for name, get in _MEMBER_COLUMNS.items()}
+    cols: dict[str, list[Any]] = {
+        name: [get(r, close) for r, close in members] for name, get in _MEMBER_COLUMNS.items()
+    }
+    cols.update({name: [None] * len(members) for name in NXT_COLUMNS})  # with_nxt_status fills them
     return pa.table(cols, schema=UNIVERSE_SCHEMA), excluded
+
+
+def nxt_status_table(status: Mapping[str, tuple[bool, bool] | str]) -> pa.Table:
+    """The kept input: per code its (tradable, halted) flags, or the error that left them unknown; sorted by code."""
+    codes = sorted(status)
+    flags = [status[c] if isinstance(status[c], tuple) else (None, None) for c in codes]
+    return pa.table(
+        {
+            "code": codes,
+            "nxt_tradable": [f[0] for f in flags],
+            "nxt_halted": [f[1] for f in flags],
+            "error": [status[c] if isinstance(status[c], str) else None for c in codes],
+        },
+        schema=NXT_STATUS_SCHEMA,
+    )
+
+
+def with_nxt_status(universe: pa.Table, status: pa.Table | None) -> pa.Table:
+    """The universe with each member's NXT flags from the kept ``status`` table; a member it lacks (or ``None``:
+    never asked) stays null, never false: unknown is not "not on NXT"."""
+    codes = universe["code"].to_pylist()
+    by_code: dict[str, tuple[bool | None, bool | None]] = {}
+    if status is not None:
+        by_code = dict(
+            zip(
+                status["code"].to_pylist(),
+                zip(status["nxt_tradable"].to_pylist(), status["nxt_halted"].to_pylist(), strict=True),
+                strict=True,
+            )
+        )
+    out = universe
+    for i, name in enumerate(NXT_COLUMNS):
+        values = pa.array([by_code.get(c, (None, None))[i] for c in codes], pa.bool_())
+        out = out.set_column(out.schema.get_field_index(name), name, values)
+    return out
 
 
 def exclusions_table(excluded: Iterable[Exclusion]) -> pa.Table:

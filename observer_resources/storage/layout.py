@@ -28,6 +28,7 @@ from observer_resources.storage.lake import LakePath, partition_dir
 UNIVERSE = "universe"
 UNIVERSE_EXCLUSIONS = "universe_exclusions"  # every master row left out, with its reason: one table per day
 UNIVERSE_PREV_CLOSE = "universe_prev_close"  # the previous closes the day's universe was built from
+UNIVERSE_NXT = "universe_nxt"  # the NXT status (search-stock-info) of each member the day's universe was built with
 UNIVERSE_RAW = "raw/universe"  # the day's master zips and a fallback marker, as downloaded
 UNIVERSE_INPUTS_OLD = "universe_inputs"  # the layout before docs/data.md's: read by `observer lake migrate` only
 UNIVERSE_REJECTED = "universe_rejected"  # universes the count check refused: evidence only, read by nothing
@@ -63,6 +64,10 @@ def exclusions_path(root: LakePath, d: date) -> LakePath:
 
 def prev_close_path(root: LakePath, d: date) -> LakePath:
     return partition_dir(root, UNIVERSE_PREV_CLOSE, d) / "prev_close.parquet"
+
+
+def nxt_status_path(root: LakePath, d: date) -> LakePath:
+    return partition_dir(root, UNIVERSE_NXT, d) / "nxt_status.parquet"
 
 
 def universe_raw_dir(root: LakePath, d: date) -> LakePath:

@@ -77,7 +77,7 @@ def build_track_a(sim, tmp_path, inst) -> dict:
         partition_key=day_key(DAY),
         instance=inst,
         resources={"kis": kis},
-        run_config={"ops": {"universe": {"config": {"min_master_codes": 100}}}},
+        run_config={"ops": {"universe": {"config": {"min_master_codes": 100, "nxt_status": False}}}},
     )
     assert res.success
     slots = calendar().track_a_slots(DAY)

@@ -534,7 +534,7 @@ def test_universe_and_track_a_results_are_events(sim, creds, tmp_path, monkeypat
             partition_key=day_key(today),
             instance=inst,
             resources={"kis": kis},
-            run_config={"ops": {"universe": {"config": {"min_master_codes": 100}}}},
+            run_config={"ops": {"universe": {"config": {"min_master_codes": 100, "nxt_status": False}}}},
         )
         count = ok.asset_materializations_for_node("universe")[0].metadata["count"].value
         ok_a = dg.materialize(

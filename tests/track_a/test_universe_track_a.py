@@ -29,7 +29,7 @@ from observer_resources.storage.layout import (
     universe_raw_dir,
 )
 
-SMALL = {"min_master_codes": 100}
+SMALL = {"min_master_codes": 100, "nxt_status": False}  # NXT status: tests/universe/test_universe_nxt.py
 # The slot stays "current" for the whole test even if it crosses a 10-minute boundary (else: restore mode).
 LIVE = {"track_a_snapshot": {"config": {"live_window_min": 1440}}}
 

@@ -171,6 +171,7 @@ def test_tables_of_the_earlier_schemas_are_upgraded(day) -> None:
     up = rules.upgrade_universe_table(old)
     assert up.schema.equals(rules.UNIVERSE_SCHEMA) and up.select(old.column_names).equals(old)
     assert up["in_kospi200"].null_count == up["listing_date"].null_count == up.num_rows
+    assert up["nxt_tradable"].null_count == up["nxt_halted"].null_count == up.num_rows  # unknown, not "not on NXT"
     assert up["market_warning_level"].equals(table["market_warning_level"])  # derived from market_warning
     assert rules.upgrade_universe_table(up).equals(up)
     assert rules.upgrade_universe_table(table).equals(table)  # a current table is left as it is

@@ -21,7 +21,7 @@ from observer_resources.storage import lake
 from observer_resources.storage.layout import rejected_path, rejection_path, slot_dir, universe_path
 
 CHECK = dg.AssetCheckKey(dg.AssetKey("universe"), "universe_count")
-SMALL = {"min_master_codes": 100}
+SMALL = {"min_master_codes": 100, "nxt_status": False}  # NXT status: tests/universe/test_universe_nxt.py
 LIVE = {"track_a_snapshot": {"config": {"live_window_min": 1440}}}
 
 
