@@ -23,6 +23,7 @@ ALL = [
     "partition_registrar",
     "track_a_scan",
     "exchange_day",
+    "track_a_venues",
 ]
 
 

@@ -264,7 +264,10 @@ def add_routes(app: web.Application, state: SimState) -> None:
     async def truth_quote(request: web.Request) -> web.Response:
         code = _code(request)
         at = _parse_at(request.query.get("at"), state.clock.now())
-        return _json(quote_json(state.market.quote(code, at)))
+        venue = request.query.get("venue", "KRX")  # KRX, NXT or UN: that venue's quote, as J/NX/UN answer it
+        if venue not in ("KRX", "NXT", "UN"):
+            raise BadRequest(f"venue must be KRX, NXT or UN, got {venue!r}")
+        return _json(quote_json(state.market.venue_quote(code, at, venue)))
 
     async def truth_nxt(request: web.Request) -> web.Response:
         """The NXT list of a day (default: the sim's date) and its period's mid-quarter cut, as search-stock-info

@@ -158,6 +158,9 @@ SNAPSHOT_COLUMNS = {
     "inquire-price only, else null",
     "key_id": "the app key that fetched the row (key-<hash>, never the key); null in rows from archives before it",
     "late_s": "fetched_at - slot_ts, seconds; for restored rows how long after the slot the bars were fetched",
+    "venue": "whose quote or bars the row holds: KRX (market code J), NXT (NX) or unified (UN: both venues' trades, "
+    "cumulative volume KRX + NXT); a stock NXT trades is quoted unified across the two-venue day, KRX in rows "
+    "written before the column",
 }
 
 FAILURE_COLUMNS = {

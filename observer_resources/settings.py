@@ -20,7 +20,7 @@ import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, time
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +136,20 @@ def _seconds_list(text: str) -> tuple[float, ...]:
     return tuple(parse(part) for part in text.split(",") if part.strip())
 
 
+def _day_window(text: str) -> tuple[time, time] | str:
+    """``session`` (KRX's regular session, as it stands) or ``HH:MM-HH:MM`` within one day, start before end."""
+    v = text.strip().lower()
+    if v == "session":
+        return v
+    m = re.fullmatch(r"(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})", v)
+    if not m:
+        raise _Invalid()
+    h1, m1, h2, m2 = (int(g) for g in m.groups())
+    if not (h1 <= 23 and h2 <= 23 and m1 <= 59 and m2 <= 59) or (h2, m2) <= (h1, m1):
+        raise _Invalid(f"start must be before end, both times of one day: {text.strip()!r}")
+    return time(h1, m1), time(h2, m2)
+
+
 def _codes(text: str) -> tuple[str, ...]:
     out = [c.strip() for c in text.split(",") if c.strip()]
     bad = [c for c in out if not (len(c) <= 12 and c.isascii() and c.isalnum())]
@@ -154,6 +168,7 @@ DATE = Kind("a date (YYYY-MM-DD)", _date)
 JSON_OBJECT = Kind("a JSON object", _json_object, echo=False)
 SECONDS_LIST = Kind("comma-separated seconds > 0", _seconds_list)
 CODES = Kind("comma-separated symbol codes", _codes)
+DAY_WINDOW = Kind("'session' or a window HH:MM-HH:MM", _day_window)
 
 
 # --- declarations -------------------------------------------------------------------------------------------------
@@ -388,6 +403,15 @@ SETTINGS: tuple[Setting, ...] = (
         snapshot=True,
     ),
     # Track A
+    _S(
+        "OBSERVER_TRACK_A_WINDOW",
+        DAY_WINDOW,
+        "session",
+        "the part of the day Track A snapshots (KST): `session`, KRX's regular session on KRX quotes; or a window "
+        "such as `08:00-20:00`, every slot in it where some venue is in a phase, NXT's stocks on the unified quote",
+        TRACK_A,
+        snapshot=True,
+    ),
     _S(
         "OBSERVER_TRACK_A_MIN_COVERAGE",
         number(),

@@ -180,6 +180,13 @@ class DayInputs:
     files: Mapping[str, Sequence[str]] = field(default_factory=dict)  # "slot:T0910", "track_b", "events", ...
     #: lines of the day's event files that could not be read: {"bad_lines": n, "torn_lines": n, "where": [...]}
     events_unreadable: Mapping[str, Any] = field(default_factory=dict)
+    #: the members a slot quotes where that is not the whole universe (the two-venue day: outside KRX's phases only
+    #: NXT's stocks trade); a slot missing here expects the whole ``universe``
+    slot_universe: Mapping[datetime, Sequence[str]] = field(default_factory=dict)
+
+    def universe_at(self, slot: datetime) -> Sequence[str]:
+        """The codes slot ``slot`` should hold."""
+        return self.slot_universe.get(slot, self.universe or ())
 
 
 def make_id(*parts: Any) -> str:

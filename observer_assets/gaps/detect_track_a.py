@@ -176,12 +176,12 @@ def track_a_rows(inp: DayInputs, th: Thresholds) -> tuple[list[dict], list[dict]
     rows: list[dict] = []
     coverage: list[dict] = []
     as_of = as_kst(inp.as_of)
-    universe = sorted(set(inp.universe or ()))
-    uni_arr = pa.array(universe, pa.string())
     how = "minute_bars_today" if inp.today else "minute_bars_past"
     for slot in sorted(as_kst(s) for s in inp.slots):
         if slot > as_of:
             break  # a future slot is never a gap
+        universe = sorted(set(inp.universe_at(slot)))
+        uni_arr = pa.array(universe, pa.string())
         files = list(inp.files.get(f"slot:{slot_label(slot)}", ()))
         snap = inp.snapshots.get(slot)
         fails = inp.failures.get(slot)  # no file: no failures

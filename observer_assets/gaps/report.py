@@ -25,6 +25,7 @@ from observer_assets.gaps.detect_common import VERDICT_SCHEMA as VERDICT_SCHEMA
 from observer_assets.gaps.detect_common import upgrade_gap_report_table as upgrade_gap_report_table
 from observer_assets.orchestration.partitions import calendar, slot_key
 from observer_assets.orchestration.runs import BACKFILL_TAGS, LATE_TAG
+from observer_assets.track_a.venues import slot_markets
 from observer_assets.universe.dataset import latest_universe_before, read_universe
 from observer_resources import clock, events
 from observer_resources.calendar import KST
@@ -177,6 +178,7 @@ def load_day(
         as_of=as_of,
         slots=slots,
         universe=uni["code"].to_pylist() if uni is not None else None,
+        slot_universe={s: list(slot_markets(uni, cal, s)) for s in slots} if uni is not None else {},
         snapshots=snaps,
         failures=fails,
         ticks=read_ticks(tpaths),

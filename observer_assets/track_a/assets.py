@@ -26,10 +26,11 @@ import pyarrow.compute as pc
 from observer_assets import catalog
 from observer_assets.orchestration.partitions import calendar, parse_slot_key, track_a_slot_partitions
 from observer_assets.orchestration.runs import BACKFILL_TAGS, KIS_REST_POOL
-from observer_assets.track_a import restore, snapshot
+from observer_assets.track_a import restore, snapshot, venues
 from observer_assets.track_a.fetch import KeyShard, fetch_shards
 from observer_assets.universe.dataset import latest_universe_before, read_rejection, read_universe
 from observer_resources import clock, metrics
+from observer_resources.calendar.market import MarketCalendar
 from observer_resources.events import record
 from observer_resources.resources import KisResource
 from observer_resources.storage import lake
@@ -167,8 +168,9 @@ def _snapshot(context: dg.AssetExecutionContext, config: TrackAConfig, kis: KisR
         uni = fb[1]
         universe_note = f"FALLBACK: universe of {fb[0]} (none for {slot_ts.date()})"
         context.log.error(f"track_a {context.partition_key}: {universe_note}")
-    codes = uni["code"].to_pylist()
-    names = dict(zip(codes, uni["name"].to_pylist()))
+    markets = venues.slot_markets(uni, cal, slot_ts)
+    codes = list(markets)  # the members this slot quotes, each on its market code
+    names = dict(zip(uni["code"].to_pylist(), uni["name"].to_pylist()))
 
     started = clock.now()
     t0 = _time.monotonic()
@@ -184,6 +186,7 @@ def _snapshot(context: dg.AssetExecutionContext, config: TrackAConfig, kis: KisR
             started,
             universe_note,
             "backfill tag" if context.run.tags.get(bk) == bv else "slot no longer current",
+            markets,
         )
     requests_used = 0
     shards: list[KeyShard] = []
@@ -196,7 +199,7 @@ def _snapshot(context: dg.AssetExecutionContext, config: TrackAConfig, kis: KisR
         slots = cal.track_a_slots(slot_ts.date())
         nxt = next((t for t in slots if t > slot_ts), slot_ts + timedelta(minutes=10))
         deadline = t0 + max((nxt - started).total_seconds() - config.deadline_margin_s, 5.0)
-        shards = asyncio.run(fetch_shards(kis, codes, deadline, config.concurrency))
+        shards = asyncio.run(fetch_shards(kis, codes, deadline, config.concurrency, markets))
         lines = [line for s in shards for line in s.lines]
         failures = {c: e for s in shards for c, e in s.failures.items()}
         key_of = {c: s.key_id for s in shards for c in s.failures}
@@ -267,6 +270,7 @@ def _snapshot(context: dg.AssetExecutionContext, config: TrackAConfig, kis: KisR
         "mode": mode,
         "key_env": kis.env,
         "universe": universe_note,
+        **_venue_metadata(cal, slot_ts, uni, markets),
         **catalog.materialized(table.num_rows, table_path),
     }
     if shards:  # a live fetch: what each app key did, and which keys failed
@@ -289,13 +293,16 @@ def _restore(
     started: datetime,
     universe_note: str,
     why: str,
+    markets: dict[str, str],
 ) -> dg.MaterializeResult:
     """Fill what the slot lacks from minute bars (track_a/restore.py): live rows are never replaced; a whole
-    missing slot is restored entirely. A slot already complete asks KIS nothing."""
+    missing slot is restored entirely. A slot already complete asks KIS nothing. Each code's bars are those of
+    the market it is quoted on (``markets``: the slot's members)."""
     t0 = _time.monotonic()
-    codes = uni["code"].to_pylist()
-    names = dict(zip(codes, uni["name"].to_pylist()))
-    prev = dict(zip(codes, uni["prev_close"].to_pylist())) if "prev_close" in uni.column_names else {}
+    cal = calendar()
+    codes = list(markets)
+    names = dict(zip(uni["code"].to_pylist(), uni["name"].to_pylist()))
+    prev = dict(zip(uni["code"].to_pylist(), uni["prev_close"].to_pylist())) if "prev_close" in uni.column_names else {}
     if table_path.exists():
         base = lake.read_table(table_path)
     elif raw_path.exists():  # a crash between archive and table: the live rows come back first
@@ -308,7 +315,6 @@ def _restore(
     failures: dict[str, str] = {}
     endpoint = None
     if missing:
-        cal = calendar()
         sess = cal.session(slot_ts.date())
         today = slot_ts.date() == started.date()
         endpoint = restore.ENDPOINT_TODAY if today else restore.ENDPOINT_PAST
@@ -322,6 +328,8 @@ def _restore(
                 session_close=sess.close,
                 names=names,
                 prev_closes=prev,
+                markets=markets,
+                market_days=_market_days(cal, slot_ts),
             )
         )
         table = restore.merge(base, restored)
@@ -353,7 +361,30 @@ def _restore(
         "mode": "restored" if missing else "complete: nothing to restore",
         "key_env": kis.env,
         "universe": universe_note,
+        **_venue_metadata(cal, slot_ts, uni, markets),
         **(lateness_metadata(table) if table is not None else {}),
         **catalog.materialized(rows, table_path),
     }
     return dg.MaterializeResult(metadata=md)
+
+
+def _market_days(cal: MarketCalendar, slot_ts: datetime) -> dict[str, tuple[datetime, datetime]]:
+    """The span of the day each market's bars cover, for a restore: unified and NXT bars run from the first venue's
+    first phase to the last venue's last; KRX's from its regular session (the default)."""
+    windows = [w for v in cal.venues(slot_ts.date()) if (w := cal.venue_window(slot_ts.date(), v)) is not None]
+    if not windows or cal.track_a_window is None:
+        return {}
+    span = (min(w[0] for w in windows), max(w[1] for w in windows))
+    return {"UN": span, "NX": span}
+
+
+def _venue_metadata(cal: MarketCalendar, slot_ts: datetime, uni: pa.Table, markets: dict[str, str]) -> dict:
+    """Which venues the slot quoted and how many members on each market code (the UI's answer to 'whose price')."""
+    md: dict = {"venues": ", ".join(cal.venues_at_slot(slot_ts)) or "none", "quoted": len(markets)}
+    for m, venue in snapshot.VENUE_OF_MARKET.items():
+        n = sum(1 for x in markets.values() if x == m)
+        if n:
+            md[f"quoted_{venue.lower()}"] = n
+    if cal.track_a_window is not None and cal.mode == "krx":
+        md["nxt_status_unknown"] = venues.unknown_nxt_status(uni)
+    return md

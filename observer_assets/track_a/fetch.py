@@ -3,6 +3,7 @@ limiter. Apart from the asset so the KIS side (sharding, token turns, key-level 
 
 import asyncio
 import time as _time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -115,6 +116,7 @@ async def _fetch_shard(
     concurrency: int,
     turns: _Turns | None = None,
     index: int = 0,
+    markets: Mapping[str, str] | None = None,
 ) -> KeyShard:
     """One key's shard through its own token and limiter. Stops at ``deadline`` (monotonic) and records what it
     missed. A key-level error marks the shard degraded: the batches not yet sent are not sent (a broken key is not
@@ -125,6 +127,7 @@ async def _fetch_shard(
     during the other keys' issuance get bunched by its CPU stalls into KIS's window (measured: an occasional EGW00201
     on a cold run)."""
     shard = KeyShard(kis.kis_config().key_id, list(codes))
+    market = (markets or {}).get
     lines, failures = shard.lines, shard.failures
     collected: set[str] = set()
     sem = asyncio.Semaphore(concurrency)
@@ -163,7 +166,7 @@ async def _fetch_shard(
                     failures.update({c: degraded_text() for c in batch})
                     return
                 try:
-                    rows = await client.multi_price(batch)
+                    rows = await client.multi_price(batch, [market(c, "J") for c in batch])
                 except KisError as e:
                     failed(batch, e)
                     return
@@ -171,7 +174,9 @@ async def _fetch_shard(
                 got = {r.code: r for r in rows}
                 for c in batch:
                     if c in got:
-                        lines.append(snapshot.raw_line(p.TR_MULTPRICE, c, got[c].raw, now, shard.key_id))
+                        lines.append(
+                            snapshot.raw_line(p.TR_MULTPRICE, c, got[c].raw, now, shard.key_id, market(c, "J"))
+                        )
                         collected.add(c)
                     else:
                         failures[c] = "missing from multi-quote answer"
@@ -188,11 +193,11 @@ async def _fetch_shard(
                     failures[c] = degraded_text()
                     return
                 try:
-                    q = await client.inquire_price(c)
+                    q = await client.inquire_price(c, market(c, "J"))
                 except KisError as e:
                     failed(batch, e)
                     return
-                lines.append(snapshot.raw_line(p.TR_INQUIRE_PRICE, c, q.raw, clock.now(), shard.key_id))
+                lines.append(snapshot.raw_line(p.TR_INQUIRE_PRICE, c, q.raw, clock.now(), shard.key_id, market(c, "J")))
                 collected.add(c)
 
     tasks = [asyncio.create_task(one(b)) for b in batches]
@@ -212,8 +217,15 @@ async def _fetch_shard(
     return shard
 
 
-async def fetch_shards(kis: KisResource, codes: list[str], deadline: float, concurrency: int) -> list[KeyShard]:
-    """Every key's shard at once (``concurrency`` requests in flight per key; each key's limiter sets its pace)."""
+async def fetch_shards(
+    kis: KisResource,
+    codes: list[str],
+    deadline: float,
+    concurrency: int,
+    markets: Mapping[str, str] | None = None,
+) -> list[KeyShard]:
+    """Every key's shard at once (``concurrency`` requests in flight per key; each key's limiter sets its pace), each
+    code on its ``markets`` code (default J)."""
     members = kis_members(kis)
     batch = p.MULTPRICE_MAX if kis.env == "real" else 1
     shards = shard_codes(codes, len(members), batch)
@@ -222,7 +234,7 @@ async def fetch_shards(kis: KisResource, codes: list[str], deadline: float, conc
         return list(
             await asyncio.gather(
                 *(
-                    _fetch_shard(m, c, s, deadline, concurrency, turns, i)
+                    _fetch_shard(m, c, s, deadline, concurrency, turns, i, markets)
                     for i, (m, c, s) in enumerate(zip(members, clients, shards, strict=True))
                 )
             )

@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 
 import pyarrow as pa
 
-from observer_assets.track_a.snapshot import snapshot_table, upgrade_snapshot_table
+from observer_assets.track_a.snapshot import VENUE_OF_MARKET, snapshot_table, upgrade_snapshot_table
 from observer_resources import clock
 from observer_resources.kis import protocol as p
 from observer_resources.kis.errors import KisError
@@ -50,6 +50,7 @@ def restored_row(
     endpoint: str,
     fetched_at: datetime,
     key_id: str | None = None,
+    market: str = "J",
 ) -> dict:
     """One snapshot row at `slot_ts` from the bars (any order) and the cumulative volume at the slot (pure)."""
     before = sorted((b for b in bars if b.at < slot_ts and b.at.date() == slot_ts.date()), key=lambda b: b.at)
@@ -84,6 +85,7 @@ def restored_row(
         "tr_id": TR_OF[endpoint],
         "fetched_at": fetched_at,
         "key_id": key_id,
+        "venue": VENUE_OF_MARKET[market],
     }
 
 
@@ -124,12 +126,34 @@ async def restore_one(
     session_close: datetime,
     name: str | None,
     prev_close: int | None,
+    market: str = "J",
 ) -> dict:
-    """Fetch the bars one symbol needs and build its restored row. Raises KisError / NotRestorable."""
+    """Fetch the bars one symbol needs on ``market`` (its venue's or the unified bars; ``session_open`` and
+    ``session_close`` bound that market's day) and build its restored row. Raises KisError / NotRestorable."""
     before = slot_ts - timedelta(minutes=1)
     fetched_at = clock.now()
     if today:
-        mb = await client.minute_bars_all(code, until=session_close.strftime("%H%M%S"), since=before.strftime("%H%M%S"))
+        # Page whichever side of the slot is shorter: bars exist only up to now, and across a 12-hour two-venue day
+        # a slot near the open costs one call from the open against twenty back from the evening.
+        end = min(session_close, fetched_at.astimezone(session_close.tzinfo))
+        if slot_ts - session_open < end - slot_ts:
+            mb = await client.minute_bars_all(
+                code, until=before.strftime("%H%M%S"), since=session_open.strftime("%H%M%S"), market=market
+            )
+            return restored_row(
+                code,
+                slot_ts,
+                mb.bars,
+                acml_vol=volume_at_slot_from_open(mb.bars, slot_ts),
+                name=name or (mb.summary.name if mb.summary else None),
+                prev_close=prev_close if prev_close is not None else (mb.summary.prev_close if mb.summary else None),
+                endpoint=ENDPOINT_TODAY,
+                fetched_at=fetched_at,
+                market=market,
+            )
+        mb = await client.minute_bars_all(
+            code, until=end.strftime("%H%M%S"), since=before.strftime("%H%M%S"), market=market
+        )
         if mb.summary is None:
             raise NotRestorable(f"{code}: the chart answer carried no output1 (current total volume)")
         vol = volume_at_slot_from_total(mb.summary.acml_vol, mb.bars, slot_ts)
@@ -143,11 +167,12 @@ async def restore_one(
             prev_close=prev,
             endpoint=ENDPOINT_TODAY,
             fetched_at=fetched_at,
+            market=market,
         )
     bars: dict[datetime, MinuteBar] = {}
     hour = before
     for _ in range(16):  # ≤ 120 bars a call: a 6.5 h day is 4 calls; the guard stops a server that ignores paging
-        page = await client.past_minute_bars(code, slot_ts.date(), hour.strftime("%H%M%S"))
+        page = await client.past_minute_bars(code, slot_ts.date(), hour.strftime("%H%M%S"), market=market)
         day_bars = [b for b in page.bars if b.at.date() == slot_ts.date()]
         for b in day_bars:
             bars.setdefault(b.at, b)
@@ -170,6 +195,7 @@ async def restore_one(
         prev_close=prev_close,
         endpoint=ENDPOINT_PAST,
         fetched_at=fetched_at,
+        market=market,
     )
 
 
@@ -184,14 +210,21 @@ async def restore_slot(
     names: Mapping[str, str],
     prev_closes: Mapping[str, int],
     concurrency: int = 8,
+    markets: Mapping[str, str] | None = None,
+    market_days: Mapping[str, tuple[datetime, datetime]] | None = None,
 ) -> tuple[pa.Table, dict[str, str]]:
-    """Restored rows for `codes` (a table in SNAPSHOT_SCHEMA) and the codes that could not be restored, with why."""
+    """Restored rows for `codes` (a table in SNAPSHOT_SCHEMA) and the codes that could not be restored, with why.
+    ``markets``: each code's market code (default J); ``market_days``: a market's (first, last) instant of the day
+    when it is not the session's."""
+    markets = markets or {}
+    market_days = market_days or {}
     rows: list[dict] = []
     failures: dict[str, str] = {}
     sem = asyncio.Semaphore(concurrency)
     async with kis.rest_client() as client:
 
         async def one(code: str) -> None:
+            m = markets.get(code, "J")
             async with sem:
                 try:
                     rows.append(
@@ -200,10 +233,11 @@ async def restore_slot(
                             code,
                             slot_ts,
                             today=today,
-                            session_open=session_open,
-                            session_close=session_close,
+                            session_open=market_days.get(m, (session_open, session_close))[0],
+                            session_close=market_days.get(m, (session_open, session_close))[1],
                             name=names.get(code),
                             prev_close=prev_closes.get(code),
+                            market=m,
                         )
                     )
                 except NotRestorable as e:

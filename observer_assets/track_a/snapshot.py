@@ -59,8 +59,11 @@ SNAPSHOT_SCHEMA = pa.schema(
         ("status_code", pa.string()),  # iscd_stat_cls_code as sent; inquire-price only
         ("key_id", pa.string()),  # the app key that fetched the row (never the key itself)
         ("late_s", pa.float64()),  # fetched_at - slot_ts, seconds
+        ("venue", pa.string()),  # whose quote: KRX, NXT or unified (KIS market code J, NX, UN); KRX before it existed
     ]
 )
+#: KIS market code -> the ``venue`` a row says (docs/kis-protocol.md: the J/NX/UN codes)
+VENUE_OF_MARKET = {"J": "KRX", "NX": "NXT", "UN": "unified"}
 #: the columns a table written before the later ones lacks (and upgrade_snapshot_table adds)
 ADDED_COLUMNS = SNAPSHOT_SCHEMA.names[SNAPSHOT_SCHEMA.get_field_index("total_ask_size") :]
 FAILURE_SCHEMA = pa.schema([("code", pa.string()), ("error", pa.string()), ("at", TS)])
@@ -201,11 +204,21 @@ def row_from_inquire_price(raw: Mapping[str, str]) -> dict:
 PARSERS = {"FHKST11300006": row_from_multprice, "FHKST01010100": row_from_inquire_price}
 
 
-def raw_line(tr_id: str, code: str, fields: Mapping[str, str], fetched_at: datetime, key_id: str | None = None) -> str:
-    """One archive line: the answer's fields as sent, when it came and (with several keys) which key asked."""
+def raw_line(
+    tr_id: str,
+    code: str,
+    fields: Mapping[str, str],
+    fetched_at: datetime,
+    key_id: str | None = None,
+    market: str = "J",
+) -> str:
+    """One archive line: the answer's fields as sent, when it came, (with several keys) which key asked and (when
+    not KRX's) the market code it was asked on; a line without one was asked on ``J``."""
     rec = {"tr_id": tr_id, "code": code, "fetched_at": fetched_at.isoformat(), "fields": dict(fields)}
     if key_id is not None:
         rec["key_id"] = key_id
+    if market != "J":
+        rec["market"] = market
     return json.dumps(rec, ensure_ascii=False, sort_keys=True)
 
 
@@ -237,6 +250,7 @@ def table_from_raw(lines: Iterable[str], slot_ts: datetime, names: Mapping[str, 
         row["tr_id"] = rec["tr_id"]
         row["fetched_at"] = datetime.fromisoformat(rec["fetched_at"]).astimezone(KST)
         row["key_id"] = rec.get("key_id")
+        row["venue"] = VENUE_OF_MARKET[rec.get("market", "J")]
         row.update(slot_ts=slot_ts, source="live", restored_from=None)
         by_code[row["code"]] = row
     return snapshot_table([by_code[c] for c in sorted(by_code)])
@@ -259,6 +273,8 @@ def upgrade_snapshot_table(t: pa.Table) -> pa.Table:
             cols.append(t[f.name].cast(f.type))
         elif f.name == "late_s":
             cols.append(late_seconds(t["slot_ts"].cast(TS), t["fetched_at"].cast(TS)))
+        elif f.name == "venue":  # every row written before the column was a KRX (J) quote or bar
+            cols.append(pa.chunked_array([pa.array(["KRX"] * t.num_rows, pa.string())], pa.string()))
         else:
             cols.append(pa.chunked_array([pa.nulls(t.num_rows, f.type)], f.type))
     return pa.Table.from_arrays(cols, schema=SNAPSHOT_SCHEMA)

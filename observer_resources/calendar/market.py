@@ -34,6 +34,9 @@ class MarketCalendar:
     mode: Mode = "krx"
     #: the phases file (default: the shipped ``phases.toml``); read once per process, on first use
     phases_file: Path | None = None
+    #: the part of the day Track A snapshots (``OBSERVER_TRACK_A_WINDOW``): None, KRX's regular session only; else
+    #: (start, end) KST, in which every slot instant where some venue is in a phase is a slot (docs/sessions.md)
+    track_a_window: tuple[time, time] | None = None
 
     def session(self, d: date) -> krx.Session | None:
         if self.mode == "krx":
@@ -61,7 +64,12 @@ class MarketCalendar:
 
     def track_a_slots(self, d: date, interval_min: int = TRACK_A_INTERVAL_MIN) -> list[datetime]:
         """Snapshot instants of the day: every `interval_min` from the open through the close, inclusive
-        (09:00..15:30 = 40 on a normal day; 10:00..15:30 on the year's first day; 10:00..16:30 on CSAT day)."""
+        (09:00..15:30 = 40 on a normal day; 10:00..15:30 on the year's first day; 10:00..16:30 on CSAT day).
+
+        With a ``track_a_window`` (KRX calendar), also every `interval_min` instant of the window at which some venue
+        is in a phase, its end included (the instant a phase ends shows how it ended, as 15:30 shows the close):
+        08:00..20:00 = 73 on a normal day. The session's instants stay slots whatever the window, so every key a
+        day had before stays valid."""
         s = self.session(d)
         if s is None:
             return []
@@ -70,7 +78,25 @@ class MarketCalendar:
         while t <= s.close:
             out.append(t)
             t += step
-        return out
+        if self.track_a_window is None or self.mode != "krx":
+            return out
+        start, end = (datetime.combine(d, w, krx.KST) for w in self.track_a_window)
+        phases = self.phases(d)
+        t = start
+        while t <= end:
+            if any(p.start <= t <= p.end for p in phases):
+                out.append(t)
+            t += step
+        return sorted(set(out))
+
+    def venues_at_slot(self, t: datetime) -> tuple[str, ...]:
+        """The venues a Track A slot at ``t`` quotes: with no ``track_a_window``, KRX (its session's slots); else each
+        venue with a phase running at ``t`` or ending at it, in venue order."""
+        t = t.astimezone(krx.KST)
+        if self.track_a_window is None or self.mode != "krx":
+            return ("KRX",) if self.slot_at(t) == t else ()
+        found = {p.venue for p in self.phases(t.date()) if p.start <= t <= p.end}
+        return tuple(v for v in phase_data.VENUES if v in found)
 
     def slot_at(self, now: datetime, interval_min: int = TRACK_A_INTERVAL_MIN) -> datetime | None:
         """The latest slot instant <= now on now's day, or None outside the day's slots."""
@@ -113,4 +139,8 @@ class MarketCalendar:
 
 
 def calendar_from_env(environ: Mapping[str, str] | None = None) -> MarketCalendar:
-    return MarketCalendar(settings.get("OBSERVER_CALENDAR", environ, error=CalendarConfigError))
+    window = settings.get("OBSERVER_TRACK_A_WINDOW", environ, error=CalendarConfigError)
+    return MarketCalendar(
+        settings.get("OBSERVER_CALENDAR", environ, error=CalendarConfigError),
+        track_a_window=None if window in (None, "session") else window,
+    )

@@ -64,17 +64,21 @@ class KisRestClient(RestTransport):
         )
         return typed_row(p.TR_INQUIRE_PRICE, quote_from, page.body.get("output"))
 
-    async def multi_price(self, codes: Sequence[str], market: str = "J") -> list[MultiQuote]:
-        """Up to 30 symbols in one call (real keys only). Rows come back in request order; a code KIS
-        does not return is missing from the result (logged), never replaced by another row."""
+    async def multi_price(self, codes: Sequence[str], market: str | Sequence[str] = "J") -> list[MultiQuote]:
+        """Up to 30 symbols in one call (real keys only), each on ``market`` (one code for all, or one per code:
+        each pair of the request carries its own). Rows come back in request order; a code KIS does not return is
+        missing from the result (logged), never replaced by another row."""
         codes = list(codes)
         if not codes:
             return []
         if len(codes) > p.MULTPRICE_MAX:
             raise ValueError(f"multi_price takes at most {p.MULTPRICE_MAX} codes, got {len(codes)}")
+        markets = [market] * len(codes) if isinstance(market, str) else list(market)
+        if len(markets) != len(codes):
+            raise ValueError(f"multi_price got {len(markets)} market codes for {len(codes)} codes")
         params: dict[str, str] = {}
-        for i, c in enumerate(codes, start=1):
-            params[f"FID_COND_MRKT_DIV_CODE_{i}"] = market
+        for i, (c, m) in enumerate(zip(codes, markets, strict=True), start=1):
+            params[f"FID_COND_MRKT_DIV_CODE_{i}"] = m
             params[f"FID_INPUT_ISCD_{i}"] = c
         page = await self.request("intstock-multprice", p.TR_MULTPRICE, params)
         rows = [typed_row(p.TR_MULTPRICE, multi_quote_from, r) for r in output_rows(page.body, "output")]

@@ -319,6 +319,8 @@ def test_gap_report_asset_writes_every_table_and_reads_the_runs(env):
     root = lake.data_dir()
     now = clock.now().astimezone(KST)
     slot = calendar().slot_at(now - timedelta(minutes=5))  # 5..15 minutes ago
+    if slot is None or slot == calendar().track_a_slots(slot.date())[0]:
+        pytest.skip("too close to midnight: no earlier slot of the day to find unrun")
     day = slot.date()
     put_universe(root, day)
 

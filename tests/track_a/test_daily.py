@@ -144,7 +144,9 @@ def test_upgrade_brings_an_older_table_to_the_current_schema_and_is_idempotent(t
     assert up.drop_columns(list(snapshot.ADDED_COLUMNS)).equals(old)  # existing columns untouched
     assert up["late_s"].to_pylist() == current["late_s"].to_pylist() == [2.5, 2.501, 2.502]  # computed
     for name in snapshot.ADDED_COLUMNS:
-        if name != "late_s":
+        if name == "venue":  # every row written before was a KRX quote
+            assert up[name].to_pylist() == ["KRX"] * up.num_rows
+        elif name != "late_s":
             assert up[name].null_count == up.num_rows, name
     assert snapshot.upgrade_snapshot_table(up).equals(up)  # idempotent
     assert snapshot.upgrade_snapshot_table(current).equals(current)  # a current table is left as it is
