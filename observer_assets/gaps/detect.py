@@ -51,9 +51,11 @@ from observer_assets.gaps.detect_common import (
     as_kst,
     make_id,
     make_row,
+    phase_label,
 )
 from observer_assets.gaps.detect_track_a import track_a_rows
 from observer_assets.gaps.detect_track_b import Window, connection_windows, judge_windows, track_b_rows
+from observer_assets.track_a.snapshot import VENUE_OF_MARKET
 from observer_resources.calendar import KST
 from observer_resources.intervals import union_length
 
@@ -228,6 +230,23 @@ def _verdict_table(inp: DayInputs, rules: list[dict[str, Any]], anomaly_day: boo
 # --- entry point ----------------------------------------------------------------------------------------------
 
 
+def _place(row: dict[str, Any], inp: DayInputs) -> None:
+    """The venue and phase a row is about. A Track A row: its symbol's quote at the slot (or every kind the slot
+    quoted), at the slot instant. Every other row is about the capture, KRX's trade feed, at the row's start."""
+    if row["kind"].startswith("track_a"):
+        at = row["slot_ts"]
+        markets = inp.slot_universe.get(at) if at is not None else None
+        if row["symbol"] is not None:
+            venue = VENUE_OF_MARKET[(markets or {}).get(row["symbol"], "J")]
+        else:
+            kinds = {VENUE_OF_MARKET[m] for m in (markets or {"": "J"}).values()}
+            venue = "+".join(v for v in ("KRX", "NXT", "unified") if v in kinds)
+    else:
+        at, venue = row["start"] or row["slot_ts"], "KRX"
+    row["venue"] = venue
+    row["phase"] = phase_label(inp.phases, venue, as_kst(at)) if at is not None else None
+
+
 def detect(inp: DayInputs, th: Thresholds = Thresholds()) -> Report:
     """Every gap of the day up to ``inp.as_of``, one row each (``GAP_SCHEMA``), plus coverage, verdict and summary."""
     a_rows, coverage = track_a_rows(inp, th)
@@ -238,6 +257,8 @@ def detect(inp: DayInputs, th: Thresholds = Thresholds()) -> Report:
         if w.row["status"] is None:
             w.row["status"] = "open" if inp.today else "unrecoverable"
     rows = a_rows + marker_rows + [w.row for w in wins] + b_rows + _rate_limit_events(inp)
+    for r in rows:
+        _place(r, inp)
     rows.sort(key=lambda r: (r["start"] or r["slot_ts"], r["kind"], r["symbol"] or ""))
     table = pa.Table.from_pylist(rows, schema=GAP_SCHEMA)
     rules = _rules(inp, rows, wins, th)

@@ -17,6 +17,7 @@ from typing import Any
 import pyarrow as pa
 
 from observer_resources.calendar import KST
+from observer_resources.calendar.phases import Phase
 from observer_resources.events import Gap
 
 TS = pa.timestamp("us", tz="Asia/Seoul")
@@ -44,6 +45,9 @@ GAP_SCHEMA = pa.schema(
         ("status", pa.string()),  # open | restored | unrecoverable | info
         ("restored_from", pa.string()),
         ("source_files", pa.string()),  # JSON list
+        # added with the two-venue day: null in reports written before (re-materialize the day to fill them)
+        ("venue", pa.string()),  # KRX | NXT | unified, or two joined by + for a slot that quoted both kinds
+        ("phase", pa.string()),  # each venue's phase at the row's instant, VENUE:name joined by +; break | closed
     ]
 )
 
@@ -180,13 +184,37 @@ class DayInputs:
     files: Mapping[str, Sequence[str]] = field(default_factory=dict)  # "slot:T0910", "track_b", "events", ...
     #: lines of the day's event files that could not be read: {"bad_lines": n, "torn_lines": n, "where": [...]}
     events_unreadable: Mapping[str, Any] = field(default_factory=dict)
-    #: the members a slot quotes where that is not the whole universe (the two-venue day: outside KRX's phases only
-    #: NXT's stocks trade); a slot missing here expects the whole ``universe``
-    slot_universe: Mapping[datetime, Sequence[str]] = field(default_factory=dict)
+    #: the members each slot quotes, with the KIS market code of each (J, UN): on the two-venue day outside KRX's
+    #: phases only NXT's stocks trade; a slot missing here expects the whole ``universe``, on KRX
+    slot_universe: Mapping[datetime, Mapping[str, str]] = field(default_factory=dict)
+    #: every venue's phases of the day (the calendar's), for the venue and phase each row is about
+    phases: Sequence[Phase] = ()
 
     def universe_at(self, slot: datetime) -> Sequence[str]:
         """The codes slot ``slot`` should hold."""
-        return self.slot_universe.get(slot, self.universe or ())
+        got = self.slot_universe.get(slot)
+        return list(got) if got is not None else list(self.universe or ())
+
+
+_VENUES_OF = {"KRX": ("KRX",), "NXT": ("NXT",), "unified": ("KRX", "NXT")}
+
+
+def phase_label(phases: Sequence[Phase], venue: str, at: datetime) -> str:
+    """The phase of each venue behind ``venue`` (``KRX``, ``NXT``, ``unified``, or two joined by ``+``) at ``at``:
+    ``VENUE:name`` joined by ``+``. A phase running at ``at`` wins over one ending at it (a slot at 15:30 is the
+    closing auction's end). ``break`` between a venue's phases, ``closed`` outside them all (pure)."""
+    venues = [v for part in venue.split("+") for v in _VENUES_OF.get(part, (part,))]
+    venues = sorted(set(venues), key=venues.index)
+    out: list[str] = []
+    inside = False
+    for v in venues:
+        own = [p for p in phases if p.venue == v]
+        if own and own[0].start <= at <= own[-1].end:
+            inside = True
+        hit = next((p for p in own if p.start <= at < p.end), None) or next((p for p in own if p.end == at), None)
+        if hit is not None:
+            out.append(f"{v}:{hit.name}")
+    return "+".join(out) if out else "break" if inside else "closed"
 
 
 def make_id(*parts: Any) -> str:

@@ -12,11 +12,11 @@ metadata and as a ``universe_accepted_anyway`` event.
 """
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import dagster as dg
 import pyarrow as pa
@@ -44,6 +44,9 @@ from observer_resources.storage.layout import (
     universe_raw_dir,
 )
 
+T = TypeVar("T")
+K = TypeVar("K")
+
 
 class UniverseConfig(dg.Config):
     min_prev_close: int = 4_000
@@ -60,6 +63,30 @@ def min_master_codes_from_env() -> int:
     return settings.get("OBSERVER_UNIVERSE_MIN_MASTER_CODES", error=dg.Failure)
 
 
+def _error_text(e: KisError) -> str:
+    return f"{type(e).__name__}: {getattr(e, 'code', '') or e}"
+
+
+async def _per_code(
+    codes: Sequence[K], concurrency: int, ask: Callable[[K], Awaitable[T]]
+) -> tuple[dict[K, T], dict[K, str]]:
+    """``ask`` for each code (or batch), ``concurrency`` at a time: the answers, and the KIS error of each that
+    failed."""
+    got: dict[K, T] = {}
+    failed: dict[K, str] = {}
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one(code: K) -> None:
+        async with sem:
+            try:
+                got[code] = await ask(code)
+            except KisError as e:
+                failed[code] = _error_text(e)
+
+    await asyncio.gather(*(one(c) for c in codes))
+    return got, failed
+
+
 async def _fetch_prev_closes(
     kis: KisResource, codes: list[str], prev_day: date, concurrency: int
 ) -> tuple[dict[str, int], dict[str, str], int]:
@@ -68,63 +95,39 @@ async def _fetch_prev_closes(
     failures and requests used."""
     closes: dict[str, int] = {}
     failures: dict[str, str] = {}
-    sem = asyncio.Semaphore(concurrency)
     async with kis.rest_client() as client:
         if kis.env == "real":
             chunks = [codes[i : i + p.MULTPRICE_MAX] for i in range(0, len(codes), p.MULTPRICE_MAX)]
-
-            async def one_chunk(chunk: list[str]) -> None:
-                async with sem:
-                    try:
-                        rows = await client.multi_price(chunk)
-                    except KisError as e:
-                        for c in chunk:
-                            failures[c] = f"{type(e).__name__}: {getattr(e, 'code', '') or e}"
-                        return
-                    got = {r.code: r.prev_close for r in rows}
-                    for c in chunk:
-                        if got.get(c):
-                            closes[c] = got[c]
-                        else:
-                            failures[c] = "missing from multi-quote answer"
-
-            await asyncio.gather(*(one_chunk(c) for c in chunks))
-        else:
-
-            async def one(code: str) -> None:
-                async with sem:
-                    try:
-                        bars = await client.daily_price(code)
-                    except KisError as e:
-                        failures[code] = f"{type(e).__name__}: {getattr(e, 'code', '') or e}"
-                        return
-                    row = next((b for b in bars if b.day == prev_day), None)
-                    if row is None:
-                        failures[code] = f"no daily row for {prev_day}"
+            answers, failed = await _per_code(
+                list(range(len(chunks))), concurrency, lambda i: client.multi_price(chunks[i])
+            )
+            for i, chunk in enumerate(chunks):
+                if i in failed:
+                    failures.update(dict.fromkeys(chunk, failed[i]))
+                    continue
+                got = {r.code: r.prev_close for r in answers[i]}
+                for c in chunk:
+                    if got.get(c):
+                        closes[c] = got[c]
                     else:
-                        closes[code] = row.close
-
-            await asyncio.gather(*(one(c) for c in codes))
+                        failures[c] = "missing from multi-quote answer"
+        else:
+            answers, failures = await _per_code(codes, concurrency, client.daily_price)
+            for code, bars in answers.items():
+                row = next((b for b in bars if b.day == prev_day), None)
+                if row is None:
+                    failures[code] = f"no daily row for {prev_day}"
+                else:
+                    closes[code] = row.close
         return closes, failures, client.stats.requests
 
 
 async def _fetch_nxt_status(kis: KisResource, codes: list[str], concurrency: int) -> tuple[dict[str, Any], int]:
     """Each code's NXT flags from search-stock-info, or the error that left them unknown; and requests used."""
-    status: dict[str, tuple[bool, bool] | str] = {}
-    sem = asyncio.Semaphore(concurrency)
     async with kis.rest_client() as client:
-
-        async def one(code: str) -> None:
-            async with sem:
-                try:
-                    info = await client.search_stock_info(code)
-                except KisError as e:
-                    status[code] = f"{type(e).__name__}: {getattr(e, 'code', '') or e}"
-                    return
-                status[code] = (info.nxt_tradable, info.nxt_halted)
-
-        await asyncio.gather(*(one(c) for c in codes))
-        return status, client.stats.requests
+        answers, failed = await _per_code(codes, concurrency, client.search_stock_info)
+        status: dict[str, tuple[bool, bool] | str] = {c: (i.nxt_tradable, i.nxt_halted) for c, i in answers.items()}
+        return {**status, **failed}, client.stats.requests
 
 
 async def _download_masters(kis: KisResource) -> dict[str, bytes]:

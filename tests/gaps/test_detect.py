@@ -282,3 +282,50 @@ def test_partly_restored_slot_is_restored_and_keeps_what_history_could_not_give(
     )
     ev = json.loads(row["evidence"])
     assert ev["still_missing"] == 1 and ev["still_missing_symbols"] == ["000040"]
+
+
+def test_every_row_says_its_venue_and_phase() -> None:
+    """A KRX-only slot, a two-venue slot's unified symbol, a slot at the closing cross, NXT's evening, a Track B loss
+    in the session and one in a break: each row names the venue it is about and that venue's phase then."""
+    from datetime import time
+
+    from observer_assets.track_a.venues import slot_markets
+    from observer_resources.calendar.market import MarketCalendar
+
+    cal = MarketCalendar(track_a_window=(time(8, 0), time(20, 0)))
+    uni_t = pa.table({"code": UNI, "nxt_tradable": [True, False, False, False]})
+    slots = [at(9, 0), at(10, 0), at(15, 30), at(19, 0)]
+    markets = {s: slot_markets(uni_t, cal, s) for s in slots}
+    snaps = {s: snap(s, [c for c in markets[s] if c != "000010"]) for s in slots}  # 000010 missing every time
+    snaps[at(15, 30)] = snap(at(15, 30), late_s=700)  # late: a slot-wide row
+    rep = detect(
+        inputs(
+            slots=slots,
+            snapshots=snaps,
+            slot_universe=markets,
+            phases=cal.phases(DAY),
+            as_of=at(19, 30),
+            ticks=ticks(busy("000020", at(9, 30), 120), drop={50}),
+        )
+    )
+    got = {(r["kind"], r["symbol"], r["slot_ts"]): (r["venue"], r["phase"]) for r in rep.rows.to_pylist()}
+    assert got[("track_a_missing_symbol", "000010", at(9, 0))] == ("unified", "KRX:regular")  # NXT opens 09:00:30
+    assert got[("track_a_missing_symbol", "000010", at(10, 0))] == ("unified", "KRX:regular+NXT:main")
+    # at 19:00 only 000010 trades (NXT's after-market), so without it the slot is empty: a missing slot
+    assert got[("track_a_missing_slot", None, at(19, 0))] == ("unified", "NXT:after_market")
+    assert got[("track_a_late", None, at(15, 30))] == ("KRX+unified", "KRX:closing_auction+NXT:after_market_orders")
+    (loss,) = [v for k, v in got.items() if k[0] == "track_b_loss"]
+    assert loss == ("KRX", "KRX:regular")
+    assert {r["venue"] is not None and r["phase"] is not None for r in rep.rows.to_pylist()} == {True}
+
+
+def test_a_phase_is_named_where_it_runs_ends_or_pauses() -> None:
+    from observer_assets.gaps.detect_common import phase_label
+    from observer_resources.calendar.market import MarketCalendar
+
+    phases = MarketCalendar().phases(DAY)
+    assert phase_label(phases, "KRX", at(9, 0)) == "KRX:regular"
+    assert phase_label(phases, "KRX", at(15, 30)) == "KRX:closing_auction"  # the instant it ends
+    assert phase_label(phases, "KRX", at(15, 35)) == "break"
+    assert phase_label(phases, "NXT", at(8, 55)) == "break"
+    assert phase_label(phases, "KRX", at(7, 0)) == phase_label(phases, "unified", at(21, 0)) == "closed"
