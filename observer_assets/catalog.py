@@ -89,8 +89,8 @@ UNIVERSE_COLUMNS = {
     "abnormal_surge": "flagged an abnormal price surge (이상급등종목)",
     "unfaithful_disclosure": "designated an unfaithful-disclosure corporation (불성실공시법인)",
     "low_liquidity": "designated a low-liquidity issue (저유동성종목)",
-    "nxt_tradable": "also trades on Nextrade (NXT) that day, from search-stock-info; null when not known (paper keys, "
-    "a day built before, a failed call)",
+    "nxt_tradable": "also trades on Nextrade (NXT) that day, from search-stock-info; null when not known (not asked: "
+    "the KRX-only day; paper keys; a day built before; a failed call)",
     "nxt_halted": "NXT halted it that day (only ever true with nxt_tradable); null when not known",
 }
 

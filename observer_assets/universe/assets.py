@@ -54,8 +54,9 @@ class UniverseConfig(dg.Config):
     # OBSERVER_UNIVERSE_MIN_MASTER_CODES setting, default 2,500 (a local exchange with fewer listings lowers it)
     min_master_codes: int | None = None
     quote_concurrency: int = 8
-    # ask search-stock-info for each member's NXT status (real keys only: one call per member, docs/data.md)
-    nxt_status: bool = True
+    # ask search-stock-info for each member's NXT status (real keys only: one call per member, docs/data.md); None:
+    # when the two-venue day is configured (OBSERVER_TRACK_A_WINDOW), which uses the flags
+    nxt_status: bool | None = None
     accept_anyway: bool = False  # operator override: publish a universe the count check refuses (recorded)
 
 
@@ -291,14 +292,19 @@ def _with_nxt_status(
     asked now (real keys; a fallback universe is asked too, its flags would be another day's) and kept."""
     kept = nxt_status_path(built.root, built.day)
     requests = 0
+    # By default the lookup follows the two-venue day: it costs one call per member (about 80 s for a full universe
+    # at the rate bound), which the KRX-only day would pay for flags nothing reads.
+    ask = config.nxt_status if config.nxt_status is not None else calendar().track_a_window is not None
     if kept.exists():
         status, source = lake.read_table(kept), "kept"
-    elif not config.nxt_status or kis.env != "real" or built.metadata.get("source") == "rebuilt from kept inputs":
+    elif not ask or kis.env != "real" or built.metadata.get("source") == "rebuilt from kept inputs":
         # paper keys have no search-stock-info; a day rebuilt from inputs kept before this column existed stays as
         # it was (asking today would give today's answer)
         why = (
             "not asked (config)"
-            if not config.nxt_status
+            if config.nxt_status is False
+            else "not asked: the KRX-only day (OBSERVER_TRACK_A_WINDOW=session)"
+            if not ask
             else "paper keys: search-stock-info is real-only"
             if kis.env != "real"
             else "day built before NXT status was kept"

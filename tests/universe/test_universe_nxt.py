@@ -38,7 +38,7 @@ def test_members_carry_the_exchanges_nxt_flags_kept_for_the_day(env, small_sim):
     root = lake.data_dir()
     with dg.instance_for_test() as inst:
         inst.add_dynamic_partitions("trading_day", [day_key(day)])
-        res = materialize(inst, kis, day)
+        res = materialize(inst, kis, day, nxt_status=True)
         assert res.success
         table = pq.read_table(universe_path(root, day))
         codes = table["code"].to_pylist()
@@ -59,7 +59,7 @@ def test_members_carry_the_exchanges_nxt_flags_kept_for_the_day(env, small_sim):
 
         # a re-run rebuilds from what was kept: no request at all, the same table byte for byte
         before = universe_path(root, day).read_bytes()
-        again = materialize(inst, kis, day)
+        again = materialize(inst, kis, day, nxt_status=True)
         md2 = again.asset_materializations_for_node("universe")[0].metadata
         assert md2["nxt_status"].value == "kept" and md2["requests_used"].value == 0
         assert universe_path(root, day).read_bytes() == before
@@ -70,9 +70,10 @@ def test_not_asked_is_null_not_false(env, small_sim):
     day = datetime.now(KST).date()
     with dg.instance_for_test() as inst:
         inst.add_dynamic_partitions("trading_day", [day_key(day)])
-        res = materialize(inst, kis, day, nxt_status=False)
+        res = materialize(inst, kis, day)  # the KRX-only day (the default window): nothing reads the flags
         md = res.asset_materializations_for_node("universe")[0].metadata
-        assert md["nxt_status"].value == "unknown: not asked (config)" and "nxt_tradable" not in md
+        assert md["nxt_status"].value == "unknown: not asked: the KRX-only day (OBSERVER_TRACK_A_WINDOW=session)"
+        assert "nxt_tradable" not in md
         table = pq.read_table(universe_path(lake.data_dir(), day))
         assert table.num_rows > 50
         assert table["nxt_tradable"].null_count == table["nxt_halted"].null_count == table.num_rows
