@@ -162,7 +162,18 @@ def day_from_trades(
 ) -> DayTicks:
     """A DayTicks from its trades in time order (price and qty int64, side 1 buy- / 5 sell-initiated): the running
     totals, counts and extremes derived, as every tape (NXT's, the unified merge) needs them."""
-    buy = side == 1
+    is_buy = side == 1
+    acml_vol = qty.cumsum()
+    acml_value = (price * qty).cumsum()
+    buy_cnt = is_buy.cumsum(dtype=np.int32)
+    sell_cnt = np.arange(1, len(sec) + 1, dtype=np.int32)
+    sell_cnt -= buy_cnt
+    buy_qty = (qty * is_buy).cumsum()
+    sell_qty = acml_vol - buy_qty
+    high = np.maximum.accumulate(price).astype(np.int32)
+    low = np.minimum.accumulate(price).astype(np.int32)
+    for a in (sec, price, qty, side, acml_vol, acml_value, buy_cnt, sell_cnt, buy_qty, sell_qty, high, low):
+        a.setflags(write=False)  # a day is cached and shared: nothing may change it in place
     return DayTicks(
         code,
         day,
@@ -171,14 +182,14 @@ def day_from_trades(
         price,
         qty,
         side,
-        np.cumsum(qty),
-        np.cumsum(price * qty),
-        np.cumsum(buy).astype(np.int32),
-        np.cumsum(~buy).astype(np.int32),
-        np.cumsum(np.where(buy, qty, 0)),
-        np.cumsum(np.where(buy, 0, qty)),
-        np.maximum.accumulate(price).astype(np.int32),
-        np.minimum.accumulate(price).astype(np.int32),
+        acml_vol,
+        acml_value,
+        buy_cnt,
+        sell_cnt,
+        buy_qty,
+        sell_qty,
+        high,
+        low,
     )
 
 
@@ -328,34 +339,7 @@ def generate_day(
     qty[0] *= 20 + int(auc_a * 100)  # the auctions print larger
     qty[-1] *= 20 + int(auc_b * 100)
 
-    acml_vol = qty.cumsum()
-    acml_value = (price * qty).cumsum()
-    buy_cnt = is_buy.cumsum(dtype=np.int32)
-    sell_cnt = np.arange(1, n + 1, dtype=np.int32)
-    sell_cnt -= buy_cnt
-    buy_qty = (qty * is_buy).cumsum()
-    sell_qty = acml_vol - buy_qty
-    high = np.maximum.accumulate(price).astype(np.int32)
-    low = np.minimum.accumulate(price).astype(np.int32)
-    for a in (sec, price, qty, side, acml_vol, acml_value, buy_cnt, sell_cnt, buy_qty, sell_qty, high, low):
-        a.setflags(write=False)
-    return DayTicks(
-        code,
-        day,
-        prev_close,
-        sec,
-        price,
-        qty,
-        side,
-        acml_vol,
-        acml_value,
-        buy_cnt,
-        sell_cnt,
-        buy_qty,
-        sell_qty,
-        high,
-        low,
-    )
+    return day_from_trades(code, day, prev_close, sec, price, qty, side)
 
 
 def _NORMAL_FROM_U(u: float) -> float:

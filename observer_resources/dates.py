@@ -9,7 +9,7 @@ Python 3.11's ``date.fromisoformat`` also accepts ``20261203``, ``2026W011`` and
 from __future__ import annotations
 
 import re
-from datetime import date, datetime
+from datetime import date, datetime, time
 
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _DATETIME = re.compile(
@@ -49,3 +49,20 @@ def parse_aware_datetime(text: str, what: str = "time") -> datetime:
     if at.tzinfo is None:
         raise DateFormatError(f"{what} {text!r} needs an explicit UTC offset (e.g. +09:00)")
     return at
+
+
+_WINDOW = re.compile(r"\s*([0-9]{1,2}):([0-9]{2})\s*-\s*([0-9]{1,2}):([0-9]{2})\s*")
+
+
+def parse_day_window(text: str, what: str = "window") -> tuple[time, time]:
+    """``HH:MM-HH:MM`` within one day -> (start, end), start before end; a ValueError naming ``what`` otherwise."""
+    m = _WINDOW.fullmatch(text or "")
+    if not m:
+        raise ValueError(f"{what} must look like '09:30-15:00', got {text!r}")
+    h1, m1, h2, m2 = (int(g) for g in m.groups())
+    if not (h1 <= 23 and h2 <= 23 and m1 <= 59 and m2 <= 59):
+        raise ValueError(f"{what} has an impossible time: {text!r}")
+    start, end = time(h1, m1), time(h2, m2)
+    if end <= start:
+        raise ValueError(f"{what} must end after it starts: {text!r}")
+    return start, end

@@ -24,7 +24,7 @@ from datetime import date, time
 from pathlib import Path
 from typing import Any
 
-from observer_resources.dates import DateFormatError, parse_iso_date
+from observer_resources.dates import DateFormatError, parse_day_window, parse_iso_date
 
 __all__ = [
     "GROUPS",
@@ -141,13 +141,10 @@ def _day_window(text: str) -> tuple[time, time] | str:
     v = text.strip().lower()
     if v == "session":
         return v
-    m = re.fullmatch(r"(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})", v)
-    if not m:
-        raise _Invalid()
-    h1, m1, h2, m2 = (int(g) for g in m.groups())
-    if not (h1 <= 23 and h2 <= 23 and m1 <= 59 and m2 <= 59) or (h2, m2) <= (h1, m1):
-        raise _Invalid(f"start must be before end, both times of one day: {text.strip()!r}")
-    return time(h1, m1), time(h2, m2)
+    try:
+        return parse_day_window(v)
+    except ValueError as e:
+        raise _Invalid(str(e)) from None
 
 
 def _codes(text: str) -> tuple[str, ...]:

@@ -301,8 +301,9 @@ def _restore(
     t0 = _time.monotonic()
     cal = calendar()
     codes = list(markets)
-    names = dict(zip(uni["code"].to_pylist(), uni["name"].to_pylist()))
-    prev = dict(zip(uni["code"].to_pylist(), uni["prev_close"].to_pylist())) if "prev_close" in uni.column_names else {}
+    members = uni["code"].to_pylist()
+    names = dict(zip(members, uni["name"].to_pylist()))
+    prev = dict(zip(members, uni["prev_close"].to_pylist())) if "prev_close" in uni.column_names else {}
     if table_path.exists():
         base = lake.read_table(table_path)
     elif raw_path.exists():  # a crash between archive and table: the live rows come back first
@@ -371,8 +372,8 @@ def _restore(
 def _market_days(cal: MarketCalendar, slot_ts: datetime) -> dict[str, tuple[datetime, datetime]]:
     """The span of the day each market's bars cover, for a restore: unified and NXT bars run from the first venue's
     first phase to the last venue's last; KRX's from its regular session (the default)."""
-    windows = [w for v in cal.venues(slot_ts.date()) if (w := cal.venue_window(slot_ts.date(), v)) is not None]
-    if not windows or cal.track_a_window is None:
+    windows = [v.window for v in cal.venues(slot_ts.date()).values()]
+    if not windows or not cal.two_venue_day:
         return {}
     span = (min(w[0] for w in windows), max(w[1] for w in windows))
     return {"UN": span, "NX": span}
@@ -385,6 +386,6 @@ def _venue_metadata(cal: MarketCalendar, slot_ts: datetime, uni: pa.Table, marke
         n = sum(1 for x in markets.values() if x == m)
         if n:
             md[f"quoted_{venue.lower()}"] = n
-    if cal.track_a_window is not None and cal.mode == "krx":
+    if cal.two_venue_day:
         md["nxt_status_unknown"] = venues.unknown_nxt_status(uni)
     return md

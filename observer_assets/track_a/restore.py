@@ -225,6 +225,7 @@ async def restore_slot(
 
         async def one(code: str) -> None:
             m = markets.get(code, "J")
+            day_open, day_close = market_days.get(m, (session_open, session_close))
             async with sem:
                 try:
                     rows.append(
@@ -233,8 +234,8 @@ async def restore_slot(
                             code,
                             slot_ts,
                             today=today,
-                            session_open=market_days.get(m, (session_open, session_close))[0],
-                            session_close=market_days.get(m, (session_open, session_close))[1],
+                            session_open=day_open,
+                            session_close=day_close,
                             name=names.get(code),
                             prev_close=prev_closes.get(code),
                             market=m,

@@ -24,7 +24,7 @@ def slot_markets(universe: pa.Table, cal: MarketCalendar, slot_ts: datetime) -> 
     """code -> KIS market code for every member the slot quotes, in the universe's (code) order."""
     codes = universe["code"].to_pylist()
     venues = cal.venues_at_slot(slot_ts)
-    if cal.track_a_window is None or cal.mode != "krx":
+    if not cal.two_venue_day:
         return dict.fromkeys(codes, "J") if venues else {}
     nxt = universe["nxt_tradable"].to_pylist() if "nxt_tradable" in universe.column_names else [None] * len(codes)
     out: dict[str, str] = {}

@@ -10,7 +10,6 @@ capture runs at any hour.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -18,11 +17,11 @@ from datetime import date, datetime, time, timedelta
 from observer_resources import settings
 from observer_resources.calendar import KST
 from observer_resources.calendar.market import MarketCalendar
+from observer_resources.dates import parse_day_window
 
 DEFAULT_WINDOW = "09:30-15:00"
 ENV_WINDOW = "OBSERVER_TRACK_B_WINDOW"
 REFERENCE_OPEN = time(9, 0)
-_WINDOW_RE = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
 
 
 @dataclass(frozen=True)
@@ -46,16 +45,7 @@ class Window:
 
 def parse_window(text: str) -> tuple[time, time]:
     """``"HH:MM-HH:MM"`` -> (start, end); a clear ValueError for anything else."""
-    m = _WINDOW_RE.match(text or "")
-    if not m:
-        raise ValueError(f"Track B window must look like '09:30-15:00', got {text!r}")
-    h1, m1, h2, m2 = (int(g) for g in m.groups())
-    if not (0 <= h1 <= 23 and 0 <= h2 <= 23 and 0 <= m1 <= 59 and 0 <= m2 <= 59):
-        raise ValueError(f"Track B window has an impossible time: {text!r}")
-    start, end = time(h1, m1), time(h2, m2)
-    if end <= start:
-        raise ValueError(f"Track B window must end after it starts: {text!r}")
-    return start, end
+    return parse_day_window(text, "Track B window")
 
 
 def window_text_from_env(environ: Mapping[str, str]) -> str:

@@ -294,7 +294,7 @@ def _with_nxt_status(
     requests = 0
     # By default the lookup follows the two-venue day: it costs one call per member (about 80 s for a full universe
     # at the rate bound), which the KRX-only day would pay for flags nothing reads.
-    ask = config.nxt_status if config.nxt_status is not None else calendar().track_a_window is not None
+    ask = config.nxt_status if config.nxt_status is not None else calendar().two_venue_day
     if kept.exists():
         status, source = lake.read_table(kept), "kept"
     elif not ask or kis.env != "real" or built.metadata.get("source") == "rebuilt from kept inputs":

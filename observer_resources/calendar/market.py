@@ -38,6 +38,12 @@ class MarketCalendar:
     #: (start, end) KST, in which every slot instant where some venue is in a phase is a slot (docs/sessions.md)
     track_a_window: tuple[time, time] | None = None
 
+    @property
+    def two_venue_day(self) -> bool:
+        """Whether Track A runs the two-venue day: a window on the KRX calendar (the demo calendar keeps its
+        always-open session whatever the window)."""
+        return self.track_a_window is not None and self.mode == "krx"
+
     def session(self, d: date) -> krx.Session | None:
         if self.mode == "krx":
             return krx.session(d)
@@ -78,8 +84,9 @@ class MarketCalendar:
         while t <= s.close:
             out.append(t)
             t += step
-        if self.track_a_window is None or self.mode != "krx":
+        if not self.two_venue_day:
             return out
+        assert self.track_a_window is not None
         start, end = (datetime.combine(d, w, krx.KST) for w in self.track_a_window)
         phases = self.phases(d)
         t = start
@@ -93,7 +100,7 @@ class MarketCalendar:
         """The venues a Track A slot at ``t`` quotes: with no ``track_a_window``, KRX (its session's slots); else each
         venue with a phase running at ``t`` or ending at it, in venue order."""
         t = t.astimezone(krx.KST)
-        if self.track_a_window is None or self.mode != "krx":
+        if not self.two_venue_day:
             return ("KRX",) if self.slot_at(t) == t else ()
         found = {p.venue for p in self.phases(t.date()) if p.start <= t <= p.end}
         return tuple(v for v in phase_data.VENUES if v in found)
