@@ -285,6 +285,9 @@ class WsHub:
         self.held_until: dict[str, float] = {}
         self.sent = SentLog()
         self.feeds = FeedLog()
+        # (app key, TR, code) -> (session, sim instant, day, first tape index) of every registration: where each
+        # session's stream of a code starts, so a test can bound a loss by the re-registration that ended it
+        self.registrations: dict[tuple[str, str, str], list[tuple[int, datetime, date, int]]] = {}
         self.calendar = MarketCalendar(mode="open" if state.clock_mode == "open" else "krx")
         self._phases: dict[date, dict[str, tuple[Phase, ...]]] = {}
         self._nxt_members: tuple[date | None, frozenset[str]] = (None, frozenset())
@@ -474,6 +477,10 @@ class WsHub:
         reg.ticks = self.venue_day(tr_key, reg.day, TRADE_TRS[tr_id]) if tr_id in TRADE_TRS else None
         reg.cursor = reg.ticks.index_at(_sec(now)) if reg.ticks is not None else 0
         session.regs[k] = reg
+        if session.appkey is not None:
+            self.registrations.setdefault((session.appkey, tr_id, tr_key), []).append(
+                (session.id, now, reg.day, reg.cursor)
+            )
         await self._ack(session, tr_id, tr_key, p.OPSP_SUBSCRIBED, reg)
         if tr_id in STATUS_TRS:
             await self._emit_status(session, reg, now)
@@ -967,7 +974,16 @@ def truth_sent_json(hub: WsHub, appkey: str, code: str, tr_id: str = p.TR_WS_TRA
     out = {"appkey": appkey_id(appkey), "code": code, "count": len(entries), "by_status": _by_status(entries)}
     if tr_id != p.TR_WS_TRADE:
         out["tr_id"] = tr_id
-    return out | {"entries": entries}
+    registrations = [
+        {
+            "session": session,
+            "registered_at_sim": at.isoformat(timespec="milliseconds"),
+            "day": day.strftime("%Y%m%d"),
+            "first_index": first,
+        }
+        for session, at, day, first in hub.registrations.get((appkey, tr_id, code), [])
+    ]
+    return out | {"registrations": registrations, "entries": entries}
 
 
 __all__ = [

@@ -543,7 +543,6 @@ def test_ground_truth_41_codes_three_drops(fast_sim, busy, make_creds, tmp_path)
     assert st.disconnects == 3 and st.reconnects == 3 and st.parse.malformed_total == 0
     assert len(h.trades) >= 2000, f"only {len(h.trades)} ticks: the check needs a busy stream"
     assert max(n for n, _, _ in h.batches) > 1, "multi-record frames were exercised"
-    outages = [e["outage_seconds"] for e in h.events_of("ws_connected") if e["reconnect"]]
     drops = [
         f
         for f in fast_sim.admin("faults")["log"]
@@ -553,10 +552,10 @@ def test_ground_truth_41_codes_three_drops(fast_sim, busy, make_creds, tmp_path)
     assert len(drops) == 3
     drop_starts = [datetime.fromisoformat(f["start_sim"]) for f in drops]
 
-    windows = [(start, (outage + 0.5) * SPEED) for start, outage in zip(drop_starts, outages)]
     lost_in_windows = 0
     for code in codes:
-        entries = h.sent(code)
+        truth_sent = h.sim.admin("truth/sent", params={"appkey": h.app_key, "code": code})
+        entries = truth_sent["entries"]
         assert {e["status"] for e in entries} <= {"sent"}, code
         # 1) exactly what the exchange sent, in order, once (nothing lost or doubled by the client)
         assert h.received(code) == [_key_of_entry(e) for e in entries], code
@@ -569,11 +568,17 @@ def test_ground_truth_41_codes_three_drops(fast_sim, busy, make_creds, tmp_path)
             idx = [(e["day"], e["index"]) for e in s]
             for (d0, i0), (d1, i1) in zip(idx, idx[1:]):
                 assert (d1 == d0 and i1 == i0 + 1) or (d1 > d0 and i1 == 0), (code, i0, i1)
-        # 3) the ticks between two sessions fall inside a drop window (a quiet code may skip a session)
+        # 3) the ticks between two sessions are exactly those that traded from a drop to the code's re-registration
+        #    in the next session (KIS has no replay), and each new session starts where its registration did
+        regs = {r["session"]: r for r in truth_sent["registrations"]}
+        assert len(regs) == 4, (code, regs)  # the first session and one per reconnect
+        reregistered = [datetime.fromisoformat(regs[s]["registered_at_sim"]) for s in sorted(regs)][1:]
+        windows = list(zip(drop_starts, reregistered, strict=True))  # from each drop to this code's next registration
         for a, b in zip(sessions, sessions[1:]):
-            last, first = a[-1], b[0]
+            last, first, reg = a[-1], b[0], regs[b[0]["session"]]
             if last["day"] != first["day"]:
                 continue
+            assert reg["day"] != first["day"] or first["index"] == reg["first_index"], (code, first, reg)
             gap = fast_sim.admin(
                 "truth/ticks",
                 params={"code": code, "day": last["day"], "from": last["time"], "to": first["time"], "records": "0"},
@@ -582,7 +587,7 @@ def test_ground_truth_41_codes_three_drops(fast_sim, busy, make_creds, tmp_path)
             lost_in_windows += len(missing)
             for t in missing:
                 at = datetime.strptime(last["day"] + t["time"], "%Y%m%d%H%M%S").replace(tzinfo=KST)
-                assert any(-5.0 <= (at - start).total_seconds() <= bound for start, bound in windows), (code, t)
+                assert any(-5.0 <= (at - drop).total_seconds() and at <= until for drop, until in windows), (code, t)
     # 4) every record's fields equal the exchange's record for that tick
     sample = codes[0]
     sent = h.sent(sample)
