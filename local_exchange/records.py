@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from local_exchange.ticks import DayTicks, grid_above, grid_below, price_limits
+from observer_resources.kis.protocol import STATUS_EXCH_CODES, STATUS_KIND_CODES, STATUS_PHASE_CODES
 
 _M64 = (1 << 64) - 1
 BOOK_LEVELS = 10
@@ -115,31 +116,10 @@ def make_book(*, seed: int, index: int, ticks: DayTicks, n: int, lower: int, upp
 
 
 # --- market status and expected price (docs/local-exchange.md "WebSocket") -----------------------------------------
-#: MKOP_CLS_CODE / ANTC_MKOP_CLS_CODE per phase name. KIS documents no values for the status feeds, so these are
-#: the sim's own: the first digit says before (1), during (2) or after (3, 4) the regular session, like the
-#: first digit of H0STCNT0's NEW_MKOP_CLS_CODE; "00" means the venue runs no phase (closed or a break).
-PHASE_CODES: dict[str | None, str] = {
-    None: "00",
-    "pre_market": "11",
-    "opening_auction": "12",
-    "regular": "20",
-    "main": "20",
-    "closing_auction": "22",
-    "closing_price": "31",
-    "after_market_orders": "32",
-    "after_market": "33",
-    "after_hours_single": "41",
-}
-#: MRKT_TRTM_CLS_CODE per phase kind (the sim's own values): how the running phase matches orders
-KIND_CODES: dict[str | None, str] = {
-    None: "0",
-    "continuous": "1",
-    "auction": "2",
-    "periodic_auction": "3",
-    "closing_price": "4",
-}
-#: EXCH_CLS_CODE (the sim's own values): the venue whose phase a status record reports
-EXCH_CODES: dict[str, str] = {"KRX": "1", "NXT": "2"}
+# the status feeds' code values live in the protocol module, shared with the collector that reads them
+PHASE_CODES = STATUS_PHASE_CODES
+KIND_CODES = STATUS_KIND_CODES
+EXCH_CODES = STATUS_EXCH_CODES
 
 
 def status_record(

@@ -30,8 +30,12 @@ from observer_resources.kis.models import OrderBook, Trade
 TRADE_TRS = frozenset({p.TR_WS_TRADE, p.TR_WS_TRADE_NXT, p.TR_WS_TRADE_UN})
 #: book TRs: the NXT and unified ones add six midpoint fields after the H0STASP0 layout
 ORDERBOOK_TRS = frozenset({p.TR_WS_ORDERBOOK, p.TR_WS_ORDERBOOK_NXT, p.TR_WS_ORDERBOOK_UN})
+#: expected-price TRs (trade layout, sent during auctions) and market-status TRs: kept as checked field tuples
+EXPECTED_TRS = frozenset({p.TR_WS_EXPECTED, p.TR_WS_EXPECTED_NXT, p.TR_WS_EXPECTED_UN})
+STATUS_TRS = frozenset({p.TR_WS_STATUS, p.TR_WS_STATUS_NXT, p.TR_WS_STATUS_UN})
+FEED_TRS = EXPECTED_TRS | STATUS_TRS
 #: the fewest fields a record of each parsed TR may have (more are tolerated, as a 47th trade field is)
-_MIN_WIDTH = {tr: p.WS_FEED_WIDTHS[tr] for tr in TRADE_TRS | ORDERBOOK_TRS}
+_MIN_WIDTH = {tr: p.WS_FEED_WIDTHS[tr] for tr in TRADE_TRS | ORDERBOOK_TRS | FEED_TRS}
 EXCERPT_LEN = 200
 
 AckKind = Literal["subscribed", "unsubscribed", "already", "not_registered", "max_over", "key_in_use", "error"]
@@ -77,6 +81,18 @@ class OrderBookFrame:
 
 
 @dataclass(frozen=True, slots=True)
+class FeedFrame:
+    """Expected-price or market-status records: each a tuple of its fields in the TR's layout
+    (``observer_resources.kis.protocol.WS_FEED_FIELDS``), checked but not typed."""
+
+    tr_id: str
+    records: list[tuple[str, ...]]
+    raw_count: int = 0
+    width: int = 0
+    rejected: tuple[RejectedRecord, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Ack:
     tr_id: str
     tr_key: str
@@ -105,7 +121,7 @@ class Malformed:
     tr_id: str = ""
 
 
-Message = TradeBatch | OrderBookFrame | Ack | PingPong | Encrypted | Malformed
+Message = TradeBatch | OrderBookFrame | FeedFrame | Ack | PingPong | Encrypted | Malformed
 
 
 # --- stats -----------------------------------------------------------------------------------------
@@ -128,7 +144,7 @@ class ParseStats:
     def observe(self, msg: Message) -> None:
         self.frames += 1
         t = type(msg)
-        if t is TradeBatch or t is OrderBookFrame:
+        if t is TradeBatch or t is OrderBookFrame or t is FeedFrame:
             self.data_frames += 1
             self.records += len(msg.records)  # type: ignore[union-attr]
             for r in msg.rejected:  # type: ignore[union-attr]
@@ -263,7 +279,7 @@ def _parse_data(text: str) -> Message:
     if flag == "1":
         return Encrypted(tr_id, count)
     is_trade = tr_id in TRADE_TRS
-    if not is_trade and tr_id not in ORDERBOOK_TRS:
+    if not is_trade and tr_id not in ORDERBOOK_TRS and tr_id not in FEED_TRS:
         return Malformed("unknown_tr", _excerpt(text), tr_id)
     fields = payload.split("^")
     n = len(fields)
@@ -273,6 +289,8 @@ def _parse_data(text: str) -> Message:
     if width < _MIN_WIDTH[tr_id]:
         return Malformed("short_record", _excerpt(f"{width} fields per record: {text}"), tr_id)
     fields = tuple(fields)  # slices are then the records' raw tuples, no extra copy
+    if tr_id in FEED_TRS:
+        return _feed_frame(tr_id, fields, count, width)
     make = _trade if is_trade else _book
     records = []
     rejected: list[RejectedRecord] = []
@@ -473,6 +491,31 @@ _TRADE_NUMERIC = tuple(
     for i, name in enumerate(p.H0STCNT0_FIELDS)
     if i not in (0, 1, 3, 21, 24, 25, 27, 28, 30, 31, 33, 34, 35, 43, 44)
 )
+
+
+def _feed_frame(tr_id: str, fields: tuple[str, ...], count: int, width: int) -> FeedFrame:
+    """Expected prices need a trade time and a price; a status record needs a two-digit phase code."""
+    records: list[tuple[str, ...]] = []
+    rejected: list[RejectedRecord] = []
+    status = tr_id in STATUS_TRS
+    phase_at = p.WS_FEED_FIELDS[tr_id].index("MKOP_CLS_CODE") if status else -1
+    for i in range(count):
+        rec = fields[i * width : (i + 1) * width]
+        if status:
+            code = rec[phase_at]
+            if len(code) != 2 or not code.isdigit():
+                rejected.append(RejectedRecord(i, "bad_status", f"MKOP_CLS_CODE={code!r}", rec))
+                continue
+        else:
+            hhmmss, price = rec[1], rec[2]
+            if len(hhmmss) != 6 or not hhmmss.isdigit():
+                rejected.append(RejectedRecord(i, "bad_time", f"time={hhmmss!r}", rec))
+                continue
+            if not price.lstrip("-").isdigit():
+                rejected.append(RejectedRecord(i, "non_numeric", f"price={price!r}", rec))
+                continue
+        records.append(rec)
+    return FeedFrame(tr_id, records, count, width, tuple(rejected))
 
 
 def _diagnose(index: int, rec: tuple[str, ...], is_trade: bool) -> RejectedRecord:

@@ -285,6 +285,35 @@ assert WS_FEED_WIDTHS == {
     "H0UNMKO0": 10,
 }
 
+# --- market-status feed code values (§8.5) ---------------------------------------------------------
+#: MKOP_CLS_CODE / ANTC_MKOP_CLS_CODE per phase name. KIS documents no values for the status feeds, so these are
+#: the local exchange's own, and the collector compares them with its phase table (docs/kis-protocol.md §8.5):
+#: the first digit says before (1), during (2) or after (3, 4) the regular session, like the first digit of
+#: H0STCNT0's NEW_MKOP_CLS_CODE; "00" means the venue runs no phase (closed or a break).
+STATUS_PHASE_CODES: Final[dict[str | None, str]] = {
+    None: "00",
+    "pre_market": "11",
+    "opening_auction": "12",
+    "regular": "20",
+    "main": "20",
+    "closing_auction": "22",
+    "closing_price": "31",
+    "after_market_orders": "32",
+    "after_market": "33",
+    "after_hours_single": "41",
+}
+#: MRKT_TRTM_CLS_CODE per phase kind (the local exchange's own values): how the running phase matches orders
+STATUS_KIND_CODES: Final[dict[str | None, str]] = {
+    None: "0",
+    "continuous": "1",
+    "auction": "2",
+    "periodic_auction": "3",
+    "closing_price": "4",
+}
+#: EXCH_CLS_CODE (the local exchange's own values): the venue whose phase a status record reports
+STATUS_EXCH_CODES: Final[dict[str, str]] = {"KRX": "1", "NXT": "2"}
+
+
 # --- master files (§7) ------------------------------------------------------------------------
 MASTER_PATHS: Final[dict[str, str]] = {
     "kospi": "/common/master/kospi_code.mst.zip",

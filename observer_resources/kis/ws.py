@@ -5,15 +5,17 @@ One long-lived session per app key, kept alive for as long as ``run()`` runs:
 * a fresh approval key per connection attempt; websockets' own keepalive pings off
   (``ping_interval=None``) — KIS's JSON ``PINGPONG`` is answered by echoing the exact text (plus a
   pong frame), because an unanswered PINGPONG is how sockets died silently before;
-* subscriptions follow a *desired* set; the *registered* set changes only on server acks
-  (OPSP0000/0002 registered, 0001/0003 free, 0008 refused = "full"); unsubscribe is ``tr_type "2"``;
-  never more than 41 registrations;
+* subscriptions follow a *desired* set of (TR, code) registrations — every desired code on each TR of
+  ``tr_ids``, plus any extra pairs; the *registered* set changes only on server acks (OPSP0000/0002
+  registered, 0001/0003 free, 0008 refused = "full"); unsubscribe is ``tr_type "2"``; never more than 41
+  registrations, counting every pair;
 * any disconnect — exception, clean server close, or the watchdog (no traffic at all for
   ``watchdog_seconds``) — emits ``ws_disconnect`` and reconnects forever with backoff 1, 2, 5, 10,
   20, 30, then 60 s (± jitter), longer after OPSP8996 (key still held); after reconnecting the whole
   desired set is re-subscribed and ``ws_connected`` reports the outage, so the capture can write a
   gap marker (KIS has no replay);
-* every record of every frame goes to ``on_trades`` through a bounded queue, so a slow callback
+* every record of every frame goes to ``on_trades`` (``on_orderbooks``, ``on_feed`` for expected prices and
+  market status) through a bounded queue, so a slow callback
   never stalls the socket reader for long; if the queue fills, the reader waits (no drop) and
   that is counted and logged. Bad frames are counted, logged and reported, never fatal;
 * ``on_frame(raw, recv_dt, msg)`` (optional, synchronous, must be quick) sees every frame exactly as
@@ -46,6 +48,7 @@ from observer_resources.kis.config import KisConfig
 from observer_resources.kis.frames import (
     Ack,
     Encrypted,
+    FeedFrame,
     Malformed,
     Message,
     OrderBookFrame,
@@ -63,6 +66,8 @@ OnTrades = Callable[[list[Trade], float, datetime], Awaitable[None] | None]
 OnOrderBooks = Callable[[list[OrderBook], float, datetime], Awaitable[None] | None]
 OnEvent = Callable[[dict[str, Any]], None]
 OnFrame = Callable[[bytes, datetime, Message], None]
+OnFeed = Callable[[FeedFrame, float, datetime], Awaitable[None] | None]
+Sub = tuple[str, str]  # one registration: (real-time TR, code)
 
 DEFAULT_BACKOFF = (1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0)
 _LOG_FIRST = 20  # per reason: log the first N bad frames, then every 1000th
@@ -94,6 +99,7 @@ class WsStats:
     pingpong_replies: int = 0
     trades_delivered: int = 0
     orderbooks_delivered: int = 0
+    feed_records_delivered: int = 0  # expected-price and market-status records
     rejected_records: int = 0
     queue_full: int = 0
     queue_blocked_seconds: float = 0.0
@@ -130,6 +136,8 @@ class KisWebSocketClient:
         on_orderbooks: OnOrderBooks | None = None,
         on_frame: OnFrame | None = None,
         tr_id: str = p.TR_WS_TRADE,
+        tr_ids: Iterable[str] | None = None,
+        on_feed: OnFeed | None = None,
         backoff: Iterable[float] = DEFAULT_BACKOFF,
         jitter: float = 0.2,
         key_in_use_backoff: float = 30.0,
@@ -147,7 +155,12 @@ class KisWebSocketClient:
         self._on_event = on_event
         self._on_orderbooks = on_orderbooks
         self._on_frame = on_frame
-        self.tr_id = tr_id
+        #: the real-time TRs registered for every desired code (each (TR, code) pair is one of the 41)
+        self.tr_ids: tuple[str, ...] = tuple(dict.fromkeys(tr_ids)) if tr_ids is not None else (tr_id,)
+        if not self.tr_ids or not set(self.tr_ids) <= p.WS_REALTIME_TRS:
+            raise ValueError(f"tr_ids must be real-time TRs of docs/kis-protocol.md §8.5, got {self.tr_ids!r}")
+        self.tr_id = self.tr_ids[0]
+        self._on_feed = on_feed
         self.backoff = tuple(float(b) for b in backoff) or DEFAULT_BACKOFF
         self.jitter = jitter
         self.key_in_use_backoff = key_in_use_backoff
@@ -160,10 +173,11 @@ class KisWebSocketClient:
         u = urlparse(config.ws_url)
         self.url = config.ws_url.rstrip("/") + "/tryitout" if u.path in ("", "/") else config.ws_url
 
-        self._desired: dict[str, None] = {}  # insertion-ordered set
-        self._registered: set[str] = set()
+        self._codes: dict[str, None] = {}  # desired codes, insertion-ordered
+        self._desired: dict[Sub, None] = {}  # desired (TR, code) registrations, insertion-ordered
+        self._registered: set[Sub] = set()
         self._full = False
-        self._pending: dict[str, asyncio.Future[Ack]] = {}
+        self._pending: dict[Sub, asyncio.Future[Ack]] = {}
         self._ws: ClientConnection | None = None
         self._approval_key: str | None = None
         self._sub_lock = asyncio.Lock()
@@ -181,7 +195,7 @@ class KisWebSocketClient:
 
     def __repr__(self) -> str:
         return (
-            f"KisWebSocketClient({self.config!r}, tr_id={self.tr_id!r}, connected={self.connected}, "
+            f"KisWebSocketClient({self.config!r}, tr_ids={self.tr_ids!r}, connected={self.connected}, "
             f"registered={len(self._registered)}, desired={len(self._desired)})"
         )
 
@@ -189,11 +203,20 @@ class KisWebSocketClient:
 
     @property
     def registered(self) -> frozenset[str]:
-        """Codes the server acknowledged as registered on the current session."""
+        """Codes the server acknowledged on the current session for every TR of ``tr_ids``."""
+        return frozenset(c for c in self._codes if all((tr, c) in self._registered for tr in self.tr_ids))
+
+    @property
+    def registrations(self) -> frozenset[Sub]:
+        """(TR, code) pairs the server acknowledged as registered on the current session."""
         return frozenset(self._registered)
 
     @property
     def desired(self) -> frozenset[str]:
+        return frozenset(self._codes)
+
+    @property
+    def desired_registrations(self) -> frozenset[Sub]:
         return frozenset(self._desired)
 
     @property
@@ -225,17 +248,27 @@ class KisWebSocketClient:
 
     # --- control ---------------------------------------------------------------------------------
 
-    async def set_desired(self, codes: Iterable[str]) -> None:
-        """Make ``codes`` the subscribed set: unsubscribe (tr_type "2") what is no longer wanted, wait for
-        those acks, then subscribe the new codes, paced. Returns when the server has answered (or the
-        ack timeout passed); while disconnected it only records the set (reconnect subscribes it)."""
-        new: dict[str, None] = {}
+    async def set_desired(self, codes: Iterable[str], extra: Iterable[Sub] = ()) -> None:
+        """Make ``codes`` (each on every TR of ``tr_ids``) plus the ``extra`` (TR, code) pairs the subscribed set:
+        unsubscribe (tr_type "2") what is no longer wanted, wait for those acks, then subscribe the new pairs,
+        paced. Returns when the server has answered (or the ack timeout passed); while disconnected it only
+        records the set (reconnect subscribes it)."""
+        wanted: dict[str, None] = {}
         for c in codes:
             if not _valid_code(c):
                 raise ValueError(f"not a symbol code: {c!r}")
-            new[c] = None
+            wanted[c] = None
+        new: dict[Sub, None] = {(tr, c): None for c in wanted for tr in self.tr_ids}
+        for tr, c in extra:
+            if tr not in p.WS_REALTIME_TRS or not _valid_code(c):
+                raise ValueError(f"not a real-time registration: {(tr, c)!r}")
+            new[(tr, c)] = None
         if len(new) > self.max_registrations:
-            raise ValueError(f"{len(new)} codes wanted, but one session holds at most {self.max_registrations}")
+            raise ValueError(
+                f"{len(new)} registrations wanted ({len(wanted)} codes x {len(self.tr_ids)} TRs + extras), "
+                f"but one session holds at most {self.max_registrations}"
+            )
+        self._codes = wanted
         self._desired = new
         ws = self._ws
         if ws is None:
@@ -249,7 +282,7 @@ class KisWebSocketClient:
         """Unregister and register ``codes`` again (those still desired), e.g. a subscription that stopped
         delivering while the session stayed alive. No-op while disconnected."""
         ws = self._ws
-        wanted = [c for c in dict.fromkeys(codes) if c in self._desired]
+        wanted = [(tr, c) for c in dict.fromkeys(codes) for tr in self.tr_ids if (tr, c) in self._desired]
         if ws is None or not wanted:
             return
         try:
@@ -263,7 +296,7 @@ class KisWebSocketClient:
                 add = [c for c in wanted if c not in self._registered][: max(room, 0)]
                 if add:
                     await self._send_and_wait(ws, add, p.TR_TYPE_REGISTER)
-            log.info("kis ws: re-subscribed %s", ",".join(wanted[:10]))
+            log.info("kis ws: re-subscribed %s", ",".join(f"{tr}:{c}" for tr, c in wanted[:10]))
         except websockets.ConnectionClosed:
             log.info("kis ws: connection closed while re-subscribing; the reconnect will subscribe the desired set")
 
@@ -479,6 +512,11 @@ class KisWebSocketClient:
                     await self._enqueue(("b", msg.records, mono, dt))
                 if msg.rejected:
                     self._report_rejected(msg)
+            elif kind is FeedFrame:
+                if msg.records:
+                    await self._enqueue(("f", [msg], mono, dt))
+                if msg.rejected:
+                    self._report_rejected(msg)
             elif kind is Encrypted:
                 self._report_bad("encrypted", f"{msg.tr_id} x{msg.count}", msg.tr_id)
             else:
@@ -513,7 +551,7 @@ class KisWebSocketClient:
             }
         )
 
-    def _report_rejected(self, msg: TradeBatch | OrderBookFrame) -> None:
+    def _report_rejected(self, msg: TradeBatch | OrderBookFrame | FeedFrame) -> None:
         for r in msg.rejected:
             self.stats.rejected_records += 1
             self._bad_seen[r.reason] += 1
@@ -534,16 +572,17 @@ class KisWebSocketClient:
     def _handle_ack(self, ack: Ack) -> None:
         if ack.kind == "key_in_use":
             raise _KeyInUse()
-        if ack.tr_id != self.tr_id:
-            log.warning("kis ws: ack for another tr_id %s/%s: %s %s", ack.tr_id, ack.tr_key, ack.msg_cd, ack.msg1)
+        sub = (ack.tr_id, ack.tr_key)
+        if sub not in self._pending and sub not in self._desired and sub not in self._registered:
+            log.warning("kis ws: ack for a registration never asked %s/%s: %s %s", *sub, ack.msg_cd, ack.msg1)
             return
         code = ack.tr_key
         if ack.kind in ("subscribed", "already"):
-            self._registered.add(code)
+            self._registered.add(sub)
         elif ack.kind in ("unsubscribed", "not_registered"):
-            self._registered.discard(code)
+            self._registered.discard(sub)
         elif ack.kind == "max_over":
-            self._registered.discard(code)
+            self._registered.discard(sub)
             self._full = True
             self.stats.max_over_refusals += 1
             log.warning(
@@ -554,12 +593,18 @@ class KisWebSocketClient:
                 len(self._registered),
             )
             self._emit(
-                {"event": "ws_max_over", "at": _iso(_now_kst()), "code": code, "registered": len(self._registered)}
+                {
+                    "event": "ws_max_over",
+                    "at": _iso(_now_kst()),
+                    "code": code,
+                    "tr_id": ack.tr_id,
+                    "registered": len(self._registered),
+                }
             )
         else:
             self.stats.ack_errors += 1
-            log.warning("kis ws: error ack for %s: %s %s %s", code, ack.rt_cd, ack.msg_cd, ack.msg1)
-        fut = self._pending.pop(code, None)
+            log.warning("kis ws: error ack for %s/%s: %s %s %s", ack.tr_id, code, ack.rt_cd, ack.msg_cd, ack.msg1)
+        fut = self._pending.pop(sub, None)
         if fut is not None and not fut.done():
             fut.set_result(ack)
 
@@ -571,17 +616,17 @@ class KisWebSocketClient:
                 return
             desired = list(self._desired)
             wanted = set(desired)
-            drop = [c for c in sorted(self._registered) if c not in wanted]
+            drop = [k for k in sorted(self._registered) if k not in wanted]
             if drop:
                 await self._send_and_wait(ws, drop, p.TR_TYPE_UNREGISTER)
-            add = [c for c in desired if c not in self._registered]
+            add = [k for k in desired if k not in self._registered]
             room = self.max_registrations - len(self._registered)
             if len(add) > room:
                 log.warning(
-                    "kis ws: %d codes to add but room for %d (unsubscribe acks missing?); deferring %s",
+                    "kis ws: %d registrations to add but room for %d (unsubscribe acks missing?); deferring %s",
                     len(add),
                     room,
-                    ",".join(add[room:][:10]),
+                    ",".join(f"{tr}:{c}" for tr, c in add[room:][:10]),
                 )
                 add = add[: max(room, 0)]
             if add:
@@ -597,7 +642,7 @@ class KisWebSocketClient:
             if (missing and not self._full) or (self._registered - wanted):
                 self.stats.resyncs += 1
                 log.info(
-                    "kis ws: resync: %d desired codes unconfirmed, %d stale registrations",
+                    "kis ws: resync: %d desired registrations unconfirmed, %d stale",
                     len(missing),
                     len(self._registered - wanted),
                 )
@@ -606,38 +651,38 @@ class KisWebSocketClient:
                 except websockets.ConnectionClosed:
                     return
 
-    async def _send_and_wait(self, ws: ClientConnection, codes: list[str], tr_type: str) -> None:
+    async def _send_and_wait(self, ws: ClientConnection, subs: list[Sub], tr_type: str) -> None:
         loop = asyncio.get_running_loop()
-        futs: dict[str, asyncio.Future[Ack]] = {}
-        for i, code in enumerate(codes):
+        futs: dict[Sub, asyncio.Future[Ack]] = {}
+        for i, sub in enumerate(subs):
             if i and self.subscribe_spacing > 0:
                 await asyncio.sleep(self.subscribe_spacing)
             if ws is not self._ws:
                 raise websockets.ConnectionClosedError(None, None)
             fut = loop.create_future()
-            self._pending[code] = fut
-            futs[code] = fut
-            await ws.send(self._request(code, tr_type))
+            self._pending[sub] = fut
+            futs[sub] = fut
+            await ws.send(self._request(sub, tr_type))
         if not futs:
             return
         done, pending = await asyncio.wait(futs.values(), timeout=self.ack_timeout)
         if pending:
-            late = [c for c, f in futs.items() if not f.done()]
-            for c in late:
-                if self._pending.get(c) is futs[c]:
-                    del self._pending[c]
-                futs[c].cancel()
+            late = [k for k, f in futs.items() if not f.done()]
+            for k in late:
+                if self._pending.get(k) is futs[k]:
+                    del self._pending[k]
+                futs[k].cancel()
             self.stats.ack_timeouts += len(late)
             log.warning(
-                "kis ws: no ack within %.1fs for %s of %d codes (tr_type %s): %s",
+                "kis ws: no ack within %.1fs for %s of %d registrations (tr_type %s): %s",
                 self.ack_timeout,
                 len(late),
-                len(codes),
+                len(subs),
                 tr_type,
-                ",".join(late[:10]),
+                ",".join(f"{tr}:{c}" for tr, c in late[:10]),
             )
 
-    def _request(self, code: str, tr_type: str) -> str:
+    def _request(self, sub: Sub, tr_type: str) -> str:
         return json.dumps(
             {
                 "header": {
@@ -646,7 +691,7 @@ class KisWebSocketClient:
                     "tr_type": tr_type,
                     "content-type": "utf-8",
                 },
-                "body": {"input": {"tr_id": self.tr_id, "tr_key": code}},
+                "body": {"input": {"tr_id": sub[0], "tr_key": sub[1]}},
             }
         )
 
@@ -658,24 +703,24 @@ class KisWebSocketClient:
             if item is None:
                 return
             kind, records, mono, dt = item
-            cb = self._on_trades if kind == "t" else self._on_orderbooks
             if kind == "t":
+                cb, what, arg = self._on_trades, "trades", records
                 self.stats.trades_delivered += len(records)
-            else:
+            elif kind == "b":
+                cb, what, arg = self._on_orderbooks, "orderbook", records
                 self.stats.orderbooks_delivered += len(records)
+            else:
+                cb, what, arg = self._on_feed, "feed", records[0]
+                self.stats.feed_records_delivered += len(records[0].records)
             if cb is None:
                 continue
             try:
-                res = cb(records, mono, dt)
+                res = cb(arg, mono, dt)
                 if inspect.isawaitable(res):
                     await res
             except Exception:
                 self.stats.callback_errors += 1
-                log.exception(
-                    "kis ws: the %s callback failed on %d records",
-                    "trades" if kind == "t" else "orderbook",
-                    len(records),
-                )
+                log.exception("kis ws: the %s callback failed on %d records", what, len(records))
 
     def _emit(self, event: dict[str, Any]) -> None:
         if self._on_event is None:

@@ -13,6 +13,7 @@ from observer_resources.kis import protocol as p
 from observer_resources.kis.frames import (
     Ack,
     Encrypted,
+    FeedFrame,
     Malformed,
     OrderBookFrame,
     ParseStats,
@@ -348,3 +349,23 @@ def test_key_in_use_ack_with_null_tr_id():
 def test_mock_variants_of_ack_codes_are_read_by_their_text():
     assert parse_message(_ack("OPSP0001", "1", "ALREADY IN SUBSCRIBE")).kind == "already"
     assert parse_message(_ack("OPSP0009", "9", "MAX SUBSCRIBE OVER")).kind == "max_over"
+
+
+def test_status_and_expected_feeds_parse_to_checked_field_tuples():
+    """Market status and expected prices are kept as field tuples; a record without a usable phase code, time or
+    price is rejected with its fields, the others of the frame survive."""
+    ok = ["005930", "N", "", "20", "22", "1", "0", "00", "N", "N", "1"]
+    bad = [*ok[:3], "x", *ok[4:]]
+    stats = ParseStats()
+    msg = parse_message("0|H0STMKO0|002|" + "^".join(ok + bad), stats)
+    assert isinstance(msg, FeedFrame) and msg.tr_id == "H0STMKO0" and msg.width == 11
+    assert msg.records == [tuple(ok)] and [r.reason for r in msg.rejected] == ["bad_status"]
+    assert stats.records == 1 and stats.malformed == {"bad_status": 1}
+    unified = parse_message("0|H0UNMKO0|001|" + "^".join(ok[1:]))
+    assert isinstance(unified, FeedFrame) and unified.records == [tuple(ok[1:])]
+    expected = GOLDEN.split("^")[:45]
+    msg = parse_message("0|H0STANC0|002|" + "^".join(expected + [expected[0], "9:00", *expected[2:]]))
+    assert isinstance(msg, FeedFrame) and msg.records == [tuple(expected)]
+    assert [r.reason for r in msg.rejected] == ["bad_time"]
+    short = parse_message("0|H0NXANC0|001|" + "^".join(expected))  # NXT keeps VI_STND_PRC: 46 fields
+    assert isinstance(short, Malformed) and short.reason == "short_record"

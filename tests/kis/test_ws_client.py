@@ -602,3 +602,53 @@ def test_ground_truth_41_codes_three_drops(fast_sim, busy, make_creds, tmp_path)
     got = [t for t in h.trades if t.code == sample]
     assert [list(t.raw) for t in got] == [truth[k] for k in sent_idx]
     assert lost_in_windows > 0, "the drops did lose ticks (KIS has no replay); the gaps are where they belong"
+
+
+def test_feeds_per_code_and_extra_registrations_count_against_the_41(fast_sim, busy, make_creds, tmp_path):
+    """Two TRs per code (unified trades, KRX book) plus a market-status registration: 20 x 2 + 1 = 41 pairs,
+    each acknowledged, each feed delivered to its callback, all re-registered after a drop."""
+    codes, anchor = busy[:20], ("H0STMKO0", busy[0])
+    books: list = []
+    feeds: list = []
+
+    async def go():
+        h = Harness(
+            fast_sim,
+            make_creds,
+            tmp_path,
+            tr_ids=("H0UNCNT0", "H0STASP0"),
+            on_orderbooks=lambda recs, mono, dt: books.extend(recs),
+            on_feed=lambda frame, mono, dt: feeds.append(frame),
+            backoff=(0.2,),
+        )
+        async with h:
+            with pytest.raises(ValueError, match="43 registrations wanted"):
+                await h.client.set_desired([*codes, busy[20]], extra=[anchor])
+            await h.client.set_desired(codes, extra=[anchor])
+            pairs = {(tr, c) for c in codes for tr in ("H0UNCNT0", "H0STASP0")} | {anchor}
+            assert len(pairs) == 41 and h.client.registrations == pairs and h.client.registered == set(codes)
+            await asyncio.sleep(2.0)
+            h.fault("ws_drop")
+            await h.wait_for(lambda: h.events_of("ws_connected")[-1]["reconnect"], what="reconnect")
+            await h.wait_for(lambda: h.client.registrations == pairs, what="every pair re-registered")
+            await asyncio.sleep(1.0)
+            await h.client.set_desired([])
+            assert h.client.registrations == frozenset() and h.client.registered == frozenset()
+            return h
+
+    h = run(go())
+    assert h.client.stats.max_over_refusals == 0 and h.client.stats.parse.malformed_total == 0
+    # unified trades: exactly what the exchange's H0UNCNT0 stream sent, per code, in order
+    assert h.trades
+    for code in codes:
+        sent = fast_sim.admin("truth/sent", params={"appkey": h.app_key, "code": code, "tr_id": "H0UNCNT0"})
+        assert sent["tr_id"] == "H0UNCNT0" and len(sent["registrations"]) == 2
+        assert h.received(code) == [_key_of_entry(e) for e in sent["entries"]], code
+        krx = fast_sim.admin("truth/sent", params={"appkey": h.app_key, "code": code})
+        assert krx["entries"] == [] and krx["registrations"] == [], "no H0STCNT0 was registered"
+    assert {b.code for b in books} <= set(codes) and len({b.code for b in books}) >= 10
+    # the market-status registration: its records arrive whole, as the exchange sent them
+    status = [r for f in feeds if f.tr_id == "H0STMKO0" for r in f.records]
+    truth = fast_sim.admin("truth/feed", params={"appkey": h.app_key, "tr_id": "H0STMKO0", "code": busy[0]})
+    assert status and [list(r) for r in status] == [e["record"] for e in truth["entries"]]
+    assert all(len(r) == 11 and r[0] == busy[0] for r in status)
