@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from observer_resources.dates import DateFormatError, parse_day_window, parse_iso_date
+from observer_resources.kis.feeds import FeedPlan, parse_feeds
 
 __all__ = [
     "GROUPS",
@@ -147,6 +148,13 @@ def _day_window(text: str) -> tuple[time, time] | str:
         raise _Invalid(str(e)) from None
 
 
+def _feeds(text: str) -> FeedPlan:
+    try:
+        return parse_feeds(text)
+    except ValueError as e:
+        raise _Invalid(str(e)) from None
+
+
 def _codes(text: str) -> tuple[str, ...]:
     out = [c.strip() for c in text.split(",") if c.strip()]
     bad = [c for c in out if not (len(c) <= 12 and c.isascii() and c.isalnum())]
@@ -166,6 +174,14 @@ JSON_OBJECT = Kind("a JSON object", _json_object, echo=False)
 SECONDS_LIST = Kind("comma-separated seconds > 0", _seconds_list)
 CODES = Kind("comma-separated symbol codes", _codes)
 DAY_WINDOW = Kind("'session' or a window HH:MM-HH:MM", _day_window)
+FEEDS = Kind("comma-separated kind:venue feeds (trades, book, expected, status : KRX, NXT, UN)", _feeds)
+CODE = Kind("a symbol code", lambda text: _one_code(_codes(text)))
+
+
+def _one_code(codes: tuple[str, ...]) -> str:
+    if len(codes) != 1:
+        raise _Invalid()
+    return codes[0]
 
 
 # --- declarations -------------------------------------------------------------------------------------------------
@@ -428,9 +444,11 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     _S(
         "OBSERVER_TRACK_B_WINDOW",
-        Kind("a window HH:MM-HH:MM", _stripped),
+        Kind("a window HH:MM-HH:MM, or phases [HH:MM-HH:MM]", _stripped),
         "09:30-15:00",
-        "the daily capture window (KST)",
+        "the daily capture window (KST): `HH:MM-HH:MM` moves with KRX's regular session and ends at its close; "
+        "`phases` (or `phases HH:MM-HH:MM`, default 08:00-20:00) runs from the first venue phase to the last, "
+        "cut to those times",
         TRACK_B,
         snapshot=True,
     ),
@@ -439,6 +457,24 @@ SETTINGS: tuple[Setting, ...] = (
         CODES,
         None,
         "codes that always hold a subscription slot (the capture's `--pins` overrides)",
+        TRACK_B,
+        snapshot=True,
+    ),
+    _S(
+        "OBSERVER_TRACK_B_FEEDS",
+        FEEDS,
+        parse_feeds("trades:KRX"),
+        "the real-time feeds each capture slot holds, each (TR, code) pair one of a session's 41 registrations: "
+        "`trades`, `book`, `expected` per symbol, `status` once per session on the anchor code "
+        "(docs/collector-rules.md §4.7)",
+        TRACK_B,
+        snapshot=True,
+    ),
+    _S(
+        "OBSERVER_TRACK_B_STATUS_CODE",
+        CODE,
+        "005930",
+        "the code a session's `status:VENUE` feeds are registered on (it must trade on each such venue)",
         TRACK_B,
         snapshot=True,
     ),
@@ -601,6 +637,17 @@ SETTINGS: tuple[Setting, ...] = (
         "where processes record prometheus_client's multiprocess metrics",
         DEPLOYMENT,
         default_doc="`<local dir>/metrics`",
+    ),
+    _S(
+        "OBSERVER_CALENDAR_PHASES",
+        PATH,
+        None,
+        "an edited copy of the venues' phase table (`observer_resources/calendar/phases.toml`), for a schedule "
+        "change announced before Observer ships it; `make calendar` checks a file, and the capture's "
+        "market-status check tells when the exchange disagrees with the table in use",
+        DEPLOYMENT,
+        snapshot=True,
+        default_doc="the shipped table",
     ),
     # tests and demo
     _S(

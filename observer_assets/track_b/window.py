@@ -6,6 +6,11 @@ session: the open's offset from 09:00 is added to both ends (CSAT day 10:00 open
 trading day, 10:00-15:30 -> 10:30-15:30, because the window never runs past the session's close). A closed day
 has no window. The always-open demo calendar (``--clock open`` exchange) makes the whole day the window, so the
 capture runs at any hour.
+
+``phases`` (or ``phases HH:MM-HH:MM``, default 08:00-20:00) is the two-venue day instead: the window runs from the
+first phase of any venue to the last one's end (docs/sessions.md), cut to those clock times, so it follows a late
+open or a changed schedule through the phase table; the breaks between phases are inside the window (a quiet
+break is not a gap).
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from observer_resources.calendar.market import MarketCalendar
 from observer_resources.dates import parse_day_window
 
 DEFAULT_WINDOW = "09:30-15:00"
+PHASES = "phases"
+PHASES_DEFAULT_SPAN = (time(8, 0), time(20, 0))
 ENV_WINDOW = "OBSERVER_TRACK_B_WINDOW"
 REFERENCE_OPEN = time(9, 0)
 
@@ -43,9 +50,30 @@ class Window:
         }
 
 
+@dataclass(frozen=True)
+class WindowSpec:
+    """``session``: start and end relative to KRX's regular session; ``phases``: clock times that cut the phases."""
+
+    kind: str
+    start: time
+    end: time
+
+
+def parse_spec(text: str) -> WindowSpec:
+    """``"HH:MM-HH:MM"``, ``"phases"`` or ``"phases HH:MM-HH:MM"``; a clear ValueError for anything else."""
+    t = text.strip()
+    if t.lower().startswith(PHASES):
+        rest = t[len(PHASES) :].strip()
+        start, end = parse_day_window(rest, "Track B window") if rest else PHASES_DEFAULT_SPAN
+        return WindowSpec(PHASES, start, end)
+    start, end = parse_day_window(t, "Track B window")
+    return WindowSpec("session", start, end)
+
+
 def parse_window(text: str) -> tuple[time, time]:
-    """``"HH:MM-HH:MM"`` -> (start, end); a clear ValueError for anything else."""
-    return parse_day_window(text, "Track B window")
+    """The window's clock span (start, end), either form; a clear ValueError for anything else."""
+    spec = parse_spec(text)
+    return spec.start, spec.end
 
 
 def window_text_from_env(environ: Mapping[str, str]) -> str:
@@ -54,12 +82,15 @@ def window_text_from_env(environ: Mapping[str, str]) -> str:
 
 def track_b_window(day: date, calendar: MarketCalendar, window: str = DEFAULT_WINDOW) -> Window | None:
     """The day's window, or None when the market is closed (or a shifted window would be empty)."""
-    start_t, end_t = parse_window(window)
+    spec = parse_spec(window)
+    start_t, end_t = spec.start, spec.end
     s = calendar.session(day)
     if s is None:
         return None
     if calendar.mode == "open":
         return Window(day, s.open, s.close, "open calendar: the whole day")
+    if spec.kind == PHASES:
+        return _phases_window(day, calendar, spec)
     offset = s.open - datetime.combine(day, REFERENCE_OPEN, KST)
     start = datetime.combine(day, start_t, KST) + offset
     end = datetime.combine(day, end_t, KST) + offset
@@ -74,6 +105,20 @@ def track_b_window(day: date, calendar: MarketCalendar, window: str = DEFAULT_WI
     if end <= start:
         return None
     return Window(day, start, end, note.lstrip("; "))
+
+
+def _phases_window(day: date, calendar: MarketCalendar, spec: WindowSpec) -> Window | None:
+    phases = calendar.phases(day)
+    if not phases:
+        return None
+    first, last = min(p.start for p in phases), max(p.end for p in phases)
+    start = max(first, datetime.combine(day, spec.start, KST))
+    end = min(last, datetime.combine(day, spec.end, KST))
+    if end <= start:
+        return None
+    venues = "+".join(sorted({p.venue for p in phases if p.start < end and p.end > start}))
+    note = f"{venues} phases {first:%H:%M}-{last:%H:%M}, cut to {spec.start:%H:%M}-{spec.end:%H:%M}"
+    return Window(day, start, end, note)
 
 
 def window_at(now: datetime, calendar: MarketCalendar, window: str = DEFAULT_WINDOW) -> Window | None:

@@ -147,7 +147,14 @@ class MarketCalendar:
 
 def calendar_from_env(environ: Mapping[str, str] | None = None) -> MarketCalendar:
     window = settings.get("OBSERVER_TRACK_A_WINDOW", environ, error=CalendarConfigError)
+    phases_file = settings.get("OBSERVER_CALENDAR_PHASES", environ, error=CalendarConfigError)
+    if phases_file is not None:
+        try:
+            phase_data.book(Path(phases_file))
+        except (OSError, phase_data.PhaseDataError) as exc:
+            raise CalendarConfigError(f"OBSERVER_CALENDAR_PHASES={phases_file}: {exc}") from None
     return MarketCalendar(
         settings.get("OBSERVER_CALENDAR", environ, error=CalendarConfigError),
+        phases_file=Path(phases_file) if phases_file is not None else None,
         track_a_window=None if window in (None, "session") else window,
     )

@@ -14,8 +14,9 @@ One long-lived session per app key, kept alive for as long as ``run()`` runs:
   20, 30, then 60 s (± jitter), longer after OPSP8996 (key still held); after reconnecting the whole
   desired set is re-subscribed and ``ws_connected`` reports the outage, so the capture can write a
   gap marker (KIS has no replay);
-* every record of every frame goes to ``on_trades`` (``on_orderbooks``, ``on_feed`` for expected prices and
-  market status) through a bounded queue, so a slow callback
+* every record of every frame goes to ``on_trades`` (the first trade TR of ``tr_ids``: one tape, so
+  cumulative volumes stay one venue's), ``on_orderbooks``, or ``on_feed`` (whole frames of the other trade TRs,
+  expected prices and market status) through a bounded queue, so a slow callback
   never stalls the socket reader for long; if the queue fills, the reader waits (no drop) and
   that is counted and logged. Bad frames are counted, logged and reported, never fatal;
 * ``on_frame(raw, recv_dt, msg)`` (optional, synchronous, must be quick) sees every frame exactly as
@@ -46,6 +47,7 @@ from observer_resources import clock
 from observer_resources.kis import protocol as p
 from observer_resources.kis.config import KisConfig
 from observer_resources.kis.frames import (
+    TRADE_TRS,
     Ack,
     Encrypted,
     FeedFrame,
@@ -66,7 +68,7 @@ OnTrades = Callable[[list[Trade], float, datetime], Awaitable[None] | None]
 OnOrderBooks = Callable[[list[OrderBook], float, datetime], Awaitable[None] | None]
 OnEvent = Callable[[dict[str, Any]], None]
 OnFrame = Callable[[bytes, datetime, Message], None]
-OnFeed = Callable[[FeedFrame, float, datetime], Awaitable[None] | None]
+OnFeed = Callable[[FeedFrame | TradeBatch, float, datetime], Awaitable[None] | None]
 Sub = tuple[str, str]  # one registration: (real-time TR, code)
 
 DEFAULT_BACKOFF = (1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0)
@@ -160,6 +162,8 @@ class KisWebSocketClient:
         if not self.tr_ids or not set(self.tr_ids) <= p.WS_REALTIME_TRS:
             raise ValueError(f"tr_ids must be real-time TRs of docs/kis-protocol.md §8.5, got {self.tr_ids!r}")
         self.tr_id = self.tr_ids[0]
+        #: the trade TR whose records go to ``on_trades``; other trade TRs go to ``on_feed`` as whole frames
+        self.tape_tr = next((tr for tr in self.tr_ids if tr in TRADE_TRS), self.tr_id)
         self._on_feed = on_feed
         self.backoff = tuple(float(b) for b in backoff) or DEFAULT_BACKOFF
         self.jitter = jitter
@@ -497,7 +501,10 @@ class KisWebSocketClient:
                     last = self._last_trade_at
                     for t in msg.records:
                         last[t.code] = dt
-                    await self._enqueue(("t", msg.records, mono, dt))
+                    if msg.tr_id == self.tape_tr:
+                        await self._enqueue(("t", msg.records, mono, dt))
+                    else:
+                        await self._enqueue(("f", [msg], mono, dt))
                 if msg.rejected:
                     self._report_rejected(msg)
             elif kind is PingPong:
@@ -711,7 +718,10 @@ class KisWebSocketClient:
                 self.stats.orderbooks_delivered += len(records)
             else:
                 cb, what, arg = self._on_feed, "feed", records[0]
-                self.stats.feed_records_delivered += len(records[0].records)
+                if type(arg) is TradeBatch:
+                    self.stats.trades_delivered += len(arg.records)
+                else:
+                    self.stats.feed_records_delivered += len(arg.records)
             if cb is None:
                 continue
             try:

@@ -78,6 +78,25 @@ def test_configured_window_and_bad_windows():
             parse_window(bad)
 
 
+def test_phases_window_spans_the_venues_phases_cut_to_the_clock_span():
+    """``phases``: from the first venue phase to the last, cut to 08:00-20:00 by default; it follows a late open
+    through the phase table and is empty on a closed day."""
+    d = date(2026, 12, 1)  # KRX's pre-market from 07:00, both venues' after-market to 20:00
+    w = track_b_window(d, KRX, "phases")
+    assert (w.start, w.end) == (kst(d, 8), kst(d, 20)) and "KRX+NXT" in w.note
+    w = track_b_window(d, KRX, "phases 07:30-20:30")
+    assert (w.start, w.end) == (kst(d, 7, 30), kst(d, 20))  # no phase runs after 20:00
+    first = min(p.start for p in KRX.phases(date(2026, 11, 19)))  # CSAT day: the table moves KRX's morning
+    w = track_b_window(date(2026, 11, 19), KRX, "phases")
+    assert w.start == max(first, kst(date(2026, 11, 19), 8)) and w.start > kst(date(2026, 11, 19), 8)
+    assert track_b_window(date(2026, 12, 5), KRX, "phases") is None  # Saturday
+    assert track_b_window(date(2026, 12, 1), KRX, "phases 20:30-21:00") is None  # no phase in the span
+    assert parse_window("phases") == (datetime.min.replace(hour=8).time(), datetime.min.replace(hour=20).time())
+    for bad in ("phases 9-15", "phase", "phases 20:00-08:00"):
+        with pytest.raises(ValueError):
+            parse_window(bad)
+
+
 def _run_capture(args: list[str], **env: str) -> tuple[int, str, float]:
     full = {k: v for k, v in os.environ.items() if not k.startswith(("KIS_", "OBSERVER_"))}
     full.update(env)
@@ -126,6 +145,20 @@ def test_bad_configuration_exits_2_with_a_clear_message(tmp_path):
         ({"OBSERVER_TRACK_B_BACKOFF": "1,x"}, [], "OBSERVER_TRACK_B_BACKOFF"),
         ({"OBSERVER_TRACK_B_MITIGATION": '{"enter1": {"disk": 1}}'}, [], "enter1"),
         ({"KIS_APP_KEY": "short", "KIS_APP_SECRET": "x"}, [], "KIS_APP_KEY"),
+        ({"OBSERVER_TRACK_B_FEEDS": "trades:LSE"}, [], "OBSERVER_TRACK_B_FEEDS"),
+        ({"OBSERVER_TRACK_B_FEEDS": "book:KRX,status:KRX"}, [], "at least one trades:VENUE"),
+        ({"OBSERVER_TRACK_B_FEEDS": "trades:UN,trades:UN"}, [], "listed twice"),
+        (
+            {
+                "OBSERVER_TRACK_B_FEEDS": "trades:UN,book:UN",
+                "OBSERVER_TRACK_B_PINS": ",".join(f"{i:06d}" for i in range(21)),
+            },
+            [],
+            "21 pins but 1 key(s) x 20 slots",
+        ),
+        ({"OBSERVER_TRACK_B_STATUS_CODE": "005930,000660"}, [], "OBSERVER_TRACK_B_STATUS_CODE"),
+        ({"OBSERVER_TRACK_B_WINDOW": "phases 20:00-08:00"}, [], "OBSERVER_TRACK_B_WINDOW"),
+        ({"OBSERVER_CALENDAR_PHASES": "/nonexistent/phases.toml"}, [], "OBSERVER_CALENDAR_PHASES"),
     ],
 )
 def test_bad_configuration_is_refused_by_name(tmp_path, env, args, what):
@@ -140,6 +173,12 @@ def test_settings_defaults_follow_the_spec(tmp_path):
     assert s.backoff == (1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0) and s.window == DEFAULT_WINDOW
     assert (s.mitigation_hold_enter, s.mitigation_hold_recover) == (300.0, 600.0)
     assert s.calendar.mode == "krx" and s.until is None and s.pins == ()
+    assert s.feeds.per_code == ("H0STCNT0",) and s.anchors == () and s.capacity == 41
+    s, _ = load_settings(
+        [], {"OBSERVER_DATA_DIR": str(tmp_path), "OBSERVER_TRACK_B_FEEDS": "trades:UN, book:krx,status:KRX,status:NXT"}
+    )
+    assert s.feeds.per_code == ("H0UNCNT0", "H0STASP0") and s.capacity == 19
+    assert s.anchors == (("H0STMKO0", "005930"), ("H0NXMKO0", "005930"))
     s, _ = load_settings(
         ["--pins", "005930, 000660,005930", "--until", "2026-03-10T15:00:00"],
         {"OBSERVER_DATA_DIR": str(tmp_path), "OBSERVER_TRACK_B_PINS": "035420"},

@@ -184,7 +184,7 @@ class Capture:
             for _ in range(4):
                 want = self.manager.desired(key_id)
                 try:
-                    await s.client.set_desired(want)
+                    await s.client.set_desired(want, extra=self.settings.anchors)
                 except ValueError as exc:  # a bug upstream; never crash the capture over it
                     log_event(logging.ERROR, "set_desired_refused", key_id=key_id, error=str(exc))
                     return
@@ -285,6 +285,7 @@ class Capture:
             "evaluations": self.evaluations,
             "overflow_records": self.overflow_records,
             "pins": list(self.settings.pins),
+            "feeds": self.settings.feeds.text,
             "anomalies": self.anomalies,
             "keys": {k: s.status(now) for k, s in self.sessions.items()},
         }
@@ -371,7 +372,9 @@ class Capture:
             )
             tokens = open_token_provider(config, store_dir, events=self.events)  # PostgreSQL if OBSERVER_STATE_DB_URL
             self.sessions[key_id] = KeySession(ctx, config, tokens, journal)
-        self.manager = SlotManager(list(self.sessions), pins=list(self.settings.pins), now=clock.now())
+        self.manager = SlotManager(
+            list(self.sessions), pins=list(self.settings.pins), now=clock.now(), capacity=self.settings.capacity
+        )
         self.snapshots = TrackASnapshots(self.settings.lake_dir or self.data_dir, day)
         self.events.emit(
             "capture_started",

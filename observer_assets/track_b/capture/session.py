@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from observer_assets.track_b import phase_check
 from observer_assets.track_b.capture.logs import iso, log, log_event
 from observer_assets.track_b.capture.settings import Settings
 from observer_assets.track_b.journal import Journal, LatencyHistogram
@@ -24,7 +25,7 @@ from observer_assets.track_b.triggers import StreamTriggers
 from observer_resources import clock
 from observer_resources.events import EventLog
 from observer_resources.kis.config import KisConfig
-from observer_resources.kis.frames import Encrypted, Malformed, Message, TradeBatch
+from observer_resources.kis.frames import STATUS_TRS, Encrypted, FeedFrame, Malformed, Message, TradeBatch
 from observer_resources.kis.models import Trade
 from observer_resources.kis.ws import KisWebSocketClient
 from observer_resources.shared.tokens import SharedTokenProvider
@@ -111,6 +112,8 @@ class KeySession:
             on_trades=self._on_trades,
             on_event=self._on_event,
             on_frame=self._on_frame,
+            on_feed=self._on_feed,
+            tr_ids=s.feeds.per_code,
             backoff=s.backoff,
             key_in_use_backoff=s.key_in_use_backoff,
         )
@@ -133,6 +136,9 @@ class KeySession:
         self.last_error: str | None = None
         self.lag_max = 0.0
         self.lat_counts: np.ndarray | None = None
+        self.feed_records: dict[str, int] = {}  # per TR: records of the feeds besides the tape
+        self.phases: dict[str, str] = {}  # venue -> the phase code its status feed last said
+        self.disagreements = 0
 
     @property
     def session_id(self) -> str:
@@ -219,6 +225,34 @@ class KeySession:
                 latest = t.exchange_dt
         if latest is not None:
             self.host.saw_exchange_time(latest)
+
+    async def _on_feed(self, msg: FeedFrame | TradeBatch, recv_mono: float, recv_dt: datetime) -> None:
+        """The feeds besides the tape (journaled already): counted; market status checked against the phase table."""
+        self.feed_records[msg.tr_id] = self.feed_records.get(msg.tr_id, 0) + len(msg.records)
+        if msg.tr_id not in STATUS_TRS:
+            return
+        for rec in msg.records:
+            self._status(phase_check.reading(msg.tr_id, rec), recv_dt)  # type: ignore[arg-type]
+
+    def _status(self, r: phase_check.StatusReading, at: datetime) -> None:
+        verdict = phase_check.check(self.ctx.settings.calendar, r, at)
+        fields = {
+            "key_id": self.key_id,
+            "venue": r.venue,
+            "tr_id": r.tr_id,
+            "phase_code": r.phase_code,
+            "halted": r.halted,
+            "table_phases": list(verdict.expected_phases),
+        }
+        if self.phases.get(r.venue) != r.phase_code:
+            self.phases[r.venue] = r.phase_code
+            self.events.emit("phase_change", at=at, agrees=verdict.agrees, **fields)
+        if not verdict.agrees:
+            self.disagreements += 1
+            note = verdict.note or "the exchange's phase is not the table's"
+            self.events.emit("calendar_disagreement", at=at, note=note, table_codes=list(verdict.expected), **fields)
+            if self.disagreements <= _LOG_FIRST_BAD or self.disagreements % 1000 == 0:
+                log_event(logging.WARNING, "calendar_disagreement", count=self.disagreements, note=note, **fields)
 
     # --- client events (event loop) ---------------------------------------------------------------
 
@@ -445,6 +479,8 @@ class KeySession:
         return {
             "frames": self.frames,
             "ticks": self.ticks,
+            "feed_records": dict(self.feed_records),
+            "calendar_disagreements": self.disagreements,
             "bad_frames": self.bad_frames,
             "frames_not_recorded": self.not_recorded,
             "reconnects": self.client.stats.reconnects,
@@ -465,6 +501,10 @@ class KeySession:
             "connection_id": c.connection_id,
             "registered": sorted(c.registered),
             "desired": list(c.desired),
+            "registrations": len(c.registrations),
+            "feed_records": dict(self.feed_records),
+            "phases": dict(self.phases),
+            "calendar_disagreements": self.disagreements,
             "last_rx": iso(self.last_rx),
             "first_frame_at": iso(self.first_frame_at),
             "frames": self.frames,

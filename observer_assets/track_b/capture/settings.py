@@ -18,6 +18,7 @@ from observer_resources.calendar.market import MarketCalendar, calendar_from_env
 from observer_resources.dates import parse_iso_datetime
 from observer_resources.kis.config import KisConfig, configs_from_env
 from observer_resources.kis.errors import KisConfigError
+from observer_resources.kis.feeds import FeedPlan, parse_feeds
 from observer_resources.kis.protocol import WS_MAX_REGISTRATIONS
 from observer_resources.kis.ws import DEFAULT_BACKOFF
 from observer_resources.storage import lake
@@ -45,6 +46,18 @@ class Settings:
     mitigation_hold_recover: float = 600.0
     thresholds: Thresholds = field(default_factory=Thresholds)
     lake_dir: Any = None  # the lake (Track A snapshots), a Path or a URL's UPath; default: data_dir
+    feeds: FeedPlan = field(default_factory=lambda: parse_feeds("trades:KRX"))
+    status_code: str = "005930"  # the anchor of the status feeds
+
+    @property
+    def capacity(self) -> int:
+        """Symbols one session follows: its 41 registrations over the feeds each holds."""
+        return self.feeds.capacity()
+
+    @property
+    def anchors(self) -> tuple[tuple[str, str], ...]:
+        """The (TR, code) registrations a session holds besides its symbols' feeds."""
+        return tuple((tr, self.status_code) for tr in self.feeds.anchored)
 
 
 def _codes(text: str, what: str) -> tuple[str, ...]:
@@ -120,10 +133,13 @@ def load_settings(argv: Sequence[str] | None, environ: Mapping[str, str]) -> tup
     except ValueError as exc:
         raise ConfigError(f"{ENV_WINDOW}: {exc}") from None
     pins = _codes(args.pins, "pins") if args.pins is not None else tuple(setting("OBSERVER_TRACK_B_PINS") or ())
-    if len(pins) > WS_MAX_REGISTRATIONS * len(configs):
+    feeds: FeedPlan = setting("OBSERVER_TRACK_B_FEEDS")
+    per_key = feeds.capacity(WS_MAX_REGISTRATIONS)
+    if len(pins) > per_key * len(configs):
         raise ConfigError(
-            f"{len(pins)} pins but {len(configs)} key(s) x {WS_MAX_REGISTRATIONS} slots hold "
-            f"{WS_MAX_REGISTRATIONS * len(configs)}"
+            f"{len(pins)} pins but {len(configs)} key(s) x {per_key} slots hold {per_key * len(configs)} "
+            f"(OBSERVER_TRACK_B_FEEDS={feeds.text}: {len(feeds.per_code)} registration(s) per symbol"
+            f"{f' and {len(feeds.anchored)} status' if feeds.anchored else ''} of {WS_MAX_REGISTRATIONS})"
         )
     until = parse_until(args.until) if args.until else None
 
@@ -153,5 +169,7 @@ def load_settings(argv: Sequence[str] | None, environ: Mapping[str, str]) -> tup
         mitigation_hold_enter=hold_enter,
         mitigation_hold_recover=hold_recover,
         thresholds=thresholds,
+        feeds=feeds,
+        status_code=setting("OBSERVER_TRACK_B_STATUS_CODE"),
     )
     return settings, configs

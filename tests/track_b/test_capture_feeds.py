@@ -1,0 +1,158 @@
+"""The capture across feeds and phases, as real processes on the KRX calendar's two-venue morning.
+
+One exchange plays 2026-12-01 from 08:58 to 09:02 at 20x (KRX's opening auction into the regular session, NXT's
+break into its main session). Two captures run on it at once, each with its own app key:
+
+* with ``OBSERVER_TRACK_B_FEEDS=trades:UN,book:KRX,expected:KRX,status:KRX,status:NXT`` each symbol costs three
+  registrations and the session two more, so a session follows 13 symbols and holds 41 registrations. Every feed is
+  journaled as received; the unified tape is exactly what the exchange sent, record for record; expected prices
+  arrive only in the auction; the status feeds announce the phases and agree with the table;
+* the second capture's phase table (``OBSERVER_CALENDAR_PHASES``) has NXT's main session at 09:10 instead of
+  09:00:30, so when NXT announces its main session at 09:00:30 the capture records a ``calendar_disagreement``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections import Counter, defaultdict
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from local_exchange.server import run_sim_process
+from observer_assets.track_b.journal import read_journal, segments
+from observer_resources import clock
+from observer_resources.calendar import KST
+from observer_resources.calendar.phases import PHASES_FILE
+from observer_resources.events import read_events
+from observer_resources.kis import protocol as p
+from observer_resources.kis.frames import FeedFrame, OrderBookFrame, TradeBatch, parse_message
+from track_b.test_capture import capture_env, captures, key_id_of, read_status, start, wait_for  # noqa: F401 - fixture
+
+SPEED = 20
+DAY = "2026-12-01"
+T0 = datetime(2026, 12, 1, 8, 58, tzinfo=KST)
+UNTIL = datetime(2026, 12, 1, 9, 2, tzinfo=KST)
+FEEDS = "trades:UN,book:KRX,expected:KRX,status:KRX,status:NXT"
+_creds = itertools.count(7400)
+
+
+@pytest.fixture(scope="module")
+def sim():
+    proc = run_sim_process(
+        *("--mode", "real", "--clock", "krx", "--seed", "5", "--listings", "300", "--speed", "0"),
+        *("--start", T0.isoformat(), "--hold-after-disconnect", "0.2"),
+    )
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+def late_nxt_table(tmp: Path) -> Path:
+    text = PHASES_FILE.read_text(encoding="utf-8")
+    edited = re.sub(r'(name = "main",\s+kind = "continuous", start = )"09:00:30"', r'\1"09:10:00"', text, count=1)
+    assert edited != text
+    path = tmp / "phases-late-nxt.toml"
+    path.write_text(edited, encoding="utf-8")
+    return path
+
+
+def frames_by_tr(data: Path, key: str) -> dict[str, list]:
+    out: dict[str, list] = defaultdict(list)
+    for ln in read_journal(segments(data, datetime.fromisoformat(DAY).date(), key_id=key)):
+        if ln.ok and ln.kind == "frame":
+            msg = parse_message(ln.payload)
+            if isinstance(msg, TradeBatch | OrderBookFrame | FeedFrame):
+                out[msg.tr_id].append((ln.rx, msg))
+    return out
+
+
+def test_feeds_per_symbol_status_check_and_a_disagreeing_table(sim, make_creds, tmp_path, captures):  # noqa: F811
+    members = set(sim.admin("truth/nxt", params={"day": DAY.replace("-", "")})["members"])
+    rows = sim.admin("listings", params={"order": "activity", "limit": "80"})["listings"]
+    codes = [r["code"] for r in rows if not r["halted"] and r["code"] in members][:13]
+    assert len(codes) == 13 and "005930" in members
+    for code in codes:  # the day's tapes, generated now rather than by the first trade at 20x
+        sim.admin(
+            "truth/ticks", params={"code": code, "day": "20261201", "venue": "UN", "records": "0", "to": "090100"}
+        )
+    clock_file = tmp_path / "clock.json"
+    runs = {}
+    for name, extra in (("agree", {}), ("late", {"OBSERVER_CALENDAR_PHASES": str(late_nxt_table(tmp_path))})):
+        creds = make_creds(next(_creds))
+        data = tmp_path / name
+        env = capture_env(
+            sim,
+            data,
+            creds,
+            OBSERVER_CALENDAR="krx",
+            OBSERVER_CLOCK_FILE=str(clock_file),
+            OBSERVER_TRACK_B_WINDOW="phases",
+            OBSERVER_TRACK_B_FEEDS=FEEDS,
+            OBSERVER_TRACK_B_EVAL_S="2",
+            **extra,
+        )
+        runs[name] = (creds, data, key_id_of(env)[0], env)
+    clock.write_sim(clock_file, T0, 0)
+    caps = {
+        name: start(captures, env, ["--pins", ",".join(codes), "--until", UNTIL.isoformat()], tmp_path, name)
+        for name, (_, _, _, env) in runs.items()
+    }
+    for name, (_, data, key, _) in runs.items():
+        wait_for(
+            lambda data=data, key=key: (s := read_status(data)) and s["keys"][key]["registrations"] == 41,
+            30,
+            f"{name}: 41 registrations",
+            caps[name],
+        )
+    sim.admin("clock", {"at": T0.isoformat(), "speed": SPEED})
+    clock.write_sim(clock_file, T0, SPEED)
+    for c in caps.values():
+        assert c.wait(timeout=(UNTIL - T0).total_seconds() / SPEED + 60) == 0
+
+    # --- the capture on the shipped table --------------------------------------------------------------------
+    creds, data, key, _ = runs["agree"]
+    status = read_status(data)["keys"][key]
+    assert status["calendar_disagreements"] == 0 and status["phases"] == {"KRX": "20", "NXT": "20"}
+    by_tr = frames_by_tr(data, key)
+    assert set(by_tr) == {p.TR_WS_TRADE_UN, p.TR_WS_ORDERBOOK, p.TR_WS_EXPECTED, p.TR_WS_STATUS, p.TR_WS_STATUS_NXT}
+    # the unified tape: exactly what the exchange's H0UNCNT0 stream sent each code, once, in order
+    got: dict[str, list] = defaultdict(list)
+    for _, msg in by_tr[p.TR_WS_TRADE_UN]:
+        for t in msg.records:
+            got[t.code].append((t.exchange_time, t.price, t.qty, t.acml_vol))
+    for code in codes:
+        sent = sim.admin("truth/sent", params={"appkey": creds[0], "code": code, "tr_id": p.TR_WS_TRADE_UN})
+        assert got[code] == [(e["time"], e["price"], e["qty"], e["acml_vol"]) for e in sent["entries"]], code
+    assert sum(map(len, got.values())) > 200
+    # expected prices only in KRX's opening auction, books of the 13 codes, the status feed's phases in order
+    auction_end = datetime(2026, 12, 1, 9, 0, tzinfo=KST)
+    expected = [(rx, r) for rx, m in by_tr[p.TR_WS_EXPECTED] for r in m.records]
+    assert expected and all(r[1] < "090000" for _, r in expected)
+    assert {r[0] for _, r in expected} == set(codes)
+    assert {b.code for _, m in by_tr[p.TR_WS_ORDERBOOK] for b in m.records} == set(codes)
+    changes = [e for e in read_events(data, auction_end.date()) if e["event_type"] == "phase_change"]
+    krx = [e["phase_code"] for e in changes if e["venue"] == "KRX"]
+    nxt = [e["phase_code"] for e in changes if e["venue"] == "NXT"]
+    assert krx == ["12", "20"] and nxt == ["00", "20"] and all(e["agrees"] for e in changes)
+
+    # --- the capture whose table has NXT's main session at 09:10 --------------------------------------------
+    creds, data, key, _ = runs["late"]
+    seen = [e for e in read_events(data, auction_end.date()) if e["event_type"] == "calendar_disagreement"]
+    assert seen and {e["venue"] for e in seen} == {"NXT"}
+    first = seen[0]
+    assert first["phase_code"] == "20" and first["table_phases"] == ["none"]
+    # recorded as the exchange's record of NXT's main session arrived (the exchange sends it at 09:00:30 or, busy
+    # generating the day's first NXT trades, a little later)
+    truth = sim.admin("truth/feed", params={"appkey": creds[0], "tr_id": p.TR_WS_STATUS_NXT, "code": "005930"})
+    (sent,) = [datetime.fromisoformat(e["sent_at_sim"]) for e in truth["entries"] if e["record"][3] == "20"]
+    at = datetime.fromisoformat(first["timestamp"])
+    assert datetime(2026, 12, 1, 9, 0, 30, tzinfo=KST) <= sent <= at <= sent + timedelta(seconds=2 * SPEED)
+    assert read_status(data)["keys"][key]["calendar_disagreements"] == len(seen)
+    assert Counter(e["venue"] for e in read_events(data, at.date()) if e["event_type"] == "phase_change") == {
+        "KRX": 2,
+        "NXT": 2,
+    }
