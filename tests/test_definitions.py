@@ -49,6 +49,7 @@ def test_checks_jobs_schedules_sensors_are_pinned():
         "track_a_snapshot:track_a_current_slot_fresh",
         "track_a_snapshot:track_a_schema",
         "track_b_ticks:track_b_losses_are_explained",
+        "track_b_ticks:track_b_phases_agree",
         "track_b_ticks:track_b_record_rate",
         "universe:universe_count",
     ]

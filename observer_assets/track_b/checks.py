@@ -100,3 +100,49 @@ def track_b_losses_are_explained(context: dg.AssetCheckExecutionContext) -> dg.A
             ),
         },
     )
+
+
+def phase_disagreements(day_events: list[dict], hour_start: datetime) -> tuple[list[dict], list[dict]]:
+    """(status-feed phase changes, disagreements with the phase table) the capture recorded in the hour."""
+    end = hour_start + timedelta(hours=1)
+    changes, bad = [], []
+    for e in day_events:
+        kind = e.get("event_type")
+        if kind not in ("phase_change", "calendar_disagreement"):
+            continue
+        at = datetime.fromisoformat(e["timestamp"])
+        if not hour_start <= at < end:
+            continue
+        row = {k: e.get(k) for k in ("timestamp", "key_id", "venue", "phase_code", "table_phases", "note")}
+        (changes if kind == "phase_change" else bad).append(row)
+    return changes, bad
+
+
+@dg.asset_check(
+    asset=track_b_ticks,
+    partitions_def=track_b_hour_partitions,
+    description="The exchange's market-status feed agreed with the phase table through the hour (a late open or "
+    "a changed schedule the table does not know fails it, WARN, listing what the exchange said). Passes with "
+    "nothing to judge when no status feed is configured (OBSERVER_TRACK_B_FEEDS).",
+)
+def track_b_phases_agree(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+    if not context.has_partition_key:
+        return dg.AssetCheckResult(passed=False, metadata={"error": "run has no partition"})
+    start = parse_hour_key(context.partition_key)
+    changes, bad = phase_disagreements(list(events.read_events(lake.local_dir(), start.date())), start)
+    venues = sorted({str(b["venue"]) for b in bad})
+    return dg.AssetCheckResult(
+        passed=not bad,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=(
+            f"{len(bad)} market-status record(s) of {', '.join(venues)} disagree with the phase table"
+            if bad
+            else f"{len(changes)} phase change(s) announced, all as the table says"
+        ),
+        metadata={
+            "disagreements": len(bad),
+            "phase_changes": len(changes),
+            "disagreeing": dg.MetadataValue.json(bad[:50]),
+            "changes": dg.MetadataValue.json(changes[:50]),
+        },
+    )

@@ -14,14 +14,19 @@ break into its main session). Two captures run on it at once, each with its own 
 from __future__ import annotations
 
 import itertools
+import logging
 import re
 from collections import Counter, defaultdict
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
 from local_exchange.server import run_sim_process
+from observer_assets.monitoring import alerts, sensors
+from observer_assets.track_b.assets import track_b_ticks
+from observer_assets.track_b.checks import track_b_phases_agree
 from observer_assets.track_b.journal import read_journal, segments
 from observer_resources import clock
 from observer_resources.calendar import KST
@@ -70,7 +75,14 @@ def frames_by_tr(data: Path, key: str) -> dict[str, list]:
     return out
 
 
-def test_feeds_per_symbol_status_check_and_a_disagreeing_table(sim, make_creds, tmp_path, captures):  # noqa: F811
+def test_feeds_per_symbol_status_check_and_a_disagreeing_table(
+    sim,
+    make_creds,
+    tmp_path,
+    captures,  # noqa: F811 - the fixture
+    monkeypatch,
+    caplog,
+):
     members = set(sim.admin("truth/nxt", params={"day": DAY.replace("-", "")})["members"])
     rows = sim.admin("listings", params={"order": "activity", "limit": "80"})["listings"]
     codes = [r["code"] for r in rows if not r["halted"] and r["code"] in members][:13]
@@ -156,3 +168,24 @@ def test_feeds_per_symbol_status_check_and_a_disagreeing_table(sim, make_creds, 
         "KRX": 2,
         "NXT": 2,
     }
+
+    # --- the disagreement is an alert: the hour's check fails when the compaction materializes the hour ------
+    monkeypatch.setenv("OBSERVER_DATA_DIR", str(data))
+    monkeypatch.setenv("OBSERVER_CALENDAR", "krx")
+    for k in (alerts.WEBHOOK_ENV, alerts.CHAT_ID_ENV):
+        monkeypatch.delenv(k, raising=False)
+    with dg.instance_for_test() as inst:
+        cursor = sensors.check_failure_alerts.evaluate_tick(dg.build_sensor_context(instance=inst)).cursor
+        verdicts = {}
+        for hour in ("2026-12-01T08", "2026-12-01T09"):
+            inst.add_dynamic_partitions("track_b_hour", [hour])
+            res = dg.materialize(
+                [track_b_ticks, track_b_phases_agree], partition_key=hour, instance=inst, raise_on_error=True
+            )
+            (ev,) = res.get_asset_check_evaluations()
+            verdicts[hour] = (ev.passed, ev.metadata["disagreements"].value, ev.metadata["phase_changes"].value)
+        assert verdicts == {"2026-12-01T08": (True, 0, 2), "2026-12-01T09": (False, len(seen), 2)}
+        with caplog.at_level(logging.ERROR, logger="observer.alerts"):
+            sensors.check_failure_alerts.evaluate_tick(dg.build_sensor_context(instance=inst, cursor=cursor))
+        (alert,) = [r.getMessage() for r in caplog.records if "check FAILED" in r.getMessage()]
+        assert "track_b_phases_agree, partition 2026-12-01T09" in alert and "NXT" in alert
