@@ -232,6 +232,61 @@ TICK_COLUMNS = {
     "of the day in view",
 }
 
+_PROVENANCE_COLUMNS = {
+    "key_id": "the app key's id (a hash, never the key) whose session received the record",
+    "conn_id": "<run>/<connection> the frame came over",
+    "frame_seq": "journal line counter n of the frame (provenance, not an order)",
+}
+BOOK_COLUMNS = {
+    "code": "6-character KRX short code (MKSC_SHRN_ISCD)",
+    "venue": "whose book: KRX (H0STASP0), NXT (H0NXASP0) or UN, the unified book of both (H0UNASP0)",
+    "exchange_ts": "book time from the exchange, KST: the partition's day + BSOP_HOUR (1 s resolution)",
+    "receive_ts": "when the frame was received, KST (µs); the order the books arrived in",
+    "hour_cls_code": "HOUR_CLS_CODE as sent: 0 continuous trading; auctions and VIs otherwise",
+    **{f"ask{i}": f"ask price at level {i}, KRW (ASKP{i}); 0 = no order at that level" for i in range(1, 11)},
+    **{f"bid{i}": f"bid price at level {i}, KRW (BIDP{i}); 0 = no order at that level" for i in range(1, 11)},
+    **{f"ask_size{i}": f"shares offered at level {i} (ASKP_RSQN{i})" for i in range(1, 11)},
+    **{f"bid_size{i}": f"shares bid at level {i} (BIDP_RSQN{i})" for i in range(1, 11)},
+    "total_ask_size": "shares offered over all levels (TOTAL_ASKP_RSQN)",
+    "total_bid_size": "shares bid over all levels (TOTAL_BIDP_RSQN)",
+    "expected_price": "expected crossing price during an auction, KRW (ANTC_CNPR); 0 outside auctions",
+    "expected_qty": "expected crossing quantity during an auction (ANTC_CNQN)",
+    "acml_vol": "the venue's cumulative day volume when the book was sent (ACML_VOL)",
+    "krx_mid_price": "KRX midpoint order book price (KMID_PRC): NXT and unified books only, null on KRX's",
+    "krx_mid_total_size": "shares resting at the KRX midpoint (KMID_TOTAL_RSQN); null on KRX's book",
+    "krx_mid_cls_code": "KMID_CLS_CODE as sent; null on KRX's book",
+    "nxt_mid_price": "NXT midpoint order book price (NMID_PRC): NXT and unified books only, null on KRX's",
+    "nxt_mid_total_size": "shares resting at the NXT midpoint (NMID_TOTAL_RSQN); null on KRX's book",
+    "nxt_mid_cls_code": "NMID_CLS_CODE as sent; null on KRX's book",
+    **_PROVENANCE_COLUMNS,
+}
+EXPECTED_COLUMNS = {
+    "code": "6-character KRX short code (MKSC_SHRN_ISCD)",
+    "venue": "whose auction: KRX (H0STANC0), NXT (H0NXANC0) or UN (H0UNANC0)",
+    "exchange_ts": "time of the expected price, KST (BSOP_DATE + STCK_CNTG_HOUR: 1 s resolution)",
+    "receive_ts": "when the frame was received, KST (µs)",
+    "expected_price": "the price the auction would cross at now, KRW (STCK_PRPR of the expected-price layout)",
+    "change": "expected price minus the previous close, KRW, signed (PRDY_VRSS)",
+    "change_sign": "PRDY_VRSS_SIGN: 1 upper limit, 2 up, 3 unchanged, 4 lower limit, 5 down",
+    "change_rate": "change against the previous close, percent (PRDY_CTRT)",
+    "expected_volume": "the volume the auction would cross (ACML_VOL of the expected-price layout)",
+    "session_code": "NEW_MKOP_CLS_CODE as sent: which session the auction belongs to",
+    "halted": "TRHT_YN = Y: trading in the symbol is halted",
+    **_PROVENANCE_COLUMNS,
+}
+STATUS_COLUMNS = {
+    "receive_ts": "when the frame was received, KST (µs); the order the announcements arrived in",
+    "venue": "whose phase the record reports: the feed's venue, or on the unified feed the one EXCH_CLS_CODE names",
+    "feed": "the feed it came over: KRX (H0STMKO0), NXT (H0NXMKO0) or UN (H0UNMKO0)",
+    "code": "the code the feed was registered on (OBSERVER_TRACK_B_STATUS_CODE); null on the unified feed",
+    "halted": "TRHT_YN = Y: trading in the code is halted",
+    "phase_code": "MKOP_CLS_CODE: the venue's phase now (docs/kis-protocol.md §8.5 lists the codes)",
+    "next_phase_code": "ANTC_MKOP_CLS_CODE: the venue's next phase",
+    "trading_kind_code": "MRKT_TRTM_CLS_CODE: how the running phase matches orders",
+    "vi_code": "VI_CLS_CODE as sent: a volatility interruption of the code",
+    "record": "the record's fields joined with ^, exactly as received",
+    **_PROVENANCE_COLUMNS,
+}
 SAMPLE_COLUMNS = {
     **TICK_COLUMNS,
     "seq": "seq of the bucket's last trade (see track_b ticks)",

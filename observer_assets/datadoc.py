@@ -84,6 +84,36 @@ DATASETS: tuple[Dataset, ...] = (
         "observer_assets.catalog:TICK_COLUMNS",
     ),
     Dataset(
+        "track_b_unified",
+        "track_b_unified/date=YYYY-MM-DD/hour=THH/ticks.parquet",
+        "observer_assets.track_b.compaction_ticks:TICK_SCHEMA",
+        "observer_assets.catalog:TICK_COLUMNS",
+    ),
+    Dataset(
+        "track_b_nxt",
+        "track_b_nxt/date=YYYY-MM-DD/hour=THH/ticks.parquet",
+        "observer_assets.track_b.compaction_ticks:TICK_SCHEMA",
+        "observer_assets.catalog:TICK_COLUMNS",
+    ),
+    Dataset(
+        "track_b_books",
+        "track_b_books/date=YYYY-MM-DD/hour=THH/books.parquet",
+        "observer_assets.track_b.compaction_feeds:BOOK_SCHEMA",
+        "observer_assets.catalog:BOOK_COLUMNS",
+    ),
+    Dataset(
+        "track_b_expected",
+        "track_b_expected/date=YYYY-MM-DD/hour=THH/expected.parquet",
+        "observer_assets.track_b.compaction_feeds:EXPECTED_SCHEMA",
+        "observer_assets.catalog:EXPECTED_COLUMNS",
+    ),
+    Dataset(
+        "track_b_status",
+        "track_b_status/date=YYYY-MM-DD/hour=THH/status.parquet",
+        "observer_assets.track_b.compaction_feeds:STATUS_SCHEMA",
+        "observer_assets.catalog:STATUS_COLUMNS",
+    ),
+    Dataset(
         "track_b_sampled",
         "track_b_sampled/date=YYYY-MM-DD/hour=THH/sampled.parquet",
         "observer_assets.track_b.compaction_sampling:SAMPLE_SCHEMA",

@@ -31,6 +31,7 @@ import statistics
 from collections.abc import Iterable, Iterator
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pyarrow as pa
@@ -40,14 +41,30 @@ from observer_assets import catalog
 from observer_assets.orchestration.partitions import hour_key, parse_hour_key, track_b_hour_partitions
 from observer_assets.orchestration.runs import COMPACTION_POOL
 from observer_assets.track_b import journal as jr
-from observer_assets.track_b.compaction import DEFAULT_BUCKETS, SAMPLE_SCHEMA, TICK_SCHEMA, Outage, compact, sample
+from observer_assets.track_b.compaction import (
+    DEFAULT_BUCKETS,
+    SAMPLE_SCHEMA,
+    TICK_SCHEMA,
+    HourTables,
+    Outage,
+    compact_all,
+    sample,
+)
 from observer_resources import clock, events
 from observer_resources.calendar import KST
 from observer_resources.intervals import union_length
 from observer_resources.kis import protocol as p
 from observer_resources.kis.frames import Ack, parse_message
 from observer_resources.storage import lake
-from observer_resources.storage.layout import manifest_path, sampled_path, state_path, ticks_path
+from observer_resources.storage.layout import (
+    TRACK_B_TAPES,
+    feed_path,
+    manifest_path,
+    sampled_path,
+    state_path,
+    ticks_path,
+    venue_ticks_path,
+)
 
 # a connection with a frame this close to the hour end is alive through it (KIS sends a PINGPONG every ~10 s,
 # and the journal keeps every frame, so a live session is never silent this long)
@@ -283,21 +300,36 @@ def outages_of(gaps: Iterable[events.Gap]) -> list[Outage]:
 def compact_hour(
     root: Path,
     start: datetime,
-    prev_carry: dict | None,
+    prev_carry: dict[str, dict] | None,
     prev_slots: dict[str, list[str]] | None,
     outages: list[Outage] | None = None,
-) -> tuple[pa.Table, dict, dict[str, float], dict]:
-    """(ticks, compaction stats, slot seconds per symbol, state for the next hour) of one hour's journal;
-    ``outages`` default to the day's gap markers in ``root``'s event log."""
+) -> tuple[HourTables, dict[str, float], dict]:
+    """(every tape and feed of the hour, slot seconds per symbol, state for the next hour) of one hour's journal;
+    ``prev_carry`` is the previous hour's carry per trade TR; ``outages`` default to the day's gap markers in
+    ``root``'s event log."""
     end = start + timedelta(hours=1)
     if outages is None:
         outages = outages_of(events.gaps(root, start.date()))
     st = SlotTime(start, end, prev_slots)
     lines = st.feed(jr.read_journal(hour_segments(root, start)))
-    table, stats = compact(lines, day=start.date(), hour=start.hour, prev=prev_carry, outages=outages)
+    tables = compact_all(lines, day=start.date(), hour=start.hour, prev_by_tr=prev_carry, outages=outages)
     slot_s, at_end = st.finish()
-    state = {"hour": hour_key(start), "carry": stats["carry"], "open_slots": at_end, "acks": st.acks}
-    return table, stats, slot_s, state
+    carries = {tr: stats["carry"] for tr, (_, stats) in tables.tapes.items()}
+    for tr, c in (prev_carry or {}).items():  # a feed silent this hour keeps its carry for the next
+        carries.setdefault(tr, c)
+    state = {
+        "hour": hour_key(start),
+        "carry": carries.pop(p.TR_WS_TRADE),
+        "carry_by_tr": carries,
+        "open_slots": at_end,
+        "acks": st.acks,
+    }
+    return tables, slot_s, state
+
+
+def carries_of(state: dict) -> dict[str, dict]:
+    """Each trade TR's carry from a stored hour state (KRX's under ``carry``, as states always had it)."""
+    return {p.TR_WS_TRADE: state["carry"], **(state.get("carry_by_tr") or {})}
 
 
 def previous_state(
@@ -317,14 +349,14 @@ def previous_state(
             try:
                 s = json.loads(state_path(root, h).read_text(encoding="utf-8"))
                 if all("seq" in c for c in s["carry"].values()):
-                    carry, slots = s["carry"], s["open_slots"]
+                    carry, slots = carries_of(s), s["open_slots"]
                     break
             except (FileNotFoundError, ValueError, KeyError, AttributeError):
                 pass
         chain.append(h)
     for h in reversed(chain):  # oldest first, as an in-order run would have
-        _, _, _, s = compact_hour(local, h, carry, slots, outages)
-        carry, slots = s["carry"], s["open_slots"]
+        _, _, s = compact_hour(local, h, carry, slots, outages)
+        carry, slots = carries_of(s), s["open_slots"]
     if not earlier:
         how = "none (first hour of the day with journal data)"
     elif chain:
@@ -332,6 +364,35 @@ def previous_state(
     else:
         how = f"stored state of {hour_key(earlier[-1])}" if carry is not None else "none"
     return carry, slots, how
+
+
+def write_other_feeds(root: Path, start: datetime, tables: HourTables) -> dict[str, dict]:
+    """Write the hour's NXT and unified tapes and its book, expected-price and status rows, each to its dataset
+    (docs/data.md). A table with no rows is written only over an earlier file (a re-run that finds less must not
+    leave the old rows); the journal holding none of a feed writes nothing for it. Returns what was written."""
+    out: dict[str, dict] = {}
+    targets: list[tuple[str, pa.Table, Any]] = []
+    for tr in TRACK_B_TAPES:
+        got = tables.tapes.get(tr)
+        t = got[0] if got is not None else TICK_SCHEMA.empty_table()
+        targets.append((tr, t, venue_ticks_path(root, start, tr)))
+    for kind, t in tables.feeds.items():
+        targets.append((kind, t, feed_path(root, start, kind)))
+    for name, t, path in targets:
+        if t.num_rows == 0 and not path.exists():
+            continue
+        lake.write_table_atomic(path, t)
+        md: dict = {"rows": t.num_rows, "path": str(path)}
+        if name in TRACK_B_TAPES:
+            st = tables.tapes[name][1] if name in tables.tapes else {}
+            md.update(
+                symbols=st.get("symbols", 0),
+                duplicates_dropped=st.get("duplicates_dropped", 0),
+                volume_breaks=sum(b["count"] for b in st.get("vol_breaks", {}).values()),
+                missing_volume=st.get("missing_volume", 0),
+            )
+        out[name] = md
+    return out
 
 
 def _first_rx(table: pa.Table) -> dict[str, datetime]:
@@ -352,7 +413,10 @@ def _first_rx(table: pa.Table) -> dict[str, datetime]:
         "seq), the tick after a cumulative-volume break flagged 'gap' with the missing volume, the first tick "
         "after a reconnect or recorded outage flagged after_reconnect. day_open/day_high/day_low are the day's "
         "running values, not the trade's. Metadata: ticks, symbols, duplicates dropped, malformed frames, volume "
-        "breaks, record rate per slot, disconnected seconds. Partition key YYYY-MM-DDTHH (KST)."
+        "breaks, record rate per slot, disconnected seconds. The same run writes the hour's other feeds, when "
+        "subscribed (OBSERVER_TRACK_B_FEEDS): the unified and NXT tapes (track_b_unified, track_b_nxt, same columns "
+        "and rules), order books (track_b_books), expected prices (track_b_expected) and market status "
+        "(track_b_status); see other_feeds. Partition key YYYY-MM-DDTHH (KST)."
     ),
     metadata=catalog.definition_metadata(
         TICK_SCHEMA,
@@ -378,10 +442,12 @@ def track_b_ticks(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     day_gaps = events.gaps(local, start.date())
     outages = outages_of(day_gaps)
     carry, slots, prev_how = previous_state(root, start, local, outages)
-    table, stats, slot_s, state = compact_hour(local, start, carry, slots, outages)
+    hour_tables, slot_s, state = compact_hour(local, start, carry, slots, outages)
+    table, stats = hour_tables.tapes[p.TR_WS_TRADE]
 
     out = ticks_path(root, start)
     lake.write_table_atomic(out, table)
+    feeds_md = write_other_feeds(root, start, hour_tables)
     lake.write_json_atomic(state_path(root, start), state, compact=True)
 
     now = clock.now()
@@ -461,6 +527,7 @@ def track_b_ticks(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         "other_business_date": stats["other_business_date"],
         "previous_hour": prev_how,
         "journal_fingerprint": fp,
+        "other_feeds": dg.MetadataValue.json(feeds_md),
         **catalog.materialized(table.num_rows, out),
     }
     return dg.MaterializeResult(metadata={k: v for k, v in md.items() if v is not None})

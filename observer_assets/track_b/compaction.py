@@ -26,24 +26,28 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 import pyarrow as pa
 
+from observer_assets.track_b.compaction_feeds import FeedRows
 from observer_assets.track_b.compaction_quality import Outage, dedupe_and_flag
 from observer_assets.track_b.compaction_sampling import DEFAULT_BUCKETS, SAMPLE_SCHEMA, sample, upgrade_sampled_table
 from observer_assets.track_b.compaction_ticks import TICK_SCHEMA, TickBuilder, rx_us, seq_end, upgrade_ticks_table
 from observer_assets.track_b.journal_read import JournalLine
 from observer_resources.calendar import KST
 from observer_resources.kis import protocol as p
-from observer_resources.kis.frames import Malformed, ParseStats, TradeBatch, parse_message
+from observer_resources.kis.frames import FeedFrame, Malformed, OrderBookFrame, ParseStats, TradeBatch, parse_message
 
 __all__ = [
     "DEFAULT_BUCKETS",
     "SAMPLE_SCHEMA",
     "TICK_SCHEMA",
     "Outage",
+    "HourTables",
     "compact",
+    "compact_all",
     "sample",
     "seq_end",
     "upgrade_sampled_table",
@@ -61,7 +65,32 @@ def compact(
     prev: Mapping[str, Mapping] | None = None,
     outages: Sequence[Outage] = (),
 ) -> tuple[pa.Table, dict]:
-    """Every valid ``H0STCNT0`` record of the given journal lines, typed, de-duplicated, gap-flagged.
+    """KRX's tape of the hour: :func:`compact_all`'s ``H0STCNT0`` table and stats."""
+    hour_tables = compact_all(lines, day=day, hour=hour, prev_by_tr={p.TR_WS_TRADE: prev or {}}, outages=outages)
+    return hour_tables.tapes[p.TR_WS_TRADE]
+
+
+@dataclass
+class HourTables:
+    """One hour's journal, compacted: a tick table and its stats per trade TR (KRX's always present), and the
+    order-book, expected-price and market-status rows (``compaction_feeds``)."""
+
+    tapes: dict[str, tuple[pa.Table, dict]]
+    feeds: dict[str, pa.Table]
+
+
+def compact_all(
+    lines: Iterable[JournalLine],
+    *,
+    day: date,
+    hour: int,
+    prev_by_tr: Mapping[str, Mapping[str, Mapping]] | None = None,
+    outages: Sequence[Outage] = (),
+) -> HourTables:
+    """Every valid trade record of the given journal lines, per trade TR (``H0STCNT0``, ``H0NXCNT0``,
+    ``H0UNCNT0``: each venue's tape apart), plus the other feeds' rows.
+
+    For each tape: every valid record of the given journal lines, typed, de-duplicated, gap-flagged.
 
     ``lines`` are the lines of the hour's segment(s) (one per app key), as ``read_journal`` yields them; every
     tick of every line is kept whatever its receive time (lines received outside the hour — a clock step — are
@@ -70,13 +99,15 @@ def compact(
     recorded outages (session-wide gap markers) of the day, so that a tick after one is flagged ``after_reconnect``
     even when its connection id did not change.
 
-    Returns the table sorted by (code, acml_vol) and stats: ticks, symbols, per_code, duplicates_dropped,
-    acml_conflicts, vol_breaks {code: {count, missing_volume}}, gap_ticks, reconnect_flags, malformed frames
-    and records (counted by reason, first samples kept), bad journal lines, connections, carry.
+    Each tape's table is sorted by (code, acml_vol); its stats: ticks, symbols, per_code, duplicates_dropped,
+    acml_conflicts, vol_breaks {code: {count, missing_volume}}, gap_ticks, reconnect_flags, carry, and the
+    journal's own (shared by every tape): malformed frames and records (counted by reason, first samples kept),
+    bad journal lines, connections. ``prev_by_tr`` holds each tape's previous-hour carry.
     """
     start = datetime(day.year, day.month, day.day, hour, tzinfo=KST)
     end = start + timedelta(hours=1)
-    acc = TickBuilder()
+    accs: dict[str, TickBuilder] = {p.TR_WS_TRADE: TickBuilder()}
+    feed_rows = FeedRows(day)
     pstats = ParseStats()
     kinds: Counter = Counter()
     messages: Counter = Counter()
@@ -137,9 +168,12 @@ def compact(
             c["first_rx"] = rx
         msg = parse_message(ln.payload if ln.payload is not None else "", pstats)
         kind = type(msg)
-        if kind is TradeBatch and msg.tr_id == p.TR_WS_TRADE:
+        if kind is TradeBatch:
             if msg.records:
                 ml = ln.mitigation_level
+                acc = accs.get(msg.tr_id)
+                if acc is None:
+                    acc = accs[msg.tr_id] = TickBuilder()
                 acc.add(msg.records, (rx_us(rx), conn_id, ln.key_id, ln.n, None if ml is None else int(ml)))
                 c["ticks"] += len(msg.records)
                 for t in msg.records:
@@ -158,6 +192,13 @@ def compact(
                             "record": "^".join(r.raw)[:400],
                         }
                     )
+        elif kind is OrderBookFrame or kind is FeedFrame:
+            if msg.records:
+                add = feed_rows.add_books if kind is OrderBookFrame else feed_rows.add_feed
+                add(msg, rx_us(rx), conn_id, ln.key_id, ln.n)  # type: ignore[arg-type]
+            messages[f"{kind.__name__}:{msg.tr_id}"] += 1
+            for r in msg.rejected:
+                malformed[f"record:{r.reason}"] += 1
         elif kind is Malformed:
             malformed[f"frame:{msg.reason}"] += 1
             if len(samples) < SAMPLE_LIMIT:
@@ -175,34 +216,36 @@ def compact(
             tr = getattr(msg, "tr_id", "")
             messages[f"{kind.__name__}:{tr}" if tr else kind.__name__] += 1
 
-    table, fp = acc.table()
-    table, fp, stats = dedupe_and_flag(table, fp, prev or {}, outages)
-    stats.update(
-        {
-            "day": day.isoformat(),
-            "hour": hour,
-            "lines": sum(kinds.values()) + sum(bad_lines.values()),
-            "frames": frames,
-            "line_kinds": dict(kinds),
-            "other_messages": dict(messages),
-            "malformed": dict(malformed),
-            "malformed_frames": sum(v for k, v in malformed.items() if k.startswith("frame:")),
-            "malformed_records": sum(v for k, v in malformed.items() if k.startswith("record:")),
-            "malformed_samples": samples,
-            "bad_lines": dict(bad_lines),
-            "bad_line_samples": bad_samples,
-            "journal_recoveries": recovered,
-            "rx_outside_hour": rx_outside,
-            "other_business_date": other_date,
-            "parse": pstats.as_dict(),
-            "connections": [
-                {**c, "first_rx": c["first_rx"].isoformat(), "last_rx": c["last_rx"].isoformat()}
-                for c in sorted(conns.values(), key=lambda c: c["first_rx"])
-            ],
-            "between_connections_s": _between(conns),
-        }
-    )
-    return table, stats
+    shared = {
+        "day": day.isoformat(),
+        "hour": hour,
+        "lines": sum(kinds.values()) + sum(bad_lines.values()),
+        "frames": frames,
+        "line_kinds": dict(kinds),
+        "other_messages": dict(messages),
+        "malformed": dict(malformed),
+        "malformed_frames": sum(v for k, v in malformed.items() if k.startswith("frame:")),
+        "malformed_records": sum(v for k, v in malformed.items() if k.startswith("record:")),
+        "malformed_samples": samples,
+        "bad_lines": dict(bad_lines),
+        "bad_line_samples": bad_samples,
+        "journal_recoveries": recovered,
+        "rx_outside_hour": rx_outside,
+        "other_business_date": other_date,
+        "parse": pstats.as_dict(),
+        "connections": [
+            {**c, "first_rx": c["first_rx"].isoformat(), "last_rx": c["last_rx"].isoformat()}
+            for c in sorted(conns.values(), key=lambda c: c["first_rx"])
+        ],
+        "between_connections_s": _between(conns),
+    }
+    tapes: dict[str, tuple[pa.Table, dict]] = {}
+    for tr, acc in accs.items():
+        table, fp = acc.table()
+        table, fp, stats = dedupe_and_flag(table, fp, (prev_by_tr or {}).get(tr) or {}, outages)
+        stats.update(shared)
+        tapes[tr] = (table, stats)
+    return HourTables(tapes, feed_rows.tables())
 
 
 def _between(conns: dict[str, dict]) -> float:

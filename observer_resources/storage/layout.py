@@ -39,6 +39,10 @@ TRACK_A_RAW = "raw/track_a"  # the archive the tables derive from (JSON lines, u
 TRACK_B = "track_b"
 TRACK_B_SAMPLED = "track_b_sampled"
 TRACK_B_RESTORED = "track_b_restored"
+#: the tapes of the other trade feeds, one dataset each (same schema as track_b's KRX tape)
+TRACK_B_TAPES = {"H0NXCNT0": "track_b_nxt", "H0UNCNT0": "track_b_unified"}
+#: the other real-time feeds: dataset and file name per kind
+TRACK_B_FEEDS = {"books": "track_b_books", "expected": "track_b_expected", "status": "track_b_status"}
 TRACK_B_JOURNAL = ("raw", "track_b")  # the capture's durable journal (JSON lines per key and hour)
 GAPS = "gaps"
 GAP_REPORT_NAME = "gap_report.parquet"
@@ -113,6 +117,16 @@ def hour_dir(root: LakePath, start: datetime, dataset: str = TRACK_B) -> LakePat
 
 def ticks_path(root: LakePath, start: datetime) -> LakePath:
     return hour_dir(root, start) / "ticks.parquet"
+
+
+def venue_ticks_path(root: LakePath, start: datetime, tr_id: str) -> LakePath:
+    """The hour's tape of one trade feed: KRX's in ``track_b``, NXT's and the unified one in their own datasets."""
+    return hour_dir(root, start, TRACK_B_TAPES.get(tr_id, TRACK_B)) / "ticks.parquet"
+
+
+def feed_path(root: LakePath, start: datetime, kind: str) -> LakePath:
+    """The hour's rows of one feed kind (``books``, ``expected``, ``status``)."""
+    return hour_dir(root, start, TRACK_B_FEEDS[kind]) / f"{kind}.parquet"
 
 
 def sampled_path(root: LakePath, start: datetime) -> LakePath:

@@ -1,6 +1,6 @@
 """The capture across feeds and phases, as real processes on the KRX calendar's two-venue morning.
 
-One exchange plays 2026-12-01 from 08:58 to 09:02 at 20x (KRX's opening auction into the regular session, NXT's
+One exchange plays 2026-12-01 from 08:59 to 09:02 at 10x (KRX's opening auction into the regular session, NXT's
 break into its main session). Two captures run on it at once, each with its own app key:
 
 * with ``OBSERVER_TRACK_B_FEEDS=trades:UN,book:KRX,expected:KRX,status:KRX,status:NXT`` each symbol costs three
@@ -17,10 +17,12 @@ import itertools
 import logging
 import re
 from collections import Counter, defaultdict
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 import dagster as dg
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
 import pytest
 
 from local_exchange.server import run_sim_process
@@ -36,9 +38,9 @@ from observer_resources.kis import protocol as p
 from observer_resources.kis.frames import FeedFrame, OrderBookFrame, TradeBatch, parse_message
 from track_b.test_capture import capture_env, captures, key_id_of, read_status, start, wait_for  # noqa: F401 - fixture
 
-SPEED = 20
+SPEED = 10
 DAY = "2026-12-01"
-T0 = datetime(2026, 12, 1, 8, 58, tzinfo=KST)
+T0 = datetime(2026, 12, 1, 8, 59, tzinfo=KST)
 UNTIL = datetime(2026, 12, 1, 9, 2, tzinfo=KST)
 FEEDS = "trades:UN,book:KRX,expected:KRX,status:KRX,status:NXT"
 _creds = itertools.count(7400)
@@ -87,7 +89,7 @@ def test_feeds_per_symbol_status_check_and_a_disagreeing_table(
     rows = sim.admin("listings", params={"order": "activity", "limit": "80"})["listings"]
     codes = [r["code"] for r in rows if not r["halted"] and r["code"] in members][:13]
     assert len(codes) == 13 and "005930" in members
-    for code in codes:  # the day's tapes, generated now rather than by the first trade at 20x
+    for code in codes:  # the day's tapes, generated now rather than by the first trade at 10x
         sim.admin(
             "truth/ticks", params={"code": code, "day": "20261201", "venue": "UN", "records": "0", "to": "090100"}
         )
@@ -157,35 +159,70 @@ def test_feeds_per_symbol_status_check_and_a_disagreeing_table(
     assert seen and {e["venue"] for e in seen} == {"NXT"}
     first = seen[0]
     assert first["phase_code"] == "20" and first["table_phases"] == ["none"]
-    # recorded as the exchange's record of NXT's main session arrived (the exchange sends it at 09:00:30 or, busy
-    # generating the day's first NXT trades, a little later)
+    # recorded when the exchange's record of NXT's main session arrived (sent at 09:00:30 or, the exchange busy
+    # with the open, a little later)
     truth = sim.admin("truth/feed", params={"appkey": creds[0], "tr_id": p.TR_WS_STATUS_NXT, "code": "005930"})
     (sent,) = [datetime.fromisoformat(e["sent_at_sim"]) for e in truth["entries"] if e["record"][3] == "20"]
     at = datetime.fromisoformat(first["timestamp"])
-    assert datetime(2026, 12, 1, 9, 0, 30, tzinfo=KST) <= sent <= at <= sent + timedelta(seconds=2 * SPEED)
+    assert datetime(2026, 12, 1, 9, 0, 30, tzinfo=KST) <= sent <= at < UNTIL
     assert read_status(data)["keys"][key]["calendar_disagreements"] == len(seen)
     assert Counter(e["venue"] for e in read_events(data, at.date()) if e["event_type"] == "phase_change") == {
         "KRX": 2,
         "NXT": 2,
     }
 
-    # --- the disagreement is an alert: the hour's check fails when the compaction materializes the hour ------
-    monkeypatch.setenv("OBSERVER_DATA_DIR", str(data))
-    monkeypatch.setenv("OBSERVER_CALENDAR", "krx")
+    # --- compacted by the hour's asset: each venue's tape, books, expected prices, phases; the disagreement alerts
     for k in (alerts.WEBHOOK_ENV, alerts.CHAT_ID_ENV):
         monkeypatch.delenv(k, raising=False)
-    with dg.instance_for_test() as inst:
-        cursor = sensors.check_failure_alerts.evaluate_tick(dg.build_sensor_context(instance=inst)).cursor
-        verdicts = {}
-        for hour in ("2026-12-01T08", "2026-12-01T09"):
-            inst.add_dynamic_partitions("track_b_hour", [hour])
-            res = dg.materialize(
-                [track_b_ticks, track_b_phases_agree], partition_key=hour, instance=inst, raise_on_error=True
-            )
-            (ev,) = res.get_asset_check_evaluations()
-            verdicts[hour] = (ev.passed, ev.metadata["disagreements"].value, ev.metadata["phase_changes"].value)
-        assert verdicts == {"2026-12-01T08": (True, 0, 2), "2026-12-01T09": (False, len(seen), 2)}
-        with caplog.at_level(logging.ERROR, logger="observer.alerts"):
-            sensors.check_failure_alerts.evaluate_tick(dg.build_sensor_context(instance=inst, cursor=cursor))
-        (alert,) = [r.getMessage() for r in caplog.records if "check FAILED" in r.getMessage()]
-        assert "track_b_phases_agree, partition 2026-12-01T09" in alert and "NXT" in alert
+    monkeypatch.setenv("OBSERVER_CALENDAR", "krx")
+    verdicts: dict[str, dict] = {}
+    alert_texts: list[str] = []
+    for name in ("agree", "late"):
+        data = runs[name][1]
+        monkeypatch.setenv("OBSERVER_DATA_DIR", str(data))
+        with dg.instance_for_test() as inst:
+            cursor = sensors.check_failure_alerts.evaluate_tick(dg.build_sensor_context(instance=inst)).cursor
+            for hour in ("2026-12-01T08", "2026-12-01T09"):
+                inst.add_dynamic_partitions("track_b_hour", [hour])
+                res = dg.materialize([track_b_ticks, track_b_phases_agree], partition_key=hour, instance=inst)
+                (ev,) = res.get_asset_check_evaluations()
+                md = ev.metadata
+                verdicts.setdefault(name, {})[hour] = (ev.passed, md["disagreements"].value, md["phase_changes"].value)
+            caplog.clear()
+            with caplog.at_level(logging.ERROR, logger="observer.alerts"):
+                sensors.check_failure_alerts.evaluate_tick(dg.build_sensor_context(instance=inst, cursor=cursor))
+            alert_texts += [r.getMessage() for r in caplog.records if "check FAILED" in r.getMessage()]
+    assert verdicts == {
+        "agree": {"2026-12-01T08": (True, 0, 2), "2026-12-01T09": (True, 0, 2)},
+        "late": {"2026-12-01T08": (True, 0, 2), "2026-12-01T09": (False, len(seen), 2)},
+    }
+    (alert,) = alert_texts
+    assert "track_b_phases_agree, partition 2026-12-01T09" in alert and "NXT" in alert
+
+    # a trader reads the lake with pyarrow alone (Hive partitions): one symbol's unified tape, its books, phases
+    data = runs["agree"][1]
+    code = codes[0]
+    tape = ds.dataset(data / "track_b_unified", partitioning="hive").to_table(filter=pc.field("code") == code)
+    tape = tape.sort_by("seq")
+    sent = sim.admin("truth/sent", params={"appkey": runs["agree"][0][0], "code": code, "tr_id": p.TR_WS_TRADE_UN})
+    assert tape["acml_vol"].to_pylist() == [e["acml_vol"] for e in sent["entries"]] and tape.num_rows > 10
+    assert set(tape["quality_flag"].to_pylist()) <= {"ok"} and tape["seq"].to_pylist() == list(
+        range(1, tape.num_rows + 1)
+    )
+    krx = ds.dataset(data / "track_b", partitioning="hive").to_table()
+    assert krx.num_rows == 0, "no KRX trade feed was registered: its tape is empty, not missing"
+    books = ds.dataset(data / "track_b_books", partitioning="hive").to_table()
+    assert set(books["code"].to_pylist()) == set(codes) and set(books["venue"].to_pylist()) == {"KRX"}
+    assert (
+        books.num_rows == sum(len(m.records) for _, m in by_tr[p.TR_WS_ORDERBOOK])
+        and pc.all(pc.greater(books["ask1"], 0)).as_py()
+    )
+    exp = ds.dataset(data / "track_b_expected", partitioning="hive").to_table()
+    assert exp.num_rows == len(expected) and pc.max(exp["exchange_ts"]).as_py() < auction_end
+    status_rows = ds.dataset(data / "track_b_status", partitioning="hive").to_table().sort_by("receive_ts")
+    assert list(zip(status_rows["venue"].to_pylist(), status_rows["phase_code"].to_pylist())) == [
+        ("KRX", "12"),
+        ("NXT", "00"),
+        ("KRX", "20"),
+        ("NXT", "20"),
+    ]

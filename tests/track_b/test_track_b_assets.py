@@ -233,7 +233,7 @@ def test_hours_compact_to_typed_parquet_with_the_metadata_in_any_order(scenario,
     try:
         carry, _, how = previous_state(data, at(11))
         assert how == "recomputed from the journal of 2026-03-10T10"
-        assert carry[a]["seq"] == max(t10.filter(pc.equal(t10["code"], a))["seq"].to_pylist())
+        assert carry["H0STCNT0"][a]["seq"] == max(t10.filter(pc.equal(t10["code"], a))["seq"].to_pylist())
     finally:
         st.write_text(saved)
     assert m11["unchecked_first_ticks"].value == 0
@@ -313,7 +313,8 @@ def test_names_are_pinned():
             continue
         assert isinstance(pd, dg.DynamicPartitionsDefinition) and pd.name == "track_b_hour"
     assert sorted(f"{c.asset_key.to_user_string()}:{c.name}" for c in graph.asset_check_keys) == [
-        "track_b_ticks:track_b_losses_are_explained"
+        "track_b_ticks:track_b_losses_are_explained",
+        "track_b_ticks:track_b_phases_agree",
     ]
     repo = defs.get_repository_def()
     assert sorted(j.name for j in repo.get_all_jobs() if not j.name.startswith("__")) == [
