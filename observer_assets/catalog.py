@@ -366,7 +366,8 @@ GAP_COLUMNS = {
     "restored_from": "the KIS endpoint(s) the restoring rows came from; null unless restored",
     "source_files": "JSON list of the files the row was derived from",
     "venue": "whose data the row is about: KRX, NXT or unified (a Track A symbol's quote at the slot; KRX+unified for "
-    "a whole slot that quoted both); Track B rows KRX (the capture's trade feed); null in reports written before",
+    "a whole slot that quoted both); a Track B loss or silence its tape (KRX, unified, NXT); other capture rows "
+    "KRX; null in reports written before",
     "phase": "each of those venues' phase at the row's instant (a Track A slot, else the gap's start), VENUE:name "
     "joined by +, e.g. KRX:regular or KRX:regular+NXT:main; break between phases, closed outside them",
 }

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -232,7 +232,8 @@ def _verdict_table(inp: DayInputs, rules: list[dict[str, Any]], anomaly_day: boo
 
 def _place(row: dict[str, Any], inp: DayInputs) -> None:
     """The venue and phase a row is about. A Track A row: its symbol's quote at the slot (or every kind the slot
-    quoted), at the slot instant. Every other row is about the capture, KRX's trade feed, at the row's start."""
+    quoted), at the slot instant. A Track B row of another tape names it; every other row is about the capture,
+    KRX's trade feed, at the row's start."""
     if row["kind"].startswith("track_a"):
         at = row["slot_ts"]
         markets = inp.slot_universe.get(at) if at is not None else None
@@ -242,7 +243,7 @@ def _place(row: dict[str, Any], inp: DayInputs) -> None:
             kinds = {VENUE_OF_MARKET[m] for m in (markets or {"": "J"}).values()}
             venue = "+".join(v for v in ("KRX", "NXT", "unified") if v in kinds)
     else:
-        at, venue = row["start"] or row["slot_ts"], "KRX"
+        at, venue = row["start"] or row["slot_ts"], row["venue"] or "KRX"
     row["venue"] = venue
     row["phase"] = phase_label(inp.phases, venue, as_kst(at)) if at is not None else None
 
@@ -252,6 +253,12 @@ def detect(inp: DayInputs, th: Thresholds = Thresholds()) -> Report:
     a_rows, coverage = track_a_rows(inp, th)
     wins, marker_rows, ignored = connection_windows(inp, th)
     b_rows, b_stats, continuity = track_b_rows(inp, wins, th)
+    if inp.venue_ticks:
+        b_stats["venues"] = {}
+    for venue, table in inp.venue_ticks.items():  # each tape judged by its own cumulative volume
+        v_rows, v_stats, _ = track_b_rows(replace(inp, ticks=table, restored_ticks=None), wins, th, venue)
+        b_rows += v_rows
+        b_stats["venues"][venue] = v_stats
     judge_windows(wins, continuity, inp.today)
     for w in wins:
         if w.row["status"] is None:

@@ -189,6 +189,8 @@ class DayInputs:
     slot_universe: Mapping[datetime, Mapping[str, str]] = field(default_factory=dict)
     #: every venue's phases of the day (the calendar's), for the venue and phase each row is about
     phases: Sequence[Phase] = ()
+    #: the other tapes Track B streamed (``unified``, ``NXT``), each judged like ``ticks`` by its own volume
+    venue_ticks: Mapping[str, pa.Table] = field(default_factory=dict)
 
     def universe_at(self, slot: datetime) -> Sequence[str]:
         """The codes slot ``slot`` should hold."""

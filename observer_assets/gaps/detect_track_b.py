@@ -159,11 +159,60 @@ def _severity_silence(s: float, th: Thresholds) -> str:
     return "critical" if s >= th.silence_s[2] else "major" if s >= th.silence_s[1] else "minor"
 
 
+#: phase kinds in which a trade tape prints trades at any moment; in the others (auctions, periodic auctions)
+#: and in the breaks between phases it is silent by design, so quiet time there is no silence
+_TRADING_KINDS = frozenset({"continuous", "closing_price"})
+_TAPE_VENUES = {"KRX": ("KRX",), "NXT": ("NXT",), "unified": ("KRX", "NXT")}
+
+
+def trading_spans(inp: DayInputs, venue: str) -> list[tuple[int, int]] | None:
+    """When the ``venue`` tape can print at any moment (µs spans, merged), from the day's phases; None when the
+    inputs carry no phases (every quiet time then counts)."""
+    if not inp.phases:
+        return None
+    venues = _TAPE_VENUES.get(venue, (venue,))
+    spans = sorted((_us(p.start), _us(p.end)) for p in inp.phases if p.venue in venues and p.kind in _TRADING_KINDS)
+    out: list[tuple[int, int]] = []
+    for a, b in spans:
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
+
+
+def _cut(pieces: list[tuple[int, int]], a: int, b: int) -> list[tuple[int, int]]:
+    """``pieces`` without the span (a, b)."""
+    out = []
+    for pa_, pb_ in pieces:
+        if b <= pa_ or a >= pb_:
+            out.append((pa_, pb_))
+            continue
+        if a > pa_:
+            out.append((pa_, a))
+        if b < pb_:
+            out.append((b, pb_))
+    return out
+
+
+def _within(pieces: list[tuple[int, int]], spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """``pieces`` cut to ``spans``."""
+    out = []
+    for pa_, pb_ in pieces:
+        for a, b in spans:
+            lo, hi = max(pa_, a), min(pb_, b)
+            if hi > lo:
+                out.append((lo, hi))
+    return out
+
+
 def track_b_rows(
-    inp: DayInputs, wins: list[Window], th: Thresholds
+    inp: DayInputs, wins: list[Window], th: Thresholds, venue: str = "KRX"
 ) -> tuple[list[dict], dict[str, Any], Continuity | None]:
-    """Loss and silence rows, tick stats and the ticks' continuity (None without live ticks); a loss inside a window
-    goes into that window's row instead."""
+    """Loss and silence rows of one tape (``inp.ticks``: KRX's, or the ``unified`` / ``NXT`` one), tick stats and
+    the ticks' continuity (None without live ticks); a loss inside a window goes into that window's row instead.
+    Each tape is judged by its own cumulative volume; silences count only while the tape's venues trade."""
+    tag = "" if venue == "KRX" else venue  # other tapes' ids and window losses carry their venue
     t = inp.ticks
     stats: dict[str, Any] = {
         "ticks": 0,
@@ -247,7 +296,7 @@ def track_b_rows(
         return [w for w in win_arr if w.a < b and w.b > a and (w.key is None or key is None or w.key == key)]
 
     rows: list[dict] = []
-    tb_files = list(inp.files.get("track_b", ()))
+    tb_files = list(inp.files.get("track_b" if not tag else f"track_b:{venue}", ()))
     unexplained = np.zeros(len(same), dtype=bool)  # losses outside any window: where the quiet time was is unknown
     # losses: the cumulative-volume identity broken between consecutive ticks of a code
     for j in np.flatnonzero(same & (missing > 0)):
@@ -275,7 +324,10 @@ def track_b_rows(
             unexplained[j] = True
         if ws:
             w = ws[0]
-            agg = w.losses.setdefault(code, {"missing_volume": 0, "missing_trades": 0, "breaks": 0, "restored": True})
+            agg = w.losses.setdefault(
+                f"{code}@{venue}" if tag else code,
+                {"missing_volume": 0, "missing_trades": 0, "breaks": 0, "restored": True},
+            )
             agg["missing_volume"] += mv
             agg["missing_trades"] += mt or 0
             agg["breaks"] += 1
@@ -286,7 +338,7 @@ def track_b_rows(
         secs = (b - a) / 1e6
         rows.append(
             make_row(
-                gap_id=make_id("track_b_loss", code, a, int(acml[i1])),
+                gap_id=make_id("track_b_loss", code, a, int(acml[i1]), *([tag] if tag else [])),
                 kind="track_b_loss",
                 scope="scalp",
                 symbol=code,
@@ -302,31 +354,25 @@ def track_b_rows(
                 evidence=loss,
                 restorable=rst_from is not None or inp.today,
                 restore_how="conclusions",
+                venue=venue,
                 status="restored" if rst_from else ("open" if inp.today else "unrecoverable"),
                 restored_from=rst_from,
                 source_files=tb_files,
             )
         )
-    # silences: quiet time between consecutive ticks, minus connection-wide gaps, never across a release
+    # silences: quiet time between consecutive ticks while the tape's venues trade, minus connection-wide gaps,
+    # never across a release
     lo = int(th.silence_s[0] * 1e6)
+    trading = trading_spans(inp, venue)
     for j in np.flatnonzero(same & (dt >= lo) & ~unexplained):
         i1 = j + 1
         code = names[code_i[i1]]
         a, b = int(rx[j]), int(rx[i1])
         if _spans(unhold, code, a, b):
             continue
-        pieces = [(a, b)]
+        pieces = [(a, b)] if trading is None else _within([(a, b)], trading)
         for w in windows_over(a, b, key_of(i1)):
-            nxt = []
-            for pa_, pb_ in pieces:
-                if w.b <= pa_ or w.a >= pb_:
-                    nxt.append((pa_, pb_))
-                    continue
-                if w.a > pa_:
-                    nxt.append((pa_, w.a))
-                if w.b < pb_:
-                    nxt.append((w.b, pb_))
-            pieces = nxt
+            pieces = _cut(pieces, w.a, w.b)
         for pa_, pb_ in pieces:
             s = (pb_ - pa_) / 1e6
             if s < th.silence_s[0]:
@@ -334,7 +380,7 @@ def track_b_rows(
             stats["silences"] += 1
             rows.append(
                 make_row(
-                    gap_id=make_id("track_b_silence", code, pa_),
+                    gap_id=make_id("track_b_silence", code, pa_, *([tag] if tag else [])),
                     kind="track_b_silence",
                     scope="scalp",
                     symbol=code,
@@ -353,6 +399,7 @@ def track_b_rows(
                     restorable=False,
                     status="info",
                     source_files=tb_files,
+                    venue=venue,
                 )
             )
     return rows, stats, Continuity(code_i, names, acml, qty, rx)

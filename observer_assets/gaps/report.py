@@ -32,11 +32,20 @@ from observer_resources.calendar import KST
 from observer_resources.storage import lake
 from observer_resources.storage.layout import TRACK_A as TRACK_A
 from observer_resources.storage.layout import TRACK_A_FAILURES as FAILURES
-from observer_resources.storage.layout import anomaly_path, restored_path, slot_dir, slot_label, tick_files
+from observer_resources.storage.layout import (
+    TRACK_B_TAPES,
+    anomaly_path,
+    restored_path,
+    slot_dir,
+    slot_label,
+    tick_files,
+)
 
 TRACK_A_ASSET = dg.AssetKey("track_a_snapshot")
 TRACK_A_JOB = "track_a_job"
 SNAP_COLS = ["code", "source", "restored_from", "fetched_at"]
+#: the gap report's name for each other tape's venue (its rows' ``venue``)
+VENUE_OF_TAPE = {"H0NXCNT0": "NXT", "H0UNCNT0": "unified"}
 TICK_COLS = ["code", "receive_ts", "acml_vol", "qty", "buy_cnt", "sell_cnt", "key_id"]
 OPTIONAL_TICK_COLS = ["source", "restored_from"]
 
@@ -161,6 +170,14 @@ def load_day(
         files[f"slot:{label}"] = have
     tpaths = tick_files(root, day)
     files["track_b"] = [str(p) for p in tpaths]
+    venue_ticks = {}
+    for tr, dataset in TRACK_B_TAPES.items():
+        vpaths = tick_files(root, day, dataset)
+        table = read_ticks(vpaths)
+        if table is not None:
+            venue = VENUE_OF_TAPE[tr]
+            venue_ticks[venue] = table
+            files[f"track_b:{venue}"] = [str(p) for p in vpaths]
     rp = restored_path(root, day)
     restored = None
     if rp.exists():
@@ -183,6 +200,7 @@ def load_day(
         snapshots=snaps,
         failures=fails,
         ticks=read_ticks(tpaths),
+        venue_ticks=venue_ticks,
         restored_ticks=restored,
         gap_markers=events.gaps_from(ev.records),
         events=ev.records,

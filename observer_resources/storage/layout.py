@@ -141,8 +141,9 @@ def state_path(root: LakePath, start: datetime) -> LakePath:
     return hour_dir(root / META, start) / "state.json"
 
 
-def tick_files(root: Path, day: date) -> list[Path]:
-    return sorted((root / TRACK_B / f"date={day.isoformat()}").glob("hour=T*/ticks.parquet"))
+def tick_files(root: Path, day: date, dataset: str = TRACK_B) -> list[Path]:
+    """The day's hourly tick files of one tape (``track_b``: KRX's; a value of ``TRACK_B_TAPES`` for the others)."""
+    return sorted((root / dataset / f"date={day.isoformat()}").glob("hour=T*/ticks.parquet"))
 
 
 def restored_path(root: LakePath, day: date) -> LakePath:

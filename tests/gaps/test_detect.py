@@ -329,3 +329,41 @@ def test_a_phase_is_named_where_it_runs_ends_or_pauses() -> None:
     assert phase_label(phases, "KRX", at(15, 35)) == "break"
     assert phase_label(phases, "NXT", at(8, 55)) == "break"
     assert phase_label(phases, "KRX", at(7, 0)) == phase_label(phases, "unified", at(21, 0)) == "closed"
+
+
+def test_each_tape_is_judged_by_its_own_volume_and_quiet_breaks_are_not_silences() -> None:
+    """KRX's tape, the unified one and NXT's, on a day with phases: a lost unified trade is a loss of the unified
+    tape (its own id and venue) while KRX's tape of the same code is whole; quiet time in a break between phases
+    or in an auction is no silence, the same quiet time inside a continuous phase is."""
+    from observer_resources.calendar.market import MarketCalendar
+
+    phases = MarketCalendar().phases(DAY)  # KRX 08:30-09:00 auction, 09:00-15:20 regular; NXT break 08:50-09:00:30
+    krx = ticks([*busy("000020", at(9, 30), 60), ("000020", at(9, 31, 30), 10)])  # 29 s quiet in the session
+    unified = ticks(
+        [*busy("000020", at(9, 30), 60), ("000020", at(9, 31, 30), 10)],
+        drop={30},  # one unified trade lost
+    )
+    nxt = ticks(
+        [
+            ("000030", at(8, 49, 55), 5),  # NXT's pre-market ends 08:50
+            ("000030", at(9, 0, 31), 5),  # its main session opens 09:00:30: 10 min of break, no silence
+            ("000030", at(9, 1, 0), 5),  # 29 s quiet in the main session: a silence
+        ]
+    )
+    quiet_auction = ticks([("000040", at(8, 31), 5), ("000040", at(9, 0), 5)], key="k1")  # KRX's opening auction
+    krx = pa.concat_tables([krx, quiet_auction])
+    rep = detect(inputs(phases=phases, as_of=at(10, 0), ticks=krx, venue_ticks={"unified": unified, "NXT": nxt}))
+    rows = rep.rows.to_pylist()
+    losses = [(r["venue"], r["symbol"], r["missing_volume"]) for r in rows if r["kind"] == "track_b_loss"]
+    assert losses == [("unified", "000020", 10)]
+    silences = sorted((r["venue"], r["symbol"], r["start"], r["end"]) for r in rows if r["kind"] == "track_b_silence")
+    assert silences == [
+        ("KRX", "000020", at(9, 30, 59), at(9, 31, 30)),
+        ("NXT", "000030", at(9, 0, 31), at(9, 1, 0)),
+        ("unified", "000020", at(9, 30, 59), at(9, 31, 30)),
+    ]
+    assert {r["phase"] for r in rows if r["kind"].startswith("track_b")} >= {"KRX:regular", "NXT:main"}
+    ids = [r["gap_id"] for r in rows]
+    assert len(ids) == len(set(ids))
+    assert rep.summary["track_b"]["venues"]["unified"]["losses"] == 1
+    assert rep.summary["track_b"]["venues"]["NXT"]["silences"] == 1
