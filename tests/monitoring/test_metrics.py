@@ -515,6 +515,7 @@ def test_calendar_gates_at_fixed_instants(tmp_path):
     """KRX: a holiday, night, a normal session, the year's late first open, and the CSAT day's late session."""
     from observer_assets.monitoring.metrics import collect_text
     from observer_resources.calendar import session
+    from observer_resources.calendar.market import calendar_from_env
 
     env = {"OBSERVER_DATA_DIR": str(tmp_path / "data"), "OBSERVER_CALENDAR": "krx"}
 
@@ -578,6 +579,28 @@ def test_calendar_gates_at_fixed_instants(tmp_path):
     }
     # a wall clock in another zone is the same instant
     assert gates("2025-11-14T01:00:00+00:00")["market_open"] == 1
+
+    # the two-venue day: both windows follow the venues' phases, so a late open moves them and a holiday has none
+    env.update(OBSERVER_TRACK_A_WINDOW="08:00-20:00", OBSERVER_TRACK_B_WINDOW="phases")
+    assert gates("2026-12-01T08:05:00+09:00") == {  # NXT's pre-market
+        "trading_day": 1,
+        "market_open": 0,
+        "track_a_window_open": 1,
+        "track_b_window_open": 1,
+        "track_a_slots_expected": 1,
+    }
+    assert gates("2026-12-01T19:55:00+09:00")["track_b_window_open"] == 1  # both after-markets to 20:00
+    assert gates("2026-12-01T20:00:00+09:00")["track_b_window_open"] == 0
+    first_phase = min(p.start for p in calendar_from_env(env).phases(date(2026, 11, 19)))
+    assert first_phase.hour >= 9  # CSAT day: the table starts the day late
+    assert gates("2026-11-19T08:30:00+09:00") == {
+        "trading_day": 1,
+        "market_open": 0,
+        "track_a_window_open": 0,
+        "track_b_window_open": 0,
+        "track_a_slots_expected": 0,
+    }
+    assert gates("2026-12-25T10:00:00+09:00")["track_b_window_open"] == 0  # Christmas
 
 
 def test_folding_finished_processes_keeps_every_count(tmp_path):
