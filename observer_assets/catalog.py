@@ -329,7 +329,8 @@ GAP_COLUMNS = {
     "kind": "track_a_missing_slot (no live rows past the 2-minute grace), track_a_missing_symbol (a universe "
     "symbol absent from a slot's live rows), track_a_late (live rows, first fetched after the grace), track_b_loss "
     "(trades proven lost by a cumulative-volume break outside any window), track_b_silence (no trade for >= 10 s "
-    "while connected: not a loss), ws_disconnect, capture_restart, manual_stop (connection-wide windows from the "
+    "while connected: not a loss), track_b_phase_missing (a phase of the Track B window no capture ran through), "
+    "ws_disconnect, capture_restart, manual_stop (connection-wide windows from the "
     "capture's gap markers), rate_limit (EGW00201 rejections: a notice)",
     "scope": "swing (Track A), scalp (Track B) or all",
     "symbol": "the symbol of a per-symbol row; null for slot- or connection-wide rows",

@@ -53,6 +53,7 @@ from observer_assets.gaps.detect_common import (
     make_row,
     phase_label,
 )
+from observer_assets.gaps.detect_phases import missing_phase_rows
 from observer_assets.gaps.detect_track_a import track_a_rows
 from observer_assets.gaps.detect_track_b import Window, connection_windows, judge_windows, track_b_rows
 from observer_assets.track_a.snapshot import VENUE_OF_MARKET
@@ -263,7 +264,9 @@ def detect(inp: DayInputs, th: Thresholds = Thresholds()) -> Report:
     for w in wins:
         if w.row["status"] is None:
             w.row["status"] = "open" if inp.today else "unrecoverable"
-    rows = a_rows + marker_rows + [w.row for w in wins] + b_rows + _rate_limit_events(inp)
+    marked = [(w.row["start"], w.row["end"] or as_kst(inp.as_of)) for w in wins]
+    rows = a_rows + marker_rows + [w.row for w in wins] + b_rows + missing_phase_rows(inp, marked)
+    rows += _rate_limit_events(inp)
     for r in rows:
         _place(r, inp)
     rows.sort(key=lambda r: (r["start"] or r["slot_ts"], r["kind"], r["symbol"] or ""))

@@ -92,6 +92,7 @@ KINDS = (
     "track_a_late",
     "track_b_loss",
     "track_b_silence",
+    "track_b_phase_missing",
     "ws_disconnect",
     "capture_restart",
     "manual_stop",
@@ -191,6 +192,8 @@ class DayInputs:
     phases: Sequence[Phase] = ()
     #: the other tapes Track B streamed (``unified``, ``NXT``), each judged like ``ticks`` by its own volume
     venue_ticks: Mapping[str, pa.Table] = field(default_factory=dict)
+    #: the configured Track B window of the day (KRX calendar only): a phase in it no capture ran through is a gap
+    track_b_window: tuple[datetime, datetime] | None = None
 
     def universe_at(self, slot: datetime) -> Sequence[str]:
         """The codes slot ``slot`` should hold."""

@@ -11,6 +11,7 @@ one is given: when each slot's run was created and began is the evidence of a la
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from datetime import date, datetime, time
 from pathlib import Path
@@ -26,9 +27,11 @@ from observer_assets.gaps.detect_common import upgrade_gap_report_table as upgra
 from observer_assets.orchestration.partitions import calendar, slot_key
 from observer_assets.orchestration.runs import BACKFILL_TAGS, LATE_TAG
 from observer_assets.track_a.venues import slot_markets
+from observer_assets.track_b.window import track_b_window, window_text_from_env
 from observer_assets.universe.dataset import latest_universe_before, read_universe
 from observer_resources import clock, events
 from observer_resources.calendar import KST
+from observer_resources.calendar.market import MarketCalendar
 from observer_resources.storage import lake
 from observer_resources.storage.layout import TRACK_A as TRACK_A
 from observer_resources.storage.layout import TRACK_A_FAILURES as FAILURES
@@ -201,6 +204,7 @@ def load_day(
         failures=fails,
         ticks=read_ticks(tpaths),
         venue_ticks=venue_ticks,
+        track_b_window=_track_b_window(cal, day),
         restored_ticks=restored,
         gap_markers=events.gaps_from(ev.records),
         events=ev.records,
@@ -210,6 +214,14 @@ def load_day(
         files={**files, "universe": [uni_note]},
         events_unreadable={"bad_lines": ev.bad_count, "torn_lines": ev.torn_count, "where": ev.problems(20)},
     )
+
+
+def _track_b_window(cal: MarketCalendar, day: date) -> tuple[datetime, datetime] | None:
+    """The day's configured Track B window on the KRX calendar (the demo calendar's whole day is not judged)."""
+    if cal.mode != "krx":
+        return None
+    w = track_b_window(day, cal, window_text_from_env(os.environ))
+    return (w.start, w.end) if w is not None else None
 
 
 def build_report(

@@ -313,6 +313,48 @@ def test_without_the_capture_events_a_window_may_have_lost_data(sim_clock):
     assert "more codes" in json.loads(rows[g2]["evidence"])["subscribed"]["basis"]
 
 
+@pytest.mark.env(OBSERVER_TRACK_B_WINDOW="phases")
+def test_a_phase_no_capture_ran_through_is_a_gap_of_its_own(sim_clock, monkeypatch):
+    """On the two-venue day the capture starts at 10:00 (its window opened at 08:00) and stops at 12:00 as planned
+    by someone who set --until: every phase piece of the window before 10:00 and after 12:00 (up to the report's
+    as-of time) is a ``track_b_phase_missing`` row naming its venue and phase, whole phases critical."""
+    day = date(2026, 12, 1)
+    root = lake.data_dir()
+    put_universe(root, day)
+    ev = EventLog(root, source="capture")
+    window = {"start": at(8, day=day).isoformat(), "end": at(20, day=day).isoformat()}
+    ev.emit("capture_started", at=at(10, day=day), run_id="r1", keys=["k1"], window=window, stop_at=at(12, day=day))
+    ev.emit("capture_stopped", at=at(12, day=day), run_id="r1", reason="until")
+    rep = detect(load_day(root, day, now=at(12, 30, day=day)))
+    got = sorted(
+        (r["venue"], json.loads(r["evidence"])["phase"], r["start"], r["end"], r["severity"])
+        for r in rep.rows.to_pylist()
+        if r["kind"] == "track_b_phase_missing"
+    )
+    by = {(v, ph): (a, b, sev) for v, ph, a, b, sev in got if a < at(12, day=day)}
+    assert by[("KRX", "opening_auction")] == (at(8, 30, day=day), at(9, day=day), "critical")  # whole phase
+    assert by[("KRX", "regular")] == (at(9, day=day), at(10, day=day), "critical")  # 60 min of it
+    assert by[("NXT", "pre_market")] == (at(8, day=day), at(8, 50, day=day), "critical")
+    assert by[("NXT", "main")] == (at(9, 0, 30, day=day), at(10, day=day), "critical")
+    after = [x for x in got if x[2] == at(12, day=day)]
+    assert sorted((v, ph) for v, ph, *_ in after) == [("KRX", "regular"), ("NXT", "main")]
+    assert all(x[3] == at(12, 30, day=day) for x in after)  # up to the as-of time, no further
+    assert {r["phase"] for r in rep.rows.to_pylist() if r["kind"] == "track_b_phase_missing"} >= {
+        "KRX:regular",
+        "NXT:pre_market",
+    }
+    # the same day on the default window (09:30-15:00): only the regular session's missed parts
+    monkeypatch.setenv("OBSERVER_TRACK_B_WINDOW", "09:30-15:00")
+    rep = detect(load_day(root, day, now=at(12, 30, day=day)))
+    got = sorted((r["venue"], r["start"]) for r in rep.rows.to_pylist() if r["kind"] == "track_b_phase_missing")
+    assert got == [
+        ("KRX", at(9, 30, day=day)),
+        ("KRX", at(12, day=day)),
+        ("NXT", at(9, 30, day=day)),
+        ("NXT", at(12, day=day)),
+    ]
+
+
 # --- the asset: a late launch on a real Dagster instance; the three tables and the JSON -----------------------------
 @pytest.mark.env(OBSERVER_CALENDAR="open")
 def test_gap_report_asset_writes_every_table_and_reads_the_runs(env):
