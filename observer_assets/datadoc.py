@@ -96,6 +96,18 @@ DATASETS: tuple[Dataset, ...] = (
         "observer_assets.catalog:TICK_COLUMNS",
     ),
     Dataset(
+        "track_b_unified_restored",
+        "track_b_unified_restored/date=YYYY-MM-DD/restored.parquet",
+        "observer_assets.track_b.restore:RESTORED_SCHEMA",
+        "observer_assets.catalog:RESTORED_COLUMNS",
+    ),
+    Dataset(
+        "track_b_nxt_restored",
+        "track_b_nxt_restored/date=YYYY-MM-DD/restored.parquet",
+        "observer_assets.track_b.restore:RESTORED_SCHEMA",
+        "observer_assets.catalog:RESTORED_COLUMNS",
+    ),
+    Dataset(
         "track_b_books",
         "track_b_books/date=YYYY-MM-DD/hour=THH/books.parquet",
         "observer_assets.track_b.compaction_feeds:BOOK_SCHEMA",

@@ -257,7 +257,8 @@ def detect(inp: DayInputs, th: Thresholds = Thresholds()) -> Report:
     if inp.venue_ticks:
         b_stats["venues"] = {}
     for venue, table in inp.venue_ticks.items():  # each tape judged by its own cumulative volume
-        v_rows, v_stats, _ = track_b_rows(replace(inp, ticks=table, restored_ticks=None), wins, th, venue)
+        tape = replace(inp, ticks=table, restored_ticks=inp.venue_restored.get(venue))
+        v_rows, v_stats, _ = track_b_rows(tape, wins, th, venue)
         b_rows += v_rows
         b_stats["venues"][venue] = v_stats
     judge_windows(wins, continuity, inp.today)

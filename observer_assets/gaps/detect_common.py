@@ -192,6 +192,8 @@ class DayInputs:
     phases: Sequence[Phase] = ()
     #: the other tapes Track B streamed (``unified``, ``NXT``), each judged like ``ticks`` by its own volume
     venue_ticks: Mapping[str, pa.Table] = field(default_factory=dict)
+    #: their restored trades (``track_b_unified_restored``, ``track_b_nxt_restored``), as ``restored_ticks``
+    venue_restored: Mapping[str, pa.Table] = field(default_factory=dict)
     #: the configured Track B window of the day (KRX calendar only): a phase in it no capture ran through is a gap
     track_b_window: tuple[datetime, datetime] | None = None
 

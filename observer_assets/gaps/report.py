@@ -37,6 +37,7 @@ from observer_resources.storage.layout import TRACK_A as TRACK_A
 from observer_resources.storage.layout import TRACK_A_FAILURES as FAILURES
 from observer_resources.storage.layout import (
     TRACK_B_TAPES,
+    TRACK_B_TAPES_RESTORED,
     anomaly_path,
     restored_path,
     slot_dir,
@@ -173,7 +174,7 @@ def load_day(
         files[f"slot:{label}"] = have
     tpaths = tick_files(root, day)
     files["track_b"] = [str(p) for p in tpaths]
-    venue_ticks = {}
+    venue_ticks, venue_restored = {}, {}
     for tr, dataset in TRACK_B_TAPES.items():
         vpaths = tick_files(root, day, dataset)
         table = read_ticks(vpaths)
@@ -181,6 +182,10 @@ def load_day(
             venue = VENUE_OF_TAPE[tr]
             venue_ticks[venue] = table
             files[f"track_b:{venue}"] = [str(p) for p in vpaths]
+            vr = restored_path(root, day, TRACK_B_TAPES_RESTORED[tr])
+            if vr.exists():
+                venue_restored[venue] = lake.read_table(vr, columns=["code", "acml_vol", "qty", "restored_from"])
+                files[f"track_b:{venue}"].append(str(vr))
     rp = restored_path(root, day)
     restored = None
     if rp.exists():
@@ -204,6 +209,7 @@ def load_day(
         failures=fails,
         ticks=read_ticks(tpaths),
         venue_ticks=venue_ticks,
+        venue_restored=venue_restored,
         track_b_window=_track_b_window(cal, day),
         restored_ticks=restored,
         gap_markers=events.gaps_from(ev.records),

@@ -34,7 +34,14 @@ from observer_resources.kis.models import Conclusion
 from observer_resources.kis.rows import conclusion_from
 from observer_resources.resources import KisResource
 from observer_resources.storage import lake
-from observer_resources.storage.layout import restored_path, tick_files
+from observer_resources.storage.layout import (
+    TRACK_B,
+    TRACK_B_RESTORED,
+    TRACK_B_TAPES,
+    TRACK_B_TAPES_RESTORED,
+    restored_path,
+    tick_files,
+)
 
 ENDPOINT = "inquire-time-itemconclusion"
 TS_MS = pa.timestamp("ms", tz="Asia/Seoul")
@@ -71,6 +78,7 @@ class Hole:
     before: datetime  # exchange time of the tick that revealed the hole (the lost trades are at or before it)
     after: datetime | None  # exchange time of the code's previous live tick
     gap_id: str | None = None
+    market: str = "J"  # the KIS market code of the tape: J (KRX), NX (NXT), UN (unified)
 
     @property
     def missing(self) -> int:
@@ -83,12 +91,29 @@ def upgrade_restored_table(t: pa.Table) -> pa.Table:
     return t.select(RESTORED_SCHEMA.names).cast(RESTORED_SCHEMA)
 
 
-def read_restored(root: Path, day: date) -> pa.Table | None:
-    path = restored_path(root, day)
+def read_restored(root: Path, day: date, dataset: str = TRACK_B_RESTORED) -> pa.Table | None:
+    path = restored_path(root, day, dataset)
     return lake.read_table(path) if path.exists() else None
 
 
-def find_holes(ticks: pa.Table, gaps: Sequence[Gap] = ()) -> list[Hole]:
+@dataclass(frozen=True)
+class Tape:
+    """One trade tape Track B compacts, where its restored trades go, and the market code KIS serves it under."""
+
+    venue: str  # as the gap report names it
+    ticks: str  # dataset
+    restored: str  # dataset
+    market: str
+
+
+TAPES = (
+    Tape("KRX", TRACK_B, TRACK_B_RESTORED, "J"),
+    Tape("unified", TRACK_B_TAPES[p.TR_WS_TRADE_UN], TRACK_B_TAPES_RESTORED[p.TR_WS_TRADE_UN], "UN"),
+    Tape("NXT", TRACK_B_TAPES[p.TR_WS_TRADE_NXT], TRACK_B_TAPES_RESTORED[p.TR_WS_TRADE_NXT], "NX"),
+)
+
+
+def find_holes(ticks: pa.Table, gaps: Sequence[Gap] = (), market: str = "J") -> list[Hole]:
     """The cumulative-volume holes of a day's live ticks (pure), each tied to an overlapping session-wide gap."""
     if ticks.num_rows == 0:
         return []
@@ -110,7 +135,7 @@ def find_holes(ticks: pa.Table, gaps: Sequence[Gap] = ()) -> list[Hole]:
             (g.gap_id for g in windows if g.start <= before and (g.end is None or after is None or g.end >= after)),
             None,
         )
-        out.append(Hole(r["code"], hi - mv, hi, before, after, gid))
+        out.append(Hole(r["code"], hi - mv, hi, before, after, gid, market))
     return out
 
 
@@ -144,7 +169,7 @@ def rows_for_hole(hole: Hole, trades: Sequence[Conclusion], fetched_at: datetime
 async def fetch_hole(client, hole: Hole, day: date, max_pages: int = 400) -> list[Conclusion]:
     """Conclusions at or before the hole's revealing tick, newest first, until a page goes below the hole."""
     params = {
-        "FID_COND_MRKT_DIV_CODE": "J",
+        "FID_COND_MRKT_DIV_CODE": hole.market,
         "FID_INPUT_ISCD": hole.code,
         "FID_INPUT_HOUR_1": hole.before.astimezone(KST).strftime("%H%M%S"),
     }
@@ -209,9 +234,9 @@ async def restore_holes(kis, holes: Sequence[Hole], day: date, concurrency: int 
     return table(rows), failures
 
 
-def day_ticks(root: Path, day: date) -> pa.Table | None:
-    """Every compacted live tick of the day (all hours), or None."""
-    files = tick_files(root, day)
+def day_ticks(root: Path, day: date, dataset: str = TRACK_B) -> pa.Table | None:
+    """Every compacted live tick of the day (all hours) of one tape, or None."""
+    files = tick_files(root, day, dataset)
     if not files:
         return None
     cols = ["code", "exchange_ts", "acml_vol", "qty", "missing_volume"]
@@ -226,7 +251,9 @@ def day_ticks(root: Path, day: date) -> pa.Table | None:
     kinds={"python", "parquet"},
     description="Track B trades lost in gaps (cumulative-volume holes of the day's live ticks), restored from "
     "today's intraday conclusions (inquire-time-itemconclusion) with source = restored, in their own dataset: the "
-    "live ticks are never rewritten. Only the current day can be restored (KIS serves today's conclusions only).",
+    "live ticks are never rewritten. Each tape apart: KRX's holes from market J into track_b_restored, the unified "
+    "tape's from UN into track_b_unified_restored, NXT's from NX into track_b_nxt_restored (by_tape). Only the "
+    "current day can be restored (KIS serves today's conclusions only).",
     metadata=catalog.definition_metadata(
         RESTORED_SCHEMA, catalog.RESTORED_COLUMNS, "track_b_restored/date=YYYY-MM-DD/restored.parquet"
     ),
@@ -235,39 +262,54 @@ def day_ticks(root: Path, day: date) -> pa.Table | None:
 def track_b_restored(context: dg.AssetExecutionContext, kis: KisResource) -> dg.MaterializeResult:
     day = parse_day_key(context.partition_key, calendar())
     root = lake.data_dir()
-    ticks = day_ticks(root, day)
-    holes = find_holes(ticks, events.gaps(lake.local_dir(), day)) if ticks is not None else []
-    old = read_restored(root, day)
     today = clock.now().date()
-    failures: dict[str, str] = {}
-    if holes and day == today:
-        new, failures = asyncio.run(restore_holes(kis, holes, day))
-        merged = merge(old, new)
-        lake.write_table_atomic(restored_path(root, day), merged)
-    else:
-        merged = old if old is not None else table([])
-        if holes and day != today:
+    day_gaps = events.gaps(lake.local_dir(), day)
+    per_tape: dict[str, dict] = {}
+    totals = {"holes": 0, "holes_restored": 0, "missing_volume": 0, "restored_volume": 0, "failures": 0}
+    krx_rows = 0
+    for tape in TAPES:
+        ticks = day_ticks(root, day, tape.ticks)
+        if ticks is None and tape.venue != "KRX":
+            continue  # a tape never streamed: nothing to restore, no file
+        holes = find_holes(ticks, day_gaps, tape.market) if ticks is not None else []
+        old = read_restored(root, day, tape.restored)
+        failures: dict[str, str] = {}
+        if holes and day == today:
+            new, failures = asyncio.run(restore_holes(kis, holes, day))
+            merged = merge(old, new)
+            lake.write_table_atomic(restored_path(root, day, tape.restored), merged)
+        else:
+            merged = old if old is not None else table([])
+            if holes and day != today:
+                context.log.warning(
+                    f"track_b_restored {day} ({tape.venue}): {len(holes)} holes, but KIS serves conclusions for "
+                    f"today ({today}) only: they stay unrecoverable"
+                )
+        done, vol = complete_holes(merged, holes) if holes else (0, 0)
+        if failures:
             context.log.warning(
-                f"track_b_restored {day}: {len(holes)} holes, but KIS serves conclusions for today "
-                f"({today}) only: they stay unrecoverable"
+                f"track_b_restored {day} ({tape.venue}): {len(failures)} holes failed: "
+                + ", ".join(f"{k} ({v})" for k, v in list(failures.items())[:10])
             )
-    done, vol = complete_holes(merged, holes) if holes else (0, 0)
-    missing = sum(h.missing for h in holes)
-    if failures:
-        context.log.warning(
-            f"track_b_restored {day}: {len(failures)} holes failed: "
-            + ", ".join(f"{k} ({v})" for k, v in list(failures.items())[:10])
-        )
-    return dg.MaterializeResult(
-        metadata={
+        stats = {
             "holes": len(holes),
             "holes_restored": done,
-            "missing_volume": missing,
+            "missing_volume": sum(h.missing for h in holes),
             "restored_volume": vol,
-            "restored_rows": merged.num_rows,
             "failures": len(failures),
+        }
+        for k, v in stats.items():
+            totals[k] += v
+        per_tape[tape.venue] = {**stats, "restored_rows": merged.num_rows, "market": tape.market}
+        if tape.venue == "KRX":
+            krx_rows = merged.num_rows
+    return dg.MaterializeResult(
+        metadata={
+            **totals,
+            "restored_rows": krx_rows,
+            "by_tape": dg.MetadataValue.json(per_tape),
             "restored_from": ENDPOINT,
             "restorable": day == today,
-            **catalog.materialized(merged.num_rows, restored_path(root, day)),
+            **catalog.materialized(krx_rows, restored_path(root, day)),
         }
     )

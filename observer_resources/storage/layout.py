@@ -41,6 +41,8 @@ TRACK_B_SAMPLED = "track_b_sampled"
 TRACK_B_RESTORED = "track_b_restored"
 #: the tapes of the other trade feeds, one dataset each (same schema as track_b's KRX tape)
 TRACK_B_TAPES = {"H0NXCNT0": "track_b_nxt", "H0UNCNT0": "track_b_unified"}
+#: the trades restored into each of those tapes' holes (KRX's go to track_b_restored)
+TRACK_B_TAPES_RESTORED = {"H0NXCNT0": "track_b_nxt_restored", "H0UNCNT0": "track_b_unified_restored"}
 #: the other real-time feeds: dataset and file name per kind
 TRACK_B_FEEDS = {"books": "track_b_books", "expected": "track_b_expected", "status": "track_b_status"}
 TRACK_B_JOURNAL = ("raw", "track_b")  # the capture's durable journal (JSON lines per key and hour)
@@ -146,8 +148,8 @@ def tick_files(root: Path, day: date, dataset: str = TRACK_B) -> list[Path]:
     return sorted((root / dataset / f"date={day.isoformat()}").glob("hour=T*/ticks.parquet"))
 
 
-def restored_path(root: LakePath, day: date) -> LakePath:
-    return partition_dir(root, TRACK_B_RESTORED, day) / "restored.parquet"
+def restored_path(root: LakePath, day: date, dataset: str = TRACK_B_RESTORED) -> LakePath:
+    return partition_dir(root, dataset, day) / "restored.parquet"
 
 
 def journal_root(local: str | os.PathLike) -> Path:

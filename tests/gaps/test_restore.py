@@ -202,7 +202,7 @@ def test_pure_rules():
 
 
 # --- Track B -------------------------------------------------------------------------------------------------------
-def _truth_ticks(sim, code: str, lo: datetime, hi: datetime) -> list[dict]:
+def _truth_ticks(sim, code: str, lo: datetime, hi: datetime, venue: str = "KRX") -> list[dict]:
     return sim.admin(
         "truth/ticks",
         params={
@@ -211,6 +211,7 @@ def _truth_ticks(sim, code: str, lo: datetime, hi: datetime) -> list[dict]:
             "from": lo.strftime("%H%M%S"),
             "to": hi.strftime("%H%M%S"),
             "records": "0",
+            "venue": venue,
         },
     )["ticks"]
 
@@ -221,7 +222,7 @@ def test_track_b_ticks_lost_in_a_disconnect_are_restored_from_conclusions(env, s
     from observer_assets.track_b import restore as tb
     from observer_assets.track_b.compaction import TICK_SCHEMA
     from observer_resources.events import EventLog
-    from observer_resources.storage.layout import ticks_path
+    from observer_resources.storage.layout import ticks_path, venue_ticks_path
 
     now = datetime.fromisoformat(small_sim.admin("clock")["now"]).astimezone(KST)
     lo, hi = now - timedelta(minutes=8), now - timedelta(minutes=2)
@@ -278,6 +279,34 @@ def test_track_b_ticks_lost_in_a_disconnect_are_restored_from_conclusions(env, s
     live_path = ticks_path(root, lo.replace(minute=0, second=0, microsecond=0))
     lake.write_table_atomic(live_path, live)
     before_bytes = live_path.read_bytes()
+    # the unified tape of the second symbol (its trades on both venues), one trade skipped: a hole of its own,
+    # restored from the unified conclusions (market UN) into the unified tape's restored dataset
+    un_rows = _truth_ticks(small_sim, codes[1], lo, hi, venue="UN")
+    skip = len(un_rows) // 2
+    un_lost = un_rows[skip]
+    un_live, prev = [], None
+    for i, t in enumerate(un_rows):
+        if i == skip:
+            continue
+        mv = (t["acml_vol"] - t["qty"] - prev) if prev is not None else 0
+        ts = at(t)
+        un_live.append(
+            {
+                "code": codes[1],
+                "exchange_ts": ts,
+                "receive_ts": ts,
+                "price": t["price"],
+                "qty": t["qty"],
+                "acml_vol": t["acml_vol"],
+                "quality_flag": "gap" if mv else "ok",
+                "missing_volume": mv,
+                "key_id": "key-test",
+                "conn_id": "run1/1",
+            }
+        )
+        prev = t["acml_vol"]
+    un_path = venue_ticks_path(root, lo.replace(minute=0, second=0, microsecond=0), "H0UNCNT0")
+    lake.write_table_atomic(un_path, pa.Table.from_pylist(un_live, schema=TICK_SCHEMA))
     # the disconnect covering the first hole
     t0, t1 = win
     ev = EventLog(root)
@@ -299,6 +328,9 @@ def test_track_b_ticks_lost_in_a_disconnect_are_restored_from_conclusions(env, s
             if r["kind"] in ("track_b_loss", "ws_disconnect")
         ]
 
+    def venues(rows) -> dict[str, set]:
+        return {v: {(r["kind"], r["status"]) for r in rows if r["venue"] == v} for v in ("KRX", "unified")}
+
     def tb_tick(inst, cursor=None):
         defs = dg.Definitions(
             assets=[tb.track_b_restored],
@@ -318,6 +350,7 @@ def test_track_b_ticks_lost_in_a_disconnect_are_restored_from_conclusions(env, s
             ("ws_disconnect", "open", True),
             ("track_b_loss", "open", True),
         }
+        assert venues(before)["unified"] == {("track_b_loss", "open")}
         t1 = tb_tick(inst)
         assert [r.partition_key for r in t1.run_requests] == [day_key(lo.date())]
         assert t1.run_requests[0].run_key.startswith(f"track_b_restore:{day_key(lo.date())}:")
@@ -336,10 +369,20 @@ def test_track_b_ticks_lost_in_a_disconnect_are_restored_from_conclusions(env, s
             ("ws_disconnect", "restored", tb.ENDPOINT),
             ("track_b_loss", "restored", tb.ENDPOINT),
         }
+        assert venues(after)["unified"] == {("track_b_loss", "restored")}
         assert tb_tick(inst, t1.cursor).run_requests == []
-    assert (md["holes"].value, md["holes_restored"].value) == (2, 2)
+    assert (md["holes"].value, md["holes_restored"].value) == (3, 3)
+    by_tape = md["by_tape"].value
+    assert (by_tape["unified"]["holes_restored"], by_tape["unified"]["market"]) == (1, "UN")
     want_vol = sum(t["qty"] for ts in lost.values() for t in ts)
-    assert md["missing_volume"].value == md["restored_volume"].value == want_vol
+    assert by_tape["KRX"]["missing_volume"] == by_tape["KRX"]["restored_volume"] == want_vol
+    (un_got,) = pq.read_table(tb.restored_path(root, lo.date(), "track_b_unified_restored")).to_pylist()
+    assert (un_got["code"], un_got["acml_vol"], un_got["qty"], un_got["price"]) == (
+        codes[1],
+        un_lost["acml_vol"],
+        un_lost["qty"],
+        un_lost["price"],
+    )
     got = pq.read_table(tb.restored_path(root, lo.date())).to_pylist()
     assert [
         (r["code"], r["acml_vol"], r["qty"], r["price"], r["exchange_ts"].strftime("%H%M%S")) for r in got
