@@ -224,6 +224,20 @@ def phase_label(phases: Sequence[Phase], venue: str, at: datetime) -> str:
     return "+".join(out) if out else "break" if inside else "closed"
 
 
+def cut(pieces: list[tuple[Any, Any]], a: Any, b: Any) -> list[tuple[Any, Any]]:
+    """``pieces`` (spans) without the span (a, b): what stays uncovered (µs or instants alike)."""
+    out = []
+    for pa_, pb_ in pieces:
+        if b <= pa_ or a >= pb_:
+            out.append((pa_, pb_))
+            continue
+        if a > pa_:
+            out.append((pa_, a))
+        if b < pb_:
+            out.append((b, pb_))
+    return out
+
+
 def make_id(*parts: Any) -> str:
     return hashlib.sha1("|".join("" if p is None else str(p) for p in parts).encode()).hexdigest()[:16]
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from observer_assets.gaps.detect_common import DayInputs, as_kst, make_id, make_row
+from observer_assets.gaps.detect_common import DayInputs, as_kst, cut, make_id, make_row
 
 MIN_S = 60.0  # shorter uncovered pieces are a start-up's seconds, not a phase missed
 CRITICAL_S = 300.0
@@ -75,16 +75,7 @@ def missing_phase_rows(inp: DayInputs, marked: Sequence[tuple[datetime, datetime
             continue
         pieces = [(a, b)]
         for ra, rb in covering:
-            nxt = []
-            for pa_, pb_ in pieces:
-                if rb <= pa_ or ra >= pb_:
-                    nxt.append((pa_, pb_))
-                    continue
-                if ra > pa_:
-                    nxt.append((pa_, ra))
-                if rb < pb_:
-                    nxt.append((rb, pb_))
-            pieces = nxt
+            pieces = cut(pieces, ra, rb)
         for pa_, pb_ in pieces:
             secs = (pb_ - pa_).total_seconds()
             if secs < MIN_S:

@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from observer_assets.gaps.detect_common import TS, DayInputs, Thresholds, as_kst, make_id, make_row
+from observer_assets.gaps.detect_common import TS, DayInputs, Thresholds, as_kst, cut, make_id, make_row
 from observer_assets.gaps.detect_held import Held, Holdings
 from observer_resources.calendar import KST
 
@@ -178,20 +178,6 @@ def trading_spans(inp: DayInputs, venue: str) -> list[tuple[int, int]] | None:
             out[-1] = (out[-1][0], max(out[-1][1], b))
         else:
             out.append((a, b))
-    return out
-
-
-def _cut(pieces: list[tuple[int, int]], a: int, b: int) -> list[tuple[int, int]]:
-    """``pieces`` without the span (a, b)."""
-    out = []
-    for pa_, pb_ in pieces:
-        if b <= pa_ or a >= pb_:
-            out.append((pa_, pb_))
-            continue
-        if a > pa_:
-            out.append((pa_, a))
-        if b < pb_:
-            out.append((b, pb_))
     return out
 
 
@@ -372,7 +358,7 @@ def track_b_rows(
             continue
         pieces = [(a, b)] if trading is None else _within([(a, b)], trading)
         for w in windows_over(a, b, key_of(i1)):
-            pieces = _cut(pieces, w.a, w.b)
+            pieces = cut(pieces, w.a, w.b)
         for pa_, pb_ in pieces:
             s = (pb_ - pa_) / 1e6
             if s < th.silence_s[0]:

@@ -216,6 +216,32 @@ def _truth_ticks(sim, code: str, lo: datetime, hi: datetime, venue: str = "KRX")
     )["ticks"]
 
 
+def _live_rows(code: str, truth_rows: list[dict], drop: set[int], at) -> list[dict]:
+    """The compacted live ticks of ``truth_rows`` with the ``drop`` indices lost: the next tick flags the gap."""
+    rows, prev = [], None
+    for i, t in enumerate(truth_rows):
+        if i in drop:
+            continue
+        mv = (t["acml_vol"] - t["qty"] - prev) if prev is not None else 0
+        ts = at(t)
+        rows.append(
+            {
+                "code": code,
+                "exchange_ts": ts,
+                "receive_ts": ts,
+                "price": t["price"],
+                "qty": t["qty"],
+                "acml_vol": t["acml_vol"],
+                "quality_flag": "gap" if mv else "ok",
+                "missing_volume": mv,
+                "key_id": "key-test",
+                "conn_id": "run1/1",
+            }
+        )
+        prev = t["acml_vol"]
+    return rows
+
+
 def test_track_b_ticks_lost_in_a_disconnect_are_restored_from_conclusions(env, small_sim):
     """Live ticks with two holes (a disconnect window and a skipped trade) written as the compaction writes them;
     the restore asset fetches exactly the lost trades, flagged restored, in its own dataset; live files untouched."""
@@ -253,27 +279,7 @@ def test_track_b_ticks_lost_in_a_disconnect_are_restored_from_conclusions(env, s
             assert clear, "the second symbol trades outside the disconnect"
             drop = {clear[len(clear) // 2]}
         lost[code] = [truth_rows[i] for i in sorted(drop)]
-        prev = None
-        for i, t in enumerate(truth_rows):
-            if i in drop:
-                continue
-            ts = datetime.combine(lo.date(), datetime.strptime(t["time"], "%H%M%S").time(), KST)
-            mv = (t["acml_vol"] - t["qty"] - prev) if prev is not None else 0
-            rows.append(
-                {
-                    "code": code,
-                    "exchange_ts": ts,
-                    "receive_ts": ts,
-                    "price": t["price"],
-                    "qty": t["qty"],
-                    "acml_vol": t["acml_vol"],
-                    "quality_flag": "gap" if mv else "ok",
-                    "missing_volume": mv,
-                    "key_id": "key-test",
-                    "conn_id": "run1/1",
-                }
-            )
-            prev = t["acml_vol"]
+        rows += _live_rows(code, truth_rows, drop, at)
     live = pa.Table.from_pylist(rows, schema=TICK_SCHEMA)
     root = lake.data_dir()
     live_path = ticks_path(root, lo.replace(minute=0, second=0, microsecond=0))
@@ -284,27 +290,7 @@ def test_track_b_ticks_lost_in_a_disconnect_are_restored_from_conclusions(env, s
     un_rows = _truth_ticks(small_sim, codes[1], lo, hi, venue="UN")
     skip = len(un_rows) // 2
     un_lost = un_rows[skip]
-    un_live, prev = [], None
-    for i, t in enumerate(un_rows):
-        if i == skip:
-            continue
-        mv = (t["acml_vol"] - t["qty"] - prev) if prev is not None else 0
-        ts = at(t)
-        un_live.append(
-            {
-                "code": codes[1],
-                "exchange_ts": ts,
-                "receive_ts": ts,
-                "price": t["price"],
-                "qty": t["qty"],
-                "acml_vol": t["acml_vol"],
-                "quality_flag": "gap" if mv else "ok",
-                "missing_volume": mv,
-                "key_id": "key-test",
-                "conn_id": "run1/1",
-            }
-        )
-        prev = t["acml_vol"]
+    un_live = _live_rows(codes[1], un_rows, {skip}, at)
     un_path = venue_ticks_path(root, lo.replace(minute=0, second=0, microsecond=0), "H0UNCNT0")
     lake.write_table_atomic(un_path, pa.Table.from_pylist(un_live, schema=TICK_SCHEMA))
     # the disconnect covering the first hole
