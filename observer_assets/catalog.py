@@ -260,6 +260,15 @@ BOOK_COLUMNS = {
     "nxt_mid_cls_code": "NMID_CLS_CODE as sent; null on KRX's book",
     **_PROVENANCE_COLUMNS,
 }
+BOOK_SAMPLE_COLUMNS = {
+    **{k: v for k, v in BOOK_COLUMNS.items() if k in ("code", "venue", "exchange_ts", "receive_ts", "acml_vol")},
+    "bucket_start": "start of the 1 s receive-time bucket (KST, aligned to whole seconds)",
+    "bucket_books": "books received in the bucket for the code and venue; the row is the last of them",
+    **{k: v for k, v in BOOK_COLUMNS.items() if k[:3] in ("ask", "bid") and k[-1] in "12345" and not k.endswith("10")},
+    "total_ask_size": BOOK_COLUMNS["total_ask_size"],
+    "total_bid_size": BOOK_COLUMNS["total_bid_size"],
+    "expected_price": BOOK_COLUMNS["expected_price"],
+}
 EXPECTED_COLUMNS = {
     "code": "6-character KRX short code (MKSC_SHRN_ISCD)",
     "venue": "whose auction: KRX (H0STANC0), NXT (H0NXANC0) or UN (H0UNANC0)",

@@ -114,6 +114,12 @@ DATASETS: tuple[Dataset, ...] = (
         "observer_assets.catalog:BOOK_COLUMNS",
     ),
     Dataset(
+        "track_b_books_sampled",
+        "track_b_books_sampled/date=YYYY-MM-DD/hour=THH/books_sampled.parquet",
+        "observer_assets.track_b.compaction_feeds:BOOK_SAMPLE_SCHEMA",
+        "observer_assets.catalog:BOOK_SAMPLE_COLUMNS",
+    ),
+    Dataset(
         "track_b_expected",
         "track_b_expected/date=YYYY-MM-DD/hour=THH/expected.parquet",
         "observer_assets.track_b.compaction_feeds:EXPECTED_SCHEMA",

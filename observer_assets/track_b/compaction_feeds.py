@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from datetime import date
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from observer_assets.track_b.compaction_ticks import TZ, _epoch_s
 from observer_resources.kis import protocol as p
@@ -47,6 +49,27 @@ BOOK_SCHEMA = pa.schema(
         ("nxt_mid_total_size", pa.int64()),
         ("nxt_mid_cls_code", pa.string()),
         *_PROVENANCE,
+    ]
+)
+SAMPLED_LEVELS = 5
+BOOK_SAMPLE_S = 1.0
+#: the sampled view: per code and venue, the last book of each whole KST second of receipt, best five levels
+BOOK_SAMPLE_SCHEMA = pa.schema(
+    [
+        ("code", pa.string()),
+        ("venue", pa.string()),
+        ("bucket_start", pa.timestamp("us", tz=TZ)),
+        ("bucket_books", pa.int64()),  # books received in the bucket (the row is the last)
+        ("exchange_ts", pa.timestamp("ms", tz=TZ)),
+        ("receive_ts", pa.timestamp("us", tz=TZ)),
+        *[(f"ask{i}", pa.int64()) for i in range(1, SAMPLED_LEVELS + 1)],
+        *[(f"bid{i}", pa.int64()) for i in range(1, SAMPLED_LEVELS + 1)],
+        *[(f"ask_size{i}", pa.int64()) for i in range(1, SAMPLED_LEVELS + 1)],
+        *[(f"bid_size{i}", pa.int64()) for i in range(1, SAMPLED_LEVELS + 1)],
+        ("total_ask_size", pa.int64()),
+        ("total_bid_size", pa.int64()),
+        ("expected_price", pa.int64()),
+        ("acml_vol", pa.int64()),
     ]
 )
 EXPECTED_SCHEMA = pa.schema(
@@ -188,7 +211,8 @@ class FeedRows:
             c["frame_seq"].append(n)
 
     def tables(self) -> dict[str, pa.Table]:
-        """``books``, ``expected``, ``status``: each sorted by receive time (the order the records arrived)."""
+        """``books``, ``expected``, ``status``: each sorted by receive time (the order the records arrived); and
+        ``books_sampled``, the books' fixed-rate view (:func:`sample_books`)."""
         out = {}
         for name, cols, schema in (
             ("books", self.books, BOOK_SCHEMA),
@@ -203,4 +227,33 @@ class FeedRows:
                     arrays.append(pa.array(cols[f.name], f.type))
             t = pa.Table.from_arrays(arrays, schema=schema)
             out[name] = t.sort_by([("receive_ts", "ascending")]) if t.num_rows else t
+        out["books_sampled"] = sample_books(out["books"])
         return out
+
+
+def sample_books(books: pa.Table, bucket_s: float = BOOK_SAMPLE_S) -> pa.Table:
+    """Order-book snapshots at a fixed rate: per (code, venue), the last book received in each ``bucket_s`` of
+    receive time (aligned to whole KST seconds), with how many books the bucket held; the best five levels."""
+    n = books.num_rows
+    if n == 0:
+        return BOOK_SAMPLE_SCHEMA.empty_table()
+    width = int(round(bucket_s * 1_000_000))
+    rx = books["receive_ts"].cast(pa.int64()).to_numpy()
+    work = books.append_column("_b", pa.array(rx // width)).append_column("_i", pa.array(np.arange(n)))
+    order = pc.sort_indices(
+        work, [("code", "ascending"), ("venue", "ascending"), ("_b", "ascending"), ("_i", "ascending")]
+    ).to_numpy()
+    key = pc.binary_join_element_wise(books["code"], books["venue"], "|")
+    k = pc.dictionary_encode(key).combine_chunks().indices.to_numpy(zero_copy_only=False)[order]
+    b = (rx // width)[order]
+    new = np.ones(n, dtype=bool)
+    new[1:] = (k[1:] != k[:-1]) | (b[1:] != b[:-1])
+    starts = np.flatnonzero(new)
+    lasts = np.append(starts[1:] - 1, n - 1)
+    out = books.take(pa.array(order[lasts]))
+    cols = {
+        "bucket_start": pa.array(b[starts] * width, pa.int64()).cast(pa.timestamp("us", tz=TZ)),
+        "bucket_books": pa.array(np.diff(np.append(starts, n)), pa.int64()),
+    }
+    arrays = [cols[f.name] if f.name in cols else out[f.name].combine_chunks() for f in BOOK_SAMPLE_SCHEMA]
+    return pa.Table.from_arrays(arrays, schema=BOOK_SAMPLE_SCHEMA)

@@ -44,7 +44,12 @@ TRACK_B_TAPES = {"H0NXCNT0": "track_b_nxt", "H0UNCNT0": "track_b_unified"}
 #: the trades restored into each of those tapes' holes (KRX's go to track_b_restored)
 TRACK_B_TAPES_RESTORED = {"H0NXCNT0": "track_b_nxt_restored", "H0UNCNT0": "track_b_unified_restored"}
 #: the other real-time feeds: dataset and file name per kind
-TRACK_B_FEEDS = {"books": "track_b_books", "expected": "track_b_expected", "status": "track_b_status"}
+TRACK_B_FEEDS = {
+    "books": "track_b_books",
+    "books_sampled": "track_b_books_sampled",
+    "expected": "track_b_expected",
+    "status": "track_b_status",
+}
 TRACK_B_JOURNAL = ("raw", "track_b")  # the capture's durable journal (JSON lines per key and hour)
 GAPS = "gaps"
 GAP_REPORT_NAME = "gap_report.parquet"

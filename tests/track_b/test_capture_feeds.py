@@ -217,6 +217,10 @@ def test_feeds_per_symbol_status_check_and_a_disagreeing_table(
         books.num_rows == sum(len(m.records) for _, m in by_tr[p.TR_WS_ORDERBOOK])
         and pc.all(pc.greater(books["ask1"], 0)).as_py()
     )
+    snaps = ds.dataset(data / "track_b_books_sampled", partitioning="hive").to_table()
+    assert pc.sum(snaps["bucket_books"]).as_py() == books.num_rows  # every book in exactly one second's snapshot
+    keys = list(zip(snaps["code"].to_pylist(), snaps["venue"].to_pylist(), snaps["bucket_start"].to_pylist()))
+    assert len(keys) == len(set(keys)) and snaps.num_rows < books.num_rows
     exp = ds.dataset(data / "track_b_expected", partitioning="hive").to_table()
     assert exp.num_rows == len(expected) and pc.max(exp["exchange_ts"]).as_py() < auction_end
     status_rows = ds.dataset(data / "track_b_status", partitioning="hive").to_table().sort_by("receive_ts")
