@@ -24,6 +24,7 @@ ALL = [
     "track_a_scan",
     "exchange_day",
     "track_a_venues",
+    "track_b_feeds",
 ]
 
 

@@ -21,7 +21,7 @@ window + margin. Outside the window it does nothing. A dead capture run is there
 Skip messages report liveness from the capture's status file (``system/capture/status.json``) and the heartbeat.
 
 **track_b_compaction_sensor** (every 30 s). An hour is ready when it has journal data, its end + ``GRACE_S``
-has passed (> the journal's 0.2 s fsync interval and its 5 s idle seal) and every key's segment is sealed — or,
+has passed (> the journal's group-commit interval, 0.02 s, and its 5 s idle seal) and every key's segment is sealed — or,
 if a writer died and left one open, ``UNSEALED_WAIT_S`` after the hour end. It adds the partition and requests
 ``track_b_ticks`` + ``track_b_sampled`` once per *journal state*: the cursor remembers the fingerprint it
 requested and the hour's manifest says which fingerprint was compacted, so a journal that changes after its
