@@ -24,6 +24,9 @@ from observer_resources.calendar.market import MarketCalendar, calendar_from_env
 from observer_resources.storage import lake
 from observer_resources.storage.layout import slot_dir, universe_path
 
+# a day of slots through the schedule: with the end-to-end runs, off the bulk's clock
+pytestmark = pytest.mark.slow
+
 WHOLE_DAY = MarketCalendar(track_a_window=(time(8, 0), time(20, 0)))
 DAY = date(2026, 6, 11)  # a Thursday under KRX's schedule before its own pre- and after-market (2026-06-29)
 

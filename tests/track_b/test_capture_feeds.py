@@ -38,6 +38,9 @@ from observer_resources.kis import protocol as p
 from observer_resources.kis.frames import FeedFrame, OrderBookFrame, TradeBatch, parse_message
 from track_b.test_capture import capture_env, captures, key_id_of, read_status, start, wait_for  # noqa: F401 - fixture
 
+# two captures and an exchange playing the open: with the end-to-end runs, off the bulk's clock
+pytestmark = pytest.mark.slow
+
 SPEED = 10
 DAY = "2026-12-01"
 T0 = datetime(2026, 12, 1, 8, 59, tzinfo=KST)
