@@ -98,11 +98,12 @@ def missing_phase_rows(inp: DayInputs, marked: Sequence[tuple[datetime, datetime
                         "phase_in_window": {"from": a.isoformat(), "until": b.isoformat()},
                         "whole_phase": whole,
                         "capture_runs": [{"from": x.isoformat(), "until": y.isoformat()} for x, y in runs],
-                        "note": "no capture ran: nothing was subscribed, so nothing of this phase was streamed",
+                        "note": "no capture ran: nothing was subscribed, so nothing of this phase was streamed; "
+                        "which symbols slots would have held is unknown, so there is nothing to restore (Track A's "
+                        "snapshots cover the universe then)",
                     },
-                    restorable=inp.today,
-                    restore_how="conclusions" if inp.today else None,
-                    status="open" if inp.today else "unrecoverable",
+                    restorable=False,  # nothing was subscribed, so there is no hole to fill and no symbol list
+                    status="unrecoverable",
                     source_files=list(inp.files.get("events", ())),
                     venue=ph.venue,
                 )
