@@ -203,14 +203,15 @@ class DayInputs:
         return list(got) if got is not None else list(self.universe or ())
 
 
-_VENUES_OF = {"KRX": ("KRX",), "NXT": ("NXT",), "unified": ("KRX", "NXT")}
+#: the venues behind each name a gap row gives (the unified view is both)
+VENUES_OF = {"KRX": ("KRX",), "NXT": ("NXT",), "unified": ("KRX", "NXT")}
 
 
 def phase_label(phases: Sequence[Phase], venue: str, at: datetime) -> str:
     """The phase of each venue behind ``venue`` (``KRX``, ``NXT``, ``unified``, or two joined by ``+``) at ``at``:
     ``VENUE:name`` joined by ``+``. A phase running at ``at`` wins over one ending at it (a slot at 15:30 is the
     closing auction's end). ``break`` between a venue's phases, ``closed`` outside them all (pure)."""
-    venues = [v for part in venue.split("+") for v in _VENUES_OF.get(part, (part,))]
+    venues = [v for part in venue.split("+") for v in VENUES_OF.get(part, (part,))]
     venues = sorted(set(venues), key=venues.index)
     out: list[str] = []
     inside = False

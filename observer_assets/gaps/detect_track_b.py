@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from observer_assets.gaps.detect_common import TS, DayInputs, Thresholds, as_kst, cut, make_id, make_row
+from observer_assets.gaps.detect_common import TS, VENUES_OF, DayInputs, Thresholds, as_kst, cut, make_id, make_row
 from observer_assets.gaps.detect_held import Held, Holdings
 from observer_resources.calendar import KST
 
@@ -162,7 +162,6 @@ def _severity_silence(s: float, th: Thresholds) -> str:
 #: phase kinds in which a trade tape prints trades at any moment; in the others (auctions, periodic auctions)
 #: and in the breaks between phases it is silent by design, so quiet time there is no silence
 _TRADING_KINDS = frozenset({"continuous", "closing_price"})
-_TAPE_VENUES = {"KRX": ("KRX",), "NXT": ("NXT",), "unified": ("KRX", "NXT")}
 
 
 def trading_spans(inp: DayInputs, venue: str) -> list[tuple[int, int]] | None:
@@ -170,7 +169,7 @@ def trading_spans(inp: DayInputs, venue: str) -> list[tuple[int, int]] | None:
     inputs carry no phases (every quiet time then counts)."""
     if not inp.phases:
         return None
-    venues = _TAPE_VENUES.get(venue, (venue,))
+    venues = VENUES_OF.get(venue, (venue,))
     spans = sorted((_us(p.start), _us(p.end)) for p in inp.phases if p.venue in venues and p.kind in _TRADING_KINDS)
     out: list[tuple[int, int]] = []
     for a, b in spans:

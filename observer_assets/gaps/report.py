@@ -27,6 +27,7 @@ from observer_assets.gaps.detect_common import upgrade_gap_report_table as upgra
 from observer_assets.orchestration.partitions import calendar, slot_key
 from observer_assets.orchestration.runs import BACKFILL_TAGS, LATE_TAG
 from observer_assets.track_a.venues import slot_markets
+from observer_assets.track_b.restore import TAPES
 from observer_assets.track_b.window import track_b_window, window_text_from_env
 from observer_assets.universe.dataset import latest_universe_before, read_universe
 from observer_resources import clock, events
@@ -36,8 +37,6 @@ from observer_resources.storage import lake
 from observer_resources.storage.layout import TRACK_A as TRACK_A
 from observer_resources.storage.layout import TRACK_A_FAILURES as FAILURES
 from observer_resources.storage.layout import (
-    TRACK_B_TAPES,
-    TRACK_B_TAPES_RESTORED,
     anomaly_path,
     restored_path,
     slot_dir,
@@ -48,8 +47,6 @@ from observer_resources.storage.layout import (
 TRACK_A_ASSET = dg.AssetKey("track_a_snapshot")
 TRACK_A_JOB = "track_a_job"
 SNAP_COLS = ["code", "source", "restored_from", "fetched_at"]
-#: the gap report's name for each other tape's venue (its rows' ``venue``)
-VENUE_OF_TAPE = {"H0NXCNT0": "NXT", "H0UNCNT0": "unified"}
 TICK_COLS = ["code", "receive_ts", "acml_vol", "qty", "buy_cnt", "sell_cnt", "key_id"]
 OPTIONAL_TICK_COLS = ["source", "restored_from"]
 
@@ -175,14 +172,16 @@ def load_day(
     tpaths = tick_files(root, day)
     files["track_b"] = [str(p) for p in tpaths]
     venue_ticks, venue_restored = {}, {}
-    for tr, dataset in TRACK_B_TAPES.items():
-        vpaths = tick_files(root, day, dataset)
+    for tape in TAPES:
+        if tape.venue == "KRX":
+            continue  # KRX's tape is ``ticks`` (below)
+        vpaths = tick_files(root, day, tape.ticks)
         table = read_ticks(vpaths)
         if table is not None:
-            venue = VENUE_OF_TAPE[tr]
+            venue = tape.venue
             venue_ticks[venue] = table
             files[f"track_b:{venue}"] = [str(p) for p in vpaths]
-            vr = restored_path(root, day, TRACK_B_TAPES_RESTORED[tr])
+            vr = restored_path(root, day, tape.restored)
             if vr.exists():
                 venue_restored[venue] = lake.read_table(vr, columns=["code", "acml_vol", "qty", "restored_from"])
                 files[f"track_b:{venue}"].append(str(vr))

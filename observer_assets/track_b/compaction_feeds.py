@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from observer_assets.track_b.compaction_ticks import TZ, _epoch_s
+from observer_assets.track_b.phase_check import reading
 from observer_resources.kis import protocol as p
 from observer_resources.kis.feeds import FEED_OF_TR
 from observer_resources.kis.frames import FeedFrame, OrderBookFrame
@@ -105,7 +106,6 @@ STATUS_SCHEMA = pa.schema(
 )
 _ASP = {name: i for i, name in enumerate(p.H0NXASP0_FIELDS)}
 _ANC = {name: i for i, name in enumerate(p.H0NXANC0_FIELDS)}
-_VENUE_OF_EXCH = {v: k for k, v in p.STATUS_EXCH_CODES.items()}
 
 
 def _int(text: str) -> int | None:
@@ -196,12 +196,13 @@ class FeedRows:
         c = self.status
         for r in msg.records:
             f = dict(zip(names, r, strict=False))
+            rd = reading(msg.tr_id, r)  # the capture's own reading of a status record
             c["receive_ts"].append(rx_us)
-            c["venue"].append(feed if feed != "UN" else _VENUE_OF_EXCH.get(f.get("EXCH_CLS_CODE", ""), "KRX"))
+            c["venue"].append(rd.venue)
             c["feed"].append(feed)
-            c["code"].append(f.get("MKSC_SHRN_ISCD"))
-            c["halted"].append(f.get("TRHT_YN") == "Y")
-            c["phase_code"].append(f.get("MKOP_CLS_CODE"))
+            c["code"].append(rd.code)
+            c["halted"].append(rd.halted)
+            c["phase_code"].append(rd.phase_code)
             c["next_phase_code"].append(f.get("ANTC_MKOP_CLS_CODE"))
             c["trading_kind_code"].append(f.get("MRKT_TRTM_CLS_CODE"))
             c["vi_code"].append(f.get("VI_CLS_CODE"))

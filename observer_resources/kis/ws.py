@@ -220,10 +220,6 @@ class KisWebSocketClient:
         return frozenset(self._codes)
 
     @property
-    def desired_registrations(self) -> frozenset[Sub]:
-        return frozenset(self._desired)
-
-    @property
     def connected(self) -> bool:
         return self._ws is not None
 

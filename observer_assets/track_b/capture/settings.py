@@ -18,7 +18,7 @@ from observer_resources.calendar.market import MarketCalendar, calendar_from_env
 from observer_resources.dates import parse_iso_datetime
 from observer_resources.kis.config import KisConfig, configs_from_env
 from observer_resources.kis.errors import KisConfigError
-from observer_resources.kis.feeds import FeedPlan, parse_feeds
+from observer_resources.kis.feeds import FeedPlan
 from observer_resources.kis.protocol import WS_MAX_REGISTRATIONS
 from observer_resources.kis.ws import DEFAULT_BACKOFF
 from observer_resources.storage import lake
@@ -46,8 +46,8 @@ class Settings:
     mitigation_hold_recover: float = 600.0
     thresholds: Thresholds = field(default_factory=Thresholds)
     lake_dir: Any = None  # the lake (Track A snapshots), a Path or a URL's UPath; default: data_dir
-    feeds: FeedPlan = field(default_factory=lambda: parse_feeds("trades:KRX"))
-    status_code: str = "005930"  # the anchor of the status feeds
+    feeds: FeedPlan = field(default_factory=lambda: settings_mod.setting("OBSERVER_TRACK_B_FEEDS").default)
+    status_code: str = field(default_factory=lambda: settings_mod.setting("OBSERVER_TRACK_B_STATUS_CODE").default)
 
     @property
     def capacity(self) -> int:
