@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from datetime import date, datetime, time
+from typing import NamedTuple
 
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _DATETIME = re.compile(
@@ -54,7 +55,17 @@ def parse_aware_datetime(text: str, what: str = "time") -> datetime:
 _WINDOW = re.compile(r"\s*([0-9]{1,2}):([0-9]{2})\s*-\s*([0-9]{1,2}):([0-9]{2})\s*")
 
 
-def parse_day_window(text: str, what: str = "window") -> tuple[time, time]:
+class ClockSpan(NamedTuple):
+    """A (start, end) pair of clock times within one day that prints as it is written, ``HH:MM-HH:MM``."""
+
+    start: time
+    end: time
+
+    def __str__(self) -> str:
+        return f"{self.start:%H:%M}-{self.end:%H:%M}"
+
+
+def parse_day_window(text: str, what: str = "window") -> ClockSpan:
     """``HH:MM-HH:MM`` within one day -> (start, end), start before end; a ValueError naming ``what`` otherwise."""
     m = _WINDOW.fullmatch(text or "")
     if not m:
@@ -65,4 +76,4 @@ def parse_day_window(text: str, what: str = "window") -> tuple[time, time]:
     start, end = time(h1, m1), time(h2, m2)
     if end <= start:
         raise ValueError(f"{what} must end after it starts: {text!r}")
-    return start, end
+    return ClockSpan(start, end)

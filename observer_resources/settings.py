@@ -419,7 +419,7 @@ SETTINGS: tuple[Setting, ...] = (
     _S(
         "OBSERVER_TRACK_A_WINDOW",
         DAY_WINDOW,
-        "session",
+        parse_day_window("08:00-20:00"),
         "the part of the day Track A snapshots (KST): `session`, KRX's regular session on KRX quotes; or a window "
         "such as `08:00-20:00`, every slot in it where some venue is in a phase, NXT's stocks on the unified quote",
         TRACK_A,
@@ -445,7 +445,7 @@ SETTINGS: tuple[Setting, ...] = (
     _S(
         "OBSERVER_TRACK_B_WINDOW",
         Kind("a window HH:MM-HH:MM, or phases [HH:MM-HH:MM]", _stripped),
-        "09:30-15:00",
+        "phases",
         "the daily capture window (KST): `HH:MM-HH:MM` moves with KRX's regular session and ends at its close; "
         "`phases` (or `phases HH:MM-HH:MM`, default 08:00-20:00) runs from the first venue phase to the last, "
         "cut to those times",
@@ -463,7 +463,7 @@ SETTINGS: tuple[Setting, ...] = (
     _S(
         "OBSERVER_TRACK_B_FEEDS",
         FEEDS,
-        parse_feeds("trades:KRX"),
+        parse_feeds("trades:UN,status:KRX,status:NXT"),
         "the real-time feeds each capture slot holds, each (TR, code) pair one of a session's 41 registrations: "
         "`trades`, `book`, `expected` per symbol, `status` once per session on the anchor code "
         "(docs/collector-rules.md §4.7)",

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -86,12 +87,23 @@ def small_sim() -> Iterator[SimProcess]:
         proc.stop()
 
 
+#: The KRX-only day, the default before the two-venue day, for every test in this process unless it says otherwise:
+#: most tests exercise one rule on KRX's short day, and the two-venue day has tests of its own (a marker, or a
+#: deployment whose environment leaves every setting at its default, as the day in the life and `make run` do).
+KRX_ONLY_DAY = {
+    "OBSERVER_TRACK_A_WINDOW": "session",
+    "OBSERVER_TRACK_B_WINDOW": "09:30-15:00",
+    "OBSERVER_TRACK_B_FEEDS": "trades:KRX",
+}
+for _name, _value in KRX_ONLY_DAY.items():
+    os.environ.setdefault(_name, _value)
+
 #: a test's environment unless its module (``ENV``) or a marker (``@pytest.mark.env``) says otherwise
 BASE_ENV: dict[str, str | None] = {
     "OBSERVER_CALENDAR": "open",
     "OBSERVER_ALERT_WEBHOOK": None,
     "OBSERVER_ALERT_TELEGRAM_CHAT_ID": None,
-    "OBSERVER_TRACK_B_WINDOW": None,
+    **KRX_ONLY_DAY,
 }
 _ALERT_VARS = ("OBSERVER_ALERT_WEBHOOK", "OBSERVER_ALERT_TELEGRAM_CHAT_ID")
 

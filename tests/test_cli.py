@@ -11,14 +11,16 @@ from pathlib import Path
 import pytest
 
 
-def calendar(day: str, *extra: str) -> tuple[int, dict | str]:
+def calendar(day: str, *extra: str, env: dict[str, str] | None = None) -> tuple[int, dict | str]:
     exe = shutil.which("observer") or None
     cmd = (
         [exe, "calendar", day, *extra]
         if exe
         else [sys.executable, "-m", "observer_assets.cli", "calendar", day, *extra]
     )
-    r = subprocess.run(cmd, capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", "OBSERVER_CALENDAR": "krx"})
+    r = subprocess.run(
+        cmd, capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", "OBSERVER_CALENDAR": "krx", **(env or {})}
+    )
     return r.returncode, (json.loads(r.stdout) if r.returncode == 0 else r.stderr)
 
 
@@ -26,9 +28,12 @@ def test_ordinary_day():
     rc, out = calendar("2026-11-26")
     assert rc == 0 and out["trading_day"] is True
     assert (out["open"], out["close"]) == ("2026-11-26T09:00:00+09:00", "2026-11-26T15:30:00+09:00")
-    assert (
-        len(out["track_a_slots"]) == 40 and out["track_a_slots"][0] == "09:00" and out["track_a_slots"][-1] == "15:30"
-    )
+    # the default two-venue day: every 10 minutes at which KRX or NXT is in a phase, 08:00..20:00
+    slots = out["track_a_slots"]
+    assert (len(slots), slots[0], slots[-1]) == (73, "08:00", "20:00") and {"09:00", "15:30"} <= set(slots)
+    rc, krx_only = calendar("2026-11-26", env={"OBSERVER_TRACK_A_WINDOW": "session"})
+    slots = krx_only["track_a_slots"]
+    assert (len(slots), slots[0], slots[-1]) == (40, "09:00", "15:30")
 
 
 @pytest.mark.parametrize("day", ["2026-11-28", "2026-02-17", "2026-10-05", "2026-06-03", "2026-12-31"])
@@ -39,10 +44,15 @@ def test_closed_days(day):  # Saturday, Seollal, Chuseok substitute holiday, loc
 
 def test_special_days():
     rc, first = calendar("2026-01-02")
-    assert first["open"] == "2026-01-02T10:00:00+09:00" and first["track_a_slots"][0] == "10:00"
-    assert len(first["track_a_slots"]) == 34
+    # the phases open late, so the slots do: the venues' first phase starts at 09:30 (docs/sessions.md)
+    assert first["open"] == "2026-01-02T10:00:00+09:00" and first["track_a_slots"][0] == "09:30"
+    assert len(first["track_a_slots"]) == 64 and "10:00" in first["track_a_slots"]
     rc, csat = calendar("2026-11-19")
     assert (csat["open"], csat["close"]) == ("2026-11-19T10:00:00+09:00", "2026-11-19T16:30:00+09:00")
+    assert (
+        csat["track_a_slots"][-1] == "20:00" and len(csat["track_a_slots"]) == 64 and "16:30" in csat["track_a_slots"]
+    )
+    rc, csat = calendar("2026-11-19", env={"OBSERVER_TRACK_A_WINDOW": "session"})
     assert csat["track_a_slots"][-1] == "16:30" and len(csat["track_a_slots"]) == 40
 
 

@@ -24,7 +24,8 @@ from observer_resources.calendar import KST
 from observer_resources.calendar.market import MarketCalendar
 from observer_resources.dates import parse_day_window
 
-DEFAULT_WINDOW = "09:30-15:00"
+DEFAULT_WINDOW = "phases"  # the setting's default: the two-venue day
+SESSION_WINDOW = "09:30-15:00"  # the KRX-only day's window, before the two-venue day became the default
 PHASES = "phases"
 PHASES_DEFAULT_SPAN = (time(8, 0), time(20, 0))
 ENV_WINDOW = "OBSERVER_TRACK_B_WINDOW"

@@ -204,6 +204,16 @@ def universe(
         )
         raise dg.Failure(description=msg, metadata=verdict.metadata())
     path = lake.write_table_atomic(universe_path(root, day), built.table)
+    if nxt_status_pending(config, kis, built):
+        # The members are published first, so a Track A slot waiting for the day's universe starts now rather than
+        # after one search-stock-info call per member; the flags follow in place, the members unchanged
+        # (docs/architecture.md, "The universe is fixed for its day"). A slot taken in between quotes every member
+        # on KRX and counts them as unknown (nxt_status_unknown).
+        context.log.info(f"universe {day}: {built.table.num_rows} members published; asking their NXT status")
+        built = _with_nxt_status(context, config, kis, built, ask_now=True)
+        path = lake.write_table_atomic(universe_path(root, day), built.table)
+    elif built.metadata.get("nxt_status", "").startswith("pending"):
+        built = _with_nxt_status(context, config, kis, built, ask_now=True)  # says why they stay unknown
     accepted_anyway = not verdict.passed
     if accepted_anyway:
         context.log.warning(
@@ -281,23 +291,40 @@ def _reject(root: Path, day: date, table: pa.Table, verdict: checks.CountVerdict
 
 
 def _build(context: dg.AssetExecutionContext, config: UniverseConfig, kis: KisResource) -> _Built:
-    """The day's table and its metadata; publishing is the caller's decision (the count check's)."""
-    return _with_nxt_status(context, config, kis, _build_members(context, config, kis))
+    """The day's table and its metadata, with the NXT flags when the day kept them (a re-run); publishing is the
+    caller's decision (the count check's), and asking for flags not kept is ``_with_nxt_status``'s, after it."""
+    return _with_nxt_status(context, config, kis, _build_members(context, config, kis), ask_now=False)
 
 
-def _with_nxt_status(
-    context: dg.AssetExecutionContext, config: UniverseConfig, kis: KisResource, built: _Built
-) -> _Built:
-    """The members' NXT flags, fixed for the day like the rest: from the kept answers when the day has them, else
-    asked now (real keys; a fallback universe is asked too, its flags would be another day's) and kept."""
-    kept = nxt_status_path(built.root, built.day)
-    requests = 0
+def nxt_status_pending(config: UniverseConfig, kis: KisResource, built: _Built) -> bool:
+    """Whether the members' flags are still to be asked of search-stock-info (after the members are published)."""
     # By default the lookup follows the two-venue day: it costs one call per member (about 80 s for a full universe
     # at the rate bound), which the KRX-only day would pay for flags nothing reads.
     ask = config.nxt_status if config.nxt_status is not None else calendar().two_venue_day
+    # A day rebuilt from inputs kept before the flags were is left as it was (asking later would give a later day's
+    # answer), unless it is today: a build cut short between publishing and asking is asked on its re-run.
+    return (
+        bool(ask)
+        and kis.env == "real"
+        and (built.metadata.get("source") != "rebuilt from kept inputs" or built.day == clock.now().date())
+        and not nxt_status_path(built.root, built.day).exists()
+    )
+
+
+def _with_nxt_status(
+    context: dg.AssetExecutionContext, config: UniverseConfig, kis: KisResource, built: _Built, *, ask_now: bool
+) -> _Built:
+    """The members' NXT flags, fixed for the day like the rest: from the kept answers when the day has them, else
+    (``ask_now``) asked now (real keys; a fallback universe is asked too, its flags would be another day's) and
+    kept."""
+    kept = nxt_status_path(built.root, built.day)
+    requests = 0
+    ask = config.nxt_status if config.nxt_status is not None else calendar().two_venue_day
     if kept.exists():
         status, source = lake.read_table(kept), "kept"
-    elif not ask or kis.env != "real" or built.metadata.get("source") == "rebuilt from kept inputs":
+    elif not ask_now:
+        status, source = None, "pending: asked once the members are published"
+    elif not nxt_status_pending(config, kis, built):
         # paper keys have no search-stock-info; a day rebuilt from inputs kept before this column existed stays as
         # it was (asking today would give today's answer)
         why = (

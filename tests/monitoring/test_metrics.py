@@ -517,7 +517,12 @@ def test_calendar_gates_at_fixed_instants(tmp_path):
     from observer_resources.calendar import session
     from observer_resources.calendar.market import calendar_from_env
 
-    env = {"OBSERVER_DATA_DIR": str(tmp_path / "data"), "OBSERVER_CALENDAR": "krx"}
+    env = {
+        "OBSERVER_DATA_DIR": str(tmp_path / "data"),
+        "OBSERVER_CALENDAR": "krx",
+        "OBSERVER_TRACK_A_WINDOW": "session",  # the KRX-only day first
+        "OBSERVER_TRACK_B_WINDOW": "09:30-15:00",
+    }
 
     def gates(at: str) -> dict[str, float]:
         s = parse(collect_text(env, now=datetime.fromisoformat(at)))
@@ -580,8 +585,9 @@ def test_calendar_gates_at_fixed_instants(tmp_path):
     # a wall clock in another zone is the same instant
     assert gates("2025-11-14T01:00:00+00:00")["market_open"] == 1
 
-    # the two-venue day: both windows follow the venues' phases, so a late open moves them and a holiday has none
-    env.update(OBSERVER_TRACK_A_WINDOW="08:00-20:00", OBSERVER_TRACK_B_WINDOW="phases")
+    # the two-venue day, the default: both windows follow the venues' phases, so a late open moves them and a
+    # holiday has none
+    del env["OBSERVER_TRACK_A_WINDOW"], env["OBSERVER_TRACK_B_WINDOW"]
     assert gates("2026-12-01T08:05:00+09:00") == {  # NXT's pre-market
         "trading_day": 1,
         "market_open": 0,
@@ -757,7 +763,7 @@ def test_scrape_is_fast_on_a_full_day(tmp_path):
             for _ in range(2000)
         )
     )
-    env = {"OBSERVER_DATA_DIR": str(root), "OBSERVER_CALENDAR": "krx"}
+    env = {"OBSERVER_DATA_DIR": str(root), "OBSERVER_CALENDAR": "krx", "OBSERVER_TRACK_A_WINDOW": "session"}
     collect_text(env, now=now)  # imports and first-use costs out of the way
     c = ObserverCollector(env, now=now, cache_seconds=0, slow_cache_seconds=0)
     try:

@@ -128,7 +128,13 @@ def captures():
 
 def capture_env(sim, data_dir: Path, creds: tuple[str, str] | None = None, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KIS_", "OBSERVER_"))}
-    env.update(OBSERVER_DATA_DIR=str(data_dir), OBSERVER_CALENDAR="open", PYTHONUNBUFFERED="1")
+    # the KRX tape alone unless a test asks for other feeds (the two-venue default has tests of its own)
+    env.update(
+        OBSERVER_DATA_DIR=str(data_dir),
+        OBSERVER_CALENDAR="open",
+        OBSERVER_TRACK_B_FEEDS="trades:KRX",
+        PYTHONUNBUFFERED="1",
+    )
     if sim is not None:
         env.update(KIS_REST_URL=sim.rest_url, KIS_WS_URL=sim.ws_url)
     if creds is not None:

@@ -13,9 +13,10 @@ from datetime import date, datetime, timedelta
 import pytest
 
 from observer_assets.track_b.capture.settings import ConfigError, load_settings
-from observer_assets.track_b.window import DEFAULT_WINDOW, parse_window, track_b_window, window_at
+from observer_assets.track_b.window import DEFAULT_WINDOW, SESSION_WINDOW, parse_window, track_b_window, window_at
 from observer_resources.calendar import KST, is_trading_day
 from observer_resources.calendar.market import MarketCalendar
+from observer_resources.kis import protocol as p
 
 KRX = MarketCalendar("krx")
 OPEN = MarketCalendar("open")
@@ -27,7 +28,7 @@ def kst(d: date, hh: int, mm: int = 0, ss: int = 0) -> datetime:
 
 def test_normal_day_is_0930_to_1500():
     d = date(2025, 3, 12)  # a Wednesday, ordinary session 09:00-15:30
-    w = track_b_window(d, KRX)
+    w = track_b_window(d, KRX, SESSION_WINDOW)
     assert (w.start, w.end) == (kst(d, 9, 30), kst(d, 15, 0))
     assert w.start.utcoffset() == timedelta(hours=9) and w.note == ""
     assert w.contains(kst(d, 9, 30)) and not w.contains(kst(d, 15, 0)) and not w.contains(kst(d, 9, 29, 59))
@@ -35,14 +36,14 @@ def test_normal_day_is_0930_to_1500():
 
 def test_csat_day_shifts_the_whole_window_one_hour():
     d = date(2025, 11, 13)  # CSAT: 10:00-16:30
-    w = track_b_window(d, KRX)
+    w = track_b_window(d, KRX, SESSION_WINDOW)
     assert (w.start, w.end) == (kst(d, 10, 30), kst(d, 16, 0))
     assert "+1 h" in w.note
 
 
 def test_first_trading_day_of_the_year_starts_at_1030_and_ends_at_the_close():
     d = date(2025, 1, 2)  # opens 10:00, closes 15:30 as usual
-    w = track_b_window(d, KRX)
+    w = track_b_window(d, KRX, SESSION_WINDOW)
     assert w.start == kst(d, 10, 30)
     assert w.end == kst(d, 15, 30)  # shifted 16:00 would run past the close
     assert "ends at the close" in w.note
@@ -69,10 +70,11 @@ def test_configured_window_and_bad_windows():
     assert (w.start, w.end) == (kst(d, 9, 5), kst(d, 15, 20))
     w = track_b_window(date(2025, 11, 13), KRX, "09:05-15:20")  # CSAT: shifted too
     assert (w.start, w.end) == (kst(date(2025, 11, 13), 10, 5), kst(date(2025, 11, 13), 16, 20))
-    assert parse_window(DEFAULT_WINDOW) == (
+    assert parse_window(SESSION_WINDOW) == (
         datetime.min.replace(hour=9, minute=30).time(),
         datetime.min.replace(hour=15).time(),
     )
+    assert parse_window(DEFAULT_WINDOW) == (datetime.min.replace(hour=8).time(), datetime.min.replace(hour=20).time())
     for bad in ("", "9-15", "15:00-09:30", "09:30-09:30", "25:00-26:00", "09:61-10:00"):
         with pytest.raises(ValueError):
             parse_window(bad)
@@ -173,7 +175,9 @@ def test_settings_defaults_follow_the_spec(tmp_path):
     assert s.backoff == (1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0) and s.window == DEFAULT_WINDOW
     assert (s.mitigation_hold_enter, s.mitigation_hold_recover) == (300.0, 600.0)
     assert s.calendar.mode == "krx" and s.until is None and s.pins == ()
-    assert s.feeds.per_code == ("H0STCNT0",) and s.anchors == () and s.capacity == 41
+    # the two-venue day: the unified tape per symbol, a status feed per venue on the anchor code
+    assert s.feeds.per_code == ("H0UNCNT0",) and s.capacity == 39
+    assert s.anchors == ((p.TR_WS_STATUS, "005930"), (p.TR_WS_STATUS_NXT, "005930"))
     s, _ = load_settings(
         [], {"OBSERVER_DATA_DIR": str(tmp_path), "OBSERVER_TRACK_B_FEEDS": "trades:UN, book:krx,status:KRX,status:NXT"}
     )

@@ -4,6 +4,8 @@ and rebuilds the same bytes, and where Observer does not know the flags are null
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import datetime
 
 import dagster as dg
@@ -63,6 +65,33 @@ def test_members_carry_the_exchanges_nxt_flags_kept_for_the_day(env, small_sim):
         md2 = again.asset_materializations_for_node("universe")[0].metadata
         assert md2["nxt_status"].value == "kept" and md2["requests_used"].value == 0
         assert universe_path(root, day).read_bytes() == before
+
+
+def test_the_members_are_published_before_their_nxt_status_is_asked(env, small_sim):
+    """The lookup (one call per member) is off Track A's critical path: a slot waiting for the day's universe file
+    finds the members while their flags are still being asked, then the same members with the flags."""
+    kis = kis_for(small_sim, env, 83)
+    day = datetime.now(KST).date()
+    path, kept = universe_path(lake.data_dir(), day), nxt_status_path(lake.data_dir(), day)
+    with dg.instance_for_test() as inst:
+        inst.add_dynamic_partitions("trading_day", [day_key(day)])
+        result: list[dg.ExecuteInProcessResult] = []
+        run = threading.Thread(target=lambda: result.append(materialize(inst, kis, day, nxt_status=True)))
+        run.start()
+        first = None
+        while run.is_alive() and first is None:
+            if path.exists():
+                first = (pq.read_table(path), kept.exists())
+            time.sleep(0.02)
+        run.join()
+        assert result and result[0].success and first is not None
+        early, asked_yet = first
+        assert not asked_yet and early["nxt_tradable"].null_count == early.num_rows  # published, flags pending
+        final = pq.read_table(path)
+        assert final["code"].to_pylist() == early["code"].to_pylist()  # the same members, now with their flags
+        assert final["nxt_tradable"].null_count == 0 and kept.exists()
+        md = result[0].asset_materializations_for_node("universe")[0].metadata
+        assert md["nxt_status"].value == "asked"
 
 
 def test_not_asked_is_null_not_false(env, small_sim):
