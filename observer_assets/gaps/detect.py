@@ -231,10 +231,18 @@ def _verdict_table(inp: DayInputs, rules: list[dict[str, Any]], anomaly_day: boo
 # --- entry point ----------------------------------------------------------------------------------------------
 
 
+def _captured_tapes(inp: DayInputs) -> str:
+    """The tapes the capture recorded on the day, joined by +: a connection-wide row (a disconnect, a dead capture)
+    is about each of them, and each tape's losses inside its window are counted in it."""
+    held = {"KRX"} if inp.ticks is not None and inp.ticks.num_rows else set()
+    held |= {v for v, t in inp.venue_ticks.items() if t is not None and t.num_rows}
+    return "+".join(v for v in ("KRX", "NXT", "unified") if v in held) or "KRX"
+
+
 def _place(row: dict[str, Any], inp: DayInputs) -> None:
     """The venue and phase a row is about. A Track A row: its symbol's quote at the slot (or every kind the slot
     quoted), at the slot instant. A Track B row of another tape names it; every other row is about the capture,
-    KRX's trade feed, at the row's start."""
+    every tape it recorded that day (KRX's when it recorded none), at the row's start."""
     if row["kind"].startswith("track_a"):
         at = row["slot_ts"]
         markets = inp.slot_universe.get(at) if at is not None else None
@@ -244,7 +252,7 @@ def _place(row: dict[str, Any], inp: DayInputs) -> None:
             kinds = {VENUE_OF_MARKET[m] for m in (markets or {"": "J"}).values()}
             venue = "+".join(v for v in ("KRX", "NXT", "unified") if v in kinds)
     else:
-        at, venue = row["start"] or row["slot_ts"], row["venue"] or "KRX"
+        at, venue = row["start"] or row["slot_ts"], row["venue"] or _captured_tapes(inp)
     row["venue"] = venue
     row["phase"] = phase_label(inp.phases, venue, as_kst(at)) if at is not None else None
 

@@ -1,10 +1,13 @@
-"""A day in the life: one trading day of the local exchange, driven only by Observer's schedules and sensors.
+"""A day in the life: one trading day of the local exchange on both venues, 08:00-20:00, driven only by Observer's
+schedules and sensors on its default settings, then a holiday.
 
 The day runs in its own process (``day_in_the_life.py``) on a fresh SQLite instance and lake, the exchange and
-every Observer process on one simulated clock. Faults are injected as they happen in production — a slot whose
-REST calls all fail, the daemon down for 20 minutes, the WebSocket dropped and refused — and no test code calls an
-asset. The assertions read what an operator reads in the UI the next morning: the runs and who launched them, the
-partitions, the checks, the gap report, the backup.
+every Observer process on one simulated clock. Faults are injected as they happen in production — slots whose
+REST calls all fail in three different phases, the daemon down for 20 minutes, the WebSocket dropped twice,
+withheld, duplicated and malformed frames — and no test code calls an asset. The assertions read what an operator
+reads in the UI the next morning (the runs and who launched them, the partitions, the checks, the gap report, the
+backup) and hold the lake against the exchange's ground truth: every phase's slots, every tick sent, every gap
+injected and no other.
 """
 
 from __future__ import annotations
@@ -23,11 +26,22 @@ import pytest
 
 from local_exchange.server import run_sim_process
 from observer_resources.calendar import KST
+from observer_resources.calendar.market import calendar_from_env
 from observer_resources.clock import write_sim
-from observer_resources.storage.layout import events_summary_path, verdict_path
+from observer_resources.kis.config import configs_from_env
+from observer_resources.storage.layout import (
+    TRACK_B_TAPES,
+    TRACK_B_TAPES_RESTORED,
+    events_summary_path,
+    restored_path,
+    tick_files,
+    verdict_path,
+)
+
+UNIFIED = "H0UNCNT0"
 
 ROOT = Path(__file__).resolve().parents[2]
-DAY = date(2026, 11, 26)  # a Thursday: a normal KRX day, 09:00-15:30
+DAY = date(2026, 12, 24)  # a Thursday: an ordinary two-venue day, 08:00-20:00; the next day is Christmas
 SCRIPT = Path(__file__).with_name("day_in_the_life.py")
 
 # its own timeout: the day shares two cores with the other end-to-end runs, which can double its time
@@ -84,12 +98,28 @@ def play_the_day(base: Path) -> dict:
             text=True,
             timeout=570,
         )
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        truth = unified_truth(sim, data)
     finally:
         sim.stop()
-    assert proc.returncode == 0, proc.stderr[-4000:]
     summary = json.loads((out / "summary.json").read_text())
     instance = dg.DagsterInstance.from_config(str(home))
-    return {"summary": summary, "instance": instance, "data": data, "backup": backup, "out": out}
+    return {"summary": summary, "instance": instance, "data": data, "backup": backup, "out": out, "truth": truth}
+
+
+def unified_truth(sim, data: Path) -> dict[str, dict]:
+    """What the exchange did with each unified-tape trade of every code the capture streamed, for its app key
+    (``truth/sent``: sent, duplicate, skipped, ...), read before the exchange stops."""
+    key = configs_from_env({"KIS_REST_URL": sim.rest_url, "KIS_WS_URL": sim.ws_url})[0].app_key
+    files = tick_files(data, DAY, TRACK_B_TAPES[UNIFIED])
+    codes = sorted(set(pq.read_table(files, columns=["code"])["code"].to_pylist())) if files else []
+    return {
+        c: (
+            sim.admin("truth/sent", params={"appkey": key, "code": c, "tr_id": UNIFIED}),
+            sim.admin("truth/ticks", params={"code": c, "day": DAY.isoformat(), "venue": "UN"})["ticks"],
+        )
+        for c in codes
+    }
 
 
 def runs(inst: dg.DagsterInstance, **flt) -> list[dg.DagsterRun]:
@@ -128,23 +158,32 @@ def check_every_run_was_launched_by_the_automation_and_none_failed(day):
     assert not day["summary"]["threads_alive"]
 
 
-def check_every_slot_of_the_day_is_a_partition_in_time_order_and_materialized(day):
+def check_track_a_slots_are_exactly_the_phases_slots_in_time_order_and_materialized(day):
     inst = day["instance"]
-    keys = [f"{DAY.isoformat()}T{h:02d}{m:02d}" for h in range(9, 16) for m in range(0, 60, 10) if (h, m) <= (15, 30)]
+    cal = calendar_from_env({"OBSERVER_CALENDAR": "krx"})  # the defaults: the two-venue day, 08:00-20:00
+    keys = [f"{t:%Y-%m-%dT%H%M}" for t in cal.track_a_slots(DAY)]
+    assert len(keys) == 73 and keys[0].endswith("T0800") and keys[-1].endswith("T2000")
     registered = [k for k in inst.get_dynamic_partitions("track_a_slot") if k.startswith(DAY.isoformat())]
-    assert registered == keys  # 40, none in the future, in time order
+    assert registered == keys  # none in the future, none in a break of both venues, in time order
     done = inst.get_materialized_partitions(dg.AssetKey("track_a_snapshot"))
     assert set(keys) <= done
+    assert not [k for k in inst.get_dynamic_partitions("track_a_slot") if k > DAY.isoformat() + "T9"]  # holiday
     assert DAY.isoformat() in inst.get_materialized_partitions(dg.AssetKey("universe"))
     assert DAY.isoformat() in inst.get_materialized_partitions(dg.AssetKey("gap_report"))
+    uni = pq.read_table(day["data"] / "universe" / f"date={DAY.isoformat()}")
+    assert 0 < sum(uni["nxt_tradable"].to_pylist()) < uni.num_rows  # asked at 05:00, after the members
+    pre = pq.read_table(day["data"] / "track_a" / f"date={DAY.isoformat()}" / "slot=T0810")
+    assert set(pre["venue"].to_pylist()) == {"unified"} and pre.num_rows == sum(uni["nxt_tradable"].to_pylist())
 
 
 def check_the_lost_slots_were_backfilled_by_the_gap_sensor_with_no_operator(day):
     inst = day["instance"]
     d = DAY.isoformat()
     backfills = runs(inst, tags={"dagster/sensor_name": "gap_backfill_sensor"})
-    # 10:20: every REST call failed; 11:10: the daemon was down and its scheduler relaunched only 11:20
-    assert sorted(r.tags["dagster/partition"] for r in backfills) == [f"{d}T1020", f"{d}T1110"]
+    # 08:20, 10:20, 17:00: every REST call failed; 11:10: the daemon was down and its scheduler relaunched only 11:20
+    assert sorted(r.tags["dagster/partition"] for r in backfills) == [
+        f"{d}T{s}" for s in ("0820", "1020", "1110", "1700")
+    ]
     assert all(r.tags["observer/kind"] == "backfill" and r.tags["observer/kis"] == "rest" for r in backfills)
     scheduled = [
         r.tags.get("dagster/partition") for r in runs(inst, tags={"dagster/schedule_name": "track_a_every_10_minutes"})
@@ -152,28 +191,83 @@ def check_the_lost_slots_were_backfilled_by_the_gap_sensor_with_no_operator(day)
     assert f"{d}T1120" in scheduled and f"{d}T1110" not in scheduled
 
 
-def check_the_final_gap_report_shows_every_loss_restored(day):
+def check_the_gap_report_finds_every_injected_fault_and_nothing_else_each_restored(day):
+    """Precision and recall 100 % per venue and phase: the report's losses are exactly the injected faults, each on
+    its venue and in its phase, and none falls in a phase break."""
     gaps = day["data"] / "gaps" / f"date={DAY.isoformat()}"
     report = pq.read_table(gaps / "gap_report.parquet").to_pylist()
     losses = [r for r in report if r["status"] != "info"]
-    by_kind = {}
-    for r in losses:
-        by_kind.setdefault(r["kind"], []).append(r)
-    slots = {r["slot_ts"].strftime("%H%M"): r for r in by_kind.get("track_a_missing_slot", [])}
-    assert set(slots) == {"1020", "1110"}
-    assert all(
-        r["status"] == "restored" and r["restored_from"] == "inquire-time-itemchartprice" for r in slots.values()
+    skip = next(f for f in day["summary"]["faults"] if f["kind"] == "ws_skip")
+    at = lambda h, m: datetime.combine(DAY, time(h, m), KST)  # noqa: E731
+    got = sorted(
+        (
+            r["kind"],
+            r["slot_ts"].strftime("%H%M") if r["slot_ts"] else r["start"].strftime("%H%M"),
+            r["symbol"],
+            r["venue"],
+            r["phase"],
+        )
+        for r in losses
     )
-    drop = by_kind.get("ws_disconnect", [])
-    assert len(drop) == 1 and drop[0]["start"] == datetime.combine(DAY, time(13, 0), KST)
-    assert drop[0]["data_lost"] and drop[0]["missing_volume"] > 0
-    assert drop[0]["status"] == "restored" and drop[0]["restored_from"] == "inquire-time-itemconclusion"
-    still_open = [(r["kind"], r["symbol"], r["start"]) for r in losses if r["status"] == "open"]
-    assert not still_open, still_open
+    regular, after = "KRX:regular+NXT:main", "KRX:after_market+NXT:after_market"
+    expected = sorted(
+        [
+            ("track_a_missing_slot", "0820", None, "unified", "NXT:pre_market"),  # KRX between its phases
+            ("track_a_missing_slot", "1020", None, "KRX+unified", regular),
+            ("track_a_missing_slot", "1110", None, "KRX+unified", regular),
+            ("track_a_missing_slot", "1700", None, "KRX+unified", after),
+            ("ws_disconnect", "1300", None, "unified", regular),
+            ("ws_disconnect", "1830", None, "unified", after),
+            ("track_b_loss", "1400", skip["code"], "unified", regular),
+        ]
+    )
+    assert got == expected
+    for r in losses:
+        assert r["status"] == "restored", r
+        assert r["restored_from"] == (
+            "inquire-time-itemchartprice" if r["kind"] == "track_a_missing_slot" else "inquire-time-itemconclusion"
+        ), r
+    drops = [r for r in losses if r["kind"] == "ws_disconnect"]
+    assert [r["start"] for r in drops] == [at(13, 0), at(18, 30)]
+    assert all(r["data_lost"] and r["missing_volume"] > 0 for r in drops)
+    loss = next(r for r in losses if r["kind"] == "track_b_loss")
+    assert loss["missing_trades"] == skip["n"]
+    assert not [r for r in report if r["phase"] in ("break", "closed")]  # nothing, not even a silence, in a break
     verdict = json.loads(verdict_path(day["data"], DAY).read_text())
     # the final report (20:40), or a later one a repair asked for
-    assert datetime.fromisoformat(verdict["as_of"]) >= datetime.combine(DAY, time(20, 40), KST)
-    assert verdict["measured"]["reconnects"] >= 1
+    assert datetime.fromisoformat(verdict["as_of"]) >= at(20, 40)
+    assert verdict["measured"]["reconnects"] >= 2
+
+
+def check_every_unified_tick_sent_is_in_the_lake_once_and_every_lost_one_restored(day):
+    """Per code of the unified tape, against the exchange's ground truth: the live ticks are exactly the ticks it
+    sent (a duplicate once); the ticks it withheld, and those it printed while the session was down (from the last
+    one sent before a drop to the code's registration in the next session), are all in the restored file."""
+    data = day["data"]
+    live = pq.read_table(tick_files(data, DAY, TRACK_B_TAPES[UNIFIED]), columns=["code", "acml_vol"]).to_pylist()
+    restored = pq.read_table(restored_path(data, DAY, TRACK_B_TAPES_RESTORED[UNIFIED])).to_pylist()
+    assert day["truth"] and set(day["truth"]) == {r["code"] for r in live}
+    dup_seen, lost_in_drops = False, 0
+    for code, (sent, tape) in day["truth"].items():
+        got = sorted(r["acml_vol"] for r in live if r["code"] == code)
+        assert len(got) == len(set(got)), f"{code}: a tick stored twice"
+        entries = sent["entries"]
+        delivered = {e["acml_vol"] for e in entries if e["status"] in ("sent", "duplicate")}
+        dup_seen |= any(e["status"] == "duplicate" for e in entries)
+        assert set(got) == delivered, f"{code}: live differs from sent: {sorted(set(got) ^ delivered)[:10]}"
+        lost = {e["acml_vol"] for e in entries if e["status"] == "skipped"}
+        regs = sorted(sent["registrations"], key=lambda r: r["registered_at_sim"])
+        for a, b in zip(regs, regs[1:], strict=False):
+            last = max(
+                (e["index"] for e in entries if e["session"] == a["session"] and e["status"] == "sent"), default=None
+            )
+            if a["session"] != b["session"] and last is not None:  # a reconnect: what printed in between was lost
+                span = {t["acml_vol"] for t in tape if last < t["index"] < b["first_index"]}
+                lost |= span
+                lost_in_drops += len(span)
+        back = {r["acml_vol"] for r in restored if r["code"] == code}
+        assert lost <= back, f"{code}: lost and not restored: {sorted(lost - back)[:10]}"
+    assert dup_seen and lost_in_drops > 0  # the 14:30 duplicates reached the capture; the drops cost ticks
 
 
 def check_track_b_was_captured_compacted_and_restored(day):
@@ -181,9 +275,11 @@ def check_track_b_was_captured_compacted_and_restored(day):
     capture = runs(inst, job_name="track_b_capture_job")
     assert len(capture) == 1  # one run for the whole window, never a duplicate
     hours = inst.get_materialized_partitions(dg.AssetKey("track_b_ticks"))
-    assert {f"{DAY.isoformat()}T{h:02d}" for h in range(9, 15)} <= hours
-    restored = pq.read_table(day["data"] / "track_b_restored" / f"date={DAY.isoformat()}" / "restored.parquet")
+    assert {f"{DAY.isoformat()}T{h:02d}" for h in range(8, 20)} <= hours
+    restored = pq.read_table(restored_path(day["data"], DAY, TRACK_B_TAPES_RESTORED[UNIFIED]))
     assert restored.num_rows > 0 and set(restored["source"].to_pylist()) == {"restored"}
+    status = pq.read_table(day["data"] / "track_b_status" / f"date={DAY.isoformat()}").to_pylist()
+    assert {r["venue"] for r in status} == {"KRX", "NXT"}  # both venues' phases announced and recorded
     repairs = runs(inst, tags={"dagster/sensor_name": "gap_report_after_repair"})
     assert len(repairs) >= 2  # after the Track A backfill and after the Track B restore
 
@@ -205,10 +301,15 @@ def check_checks_were_evaluated_per_partition_and_the_current_slot_was_always_fr
     history = inst.event_log_storage.get_asset_check_execution_history
     schema = history(dg.AssetCheckKey(dg.AssetKey("track_a_snapshot"), "track_a_schema"), limit=500)
     assert {r.partition for r in schema} >= {f"{DAY.isoformat()}T0900", f"{DAY.isoformat()}T1530"}
-    fresh = history(dg.AssetCheckKey(dg.AssetKey("track_a_snapshot"), "track_a_current_slot_fresh"), limit=500)
-    assert len(fresh) >= 30  # every 5 simulated minutes while the daemon ran
+    fresh = history(dg.AssetCheckKey(dg.AssetKey("track_a_snapshot"), "track_a_current_slot_fresh"), limit=1000)
+    assert len(fresh) >= 60  # every 5 simulated minutes while the daemon ran, 08:00-20:00
     verdicts = [r.event.dagster_event.asset_check_evaluation_data for r in fresh if r.event]
+    # no alarm all day, in the breaks between phases included, nor on the holiday after it
     assert verdicts and all(v.passed for v in verdicts), [v.description for v in verdicts if not v.passed]
+    # the holiday: nothing collected, nothing called stale; only the day before's backup, refreshed after its
+    # last repairs
+    holiday = [r for r in day["summary"]["runs"] if r["at"] >= "2026-12-25"]
+    assert {(r["job"], r["partition"]) for r in holiday} <= {("backup_job", DAY.isoformat())}, holiday
 
 
 def check_the_lake_reads_in_every_tool_and_the_docs_recipes_run(day):
@@ -219,7 +320,15 @@ def check_the_lake_reads_in_every_tool_and_the_docs_recipes_run(day):
     root, d = day["data"], DAY.isoformat()
     with rd.as_data(root, day["out"]):
         found = rd.datasets(root)
-        assert {"universe", "track_a", "track_a_daily", "track_b", "gaps", "gap_coverage", "gap_verdict"} <= set(found)
+        assert {
+            "universe",
+            "track_a",
+            "track_a_daily",
+            "track_b_unified",
+            "gaps",
+            "gap_coverage",
+            "gap_verdict",
+        } <= set(found)
         for ds in found:
             got = rd.read_all(ds)
             assert len({n for n, _ in got.values()}) == 1, (ds, got)
@@ -227,7 +336,7 @@ def check_the_lake_reads_in_every_tool_and_the_docs_recipes_run(day):
                 assert types == {k: rd.KEY_TYPES[tool][k] for k in types}, (ds, tool, types)
             counts = rd.filtered_counts(ds, d, "T1000" if ds in ("track_a", "track_a_failures") else None)
             assert len(set(counts.values())) == 1, (ds, counts)
-        ticks = pq.read_table(root / "track_b", columns=["code", "qty"], partitioning=None)
+        ticks = pq.read_table(root / "track_b_unified", columns=["code", "qty"], partitioning=None)
         per_code = (
             ticks.group_by("code").aggregate([("qty", "sum"), ("qty", "count")]).sort_by([("qty_count", "descending")])
         )
