@@ -5,7 +5,7 @@ so the judge reads exactly what it reads in production; the check runs through i
 is evaluated with an injected clock.
 """
 
-from datetime import datetime
+from datetime import date, datetime
 
 import dagster as dg
 import pytest
@@ -91,6 +91,24 @@ def test_a_slot_whose_run_is_still_collecting_is_not_called_stale(krx):
         assert j.passed and "being collected" in j.description and j.metadata["in_progress_run"] == run.run_id
         inst.report_run_failed(inst.get_run_by_id(run.run_id))  # the run died: now the slot is stale
         assert not freshness.judge(inst, krx, now).passed
+
+
+def test_on_the_default_two_venue_day_the_judge_follows_the_phases(krx, monkeypatch):
+    monkeypatch.delenv("OBSERVER_TRACK_A_WINDOW")  # the default: 08:00-20:00, every slot where some venue trades
+    two_venue = calendar()
+    assert freshness.due_slot(two_venue, at(NORMAL, 8, 5)) == at(NORMAL, 8, 0)  # NXT's pre-market is collected
+    assert freshness.due_slot(two_venue, at(NORMAL, 19, 55)) == at(NORMAL, 19, 50)  # both after-markets
+    assert freshness.due_slot(two_venue, at(NORMAL, 20, 15)) is None
+    first = min(p.start for p in two_venue.phases(date(*CSAT)))
+    assert first.hour == 9 and first.minute == 30  # CSAT day: the phase table starts late
+    assert freshness.due_slot(two_venue, at(CSAT, 8, 30)) is None  # an ordinary day's slot, not this day's
+    assert freshness.due_slot(two_venue, at(HOLIDAY, 11, 0)) is None
+    with dg.instance_for_test() as inst:
+        for when in (at(CSAT, 8, 30), at(CSAT, 9, 20), at(HOLIDAY, 9, 0)):
+            j = freshness.judge(inst, two_venue, when)
+            assert j.passed and j.slot is None and "passes trivially" in j.description, j.description
+        j = freshness.judge(inst, two_venue, at(NORMAL, 8, 5))
+        assert not j.passed and j.slot == at(NORMAL, 8, 0)  # and a missed pre-market slot is stale
 
 
 def test_holiday_and_outside_the_session_pass_trivially(krx):
