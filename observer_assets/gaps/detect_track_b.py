@@ -148,10 +148,12 @@ def _unholds(inp: DayInputs) -> dict[str, np.ndarray]:
 
 
 def _spans(unhold: Mapping[str, np.ndarray], code: str, a: int, b: int) -> bool:
+    """Whether ``code`` left its slot after the tick received at ``a`` (or at that very instant: a release and the
+    last tick can share a timestamp) and before the one received at ``b``."""
     u = unhold.get(code)
     if u is None or not len(u):
         return False
-    i = int(np.searchsorted(u, a, side="right"))
+    i = int(np.searchsorted(u, a, side="left"))
     return i < len(u) and u[i] < b
 
 

@@ -100,10 +100,12 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("the capture did not register within a minute of its window's start")
 
     def streamed_code() -> str:
-        """A symbol the capture holds now (not the status anchor), from its status file."""
+        """The busiest symbol the capture holds now (not the status anchor), from its status file: a busy one shows
+        the withheld trades by its next trade's cumulative volume before the slot rules can let it go."""
         status = json.loads((Path(os.environ["OBSERVER_DATA_DIR"]) / "system/capture/status.json").read_text())
-        held = sorted({c for k in status["keys"].values() for c in k["registered"]} - {"005930"})
-        return held[0]
+        held = {c for k in status["keys"].values() for c in k["registered"]} - {"005930"}
+        busiest = http.get("/listings", params={"order": "activity", "limit": "1000"}).json()["listings"]
+        return next(r["code"] for r in busiest if r["code"] in held)
 
     daemon.set_time(at(4, 50))
     daemon.tick()  # the daemon starts: sensors take their first look

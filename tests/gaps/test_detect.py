@@ -227,6 +227,9 @@ def test_loss_restored_from_conclusions_and_release_is_not_a_loss() -> None:
     t2 = ticks(spec2[:30] + [("000030", at(9, 32), 500)] + spec2[30:], drop={30})
     rep2 = detect(inputs(ticks=t2, events=ev))
     assert rep2.rows.num_rows == 0
+    # released at the very instant its last tick was received (a clock that ticks in steps stamps both alike)
+    ev[0]["timestamp"] = spec2[29][1].isoformat()
+    assert detect(inputs(ticks=t2, events=ev)).rows.num_rows == 0
 
 
 def test_ticks_after_as_of_are_not_judged_and_verdict_rules() -> None:

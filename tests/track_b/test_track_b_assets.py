@@ -402,6 +402,7 @@ def test_real_capture_under_the_job_survives_kill_9_and_compacts_against_the_exc
         KIS_APP_SECRET=creds[1],
         OBSERVER_TRACK_B_EVAL_S="2",
         OBSERVER_TRACK_B_SAMPLE_S="1",
+        OBSERVER_TRACK_B_FEEDS="trades:KRX",  # held against the KRX tape's truth
     )
     for k, v in env.items():
         monkeypatch.setenv(k, v)
