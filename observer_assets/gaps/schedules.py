@@ -1,8 +1,8 @@
 """The gap report runs itself: through the session, once more with the final verdict, and after every repair.
 
 KIS serves trade-level conclusions for today only, so a Track B loss is best restored the same day: the report is
-recomputed every 30 minutes from the open until an hour after the close (each run sees what the backfill and
-restore sensors did since), then once at 20:40 KST with the day's final verdict, before the 20:50 event summary and
+recomputed every 30 minutes from the day's first Track A slot until an hour after its last (each run sees what the
+backfill and restore sensors did since), then once at 20:40 KST with the day's final verdict, before the 20:50 event summary and
 the 21:00 backup carry it. A backfill or restore that succeeds asks for a fresh report at once
 (``gap_report_after_repair`` in sensors.py), so the UI never shows a gap as open after it was closed.
 """
@@ -33,14 +33,21 @@ gap_report_job = dg.define_asset_job(
 
 
 def due(now: datetime) -> str | None:
-    """Why a report of `now`'s day is due at `now` ("session", "final"), or None (pure: the calendar decides)."""
+    """Why a report of `now`'s day is due at `now` ("session", "final"), or None (pure: the calendar decides).
+
+    The day runs from its first Track A slot to an hour after its last, and no later than the final report: KRX's
+    session on the KRX-only day, 08:00-20:40 on the two-venue day, so an after-market loss is backfilled within the
+    hour like a morning one, not after the final report."""
     now = now.astimezone(KST)
-    s = calendar().session(now.date())
+    cal = calendar()
+    s = cal.session(now.date())
     if s is None:
         return None
     if now.time().replace(second=0, microsecond=0) == FINAL_AT:
         return "final"
-    if s.open <= now <= s.close + AFTER_CLOSE:
+    slots = cal.track_a_slots(now.date()) or [s.open, s.close]
+    final = datetime.combine(now.date(), FINAL_AT, KST)
+    if slots[0] <= now <= slots[-1] + AFTER_CLOSE and now < final:
         return "session"
     return None
 
@@ -50,8 +57,8 @@ def due(now: datetime) -> str | None:
     execution_timezone="Asia/Seoul",
     job=gap_report_job,
     default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Today's gap report every 30 minutes from the open until an hour after the close, and at 20:40 KST "
-    "with the final verdict (trading days only; the calendar decides).",
+    description="Today's gap report every 30 minutes from the day's first Track A slot until an hour after its last "
+    "(before the final), and at 20:40 KST with the final verdict (trading days only; the calendar decides).",
 )
 def gap_report_through_the_day(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
     at = context.scheduled_execution_time.astimezone(KST)

@@ -450,8 +450,11 @@ class KisWebSocketClient:
                 "reconnect": outage is not None,
                 "outage_seconds": round(outage, 3) if outage is not None else 0.0,
                 "outage_from": since,
-                "registered": len(self._registered),
-                "desired": len(self._desired),
+                # codes, as the slot rules count them (a code on several TRs, or a status anchor, is not two)
+                "registered": len(self.registered),
+                "desired": len(self._codes),
+                "registrations": len(self._registered),
+                "desired_registrations": len(self._desired),
             }
         )
 

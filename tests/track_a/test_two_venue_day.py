@@ -54,7 +54,9 @@ def test_the_window_adds_every_slot_where_a_venue_is_in_a_phase_and_keeps_the_se
 
 
 def test_the_window_is_a_validated_setting():
-    assert calendar_from_env({}).track_a_window is None  # "session": the KRX-only day
+    assert calendar_from_env({}).track_a_window == (time(8, 0), time(20, 0))  # the default: the two-venue day
+    assert str(calendar_from_env({}).track_a_window) == "08:00-20:00"
+    assert calendar_from_env({"OBSERVER_TRACK_A_WINDOW": "session"}).track_a_window is None  # the KRX-only day
     cal = calendar_from_env({"OBSERVER_TRACK_A_WINDOW": "08:00-20:00"})
     assert cal.track_a_window == (time(8, 0), time(20, 0))
     with pytest.raises(ValueError, match="OBSERVER_TRACK_A_WINDOW must be 'session' or a window HH:MM-HH:MM"):

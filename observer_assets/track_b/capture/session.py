@@ -287,8 +287,9 @@ class KeySession:
             "session_id": self.session_id,
             "reconnect": ev.get("reconnect"),
             "outage_seconds": ev.get("outage_seconds"),
-            "registered": ev.get("registered"),
+            "registered": ev.get("registered"),  # codes (the gap report's held replay compares these)
             "desired": ev.get("desired"),
+            "registrations": ev.get("registrations"),  # (TR, code) pairs, status anchors included
             "reconnects": self.client.stats.reconnects,
         }
         self.events.emit("ws_connected", **fields)
