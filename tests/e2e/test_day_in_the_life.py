@@ -210,20 +210,47 @@ def check_the_lost_slots_were_backfilled_by_the_gap_sensor_with_no_operator(day)
     assert f"{d}T1120" in scheduled and f"{d}T1110" not in scheduled
 
 
-def _lost_in_drops(sent: dict, tape: list[dict]) -> list[tuple[datetime, set[int]]]:
-    """Per reconnect of a code's session: when it registered again, and the cumulative volumes of the trades that
-    printed between the last one sent before the drop and that registration (lost to the drop)."""
+DROPS = (datetime.combine(DAY, time(13, 0), KST), datetime.combine(DAY, time(18, 30), KST))
+
+
+def _held_at(events: list[dict], code: str, t: datetime) -> bool:
+    """Whether the capture held ``code`` at ``t``: its last slot change before then brought it in."""
+    last = False
+    for e in events:
+        if e.get("event_type") == "slot_change" and datetime.fromisoformat(e["timestamp"]) <= t:
+            if e.get("code") == code and e.get("action") in ("allocate", "pin", "replace", "move_in"):
+                last = True
+            elif e.get("old_code") == code or (e.get("action") == "release" and e.get("code") == code):
+                last = False
+    return last
+
+
+def _lost_in_drops(sent: dict, tape: list[dict], events: list[dict]) -> list[tuple[datetime, set[int]]]:
+    """Per drop the code was held through: when it registered again on the next session, and the cumulative volumes
+    of the trades that printed between the last one sent before the drop and that registration (lost to it)."""
     entries = sent["entries"]
     regs = sorted(sent["registrations"], key=lambda r: r["registered_at_sim"])
     out = []
     for a, b in zip(regs, regs[1:], strict=False):
+        back = datetime.fromisoformat(b["registered_at_sim"])
+        drop = next((d for d in DROPS if d <= back <= d + timedelta(minutes=15)), None)
+        if a["session"] == b["session"] or drop is None or not _held_at(events, sent["code"], drop):
+            continue  # a slot change, not a reconnect after a drop
         last = max(
             (e["index"] for e in entries if e["session"] == a["session"] and e["status"] == "sent"), default=None
         )
-        if a["session"] != b["session"] and last is not None:
-            span = {t["acml_vol"] for t in tape if last < t["index"] < b["first_index"]}
-            out.append((datetime.fromisoformat(b["registered_at_sim"]), span))
+        if last is not None:
+            out.append((back, {t["acml_vol"] for t in tape if last < t["index"] < b["first_index"]}))
     return out
+
+
+def _events(data: Path) -> list[dict]:
+    return [
+        json.loads(line)
+        for f in sorted((data / "system" / "events").glob(f"{DAY:%Y%m%d}*.jsonl"))
+        for line in f.read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
 
 
 def _observable_skips(entries: list[dict]) -> list[dict]:
@@ -282,7 +309,7 @@ def check_the_gap_report_finds_every_injected_fault_and_nothing_else_each_restor
             lost = [
                 span
                 for sent, tape in day["truth"].values()
-                for back_at, span in _lost_in_drops(sent, tape)
+                for back_at, span in _lost_in_drops(sent, tape, _events(day["data"]))
                 if r["start"] <= back_at <= r["start"] + timedelta(minutes=15) and span
             ]
             assert not lost, lost
@@ -310,7 +337,7 @@ def check_every_unified_tick_sent_is_in_the_lake_once_and_every_lost_one_restore
     live = pq.read_table(tick_files(data, DAY, TRACK_B_TAPES[UNIFIED]), columns=["code", "acml_vol"]).to_pylist()
     restored = pq.read_table(restored_path(data, DAY, TRACK_B_TAPES_RESTORED[UNIFIED])).to_pylist()
     assert day["truth"] and set(day["truth"]) == {r["code"] for r in live}
-    dup_seen, lost_in_drops = False, 0
+    dup_seen, lost_in_drops, events = False, 0, _events(data)
     for code, (sent, tape) in day["truth"].items():
         got = sorted(r["acml_vol"] for r in live if r["code"] == code)
         assert len(got) == len(set(got)), f"{code}: a tick stored twice"
@@ -319,7 +346,7 @@ def check_every_unified_tick_sent_is_in_the_lake_once_and_every_lost_one_restore
         dup_seen |= any(e["status"] == "duplicate" for e in entries)
         assert set(got) == delivered, f"{code}: live differs from sent: {sorted(set(got) ^ delivered)[:10]}"
         lost = {e["acml_vol"] for e in _observable_skips(entries)}
-        for _, span in _lost_in_drops(sent, tape):
+        for _, span in _lost_in_drops(sent, tape, events):
             lost |= span
             lost_in_drops += len(span)
         back = {r["acml_vol"] for r in restored if r["code"] == code}
