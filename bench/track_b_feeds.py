@@ -119,15 +119,6 @@ def _wait(cond, timeout: float, what: str, proc: subprocess.Popen, log: Path):  
         time.sleep(0.1)
 
 
-def _status(data: Path) -> dict | None:
-    from observer_resources.storage.layout import status_path
-
-    try:
-        return json.loads(status_path(data).read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def _pcts(values: np.ndarray) -> dict[str, float | None]:
     if len(values) == 0:
         return {"p50": None, "p99": None, "max": None}
@@ -227,6 +218,7 @@ def run_one(
 ) -> dict[str, Any]:
     from local_exchange.accounts import demo_credentials
     from local_exchange.server import run_sim_process
+    from observer_assets.track_b.capture import read_status
 
     feeds, n_codes = CONFIGS[config]
     creds = demo_credentials(next(_creds))
@@ -273,7 +265,7 @@ def run_one(
             regs = n_codes * len(feeds.split(","))  # registrations per symbol x symbols
 
             def registered() -> bool:
-                s = _status(data)
+                s = read_status(data)
                 return bool(s and s["keys"].get(key, {}).get("registrations") == regs)
 
             _wait(registered, 60, f"{regs} registrations", cap, log_path)
@@ -307,7 +299,7 @@ def run_one(
             for x in logs
             if x.get("level") in ("warning", "error", "critical")
         )
-        st = (_status(data) or {}).get("keys", {}).get(key, {})
+        st = (read_status(data) or {}).get("keys", {}).get(key, {})
         secs = t1 - t0
         p99 = res["rx_durable_ms"]["p99"]
         return {

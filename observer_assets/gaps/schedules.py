@@ -2,8 +2,8 @@
 
 KIS serves trade-level conclusions for today only, so a Track B loss is best restored the same day: the report is
 recomputed every 30 minutes from the day's first Track A slot until an hour after its last (each run sees what the
-backfill and restore sensors did since), then once at 20:40 KST with the day's final verdict, before the 20:50 event summary and
-the 21:00 backup carry it. A backfill or restore that succeeds asks for a fresh report at once
+backfill and restore sensors did since), then once at 20:40 KST with the day's final verdict, before the 20:50 event
+summary and the 21:00 backup carry it. A backfill or restore that succeeds asks for a fresh report at once
 (``gap_report_after_repair`` in sensors.py), so the UI never shows a gap as open after it was closed.
 """
 
@@ -39,13 +39,11 @@ def due(now: datetime) -> str | None:
     session on the KRX-only day, 08:00-20:40 on the two-venue day, so an after-market loss is backfilled within the
     hour like a morning one, not after the final report."""
     now = now.astimezone(KST)
-    cal = calendar()
-    s = cal.session(now.date())
-    if s is None:
+    slots = calendar().track_a_slots(now.date())  # empty on a closed day; the session's instants at least else
+    if not slots:
         return None
     if now.time().replace(second=0, microsecond=0) == FINAL_AT:
         return "final"
-    slots = cal.track_a_slots(now.date()) or [s.open, s.close]
     final = datetime.combine(now.date(), FINAL_AT, KST)
     if slots[0] <= now <= slots[-1] + AFTER_CLOSE and now < final:
         return "session"

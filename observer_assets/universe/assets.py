@@ -48,6 +48,9 @@ T = TypeVar("T")
 K = TypeVar("K")
 
 
+NXT_PENDING = "pending: asked once the members are published"  # the flags' source until the lookup runs
+
+
 class UniverseConfig(dg.Config):
     min_prev_close: int = 4_000
     # a master with fewer stock codes than this is refused (docs/collector-rules.md §2.1); None: the
@@ -204,16 +207,14 @@ def universe(
         )
         raise dg.Failure(description=msg, metadata=verdict.metadata())
     path = lake.write_table_atomic(universe_path(root, day), built.table)
-    if nxt_status_pending(config, kis, built):
+    if built.metadata.get("nxt_status") == NXT_PENDING:
         # The members are published first, so a Track A slot waiting for the day's universe starts now rather than
         # after one search-stock-info call per member; the flags follow in place, the members unchanged
         # (docs/architecture.md, "The universe is fixed for its day"). A slot taken in between quotes every member
         # on KRX and counts them as unknown (nxt_status_unknown).
-        context.log.info(f"universe {day}: {built.table.num_rows} members published; asking their NXT status")
         built = _with_nxt_status(context, config, kis, built, ask_now=True)
-        path = lake.write_table_atomic(universe_path(root, day), built.table)
-    elif built.metadata.get("nxt_status", "").startswith("pending"):
-        built = _with_nxt_status(context, config, kis, built, ask_now=True)  # says why they stay unknown
+        if built.metadata["nxt_status"] == "asked":
+            path = lake.write_table_atomic(universe_path(root, day), built.table)
     accepted_anyway = not verdict.passed
     if accepted_anyway:
         context.log.warning(
@@ -323,7 +324,7 @@ def _with_nxt_status(
     if kept.exists():
         status, source = lake.read_table(kept), "kept"
     elif not ask_now:
-        status, source = None, "pending: asked once the members are published"
+        status, source = None, NXT_PENDING
     elif not nxt_status_pending(config, kis, built):
         # paper keys have no search-stock-info; a day rebuilt from inputs kept before this column existed stays as
         # it was (asking today would give today's answer)
@@ -338,6 +339,7 @@ def _with_nxt_status(
         )
         status, source = None, f"unknown: {why}"
     else:
+        context.log.info(f"universe {built.day}: {built.table.num_rows} members published; asking their NXT status")
         answers, requests = asyncio.run(
             _fetch_nxt_status(kis, built.table["code"].to_pylist(), config.quote_concurrency)
         )

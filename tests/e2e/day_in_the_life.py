@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         http.post("/faults", json={"kind": kind, **params}).raise_for_status()
 
     from observer_assets.definitions import defs  # after the environment is in place: resources read it
+    from observer_assets.track_b.capture import read_status
 
     instance = dg.DagsterInstance.get()
     daemon = SimDaemon(
@@ -84,25 +85,23 @@ def main(argv: list[str] | None = None) -> int:
         http.delete("/faults").raise_for_status()
         faults.append({"kind": "missed_slot", "at": at(h, m).isoformat()})
 
+    data_dir = Path(os.environ["OBSERVER_DATA_DIR"])
+
     def capture_registered(timeout_s: float = 60.0) -> None:
         """Hold the clock until the capture's session holds its registrations, as the real clock would in the few
         seconds the capture takes to start (a stepped clock would otherwise run minutes past its first phase)."""
-        status = Path(os.environ["OBSERVER_DATA_DIR"]) / "system/capture/status.json"
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            try:
-                keys = json.loads(status.read_text())["keys"].values()
-                if keys and all(k["connected"] and k["registrations"] for k in keys):
-                    return
-            except (OSError, ValueError, KeyError):
-                pass
+            keys = ((read_status(data_dir) or {}).get("keys") or {}).values()
+            if keys and all(k["connected"] and k["registrations"] for k in keys):
+                return
             time.sleep(0.1)
         raise SystemExit("the capture did not register within a minute of its window's start")
 
     def streamed_code() -> str:
         """The busiest symbol the capture holds now (not the status anchor), from its status file: a busy one shows
         the withheld trades by its next trade's cumulative volume before the slot rules can let it go."""
-        status = json.loads((Path(os.environ["OBSERVER_DATA_DIR"]) / "system/capture/status.json").read_text())
+        status = read_status(data_dir) or {"keys": {}}
         held = {c for k in status["keys"].values() for c in k["registered"]} - {"005930"}
         busiest = http.get("/listings", params={"order": "activity", "limit": "1000"}).json()["listings"]
         return next(r["code"] for r in busiest if r["code"] in held)

@@ -32,6 +32,7 @@ import pytest
 
 from local_exchange.accounts import appkey_id
 from local_exchange.server import run_sim_process
+from observer_assets.track_b.capture import read_status
 from observer_assets.track_b.capture.logs import JsonLineFormatter
 from observer_assets.track_b.compaction import compact
 from observer_assets.track_b.journal import read_journal, segments
@@ -43,7 +44,7 @@ from observer_resources.kis.frames import Malformed, TradeBatch
 from observer_resources.kis.ws import KisWebSocketClient
 from observer_resources.shared.token_store import SqliteTokenStore
 from observer_resources.shared.tokens import SharedTokenProvider
-from observer_resources.storage.layout import anomaly_path, overflow_path, slot_label, status_path
+from observer_resources.storage.layout import anomaly_path, overflow_path, slot_label
 
 SPEED = 20  # sim seconds per real second: 41 busy codes give thousands of ticks in seconds
 SIM_ARGS = (
@@ -176,13 +177,6 @@ def wait_for(cond, timeout: float, what: str, proc: CaptureProc | None = None):
                 f"timed out after {timeout}s waiting for {what}" + (f"; log tail: {proc.logs()[-5:]}" if proc else "")
             )
         time.sleep(0.05)
-
-
-def read_status(data_dir: Path) -> dict | None:
-    try:
-        return json.loads(status_path(data_dir).read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def key_id_of(env: dict[str, str]) -> list[str]:
