@@ -40,7 +40,7 @@ from observer_resources.kis.config import (
     kis_env,
 )
 from observer_resources.kis.errors import KisConfigError
-from observer_resources.shared.rate_limit import DEFAULT_RATE_PER_S, SharedRateLimiter
+from observer_resources.shared.rate_limit import DEFAULT_RATE_PER_S, BackgroundLimiter, SharedRateLimiter
 from observer_resources.shared.stores import RATE_LIMIT_FILE, open_permit_store, open_token_provider, open_token_store  # noqa: F401
 from observer_resources.shared.token_store import TOKEN_STORE_FILE  # noqa: F401 - re-exported (Track B uses it)
 from observer_resources.shared.tokens import SharedTokenProvider
@@ -145,13 +145,21 @@ class KisResource(dg.ConfigurableResource):
             )
         return self._limiter
 
+    def request_budget(self, *, background: bool = False) -> SharedRateLimiter | BackgroundLimiter:
+        """The key's shared budget, or the same budget at background priority (it yields to live collectors)."""
+        return BackgroundLimiter(self.rate_limiter()) if background else self.rate_limiter()
+
     @asynccontextmanager
-    async def rest_client(self) -> AsyncIterator[KisRestClient]:
-        """A REST client using the shared token and budget; closed on exit."""
+    async def rest_client(self, *, background: bool = False) -> AsyncIterator[KisRestClient]:
+        """A REST client using the shared token and budget; closed on exit. ``background`` work (history, the
+        day's minute bars) takes its permits only when no live collector is queued for them."""
         from observer_resources.kis.rest import KisRestClient  # the client module is heavy; import on use
 
         async with KisRestClient(
-            self.kis_config(), self.token_provider(), self.rate_limiter(), events=self.event_log()
+            self.kis_config(),
+            self.token_provider(),
+            self.request_budget(background=background),
+            events=self.event_log(),
         ) as client:
             yield client
 
@@ -287,7 +295,9 @@ def kis_pool_from_env(environ: Mapping[str, str] | None = None) -> KisResource:
 
 
 @asynccontextmanager
-async def kis_rest_clients(kis: KisResource, *, timeout: float = 10.0) -> AsyncIterator[list[KisRestClient]]:
+async def kis_rest_clients(
+    kis: KisResource, *, timeout: float = 10.0, background: bool = False
+) -> AsyncIterator[list[KisRestClient]]:
     """One REST client per key of ``kis`` (first key first), each with its key's shared token and budget, over one
     HTTP connection pool: building an httpx client costs 25-50 ms of CPU (its TLS context), which N keys starting a
     Track A slot together would otherwise pay N times in a row. Closed on exit."""
@@ -298,7 +308,12 @@ async def kis_rest_clients(kis: KisResource, *, timeout: float = 10.0) -> AsyncI
     async with httpx.AsyncClient(timeout=timeout) as http:
         clients = [
             KisRestClient(
-                m.kis_config(), m.token_provider(), m.rate_limiter(), http=http, timeout=timeout, events=m.event_log()
+                m.kis_config(),
+                m.token_provider(),
+                m.request_budget(background=background),
+                http=http,
+                timeout=timeout,
+                events=m.event_log(),
             )
             for m in kis_members(kis)
         ]

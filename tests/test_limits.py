@@ -33,6 +33,7 @@ from observer_assets.orchestration.partitions import calendar, slot_key
 from observer_assets.orchestration.runs import (
     BACKUP_POOL,
     COMPACTION_POOL,
+    HISTORY_POOL,
     KIS_REST_POOL,
     KIS_REST_TAGS,
     KIS_WS_POOL,
@@ -54,6 +55,9 @@ POOL_BY_MODULE = {
     "observer_assets.track_b.capture_job": KIS_WS_POOL,  # the capture: the app keys' WebSocket sessions
     "observer_assets.backup.assets": BACKUP_POOL,  # backup, restore, retention, verification
     "observer_assets.track_b.assets": COMPACTION_POOL,  # journal -> ticks -> sampled
+    # history fetches: the kis resource, but their own pool (docs/collector-rules.md §7, "Background priority")
+    "observer_assets.minute_bars.assets": HISTORY_POOL,
+    "observer_assets.daily_bars.assets": HISTORY_POOL,
 }
 #: Jobs without their own dagster/max_runtime tag, and why.
 NO_BUDGET = {"__ASSET_JOB": "the implicit asset job of UI launches: run_monitoring.max_runtime_seconds applies"}
@@ -72,11 +76,12 @@ def all_op_defs() -> dict[str, dg.OpDefinition]:
 
 
 def expected_pool(op: dg.OpDefinition) -> str | None:
-    """The pool an op must declare: KIS REST for whatever requires the `kis` resource, else its module's pool."""
-    if "kis" in op.required_resource_keys:
-        return KIS_REST_POOL
+    """The pool an op must declare: its module's pool, else KIS REST for whatever requires the `kis` resource."""
     fn = getattr(op.compute_fn, "decorated_fn", None)
-    return POOL_BY_MODULE.get(getattr(fn, "__module__", ""))
+    pool = POOL_BY_MODULE.get(getattr(fn, "__module__", ""))
+    if pool is None and "kis" in op.required_resource_keys:
+        return KIS_REST_POOL
+    return pool
 
 
 def project_home(tmp_path: Path) -> Path:
@@ -112,6 +117,8 @@ def test_every_user_of_a_shared_resource_declares_its_pool_and_nothing_else_does
             "verify_backups",
             "track_b_ticks",
             "track_b_sampled",
+            "minute_bars",
+            "daily_bars",
         )
     } == {
         "universe": KIS_REST_POOL,
@@ -124,6 +131,8 @@ def test_every_user_of_a_shared_resource_declares_its_pool_and_nothing_else_does
         "verify_backups": BACKUP_POOL,
         "track_b_ticks": COMPACTION_POOL,
         "track_b_sampled": COMPACTION_POOL,
+        "minute_bars": HISTORY_POOL,
+        "daily_bars": HISTORY_POOL,
     }
     # every pool in use has a limit of ours (a misspelt pool would silently get default_limit)
     assert {p for p in got.values() if p} == set(POOL_LIMITS)
@@ -184,12 +193,13 @@ def test_ensure_pool_limits_fills_gaps_and_never_overrides_an_operator(tmp_path)
         instance.event_log_storage.initialize_concurrency_limit_to_default(COMPACTION_POOL)
         assert limits_of(instance)[COMPACTION_POOL] == (1, True)
 
-        assert ensure_pool_limits(instance) == {KIS_WS_POOL: 1, BACKUP_POOL: 1, COMPACTION_POOL: 1}
+        assert ensure_pool_limits(instance) == {KIS_WS_POOL: 1, BACKUP_POOL: 1, COMPACTION_POOL: 1, HISTORY_POOL: 1}
         assert limits_of(instance) == {
             KIS_REST_POOL: (5, False),
             KIS_WS_POOL: (1, False),
             BACKUP_POOL: (1, False),
             COMPACTION_POOL: (1, False),
+            HISTORY_POOL: (1, False),
         }
         assert ensure_pool_limits(instance) == {}  # idempotent
 

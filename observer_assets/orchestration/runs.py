@@ -27,10 +27,19 @@ KIS_REST_POOL = "kis_rest"  # anything that spends an app key's REST request bud
 KIS_WS_POOL = "kis_ws"  # the Track B capture: KIS allows one WebSocket session per app key
 BACKUP_POOL = "backup"  # backups, restores, retention, verification: never two on the same packages
 COMPACTION_POOL = "compaction"  # Track B journal -> ticks: memory-heavy, and hours depend on each other's state
+#: history fetches (minute bars after the day, daily bars over years): their own pool, so a long fetch never holds
+#: one of kis_rest's slots a live Track A slot or a restore needs; their permits yield too (BackgroundLimiter)
+HISTORY_POOL = "kis_history"
 
 #: Two REST runs at once: a live Track A slot always has a slot beside one backfill run (dagster.yaml lets one
 #: backfill run at a time); inside the runs the shared rate limiter keeps each key under its per-second budget.
-POOL_LIMITS: Mapping[str, int] = {KIS_REST_POOL: 2, KIS_WS_POOL: 1, BACKUP_POOL: 1, COMPACTION_POOL: 1}
+POOL_LIMITS: Mapping[str, int] = {
+    KIS_REST_POOL: 2,
+    KIS_WS_POOL: 1,
+    BACKUP_POOL: 1,
+    COMPACTION_POOL: 1,
+    HISTORY_POOL: 1,
+}
 
 # --- run-time budgets (seconds) --------------------------------------------------------------------------------
 #: Per job, as the ``dagster/max_runtime`` tag: past it, run monitoring terminates the run and frees its slots.
@@ -46,6 +55,8 @@ RUN_BUDGET_S: Mapping[str, int] = {
     "system_events_job": 600,
     "track_b_compaction_job": 900,
     "track_b_restore_job": 1800,
+    # ~2,500 members x 4-7 calls at 18/s is about 11 min on one key; yielding to live collectors can stretch it
+    "minute_bars_job": 3600,
     # not a job: the gap sensor's Track A backfill runs (track_a_job restoring a whole slot from minute bars long
     # after an outage takes longer than a live slot, and a run killed for time is never re-requested: same run key)
     "track_a_backfill": 1800,
@@ -53,6 +64,7 @@ RUN_BUDGET_S: Mapping[str, int] = {
     "restore_job": 3600,
     "verify_backups_job": 3600,
     "retention_job": 900,
+    "daily_bars_job": 3600,  # a year of 2,500 symbols is ~14 min on one key at 18/s: room for a slow day
 }
 
 

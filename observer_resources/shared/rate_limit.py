@@ -81,6 +81,19 @@ def gcra_reserve(tat: float | None, now: float, interval: float, burst: int, max
     return slot, tat + interval
 
 
+def gcra_reserve_idle(
+    tat: float | None, now: float, interval: float, burst: int, max_ahead: float, queue_s: float
+) -> tuple[float | None, float | None]:
+    """Claim a slot only when at most ``queue_s`` of the schedule is already claimed (pure): background work.
+
+    Returns ``(slot, new_tat)`` like :func:`gcra_reserve`, or ``(None, tat)`` when foreground callers have queued
+    more than ``queue_s`` ahead: the background caller then waits and asks again, so it never stands in front of a
+    live collector's burst by more than ``queue_s`` (docs/collector-rules.md §7, "Background priority")."""
+    if tat is not None and now < tat <= now + max_ahead and tat - now > queue_s:
+        return None, tat
+    return gcra_reserve(tat, now, interval, burst, max_ahead)
+
+
 def window_cap(rate_per_s: float, burst: int, window: float) -> int:
     """Most permits the GCRA schedule itself hands out within ``window`` (19 at 18/s, 2 at 1.8/s)."""
     return math.ceil(rate_per_s * window - 1e-9) + burst - 1
@@ -102,8 +115,11 @@ class PermitStore(ABC):
     """Shared GCRA state per key: one atomic read-modify-write per step."""
 
     @abstractmethod
-    def reserve(self, key_id: str, interval: float, burst: int, max_ahead: float) -> tuple[float, float]:
-        """Atomically claim the next slot of ``key_id``; returns ``(slot, now)`` in epoch seconds."""
+    def reserve(
+        self, key_id: str, interval: float, burst: int, max_ahead: float, queue_s: float | None = None
+    ) -> tuple[float | None, float]:
+        """Atomically claim the next slot of ``key_id``; returns ``(slot, now)`` in epoch seconds. With ``queue_s``
+        (background work) the slot is None when more than ``queue_s`` of the schedule is already claimed."""
 
     @abstractmethod
     def admit(self, key_id: str, cap: int, window: float) -> tuple[float, float]:
@@ -285,8 +301,10 @@ class SqlitePermitStore(PermitStore):
             raise
         return result, now
 
-    def reserve(self, key_id: str, interval: float, burst: int, max_ahead: float) -> tuple[float, float]:
-        def body(conn: sqlite3.Connection, now: float) -> float:
+    def reserve(
+        self, key_id: str, interval: float, burst: int, max_ahead: float, queue_s: float | None = None
+    ) -> tuple[float | None, float]:
+        def body(conn: sqlite3.Connection, now: float) -> float | None:
             row = conn.execute("SELECT tat FROM gcra WHERE key_id=?", (key_id,)).fetchone()
             if row and row[0] - now > max_ahead:
                 log.warning(
@@ -294,7 +312,12 @@ class SqlitePermitStore(PermitStore):
                     key_id,
                     row[0] - now,
                 )
-            slot, tat = gcra_reserve(row[0] if row else None, now, interval, burst, max_ahead)
+            if queue_s is None:
+                slot, tat = gcra_reserve(row[0] if row else None, now, interval, burst, max_ahead)
+            else:
+                slot, tat = gcra_reserve_idle(row[0] if row else None, now, interval, burst, max_ahead, queue_s)
+                if slot is None:
+                    return None
             conn.execute(
                 "INSERT INTO gcra (key_id, tat) VALUES (?, ?) ON CONFLICT (key_id) DO UPDATE SET tat=excluded.tat",
                 (key_id, tat),
@@ -331,6 +354,7 @@ class LimiterCounters:
     max_wait_seconds: float = 0.0
     held: int = 0  # permits held back at admission because hand-outs had clustered
     max_late_seconds: float = 0.0  # worst wake-up after the reserved slot (scheduler stalls)
+    yielded: int = 0  # times a background permit stood aside for queued foreground callers
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -380,7 +404,22 @@ class SharedRateLimiter:
     def _reserve(self) -> tuple[float, float]:
         """Claim a slot: (seconds until it, the slot's wall time)."""
         slot, now = self.store.reserve(self.key_id, self.interval, self.burst, self.max_ahead)
+        assert slot is not None  # only a background reservation is refused
         return max(0.0, slot - now), slot
+
+    def _reserve_idle(self, queue_s: float) -> tuple[float, float] | None:
+        slot, now = self.store.reserve(self.key_id, self.interval, self.burst, self.max_ahead, queue_s)
+        return None if slot is None else (max(0.0, slot - now), slot)
+
+    async def acquire_background(self, queue_s: float, poll_s: float = 0.1) -> float:
+        """Wait for one permit at background priority: claim only while at most ``queue_s`` of the schedule is
+        claimed by others, else stand aside and ask again in ``poll_s``. Returns the seconds waited."""
+        start = time.monotonic()
+        while (got := await asyncio.to_thread(self._reserve_idle, queue_s)) is None:
+            with self._count_lock:
+                self.counters.yielded += 1
+            await asyncio.sleep(poll_s)
+        return await self._take(start, *got)
 
     def _admit(self) -> float:
         wait, _ = self.store.admit(self.key_id, self.cap, self.WINDOW_S)
@@ -400,7 +439,10 @@ class SharedRateLimiter:
         """Wait for one permit; returns the seconds waited (store access included)."""
         start = time.monotonic()
         # SQLite may busy-wait: keep that off the event loop.
-        delay, slot = await asyncio.to_thread(self._reserve)
+        return await self._take(start, *await asyncio.to_thread(self._reserve))
+
+    async def _take(self, start: float, delay: float, slot: float) -> float:
+        """Sleep until the reserved slot, pass admission, count; returns the seconds waited since ``start``."""
         if delay > 0:
             await asyncio.sleep(delay)
         late = time.time() - slot
@@ -429,3 +471,24 @@ class SharedRateLimiter:
 
     def close(self) -> None:
         self.store.close()
+
+
+class BackgroundLimiter:
+    """``RateLimiter`` for work that may wait (history fetches, the minute bars after the day): the same key's
+    budget as ``limiter``, but a permit is only claimed while live collectors have at most ``queue_s`` queued, so a
+    Track A slot or a restore starting mid-fetch waits behind at most that much background work."""
+
+    def __init__(self, limiter: SharedRateLimiter, queue_s: float | None = None) -> None:
+        self.limiter = limiter
+        # three permits' worth: room for a few background requests in flight, and a live burst waits < 0.2 s at 18/s
+        self.queue_s = queue_s if queue_s is not None else 3 * limiter.interval
+
+    def __repr__(self) -> str:
+        return f"BackgroundLimiter({self.limiter!r}, queue_s={self.queue_s:.3f})"
+
+    @property
+    def counters(self) -> LimiterCounters:
+        return self.limiter.counters
+
+    async def acquire(self) -> float:
+        return await self.limiter.acquire_background(self.queue_s)

@@ -25,7 +25,13 @@ import logging
 from typing import Any
 
 from observer_resources.shared.pg import PgDatabase, PgSession, StateDbError
-from observer_resources.shared.rate_limit import PermitStore, RateLimiterError, gcra_reserve, window_admit
+from observer_resources.shared.rate_limit import (
+    PermitStore,
+    RateLimiterError,
+    gcra_reserve,
+    gcra_reserve_idle,
+    window_admit,
+)
 
 log = logging.getLogger("observer.kis.ratelimit")
 
@@ -103,13 +109,20 @@ class PostgresPermitStore(PermitStore):
         except StateDbError as exc:
             raise RateLimiterError(str(exc)) from None
 
-    def reserve(self, key_id: str, interval: float, burst: int, max_ahead: float) -> tuple[float, float]:
-        def rule(tat: float | None, handouts: list[float], now: float) -> tuple[float, float, list[float]]:
+    def reserve(
+        self, key_id: str, interval: float, burst: int, max_ahead: float, queue_s: float | None = None
+    ) -> tuple[float | None, float]:
+        def rule(
+            tat: float | None, handouts: list[float], now: float
+        ) -> tuple[float | None, float | None, list[float]]:
             if tat is not None and tat - now > max_ahead:
                 log.warning(
                     "rate-limit schedule of %s was %.0fs ahead (clock stepped back?); restarting it", key_id, tat - now
                 )
-            slot, new_tat = gcra_reserve(tat, now, interval, burst, max_ahead)
+            if queue_s is None:
+                slot, new_tat = gcra_reserve(tat, now, interval, burst, max_ahead)
+            else:
+                slot, new_tat = gcra_reserve_idle(tat, now, interval, burst, max_ahead, queue_s)
             return slot, new_tat, handouts
 
         return self._step(key_id, rule)
