@@ -179,6 +179,45 @@ DAILY_COLUMNS = {
     "interval_trade_value": "trade_value minus the same code's at the previous slot, KRW; null as interval_volume",
 }
 
+MINUTE_BAR_COLUMNS = {
+    "code": "short code (6 characters)",
+    "venue": "the tape the bar is of: KRX, NXT, or UN (the unified KRX + NXT tape)",
+    "market": "the KIS market code asked (FID_COND_MRKT_DIV_CODE): J, NX or UN",
+    "minute": "the bar's start (HH:MM:00, KST): it covers the trades stamped HH:MM:00..HH:MM:59",
+    "open": "first trade price of the minute, KRW",
+    "high": "highest trade price of the minute, KRW",
+    "low": "lowest trade price of the minute, KRW",
+    "close": "last trade price of the minute, KRW",
+    "volume": "shares traded in the minute (cntg_vol)",
+    "value": "KIS's acml_tr_pbmn as served: the day's traded value up to the bar's end, KRW",
+    "source": "the chart endpoint: inquire-time-dailychartprice (real keys) or inquire-time-itemchartprice (today)",
+    "fetched_at": "when the page holding the bar was received (KST)",
+}
+
+PROOF_COLUMNS = {
+    "code": "short code (6 characters)",
+    "venue": "the captured tape: KRX, NXT or unified",
+    "market": "the KIS market whose minute bars were the witness: J, NX or UN (J for the unified tape of a stock "
+    "NXT does not trade)",
+    "minute": "the minute (HH:MM:00, KST) by trade time; only minutes the capture held the code for all of",
+    "kis_volume": "KIS's volume of the minute (0 when KIS has no bar for it)",
+    "live_volume": "volume of the live ticks of the minute",
+    "live_trades": "live ticks of the minute (KIS's bars carry no trade count: shown, not judged)",
+    "restored_volume": "volume of the restored ticks of the minute",
+    "restored_trades": "restored ticks of the minute",
+    "kis_open": "KIS's open of the minute (null, as its high, low and close, when KIS has no volume in it)",
+    "kis_high": "KIS's high of the minute",
+    "kis_low": "KIS's low of the minute",
+    "kis_close": "KIS's close of the minute",
+    "tape_open": "the open of the live and restored ticks of the minute together, in trade order",
+    "tape_high": "the tape's high of the minute",
+    "tape_low": "the tape's low of the minute",
+    "tape_close": "the tape's close of the minute",
+    "status": "agree (live ticks alone equal KIS), restored (with the restored ticks they do), explained (they "
+    "differ inside a recorded gap), differs (nothing on record explains it: a track_b_unproven row)",
+    "gap_id": "the gap row that explains the minute (explained only)",
+}
+
 TICK_COLUMNS = {
     "code": "6-character KRX short code (MKSC_SHRN_ISCD)",
     "seq": "1-based number of the trade per code and day in cumulative-volume order, continuing across hours; "

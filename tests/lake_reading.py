@@ -29,10 +29,13 @@ ONE_LINERS = {
 }
 # the partition columns' types per tool, as docs/data.md's table states them
 KEY_TYPES = {
-    "pandas": {"date": "category", "slot": "category", "hour": "category"},
-    "pyarrow": {k: "dictionary<values=string, indices=int32, ordered=0>" for k in ("date", "slot", "hour")},
-    "polars": {"date": "Date", "slot": "String", "hour": "String"},
-    "duckdb": {"date": "DATE", "slot": "VARCHAR", "hour": "VARCHAR"},
+    "pandas": {"date": "category", "slot": "category", "hour": "category", "year": "category"},
+    "pyarrow": {
+        **{k: "dictionary<values=string, indices=int32, ordered=0>" for k in ("date", "slot", "hour")},
+        "year": "dictionary<values=int32, indices=int32, ordered=0>",  # daily_bars: a year reads as a number
+    },
+    "polars": {"date": "Date", "slot": "String", "hour": "String", "year": "Int64"},
+    "duckdb": {"date": "DATE", "slot": "VARCHAR", "hour": "VARCHAR", "year": "BIGINT"},
 }
 _RECIPE = re.compile(r"```python\n# recipe: (\w+)\n(.*?)```", re.S)
 

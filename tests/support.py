@@ -78,3 +78,15 @@ def warm_quote(sim, code: str, key_no: int = 399) -> None:
         params = {"FID_COND_MRKT_DIV_CODE": "J", "FID_INPUT_ISCD": code}
         r = http.get("/uapi/domestic-stock/v1/quotations/inquire-price", params=params, headers=headers)
         assert r.json()["rt_cd"] == "0", r.text
+
+
+def run_status_context(inst, run, sensor_name: str):  # noqa: ANN201 - a RunStatusSensorContext
+    """The context a run-status sensor gets for ``run``'s success, as the daemon builds it."""
+    return dg.build_run_status_sensor_context(
+        sensor_name=sensor_name,
+        dagster_instance=inst,
+        dagster_run=run,
+        dagster_event=next(
+            e for e in inst.all_logs(run.run_id) if e.dagster_event_type == dg.DagsterEventType.RUN_SUCCESS
+        ).dagster_event,
+    )

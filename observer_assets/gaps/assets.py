@@ -25,6 +25,7 @@ from observer_resources.storage import lake
 from observer_resources.storage.lake import LakePath
 from observer_resources.storage.layout import (
     coverage_path,
+    minute_bars_proof_path,
     report_path,
     report_summary_path,
     verdict_path,
@@ -126,6 +127,8 @@ def write_report(root: LakePath, day: date, rep: Report) -> tuple[LakePath, Lake
     paths = (report_path(root, day), coverage_path(root, day), verdict_table_path(root, day))
     for p, t in zip(paths, (rep.rows, rep.coverage, rep.verdict_table), strict=True):
         lake.write_table_atomic(p, t)
+    if rep.summary.get("proof", {}).get("minute_bars"):
+        lake.write_table_atomic(minute_bars_proof_path(root, day), rep.proof)
     lake.write_bytes_atomic(verdict_path(root, day), json.dumps(rep.verdict, ensure_ascii=False, indent=1).encode())
     lake.write_bytes_atomic(
         report_summary_path(root, day),
@@ -144,6 +147,7 @@ def write_report(root: LakePath, day: date, rep: Report) -> tuple[LakePath, Lake
         dg.AssetKey("universe"),
         *(dg.AssetDep(k, partition_mapping=dg.AllPartitionMapping()) for k in ("track_a_snapshot", "track_b_ticks")),
         "track_b_restored",
+        "minute_bars",
     ],
     description=(
         "Every gap of the trading day from the universe, Track A snapshots, Track B ticks and the event log: "

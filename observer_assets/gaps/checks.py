@@ -11,6 +11,7 @@ buy/sell counters when the capture records them, else one per volume break). Rat
 fails when any minute with trades is below 97 %.
 """
 
+import json
 import warnings
 
 import dagster as dg
@@ -19,17 +20,19 @@ import pyarrow.compute as pc
 
 from observer_assets.orchestration.partitions import (
     calendar,
+    parse_day_key,
     parse_hour_key,
     parse_slot_key,
     track_a_slot_partitions,
     track_b_hour_partitions,
+    trading_day_partitions,
 )
 from observer_assets.track_a.snapshot import SNAPSHOT_SCHEMA
 from observer_assets.track_a.venues import slot_markets
 from observer_assets.universe.dataset import latest_universe_before, read_universe
 from observer_resources import settings
 from observer_resources.storage import lake
-from observer_resources.storage.layout import slot_dir, ticks_path
+from observer_resources.storage.layout import report_summary_path, slot_dir, ticks_path
 
 # partitioned checks are a preview API in the pinned Dagster; the per-partition results are tested
 warnings.filterwarnings(
@@ -223,5 +226,46 @@ def track_b_record_rate(context: dg.AssetCheckExecutionContext) -> dg.AssetCheck
     )
 
 
+@dg.asset_check(
+    asset=dg.AssetKey("gap_report"),
+    partitions_def=trading_day_partitions,
+    description="The completeness proof: every minute Track B held a code, the captured tape agrees with KIS's own "
+    "minute bars (volume, open, high, low, close), or a recorded gap explains the difference. Fails while the day's "
+    "minute bars are not fetched: a capture is complete only when an independent source agrees.",
+)
+def track_b_proven(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+    key = _partition(context)
+    if key is None:
+        return dg.AssetCheckResult(passed=False, metadata={"error": "run has no partition"})
+    path = report_summary_path(lake.data_dir(), parse_day_key(key, calendar()))
+    if not path.exists():
+        return dg.AssetCheckResult(passed=False, description=f"{path} missing")
+    proof = json.loads(path.read_text(encoding="utf-8")).get("proof") or {}
+    if proof.get("proven") is None:
+        return dg.AssetCheckResult(passed=True, description="Track B captured nothing this day: nothing to prove")
+    by = proof.get("by_status") or {}
+    if not proof.get("minute_bars"):
+        description = "not proven: the day's minute bars are not fetched yet (minute_bars)"
+    elif proof.get("codes_without_bars"):
+        description = f"not proven: no KIS minute bars for {', '.join(proof['codes_without_bars'][:10])}"
+    elif proof["proven"]:
+        description = (
+            f"proven: {proof['minutes']} minutes of {proof['codes']} tapes; {by.get('agree', 0)} agree, "
+            f"{by.get('restored', 0)} restored, {by.get('explained', 0)} explained by a recorded gap"
+        )
+    else:
+        description = f"{by.get('differs', 0)} minutes differ from KIS's minute bars with no recorded gap (gap report: track_b_unproven)"
+    return dg.AssetCheckResult(
+        passed=bool(proof.get("proven")),
+        description=description,
+        metadata={
+            "minutes": proof.get("minutes", 0),
+            "by_status": dg.MetadataValue.json(by),
+            "tapes": dg.MetadataValue.json(proof.get("tapes", [])),
+        },
+    )
+
+
 TRACK_A_CHECKS = [track_a_coverage, track_a_schema]
 TRACK_B_CHECKS = [track_b_record_rate]
+PROOF_CHECKS = [track_b_proven]

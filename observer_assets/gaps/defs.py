@@ -3,7 +3,7 @@
 import dagster as dg
 
 from observer_assets.gaps.assets import gap_report
-from observer_assets.gaps.checks import TRACK_A_CHECKS, TRACK_B_CHECKS
+from observer_assets.gaps.checks import PROOF_CHECKS, TRACK_A_CHECKS, TRACK_B_CHECKS
 from observer_assets.gaps.schedules import gap_report_job, gap_report_through_the_day
 from observer_assets.gaps.sensors import (
     gap_backfill_sensor,
@@ -14,7 +14,7 @@ from observer_assets.gaps.sensors import (
 
 defs = dg.Definitions(
     assets=[gap_report],
-    asset_checks=[*TRACK_A_CHECKS, *TRACK_B_CHECKS],
+    asset_checks=[*TRACK_A_CHECKS, *TRACK_B_CHECKS, *PROOF_CHECKS],
     jobs=[gap_report_job, track_b_restore_job],
     # the report runs itself through the day, finally, and after every repair
     schedules=[gap_report_through_the_day],

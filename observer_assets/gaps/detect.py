@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -54,6 +54,7 @@ from observer_assets.gaps.detect_common import (
     phase_label,
 )
 from observer_assets.gaps.detect_phases import missing_phase_rows
+from observer_assets.gaps.detect_proof import PROOF_SCHEMA, prove
 from observer_assets.gaps.detect_track_a import track_a_rows
 from observer_assets.gaps.detect_track_b import Window, connection_windows, judge_windows, track_b_rows
 from observer_assets.track_a.snapshot import VENUE_OF_MARKET
@@ -83,6 +84,7 @@ class Report:
     verdict: dict[str, Any]
     verdict_table: pa.Table  # VERDICT_SCHEMA
     summary: dict[str, Any]
+    proof: pa.Table = field(default_factory=PROOF_SCHEMA.empty_table)  # PROOF_SCHEMA: the completeness proof
 
 
 def _rate_limit_events(inp: DayInputs) -> list[dict]:
@@ -276,6 +278,8 @@ def detect(inp: DayInputs, th: Thresholds = Thresholds()) -> Report:
     marked = [(w.row["start"], w.row["end"] or as_kst(inp.as_of)) for w in wins]
     rows = a_rows + marker_rows + [w.row for w in wins] + b_rows + missing_phase_rows(inp, marked)
     rows += _rate_limit_events(inp)
+    proof, proof_rows, proof_summary = prove(inp, rows)
+    rows += proof_rows
     for r in rows:
         _place(r, inp)
     rows.sort(key=lambda r: (r["start"] or r["slot_ts"], r["kind"], r["symbol"] or ""))
@@ -306,6 +310,7 @@ def detect(inp: DayInputs, th: Thresholds = Thresholds()) -> Report:
         "events_bad_lines": int(inp.events_unreadable.get("bad_lines", 0)),
         "events_torn_lines": int(inp.events_unreadable.get("torn_lines", 0)),
         "events_unreadable_where": list(inp.events_unreadable.get("where", ())),
+        "proof": proof_summary,
     }
     return Report(
         table,
@@ -313,4 +318,5 @@ def detect(inp: DayInputs, th: Thresholds = Thresholds()) -> Report:
         verdict,
         _verdict_table(inp, rules, verdict["anomaly_day"]),
         summary,
+        proof,
     )

@@ -97,6 +97,7 @@ KINDS = (
     "capture_restart",
     "manual_stop",
     "rate_limit",
+    "track_b_unproven",
 )
 
 #: every ``reason`` the report writes, and the evidence it rests on (the catalog and docs/data.md say the same)
@@ -116,6 +117,8 @@ REASONS = {
     "ws_timeout": "the capture's gap marker: no traffic within the watchdog timeout",
     "manual_stop": "the capture's gap marker: stopped inside its window",
     "unknown": "late or missing, and nothing on record says why",
+    "minute_bars_disagree": "KIS's own minute bars of the tape disagree with the captured ticks in minutes the code was "
+    "held and no recorded gap covers (the completeness proof)",
 }
 
 LOSS_KINDS = frozenset(
@@ -196,6 +199,8 @@ class DayInputs:
     venue_restored: Mapping[str, pa.Table] = field(default_factory=dict)
     #: the configured Track B window of the day (KRX calendar only): a phase in it no capture ran through is a gap
     track_b_window: tuple[datetime, datetime] | None = None
+    #: KIS's minute bars of the day (``minute_bars``): the completeness proof's independent source; None until fetched
+    minute_bars: pa.Table | None = None
 
     def universe_at(self, slot: datetime) -> Sequence[str]:
         """The codes slot ``slot`` should hold."""

@@ -38,6 +38,7 @@ from observer_resources.storage.layout import TRACK_A as TRACK_A
 from observer_resources.storage.layout import TRACK_A_FAILURES as FAILURES
 from observer_resources.storage.layout import (
     anomaly_path,
+    minute_bars_path,
     restored_path,
     slot_dir,
     slot_label,
@@ -48,7 +49,9 @@ TRACK_A_ASSET = dg.AssetKey("track_a_snapshot")
 TRACK_A_JOB = "track_a_job"
 SNAP_COLS = ["code", "source", "restored_from", "fetched_at"]
 TICK_COLS = ["code", "receive_ts", "acml_vol", "qty", "buy_cnt", "sell_cnt", "key_id"]
-OPTIONAL_TICK_COLS = ["source", "restored_from"]
+RESTORED_COLS = ["code", "acml_vol", "qty", "restored_from", "exchange_ts", "price"]
+BAR_COLS = ["code", "market", "minute", "volume", "open", "high", "low", "close"]  # what the proof compares
+OPTIONAL_TICK_COLS = ["source", "restored_from", "exchange_ts", "price"]  # the last two: the proof
 
 
 def default_as_of(day: date, now: datetime | None = None) -> datetime:
@@ -183,12 +186,12 @@ def load_day(
             files[f"track_b:{venue}"] = [str(p) for p in vpaths]
             vr = restored_path(root, day, tape.restored)
             if vr.exists():
-                venue_restored[venue] = lake.read_table(vr, columns=["code", "acml_vol", "qty", "restored_from"])
+                venue_restored[venue] = lake.read_table(vr, columns=RESTORED_COLS)
                 files[f"track_b:{venue}"].append(str(vr))
     rp = restored_path(root, day)
     restored = None
     if rp.exists():
-        restored = lake.read_table(rp, columns=["code", "acml_vol", "qty", "restored_from"])
+        restored = lake.read_table(rp, columns=RESTORED_COLS)
         files["track_b"].append(str(rp))
     ev = events.load_day(local, day)
     files["events"] = [str(p) for p in ev.files]
@@ -197,8 +200,13 @@ def load_day(
     if ap.exists():
         anomaly = json.loads(ap.read_text(encoding="utf-8"))
         files["events"].append(str(ap))
+    mb = minute_bars_path(root, day)
+    bars = lake.read_table(mb, columns=BAR_COLS) if mb.exists() else None
+    if bars is not None:
+        files["minute_bars"] = [str(mb)]
     return DayInputs(
         day=day,
+        minute_bars=bars,
         as_of=as_of,
         slots=slots,
         universe=uni["code"].to_pylist() if uni is not None else None,

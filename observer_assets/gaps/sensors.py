@@ -197,7 +197,7 @@ def track_b_restore_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResu
 
 
 # --- the gap report after a repair -----------------------------------------------------------------------------------
-REPAIR_ASSETS = ("track_a_snapshot", "track_b_restored")
+REPAIR_ASSETS = ("track_a_snapshot", "track_b_restored", "minute_bars")  # minute bars: the proof's source
 
 
 def repaired_days(run: dg.DagsterRun, materialized: list[tuple[str, str | None]]) -> list[str]:

@@ -584,6 +584,8 @@ class KisWebSocketClient:
             return
         code = ack.tr_key
         if ack.kind in ("subscribed", "already"):
+            if sub not in self._registered:  # the instant the server starts sending it (the completeness proof)
+                self._emit({"event": "ws_registered", "at": _iso(_now_kst()), "tr_id": ack.tr_id, "code": code})
             self._registered.add(sub)
         elif ack.kind in ("unsubscribed", "not_registered"):
             self._registered.discard(sub)

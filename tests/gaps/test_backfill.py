@@ -11,7 +11,7 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from support import build_universe, kis_for, start_dagster_dev
+from support import build_universe, kis_for, run_status_context, start_dagster_dev
 
 from observer_assets.gaps import sensors
 from observer_assets.gaps.assets import gap_report
@@ -145,14 +145,7 @@ def test_sensor_backfills_restorable_track_a_gaps_and_the_report_closes_them(env
         # report is recomputed by that request (as the daemon would run it), not by the test.
         asked = {}
         for run in backfill_runs:
-            ctx = dg.build_run_status_sensor_context(
-                sensor_name="gap_report_after_repair",
-                dagster_instance=inst,
-                dagster_run=run,
-                dagster_event=next(
-                    e for e in inst.all_logs(run.run_id) if e.dagster_event_type == dg.DagsterEventType.RUN_SUCCESS
-                ).dagster_event,
-            )
+            ctx = run_status_context(inst, run, "gap_report_after_repair")
             for req in sensors.gap_report_after_repair(ctx):
                 assert req.tags["observer/gap_report"] == "after_repair"
                 asked[req.run_key] = req

@@ -7,6 +7,7 @@ cannot hold are those stamped within the slot's first second — the test proves
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta
 
 import dagster as dg
@@ -267,9 +268,10 @@ def test_track_b_ticks_lost_in_a_disconnect_are_restored_from_conclusions(env, s
     for n, code in enumerate(codes):
         truth_rows = _truth_ticks(small_sim, code, lo, hi)
         assert len(truth_rows) > 20, "an active symbol trades often"
-        if n == 0:
-            drop = set(range(5, 12))  # 7 in a row
-            win = (at(truth_rows[5]) - timedelta(seconds=1), at(truth_rows[11]) + timedelta(seconds=1))
+        if n == 0:  # 7 in a row, inside the window (the first and last minutes are partial: the proof skips them)
+            k = len(truth_rows) // 2
+            drop = set(range(k, k + 7))
+            win = (at(truth_rows[k]) - timedelta(seconds=1), at(truth_rows[k + 6]) + timedelta(seconds=1))
         else:  # one skipped trade well clear of the disconnect, so it stays a loss of its own
             clear = [
                 i
@@ -328,10 +330,46 @@ def test_track_b_ticks_lost_in_a_disconnect_are_restored_from_conclusions(env, s
             dg.build_sensor_context(instance_ref=inst.get_ref(), cursor=cursor, definitions=defs)
         )
 
+    # KIS's own minute bars of both codes' tapes over the window, fetched as the minute_bars asset pages them: the
+    # completeness proof's witness (the whole day's fetch through its schedule is tests/minute_bars/)
+    from observer_assets.gaps.detect_proof import PROOF_SCHEMA
+    from observer_assets.minute_bars.fetch import ENDPOINT_PAST, MINUTE_BARS_SCHEMA, Ask
+    from observer_assets.minute_bars.work import fetch_ask
+    from observer_resources.storage.layout import minute_bars_path, minute_bars_proof_path
+
+    first, last = lo.replace(second=0, microsecond=0), hi.replace(second=0, microsecond=0)
+    asks = [Ask(codes[0], "J", first, last, 1), Ask(codes[1], "J", first, last, 1), Ask(codes[1], "UN", first, last, 1)]
+
+    async def witness() -> list[dict]:
+        async with kis.rest_client() as client:
+            return [r for a in asks for r in (await fetch_ask(client, a, lo.date(), ENDPOINT_PAST))[0]]
+
+    lake.write_table_atomic(
+        minute_bars_path(root, lo.date()), pa.Table.from_pylist(asyncio.run(witness()), schema=MINUTE_BARS_SCHEMA)
+    )
+
+    def minute(t: dict) -> datetime:
+        return at(t).replace(second=0)
+
+    lost_minutes = {(c, "KRX", minute(t)) for c, ts in lost.items() for t in ts} | {
+        (codes[1], "unified", minute(un_lost))
+    }
+
+    def proof() -> dict[tuple, str]:
+        table = pq.read_table(minute_bars_proof_path(root, lo.date())).cast(PROOF_SCHEMA)
+        return {(r["code"], r["venue"], r["minute"].astimezone(KST)): r["status"] for r in table.to_pylist()}
+
     with dg.instance_for_test() as inst:
         inst.add_dynamic_partitions("trading_day", [day_key(lo.date())])
         # the gap report sees both losses, open and restorable (today); the sensor asks for today's restore
         before = tb_report(inst)
+        # the proof: every minute of both tapes agrees with KIS's bars but the lost trades' minutes, which the
+        # recorded gaps explain; nothing else differs
+        judged = proof()
+        assert lost_minutes <= set(judged)
+        assert {k for k, v in judged.items() if v != "agree"} == lost_minutes
+        assert {judged[k] for k in lost_minutes} == {"explained"}
+        assert len({k[:2] for k in judged}) == 3 and len(judged) >= 3 * 3  # three or more whole minutes each
         assert {(r["kind"], r["status"], r["restorable"]) for r in before} == {
             ("ws_disconnect", "open", True),
             ("track_b_loss", "open", True),
@@ -357,6 +395,13 @@ def test_track_b_ticks_lost_in_a_disconnect_are_restored_from_conclusions(env, s
         }
         assert venues(after)["unified"] == {("track_b_loss", "restored")}
         assert tb_tick(inst, t1.cursor).run_requests == []
+        # restored, the tapes equal KIS's bars in those minutes too
+        judged = proof()
+        assert {k for k, v in judged.items() if v != "agree"} == lost_minutes
+        assert {judged[k] for k in lost_minutes} == {"restored"}
+        assert not [
+            r for r in pq.read_table(report_path(root, lo.date())).to_pylist() if r["kind"] == "track_b_unproven"
+        ]
     assert (md["holes"].value, md["holes_restored"].value) == (3, 3)
     by_tape = md["by_tape"].value
     assert (by_tape["unified"]["holes_restored"], by_tape["unified"]["market"]) == (1, "UN")

@@ -269,6 +269,8 @@ class KeySession:
                 self.host.slot_refused(self.key_id, ev["code"], clock.now())
                 self.events.emit("ws_max_over", key_id=self.key_id, code=ev["code"], registered=ev.get("registered"))
                 self.host.schedule_apply(self.key_id)
+            elif name == "ws_registered":  # when a code's frames start: a held minute is judged from then
+                self.events.emit("ws_registered", key_id=self.key_id, code=ev["code"], tr_id=ev["tr_id"])
             elif name == "ws_stopped":
                 log_event(logging.INFO, "ws_stopped", key_id=self.key_id)
             elif name in ("ws_bad_frame", "ws_rejected_record"):
