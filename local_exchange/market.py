@@ -16,7 +16,7 @@ from typing import Literal
 
 import numpy as np
 
-from local_exchange import nxt
+from local_exchange import history, nxt
 from local_exchange.listings import Listing
 from local_exchange.price_model import PriceModel, Quote, sec_of, to_kst
 from local_exchange.records import orderbook_fields, trade_fields
@@ -169,27 +169,47 @@ class Market(PriceModel):
             s = self._summaries.get(key)
         if s is not None:
             return s
-        t = self._cached(idx, d)
-        if t is None:
-            t = self._generate(idx, d)
-        if len(t):
-            s = _Summary(
-                int(t.price[0]),
-                int(t.high[-1]),
-                int(t.low[-1]),
-                int(t.price[-1]),
-                int(t.acml_vol[-1]),
-                int(t.acml_value[-1]),
-                len(t),
-            )
+        if d < history.TICKS_FROM and self.is_trading_day(d) and not self.listings[idx].halted:
+            s = self._history_summary(idx, d)  # the deep past: never from ticks (local_exchange/history.py)
         else:
-            c = int(self._chain(idx)[self._pos_before(d) + 1]) if self.is_trading_day(d) else t.prev_close
-            s = _Summary(c, c, c, c, 0, 0, 0)
+            t = self._cached(idx, d)
+            if t is None:
+                t = self._generate(idx, d)
+            if len(t):
+                s = _Summary(
+                    int(t.price[0]),
+                    int(t.high[-1]),
+                    int(t.low[-1]),
+                    int(t.price[-1]),
+                    int(t.acml_vol[-1]),
+                    int(t.acml_value[-1]),
+                    len(t),
+                )
+            else:
+                c = int(self._chain(idx)[self._pos_before(d) + 1]) if self.is_trading_day(d) else t.prev_close
+                s = _Summary(c, c, c, c, 0, 0, 0)
         with self._lock:
             self._summaries[key] = s
             if len(self._summaries) > _SUMMARY_CACHE_MAX:
                 self._summaries.popitem(last=False)
         return s
+
+    def _history_summary(self, idx: int, d: date) -> _Summary:
+        """A day of the deep past without its ticks (local_exchange/history.py)."""
+        ref = self._summary(idx, history.REFERENCE_DAY)
+        pos = self._pos_before(d)
+        chain = self._chain(idx)
+        o, h, lo, c, v, val, n = history.history_bar(
+            self._seed32,
+            idx,
+            d,
+            prev=int(chain[pos]),
+            close=int(chain[pos + 1]),
+            volatility=self.listings[idx].volatility,
+            ref_volume=ref.volume,
+            ref_trades=ref.trades,
+        )
+        return _Summary(o, h, lo, c, v, val, n)
 
     def _prev_day(self, d: date) -> date | None:
         try:

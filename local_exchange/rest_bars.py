@@ -9,6 +9,7 @@ from datetime import datetime, time, timedelta
 
 from aiohttp import web
 
+from local_exchange import corporate_actions as ca
 from local_exchange import rest_outputs as out
 from local_exchange.accounts import Token
 from local_exchange.rest_context import TrContext
@@ -20,6 +21,21 @@ from observer_resources.kis import protocol as p
 MINUTE_HISTORY_DAYS = 366
 
 
+def adjusted_asked(params: dict[str, str], adjusted_code: str) -> bool:
+    """``FID_ORG_ADJ_PRC``: the two daily TRs spell "adjusted" oppositely (docs/kis-protocol.md §6.3/§6.4):
+    inquire-daily-itemchartprice 0 = adjusted, 1 = raw; inquire-daily-price 0 = raw, 1 = adjusted. Absent: adjusted
+    (what the exchange answered before it knew corporate actions)."""
+    v = (params.get("FID_ORG_ADJ_PRC") or "").strip()
+    if v not in ("", "0", "1"):
+        raise InputError("ERROR INVALID FID_ORG_ADJ_PRC")
+    return v in ("", adjusted_code)
+
+
+def _basis(ctx: TrContext, code: str, bars: list, adjusted: bool) -> list:
+    """The chain's bars are the adjusted series; raw ones are put back on each day's own share basis."""
+    return bars if adjusted else [ca.as_raw(ctx.s.market, code, b) for b in bars]
+
+
 def daily_price(ctx: TrContext, params: dict[str, str], tok: Token, tr_cont: str) -> web.Response:
     li, _, _ = ctx.venue_quote(params)  # NX without NXT data today: rt_cd 7
     venue = check_market_div(params)  # per day: a past day may have NXT trades when today has none
@@ -28,12 +44,14 @@ def daily_price(ctx: TrContext, params: dict[str, str], tok: Token, tr_cont: str
         raise InputError("ERROR INVALID FID_PERIOD_DIV_CODE")
     now = ctx.s.clock.now()
     span = {"D": 1, "W": 5, "M": 23}[period] * (p.DAILY_PRICE_ROWS + 1) + 10
+    adjusted = adjusted_asked(params, "1")
     bars = venue_daily_bars(ctx.s.market, li.code, now.date(), span, as_of=now, venue=venue)
-    agg = out.aggregate_bars(bars, period)
+    agg = out.aggregate_bars(_basis(ctx, li.code, bars, adjusted), period)
     rows = []
     for i, b in enumerate(agg[: p.DAILY_PRICE_ROWS]):
         prev_vol = agg[i + 1].volume if i + 1 < len(agg) else 0
-        rows.append(out.daily_price_row(li, b, prev_vol))
+        marks = ca.markers_on(ctx.s.market, li.code, b.day) if period == "D" else None
+        rows.append(out.daily_price_row(li, b, prev_vol, marks))
     return kis_ok(p.TR_DAILY_PRICE, output=rows)
 
 
@@ -45,6 +63,7 @@ def daily_itemchart(ctx: TrContext, params: dict[str, str], tok: Token, tr_cont:
     period = (params.get("FID_PERIOD_DIV_CODE") or "D").upper()
     if period not in ("D", "W", "M", "Y"):
         raise InputError("ERROR INVALID FID_PERIOD_DIV_CODE")
+    adjusted = adjusted_asked(params, "0")
     now = ctx.s.clock.now()
     if venue == "KRX":
         hist = ctx.recent(li.code, q.day)
@@ -60,7 +79,8 @@ def daily_itemchart(ctx: TrContext, params: dict[str, str], tok: Token, tr_cont:
         n = min(calendar_days, per_row * (p.DAILY_ITEMCHART_ROWS + 1), 2600)
         asked = check_market_div(params)  # per day: a past day may have NXT trades when today has none
         bars = [b for b in venue_daily_bars(m, li.code, end, n, as_of=now, venue=asked) if b.day >= d1]
-        rows = [out.daily_chart_row(b) for b in out.aggregate_bars(bars, period)[: p.DAILY_ITEMCHART_ROWS]]
+        agg = out.aggregate_bars(_basis(ctx, li.code, bars, adjusted), period)[: p.DAILY_ITEMCHART_ROWS]
+        rows = [out.daily_chart_row(b, ca.markers_on(m, li.code, b.day) if period == "D" else None) for b in agg]
     return kis_ok(p.TR_DAILY_ITEMCHART, output1=output1, output2=rows)
 
 

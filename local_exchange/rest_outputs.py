@@ -416,8 +416,12 @@ def minute_row(bar: Any) -> dict[str, str]:
     return _ordered(out, TIME_CHART_OUTPUT2_FIELDS)
 
 
-def daily_price_row(li: Any, bar: Any, prev_volume: int | None) -> dict[str, str]:
+def daily_price_row(
+    li: Any, bar: Any, prev_volume: int | None, markers: dict[str, str] | None = None
+) -> dict[str, str]:
+    """``markers``: the day's corporate-action fields (local_exchange/corporate_actions.py), else none."""
     f = Fundamentals(li, bar.prev_close)
+    m = markers or {}
     out = {
         "stck_bsop_date": ymd(bar.day),
         "stck_oprc": num(bar.open),
@@ -431,8 +435,8 @@ def daily_price_row(li: Any, bar: Any, prev_volume: int | None) -> dict[str, str
         "prdy_ctrt": pct(bar.close - bar.prev_close, bar.prev_close),
         "hts_frgn_ehrt": dec(f.frgn_rate),
         "frgn_ntby_qty": "0",
-        "flng_cls_code": "00",
-        "acml_prtt_rate": "0.00",
+        "flng_cls_code": m.get("flng_cls_code", "00"),
+        "acml_prtt_rate": m.get("prtt_rate", "0.00"),
     }
     return _ordered(out, DAILY_PRICE_FIELDS)
 
@@ -476,7 +480,9 @@ def daily_chart_output1(li: Any, q: Any, prev_bar: Any | None) -> dict[str, str]
     return _ordered(out, DAILY_CHART_OUTPUT1_FIELDS)
 
 
-def daily_chart_row(bar: Any) -> dict[str, str]:
+def daily_chart_row(bar: Any, markers: dict[str, str] | None = None) -> dict[str, str]:
+    """``markers``: the day's corporate-action fields (local_exchange/corporate_actions.py), else none."""
+    m = markers or {}
     out = {
         "stck_bsop_date": ymd(bar.day),
         "stck_clpr": num(bar.close),
@@ -485,9 +491,9 @@ def daily_chart_row(bar: Any) -> dict[str, str]:
         "stck_lwpr": num(bar.low),
         "acml_vol": num(bar.volume),
         "acml_tr_pbmn": num(bar.value),
-        "flng_cls_code": "00",
-        "prtt_rate": "0.00",
-        "mod_yn": "N",
+        "flng_cls_code": m.get("flng_cls_code", "00"),
+        "prtt_rate": m.get("prtt_rate", "0.00"),
+        "mod_yn": m.get("mod_yn", "N"),
         "prdy_vrss_sign": change_sign(bar.close, bar.prev_close),
         "prdy_vrss": num(bar.close - bar.prev_close),
         "revl_issu_reas": "",

@@ -602,6 +602,14 @@ SETTINGS: tuple[Setting, ...] = (
         default_doc="the oldest one the instance holds; a fresh instance starts at its current slot",
     ),
     _S(
+        "OBSERVER_DAILY_BARS_FROM_YEAR",
+        integer(2018),
+        2018,
+        "the first calendar year of daily history (`daily_bars`) that exists as a partition, up to the current year",
+        DEPLOYMENT,
+        snapshot=True,
+    ),
+    _S(
         "OBSERVER_IMAGE",
         TEXT,
         "observer:local",

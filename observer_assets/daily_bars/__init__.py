@@ -1,0 +1,1 @@
+"""Daily history: raw and adjusted daily bars of the universe, one table per calendar year."""
