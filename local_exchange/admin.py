@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from local_exchange import corporate_actions
 from local_exchange.accounts import appkey_id
 from local_exchange.faults import FaultError
 from local_exchange.venues import NXT_LAUNCH, venues_for
@@ -111,7 +112,9 @@ def quote_json(q: Any) -> dict[str, Any]:
     return {f: getattr(q, f, None) for f in fields}
 
 
-def add_routes(app: web.Application, state: SimState) -> None:
+def add_routes(app: web.Application, state: SimState, *, market: bool = True) -> None:
+    """The ``/__sim__`` routes; without a synthetic ``market`` only stats and faults (a replay or relay)."""
+
     def guarded(fn):  # noqa: ANN001, ANN202
         async def wrapper(request: web.Request) -> web.Response:
             try:
@@ -312,6 +315,37 @@ def add_routes(app: web.Application, state: SimState) -> None:
             }
         )
 
+    async def truth_corporate_actions(request: web.Request) -> web.Response:
+        """The corporate actions of one listing (``code``) or of every listing, oldest first."""
+        m = state.market
+        codes = [_code(request)] if request.query.get("code") else [x.code for x in m.listings]
+        return _json({"actions": [e.to_json() for c in codes for e in corporate_actions.actions_of(m, c)]})
+
+    async def truth_daily_bars(request: web.Request) -> web.Response:
+        """KRX daily bars of ``code`` from ``from`` to ``to`` (inclusive, oldest first), raw and adjusted, with the
+        day's marker fields: what inquire-daily-itemchartprice answers for J with either FID_ORG_ADJ_PRC."""
+        code = _code(request)
+        m = state.market
+        now = state.clock.now()
+        lo = _parse_day(request.query.get("from"), now.date())
+        hi = min(_parse_day(request.query.get("to"), now.date()), now.date())
+        if lo > hi:
+            raise BadRequest(f"from {lo} is after to {hi}")
+        bars = [b for b in m.daily_bars(code, hi, (hi - lo).days + 1, as_of=now) if b.day >= lo]
+        rows = []
+        for b in reversed(bars):
+            r = corporate_actions.as_raw(m, code, b)
+            rows.append(
+                {
+                    "day": b.day,
+                    "raw": {f: getattr(r, f) for f in ("open", "high", "low", "close", "volume", "value")},
+                    "adjusted": {f: getattr(b, f) for f in ("open", "high", "low", "close", "volume", "value")},
+                    "ratio": float(corporate_actions.ratio_on(m, code, b.day)),
+                    **corporate_actions.markers_on(m, code, b.day),
+                }
+            )
+        return _json({"code": code, "bars": rows})
+
     async def listings(request: web.Request) -> web.Response:
         mkt = request.query.get("market")
         limit = int(request.query.get("limit", "0") or 0)
@@ -367,9 +401,14 @@ def add_routes(app: web.Application, state: SimState) -> None:
         return _json({"cleared": n})
 
     r = app.router
-    r.add_get(PREFIX + "/info", guarded(info))
     r.add_get(PREFIX + "/stats", guarded(stats))
     r.add_post(PREFIX + "/reset-stats", guarded(reset_stats))
+    r.add_get(PREFIX + "/faults", guarded(faults_get))
+    r.add_post(PREFIX + "/faults", guarded(faults_post))
+    r.add_delete(PREFIX + "/faults", guarded(faults_delete))
+    if not market:
+        return
+    r.add_get(PREFIX + "/info", guarded(info))
     r.add_get(PREFIX + "/clock", guarded(clock_get))
     r.add_post(PREFIX + "/clock", guarded(clock_post))
     r.add_get(PREFIX + "/truth/ticks", guarded(truth_ticks))
@@ -377,10 +416,9 @@ def add_routes(app: web.Application, state: SimState) -> None:
     r.add_get(PREFIX + "/truth/feed", guarded(truth_feed))
     r.add_get(PREFIX + "/truth/quote", guarded(truth_quote))
     r.add_get(PREFIX + "/truth/nxt", guarded(truth_nxt))
+    r.add_get(PREFIX + "/truth/corporate_actions", guarded(truth_corporate_actions))
+    r.add_get(PREFIX + "/truth/daily_bars", guarded(truth_daily_bars))
     r.add_get(PREFIX + "/listings", guarded(listings))
-    r.add_get(PREFIX + "/faults", guarded(faults_get))
-    r.add_post(PREFIX + "/faults", guarded(faults_post))
-    r.add_delete(PREFIX + "/faults", guarded(faults_delete))
 
 
 async def _body(request: web.Request) -> dict[str, Any]:

@@ -19,8 +19,11 @@ if TYPE_CHECKING:
 STATE: web.AppKey[Any] = web.AppKey("sim_state", object)
 
 
-def make_rest_app(state: SimState) -> web.Application:
-    """The REST application: KIS paths, master files and the ``/__sim__`` admin API."""
+def make_rest_app(state: SimState, *, market: bool = True) -> web.Application:
+    """The REST application: KIS paths, master files and the ``/__sim__`` admin API.
+
+    ``market=False`` (a replay or relay: no synthetic market behind it) leaves out the master files and the admin
+    routes that read the market, keeping stats and faults."""
     app = web.Application(client_max_size=1 << 20)
     api = RestApi(state)
     app[STATE] = state
@@ -28,8 +31,9 @@ def make_rest_app(state: SimState) -> web.Application:
     app.router.add_post(p.PATH_REVOKE, api.revoke)
     app.router.add_post(p.PATH_APPROVAL, api.approval)
     app.router.add_get(p.QUOTE_BASE + "/{name}", api.quotations)
-    app.router.add_get("/common/master/{name}", api.master)
-    admin.add_routes(app, state)
+    if market:
+        app.router.add_get("/common/master/{name}", api.master)
+    admin.add_routes(app, state, market=market)
     return app
 
 

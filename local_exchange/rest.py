@@ -97,7 +97,7 @@ class RestApi:
             if appkey is not None and (f := s.faults.first("token_refuse", appkey=appkey)) is not None:
                 s.faults.use(f, {"appkey": appkey_id(appkey)})
                 raise CredentialError(p.EGW_TOKEN_TOO_OFTEN)
-            now = s.clock.now()
+            now = (s.token_clock or s.clock).now()
             tok, new = s.accounts.issue_token(appkey, body.get("appsecret"), now)
         except CredentialError as err:
             if err.code == p.EGW_TOKEN_TOO_OFTEN:
@@ -185,7 +185,7 @@ class RestApi:
         """Token, key headers, rate limit, tr_id, paper refusal, then the TR handler."""
         s = self.s
         h = request.headers
-        now = s.clock.now()
+        now = (s.token_clock or s.clock).now()
         try:
             tok = s.accounts.check_token(h.get("authorization"), now)
         except TokenError as err:
@@ -205,7 +205,7 @@ class RestApi:
             return kis_fail(p.EGW_RATE, tr_id=tr_id)
 
         expected = p.QUOTE_PATHS.get(name)
-        handler = HANDLERS.get(name)
+        handler = (s.rest_handlers or HANDLERS).get(name)
         if expected is None or handler is None:
             raise web.HTTPNotFound(text=f"no such quotation path: {name}")
         allowed = {expected}

@@ -26,5 +26,10 @@ class SimState:
     clock_mode: str
     fields47: bool
     hub: Any = None  # WsHub, set right after construction (it needs the state)
+    # replay / relay (local_exchange/frame_source.py): the stream's frames come from a FrameSource, the REST TRs
+    # from other handlers, and tokens live on the wall clock while the day's clock runs elsewhere
+    frame_source: Any = None
+    rest_handlers: Any = None  # dict[str, Handler] replacing rest.HANDLERS
+    token_clock: Any = None  # a SimClock (or anything with now()) for tokens; default: ``clock``
     rest_url: str = ""
     ws_url: str = ""

@@ -209,6 +209,7 @@ class Registration:
     last_ob_sec: int = -1
     last_ob_day: date | None = None
     status_key: Any = _UNSET  # (day, venue, phase name, halted) of the last status record sent
+    src_pos: Any = None  # a frame source's position in this registration's frames (FrameSource.start)
 
 
 class WsSession:
@@ -473,6 +474,16 @@ class WsHub:
             return
         reg = Registration(tr_id, tr_key)
         now = self.state.clock.now()
+        source = self.state.frame_source
+        if source is not None:  # recorded or relayed frames instead of the synthetic market
+            refusal = source.refusal(tr_id, tr_key)
+            if refusal is not None:
+                await session.send(control_frame(tr_id, tr_key, *refusal))
+                return
+            reg.src_pos = source.start(tr_id, tr_key, now)
+            session.regs[k] = reg
+            await self._ack(session, tr_id, tr_key, p.OPSP_SUBSCRIBED, reg)
+            return
         reg.day = now.date()
         reg.ticks = self.venue_day(tr_key, reg.day, TRADE_TRS[tr_id]) if tr_id in TRADE_TRS else None
         reg.cursor = reg.ticks.index_at(_sec(now)) if reg.ticks is not None else 0
@@ -563,6 +574,9 @@ class WsHub:
         if session.appkey is None:
             return
         await self._inject(session, now)
+        if self.state.frame_source is not None:
+            await self._emit_source(session, now)
+            return
         for reg in list(session.regs.values()):
             if session.closed:
                 return
@@ -576,6 +590,27 @@ class WsHub:
                 await self._emit_status(session, reg, now)
             elif reg.tr_id in EXPECTED_TRS and reg.stalled_until <= now_mono:
                 await self._emit_expected(session, reg, now)
+
+    async def _emit_source(self, session: WsSession, now: datetime) -> None:
+        """Every registration's frames the frame source has for it up to ``now``, each sent as it came."""
+        source = self.state.frame_source
+        stats = self.state.stats
+        for reg in list(session.regs.values()):
+            frames, pos = source.take(reg.tr_id, reg.tr_key, reg.src_pos, now)
+            sent = 0
+            for text in frames:
+                if session.closed or await session.send(text, data=True) is None:
+                    break
+                sent += 1
+                if reg.tr_id in TRADE_TRS:
+                    stats.inc("ws_ticks_sent_total", session.appkey, _record_count(text))
+                elif reg.tr_id in BOOK_TRS:
+                    stats.inc("ws_orderbook_frames_total", session.appkey)
+            reg.src_pos = pos if sent == len(frames) else source.rewind(pos, len(frames) - sent)
+            if sent:
+                source.sent(session.appkey or "", session.id, reg.tr_id, reg.tr_key, frames[:sent], now)
+            if session.closed:
+                return
 
     def _roll_day(self, reg: Registration, now: datetime) -> list[tuple[Any, int, int]]:
         """Move a trade registration to ``now``'s day; returns leftover (ticks, lo, hi) of the old day."""
@@ -869,6 +904,15 @@ class WsHub:
                 bad[p.H0STCNT0_INDEX[name]] = "x?"
             return f"0|{p.TR_WS_TRADE}|001|" + "^".join(bad)
         return "0|H0ZZZZZ0|001|" + "^".join(fields)  # unknown_tr
+
+
+def _record_count(frame: str) -> int:
+    """The NNN record count of a ``0|TR|NNN|...`` data frame (1 when it does not say)."""
+    parts = frame.split("|", 3)
+    try:
+        return int(parts[2])
+    except (IndexError, ValueError):
+        return 1
 
 
 def register_ws_routes(app: web.Application, hub: WsHub) -> None:
