@@ -289,6 +289,31 @@ def _lake_migrate(args: argparse.Namespace) -> int:
     return 1 if rep.conflicts else 0
 
 
+def _sql(args: argparse.Namespace) -> int:
+    from observer_assets import lake_sql
+
+    if args.init and args.sql is not None:
+        print("observer sql: --init prints the views' script; give it no SQL", file=sys.stderr)
+        return 2
+    if args.max_rows < 1:
+        print(f"observer sql: --max-rows must be at least 1, got {args.max_rows}", file=sys.stderr)
+        return 2
+    return lake_sql.main(args.sql, fmt=args.format, init=args.init, max_rows=args.max_rows)
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from observer_assets.replay.server import replay_main
+
+    d = _day(args.day, "replay")
+    return 2 if d is None else replay_main(args, d)
+
+
+def _relay(args: argparse.Namespace) -> int:
+    from observer_assets.replay.relay import relay_main
+
+    return relay_main(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = _Parser(prog="observer", description="Observer operator commands")
     sub = ap.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -330,6 +355,27 @@ def main(argv: list[str] | None = None) -> int:
     )
     mg.add_argument("--dry-run", action="store_true", help="print the moves, change nothing")
     mg.set_defaults(func=_lake_migrate)
+    q = sub.add_parser(
+        "sql",
+        help="query the lake with DuckDB: one view per dataset (docs/reading-the-lake.md); no SQL: a prompt",
+    )
+    q.add_argument("sql", nargs="?", help="statements to run (default: standard input, or a prompt on a terminal)")
+    q.add_argument("--format", choices=("table", "csv", "json"), default="table", help="how to print the result")
+    q.add_argument("--max-rows", type=int, default=40, help="rows a table shows (default 40; csv and json: all)")
+    q.add_argument("--init", action="store_true", help="print the views as SQL, for the duckdb CLI (-init)")
+    q.set_defaults(func=_sql)
+    from observer_assets.replay.args import add_relay_arguments, add_replay_arguments
+
+    rp = sub.add_parser(
+        "replay", help="serve a recorded day through the KIS protocol (REST + WebSocket) at any speed (docs/replay.md)"
+    )
+    add_replay_arguments(rp)
+    rp.set_defaults(func=_replay)
+    rl = sub.add_parser(
+        "relay", help="re-serve what the Track B capture receives, live, to local KIS clients (docs/replay.md)"
+    )
+    add_relay_arguments(rl)
+    rl.set_defaults(func=_relay)
     args = ap.parse_args(argv)
     try:
         return args.func(args)

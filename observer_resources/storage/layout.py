@@ -57,6 +57,33 @@ GAP_VERDICT = "gap_verdict"  # the anomaly-day verdict, one row per rule
 GAP_COVERAGE = "gap_coverage"  # per slot: symbols expected, live, restored, missing
 META = "_meta"  # JSON kept beside tables, out of the Parquet directories
 SYSTEM_EVENTS = "system_events"  # the day's event summary (derived from system/events)
+MINUTE_BARS = "minute_bars"  # KIS's 1-minute bars of every universe member, one table per trading day
+MINUTE_BARS_PROOF = "minute_bars_proof"  # per captured code and minute: the tape's bar against KIS's, and the verdict
+DAILY_BARS = "daily_bars"  # KIS's daily bars, raw and adjusted, one table per calendar year (``year=YYYY``)
+#: every top-level directory that holds one Hive-partitioned Parquet table: ``observer sql`` makes a view of each.
+#: A new dataset is added here too (tests/storage/test_lake_sql.py fails on a dataset constant this leaves out).
+TABLE_DATASETS: tuple[str, ...] = (
+    UNIVERSE,
+    UNIVERSE_EXCLUSIONS,
+    UNIVERSE_PREV_CLOSE,
+    UNIVERSE_NXT,
+    UNIVERSE_REJECTED,
+    TRACK_A,
+    TRACK_A_FAILURES,
+    TRACK_A_DAILY,
+    TRACK_B,
+    TRACK_B_SAMPLED,
+    TRACK_B_RESTORED,
+    *TRACK_B_TAPES.values(),
+    *TRACK_B_TAPES_RESTORED.values(),
+    *TRACK_B_FEEDS.values(),
+    GAPS,
+    GAP_VERDICT,
+    GAP_COVERAGE,
+    MINUTE_BARS,
+    MINUTE_BARS_PROOF,
+    DAILY_BARS,
+)
 
 
 # --- universe --------------------------------------------------------------------------------------------------------
@@ -217,3 +244,23 @@ def coverage_path(root: LakePath, day: date) -> LakePath:
 
 def events_summary_path(root: LakePath, day: date) -> LakePath:
     return meta_dir(root, SYSTEM_EVENTS, day) / "summary.json"
+
+
+# --- history ---------------------------------------------------------------------------------------------------------
+def minute_bars_path(root: LakePath, day: date) -> LakePath:
+    return partition_dir(root, MINUTE_BARS, day) / "minute_bars.parquet"
+
+
+def minute_bars_proof_path(root: LakePath, day: date) -> LakePath:
+    return partition_dir(root, MINUTE_BARS_PROOF, day) / "proof.parquet"
+
+
+def daily_bars_path(root: LakePath, year: int) -> LakePath:
+    """``daily_bars/year=YYYY/daily_bars.parquet``: a year, not a day, is the unit a history backfill asks for."""
+    return root / DAILY_BARS / f"year={year:04d}" / "daily_bars.parquet"
+
+
+def daily_bars_parts_dir(root: LakePath, year: int) -> LakePath:
+    """``_meta/daily_bars/year=YYYY``: a running year's checkpointed parts (Parquet), removed once the year is
+    assembled; outside the dataset directory, which holds the assembled tables only."""
+    return root / META / DAILY_BARS / f"year={year:04d}"
