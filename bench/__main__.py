@@ -25,6 +25,9 @@ ALL = [
     "exchange_day",
     "track_a_venues",
     "track_b_feeds",
+    "daily_bars",
+    "minute_bars",
+    "replay",
 ]
 
 

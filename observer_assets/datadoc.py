@@ -72,6 +72,24 @@ DATASETS: tuple[Dataset, ...] = (
         "observer_assets.catalog:DAILY_COLUMNS",
     ),
     Dataset(
+        "minute_bars",
+        "minute_bars/date=YYYY-MM-DD/minute_bars.parquet",
+        "observer_assets.minute_bars.fetch:MINUTE_BARS_SCHEMA",
+        "observer_assets.catalog:MINUTE_BAR_COLUMNS",
+    ),
+    Dataset(
+        "daily_bars",
+        "daily_bars/year=YYYY/daily_bars.parquet",
+        "observer_assets.daily_bars.bars:SCHEMA",
+        "observer_assets.daily_bars.bars:COLUMNS",
+    ),
+    Dataset(
+        "minute_bars_proof",
+        "minute_bars_proof/date=YYYY-MM-DD/proof.parquet",
+        "observer_assets.gaps.detect_proof:PROOF_SCHEMA",
+        "observer_assets.catalog:PROOF_COLUMNS",
+    ),
+    Dataset(
         "track_a_failures",
         "track_a_failures/date=YYYY-MM-DD/slot=THHMM/failures.parquet",
         "observer_assets.track_a.assets:FAILURE_SCHEMA",

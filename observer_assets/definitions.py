@@ -3,7 +3,9 @@
 import dagster as dg
 
 from observer_assets.backup import defs as backup
+from observer_assets.daily_bars import defs as daily_bars
 from observer_assets.gaps import defs as gaps
+from observer_assets.minute_bars import defs as minute_bars
 from observer_assets.monitoring import defs as monitoring
 from observer_assets.orchestration import defs as orchestration
 from observer_assets.track_a import defs as track_a
@@ -16,6 +18,8 @@ defs = dg.Definitions.merge(
     track_a.defs,
     track_b.defs,
     gaps.defs,
+    minute_bars.defs,
+    daily_bars.defs,
     backup.defs,
     monitoring.defs,
     orchestration.defs,

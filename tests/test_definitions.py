@@ -17,7 +17,9 @@ def test_asset_keys_are_pinned():
     keys = sorted(k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys())
     assert keys == [
         "daily_backup",
+        "daily_bars",
         "gap_report",
+        "minute_bars",
         "system_events",
         "track_a_daily",
         "track_a_snapshot",
@@ -35,16 +37,19 @@ def test_partitions_are_pinned():
     assert isinstance(parts["universe"], dg.DynamicPartitionsDefinition) and parts["universe"].name == "trading_day"
     assert isinstance(parts["track_a_snapshot"], dg.DynamicPartitionsDefinition)
     assert parts["track_a_snapshot"].name == "track_a_slot"
-    for k in ("gap_report", "track_b_restored", "daily_backup", "system_events", "track_a_daily"):
+    for k in ("gap_report", "track_b_restored", "daily_backup", "system_events", "track_a_daily", "minute_bars"):
         assert isinstance(parts[k], dg.DynamicPartitionsDefinition) and parts[k].name == "trading_day"
     for k in ("track_b_ticks", "track_b_sampled"):
         assert isinstance(parts[k], dg.DynamicPartitionsDefinition) and parts[k].name == "track_b_hour"
+    assert isinstance(parts["daily_bars"], dg.DynamicPartitionsDefinition) and parts["daily_bars"].name == "bar_year"
 
 
 def test_checks_jobs_schedules_sensors_are_pinned():
     graph = defs.resolve_asset_graph()
     checks = sorted(f"{c.asset_key.to_user_string()}:{c.name}" for c in graph.asset_check_keys)
     assert checks == [
+        "daily_bars:daily_bars_consistent",
+        "gap_report:track_b_proven",
         "track_a_snapshot:track_a_coverage",
         "track_a_snapshot:track_a_current_slot_fresh",
         "track_a_snapshot:track_a_schema",
@@ -56,7 +61,9 @@ def test_checks_jobs_schedules_sensors_are_pinned():
     repo = defs.get_repository_def()
     assert sorted(j.name for j in repo.get_all_jobs() if not j.name.startswith("__")) == [
         "backup_job",
+        "daily_bars_job",
         "gap_report_job",
+        "minute_bars_job",
         "restore_job",
         "retention_job",
         "system_events_job",
@@ -71,7 +78,9 @@ def test_checks_jobs_schedules_sensors_are_pinned():
     ]
     assert sorted(s.name for s in repo.schedule_defs) == [
         "backup_daily",
+        "daily_bars_after_close",
         "gap_report_through_the_day",
+        "minute_bars_after_the_day",
         "retention_daily",
         "system_events_daily",
         "track_a_every_10_minutes",
@@ -80,6 +89,7 @@ def test_checks_jobs_schedules_sensors_are_pinned():
     ]
     assert sorted(s.name for s in repo.sensor_defs) == [
         "backup_catch_up",
+        "daily_bars_years",
         "gap_backfill_sensor",
         "gap_report_after_repair",
         "observer_check_failure_alerts",
