@@ -290,7 +290,10 @@ def test_track_b_ticks_lost_in_a_disconnect_are_restored_from_conclusions(env, s
     # the unified tape of the second symbol (its trades on both venues), one trade skipped: a hole of its own,
     # restored from the unified conclusions (market UN) into the unified tape's restored dataset
     un_rows = _truth_ticks(small_sim, codes[1], lo, hi, venue="UN")
-    skip = len(un_rows) // 2
+    # clear of the disconnect, like the KRX skip: a loss inside a connection-wide window is the window's, not its own
+    clear = [i for i in range(1, len(un_rows) - 1) if at(un_rows[i - 1]) > win[1] or at(un_rows[i + 1]) < win[0]]
+    assert clear, "the second symbol's unified trades fall outside the disconnect too"
+    skip = clear[len(clear) // 2]
     un_lost = un_rows[skip]
     un_live = _live_rows(codes[1], un_rows, {skip}, at)
     un_path = venue_ticks_path(root, lo.replace(minute=0, second=0, microsecond=0), "H0UNCNT0")
