@@ -29,7 +29,7 @@ run: $(STAMP)
 ## the whole test suite (what CI runs): the bulk on two workers; then the two rate-limit acceptance tests (SQLite,
 ## PostgreSQL) alone, on a machine nothing else is using; then the end-to-end runs, which mostly wait on servers
 ## they start (dagster dev, Prometheus), three at a time, handed out one by one so the longest (the day in the life,
-## collected first) has a worker to itself while the other two share the rest
+## put first by tests/conftest.py) has a worker to itself while the other two share the rest
 RATE_TESTS := tests/shared/test_rate_limit.py tests/shared/test_pg_stores.py
 test: $(STAMP) deps lint
 	$(BIN)/pytest -q -p no:cacheprovider -n 2 -m "not slow" --durations=15

@@ -3,7 +3,7 @@ new days of each symbol (and the whole year again for a symbol whose adjusted se
 
 import dagster as dg
 
-from observer_assets.daily_bars.assets import bar_year_partitions, daily_bars
+from observer_assets.daily_bars.assets import FROM_YEAR_ENV, bar_year_partitions, daily_bars, first_year
 from observer_assets.orchestration.partitions import calendar
 from observer_assets.orchestration.runs import KIS_REST_TAGS, max_runtime
 from observer_resources import clock
@@ -28,6 +28,9 @@ def daily_bars_after_close(context: dg.ScheduleEvaluationContext) -> dg.RunReque
     day = at.astimezone(clock.KST).date()
     if not calendar().is_trading_day(day):
         return dg.SkipReason(f"{day} is not a trading day: nothing new to fetch")
+    first = first_year()
+    if day.year < first:
+        return dg.SkipReason(f"the daily history starts in {first} ({FROM_YEAR_ENV}): nothing to keep yet")
     key = f"{day.year:04d}"
     if key not in context.instance.get_dynamic_partitions(bar_year_partitions.name):
         context.instance.add_dynamic_partitions(bar_year_partitions.name, [key])

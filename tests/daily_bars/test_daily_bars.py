@@ -290,6 +290,10 @@ def test_the_schedule_and_the_year_sensor_drive_the_current_year_through_a_real_
         at = datetime.combine(now.date(), datetime.min.time(), KST).replace(hour=20, minute=30)
         rr = daily_bars_after_close(dg.build_schedule_context(instance=inst, scheduled_execution_time=at))
         assert isinstance(rr, dg.RunRequest) and rr.partition_key == str(now.year)
+        with monkeypatch.context() as m:  # a history that starts next year keeps nothing yet
+            m.setenv("OBSERVER_DAILY_BARS_FROM_YEAR", str(now.year + 1))
+            skip = daily_bars_after_close(dg.build_schedule_context(instance=inst, scheduled_execution_time=at))
+            assert isinstance(skip, dg.SkipReason) and "starts in" in skip.skip_message
         job = dg.Definitions.merge(daily_defs.defs, dg.Definitions(resources={"kis": kis})).resolve_job_def(
             "daily_bars_job"
         )
