@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -50,6 +52,29 @@ def build_universe(inst, kis, day, n_codes: int = 40) -> list[str]:
     return t["code"].to_pylist()
 
 
+#: the UI's own GraphQL: "Materialize selected" over partitions (launchPartitionBackfill), and a backfill's runs
+LAUNCH = """
+mutation ($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message }
+    ... on PartitionKeysNotFoundError { message }
+    ... on InvalidSubsetError { message }
+    ... on UnauthorizedError { message }
+  }
+}
+"""
+STATUS = """
+query ($id: String!) {
+  partitionBackfillOrError(backfillId: $id) {
+    __typename
+    ... on PartitionBackfill { status tags { key value } runs(limit: 10) { runId status tags { key value } } }
+  }
+}
+"""
+
+
 def start_dagster_dev(defs_file: Path, port: int, env: Mapping[str, str], cwd: Path, log: Path) -> subprocess.Popen:
     """``dagster dev`` (webserver and daemon) on 127.0.0.1 serving ``defs_file``, its output in ``log``, in its own
     session so the test can stop the whole process group."""
@@ -62,6 +87,19 @@ def start_dagster_dev(defs_file: Path, port: int, env: Mapping[str, str], cwd: P
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+
+def stop_dagster_dev(proc: subprocess.Popen) -> None:
+    """Ctrl-C for ``dagster dev`` (it stops its webserver and daemon), then SIGKILL to whatever of its group is left."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def warm_quote(sim, code: str, key_no: int = 399) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -24,8 +23,8 @@ import pytest
 import yaml
 from dagster._core.instance.config import PoolGranularity
 from dagster._core.instance.ref import InstanceRef
-from gaps.test_backfill import LAUNCH as LAUNCH_BACKFILL  # the UI's own mutation, written once
-from support import build_universe, kis_for, start_dagster_dev
+from support import LAUNCH as LAUNCH_BACKFILL  # the UI's own mutation, written once
+from support import build_universe, kis_for, start_dagster_dev, stop_dagster_dev
 
 from observer_assets import run_local
 from observer_assets.definitions import defs
@@ -392,15 +391,7 @@ def test_ui_launches_without_tags_are_held_to_the_pool_and_a_live_run_still_gets
                 )
                 time.sleep(1)
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            pass
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        stop_dagster_dev(proc)
 
     with dg.DagsterInstance.get() as inst:
         slots = held(inst, records)

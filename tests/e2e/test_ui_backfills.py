@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
-import subprocess
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -17,7 +15,7 @@ import dagster as dg
 import httpx
 import pyarrow.parquet as pq
 import pytest
-from support import build_universe, kis_for, start_dagster_dev
+from support import LAUNCH, STATUS, build_universe, kis_for, start_dagster_dev, stop_dagster_dev
 
 from local_exchange.accounts import demo_credentials
 from observer_assets.orchestration.partitions import calendar, slot_key
@@ -28,27 +26,6 @@ from observer_resources.storage.layout import daily_bars_path, slot_dir, univers
 ENV = {"OBSERVER_UNIVERSE_MIN_COUNT": "5"}
 YEARS = ["2021", "2022"]
 MEMBERS = 8  # a trimmed universe: each slot restored whole, each year of each member fetched, in seconds
-
-LAUNCH = """
-mutation ($params: LaunchBackfillParams!) {
-  launchPartitionBackfill(backfillParams: $params) {
-    __typename
-    ... on LaunchBackfillSuccess { backfillId }
-    ... on PythonError { message }
-    ... on PartitionKeysNotFoundError { message }
-    ... on InvalidSubsetError { message }
-    ... on UnauthorizedError { message }
-  }
-}
-"""
-STATUS = """
-query ($id: String!) {
-  partitionBackfillOrError(backfillId: $id) {
-    __typename
-    ... on PartitionBackfill { status tags { key value } runs(limit: 10) { runId status tags { key value } } }
-  }
-}
-"""
 
 
 def _free_port() -> int:
@@ -141,15 +118,7 @@ def test_gap_slots_and_history_years_backfilled_from_the_ui_path(env, small_sim,
         for name, b in done.items():
             assert all(r["status"] == "SUCCESS" for r in b["runs"]), (name, b, log.read_text()[-3000:])
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            pass
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        stop_dagster_dev(proc)
     # one run per partition, each named by its partition
     years = done["years"]
     assert sorted({t["key"]: t["value"] for t in r["tags"]}["dagster/partition"] for r in years["runs"]) == YEARS
