@@ -8,7 +8,6 @@ trading day whose session is over, and its later runs ask only the new days (fet
 """
 
 import asyncio
-import shutil
 import time as _time
 from datetime import date
 from pathlib import Path
@@ -24,7 +23,7 @@ from observer_assets.orchestration.runs import HISTORY_POOL
 from observer_resources import clock, settings
 from observer_resources.events import record
 from observer_resources.resources import KisResource, kis_members
-from observer_resources.storage import lake
+from observer_resources.storage import lake, parts
 from observer_resources.storage.layout import UNIVERSE, daily_bars_parts_dir, daily_bars_path, universe_path
 
 bar_year_partitions = dg.DynamicPartitionsDefinition(name="bar_year")
@@ -155,7 +154,7 @@ def daily_bars(context: dg.AssetExecutionContext, config: DailyBarsConfig, kis: 
         )
     table = table.replace_schema_metadata({THROUGH_META: end.isoformat().encode()})
     lake.write_table_atomic(path, table)
-    shutil.rmtree(parts_dir, ignore_errors=True)
+    parts.clear_parts(parts_dir)
     if res.moved:  # earlier years' adjusted columns of these symbols are on the basis before the event
         context.log.warning(
             f"daily_bars {year}: the adjusted series of {len(res.moved)} symbols moved (a corporate action): "

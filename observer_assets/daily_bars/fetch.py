@@ -2,17 +2,14 @@
 priority, checkpointed in parts so that a killed run resumes where it stopped. Apart from the asset so the KIS side
 reads (and is tested) without Dagster.
 
-A part is one Parquet file under ``_meta/daily_bars/year=YYYY/`` holding the rows of the symbols it finished; the
-symbols themselves (a symbol may have no row in the span) and the span asked are in the file's schema metadata, so a
-part is whole or absent (atomic write) and a part of another span is never mistaken for this run's.
+Parts (``observer_resources.storage.parts``) live under ``_meta/daily_bars/year=YYYY/``, tagged with the span asked:
+a part of another span (yesterday's refresh of the current year) is dropped, never mistaken for this run's.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time as _time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -33,13 +30,11 @@ from observer_resources.kis.errors import (
     TokenIssueTooSoonError,
 )
 from observer_resources.resources import KisResource, kis_members, kis_rest_clients
-from observer_resources.storage import lake
+from observer_resources.storage import parts
 
 if TYPE_CHECKING:
     from observer_resources.kis.rest import KisRestClient
 
-CODES_META = b"observer.daily_bars.codes"
-SPAN_META = b"observer.daily_bars.span"
 CHUNK = 50  # symbols a part holds: what a kill -9 can cost at most (plus those in flight)
 CONCURRENCY = 4  # symbols in flight per key: enough to keep a key's 18/s busy over loopback or the internet
 
@@ -50,25 +45,12 @@ def span_text(start: date, end: date) -> str:
 
 def read_parts(parts_dir: Path, span: str) -> tuple[set[str], list[pa.Table], list[Path]]:
     """The symbols finished by earlier attempts at ``span``, their rows, and the stale parts (another span) found."""
-    done: set[str] = set()
-    tables: list[pa.Table] = []
-    stale: list[Path] = []
-    if not parts_dir.exists():
-        return done, tables, stale
-    for p in sorted(parts_dir.glob("part-*.parquet")):
-        meta = lake.read_schema(p).metadata or {}
-        if meta.get(SPAN_META, b"").decode() != span:
-            stale.append(p)
-            continue
-        done.update(json.loads(meta[CODES_META]))
-        tables.append(lake.read_table(p).cast(bars.SCHEMA))
-    return done, tables, stale
+    done, tables, stale = parts.read_parts(parts_dir, span)
+    return done, [t.cast(bars.SCHEMA) for t in tables], stale
 
 
 def write_part(parts_dir: Path, span: str, codes: Sequence[str], rows: list[dict[str, Any]]) -> Path:
-    t = bars.to_table(rows)
-    t = t.replace_schema_metadata({CODES_META: json.dumps(sorted(codes)).encode(), SPAN_META: span.encode()})
-    return lake.write_table_atomic(parts_dir / f"part-{_time.time_ns():020d}-{uuid.uuid4().hex[:6]}.parquet", t)
+    return parts.write_part(parts_dir, bars.to_table(rows), codes, span)
 
 
 def _key_level(e: KisError) -> bool:

@@ -237,9 +237,8 @@ def prove(inp: DayInputs, rows: Sequence[Mapping[str, Any]]) -> tuple[pa.Table, 
     out: list[dict] = []
     without: list[str] = []
     for tape, (live_t, restored_t) in tapes.items():
-        live, restored, whole = _minute_bars(live_t), _minute_bars(restored_t), _minute_bars(_union(live_t, restored_t))
+        live, whole = _minute_bars(live_t), _minute_bars(_union(live_t, restored_t))  # restored: whole minus live
         live_by = {c: g.set_index("minute") for c, g in live.groupby("code", sort=False)}
-        rest_by = {c: g.set_index("minute") for c, g in restored.groupby("code", sort=False)}
         tape_by = {c: g.set_index("minute") for c, g in whole.groupby("code", sort=False)}
         explain = _explaining(rows, tape, as_of)
         for code in sorted(live_by):
@@ -255,17 +254,16 @@ def prove(inp: DayInputs, rows: Sequence[Mapping[str, Any]]) -> tuple[pa.Table, 
                 spans = _from_registration(wanted.get(code, []), registered.get((tape, code), []))
             else:  # no slot history: the whole minutes between the code's first and last ticks' minutes
                 spans = [(_us(lv.index.min()), _us(lv.index.max()))]
-            rv, tv = rest_by.get(code), tape_by[code]
+            tv = tape_by[code]
             for m_us in _whole_minutes(spans, as_of_us):
                 minute = datetime.fromtimestamp(m_us / 1e6, KST)
                 key = pd.Timestamp(minute)
                 k = ref.loc[key] if key in ref.index else None
                 lrow = lv.loc[key] if key in lv.index else None
-                rrow = rv.loc[key] if rv is not None and key in rv.index else None
-                if k is None and lrow is None and rrow is None:
-                    continue
                 trow = tv.loc[key] if key in tv.index else None
-                rec = _record(code, tape, market, minute, k, lrow, rrow, trow)
+                if k is None and trow is None:
+                    continue
+                rec = _record(code, tape, market, minute, k, lrow, trow)
                 rec["status"], rec["gap_id"] = _judge(rec, lrow, code, minute, explain)
                 out.append(rec)
     table = pa.Table.from_pylist(out, schema=PROOF_SCHEMA)
@@ -290,7 +288,7 @@ def _int(row: Any, name: str) -> int | None:
     return None if v is None or (isinstance(v, float) and np.isnan(v)) else int(v)
 
 
-def _record(code: str, tape: str, market: str, minute: datetime, k: Any, lrow: Any, rrow: Any, trow: Any) -> dict:
+def _record(code: str, tape: str, market: str, minute: datetime, k: Any, lrow: Any, trow: Any) -> dict:
     rec: dict[str, Any] = {
         "code": code,
         "venue": tape,
@@ -299,8 +297,8 @@ def _record(code: str, tape: str, market: str, minute: datetime, k: Any, lrow: A
         "kis_volume": _int(k, "volume") or 0,
         "live_volume": _int(lrow, "volume") or 0,
         "live_trades": _int(lrow, "trades") or 0,
-        "restored_volume": _int(rrow, "volume") or 0,
-        "restored_trades": _int(rrow, "trades") or 0,
+        "restored_volume": (_int(trow, "volume") or 0) - (_int(lrow, "volume") or 0),
+        "restored_trades": (_int(trow, "trades") or 0) - (_int(lrow, "trades") or 0),
     }
     for f in ("open", "high", "low", "close"):
         rec[f"kis_{f}"] = _int(k, f) if rec["kis_volume"] else None

@@ -8,7 +8,6 @@ is served first; the work is resumable (work.py). Layout and columns: docs/data.
 """
 
 import asyncio
-import uuid
 from datetime import date
 
 import dagster as dg
@@ -16,14 +15,22 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from observer_assets import catalog
-from observer_assets.minute_bars.fetch import MINUTE_BARS_SCHEMA, Ask, plan
-from observer_assets.minute_bars.work import Progress, choose_endpoint, fetch_day, parts_dir, read_parts
+from observer_assets.minute_bars.fetch import MINUTE_BARS_SCHEMA, plan
+from observer_assets.minute_bars.work import (
+    Progress,
+    ask_key,
+    choose_endpoint,
+    fetch_day,
+    parts_dir,
+    read_parts,
+    write_part,
+)
 from observer_assets.orchestration.partitions import calendar, parse_day_key, trading_day_partitions
 from observer_assets.orchestration.runs import HISTORY_POOL
 from observer_assets.track_b.restore import TAPES
 from observer_assets.universe.dataset import read_universe
 from observer_resources.resources import KisResource, kis_members, kis_rest_clients
-from observer_resources.storage import lake
+from observer_resources.storage import lake, parts
 from observer_resources.storage.lake import LakePath
 from observer_resources.storage.layout import minute_bars_path, tick_files
 
@@ -50,14 +57,6 @@ def _same_tape(universe: pa.Table, captured: dict[str, list[str]]) -> dict[str, 
         )
     )
     return {c: sorted({"J" if m == "UN" and not nxt.get(c) else m for m in ms}) for c, ms in captured.items()}
-
-
-def _write_part(root: LakePath, day: date, seq: list[int], rows: list[dict], asks: list[Ask]) -> None:
-    d = parts_dir(root, day)
-    seq[0] += 1
-    name = f"part-{uuid.uuid4().hex[:12]}-{seq[0]:05d}"  # unique across runs: a resumed run never overwrites a part
-    lake.write_table_atomic(d / f"{name}.parquet", pa.Table.from_pylist(rows, schema=MINUTE_BARS_SCHEMA))
-    lake.write_json_atomic(d / f"{name}.json", {"asks": [{"code": a.code, "market": a.market} for a in asks]})
 
 
 @dg.asset(
@@ -89,15 +88,14 @@ def minute_bars(context: dg.AssetExecutionContext, kis: KisResource) -> dg.Mater
     except ValueError as e:
         raise dg.Failure(str(e)) from None
     asks = plan(universe, cal, day, captured=_same_tape(universe, captured_markets(root, day)))
-    parts, done, part_files = read_parts(root, day)
-    todo = [a for a in asks if (a.code, a.market) not in done]
+    done, tables = read_parts(root, day, endpoint)
+    todo = [a for a in asks if ask_key(a) not in done]
     progress = Progress(asks=len(asks), done_before=len(asks) - len(todo))
     bound = sum(a.bound for a in todo)
     context.log.info(
         f"minute bars of {day}: {len(asks)} asks ({progress.done_before} done by an earlier run), "
         f"{bound} calls at most via {endpoint}"
     )
-    seq = [0]
 
     def report(p: Progress) -> None:
         context.log.info(
@@ -112,7 +110,7 @@ def minute_bars(context: dg.AssetExecutionContext, kis: KisResource) -> dg.Mater
                 todo,
                 day,
                 endpoint=endpoint,
-                write_part=lambda rows, got: _write_part(root, day, seq, rows, got),
+                write_part=lambda rows, got: tables.append(write_part(root, day, endpoint, rows, got)),
                 progress=progress,
                 report=report,
             )
@@ -124,12 +122,10 @@ def minute_bars(context: dg.AssetExecutionContext, kis: KisResource) -> dg.Mater
             "and a re-run asks only the rest",
             metadata={"failures": dg.MetadataValue.json(progress.failures[:50]), "calls": progress.calls},
         )
-    parts, _, part_files = read_parts(root, day)
-    table = pa.concat_tables(parts).sort_by(SORT_KEYS).combine_chunks() if parts else MINUTE_BARS_SCHEMA.empty_table()
+    table = pa.concat_tables(tables).sort_by(SORT_KEYS).combine_chunks() if tables else MINUTE_BARS_SCHEMA.empty_table()
     out = minute_bars_path(root, day)
     lake.write_table_atomic(out, table)
-    for f in part_files:
-        f.unlink()
+    parts.clear_parts(parts_dir(root, day))
     seconds = progress.seconds
     return dg.MaterializeResult(
         metadata={

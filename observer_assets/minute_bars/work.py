@@ -1,15 +1,11 @@
-"""Fetching a day's minute bars resumably: the asks done so far are kept as parts and skipped on the next run.
-
-A run writes what it fetched every ``PART_ASKS`` asks as one Parquet part plus a JSON list of the asks it covers
-(an ask with no bars is done too), both under ``_meta/minute_bars/date=D/parts/`` and each written atomically: the
-JSON goes last, so a part counts only once both are whole. A killed run (kill -9 included) leaves whole parts; the
-next run reads them, asks only the rest, then writes the day's table atomically and removes the parts.
+"""Fetching a day's minute bars resumably: every ``PART_ASKS`` finished asks go to a part
+(``observer_resources.storage.parts``, under ``_meta/minute_bars/date=D/parts/``, tagged with the endpoint), so a
+killed run (kill -9 included) leaves whole parts and the next run asks only the rest.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -31,7 +27,7 @@ from observer_assets.minute_bars.fetch import (
 from observer_resources import clock
 from observer_resources.kis.errors import KisError
 from observer_resources.kis.rest import KisRestClient
-from observer_resources.storage import lake
+from observer_resources.storage import parts
 from observer_resources.storage.lake import LakePath
 from observer_resources.storage.layout import MINUTE_BARS, meta_dir
 
@@ -60,21 +56,23 @@ class Progress:
         return time.monotonic() - self.started
 
 
-def read_parts(root: LakePath, day: date) -> tuple[list[pa.Table], set[tuple[str, str]], list[LakePath]]:
-    """The whole parts a previous run left: their tables, the asks they cover, and every file to remove later."""
-    d = parts_dir(root, day)
-    if not d.exists():
-        return [], set(), []
-    tables, done, files = [], set(), []
-    for js in sorted(d.glob("part-*.json")):
-        pq_path = d / (js.name[: -len(".json")] + ".parquet")
-        if not pq_path.exists():
-            continue
-        asks = json.loads(js.read_text(encoding="utf-8"))["asks"]
-        tables.append(lake.read_table(pq_path).cast(MINUTE_BARS_SCHEMA))
-        done |= {(a["code"], a["market"]) for a in asks}
-    files = [p for p in d.iterdir() if p.name.startswith("part-")]
-    return tables, done, files
+def ask_key(ask: Ask) -> str:
+    """An ask as a part records it."""
+    return f"{ask.code}/{ask.market}"
+
+
+def write_part(root: LakePath, day: date, endpoint: str, rows: list[dict], asks: Sequence[Ask]) -> pa.Table:
+    table = pa.Table.from_pylist(rows, schema=MINUTE_BARS_SCHEMA)
+    parts.write_part(parts_dir(root, day), table, [ask_key(a) for a in asks], endpoint)
+    return table
+
+
+def read_parts(root: LakePath, day: date, endpoint: str) -> tuple[set[str], list[pa.Table]]:
+    """The asks earlier runs finished with ``endpoint`` and their tables; parts of another endpoint are removed."""
+    done, tables, stale = parts.read_parts(parts_dir(root, day), endpoint)
+    for p in stale:
+        p.unlink()
+    return done, [t.cast(MINUTE_BARS_SCHEMA) for t in tables]
 
 
 async def fetch_ask(client: KisRestClient, ask: Ask, day: date, endpoint: str) -> tuple[list[dict], int]:

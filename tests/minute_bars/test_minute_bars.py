@@ -163,7 +163,7 @@ def test_the_schedule_fetches_every_members_day_equal_to_the_exchange_and_a_kill
         )
         parts = parts_dir(root, DAY)
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not (parts.exists() and any(parts.glob("part-*.json"))):
+        while time.monotonic() < deadline and not (parts.exists() and any(parts.glob("part-*.parquet"))):
             assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
             time.sleep(0.05)
         os.kill(proc.pid, signal.SIGKILL)
