@@ -34,7 +34,8 @@ def inquire_price(ctx: TrContext, params: dict[str, str], tok: Token, tr_cont: s
     return kis_ok(p.TR_INQUIRE_PRICE, output=output)
 
 
-def multprice(ctx: TrContext, params: dict[str, str], tok: Token, tr_cont: str) -> web.Response:
+def multprice_pairs(params: dict[str, str]) -> list[tuple[int, str]]:
+    """The multi-quote's (n, code) pairs in n order, its inputs checked as KIS checks them (at most 30, pair 1 given)."""
     pairs: list[tuple[int, str]] = []
     for k, v in params.items():
         if k.startswith("FID_INPUT_ISCD_"):
@@ -52,10 +53,14 @@ def multprice(ctx: TrContext, params: dict[str, str], tok: Token, tr_cont: str) 
                 raise InputError(f"ERROR INVALID {k}: AT MOST {p.MULTPRICE_MAX} ITEMS")
     if not any(n == 1 for n, _ in pairs):
         raise InputError("ERROR INPUT FIELD NOT FOUND [FID_INPUT_ISCD_1]", rt_cd="1")
+    return sorted(pairs)
+
+
+def multprice(ctx: TrContext, params: dict[str, str], tok: Token, tr_cont: str) -> web.Response:
     now = ctx.s.clock.now()
     m = ctx.s.market
     rows = []
-    for n, code in sorted(pairs):
+    for n, code in multprice_pairs(params):
         venue = check_market_div(params, f"FID_COND_MRKT_DIV_CODE_{n}")
         li = m.by_code.get(code)
         if li is None:

@@ -22,7 +22,8 @@ from aiohttp import web
 from local_exchange import rest_outputs as out
 from local_exchange.accounts import Token
 from local_exchange.rest_context import TrContext
-from local_exchange.rest_wire import InputError, NoData, check_market_div, kis_ok, need, parse_hms, parse_ymd
+from local_exchange.rest_quotes import multprice_pairs
+from local_exchange.rest_wire import NoData, check_market_div, kis_ok, need, parse_hms, parse_ymd
 from observer_assets.replay.recording import us
 from observer_resources.calendar import KST
 from observer_resources.kis import protocol as p
@@ -134,21 +135,9 @@ def handlers(q: RecordedQuotes) -> dict[str, Callable[[TrContext, dict[str, str]
         return kis_ok(p.TR_INQUIRE_PRICE, output={k: v.get(k, "") for k in out.INQUIRE_PRICE_FIELDS})
 
     def multprice(ctx: TrContext, params: dict[str, str], tok: Token, tr_cont: str) -> web.Response:
-        pairs: list[tuple[int, str]] = []
-        for k, val in params.items():
-            if k.startswith("FID_INPUT_ISCD_") and val.strip():
-                try:
-                    n = int(k.rsplit("_", 1)[1])
-                except ValueError:
-                    raise InputError(f"ERROR INVALID {k}") from None
-                if not 1 <= n <= p.MULTPRICE_MAX:
-                    raise InputError(f"ERROR INVALID {k}: AT MOST {p.MULTPRICE_MAX} ITEMS")
-                pairs.append((n, val.strip()))
-        if not any(n == 1 for n, _ in pairs):
-            raise InputError("ERROR INPUT FIELD NOT FOUND [FID_INPUT_ISCD_1]", rt_cd="1")
         now = ctx.s.clock.now()
         rows = []
-        for n, code in sorted(pairs):
+        for n, code in multprice_pairs(params):  # the exchange's own input checks
             row = q.snapshot(code, check_market_div(params, f"FID_COND_MRKT_DIV_CODE_{n}"), now)
             if row is None:
                 continue  # left out, as KIS leaves out a code it has nothing for
