@@ -28,18 +28,13 @@ run: $(STAMP)
 
 ## the whole test suite (what CI runs): the bulk on two workers; then the two rate-limit acceptance tests (SQLite,
 ## PostgreSQL) alone, on a machine nothing else is using; then the end-to-end runs, which mostly wait on servers
-## they start (dagster dev, Prometheus): the longest (the day in the life) in a pytest of its own, beside the rest on
-## two workers handed out one by one. (In one pytest of three workers, xdist's first batch queued a second test
-## behind the day in the life whatever the order: a minute more.) Its output follows the others'.
+## they start (dagster dev, Prometheus), three at a time, handed out one by one so the longest (the day in the life,
+## put first by tests/conftest.py) has a worker to itself while the other two share the rest
 RATE_TESTS := tests/shared/test_rate_limit.py tests/shared/test_pg_stores.py
-DAY_TEST := tests/e2e/test_day_in_the_life.py
 test: $(STAMP) deps lint
 	$(BIN)/pytest -q -p no:cacheprovider -n 2 -m "not slow" --durations=15
 	$(BIN)/pytest -q -p no:cacheprovider -m slow $(RATE_TESTS)
-	log=$$(mktemp); $(BIN)/pytest -q -p no:cacheprovider --durations=1 $(DAY_TEST) > $$log 2>&1 & day=$$!; \
-	$(BIN)/pytest -q -p no:cacheprovider -n 2 --maxschedchunk=1 -m slow --durations=8 \
-	  $(addprefix --ignore=,$(RATE_TESTS) $(DAY_TEST)); rest=$$?; \
-	wait $$day; dayrc=$$?; tail -n 40 $$log; rm -f $$log; test $$rest -eq 0 && test $$dayrc -eq 0
+	$(BIN)/pytest -q -p no:cacheprovider -n 3 --maxschedchunk=1 -m slow --durations=8 $(addprefix --ignore=,$(RATE_TESTS))
 
 ## lint, format and the lock file checked, and every Dagster definition loaded the way the code server loads it
 ## (`dagster definitions validate`; its successor `dg check defs` needs the dg project layout)

@@ -211,6 +211,15 @@ def postgres():
         srv.stop()
 
 
+#: The end-to-end tests that take longest, run first: with xdist handing tests out one at a time (the Makefile's slow
+#: stage), the longest must start at once on a worker of its own or the stage lasts as long as it plus what ran before.
+LONGEST_FIRST = ("tests/e2e/test_day_in_the_life.py",)
+
+
+def pytest_collection_modifyitems(session, config, items) -> None:  # noqa: ANN001, ARG001
+    items.sort(key=lambda item: not item.nodeid.startswith(LONGEST_FIRST))  # stable: the rest keep their order
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: ANN001, ARG001
     """Name the tests skipped because a server or tool is missing (their skip reason starts with "needs <tool> (")
     and the command that brings it in; list the other skips (time of day, ...) after them, with their reasons."""

@@ -4,7 +4,7 @@ current one: the UI's backfill dialog picks from them, and the new year appears 
 import dagster as dg
 
 from observer_assets.daily_bars import bars
-from observer_assets.daily_bars.assets import bar_year_partitions, first_year
+from observer_assets.daily_bars.assets import FROM_YEAR_ENV, bar_year_partitions, first_year
 from observer_resources import clock, settings
 
 
@@ -24,6 +24,8 @@ def daily_bars_years(context: dg.SensorEvaluationContext) -> dg.SkipReason:
         want = bars.year_keys(first_year(), now().date())
     except (settings.SettingsError, dg.Failure) as e:
         return dg.SkipReason(f"years not registered: {e}")
+    if not want:  # the history starts after this year: nothing to register yet
+        return dg.SkipReason(f"the daily history starts in {first_year()} ({FROM_YEAR_ENV}): no year yet")
     name = bar_year_partitions.name
     have = set(context.instance.get_dynamic_partitions(name))
     missing = [k for k in want if k not in have]

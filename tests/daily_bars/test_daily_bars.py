@@ -294,6 +294,8 @@ def test_the_schedule_and_the_year_sensor_drive_the_current_year_through_a_real_
             m.setenv("OBSERVER_DAILY_BARS_FROM_YEAR", str(now.year + 1))
             skip = daily_bars_after_close(dg.build_schedule_context(instance=inst, scheduled_execution_time=at))
             assert isinstance(skip, dg.SkipReason) and "starts in" in skip.skip_message
+            skip = sensors.daily_bars_years(dg.build_sensor_context(instance=inst))
+            assert isinstance(skip, dg.SkipReason) and "no year yet" in skip.skip_message
         job = dg.Definitions.merge(daily_defs.defs, dg.Definitions(resources={"kis": kis})).resolve_job_def(
             "daily_bars_job"
         )
