@@ -216,8 +216,20 @@ def postgres():
 LONGEST_FIRST = ("tests/e2e/test_day_in_the_life.py",)
 
 
+#: pytest-xdist's first batch hands each of n workers two tests, items i and i + n, whatever ``--maxschedchunk``
+#: says: the longest test's worker runs item n after it. A test of a few milliseconds goes there, so nothing waits
+#: behind the longest one.
+BESIDE_THE_LONGEST = "tests/track_a/test_two_venue_day.py::test_the_window_is_a_validated_setting"
+
+
+@pytest.hookimpl(trylast=True)  # after -m has deselected: the positions are those xdist hands out
 def pytest_collection_modifyitems(session, config, items) -> None:  # noqa: ANN001, ARG001
     items.sort(key=lambda item: not item.nodeid.startswith(LONGEST_FIRST))  # stable: the rest keep their order
+    workers = config.getoption("numprocesses", default=None) if config.pluginmanager.hasplugin("xdist") else None
+    short = next((i for i, item in enumerate(items) if item.nodeid == BESIDE_THE_LONGEST), None)
+    if isinstance(workers, int) and workers > 1 and short is not None and items[0].nodeid.startswith(LONGEST_FIRST):
+        if len(items) > workers:
+            items.insert(workers, items.pop(short))
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: ANN001, ARG001

@@ -113,3 +113,20 @@ class Holdings:
         if not trusted:
             return Held(False, frozenset(held), "a session wanted more codes than its slot_change events account for")
         return Held(True, frozenset(held), "slot_change events since the capture started")
+
+
+#: the trade feeds' TR ids, by the tape the gap report names
+TAPE_OF_TRADE_TR = {"H0STCNT0": "KRX", "H0NXCNT0": "NXT", "H0UNCNT0": "unified"}
+
+
+def registrations(events: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], list[int]]:
+    """(tape, code) -> when the server acknowledged each registration of its trade feed (``ws_registered``), µs,
+    sorted: a code's frames flow from then, so what a session lost is counted from then."""
+    out: dict[tuple[str, str], list[int]] = {}
+    for e in events:
+        if e.get("event_type") != "ws_registered" or e.get("tr_id") not in TAPE_OF_TRADE_TR:
+            continue
+        at = _us(e.get("timestamp"))
+        if at is not None:
+            out.setdefault((TAPE_OF_TRADE_TR[e["tr_id"]], str(e.get("code"))), []).append(at)
+    return {k: sorted(v) for k, v in out.items()}

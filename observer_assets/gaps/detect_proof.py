@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from observer_assets.gaps.detect_common import TS, DayInputs, as_kst, make_id, make_row
+from observer_assets.gaps.detect_held import registrations
 from observer_resources.calendar import KST
 
 PROOF_KIND = "track_b_unproven"
@@ -44,7 +45,6 @@ EXPLAINING_KINDS = frozenset({"track_b_loss", "ws_disconnect", "capture_restart"
 #: KRX's, whose bars are asked on J
 MARKET_OF_TAPE = {"KRX": "J", "NXT": "NX", "unified": "UN"}
 STATUSES = ("agree", "restored", "explained", "differs")
-TAPE_OF_TRADE_TR = {"H0STCNT0": "KRX", "H0NXCNT0": "NXT", "H0UNCNT0": "unified"}
 
 PROOF_SCHEMA = pa.schema(
     [
@@ -147,20 +147,6 @@ def wanted_spans(events: Sequence[Mapping[str, Any]], end: int) -> dict[str, lis
     return out
 
 
-def _registrations(events: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str], list[int]]:
-    """(tape, code) -> when the server acknowledged each registration of its trade feed (``ws_registered``), µs."""
-    out: dict[tuple[str, str], list[int]] = {}
-    for e in events:
-        if e.get("event_type") != "ws_registered" or e.get("tr_id") not in TAPE_OF_TRADE_TR:
-            continue
-        try:
-            at = _us(datetime.fromisoformat(str(e["timestamp"])))
-        except (KeyError, ValueError):
-            continue
-        out.setdefault((TAPE_OF_TRADE_TR[e["tr_id"]], str(e.get("code"))), []).append(at)
-    return {k: sorted(v) for k, v in out.items()}
-
-
 def _from_registration(spans: list[tuple[int, int]], acks: list[int]) -> list[tuple[int, int]]:
     """Each held span from the first registration acknowledged in it: a code is taken when the capture decides,
     but its frames start when the server acknowledges (a moment later; on a stepped clock, minutes). Spans of a log
@@ -230,7 +216,7 @@ def prove(inp: DayInputs, rows: Sequence[Mapping[str, Any]]) -> tuple[pa.Table, 
     kis["minute"] = kis["minute"].dt.tz_convert(KST)
     kis_by = {(c, m): g.set_index("minute") for (c, m), g in kis.groupby(["code", "market"], sort=False)}
     capture_seen = any(e.get("event_type") == "capture_started" for e in inp.events)
-    registered = _registrations(inp.events)
+    registered = registrations(inp.events)
     as_of = as_kst(inp.as_of)
     as_of_us = _us(as_of)
     wanted = wanted_spans(inp.events, as_of_us)

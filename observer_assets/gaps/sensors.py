@@ -151,20 +151,32 @@ track_b_restore_job = dg.define_asset_job(
 def restorable_track_b(report: pa.Table) -> str | None:
     """Fingerprint of a report's open, restorable Track B losses, or None when there are none (pure).
 
-    A loss's measured size is part of it: a disconnect's losses become measurable only once its hour is compacted,
-    so the same gap reported again with its losses counted is new work for the restore (which reads the compacted
-    ticks), not a repeat."""
+    A loss's measured size, and the number of codes a disconnect's row counts losses for, are part of it: a
+    disconnect's losses become measurable only once its hour is compacted (and a leading loss only once its code
+    ticks again), so the same gap reported again with more losses is new work for the restore (which reads the
+    compacted ticks), not a repeat."""
     cols = [
-        c for c in ("gap_id", "kind", "symbol", "restorable", "status", "missing_volume") if c in report.column_names
+        c
+        for c in ("gap_id", "kind", "symbol", "restorable", "status", "missing_volume", "evidence")
+        if c in report.column_names
     ]
     ids = sorted(
-        f"{r.get('kind')}|{r.get('symbol') or ''}|{r.get('gap_id') or ''}|{r.get('missing_volume')}"
+        f"{r.get('kind')}|{r.get('symbol') or ''}|{r.get('gap_id') or ''}|{r.get('missing_volume')}|{_losses(r)}"
         for r in report.select(cols).to_pylist()
         if r.get("kind") in TRACK_B_KINDS
         and r.get("restorable") is True
         and (r.get("status") or OPEN_STATUS) == OPEN_STATUS
     )
     return hashlib.sha1("\n".join(ids).encode()).hexdigest()[:12] if ids else None
+
+
+def _losses(row: dict) -> int:
+    """How many codes' losses a disconnect's row counts: a leading loss (known only by its code until restored)
+    changes this and not the volume."""
+    try:
+        return len(json.loads(row.get("evidence") or "{}").get("losses") or {})
+    except (TypeError, ValueError, AttributeError):
+        return 0
 
 
 @dg.sensor(

@@ -10,10 +10,17 @@ Restored ticks go to their own dataset, `track_b_restored/date=D/restored.parque
 `restored_from` = the endpoint; the live Track B files are never rewritten. A hole is `complete` when the restored
 quantities sum to its missing volume (the gap report then marks it restored); otherwise what was found is kept and
 the hole stays open. KIS serves conclusions for the current day only: earlier days cannot be restored this way.
+
+A code registered just before a disconnect may have no live tick before it at all: its first tick after the
+reconnect has nothing to break against, yet the trades printed between its registration and the reconnect were
+lost. That *leading* hole has no known lower volume; it is bounded by time instead (``since``, the disconnect's
+start): the trades from that instant up to the tick are restored, and the newest trade before it is the hole's
+floor (``hole_lo``).
 """
 
 import asyncio
-from collections.abc import Sequence
+import json
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -23,6 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from observer_assets import catalog
+from observer_assets.gaps.detect_held import Holdings, registrations
 from observer_assets.orchestration.partitions import calendar, parse_day_key, trading_day_partitions
 from observer_assets.orchestration.runs import KIS_REST_POOL
 from observer_resources import clock, events
@@ -39,6 +47,7 @@ from observer_resources.storage.layout import (
     TRACK_B_RESTORED,
     TRACK_B_TAPES,
     TRACK_B_TAPES_RESTORED,
+    leading_holes_path,
     restored_path,
     tick_files,
 )
@@ -79,10 +88,12 @@ class Hole:
     after: datetime | None  # exchange time of the code's previous live tick
     gap_id: str | None = None
     market: str = "J"  # the KIS market code of the tape: J (KRX), NX (NXT), UN (unified)
+    since: datetime | None = None  # a leading hole (module doc): lost from this instant, ``lo`` found when fetched
 
     @property
-    def missing(self) -> int:
-        return self.hi - self.lo
+    def missing(self) -> int | None:
+        """The lost volume; None for a leading hole until its trades are fetched."""
+        return None if self.since is not None else self.hi - self.lo
 
 
 def upgrade_restored_table(t: pa.Table) -> pa.Table:
@@ -113,8 +124,16 @@ TAPES = (
 )
 
 
-def find_holes(ticks: pa.Table, gaps: Sequence[Gap] = (), market: str = "J") -> list[Hole]:
-    """The cumulative-volume holes of a day's live ticks (pure), each tied to an overlapping session-wide gap."""
+def find_holes(
+    ticks: pa.Table,
+    gaps: Sequence[Gap] = (),
+    market: str = "J",
+    held: Callable[[Gap, str], Mapping[str, datetime]] | None = None,
+    tape: str = "KRX",
+) -> list[Hole]:
+    """The cumulative-volume holes of a day's live ticks (pure), each tied to an overlapping session-wide gap; with
+    ``held`` (:func:`held_during`: the codes subscribed on ``tape`` during a gap, and since when), also the leading
+    holes of codes whose first tick of the day came after a gap they were held through (module doc)."""
     if ticks.num_rows == 0:
         return []
     t = ticks.select(["code", "exchange_ts", "acml_vol", "qty", "missing_volume"]).sort_by(
@@ -123,7 +142,9 @@ def find_holes(ticks: pa.Table, gaps: Sequence[Gap] = (), market: str = "J") -> 
     rows = t.to_pylist()
     windows = [g for g in gaps if g.symbol is None]
     out: list[Hole] = []
+    first: dict[str, dict] = {}
     for i, r in enumerate(rows):
+        first.setdefault(r["code"], r)
         mv = r["missing_volume"]
         if not mv or mv <= 0:
             continue
@@ -136,11 +157,68 @@ def find_holes(ticks: pa.Table, gaps: Sequence[Gap] = (), market: str = "J") -> 
             None,
         )
         out.append(Hole(r["code"], hi - mv, hi, before, after, gid, market))
-    return out
+    if held is None:
+        return out
+    leading: dict[str, Hole] = {}
+    for g in sorted(windows, key=lambda g: g.start):
+        for code, since in held(g, tape).items():
+            r = first.get(code)
+            if r is None or code in leading or r["exchange_ts"] < g.start or r["acml_vol"] - r["qty"] <= 0:
+                continue  # never ticked, ticked before the gap, or its first tick is the day's first trade
+            hi = r["acml_vol"] - r["qty"]
+            leading[code] = Hole(code, 0, hi, r["exchange_ts"], None, g.gap_id, market, since=since)
+    return out + [leading[c] for c in sorted(leading)]
+
+
+def held_during(events: Sequence[dict]) -> Callable[[Gap, str], Mapping[str, datetime]]:
+    """For a gap and a tape (as the gap report names it): the codes the capture held (any key) and had registered
+    on that tape when the gap began, each with the time the server acknowledged that registration: a leading hole
+    is lost from then. Replayed from the day's slot decisions; none where the events cannot tell, so a leading hole
+    is restored only for a code known to have been subscribed."""
+    holdings = Holdings(events)
+    acks = registrations(events)
+
+    def held(g: Gap, tape: str) -> Mapping[str, datetime]:
+        start = _us(g.start)
+        h = holdings.during(None, start, _us(g.end or g.start))
+        if not h.known:
+            return {}
+        out = {}
+        for code in h.codes:
+            before = [t for t in acks.get((tape, code), ()) if t <= start]
+            if before:  # registered on this tape when the session went: its trades since were lost with it
+                out[code] = datetime.fromtimestamp(max(before) / 1_000_000, KST)
+        return out
+
+    return held
+
+
+def _us(t: datetime) -> int:
+    return int(round(t.timestamp() * 1_000_000))
+
+
+def leading_floor(hole: Hole, trades: Sequence[Conclusion]) -> int:
+    """A leading hole's floor (pure): the cumulative volume of the newest trade before its ``since`` (0: none)."""
+    return max((c.acml_vol for c in trades if c.at < hole.since and c.acml_vol <= hole.hi), default=0)
+
+
+def read_leading(path: lake.LakePath) -> dict[tuple[str, int], int]:
+    """A tape's fetched leading holes: (code, top volume) -> the floor found."""
+    return {(str(r["code"]), int(r["hi"])): int(r["lo"]) for r in json.loads(path.read_text(encoding="utf-8"))}
+
+
+def write_leading(path: lake.LakePath, found: dict[tuple[str, int], int]) -> None:
+    """Merged with what an earlier run found (idempotent), atomically."""
+    old = read_leading(path) if path.exists() else {}
+    merged = {**old, **found}
+    lake.write_json_atomic(path, [{"code": c, "hi": hi, "lo": lo} for (c, hi), lo in sorted(merged.items())])
 
 
 def rows_for_hole(hole: Hole, trades: Sequence[Conclusion], fetched_at: datetime) -> list[dict]:
-    """The trades that fill the hole (pure): lo < acml_vol <= hi, oldest first, one per cumulative volume."""
+    """The trades that fill the hole (pure): lo < acml_vol <= hi, oldest first, one per cumulative volume. A
+    leading hole's ``lo`` is the newest trade before its ``since`` (0 when the day had none)."""
+    if hole.since is not None:
+        hole = Hole(hole.code, leading_floor(hole, trades), hole.hi, hole.before, hole.after, hole.gap_id, hole.market)
     by_vol = {c.acml_vol: c for c in trades if hole.lo < c.acml_vol <= hole.hi}
     return [
         {
@@ -178,7 +256,10 @@ async def fetch_hole(client, hole: Hole, day: date, max_pages: int = 400) -> lis
     for _ in range(max_pages):
         rows = [conclusion_from(o, day) for o in (page.body.get("output2") or []) if o.get("stck_cntg_hour")]
         got.extend(rows)
-        if not rows or min(c.acml_vol for c in rows) <= hole.lo or page.tr_cont not in ("F", "M"):
+        below = min(c.acml_vol for c in rows) <= hole.lo if rows else True
+        if hole.since is not None and rows:
+            below = below or min(c.at for c in rows) < hole.since
+        if below or page.tr_cont not in ("F", "M"):
             break
         page = await client.request(ENDPOINT, p.TR_TIME_CONCLUSION, params, tr_cont="N")
     got.reverse()
@@ -200,24 +281,35 @@ def merge(old: pa.Table | None, new: pa.Table) -> pa.Table:
     return merged.sort_by([("code", "ascending"), ("acml_vol", "ascending")])
 
 
-def complete_holes(restored: pa.Table, holes: Sequence[Hole]) -> tuple[int, int]:
-    """(holes fully restored, volume restored) — a hole is complete when its trades' sizes add up to it."""
+def complete_holes(
+    restored: pa.Table, holes: Sequence[Hole], floors: Mapping[tuple[str, int], int] | None = None
+) -> tuple[int, int]:
+    """(holes fully restored, volume restored) — a hole is complete when its trades' sizes add up to it; a leading
+    hole's lower end is the floor its fetch found (``floors``; not fetched yet: not complete)."""
     done, vol = 0, 0
     for h in holes:
+        lo = h.lo
+        if h.since is not None:
+            lo = (floors or {}).get((h.code, h.hi))
+            if lo is None:
+                continue
         m = pc.and_(
             pc.equal(restored["code"], h.code),
-            pc.and_(pc.greater(restored["acml_vol"], h.lo), pc.less_equal(restored["acml_vol"], h.hi)),
+            pc.and_(pc.greater(restored["acml_vol"], lo), pc.less_equal(restored["acml_vol"], h.hi)),
         )
         got = int(pc.sum(restored.filter(m)["qty"]).as_py() or 0)
         vol += got
-        done += got == h.missing
+        done += got == h.hi - lo
     return done, vol
 
 
-async def restore_holes(kis, holes: Sequence[Hole], day: date, concurrency: int = 4) -> tuple[pa.Table, dict[str, str]]:
-    """Restored rows for the holes, and per-hole failures ("code@lo-hi" -> why)."""
+async def restore_holes(
+    kis, holes: Sequence[Hole], day: date, concurrency: int = 4
+) -> tuple[pa.Table, dict[str, str], dict[tuple[str, int], int]]:
+    """Restored rows for the holes, per-hole failures ("code@lo-hi" -> why), and each leading hole's floor."""
     rows: list[dict] = []
     failures: dict[str, str] = {}
+    floors: dict[tuple[str, int], int] = {}
     sem = asyncio.Semaphore(concurrency)
     async with kis.rest_client() as client:
 
@@ -229,9 +321,11 @@ async def restore_holes(kis, holes: Sequence[Hole], day: date, concurrency: int 
                     failures[f"{h.code}@{h.lo}-{h.hi}"] = f"{type(e).__name__} {getattr(e, 'code', '')}".strip()
                     return
                 rows.extend(rows_for_hole(h, trades, clock.now()))
+                if h.since is not None:
+                    floors[(h.code, h.hi)] = leading_floor(h, trades)
 
         await asyncio.gather(*(one(h) for h in holes))
-    return table(rows), failures
+    return table(rows), failures, floors
 
 
 def day_ticks(root: Path, day: date, dataset: str = TRACK_B) -> pa.Table | None:
@@ -263,21 +357,35 @@ def track_b_restored(context: dg.AssetExecutionContext, kis: KisResource) -> dg.
     day = parse_day_key(context.partition_key, calendar())
     root = lake.data_dir()
     today = clock.now().date()
-    day_gaps = events.gaps(lake.local_dir(), day)
+    day_events = list(events.read_events(lake.local_dir(), day))
+    day_gaps = events.gaps_from(day_events)
+    held = held_during(day_events)
     per_tape: dict[str, dict] = {}
-    totals = {"holes": 0, "holes_restored": 0, "missing_volume": 0, "restored_volume": 0, "failures": 0}
+    totals = {
+        "holes": 0,
+        "holes_restored": 0,
+        "missing_volume": 0,
+        "leading_holes": 0,
+        "restored_volume": 0,
+        "failures": 0,
+    }
     krx_rows = 0
     for tape in TAPES:
         ticks = day_ticks(root, day, tape.ticks)
         if ticks is None and tape.venue != "KRX":
             continue  # a tape never streamed: nothing to restore, no file
-        holes = find_holes(ticks, day_gaps, tape.market) if ticks is not None else []
+        holes = find_holes(ticks, day_gaps, tape.market, held, tape.venue) if ticks is not None else []
         old = read_restored(root, day, tape.restored)
         failures: dict[str, str] = {}
-        if holes and day == today:
-            new, failures = asyncio.run(restore_holes(kis, holes, day))
+        lead_path = leading_holes_path(root, day, tape.restored)
+        known = read_leading(lead_path) if lead_path.exists() else {}
+        todo = [h for h in holes if h.since is None or (h.code, h.hi) not in known]  # a floor found stays found
+        if todo and day == today:
+            new, failures, floors = asyncio.run(restore_holes(kis, todo, day))
             merged = merge(old, new)
             lake.write_table_atomic(restored_path(root, day, tape.restored), merged)
+            if floors:  # after the trades: a floor on record claims its trades are there
+                write_leading(lead_path, floors)
         else:
             merged = old if old is not None else table([])
             if holes and day != today:
@@ -285,7 +393,8 @@ def track_b_restored(context: dg.AssetExecutionContext, kis: KisResource) -> dg.
                     f"track_b_restored {day} ({tape.venue}): {len(holes)} holes, but KIS serves conclusions for "
                     f"today ({today}) only: they stay unrecoverable"
                 )
-        done, vol = complete_holes(merged, holes) if holes else (0, 0)
+        floors = read_leading(lead_path) if lead_path.exists() else {}
+        done, vol = complete_holes(merged, holes, floors) if holes else (0, 0)
         if failures:
             context.log.warning(
                 f"track_b_restored {day} ({tape.venue}): {len(failures)} holes failed: "
@@ -294,7 +403,8 @@ def track_b_restored(context: dg.AssetExecutionContext, kis: KisResource) -> dg.
         stats = {
             "holes": len(holes),
             "holes_restored": done,
-            "missing_volume": sum(h.missing for h in holes),
+            "missing_volume": sum(h.missing or 0 for h in holes),
+            "leading_holes": sum(h.since is not None for h in holes),
             "restored_volume": vol,
             "failures": len(failures),
         }

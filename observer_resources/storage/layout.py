@@ -184,6 +184,12 @@ def restored_path(root: LakePath, day: date, dataset: str = TRACK_B_RESTORED) ->
     return partition_dir(root, dataset, day) / "restored.parquet"
 
 
+def leading_holes_path(root: LakePath, day: date, dataset: str = TRACK_B_RESTORED) -> LakePath:
+    """``_meta/<restored dataset>/date=D/leading_holes.json``: what each leading hole's fetch found (its floor),
+    the evidence that one which lost nothing was looked at."""
+    return meta_dir(root, dataset, day) / "leading_holes.json"
+
+
 def journal_root(local: str | os.PathLike) -> Path:
     return Path(local).joinpath(*TRACK_B_JOURNAL)
 

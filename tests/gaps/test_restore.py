@@ -8,6 +8,7 @@ cannot hold are those stamped within the slot's first second — the test proves
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import datetime, timedelta
 
 import dagster as dg
@@ -424,3 +425,117 @@ def test_track_b_ticks_lost_in_a_disconnect_are_restored_from_conclusions(env, s
     assert {r["source"] for r in got} == {"restored"} and {r["restored_from"] for r in got} == {tb.ENDPOINT}
     assert {r["gap_id"] for r in got if r["code"] == codes[0]} == {gid}
     assert live_path.read_bytes() == before_bytes  # the live data is never rewritten
+
+
+def test_a_code_registered_as_the_session_dropped_has_its_leading_trades_restored(env, small_sim):
+    """A code registered at the instant its session dropped has no live tick before the drop, so no cumulative-volume
+    break shows what it lost. The report counts it as a leading loss of the disconnect, the restore fetches its
+    trades from the registration to its first tick after the reconnect (and, for a code that printed nothing
+    meanwhile, records that it looked), and only then is the disconnect restored. Against the exchange's truth."""
+    from observer_assets.gaps.assets import gap_report
+    from observer_assets.track_b import restore as tb
+    from observer_assets.track_b.compaction import TICK_SCHEMA
+    from observer_resources.events import EventLog
+    from observer_resources.storage.layout import leading_holes_path, report_path, ticks_path
+
+    now = datetime.fromisoformat(small_sim.admin("clock")["now"]).astimezone(KST)
+    lo, hi = (now - timedelta(minutes=9)).replace(second=0, microsecond=0), now - timedelta(minutes=1)
+    if lo.date() != now.date() or lo.hour != hi.hour:
+        pytest.skip("too close to the hour (or midnight) for one hour's live ticks")
+
+    def at(t: dict) -> datetime:
+        return datetime.combine(lo.date(), datetime.strptime(t["time"], "%H%M%S").time(), KST)
+
+    listing = small_sim.admin("listings", params={"order": "activity", "limit": "300"})["listings"]
+    busy = listing[0]["code"]
+    rows = _truth_ticks(small_sim, busy, lo, hi)
+    quiet_pool = [(x["code"], _truth_ticks(small_sim, x["code"], lo, hi)) for x in listing[100:140]]
+    # the drop: at a trade of the busy code (a new second), for 20 s in which it trades again and a quieter code,
+    # which trades before and after, does not
+    found = None
+    for k in range(1, len(rows) - 1):
+        r0, g1 = at(rows[k]), at(rows[k]) + timedelta(seconds=20)
+        if at(rows[k - 1]) >= r0 or r0 < lo + timedelta(minutes=2):
+            continue
+        lost = [t for t in rows[k:] if at(t) < g1]
+        live = [t for t in rows if at(t) >= g1]
+        if len(lost) < 2 or not live:
+            continue
+        for code, q in quiet_pool:
+            if any(at(t) < r0 for t in q) and any(at(t) >= g1 for t in q) and not any(r0 <= at(t) < g1 for t in q):
+                found = (r0, g1, lost, live, code, [t for t in q if at(t) >= g1], [t for t in q if at(t) < r0])
+                break
+        if found:
+            break
+    if found is None:
+        pytest.skip("no drop instant with a quiet code beside the busy one in this stretch of the sim")
+    r0, g1, lost, live, quiet, quiet_live, quiet_before = found
+
+    def tick(code: str, t: dict) -> dict:
+        ts = at(t)
+        return {
+            "code": code,
+            "exchange_ts": ts,
+            "receive_ts": ts,
+            "price": t["price"],
+            "qty": t["qty"],
+            "acml_vol": t["acml_vol"],
+            "quality_flag": "ok",
+            "missing_volume": None,  # a code's first tick of the day has nothing to break against
+            "key_id": "key-test",
+            "conn_id": "run1/2",
+        }
+
+    root = lake.data_dir()
+    ticks = [tick(busy, t) for t in live] + [tick(quiet, t) for t in quiet_live]
+    lake.write_table_atomic(ticks_path(root, lo.replace(minute=0)), pa.Table.from_pylist(ticks, schema=TICK_SCHEMA))
+    ev = EventLog(root)
+    window = {"start": lo.isoformat(), "end": (lo + timedelta(hours=1)).isoformat()}
+    ev.emit("capture_started", at=lo, run_id="run1", keys=["key-test"], window=window, stop_at=window["end"])
+    for code in (busy, quiet):  # both taken and acknowledged at the very instant the session drops
+        ev.emit("slot_change", at=r0, action="allocate", key="key-test", index=0, code=code, trigger="manual")
+        ev.emit("ws_registered", at=r0, key_id="key-test", code=code, tr_id="H0STCNT0")
+    gid = ev.gap_open(scope="scalp", reason="ws_disconnect", severity="major", start=r0, session_id="s1")
+    ev.gap_close(gid, scope="scalp", reason="ws_disconnect", severity="major", start=r0, end=g1, session_id="s1")
+    kis = kis_for(small_sim, env, 3)
+
+    def disconnect(inst) -> dict:
+        assert dg.materialize(
+            [gap_report, universe.to_source_asset()], partition_key=day_key(lo.date()), instance=inst
+        ).success
+        (row,) = [r for r in pq.read_table(report_path(root, lo.date())).to_pylist() if r["kind"] == "ws_disconnect"]
+        return row
+
+    with dg.instance_for_test() as inst:
+        inst.add_dynamic_partitions("trading_day", [day_key(lo.date())])
+        before = disconnect(inst)
+        losses = json.loads(before["evidence"])["losses"]
+        # both codes may have lost trades: nothing shows either way until the restore has looked
+        assert before["status"] == "open" and before["data_lost"]
+        assert {c: (v["leading"], v["restored"]) for c, v in losses.items()} == {
+            busy: (True, False),
+            quiet: (True, False),
+        }
+        res = dg.materialize(
+            [tb.track_b_restored], partition_key=day_key(lo.date()), instance=inst, resources={"kis": kis}
+        )
+        md = res.asset_materializations_for_node("track_b_restored")[0].metadata
+        after = disconnect(inst)
+    got = pq.read_table(tb.restored_path(root, lo.date())).to_pylist()
+    # exactly the trades printed from the registration to the first live tick, no earlier one
+    assert [(r["code"], r["acml_vol"], r["qty"], r["exchange_ts"].strftime("%H%M%S")) for r in got] == [
+        (busy, t["acml_vol"], t["qty"], t["time"]) for t in lost
+    ]
+    assert {r["hole_lo"] for r in got} == {lost[0]["acml_vol"] - lost[0]["qty"]}
+    floors = tb.read_leading(leading_holes_path(root, lo.date()))
+    assert floors == {
+        (busy, live[0]["acml_vol"] - live[0]["qty"]): lost[0]["acml_vol"] - lost[0]["qty"],
+        # the quiet code: looked at, and its floor is its first tick's own start: nothing was lost
+        (quiet, quiet_live[0]["acml_vol"] - quiet_live[0]["qty"]): quiet_before[-1]["acml_vol"],
+    }
+    assert (md["leading_holes"].value, md["holes_restored"].value) == (2, 2)
+    assert after["status"] == "restored" and after["restored_from"] == tb.ENDPOINT
+    losses = json.loads(after["evidence"])["losses"]
+    assert set(losses) == {busy}  # the quiet code lost nothing, so it is no loss
+    assert (losses[busy]["missing_volume"], losses[busy]["missing_trades"]) == (sum(t["qty"] for t in lost), len(lost))
+    assert after["missing_volume"] == sum(t["qty"] for t in lost)
