@@ -197,8 +197,9 @@ class DayInputs:
     venue_ticks: Mapping[str, pa.Table] = field(default_factory=dict)
     #: their restored trades (``track_b_unified_restored``, ``track_b_nxt_restored``), as ``restored_ticks``
     venue_restored: Mapping[str, pa.Table] = field(default_factory=dict)
-    #: per tape (``KRX``, ``unified``, ``NXT``): each fetched leading hole, (code, top volume) -> the floor found
-    leading_floors: Mapping[str, Mapping[tuple[str, int], int]] = field(default_factory=dict)
+    #: per tape (``KRX``, ``unified``, ``NXT``): each fetched edge hole (``observer_assets.track_b.restore``),
+    #: (edge, code, the end a tick gave) -> the other end its fetch found
+    edge_holes: Mapping[str, Mapping[tuple[str, str, int], int]] = field(default_factory=dict)
     #: the configured Track B window of the day (KRX calendar only): a phase in it no capture ran through is a gap
     track_b_window: tuple[datetime, datetime] | None = None
     #: KIS's minute bars of the day (``minute_bars``): the completeness proof's independent source; None until fetched

@@ -8,11 +8,12 @@ when codes were held then (``detect_held``) and the ticks cannot show each of th
 when nothing was held (before the first slot, after the capture's window) or every held code's cumulative volume
 runs on unbroken across it.
 
-A code registered when a window began whose first tick after it has nothing before it to break against (its first
-of the day, or the last one before a release) lost what printed from its registration to that tick without any
-break showing: a *leading* loss, added to the window's losses. Its size is known only once the restore has
-fetched it (``observer_assets.track_b.restore``: the restored trades chained down from that tick); until then it
-keeps the window from being called restored.
+A code held through a window can lose trades no break shows (the restore's *edge holes*): registered as the window
+began, its first tick after it has nothing before it to break against (*leading*); or its last tick of the day came
+before the window, so nothing after it shows what printed while the session was down (*trailing*). Each is added
+to the window's losses; its size is known only once the restore has fetched it (``observer_assets.track_b.restore``
+records the end it found, and the restored trades chain between the ends); until then it keeps the window from
+being called restored, and a fetch that found nothing printed removes it.
 """
 
 from __future__ import annotations
@@ -353,7 +354,7 @@ def track_b_rows(
                 source_files=tb_files,
             )
         )
-    _leading_losses(inp, win_arr, venue, restored, names, code_i, acml, qty, rx, unhold, key_of)
+    _edge_losses(inp, win_arr, venue, restored, names, code_i, acml, qty, rx, unhold, key_of)
     # silences: quiet time between consecutive ticks while the tape's venues trade, minus connection-wide gaps,
     # never across a release
     lo = int(th.silence_s[0] * 1e6)
@@ -399,7 +400,7 @@ def track_b_rows(
     return rows, stats, Continuity(code_i, names, acml, qty, rx)
 
 
-def _leading_losses(
+def _edge_losses(
     inp: DayInputs,
     wins: list[Window],
     venue: str,
@@ -412,11 +413,10 @@ def _leading_losses(
     unhold: Mapping[str, np.ndarray],
     key_of: Any,
 ) -> None:
-    """Add each window's leading losses (module doc) to its ``losses``; restored when the restored trades chain down
-    from the tick that ended it to the floor its restore found (a first tick of the day) or to the tick before the
-    release."""
+    """Add each window's edge losses (module doc) to its ``losses``: restored when the restored trades chain from
+    one end to the other (a leading loss after a release: down to the tick before the release)."""
     acks = registrations(inp.events)
-    floors = inp.leading_floors.get(venue, {})
+    found = inp.edge_holes.get(venue, {})
     index = {str(x): i for i, x in enumerate(names)}
     chains: dict[str, dict[int, tuple[int, str | None]]] = {}
     if restored is not None:
@@ -428,7 +428,8 @@ def _leading_losses(
             strict=True,
         ):
             chains.setdefault(c, {})[v] = (q, src)
-    for w in wins:
+    trailing_seen: set[str] = set()  # a trailing loss is the first window's after the last tick (one fetch spans all)
+    for w in sorted(wins, key=lambda w: w.a):
         held = w.held
         if w.outside or held is None or not held.known:
             continue
@@ -437,38 +438,43 @@ def _leading_losses(
             i = index.get(code)
             if i is None or label in w.losses or not any(t <= w.a for t in acks.get((venue, code), ())):
                 continue  # never ticked on this tape, a break already counted, or not registered when it began
-            lo = int(np.searchsorted(code_i, i, side="left"))
-            hi = int(np.searchsorted(code_i, i, side="right"))
-            after = [j for j in range(lo, hi) if rx[j] > w.a]
-            if not after:
-                continue  # no tick since: nothing shows what it lost (the window stays "may have lost")
-            j = after[0]
-            k = key_of(j)
+            lo_i = int(np.searchsorted(code_i, i, side="left"))
+            hi_i = int(np.searchsorted(code_i, i, side="right"))
+            after = [j for j in range(lo_i, hi_i) if rx[j] > w.a]
+            k = key_of(after[0] if after else hi_i - 1)
             if w.key is not None and k is not None and k != w.key:
                 continue
-            first_of_day = j == lo
-            if not first_of_day and not _spans(unhold, code, int(rx[j - 1]), int(rx[j])):
-                continue  # a break (or none) against the tick before: the loss rules above judged it
-            top = int(acml[j] - qty[j])
-            if top <= (0 if first_of_day else int(acml[j - 1])):
-                continue  # nothing printed before it (that day, or since the tick before the release)
-            # how far down the restored trades reach: to the tick before the release, or to the floor the leading
-            # hole's fetch found (the newest trade before the registration; equal to the top when nothing was lost)
-            floor = int(acml[j - 1]) if not first_of_day else floors.get((code, top))
-            if floor is not None and floor >= top:
-                continue  # fetched: nothing printed between its registration and that tick
+            if not after:  # trailing: its last tick came before the window
+                if code in trailing_seen:
+                    continue
+                trailing_seen.add(code)
+                floor = int(acml[hi_i - 1])
+                top = found.get(("trailing", code, floor))
+                edge = "trailing"
+            else:
+                j = after[0]
+                first_of_day = j == lo_i
+                if not first_of_day and not _spans(unhold, code, int(rx[j - 1]), int(rx[j])):
+                    continue  # a break (or none) against the tick before: the loss rules above judged it
+                top = int(acml[j] - qty[j])
+                floor = found.get(("leading", code, top)) if first_of_day else int(acml[j - 1])
+                if first_of_day and top <= 0:
+                    continue  # its first trade of the day: nothing before it to lose
+                edge = "leading"
+            if floor is not None and top is not None and floor >= top:
+                continue  # nothing printed between the two ends
             chain, v, vol, n, srcs = chains.get(code, {}), top, 0, 0, set()
-            while v in chain and chain[v][0] > 0 and (floor is None or v > floor):
+            while v is not None and v in chain and chain[v][0] > 0 and (floor is None or v > floor):
                 q, src = chain[v]
                 vol, n, v = vol + q, n + 1, v - q
                 srcs.add(src or "conclusions")
-            done = floor is not None and v == floor
+            done = floor is not None and top is not None and v == floor
             w.losses[label] = {
                 "missing_volume": vol if done else 0,
                 "missing_trades": n if done else 0,
                 "breaks": 1,
                 "restored": done,
-                "leading": True,
+                "edge": edge,
                 **({"restored_from": sorted(srcs)} if done else {}),
             }
 

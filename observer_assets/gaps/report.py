@@ -27,7 +27,7 @@ from observer_assets.gaps.detect_common import upgrade_gap_report_table as upgra
 from observer_assets.orchestration.partitions import calendar, slot_key
 from observer_assets.orchestration.runs import BACKFILL_TAGS, LATE_TAG
 from observer_assets.track_a.venues import slot_markets
-from observer_assets.track_b.restore import TAPES, read_leading
+from observer_assets.track_b.restore import TAPES, read_edges
 from observer_assets.track_b.window import track_b_window, window_text_from_env
 from observer_assets.universe.dataset import latest_universe_before, read_universe
 from observer_resources import clock, events
@@ -38,7 +38,7 @@ from observer_resources.storage.layout import TRACK_A as TRACK_A
 from observer_resources.storage.layout import TRACK_A_FAILURES as FAILURES
 from observer_resources.storage.layout import (
     anomaly_path,
-    leading_holes_path,
+    edge_holes_path,
     minute_bars_path,
     restored_path,
     slot_dir,
@@ -194,11 +194,11 @@ def load_day(
     if rp.exists():
         restored = lake.read_table(rp, columns=RESTORED_COLS)
         files["track_b"].append(str(rp))
-    leading = {}
+    edges = {}
     for tape in TAPES:
-        lp = leading_holes_path(root, day, tape.restored)
+        lp = edge_holes_path(root, day, tape.restored)
         if lp.exists():
-            leading[tape.venue] = read_leading(lp)
+            edges[tape.venue] = read_edges(lp)
             files.setdefault(f"track_b:{tape.venue}" if tape.venue != "KRX" else "track_b", []).append(str(lp))
     ev = events.load_day(local, day)
     files["events"] = [str(p) for p in ev.files]
@@ -224,7 +224,7 @@ def load_day(
         ticks=read_ticks(tpaths),
         venue_ticks=venue_ticks,
         venue_restored=venue_restored,
-        leading_floors=leading,
+        edge_holes=edges,
         track_b_window=_track_b_window(cal, day),
         restored_ticks=restored,
         gap_markers=events.gaps_from(ev.records),

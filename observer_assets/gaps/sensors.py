@@ -152,8 +152,8 @@ def restorable_track_b(report: pa.Table) -> str | None:
     """Fingerprint of a report's open, restorable Track B losses, or None when there are none (pure).
 
     A loss's measured size, and the number of codes a disconnect's row counts losses for, are part of it: a
-    disconnect's losses become measurable only once its hour is compacted (and a leading loss only once its code
-    ticks again), so the same gap reported again with more losses is new work for the restore (which reads the
+    disconnect's losses become measurable only once its hour is compacted (and an edge loss only once its code's
+    ticks are), so the same gap reported again with more losses is new work for the restore (which reads the
     compacted ticks), not a repeat."""
     cols = [
         c
@@ -171,7 +171,7 @@ def restorable_track_b(report: pa.Table) -> str | None:
 
 
 def _losses(row: dict) -> int:
-    """How many codes' losses a disconnect's row counts: a leading loss (known only by its code until restored)
+    """How many codes' losses a disconnect's row counts: an edge loss (known only by its code until restored)
     changes this and not the volume."""
     try:
         return len(json.loads(row.get("evidence") or "{}").get("losses") or {})

@@ -11,11 +11,16 @@ Restored ticks go to their own dataset, `track_b_restored/date=D/restored.parque
 quantities sum to its missing volume (the gap report then marks it restored); otherwise what was found is kept and
 the hole stays open. KIS serves conclusions for the current day only: earlier days cannot be restored this way.
 
-A code registered just before a disconnect may have no live tick before it at all: its first tick after the
-reconnect has nothing to break against, yet the trades printed between its registration and the reconnect were
-lost. That *leading* hole has no known lower volume; it is bounded by time instead (``since``, the disconnect's
-start): the trades from that instant up to the tick are restored, and the newest trade before it is the hole's
-floor (``hole_lo``).
+A disconnect can also cost trades no break ever shows: the *edge holes*, bounded by time instead of volume.
+- *Leading*: a code registered just before the drop has no live tick before it, so its first tick after the
+  reconnect breaks against nothing. Its trades from the acknowledged registration (``since``) up to that tick were
+  lost; the hole's floor is found when fetching (the newest trade before ``since``).
+- *Trailing*: a code whose last tick of the day came before the drop, and that never ticked again (quiet, or let
+  go soon after the reconnect), hides what printed while the session was down. Its trades after that tick and
+  before the code was registered again (``until``: the next acknowledged registration, else the gap's end) were
+  lost; the hole's top is found when fetching.
+What each fetch found is recorded even when nothing printed (``_meta/<restored dataset>/date=D/edge_holes.json``),
+so a code that lost nothing is seen to have lost nothing.
 """
 
 import asyncio
@@ -47,7 +52,7 @@ from observer_resources.storage.layout import (
     TRACK_B_RESTORED,
     TRACK_B_TAPES,
     TRACK_B_TAPES_RESTORED,
-    leading_holes_path,
+    edge_holes_path,
     restored_path,
     tick_files,
 )
@@ -89,11 +94,22 @@ class Hole:
     gap_id: str | None = None
     market: str = "J"  # the KIS market code of the tape: J (KRX), NX (NXT), UN (unified)
     since: datetime | None = None  # a leading hole (module doc): lost from this instant, ``lo`` found when fetched
+    until: datetime | None = None  # a trailing hole: lost before this instant, ``hi`` found when fetched
+
+    @property
+    def edge(self) -> str | None:
+        """ "leading", "trailing", or None for a hole a break shows (both ends known)."""
+        return "leading" if self.since is not None else "trailing" if self.until is not None else None
+
+    @property
+    def known(self) -> int:
+        """The end of an edge hole that is known: its top (leading) or its floor (trailing)."""
+        return self.hi if self.since is not None else self.lo
 
     @property
     def missing(self) -> int | None:
-        """The lost volume; None for a leading hole until its trades are fetched."""
-        return None if self.since is not None else self.hi - self.lo
+        """The lost volume; None for an edge hole until its trades are fetched."""
+        return None if self.edge else self.hi - self.lo
 
 
 def upgrade_restored_table(t: pa.Table) -> pa.Table:
@@ -132,8 +148,8 @@ def find_holes(
     tape: str = "KRX",
 ) -> list[Hole]:
     """The cumulative-volume holes of a day's live ticks (pure), each tied to an overlapping session-wide gap; with
-    ``held`` (:func:`held_during`: the codes subscribed on ``tape`` during a gap, and since when), also the leading
-    holes of codes whose first tick of the day came after a gap they were held through (module doc)."""
+    ``held`` (:func:`held_during`), also the edge holes (module doc) of the codes held through a gap: leading when
+    the code's first tick of the day came after it, trailing when its last one came before it."""
     if ticks.num_rows == 0:
         return []
     t = ticks.select(["code", "exchange_ts", "acml_vol", "qty", "missing_volume"]).sort_by(
@@ -159,35 +175,47 @@ def find_holes(
         out.append(Hole(r["code"], hi - mv, hi, before, after, gid, market))
     if held is None:
         return out
-    leading: dict[str, Hole] = {}
+    last: dict[str, dict] = {r["code"]: r for r in rows}  # by cumulative volume: the day's last tick of each code
+    edges: dict[tuple[str, str], Hole] = {}
     for g in sorted(windows, key=lambda g: g.start):
-        for code, since in held(g, tape).items():
-            r = first.get(code)
-            if r is None or code in leading or r["exchange_ts"] < g.start or r["acml_vol"] - r["qty"] <= 0:
-                continue  # never ticked, ticked before the gap, or its first tick is the day's first trade
-            hi = r["acml_vol"] - r["qty"]
-            leading[code] = Hole(code, 0, hi, r["exchange_ts"], None, g.gap_id, market, since=since)
-    return out + [leading[c] for c in sorted(leading)]
+        for code, (since, back) in held(g, tape).items():
+            r, z = first.get(code), last.get(code)
+            if r is None:
+                continue  # never ticked on this tape: nothing tells what it lost (the window stays "may have lost")
+            if r["exchange_ts"] >= g.start and r["acml_vol"] - r["qty"] > 0 and ("leading", code) not in edges:
+                top = r["acml_vol"] - r["qty"]
+                edges[("leading", code)] = Hole(code, 0, top, r["exchange_ts"], None, g.gap_id, market, since=since)
+            elif z["exchange_ts"] < g.start:  # the last gap it was held through wins: its hole spans the earlier
+                until = back or g.end or g.start
+                hole = Hole(code, z["acml_vol"], z["acml_vol"], until, z["exchange_ts"], g.gap_id, market, until=until)
+                edges[("trailing", code)] = hole
+    return out + [edges[k] for k in sorted(edges)]
 
 
-def held_during(events: Sequence[dict]) -> Callable[[Gap, str], Mapping[str, datetime]]:
+def held_during(events: Sequence[dict]) -> Callable[[Gap, str], Mapping[str, tuple[datetime, datetime | None]]]:
     """For a gap and a tape (as the gap report names it): the codes the capture held (any key) and had registered
-    on that tape when the gap began, each with the time the server acknowledged that registration: a leading hole
-    is lost from then. Replayed from the day's slot decisions; none where the events cannot tell, so a leading hole
-    is restored only for a code known to have been subscribed."""
+    on that tape when the gap began, each with the time the server acknowledged that registration (an edge hole's
+    ``since``) and the first registration acknowledged after the gap began (its ``until``; None if none). Replayed
+    from the day's slot decisions; none where the events cannot tell, so an edge hole is restored only for a code
+    known to have been subscribed."""
     holdings = Holdings(events)
     acks = registrations(events)
 
-    def held(g: Gap, tape: str) -> Mapping[str, datetime]:
+    def kst(us: int) -> datetime:
+        return datetime.fromtimestamp(us / 1_000_000, KST)
+
+    def held(g: Gap, tape: str) -> Mapping[str, tuple[datetime, datetime | None]]:
         start = _us(g.start)
         h = holdings.during(None, start, _us(g.end or g.start))
         if not h.known:
             return {}
         out = {}
         for code in h.codes:
-            before = [t for t in acks.get((tape, code), ()) if t <= start]
-            if before:  # registered on this tape when the session went: its trades since were lost with it
-                out[code] = datetime.fromtimestamp(max(before) / 1_000_000, KST)
+            times = acks.get((tape, code), ())
+            before = [t for t in times if t <= start]
+            if before:  # registered on this tape when the session went: what printed then was lost with it
+                back = next((t for t in times if t > start), None)
+                out[code] = (kst(max(before)), kst(back) if back is not None else None)
         return out
 
     return held
@@ -197,28 +225,50 @@ def _us(t: datetime) -> int:
     return int(round(t.timestamp() * 1_000_000))
 
 
-def leading_floor(hole: Hole, trades: Sequence[Conclusion]) -> int:
-    """A leading hole's floor (pure): the cumulative volume of the newest trade before its ``since`` (0: none)."""
-    return max((c.acml_vol for c in trades if c.at < hole.since and c.acml_vol <= hole.hi), default=0)
+def edge_end(hole: Hole, trades: Sequence[Conclusion]) -> int:
+    """The unknown end of an edge hole (pure), from its fetched trades: a leading hole's floor is the newest trade
+    before its ``since`` (0: none that day); a trailing hole's top is the newest trade before its ``until`` (its
+    floor: nothing printed)."""
+    if hole.since is not None:
+        return max((c.acml_vol for c in trades if c.at < hole.since and c.acml_vol <= hole.hi), default=0)
+    return max((c.acml_vol for c in trades if c.at < hole.until and c.acml_vol > hole.lo), default=hole.lo)
 
 
-def read_leading(path: lake.LakePath) -> dict[tuple[str, int], int]:
-    """A tape's fetched leading holes: (code, top volume) -> the floor found."""
-    return {(str(r["code"]), int(r["hi"])): int(r["lo"]) for r in json.loads(path.read_text(encoding="utf-8"))}
+EdgeKey = tuple[str, str, int]  # (edge, code, the hole's known end)
 
 
-def write_leading(path: lake.LakePath, found: dict[tuple[str, int], int]) -> None:
+def read_edges(path: lake.LakePath) -> dict[EdgeKey, int]:
+    """A tape's fetched edge holes: (edge, code, known end) -> the other end found."""
+    out = {}
+    for r in json.loads(path.read_text(encoding="utf-8")):
+        leading = r["edge"] == "leading"
+        out[(r["edge"], str(r["code"]), int(r["hi"] if leading else r["lo"]))] = int(r["lo"] if leading else r["hi"])
+    return out
+
+
+def write_edges(path: lake.LakePath, found: Mapping[EdgeKey, int]) -> None:
     """Merged with what an earlier run found (idempotent), atomically."""
-    old = read_leading(path) if path.exists() else {}
-    merged = {**old, **found}
-    lake.write_json_atomic(path, [{"code": c, "hi": hi, "lo": lo} for (c, hi), lo in sorted(merged.items())])
+    merged = {**(read_edges(path) if path.exists() else {}), **found}
+    rows = []
+    for (edge, code, known), other in sorted(merged.items()):
+        lo, hi = (other, known) if edge == "leading" else (known, other)
+        rows.append({"edge": edge, "code": code, "lo": lo, "hi": hi})
+    lake.write_json_atomic(path, rows)
+
+
+def _bounded(hole: Hole, trades: Sequence[Conclusion]) -> Hole:
+    """An edge hole with its unknown end filled in from its trades; any other hole as it is."""
+    if hole.since is not None:
+        return Hole(hole.code, edge_end(hole, trades), hole.hi, hole.before, hole.after, hole.gap_id, hole.market)
+    if hole.until is not None:
+        return Hole(hole.code, hole.lo, edge_end(hole, trades), hole.before, hole.after, hole.gap_id, hole.market)
+    return hole
 
 
 def rows_for_hole(hole: Hole, trades: Sequence[Conclusion], fetched_at: datetime) -> list[dict]:
-    """The trades that fill the hole (pure): lo < acml_vol <= hi, oldest first, one per cumulative volume. A
-    leading hole's ``lo`` is the newest trade before its ``since`` (0 when the day had none)."""
-    if hole.since is not None:
-        hole = Hole(hole.code, leading_floor(hole, trades), hole.hi, hole.before, hole.after, hole.gap_id, hole.market)
+    """The trades that fill the hole (pure): lo < acml_vol <= hi, oldest first, one per cumulative volume; an edge
+    hole's unknown end is found from the trades first (:func:`edge_end`)."""
+    hole = _bounded(hole, trades)
     by_vol = {c.acml_vol: c for c in trades if hole.lo < c.acml_vol <= hole.hi}
     return [
         {
@@ -282,34 +332,35 @@ def merge(old: pa.Table | None, new: pa.Table) -> pa.Table:
 
 
 def complete_holes(
-    restored: pa.Table, holes: Sequence[Hole], floors: Mapping[tuple[str, int], int] | None = None
+    restored: pa.Table, holes: Sequence[Hole], edges: Mapping[EdgeKey, int] | None = None
 ) -> tuple[int, int]:
-    """(holes fully restored, volume restored) — a hole is complete when its trades' sizes add up to it; a leading
-    hole's lower end is the floor its fetch found (``floors``; not fetched yet: not complete)."""
+    """(holes fully restored, volume restored) — a hole is complete when its trades' sizes add up to it; an edge
+    hole's unknown end is the one its fetch found (``edges``; not fetched yet: not complete)."""
     done, vol = 0, 0
     for h in holes:
-        lo = h.lo
-        if h.since is not None:
-            lo = (floors or {}).get((h.code, h.hi))
-            if lo is None:
+        lo, hi = h.lo, h.hi
+        if h.edge is not None:
+            other = (edges or {}).get((h.edge, h.code, h.known))
+            if other is None:
                 continue
+            lo, hi = (other, h.hi) if h.edge == "leading" else (h.lo, other)
         m = pc.and_(
             pc.equal(restored["code"], h.code),
-            pc.and_(pc.greater(restored["acml_vol"], lo), pc.less_equal(restored["acml_vol"], h.hi)),
+            pc.and_(pc.greater(restored["acml_vol"], lo), pc.less_equal(restored["acml_vol"], hi)),
         )
         got = int(pc.sum(restored.filter(m)["qty"]).as_py() or 0)
         vol += got
-        done += got == h.hi - lo
+        done += got == hi - lo
     return done, vol
 
 
 async def restore_holes(
     kis, holes: Sequence[Hole], day: date, concurrency: int = 4
 ) -> tuple[pa.Table, dict[str, str], dict[tuple[str, int], int]]:
-    """Restored rows for the holes, per-hole failures ("code@lo-hi" -> why), and each leading hole's floor."""
+    """Restored rows for the holes, per-hole failures ("code@lo-hi" -> why), and each edge hole's end found."""
     rows: list[dict] = []
     failures: dict[str, str] = {}
-    floors: dict[tuple[str, int], int] = {}
+    found: dict[EdgeKey, int] = {}
     sem = asyncio.Semaphore(concurrency)
     async with kis.rest_client() as client:
 
@@ -321,11 +372,11 @@ async def restore_holes(
                     failures[f"{h.code}@{h.lo}-{h.hi}"] = f"{type(e).__name__} {getattr(e, 'code', '')}".strip()
                     return
                 rows.extend(rows_for_hole(h, trades, clock.now()))
-                if h.since is not None:
-                    floors[(h.code, h.hi)] = leading_floor(h, trades)
+                if h.edge is not None:
+                    found[(h.edge, h.code, h.known)] = edge_end(h, trades)
 
         await asyncio.gather(*(one(h) for h in holes))
-    return table(rows), failures, floors
+    return table(rows), failures, found
 
 
 def day_ticks(root: Path, day: date, dataset: str = TRACK_B) -> pa.Table | None:
@@ -365,7 +416,7 @@ def track_b_restored(context: dg.AssetExecutionContext, kis: KisResource) -> dg.
         "holes": 0,
         "holes_restored": 0,
         "missing_volume": 0,
-        "leading_holes": 0,
+        "edge_holes": 0,
         "restored_volume": 0,
         "failures": 0,
     }
@@ -377,15 +428,15 @@ def track_b_restored(context: dg.AssetExecutionContext, kis: KisResource) -> dg.
         holes = find_holes(ticks, day_gaps, tape.market, held, tape.venue) if ticks is not None else []
         old = read_restored(root, day, tape.restored)
         failures: dict[str, str] = {}
-        lead_path = leading_holes_path(root, day, tape.restored)
-        known = read_leading(lead_path) if lead_path.exists() else {}
-        todo = [h for h in holes if h.since is None or (h.code, h.hi) not in known]  # a floor found stays found
+        edge_path = edge_holes_path(root, day, tape.restored)
+        known = read_edges(edge_path) if edge_path.exists() else {}
+        todo = [h for h in holes if h.edge is None or (h.edge, h.code, h.known) not in known]  # found stays found
         if todo and day == today:
-            new, failures, floors = asyncio.run(restore_holes(kis, todo, day))
+            new, failures, found = asyncio.run(restore_holes(kis, todo, day))
             merged = merge(old, new)
             lake.write_table_atomic(restored_path(root, day, tape.restored), merged)
-            if floors:  # after the trades: a floor on record claims its trades are there
-                write_leading(lead_path, floors)
+            if found:  # after the trades: an end on record claims its trades are there
+                write_edges(edge_path, found)
         else:
             merged = old if old is not None else table([])
             if holes and day != today:
@@ -393,8 +444,8 @@ def track_b_restored(context: dg.AssetExecutionContext, kis: KisResource) -> dg.
                     f"track_b_restored {day} ({tape.venue}): {len(holes)} holes, but KIS serves conclusions for "
                     f"today ({today}) only: they stay unrecoverable"
                 )
-        floors = read_leading(lead_path) if lead_path.exists() else {}
-        done, vol = complete_holes(merged, holes, floors) if holes else (0, 0)
+        edges = read_edges(edge_path) if edge_path.exists() else {}
+        done, vol = complete_holes(merged, holes, edges) if holes else (0, 0)
         if failures:
             context.log.warning(
                 f"track_b_restored {day} ({tape.venue}): {len(failures)} holes failed: "
@@ -404,7 +455,7 @@ def track_b_restored(context: dg.AssetExecutionContext, kis: KisResource) -> dg.
             "holes": len(holes),
             "holes_restored": done,
             "missing_volume": sum(h.missing or 0 for h in holes),
-            "leading_holes": sum(h.since is not None for h in holes),
+            "edge_holes": sum(h.edge is not None for h in holes),
             "restored_volume": vol,
             "failures": len(failures),
         }

@@ -184,10 +184,10 @@ def restored_path(root: LakePath, day: date, dataset: str = TRACK_B_RESTORED) ->
     return partition_dir(root, dataset, day) / "restored.parquet"
 
 
-def leading_holes_path(root: LakePath, day: date, dataset: str = TRACK_B_RESTORED) -> LakePath:
-    """``_meta/<restored dataset>/date=D/leading_holes.json``: what each leading hole's fetch found (its floor),
-    the evidence that one which lost nothing was looked at."""
-    return meta_dir(root, dataset, day) / "leading_holes.json"
+def edge_holes_path(root: LakePath, day: date, dataset: str = TRACK_B_RESTORED) -> LakePath:
+    """``_meta/<restored dataset>/date=D/edge_holes.json``: what each edge hole's fetch found (the end that no
+    tick gave), the evidence that one which lost nothing was looked at."""
+    return meta_dir(root, dataset, day) / "edge_holes.json"
 
 
 def journal_root(local: str | os.PathLike) -> Path:

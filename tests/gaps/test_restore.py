@@ -427,16 +427,18 @@ def test_track_b_ticks_lost_in_a_disconnect_are_restored_from_conclusions(env, s
     assert live_path.read_bytes() == before_bytes  # the live data is never rewritten
 
 
-def test_a_code_registered_as_the_session_dropped_has_its_leading_trades_restored(env, small_sim):
-    """A code registered at the instant its session dropped has no live tick before the drop, so no cumulative-volume
-    break shows what it lost. The report counts it as a leading loss of the disconnect, the restore fetches its
-    trades from the registration to its first tick after the reconnect (and, for a code that printed nothing
-    meanwhile, records that it looked), and only then is the disconnect restored. Against the exchange's truth."""
+def test_codes_whose_losses_no_break_shows_are_restored_by_time(env, small_sim):
+    """Three codes held through a drop, none of whose losses a cumulative-volume break shows: one registered at the
+    drop's instant that printed meanwhile (its first tick after the reconnect has nothing before it: a leading
+    hole), one registered likewise that printed nothing (looked at, and seen to have lost nothing), and one whose
+    last tick came before the drop and that never ticked again (a trailing hole). The report counts all three as
+    the disconnect's losses until the restore has fetched them by time; then exactly the lost trades are restored
+    and the disconnect is restored. Against the exchange's truth."""
     from observer_assets.gaps.assets import gap_report
     from observer_assets.track_b import restore as tb
     from observer_assets.track_b.compaction import TICK_SCHEMA
     from observer_resources.events import EventLog
-    from observer_resources.storage.layout import leading_holes_path, report_path, ticks_path
+    from observer_resources.storage.layout import edge_holes_path, report_path, ticks_path
 
     now = datetime.fromisoformat(small_sim.admin("clock")["now"]).astimezone(KST)
     lo, hi = (now - timedelta(minutes=9)).replace(second=0, microsecond=0), now - timedelta(minutes=1)
@@ -446,32 +448,35 @@ def test_a_code_registered_as_the_session_dropped_has_its_leading_trades_restore
     def at(t: dict) -> datetime:
         return datetime.combine(lo.date(), datetime.strptime(t["time"], "%H%M%S").time(), KST)
 
-    listing = small_sim.admin("listings", params={"order": "activity", "limit": "300"})["listings"]
+    listing = small_sim.admin("listings", params={"order": "activity", "limit": "130"})["listings"]
     busy = listing[0]["code"]
     rows = _truth_ticks(small_sim, busy, lo, hi)
-    quiet_pool = [(x["code"], _truth_ticks(small_sim, x["code"], lo, hi)) for x in listing[100:140]]
-    # the drop: at a trade of the busy code (a new second), for 20 s in which it trades again and a quieter code,
-    # which trades before and after, does not
+    pool = [(x["code"], _truth_ticks(small_sim, x["code"], lo, hi)) for x in listing[1:4] + listing[110:122]]
+
+    def split(q: list[dict], r0: datetime, g1: datetime) -> tuple[list, list, list]:
+        return [t for t in q if at(t) < r0], [t for t in q if r0 <= at(t) < g1], [t for t in q if at(t) >= g1]
+
+    # the drop: at a trade of the busy code (a new second), for 20 s in which it trades again; beside it a code
+    # that trades before and after but not during, and one that trades before and during
     found = None
     for k in range(1, len(rows) - 1):
-        r0, g1 = at(rows[k]), at(rows[k]) + timedelta(seconds=20)
+        r0 = at(rows[k])
+        g1 = r0 + timedelta(seconds=20)
         if at(rows[k - 1]) >= r0 or r0 < lo + timedelta(minutes=2):
             continue
-        lost = [t for t in rows[k:] if at(t) < g1]
-        live = [t for t in rows if at(t) >= g1]
-        if len(lost) < 2 or not live:
-            continue
-        for code, q in quiet_pool:
-            if any(at(t) < r0 for t in q) and any(at(t) >= g1 for t in q) and not any(r0 <= at(t) < g1 for t in q):
-                found = (r0, g1, lost, live, code, [t for t in q if at(t) >= g1], [t for t in q if at(t) < r0])
-                break
-        if found:
+        _, lost, live = split(rows, r0, g1)
+        quiet = next((c for c, q in pool if (x := split(q, r0, g1))[0] and not x[1] and x[2]), None)
+        tail = next((c for c, q in pool if c != quiet and (x := split(q, r0, g1))[0] and x[1]), None)
+        if len(lost) >= 2 and live and quiet and tail:
+            found = (r0, g1, lost, live, quiet, tail)
             break
     if found is None:
-        pytest.skip("no drop instant with a quiet code beside the busy one in this stretch of the sim")
-    r0, g1, lost, live, quiet, quiet_live, quiet_before = found
+        pytest.skip("no drop instant with a quiet and a trading code beside the busy one in this stretch of the sim")
+    r0, g1, lost, live, quiet, tail = found
+    q_before, _, q_live = split(dict(pool)[quiet], r0, g1)
+    t_before, t_lost, _ = split(dict(pool)[tail], r0, g1)
 
-    def tick(code: str, t: dict) -> dict:
+    def tick(code: str, t: dict, first: bool) -> dict:
         ts = at(t)
         return {
             "code": code,
@@ -481,22 +486,29 @@ def test_a_code_registered_as_the_session_dropped_has_its_leading_trades_restore
             "qty": t["qty"],
             "acml_vol": t["acml_vol"],
             "quality_flag": "ok",
-            "missing_volume": None,  # a code's first tick of the day has nothing to break against
+            "missing_volume": None if first else 0,  # a code's first tick of the day has nothing to break against
             "key_id": "key-test",
             "conn_id": "run1/2",
         }
 
     root = lake.data_dir()
-    ticks = [tick(busy, t) for t in live] + [tick(quiet, t) for t in quiet_live]
+    ticks = [
+        tick(c, t, i == 0) for c, ts in ((busy, live), (quiet, q_live), (tail, t_before)) for i, t in enumerate(ts)
+    ]
     lake.write_table_atomic(ticks_path(root, lo.replace(minute=0)), pa.Table.from_pylist(ticks, schema=TICK_SCHEMA))
     ev = EventLog(root)
     window = {"start": lo.isoformat(), "end": (lo + timedelta(hours=1)).isoformat()}
     ev.emit("capture_started", at=lo, run_id="run1", keys=["key-test"], window=window, stop_at=window["end"])
-    for code in (busy, quiet):  # both taken and acknowledged at the very instant the session drops
-        ev.emit("slot_change", at=r0, action="allocate", key="key-test", index=0, code=code, trigger="manual")
+    ev.emit("slot_change", at=lo, action="allocate", key="key-test", index=2, code=tail, trigger="manual")
+    ev.emit("ws_registered", at=lo, key_id="key-test", code=tail, tr_id="H0STCNT0")
+    for n, code in enumerate((busy, quiet)):  # both taken and acknowledged at the very instant the session drops
+        ev.emit("slot_change", at=r0, action="allocate", key="key-test", index=n, code=code, trigger="manual")
         ev.emit("ws_registered", at=r0, key_id="key-test", code=code, tr_id="H0STCNT0")
     gid = ev.gap_open(scope="scalp", reason="ws_disconnect", severity="major", start=r0, session_id="s1")
     ev.gap_close(gid, scope="scalp", reason="ws_disconnect", severity="major", start=r0, end=g1, session_id="s1")
+    for code in (busy, quiet, tail):  # registered again on the next session, the tail code let go at once
+        ev.emit("ws_registered", at=g1, key_id="key-test", code=code, tr_id="H0STCNT0")
+    ev.emit("slot_change", at=g1 + timedelta(seconds=1), action="release", key="key-test", index=2, code=tail)
     kis = kis_for(small_sim, env, 3)
 
     def disconnect(inst) -> dict:
@@ -510,11 +522,12 @@ def test_a_code_registered_as_the_session_dropped_has_its_leading_trades_restore
         inst.add_dynamic_partitions("trading_day", [day_key(lo.date())])
         before = disconnect(inst)
         losses = json.loads(before["evidence"])["losses"]
-        # both codes may have lost trades: nothing shows either way until the restore has looked
+        # all three may have lost trades: nothing shows either way until the restore has looked
         assert before["status"] == "open" and before["data_lost"]
-        assert {c: (v["leading"], v["restored"]) for c, v in losses.items()} == {
-            busy: (True, False),
-            quiet: (True, False),
+        assert {c: (v["edge"], v["restored"]) for c, v in losses.items()} == {
+            busy: ("leading", False),
+            quiet: ("leading", False),
+            tail: ("trailing", False),
         }
         res = dg.materialize(
             [tb.track_b_restored], partition_key=day_key(lo.date()), instance=inst, resources={"kis": kis}
@@ -522,20 +535,24 @@ def test_a_code_registered_as_the_session_dropped_has_its_leading_trades_restore
         md = res.asset_materializations_for_node("track_b_restored")[0].metadata
         after = disconnect(inst)
     got = pq.read_table(tb.restored_path(root, lo.date())).to_pylist()
-    # exactly the trades printed from the registration to the first live tick, no earlier one
-    assert [(r["code"], r["acml_vol"], r["qty"], r["exchange_ts"].strftime("%H%M%S")) for r in got] == [
-        (busy, t["acml_vol"], t["qty"], t["time"]) for t in lost
-    ]
-    assert {r["hole_lo"] for r in got} == {lost[0]["acml_vol"] - lost[0]["qty"]}
-    floors = tb.read_leading(leading_holes_path(root, lo.date()))
-    assert floors == {
-        (busy, live[0]["acml_vol"] - live[0]["qty"]): lost[0]["acml_vol"] - lost[0]["qty"],
+    # exactly the trades printed from the registration to the first live tick, and after the last live tick until
+    # the registration on the next session: no earlier, no later one
+    assert sorted((r["code"], r["acml_vol"], r["qty"], r["exchange_ts"].strftime("%H%M%S")) for r in got) == sorted(
+        [(busy, t["acml_vol"], t["qty"], t["time"]) for t in lost]
+        + [(tail, t["acml_vol"], t["qty"], t["time"]) for t in t_lost]
+    )
+    assert tb.read_edges(edge_holes_path(root, lo.date())) == {
+        ("leading", busy, live[0]["acml_vol"] - live[0]["qty"]): lost[0]["acml_vol"] - lost[0]["qty"],
         # the quiet code: looked at, and its floor is its first tick's own start: nothing was lost
-        (quiet, quiet_live[0]["acml_vol"] - quiet_live[0]["qty"]): quiet_before[-1]["acml_vol"],
+        ("leading", quiet, q_live[0]["acml_vol"] - q_live[0]["qty"]): q_before[-1]["acml_vol"],
+        ("trailing", tail, t_before[-1]["acml_vol"]): t_lost[-1]["acml_vol"],
     }
-    assert (md["leading_holes"].value, md["holes_restored"].value) == (2, 2)
+    assert (md["edge_holes"].value, md["holes_restored"].value) == (3, 3)
     assert after["status"] == "restored" and after["restored_from"] == tb.ENDPOINT
     losses = json.loads(after["evidence"])["losses"]
-    assert set(losses) == {busy}  # the quiet code lost nothing, so it is no loss
-    assert (losses[busy]["missing_volume"], losses[busy]["missing_trades"]) == (sum(t["qty"] for t in lost), len(lost))
-    assert after["missing_volume"] == sum(t["qty"] for t in lost)
+    assert set(losses) == {busy, tail}  # the quiet code lost nothing, so it is no loss
+    want = {busy: lost, tail: t_lost}
+    assert {c: (v["missing_volume"], v["missing_trades"]) for c, v in losses.items()} == {
+        c: (sum(t["qty"] for t in ts), len(ts)) for c, ts in want.items()
+    }
+    assert after["missing_volume"] == sum(t["qty"] for ts in want.values() for t in ts)
