@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export OBSERVER_DATA_DIR ?= $(CURDIR)/data
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: run test lint format deps install sim calendar settings datadoc bench clean
+.PHONY: run test deploy-test lint format deps install sim calendar settings datadoc bench clean
 
 ## the exact versions in uv.lock (`uv lock` after editing pyproject.toml's dependencies); pip only brings in uv.
 ## --compile-bytecode as pip does: else the first import of each library compiles it, and in a fresh checkout the
@@ -32,9 +32,17 @@ run: $(STAMP)
 ## put first by tests/conftest.py) has a worker to itself while the other two share the rest
 RATE_TESTS := tests/shared/test_rate_limit.py tests/shared/test_pg_stores.py
 test: $(STAMP) deps lint
-	$(BIN)/pytest -q -p no:cacheprovider -n 2 -m "not slow" --durations=15
+	$(BIN)/pytest -q -p no:cacheprovider -n 2 -m "not slow and not deploy" --durations=15
 	$(BIN)/pytest -q -p no:cacheprovider -m slow $(RATE_TESTS)
-	$(BIN)/pytest -q -p no:cacheprovider -n 3 --maxschedchunk=1 -m slow --durations=8 $(addprefix --ignore=,$(RATE_TESTS))
+	$(BIN)/pytest -q -p no:cacheprovider -n 3 --maxschedchunk=1 -m "slow and not deploy" --durations=8 $(addprefix --ignore=,$(RATE_TESTS))
+
+## the Docker deployment and the S3 lake, run for real (CI's stage after `make test`; docs/deploy.md): Docker's
+## engine, Debian's docker-compose and debootstrap installed and started by .ci/docker (root or passwordless
+## sudo), a base image made from Debian's packages, then the images built and the stack and the S3 lake tested
+deploy-test: $(STAMP)
+	bash .ci/docker
+	bash deploy/docker/base-image.sh
+	$(BIN)/pytest -q -p no:cacheprovider -m deploy -s --timeout 3600 tests/deploy
 
 ## lint, format and the lock file checked, and every Dagster definition loaded the way the code server loads it
 ## (`dagster definitions validate`; its successor `dg check defs` needs the dg project layout)

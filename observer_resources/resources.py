@@ -23,7 +23,6 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlparse
 
 import dagster as dg
 from pydantic import Field, PrivateAttr
@@ -37,6 +36,7 @@ from observer_resources.kis.config import (
     LOCAL_REST_URL,
     LOCAL_WS_URL,
     KisConfig,
+    is_local_exchange,
     kis_env,
 )
 from observer_resources.kis.errors import KisConfigError
@@ -97,14 +97,13 @@ class KisResource(dg.ConfigurableResource):
 
     # --- building blocks ---------------------------------------------------------------------------
     def kis_config(self) -> KisConfig:
-        host = urlparse(self.rest_url).hostname
         return KisConfig(
             self.app_key,
             self.app_secret,
             self.env,  # type: ignore[arg-type]  # validated by KisConfig
             self.rest_url,
             self.ws_url,
-            local=host in ("127.0.0.1", "localhost", "::1"),
+            local=is_local_exchange(self.rest_url),
         )
 
     def resolved_state_dir(self) -> Path:

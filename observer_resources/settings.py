@@ -617,6 +617,14 @@ SETTINGS: tuple[Setting, ...] = (
         DEPLOYMENT,
     ),
     _S(
+        "OBSERVER_POSTGRES_IMAGE",
+        TEXT,
+        "postgres:15-bookworm",
+        "the PostgreSQL image of the Docker Compose stack (observer-postgres:15 from deploy/docker/postgres.Dockerfile "
+        "where Docker Hub is out of reach)",
+        DEPLOYMENT,
+    ),
+    _S(
         "DAGSTER_HOME",
         PATH,
         None,

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import dagster as dg
+import httpx
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -49,6 +50,10 @@ K = TypeVar("K")
 
 
 NXT_PENDING = "pending: asked once the members are published"  # the flags' source until the lookup runs
+
+
+MASTER_RETRIES = 3  # with nothing to fall back on, an unreachable KIS is asked again this many times,
+MASTER_RETRY_S = 20  # after this many seconds, doubling
 
 
 class UniverseConfig(dg.Config):
@@ -135,8 +140,6 @@ async def _fetch_nxt_status(kis: KisResource, codes: list[str], concurrency: int
 
 
 async def _download_masters(kis: KisResource) -> dict[str, bytes]:
-    import httpx
-
     cfg = kis.kis_config()
     base = cfg.rest_url if cfg.local else p.MASTER_DOWNLOAD_URL
     async with httpx.AsyncClient() as http:
@@ -401,6 +404,12 @@ def _build_members(context: dg.AssetExecutionContext, config: UniverseConfig, ki
                 raise masters.MasterFormatError(f"masters hold {n_stock} stock codes (< {floor}): refused")
         except Exception as e:  # noqa: BLE001 - any failure to get masters -> fallback, recorded
             fb = latest_universe_before(root, day)
+            if fb is None and isinstance(e, httpx.TransportError) and context.retry_number < MASTER_RETRIES:
+                # nothing to fall back on (a first day) and KIS unreachable, or the exchange still starting beside
+                # it: tried again within the same run, 20, 40 and 80 s later
+                wait = MASTER_RETRY_S * 2**context.retry_number
+                context.log.warning(f"universe {day}: master files unreachable ({e}); trying again in {wait} s")
+                raise dg.RetryRequested(max_retries=MASTER_RETRIES, seconds_to_wait=wait) from e
             if fb is None:
                 raise dg.Failure(
                     f"master files unavailable ({e}) and no earlier universe within {FALLBACK_DAYS} trading days"

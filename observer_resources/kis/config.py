@@ -65,6 +65,16 @@ class KisConfig:
         return f"KisConfig(key_id={self.key_id!r}, env={self.env!r}, rest_url={self.rest_url!r}, ws_url={self.ws_url!r}, local={self.local})"
 
 
+#: the hosts of KIS itself (real and paper); a REST URL on any other host is a local exchange (on loopback, a
+#: compose service such as ``sim``, a replay server), which also serves the master files KIS keeps on a host of its own
+KIS_HOSTS = frozenset(urlparse(u).hostname for u in (p.REAL_REST_URL, p.PAPER_REST_URL))
+
+
+def is_local_exchange(rest_url: str) -> bool:
+    """Whether ``rest_url`` is a local exchange rather than KIS (docs/deploy.md: the Docker demo's ``sim``)."""
+    return urlparse(rest_url).hostname not in KIS_HOSTS
+
+
 def kis_env(environ: Mapping[str, str] | None = None) -> Env:
     """``KIS_ENV``, refused with KisConfigError unless real or paper."""
     return settings.get("KIS_ENV", environ, error=KisConfigError)
@@ -81,8 +91,7 @@ def from_env(environ: Mapping[str, str] | None = None) -> KisConfig:
     real = mode == "real"
     rest = rest or (p.REAL_REST_URL if real else p.PAPER_REST_URL)
     ws = ws or (p.REAL_WS_URL if real else p.PAPER_WS_URL)
-    local = urlparse(rest).hostname in ("127.0.0.1", "localhost", "::1")
-    return KisConfig(key, secret, mode, rest, ws, local=local)
+    return KisConfig(key, secret, mode, rest, ws, local=is_local_exchange(rest))
 
 
 def demo_config(i: int, environ: Mapping[str, str] | None = None) -> KisConfig:
