@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 
 import dagster as dg
@@ -16,9 +17,20 @@ import pyarrow.parquet as pq
 from local_exchange.accounts import demo_credentials
 from observer_assets.orchestration.partitions import day_key
 from observer_assets.universe.assets import universe
+from observer_resources.calendar import KST
 from observer_resources.resources import KisResource
 from observer_resources.storage import lake
 from observer_resources.storage.layout import universe_path
+
+
+def open_clock_midday() -> tuple[str, str]:
+    """``--start`` for an open-clock exchange at 12:00 KST today, where both venues trade continuously.
+
+    The open clock stretches the two-venue day over 24 hours, so at some hours of the day a venue is in an auction or
+    between phases and trades nothing (NXT from 15:23 to 15:41 KST, KRX from 01:50 to 03:41, ...). A test that needs
+    trades on every tape starts its exchange here instead of at the wall clock, or it passes only at some hours."""
+    now = datetime.now(KST)
+    return "--start", now.replace(hour=12, minute=0, second=0, microsecond=0).isoformat()
 
 
 def kis_for(sim, tmp_path, i: int, **kw) -> KisResource:

@@ -20,6 +20,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from support import open_clock_midday
 
 pytest.importorskip("pykis", reason="python-kis is a [test] extra: pip install -e '.[test]'")
 
@@ -30,7 +31,7 @@ URL_NAMES: dict[str, tuple[str, ...]] = {
     "pykis.kis": ("REAL_DOMAIN", "VIRTUAL_DOMAIN"),
     "pykis.client.websocket": ("WEBSOCKET_REAL_DOMAIN", "WEBSOCKET_VIRTUAL_DOMAIN"),
 }
-SIM_ARGS = ("--clock", "open", "--speed", "5", "--listings", "20")
+SIM_ARGS = ("--clock", "open", "--speed", "5", "--listings", "20", *open_clock_midday())
 ACCOUNT = "50000000-01"
 HTS_ID = "observer-compat"
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import websockets
+from support import open_clock_midday
 
 from local_exchange.server import run_sim_process
 from observer_resources.calendar import KST
@@ -41,6 +42,7 @@ SIM_ARGS = (
     "3",
     "--hold-after-disconnect",
     "0.2",
+    *open_clock_midday(),
 )
 
 _creds_index = itertools.count(3000)
@@ -261,7 +263,17 @@ def test_drop_reconnects_and_resubscribes(fast_sim, busy, make_creds, tmp_path, 
 
 def test_key_in_use_backs_off_longer_and_recovers(sim_factory, busy, make_creds, tmp_path):
     sim = sim_factory(
-        "--clock", "open", "--seed", "11", "--listings", "300", "--speed", "20", "--hold-after-disconnect", "2.5"
+        "--clock",
+        "open",
+        "--seed",
+        "11",
+        "--listings",
+        "300",
+        "--speed",
+        "20",
+        "--hold-after-disconnect",
+        "2.5",
+        *open_clock_midday(),
     )
 
     async def go():

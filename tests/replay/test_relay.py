@@ -20,6 +20,7 @@ from decimal import Decimal
 import pytest
 import websockets.sync.client as wsc
 from compat.test_python_kis import point_pykis_at
+from support import open_clock_midday
 from track_b.test_capture import capture_env, key_id_of, read_status, start, wait_for
 
 from local_exchange.accounts import demo_credentials
@@ -37,7 +38,10 @@ _creds = itertools.count(7700)
 
 
 def test_three_clients_through_the_relay_get_every_journaled_tick(tmp_path, monkeypatch) -> None:
-    sim = run_sim_process(*("--mode", "real", "--clock", "open", "--seed", "7", "--listings", "300", "--speed", "10"))
+    sim = run_sim_process(
+        *("--mode", "real", "--clock", "open", "--seed", "7", "--listings", "300", "--speed", "10"),
+        *open_clock_midday(),
+    )
     captures: list = []
     relay = None
     try:

@@ -30,6 +30,7 @@ import httpx
 import pyarrow as pa
 import pytest
 from compat.test_python_kis import pykis_client
+from support import open_clock_midday
 from track_b.test_capture import capture_env, key_id_of, read_status, start, wait_for
 
 from local_exchange.server import run_sim_process
@@ -66,6 +67,7 @@ def recorded(tmp_path_factory, make_creds_module) -> Recorded:
     sim = run_sim_process(
         *("--mode", "real", "--clock", "open", "--seed", "7", "--listings", "300", "--speed", "20"),
         *("--hold-after-disconnect", "0.2"),
+        *open_clock_midday(),
     )
     captures: list = []
     try:

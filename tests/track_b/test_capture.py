@@ -29,6 +29,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from support import open_clock_midday
 
 from local_exchange.accounts import appkey_id
 from local_exchange.server import run_sim_process
@@ -60,6 +61,7 @@ SIM_ARGS = (
     str(SPEED),
     "--hold-after-disconnect",
     "0.2",
+    *open_clock_midday(),
 )
 _creds = itertools.count(7100)
 
