@@ -86,18 +86,20 @@ def _day(s: str, prog: str) -> date | None:
         return None
 
 
-def _ops_context(prog: str):  # noqa: ANN202 - (root, dest, calendar, events) or None
+def _ops_context(prog: str):  # noqa: ANN202 - (lake tree, dest, calendar, events) or None
+    from observer_assets.backup.daysets import Tree
     from observer_assets.backup.settings import SettingsError, backup_dest
     from observer_resources.events import EventLog
     from observer_resources.storage import lake
 
     try:
-        root = lake.existing_local_dir()  # first: the backup destination's default is beside it
+        local = lake.existing_local_dir()  # first: the backup destination's default is beside it
+        data = lake.data_dir()
         dest, cal = backup_dest(), calendar_from_env()
     except (SettingsError, ValueError) as e:
         print(f"observer {prog}: {e}", file=sys.stderr)
         return None
-    return root, dest, cal, EventLog(root)
+    return Tree(local, None if lake.is_local(data) else data), dest, cal, EventLog(local)
 
 
 def _backup(args: argparse.Namespace) -> int:
@@ -179,6 +181,7 @@ def _restore(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from observer_assets.backup import restore as restoring
+    from observer_assets.backup.daysets import Tree
     from observer_assets.backup.settings import redact_url
 
     ctx = _ops_context("restore")
@@ -187,6 +190,7 @@ def _restore(args: argparse.Namespace) -> int:
         return 2
     root, dest, _, ev = ctx
     target = Path(args.to).resolve() if args.to else root
+    where = target.lake if isinstance(target, Tree) else target
     try:
         out = restoring.restore(dest, d, target, overwrite=args.overwrite, version=args.version)
     except restoring.RestoreError as e:
@@ -207,10 +211,10 @@ def _restore(args: argparse.Namespace) -> int:
     print(json.dumps({k: v for k, v in out.items() if k != "files"}))
     from observer_assets.lake_migration import needs_migration
 
-    if needs_migration(target):  # restored byte for byte; bringing it to the current layout is a separate step
+    if needs_migration(where):  # restored byte for byte; bringing it to the current layout is a separate step
         print(
-            f"observer restore: {target} holds the earlier lake layout: "
-            f"run `OBSERVER_DATA_DIR={target} observer lake migrate`",
+            f"observer restore: {where} holds the earlier lake layout: "
+            f"run `OBSERVER_DATA_DIR={where} observer lake migrate`",
             file=sys.stderr,
         )
     return 0

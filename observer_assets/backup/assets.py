@@ -12,6 +12,7 @@ import dagster as dg
 from observer_assets import catalog
 from observer_assets.backup import backup, package, retention
 from observer_assets.backup import restore as restoring
+from observer_assets.backup.daysets import Tree
 from observer_assets.backup.settings import RetentionPolicy, SettingsError, backup_dest, redact_url
 from observer_assets.orchestration.partitions import PartitionKeyError, calendar, parse_day_key, trading_day_partitions
 from observer_assets.orchestration.runs import BACKUP_POOL, max_runtime
@@ -30,9 +31,10 @@ def _dest():
         raise dg.Failure(description=str(e)) from None
 
 
-def _local():
+def _local() -> Tree:
+    """The lake's local directory and, for a lake on a URL, the object store beside it."""
     try:
-        return lake.local_dir()
+        return Tree.from_env()
     except lake.LakeConfigError as e:
         raise dg.Failure(description=str(e)) from None
 
@@ -69,7 +71,7 @@ def daily_backup(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         raise dg.Failure(description=str(e)) from None
     root, dest = _local(), _dest()
     try:
-        res = backup.run(root, dest, cal, day, events=EventLog(root))
+        res = backup.run(root, dest, cal, day, events=EventLog(root.local))
     except package.BackupError as e:
         raise dg.Failure(
             description=f"backup {day} failed: no SUCCESS.marker; the day is an anomaly day and is never deleted. {e}",
@@ -129,7 +131,7 @@ def restore_day(context: dg.OpExecutionContext, config: RestoreConfig) -> dict:
             description=str(e),
             metadata={"problems": dg.MetadataValue.md("\n".join(f"- `{p}`: {w}" for p, w in e.problems[:50]))},
         ) from None
-    EventLog(root).emit(
+    EventLog(root.local).emit(
         "backup_restored",
         day=day.isoformat(),
         files=out["restored"],
@@ -169,7 +171,7 @@ def apply_retention(context: dg.OpExecutionContext, config: RetentionConfig) -> 
         raise dg.Failure(description=f"retention: {e}") from None
     root = _local()
     out = retention.apply(
-        root, _dest(), calendar(), today, policy, events=EventLog(root), dry_run=config.dry_run, log=context.log
+        root, _dest(), calendar(), today, policy, events=EventLog(root.local), dry_run=config.dry_run, log=context.log
     )
     for d in out.decisions:
         context.log.info(f"{d.day}{' universe' if d.universe else ''}: {d.action} ({d.reason})")
@@ -205,7 +207,7 @@ def retention_job():
 )
 def verify_backups(context: dg.OpExecutionContext) -> dict:
     root, dest = _local(), _dest()
-    out = backup.verify_all(dest, root, events=EventLog(root), log=context.log)
+    out = backup.verify_all(dest, root, events=EventLog(root.local), log=context.log)
     context.add_output_metadata(
         {
             "days": out["days"],

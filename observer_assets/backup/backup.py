@@ -21,7 +21,7 @@ from typing import Any
 from upath import UPath
 
 from observer_assets.backup import package
-from observer_assets.backup.daysets import LocalFile, by_package, covered_days, outside_calendar, scan
+from observer_assets.backup.daysets import LocalFile, Tree, by_package, covered_days, outside_calendar, scan
 from observer_assets.backup.settings import config_snapshot, local_path, redact_url
 from observer_assets.monitoring import alerts
 from observer_assets.track_b.capture import write_anomaly
@@ -42,16 +42,18 @@ class Pending:
     fingerprint: str  # of the local files' names, sizes and mtimes: one request per distinct state
 
 
-def local_files(root: Path, dest: UPath) -> list[LocalFile]:
+def local_files(root: Path | Tree, dest: UPath) -> list[LocalFile]:
     lp = local_path(dest)
     return scan(root, skip=[lp] if lp is not None else [])
 
 
-def day_files(root: Path, dest: UPath, cal: MarketCalendar, day: date) -> list[LocalFile]:
+def day_files(root: Path | Tree, dest: UPath, cal: MarketCalendar, day: date) -> list[LocalFile]:
     return by_package(cal, local_files(root, dest)).get(day, [])
 
 
-def report_strays(root: Path, dest: UPath, cal: MarketCalendar, *, events: EventLog, log: Any = None) -> dict[str, int]:
+def report_strays(
+    root: Path | Tree, dest: UPath, cal: MarketCalendar, *, events: EventLog, log: Any = None
+) -> dict[str, int]:
     """Days with local files the calendar cannot place (a stray ``date=2017-05-05`` directory, a day past the
     table): skipped by backup and retention, never deleted, and said once per run with an event and an alert."""
     stray = outside_calendar(cal, local_files(root, dest))
@@ -83,19 +85,20 @@ def fingerprint(files: list[LocalFile]) -> str:
     return h.hexdigest()[:16]
 
 
-def anomaly_rules(root: Path, days: list[date]) -> list[str]:
+def anomaly_rules(root: Path | Tree, days: list[date]) -> list[str]:
     """Rules that made any covered day an anomaly day: the marker file and the gap report's verdict.
     (The verdict's path comes from the storage layout, not gaps.assets, so the CLI does not load Dagster.)"""
+    tree = Tree.of(root)
     rules: set[str] = set()
     for d in days:
-        ap = anomaly_path(root, d)
+        ap = anomaly_path(tree.local, d)
         if ap.exists():
             try:
                 doc = json.loads(ap.read_text(encoding="utf-8"))
                 rules |= {str(r.get("rule")) for r in doc.get("rules", []) if isinstance(r, dict)} or {"marker"}
             except (OSError, ValueError):
                 rules.add("marker_unreadable")
-        vp = verdict_path(root, d)
+        vp = verdict_path(tree.lake, d)
         if vp.exists():
             try:
                 v = json.loads(vp.read_text(encoding="utf-8"))
@@ -107,7 +110,7 @@ def anomaly_rules(root: Path, days: list[date]) -> list[str]:
 
 
 def pending(
-    root: Path, dest: UPath, cal: MarketCalendar, now: datetime, *, today_if_changed: bool = True
+    root: Path | Tree, dest: UPath, cal: MarketCalendar, now: datetime, *, today_if_changed: bool = True
 ) -> list[Pending]:
     """Days with local data whose package is missing, uncommitted or older than the local files, oldest first.
     Today counts only from 21:00 KST on: before that its data is still being collected. With
@@ -138,7 +141,7 @@ def _problems(problems: list[tuple[str, str]], limit: int = 20) -> list[dict[str
 
 
 def run(
-    root: Path,
+    root: Path | Tree,
     dest: UPath,
     cal: MarketCalendar,
     day: date,
@@ -274,7 +277,7 @@ def run(
 
 
 def verify_all(
-    dest: UPath, root: Path, *, events: EventLog, days: list[date] | None = None, log: Any = None
+    dest: UPath, root: Path | Tree, *, events: EventLog, days: list[date] | None = None, log: Any = None
 ) -> dict[str, Any]:
     """Re-read every committed package at the destination (the weekly sweep): a package that no longer matches
     loses its marker, is recorded as ``backup_verify_failed`` and alerted; the day then counts as unverified."""
@@ -345,7 +348,7 @@ def committed_days(dest: UPath) -> list[date]:
 
 
 def mark_failed(
-    root: Path,
+    root: Path | Tree,
     dest: UPath,
     day: date,
     problems: list[tuple[str, str]],
@@ -367,7 +370,9 @@ def mark_failed(
         destination=redact_url(str(dest)),
         severity="critical",
     )
-    write_anomaly(root, day, "backup_failure", {"event": what, "files": [p for p, _ in problems[:20]]}, now)
+    write_anomaly(
+        Tree.of(root).local, day, "backup_failure", {"event": what, "files": [p for p, _ in problems[:20]]}, now
+    )
     named = "; ".join(f"{p}: {w}" for p, w in problems[:3])
     alerts.send(
         f"[observer] {what.replace('_', ' ')} for {day}: {note}. {len(problems)} problem(s): {named}", logger=log

@@ -7,6 +7,11 @@ without touching this module. Excluded on purpose: ``state/`` (the token cache: 
 status, not a day's data), temp files of writers (``.*.tmp``) and the backup destination when it lies inside the
 data directory.
 
+With the lake on a URL (``OBSERVER_DATA_DIR=s3://…``) a day's files live in two places: the lake's datasets on the
+object store and what needs appends on the local directory (``layout.LOCAL_ONLY``: the journal, ``system/``). A
+:class:`Tree` names both; a path relative to the lake resolves to the one it lives in, so a package, a restore and
+retention see one tree either way.
+
 Events and other files dated on a non-trading day (a weekend restart, a retention run on Sunday) travel with the
 *next* trading day's package, so every dated file has exactly one package and retention can reach it.
 """
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import os
 import re
+import zlib
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -23,7 +29,8 @@ from pathlib import Path
 
 from observer_resources.calendar import CalendarRangeError
 from observer_resources.calendar.market import MarketCalendar
-from observer_resources.storage import layout
+from observer_resources.storage import lake, layout
+from observer_resources.storage.lake import LakePath
 
 EXCLUDED_TOP = ("state",)
 EXCLUDED_PREFIXES = (("system", "capture"),)
@@ -92,8 +99,79 @@ def _excluded(parts: tuple[str, ...]) -> bool:
     return _excluded_dir(parts[:-1] or ("",)) or (name.startswith(".") and name.endswith(".tmp"))
 
 
-def scan(root: Path, skip: Iterable[Path] = ()) -> list[LocalFile]:
-    """Every dated file under `root` (one directory walk), sorted by path."""
+@dataclass(frozen=True)
+class Tree:
+    """The lake as backup, restore and retention see it: its local directory and, when the lake is on a URL, the
+    object store beside it. ``tree / rel`` is where the file ``rel`` lives."""
+
+    local: Path
+    remote: LakePath | None = None  # None: the lake is the local directory
+
+    @property
+    def lake(self) -> LakePath:
+        """The lake's root (where the datasets are)."""
+        return self.local if self.remote is None else self.remote
+
+    def __truediv__(self, rel: str) -> LakePath:
+        if self.remote is None or layout.on_local_dir(rel):
+            return self.local / rel
+        return self.remote / rel
+
+    @classmethod
+    def of(cls, root: Path | Tree) -> Tree:
+        """A tree from a local directory (a local lake) or a tree."""
+        return root if isinstance(root, Tree) else cls(Path(root))
+
+    @classmethod
+    def from_env(cls) -> Tree:
+        data = lake.data_dir()
+        return cls(lake.local_dir(), None if lake.is_local(data) else data)
+
+
+def scan(root: Path | Tree, skip: Iterable[Path] = ()) -> list[LocalFile]:
+    """Every dated file of the tree, sorted by path: one directory walk, and one listing of a URL lake."""
+    tree = Tree.of(root)
+    out = _walk(tree.local, skip)
+    if tree.remote is not None:
+        out = [f for f in out if layout.on_local_dir(f.rel)] + _list_remote(tree.remote)
+    return sorted(out, key=lambda f: f.rel)
+
+
+def _list_remote(root: LakePath) -> list[LocalFile]:
+    """The dated objects of a lake on a URL (one recursive listing), with the store's size and modification time."""
+    fs, base = root.fs, root.path.rstrip("/")
+    fs.invalidate_cache(base)  # another process (a run, the capture) may have written since this one last listed
+    if not fs.exists(base):
+        return []
+    out = []
+    for path, info in fs.find(base, detail=True).items():
+        parts = tuple(path[len(base) + 1 :].split("/"))
+        if info.get("type") == "directory" or _excluded(parts) or layout.on_local_dir("/".join(parts)):
+            continue
+        d = file_day(parts)
+        if d is not None:
+            out.append(LocalFile("/".join(parts), d, int(info.get("size") or 0), _mtime_ns(info)))
+    return out
+
+
+def _mtime_ns(info: dict) -> int:
+    """An object's change stamp for the quick check, in ns: its modification time (S3's LastModified, or the
+    filesystem's own field). S3 gives whole seconds, so the sub-second part is taken from the ETag: a rewrite of the
+    same size within the same second still reads as changed."""
+    t = 0
+    for key in ("LastModified", "mtime", "created", "last_modified"):
+        v = info.get(key)
+        if hasattr(v, "timestamp"):
+            t = int(v.timestamp()) * 1_000_000_000
+            break
+        if isinstance(v, (int, float)):
+            t = int(v * 1e9)
+            break
+    etag = str(info.get("ETag") or info.get("etag") or "").strip('"')
+    return t + zlib.crc32(etag.encode()) % 1_000_000_000 if etag else t
+
+
+def _walk(root: Path, skip: Iterable[Path] = ()) -> list[LocalFile]:
     root = Path(root)
     skip_abs = {Path(s).resolve() for s in skip}
     out: list[LocalFile] = []
@@ -119,7 +197,7 @@ def scan(root: Path, skip: Iterable[Path] = ()) -> list[LocalFile]:
             except FileNotFoundError:
                 continue
             out.append(LocalFile("/".join(parts), d, st.st_size, st.st_mtime_ns))
-    return sorted(out, key=lambda f: f.rel)
+    return out
 
 
 def package_day(cal: MarketCalendar, d: date) -> date:

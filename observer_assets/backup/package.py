@@ -47,7 +47,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from upath import UPath
 
-from observer_assets.backup.daysets import LocalFile
+from observer_assets.backup.daysets import LocalFile, Tree
 from observer_assets.backup.manifest import (
     FILES,
     VERSIONS,
@@ -268,7 +268,7 @@ def set_aside(dest: UPath, day: date, why: str) -> str:
 
 
 def write(
-    root: Path,
+    root: Path | Tree,
     dest: UPath,
     day: date,
     files: Sequence[LocalFile],
@@ -283,6 +283,7 @@ def write(
     Files already in the package with the same bytes are not copied again; a changed file becomes a new version.
     Raises BackupError, with every bad file named, when verification fails: no marker is written then."""
     t0 = time.perf_counter()
+    root = Tree.of(root)
     pkg = package_dir(dest, day)
     local_pkg = _local_pkg(dest, day)
     old = read_state(dest, day)
@@ -440,10 +441,11 @@ def _drop_stale(pkg: UPath, keep: set[str]) -> None:
                     p.unlink()
 
 
-def _rows(path: Path, rel: str, lines: int) -> int | None:
+def _rows(path: Path | UPath, rel: str, lines: int) -> int | None:
     if rel.endswith(".parquet"):
         try:
-            return pq.ParquetFile(path).metadata.num_rows
+            with path.open("rb") as f:
+                return pq.ParquetFile(f).metadata.num_rows
         except (OSError, pa.ArrowException):
             return None
     if rel.endswith(".jsonl"):

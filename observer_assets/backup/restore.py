@@ -17,9 +17,11 @@ from typing import Any
 from upath import UPath
 
 from observer_assets.backup import package
-from observer_assets.backup.manifest import Entry, _inside, _int, check_manifest
+from observer_assets.backup.daysets import Tree
+from observer_assets.backup.manifest import Entry, _inside, _int, check_manifest, unsafe_path
 from observer_assets.backup.stored import _check_stored, hash_file
 from observer_resources.storage import lake
+from observer_resources.storage.lake import LakePath
 
 
 class RestoreError(RuntimeError):
@@ -33,7 +35,7 @@ class RestoreError(RuntimeError):
 def restore(
     dest: UPath,
     day: date,
-    root: Path,
+    root: Path | Tree,
     *,
     overwrite: bool = False,
     only: Callable[[str], bool] | None = None,
@@ -46,7 +48,8 @@ def restore(
     (mtime set back to the original, so the next backup's quick check sees the day unchanged). A local file that
     already holds the same bytes is left alone; one with other bytes is a conflict, refused unless `overwrite`.
     `version` picks the package as that write left it (1: as first packaged; a version is one write that changed
-    something); default the newest."""
+    something); default the newest. With the lake on a URL, its files go back to the object store (each one PUT
+    whole: a temp object moved over the target) and the local directory's to the local directory."""
 
     st = package.read_state(dest, day)
     where = package.package_dir(dest, day)
@@ -63,14 +66,17 @@ def restore(
         raise RestoreError(f"refusing to restore {day}: {why}", [(package.MARKER, why)])
     problems = check_manifest(st.manifest)
     picked: list[Entry] = []
-    root = Path(root)
+    tree = Tree.of(root)
+    root = tree.local
+    if tree.remote is not None:  # what another process wrote or deleted since this one last listed the store
+        tree.remote.fs.invalidate_cache()
     if not problems and version is not None and (not _int(version, 1) or version > st.manifest.max_version):
         problems.append(("(version)", f"version must be 1..{st.manifest.max_version}, got {version!r}"))
     if not problems:
         chosen = st.manifest.by_path() if version is None else st.manifest.as_of(version)
         picked = [e for p, e in sorted(chosen.items()) if only is None or only(p)]
         for e in picked:
-            why = _inside(root, e.path)
+            why = _inside(root, e.path) if isinstance(tree / e.path, Path) else unsafe_path(e.path)
             if why:
                 problems.append((e.path, why))
     if problems:
@@ -80,13 +86,29 @@ def restore(
             + "; ".join(f"{p}: {w}" for p, w in problems[:5]),
             problems,
         )
-    temps: list[tuple[Path, Path, Entry]] = []
+    temps: list[tuple[LakePath, LakePath, Entry]] = []
     made: list[Path] = []  # directories this restore created: removed again when it refuses
     skipped = 0
     placed = False
     try:
         for e in picked:
-            target = root / e.path
+            target = tree / e.path
+            if not isinstance(target, Path):
+                if target.exists():
+                    n, sha = hash_file(target)  # type: ignore[misc]
+                    if n == e.size and sha == e.sha256:
+                        skipped += 1
+                        continue
+                    if not overwrite:
+                        problems.append((e.path, "a different object is in the way (use overwrite to replace it)"))
+                        continue
+                tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+                temps.append((tmp, target, e))
+                with tmp.open("wb") as out:
+                    _, why = _check_stored(where, e, out)
+                if why:
+                    problems.append((e.label, why))
+                continue
             if target.exists() or target.is_symlink():
                 if target.is_file() and not target.is_symlink():
                     n, sha = hash_file(target)  # type: ignore[misc]
@@ -124,6 +146,9 @@ def restore(
             )
         dirs = set()
         for tmp, target, e in temps:
+            if not isinstance(target, Path):
+                target.fs.mv(tmp.path, target.path)  # the store's modification time is its own: no mtime to set
+                continue
             os.replace(tmp, target)
             os.utime(target, ns=(e.mtime_ns, e.mtime_ns))
             dirs.add(target.parent)
@@ -132,7 +157,10 @@ def restore(
             lake.fsync_dir(d)
     finally:
         for tmp, _, _ in temps:
-            tmp.unlink(missing_ok=True)
+            if isinstance(tmp, Path):
+                tmp.unlink(missing_ok=True)
+            elif tmp.exists():
+                tmp.unlink()
         if not placed:
             for d in reversed(made):
                 try:

@@ -23,7 +23,7 @@ from typing import Any, Literal
 from upath import UPath
 
 from observer_assets.backup import backup, package
-from observer_assets.backup.daysets import LocalFile, by_package, outside_calendar
+from observer_assets.backup.daysets import LocalFile, Tree, by_package, outside_calendar
 from observer_assets.backup.settings import RetentionPolicy, redact_url
 from observer_assets.monitoring import alerts
 from observer_resources import clock
@@ -109,7 +109,7 @@ class Outcome:
 
 
 def states(
-    root: Path, dest: UPath, cal: MarketCalendar, today: date, files: Sequence[LocalFile] | None = None
+    root: Path | Tree, dest: UPath, cal: MarketCalendar, today: date, files: Sequence[LocalFile] | None = None
 ) -> tuple[list[DayState], dict[tuple[date, bool], list[LocalFile]]]:
     """Day states from the local lake and the destination's markers (no file is read but manifests/markers)."""
     files = backup.local_files(root, dest) if files is None else files
@@ -125,7 +125,7 @@ def states(
     return out, groups
 
 
-def _check(root: Path, dest: UPath, day: date, files: Sequence[LocalFile]) -> tuple[bool, list[tuple[str, str]]]:
+def _check(root: Path | Tree, dest: UPath, day: date, files: Sequence[LocalFile]) -> tuple[bool, list[tuple[str, str]]]:
     """(package verified, problems that forbid deleting `files`): the package must verify and hold every one of
     them, byte for byte."""
     v = package.verify(dest, day)
@@ -139,23 +139,26 @@ def _check(root: Path, dest: UPath, day: date, files: Sequence[LocalFile]) -> tu
         if e is None:
             problems.append((f.rel, "not in the backup (written after it)"))
             continue
-        n, sha = package.hash_file(root / f.rel)
+        n, sha = package.hash_file(Tree.of(root) / f.rel)
         if n != e.size or sha != e.sha256:
             problems.append((f.rel, "local bytes differ from the backup (changed after it)"))
     return True, problems
 
 
-def _remove(root: Path, files: Sequence[LocalFile]) -> int:
+def _remove(root: Path | Tree, files: Sequence[LocalFile]) -> int:
+    tree = Tree.of(root)
     freed = 0
     dirs = set()
     for f in files:
-        p = root / f.rel
+        p = tree / f.rel
         try:
-            freed += p.stat().st_size
-            p.unlink()
+            p.unlink()  # an object store has no folders to tidy: a prefix goes with its last object
         except FileNotFoundError:
             continue
-        dirs.add(p.parent)
+        freed += f.size
+        if isinstance(p, Path):
+            dirs.add(p.parent)
+    root = tree.local
     for d in sorted(dirs, key=lambda p: len(p.parts), reverse=True):  # empty partition folders go too
         while d != root and d.is_relative_to(root):
             try:
@@ -167,7 +170,7 @@ def _remove(root: Path, files: Sequence[LocalFile]) -> int:
 
 
 def apply(
-    root: Path,
+    root: Path | Tree,
     dest: UPath,
     cal: MarketCalendar,
     today: date,

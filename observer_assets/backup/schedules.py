@@ -8,10 +8,10 @@ import dagster as dg
 
 from observer_assets.backup import backup
 from observer_assets.backup.assets import BACKUP_TAGS, backup_job, retention_job, verify_backups_job
+from observer_assets.backup.daysets import Tree
 from observer_assets.backup.settings import SettingsError, backup_dest
 from observer_assets.orchestration.partitions import calendar, day_key, trading_day_partitions
 from observer_resources.calendar import KST
-from observer_resources.storage import lake
 from observer_resources.storage.lake import LakeConfigError
 
 FINGERPRINT_TAG = "observer/backup_fingerprint"
@@ -22,7 +22,7 @@ def backup_requests(
 ) -> tuple[list[dg.RunRequest], list[str], list[str]]:
     """(run requests, partition keys to register, why each day is pending) for every day that needs a package.
     A day whose local files are in the same state as a queued, running or successful run is not asked again."""
-    pend = backup.pending(lake.local_dir(), backup_dest(), calendar(), now, today_if_changed=today_if_changed)
+    pend = backup.pending(Tree.from_env(), backup_dest(), calendar(), now, today_if_changed=today_if_changed)
     have = set(instance.get_dynamic_partitions(trading_day_partitions.name))
     reqs, new, why = [], [], []
     for p in pend:

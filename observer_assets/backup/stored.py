@@ -52,12 +52,12 @@ class _Counting:
         return self.f.closed
 
 
-def _copy_out(src: Path, dst: UPath, codec: str) -> tuple[int, str, int, int]:
+def _copy_out(src: Path | UPath, dst: UPath, codec: str) -> tuple[int, str, int, int]:
     """Stream `src` to `dst` (zstd-wrapped when asked), hashing the original bytes on the way.
     Returns (size, sha256, newline count, stored bytes); the hash is over exactly the bytes stored."""
     h = hashlib.sha256()
     size = lines = 0
-    with open(src, "rb") as fin:
+    with src.open("rb") as fin:
         raw = _Counting(dst.open("wb"))
         out: Any = pa.CompressedOutputStream(raw, "zstd") if codec == "zstd" else raw
         try:
@@ -108,13 +108,13 @@ def _check_stored(pkg: UPath, e: Entry, sink: BinaryIO | None = None) -> tuple[i
     return n, None
 
 
-def hash_file(path: Path, prefix: int | None = None) -> tuple[int, str] | tuple[int, str, str | None]:
-    """(size, sha256) of a local file; with `prefix`, also the sha256 of its first `prefix` bytes (None when the file
+def hash_file(path: Path | UPath, prefix: int | None = None) -> tuple[int, str] | tuple[int, str, str | None]:
+    """(size, sha256) of a lake file (local, or an object of a URL lake); with `prefix`, also the sha256 of its first `prefix` bytes (None when the file
     is shorter), so an append-only file's growth is told from a rewrite in one read."""
     h = hashlib.sha256()
     hp = hashlib.sha256() if prefix is not None else None
     n = 0
-    with open(path, "rb") as f:
+    with path.open("rb") as f:
         while chunk := f.read(CHUNK):
             if hp is not None and n < prefix:  # type: ignore[operator]
                 hp.update(chunk[: prefix - n])  # type: ignore[operator]

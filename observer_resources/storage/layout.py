@@ -200,6 +200,17 @@ def segment_path(local: str | os.PathLike, key_id: str, day: date, hour: int) ->
 
 
 # --- the running system's small files (local directory) --------------------------------------------------------------
+#: What lives on the local directory even when the lake is on a URL (appends and fsync, or secrets): the journal, the
+#: system files, the token cache. Everything else is the lake's.
+LOCAL_ONLY: tuple[tuple[str, ...], ...] = (TRACK_B_JOURNAL, ("system",), ("state",))
+
+
+def on_local_dir(rel: str) -> bool:
+    """Whether a path relative to the lake (posix) is one of ``LOCAL_ONLY``'s."""
+    parts = tuple(rel.split("/"))
+    return any(parts[: len(p)] == p for p in LOCAL_ONLY)
+
+
 def capture_dir(local: Path) -> Path:
     return local / "system" / "capture"
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 import uuid
-from datetime import datetime
+from datetime import date, datetime
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -114,3 +115,49 @@ def test_the_daily_assets_run_on_a_url_lake(tmp_path, monkeypatch):
     assert events_path(tmp_path / "local", day).relative_to(tmp_path / "local").as_posix() in local
     assert not [p for p in local if p.startswith(("track_a", "universe", "gaps"))], local
     assert not os.path.exists("memory:")
+
+
+def test_a_url_lake_is_backed_up_restored_and_retained_with_its_local_directory(tmp_path):
+    """Backup, restore and retention see one tree: the lake's objects on the URL and the journal and events on the
+    local directory; a restore puts each back where it lives, and retention deletes objects only once packaged."""
+    import pyarrow as pa
+
+    from observer_assets.backup import backup, retention
+    from observer_assets.backup import restore as restoring
+    from observer_assets.backup.daysets import Tree, scan
+    from observer_assets.backup.settings import RetentionPolicy
+    from observer_resources.calendar.market import MarketCalendar
+    from observer_resources.events import EventLog
+    from observer_resources.storage import layout
+
+    cal = MarketCalendar("krx")
+    day, today = date(2026, 3, 4), date(2026, 3, 20)  # a Wednesday, and a day long after it
+    remote = UPath(f"memory://observer-lake-{uuid.uuid4().hex[:8]}")
+    local = tmp_path / "local"
+    tree = Tree(local, remote)
+    uni = layout.universe_path(remote, day)
+    lake.write_table_atomic(uni, pa.table({"code": ["005930"], "prev_close": [70000]}))
+    lake.write_json_atomic(layout.verdict_path(remote, day), {"anomaly_day": False})
+    seg = layout.segment_path(local, "k1", day, 9)
+    seg.parent.mkdir(parents=True)
+    seg.write_bytes(b'{"kind":"frame"}\n')
+    (local / "universe").mkdir()  # a stray local copy of a lake dataset is not the lake's: never packaged
+    files = {f.rel for f in scan(tree)}
+    key_of = lambda p: p.path.split(remote.path.rstrip("/") + "/", 1)[1]  # noqa: E731
+    assert files == {key_of(uni), key_of(layout.verdict_path(remote, day)), seg.relative_to(local).as_posix()}
+    dest = UPath(f"memory://observer-backups-{uuid.uuid4().hex[:8]}")
+    res = backup.run(tree, dest, cal, day, events=EventLog(local))
+    assert res.action == "written" and res.files == 3
+    before = {rel: (tree / rel).read_bytes() for rel in files}
+
+    for rel in files:  # the day lost, both halves
+        (tree / rel).unlink()
+    out = restoring.restore(dest, day, tree)
+    assert out["restored"] == 3
+    assert {rel: (tree / rel).read_bytes() for rel in files} == before
+    assert isinstance(tree / seg.relative_to(local).as_posix(), Path) and seg.is_file()
+
+    done = retention.apply(tree, dest, cal, today, RetentionPolicy(), events=EventLog(local))
+    # the day's files go (objects of the lake too); its universe is kept longer (OBSERVER_RETENTION_UNIVERSE_DAYS)
+    assert set(done.deleted["2026-03-04"]["paths"]) == files - {key_of(uni)}
+    assert not seg.exists() and not layout.verdict_path(remote, day).exists() and uni.exists()
