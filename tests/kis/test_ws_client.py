@@ -262,19 +262,8 @@ def test_drop_reconnects_and_resubscribes(fast_sim, busy, make_creds, tmp_path, 
 
 
 def test_key_in_use_backs_off_longer_and_recovers(sim_factory, busy, make_creds, tmp_path):
-    sim = sim_factory(
-        "--clock",
-        "open",
-        "--seed",
-        "11",
-        "--listings",
-        "300",
-        "--speed",
-        "20",
-        "--hold-after-disconnect",
-        "2.5",
-        *open_clock_midday(),
-    )
+    args = ("--clock", "open", "--seed", "11", "--listings", "300", "--speed", "20", "--hold-after-disconnect", "2.5")
+    sim = sim_factory(*args, *open_clock_midday())
 
     async def go():
         h = Harness(sim, make_creds, tmp_path, backoff=(0.1,), key_in_use_backoff=1.0)
