@@ -427,6 +427,7 @@ def test_track_b_ticks_lost_in_a_disconnect_are_restored_from_conclusions(env, s
     assert live_path.read_bytes() == before_bytes  # the live data is never rewritten
 
 
+@pytest.mark.slow  # long: it runs beside the day in the life, where the slow stage has room, not in the parallel part
 def test_codes_whose_losses_no_break_shows_are_restored_by_time(env, small_sim):
     """Three codes held through a drop, none of whose losses a cumulative-volume break shows: one registered at the
     drop's instant that printed meanwhile (its first tick after the reconnect has nothing before it: a leading

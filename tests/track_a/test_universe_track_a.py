@@ -226,6 +226,7 @@ def test_bad_partition_keys_are_refused_clearly(env, frozen_sim):
                 run([track_a_snapshot, universe], key, kis, inst, selection=[track_a_snapshot])
 
 
+@pytest.mark.slow  # long: it runs beside the day in the life, where the slow stage has room, not in the parallel part
 def test_kill_9_mid_write_leaves_no_partial_partition(env, frozen_sim, tmp_path):
     """kill -9 while the raw archive or the table is being written: what is visible is always a whole file (or
     nothing), and the re-run produces the same data (the frozen exchange answers identically)."""

@@ -385,6 +385,7 @@ def _wait(pred, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+@pytest.mark.slow  # long: it runs beside the day in the life, where the slow stage has room, not in the parallel part
 def test_real_capture_under_the_job_survives_kill_9_and_compacts_against_the_exchange_truth(
     fast_sim, tmp_path, monkeypatch, make_creds
 ):
