@@ -7,9 +7,14 @@ deploy/docker/base-image.sh). Marked ``deploy``: not part of `make test`.
 
 from __future__ import annotations
 
+import base64
+import csv
+import hashlib
 import io
 import json
 import os
+import posixpath
+import re
 import secrets
 import shutil
 import socket
@@ -35,6 +40,14 @@ pytestmark = [
     pytest.mark.deploy,
     pytest.mark.skipif(shutil.which("docker") is None, reason="needs docker (make deploy-test installs it)"),
 ]
+
+
+def compose_env() -> dict[str, str]:
+    """What Compose sees besides the env file: only what finds the engine and the CLI plugins. Compose takes a
+    variable from its own environment before the env file, and this process's is the test suite's (tests/conftest.py
+    sets OBSERVER_DATA_DIR to a temp dir, a shell may hold KIS keys): inherited, it would configure the stack."""
+    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "XDG_RUNTIME_DIR", "XDG_CONFIG_HOME")
+    return {k: v for k, v in os.environ.items() if k in keep or k.startswith("DOCKER_")}
 
 
 def sh(*args: str, env: dict[str, str] | None = None, timeout: float = 900, check: bool = True) -> str:
@@ -112,17 +125,80 @@ def test_the_images_build_run_unprivileged_and_carry_no_secret(images):
     assert sh("docker", "run", "--rm", IMAGE, "dagster", "--version").startswith("dagster, version 1.13")
     history = sh("docker", "history", "--no-trunc", "--format", "{{.CreatedBy}}", IMAGE)
     assert "pip_ca" in history and "PIP_CERT=/run/secrets" in history  # the CA was lent, as a mount
-    # no secret in any layer: no .env, no token cache, no key material, not even the lent CA bundle
+    # No secret in any layer: no .env, no token cache, no key material, not even the lent CA bundle. A file with a
+    # key's name or a private key in it passes only when a package shipped it exactly (its digest in a wheel's RECORD
+    # or a Debian package's md5sums): the CA bundles of certifi, botocore and grpc, GnuTLS's self-test keys.
     ca = CA.read_bytes()[-2000:] if CA.is_file() else None
-    for layer, path, data in layer_files(IMAGE):
+    shipped: dict[str, str] = {}  # path -> digest, as the package manifests in the image give them
+    suspects: list[tuple[str, str, str, set[str]]] = []  # (layer, path, why, the file's digests)
+    for layer, raw_path, data in layer_files(IMAGE):
+        path = posixpath.normpath(raw_path.removeprefix("./"))
         name = path.rsplit("/", 1)[-1]
-        assert name != ".env" and not name.endswith((".token", ".pem", ".key")), (layer, path)
+        shipped.update(package_manifest(path, data))
         assert not path.startswith(("run/secrets", "opt/dagster/home/.env")), (layer, path)
         if ca is not None and not path.startswith(("etc/ssl/", "usr/share/ca-certificates/", "opt/venv/")):
             assert ca not in data, f"the host's CA bundle was copied into {path} ({layer})"
         for needle in (b"KIS_APP_SECRET=", b"DAGSTER_PG_PASSWORD=", b"AWS_SECRET_ACCESS_KEY="):
             if needle in data and path.startswith("opt/dagster/"):
                 raise AssertionError(f"{needle!r} set in {path} ({layer})")
+        why = "a secret's name" if name == ".env" or name.endswith((".token", ".pem", ".key")) else None
+        why = why or ("a private key" if PRIVATE_KEY.search(data) else None)
+        if why:
+            digests = {
+                base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode(),
+                hashlib.md5(data, usedforsecurity=False).hexdigest(),
+            }
+            suspects.append((layer, path, why, digests))
+    assert shipped, "no package manifest (RECORD, md5sums) found in the image"
+    unshipped = [(layer, path, why) for layer, path, why, digests in suspects if shipped.get(path) not in digests]
+    assert not unshipped, unshipped
+
+
+#: a PEM private key with a body (a library that merely names the marker holds no key)
+PRIVATE_KEY = re.compile(rb"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----\s+[A-Za-z0-9+/=\s]{40,}")
+#: the project's own wheel: its files are checked like every other file of ours, never vouched for by its RECORD
+OWN_DIST = re.compile(r"observer-[^/]*\.dist-info")
+
+
+def package_manifest(path: str, data: bytes) -> dict[str, str]:
+    """{file path in the image: digest} from a package manifest (else empty): a wheel's ``.dist-info/RECORD``
+    (sha256, urlsafe base64) or a Debian package's ``/var/lib/dpkg/info/*.md5sums`` (md5, hex)."""
+    if path.endswith(".dist-info/RECORD") and not OWN_DIST.fullmatch(path.split("/")[-2]):
+        site = path.rsplit("/", 2)[0]
+        rows = csv.reader(io.StringIO(data.decode()))
+        return {
+            posixpath.normpath(f"{site}/{row[0]}"): row[1].removeprefix("sha256=")
+            for row in rows
+            if len(row) == 3 and row[1].startswith("sha256=")
+        }
+    if path.startswith("var/lib/dpkg/info/") and path.endswith(".md5sums"):
+        pairs = (line.split(maxsplit=1) for line in data.decode(errors="replace").splitlines())
+        return {p.strip(): md5 for md5, p in (x for x in pairs if len(x) == 2)}
+    return {}
+
+
+def run_containers() -> list[str]:
+    """The run containers of this test's image (not those of another deployment on the host)."""
+    args = ("--filter", f"label={RUN_LABEL}", "--filter", f"ancestor={IMAGE}")
+    return sh("docker", "ps", "-aq", *args, check=False).split()
+
+
+VOLUMES = ("observer-postgres", "observer-lake", "observer-compute-logs")  # the compose file's fixed names
+
+
+def refuse_beside_a_real_deployment() -> None:
+    """The compose file names its volumes and network (so a user's data outlives a project rename): on a host that
+    runs Observer's stack, this test's teardown would remove that deployment's volumes. It stops first instead."""
+    for name in VOLUMES:
+        got = subprocess.run(["docker", "volume", "inspect", name], capture_output=True, text=True)
+        if got.returncode != 0:
+            continue
+        project = (json.loads(got.stdout)[0].get("Labels") or {}).get("com.docker.compose.project")
+        if project != PROJECT:
+            pytest.fail(
+                f"volume {name} belongs to another deployment (compose project {project!r}): this test removes its "
+                "volumes on teardown; run it on a host without Observer's stack"
+            )
 
 
 def free_port() -> int:
@@ -165,9 +241,10 @@ class Stack:
             "demo",
         ]
         self.url = f"http://127.0.0.1:{self.port}/graphql"
+        self.env = compose_env()
 
-    def compose(self, *args: str, timeout: float = 600) -> str:
-        return sh(*self.base, *args, timeout=timeout)
+    def compose(self, *args: str, timeout: float = 600, check: bool = True) -> str:
+        return sh(*self.base, *args, env=self.env, timeout=timeout, check=check)
 
     def container(self, service: str) -> str:
         return self.compose("ps", "-q", service).strip().splitlines()[0]
@@ -186,10 +263,10 @@ class Stack:
 
     def down(self) -> None:
         """Run containers first (they hold the network), then the services, the network and the volumes."""
-        runs = sh("docker", "ps", "-aq", "--filter", f"label={RUN_LABEL}", check=False).split()
+        runs = run_containers()
         if runs:
             sh("docker", "rm", "-f", *runs, check=False)
-        sh(*self.base, "down", "-v", "--remove-orphans", timeout=300, check=False)
+        self.compose("down", "-v", "--remove-orphans", timeout=300, check=False)
 
 
 RUNS = """
@@ -219,6 +296,8 @@ def wait_for(what: str, fn, timeout: float, every: float = 3.0):  # noqa: ANN001
 
 def test_the_stack_runs_a_trading_slot_end_to_end(images, tmp_path):
     stack = Stack(tmp_path)
+    refuse_beside_a_real_deployment()
+    stack.down()  # what a run killed before its teardown left (its volumes hold another password)
     t0 = time.monotonic()
     try:
         stack.compose("up", "-d", timeout=900)
@@ -270,13 +349,13 @@ def test_the_stack_runs_a_trading_slot_end_to_end(images, tmp_path):
         replaced_s = time.monotonic() - killed
         assert stack.sim("/stats")["tokens_new_total"] == 1
     finally:
-        logs = sh(*stack.base, "logs", "--tail", "60", timeout=120, check=False)
+        logs = stack.compose("logs", "--tail", "60", timeout=120, check=False)
         stack.down()
     left = sh("docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={PROJECT}", check=False).split()
-    left += sh("docker", "ps", "-aq", "--filter", f"label={RUN_LABEL}", check=False).split()
+    left += run_containers()
     assert not left, (left, logs[-3000:])
     volumes = set(sh("docker", "volume", "ls", "-q", check=False).split())
-    assert not volumes & {"observer-postgres", "observer-lake", "observer-compute-logs"}, volumes
+    assert not volumes & set(VOLUMES), volumes
     print(
         f"deploy: images built in {images[IMAGE]:.0f} s and {images[PG_IMAGE]:.0f} s; stack up {up_s:.0f} s; universe "
         f"and slot by {ready_s:.0f} s; capture replaced {replaced_s:.0f} s after the kill"
