@@ -331,6 +331,9 @@ def test_the_stack_runs_a_trading_slot_end_to_end(images, tmp_path):
         # one token for the whole deployment, shared through PostgreSQL by every container that asked
         stats = stack.sim("/stats")
         assert stats["tokens_new_total"] == 1, stats
+        # and what they share it through: the token's row and the request schedule live in PostgreSQL
+        assert stack.psql("select count(*) from observer_token where kind = 'access'").strip() == "1"
+        assert int(stack.psql("select count(*) from observer_rate_limit where tat is not null")) >= 1
 
         # the Track B capture in its own container, replaced when killed
         def capture_runs() -> list[dict]:

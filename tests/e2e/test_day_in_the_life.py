@@ -12,6 +12,7 @@ injected and no other.
 
 from __future__ import annotations
 
+import bisect
 import json
 import os
 import shutil
@@ -106,6 +107,7 @@ def play_the_day(base: Path) -> dict:
         )
         assert proc.returncode == 0, proc.stderr[-4000:]
         truth = unified_truth(sim, data)
+        (out / "truth.json").write_text(json.dumps(truth))  # a failure's evidence, read offline
         status_truth = {
             venue: sim.admin("truth/feed", params={"appkey": app_key(sim), "code": "005930", "tr_id": tr})
             for venue, tr in (("KRX", protocol.TR_WS_STATUS), ("NXT", protocol.TR_WS_STATUS_NXT))
@@ -259,13 +261,21 @@ def _events(data: Path) -> list[dict]:
     ]
 
 
-def _observable_skips(entries: list[dict]) -> list[dict]:
-    """The withheld trades a later trade of the same session proves (by its cumulative volume)."""
-    last_sent = {}
-    for e in entries:
+def _observable_skips(sent: dict) -> list[dict]:
+    """The withheld trades a later trade of the same registration proves (by its cumulative volume). A release in
+    between hides them: the next trade's jump then spans time the code was not held, which the report rightly calls
+    no loss (the completeness proof still sees the minutes, from KIS's bars)."""
+    starts = sorted(r["first_index"] for r in sent.get("registrations", []))
+
+    def registration(e: dict) -> tuple[int, int]:
+        return e["session"], bisect.bisect_right(starts, e["index"]) - 1
+
+    last_sent: dict[tuple[int, int], int] = {}
+    for e in sent["entries"]:
         if e["status"] == "sent":
-            last_sent[e["session"]] = max(last_sent.get(e["session"], -1), e["index"])
-    return [e for e in entries if e["status"] == "skipped" and e["index"] < last_sent.get(e["session"], -1)]
+            k = registration(e)
+            last_sent[k] = max(last_sent.get(k, -1), e["index"])
+    return [e for e in sent["entries"] if e["status"] == "skipped" and e["index"] < last_sent.get(registration(e), -1)]
 
 
 def check_the_gap_report_finds_every_injected_fault_and_nothing_else_each_restored(day):
@@ -287,10 +297,10 @@ def check_the_gap_report_finds_every_injected_fault_and_nothing_else_each_restor
         )
         for r in losses
     )
-    # The withheld trades show only if a later trade of the symbol arrives on the same session: the slot rules may
-    # let the symbol go first, and then nothing on the wire says they existed.
+    # The withheld trades show only if a later trade of the symbol arrives in the same registration: the slot rules
+    # may let the symbol go first, and then nothing on the wire says they existed.
     sent, _ = day["truth"][skip["code"]] if skip["code"] in day["truth"] else ({"entries": []}, None)
-    observable = bool(_observable_skips(sent["entries"]))
+    observable = bool(_observable_skips(sent))
     regular, after = "KRX:regular+NXT:main", "KRX:after_market+NXT:after_market"
     expected = sorted(
         [
@@ -330,7 +340,7 @@ def check_the_gap_report_finds_every_injected_fault_and_nothing_else_each_restor
         ), r
         assert r["kind"] != "ws_disconnect" or (r["data_lost"] and r["missing_volume"] > 0)
     for loss in (r for r in losses if r["kind"] == "track_b_loss"):
-        assert loss["missing_trades"] == len(_observable_skips(sent["entries"]))
+        assert loss["missing_trades"] == len(_observable_skips(sent))
         assert at(14, 0) - timedelta(minutes=10) <= loss["start"] <= at(14, 5)
     assert not [r for r in report if r["phase"] in ("break", "closed")]  # nothing, not even a silence, in a break
     verdict = json.loads(verdict_path(day["data"], DAY).read_text())
@@ -355,7 +365,7 @@ def check_every_unified_tick_sent_is_in_the_lake_once_and_every_lost_one_restore
         delivered = {e["acml_vol"] for e in entries if e["status"] in ("sent", "duplicate")}
         dup_seen |= any(e["status"] == "duplicate" for e in entries)
         assert set(got) == delivered, f"{code}: live differs from sent: {sorted(set(got) ^ delivered)[:10]}"
-        lost = {e["acml_vol"] for e in _observable_skips(entries)}
+        lost = {e["acml_vol"] for e in _observable_skips(sent)}
         for _, span in _lost_in_drops(sent, tape, events):
             lost |= span
             lost_in_drops += len(span)
@@ -364,9 +374,61 @@ def check_every_unified_tick_sent_is_in_the_lake_once_and_every_lost_one_restore
     assert dup_seen and lost_in_drops > 0  # the 14:30 duplicates reached the capture; the drops cost ticks
 
 
+def _released_after(events: list[dict], code: str, t: datetime) -> datetime | None:
+    """When the capture, holding ``code`` at ``t``, let it go (its slot given to another code, or released): the first
+    instant after ``t`` at which its slot changes leave it out; None while it is still held."""
+    held, at = True, None
+    for e in events:
+        if e.get("event_type") != "slot_change":
+            continue
+        ts = datetime.fromisoformat(e["timestamp"])
+        if ts <= t:
+            continue
+        if at is not None and ts != at and not held:
+            return at
+        at = ts
+        if e.get("code") == code and e.get("action") in ("allocate", "pin", "replace", "move_in"):
+            held = True
+        elif e.get("old_code") == code or (e.get("action") == "release" and e.get("code") == code):
+            held = False  # the decision, as the proof judges it (an unsubscribe still to be acknowledged included)
+    return at if at is not None and not held else None
+
+
+def _lost_before_release(sent: dict, tape: list[dict], events: list[dict]) -> set[int]:
+    """A code held when its session dropped and let go before the next session registered it: the trades that
+    printed from the last one the dropped session sent up to the release were lost, and no later trade shows it (the
+    completeness proof judges those minutes: held, with nothing on the wire)."""
+    regs = sorted(sent["registrations"], key=lambda r: r["registered_at_sim"])
+    out: set[int] = set()
+    for drop in DROPS:
+        before = [r for r in regs if datetime.fromisoformat(r["registered_at_sim"]) <= drop]
+        if not before or not _held_at(events, sent["code"], drop):
+            continue
+        released = _released_after(events, sent["code"], drop)
+        back = next((datetime.fromisoformat(r["registered_at_sim"]) for r in regs if r not in before), None)
+        if released is None or (back is not None and back <= released):
+            continue  # registered again first: _lost_in_drops counts it
+        a = before[-1]
+        last = max(
+            (e["index"] for e in sent["entries"] if e["session"] == a["session"] and e["status"] == "sent"),
+            default=a["first_index"] - 1,
+        )
+        out |= {
+            t["acml_vol"]
+            for t in tape
+            if t["index"] > last and datetime.combine(DAY, _hhmmss(t["time"]), KST) < released
+        }
+    return out
+
+
+def _hhmmss(s: str) -> time:
+    return time(int(s[:2]), int(s[2:4]), int(s[4:6]))
+
+
 def _injected_losses(day) -> dict[tuple[str, datetime], set[int]]:
     """(code, minute of trade time) -> the cumulative volumes of the unified trades the faults cost: every withheld
-    trade (a later one proving it or not) and every trade printed while a held code's session was down."""
+    trade (a later one proving it or not) and every trade printed while a held code's session was down, up to its
+    registration on the next session or its release, whichever came first."""
     out: dict[tuple[str, datetime], set[int]] = {}
     events = _events(day["data"])
     for code, (sent, tape) in day["truth"].items():
@@ -374,11 +436,31 @@ def _injected_losses(day) -> dict[tuple[str, datetime], set[int]]:
         lost = {e["acml_vol"] for e in sent["entries"] if e["status"] == "skipped"}
         for _, span in _lost_in_drops(sent, tape, events):
             lost |= span
+        lost |= _lost_before_release(sent, tape, events)
         for v in lost:
             hhmmss = when[v]
             m = datetime.combine(DAY, time(int(hhmmss[:2]), int(hhmmss[2:4])), KST)
             out.setdefault((code, m), set()).add(v)
     return out
+
+
+def _story(day, keys: list[tuple[str, datetime]], judged: dict) -> str:
+    """What a disagreement needs to be read: per (code, minute), the proof's row, the exchange's registrations of
+    the code and the capture's slot and registration events of the code within 20 minutes of it."""
+    out = []
+    for code, minute in keys:
+        near = [
+            {k: e.get(k) for k in ("timestamp", "event_type", "action", "code", "old_code", "tr_id", "connection_id")}
+            for e in _events(day["data"])
+            if (
+                code in (e.get("code"), e.get("old_code")) or e.get("event_type") in ("ws_disconnected", "ws_connected")
+            )
+            and abs(datetime.fromisoformat(e["timestamp"]) - minute) <= timedelta(minutes=20)
+        ]
+        sent = day["truth"].get(code, ({"registrations": []}, None))[0]
+        out.append(f"{code} {minute:%H:%M}: proof {judged.get((code, minute))}; exchange registrations "
+                   f"{sent['registrations']}; capture events {near}")  # fmt: skip
+    return "\n".join(out)
 
 
 def check_the_completeness_proof_flags_every_injected_loss_and_nothing_else(day):
@@ -399,7 +481,8 @@ def check_the_completeness_proof_flags_every_injected_loss_and_nothing_else(day)
         for r in pq.read_table(restored_path(data, DAY, TRACK_B_TAPES_RESTORED[UNIFIED])).to_pylist()
     }
     flagged = {k for k, r in judged.items() if r["status"] != "agree"}
-    assert flagged == {k for k in lost if k in judged}, sorted(flagged ^ set(lost))[:20]
+    want = {k for k in lost if k in judged}
+    assert flagged == want, _story(day, sorted(flagged ^ want)[:20], judged)
     assert flagged, "the faults cost trades in minutes the proof judged"
     for k in flagged:  # restored exactly where every trade the minute lost was restored
         whole = all((k[0], v) in restored for v in lost[k])
