@@ -254,10 +254,11 @@ def test_track_b_ticks_lost_in_a_disconnect_are_restored_from_conclusions(env, s
 
     now = datetime.fromisoformat(small_sim.admin("clock")["now"]).astimezone(KST)
     lo, hi = now - timedelta(minutes=8), now - timedelta(minutes=2)
-    if lo.date() != now.date() or lo.hour != hi.hour:
-        lo, hi = hi.replace(minute=0, second=0), hi  # keep one hour partition
-        if (hi - lo).total_seconds() < 120:
-            pytest.skip("too close to the hour for a window of live ticks")
+    if lo.hour != hi.hour:  # keep one hour partition: the six minutes before whichever hour has begun
+        hi = hi.replace(minute=0, second=0, microsecond=0) - timedelta(seconds=1)
+        lo = hi - timedelta(minutes=6)
+    if lo.date() != now.date():
+        pytest.skip("too close to midnight for a window of live ticks on the day")
     listing = small_sim.admin("listings", params={"order": "activity", "limit": "2"})["listings"]
     codes = [x["code"] for x in listing]
     rows, lost = [], {}
