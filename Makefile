@@ -42,7 +42,7 @@ test: $(STAMP) deps lint
 deploy-test: $(STAMP)
 	bash .ci/docker
 	bash deploy/docker/base-image.sh
-	$(BIN)/pytest -q -p no:cacheprovider -m deploy -s --timeout 3600 tests/deploy
+	$(BIN)/pytest -q -p no:cacheprovider -m deploy --timeout 3600 tests/deploy
 
 ## lint, format and the lock file checked, and every Dagster definition loaded the way the code server loads it
 ## (`dagster definitions validate`; its successor `dg check defs` needs the dg project layout)

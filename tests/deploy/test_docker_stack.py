@@ -294,7 +294,7 @@ def wait_for(what: str, fn, timeout: float, every: float = 3.0):  # noqa: ANN001
     raise AssertionError(f"{what}: not within {timeout:.0f} s (last error: {last})")
 
 
-def test_the_stack_runs_a_trading_slot_end_to_end(images, tmp_path):
+def test_the_stack_runs_a_trading_slot_end_to_end(images, tmp_path, capsys):
     stack = Stack(tmp_path)
     refuse_beside_a_real_deployment()
     stack.down()  # what a run killed before its teardown left (its volumes hold another password)
@@ -359,7 +359,8 @@ def test_the_stack_runs_a_trading_slot_end_to_end(images, tmp_path):
     assert not left, (left, logs[-3000:])
     volumes = set(sh("docker", "volume", "ls", "-q", check=False).split())
     assert not volumes & set(VOLUMES), volumes
-    print(
-        f"deploy: images built in {images[IMAGE]:.0f} s and {images[PG_IMAGE]:.0f} s; stack up {up_s:.0f} s; universe "
-        f"and slot by {ready_s:.0f} s; capture replaced {replaced_s:.0f} s after the kill"
-    )
+    with capsys.disabled():  # the stage's figures, in CI's log whatever pytest captures
+        print(
+            f"deploy: images built in {images[IMAGE]:.0f} s and {images[PG_IMAGE]:.0f} s; stack up {up_s:.0f} s; universe "
+            f"and slot by {ready_s:.0f} s; capture replaced {replaced_s:.0f} s after the kill"
+        )
