@@ -93,13 +93,12 @@ def _ops_context(prog: str):  # noqa: ANN202 - (lake tree, dest, calendar, event
     from observer_resources.storage import lake
 
     try:
-        local = lake.existing_local_dir()  # first: the backup destination's default is beside it
-        data = lake.data_dir()
+        tree = Tree.from_env(lake.existing_local_dir())  # first: the backup destination's default is beside it
         dest, cal = backup_dest(), calendar_from_env()
     except (SettingsError, ValueError) as e:
         print(f"observer {prog}: {e}", file=sys.stderr)
         return None
-    return Tree(local, None if lake.is_local(data) else data), dest, cal, EventLog(local)
+    return tree, dest, cal, EventLog(tree.local)
 
 
 def _backup(args: argparse.Namespace) -> int:

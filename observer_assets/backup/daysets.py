@@ -123,9 +123,10 @@ class Tree:
         return root if isinstance(root, Tree) else cls(Path(root))
 
     @classmethod
-    def from_env(cls) -> Tree:
+    def from_env(cls, local: Path | None = None) -> Tree:
+        """The tree the environment names; ``local`` when the caller has already resolved the local directory."""
         data = lake.data_dir()
-        return cls(lake.local_dir(), None if lake.is_local(data) else data)
+        return cls(local or lake.local_dir(), None if lake.is_local(data) else data)
 
 
 def scan(root: Path | Tree, skip: Iterable[Path] = ()) -> list[LocalFile]:

@@ -134,12 +134,13 @@ def _check(root: Path | Tree, dest: UPath, day: date, files: Sequence[LocalFile]
     st = package.read_state(dest, day)
     known = st.manifest.by_path() if st.manifest else {}
     problems = []
+    tree = Tree.of(root)
     for f in files:
         e = known.get(f.rel)
         if e is None:
             problems.append((f.rel, "not in the backup (written after it)"))
             continue
-        n, sha = package.hash_file(Tree.of(root) / f.rel)
+        n, sha = package.hash_file(tree / f.rel)
         if n != e.size or sha != e.sha256:
             problems.append((f.rel, "local bytes differ from the backup (changed after it)"))
     return True, problems

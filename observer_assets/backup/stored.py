@@ -109,8 +109,9 @@ def _check_stored(pkg: UPath, e: Entry, sink: BinaryIO | None = None) -> tuple[i
 
 
 def hash_file(path: Path | UPath, prefix: int | None = None) -> tuple[int, str] | tuple[int, str, str | None]:
-    """(size, sha256) of a lake file (local, or an object of a URL lake); with `prefix`, also the sha256 of its first `prefix` bytes (None when the file
-    is shorter), so an append-only file's growth is told from a rewrite in one read."""
+    """(size, sha256) of a lake file (local, or an object of a URL lake); with `prefix`, also the sha256 of its
+    first `prefix` bytes (None when the file is shorter), so an append-only file's growth is told from a rewrite in
+    one read."""
     h = hashlib.sha256()
     hp = hashlib.sha256() if prefix is not None else None
     n = 0
