@@ -27,6 +27,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from local_exchange.server import run_sim_process
+from observer_assets.track_b.journal_format import segments
+from observer_assets.track_b.journal_read import read_journal
 from observer_resources.calendar import KST
 from observer_resources.calendar.market import calendar_from_env
 from observer_resources.clock import write_sim
@@ -261,6 +263,26 @@ def _events(data: Path) -> list[dict]:
     ]
 
 
+def _last_frames_before_drops(data: Path) -> list[datetime]:
+    """Per drop, the receive time of the last frame the dropped connection journaled: where its gap opens. On the
+    stepped clock that is the drop's own instant when the step before it revealed a trade of a held code, and an
+    earlier step's instant when none did (a quiet after-market, or frames still in flight when the socket closed)."""
+    first: dict[str, datetime] = {}
+    last: dict[str, datetime] = {}
+    for ln in read_journal(segments(data, DAY)):
+        if ln.ok and ln.kind == "frame":
+            first[ln.conn_id] = min(first.get(ln.conn_id, ln.rx), ln.rx)
+            last[ln.conn_id] = max(last.get(ln.conn_id, ln.rx), ln.rx)
+    out = []
+    for drop in DROPS:
+        # the connection that began last before the drop (the clock stands still at a step, so the next one's
+        # first frames can carry the drop's own instant)
+        live = max((c for c in first if first[c] < drop), key=first.__getitem__)
+        assert last[live] <= drop, (drop, live, last[live])  # nothing of the dropped connection after it
+        out.append(last[live])
+    return out
+
+
 def _observable_skips(sent: dict) -> list[dict]:
     """The withheld trades a later trade of the same registration proves (by its cumulative volume). A release in
     between hides them: the next trade's jump then spans time the code was not held, which the report rightly calls
@@ -302,20 +324,20 @@ def check_the_gap_report_finds_every_injected_fault_and_nothing_else_each_restor
     sent, _ = day["truth"][skip["code"]] if skip["code"] in day["truth"] else ({"entries": []}, None)
     observable = bool(_observable_skips(sent))
     regular, after = "KRX:regular+NXT:main", "KRX:after_market+NXT:after_market"
+    starts = _last_frames_before_drops(day["data"])
     expected = sorted(
         [
             ("track_a_missing_slot", "0820", None, "unified", "NXT:pre_market"),  # KRX between its phases
             ("track_a_missing_slot", "1020", None, "KRX+unified", regular),
             ("track_a_missing_slot", "1110", None, "KRX+unified", regular),
             ("track_a_missing_slot", "1700", None, "KRX+unified", after),
-            ("ws_disconnect", "1300", None, "unified", regular),
-            ("ws_disconnect", "1830", None, "unified", after),
         ]
+        + [("ws_disconnect", f"{t:%H%M}", None, "unified", phase) for t, phase in zip(starts, (regular, after))]
         + ([("track_b_loss", "skip", skip["code"], "unified", regular)] if observable else [])
     )
     assert got == expected
     drops = [r for r in losses if r["kind"] == "ws_disconnect"]
-    assert [r["start"] for r in drops] == [at(13, 0), at(18, 30)]
+    assert [r["start"] for r in drops] == starts
     for r in losses:
         if r["kind"] == "ws_disconnect" and r["missing_trades"] is None:
             # No tick shows a loss, but a held code with no trade after the drop cannot be shown complete either:
