@@ -26,12 +26,13 @@ run: $(STAMP)
 	mkdir -p $(OBSERVER_DATA_DIR) $(DAGSTER_HOME)
 	$(BIN)/python -m observer_assets.run_local
 
-## the whole test suite (what CI runs): the bulk on four workers (its tests mostly wait on the servers they start:
-## two workers kept the two cores about 63 % busy, four 81 %; docs/benchmarks.md); then the two rate-limit
-## acceptance tests (SQLite, PostgreSQL) alone, on a machine nothing else is using; then the end-to-end runs, which
-## mostly wait on servers they start (dagster dev, Prometheus), three at a time, handed out one by one so the
-## longest (the day in the life, put first by tests/conftest.py) has a worker to itself while the others share the
-## rest (four at a time was tried: the day took 394 s instead of 340 and the stage 7:52 instead of 6:55)
+## the whole test suite (what CI runs): the bulk on four workers (its tests mostly wait on the servers they start;
+## four keep the two cores about 81 % busy and take 4:02-4:31 against two's 5:39-5:46: docs/benchmarks.md); then
+## the two rate-limit acceptance tests (SQLite, PostgreSQL) alone, on a machine nothing else is using; then the
+## end-to-end runs, which mostly wait on servers they start (dagster dev, Prometheus), three at a time, handed out
+## one by one so the longest (the day in the life, put first by tests/conftest.py) has a worker to itself while
+## the others share the rest (four at a time was tried: the day took 394 s instead of 340 and the stage 7:52
+## instead of 6:55)
 RATE_TESTS := tests/shared/test_rate_limit.py tests/shared/test_pg_stores.py
 test: $(STAMP) deps lint
 	$(BIN)/pytest -q -p no:cacheprovider -n 4 -m "not slow and not deploy" --durations=15
