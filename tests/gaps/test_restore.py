@@ -440,7 +440,7 @@ def test_codes_whose_losses_no_break_shows_are_restored_by_time(env, small_sim):
     from observer_assets.track_b import restore as tb
     from observer_assets.track_b.compaction import TICK_SCHEMA
     from observer_resources.events import EventLog
-    from observer_resources.storage.layout import edge_holes_path, report_path, state_path, ticks_path
+    from observer_resources.storage.layout import edge_holes_path, report_path, segment_path, state_path, ticks_path
 
     now = datetime.fromisoformat(small_sim.admin("clock")["now"]).astimezone(KST)
     lo, hi = (now - timedelta(minutes=9)).replace(second=0, microsecond=0), now - timedelta(minutes=1)
@@ -540,15 +540,18 @@ def test_codes_whose_losses_no_break_shows_are_restored_by_time(env, small_sim):
             )
             return res.asset_materializations_for_node("track_b_restored")[0].metadata
 
-        # the hours are not compacted yet (no state file; the clock's hour is not over): the live ticks the
-        # compaction has still to write would look lost, so every edge hole waits and nothing is fetched
+        # the capture journaled the hours and the compaction has not run yet (no state file): the live ticks it
+        # has still to write would look lost, so every edge hole waits and nothing is fetched
+        hours = sorted({lo.replace(minute=0), now.replace(minute=0, second=0, microsecond=0)})
+        for h in hours:
+            segment = segment_path(lake.local_dir(), "key-test", h.date(), h.hour)
+            segment.parent.mkdir(parents=True, exist_ok=True)
+            segment.touch()
         md = restore()
         assert (md["edge_holes"].value, md["edge_holes_waiting"].value, md["restored_rows"].value) == (0, 3, 0)
         assert not tb.restored_path(root, lo.date()).exists() and disconnect(inst)["status"] == "open"
-        h = lo.replace(minute=0)
-        while h <= now:  # the compaction's last write of each hour
+        for h in hours:  # the compaction's last write of each hour
             lake.write_json_atomic(state_path(root, h), {"compacted": True})
-            h += timedelta(hours=1)
         md = restore()
         after = disconnect(inst)
     got = pq.read_table(tb.restored_path(root, lo.date())).to_pylist()
