@@ -27,7 +27,7 @@ run: $(STAMP)
 	$(BIN)/python -m observer_assets.run_local
 
 ## the whole test suite (what CI runs): the bulk on four workers (its tests mostly wait on the servers they start;
-## four keep the two cores about 81 % busy and take 4:02-4:31 against two's 5:39-5:46: docs/benchmarks.md); then
+## four keep the two cores about 81 % busy and took 4:02-4:49 against two's 5:39-5:46: docs/benchmarks.md); then
 ## the two rate-limit acceptance tests (SQLite, PostgreSQL) alone, on a machine nothing else is using; then the
 ## end-to-end runs, which mostly wait on servers they start (dagster dev, Prometheus), three at a time, handed out
 ## one by one so the longest (the day in the life, put first by tests/conftest.py) has a worker to itself while

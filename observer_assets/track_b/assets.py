@@ -170,6 +170,14 @@ def read_manifest(root: Path, start: datetime) -> dict | None:
         return None
 
 
+def compacted_from(root: Path, start: datetime) -> str | None:
+    """The journal fingerprint the hour's lake tables were compacted from (its manifest, the compaction's last
+    write, with its ticks file in place), or None when it was not compacted. Equal to the journal's fingerprint
+    now: the lake holds everything the hour's journal holds."""
+    m = read_manifest(root, start)
+    return m.get("journal_fingerprint") if m and ticks_path(root, start).exists() else None
+
+
 def is_current(root: Path, start: datetime, local: Path | None = None) -> bool:
     """The hour's stored compaction (in the lake, `root`) was made from the journal (in `local`) as it is now."""
     m = read_manifest(root, start)

@@ -19,10 +19,10 @@ A disconnect can also cost trades no break ever shows: the *edge holes*, bounded
   go soon after the reconnect), hides what printed while the session was down. Its trades after that tick and
   before the code was registered again (``until``: the next acknowledged registration, else the gap's end) were
   lost; the hole's top is found when fetching.
-An edge hole waits until every hour it spans is compacted (``compacted_through``): before that its code's live
-ticks are not in the lake, and they would be fetched again as lost. What each fetch found is recorded even when
-nothing printed (``_meta/<restored dataset>/date=D/edge_holes.json``), so a code that lost nothing is seen to have
-lost nothing.
+An edge hole waits until every hour it spans is compacted from its journal as it stands (``compacted_through``):
+before that its code's live ticks are not all in the lake, and they would be fetched again as lost. What each fetch
+found is recorded even when nothing printed (``_meta/<restored dataset>/date=D/edge_holes.json``), so a code that
+lost nothing is seen to have lost nothing.
 """
 
 import asyncio
@@ -40,7 +40,7 @@ from observer_assets import catalog
 from observer_assets.gaps.detect_held import Holdings, registrations
 from observer_assets.orchestration.partitions import calendar, parse_day_key, trading_day_partitions
 from observer_assets.orchestration.runs import KIS_REST_POOL
-from observer_assets.track_b.journal_format import segments as journal_segments
+from observer_assets.track_b.assets import compacted_from, hour_segments, journal_fingerprint
 from observer_resources import clock, events
 from observer_resources.calendar import KST
 from observer_resources.events import Gap
@@ -57,7 +57,6 @@ from observer_resources.storage.layout import (
     TRACK_B_TAPES_RESTORED,
     edge_holes_path,
     restored_path,
-    state_path,
     tick_files,
 )
 
@@ -130,17 +129,17 @@ Settled = Callable[[datetime, datetime], bool]
 
 
 def compacted_through(root: lake.LakePath, local: Path, now: datetime) -> Settled:
-    """Whether every hour from ``a`` to ``b`` is settled: compacted (its state file, the compaction's last write),
-    or over with no journal (nothing live to find). An edge hole is bounded by the live ticks the compaction has
-    written; in an hour not compacted yet a code's live ticks look lost, and fetching them would put their copies
-    in the restored dataset beside the live ones. Such a hole waits for its hours (``edge_holes_waiting``)."""
+    """Whether every hour from ``a`` to ``b`` is settled: compacted from its journal as it stands (the compaction
+    sensor's test), or over with no journal (nothing live to find). An edge hole is bounded by the live ticks the
+    compaction has written; in an hour not compacted yet a code's live ticks look lost, and fetching them would put
+    their copies in the restored dataset beside the live ones. Such a hole waits for its hours
+    (``edge_holes_waiting``)."""
     seen: dict[datetime, bool] = {}
 
     def hour_settled(h: datetime) -> bool:
         if h not in seen:
-            seen[h] = state_path(root, h).exists() or (
-                h + timedelta(hours=1) <= now and not journal_segments(local, h.date(), h.hour)
-            )
+            segs = hour_segments(local, h)
+            seen[h] = compacted_from(root, h) == journal_fingerprint(segs) if segs else h + timedelta(hours=1) <= now
         return seen[h]
 
     def settled(a: datetime, b: datetime) -> bool:
@@ -470,8 +469,8 @@ def track_b_restored(context: dg.AssetExecutionContext, kis: KisResource) -> dg.
         if ticks is None and tape.venue != "KRX":
             continue  # a tape never streamed: nothing to restore, no file
         holes = find_holes(ticks, day_gaps, tape.market, held, tape.venue) if ticks is not None else []
-        waiting = [h for h in holes if h.span is not None and not settled(*h.span)]
-        holes = [h for h in holes if h not in waiting]
+        ready = [h for h in holes if h.span is None or settled(*h.span)]
+        waiting, holes = len(holes) - len(ready), ready
         old = read_restored(root, day, tape.restored)
         failures: dict[str, str] = {}
         edge_path = edge_holes_path(root, day, tape.restored)
@@ -502,7 +501,7 @@ def track_b_restored(context: dg.AssetExecutionContext, kis: KisResource) -> dg.
             "holes_restored": done,
             "missing_volume": sum(h.missing or 0 for h in holes),
             "edge_holes": sum(h.edge is not None for h in holes),
-            "edge_holes_waiting": len(waiting),
+            "edge_holes_waiting": waiting,
             "restored_volume": vol,
             "failures": len(failures),
         }

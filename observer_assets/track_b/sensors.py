@@ -43,10 +43,10 @@ from observer_assets.orchestration.partitions import hour_key, track_b_hour_part
 from observer_assets.orchestration.runs import max_runtime
 from observer_assets.track_b import journal as jr
 from observer_assets.track_b.assets import (
+    compacted_from,
     hour_segments,
     journal_fingerprint,
     journal_hours,
-    read_manifest,
     track_b_sampled,
     track_b_ticks,
 )
@@ -56,7 +56,7 @@ from observer_resources import clock
 from observer_resources.calendar import KST
 from observer_resources.calendar.market import calendar_from_env
 from observer_resources.storage import lake
-from observer_resources.storage.layout import heartbeat_path, status_path, ticks_path
+from observer_resources.storage.layout import heartbeat_path, status_path
 
 Clock = Callable[[], datetime]
 
@@ -254,15 +254,15 @@ def evaluate_compaction(context: dg.SensorEvaluationContext, now: datetime) -> d
             unsealed.append(key)
             continue
         fp = journal_fingerprint(segs)
-        m = read_manifest(root, h)
-        if m and m.get("journal_fingerprint") == fp and ticks_path(root, h).exists():
+        compacted = compacted_from(root, h)
+        if compacted == fp:
             done += 1
             requested.pop(key, None)
             continue
         if requested.get(key) == fp:
             pending.append(key)
             continue
-        why = "changed since its compaction" if m else "closed"
+        why = "changed since its compaction" if compacted else "closed"
         context.log.info(f"requesting Track B compaction of {key} ({why}; journal {fp})")
         requests.append(
             dg.RunRequest(partition_key=key, run_key=f"track_b_compaction:{key}:{fp}", tags=COMPACTION_TAGS)

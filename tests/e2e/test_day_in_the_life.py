@@ -221,15 +221,24 @@ def check_the_lost_slots_were_backfilled_by_the_gap_sensor_with_no_operator(day)
 DROPS = (datetime.combine(DAY, time(13, 0), KST), datetime.combine(DAY, time(18, 30), KST))
 
 
+def _takes(e: dict, code: str) -> bool | None:
+    """What a slot change does to ``code``: True takes it, False lets it go (the decision, as the proof judges it:
+    an unsubscribe still to be acknowledged included), None leaves it as it was."""
+    if e.get("event_type") != "slot_change":
+        return None
+    if e.get("code") == code and e.get("action") in ("allocate", "pin", "replace", "move_in"):
+        return True
+    if e.get("old_code") == code or (e.get("action") == "release" and e.get("code") == code):
+        return False
+    return None
+
+
 def _held_at(events: list[dict], code: str, t: datetime) -> bool:
     """Whether the capture held ``code`` at ``t``: its last slot change before then brought it in."""
     last = False
     for e in events:
-        if e.get("event_type") == "slot_change" and datetime.fromisoformat(e["timestamp"]) <= t:
-            if e.get("code") == code and e.get("action") in ("allocate", "pin", "replace", "move_in"):
-                last = True
-            elif e.get("old_code") == code or (e.get("action") == "release" and e.get("code") == code):
-                last = False
+        if (took := _takes(e, code)) is not None and datetime.fromisoformat(e["timestamp"]) <= t:
+            last = took
     return last
 
 
@@ -409,10 +418,8 @@ def _released_after(events: list[dict], code: str, t: datetime) -> datetime | No
         if at is not None and ts != at and not held:
             return at
         at = ts
-        if e.get("code") == code and e.get("action") in ("allocate", "pin", "replace", "move_in"):
-            held = True
-        elif e.get("old_code") == code or (e.get("action") == "release" and e.get("code") == code):
-            held = False  # the decision, as the proof judges it (an unsubscribe still to be acknowledged included)
+        if (took := _takes(e, code)) is not None:
+            held = took
     return at if at is not None and not held else None
 
 
@@ -460,8 +467,7 @@ def _injected_losses(day) -> dict[tuple[str, datetime], set[int]]:
             lost |= span
         lost |= _lost_before_release(sent, tape, events)
         for v in lost:
-            hhmmss = when[v]
-            m = datetime.combine(DAY, time(int(hhmmss[:2]), int(hhmmss[2:4])), KST)
+            m = datetime.combine(DAY, _hhmmss(when[v]).replace(second=0), KST)
             out.setdefault((code, m), set()).add(v)
     return out
 
@@ -469,11 +475,11 @@ def _injected_losses(day) -> dict[tuple[str, datetime], set[int]]:
 def _story(day, keys: list[tuple[str, datetime]], judged: dict) -> str:
     """What a disagreement needs to be read: per (code, minute), the proof's row, the exchange's registrations of
     the code and the capture's slot and registration events of the code within 20 minutes of it."""
-    out = []
+    out, events = [], _events(day["data"])
     for code, minute in keys:
         near = [
             {k: e.get(k) for k in ("timestamp", "event_type", "action", "code", "old_code", "tr_id", "connection_id")}
-            for e in _events(day["data"])
+            for e in events
             if (
                 code in (e.get("code"), e.get("old_code")) or e.get("event_type") in ("ws_disconnected", "ws_connected")
             )

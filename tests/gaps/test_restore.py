@@ -438,9 +438,16 @@ def test_codes_whose_losses_no_break_shows_are_restored_by_time(env, small_sim):
     and the disconnect is restored. Against the exchange's truth."""
     from observer_assets.gaps.assets import gap_report
     from observer_assets.track_b import restore as tb
+    from observer_assets.track_b.assets import hour_segments, journal_fingerprint
     from observer_assets.track_b.compaction import TICK_SCHEMA
     from observer_resources.events import EventLog
-    from observer_resources.storage.layout import edge_holes_path, report_path, segment_path, state_path, ticks_path
+    from observer_resources.storage.layout import (
+        edge_holes_path,
+        manifest_path,
+        report_path,
+        segment_path,
+        ticks_path,
+    )
 
     now = datetime.fromisoformat(small_sim.admin("clock")["now"]).astimezone(KST)
     lo, hi = (now - timedelta(minutes=9)).replace(second=0, microsecond=0), now - timedelta(minutes=1)
@@ -550,8 +557,11 @@ def test_codes_whose_losses_no_break_shows_are_restored_by_time(env, small_sim):
         md = restore()
         assert (md["edge_holes"].value, md["edge_holes_waiting"].value, md["restored_rows"].value) == (0, 3, 0)
         assert not tb.restored_path(root, lo.date()).exists() and disconnect(inst)["status"] == "open"
-        for h in hours:  # the compaction's last write of each hour
-            lake.write_json_atomic(state_path(root, h), {"compacted": True})
+        for h in hours:  # compacted: the ticks file (empty when nothing traded) and the manifest naming the journal
+            if not ticks_path(root, h).exists():
+                lake.write_table_atomic(ticks_path(root, h), TICK_SCHEMA.empty_table())
+            fp = journal_fingerprint(hour_segments(lake.local_dir(), h))
+            lake.write_json_atomic(manifest_path(root, h), {"journal_fingerprint": fp})
         md = restore()
         after = disconnect(inst)
     got = pq.read_table(tb.restored_path(root, lo.date())).to_pylist()
